@@ -1,0 +1,55 @@
+"""Build the ASGI application. ``app_factory`` is the entry point uvicorn calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway import __version__, http_errors
+from gateway.control_routes import router as control_router
+from gateway.routes import router
+from gateway.services import Services
+from gateway.settings import GatewaySettings
+from registry_sync.registry import RegistryReader
+
+DESCRIPTION = """
+Serves every version of every model in an MLflow model registry.
+
+Choose a version by path (`/models/{name}/versions/{version}/predict`) or with the
+`X-Model-Version` header on `/models/{name}/predict`; a version is a number, an alias
+(`champion`) or `latest`. Bodies speak MLflow's scoring protocol, so a request that
+works against `mlflow models serve` works here unchanged. Errors are
+`{"error_code", "message"}`.
+"""
+
+
+def create_app(settings: GatewaySettings, *, reader: RegistryReader | None = None) -> FastAPI:
+    """An app whose lifespan builds its services from ``settings`` and closes them."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings, reader=reader)
+        app.state.services = services
+        try:
+            await services.start()
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="registry-gateway",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    http_errors.install(app)
+    app.include_router(router)
+    app.include_router(control_router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Settings from the environment; for ``uvicorn --factory gateway.app:app_factory``."""
+    return create_app(GatewaySettings())

@@ -1,0 +1,222 @@
+"""Which versions exist and where each alias points, as this process serves them.
+
+The catalog holds the state database's latest snapshot (versions seen, pinned digests,
+refusals, routes) and this process's *served* version of each warm alias, which moves
+only when the reconciler has loaded and warmed the new target. Requests resolve
+against memory: neither MLflow nor the database being down stops them.
+
+A selector that misses (an unknown model, version or alias) may be something registered
+a moment ago: the catalog asks the sync to look at that model now, at most once a
+second per model and a few at a time, before answering 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from gateway.errors import (
+    AliasNotFound,
+    ModelNotFound,
+    NoReadyVersion,
+    VersionNotFound,
+    VersionNotReady,
+    VersionRefused,
+)
+from gateway.selectors import Selector
+from registry_sync.repository import RouteState, Snapshot, StateStore, StateUnavailable, VersionState
+
+log = logging.getLogger(__name__)
+
+LookAgain = Callable[[str], Awaitable[None]]
+_LOOK_AGAIN_SECONDS = 1.0
+_MAX_LOOKS = 4  # look-agains in flight at once; more misses answer from what is known
+_REMEMBERED_LOOKS = 4096
+_MISSES = (ModelNotFound, VersionNotFound, AliasNotFound, NoReadyVersion, VersionNotReady)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A selector turned into one concrete version."""
+
+    name: str
+    version: int
+    alias: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    name: str
+    aliases: dict[str, int]  # as this process serves them
+    registry_aliases: dict[str, int]  # as MLflow sets them
+    versions: dict[int, VersionState]  # deleted ones excluded
+
+    @property
+    def latest_ready(self) -> int | None:
+        ready = [v for v, state in self.versions.items() if state.ready and not state.refused_reason]
+        return max(ready) if ready else None
+
+
+class Catalog:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        warm_aliases: Iterable[str],
+        look_again: LookAgain | None = None,
+    ) -> None:
+        self._store = store
+        self.warm_aliases = frozenset(warm_aliases)
+        self._look_again = look_again
+        self._snapshot = Snapshot(generation=-1, versions={}, routes={})
+        self._by_model: dict[str, tuple[dict[int, VersionState], list[RouteState]]] = {}
+        self._served: dict[tuple[str, str], int] = {}
+        self._previous: dict[tuple[str, str], int] = {}  # what each warm alias served before
+        self._looked: OrderedDict[str, float] = OrderedDict()
+        self._looks = asyncio.Semaphore(_MAX_LOOKS)
+        self._refreshing = asyncio.Lock()
+
+    # --- following the database ------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._snapshot.generation
+
+    async def refresh(self) -> bool:
+        """Read the database if its generation moved; True when something changed."""
+        async with self._refreshing:
+            try:
+                generation = await anyio.to_thread.run_sync(self._store.generation)
+                if generation == self._snapshot.generation:
+                    return False
+                snapshot = await anyio.to_thread.run_sync(self._store.snapshot)
+            except StateUnavailable as exc:
+                log.warning("state database unavailable; serving from generation %d: %s", self.generation, exc)
+                return False
+            self._install(snapshot)
+            return True
+
+    def _install(self, snapshot: Snapshot) -> None:
+        # Indexed by model once per generation: a request looks at its own model only.
+        by_model: dict[str, tuple[dict[int, VersionState], list[RouteState]]] = {}
+        for (name, version), state in snapshot.versions.items():
+            if not state.deleted:
+                by_model.setdefault(name, ({}, []))[0][version] = state
+        for (name, _), route in snapshot.routes.items():
+            by_model.setdefault(name, ({}, []))[1].append(route)
+        self._snapshot, self._by_model = snapshot, by_model
+
+    def warm_routes(self) -> list[RouteState]:
+        return [route for route in self._snapshot.routes.values() if route.alias in self.warm_aliases]
+
+    def refused(self, name: str, version: int) -> bool:
+        state = self._snapshot.versions.get((name, version))
+        return state is not None and state.refused_reason is not None
+
+    def route(self, name: str, alias: str) -> RouteState | None:
+        return self._snapshot.routes.get((name, alias))
+
+    def served_version(self, route: RouteState) -> int:
+        if route.alias not in self.warm_aliases:
+            return route.version
+        key = (route.name, route.alias)
+        if key in self._served:
+            return self._served[key]
+        # Not swapped in this process yet: what the gateways served last, else the target.
+        return route.active_version if route.active_version is not None else route.version
+
+    def current(self, name: str, alias: str) -> int | None:
+        """What this process serves for a warm alias, if it served it before (else None)."""
+        route = self.route(name, alias)
+        return self._served.get((name, alias), route.active_version if route is not None else None)
+
+    def flip(self, name: str, alias: str, version: int) -> int | None:
+        """Serve ``version`` for a warm alias from now on; returns what served before."""
+        previous = self._served.get((name, alias))
+        self._served[(name, alias)] = version
+        if previous is not None and previous != version:
+            self._previous[(name, alias)] = previous
+        return previous
+
+    def previous(self, name: str, alias: str) -> int | None:
+        """The version this alias served before the current one, in this process."""
+        return self._previous.get((name, alias))
+
+    def adopt(self, name: str, alias: str, version: int) -> None:
+        """Take the database's served version as this process's own (at startup)."""
+        self._served.setdefault((name, alias), version)
+
+    # --- reading ---------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return sorted(name for name, (versions, _) in self._by_model.items() if versions)
+
+    def model(self, name: str) -> ModelView:
+        found = self._by_model.get(name)
+        if found is None:
+            raise ModelNotFound(name)
+        versions, routes = found
+        return ModelView(
+            name=name,
+            aliases={route.alias: self.served_version(route) for route in routes},
+            registry_aliases={route.alias: route.version for route in routes},
+            versions=versions,
+        )
+
+    def knows(self, name: str) -> bool:
+        return name in self._by_model
+
+    async def resolve(self, name: str, selector: Selector, *, look_again: bool = True) -> Resolved:
+        """The version ``selector`` means now; ``look_again=False`` answers a miss from memory."""
+        try:
+            return self._resolve(name, selector)
+        except _MISSES:
+            if not look_again or not await self.look_again(name):
+                raise
+        return self._resolve(name, selector)
+
+    async def look_again(self, name: str) -> bool:
+        """Have the sync read ``name`` from the registry now; False if it could not try."""
+        if self._look_again is None or self._looks.locked():
+            return False
+        async with self._looks:
+            last = self._looked.get(name)
+            if last is not None and (wait := _LOOK_AGAIN_SECONDS - (time.monotonic() - last)) > 0:
+                await asyncio.sleep(wait)  # once a second per model: garbage cannot hammer MLflow
+            self._looked[name] = time.monotonic()
+            self._looked.move_to_end(name)
+            while len(self._looked) > _REMEMBERED_LOOKS:
+                self._looked.popitem(last=False)
+            await self._look_again(name)
+            await self.refresh()
+        return True
+
+    def _resolve(self, name: str, selector: Selector) -> Resolved:
+        model = self.model(name)
+        if selector.kind == "latest":
+            latest = model.latest_ready
+            if latest is None:
+                raise NoReadyVersion(name)
+            return Resolved(name, latest, None)
+        alias = selector.alias
+        if alias is not None:
+            version = model.aliases.get(alias)
+            if version is None:
+                raise AliasNotFound(name, alias)
+        else:
+            assert selector.version is not None
+            version = selector.version
+        state = model.versions.get(version)
+        if state is None:
+            raise VersionNotFound(name, version)
+        if state.refused_reason:
+            raise VersionRefused(name, version, state.refused_reason)
+        if not state.ready:
+            raise VersionNotReady(name, version, state.status)
+        return Resolved(name, version, alias)

@@ -1,0 +1,146 @@
+"""The ``registry-gateway`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from gateway.settings import GatewaySettings
+
+# MLflow's HTTP client retries for minutes by default; a gateway would rather answer
+# 503 quickly and serve what it already has. Users can still set these themselves.
+_MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def _load_settings() -> GatewaySettings:
+    try:
+        return GatewaySettings()
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  GATEWAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid settings:\n{problems}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="registry-gateway")
+def main() -> None:
+    """Serve every version of every model in an MLflow model registry over HTTP.
+
+    Settings come from GATEWAY_* environment variables (see the README); the registry
+    from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI.
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=int,
+    help="Seconds in-flight requests get to finish on shutdown.",
+)
+def serve(host: str, port: int, workers: int, graceful_timeout: int) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    settings = _load_settings()  # fail fast, before any worker starts
+    _prepare_database(settings.database_url)
+    for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    uvicorn.run(
+        "gateway.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=graceful_timeout,
+        proxy_headers=True,
+    )
+
+
+def _prepare_database(url: str) -> None:
+    """sqlite upgrades itself; any other database must already be at the current schema,
+    and belong to the registry this gateway reads."""
+    from registry_sync.database import SchemaOutdated, check_schema, is_sqlite, make_engine
+    from registry_sync.registry import RegistryReader
+    from registry_sync.repository import StateStore, WrongRegistry
+
+    engine = make_engine(url)
+    try:
+        check_schema(engine, auto_upgrade=is_sqlite(url))
+        StateStore(engine).claim(RegistryReader().registry_uri)
+    except (SchemaOutdated, WrongRegistry) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # unreachable server, bad credentials, bad URL
+        raise click.ClickException(f"cannot open the state database: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+@main.group()
+def db() -> None:
+    """The state database (GATEWAY_DATABASE_URL)."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the state database to the schema this version needs."""
+    from registry_sync.database import current_revision, head_revision, make_engine, upgrade
+
+    settings = _load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        click.echo(f"state database at revision {head_revision()} (was {before or 'empty'})")
+    except Exception as exc:
+        raise click.ClickException(f"upgrade failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the state database and the one this version needs."""
+    from registry_sync.database import current_revision, head_revision, make_engine
+
+    engine = make_engine(_load_settings().database_url)
+    try:
+        click.echo(f"current: {current_revision(engine) or 'empty'}; needed: {head_revision()}")
+    finally:
+        engine.dispose()
+
+
+@main.command("demo-registry")
+@click.option(
+    "--path",
+    "path",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the demo registry (sqlite database and artifacts).",
+)
+@click.option("--base-url", default=None, help="Also print curl lines for a gateway at this URL.")
+def demo_registry(path: Path, base_url: str | None) -> None:
+    """Build a small MLflow registry to try the gateway on, and print how to use it."""
+    from gateway.demo import build_demo_registry
+
+    summary = build_demo_registry(path.resolve())
+    click.echo(summary.describe(base_url))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""HTTP for the control plane: MLflow's webhooks, a manual sync, the event history."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+from typing import Annotated
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from gateway.http_errors import error_response
+from gateway.request_body import read_body
+from gateway.schemas import ErrorBody, EventBody, EventList, SyncBody
+from gateway.services import Services
+from registry_sync.webhooks import TOLERANCE_SECONDS, WebhookMalformed, WebhookRejected, verify
+
+router = APIRouter()
+
+_MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+@router.post(
+    "/webhooks/mlflow",
+    status_code=202,
+    tags=["control"],
+    summary="MLflow model-registry webhook: sync the named model now",
+    responses={
+        202: {"description": "Accepted; the model syncs in the background"},
+        400: {"model": ErrorBody},
+        401: {"model": ErrorBody},
+        404: {"model": ErrorBody, "description": "GATEWAY_WEBHOOK_SECRET is not set"},
+        409: {"model": ErrorBody, "description": "A delivery id seen before (a replay)"},
+    },
+)
+async def mlflow_webhook(request: Request) -> Response:
+    services: Services = request.app.state.services
+    secret = services.settings.webhook_secret
+    if secret is None:
+        return error_response(404, "ENDPOINT_NOT_FOUND", "Webhooks are off: set GATEWAY_WEBHOOK_SECRET to the secret")
+    body = await read_body(request, _MAX_WEBHOOK_BYTES)
+    try:
+        delivery = verify(secret.get_secret_value(), request.headers, body)
+    except WebhookRejected as exc:
+        return error_response(401, "UNAUTHENTICATED", f"Webhook refused: {exc}")
+    except WebhookMalformed as exc:
+        return error_response(400, "BAD_REQUEST", f"Webhook payload not understood: {exc}")
+    fresh = await anyio.to_thread.run_sync(
+        lambda: services.store.take_delivery(delivery.delivery_id, keep=timedelta(seconds=2 * TOLERANCE_SECONDS))
+    )
+    if not fresh:
+        return error_response(409, "RESOURCE_ALREADY_EXISTS", f"Delivery {delivery.delivery_id} was already taken")
+    name = delivery.model_name
+    if name is not None and delivery.entity in (
+        "registered_model",
+        "model_version",
+        "model_version_tag",
+        "model_version_alias",
+    ):
+        services.poller.sync_soon([name], reason=f"webhook {delivery.entity}.{delivery.action}")
+    body_out = {"accepted": True, "delivery_id": delivery.delivery_id, "model": name}
+    return Response(orjson.dumps(body_out), status_code=202, media_type="application/json")
+
+
+@router.post(
+    "/admin/sync",
+    response_model=SyncBody,
+    tags=["control"],
+    summary="Sync with the registry now (for CI pipelines); bearer GATEWAY_ADMIN_TOKEN",
+    responses={
+        401: {"model": ErrorBody},
+        404: {"model": ErrorBody, "description": "GATEWAY_ADMIN_TOKEN not set"},
+        503: {"model": ErrorBody, "description": "The registry could not be read"},
+    },
+)
+async def admin_sync(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    model: Annotated[list[str] | None, Query(description="Only these models (repeatable)")] = None,
+    wait: Annotated[bool, Query(description="Also wait for the warm swaps the sync started")] = True,
+) -> Response:
+    services: Services = request.app.state.services
+    token = services.settings.admin_token
+    if token is None:
+        return error_response(404, "ENDPOINT_NOT_FOUND", "Admin endpoints are off: set GATEWAY_ADMIN_TOKEN")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        return error_response(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'")
+    report = await services.poller.sync(model, reason="admin")
+    if not report.ok:
+        return error_response(503, "TEMPORARILY_UNAVAILABLE", f"Sync failed: {report.error}", retry_after=5)
+    if wait:
+        await services.catalog.refresh()
+        await services.reconciler.reconcile(wait=True, retry_now=True)
+    return Response(
+        SyncBody.model_validate(report, from_attributes=True).model_dump_json(), media_type="application/json"
+    )
+
+
+@router.get("/events", response_model=EventList, tags=["control"], summary="Recent history, newest first")
+async def events(
+    request: Request,
+    model: Annotated[str | None, Query(description="Only this model")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(description="Only events with a smaller id (paging)")] = None,
+) -> EventList:
+    services: Services = request.app.state.services
+    rows = await anyio.to_thread.run_sync(lambda: services.store.events(name=model, limit=limit, before=before))
+    return EventList(
+        events=[
+            EventBody(
+                id=e.id,
+                at=e.at.isoformat(),
+                model=e.name,
+                version=e.version,
+                alias=e.alias,
+                kind=e.kind,
+                reason=e.reason,
+                actor=e.actor,
+            )
+            for e in rows
+        ]
+    )

@@ -1,0 +1,146 @@
+"""A small MLflow registry to try the gateway on (``registry-gateway demo-registry``).
+
+It holds an sklearn iris classifier with two versions (aliases ``champion`` -> 1 and
+``challenger`` -> 2) and, when torch is installed, a small torch network ``tiny-torch``.
+The helpers that log those models are also what the test suite trains with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+IRIS = "iris"
+TORCH = "tiny-torch"
+EXPERIMENT = "registry-gateway-demo"
+
+
+def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn.datasets import load_iris
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    return features, target
+
+
+def log_iris_version(name: str = IRIS, *, c: float = 1.0) -> int:
+    """Train a LogisticRegression on iris (regularised by ``c``), register it, return the version."""
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = iris_frame()
+    model = LogisticRegression(C=c, max_iter=1000).fit(features, target)
+    with mlflow.start_run(run_name=f"{name}-C{c:g}"):
+        mlflow.log_param("C", c)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            input_example=features.head(2),
+            pip_requirements=["scikit-learn"],  # skips slow requirement inference
+        )
+    return int(info.registered_model_version)
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def log_torch_version(name: str = TORCH, *, seed: int = 0) -> int:
+    """A small feed-forward network, 4 inputs to 3 outputs, registered as ``name``."""
+    import mlflow.pytorch
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    example = np.random.default_rng(seed).random((2, 4), dtype=np.float32)
+    with mlflow.start_run(run_name=f"{name}-seed{seed}"):
+        info = mlflow.pytorch.log_model(
+            net, name="model", registered_model_name=name, input_example=example, pip_requirements=["torch"]
+        )
+    return int(info.registered_model_version)
+
+
+@contextmanager
+def using_registry(tracking_uri: str, artifact_root: Path | None = None) -> Iterator[MlflowClient]:
+    """Point MLflow's fluent API at one registry for the duration, then restore it."""
+    previous = mlflow.get_tracking_uri() if os.environ.get("MLFLOW_TRACKING_URI") else None
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            location = artifact_root.as_uri() if artifact_root is not None else None
+            client.create_experiment(EXPERIMENT, artifact_location=location)
+        mlflow.set_experiment(EXPERIMENT)
+        yield client
+    finally:
+        mlflow.set_tracking_uri(previous) if previous else mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
+@dataclass
+class DemoRegistry:
+    path: Path
+    tracking_uri: str
+    models: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> alias -> version
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self, base_url: str | None = None) -> str:
+        lines = [f"Demo registry at {self.path}", f"  MLFLOW_TRACKING_URI={self.tracking_uri}"]
+        for name, aliases in self.models.items():
+            shown = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items()))
+            lines.append(f"  {name}: {shown}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        if base_url:
+            lines += ["", "Try it (once the gateway is up):", *self.curl_lines(base_url)]
+        return "\n".join(lines)
+
+    def curl_lines(self, base_url: str) -> list[str]:
+        json = "-H 'Content-Type: application/json'"
+        split = (
+            '{"dataframe_split": {"columns": ["sepal length (cm)", "sepal width (cm)", '
+            '"petal length (cm)", "petal width (cm)"], "data": [[6.7, 3.0, 5.2, 2.3]]}}'
+        )
+        lines = [
+            f"  curl -s {base_url}/models | python3 -m json.tool",
+            f"  curl -si {base_url}/models/{IRIS}/predict {json} -d '{split}'",
+            f"  curl -si {base_url}/models/{IRIS}/predict {json} -H 'X-Model-Version: challenger' -d '{split}'",
+            f"  curl -s {base_url}/models/{IRIS}/versions/latest/predict {json} -d '{split}'",
+            f"  curl -s {base_url}/models/{IRIS}/versions/2 | python3 -m json.tool",
+        ]
+        if TORCH in self.models:
+            body = '{"inputs": [[0.1, 0.2, 0.3, 0.4]]}'
+            lines.append(f"  curl -s {base_url}/models/{TORCH}/predict {json} -d '{body}'")
+        lines += [f"  open {base_url}/docs  (OpenAPI, with examples)", f"  curl -s {base_url}/metrics | grep gateway_"]
+        return lines
+
+
+def build_demo_registry(path: Path) -> DemoRegistry:
+    """Create (or reuse) the demo registry under ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{path / 'mlflow.db'}"
+    demo = DemoRegistry(path=path, tracking_uri=tracking_uri)
+    with using_registry(tracking_uri, path / "artifacts") as client:
+        existing = {model.name: model for model in client.search_registered_models()}
+        if IRIS not in existing:
+            first = log_iris_version(IRIS, c=0.05)
+            second = log_iris_version(IRIS, c=10.0)
+            client.set_registered_model_alias(IRIS, "champion", str(first))
+            client.set_registered_model_alias(IRIS, "challenger", str(second))
+        demo.models[IRIS] = {a: int(v) for a, v in client.get_registered_model(IRIS).aliases.items()}
+        if torch_available():
+            if TORCH not in existing:
+                version = log_torch_version(TORCH)
+                client.set_registered_model_alias(TORCH, "champion", str(version))
+            demo.models[TORCH] = {a: int(v) for a, v in client.get_registered_model(TORCH).aliases.items()}
+        else:
+            demo.notes.append("torch is not installed: pip install 'registry-gateway[torch]' for the torch model")
+    return demo

@@ -1,0 +1,145 @@
+"""The data plane's errors, named by condition.
+
+Each carries typed fields and builds its own message. They become HTTP in exactly one
+place: :mod:`gateway.http_errors`.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of everything the gateway raises on purpose."""
+
+
+# --- the model or version asked for --------------------------------------------------
+
+
+class ModelNotFound(GatewayError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Model '{name}' not found in the registry")
+
+
+class VersionNotFound(GatewayError):
+    def __init__(self, name: str, version: int) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(f"Model '{name}' has no version {version}")
+
+
+class AliasNotFound(GatewayError):
+    def __init__(self, name: str, alias: str) -> None:
+        self.name = name
+        self.alias = alias
+        super().__init__(f"Model '{name}' has no alias '{alias}'")
+
+
+class NoReadyVersion(GatewayError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Model '{name}' has no version in status READY")
+
+
+class VersionNotReady(GatewayError):
+    def __init__(self, name: str, version: int, status: str) -> None:
+        self.name = name
+        self.version = version
+        self.status = status
+        super().__init__(f"Model '{name}' version {version} is {status}, not READY")
+
+
+class VersionRefused(GatewayError):
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        self.name = name
+        self.version = version
+        self.reason = reason
+        super().__init__(f"Model '{name}' version {version} is refused and will not serve: {reason}")
+
+
+class InvalidSelector(GatewayError):
+    def __init__(self, selector: str) -> None:
+        self.selector = selector
+        super().__init__(
+            f"Invalid version selector '{selector}': use a version number, an alias "
+            "(letters, digits, '_' or '-') or 'latest'"
+        )
+
+
+class SelectorConflict(GatewayError):
+    def __init__(self, *, name: str, path: str, header: str, path_version: int, header_version: int) -> None:
+        self.name = name
+        self.path = path
+        self.header = header
+        super().__init__(
+            f"The path asks for '{name}' version '{path}' (= {path_version}) but the "
+            f"X-Model-Version header asks for '{header}' (= {header_version}); send one or make them agree"
+        )
+
+
+# --- the request body --------------------------------------------------------------
+
+
+class PayloadTooLarge(GatewayError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"Request body is larger than the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
+
+
+class UnsupportedMediaType(GatewayError):
+    def __init__(self, content_type: str | None) -> None:
+        self.content_type = content_type
+        shown = content_type or "none"
+        super().__init__(
+            f"Content type '{shown}' is not supported; send 'application/json' or 'text/csv' "
+            "(or 'application/vnd.apache.parquet'), in UTF-8"
+        )
+
+
+class MalformedRequest(GatewayError):
+    """The body could not be read as the scoring protocol at all (MLflow: BAD_REQUEST)."""
+
+
+class InvalidInput(GatewayError):
+    """The body was readable but does not fit the model (MLflow: INVALID_PARAMETER_VALUE)."""
+
+
+# --- loading and predicting --------------------------------------------------------
+
+
+class ModelLoadFailed(GatewayError):
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        self.name = name
+        self.version = version
+        self.reason = reason
+        super().__init__(f"Model '{name}' version {version} failed to load: {reason}")
+
+
+class ModelTooLarge(GatewayError):
+    def __init__(self, name: str, version: int, *, size_bytes: int, budget_bytes: int) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(
+            f"Model '{name}' version {version} needs {size_bytes / 2**20:.1f} MiB, more than the "
+            f"whole memory budget of {budget_bytes / 2**20:.1f} MiB (GATEWAY_MAX_MEMORY_MB)"
+        )
+
+
+class PredictTimeout(GatewayError):
+    def __init__(self, name: str, version: int, seconds: float) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(
+            f"Model '{name}' version {version} did not answer within {seconds:g} s (GATEWAY_PREDICT_TIMEOUT_SECONDS)"
+        )
+
+
+class PredictFailed(GatewayError):
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(f"Model '{name}' version {version} failed to predict: {reason}")
+
+
+class ShuttingDown(GatewayError):
+    def __init__(self) -> None:
+        super().__init__("The gateway is shutting down")

@@ -1,0 +1,150 @@
+"""What ``/models`` shows: the state database's view joined with this process's cache."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+import anyio.to_thread
+
+from gateway.cache import CachedVersion, ModelCache
+from gateway.catalog import Catalog, ModelView
+from gateway.errors import GatewayError, ModelLoadFailed, VersionNotFound, VersionNotReady, VersionRefused
+from gateway.schemas import (
+    LoadState,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    VersionDetail,
+    VersionSummary,
+)
+from gateway.selectors import parse_selector
+from gateway.service import InferenceService
+from registry_sync.artifacts import ArtifactStore, VersionMetadata
+from registry_sync.errors import RegistryError
+
+_MAX_METADATA = 1024
+
+
+class Inventory:
+    def __init__(
+        self, catalog: Catalog, cache: ModelCache, artifacts: ArtifactStore, service: InferenceService
+    ) -> None:
+        self._catalog = catalog
+        self._cache = cache
+        self._artifacts = artifacts
+        self._service = service
+        # A version's MLmodel never changes, so it is read once.
+        self._metadata: OrderedDict[tuple[str, int], VersionMetadata] = OrderedDict()
+
+    async def models(self) -> ModelList:
+        summaries = []
+        for name in self._catalog.model_names():
+            model = self._catalog.model(name)
+            summaries.append(
+                ModelSummary(
+                    name=name,
+                    aliases=model.aliases,
+                    registry_aliases=model.registry_aliases,
+                    latest_version=model.latest_ready,
+                    versions=sorted(model.versions),
+                    loaded_versions=sorted(v for n, v in self._cache.keys() if n == name),
+                )
+            )
+        return ModelList(models=summaries)
+
+    async def model(self, name: str) -> ModelDetail:
+        try:
+            default: int | None = (await self._service.choose(name)).version
+        except GatewayError:
+            default = None
+        model = self._catalog.model(name)
+        return ModelDetail(
+            name=name,
+            aliases=model.aliases,
+            registry_aliases=model.registry_aliases,
+            latest_version=model.latest_ready,
+            default_version=default,
+            versions=[self._summary(model, v) for v in sorted(model.versions, reverse=True)],
+        )
+
+    async def version(self, name: str, selector: str) -> VersionDetail:
+        chosen = parse_selector(selector)
+        if chosen.kind == "version":
+            assert chosen.version is not None
+            number = chosen.version
+            try:
+                await self._service.choose(name, path=selector)  # looks again if unknown
+            except (VersionNotReady, VersionRefused):
+                pass  # it exists: shown whatever its state, unlike for predict
+        else:
+            number = (await self._service.choose(name, path=selector)).version
+        model = self._catalog.model(name)
+        if number not in model.versions:
+            raise VersionNotFound(name, number)
+        state = model.versions[number]
+        try:
+            metadata: VersionMetadata | None = await self._read_metadata(name, number)
+        except ModelLoadFailed:
+            if not state.refused_reason:
+                raise
+            metadata = None  # its files are what is wrong: still show why it is refused
+        signature = metadata.model.signature if metadata is not None else None
+        return VersionDetail(
+            **self._summary(model, number).model_dump(),
+            name=name,
+            source=state.source,
+            run_id=state.run_id,
+            tags=state.tags,
+            flavors=sorted(metadata.model.flavors) if metadata is not None else [],
+            signature=_parse_signature(signature.to_dict() if signature is not None else None),
+            input_example=metadata.serving_example if metadata is not None else None,
+        )
+
+    def _summary(self, model: ModelView, version: int) -> VersionSummary:
+        state = model.versions[version]
+        cached = self._cache.get(model.name, version)
+        return VersionSummary(
+            version=version,
+            status=state.status,
+            aliases=sorted(a for a, v in model.aliases.items() if v == version),
+            sha256=state.digest,
+            refused=state.refused_reason,
+            first_seen=state.created_at.isoformat(),
+            loaded=_load_state(cached) if cached is not None else None,
+            last_load_error=self._cache.last_failure(model.name, version),
+        )
+
+    async def _read_metadata(self, name: str, version: int) -> VersionMetadata:
+        key = (name, version)
+        found = self._metadata.get(key)
+        if found is not None:
+            return found
+        try:
+            found = await anyio.to_thread.run_sync(self._artifacts.metadata, name, version)
+        except RegistryError as exc:
+            raise ModelLoadFailed(name, version, str(exc)) from exc
+        self._metadata[key] = found
+        while len(self._metadata) > _MAX_METADATA:
+            self._metadata.popitem(last=False)
+        return found
+
+
+def _load_state(cached: CachedVersion) -> LoadState:
+    return LoadState(
+        flavor=cached.flavor,
+        size_bytes=cached.size_bytes,
+        load_seconds=round(cached.load_seconds, 4),
+        loaded_at=cached.loaded_at,
+        last_used=cached.last_used,
+        in_use=cached.in_use,
+        uses=cached.uses,
+    )
+
+
+def _parse_signature(signature: dict[str, Any] | None) -> dict[str, Any] | None:
+    # MLflow stores each part as a JSON string inside the dict.
+    if signature is None:
+        return None
+    return {key: json.loads(value) if isinstance(value, str) else value for key, value in signature.items()}

@@ -1,0 +1,121 @@
+"""Turn a registry version into a loaded, measured, callable model.
+
+Everything here blocks (downloads, unpickling, predict); the cache and the service
+run it in threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+
+from gateway.errors import InvalidInput, ModelLoadFailed, PredictFailed, VersionRefused
+from gateway.scoring import ScoringInput
+from gateway.sizing import object_graph_bytes
+from registry_sync.artifacts import ArtifactStore
+from registry_sync.errors import ArtifactDigestMismatch, RegistryError
+from registry_sync.hashing import directory_bytes
+from registry_sync.repository import StateStore
+
+log = logging.getLogger(__name__)
+
+# What a model raises when the input is wrong for it: the client's mistake, not ours.
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    name: str
+    version: int
+    pyfunc: Any
+    metadata: Model
+    path: Path
+    size_bytes: int
+    load_seconds: float
+    flavor: str
+    digest: str = ""
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, request: ScoringInput) -> Any:
+        try:
+            if request.params:
+                return self.pyfunc.predict(request.data, params=request.params)
+            return self.pyfunc.predict(request.data)
+        except MlflowException as exc:
+            if exc.get_http_status_code() >= 500:  # type: ignore[no-untyped-call]
+                raise PredictFailed(self.name, self.version, exc.message) from exc
+            raise InvalidInput(exc.message) from exc
+        except _INPUT_ERRORS as exc:
+            raise InvalidInput(f"The model rejected the input: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise PredictFailed(self.name, self.version, f"{type(exc).__name__}: {exc}") from exc
+
+
+def flavor_of(metadata: Model) -> str:
+    """The flavor that does the work (``sklearn``, ``pytorch``...), else ``python_function``."""
+    pyfunc_conf = metadata.flavors.get("python_function", {})
+    module = str(pyfunc_conf.get("loader_module", ""))
+    if module.startswith("mlflow."):
+        return module.removeprefix("mlflow.")
+    others = [name for name in metadata.flavors if name != "python_function"]
+    return others[0] if others else "python_function"
+
+
+class ModelLoader:
+    """Fetch, verify against the pinned sha256, then load: bytes that don't match never load."""
+
+    def __init__(self, artifacts: ArtifactStore, store: StateStore, *, actor: str = "gateway") -> None:
+        self._artifacts = artifacts
+        self._store = store
+        self._actor = actor
+
+    def verified_path(self, name: str, version: int) -> tuple[Path, str]:
+        known = self._store.version(name, version)
+        expected = known.digest if known is not None else None
+        path: Path | None
+        try:
+            # A copy on this disk that no longer matches is fetched again before the version is
+            # blamed; a fresh download that does not match is never put in place.
+            path, digest = self._artifacts.fetch_verified(name, version, expected=expected)
+        except ArtifactDigestMismatch as exc:
+            path, digest = None, exc.digest
+        result = self._store.pin_digest(name, version, digest, actor=self._actor)
+        if not result.ok or path is None:
+            self._artifacts.forget(name, version)
+            raise VersionRefused(name, version, result.reason or "digest mismatch")
+        return path, digest
+
+    def load(self, name: str, version: int) -> LoadedModel:
+        started = time.perf_counter()
+        try:
+            path, digest = self.verified_path(name, version)
+            pyfunc = mlflow.pyfunc.load_model(str(path))
+        except VersionRefused:
+            raise
+        except RegistryError as exc:
+            raise ModelLoadFailed(name, version, str(exc)) from exc
+        except Exception as exc:  # anything a model's own loader raises
+            raise ModelLoadFailed(name, version, f"{type(exc).__name__}: {exc}") from exc
+        # The graph misses memory that native libraries hold outside Python; the files
+        # they were loaded from bound that from below.
+        size = max(object_graph_bytes(pyfunc), directory_bytes(path))
+        seconds = time.perf_counter() - started
+        log.info("loaded %s version %s: %.1f KiB in %.2f s", name, version, size / 1024, seconds)
+        return LoadedModel(
+            name=name,
+            version=version,
+            pyfunc=pyfunc,
+            metadata=pyfunc.metadata,
+            path=path,
+            size_bytes=size,
+            load_seconds=seconds,
+            flavor=flavor_of(pyfunc.metadata),
+            digest=digest,
+        )

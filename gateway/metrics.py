@@ -1,0 +1,106 @@
+"""Prometheus metrics of one gateway, in a registry of its own (no process globals).
+
+Labels carry only names the registry confirmed: a request for a model that does not
+exist is counted under ``model="_unknown"`` so garbage cannot grow the label space.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+UNKNOWN = "_unknown"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests", "Prediction requests answered", ["model", "version", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer a prediction request, including any load",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.hits = Counter(
+            "gateway_cache_hits", "Requests that found their version loaded (or loading)", ["model"], registry=r
+        )
+        self.misses = Counter("gateway_cache_misses", "Requests that started a load", ["model"], registry=r)
+        self.loads = Counter(
+            "gateway_model_loads", "Model loads by outcome", ["model", "version", "outcome"], registry=r
+        )
+        self.load_seconds = Histogram(
+            "gateway_model_load_seconds",
+            "Time to fetch and load a version",
+            ["model"],
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.evictions = Counter(
+            "gateway_cache_evictions", "Versions evicted from the model cache", ["model"], registry=r
+        )
+        self.loaded_models = Gauge("gateway_loaded_models", "Versions held in memory", registry=r)
+        self.loaded_bytes = Gauge("gateway_loaded_bytes", "Measured bytes of the versions held in memory", registry=r)
+        self.swaps = Counter("gateway_swaps", "Blue-green alias swaps by outcome", ["model", "outcome"], registry=r)
+        self.sync_runs = Counter("gateway_sync_runs", "Registry sync passes by outcome", ["outcome"], registry=r)
+        self.sync_seconds = Histogram(
+            "gateway_sync_seconds", "Time of one registry sync pass", buckets=_LOAD_BUCKETS, registry=r
+        )
+        self.refusals = Counter("gateway_refusals", "Versions refused for a sha256 mismatch", registry=r)
+        self.last_sync_age = Gauge(
+            "gateway_sync_last_success_age_seconds",
+            "Seconds since the last successful registry sync (+Inf before the first)",
+            registry=r,
+        )
+        self.last_sync_age.set_function(self._last_sync_age)
+        self.last_sync_success: float | None = None
+
+    def _last_sync_age(self) -> float:
+        if self.last_sync_success is None:
+            return float("inf")
+        return time.monotonic() - self.last_sync_success
+
+    def swap_finished(self, model: str, *, outcome: str) -> None:
+        self.swaps.labels(model, outcome).inc()
+
+    def sync_finished(self, *, outcome: str, seconds: float, refused: int) -> None:
+        self.sync_runs.labels(outcome).inc()
+        if outcome == "success":
+            self.last_sync_success = time.monotonic()
+        self.sync_seconds.observe(seconds)
+        if refused:
+            self.refusals.inc(refused)
+
+    def request_finished(self, *, model: str, version: str, status: int, seconds: float) -> None:
+        self.requests.labels(model, version, str(status)).inc()
+        self.latency.labels(model, version).observe(seconds)
+
+    def cache_hit(self, model: str) -> None:
+        self.hits.labels(model).inc()
+
+    def cache_miss(self, model: str) -> None:
+        self.misses.labels(model).inc()
+
+    def load_finished(self, model: str, version: int, *, outcome: str, seconds: float) -> None:
+        self.loads.labels(model, str(version), outcome).inc()
+        self.load_seconds.labels(model).observe(seconds)
+
+    def evicted(self, model: str, version: int) -> None:
+        self.evictions.labels(model).inc()
+
+    def cache_size(self, *, models: int, size_bytes: int) -> None:
+        self.loaded_models.set(models)
+        self.loaded_bytes.set(size_bytes)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,204 @@
+"""Follow the state database and swap warm aliases blue-green in this process.
+
+When the database says a warm alias (``GATEWAY_WARM_ALIASES``) now points at another
+version, the reconciler fetches, verifies and loads that version, warms it with a real
+predict, and only then flips the alias in memory. Requests already on the old version
+finish on it (they hold leases); the old version becomes an ordinary LRU entry. If any
+step fails the old version keeps serving and an event says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio.to_thread
+
+from gateway.cache import ModelCache
+from gateway.catalog import Catalog
+from gateway.errors import GatewayError
+from gateway.metrics import GatewayMetrics
+from gateway.service import score
+from gateway.warmup import warmup_request
+from registry_sync.errors import RegistryError
+from registry_sync.repository import EventKind, RouteState, StateStore
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 30.0  # a failed swap is tried again after this, or at once on the next change
+
+
+class Reconciler:
+    def __init__(
+        self,
+        catalog: Catalog,
+        cache: ModelCache,
+        store: StateStore,
+        *,
+        executor: ThreadPoolExecutor,
+        metrics: GatewayMetrics,
+        follow_interval_seconds: float,
+        actor: str,
+    ) -> None:
+        self._catalog = catalog
+        self._cache = cache
+        self._store = store
+        self._executor = executor
+        self._metrics = metrics
+        self._interval = follow_interval_seconds
+        self._actor = actor
+        self._swaps: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._poke = asyncio.Event()
+        self._dirty = False
+        self._retry_at: dict[tuple[str, str], float] = {}  # failed swaps wait before trying again
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Serve what the database says was served, warmed, before the process is ready."""
+        await self._catalog.refresh()
+        adopted = []
+        for route in self._catalog.warm_routes():
+            if route.active_version is not None:
+                self._catalog.adopt(route.name, route.alias, route.active_version)
+                adopted.append(route)
+        await asyncio.gather(*(self._warm_existing(route) for route in adopted))
+        await self.reconcile(wait=True)
+        self._loop = asyncio.create_task(self._follow(), name="reconciler")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop, *self._swaps.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def poke(self) -> None:
+        """Look at the database now (the sync just wrote to it)."""
+        self._poke.set()
+
+    async def settle(self) -> None:
+        """Wait for the swaps under way (tests and the admin endpoint use it)."""
+        while self._swaps:
+            await asyncio.gather(*self._swaps.values(), return_exceptions=True)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancel at shutdown
+                async with asyncio.timeout(self._interval):
+                    await self._poke.wait()
+            except TimeoutError:
+                pass
+            self._poke.clear()
+            try:
+                changed = await self._catalog.refresh()
+                due = any(when <= time.monotonic() for when in self._retry_at.values())
+                if changed:
+                    self._retry_at.clear()
+                if changed or self._dirty or due:
+                    self._dirty = False
+                    await self.reconcile()
+            except Exception:  # the follower must outlive any one bad pass
+                log.exception("reconcile pass failed")
+
+    async def reconcile(self, *, wait: bool = False, retry_now: bool = False) -> None:
+        """Start a swap for each warm alias whose served version is not its target."""
+        for route in self._catalog.warm_routes():
+            key = (route.name, route.alias)
+            if key in self._swaps:
+                continue  # when it ends, _swap_done looks again
+            if not retry_now and self._retry_at.get(key, 0.0) > time.monotonic():
+                continue
+            target = self._target(route)
+            if target is None:
+                continue
+            if self._catalog.served_version(route) == target == route.active_version:
+                self._catalog.adopt(route.name, route.alias, target)
+                continue
+            task = asyncio.create_task(self._swap(route, target), name=f"swap {route.name}@{route.alias}")
+            self._swaps[key] = task
+            task.add_done_callback(functools.partial(self._swap_done, key))
+        if wait:
+            await self.settle()
+
+    def _target(self, route: RouteState) -> int | None:
+        """Where a warm alias should be: MLflow's target, unless that is refused; then, if
+        what it serves was refused too, the last good version it served (None: stay put)."""
+        if not self._catalog.refused(route.name, route.version):
+            return route.version
+        served = self._catalog.served_version(route)
+        if not self._catalog.refused(route.name, served):
+            return None  # the 'refused' event already says why it stays
+        fallback = self._catalog.previous(route.name, route.alias)
+        if fallback is None or self._catalog.refused(route.name, fallback):
+            return None
+        return fallback
+
+    def _swap_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._swaps.get(key) is task:
+            del self._swaps[key]
+        route = self._catalog.route(*key)
+        failed = key in self._retry_at
+        if route is not None and not failed and self._catalog.served_version(route) != self._target(route):
+            self._dirty = True  # the alias moved again while we swapped: go round once more
+            self.poke()
+
+    async def _swap(self, route: RouteState, target: int) -> None:
+        name, alias = route.name, route.alias
+        previous = self._catalog.current(name, alias)
+        try:
+            await self._load_and_warm(name, target)
+        except (GatewayError, RegistryError) as exc:
+            self._metrics.swap_finished(name, outcome="failure")
+            reason = f"swap of alias '{alias}' to version {target} failed, version {previous} keeps serving: {exc}"
+            log.warning("%s %s", name, reason)
+            self._retry_at[(name, alias)] = time.monotonic() + RETRY_SECONDS
+            await self._record(EventKind.FAILED, name, version=target, alias=alias, reason=reason)
+            return
+        self._retry_at.pop((name, alias), None)
+        self._catalog.flip(name, alias, target)
+        self._metrics.swap_finished(name, outcome="success")
+        log.info("%s alias %s now serves version %s (was %s)", name, alias, target, previous)
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._store.set_active(name, alias, target, previous=previous, actor=self._actor)
+            )
+        except RegistryError as exc:
+            log.warning("could not record the swap of %s@%s: %s", name, alias, exc)
+
+    async def _warm_existing(self, route: RouteState) -> None:
+        assert route.active_version is not None
+        try:
+            await self._load_and_warm(route.name, route.active_version)
+        except (GatewayError, RegistryError) as exc:
+            reason = f"could not warm version {route.active_version} of alias '{route.alias}' at startup: {exc}"
+            await self._record(
+                EventKind.FAILED, route.name, version=route.active_version, alias=route.alias, reason=reason
+            )
+
+    async def _load_and_warm(self, name: str, version: int) -> None:
+        lease = await self._cache.acquire(name, version)
+        try:
+            request = warmup_request(lease.model)
+            if request is not None:
+                body, media_type = request
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, score, lease.model, body, media_type)
+        finally:
+            lease.release()
+        await self._record(
+            EventKind.WARMED,
+            name,
+            version=version,
+            reason="warmed with a predict" if request is not None else "loaded (nothing to warm with)",
+        )
+
+    async def _record(self, kind: EventKind, name: str, **fields: object) -> None:
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._store.record(kind, name, actor=self._actor, **fields)  # type: ignore[arg-type]
+            )
+        except RegistryError as exc:
+            log.warning("could not record %s event for %s: %s", kind.value, name, exc)

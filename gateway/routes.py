@@ -1,0 +1,174 @@
+"""HTTP routes: read the request, call the service, shape the response. Nothing more."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import Response
+
+from gateway import http_errors
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import UNKNOWN
+from gateway.request_body import read_body
+from gateway.schemas import ErrorBody, Health, ModelDetail, ModelList, PredictionBody, VersionDetail
+from gateway.scoring import parse_content_type
+from gateway.services import Services
+
+IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Malformed body, wrong columns or types, or a bad version selector",
+        404: "Unknown model, version or alias",
+        409: "The version exists but is not READY",
+        413: "Body larger than GATEWAY_MAX_BODY_BYTES",
+        415: "Content type other than application/json or text/csv",
+        503: "The version failed to load, or MLflow is unreachable for a model never seen",
+        504: "Predict slower than GATEWAY_PREDICT_TIMEOUT_SECONDS",
+    }.items()
+}
+
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "MLflow's scoring protocol, exactly as `mlflow models serve` takes it.",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object"},
+                "examples": {
+                    "dataframe_split": {
+                        "summary": "Columns and rows (the demo's iris classifier)",
+                        "value": {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}},
+                    },
+                    "dataframe_records": {
+                        "summary": "One object per row",
+                        "value": {"dataframe_records": [dict(zip(IRIS_COLUMNS, [6.7, 3.0, 5.2, 2.3], strict=True))]},
+                    },
+                    "instances": {
+                        "summary": "TF-serving style rows",
+                        "value": {"instances": [dict(zip(IRIS_COLUMNS, [5.9, 3.0, 4.2, 1.5], strict=True))]},
+                    },
+                    "inputs_tensor": {
+                        "summary": "A tensor (the demo's torch model, 'tiny-torch')",
+                        "value": {"inputs": [[0.1, 0.2, 0.3, 0.4]]},
+                    },
+                },
+            },
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": ",".join(IRIS_COLUMNS) + "\n5.1,3.5,1.4,0.2\n",
+            },
+        },
+    }
+}
+
+NameParam = Annotated[str, Path(description="Registered model name", examples=["iris"])]
+VersionParam = Annotated[
+    str, Path(description="A version number, an alias such as `champion`, or `latest`", examples=["champion"])
+]
+VersionHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Model-Version",
+        description="A version number, an alias or `latest`; on the versioned path it must agree with it",
+    ),
+]
+
+router = APIRouter()
+
+
+@router.post(
+    "/models/{name}/versions/{version}/predict",
+    response_model=PredictionBody,
+    responses=_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+    tags=["predict"],
+    summary="Predict with a chosen version",
+)
+async def predict_version(
+    request: Request, name: NameParam, version: VersionParam, x_model_version: VersionHeader = None
+) -> Response:
+    return await _predict(request, name, path=version, header=x_model_version)
+
+
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictionBody,
+    responses=_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+    tags=["predict"],
+    summary="Predict with the version in X-Model-Version, else the default alias, else latest",
+)
+async def predict_default(request: Request, name: NameParam, x_model_version: VersionHeader = None) -> Response:
+    return await _predict(request, name, path=None, header=x_model_version)
+
+
+async def _predict(request: Request, name: str, *, path: str | None, header: str | None) -> Response:
+    services: Services = request.app.state.services
+    started = time.perf_counter()
+    model_label, version_label = UNKNOWN, UNKNOWN
+    try:
+        media_type = parse_content_type(request.headers.get("content-type"))
+        served = await services.inference.choose(name, path=path, header=header)
+        model_label, version_label = served.name, str(served.version)
+        body = await read_body(request, services.settings.max_body_bytes)
+        prediction = await services.inference.predict(served, body, media_type)
+    except Exception as exc:
+        status = http_errors.classify(exc).status
+        services.metrics.request_finished(
+            model=model_label, version=version_label, status=status, seconds=time.perf_counter() - started
+        )
+        raise
+    services.metrics.request_finished(
+        model=model_label, version=version_label, status=200, seconds=time.perf_counter() - started
+    )
+    headers = {"X-Model-Name": served.name, "X-Model-Version": str(served.version)}
+    if served.alias:
+        headers["X-Model-Alias"] = served.alias
+    return Response(prediction.body, media_type="application/json", headers=headers)
+
+
+@router.get("/models", response_model=ModelList, responses={503: _ERRORS[503]}, tags=["models"])
+async def list_models(request: Request) -> ModelList:
+    services: Services = request.app.state.services
+    return await services.inventory.models()
+
+
+@router.get("/models/{name}", response_model=ModelDetail, responses={404: _ERRORS[404]}, tags=["models"])
+async def get_model(request: Request, name: NameParam) -> ModelDetail:
+    services: Services = request.app.state.services
+    return await services.inventory.model(name)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=VersionDetail,
+    responses={404: _ERRORS[404], 400: _ERRORS[400]},
+    tags=["models"],
+)
+async def get_version(request: Request, name: NameParam, version: VersionParam) -> VersionDetail:
+    services: Services = request.app.state.services
+    return await services.inventory.version(name, version)
+
+
+@router.get("/health/live", response_model=Health, tags=["health"])
+async def live() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/health/ready", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
+async def ready(request: Request) -> Response:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None or not services.ready:
+        return Response(Health(status="starting").model_dump_json(), status_code=503, media_type="application/json")
+    health = Health(status="ok", loaded_models=len(services.cache.keys()), loaded_bytes=services.cache.loaded_bytes)
+    return Response(health.model_dump_json(), media_type="application/json")
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)

@@ -1,0 +1,110 @@
+"""The JSON shapes the gateway answers with, as they appear in the OpenAPI page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    """Every error, MLflow-style."""
+
+    error_code: str = Field(examples=["RESOURCE_DOES_NOT_EXIST"])
+    message: str = Field(examples=["Model 'iris' has no alias 'champion'"])
+
+
+class PredictionBody(BaseModel):
+    predictions: Any = Field(examples=[[0, 2]])
+
+
+class LoadState(BaseModel):
+    """A version held in this process's memory."""
+
+    flavor: str
+    size_bytes: int = Field(description="Measured memory the loaded model holds")
+    load_seconds: float
+    loaded_at: float = Field(description="Unix time")
+    last_used: float = Field(description="Unix time of the last request served")
+    in_use: int = Field(description="Requests using it right now")
+    uses: int
+
+
+class VersionSummary(BaseModel):
+    version: int
+    status: str
+    aliases: list[str] = Field(description="Aliases this gateway serves with this version")
+    sha256: str | None = Field(description="The pinned digest of its artifacts, once fetched")
+    refused: str | None = Field(description="Why the version is refused and never serves, if it is")
+    first_seen: str = Field(description="When the sync first saw it (ISO 8601)")
+    loaded: LoadState | None
+    last_load_error: str | None = None
+
+
+class VersionDetail(VersionSummary):
+    name: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+    flavors: list[str] = Field(description="The flavors MLflow saved (python_function, sklearn...)")
+    signature: dict[str, Any] | None = Field(description="Input, output and params schema, parsed")
+    input_example: Any | None = Field(
+        description="A ready-to-send request body for this version's predict endpoint, when one was logged"
+    )
+
+
+class ModelSummary(BaseModel):
+    name: str
+    aliases: dict[str, int] = Field(description="alias -> version as this gateway serves it")
+    registry_aliases: dict[str, int] = Field(
+        description="alias -> version as MLflow sets it (differs from aliases while a warm swap is under way)"
+    )
+    latest_version: int | None = Field(description="Highest READY version")
+    versions: list[int]
+    loaded_versions: list[int]
+
+
+class ModelDetail(BaseModel):
+    name: str
+    aliases: dict[str, int]
+    registry_aliases: dict[str, int]
+    latest_version: int | None
+    default_version: int | None = Field(description="What /models/{name}/predict serves with no X-Model-Version header")
+    versions: list[VersionSummary]
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class EventBody(BaseModel):
+    id: int
+    at: str = Field(description="ISO 8601, UTC")
+    model: str
+    version: int | None
+    alias: str | None
+    kind: str = Field(examples=["swapped"])
+    reason: str
+    actor: str = Field(description="Which process and role wrote it")
+
+
+class EventList(BaseModel):
+    events: list[EventBody]
+
+
+class SyncBody(BaseModel):
+    models: int
+    new_versions: int
+    alias_moves: int
+    verified: int
+    refused: int
+    failed: int
+    seconds: float
+    generation: int
+    error: str | None
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    loaded_models: int | None = None
+    loaded_bytes: int | None = None

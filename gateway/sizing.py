@@ -1,0 +1,70 @@
+"""Measure how much memory a loaded model holds.
+
+The cache's memory budget is only as good as this number, so it is measured from the
+object graph, not guessed from the file size: every object reachable from the model
+is counted once (``sys.getsizeof``, which includes a numpy array's buffer when the array
+owns it), plus each torch storage once by its data pointer. Things shared with the
+rest of the process (modules, classes, functions, loggers) are not the model's and are
+not walked into.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import types
+from typing import Any
+
+_SHARED: tuple[type, ...] = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CodeType,
+    types.FrameType,
+    logging.Logger,
+)
+_MAX_OBJECTS = 5_000_000
+
+
+def object_graph_bytes(root: object) -> int:
+    """Bytes held by everything reachable from ``root`` that is not shared."""
+    torch_tensor = _torch_tensor_type()
+    seen: set[int] = set()
+    storages: set[int] = set()
+    total = 0
+    stack: list[Any] = [root]
+    while stack and len(seen) < _MAX_OBJECTS:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, _SHARED):
+            continue
+        total += sys.getsizeof(obj, 0)
+        if torch_tensor is not None and isinstance(obj, torch_tensor):
+            total += _tensor_storage_bytes(obj, storages)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def _torch_tensor_type() -> type | None:
+    torch = sys.modules.get("torch")  # only models that imported torch can hold tensors
+    return getattr(torch, "Tensor", None) if torch is not None else None
+
+
+def _tensor_storage_bytes(tensor: Any, storages: set[int]) -> int:
+    # Exported graphs keep fake and meta tensors for shapes; they hold no data.
+    if tensor.is_meta or type(tensor).__name__ == "FakeTensor":
+        return 0
+    try:
+        storage = tensor.untyped_storage()
+        pointer = storage.data_ptr()
+    except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
+        return 0
+    if pointer in storages:
+        return 0
+    storages.add(pointer)
+    return int(storage.nbytes())

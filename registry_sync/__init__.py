@@ -1,0 +1,1 @@
+"""registry-gateway's control plane: reading the MLflow registry and its artifacts."""

@@ -1,0 +1,40 @@
+"""Errors raised while reading the MLflow registry and its artifacts.
+
+Foreign exceptions (MLflow, botocore, requests) are wrapped here at the boundary,
+so callers never have to know which client failed.
+"""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base of everything the control plane raises."""
+
+
+class RegisteredModelNotFound(RegistryError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Registered model '{name}' not found in the MLflow registry")
+
+
+class RegistryUnavailable(RegistryError):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"MLflow registry unavailable: {detail}")
+
+
+class ArtifactDigestMismatch(RegistryError):
+    def __init__(self, name: str, version: int, *, digest: str, expected: str) -> None:
+        self.name = name
+        self.version = version
+        self.digest = digest
+        self.expected = expected
+        super().__init__(f"Artifacts of '{name}' version {version} hash to {digest}, pinned {expected}")
+
+
+class ArtifactFetchFailed(RegistryError):
+    def __init__(self, name: str, version: int, detail: str) -> None:
+        self.name = name
+        self.version = version
+        self.detail = detail
+        super().__init__(f"Could not fetch artifacts of '{name}' version {version}: {detail}")

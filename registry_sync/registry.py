@@ -1,0 +1,157 @@
+"""A read-only view of the MLflow model registry, in our own plain types.
+
+Everything MLflow-specific about reading the registry lives here: paging, version
+numbers as strings, the alias map living on the registered model (not on versions),
+and MLflow's exceptions, which are wrapped into :mod:`registry_sync.errors`.
+All methods block; callers run them in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from registry_sync.errors import RegisteredModelNotFound, RegistryError, RegistryUnavailable
+
+log = logging.getLogger(__name__)
+
+READY = "READY"
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+# A name MLflow rejects outright (``a:b``, ``..``) cannot name a model: not found, not an outage.
+_NAMED_NOT_FOUND_CODES = _NOT_FOUND_CODES | {"INVALID_PARAMETER_VALUE"}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    name: str
+    version: int
+    status: str
+    source: str
+    run_id: str | None
+    created_ms: int | None
+    updated_ms: int | None
+    description: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == READY
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """One registered model as the registry showed it at one moment."""
+
+    name: str
+    description: str
+    aliases: dict[str, int]
+    tags: dict[str, str]
+    versions: dict[int, VersionRecord]
+
+    @property
+    def latest_ready(self) -> int | None:
+        ready = [v for v, record in self.versions.items() if record.ready]
+        return max(ready) if ready else None
+
+
+@contextmanager
+def _boundary(name: str | None = None) -> Iterator[None]:
+    """Turn whatever the MLflow client raises into our errors."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except MlflowException as exc:
+        if name is not None and exc.error_code in _NAMED_NOT_FOUND_CODES:
+            raise RegisteredModelNotFound(name) from exc
+        raise RegistryUnavailable(f"{exc.error_code}: {exc.message}") from exc
+    except Exception as exc:  # requests, SQLAlchemy, OSError: the registry is unreachable
+        raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class RegistryReader:
+    """Reads registered models, versions and aliases from one MLflow registry."""
+
+    def __init__(self, *, tracking_uri: str | None = None, registry_uri: str | None = None) -> None:
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        self.tracking_uri: str = self._client._tracking_client.tracking_uri
+        self.registry_uri: str = self._client._registry_uri or self.tracking_uri
+
+    def model_names(self) -> list[str]:
+        with _boundary():
+            return sorted(model.name for model in self._paged_models())
+
+    def all_models(self) -> list[ModelRecord]:
+        """Every model with its versions and aliases, in two paged calls whatever the size."""
+        with _boundary():
+            registered = list(self._paged_models())
+            versions: dict[str, dict[int, VersionRecord]] = {}
+            for record in self._paged_versions(None):
+                versions.setdefault(record.name, {})[record.version] = record
+        return [
+            ModelRecord(
+                name=model.name,
+                description=model.description or "",
+                aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
+                tags=dict(model.tags or {}),
+                versions=versions.get(model.name, {}),
+            )
+            for model in registered
+        ]
+
+    def get_model(self, name: str) -> ModelRecord:
+        with _boundary(name):
+            model = self._client.get_registered_model(name)
+            versions = list(self._paged_versions(name))
+        return ModelRecord(
+            name=model.name,
+            description=model.description or "",
+            aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
+            tags=dict(model.tags or {}),
+            versions={record.version: record for record in versions},
+        )
+
+    def download_uri(self, name: str, version: int) -> str:
+        """Where the artifacts of a version really are (MLflow 3 sources are ``models:/m-...``)."""
+        with _boundary(name):
+            return str(self._client.get_model_version_download_uri(name, str(version)))
+
+    def _paged_models(self) -> Iterator[Any]:
+        token: str | None = None
+        while True:
+            page = self._client.search_registered_models(max_results=200, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def _paged_versions(self, name: str | None) -> Iterator[VersionRecord]:
+        """Versions of one model, or of every model when ``name`` is None."""
+        filter_string = "" if name is None else "name='{}'".format(name.replace("'", "\\'"))
+        token: str | None = None
+        while True:
+            page = self._client.search_model_versions(filter_string=filter_string, max_results=1000, page_token=token)
+            for mv in page:
+                if name is not None and mv.name != name:
+                    continue
+                yield VersionRecord(
+                    name=mv.name,
+                    version=int(mv.version),
+                    status=str(mv.status),
+                    source=str(mv.source),
+                    run_id=mv.run_id,
+                    created_ms=mv.creation_timestamp,
+                    updated_ms=mv.last_updated_timestamp,
+                    description=mv.description or "",
+                    tags=dict(mv.tags or {}),
+                )
+            token = page.token
+            if not token:
+                return

@@ -1,0 +1,440 @@
+"""Reads and writes of the state database. Everything blocks; callers use threads.
+
+Writers bump ``sync_state.generation`` in the same transaction as their change, so a
+reader that sees a new generation sees the change with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry_sync.errors import RegistryError
+from registry_sync.registry import ModelRecord
+from registry_sync.state import EventRow, ModelVersionRow, RouteRow, SyncStateRow, WebhookDeliveryRow, utcnow
+
+log = logging.getLogger(__name__)
+
+EXPECTED_DIGEST_TAG = "gateway.sha256"
+
+
+class EventKind(StrEnum):
+    DETECTED = "detected"
+    STATUS = "status_changed"
+    TAGS = "tags_changed"
+    DELETED = "deleted"
+    ALIAS_SET = "alias_set"
+    ALIAS_DELETED = "alias_deleted"
+    FETCHED = "fetched"
+    VERIFIED = "verified"
+    REFUSED = "refused"
+    WARMED = "warmed"
+    SWAPPED = "swapped"
+    FAILED = "failed"
+
+
+class StateUnavailable(RegistryError):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"State database unavailable: {detail}")
+
+
+class WrongRegistry(RegistryError):
+    def __init__(self, owner: str, asked: str) -> None:
+        self.owner = owner
+        self.asked = asked
+        super().__init__(
+            f"This state database belongs to the registry {owner}, not {asked}: its pinned digests "
+            "would refuse the other registry's versions. Give each registry its own GATEWAY_DATABASE_URL."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VersionState:
+    name: str
+    version: int
+    status: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+    digest: str | None
+    refused_reason: str | None
+    deleted: bool
+    created_at: datetime
+    artifact_uri: str | None = None
+    listing: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "READY" and not self.deleted
+
+    @property
+    def expected_digest(self) -> str | None:
+        value = self.tags.get(EXPECTED_DIGEST_TAG)
+        return value.strip().lower() if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    name: str
+    alias: str
+    version: int
+    active_version: int | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the data plane needs, as of one generation."""
+
+    generation: int
+    versions: dict[tuple[str, int], VersionState]
+    routes: dict[tuple[str, str], RouteState]
+
+    def model_names(self) -> list[str]:
+        return sorted({name for name, _ in self.versions} | {name for name, _ in self.routes})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    at: datetime
+    name: str
+    version: int | None
+    alias: str | None
+    kind: str
+    reason: str
+    actor: str
+
+
+@dataclass
+class Changes:
+    """What one registry read changed in the database."""
+
+    new_versions: list[tuple[str, int]] = field(default_factory=list)
+    alias_moves: list[tuple[str, str, int]] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def any(self) -> bool:
+        return self.events > 0
+
+
+@dataclass(frozen=True, slots=True)
+class PinResult:
+    ok: bool
+    digest: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    generation: int
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+
+
+class StateStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    # --- reading -------------------------------------------------------------------
+
+    def generation(self) -> int:
+        with self._session() as session:
+            return int(session.scalar(select(SyncStateRow.generation).where(SyncStateRow.id == 1)) or 0)
+
+    def snapshot(self) -> Snapshot:
+        with self._session() as session:
+            generation = int(session.scalar(select(SyncStateRow.generation).where(SyncStateRow.id == 1)) or 0)
+            versions = {
+                (row.name, row.version): _version_state(row) for row in session.scalars(select(ModelVersionRow))
+            }
+            routes = {
+                (row.name, row.alias): RouteState(row.name, row.alias, row.version, row.active_version, row.generation)
+                for row in session.scalars(select(RouteRow))
+            }
+        return Snapshot(generation, versions, routes)
+
+    def version(self, name: str, version: int) -> VersionState | None:
+        with self._session() as session:
+            row = session.get(ModelVersionRow, (name, version))
+            return _version_state(row) if row is not None else None
+
+    def events(self, *, name: str | None = None, limit: int = 100, before: int | None = None) -> list[Event]:
+        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+        if name is not None:
+            query = query.where(EventRow.name == name)
+        if before is not None:
+            query = query.where(EventRow.id < before)
+        with self._session() as session:
+            return [
+                Event(row.id, _utc(row.at), row.name, row.version, row.alias, row.kind, row.reason, row.actor)
+                for row in session.scalars(query)
+            ]
+
+    def sync_status(self) -> SyncStatus:
+        with self._session() as session:
+            row = session.get(SyncStateRow, 1)
+            assert row is not None, "sync_state is seeded by the first migration"
+            return SyncStatus(row.generation, row.last_attempt_at, row.last_success_at, row.last_error)
+
+    # --- writing -------------------------------------------------------------------
+
+    def record(
+        self,
+        kind: EventKind,
+        name: str,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        reason: str = "",
+        actor: str = "",
+    ) -> None:
+        with self._session() as session:
+            _event(session, kind, name, version=version, alias=alias, reason=reason, actor=actor)
+
+    def apply_registry(self, models: Iterable[ModelRecord], *, complete: bool, actor: str) -> Changes:
+        """Make the database agree with what the registry showed.
+
+        ``complete`` says the listing covers every model, so models missing from it were
+        deleted; otherwise only the models listed are compared.
+        """
+        changes = Changes()
+        seen = {model.name: model for model in models}
+        with self._session() as session:
+            rows = session.scalars(select(ModelVersionRow)).all()
+            known: dict[str, dict[int, ModelVersionRow]] = {}
+            for row in rows:
+                known.setdefault(row.name, {})[row.version] = row
+            routes: dict[str, dict[str, RouteRow]] = {}
+            for route in session.scalars(select(RouteRow)):
+                routes.setdefault(route.name, {})[route.alias] = route
+            names = set(seen) | (set(known) | set(routes) if complete else set())
+            for name in sorted(names):
+                model = seen.get(name)
+                self._apply_versions(session, name, model, known.get(name, {}), changes, actor)
+                self._apply_aliases(session, name, model, routes.get(name, {}), changes, actor)
+            if changes.any:
+                _bump(session)
+        return changes
+
+    def _apply_versions(
+        self,
+        session: Session,
+        name: str,
+        model: ModelRecord | None,
+        known: dict[int, ModelVersionRow],
+        changes: Changes,
+        actor: str,
+    ) -> None:
+        current = model.versions if model is not None else {}
+        for number, record in current.items():
+            row = known.get(number)
+            if row is None or row.deleted:
+                if row is None:
+                    row = ModelVersionRow(name=name, version=number)
+                    session.add(row)
+                row.deleted = False
+                row.source, row.status, row.run_id, row.tags = record.source, record.status, record.run_id, record.tags
+                changes.new_versions.append((name, number))
+                changes.events += 1
+                _event(session, EventKind.DETECTED, name, version=number, reason=f"status {record.status}", actor=actor)
+                continue
+            if row.status != record.status:
+                _event(
+                    session,
+                    EventKind.STATUS,
+                    name,
+                    version=number,
+                    reason=f"{row.status} -> {record.status}",
+                    actor=actor,
+                )
+                row.status = record.status
+                changes.events += 1
+                if record.status == "READY":
+                    changes.new_versions.append((name, number))
+            if (row.tags or {}) != record.tags:
+                before = row.tags or {}
+                moved = sorted(k for k in set(before) | set(record.tags) if before.get(k) != record.tags.get(k))
+                _event(session, EventKind.TAGS, name, version=number, reason=", ".join(moved), actor=actor)
+                row.tags = dict(record.tags)
+                changes.events += 1
+        for number, row in known.items():
+            if number not in current and not row.deleted:
+                row.deleted = True
+                changes.events += 1
+                _event(session, EventKind.DELETED, name, version=number, reason="gone from the registry", actor=actor)
+
+    def _apply_aliases(
+        self,
+        session: Session,
+        name: str,
+        model: ModelRecord | None,
+        routes: dict[str, RouteRow],
+        changes: Changes,
+        actor: str,
+    ) -> None:
+        aliases = model.aliases if model is not None else {}
+        generation = _generation(session) + 1  # what this transaction's bump will make it
+        for alias, version in aliases.items():
+            route = routes.get(alias)
+            if route is not None and route.version == version:
+                continue
+            before = route.version if route is not None else None
+            if route is None:
+                route = RouteRow(name=name, alias=alias, version=version, active_version=None, generation=generation)
+                session.add(route)
+            route.version = version
+            route.generation = generation
+            changes.alias_moves.append((name, alias, version))
+            changes.events += 1
+            reason = f"{before} -> {version}" if before is not None else f"-> {version}"
+            _event(session, EventKind.ALIAS_SET, name, version=version, alias=alias, reason=reason, actor=actor)
+        for alias, route in routes.items():
+            if alias not in aliases:
+                session.delete(route)
+                changes.events += 1
+                _event(session, EventKind.ALIAS_DELETED, name, version=route.version, alias=alias, actor=actor)
+
+    def pin_digest(self, name: str, version: int, digest: str, *, actor: str) -> PinResult:
+        """Check ``digest`` against the version's tag and pin; the first digest seen wins."""
+        with self._session() as session:
+            row = session.get(ModelVersionRow, (name, version), with_for_update=True)
+            if row is None:
+                # Loaded before the sync saw it: remember it, so the pin has a home.
+                row = ModelVersionRow(name=name, version=version, status="READY", source="", tags={})
+                session.add(row)
+                session.flush()
+            if row.refused_reason:
+                return PinResult(False, digest, row.refused_reason)
+            expected = (row.tags or {}).get(EXPECTED_DIGEST_TAG)
+            reason: str | None = None
+            if expected and expected.strip().lower() != digest:
+                reason = f"sha256 {digest} differs from the {EXPECTED_DIGEST_TAG} tag {expected.strip().lower()}"
+            elif row.digest is not None and row.digest != digest:
+                reason = f"artifacts changed: sha256 is now {digest}, pinned {row.digest}"
+            if reason is not None:
+                row.refused_reason = reason
+                _event(session, EventKind.REFUSED, name, version=version, reason=reason, actor=actor)
+                _bump(session)
+                return PinResult(False, digest, reason)
+            if row.digest is None:
+                row.digest = digest
+                _event(
+                    session, EventKind.VERIFIED, name, version=version, reason=f"pinned sha256 {digest}", actor=actor
+                )
+                _bump(session)
+            return PinResult(True, digest)
+
+    def record_listing(self, name: str, version: int, *, artifact_uri: str, listing: str | None) -> None:
+        """Remember where a version's artifacts are and how their listing looked."""
+        with self._session() as session:
+            session.execute(
+                update(ModelVersionRow)
+                .where(ModelVersionRow.name == name, ModelVersionRow.version == version)
+                .values(artifact_uri=artifact_uri, listing=listing)
+            )
+
+    def set_active(self, name: str, alias: str, version: int, *, previous: int | None, actor: str) -> None:
+        """Record that ``alias`` now serves ``version`` (after a successful warm swap)."""
+        with self._session() as session:
+            session.execute(
+                update(RouteRow).where(RouteRow.name == name, RouteRow.alias == alias).values(active_version=version)
+            )
+            reason = f"{previous} -> {version}" if previous is not None else f"-> {version}"
+            _event(session, EventKind.SWAPPED, name, version=version, alias=alias, reason=reason, actor=actor)
+            _bump(session)
+
+    def claim(self, registry_uri: str) -> None:
+        """Bind this state to one registry; refuse a database that belongs to another."""
+        with self._session() as session:
+            row = session.get(SyncStateRow, 1, with_for_update=True)
+            assert row is not None, "sync_state is seeded by the first migration"
+            if row.registry_uri is None:
+                row.registry_uri = registry_uri
+            elif row.registry_uri != registry_uri:
+                raise WrongRegistry(row.registry_uri, registry_uri)
+
+    def sync_attempted(self, *, error: str | None) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"last_attempt_at": now, "last_error": error}
+        if error is None:
+            values["last_success_at"] = now
+        with self._session() as session:
+            session.execute(update(SyncStateRow).where(SyncStateRow.id == 1).values(**values))
+
+    def take_delivery(self, delivery_id: str, *, keep: timedelta) -> bool:
+        """True the first time a webhook delivery id is seen; False for a replay."""
+        try:
+            with self._session() as session:
+                session.execute(delete(WebhookDeliveryRow).where(WebhookDeliveryRow.received_at < utcnow() - keep))
+                session.add(WebhookDeliveryRow(delivery_id=delivery_id))
+        except StateUnavailable as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                return False
+            raise
+        return True
+
+
+def _generation(session: Session) -> int:
+    return int(session.scalar(select(SyncStateRow.generation).where(SyncStateRow.id == 1)) or 0)
+
+
+def _bump(session: Session) -> None:
+    session.execute(update(SyncStateRow).where(SyncStateRow.id == 1).values(generation=SyncStateRow.generation + 1))
+
+
+def _event(
+    session: Session,
+    kind: EventKind,
+    name: str,
+    *,
+    version: int | None = None,
+    alias: str | None = None,
+    reason: str = "",
+    actor: str = "",
+) -> None:
+    log.info("event %s %s v%s %s %s", kind.value, name, version, alias or "", reason)
+    session.add(EventRow(name=name, version=version, alias=alias, kind=kind.value, reason=reason, actor=actor))
+
+
+def _utc(moment: datetime) -> datetime:
+    # sqlite keeps no zone; everything is written in UTC
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _version_state(row: ModelVersionRow) -> VersionState:
+    return VersionState(
+        name=row.name,
+        version=row.version,
+        status=row.status,
+        source=row.source,
+        run_id=row.run_id,
+        tags=dict(row.tags or {}),
+        digest=row.digest,
+        refused_reason=row.refused_reason,
+        deleted=row.deleted,
+        created_at=_utc(row.first_seen_at),
+        artifact_uri=row.artifact_uri,
+        listing=row.listing,
+    )

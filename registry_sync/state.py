@@ -1,0 +1,97 @@
+"""The state database's tables (SQLAlchemy 2). Alembic in ``migrations/`` creates them.
+
+- ``model_versions``: every version the sync has seen, with its pinned sha256 digest
+  and whether it was refused.
+- ``routes``: alias -> version as MLflow says it (``version``) and as the gateways serve
+  it (``active_version``: moved only after a warm swap succeeded), with the generation
+  at which the row last changed.
+- ``events``: the append-only history operators read through ``/events``.
+- ``sync_state``: one row; ``generation`` goes up whenever versions or routes change,
+  so a gateway follows the database by reading one integer.
+- ``webhook_deliveries``: delivery ids already taken, to refuse replays.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The first sha256 manifest digest seen for this version: pinned forever."""
+    refused_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Set when the version must never serve (digest mismatch with the pin or the tag)."""
+    artifact_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Where the artifacts really are (MLflow's download URI), once looked up."""
+    listing: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """sha256 of the store's object listing (keys, sizes, ETags) at the last check: a cheap
+    way to see bytes changed in S3 without downloading them."""
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RouteRow(Base):
+    __tablename__ = "routes"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    """Where MLflow points the alias now."""
+    active_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """What gateways serve for a warm alias: moved only after the new version loaded and warmed."""
+    generation: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_name_id", "name", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    alias: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(128), default="")
+
+
+class SyncStateRow(Base):
+    __tablename__ = "sync_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    registry_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The registry this state belongs to: pins from one registry mean nothing in another."""
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WebhookDeliveryRow(Base):
+    __tablename__ = "webhook_deliveries"
+
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -1,0 +1,179 @@
+"""Fixtures chain: registry -> settings -> app -> client.
+
+Each registry is real: MLflow's sqlite store in a temp dir, or a real `mlflow server`
+subprocess over HTTP with proxied artifacts. Tests that take ``registry`` run against
+both. The models are trained here, in the session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gateway.app import create_app
+from gateway.demo import IRIS, TORCH, log_iris_version, log_torch_version, torch_available, using_registry
+from gateway.services import Services
+from gateway.settings import GatewaySettings
+from registry_sync.registry import RegistryReader
+from tests.support import models as fault_models
+from tests.support.servers import mlflow_server
+
+IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+# MLflow's client retries for minutes against a dead server by default.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+# The per-user defaults (state database, artifact cache) must never be the machine's own:
+# a test, or a gateway it starts, that forgets a setting writes here, not in $HOME.
+_SCRATCH = tempfile.mkdtemp(prefix="registry-gateway-tests-")
+os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH, "data")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "cache")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Registry:
+    kind: str
+    tracking_uri: str
+    root: Path
+    client: MlflowClient
+    versions: dict[str, list[int]] = field(default_factory=dict)
+
+    def log(self, fn: Callable[..., int], *args: Any, **kwargs: Any) -> int:
+        """Log one more model version into this registry (tests that add versions)."""
+        with using_registry(self.tracking_uri, self._artifact_root):
+            return fn(*args, **kwargs)
+
+    def pyfunc(self, name: str, version: int) -> Any:
+        """The version loaded by MLflow itself: the reference the gateway must agree with."""
+        import mlflow.pyfunc
+
+        with using_registry(self.tracking_uri, self._artifact_root):
+            return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+    @property
+    def _artifact_root(self) -> Path | None:
+        return self.root / "artifacts" if self.kind == "sqlite" else None
+
+
+def _populate(kind: str, tracking_uri: str, root: Path) -> Registry:
+    registry = Registry(kind, tracking_uri, root, MlflowClient(tracking_uri=tracking_uri))
+    with using_registry(tracking_uri, registry._artifact_root) as client:
+        first, second = log_iris_version(IRIS, c=0.05), log_iris_version(IRIS, c=10.0)
+        client.set_registered_model_alias(IRIS, "champion", str(first))
+        client.set_registered_model_alias(IRIS, "challenger", str(second))
+        registry.versions[IRIS] = [first, second]
+        if torch_available():
+            registry.versions[TORCH] = [log_torch_version(TORCH)]
+            client.set_registered_model_alias(TORCH, "champion", str(registry.versions[TORCH][0]))
+        for name, model in {
+            "doubler": fault_models.Doubler(),
+            "gated-predict": fault_models.GatedPredict(),
+            "gated-load": fault_models.GatedLoad(),
+            "flaky-load": fault_models.FlakyLoad(),
+        }.items():
+            registry.versions[name] = [fault_models.log_pyfunc(name, model)]
+    return registry
+
+
+@pytest.fixture(scope="session")
+def sqlite_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("sqlite-registry")
+    return _populate("sqlite", f"sqlite:///{root / 'mlflow.db'}", root)
+
+
+@pytest.fixture(scope="session")
+def server_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    root = tmp_path_factory.mktemp("server-registry")
+    server = mlflow_server(root)
+    server.start()
+    try:
+        yield _populate("server", server.health_url.removesuffix("/health"), root)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "server"])
+def registry(request: pytest.FixtureRequest) -> Registry:
+    """Each test that takes this runs on a sqlite registry and on a real `mlflow server`."""
+    return request.getfixturevalue(f"{request.param}_registry")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., GatewaySettings]:
+    def make(**overrides: Any) -> GatewaySettings:
+        values: dict[str, Any] = {
+            "artifact_cache_dir": tmp_path / "artifact-cache",
+            "database_url": f"sqlite:///{tmp_path / 'state.db'}",
+            "load_retry_seconds": 0,
+            "poll_interval_seconds": 3600,  # tests sync on demand
+            "warm_aliases": [],  # the data-plane tests count loads; sync tests turn warming on
+        }
+        values.update(overrides)
+        return GatewaySettings(**values)
+
+    return make
+
+
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient
+    services: Services
+
+
+@asynccontextmanager
+async def running_gateway(settings: GatewaySettings, tracking_uri: str) -> AsyncIterator[Gateway]:
+    """The app with its lifespan running, and an in-process client."""
+    app = create_app(settings, reader=RegistryReader(tracking_uri=tracking_uri))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            yield Gateway(client, app.state.services)
+
+
+@pytest.fixture
+def make_gateway(
+    registry: Registry, make_settings: Callable[..., GatewaySettings]
+) -> Callable[..., AbstractAsyncContextManager[Gateway]]:
+    def make(**overrides: Any) -> AbstractAsyncContextManager[Gateway]:
+        return running_gateway(make_settings(**overrides), registry.tracking_uri)
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]]) -> AsyncIterator[Gateway]:
+    async with make_gateway() as running:
+        yield running
+
+
+def _open_fault_switches() -> None:
+    fault_models.PREDICT_GATE.set()
+    fault_models.LOAD_GATE.set()
+    fault_models.FAIL_LOADS.clear()
+    fault_models.PREDICT_ENTERED.clear()
+
+
+@pytest.fixture(autouse=True)
+def _reset_fault_switches() -> Iterator[None]:
+    """Faults are off unless a test turns them on; never leave a thread blocked behind a test."""
+    _open_fault_switches()
+    yield
+    _open_fault_switches()
+
+
+def iris_split(rows: list[list[float]]) -> dict[str, Any]:
+    return {"dataframe_split": {"columns": IRIS_COLUMNS, "data": rows}}

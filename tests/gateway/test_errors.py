@@ -1,0 +1,191 @@
+"""Garbage in: a clear 4xx with a JSON body naming the problem, and the server serves on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.demo import IRIS, TORCH, torch_available
+from registry_sync.registry import RegistryReader
+from tests.conftest import IRIS_COLUMNS, Registry, iris_split
+
+PREDICT = f"/models/{IRIS}/versions/1/predict"
+GOOD = iris_split([[5.1, 3.5, 1.4, 0.2]])
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="session")
+def registry(sqlite_registry: Registry) -> Registry:
+    return sqlite_registry
+
+
+@pytest.fixture(scope="module")
+def client(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One gateway for the whole module: garbage must not wear it down."""
+    from gateway.settings import GatewaySettings
+
+    workdir = tmp_path_factory.mktemp("errors-gateway")
+    settings = GatewaySettings(
+        artifact_cache_dir=workdir / "cache",
+        database_url=f"sqlite:///{workdir / 'state.db'}",
+        max_body_bytes=64 * 1024,
+        load_retry_seconds=0,
+        warm_aliases=[],
+    )
+    app = create_app(settings, reader=RegistryReader(tracking_uri=sqlite_registry.tracking_uri))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def assert_error(response: Any, status: int, code: str | None = None, *, mentions: tuple[str, ...] = ()) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error_code", "message"}
+    if code is not None:
+        assert body["error_code"] == code
+    for text in mentions:
+        assert text in body["message"], body["message"]
+    assert "Traceback" not in body["message"]
+
+
+@pytest.fixture(autouse=True)
+def still_serving(client: TestClient) -> Iterator[None]:
+    yield
+    response = client.post(PREDICT, json=GOOD)
+    assert response.status_code == 200, f"the gateway stopped serving: {response.text}"
+
+
+BAD_BODIES: list[tuple[str, bytes | str, str, tuple[str, ...]]] = [
+    ("not json", b"garbage", "BAD_REQUEST", ("not valid JSON",)),
+    ("empty", b"", "BAD_REQUEST", ("not valid JSON",)),
+    ("a list", b"[1, 2]", "BAD_REQUEST", ("list",)),
+    ("a string", b'"x"', "BAD_REQUEST", ("str",)),
+    ("no input key", b'{"rows": [[1, 2, 3, 4]]}', "BAD_REQUEST", ("'rows'", "dataframe_split")),
+    ("two input keys", orjson.dumps({**GOOD, "instances": [[1, 2, 3, 4]]}), "BAD_REQUEST", ("instances",)),
+    ("params not an object", orjson.dumps({**GOOD, "params": [1]}), "BAD_REQUEST", ("params",)),
+    ("invalid utf-8", b'{"inputs": "\xff\xfe"}', "BAD_REQUEST", ()),
+    ("deep nesting", b"[" * 5000 + b"]" * 5000, "BAD_REQUEST", ()),
+    ("a number out of range", b'{"inputs": [1e400]}', "BAD_REQUEST", ("infinity",)),
+    (
+        "missing column",
+        orjson.dumps({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}),
+        "INVALID_PARAMETER_VALUE",
+        ("sepal length (cm)",),
+    ),
+    (
+        "text in a double column",
+        orjson.dumps(iris_split([["abc", 3.5, 1.4, 0.2]])),
+        None,  # MLflow calls a failed cast BAD_REQUEST; either way, a 400 that names it
+        ("sepal length (cm)",),
+    ),
+    ("split data not a list", orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": 5}}), None, ()),
+    ("records not records", orjson.dumps({"dataframe_records": [1, 2, 3]}), None, ()),
+    ("split is a string", orjson.dumps({"dataframe_split": "nope"}), None, ()),
+]
+
+
+@pytest.mark.parametrize(("body", "code", "mentions"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES])
+def test_bad_json_bodies_get_400(client: TestClient, body: bytes, code: str | None, mentions: tuple[str, ...]) -> None:
+    assert_error(client.post(PREDICT, content=body, headers=JSON), 400, code, mentions=mentions)
+
+
+def test_bad_csv_gets_400(client: TestClient) -> None:
+    csv = {"content-type": "text/csv"}
+    assert_error(client.post(PREDICT, content=b'a,b\n1,"unterminated\n', headers=csv), 400)
+    assert_error(client.post(PREDICT, content=b"\xff\xfe\x00", headers=csv), 400, "BAD_REQUEST")
+    response = client.post(PREDICT, content=b"a,b\n1,2\n", headers=csv)
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=("sepal length (cm)",))
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/xml", "text/plain", "application/json; charset=latin-1", "multipart/form-data"]
+)
+def test_unsupported_content_types_get_415(client: TestClient, content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post(PREDICT, content=orjson.dumps(GOOD), headers=headers)
+    assert_error(response, 415, mentions=("application/json", "text/csv"))
+
+
+def test_a_body_over_the_limit_gets_413(client: TestClient) -> None:
+    big = orjson.dumps(iris_split([[5.1, 3.5, 1.4, 0.2]] * 5000))
+    assert len(big) > 64 * 1024
+    assert_error(client.post(PREDICT, content=big, headers=JSON), 413, mentions=("GATEWAY_MAX_BODY_BYTES",))
+
+
+def test_a_chunked_body_over_the_limit_gets_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b" " * 1024  # no Content-Length: the limit is enforced while reading
+
+    assert_error(client.post(PREDICT, content=chunks(), headers=JSON), 413)
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "mentions"),
+    [
+        ("/models/no-such-model/predict", 404, ("no-such-model",)),
+        ("/models/no-such-model/versions/1/predict", 404, ("no-such-model",)),
+        (f"/models/{IRIS}/versions/99/predict", 404, ("99",)),
+        (f"/models/{IRIS}/versions/gold/predict", 404, ("gold",)),
+        (f"/models/{IRIS}/versions/0/predict", 400, ("'0'",)),
+        (f"/models/{IRIS}/versions/bad$alias/predict", 400, ("bad$alias",)),
+        (f"/models/{IRIS}/versions/{'a' * 300}/predict", 400, ()),
+    ],
+)
+def test_unknown_or_invalid_versions(client: TestClient, path: str, status: int, mentions: tuple[str, ...]) -> None:
+    assert_error(client.post(path, json=GOOD), status, mentions=mentions)
+
+
+def test_bad_header_selector_gets_400(client: TestClient) -> None:
+    response = client.post(f"/models/{IRIS}/predict", json=GOOD, headers={"X-Model-Version": "no spaces"})
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=("no spaces",))
+
+
+def test_unknown_endpoints_and_methods_answer_json(client: TestClient) -> None:
+    assert_error(client.get("/nope"), 404, "ENDPOINT_NOT_FOUND")
+    assert_error(client.get(PREDICT), 405)
+
+
+def test_unknown_model_metadata_is_404(client: TestClient) -> None:
+    assert_error(client.get("/models/no-such-model"), 404, mentions=("no-such-model",))
+    assert_error(client.get(f"/models/{IRIS}/versions/42"), 404, mentions=("42",))
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch is not installed (the [torch] extra)")
+def test_wrong_tensor_shapes_get_400(client: TestClient) -> None:
+    path = f"/models/{TORCH}/versions/1/predict"
+    assert_error(client.post(path, json={"inputs": [[1.0, 2.0]]}), 400, mentions=("shape",))
+    assert_error(client.post(path, json={"inputs": [["a", "b", "c", "d"]]}), 400)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+_bodies = st.one_of(
+    _json_values,
+    st.builds(
+        lambda key, value: {key: value},
+        st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs"]),
+        _json_values,
+    ),
+    st.builds(lambda data: {"dataframe_split": {"columns": IRIS_COLUMNS, "data": data}}, _json_values),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies)
+def test_random_json_never_breaks_the_gateway(client: TestClient, body: Any) -> None:
+    response = client.post(PREDICT, content=orjson.dumps(body), headers=JSON)
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert set(response.json()) == {"error_code", "message"}

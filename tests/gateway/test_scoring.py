@@ -1,0 +1,49 @@
+"""The scoring protocol's edges, without HTTP."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from gateway.errors import UnsupportedMediaType
+from gateway.scoring import CSV, JSON, PARQUET, encode_predictions, parse_content_type
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("application/json", JSON),
+        ("Application/JSON; charset=UTF-8", JSON),
+        ("text/csv", CSV),
+        ("application/vnd.apache.parquet", PARQUET),
+        ("application/x-parquet", PARQUET),
+    ],
+)
+def test_content_types_mlflow_takes(header: str, expected: str) -> None:
+    assert parse_content_type(header) == expected
+
+
+@pytest.mark.parametrize("header", [None, "", "text/plain", "application/json; charset=latin-1", "text/csv; q=1"])
+def test_content_types_mlflow_refuses(header: str | None) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        parse_content_type(header)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (np.array([1, 2]), [1, 2]),
+        (np.array([[0.5, 1.5]], dtype=np.float32), [[0.5, 1.5]]),
+        (np.array(["a", "b"], dtype=object), ["a", "b"]),
+        (np.arange(6).reshape(2, 3)[:, ::2], [[0, 2], [3, 5]]),  # not contiguous
+        (pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}), [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]),
+        # MLflow answers a series as the records of a one-column frame
+        (pd.Series([1.5, 2.5]), [{"0": 1.5}, {"0": 2.5}]),
+        (pd.Series([1, 2], name="score"), [{"score": 1}, {"score": 2}]),
+        ({"label": np.int64(3), "scores": [np.float64(0.25)]}, {"label": 3, "scores": [0.25]}),
+    ],
+)
+def test_predictions_are_shaped_as_mlflow_shapes_them(raw: object, expected: object) -> None:
+    assert orjson.loads(encode_predictions(raw)) == {"predictions": expected}

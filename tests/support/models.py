@@ -1,0 +1,74 @@
+"""Real MLflow models with faults the tests can switch on and off.
+
+The gateway loads these in the test process (in-process tests), so a model class
+pickled by reference from this module shares these module-level switches with the
+test that flips them. That is how a test holds a predict or a load open, or makes a
+load fail, without sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+PREDICT_GATE = threading.Event()  # GatedPredict.predict waits for it
+PREDICT_ENTERED = threading.Event()  # ... and sets this when it starts waiting
+LOAD_GATE = threading.Event()  # GatedLoad.load_context waits for it
+FAIL_LOADS = threading.Event()  # FlakyLoad.load_context fails while it is set
+LOADS: dict[str, int] = {}  # load_context calls per model class
+_lock = threading.Lock()
+
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("double", "x")]), outputs=Schema([ColSpec("double")]))
+
+
+def _count(kind: str) -> None:
+    with _lock:
+        LOADS[kind] = LOADS.get(kind, 0) + 1
+
+
+class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        return (model_input["x"] * 2).to_numpy()
+
+
+class GatedPredict(Doubler):
+    """Its predict blocks until PREDICT_GATE is set (30 s at most)."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        PREDICT_ENTERED.set()
+        PREDICT_GATE.wait(timeout=30)
+        return super().predict(context, model_input, params)
+
+
+class GatedLoad(Doubler):
+    """Its load blocks until LOAD_GATE is set (30 s at most)."""
+
+    def load_context(self, context: Any) -> None:
+        _count("gated_load")
+        LOAD_GATE.wait(timeout=30)
+
+
+class FlakyLoad(Doubler):
+    """Fails to load while FAIL_LOADS is set, like weights that cannot be read."""
+
+    def load_context(self, context: Any) -> None:
+        _count("flaky_load")
+        if FAIL_LOADS.is_set():
+            raise OSError("weights file is corrupt (injected by FAIL_LOADS)")
+
+
+def log_pyfunc(name: str, model: mlflow.pyfunc.PythonModel) -> int:
+    with mlflow.start_run(run_name=name):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            registered_model_name=name,
+            signature=SIGNATURE,
+            pip_requirements=["mlflow"],
+        )
+    return int(info.registered_model_version)

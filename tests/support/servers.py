@@ -1,0 +1,137 @@
+"""Real processes on loopback: an `mlflow server` and the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (then fail naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Process:
+    """A subprocess in its own process group, stopped with everything it started."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log: Path, health_url: str, name: str) -> None:
+        self.args = args
+        self.env = env
+        self.log = log
+        self.health_url = health_url
+        self.name = name
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 90.0) -> None:
+        with open(self.log, "ab") as out:
+            self._proc = subprocess.Popen(
+                self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            wait_until(self._up, timeout=timeout, what=f"{self.name} at {self.health_url}")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start; its log:\n{self.log.read_text()[-4000:]}") from None
+
+    def _up(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self._proc.returncode}:\n{self.log.read_text()[-4000:]}")
+        return _answers(self.health_url)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+
+def mlflow_server(
+    root: Path,
+    *,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+    artifacts: list[str] | None = None,
+) -> Process:
+    """A real tracking server with a sqlite backend; artifacts proxied to ``root`` unless
+    ``artifacts`` gives other artifact options (an S3 destination, say)."""
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    args = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        *(artifacts or ["--artifacts-destination", str(root / "artifacts")]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, **(extra_env or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return Process(
+        args, env=env, log=root / "server.log", health_url=f"http://127.0.0.1:{port}/health", name="mlflow server"
+    )
+
+
+def gateway_server(
+    *, tracking_uri: str, workdir: Path, env: dict[str, str] | None = None, workers: int = 1
+) -> tuple[Process, str]:
+    """`registry-gateway serve` as a user runs it; returns the process and its base URL."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    full_env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "GATEWAY_ARTIFACT_CACHE_DIR": str(workdir / "cache"),
+        "GATEWAY_DATABASE_URL": f"sqlite:///{workdir / 'state.db'}",
+        **(env or {}),
+    }
+    args = [str(BIN / "registry-gateway"), "serve", "--port", str(port), "--workers", str(workers)]
+    base = f"http://127.0.0.1:{port}"
+    process = Process(
+        args, env=full_env, log=workdir / "gateway.log", health_url=f"{base}/health/ready", name="gateway"
+    )
+    return process, base

@@ -1,0 +1,34 @@
+"""The registry-gateway command as a user meets it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.support.servers import BIN
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "registry-gateway"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "serve" in result.stdout and "demo-registry" in result.stdout
+    serve = run("serve", "--help")
+    assert serve.returncode == 0
+    for option in ("--host", "--port", "--workers"):
+        assert option in serve.stdout
+
+
+def test_invalid_settings_fail_fast_naming_the_variable() -> None:
+    result = run("serve", env={"GATEWAY_MAX_LOADED_MODELS": "zero"})
+    assert result.returncode != 0
+    assert "GATEWAY_MAX_LOADED_MODELS" in result.stderr

@@ -1,0 +1,31 @@
+"""The demo registry `make demo` builds, served as the README shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import IRIS, TORCH, build_demo_registry, torch_available
+from tests.conftest import iris_split, running_gateway
+
+
+@pytest.mark.anyio
+async def test_demo_registry_serves_what_the_readme_promises(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    demo = build_demo_registry(tmp_path / "demo")
+    assert demo.models[IRIS] == {"champion": 1, "challenger": 2}
+    again = build_demo_registry(tmp_path / "demo")  # idempotent: reuses what is there
+    assert again.models == demo.models
+    async with running_gateway(make_settings(), demo.tracking_uri) as gateway:
+        row = iris_split([[6.7, 3.0, 5.2, 2.3]])
+        champion = await gateway.client.post(f"/models/{IRIS}/predict", json=row)
+        challenger = await gateway.client.post(
+            f"/models/{IRIS}/predict", json=row, headers={"X-Model-Version": "challenger"}
+        )
+        assert champion.status_code == challenger.status_code == 200
+        assert (champion.headers["x-model-version"], challenger.headers["x-model-version"]) == ("1", "2")
+        if torch_available():
+            assert demo.models[TORCH] == {"champion": 1}
+            response = await gateway.client.post(f"/models/{TORCH}/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]})
+            assert response.status_code == 200
+            assert len(response.json()["predictions"][0]) == 3

@@ -1,0 +1,130 @@
+"""`registry-gateway serve` under real uvicorn, against a real `mlflow server`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.demo import IRIS, log_iris_version, using_registry
+from tests.conftest import Registry, iris_split
+from tests.support.servers import Process, gateway_server, mlflow_server
+
+pytestmark = pytest.mark.e2e
+
+ROW = iris_split([[5.1, 3.5, 1.4, 0.2]])
+
+
+def metric(base: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{base}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.fixture
+def served(server_registry: Registry, tmp_path: Path) -> Iterator[str]:
+    process, base = gateway_server(tracking_uri=server_registry.tracking_uri, workdir=tmp_path)
+    process.start()
+    try:
+        yield base
+    finally:
+        process.stop()
+
+
+def test_concurrent_cold_requests_over_real_http_load_once(served: str) -> None:
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=served, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post(f"/models/{IRIS}/versions/challenger/predict", json=ROW) for _ in range(40))
+            )
+
+    # champion (version 1) is a warm alias by default: loaded and warmed before ready
+    assert metric(served, "gateway_model_loads_total", model=IRIS, version="1", outcome="success") == 1
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 40
+    assert {r.headers["x-model-version"] for r in responses} == {"2"}
+    assert metric(served, "gateway_model_loads_total", model=IRIS, version="2", outcome="success") == 1
+    assert metric(served, "gateway_cache_misses_total", model=IRIS) == 2  # the warm-up and this burst
+
+
+def test_garbage_over_real_http_then_good_requests(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=30) as client:
+        path = f"/models/{IRIS}/versions/1/predict"
+        assert (
+            client.post(path, content=b"\x00\xff" * 1000, headers={"content-type": "application/json"}).status_code
+            == 400
+        )
+        assert client.post(path, content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        assert client.post(path, content=b"x", headers={"content-type": "image/png"}).status_code == 415
+        assert client.post(path, content=b"a\n\x00", headers={"content-type": "text/csv"}).status_code == 400
+        response = client.post(path, json=ROW)
+        assert response.status_code == 200 and response.json() == {"predictions": [0]}
+        assert client.get("/docs").status_code == 200
+
+
+def test_loaded_models_keep_serving_when_mlflow_goes_away(tmp_path: Path) -> None:
+    mlflow = mlflow_server(tmp_path / "mlflow")
+    mlflow.start()
+    tracking_uri = mlflow.health_url.removesuffix("/health")
+    gateway: Process | None = None
+    try:
+        with using_registry(tracking_uri) as client:
+            version = log_iris_version(IRIS, c=1.0)
+            client.set_registered_model_alias(IRIS, "champion", str(version))
+        gateway, base = gateway_server(
+            tracking_uri=tracking_uri,
+            workdir=tmp_path / "gateway",
+            env={"GATEWAY_REGISTRY_TIMEOUT_SECONDS": "3"},
+        )
+        gateway.start()
+        with httpx.Client(base_url=base, timeout=30) as http:
+            assert http.post(f"/models/{IRIS}/predict", json=ROW).status_code == 200
+            assert http.get("/models").status_code == 200
+            mlflow.stop()
+            for path in (
+                f"/models/{IRIS}/predict",
+                f"/models/{IRIS}/versions/champion/predict",
+                f"/models/{IRIS}/versions/{version}/predict",
+                f"/models/{IRIS}/versions/latest/predict",
+            ):
+                response = http.post(path, json=ROW)
+                assert response.status_code == 200, (path, response.text)
+                assert response.headers["x-model-version"] == str(version)
+            assert http.get("/models").json()["models"][0]["name"] == IRIS  # the last good answer
+            never_seen = http.post("/models/other/predict", json=ROW)
+            assert never_seen.status_code == 503
+            assert never_seen.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            assert http.get("/health/ready").status_code == 200
+        # Restarted while MLflow is still down: the state database says what served.
+        gateway.stop()
+        gateway.start()
+        with httpx.Client(base_url=base, timeout=30) as http:
+            response = http.post(f"/models/{IRIS}/predict", json=ROW)
+            assert response.status_code == 200, response.text
+            assert (response.headers["x-model-version"], response.headers["x-model-alias"]) == (
+                str(version),
+                "champion",
+            )
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        mlflow.stop()
+
+
+def test_several_workers_serve(sqlite_registry: Registry, tmp_path: Path) -> None:
+    process, base = gateway_server(tracking_uri=sqlite_registry.tracking_uri, workdir=tmp_path, workers=2)
+    process.start()
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            for _ in range(6):  # new connections spread over the workers
+                response = client.post(f"/models/{IRIS}/predict", json=ROW, headers={"connection": "close"})
+                assert response.status_code == 200
+    finally:
+        process.stop()
