@@ -9,7 +9,7 @@ DEMO := $(CURDIR)/demo
 # torch is pinned exactly: a looser spec pulls GBs of CUDA wheels.
 EXTRAS ?= torch,dev
 
-.PHONY: install demo demo-registry serve test lint format clean
+.PHONY: install demo demo-registry serve test lint format clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: lint
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The benchmark (bench/README.md): ~8 minutes; `make bench BENCH_ARGS=--quick` for a ~4-minute smoke run.
+bench: install
+	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1) || \
+		echo "wrk not installed: using bench/loadgen.py"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info

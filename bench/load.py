@@ -1,0 +1,95 @@
+"""Drive a server with wrk (or, without wrk, bench/loadgen.py) and read back one result."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+@dataclass
+class Result:
+    req_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    tool: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _taskset(cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def wrk_version() -> str | None:
+    if not shutil.which("wrk"):
+        return None
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    return out.split("Copyright")[0].strip() or "wrk"
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> Result:
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    return Result(
+        req_s=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(percentiles["50"]) if requests else math.nan,  # wrk prints 0.00us for no answers
+        p99_ms=_ms(percentiles["99"]) if requests else math.nan,
+        errors=errors + (int(non_2xx.group(1)) if non_2xx else 0),
+        requests=requests,
+        tool="wrk",
+    )
+
+
+def drive(
+    url: str,
+    body_file: Path,
+    *,
+    connections: int,
+    duration: float,
+    cpus: str | None = None,
+    paths: list[str] | None = None,
+    zipf: float | None = None,
+    force_python: bool = False,
+) -> Result:
+    """POST ``body_file`` to ``url`` from ``connections`` keep-alive connections for ``duration`` s.
+
+    ``paths`` (with optional ``zipf`` weights) spreads the requests over several paths of the
+    same server; only the Python load generator does that.
+    """
+    if shutil.which("wrk") and not paths and not zipf and not force_python:
+        env = {**os.environ, "BENCH_BODY_FILE": str(body_file)}
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s", "--latency"]
+        argv += ["-s", str(HERE / "post.lua"), url]
+        done = subprocess.run(_taskset(cpus) + argv, env=env, capture_output=True, text=True, check=True)
+        return parse_wrk(done.stdout)
+    base, _, path = url.partition("://")[2].partition("/")
+    host, _, port = base.partition(":")
+    argv = [sys.executable, str(HERE / "loadgen.py"), "--host", host, "--port", port, "--body-file", str(body_file)]
+    argv += ["--connections", str(connections), "--duration", str(duration)]
+    for each in paths or ["/" + path]:
+        argv += ["--path", each]
+    if zipf:
+        argv += ["--zipf", str(zipf)]
+    done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    return Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool="loadgen.py")

@@ -1,0 +1,648 @@
+"""The benchmark: the gateway against `mlflow models serve`, MLServer and a constant floor.
+
+``make bench`` (or ``.venv/bin/python bench/run.py``) builds one scratch registry in
+bench/.work/, starts each server on it in turn, drives each with the same load, and
+writes bench/results/<UTC time>.md and .json and bench/results/latest.md.
+See bench/README.md for what each section measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from load import Result, drive, wrk_version  # noqa: E402
+from servers import Server, free_port  # noqa: E402
+
+WORK = HERE / ".work"
+RESULTS = HERE / "results"
+VENV_BIN = Path(sys.executable).parent
+MLSERVER_VENV = HERE / ".venv-mlserver"
+SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers")
+COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+ROW = [6.7, 3.0, 5.2, 2.3]
+ZIPF_MODELS = 50
+ZIPF_ROOM = 10
+ZIPF_S = 1.1
+ADMIN_TOKEN = "bench-admin-token"
+
+
+@dataclass
+class Run:
+    """Options and everything measured, in the order it is written out."""
+
+    duration: float
+    warmup: float
+    connections: list[int]
+    pin: bool
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    main: list[dict[str, object]] = field(default_factory=list)
+    sections: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def server_cpus(self) -> str | None:
+        return "0" if self.pin else None
+
+    @property
+    def load_cpus(self) -> str | None:
+        return "1" if self.pin else None
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the registry --------------------------------------------------------------------------
+
+
+def build_registry(path: Path) -> str:
+    """iris v1/v2 (champion -> 1, challenger -> 2), tiny-torch v1, zipf-00..49: built once, reused."""
+    tracking_uri = f"sqlite:///{path / 'mlflow.db'}"
+    done = path / ".complete"
+    if done.exists():
+        return tracking_uri
+    from gateway.demo import build_demo_registry, log_iris_version, using_registry
+
+    build_demo_registry(path)  # iris v1/v2 with their aliases, tiny-torch when torch is installed
+    with using_registry(tracking_uri, path / "artifacts") as client:
+        existing = {model.name for model in client.search_registered_models(max_results=1000)}
+        for index in range(ZIPF_MODELS):
+            if f"zipf-{index:02d}" not in existing:
+                log_iris_version(f"zipf-{index:02d}", c=0.1 + index / 10)
+    done.touch()
+    return tracking_uri
+
+
+def write_bodies(work: Path) -> dict[str, Path]:
+    bodies = {
+        "iris": {"dataframe_split": {"columns": COLUMNS, "data": [ROW]}},
+        "torch": {"inputs": [[0.1, 0.2, 0.3, 0.4]]},
+    }
+    paths = {}
+    for name, body in bodies.items():
+        paths[name] = work / f"{name}.json"
+        paths[name].write_text(json.dumps(body))
+    return paths
+
+
+# --- the servers ---------------------------------------------------------------------------
+
+
+def gateway(
+    tracking_uri: str, label: str, *, cpus: str | None, workers: int = 1, env: dict[str, str] | None = None
+) -> Server:
+    """A gateway on the bench registry with a fresh state database; ``label`` names its files."""
+    state = WORK / "gateway" / label
+    state.mkdir(parents=True, exist_ok=True)
+    for stale in state.glob("state.db*"):
+        stale.unlink()  # a fresh state database per start; the artifact cache is kept
+    port = free_port()
+    settings = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "GATEWAY_DATABASE_URL": f"sqlite:///{state / 'state.db'}",
+        "GATEWAY_ARTIFACT_CACHE_DIR": str(state / "artifacts"),
+        "GATEWAY_WARM_ALIASES": "champion",
+        "GATEWAY_PREDICTION_CACHE": "off",
+        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        **(env or {}),
+    }
+    argv = [str(VENV_BIN / "registry-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Server(
+        "gateway" if label == "main" else f"gateway ({label})",
+        [*argv, "--workers", str(workers)],
+        port=port,
+        ready_path="/health/ready",
+        predict_path="/models/iris/versions/1/predict",
+        log=WORK / f"gateway-{label}.log",
+        env=settings,
+        cpus=cpus,
+    )
+
+
+def mlflow_serve(run: Run, tracking_uri: str) -> Server:
+    port = free_port()
+    argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/iris/1", "--env-manager", "local"]
+    return Server(
+        "mlflow models serve",
+        [*argv, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        port=port,
+        ready_path="/ping",
+        predict_path="/invocations",
+        log=WORK / "mlflow-serve.log",
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
+        cpus=run.server_cpus,
+    )
+
+
+def floor(run: Run) -> Server:
+    port = free_port()
+    return Server(
+        "floor (constant FastAPI)",
+        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port)],
+        port=port,
+        ready_path="/health/ready",
+        predict_path="/invocations",
+        log=WORK / "floor.log",
+        cpus=run.server_cpus,
+        cwd=HERE,
+    )
+
+
+def ensure_mlserver(run: Run) -> str | None:
+    """MLServer + mlserver-mlflow in a venv of their own; the reason when they can't be had."""
+    python = MLSERVER_VENV / "bin" / "python"
+    check = [str(python), "-c", "import mlserver, mlserver_mlflow"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return None
+    from importlib.metadata import version
+
+    run.log("installing MLServer + mlserver-mlflow into bench/.venv-mlserver (once; up to 10 minutes)")
+    pins = [f"mlflow=={version('mlflow')}", f"scikit-learn=={version('scikit-learn')}"]
+    steps = [
+        [os.environ.get("BENCH_PYTHON", "python3.11"), "-m", "venv", str(MLSERVER_VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", "mlserver", "mlserver-mlflow", *pins],
+    ]
+    with (WORK / "mlserver-install.log").open("w") as log:
+        for step in steps:
+            try:
+                subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=True)
+            except (OSError, subprocess.SubprocessError) as exc:
+                return f"install failed ({type(exc).__name__}); see bench/.work/mlserver-install.log"
+    return None if subprocess.run(check, capture_output=True).returncode == 0 else "mlserver_mlflow does not import"
+
+
+def mlserver(run: Run, tracking_uri: str) -> Server:
+    import mlflow.artifacts
+
+    models = WORK / "mlserver"
+    model_dir = models / "iris"
+    if not (model_dir / "MLmodel").exists():
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        mlflow.artifacts.download_artifacts("models:/iris/1", dst_path=str(model_dir))
+    port = free_port()
+    settings = {
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "host": "127.0.0.1",
+        "parallel_workers": 0,
+    }
+    (models / "settings.json").write_text(json.dumps(settings))
+    model_settings = {"name": "iris", "implementation": "mlserver_mlflow.MLflowRuntime", "parameters": {"uri": "."}}
+    # parallel_workers=0: inference in the server process. MLServer 1.7's worker pool does not start
+    # under uvloop >= 0.22 (asyncio.get_event_loop() raises in the worker); one process is also "one worker".
+    (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
+    return Server(
+        "MLServer (mlserver-mlflow)",
+        [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(models)],
+        port=port,
+        ready_path="/v2/models/iris/ready",
+        predict_path="/invocations",
+        log=WORK / "mlserver.log",
+        cpus=run.server_cpus,
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 120) -> dict[str, str]:
+    """POST and return the answer's headers, names in lower case; raises unless the answer is 2xx."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        answer.read()
+        return {name.lower(): value for name, value in answer.headers.items()}
+
+
+def metric_totals(url: str, names: list[str]) -> dict[str, float]:
+    """Sum each named Prometheus counter over its labels."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    totals = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def measure(run: Run, server: Server, body: Path, connections: int, *, cpus: str | None = None) -> Result:
+    url = server.url + server.predict_path
+    cpus = cpus if cpus is not None else run.load_cpus
+    if run.warmup:
+        drive(url, body, connections=connections, duration=run.warmup, cpus=cpus)
+    return drive(url, body, connections=connections, duration=run.duration, cpus=cpus)
+
+
+def row(server: str, connections: int, result: Result, rss_mb: float) -> dict[str, object]:
+    return {"server": server, "connections": connections, **result.as_dict(), "peak_rss_mb": rss_mb}
+
+
+def main_points(run: Run, server: Server, bodies: dict[str, Path]) -> None:
+    """The main table's rows for one running server: every connection count."""
+    post(server.url + server.predict_path, bodies["iris"].read_bytes())  # raises unless 2xx
+    for connections in run.connections:
+        result = measure(run, server, bodies["iris"], connections)
+        run.main.append(row(server.name, connections, result, server.peak_rss_mb()))
+        if not result.requests:
+            point = f"the {run.duration:g} s point at {connections} conns"
+            run.notes.append(f"{server.name} answered no request within {point} (wrk's timeout is 5 s).")
+        run.log(f"{server.name} c={connections}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms")
+
+
+def serve_main(run: Run, server: Server, bodies: dict[str, Path]) -> None:
+    with server:
+        run.log(f"{server.name} ready in {server.ready_seconds:.1f} s")
+        main_points(run, server, bodies)
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def cold_section(run: Run, gw: Server, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """First request to versions the gateway has never loaded, against load_model + predict."""
+    cold = ["iris/2", f"zipf-{ZIPF_MODELS - 1:02d}/1"]
+    rows = []
+    for ref in cold:
+        name, version = ref.split("/")
+        url = f"{gw.url}/models/{name}/versions/{version}/predict"
+        timings = []
+        for _ in range(2):
+            started = time.perf_counter()
+            post(url, bodies["iris"].read_bytes())
+            timings.append((time.perf_counter() - started) * 1000)
+        rows.append({"version": ref, "gateway_first_ms": timings[0], "gateway_second_ms": timings[1]})
+    argv = [sys.executable, str(HERE / "cold_load.py"), "--warm", "models:/iris/1"]
+    argv += ["--columns", json.dumps(COLUMNS), "--row", json.dumps(ROW), *(f"models:/{ref}" for ref in cold)]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    )
+    baseline = json.loads(done.stdout.strip().splitlines()[-1])
+    for entry in rows:
+        entry["load_model_predict_ms"] = baseline[f"models:/{entry['version']}"]
+    run.sections["cold"] = rows
+
+
+def alias_section(run: Run, gw: Server, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """p99 on /versions/champion while champion flips between v1 and v2 every second."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    gw.predict_path = "/models/iris/versions/champion/predict"
+    steady = measure(run, gw, bodies["iris"], 32)
+    stop = threading.Event()
+    swaps: list[float] = []
+    not_served: list[int] = []
+    sync = (gw.url + "/admin/sync?model=iris", b"", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def flip() -> None:
+        version, tick = 2, time.perf_counter()
+        while not stop.wait(max(0.0, tick + 1.0 - time.perf_counter())):
+            tick = time.perf_counter()
+            client.set_registered_model_alias("iris", "champion", str(version))
+            post(*sync)
+            swaps.append((time.perf_counter() - tick) * 1000)
+            # Once the sync has answered, the alias must serve the new version.
+            if post(gw.url + gw.predict_path, bodies["iris"].read_bytes()).get("x-model-version") != str(version):
+                not_served.append(version)
+            version = 3 - version
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        url = gw.url + gw.predict_path
+        moving = drive(url, bodies["iris"], connections=32, duration=run.duration, cpus=run.load_cpus)
+    finally:
+        stop.set()
+        flipper.join()
+        client.set_registered_model_alias("iris", "champion", "1")
+        post(*sync)
+        gw.predict_path = "/models/iris/versions/1/predict"
+    run.sections["alias"] = {
+        "connections": 32,
+        "steady": steady.as_dict(),
+        "moving": moving.as_dict(),
+        "flips": len(swaps),
+        "flips_not_served": len(not_served),
+        "flip_ms_median": statistics.median(swaps) if swaps else float("nan"),
+        "flip_ms_max": max(swaps, default=float("nan")),
+    }
+
+
+def torch_section(run: Run, gw: Server, bodies: dict[str, Path]) -> None:
+    gw.predict_path = "/models/tiny-torch/versions/1/predict"
+    try:
+        post(gw.url + gw.predict_path, bodies["torch"].read_bytes())
+        rows = [row("gateway tiny-torch", c, measure(run, gw, bodies["torch"], c), gw.peak_rss_mb()) for c in (1, 32)]
+    finally:
+        gw.predict_path = "/models/iris/versions/1/predict"
+    run.sections["torch"] = rows
+
+
+def zipf_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """Zipf traffic over 50 models with room for 10 in the gateway's LRU."""
+    env = {"GATEWAY_MAX_LOADED_MODELS": str(ZIPF_ROOM)}
+    names = ["gateway_cache_hits_total", "gateway_cache_misses_total", "gateway_cache_evictions_total"]
+    names += ["gateway_model_loads_total"]
+    with gateway(tracking_uri, "zipf", cpus=run.server_cpus, env=env) as gw:
+        before = metric_totals(gw.url, names)
+        paths = [f"/models/zipf-{index:02d}/versions/1/predict" for index in range(ZIPF_MODELS)]
+        duration = max(run.duration, 5) * 2
+        result = drive(
+            gw.url, bodies["iris"], connections=8, duration=duration, cpus=run.load_cpus, paths=paths, zipf=ZIPF_S
+        )
+        after = metric_totals(gw.url, names)
+        rss = gw.peak_rss_mb()
+    delta = {name.removeprefix("gateway_").removesuffix("_total"): after[name] - before[name] for name in names}
+    lookups = delta["cache_hits"] + delta["cache_misses"]
+    # The best any LRU of this size can do: the share of traffic on the 10 most popular models.
+    weights = [1 / rank**ZIPF_S for rank in range(1, ZIPF_MODELS + 1)]
+    run.sections["zipf"] = {
+        "models": ZIPF_MODELS,
+        "room": ZIPF_ROOM,
+        "s": ZIPF_S,
+        "connections": 8,
+        "seconds": duration,
+        **result.as_dict(),
+        **delta,
+        "hit_rate": delta["cache_hits"] / lookups if lookups else float("nan"),
+        "top10_share": sum(weights[:ZIPF_ROOM]) / sum(weights),
+        "peak_rss_mb": rss,
+    }
+
+
+def workers_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """--workers 1 against --workers 2, nothing pinned (the load generator shares the cores)."""
+    everything = f"0-{os.cpu_count() - 1}" if run.pin else None  # type: ignore[operator]
+    rows = []
+    for workers in (1, 2):
+        with gateway(tracking_uri, f"workers{workers}", cpus=everything, workers=workers) as gw:
+            post(gw.url + gw.predict_path, bodies["iris"].read_bytes())
+            for connections in (32, 128):
+                result = measure(run, gw, bodies["iris"], connections, cpus=everything)
+                rows.append(row(f"gateway --workers {workers}", connections, result, gw.peak_rss_mb()))
+                run.log(f"--workers {workers} c={connections}: {result.req_s:.0f} req/s")
+    run.sections["workers"] = rows
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _find(rows: list[dict[str, object]], server: str, connections: int) -> dict[str, object] | None:
+    return next((r for r in rows if r["server"] == server and r["connections"] == connections), None)
+
+
+def targets(run: Run) -> list[tuple[str, str, bool | None]]:
+    gw, ml, fl = "gateway", "mlflow models serve", "floor (constant FastAPI)"
+    g32, m32, f32 = (_find(run.main, name, 32) for name in (gw, ml, fl))
+    g1, f1 = _find(run.main, gw, 1), _find(run.main, fl, 1)
+    out: list[tuple[str, str, bool | None]] = []
+    if g32 and m32:
+        ratio = float(g32["req_s"]) / float(m32["req_s"])  # type: ignore[arg-type]
+        out.append(("32 conns: req/s ≥ 6× mlflow models serve", f"{ratio:.1f}×", ratio >= 6))
+    if g32 and f32:
+        ratio = float(g32["req_s"]) / float(f32["req_s"])  # type: ignore[arg-type]
+        out.append(("32 conns: req/s ≥ 0.6× the floor", f"{ratio:.2f}×", ratio >= 0.6))
+    if g32:
+        p99 = float(g32["p99_ms"])  # type: ignore[arg-type]
+        out.append(("32 conns: p99 < 25 ms", f"{p99:.1f} ms", p99 < 25))
+    if g1 and f1:
+        gap = float(g1["p50_ms"]) - float(f1["p50_ms"])  # type: ignore[arg-type]
+        out.append(("1 conn: p50 within 0.5 ms of the floor's", f"+{gap:.2f} ms", gap <= 0.5))
+    workers = run.sections.get("workers")
+    if isinstance(workers, list):
+        one, two = _find(workers, "gateway --workers 1", 32), _find(workers, "gateway --workers 2", 32)
+        if one and two:
+            ratio = float(two["req_s"]) / float(one["req_s"])  # type: ignore[arg-type]
+            note = "2 workers ≥ 1.6× one worker (32 conns; the load generator shares the 2 cores)"
+            out.append((note, f"{ratio:.2f}×", ratio >= 1.6))
+    return out
+
+
+def _f(value: object, digits: int = 1) -> str:
+    number = float(value)  # type: ignore[arg-type]
+    return "–" if math.isnan(number) else f"{number:,.{digits}f}"
+
+
+def _json_safe(value: object) -> object:
+    """NaN (no measurement) as null, so the .json file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def render(run: Run, machine: dict[str, str]) -> str:
+    pinning = (
+        "server pinned to CPU 0, load generator to CPU 1 (taskset)"
+        if run.pin
+        else "nothing pinned (fewer than 2 CPUs): server and load generator share the machine"
+    )
+    lines = [
+        f"# Benchmark, {run.started:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- Machine: {machine['cpus']} CPUs ({machine['cpu']}), Python {platform.python_version()}, "
+        f"load average before the run {machine['load_before']}, after {machine['load_after']}.",
+        f"- {pinning}; load from {machine['loadgen']}, {run.duration:g} s per point after a {run.warmup:g} s warm-up.",
+        "- One row per request: iris LogisticRegression, JSON `dataframe_split`, the same registry and "
+        "version (`models:/iris/1`) for every server.",
+        "- Gateway: one worker, **prediction cache off** (`GATEWAY_PREDICTION_CACHE=off`), everything else default.",
+        "- Peak RSS: VmHWM summed over the server's process tree, read after each point.",
+        "",
+        "## Throughput and latency",
+        "",
+        "| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB | ÷ mlflow | ÷ floor |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for entry in run.main:
+        conns = int(entry["connections"])  # type: ignore[call-overload]
+        ratios = []
+        for other in ("mlflow models serve", "floor (constant FastAPI)"):
+            base = _find(run.main, other, conns)
+            ratios.append(f"{float(entry['req_s']) / float(base['req_s']):.2f}×" if base else "–")  # type: ignore[arg-type]
+        lines.append(
+            f"| {entry['server']} | {conns} | {_f(entry['req_s'], 0)} | {_f(entry['p50_ms'], 2)} | "
+            f"{_f(entry['p99_ms'], 2)} | {entry['errors']} | {_f(entry['peak_rss_mb'], 0)} | {' | '.join(ratios)} |"
+        )
+    checks = targets(run)
+    if checks:
+        lines += ["", "## Targets", "", "| target | measured | |", "|---|--:|---|"]
+        lines += [f"| {name} | {value} | {'pass' if ok else 'FAIL'} |" for name, value, ok in checks]
+    cold = run.sections.get("cold")
+    if isinstance(cold, list):
+        lines += ["", "## A cold version: first request", ""]
+        lines += ["A version the gateway had synced (fetched, hashed) but never loaded, against"]
+        lines += ["`mlflow.pyfunc.load_model` + one predict in a process that had loaded another sklearn model.", ""]
+        lines += ["| version | gateway 1st request ms | gateway 2nd ms | load_model + predict ms |"]
+        lines += ["|---|--:|--:|--:|"]
+        for entry in cold:
+            lines.append(
+                f"| {entry['version']} | {_f(entry['gateway_first_ms'])} | {_f(entry['gateway_second_ms'], 2)} | "
+                f"{_f(entry['load_model_predict_ms'])} |"
+            )
+    alias = run.sections.get("alias")
+    if isinstance(alias, dict):
+        steady, moving = alias["steady"], alias["moving"]
+        lines += ["", "## An alias moving under load", ""]
+        lines += [f"`/models/iris/versions/champion/predict` at {alias['connections']} conns; champion flips 1 ↔ 2"]
+        lines += [f"every second (MLflow alias, then `POST /admin/sync`): {alias['flips']} flips, each done in"]
+        lines += [f"{_f(alias['flip_ms_median'], 0)} ms median, {_f(alias['flip_ms_max'], 0)} ms max (from setting"]
+        missed = alias["flips_not_served"]
+        lines += [f"the alias to the sync's answer); {missed} flips not served by the next request.", ""]
+        lines += ["| | req/s | p50 ms | p99 ms | errors |", "|---|--:|--:|--:|--:|"]
+        for label, data in (("alias still", steady), ("alias moving", moving)):
+            lines.append(
+                f"| {label} | {_f(data['req_s'], 0)} | {_f(data['p50_ms'], 2)} | {_f(data['p99_ms'], 2)} "
+                f"| {data['errors']} |"
+            )
+    zipf = run.sections.get("zipf")
+    if isinstance(zipf, dict):
+        lines += ["", "## Zipf traffic over more models than fit", ""]
+        lines += [f"{zipf['models']} models, `GATEWAY_MAX_LOADED_MODELS={zipf['room']}`, model picked by Zipf"]
+        lines += [f"s={zipf['s']} (the {zipf['room']} most popular get {zipf['top10_share']:.0%} of requests),"]
+        lines += [f"{zipf['connections']} conns for {zipf['seconds']:g} s, Python load generator.", ""]
+        lines += ["| req/s | p50 ms | p99 ms | errors | hit rate | loads | evictions | peak RSS MiB |"]
+        lines += ["|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        lines.append(
+            f"| {_f(zipf['req_s'], 0)} | {_f(zipf['p50_ms'], 2)} | {_f(zipf['p99_ms'], 2)} | {zipf['errors']} | "
+            f"{zipf['hit_rate']:.1%} | {zipf['model_loads']:.0f} | {zipf['cache_evictions']:.0f} | "
+            f"{_f(zipf['peak_rss_mb'], 0)} |"
+        )
+    for key, title in (("torch", "The torch model (tiny-torch, `inputs`)"), ("workers", "Scaling with --workers")):
+        rows = run.sections.get(key)
+        if isinstance(rows, list):
+            lines += ["", f"## {title}", ""]
+            if key == "workers":
+                lines += ["Nothing pinned: server workers and the load generator share all CPUs.", ""]
+            lines += ["| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB |"]
+            lines += ["|---|--:|--:|--:|--:|--:|--:|"]
+            for entry in rows:
+                lines.append(
+                    f"| {entry['server']} | {entry['connections']} | {_f(entry['req_s'], 0)} | "
+                    f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
+                    f"{_f(entry['peak_rss_mb'], 0)} |"
+                )
+    if run.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
+    return "\n".join(lines) + "\n"
+
+
+def machine_facts(loadgen: str) -> dict[str, str]:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"cpus": str(os.cpu_count()), "cpu": cpu, "load_before": load, "load_after": "", "loadgen": loadgen}
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def guarded(run: Run, what: str, step: Callable[[], None]) -> None:
+    """Run one server or section; a failure becomes a note, not the end of the run."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - any failure of one section is reported, the run goes on
+        run.notes.append(f"{what} failed: {type(exc).__name__}: {exc}")
+        run.log(f"{what} FAILED: {exc}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Short smoke run (2 s points, 0.5 s warm-up).")
+    parser.add_argument("--duration", type=float, default=None, help="Seconds per point (default 10).")
+    parser.add_argument("--warmup", type=float, default=None, help="Warm-up seconds before each point (default 2).")
+    parser.add_argument("--connections", default="1,8,32,128", help="Comma-separated (default 1,8,32,128).")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"Comma-separated of: {', '.join(SECTIONS)}.")
+    parser.add_argument("--no-mlserver", action="store_true", help="Skip MLServer.")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    only = set(args.only.split(","))
+    if unknown := only - set(SECTIONS):
+        sys.exit(f"unknown sections: {', '.join(sorted(unknown))}")
+    run = Run(
+        duration=args.duration or (2.0 if args.quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
+        connections=[int(c) for c in args.connections.split(",")],
+        pin=(os.cpu_count() or 1) >= 2,
+    )
+    loadgen = wrk_version() or "bench/loadgen.py (wrk not installed)"
+    machine = machine_facts(f"{loadgen}, 1 thread" if loadgen.startswith("wrk") else loadgen)
+    WORK.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    run.log(f"building (or reusing) the registry in {WORK / 'registry'}")
+    tracking_uri = build_registry(WORK / "registry")
+    bodies = write_bodies(WORK)
+
+    def gateway_sections() -> None:
+        with gateway(tracking_uri, "main", cpus=run.server_cpus) as gw:
+            run.log(f"gateway ready in {gw.ready_seconds:.1f} s")
+            run.notes.append(f"The gateway was ready {gw.ready_seconds:.1f} s after start (53 models to sync).")
+            if "cold" in only:
+                guarded(run, "cold", lambda: cold_section(run, gw, tracking_uri, bodies))
+            if "main" in only:
+                main_points(run, gw, bodies)
+            if "torch" in only:
+                guarded(run, "torch", lambda: torch_section(run, gw, bodies))
+            if "alias" in only:
+                guarded(run, "alias", lambda: alias_section(run, gw, tracking_uri, bodies))
+
+    if only & {"main", "cold", "torch", "alias"}:
+        guarded(run, "gateway", gateway_sections)
+    if "main" in only:
+        guarded(run, "mlflow models serve", lambda: serve_main(run, mlflow_serve(run, tracking_uri), bodies))
+        reason = "--no-mlserver" if args.no_mlserver else ensure_mlserver(run)
+        if reason:
+            run.notes.append(f"MLServer skipped: {reason}.")
+        else:
+            run.notes.append(
+                "MLServer runs with `parallel_workers=0` (inference in its server process): its default worker "
+                "pool does not start under uvloop 0.22+ in MLServer 1.7."
+            )
+            guarded(run, "MLServer", lambda: serve_main(run, mlserver(run, tracking_uri), bodies))
+        guarded(run, "floor", lambda: serve_main(run, floor(run), bodies))
+    if "zipf" in only:
+        guarded(run, "zipf", lambda: zipf_section(run, tracking_uri, bodies))
+    if "workers" in only:
+        guarded(run, "workers", lambda: workers_section(run, tracking_uri, bodies))
+    machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    report = render(run, machine)
+    stamp = f"{run.started:%Y%m%dT%H%M%SZ}"
+    (RESULTS / f"{stamp}.md").write_text(report)
+    (RESULTS / "latest.md").write_text(report)
+    payload = {"started": run.started.isoformat(), "machine": machine, "main": run.main, **run.sections}
+    payload |= {"targets": targets(run), "notes": run.notes, "duration": run.duration, "warmup": run.warmup}
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+    print(report)
+    run.log(f"wrote bench/results/{stamp}.md, .json and latest.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Servers under test as subprocesses: start, wait until ready, measure memory, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """Sum of VmHWM (peak resident set) over a process and its descendants, in MiB.
+
+    Each process's own peak, summed: an upper bound on the tree's peak at any one moment.
+    """
+    tree = _children()
+    total_kb, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(tree.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 1024
+
+
+class Server:
+    """One server process (and its children) in a session of its own, optionally pinned to CPUs."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        port: int,
+        ready_path: str,
+        predict_path: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cpus: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = ["taskset", "-c", cpus, *argv] if cpus else argv
+        self.port = port
+        self.ready_path = ready_path
+        self.predict_path = predict_path
+        self.log = log
+        # The server's own venv first on PATH: `mlflow models serve` execs `uvicorn` by name.
+        path = f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "PATH": path, **(env or {})}
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_seconds = float("nan")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180) -> Server:
+        started = time.perf_counter()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        while time.perf_counter() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as answer:
+                    if answer.status == 200:
+                        self.ready_seconds = time.perf_counter() - started
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; see {self.log}")
+
+    def peak_rss_mb(self) -> float:
+        return tree_peak_rss_mb(self.process.pid) if self.process else float("nan")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
