@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway import __version__, http_errors
 from gateway.control_routes import router as control_router
+from gateway.health_routes import router as health_router
 from gateway.routes import router
 from gateway.services import Services
 from gateway.settings import GatewaySettings
@@ -25,15 +26,25 @@ works against `mlflow models serve` works here unchanged. Errors are
 """
 
 
-def create_app(settings: GatewaySettings, *, reader: RegistryReader | None = None) -> FastAPI:
-    """An app whose lifespan builds its services from ``settings`` and closes them."""
+def create_app(
+    settings: GatewaySettings, *, reader: RegistryReader | None = None, start_in_background: bool = False
+) -> FastAPI:
+    """An app whose lifespan builds its services from ``settings`` and closes them.
+
+    The lifespan waits for the services to start (sync, warm) unless ``start_in_background``:
+    then the server takes connections at once, and ``/health/ready`` answers 503 with the
+    reason until startup is done (what a server under an orchestrator wants: liveness
+    probes answer while a large model warms)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings, reader=reader)
         app.state.services = services
         try:
-            await services.start()
+            if start_in_background:
+                services.start_soon()
+            else:
+                await services.start()
             yield
         finally:
             await services.close()
@@ -45,11 +56,13 @@ def create_app(settings: GatewaySettings, *, reader: RegistryReader | None = Non
         lifespan=lifespan,
     )
     http_errors.install(app)
-    app.include_router(router)
+    app.include_router(health_router)  # first: these answer /health/* and /metrics in every role
+    if settings.role != "sync":  # a sync-only process serves no models
+        app.include_router(router)
     app.include_router(control_router)
     return app
 
 
 def app_factory() -> FastAPI:
     """Settings from the environment; for ``uvicorn --factory gateway.app:app_factory``."""
-    return create_app(GatewaySettings())
+    return create_app(GatewaySettings(), start_in_background=True)

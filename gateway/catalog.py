@@ -144,6 +144,10 @@ class Catalog:
             self._previous[(name, alias)] = previous
         return previous
 
+    def held(self, name: str, alias: str) -> int | None:
+        """The version this process swapped to (or adopted) for a warm alias, if any."""
+        return self._served.get((name, alias))
+
     def previous(self, name: str, alias: str) -> int | None:
         """The version this alias served before the current one, in this process."""
         return self._previous.get((name, alias))

@@ -48,10 +48,19 @@ def main() -> None:
     type=int,
     help="Seconds in-flight requests get to finish on shutdown.",
 )
-def serve(host: str, port: int, workers: int, graceful_timeout: int) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(["all", "gateway", "sync"]),
+    default=None,
+    help="all: serve models and compete to lead the sync (the default, GATEWAY_ROLE); "
+    "gateway: serve models, never poll MLflow; sync: only the sync, under the leader lease.",
+)
+def serve(host: str, port: int, workers: int, graceful_timeout: int, role: str | None) -> None:
     """Run the gateway."""
     import uvicorn
 
+    if role is not None:
+        os.environ["GATEWAY_ROLE"] = role  # every worker builds its settings from the environment
     settings = _load_settings()  # fail fast, before any worker starts
     _prepare_database(settings.database_url)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():

@@ -28,7 +28,7 @@ _MAX_WEBHOOK_BYTES = 1024 * 1024
     tags=["control"],
     summary="MLflow model-registry webhook: sync the named model now",
     responses={
-        202: {"description": "Accepted; the model syncs in the background"},
+        202: {"description": "Accepted; the model syncs in the background (here, or by the sync leader)"},
         400: {"model": ErrorBody},
         401: {"model": ErrorBody},
         404: {"model": ErrorBody, "description": "GATEWAY_WEBHOOK_SECRET is not set"},
@@ -59,7 +59,8 @@ async def mlflow_webhook(request: Request) -> Response:
         "model_version_tag",
         "model_version_alias",
     ):
-        services.poller.sync_soon([name], reason=f"webhook {delivery.entity}.{delivery.action}")
+        # the leader syncs it: this process if it leads, else through the state database
+        await services.poller.hint([name], reason=f"webhook {delivery.entity}.{delivery.action}")
     body_out = {"accepted": True, "delivery_id": delivery.delivery_id, "model": name}
     return Response(orjson.dumps(body_out), status_code=202, media_type="application/json")
 
@@ -70,6 +71,7 @@ async def mlflow_webhook(request: Request) -> Response:
     tags=["control"],
     summary="Sync with the registry now (for CI pipelines); bearer GATEWAY_ADMIN_TOKEN",
     responses={
+        202: {"description": "No sync leader finished the pass in time; it stays queued for the leader"},
         401: {"model": ErrorBody},
         404: {"model": ErrorBody, "description": "GATEWAY_ADMIN_TOKEN not set"},
         503: {"model": ErrorBody, "description": "The registry could not be read"},
@@ -88,10 +90,18 @@ async def admin_sync(
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         return error_response(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'")
-    report = await services.poller.sync(model, reason="admin")
+    # on any replica: the leader runs the pass (here, or through the state database)
+    timeout = services.settings.registry_timeout_seconds * 3
+    report = await services.poller.run(model, reason="admin", timeout=timeout)
+    if report is None:
+        body = {
+            "accepted": True,
+            "detail": f"no sync leader finished the pass within {timeout:g} s; it runs when one does",
+        }
+        return Response(orjson.dumps(body), status_code=202, media_type="application/json")
     if not report.ok:
         return error_response(503, "TEMPORARILY_UNAVAILABLE", f"Sync failed: {report.error}", retry_after=5)
-    if wait:
+    if wait and services.serves_models:
         await services.catalog.refresh()
         await services.reconciler.reconcile(wait=True, retry_now=True)
     return Response(

@@ -5,6 +5,9 @@ version, the reconciler fetches, verifies and loads that version, warms it with 
 predict, and only then flips the alias in memory. Requests already on the old version
 finish on it (they hold leases); the old version becomes an ordinary LRU entry. If any
 step fails the old version keeps serving and an event says why.
+
+Every replica swaps on its own and records its swap as an event; it does not bump the
+database's generation (the sync owns it), so replicas never set each other following.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import anyio.to_thread
 from gateway.cache import ModelCache
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
+from gateway.inference import score
 from gateway.metrics import GatewayMetrics
-from gateway.service import score
 from gateway.warmup import warmup_request
 from registry_sync.errors import RegistryError
 from registry_sync.repository import EventKind, RouteState, StateStore
@@ -74,6 +77,15 @@ class Reconciler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def unwarmed(self) -> list[str]:
+        """Warm aliases (``name@alias``) this process does not serve warm at their target yet."""
+        waiting = []
+        for route in self._catalog.warm_routes():
+            target = self._target(route)
+            if target is not None and self._catalog.held(route.name, route.alias) != target:
+                waiting.append(f"{route.name}@{route.alias}")
+        return sorted(waiting)
+
     def poke(self) -> None:
         """Look at the database now (the sync just wrote to it)."""
         self._poke.set()
@@ -105,6 +117,9 @@ class Reconciler:
 
     async def reconcile(self, *, wait: bool = False, retry_now: bool = False) -> None:
         """Start a swap for each warm alias whose served version is not its target."""
+        for name, version in self._cache.keys():
+            if self._catalog.refused(name, version):
+                self._cache.discard(name, version)  # refused after it loaded: never again
         for route in self._catalog.warm_routes():
             key = (route.name, route.alias)
             if key in self._swaps:
@@ -114,8 +129,9 @@ class Reconciler:
             target = self._target(route)
             if target is None:
                 continue
-            if self._catalog.served_version(route) == target == route.active_version:
-                self._catalog.adopt(route.name, route.alias, target)
+            if self._catalog.held(route.name, route.alias) == target:
+                # Warmed here already. Not "the database says it is active": with replicas,
+                # another process recording its swap must not spare this one the warm-up.
                 continue
             task = asyncio.create_task(self._swap(route, target), name=f"swap {route.name}@{route.alias}")
             self._swaps[key] = task
@@ -158,6 +174,9 @@ class Reconciler:
             await self._record(EventKind.FAILED, name, version=target, alias=alias, reason=reason)
             return
         self._retry_at.pop((name, alias), None)
+        if self._catalog.refused(name, target):  # refused while it loaded: the reconcile after says why
+            self._cache.discard(name, target)
+            return
         self._catalog.flip(name, alias, target)
         self._metrics.swap_finished(name, outcome="success")
         log.info("%s alias %s now serves version %s (was %s)", name, alias, target, previous)

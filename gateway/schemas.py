@@ -108,3 +108,11 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     loaded_models: int | None = None
     loaded_bytes: int | None = None
+
+
+class ReadyHealth(Health):
+    """``/health/ready``: also what this process is, and while not ready, why."""
+
+    role: str = Field(examples=["all"], description="all, gateway or sync (serve --role)")
+    leader: bool = Field(description="Whether this process holds the sync leader lease now")
+    reason: str | None = Field(default=None, description="What it waits for (503 only)")

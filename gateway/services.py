@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import anyio.to_thread
 
 from gateway.cache import ModelCache
 from gateway.catalog import Catalog
+from gateway.inference import check_fast_path
 from gateway.inventory import Inventory
-from gateway.loader import ModelLoader
+from gateway.loader import LoadedModel, ModelLoader
 from gateway.metrics import GatewayMetrics
+from gateway.prediction_cache import make_cache
 from gateway.reconciler import Reconciler
-from gateway.service import InferenceService
+from gateway.service import BatchPolicy, InferenceService
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
-from registry_sync.errors import RegistryUnavailable
+from registry_sync.errors import RegistryError, RegistryUnavailable
+from registry_sync.lease import Lease, lease_timing, new_holder_id
 from registry_sync.poller import Poller
 from registry_sync.registry import RegistryReader
 from registry_sync.repository import StateStore
 from registry_sync.sync import Synchronizer, SyncReport
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    reason: str | None
+    role: str
+    leader: bool
 
 
 @dataclass(eq=False)
@@ -43,7 +58,10 @@ class Services:
     reconciler: Reconciler
     executor: ThreadPoolExecutor
     loaders: ThreadPoolExecutor
+    lease: Lease
     ready: bool = False
+    stage: str = "starting"  # what startup is doing, for /health/ready
+    _starting: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None = None) -> Services:
@@ -55,12 +73,21 @@ class Services:
         store = StateStore(engine)
         store.claim(reader.registry_uri)
         artifacts = ArtifactStore(reader, settings.artifact_cache_dir, max_bytes=settings.artifact_cache_max_bytes)
+        ttl, renew = lease_timing(
+            poll_interval_seconds=settings.poll_interval_seconds, lease_seconds=settings.lease_seconds
+        )
+        lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
         synchronizer = Synchronizer(
-            reader, store, artifacts, verify_interval_seconds=settings.verify_interval_seconds, actor=f"sync@{actor}"
+            reader,
+            store,
+            artifacts,
+            verify_interval_seconds=settings.verify_interval_seconds,
+            actor=f"sync@{actor}",
+            fence=lease,
         )
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
         cache = ModelCache(
-            ModelLoader(artifacts, store, actor=f"gateway@{actor}").load,
+            _checked(ModelLoader(artifacts, store, actor=f"gateway@{actor}")),
             max_models=settings.max_loaded_models,
             max_bytes=settings.max_memory_bytes,
             metrics=metrics,
@@ -71,7 +98,11 @@ class Services:
         executor = ThreadPoolExecutor(max_workers=settings.inference_threads, thread_name_prefix="predict")
 
         async def look_again(name: str) -> None:  # a miss: maybe registered a moment ago
-            report = await poller.sync([name], reason="miss")
+            # here if this process leads, else the leader looks (one reader of MLflow)
+            wait = settings.registry_timeout_seconds
+            report = await poller.run([name], reason="miss", timeout=wait)
+            if report is None:
+                raise RegistryUnavailable(f"no sync leader looked '{name}' up within {wait:g} s")
             if report.error is not None:
                 raise RegistryUnavailable(report.error)
 
@@ -92,16 +123,40 @@ class Services:
             )
             reconciler.poke()
 
-        poller = Poller(synchronizer, interval_seconds=settings.poll_interval_seconds, on_synced=on_synced)
+        poller = Poller(
+            synchronizer,
+            interval_seconds=settings.poll_interval_seconds,
+            on_synced=on_synced,
+            lease=lease,
+            store=store,
+            campaign=settings.role != "gateway",  # a gateway replica never polls MLflow
+            renew_seconds=renew,
+            requests_interval_seconds=settings.follow_interval_seconds,
+            actor=f"{settings.role}@{actor}",
+        )
         inference = InferenceService(
             catalog,
             cache,
             default_alias=settings.default_alias,
             predict_timeout_seconds=settings.predict_timeout_seconds,
             executor=executor,
+            metrics=metrics,
+            batching=BatchPolicy(
+                max_batch=settings.batch_max_size,
+                max_wait=settings.batch_max_wait_ms / 1000,
+                max_queue=settings.max_queue,
+                workers=settings.inference_threads,
+            ),
+            answers=make_cache(
+                settings.prediction_cache,
+                max_bytes=int(settings.prediction_cache_max_mb * 2**20),
+                ttl_seconds=settings.prediction_cache_ttl_seconds,
+                metrics=metrics,
+            ),
         )
         log.info(
-            "registry %s; state %s; artifacts in %s; warm aliases %s",
+            "role %s; registry %s; state %s; artifacts in %s; warm aliases %s",
+            settings.role,
             reader.registry_uri,
             engine.url.render_as_string(hide_password=True),
             settings.artifact_cache_dir,
@@ -121,28 +176,107 @@ class Services:
             reconciler=reconciler,
             executor=executor,
             loaders=loaders,
+            lease=lease,
         )
 
+    @property
+    def serves_models(self) -> bool:
+        return self.settings.role != "sync"
+
     async def start(self) -> None:
-        """Sync once, warm what the database says is served, then take traffic."""
-        first = self.poller.sync_soon(None, reason="startup")
-        try:
-            async with asyncio.timeout(self.settings.registry_timeout_seconds * 3):
-                report = await asyncio.shield(first)  # on timeout it goes on in the background
-            if not report.ok:
-                log.warning("startup sync failed (serving from the state database): %s", report.error)
-        except TimeoutError:
-            log.warning("startup sync still running; serving from the state database meanwhile")
-        await self.reconciler.start()
+        """Lead the sync if the lease is free (then sync once), else wait for the leader's first
+        pass; warm what the database says is served; then take traffic."""
+        self.stage = "taking the sync lease"
+        leading = await self.poller.campaign()
+        self.poller.keep_campaigning()  # renewed from now on, however long the warm-up takes
+        if leading:
+            self.stage = "syncing with the registry"
+            first = self.poller.sync_soon(None, reason="startup")
+            try:
+                async with asyncio.timeout(self.settings.registry_timeout_seconds * 3):
+                    report = await asyncio.shield(first)  # on timeout it goes on in the background
+                if not report.ok:
+                    log.warning("startup sync failed (serving from the state database): %s", report.error)
+            except TimeoutError:
+                log.warning("startup sync still running; serving from the state database meanwhile")
+        elif self.serves_models:
+            await self._first_pass()
+        if self.serves_models:
+            self.stage = "warming the warm aliases"
+            await self.reconciler.start()
         self.poller.start()
+        # Everything alive now (the imported libraries, the warm models) lives as long as the
+        # process: keep it out of the cyclic GC's reach, or each full collection walks millions
+        # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
+        gc.freeze()
         self.ready = True
+        self.stage = "ready"
+
+    def start_soon(self) -> None:
+        """Start in the background: the server answers /health/live (and /health/ready 503,
+        saying why) while the lease, the first sync and the warm-up go on."""
+
+        async def starting() -> None:
+            try:
+                await self.start()
+            except Exception as exc:
+                self.stage = f"startup failed: {type(exc).__name__}: {exc}"
+                log.exception("startup failed")
+
+        self._starting = asyncio.create_task(starting(), name="startup")
+
+    async def _first_pass(self) -> None:
+        """A state database no sync ever wrote has nothing to serve yet: wait for the leader."""
+        self.stage = "waiting for the sync leader's first pass over the registry"
+        logged = False
+        while True:
+            try:
+                status = await anyio.to_thread.run_sync(self.store.sync_status)
+                if status.last_attempt_at is not None:
+                    return
+            except RegistryError as exc:
+                log.warning("state database unavailable while waiting for the first sync: %s", exc)
+            if not logged:
+                log.info("waiting for the sync leader's first pass (no sync has written the state database)")
+                logged = True
+            await asyncio.sleep(self.settings.follow_interval_seconds)
+
+    async def readiness(self) -> Readiness:
+        """Ready once started and warm; a sync-only process also needs its database."""
+        role, leader = self.settings.role, self.poller.leading
+        if not self.ready:
+            reason = self.stage
+            if self.stage.startswith("warming") and (waiting := self.reconciler.unwarmed()):
+                reason = f"warming {', '.join(waiting)}"
+            return Readiness(False, reason, role, leader)
+        if not self.serves_models:
+            try:
+                await anyio.to_thread.run_sync(self.store.generation)
+            except RegistryError as exc:
+                return Readiness(False, str(exc), role, leader)
+        return Readiness(True, None, role, leader)
 
     async def close(self) -> None:
         self.ready = False
+        self.stage = "shutting down"
+        gc.unfreeze()  # what this process kept may be garbage now (tests start many gateways)
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         await self.poller.stop()
         await self.reconciler.stop()
+        await self.inference.close()
         await self.cache.close()
         # Predicts still running finish on their own; don't wait for them here.
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.loaders.shutdown(wait=False, cancel_futures=True)
         self.store.engine.dispose()
+
+
+def _checked(loader: ModelLoader) -> Callable[[str, int], LoadedModel]:
+    """Load, then make sure the fast path agrees with pyfunc on the warm-up request."""
+
+    def load(name: str, version: int) -> LoadedModel:
+        return check_fast_path(loader.load(name, version))
+
+    return load

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -93,6 +93,46 @@ class GatewaySettings(BaseSettings):
     admin_token: SecretStr | None = None
     """Bearer token for ``POST /admin/sync``; without it the endpoint is off."""
 
+    # --- scale-out (roles, leader lease) ---
+    role: Literal["all", "gateway", "sync"] = "all"
+    """What this process does (``serve --role`` sets it): ``all`` serves models and competes
+    for the sync lease; ``gateway`` serves models and never polls MLflow; ``sync`` only runs
+    the sync under the lease (plus health, metrics, webhooks and ``/admin/sync``)."""
+
+    lease_seconds: float | None = Field(default=None, gt=0)
+    """How long the sync leader's lease lasts unrenewed; the leader renews it every third of
+    this. Unset: the poll interval, between 1 and 30 s. A dead leader is replaced within this
+    plus a third of it, and the new leader polls at once."""
+
+    # --- performance ---
+    batch_max_size: int = Field(default=64, ge=1)
+    """Most requests for one version coalesced into one predict call. Batching is on for
+    flavors whose predict is row-independent (sklearn, pytorch) and for versions tagged
+    ``gateway.batching=true``; a version tagged ``gateway.batching=false`` never batches.
+    1 turns batching off everywhere."""
+
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    """How long a batch may wait for more requests, and only while requests are arriving
+    together: a lone request never waits. 0 (the default) takes what queued while the previous
+    batch ran, which is what CPU models want; a model whose every call costs a lot whatever
+    its size (a GPU) gains from waiting a few milliseconds."""
+
+    max_queue: int = Field(default=256, ge=1)
+    """Requests one version may hold waiting for a predict; past it the answer is 503 with
+    ``Retry-After``."""
+
+    prediction_cache: str = "off"
+    """Cache answers of deterministic versions by version sha256 and request body: ``off``,
+    ``memory`` (this process) or a ``redis://`` URL (shared by replicas). sklearn and pytorch
+    versions count as deterministic unless tagged ``gateway.deterministic=false``; other
+    flavors only when tagged ``gateway.deterministic=true``."""
+
+    prediction_cache_max_mb: float = Field(default=64, gt=0)
+    """Memory budget of ``GATEWAY_PREDICTION_CACHE=memory``, in MiB (least recently used go first)."""
+
+    prediction_cache_ttl_seconds: int = Field(default=3600, ge=1)
+    """How long a cached answer lives in Redis."""
+
     @field_validator("warm_aliases", mode="before")
     @classmethod
     def _split_aliases(cls, value: object) -> object:
@@ -107,6 +147,16 @@ class GatewaySettings(BaseSettings):
         if not value:
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("prediction_cache")
+    @classmethod
+    def _cache_kind(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("off", "memory"):
+            return value.lower()
+        if value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError("must be 'off', 'memory' or a redis:// URL")
 
     @property
     def artifact_cache_max_bytes(self) -> int:

@@ -1,7 +1,10 @@
 """Reads and writes of the state database. Everything blocks; callers use threads.
 
 Writers bump ``sync_state.generation`` in the same transaction as their change, so a
-reader that sees a new generation sees the change with it.
+reader that sees a new generation sees the change with it. The generation belongs to the
+sync (what the registry says, pins and refusals): a gateway replica recording its own
+swap writes an event and ``active_version`` but does not bump it, so N replicas swapping
+one alias cause no follow traffic among themselves.
 """
 
 from __future__ import annotations
@@ -12,15 +15,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry_sync.errors import RegistryError
 from registry_sync.registry import ModelRecord
-from registry_sync.state import EventRow, ModelVersionRow, RouteRow, SyncStateRow, WebhookDeliveryRow, utcnow
+from registry_sync.state import (
+    EventRow,
+    ModelVersionRow,
+    RouteRow,
+    SyncRequestRow,
+    SyncStateRow,
+    WebhookDeliveryRow,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +155,24 @@ class SyncStatus:
     last_error: str | None
 
 
+class Fence(Protocol):
+    """Checks, inside a write's transaction, that the writer may still write (the leader lease)."""
+
+    def hold(self, session: Session) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """A sync asked of the leader by a process that does not lead."""
+
+    id: int
+    names: list[str] | None  # None: the whole registry
+    reason: str
+    requested_by: str
+    done: bool
+    report: dict[str, Any] | None
+
+
 class StateStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -213,15 +242,20 @@ class StateStore:
         with self._session() as session:
             _event(session, kind, name, version=version, alias=alias, reason=reason, actor=actor)
 
-    def apply_registry(self, models: Iterable[ModelRecord], *, complete: bool, actor: str) -> Changes:
+    def apply_registry(
+        self, models: Iterable[ModelRecord], *, complete: bool, actor: str, fence: Fence | None = None
+    ) -> Changes:
         """Make the database agree with what the registry showed.
 
         ``complete`` says the listing covers every model, so models missing from it were
-        deleted; otherwise only the models listed are compared.
+        deleted; otherwise only the models listed are compared. With a ``fence``, nothing is
+        written unless it holds (checked first, in the same transaction).
         """
         changes = Changes()
         seen = {model.name: model for model in models}
         with self._session() as session:
+            if fence is not None:
+                fence.hold(session)
             rows = session.scalars(select(ModelVersionRow)).all()
             known: dict[str, dict[int, ModelVersionRow]] = {}
             for row in rows:
@@ -356,14 +390,24 @@ class StateStore:
             )
 
     def set_active(self, name: str, alias: str, version: int, *, previous: int | None, actor: str) -> None:
-        """Record that ``alias`` now serves ``version`` (after a successful warm swap)."""
+        """Record that ``alias`` now serves ``version`` here (after a successful warm swap).
+
+        Every replica records its own swap as an event; ``active_version`` (what a restarting
+        replica serves first) changes only if it differs, and the generation is not bumped:
+        it belongs to the sync, so replicas swapping never make each other look again.
+        """
         with self._session() as session:
             session.execute(
-                update(RouteRow).where(RouteRow.name == name, RouteRow.alias == alias).values(active_version=version)
+                update(RouteRow)
+                .where(
+                    RouteRow.name == name,
+                    RouteRow.alias == alias,
+                    or_(RouteRow.active_version.is_(None), RouteRow.active_version != version),
+                )
+                .values(active_version=version)
             )
             reason = f"{previous} -> {version}" if previous is not None else f"-> {version}"
             _event(session, EventKind.SWAPPED, name, version=version, alias=alias, reason=reason, actor=actor)
-            _bump(session)
 
     def claim(self, registry_uri: str) -> None:
         """Bind this state to one registry; refuse a database that belongs to another."""
@@ -394,6 +438,48 @@ class StateStore:
                 return False
             raise
         return True
+
+    # --- sync requests (processes that do not lead ask the leader) -------------------
+
+    def request_sync(self, names: list[str] | None, *, reason: str, requested_by: str) -> int:
+        """Queue a sync for the leader; returns the request's id."""
+        with self._session() as session:
+            row = SyncRequestRow(names=names, reason=reason, requested_by=requested_by)
+            session.add(row)
+            session.flush()
+            return int(row.id)
+
+    def pending_sync_requests(self) -> list[SyncRequest]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(SyncRequestRow).where(SyncRequestRow.done_at.is_(None)).order_by(SyncRequestRow.id)
+            )
+            return [_sync_request(row) for row in rows]
+
+    def finish_sync_requests(self, ids: Iterable[int], *, report: dict[str, Any], keep: timedelta) -> None:
+        """Mark requests done with the leader's report; forget done ones older than ``keep``."""
+        now = utcnow()
+        with self._session() as session:
+            session.execute(
+                update(SyncRequestRow).where(SyncRequestRow.id.in_(list(ids))).values(done_at=now, report=report)
+            )
+            session.execute(delete(SyncRequestRow).where(SyncRequestRow.done_at < now - keep))
+
+    def sync_request(self, request_id: int) -> SyncRequest | None:
+        with self._session() as session:
+            row = session.get(SyncRequestRow, request_id)
+            return _sync_request(row) if row is not None else None
+
+
+def _sync_request(row: SyncRequestRow) -> SyncRequest:
+    return SyncRequest(
+        id=row.id,
+        names=list(row.names) if row.names is not None else None,
+        reason=row.reason,
+        requested_by=row.requested_by,
+        done=row.done_at is not None,
+        report=dict(row.report) if row.report is not None else None,
+    )
 
 
 def _generation(session: Session) -> int:

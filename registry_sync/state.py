@@ -9,6 +9,10 @@
 - ``sync_state``: one row; ``generation`` goes up whenever versions or routes change,
   so a gateway follows the database by reading one integer.
 - ``webhook_deliveries``: delivery ids already taken, to refuse replays.
+- ``leases``: who leads the sync (one row per lease name), with a fencing token that goes
+  up with each new holder; expiry is on the database's clock.
+- ``sync_requests``: syncs asked of the leader by processes that do not lead (a webhook or
+  ``/admin/sync`` on a gateway replica), with the leader's report once done.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -95,3 +99,31 @@ class WebhookDeliveryRow(Base):
 
     delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class LeaseRow(Base):
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """``host:pid:random`` of the holder; NULL once released."""
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Fencing token: goes up by one each time a different holder takes the lease."""
+    expires_at: Mapped[float] = mapped_column(Float)
+    """The database's clock, seconds since the epoch: past it, anyone may take the lease."""
+    renewed_at: Mapped[float] = mapped_column(Float)
+    """The database's clock at the last acquire or renewal."""
+
+
+class SyncRequestRow(Base):
+    __tablename__ = "sync_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """The models to sync; NULL for the whole registry."""
+    reason: Mapped[str] = mapped_column(String(256), default="")
+    requested_by: Mapped[str] = mapped_column(String(128), default="")
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The leader's sync report, once done."""

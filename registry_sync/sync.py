@@ -15,12 +15,14 @@ import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import RegisteredModelNotFound, RegistryError
+from registry_sync.lease import NotLeader
 from registry_sync.registry import ModelRecord, RegistryReader
-from registry_sync.repository import EventKind, Snapshot, StateStore
+from registry_sync.repository import EventKind, Fence, Snapshot, StateStore
 from registry_sync.s3listing import S3Lister, is_s3
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ class SyncReport:
     def ok(self) -> bool:
         return self.error is None
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SyncReport:
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
 
 class Synchronizer:
     def __init__(
@@ -57,12 +66,14 @@ class Synchronizer:
         *,
         verify_interval_seconds: float = 300.0,
         actor: str = "sync",
+        fence: Fence | None = None,
     ) -> None:
         self._reader = reader
         self._store = store
         self._artifacts = artifacts
         self._verify_interval = verify_interval_seconds
         self._actor = actor
+        self._fence = fence  # the leader lease: a pass that lost it writes no registry changes
         self._last_verify = time.monotonic()
         self._fetch_failures: dict[tuple[str, int], tuple[int, float]] = {}  # key -> (count, next try)
         self._lister = S3Lister()
@@ -75,7 +86,7 @@ class Synchronizer:
         try:
             models = self._read(names)
             report.models = len(models)
-            changes = self._store.apply_registry(models, complete=names is None, actor=actor)
+            changes = self._store.apply_registry(models, complete=names is None, actor=actor, fence=self._fence)
             report.new_versions = len(changes.new_versions)
             report.alias_moves = len(changes.alias_moves)
             snapshot = self._store.snapshot()
@@ -104,6 +115,11 @@ class Synchronizer:
                     and not snapshot.versions[k].refused_reason
                 ]
                 self._hash_all(sorted(recheck), report, actor, pinned_only=True)
+        except NotLeader as exc:  # the leader's own status is not this process's to overwrite
+            report.error = str(exc)
+            report.seconds = time.monotonic() - started
+            log.warning("sync (%s) stopped: %s", reason, exc)
+            return report
         except RegistryError as exc:
             report.error = str(exc)
             log.warning("sync (%s) failed: %s", reason, exc)

@@ -24,8 +24,15 @@ def test_help_lists_the_commands() -> None:
     assert "serve" in result.stdout and "demo-registry" in result.stdout
     serve = run("serve", "--help")
     assert serve.returncode == 0
-    for option in ("--host", "--port", "--workers"):
+    for option in ("--host", "--port", "--workers", "--role"):
         assert option in serve.stdout
+
+
+def test_an_unknown_role_is_refused() -> None:
+    result = run("serve", "--role", "leader")
+    assert result.returncode != 0 and "--role" in result.stderr
+    result = run("serve", env={"GATEWAY_ROLE": "leader"})
+    assert result.returncode != 0 and "GATEWAY_ROLE" in result.stderr
 
 
 def test_invalid_settings_fail_fast_naming_the_variable() -> None:

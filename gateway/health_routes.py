@@ -1,0 +1,51 @@
+"""Health and metrics: what every role answers, a sync-only process included.
+
+Mounted before the model routes, so these are the handlers that answer ``/health/*`` and
+``/metrics`` whatever the role.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.schemas import Health, ReadyHealth
+from gateway.services import Services
+
+router = APIRouter()
+
+
+@router.get("/health/live", response_model=Health, tags=["health"], summary="The process is up")
+async def liveness() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    response_model=ReadyHealth,
+    responses={503: {"model": ReadyHealth, "description": "Starting (the reason says what it waits for) or stopping"}},
+    tags=["health"],
+    summary="Ready to serve: started, and every warm alias loaded and warmed here",
+)
+async def readiness(request: Request) -> Response:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        return Response(Health(status="starting").model_dump_json(), status_code=503, media_type="application/json")
+    state = await services.readiness()
+    health = ReadyHealth(
+        status="ok" if state.ready else "stopping" if state.reason == "shutting down" else "starting",
+        reason=state.reason,
+        role=state.role,
+        leader=state.leader,
+    )
+    if services.serves_models:
+        health.loaded_models = len(services.cache.keys())
+        health.loaded_bytes = services.cache.loaded_bytes
+    return Response(health.model_dump_json(), status_code=200 if state.ready else 503, media_type="application/json")
+
+
+@router.get("/metrics", tags=["health"], response_class=Response, summary="Prometheus metrics")
+async def prometheus(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
