@@ -33,6 +33,7 @@ class _Entry:
     in_use: int = 0
     last_used: float = field(default_factory=time.time)
     uses: int = 0
+    discard: bool = False  # unload as soon as the last lease returns
 
 
 @dataclass(eq=False)
@@ -137,6 +138,9 @@ class ModelCache:
     def _release(self, entry: _Entry) -> None:
         entry.in_use -= 1
         if entry.in_use == 0:
+            key = (entry.model.name, entry.model.version)
+            if entry.discard and self._entries.get(key) is entry:
+                self._drop(key, entry)
             self._evict()
 
     # --- loading -------------------------------------------------------------------
@@ -216,6 +220,20 @@ class ModelCache:
                 len(self._entries),
                 self._bytes / 2**20,
             )
+
+    def discard(self, name: str, version: int) -> bool:
+        """Unload a version that must not serve any more (refused after it loaded). One in use
+        goes when its last lease returns; requests for it are turned away before the cache."""
+        key = (name, version)
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        if entry.in_use:
+            entry.discard = True
+            return False
+        self._drop(key, entry)
+        log.info("unloaded %s version %s: it must not serve", name, version)
+        return True
 
     def _drop(self, key: Key, entry: _Entry) -> None:
         del self._entries[key]

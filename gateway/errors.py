@@ -140,6 +140,15 @@ class PredictFailed(GatewayError):
         super().__init__(f"Model '{name}' version {version} failed to predict: {reason}")
 
 
+class Overloaded(GatewayError):
+    def __init__(self, name: str, version: int, queued: int) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(
+            f"Model '{name}' version {version} has {queued} requests waiting already (GATEWAY_MAX_QUEUE); retry shortly"
+        )
+
+
 class ShuttingDown(GatewayError):
     def __init__(self) -> None:
         super().__init__("The gateway is shutting down")

@@ -50,6 +50,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.ModelLoadFailed, _UNAVAILABLE),
     (errors.ModelTooLarge, HttpError(503, "RESOURCE_EXHAUSTED")),
     (errors.ShuttingDown, _UNAVAILABLE),
+    (errors.Overloaded, _UNAVAILABLE),
     (errors.PredictTimeout, HttpError(504, "DEADLINE_EXCEEDED")),
     (errors.PredictFailed, HttpError(500, "INTERNAL_ERROR")),
     (ClientDisconnect, HttpError(400, "BAD_REQUEST")),

@@ -16,7 +16,9 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from gateway.errors import InvalidInput, ModelLoadFailed, PredictFailed, VersionRefused
+from gateway import fastpath
+from gateway.errors import GatewayError, InvalidInput, ModelLoadFailed, PredictFailed, VersionRefused
+from gateway.fastpath import FastPath
 from gateway.scoring import ScoringInput
 from gateway.sizing import object_graph_bytes
 from registry_sync.artifacts import ArtifactStore
@@ -25,6 +27,13 @@ from registry_sync.hashing import directory_bytes
 from registry_sync.repository import StateStore
 
 log = logging.getLogger(__name__)
+
+# Flavors whose predict treats rows independently: batching and caching are safe by default.
+ROW_INDEPENDENT_FLAVORS = frozenset({"sklearn", "pytorch"})
+# Version tags that override the defaults ("true" / "false").
+BATCHING_TAG = "gateway.batching"
+DETERMINISTIC_TAG = "gateway.deterministic"
+FAST_PATH_TAG = "gateway.fast_path"
 
 # What a model raises when the input is wrong for it: the client's mistake, not ours.
 _INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
@@ -42,20 +51,35 @@ class LoadedModel:
     flavor: str
     digest: str = ""
     loaded_at: float = field(default_factory=time.time)
+    fast: FastPath | None = None  # the flavor's own predict on typed arrays, where safe
+    batching: bool = False  # concurrent requests may share one predict call
+    deterministic: bool = False  # the same input always gives the same answer (cacheable)
+    queue: Any = None  # this version's VersionQueue, made by the service on first use
 
     def predict(self, request: ScoringInput) -> Any:
         try:
             if request.params:
                 return self.pyfunc.predict(request.data, params=request.params)
             return self.pyfunc.predict(request.data)
-        except MlflowException as exc:
-            if exc.get_http_status_code() >= 500:  # type: ignore[no-untyped-call]
-                raise PredictFailed(self.name, self.version, exc.message) from exc
-            raise InvalidInput(exc.message) from exc
-        except _INPUT_ERRORS as exc:
-            raise InvalidInput(f"The model rejected the input: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
-            raise PredictFailed(self.name, self.version, f"{type(exc).__name__}: {exc}") from exc
+            raise self._predict_error(exc) from exc
+
+    def predict_fast(self, array: Any) -> Any:
+        assert self.fast is not None
+        try:
+            return self.fast.predict(array)
+        except Exception as exc:
+            raise self._predict_error(exc) from exc
+
+    def _predict_error(self, exc: Exception) -> GatewayError:
+        """What a model's exception means for the client: its input, or our failure."""
+        if isinstance(exc, MlflowException):
+            if exc.get_http_status_code() >= 500:  # type: ignore[no-untyped-call]
+                return PredictFailed(self.name, self.version, exc.message)
+            return InvalidInput(exc.message)
+        if isinstance(exc, _INPUT_ERRORS):
+            return InvalidInput(f"The model rejected the input: {type(exc).__name__}: {exc}")
+        return PredictFailed(self.name, self.version, f"{type(exc).__name__}: {exc}")
 
 
 def flavor_of(metadata: Model) -> str:
@@ -107,7 +131,20 @@ class ModelLoader:
         # they were loaded from bound that from below.
         size = max(object_graph_bytes(pyfunc), directory_bytes(path))
         seconds = time.perf_counter() - started
-        log.info("loaded %s version %s: %.1f KiB in %.2f s", name, version, size / 1024, seconds)
+        flavor = flavor_of(pyfunc.metadata)
+        known = self._store.version(name, version)
+        tags = known.tags if known is not None else {}
+        fast = fastpath.build(pyfunc, pyfunc.metadata, flavor) if _tag(tags, FAST_PATH_TAG) is not False else None
+        log.info(
+            "loaded %s version %s: %.1f KiB in %.2f s (%s, %s path)",
+            name,
+            version,
+            size / 1024,
+            seconds,
+            flavor,
+            "fast" if fast else "pyfunc",
+        )
+        row_independent = flavor in ROW_INDEPENDENT_FLAVORS
         return LoadedModel(
             name=name,
             version=version,
@@ -116,6 +153,19 @@ class ModelLoader:
             path=path,
             size_bytes=size,
             load_seconds=seconds,
-            flavor=flavor_of(pyfunc.metadata),
+            flavor=flavor,
             digest=digest,
+            fast=fast,
+            batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
+            deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
         )
+
+
+def _tag(tags: dict[str, str], key: str) -> bool | None:
+    """A version's yes/no tag: True, False, or None when unset or unreadable."""
+    value = str(tags.get(key, "")).strip().lower()
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(value)
+
+
+def _choose(tagged: bool | None, *, default: bool) -> bool:
+    return default if tagged is None else tagged

@@ -63,6 +63,28 @@ class GatewayMetrics:
             registry=r,
         )
         self.last_sync_age.set_function(self._last_sync_age)
+        self.batch_size = Histogram(
+            "gateway_batch_size",
+            "Requests coalesced into one predict call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gateway_rejected", "Requests refused with 503 because a version's queue was full", ["model"], registry=r
+        )
+        self.fast_path = Counter(
+            "gateway_predictions_by_path",
+            "Requests predicted by the flavor's own predict (fast) or through pyfunc",
+            ["model", "path"],
+            registry=r,
+        )
+        self.prediction_cache_lookups = Counter(
+            "gateway_prediction_cache_lookups", "Prediction cache lookups by result", ["result"], registry=r
+        )
+        self._cache_hit = self.prediction_cache_lookups.labels("hit")
+        self._cache_miss = self.prediction_cache_lookups.labels("miss")
+        self._cache_error = self.prediction_cache_lookups.labels("error")
         self.last_sync_success: float | None = None
 
     def _last_sync_age(self) -> float:
@@ -101,6 +123,22 @@ class GatewayMetrics:
     def cache_size(self, *, models: int, size_bytes: int) -> None:
         self.loaded_models.set(models)
         self.loaded_bytes.set(size_bytes)
+
+    def batch_finished(self, model: str, *, size: int, fast: int) -> None:
+        self.batch_size.labels(model).observe(size)
+        if fast:
+            self.fast_path.labels(model, "fast").inc(fast)
+        if size - fast:
+            self.fast_path.labels(model, "pyfunc").inc(size - fast)
+
+    def queue_full(self, model: str) -> None:
+        self.rejected.labels(model).inc()
+
+    def prediction_cache(self, *, hit: bool) -> None:
+        (self._cache_hit if hit else self._cache_miss).inc()
+
+    def prediction_cache_error(self) -> None:
+        self._cache_error.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,8 +1,10 @@
 """Serve a prediction, knowing nothing of HTTP: choose the version, lease it, score.
 
-Decoding, predict and encoding run together in one inference thread (one hop off the
-event loop per request). The lease is returned when that thread finishes, not when the
-request gives up, so a model is never unloaded under a predict still running.
+A deterministic version's answer may come from the prediction cache. Otherwise the
+request joins its version's queue (gateway.batching); decoding, predict and encoding
+run in an inference thread, a batch at a time (gateway.inference). The lease is
+returned when that work finishes, not when the request gives up, so a model is never
+unloaded under a predict still running.
 """
 
 from __future__ import annotations
@@ -11,12 +13,23 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from gateway.batching import VersionQueue
 from gateway.cache import ModelCache
 from gateway.catalog import Catalog, Resolved
 from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
+from gateway.inference import score_batch
 from gateway.loader import LoadedModel
-from gateway.scoring import decode, encode_predictions
+from gateway.metrics import GatewayMetrics
+from gateway.prediction_cache import PredictionCache, cache_key
 from gateway.selectors import Selector, parse_selector
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch: int = 64
+    max_wait: float = 0.0  # seconds
+    max_queue: int = 256
+    workers: int = 4  # concurrent predicts for a version that does not batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +47,18 @@ class InferenceService:
         default_alias: str,
         predict_timeout_seconds: float,
         executor: ThreadPoolExecutor,
+        metrics: GatewayMetrics,
+        batching: BatchPolicy | None = None,
+        answers: PredictionCache | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
         self._default = parse_selector(default_alias)
         self._timeout = predict_timeout_seconds
         self._executor = executor
+        self._metrics = metrics
+        self._batching = batching or BatchPolicy()
+        self._answers = answers
 
     async def choose(self, name: str, *, path: str | None = None, header: str | None = None) -> Resolved:
         """The concrete version a request is for (see README: choosing a version)."""
@@ -66,27 +85,50 @@ class InferenceService:
     async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
         lease = await self._cache.acquire(served.name, served.version)
         try:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, score, lease.model, body, media_type)
+            model = lease.model
+            key = None
+            if self._answers is not None and model.deterministic and model.digest:
+                key = cache_key(model.digest, media_type, body)
+                cached = await self._answers.get(key)
+                if cached is not None:
+                    return Prediction(cached, served)
+            job = self._queue(model).submit((body, media_type))
         except BaseException:
             lease.release()
             raise
-
-        def finished(done: asyncio.Future[bytes]) -> None:
-            lease.release()
-            if not done.cancelled():
-                done.exception()  # a request that timed out never reads it; don't warn
-
-        future.add_done_callback(finished)
+        job.future.add_done_callback(lambda _: lease.release())  # when the work is really over
         try:
             async with asyncio.timeout(self._timeout):
                 # shield: a request that gives up must not pretend the thread stopped
-                response = await asyncio.shield(future)
+                response = await asyncio.shield(job.future)
         except TimeoutError as exc:
+            job.abandon()
             raise PredictTimeout(served.name, served.version, self._timeout) from exc
+        except asyncio.CancelledError:
+            job.abandon()
+            raise
+        if key is not None and self._answers is not None:
+            self._answers.put(key, response)
         return Prediction(response, served)
 
+    def _queue(self, model: LoadedModel) -> VersionQueue:
+        queue: VersionQueue | None = model.queue
+        if queue is None:
+            batching = model.batching and self._batching.max_batch > 1
+            queue = VersionQueue(
+                model=model,
+                run=score_batch,
+                executor=self._executor,
+                metrics=self._metrics,
+                max_batch=self._batching.max_batch if batching else 1,
+                max_wait=self._batching.max_wait if batching else 0.0,
+                max_queue=self._batching.max_queue,
+                # one batch at a time per version; unbatched versions use the whole pool
+                max_workers=1 if batching else self._batching.workers,
+            )
+            model.queue = queue
+        return queue
 
-def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
-    """Decode, predict, encode: the whole of one request's work, in one worker thread."""
-    request = decode(body, media_type, model.metadata)
-    return encode_predictions(model.predict(request))
+    async def close(self) -> None:
+        if self._answers is not None:
+            await self._answers.close()

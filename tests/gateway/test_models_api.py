@@ -97,6 +97,11 @@ async def test_openapi_examples_work_against_the_models_they_name(gateway: Gatew
     assert (await gateway.client.get("/docs")).status_code == 200
     operation = spec["paths"]["/models/{name}/versions/{version}/predict"]["post"]
     content = operation["requestBody"]["content"]
+    # The predict routes read their parameters themselves; /docs must still show them.
+    documented = {(p["in"], p["name"]) for p in operation["parameters"]}
+    assert documented == {("path", "name"), ("path", "version"), ("header", "X-Model-Version")}
+    default = spec["paths"]["/models/{name}/predict"]["post"]
+    assert {(p["in"], p["name"]) for p in default["parameters"]} == {("path", "name"), ("header", "X-Model-Version")}
     tried = 0
     for key, example in content["application/json"]["examples"].items():
         model = TORCH if "torch" in example["summary"] else IRIS

@@ -1,0 +1,105 @@
+"""One queue per loaded version: requests wait there, and a worker takes them a batch at a time.
+
+Adaptive: a worker takes whatever is waiting when it is free, so a lone request goes at
+once and a burst coalesces while the previous batch runs. Only while requests arrive
+together does a batch also wait up to ``max_wait`` for more. The queue is bounded:
+past ``max_queue`` waiting requests the answer is :class:`Overloaded` (503, Retry-After),
+so a slow model sheds load instead of piling up memory and latency.
+
+All bookkeeping runs on the event loop; the batch itself runs in the inference pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from gateway.errors import Overloaded
+from gateway.loader import LoadedModel
+from gateway.metrics import GatewayMetrics
+
+Request = tuple[bytes, str]  # body, media type
+Outcome = bytes | Exception
+BatchRunner = Callable[[LoadedModel, list[Request]], tuple[list[Outcome], int]]  # outcomes, fast count
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    request: Request
+    future: asyncio.Future[bytes]
+    started: bool = False
+
+    def abandon(self) -> None:
+        """The client stopped waiting: drop the job unless a worker already has it."""
+        if not self.started and not self.future.done():
+            self.future.cancel()
+
+
+@dataclass(eq=False)
+class VersionQueue:
+    model: LoadedModel
+    run: BatchRunner
+    executor: Executor
+    metrics: GatewayMetrics
+    max_batch: int
+    max_wait: float  # seconds
+    max_queue: int
+    max_workers: int
+    _waiting: deque[Job] = field(default_factory=deque)
+    _workers: set[asyncio.Task[None]] = field(default_factory=set)
+    _together: bool = False  # the last batch found company: worth waiting for more
+
+    def submit(self, request: Request) -> Job:
+        if len(self._waiting) >= self.max_queue:
+            self.metrics.queue_full(self.model.name)
+            raise Overloaded(self.model.name, self.model.version, len(self._waiting))
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop.create_future())
+        self._waiting.append(job)
+        if len(self._workers) < self.max_workers:
+            task = loop.create_task(self._work(), name=f"batch {self.model.name} v{self.model.version}")
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        return job
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            batch = self._take(self.max_batch)
+            if self._together and len(batch) < self.max_batch and self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)
+                batch += self._take(self.max_batch - len(batch))
+            if not batch:
+                continue
+            self._together = len(batch) > 1 or bool(self._waiting)
+            for job in batch:
+                job.started = True
+            try:
+                outcomes, fast = await loop.run_in_executor(
+                    self.executor, self.run, self.model, [job.request for job in batch]
+                )
+            except Exception as exc:  # the runner answers per request; this is the pool itself failing
+                outcomes, fast = [exc] * len(batch), 0
+            self.metrics.batch_finished(self.model.name, size=len(batch), fast=fast)
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+    def _take(self, limit: int) -> list[Job]:
+        batch: list[Job] = []
+        while self._waiting and len(batch) < limit:
+            job = self._waiting.popleft()
+            if not job.future.done():  # skip jobs whose client gave up
+                batch.append(job)
+        return batch

@@ -1,0 +1,215 @@
+"""A hot path for sklearn and pytorch versions: JSON straight into a typed array, then the
+flavor's own predict, with no per-request pandas frame and no pyfunc schema enforcement.
+
+It is an optimisation, never a second set of rules. ``decode`` accepts only bodies whose
+meaning is beyond doubt (exact column names, plain JSON numbers of the column's type,
+consistent shapes) and returns None for anything else; the caller then takes the pyfunc
+path, which gives MLflow's own answer or error. So for any body, the fast path either
+declines or produces what pyfunc produces (tests/gateway/test_fastpath.py checks that
+over generated inputs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from mlflow.models import Model
+from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+_ROW_KEYS = ("dataframe_records", "instances", "inputs")
+_INT64 = (-(2**63), 2**63 - 1)
+# Column types the fast path builds arrays of; every other type goes through pyfunc.
+_COLUMN_DTYPES = {DataType.double: np.dtype(np.float64), DataType.long: np.dtype(np.int64)}
+
+
+class FastPath:
+    """Decode a JSON body into one array, predict a batch of such arrays at once."""
+
+    def __init__(self, decode: Callable[[Any], np.ndarray | None], predict: Callable[[np.ndarray], Any]) -> None:
+        self._decode = decode
+        self.predict = predict
+
+    def decode(self, body: bytes, media_type: str) -> np.ndarray | None:
+        """The request as the array the flavor predicts on, or None: take the pyfunc path."""
+        if media_type != JSON:
+            return None
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(document, dict) or len(document) != 1:
+            return None  # params, or several input keys, or none: pyfunc decides
+        return self._decode(document)
+
+
+def build(pyfunc: Any, metadata: Model, flavor: str) -> FastPath | None:
+    """The fast path for this loaded version, or None when only pyfunc is safe."""
+    schema = metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    if schema is None or metadata.get_params_schema() is not None:  # type: ignore[no-untyped-call]
+        return None
+    try:
+        if flavor == "sklearn":
+            return _sklearn(pyfunc, metadata, schema)
+        if flavor == "pytorch":
+            return _pytorch(pyfunc, schema)
+    except Exception as exc:  # an unusual model: serve it, just not fast
+        log.info("no fast path for this %s model (%s: %s)", flavor, type(exc).__name__, exc)
+    return None
+
+
+def _sklearn(pyfunc: Any, metadata: Model, schema: Schema) -> FastPath | None:
+    columns = _numeric_columns(schema)
+    if columns is None:
+        return None
+    names, dtype = columns
+    estimator = pyfunc.get_raw_model()
+    method = metadata.flavors["python_function"].get("predict_fn", "predict")
+    predict = getattr(estimator, method)
+    fitted_names = getattr(estimator, "feature_names_in_", None)
+    if fitted_names is not None:
+        if list(fitted_names) != names:
+            return None  # pyfunc would pass a frame in schema order; the estimator wants another
+        # pyfunc passes a frame with these names; an array of the same columns in the same
+        # order gives the same numbers, and sklearn only warns that names are missing.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+    decode = _column_decoder(names, dtype)
+    return FastPath(decode, predict)
+
+
+def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:
+    from mlflow.utils.proto_json_utils import parse_tf_serving_input
+
+    if not schema.is_tensor_spec() or len(schema.inputs) != 1 or schema.has_input_names():
+        return None
+    spec = schema.inputs[0]
+    if not isinstance(spec, TensorSpec):
+        return None
+    wrapper = pyfunc._model_impl  # mlflow.pytorch._PyTorchWrapper: no_grad, device, numpy out
+    if getattr(wrapper, "_is_forecasting_model", True):
+        return None
+
+    def decode(document: dict[str, Any]) -> np.ndarray | None:
+        key, value = next(iter(document.items()))
+        if key not in ("instances", "inputs") or not _plain_numbers(value):
+            return None  # strings, bools, nulls: MLflow's conversions decide, through pyfunc
+        try:
+            array = parse_tf_serving_input(document, schema=schema)  # type: ignore[no-untyped-call]
+        except Exception:
+            return None
+        # What pyfunc's schema enforcement would accept unchanged: exact dtype and shape.
+        if not isinstance(array, np.ndarray) or array.dtype != spec.type or not _shape_fits(array.shape, spec.shape):
+            return None
+        return array
+
+    return FastPath(decode, wrapper.predict)
+
+
+def _plain_numbers(value: Any) -> bool:
+    """A nested list whose leaves are all JSON numbers (no bools, strings or nulls)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is not list or not item:
+            return False
+        if type(item[0]) is list:
+            pending.extend(item)
+        elif not all(_accepts_double(leaf) for leaf in item):
+            return False
+    return True
+
+
+def _shape_fits(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    return len(shape) == len(expected) and all(e == -1 or e == s for s, e in zip(shape, expected, strict=True))
+
+
+def _numeric_columns(schema: Schema) -> tuple[list[str], np.dtype[Any]] | None:
+    """Names in schema order and the one dtype they share, if the fast path can build them."""
+    if schema.is_tensor_spec() or not schema.has_input_names():
+        return None
+    specs = [spec for spec in schema.inputs if isinstance(spec, ColSpec)]
+    if len(specs) != len(schema.inputs):
+        return None
+    dtypes = {_COLUMN_DTYPES.get(spec.type) if isinstance(spec.type, DataType) else None for spec in specs}
+    if len(dtypes) != 1 or None in dtypes or not all(spec.required for spec in specs):
+        return None
+    names = [str(spec.name) for spec in specs]
+    if len(set(names)) != len(names):
+        return None
+    return names, dtypes.pop()  # type: ignore[return-value]
+
+
+def _column_decoder(names: list[str], dtype: np.dtype[Any]) -> Callable[[Any], np.ndarray | None]:
+    wanted = set(names)
+    accepts = _accepts_double if dtype == np.float64 else _accepts_long
+
+    def from_split(split: Any) -> np.ndarray | None:
+        if not isinstance(split, dict) or set(split) != {"columns", "data"}:
+            return None
+        columns, data = split["columns"], split["data"]
+        if not isinstance(columns, list) or not isinstance(data, list) or not data:
+            return None
+        if len(columns) != len(names) or set(columns) != wanted:
+            return None
+        width = len(columns)
+        for row in data:
+            if not isinstance(row, list) or len(row) != width or not all(accepts(v) for v in row):
+                return None
+        array = np.array(data, dtype=dtype)
+        if columns != names:
+            array = array[:, [columns.index(name) for name in names]]
+        return array
+
+    def from_records(records: Any) -> np.ndarray | None:
+        if not isinstance(records, list) or not records:
+            return None
+        rows = []
+        for record in records:
+            if not isinstance(record, dict) or len(record) != len(names):
+                return None
+            try:
+                row = [record[name] for name in names]
+            except (KeyError, TypeError):
+                return None
+            if not all(accepts(v) for v in row):
+                return None
+            rows.append(row)
+        return np.array(rows, dtype=dtype)
+
+    def decode(document: dict[str, Any]) -> np.ndarray | None:
+        key, value = next(iter(document.items()))
+        if key == "dataframe_split":
+            return from_split(value)
+        if key in _ROW_KEYS:
+            return from_records(value)
+        return None
+
+    return decode
+
+
+def _accepts_double(value: object) -> bool:
+    # bool is an int to Python but not a number to pandas; huge ints become objects there;
+    # infinities (1e999 in JSON) are left to the model's own checks, through pyfunc.
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and _INT64[0] <= value <= _INT64[1]
+
+
+def _accepts_long(value: object) -> bool:
+    return type(value) is int and _INT64[0] <= value <= _INT64[1]
+
+
+def split_rows(output: Any, counts: Sequence[int]) -> list[Any] | None:
+    """One batch's predictions cut back into each request's rows, or None if they don't line up."""
+    if isinstance(output, np.ndarray) and output.ndim >= 1 and output.shape[0] == sum(counts):
+        bounds = np.cumsum(counts)[:-1]
+        return list(np.split(output, bounds))
+    return None

@@ -1,0 +1,155 @@
+"""Score a batch of requests for one loaded version, in one inference thread.
+
+Each request is decoded on its own, so a bad one fails only itself. Requests the fast
+path can read are stacked into one array and predicted with one call of the flavor's
+own predict; the rest go through pyfunc (MLflow's parsing and schema enforcement).
+A version that batches through pyfunc (tagged ``gateway.batching=true``) gets its
+frames concatenated into one pyfunc call. Whenever a batched call fails, or its output
+does not split back into the requests' rows, each request is predicted on its own, so a
+batch never changes which requests succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gateway.batching import Outcome, Request
+from gateway.errors import PredictFailed
+from gateway.fastpath import split_rows
+from gateway.loader import LoadedModel
+from gateway.scoring import ScoringInput, decode, encode_predictions
+from gateway.warmup import warmup_request
+
+log = logging.getLogger(__name__)
+
+
+def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
+    """One request through pyfunc: decode, predict, encode."""
+    return encode_predictions(model.predict(decode(body, media_type, model.metadata)))
+
+
+def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outcome], int]:
+    """Each request's answer (or its error), and how many took the fast path."""
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    fast: list[tuple[int, np.ndarray]] = []
+    slow: list[int] = []
+    for index, (body, media_type) in enumerate(requests):
+        array = model.fast.decode(body, media_type) if model.fast is not None else None
+        if array is not None:
+            fast.append((index, array))
+        else:
+            slow.append(index)
+    if fast:
+        _predict_fast(model, fast, outcomes)
+    if len(slow) > 1 and model.batching:
+        _predict_frames(model, requests, slow, outcomes)
+    else:
+        for index in slow:
+            outcomes[index] = _attempt(score, model, *requests[index])
+    missing = PredictFailed(model.name, model.version, "no answer was produced for this request")
+    return [missing if outcome is None else outcome for outcome in outcomes], len(fast)
+
+
+def _predict_fast(model: LoadedModel, items: list[tuple[int, np.ndarray]], outcomes: list[Outcome | None]) -> None:
+    if len(items) > 1:
+        try:
+            output = model.predict_fast(np.concatenate([array for _, array in items]))
+            pieces = split_rows(output, [len(array) for _, array in items])
+        except Exception:
+            pieces = None
+        if pieces is not None:
+            for (index, _), piece in zip(items, pieces, strict=True):
+                outcomes[index] = encode_predictions(piece)
+            return
+    for index, array in items:  # alone, or the batch failed: each on its own
+        outcomes[index] = _attempt(_fast_one, model, array)
+
+
+def _predict_frames(
+    model: LoadedModel, requests: list[Request], indexes: list[int], outcomes: list[Outcome | None]
+) -> None:
+    frames: list[tuple[int, pd.DataFrame]] = []
+    for index in indexes:
+        body, media_type = requests[index]
+        try:
+            decoded = decode(body, media_type, model.metadata)
+        except Exception as exc:
+            outcomes[index] = exc
+            continue
+        # Only frames with the very same columns share a call: concatenating others would
+        # fill gaps with NaN and turn one request's "missing column" error into an answer.
+        data = decoded.data
+        joins = isinstance(data, pd.DataFrame) and not decoded.params
+        if joins and frames and list(data.columns) != list(frames[0][1].columns):
+            joins = False
+        if joins:
+            frames.append((index, decoded.data))
+        else:
+            outcomes[index] = _attempt(_pyfunc_one, model, decoded)
+    if not frames:
+        return
+    pieces = None
+    if len(frames) > 1:
+        try:
+            output = model.predict(ScoringInput(pd.concat([f for _, f in frames], ignore_index=True), None))
+            pieces = _split_any(output, [len(f) for _, f in frames])
+        except Exception:
+            pieces = None
+    if pieces is None:
+        for index, frame in frames:
+            outcomes[index] = _attempt(_pyfunc_one, model, ScoringInput(frame, None))
+        return
+    for (index, _), piece in zip(frames, pieces, strict=True):
+        outcomes[index] = encode_predictions(piece)
+
+
+def _split_any(output: Any, counts: list[int]) -> list[Any] | None:
+    if isinstance(output, pd.DataFrame | pd.Series) and len(output) == sum(counts):
+        bounds = np.cumsum([0, *counts])
+        return [output.iloc[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    if isinstance(output, list) and len(output) == sum(counts):
+        bounds = np.cumsum([0, *counts])
+        return [output[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    return split_rows(np.asarray(output) if not isinstance(output, np.ndarray) else output, counts)
+
+
+def _fast_one(model: LoadedModel, array: np.ndarray) -> bytes:
+    return encode_predictions(model.predict_fast(array))
+
+
+def _pyfunc_one(model: LoadedModel, request: ScoringInput) -> bytes:
+    return encode_predictions(model.predict(request))
+
+
+def _attempt(work: Callable[..., bytes], *args: Any) -> Outcome:
+    try:
+        return work(*args)
+    except Exception as exc:
+        return exc
+
+
+def check_fast_path(model: LoadedModel) -> LoadedModel:
+    """Right after a load: the warm-up request through both paths must give the same bytes,
+    else the fast path is switched off for this version (and the log says so)."""
+    request = warmup_request(model)
+    if model.fast is None or request is None:
+        return model
+    array = model.fast.decode(*request)
+    if array is None:
+        return model
+    try:
+        agrees = _fast_one(model, array) == score(model, *request)
+    except Exception as exc:
+        log.warning("%s version %s: fast path off (%s: %s)", model.name, model.version, type(exc).__name__, exc)
+        agrees = False
+    if not agrees:
+        log.warning(
+            "%s version %s: fast path disagreed with pyfunc on the warm-up request; off", model.name, model.version
+        )
+        model.fast = None
+    return model

@@ -1,0 +1,212 @@
+"""Batching, backpressure and the prediction cache, through HTTP with real MLflow models.
+
+Sequenced with events the models set themselves (PREDICT_ENTERED / PREDICT_GATE), never
+with sleeps: a request held inside predict keeps the version's worker busy, so what
+arrives meanwhile queues, deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.demo import IRIS
+from tests.conftest import Gateway, Registry, iris_split
+from tests.support import models as fault_models
+from tests.support.models import GatedPredict, log_pyfunc
+from tests.support.postgres import in_ci
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+ROW = iris_split([[5.1, 3.5, 1.4, 0.2]])
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def registry(sqlite_registry: Registry) -> Registry:
+    return sqlite_registry
+
+
+def metric(gateway: Gateway, name: str, **labels: str) -> float:
+    return gateway.services.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def x(value: float) -> dict[str, Any]:
+    return {"dataframe_records": [{"x": value}]}
+
+
+async def held_first(gateway: Gateway, url: str) -> asyncio.Task[Any]:
+    """Send one request and wait until it is inside predict, holding the version's worker."""
+    fault_models.PREDICT_GATE.clear()
+    fault_models.PREDICT_ENTERED.clear()
+    first = asyncio.create_task(gateway.client.post(url, json=x(1.0)))
+    await until(fault_models.PREDICT_ENTERED.is_set, what="the first request to enter predict")
+    return first
+
+
+def gated_model(registry: Registry, **tags: str) -> tuple[str, int]:
+    name = f"gated-batch-{next(_names)}"
+    version = registry.log(log_pyfunc, name, GatedPredict())
+    for key, value in tags.items():
+        registry.client.set_model_version_tag(name, str(version), key, value)
+    return name, version
+
+
+async def test_requests_that_arrive_together_share_one_predict_call(
+    registry: Registry, make_gateway: Callable[..., Any]
+) -> None:
+    name, version = gated_model(registry, **{"gateway.batching": "true"})
+    url = f"/models/{name}/versions/{version}/predict"
+    async with make_gateway(batch_max_wait_ms=0) as gateway:
+        first = await held_first(gateway, url)
+        bodies = [x(2.0), x(3.0), {"dataframe_records": [{"y": 1.0}]}, x(4.0), {"dataframe_split": "garbage"}]
+        rest = [asyncio.create_task(gateway.client.post(url, json=body)) for body in bodies]
+        await until(
+            lambda: gateway.services.cache._entries[(name, version)].model.queue.waiting == len(bodies),
+            what="the rest to queue",
+        )
+        fault_models.PREDICT_GATE.set()
+        answers = await asyncio.gather(first, *rest)
+        assert [a.status_code for a in answers] == [200, 200, 200, 400, 200, 400]
+        assert [a.json()["predictions"] for a in answers if a.status_code == 200] == [[2.0], [4.0], [6.0], [8.0]]
+        assert "x" in answers[3].json()["message"]  # the bad request failed alone, saying why
+        # Two predict calls answered six requests: the held one, then everything that queued.
+        assert metric(gateway, "gateway_batch_size_count", model=name) == 2
+        assert metric(gateway, "gateway_batch_size_sum", model=name) == 6
+
+
+async def test_generic_pyfunc_does_not_batch_unless_tagged(
+    registry: Registry, make_gateway: Callable[..., Any]
+) -> None:
+    name, version = gated_model(registry)
+    url = f"/models/{name}/versions/{version}/predict"
+    async with make_gateway(inference_threads=1) as gateway:
+        first = await held_first(gateway, url)
+        rest = [asyncio.create_task(gateway.client.post(url, json=x(float(i)))) for i in range(3)]
+        await until(
+            lambda: gateway.services.cache._entries[(name, version)].model.queue.waiting == 3, what="three to queue"
+        )
+        fault_models.PREDICT_GATE.set()
+        answers = await asyncio.gather(first, *rest)
+        assert all(a.status_code == 200 for a in answers)
+        assert metric(gateway, "gateway_batch_size_count", model=name) == 4  # one call each
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing_queued(
+    registry: Registry, make_gateway: Callable[..., Any]
+) -> None:
+    name, version = gated_model(registry)
+    url = f"/models/{name}/versions/{version}/predict"
+    async with make_gateway(inference_threads=1, max_queue=2) as gateway:
+        first = await held_first(gateway, url)
+        queued = [asyncio.create_task(gateway.client.post(url, json=x(float(i)))) for i in (2, 3)]
+        await until(
+            lambda: gateway.services.cache._entries[(name, version)].model.queue.waiting == 2, what="two to queue"
+        )
+        refused = await gateway.client.post(url, json=x(9.0))
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert "GATEWAY_MAX_QUEUE" in refused.json()["message"]
+        assert metric(gateway, "gateway_rejected_total", model=name) == 1
+        fault_models.PREDICT_GATE.set()
+        answers = await asyncio.gather(first, *queued)
+        assert [a.json()["predictions"] for a in answers] == [[2.0], [4.0], [6.0]]
+        assert (await gateway.client.post(url, json=x(5.0))).status_code == 200  # and it recovers
+
+
+async def test_sklearn_takes_the_fast_path_and_batches_by_default(gateway: Gateway, registry: Registry) -> None:
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]] * 10
+    answers = await asyncio.gather(
+        *(gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=iris_split([row])) for row in rows)
+    )
+    import pandas as pd
+
+    from tests.conftest import IRIS_COLUMNS
+
+    expected = registry.pyfunc(IRIS, 2).predict(pd.DataFrame(rows, columns=IRIS_COLUMNS)).tolist()
+    assert [a.json()["predictions"][0] for a in answers] == expected
+    assert metric(gateway, "gateway_predictions_by_path_total", model=IRIS, path="fast") == len(rows)
+    assert metric(gateway, "gateway_batch_size_sum", model=IRIS) == len(rows)
+
+
+# --- the prediction cache -------------------------------------------------------------------
+
+
+async def test_memory_cache_answers_a_repeated_request_of_a_deterministic_version(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with make_gateway(prediction_cache="memory") as gateway:
+        url = f"/models/{IRIS}/versions/1/predict"
+        first, again = [await gateway.client.post(url, json=ROW) for _ in range(2)]
+        assert first.status_code == again.status_code == 200 and first.content == again.content
+        assert metric(gateway, "gateway_prediction_cache_lookups_total", result="hit") == 1
+        assert metric(gateway, "gateway_batch_size_count", model=IRIS) == 1  # the model ran once
+        other = await gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=ROW)
+        assert other.status_code == 200  # another version: another digest, a miss
+        assert metric(gateway, "gateway_prediction_cache_lookups_total", result="miss") == 2
+        # A generic pyfunc model is not assumed deterministic: never looked up.
+        lookups = metric(gateway, "gateway_prediction_cache_lookups_total", result="miss")
+        assert (await gateway.client.post("/models/doubler/versions/1/predict", json=x(1.0))).status_code == 200
+        assert metric(gateway, "gateway_prediction_cache_lookups_total", result="miss") == lookups
+
+
+def _redis_or_skip() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis is not available at {REDIS_URL} ({exc})"
+        if in_ci():
+            pytest.fail(f"{message}. CI=true: the Redis tests must run in CI, not skip.", pytrace=False)
+        pytest.skip(message)
+    return client
+
+
+async def test_redis_cache_is_shared_by_replicas(make_gateway: Callable[..., Any]) -> None:
+    client = _redis_or_skip()
+    body = iris_split([[6.1, 2.8, 4.7, 1.2 + next(_names) / 1000]])  # a request no earlier run cached
+    url = f"/models/{IRIS}/versions/2/predict"
+    async with make_gateway(prediction_cache=REDIS_URL) as one:
+        computed = await one.client.post(url, json=body)
+        assert computed.status_code == 200
+        await one.services.inference._answers.flush()  # the write is in the background
+        assert metric(one, "gateway_prediction_cache_lookups_total", result="miss") == 1
+    keys = client.keys("registry-gateway:prediction:*")
+    assert keys and all(0 < client.ttl(key) <= 3600 for key in keys)
+    async with make_gateway(prediction_cache=REDIS_URL) as other:  # another replica, same Redis
+        served = await other.client.post(url, json=body)
+        assert served.content == computed.content
+        assert metric(other, "gateway_prediction_cache_lookups_total", result="hit") == 1
+        assert metric(other, "gateway_batch_size_count", model=IRIS) == 0  # never ran the model
+
+
+async def test_an_unreachable_redis_is_a_miss_not_an_error(make_gateway: Callable[..., Any]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the probe closes
+    async with make_gateway(prediction_cache=f"redis://127.0.0.1:{port}/0") as gateway:
+        for _ in range(2):
+            response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
+            assert response.status_code == 200
+        await gateway.services.inference._answers.flush()
+        assert metric(gateway, "gateway_prediction_cache_lookups_total", result="error") >= 2
+        assert metric(gateway, "gateway_batch_size_count", model=IRIS) == 2
+
+
+async def test_garbage_settings_for_the_cache_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from gateway.settings import GatewaySettings
+
+    with pytest.raises(ValidationError, match="redis"):
+        GatewaySettings(prediction_cache="memcached://x")

@@ -1,0 +1,221 @@
+"""The fast path either declines a body or answers exactly what pyfunc answers.
+
+Property tests: hypothesis generates request bodies (every JSON form, any column order,
+ints and floats of any size, and near-misses: bools, strings, nulls, missing or extra
+columns, ragged rows) and each one goes through both paths of a real loaded version.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import fastpath
+from gateway.demo import IRIS, TORCH, torch_available
+from gateway.inference import check_fast_path, score, score_batch
+from gateway.loader import LoadedModel, flavor_of
+from tests.conftest import IRIS_COLUMNS, Registry
+
+JSON = "application/json"
+
+
+def loaded(registry: Registry, name: str, version: int) -> LoadedModel:
+    pyfunc = registry.pyfunc(name, version)
+    flavor = flavor_of(pyfunc.metadata)
+    return LoadedModel(
+        name=name,
+        version=version,
+        pyfunc=pyfunc,
+        metadata=pyfunc.metadata,
+        path=Path("."),
+        size_bytes=0,
+        load_seconds=0.0,
+        flavor=flavor,
+        fast=fastpath.build(pyfunc, pyfunc.metadata, flavor),
+        batching=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def iris(sqlite_registry: Registry) -> LoadedModel:
+    model = loaded(sqlite_registry, IRIS, 2)
+    assert model.fast is not None, "the demo's sklearn model should take the fast path"
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_torch(sqlite_registry: Registry) -> LoadedModel:
+    if not torch_available():
+        pytest.skip("torch is not installed (pip install '.[torch]')")
+    model = loaded(sqlite_registry, TORCH, 1)
+    assert model.fast is not None, "the demo's torch model should take the fast path"
+    return model
+
+
+def both_paths(model: LoadedModel, body: bytes) -> tuple[bytes | None, bytes | Exception]:
+    """The fast path's answer (None if it declines) and pyfunc's answer or error."""
+    assert model.fast is not None
+    array = model.fast.decode(body, JSON)
+    fast = None if array is None else _encode_fast(model, array)
+    try:
+        slow: bytes | Exception = score(model, body, JSON)
+    except Exception as exc:
+        slow = exc
+    return fast, slow
+
+
+def _encode_fast(model: LoadedModel, array: np.ndarray) -> bytes:
+    from gateway.scoring import encode_predictions
+
+    return encode_predictions(model.predict_fast(array))
+
+
+def agree(model: LoadedModel, body: bytes) -> bool:
+    """True when the fast path answered (and the test checked it matched pyfunc)."""
+    fast, slow = both_paths(model, body)
+    if fast is None:
+        return False
+    assert not isinstance(slow, Exception), f"fast path answered a body pyfunc rejects: {body!r} -> {slow}"
+    assert fast == slow, body
+    return True
+
+
+# --- generated bodies ----------------------------------------------------------------------
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+numbers = st.one_of(finite, st.integers(min_value=-(2**70), max_value=2**70))
+# What a client might put where a number belongs.
+near_misses = st.one_of(
+    st.booleans(), st.none(), st.text(max_size=4), st.just("1.5"), st.lists(finite, max_size=2), st.just(float("inf"))
+)
+values = st.one_of(numbers, numbers, numbers, near_misses)
+
+
+@st.composite
+def iris_bodies(draw: st.DrawFn) -> bytes:
+    rows = draw(st.integers(min_value=1, max_value=5))
+    columns = draw(st.permutations(IRIS_COLUMNS))
+    if draw(st.booleans()):  # sometimes a column short, or one too many
+        columns = draw(st.sampled_from([columns[:-1], [*columns, "extra"], columns]))
+    data = [[draw(values) for _ in columns] for _ in range(rows)]
+    form = draw(st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs"]))
+    if form == "dataframe_split":
+        if data and draw(st.integers(0, 9)) == 0:
+            data[0] = data[0][:-1]  # ragged
+        document: dict[str, Any] = {form: {"columns": columns, "data": data}}
+    else:
+        document = {form: [dict(zip(columns, row, strict=True)) for row in data]}
+    if draw(st.integers(0, 9)) == 0:
+        document["params"] = {}
+    return json.dumps(document).encode()  # the standard library writes ints past 64 bits too
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=iris_bodies())
+def test_sklearn_fast_path_declines_or_matches_pyfunc(iris: LoadedModel, body: bytes) -> None:
+    agree(iris, body)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(finite.filter(lambda x: abs(x) < 1e30), min_size=4, max_size=4), min_size=1, max_size=8))
+def test_sklearn_fast_path_takes_plain_numeric_rows(iris: LoadedModel, rows: list[list[float]]) -> None:
+    body = orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": rows}})
+    assert agree(iris, body), "a plain numeric body must take the fast path"
+
+
+@st.composite
+def tensor_bodies(draw: st.DrawFn) -> bytes:
+    rows = draw(st.integers(min_value=1, max_value=6))
+    width = draw(st.sampled_from([4, 4, 4, 3, 5]))
+    element = st.one_of(finite.filter(lambda x: abs(x) < 1e30), st.integers(-1000, 1000), near_misses)
+    data = [[draw(element) for _ in range(width)] for _ in range(rows)]
+    key = draw(st.sampled_from(["inputs", "instances"]))
+    return orjson.dumps({key: data})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=tensor_bodies())
+@pytest.mark.torch
+def test_pytorch_fast_path_declines_or_matches_pyfunc(tiny_torch: LoadedModel, body: bytes) -> None:
+    agree(tiny_torch, body)
+
+
+@pytest.mark.torch
+def test_pytorch_plain_tensor_takes_the_fast_path(tiny_torch: LoadedModel) -> None:
+    assert agree(tiny_torch, orjson.dumps({"inputs": [[0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4]]}))
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+def test_a_batch_answers_each_request_as_it_would_alone(iris: LoadedModel) -> None:
+    good = [
+        orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}}),
+        orjson.dumps({"dataframe_records": [dict(zip(IRIS_COLUMNS, [6.7, 3.0, 5.2, 2.3], strict=True))] * 3}),
+        orjson.dumps({"instances": [dict(zip(IRIS_COLUMNS, [5.9, 3.0, 4.2, 1.5], strict=True))]}),
+    ]
+    bad = [b"{not json", orjson.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1.0]]}})]
+    csv = ",".join(IRIS_COLUMNS).encode() + b"\n5.1,3.5,1.4,0.2\n"
+    requests = [(good[0], JSON), (bad[0], JSON), (good[1], JSON), (csv, "text/csv"), (bad[1], JSON), (good[2], JSON)]
+    outcomes, fast = score_batch(iris, requests)
+    assert fast == 3  # the three good JSON bodies shared one predict call
+    for (body, media_type), outcome in zip(requests, outcomes, strict=True):
+        try:
+            alone: bytes | Exception = score(iris, body, media_type)
+        except Exception as exc:
+            alone = exc
+        if isinstance(alone, Exception):
+            assert type(outcome) is type(alone) and str(outcome) == str(alone)
+        else:
+            assert outcome == alone
+
+
+@pytest.mark.torch
+def test_a_torch_batch_matches_single_requests_to_float_precision(tiny_torch: LoadedModel) -> None:
+    rows = [[0.1 * i, 0.2, -0.3 * i, 0.4] for i in range(6)]
+    requests = [(orjson.dumps({"inputs": [row]}), JSON) for row in rows]
+    outcomes, fast = score_batch(tiny_torch, requests)
+    assert fast == len(rows)
+    for (body, _), outcome in zip(requests, outcomes, strict=True):
+        assert isinstance(outcome, bytes)
+        alone = orjson.loads(score(tiny_torch, body, JSON))["predictions"]
+        np.testing.assert_allclose(orjson.loads(outcome)["predictions"], alone, rtol=1e-6)
+
+
+def test_a_pyfunc_model_tagged_for_batching_concatenates_frames(sqlite_registry: Registry) -> None:
+    from tests.support.models import Doubler, log_pyfunc
+
+    version = sqlite_registry.log(log_pyfunc, "batched-doubler", Doubler())
+    model = loaded(sqlite_registry, "batched-doubler", version)
+    assert model.fast is None  # generic pyfunc: no fast path
+    requests = [(orjson.dumps({"dataframe_records": [{"x": float(i)}] * (i + 1)}), JSON) for i in range(4)]
+    requests.append((b"{not json", JSON))
+    outcomes, fast = score_batch(model, requests)
+    assert fast == 0
+    for i in range(4):
+        assert orjson.loads(outcomes[i]) == {"predictions": [2.0 * i] * (i + 1)}  # type: ignore[arg-type]
+    assert isinstance(outcomes[4], Exception) and "JSON" in str(outcomes[4])
+
+
+def test_a_fast_path_that_disagrees_on_the_warm_up_is_switched_off(iris: LoadedModel) -> None:
+    assert iris.fast is not None
+    wrong = LoadedModel(**{**iris.__dict__, "queue": None})
+    wrong.fast = fastpath.FastPath(iris.fast._decode, lambda array: np.zeros(len(array), dtype=np.int64) + 7)
+    assert check_fast_path(wrong).fast is None
+    right = LoadedModel(**{**iris.__dict__, "queue": None})
+    assert check_fast_path(right).fast is iris.fast
+
+
+def test_models_the_fast_path_cannot_read_safely_get_none(sqlite_registry: Registry) -> None:
+    from tests.support.models import Doubler, log_pyfunc
+
+    version = sqlite_registry.log(log_pyfunc, "plain-pyfunc", Doubler())
+    pyfunc = sqlite_registry.pyfunc("plain-pyfunc", version)
+    assert fastpath.build(pyfunc, pyfunc.metadata, "python_function") is None
