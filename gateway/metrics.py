@@ -7,6 +7,7 @@ exist is counted under ``model="_unknown"`` so garbage cannot grow the label spa
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -63,6 +64,7 @@ class GatewayMetrics:
             registry=r,
         )
         self.last_sync_age.set_function(self._last_sync_age)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.batch_size = Histogram(
             "gateway_batch_size",
             "Requests coalesced into one predict call",
@@ -104,8 +106,13 @@ class GatewayMetrics:
             self.refusals.inc(refused)
 
     def request_finished(self, *, model: str, version: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, version, str(status)).inc()
-        self.latency.labels(model, version).observe(seconds)
+        key = (model, version, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() takes a lock and builds tuples: once per label set
+            children = (self.requests.labels(model, version, str(status)), self.latency.labels(model, version))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def cache_hit(self, model: str) -> None:
         self.hits.labels(model).inc()

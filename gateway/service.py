@@ -13,7 +13,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gateway.batching import VersionQueue
+from gateway.batching import Job, VersionQueue
 from gateway.cache import ModelCache
 from gateway.catalog import Catalog, Resolved
 from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
@@ -91,6 +91,7 @@ class InferenceService:
                 key = cache_key(model.digest, media_type, body)
                 cached = await self._answers.get(key)
                 if cached is not None:
+                    lease.release()
                     return Prediction(cached, served)
             job = self._queue(model).submit((body, media_type))
         except BaseException:
@@ -98,18 +99,44 @@ class InferenceService:
             raise
         job.future.add_done_callback(lambda _: lease.release())  # when the work is really over
         try:
-            async with asyncio.timeout(self._timeout):
-                # shield: a request that gives up must not pretend the thread stopped
-                response = await asyncio.shield(job.future)
+            response = await self._answer(job)
         except TimeoutError as exc:
-            job.abandon()
             raise PredictTimeout(served.name, served.version, self._timeout) from exc
-        except asyncio.CancelledError:
-            job.abandon()
-            raise
         if key is not None and self._answers is not None:
             self._answers.put(key, response)
         return Prediction(response, served)
+
+    async def _answer(self, job: Job) -> bytes:
+        """The job's answer, or TimeoutError after the predict timeout. Like shield() inside
+        timeout(), with one future and one timer: this runs for every request. A request
+        that gives up (timeout, client gone) abandons the job if no worker has it yet; a
+        running predict finishes, and its lease is returned then."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        def relay(done: asyncio.Future[bytes]) -> None:
+            if answer.done():
+                return
+            if done.cancelled():
+                answer.cancel()
+            elif (error := done.exception()) is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(done.result())
+
+        def expire() -> None:
+            if not answer.done():
+                answer.set_exception(TimeoutError())
+
+        job.future.add_done_callback(relay)
+        timer = loop.call_later(self._timeout, expire)
+        try:
+            return await answer
+        except BaseException:
+            job.abandon()
+            raise
+        finally:
+            timer.cancel()
 
     def _queue(self, model: LoadedModel) -> VersionQueue:
         queue: VersionQueue | None = model.queue

@@ -149,6 +149,7 @@ async def test_memory_cache_answers_a_repeated_request_of_a_deterministic_versio
         assert first.status_code == again.status_code == 200 and first.content == again.content
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="hit") == 1
         assert metric(gateway, "gateway_batch_size_count", model=IRIS) == 1  # the model ran once
+        assert gateway.services.cache._entries[(IRIS, 1)].in_use == 0  # a hit returns its lease too
         other = await gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=ROW)
         assert other.status_code == 200  # another version: another digest, a miss
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="miss") == 2
