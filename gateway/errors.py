@@ -149,6 +149,12 @@ class Overloaded(GatewayError):
         )
 
 
+class NotReady(GatewayError):
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        super().__init__(f"The gateway is not ready yet ({stage}); retry shortly or send to another replica")
+
+
 class ShuttingDown(GatewayError):
     def __init__(self) -> None:
         super().__init__("The gateway is shutting down")

@@ -51,6 +51,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.ModelTooLarge, HttpError(503, "RESOURCE_EXHAUSTED")),
     (errors.ShuttingDown, _UNAVAILABLE),
     (errors.Overloaded, _UNAVAILABLE),
+    (errors.NotReady, _UNAVAILABLE),
     (errors.PredictTimeout, HttpError(504, "DEADLINE_EXCEEDED")),
     (errors.PredictFailed, HttpError(500, "INTERNAL_ERROR")),
     (ClientDisconnect, HttpError(400, "BAD_REQUEST")),

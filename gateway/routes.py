@@ -137,6 +137,8 @@ async def _predict(request: Request, name: str, *, path: str | None, header: str
     started = time.perf_counter()
     model_label, version_label = UNKNOWN, UNKNOWN
     try:
+        if not services.ready:
+            await services.until_ready()
         media_type = parse_content_type(request.headers.get("content-type"))
         served = await services.inference.choose(name, path=path, header=header)
         model_label, version_label = served.name, str(served.version)

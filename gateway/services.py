@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import anyio.to_thread
 
 from gateway.cache import ModelCache
 from gateway.catalog import Catalog
+from gateway.errors import NotReady
 from gateway.inference import check_fast_path
 from gateway.inventory import Inventory
 from gateway.loader import LoadedModel, ModelLoader
@@ -240,6 +242,16 @@ class Services:
                 log.info("waiting for the sync leader's first pass (no sync has written the state database)")
                 logged = True
             await asyncio.sleep(self.settings.follow_interval_seconds)
+
+    async def until_ready(self) -> None:
+        """Hold a request that reached a process still starting (a new replica, a worker uvicorn
+        just restarted) until it is warm, rather than answer from a half-read catalog; past
+        GATEWAY_REGISTRY_TIMEOUT_SECONDS, or when stopping, NotReady (503, Retry-After)."""
+        deadline = time.monotonic() + self.settings.registry_timeout_seconds
+        while not self.ready:
+            if self.stage == "shutting down" or time.monotonic() >= deadline:
+                raise NotReady(self.stage)
+            await asyncio.sleep(0.05)
 
     async def readiness(self) -> Readiness:
         """Ready once started and warm; a sync-only process also needs its database."""

@@ -211,3 +211,21 @@ async def test_garbage_settings_for_the_cache_are_refused() -> None:
 
     with pytest.raises(ValidationError, match="redis"):
         GatewaySettings(prediction_cache="memcached://x")
+
+
+async def test_a_request_to_a_process_still_starting_waits_for_it_then_503s(make_gateway: Callable[..., Any]) -> None:
+    async with make_gateway(registry_timeout_seconds=0.3) as gateway:
+        services = gateway.services
+        services.ready, services.stage = False, "warming iris@champion"
+        try:
+            waiting = asyncio.create_task(gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # held, not answered from a catalog not yet read
+            services.ready = True
+            assert (await waiting).status_code == 200
+            services.ready = False  # and one that stays unready past the timeout
+            response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
+        finally:
+            services.ready = True
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert "warming iris@champion" in response.json()["message"]
