@@ -76,29 +76,21 @@ VersionParam = Annotated[
 # themselves: FastAPI's parameter machinery costs more per request than the rest of the
 # route does (profiled under load), and the parameters are plain strings. They are
 # documented here instead, for /docs.
-_NAME_DOC = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "example": "iris",
-    "description": "Registered model name",
-}
-_VERSION_DOC = {
-    "name": "version",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "example": "champion",
-    "description": "A version number, an alias such as `champion`, or `latest`",
-}
-_HEADER_DOC = {
-    "name": "X-Model-Version",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "A version number, an alias or `latest`; on the versioned path it must agree with it",
-}
+
+
+def _documented(name: str, where: str, description: str, example: str | None = None) -> dict[str, Any]:
+    """An OpenAPI parameter entry for a parameter the route reads itself."""
+    entry: dict[str, Any] = {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
+    if example is not None:
+        entry["example"] = example
+    return entry | {"description": description}
+
+
+_NAME_DOC = _documented("name", "path", "Registered model name", "iris")
+_VERSION_DOC = _documented("version", "path", "A version number, an alias such as `champion`, or `latest`", "champion")
+_HEADER_DOC = _documented(
+    "X-Model-Version", "header", "A version number, an alias or `latest`; on the versioned path it must agree with it"
+)
 
 router = APIRouter()
 

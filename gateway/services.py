@@ -66,6 +66,7 @@ class Services:
     lease: Lease
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
+    held_until_ready: int = 0  # requests waiting for startup to finish
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -254,10 +255,14 @@ class Services:
         just restarted) until it is warm, rather than answer from a half-read catalog; past
         GATEWAY_REGISTRY_TIMEOUT_SECONDS, or when stopping, NotReady (503, Retry-After)."""
         deadline = time.monotonic() + self.settings.registry_timeout_seconds
-        while not self.ready:
-            if self.stage == "shutting down" or time.monotonic() >= deadline:
-                raise NotReady(self.stage)
-            await asyncio.sleep(0.05)
+        self.held_until_ready += 1
+        try:
+            while not self.ready:
+                if self.stage == "shutting down" or time.monotonic() >= deadline:
+                    raise NotReady(self.stage)
+                await asyncio.sleep(0.05)
+        finally:
+            self.held_until_ready -= 1
 
     async def readiness(self) -> Readiness:
         """Ready once started and warm; a sync-only process also needs its database."""

@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +30,7 @@ import pytest
 import yaml
 
 from gateway.settings import GatewaySettings
+from tests.support.servers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -475,15 +475,15 @@ def balancer(tmp_path: Path) -> Iterator[tuple[httpx.Client, dict[str, StubRepli
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{listen}", timeout=10)
     try:
-        deadline = time.monotonic() + 10
-        while True:  # nginx has no readiness signal but its port
+
+        def answering() -> bool:  # nginx has no readiness signal but its port
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             try:
-                client.get("/nginx-health").raise_for_status()
-                break
+                return client.get("/nginx-health").status_code == 200
             except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
+                return False
+
+        wait_until(answering, timeout=10, what="nginx to start")
         yield client, replicas
     finally:
         client.close()

@@ -219,7 +219,7 @@ async def test_a_request_to_a_process_still_starting_waits_for_it_then_503s(make
         services.ready, services.stage = False, "warming iris@champion"
         try:
             waiting = asyncio.create_task(gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW))
-            await asyncio.sleep(0.1)
+            await until(lambda: services.held_until_ready == 1, what="the request to wait for startup")
             assert not waiting.done()  # held, not answered from a catalog not yet read
             services.ready = True
             assert (await waiting).status_code == 200
