@@ -22,9 +22,10 @@ import orjson
 from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
+from gateway.scoring import JSON
+
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 _ROW_KEYS = ("dataframe_records", "instances", "inputs")
 _INT64 = (-(2**63), 2**63 - 1)
 # Column types the fast path builds arrays of; every other type goes through pyfunc.

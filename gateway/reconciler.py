@@ -79,12 +79,16 @@ class Reconciler:
 
     def unwarmed(self) -> list[str]:
         """Warm aliases (``name@alias``) this process does not serve warm at their target yet."""
-        waiting = []
-        for route in self._catalog.warm_routes():
-            target = self._target(route)
-            if target is not None and self._catalog.held(route.name, route.alias) != target:
-                waiting.append(f"{route.name}@{route.alias}")
-        return sorted(waiting)
+        return sorted(f"{r.name}@{r.alias}" for r in self._catalog.warm_routes() if self._due(r) is not None)
+
+    def _due(self, route: RouteState) -> int | None:
+        """The version this warm alias must be swapped to here, or None when nothing is due."""
+        target = self._target(route)
+        if target is None or self._catalog.held(route.name, route.alias) == target:
+            # Warmed here already. Not "the database says it is active": with replicas,
+            # another process recording its swap must not spare this one the warm-up.
+            return None
+        return target
 
     def poke(self) -> None:
         """Look at the database now (the sync just wrote to it)."""
@@ -126,12 +130,8 @@ class Reconciler:
                 continue  # when it ends, _swap_done looks again
             if not retry_now and self._retry_at.get(key, 0.0) > time.monotonic():
                 continue
-            target = self._target(route)
+            target = self._due(route)
             if target is None:
-                continue
-            if self._catalog.held(route.name, route.alias) == target:
-                # Warmed here already. Not "the database says it is active": with replicas,
-                # another process recording its swap must not spare this one the warm-up.
                 continue
             task = asyncio.create_task(self._swap(route, target), name=f"swap {route.name}@{route.alias}")
             self._swaps[key] = task
