@@ -161,8 +161,15 @@ async def test_a_webhook_on_a_gateway_replica_is_synced_by_the_leader(
         # the generation moved once, for the alias move; the replicas' swaps did not bump it
         assert sync.services.store.generation() == generation + 1
         assert one.services.catalog.generation == two.services.catalog.generation == generation + 1
-        swaps = [e for e in sync.services.store.events(name=name, limit=100) if e.kind == "swapped" and e.version == v2]
-        assert len(swaps) == 2  # one event per replica (same host and pid here, so one actor)
+
+        def swaps() -> list[Any]:
+            events = sync.services.store.events(name=name, limit=100)
+            return [e for e in events if e.kind == "swapped" and e.version == v2]
+
+        # one event per replica (same host and pid here, so one actor); a replica records its
+        # swap in a thread just after it flips, so the second record may still be on its way
+        await until(lambda: len(swaps()) == 2, "both replicas to record their swap", timeout=10)
+        assert len(swaps()) == 2
         route = sync.services.store.snapshot().routes[(name, "champion")]
         assert (route.version, route.active_version) == (v2, v2)
 
