@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
-from gateway import __version__, http_errors
+from gateway import __version__, http_errors, predict_endpoint
 from gateway.control_routes import router as control_router
 from gateway.health_routes import router as health_router
 from gateway.routes import router
@@ -28,7 +29,7 @@ works against `mlflow models serve` works here unchanged. Errors are
 
 def create_app(
     settings: GatewaySettings, *, reader: RegistryReader | None = None, start_in_background: bool = False
-) -> FastAPI:
+) -> GatewayApp:
     """An app whose lifespan builds its services from ``settings`` and closes them.
 
     The lifespan waits for the services to start (sync, warm) unless ``start_in_background``:
@@ -49,7 +50,7 @@ def create_app(
         finally:
             await services.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="registry-gateway",
         version=__version__,
         description=DESCRIPTION,
@@ -60,9 +61,26 @@ def create_app(
     if settings.role != "sync":  # a sync-only process serves no models
         app.include_router(router)
     app.include_router(control_router)
+    app.serves_predictions = settings.role != "sync"
     return app
 
 
-def app_factory() -> FastAPI:
+class GatewayApp(FastAPI):
+    """FastAPI, with the predict paths answered on bare ASGI before its middleware and
+    routing (gateway.predict_endpoint). Middleware added to this app does not see predict
+    requests: wrap the app instead."""
+
+    serves_predictions = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.serves_predictions and scope["type"] == "http" and scope["method"] == "POST":
+            target = predict_endpoint.match(predict_endpoint.route_path(scope))
+            if target is not None:
+                await predict_endpoint.serve(self.state.services, scope, receive, send, *target)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def app_factory() -> GatewayApp:
     """Settings from the environment; for ``uvicorn --factory gateway.app:app_factory``."""
     return create_app(GatewaySettings(), start_in_background=True)

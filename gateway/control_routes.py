@@ -40,7 +40,7 @@ async def mlflow_webhook(request: Request) -> Response:
     secret = services.settings.webhook_secret
     if secret is None:
         return error_response(404, "ENDPOINT_NOT_FOUND", "Webhooks are off: set GATEWAY_WEBHOOK_SECRET to the secret")
-    body = await read_body(request, _MAX_WEBHOOK_BYTES)
+    body = await read_body(request.receive, request.headers.get("content-length"), _MAX_WEBHOOK_BYTES)
     try:
         delivery = verify(secret.get_secret_value(), request.headers, body)
     except WebhookRejected as exc:

@@ -72,29 +72,45 @@ def classify(exc: BaseException) -> HttpError:
 _MAX_MESSAGE = 2000  # MLflow's schema errors echo the whole input; keep answers small
 
 
-def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> Response:
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """An error as it goes on the wire: for a Starlette Response, or straight to ASGI send."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
+
+
+def error_answer(status: int, code: str, message: str, *, retry_after: int | None = None) -> ErrorAnswer:
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + " ..."
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    body = orjson.dumps({"error_code": code, "message": message})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return ErrorAnswer(status, orjson.dumps({"error_code": code, "message": message}), headers)
 
 
-async def _known(request: Request, exc: Exception) -> Response:
-    answer = classify(exc)
-    if answer.status >= 500:
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, answer.status, exc)
-    return error_response(answer.status, answer.code, str(exc), retry_after=answer.retry_after)
+def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> Response:
+    return error_answer(status, code, message, retry_after=retry_after).response()
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details")
+def answer_for(exc: BaseException, method: str, path: str) -> ErrorAnswer:
+    """What a request that raised ``exc`` gets back; logs what an operator should see."""
+    if isinstance(exc, ClientDisconnect):
+        log.info("client went away during %s %s", method, path)
+        return error_answer(400, "BAD_REQUEST", "The client disconnected before sending the whole body")
+    if isinstance(exc, errors.GatewayError | registry_errors.RegistryError):
+        answer = classify(exc)
+        if answer.status >= 500:
+            log.warning("%s %s -> %d: %s", method, path, answer.status, exc)
+        return error_answer(answer.status, answer.code, str(exc), retry_after=answer.retry_after)
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    return error_answer(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details")
 
 
-async def _disconnected(request: Request, exc: Exception) -> Response:
-    log.info("client went away during %s %s", request.method, request.url.path)
-    return error_response(400, "BAD_REQUEST", "The client disconnected before sending the whole body")
+async def _mapped(request: Request, exc: Exception) -> Response:
+    return answer_for(exc, request.method, request.url.path).response()
 
 
 async def _http(request: Request, exc: Exception) -> Response:
@@ -116,9 +132,7 @@ async def _validation(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(errors.GatewayError, _known)
-    app.add_exception_handler(registry_errors.RegistryError, _known)
-    app.add_exception_handler(ClientDisconnect, _disconnected)
+    for kind in (errors.GatewayError, registry_errors.RegistryError, ClientDisconnect, Exception):
+        app.add_exception_handler(kind, _mapped)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(Exception, _unexpected)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from gateway.errors import MalformedRequest, PayloadTooLarge
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or PayloadTooLarge as soon as it (declared or streamed) passes ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedRequest(f"Content-Length '{declared}' is not a number")
-        if int(declared) > limit:
+async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    """The body, from ASGI ``receive``, or PayloadTooLarge as soon as it (declared or
+    streamed) passes ``limit``; ClientDisconnect if the client leaves first."""
+    if content_length is not None:
+        if not content_length.isdigit():
+            raise MalformedRequest(f"Content-Length '{content_length}' is not a number")
+        if int(content_length) > limit:
             raise PayloadTooLarge(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(limit)
-    return bytes(body)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

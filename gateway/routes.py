@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from gateway import http_errors
-from gateway.metrics import UNKNOWN
-from gateway.request_body import read_body
+from gateway import predict_endpoint
 from gateway.schemas import ErrorBody, ModelDetail, ModelList, PredictionBody, VersionDetail
-from gateway.scoring import parse_content_type
 from gateway.services import Services
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -72,10 +68,10 @@ VersionParam = Annotated[
     str, Path(description="A version number, an alias such as `champion`, or `latest`", examples=["champion"])
 ]
 
-# The predict routes take the bare Request and read their two path parameters and one header
-# themselves: FastAPI's parameter machinery costs more per request than the rest of the
-# route does (profiled under load), and the parameters are plain strings. They are
-# documented here instead, for /docs.
+# The predict routes: GatewayApp answers these two paths on bare ASGI before FastAPI sees
+# them (gateway.predict_endpoint says why). They are declared here for /docs, and work the
+# same for an app that mounts this router: both ways call predict_endpoint.answer. They
+# read their parameters themselves, so they are documented by hand.
 
 
 def _documented(name: str, where: str, description: str, example: str | None = None) -> dict[str, Any]:
@@ -105,9 +101,7 @@ router = APIRouter()
 )
 async def predict_version(request: Request) -> Response:
     params = request.path_params
-    return await _predict(
-        request, params["name"], path=params["version"], header=request.headers.get("x-model-version")
-    )
+    return await _predict(request, params["name"], params["version"])
 
 
 @router.post(
@@ -119,36 +113,13 @@ async def predict_version(request: Request) -> Response:
     summary="Predict with the version in X-Model-Version, else the default alias, else latest",
 )
 async def predict_default(request: Request) -> Response:
-    return await _predict(
-        request, request.path_params["name"], path=None, header=request.headers.get("x-model-version")
-    )
+    return await _predict(request, request.path_params["name"], None)
 
 
-async def _predict(request: Request, name: str, *, path: str | None, header: str | None) -> Response:
+async def _predict(request: Request, name: str, version: str | None) -> Response:
     services: Services = request.app.state.services
-    started = time.perf_counter()
-    model_label, version_label = UNKNOWN, UNKNOWN
-    try:
-        if not services.ready:
-            await services.until_ready()
-        media_type = parse_content_type(request.headers.get("content-type"))
-        served = await services.inference.choose(name, path=path, header=header)
-        model_label, version_label = served.name, str(served.version)
-        body = await read_body(request, services.settings.max_body_bytes)
-        prediction = await services.inference.predict(served, body, media_type)
-    except Exception as exc:
-        status = http_errors.classify(exc).status
-        services.metrics.request_finished(
-            model=model_label, version=version_label, status=status, seconds=time.perf_counter() - started
-        )
-        raise
-    services.metrics.request_finished(
-        model=model_label, version=version_label, status=200, seconds=time.perf_counter() - started
-    )
-    headers = {"X-Model-Name": served.name, "X-Model-Version": str(served.version)}
-    if served.alias:
-        headers["X-Model-Alias"] = served.alias
-    return Response(prediction.body, media_type="application/json", headers=headers)
+    result = await predict_endpoint.answer(services, request.scope["headers"], request.receive, name, version)
+    return Response(result.body, media_type="application/json", headers=result.headers)
 
 
 @router.get("/models", response_model=ModelList, responses={503: _ERRORS[503]}, tags=["models"])

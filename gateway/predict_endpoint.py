@@ -1,0 +1,111 @@
+"""The predict endpoints on bare ASGI: the service's one hot path.
+
+FastAPI's per-request machinery (its middleware stack, matching over every route, the
+Request and Response objects, dependency solving) cost about 100 µs a request on one
+core, more than everything else a prediction does (profiled under load; see
+bench/README.md). So :class:`gateway.app.GatewayApp` hands the two predict paths to
+:func:`serve` before FastAPI sees them. FastAPI still declares both routes
+(gateway.routes), for /docs and for an app that mounts the router itself; they call the
+same :func:`answer`, and errors take the same road (gateway.http_errors) either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from starlette.types import Receive, Scope, Send
+
+from gateway import http_errors
+from gateway.metrics import UNKNOWN
+from gateway.request_body import read_body
+from gateway.scoring import parse_content_type
+from gateway.services import Services
+
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: bytes  # JSON
+    headers: dict[str, str]
+
+
+def match(path: str) -> tuple[str, str | None] | None:
+    """``(name, version)`` for ``/models/{name}/versions/{version}/predict``, ``(name, None)``
+    for ``/models/{name}/predict``, else None: what Starlette's routing matches for those
+    two routes (a parameter is one non-empty path segment)."""
+    parts = path.split("/")
+    if len(parts) == 6 and parts[1] == "models" and parts[3] == "versions" and parts[5] == "predict":
+        if not parts[0] and parts[2] and parts[4]:
+            return parts[2], parts[4]
+    elif len(parts) == 4 and parts[1] == "models" and parts[3] == "predict" and not parts[0] and parts[2]:
+        return parts[2], None
+    return None
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``path`` less a ``root_path`` prefix, as Starlette does."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
+
+
+def header_value(text: str) -> str:
+    """MLflow names may be any Unicode; header values are bytes (latin-1 at most, ASCII to be
+    safe). A name with anything else is sent percent-encoded (UTF-8), as in a URL."""
+    return text if text.isascii() and text.isprintable() else quote(text, safe=" !#$&'()*+,/:;=?@[]~")
+
+
+async def answer(services: Services, headers: RawHeaders, receive: Receive, name: str, version: str | None) -> Answer:
+    """Choose the version, read the body, predict; counted in the request metrics whatever
+    happens. Raises what went wrong, for http_errors to put into words."""
+    started = time.perf_counter()
+    model_label, version_label = UNKNOWN, UNKNOWN
+    content_type = content_length = selector = None
+    for key, value in headers:  # the first of each, as Starlette's Headers.get
+        if key == b"content-type":
+            content_type = content_type or value.decode("latin-1")
+        elif key == b"content-length":
+            content_length = content_length or value.decode("latin-1")
+        elif key == b"x-model-version":
+            selector = selector or value.decode("latin-1")
+    try:
+        if not services.ready:
+            await services.until_ready()
+        media_type = parse_content_type(content_type)
+        served = await services.inference.choose(name, path=version, header=selector)
+        model_label, version_label = served.name, str(served.version)
+        body = await read_body(receive, content_length, services.settings.max_body_bytes)
+        prediction = await services.inference.predict(served, body, media_type)
+    except Exception as exc:
+        status = http_errors.classify(exc).status
+        services.metrics.request_finished(
+            model=model_label, version=version_label, status=status, seconds=time.perf_counter() - started
+        )
+        raise
+    services.metrics.request_finished(
+        model=model_label, version=version_label, status=200, seconds=time.perf_counter() - started
+    )
+    response_headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": version_label}
+    if served.alias:
+        response_headers["X-Model-Alias"] = header_value(served.alias)
+    return Answer(prediction.body, response_headers)
+
+
+async def serve(services: Services, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+    """Answer one predict request on ASGI: the prediction, or the error's JSON."""
+    try:
+        result = await answer(services, scope["headers"], receive, name, version)
+        status, body, headers = 200, result.body, result.headers
+    except Exception as exc:
+        error = http_errors.answer_for(exc, scope["method"], scope["path"])
+        status, body, headers = error.status, error.body, error.headers
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

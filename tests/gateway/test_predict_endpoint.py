@@ -1,0 +1,187 @@
+"""The predict paths on bare ASGI answer exactly what FastAPI's declared routes answer.
+
+GatewayApp serves the two predict paths before FastAPI sees them; with
+``serves_predictions`` off, the same app routes them through FastAPI (gateway.routes).
+Every request here is sent both ways and must get the same status, body and headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import GatewayApp, create_app
+from gateway.demo import IRIS, log_iris_version, using_registry
+from gateway.predict_endpoint import header_value, match, route_path
+from gateway.settings import GatewaySettings
+from registry_sync.registry import RegistryReader
+from tests.conftest import Registry, iris_split
+
+GOOD = orjson.dumps(iris_split([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))
+JSON = {"content-type": "application/json"}
+XML = {"content-type": "text/xml"}
+UNICODE_NAME = "ирис 模型"  # MLflow takes any name without '/'; a header value cannot carry it as is
+
+
+@pytest.fixture(scope="module")
+def unicode_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("unicode-registry")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    with using_registry(tracking_uri, root / "artifacts") as client:
+        version = log_iris_version(UNICODE_NAME)
+        client.set_registered_model_alias(UNICODE_NAME, "champion", str(version))
+        log_iris_version(IRIS)
+    return tracking_uri
+
+
+def _client(tracking_uri: str, workdir: Path) -> TestClient:
+    settings = GatewaySettings(
+        artifact_cache_dir=workdir / "cache",
+        database_url=f"sqlite:///{workdir / 'state.db'}",
+        max_body_bytes=4096,
+        load_retry_seconds=0,
+        warm_aliases=[],
+    )
+    app = create_app(settings, reader=RegistryReader(tracking_uri=tracking_uri))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def client(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    with _client(sqlite_registry.tracking_uri, tmp_path_factory.mktemp("lane-gateway")) as test_client:
+        yield test_client
+
+
+def both_ways(client: TestClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send the request through the ASGI lane and through FastAPI; they must agree."""
+    app = client.app
+    assert isinstance(app, GatewayApp) and app.serves_predictions
+    lane = client.request(method, url, **kwargs)
+    app.serves_predictions = False
+    try:
+        routed = client.request(method, url, **kwargs)
+    finally:
+        app.serves_predictions = True
+    assert (lane.status_code, lane.content) == (routed.status_code, routed.content), (lane.text, routed.text)
+    ignored = {"date", "server"}
+    assert {k: v for k, v in lane.headers.items() if k not in ignored} == {
+        k: v for k, v in routed.headers.items() if k not in ignored
+    }
+    return lane
+
+
+REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("a prediction", "POST", f"/models/{IRIS}/versions/1/predict", {"content": GOOD, "headers": JSON}),
+    ("by alias", "POST", f"/models/{IRIS}/versions/champion/predict", {"content": GOOD, "headers": JSON}),
+    ("by header", "POST", f"/models/{IRIS}/predict", {"content": GOOD, "headers": {**JSON, "X-Model-Version": "2"}}),
+    ("default alias", "POST", f"/models/{IRIS}/predict", {"content": GOOD, "headers": JSON}),
+    (
+        "csv with charset",
+        "POST",
+        f"/models/{IRIS}/versions/latest/predict",
+        {
+            "content": b"sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n5.1,3.5,1.4,0.2\n",
+            "headers": {"content-type": "text/csv; charset=utf-8"},
+        },
+    ),
+    (
+        "path and header disagree",
+        "POST",
+        f"/models/{IRIS}/versions/1/predict",
+        {"content": GOOD, "headers": {**JSON, "X-Model-Version": "2"}},
+    ),
+    ("unknown model", "POST", "/models/no-such-model/versions/1/predict", {"content": GOOD, "headers": JSON}),
+    ("unknown alias", "POST", f"/models/{IRIS}/versions/nope/predict", {"content": GOOD, "headers": JSON}),
+    ("bad selector", "POST", f"/models/{IRIS}/versions/-3/predict", {"content": GOOD, "headers": JSON}),
+    ("no content type", "POST", f"/models/{IRIS}/versions/1/predict", {"content": GOOD}),
+    ("xml", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b"<a/>", "headers": XML}),
+    ("not json", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b"{", "headers": JSON}),
+    ("empty body", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b"", "headers": JSON}),
+    ("an extra key", "POST", f"/models/{IRIS}/versions/1/predict", {"json": iris_split([[1, 2]]) | {"x": 1}}),
+    ("too large", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b" " * 5000, "headers": JSON}),
+    (
+        "bad content-length",
+        "POST",
+        f"/models/{IRIS}/versions/1/predict",
+        {"content": GOOD, "headers": {**JSON, "content-length": "1e3"}},
+    ),
+    ("percent-encoded name", "POST", "/models/ir%69s/versions/1/predict", {"content": GOOD, "headers": JSON}),
+    ("empty name", "POST", "/models//predict", {"content": GOOD, "headers": JSON}),
+    ("empty version", "POST", f"/models/{IRIS}/versions//predict", {"content": GOOD, "headers": JSON}),
+    ("trailing slash", "POST", f"/models/{IRIS}/predict/", {"content": GOOD, "headers": JSON}),
+    ("GET", "GET", f"/models/{IRIS}/versions/1/predict", {}),
+    ("PUT", "PUT", f"/models/{IRIS}/predict", {"content": GOOD, "headers": JSON}),
+    ("deeper path", "POST", f"/models/{IRIS}/versions/1/predict/x", {"content": GOOD, "headers": JSON}),
+]
+
+
+@pytest.mark.parametrize(("what", "method", "url", "kwargs"), REQUESTS, ids=[r[0] for r in REQUESTS])
+def test_the_lane_answers_as_fastapi_would(
+    client: TestClient, what: str, method: str, url: str, kwargs: dict[str, Any]
+) -> None:
+    response = both_ways(client, method, url, **kwargs)
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    if response.status_code >= 400 and response.status_code != 307:
+        assert set(response.json()) == {"error_code", "message"}
+
+
+def test_a_prediction_comes_through_the_lane(client: TestClient) -> None:
+    response = both_ways(client, "POST", f"/models/{IRIS}/versions/champion/predict", content=GOOD, headers=JSON)
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 2
+    assert response.headers["x-model-alias"] == "champion"
+    assert response.headers["x-model-version"] == "1"
+
+
+def test_metrics_count_requests_either_way(client: TestClient) -> None:
+    # a 415 is decided before the model is known: counted under "_unknown"
+    def count() -> float:
+        text = client.get("/metrics").text
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("gateway_requests_total{") and 'status="415"' in line and 'model="_unknown"' in line
+        )
+        return float(line.rsplit(" ", 1)[1])
+
+    client.post(f"/models/{IRIS}/versions/1/predict", content=b"<a/>", headers={"content-type": "text/xml"})
+    before = count()
+    both_ways(client, "POST", f"/models/{IRIS}/versions/1/predict", content=b"<a/>", headers={"content-type": "a/b"})
+    assert count() == before + 2
+
+
+def test_a_model_name_no_header_can_hold(unicode_registry: str, tmp_path: Path) -> None:
+    url = f"/models/{UNICODE_NAME}/versions/champion/predict"
+    with _client(unicode_registry, tmp_path) as unicode_client:
+        response = both_ways(unicode_client, "POST", url, content=GOOD, headers=JSON)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-name"] == "%D0%B8%D1%80%D0%B8%D1%81 %E6%A8%A1%E5%9E%8B"
+    assert response.headers["x-model-alias"] == "champion"
+
+
+def test_header_values_are_plain_ascii_or_percent_encoded() -> None:
+    assert header_value("iris-v2_final.pkl") == "iris-v2_final.pkl"
+    assert header_value("a b/c") == "a b/c"
+    assert header_value("café") == "caf%C3%A9"
+    assert header_value("line\nbreak") == "line%0Abreak"
+
+
+def test_match_takes_what_starlette_routes_and_nothing_else() -> None:
+    assert match("/models/iris/versions/3/predict") == ("iris", "3")
+    assert match("/models/iris/predict") == ("iris", None)
+    for path in ("/models//predict", "/models/iris/versions//predict", "/models/iris/predict/", "models/iris/predict"):
+        assert match(path) is None, path
+    assert match("/models/iris/versions/3/predict/") is None
+    assert match("/models/a/b/predict") is None
+
+
+def test_route_path_drops_a_root_path_prefix() -> None:
+    assert route_path({"path": "/gw/models/iris/predict", "root_path": "/gw"}) == "/models/iris/predict"
+    assert route_path({"path": "/gwx/models/iris/predict", "root_path": "/gw"}) == "/gwx/models/iris/predict"
+    assert route_path({"path": "/models/iris/predict", "root_path": ""}) == "/models/iris/predict"
