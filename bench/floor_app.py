@@ -3,11 +3,17 @@
 Served by uvicorn with the options ``registry-gateway serve`` passes (gateway/cli.py),
 so the difference to the gateway is the gateway's own work: routing, parsing, predict.
 Keep the ``uvicorn.run`` call below in step with gateway/cli.py.
+
+``--bare`` serves the same answer from a bare ASGI callable instead: uvicorn alone, no
+framework. The gateway answers predict paths on bare ASGI too (gateway/predict_endpoint.py),
+so this is the floor it is really up against.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
@@ -29,6 +35,26 @@ def create_app() -> FastAPI:
     return app
 
 
+def create_bare_app() -> Callable[..., Awaitable[None]]:
+    async def app(scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Any]) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/health/ready":
+            answer = b'{"status": "ok"}'
+        else:
+            answer = _ANSWER
+            while (await receive()).get("more_body", False):
+                pass
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
 def main() -> None:
     import uvicorn
 
@@ -36,9 +62,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--bare", action="store_true", help="A bare ASGI callable instead of FastAPI.")
     args = parser.parse_args()
     uvicorn.run(
-        "floor_app:create_app",
+        "floor_app:create_bare_app" if args.bare else "floor_app:create_app",
         factory=True,
         host=args.host,
         port=args.port,

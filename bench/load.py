@@ -70,6 +70,7 @@ def drive(
     paths: list[str] | None = None,
     zipf: float | None = None,
     force_python: bool = False,
+    threads: int = 1,
 ) -> Result:
     """POST ``body_file`` to ``url`` from ``connections`` keep-alive connections for ``duration`` s.
 
@@ -78,7 +79,15 @@ def drive(
     """
     if shutil.which("wrk") and not paths and not zipf and not force_python:
         env = {**os.environ, "BENCH_BODY_FILE": str(body_file)}
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s", "--latency"]
+        argv = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "5s",
+            "--latency",
+        ]
         argv += ["-s", str(HERE / "post.lua"), url]
         done = subprocess.run(_taskset(cpus) + argv, env=env, capture_output=True, text=True, check=True)
         return parse_wrk(done.stdout)

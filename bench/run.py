@@ -41,6 +41,8 @@ ZIPF_MODELS = 50
 ZIPF_ROOM = 10
 ZIPF_S = 1.1
 ADMIN_TOKEN = "bench-admin-token"
+FLOOR = "floor (constant FastAPI)"
+BARE_FLOOR = "floor (bare ASGI)"
 
 
 @dataclass
@@ -150,15 +152,15 @@ def mlflow_serve(run: Run, tracking_uri: str) -> Server:
     )
 
 
-def floor(run: Run) -> Server:
+def floor(run: Run, *, bare: bool = False) -> Server:
     port = free_port()
     return Server(
-        "floor (constant FastAPI)",
-        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port)],
+        BARE_FLOOR if bare else FLOOR,
+        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), *(["--bare"] if bare else [])],
         port=port,
         ready_path="/health/ready",
         predict_path="/invocations",
-        log=WORK / "floor.log",
+        log=WORK / ("floor-bare.log" if bare else "floor.log"),
         cpus=run.server_cpus,
         cwd=HERE,
     )
@@ -389,18 +391,40 @@ def zipf_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
     }
 
 
+def workers_plan(cpus: int) -> tuple[list[int], bool]:
+    """Worker counts to try, and whether each gets cores of its own: N server cores and N
+    more for the load generator. With fewer than 4 CPUs nothing can be dedicated, so 1 and
+    2 workers share every core with the load generator."""
+    if cpus >= 4:
+        return [n for n in (1, 2, 4, 8) if 2 * n <= cpus], True
+    return [1, 2], False
+
+
 def workers_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
-    """--workers 1 against --workers 2, nothing pinned (the load generator shares the cores)."""
-    everything = f"0-{os.cpu_count() - 1}" if run.pin else None  # type: ignore[operator]
-    rows = []
-    for workers in (1, 2):
-        with gateway(tracking_uri, f"workers{workers}", cpus=everything, workers=workers) as gw:
-            post(gw.url + gw.predict_path, bodies["iris"].read_bytes())
-            for connections in (32, 128):
-                result = measure(run, gw, bodies["iris"], connections, cpus=everything)
-                rows.append(row(f"gateway --workers {workers}", connections, result, gw.peak_rss_mb()))
-                run.log(f"--workers {workers} c={connections}: {result.req_s:.0f} req/s")
+    """--workers N at 32·N connections; req/s, and requests per CPU-second of the server's
+    processes (which shows whether workers get in each other's way when the cores are shared)."""
+    cpus = os.cpu_count() or 1
+    counts, dedicated = workers_plan(cpus)
+    everything = f"0-{cpus - 1}"
+    rows: list[dict[str, object]] = []
+    for workers in counts:
+        server_cpus = f"0-{workers - 1}" if dedicated else everything
+        load_cpus = f"{workers}-{2 * workers - 1}" if dedicated else everything
+        connections = 32 * workers
+        with gateway(tracking_uri, f"workers{workers}", cpus=server_cpus, workers=workers) as gw:
+            url, body = gw.url + gw.predict_path, bodies["iris"]
+            post(url, body.read_bytes())
+            threads = workers if dedicated else 1
+            drive(url, body, connections=connections, duration=max(run.warmup, 1.0), cpus=load_cpus, threads=threads)
+            before = gw.cpu_seconds()
+            result = drive(url, body, connections=connections, duration=run.duration, cpus=load_cpus, threads=threads)
+            busy = gw.cpu_seconds() - before
+            entry = row(f"gateway --workers {workers}", connections, result, gw.peak_rss_mb())
+            entry |= {"workers": workers, "server_cpu_s": busy, "req_per_cpu_s": result.requests / busy if busy else 0}
+            rows.append(entry)
+            run.log(f"--workers {workers} c={connections}: {result.req_s:.0f} req/s, {busy:.1f} CPU-s")
     run.sections["workers"] = rows
+    run.sections["workers_dedicated"] = dedicated
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -411,7 +435,7 @@ def _find(rows: list[dict[str, object]], server: str, connections: int) -> dict[
 
 
 def targets(run: Run) -> list[tuple[str, str, bool | None]]:
-    gw, ml, fl = "gateway", "mlflow models serve", "floor (constant FastAPI)"
+    gw, ml, fl = "gateway", "mlflow models serve", FLOOR
     g32, m32, f32 = (_find(run.main, name, 32) for name in (gw, ml, fl))
     g1, f1 = _find(run.main, gw, 1), _find(run.main, fl, 1)
     out: list[tuple[str, str, bool | None]] = []
@@ -428,12 +452,20 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
         gap = float(g1["p50_ms"]) - float(f1["p50_ms"])  # type: ignore[arg-type]
         out.append(("1 conn: p50 within 0.5 ms of the floor's", f"+{gap:.2f} ms", gap <= 0.5))
     workers = run.sections.get("workers")
-    if isinstance(workers, list):
-        one, two = _find(workers, "gateway --workers 1", 32), _find(workers, "gateway --workers 2", 32)
-        if one and two:
-            ratio = float(two["req_s"]) / float(one["req_s"])  # type: ignore[arg-type]
-            note = "2 workers ≥ 1.6× one worker (32 conns; the load generator shares the 2 cores)"
-            out.append((note, f"{ratio:.2f}×", ratio >= 1.6))
+    if isinstance(workers, list) and len(workers) > 1:
+        one, most = workers[0], workers[-1]
+        n = int(most["workers"])  # type: ignore[call-overload]
+        scale = float(most["req_s"]) / float(one["req_s"])  # type: ignore[arg-type]
+        per_cpu = float(most["req_per_cpu_s"]) / float(one["req_per_cpu_s"])  # type: ignore[arg-type]
+        if run.sections.get("workers_dedicated"):
+            out.append((f"{n} workers on {n} cores ≥ {0.8 * n:g}× one worker", f"{scale:.2f}×", scale >= 0.8 * n))
+        else:
+            note = (
+                f"{n} workers on {n} cores ≥ {0.8 * n:g}× one worker: needs {2 * n}+ CPUs (the load generator "
+                f"needs its own); here {n} workers gave {scale:.2f}× the req/s sharing the cores with it, "
+                f"and {per_cpu:.2f}× the requests per CPU-second"
+            )
+            out.append((note, "not measurable here", None))
     return out
 
 
@@ -472,13 +504,13 @@ def render(run: Run, machine: dict[str, str]) -> str:
         "",
         "## Throughput and latency",
         "",
-        "| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB | ÷ mlflow | ÷ floor |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB | ÷ mlflow | ÷ floor | ÷ bare ASGI |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for entry in run.main:
         conns = int(entry["connections"])  # type: ignore[call-overload]
         ratios = []
-        for other in ("mlflow models serve", "floor (constant FastAPI)"):
+        for other in ("mlflow models serve", FLOOR, BARE_FLOOR):
             base = _find(run.main, other, conns)
             ratios.append(f"{float(entry['req_s']) / float(base['req_s']):.2f}×" if base else "–")  # type: ignore[arg-type]
         lines.append(
@@ -488,7 +520,8 @@ def render(run: Run, machine: dict[str, str]) -> str:
     checks = targets(run)
     if checks:
         lines += ["", "## Targets", "", "| target | measured | |", "|---|--:|---|"]
-        lines += [f"| {name} | {value} | {'pass' if ok else 'FAIL'} |" for name, value, ok in checks]
+        verdicts = {True: "pass", False: "FAIL", None: "–"}
+        lines += [f"| {name} | {value} | {verdicts[ok]} |" for name, value, ok in checks]
     cold = run.sections.get("cold")
     if isinstance(cold, list):
         lines += ["", "## A cold version: first request", ""]
@@ -529,20 +562,39 @@ def render(run: Run, machine: dict[str, str]) -> str:
             f"{zipf['hit_rate']:.1%} | {zipf['model_loads']:.0f} | {zipf['cache_evictions']:.0f} | "
             f"{_f(zipf['peak_rss_mb'], 0)} |"
         )
-    for key, title in (("torch", "The torch model (tiny-torch, `inputs`)"), ("workers", "Scaling with --workers")):
-        rows = run.sections.get(key)
-        if isinstance(rows, list):
-            lines += ["", f"## {title}", ""]
-            if key == "workers":
-                lines += ["Nothing pinned: server workers and the load generator share all CPUs.", ""]
-            lines += ["| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB |"]
-            lines += ["|---|--:|--:|--:|--:|--:|--:|"]
-            for entry in rows:
-                lines.append(
-                    f"| {entry['server']} | {entry['connections']} | {_f(entry['req_s'], 0)} | "
-                    f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
-                    f"{_f(entry['peak_rss_mb'], 0)} |"
-                )
+    torch = run.sections.get("torch")
+    if isinstance(torch, list):
+        lines += ["", "## The torch model (tiny-torch, `inputs`)", ""]
+        lines += ["| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB |"]
+        lines += ["|---|--:|--:|--:|--:|--:|--:|"]
+        for entry in torch:
+            lines.append(
+                f"| {entry['server']} | {entry['connections']} | {_f(entry['req_s'], 0)} | "
+                f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
+                f"{_f(entry['peak_rss_mb'], 0)} |"
+            )
+    workers = run.sections.get("workers")
+    if isinstance(workers, list) and workers:
+        lines += ["", "## Scaling with --workers", ""]
+        if run.sections.get("workers_dedicated"):
+            lines += ["N workers pinned to CPUs 0…N-1, wrk with N threads on CPUs N…2N-1; 32·N connections.", ""]
+        else:
+            lines += [
+                "Too few CPUs to give workers and the load generator cores of their own: everything shares "
+                "every CPU, so req/s mostly shows the load generator's share. Requests per CPU-second of the "
+                "server's processes show whether workers cost each other anything. 32·N connections.",
+                "",
+            ]
+        base = workers[0]
+        lines += ["| workers | conns | req/s | × 1 worker | p50 ms | p99 ms | errors | server CPU-s | req per CPU-s |"]
+        lines += ["|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for entry in workers:
+            scale = float(entry["req_s"]) / float(base["req_s"])  # type: ignore[arg-type]
+            lines.append(
+                f"| {entry['workers']} | {entry['connections']} | {_f(entry['req_s'], 0)} | {scale:.2f}× | "
+                f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
+                f"{_f(entry['server_cpu_s'], 1)} | {_f(entry['req_per_cpu_s'], 0)} |"
+            )
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -627,6 +679,7 @@ def main() -> None:
             )
             guarded(run, "MLServer", lambda: serve_main(run, mlserver(run, tracking_uri), bodies))
         guarded(run, "floor", lambda: serve_main(run, floor(run), bodies))
+        guarded(run, "bare floor", lambda: serve_main(run, floor(run, bare=True), bodies))
     if "zipf" in only:
         guarded(run, "zipf", lambda: zipf_section(run, tracking_uri, bodies))
     if "workers" in only:

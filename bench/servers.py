@@ -51,6 +51,21 @@ def tree_peak_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its descendants."""
+    tree = _children()
+    ticks, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(tree.get(current, []))
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """One server process (and its children) in a session of its own, optionally pinned to CPUs."""
 
@@ -106,6 +121,9 @@ class Server:
 
     def peak_rss_mb(self) -> float:
         return tree_peak_rss_mb(self.process.pid) if self.process else float("nan")
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.process.pid) if self.process else float("nan")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
