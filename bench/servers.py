@@ -32,36 +32,40 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants."""
+    children, found, stack = _children(), [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
 def tree_peak_rss_mb(pid: int) -> float:
     """Sum of VmHWM (peak resident set) over a process and its descendants, in MiB.
 
     Each process's own peak, summed: an upper bound on the tree's peak at any one moment.
     """
-    tree = _children()
-    total_kb, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        stack.extend(tree.get(current, []))
+    total_kb = 0
+    for each in _tree(pid):
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     total_kb += int(line.split()[1])
         except OSError:
-            pass
+            pass  # gone meanwhile
     return total_kb / 1024
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by a process and its descendants."""
-    tree = _children()
-    ticks, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        stack.extend(tree.get(current, []))
+    ticks = 0
+    for each in _tree(pid):
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue
+            continue  # gone meanwhile
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
 
