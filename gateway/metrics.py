@@ -7,6 +7,7 @@ exist is counted under ``model="_unknown"`` so garbage cannot grow the label spa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -88,11 +89,18 @@ class GatewayMetrics:
         self._cache_miss = self.prediction_cache_lookups.labels("miss")
         self._cache_error = self.prediction_cache_lookups.labels("error")
         self.last_sync_success: float | None = None
+        self.sync_leader = Gauge(
+            "gateway_sync_leader", "1 while this process holds the sync leader lease, else 0", registry=r
+        )
 
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
         return time.monotonic() - self.last_sync_success
+
+    def follow_leadership(self, leading: Callable[[], bool]) -> None:
+        """``gateway_sync_leader`` reads ``leading`` at every scrape."""
+        self.sync_leader.set_function(lambda: 1.0 if leading() else 0.0)
 
     def swap_finished(self, model: str, *, outcome: str) -> None:
         self.swaps.labels(model, outcome).inc()

@@ -140,6 +140,7 @@ class Services:
             requests_interval_seconds=settings.follow_interval_seconds,
             actor=f"{settings.role}@{actor}",
         )
+        metrics.follow_leadership(lambda: poller.leading)
         inference = InferenceService(
             catalog,
             cache,

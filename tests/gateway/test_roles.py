@@ -105,6 +105,12 @@ def fresh_model(registry: Registry, versions: int = 2, champion: int | None = 1)
     return name, numbers
 
 
+async def leader_gauge(process: Any) -> float:
+    metrics = (await process.client.get("/metrics")).text
+    [line] = [line for line in metrics.splitlines() if line.startswith("gateway_sync_leader ")]
+    return float(line.split()[1])
+
+
 async def test_two_processes_on_one_database_poll_once_and_the_other_takes_over(
     registry: Registry, settings_for: Callable[..., GatewaySettings]
 ) -> None:
@@ -118,12 +124,14 @@ async def test_two_processes_on_one_database_poll_once_and_the_other_takes_over(
 
             ready = [(await r.client.get("/health/ready")).json() for r in (first, second)]
             assert [(h["status"], h["role"], h["leader"]) for h in ready] == [("ok", "all", True), ("ok", "all", False)]
+            assert [await leader_gauge(r) for r in (first, second)] == [1.0, 0.0]
 
             await first_stack.aclose()  # the leader stops: it releases the lease on the way out
             await until(lambda: second.services.poller.leading, "the other process to take the lease", timeout=10)
             await until(lambda: second.reader.full_reads >= 2, "the new leader to poll", timeout=10)
             leader = second.services.lease.current()
             assert leader is not None and leader[0] == second.services.lease.holder and leader[1] == 2
+            assert await leader_gauge(second) == 1.0
 
 
 async def test_a_webhook_on_a_gateway_replica_is_synced_by_the_leader(
