@@ -68,12 +68,12 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     model_label, version_label = UNKNOWN, UNKNOWN
     content_type = content_length = selector = None
     for key, value in headers:  # the first of each, as Starlette's Headers.get
-        if key == b"content-type":
-            content_type = content_type or value.decode("latin-1")
-        elif key == b"content-length":
-            content_length = content_length or value.decode("latin-1")
-        elif key == b"x-model-version":
-            selector = selector or value.decode("latin-1")
+        if key == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif key == b"content-length" and content_length is None:
+            content_length = value.decode("latin-1")
+        elif key == b"x-model-version" and selector is None:
+            selector = value.decode("latin-1")
     try:
         if not services.ready:
             await services.until_ready()

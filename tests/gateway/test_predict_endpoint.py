@@ -101,6 +101,12 @@ REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("bad selector", "POST", f"/models/{IRIS}/versions/-3/predict", {"content": GOOD, "headers": JSON}),
     ("no content type", "POST", f"/models/{IRIS}/versions/1/predict", {"content": GOOD}),
     ("xml", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b"<a/>", "headers": XML}),
+    (
+        "two content types, the first wins",
+        "POST",
+        f"/models/{IRIS}/versions/1/predict",
+        {"content": GOOD, "headers": [("content-type", "text/xml"), ("content-type", "application/json")]},
+    ),
     ("not json", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b"{", "headers": JSON}),
     ("empty body", "POST", f"/models/{IRIS}/versions/1/predict", {"content": b"", "headers": JSON}),
     ("an extra key", "POST", f"/models/{IRIS}/versions/1/predict", {"json": iris_split([[1, 2]]) | {"x": 1}}),
