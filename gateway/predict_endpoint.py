@@ -61,6 +61,15 @@ def header_value(text: str) -> str:
     return text if text.isascii() and text.isprintable() else quote(text, safe=" !#$&'()*+,/:;=?@[]~")
 
 
+def header_text(value: bytes) -> str:
+    """A request header's text: UTF-8 when it is (an alias may be any Unicode word; clients
+    send such text as UTF-8), else latin-1, as HTTP's default."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 async def answer(services: Services, headers: RawHeaders, receive: Receive, name: str, version: str | None) -> Answer:
     """Choose the version, read the body, predict; counted in the request metrics whatever
     happens. Raises what went wrong, for http_errors to put into words."""
@@ -73,7 +82,7 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
         elif key == b"content-length" and content_length is None:
             content_length = value.decode("latin-1")
         elif key == b"x-model-version" and selector is None:
-            selector = value.decode("latin-1")
+            selector = header_text(value)
     try:
         if not services.ready:
             await services.until_ready()

@@ -13,8 +13,9 @@ from typing import Literal
 
 from gateway.errors import InvalidSelector
 
-# MLflow's own rule for alias names is ^[\w\-]*$ (and at most 255 characters).
-_ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
+# MLflow's own rule for alias names: ^[\w\-]*$ with Python's (Unicode) \w, at most 255
+# characters. So "чемпион" is an alias MLflow takes, and so must we.
+_ALIAS = re.compile(r"[\w\-]{1,255}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,6 @@ def parse_selector(raw: str) -> Selector:
         return Selector("version", text, number)
     if text.lower() == "latest":
         return Selector("latest", text)
-    if not _ALIAS.match(text):
+    if not _ALIAS.fullmatch(text):
         raise InvalidSelector(raw)
     return Selector("alias", text)

@@ -27,6 +27,7 @@ GOOD = orjson.dumps(iris_split([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))
 JSON = {"content-type": "application/json"}
 XML = {"content-type": "text/xml"}
 UNICODE_NAME = "ирис 模型"  # MLflow takes any name without '/'; a header value cannot carry it as is
+UNICODE_ALIAS = "чемпион"  # MLflow's alias rule is \w with Python's Unicode \w
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def unicode_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     with using_registry(tracking_uri, root / "artifacts") as client:
         version = log_iris_version(UNICODE_NAME)
         client.set_registered_model_alias(UNICODE_NAME, "champion", str(version))
+        client.set_registered_model_alias(UNICODE_NAME, UNICODE_ALIAS, str(version))
         log_iris_version(IRIS)
     return tracking_uri
 
@@ -169,6 +171,23 @@ def test_a_model_name_no_header_can_hold(unicode_registry: str, tmp_path: Path) 
     assert response.status_code == 200, response.text
     assert response.headers["x-model-name"] == "%D0%B8%D1%80%D0%B8%D1%81 %E6%A8%A1%E5%9E%8B"
     assert response.headers["x-model-alias"] == "champion"
+
+
+def test_a_unicode_alias_by_path_and_by_header(unicode_registry: str, tmp_path: Path) -> None:
+    encoded = "%D1%87%D0%B5%D0%BC%D0%BF%D0%B8%D0%BE%D0%BD"
+    with _client(unicode_registry, tmp_path) as unicode_client:
+        by_path = both_ways(
+            unicode_client,
+            "POST",
+            f"/models/{UNICODE_NAME}/versions/{UNICODE_ALIAS}/predict",
+            content=GOOD,
+            headers=JSON,
+        )
+        headers = {**JSON, "X-Model-Version": UNICODE_ALIAS.encode()}  # as clients send it: UTF-8
+        by_header = both_ways(unicode_client, "POST", f"/models/{UNICODE_NAME}/predict", content=GOOD, headers=headers)
+    for response in (by_path, by_header):
+        assert response.status_code == 200, response.text
+        assert (response.headers["x-model-version"], response.headers["x-model-alias"]) == ("1", encoded)
 
 
 def test_header_values_are_plain_ascii_or_percent_encoded() -> None:
