@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -65,12 +66,33 @@ def create_app(
     return app
 
 
+_INVALID_PARAMETERS = {
+    "description": "Invalid parameters",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 class GatewayApp(FastAPI):
     """FastAPI, with the predict paths answered on bare ASGI before its middleware and
     routing (gateway.predict_endpoint). Middleware added to this app does not see predict
     requests: wrap the app instead."""
 
     serves_predictions = False
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, saying what invalid parameters really get: 400 with the error
+        body (http_errors maps validation errors so), not FastAPI's default 422."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None:
+                        responses.setdefault("400", _INVALID_PARAMETERS)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            self.openapi_schema = schema
+        return self.openapi_schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.serves_predictions and scope["type"] == "http" and scope["method"] == "POST":

@@ -116,3 +116,18 @@ async def test_openapi_examples_work_against_the_models_they_name(gateway: Gatew
         f"/models/{IRIS}/versions/champion/predict", content=csv, headers={"content-type": "text/csv"}
     )
     assert response.status_code == 200, response.text
+
+
+async def test_openapi_documents_the_400_invalid_parameters_really_get(gateway: Gateway) -> None:
+    spec = (await gateway.client.get("/openapi.json")).json()
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert "422" not in operation["responses"], (method, path)
+            if "400" in operation["responses"]:
+                assert operation["responses"]["400"]["content"]["application/json"]["schema"] == error_body
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert "400" in spec["paths"]["/events"]["get"]["responses"]
+    response = await gateway.client.get("/events", params={"limit": 0})
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE" and "limit" in response.json()["message"]
