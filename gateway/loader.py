@@ -24,7 +24,7 @@ from gateway.sizing import object_graph_bytes
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import ArtifactDigestMismatch, RegistryError
 from registry_sync.hashing import directory_bytes
-from registry_sync.repository import StateStore
+from registry_sync.repository import StateStore, VersionState
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ class ModelLoader:
         self._store = store
         self._actor = actor
 
-    def verified_path(self, name: str, version: int) -> tuple[Path, str]:
-        known = self._store.version(name, version)
+    def _verified_path(self, name: str, version: int, known: VersionState | None) -> tuple[Path, str]:
         expected = known.digest if known is not None else None
         path: Path | None
         try:
@@ -119,7 +118,8 @@ class ModelLoader:
     def load(self, name: str, version: int) -> LoadedModel:
         started = time.perf_counter()
         try:
-            path, digest = self.verified_path(name, version)
+            known = self._store.version(name, version)  # its pinned digest and its tags
+            path, digest = self._verified_path(name, version, known)
             pyfunc = mlflow.pyfunc.load_model(str(path))
         except VersionRefused:
             raise
@@ -132,7 +132,6 @@ class ModelLoader:
         size = max(object_graph_bytes(pyfunc), directory_bytes(path))
         seconds = time.perf_counter() - started
         flavor = flavor_of(pyfunc.metadata)
-        known = self._store.version(name, version)
         tags = known.tags if known is not None else {}
         fast = fastpath.build(pyfunc, pyfunc.metadata, flavor) if _tag(tags, FAST_PATH_TAG) is not False else None
         log.info(
