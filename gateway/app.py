@@ -59,10 +59,10 @@ def create_app(
     )
     http_errors.install(app)
     app.include_router(health_router)  # first: these answer /health/* and /metrics in every role
-    if settings.role != "sync":  # a sync-only process serves no models
+    if settings.serves_models:  # a sync-only process serves no models
         app.include_router(router)
     app.include_router(control_router)
-    app.serves_predictions = settings.role != "sync"
+    app.serves_predictions = settings.serves_models
     return app
 
 

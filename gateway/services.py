@@ -188,7 +188,7 @@ class Services:
 
     @property
     def serves_models(self) -> bool:
-        return self.settings.role != "sync"
+        return self.settings.serves_models
 
     async def start(self) -> None:
         """Lead the sync if the lease is free (then sync once), else wait for the leader's first

@@ -159,6 +159,11 @@ class GatewaySettings(BaseSettings):
         raise ValueError("must be 'off', 'memory' or a redis:// URL")
 
     @property
+    def serves_models(self) -> bool:
+        """Every role but ``sync`` serves predictions."""
+        return self.role != "sync"
+
+    @property
     def artifact_cache_max_bytes(self) -> int:
         return int(self.artifact_cache_max_mb * 1024 * 1024)
 
