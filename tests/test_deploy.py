@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from gateway.settings import GatewaySettings
-from tests.support.servers import wait_until
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -32,7 +32,8 @@ from registry_sync.lease import Lease
 from tests.conftest import Registry, iris_split
 from tests.support.postgres import in_ci, postgres_database
 from tests.support.s3 import moto_s3
-from tests.support.servers import Process, free_port, gateway_server, mlflow_server, wait_until
+from tests.support.servers import Process, free_port, gateway_server, mlflow_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

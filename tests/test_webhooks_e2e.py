@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from gateway.demo import using_registry
 from tests.support.models import Doubler, log_pyfunc
-from tests.support.servers import Process, gateway_server, mlflow_server, wait_until
+from tests.support.servers import Process, gateway_server, mlflow_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

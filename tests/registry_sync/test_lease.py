@@ -17,7 +17,7 @@ from registry_sync.registry import ModelRecord, VersionRecord
 from registry_sync.repository import StateStore
 from registry_sync.state import LeaseRow
 from tests.support.postgres import postgres_database
-from tests.support.servers import wait_until
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -10,6 +10,16 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (then fail naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     """Poll ``predicate`` on the event loop until it holds; fail naming ``what`` after ``timeout``."""
     try:
