@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
     """One request through pyfunc: decode, predict, encode."""
-    return encode_predictions(model.predict(decode(body, media_type, model.metadata)))
+    return _pyfunc_one(model, decode(body, media_type, model.metadata))
 
 
 def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outcome], int]:
