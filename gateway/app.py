@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway import __version__, http_errors, predict_endpoint
+from gateway import __version__, api_docs, http_errors, predict_endpoint
 from gateway.control_routes import router as control_router
 from gateway.health_routes import router as health_router
 from gateway.routes import router
@@ -56,8 +56,11 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN; api_docs serves them here
+        redoc_url=None,
     )
     http_errors.install(app)
+    api_docs.install(app)
     app.include_router(health_router)  # first: these answer /health/* and /metrics in every role
     if settings.serves_models:  # a sync-only process serves no models
         app.include_router(router)

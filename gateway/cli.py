@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
+
+log = logging.getLogger("gateway.cli")
 
 # MLflow's HTTP client retries for minutes by default; a gateway would rather answer
 # 503 quickly and serve what it already has. Users can still set these themselves.
@@ -18,13 +19,19 @@ _MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_
 
 
 def _load_settings() -> GatewaySettings:
+    """The settings, or exit non-zero with one line per bad variable; then logging is set up
+    (warnings only, until ``serve`` is ready to log at GATEWAY_LOG_LEVEL) and what looks like
+    a mistake (a misspelled variable...) is logged as a warning."""
     try:
-        return GatewaySettings()
-    except ValidationError as exc:
-        problems = "\n".join(
-            f"  GATEWAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise click.ClickException(f"invalid settings:\n{problems}") from exc
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for doubt in doubts(settings):
+        log.warning("%s", doubt)
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,18 +70,16 @@ def serve(host: str, port: int, workers: int, graceful_timeout: int, role: str |
         os.environ["GATEWAY_ROLE"] = role  # every worker builds its settings from the environment
     settings = _load_settings()  # fail fast, before any worker starts
     _prepare_database(settings.database_url)
+    logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     uvicorn.run(
         "gateway.app:app_factory",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level,
         timeout_graceful_shutdown=graceful_timeout,
         proxy_headers=True,
     )

@@ -119,7 +119,11 @@ class DemoRegistry:
         if TORCH in self.models:
             body = '{"inputs": [[0.1, 0.2, 0.3, 0.4]]}'
             lines.append(f"  curl -s {base_url}/models/{TORCH}/predict {json} -d '{body}'")
-        lines += [f"  open {base_url}/docs  (OpenAPI, with examples)", f"  curl -s {base_url}/metrics | grep gateway_"]
+        lines += [
+            f"  curl -s {base_url}/metrics | grep gateway_",
+            "",
+            f"The OpenAPI page, with examples: {base_url}/docs",
+        ]
         return lines
 
 
@@ -142,5 +146,5 @@ def build_demo_registry(path: Path) -> DemoRegistry:
                 client.set_registered_model_alias(TORCH, "champion", str(version))
             demo.models[TORCH] = {a: int(v) for a, v in client.get_registered_model(TORCH).aliases.items()}
         else:
-            demo.notes.append("torch is not installed: pip install 'registry-gateway[torch]' for the torch model")
+            demo.notes.append("torch is not installed: pip install '.[torch]' in the checkout for the torch model")
     return demo

@@ -38,10 +38,14 @@ async def readiness(request: Request) -> Response:
         reason=state.reason,
         role=state.role,
         leader=state.leader,
+        registry=services.inventory.source.uri,
     )
     if services.serves_models:
         health.loaded_models = len(services.cache.keys())
         health.loaded_bytes = services.cache.loaded_bytes
+        health.registered_models = services.inventory.known_models()
+        if state.ready:  # an empty registry is still ready (it may be new), but says so
+            health.note = await services.inventory.empty_note()
     return Response(health.model_dump_json(), status_code=200 if state.ready else 503, media_type="application/json")
 
 

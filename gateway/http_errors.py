@@ -109,6 +109,13 @@ def answer_for(exc: BaseException, method: str, path: str) -> ErrorAnswer:
     return error_answer(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details")
 
 
+def documented(exc: BaseException) -> tuple[int, dict[str, str]]:
+    """The status and JSON body a request that raised ``exc`` gets, for the OpenAPI examples."""
+    answer = classify(exc)
+    error = error_answer(answer.status, answer.code, str(exc), retry_after=answer.retry_after)
+    return error.status, orjson.loads(error.body)
+
+
 async def _mapped(request: Request, exc: Exception) -> Response:
     return answer_for(exc, request.method, request.url.path).response()
 

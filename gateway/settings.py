@@ -2,16 +2,36 @@
 
 MLflow's own variables (``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
 ``MLFLOW_S3_ENDPOINT_URL``, ``AWS_*``) keep their own names and are read by MLflow.
+
+Every value is checked here, when the settings load: a bad one is a :class:`SettingsError`
+whose message has one line per bad variable, naming it, never a traceback from wherever the
+value was first used. What is valid but surely a mistake (a misspelled variable, a warm
+alias no request can name) is a warning (:func:`doubts`).
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from gateway.errors import InvalidSelector
+from gateway.selectors import parse_selector
+
+PREFIX = "GATEWAY_"
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message has one line per variable, naming it."""
 
 
 def _default_cache_dir() -> Path:
@@ -27,7 +47,7 @@ def _default_database_url() -> str:
 class GatewaySettings(BaseSettings):
     """Every knob of one gateway process."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", use_attribute_docstrings=True)
 
     max_loaded_models: int = Field(default=16, ge=1)
     """Most model versions held in memory at once; the least recently used goes first."""
@@ -65,8 +85,8 @@ class GatewaySettings(BaseSettings):
     inference_threads: int = Field(default=4, ge=1)
     """Threads that run predict calls (inference never runs on the event loop)."""
 
-    log_level: str = "info"
-    """Log level of the gateway and uvicorn."""
+    log_level: LogLevel = "info"
+    """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""
 
     database_url: str = Field(default_factory=_default_database_url)
     """The state database (versions seen, pinned digests, routes, events): a SQLAlchemy URL.
@@ -80,8 +100,15 @@ class GatewaySettings(BaseSettings):
     verified, loaded and warmed before it takes traffic. Other aliases move at once."""
 
     verify_interval_seconds: float = Field(default=300.0, gt=0)
-    """How often versions that aliases point at are re-hashed from the artifact store, to catch
-    bytes changed in place."""
+    """Each served version (routed, or loaded by the leading process) has its bytes checked
+    against its pin once per interval, the checks spread evenly over it, to catch bytes
+    changed in place: one LIST in direct S3, else a download."""
+
+    full_sync_interval_seconds: float = Field(default=600.0, gt=0)
+    """How often a poll reads every version of every model. Other polls read every model and
+    its aliases, and the versions only of models whose versions changed (MLflow's
+    ``last_updated_timestamp``) or that are served here; version tags of other models change
+    no timestamp, so they are seen at the next full read, or at once with the webhook."""
 
     follow_interval_seconds: float = Field(default=1.0, gt=0)
     """How often this process checks the state database for changes made by the sync."""
@@ -140,6 +167,30 @@ class GatewaySettings(BaseSettings):
             return [alias.strip() for alias in value.split(",") if alias.strip()]
         return value
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # The URL may hold a password: the message never repeats it.
+        value = value.strip()
+        try:
+            make_url(value).get_dialect()
+        except NoSuchModuleError:  # an ArgumentError too: first
+            scheme = value.partition(":")[0]
+            raise ValueError(
+                f"SQLAlchemy has no database dialect '{scheme}'; use sqlite or postgresql+psycopg"
+            ) from None
+        except ArgumentError:
+            raise ValueError(
+                "not a SQLAlchemy URL; e.g. sqlite:////var/lib/registry-gateway/state.db "
+                "or postgresql+psycopg://user:password@host/db"
+            ) from None
+        return value
+
     @field_validator("default_alias")
     @classmethod
     def _alias_not_empty(cls, value: str) -> str:
@@ -159,6 +210,11 @@ class GatewaySettings(BaseSettings):
         raise ValueError("must be 'off', 'memory' or a redis:// URL")
 
     @property
+    def log_level_number(self) -> int:
+        """For :mod:`logging`, which has no name for uvicorn's ``trace`` (5) until uvicorn adds it."""
+        return 5 if self.log_level == "trace" else logging.getLevelNamesMapping()[self.log_level.upper()]
+
+    @property
     def serves_models(self) -> bool:
         """Every role but ``sync`` serves predictions."""
         return self.role != "sync"
@@ -170,3 +226,48 @@ class GatewaySettings(BaseSettings):
     @property
     def max_memory_bytes(self) -> int:
         return int(self.max_memory_mb * 1024 * 1024)
+
+
+def env_name(field: str) -> str:
+    return f"{PREFIX}{field.upper()}"
+
+
+def load_settings() -> GatewaySettings:
+    """The settings in the environment, or a :class:`SettingsError` naming each bad variable."""
+    try:
+        return GatewaySettings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{env_name(field)}: {message}")
+        raise SettingsError("\n".join(dict.fromkeys(lines))) from None
+
+
+def doubts(settings: GatewaySettings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Settings that load but are surely mistakes, one line each, naming the variable:
+    ``GATEWAY_*`` variables that are no setting (a misspelling is ignored, silently, by the
+    settings themselves) and warm aliases that no selector can name."""
+    environ = os.environ if environ is None else environ
+    known = {env_name(field) for field in GatewaySettings.model_fields}
+    found = []
+    for variable in sorted(environ):
+        name = variable.upper()  # the settings read the environment case-insensitively
+        if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            found.append(f"{variable} is not a setting and is ignored{hint}")
+    for alias in settings.warm_aliases:
+        try:
+            kind = parse_selector(alias).kind
+        except InvalidSelector:
+            found.append(f"GATEWAY_WARM_ALIASES: '{alias}' is not an alias name (letters, digits, '_' or '-')")
+            continue
+        if kind == "version":
+            found.append(
+                f"GATEWAY_WARM_ALIASES: '{alias}' is all digits, which selects a version number, never an alias"
+            )
+        elif kind == "latest":
+            found.append("GATEWAY_WARM_ALIASES: 'latest' selects the highest READY version, never an alias")
+    return found

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from tests.support.servers import BIN
 
@@ -39,3 +42,27 @@ def test_invalid_settings_fail_fast_naming_the_variable() -> None:
     result = run("serve", env={"GATEWAY_MAX_LOADED_MODELS": "zero"})
     assert result.returncode != 0
     assert "GATEWAY_MAX_LOADED_MODELS" in result.stderr
+
+
+@pytest.mark.parametrize(("variable", "value"), [("GATEWAY_DATABASE_URL", "notaurl"), ("GATEWAY_LOG_LEVEL", "loud")])
+def test_a_bad_setting_is_one_line_not_a_traceback(variable: str, value: str) -> None:
+    result = run("serve", env={variable: value})
+    assert result.returncode != 0
+    assert result.stderr.startswith(f"Error: {variable}: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_misspelled_setting_and_a_digit_warm_alias_are_warned_about(tmp_path: Path) -> None:
+    result = run(
+        "db",
+        "current",
+        env={
+            "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+            "GATEWAY_MAX_LODED_MODELS": "3",
+            "GATEWAY_WARM_ALIASES": "champion,2",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert any("GATEWAY_MAX_LODED_MODELS" in line and "GATEWAY_MAX_LOADED_MODELS?" in line for line in warnings)
+    assert any("GATEWAY_WARM_ALIASES" in line and "'2'" in line for line in warnings), result.stderr

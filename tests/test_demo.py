@@ -16,6 +16,9 @@ async def test_demo_registry_serves_what_the_readme_promises(tmp_path: Path, mak
     assert demo.models[IRIS] == {"champion": 1, "challenger": 2}
     again = build_demo_registry(tmp_path / "demo")  # idempotent: reuses what is there
     assert again.models == demo.models
+    printed = demo.describe("http://127.0.0.1:8000").splitlines()
+    assert "The OpenAPI page, with examples: http://127.0.0.1:8000/docs" in printed
+    assert not [line for line in printed if line.split()[:1] == ["open"]], "`open` is a macOS command"
     async with running_gateway(make_settings(), demo.tracking_uri) as gateway:
         row = iris_split([[6.7, 3.0, 5.2, 2.3]])
         champion = await gateway.client.post(f"/models/{IRIS}/predict", json=row)

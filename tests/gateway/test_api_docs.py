@@ -1,0 +1,155 @@
+"""/docs and /redoc work with no network: every script, style and icon comes from the gateway."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway import api_docs
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.support.servers import free_port
+from tests.support.waiting import wait_until
+
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+class _References(HTMLParser):
+    """Every URL the page makes the browser fetch: scripts, stylesheets, icons, images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag in ("script", "img") and found.get("src"):
+            self.urls.append(str(found["src"]))
+        if tag == "link" and found.get("href"):
+            self.urls.append(str(found["href"]))
+
+
+def references(html: str) -> list[str]:
+    parser = _References()
+    parser.feed(html)
+    return parser.urls
+
+
+def _settings(tmp_path: Path) -> GatewaySettings:
+    # The pages and /openapi.json need no registry: the app is served without its lifespan.
+    return GatewaySettings(database_url=f"sqlite:///{tmp_path / 'state.db'}", artifact_cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(_settings(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        yield client
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("page", "script"), [("/docs", api_docs.SWAGGER_JS), ("/redoc", api_docs.REDOC_JS)])
+async def test_the_docs_pages_load_everything_from_the_gateway(
+    client: httpx.AsyncClient, page: str, script: str
+) -> None:
+    response = await client.get(page)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert "http://" not in html and "https://" not in html, "the page names another host"
+    urls = references(html)
+    assert f"{api_docs.ASSETS}/{script}" in urls
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        expected = CONTENT_TYPES[Path(url).suffix]
+        assert asset.headers["content-type"].split(";")[0] == expected, (url, asset.headers["content-type"])
+        assert len(asset.content) > 1000, url
+
+
+@pytest.mark.anyio
+async def test_the_pages_follow_a_root_path(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path))
+    transport = httpx.ASGITransport(app=app, root_path="/gw")
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        html = (await client.get("/docs")).text
+    assert "'/gw/openapi.json'" in html
+    assert all(url.startswith(f"/gw{api_docs.ASSETS}/") for url in references(html))
+
+
+@pytest.mark.anyio
+async def test_fastapis_cdn_pages_are_not_served(client: httpx.AsyncClient) -> None:
+    assert "cdn" not in (await client.get("/docs")).text
+    assert (await client.get("/docs/oauth2-redirect")).status_code == 404
+    assert (await client.get(f"{api_docs.ASSETS}/../app.py")).status_code == 404
+
+
+# --- in a real browser, with every other host unreachable ----------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """The app under real uvicorn on a free port (a browser needs a socket)."""
+    port = free_port()
+    config = uvicorn.Config(create_app(_settings(tmp_path)), port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{base}/openapi.json"), timeout=30, what="uvicorn serving the docs")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+@pytest.mark.parametrize(
+    ("page", "rendered"),
+    [("/docs", "/models/{name}/versions/{version}/predict"), ("/redoc", "Predict with a chosen version")],
+)
+def test_the_docs_render_offline_in_chromium(served: str, page: str, rendered: str, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            # every host but the gateway's is unresolvable: a CDN script would not load
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",  # let the scripts fetch /openapi.json and draw
+            "--dump-dom",
+            f"{served}{page}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "registry-gateway" in dom, dom[-2000:]
+    assert rendered in dom, f"{page} did not draw the operations"
