@@ -27,14 +27,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import memory_churn  # noqa: E402
+import registry_scale  # noqa: E402
 from load import Result, drive, wrk_version  # noqa: E402
-from servers import Server, free_port  # noqa: E402
+from servers import Server, free_port, gateway_server  # noqa: E402
 
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
 VENV_BIN = Path(sys.executable).parent
 MLSERVER_VENV = HERE / ".venv-mlserver"
-SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers")
+SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory")
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
 ZIPF_MODELS = 50
@@ -124,16 +126,15 @@ def gateway(
         "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
         **(env or {}),
     }
-    argv = [str(VENV_BIN / "registry-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return Server(
+    return gateway_server(
         "gateway" if label == "main" else f"gateway ({label})",
-        [*argv, "--workers", str(workers)],
+        VENV_BIN,
         port=port,
-        ready_path="/health/ready",
         predict_path="/models/iris/versions/1/predict",
         log=WORK / f"gateway-{label}.log",
         env=settings,
         cpus=cpus,
+        args=["--workers", str(workers)],
     )
 
 
@@ -427,6 +428,19 @@ def workers_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
     run.sections["workers_dedicated"] = dedicated
 
 
+def scale_section(run: Run, sizes: list[int]) -> None:
+    """Registries of 1,000 and 10,000 versions: bench/registry_scale.py."""
+    run.sections["registry-scale"] = registry_scale.section(
+        WORK, sizes=sizes, venv_bin=VENV_BIN, cpus=run.server_cpus, log=run.log
+    )
+
+
+def memory_section(run: Run, quick: bool) -> None:
+    """RSS against the memory budget under cache churn: bench/memory_churn.py."""
+    plan = memory_churn.QUICK if quick else memory_churn.Plan()
+    run.sections["memory"] = memory_churn.section(WORK, venv_bin=VENV_BIN, cpus=run.server_cpus, log=run.log, plan=plan)
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -466,6 +480,8 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
                 f"and {per_cpu:.2f}× the requests per CPU-second"
             )
             out.append((note, "not measurable here", None))
+    out += registry_scale.targets(run.sections.get("registry-scale"))  # type: ignore[arg-type]
+    out += memory_churn.targets(run.sections.get("memory"))  # type: ignore[arg-type]
     return out
 
 
@@ -501,12 +517,13 @@ def render(run: Run, machine: dict[str, str]) -> str:
         "version (`models:/iris/1`) for every server.",
         "- Gateway: one worker, **prediction cache off** (`GATEWAY_PREDICTION_CACHE=off`), everything else default.",
         "- Peak RSS: VmHWM summed over the server's process tree, read after each point.",
-        "",
-        "## Throughput and latency",
-        "",
-        "| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB | ÷ mlflow | ÷ floor | ÷ bare ASGI |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    if run.main:
+        lines += ["", "## Throughput and latency", ""]
+        lines += [
+            "| server | conns | req/s | p50 ms | p99 ms | errors | peak RSS MiB | ÷ mlflow | ÷ floor | ÷ bare ASGI |"
+        ]
+        lines += ["|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for entry in run.main:
         conns = int(entry["connections"])  # type: ignore[call-overload]
         ratios = []
@@ -595,6 +612,8 @@ def render(run: Run, machine: dict[str, str]) -> str:
                 f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
                 f"{_f(entry['server_cpu_s'], 1)} | {_f(entry['req_per_cpu_s'], 0)} |"
             )
+    lines += registry_scale.render(run.sections.get("registry-scale"))  # type: ignore[arg-type]
+    lines += memory_churn.render(run.sections.get("memory"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -630,6 +649,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", default="1,8,32,128", help="Comma-separated (default 1,8,32,128).")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"Comma-separated of: {', '.join(SECTIONS)}.")
     parser.add_argument("--no-mlserver", action="store_true", help="Skip MLServer.")
+    parser.add_argument(
+        "--scale-sizes",
+        default=None,
+        help="registry-scale: comma-separated version counts (default 1000,10000; 1000 with --quick).",
+    )
     return parser.parse_args()
 
 
@@ -648,9 +672,10 @@ def main() -> None:
     machine = machine_facts(f"{loadgen}, 1 thread" if loadgen.startswith("wrk") else loadgen)
     WORK.mkdir(exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
-    run.log(f"building (or reusing) the registry in {WORK / 'registry'}")
-    tracking_uri = build_registry(WORK / "registry")
-    bodies = write_bodies(WORK)
+    if only - {"registry-scale", "memory"}:  # those build registries of their own
+        run.log(f"building (or reusing) the registry in {WORK / 'registry'}")
+        tracking_uri = build_registry(WORK / "registry")
+        bodies = write_bodies(WORK)
 
     def gateway_sections() -> None:
         with gateway(tracking_uri, "main", cpus=run.server_cpus) as gw:
@@ -684,6 +709,11 @@ def main() -> None:
         guarded(run, "zipf", lambda: zipf_section(run, tracking_uri, bodies))
     if "workers" in only:
         guarded(run, "workers", lambda: workers_section(run, tracking_uri, bodies))
+    if "registry-scale" in only:
+        sizes = [int(size) for size in (args.scale_sizes or ("1000" if args.quick else "1000,10000")).split(",")]
+        guarded(run, "registry-scale", lambda: scale_section(run, sizes))
+    if "memory" in only:
+        guarded(run, "memory", lambda: memory_section(run, args.quick))
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     report = render(run, machine)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -58,6 +60,19 @@ def tree_peak_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Sum of VmRSS (resident set now) over a process and its descendants, in MiB."""
+    total_kb = 0
+    for each in _tree(pid):
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass  # gone meanwhile
+    return total_kb / 1024
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by a process and its descendants."""
     ticks = 0
@@ -98,17 +113,28 @@ class Server:
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_seconds = float("nan")
+        self._launched = 0.0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180) -> Server:
-        started = time.perf_counter()
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process and return at once (``wait_ready`` waits for it)."""
+        self._launched = time.perf_counter()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def wait_ready(self, timeout: float = 180) -> Server:
+        """Wait until the ready path answers 200; ``ready_seconds`` counts from ``launch``."""
+        assert self.process is not None, "launch() first"
+        started = self._launched
         while time.perf_counter() - started < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log}")
@@ -122,6 +148,12 @@ class Server:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; see {self.log}")
+
+    def seconds_since_launch(self) -> float:
+        return time.perf_counter() - self._launched
+
+    def rss_mb(self) -> float:
+        return tree_rss_mb(self.process.pid) if self.process else float("nan")
 
     def peak_rss_mb(self) -> float:
         return tree_peak_rss_mb(self.process.pid) if self.process else float("nan")
@@ -144,3 +176,40 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def fresh_gateway_state(state: Path, tracking_uri: str) -> dict[str, str]:
+    """An empty directory for a gateway's state database and artifact cache, and the
+    variables that point the gateway at them and at the registry."""
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "GATEWAY_DATABASE_URL": f"sqlite:///{state / 'state.db'}",
+        "GATEWAY_ARTIFACT_CACHE_DIR": str(state / "artifacts"),
+        "GATEWAY_PREDICTION_CACHE": "off",
+    }
+
+
+def gateway_server(
+    name: str,
+    venv_bin: Path,
+    *,
+    port: int,
+    predict_path: str,
+    log: Path,
+    env: dict[str, str],
+    cpus: str | None = None,
+    args: Sequence[str] = (),
+) -> Server:
+    """``registry-gateway serve`` on a loopback port, ready when /health/ready says so."""
+    return Server(
+        name,
+        [str(venv_bin / "registry-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        port=port,
+        ready_path="/health/ready",
+        predict_path=predict_path,
+        log=log,
+        env=env,
+        cpus=cpus,
+    )

@@ -62,7 +62,6 @@ class VersionQueue:
         if len(self._workers) < self.max_workers:
             task = loop.create_task(self._work(), name=f"batch {self.model.name} v{self.model.version}")
             self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
         return job
 
     @property
@@ -70,6 +69,16 @@ class VersionQueue:
         return len(self._waiting)
 
     async def _work(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # Leave the set in the same step as the last look at the queue: a done-callback
+            # would run later, and a request queued in between would find every worker "busy"
+            # and wait for its timeout (a missed wake-up).
+            if (me := asyncio.current_task()) is not None:
+                self._workers.discard(me)
+
+    async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._waiting:
             batch = self._take(self.max_batch)

@@ -9,7 +9,10 @@ works against ``mlflow models serve`` works here unchanged.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +124,17 @@ def _parse_parquet(body: bytes) -> pd.DataFrame:
 
 def encode_predictions(raw: Any) -> bytes:
     """``{"predictions": ...}`` exactly as MLflow's scoring server shapes it."""
-    return orjson.dumps({"predictions": jsonable(raw)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    document = {"predictions": jsonable(raw)}
+    try:
+        return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # what orjson cannot write (integers past 64 bits): the standard library can
+        return json.dumps(document, default=_array_list, separators=(",", ":")).encode()
+
+
+def _array_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def jsonable(value: Any) -> Any:
@@ -131,7 +144,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, pd.Series):  # MLflow answers a series as records of a one-column frame
         return jsonable(pd.DataFrame(value))
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf" and value.dtype.isnative and value.ndim > 0:
+        if value.ndim == 0:  # a 0-d array answers as its one value, as in MLflow
+            return jsonable(value.item())
+        if value.dtype.kind in "biuf" and value.dtype.isnative:
             return np.ascontiguousarray(value)  # orjson serialises these natively
         return [jsonable(item) for item in value.tolist()]
     if isinstance(value, dict):
@@ -140,8 +155,10 @@ def jsonable(value: Any) -> Any:
         return [jsonable(item) for item in value]
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+    if isinstance(value, bytes):  # base64, newline included, as MLflow's encoder writes them
+        return base64.encodebytes(value).decode("ascii")
+    if isinstance(value, datetime.date):  # pandas Timestamps too: ISO 8601, offset if any
+        return value.isoformat()
     if hasattr(value, "tolist"):  # torch tensors and other array-likes
         return jsonable(np.asarray(value))
     return value

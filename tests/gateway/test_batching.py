@@ -19,7 +19,9 @@ from gateway.demo import IRIS
 from tests.conftest import Gateway, Registry, iris_split
 from tests.support import models as fault_models
 from tests.support.models import GatedPredict, log_pyfunc
+from tests.support.numeric import assert_far_from_ties
 from tests.support.postgres import in_ci
+from tests.support.versions import entry
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -69,7 +71,7 @@ async def test_requests_that_arrive_together_share_one_predict_call(
         bodies = [x(2.0), x(3.0), {"dataframe_records": [{"y": 1.0}]}, x(4.0), {"dataframe_split": "garbage"}]
         rest = [asyncio.create_task(gateway.client.post(url, json=body)) for body in bodies]
         await until(
-            lambda: gateway.services.cache._entries[(name, version)].model.queue.waiting == len(bodies),
+            lambda: entry(gateway.services.cache, name, version).model.queue.waiting == len(bodies),
             what="the rest to queue",
         )
         fault_models.PREDICT_GATE.set()
@@ -91,7 +93,7 @@ async def test_generic_pyfunc_does_not_batch_unless_tagged(
         first = await held_first(gateway, url)
         rest = [asyncio.create_task(gateway.client.post(url, json=x(float(i)))) for i in range(3)]
         await until(
-            lambda: gateway.services.cache._entries[(name, version)].model.queue.waiting == 3, what="three to queue"
+            lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 3, what="three to queue"
         )
         fault_models.PREDICT_GATE.set()
         answers = await asyncio.gather(first, *rest)
@@ -107,9 +109,7 @@ async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing_queue
     async with make_gateway(inference_threads=1, max_queue=2) as gateway:
         first = await held_first(gateway, url)
         queued = [asyncio.create_task(gateway.client.post(url, json=x(float(i)))) for i in (2, 3)]
-        await until(
-            lambda: gateway.services.cache._entries[(name, version)].model.queue.waiting == 2, what="two to queue"
-        )
+        await until(lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 2, what="two to queue")
         refused = await gateway.client.post(url, json=x(9.0))
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
@@ -131,7 +131,9 @@ async def test_sklearn_takes_the_fast_path_and_batches_by_default(gateway: Gatew
 
     from tests.conftest import IRIS_COLUMNS
 
-    expected = registry.pyfunc(IRIS, 2).predict(pd.DataFrame(rows, columns=IRIS_COLUMNS)).tolist()
+    reference = registry.pyfunc(IRIS, 2)
+    assert_far_from_ties(reference.get_raw_model(), rows)  # so batched labels equal single ones exactly
+    expected = reference.predict(pd.DataFrame(rows, columns=IRIS_COLUMNS)).tolist()
     assert [a.json()["predictions"][0] for a in answers] == expected
     assert metric(gateway, "gateway_predictions_by_path_total", model=IRIS, path="fast") == len(rows)
     assert metric(gateway, "gateway_batch_size_sum", model=IRIS) == len(rows)
@@ -149,7 +151,7 @@ async def test_memory_cache_answers_a_repeated_request_of_a_deterministic_versio
         assert first.status_code == again.status_code == 200 and first.content == again.content
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="hit") == 1
         assert metric(gateway, "gateway_batch_size_count", model=IRIS) == 1  # the model ran once
-        assert gateway.services.cache._entries[(IRIS, 1)].in_use == 0  # a hit returns its lease too
+        assert entry(gateway.services.cache, IRIS, 1).in_use == 0  # a hit returns its lease too
         other = await gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=ROW)
         assert other.status_code == 200  # another version: another digest, a miss
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="miss") == 2
@@ -229,3 +231,29 @@ async def test_a_request_to_a_process_still_starting_waits_for_it_then_503s(make
             services.ready = True
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert "warming iris@champion" in response.json()["message"]
+
+
+async def test_a_request_queued_as_the_last_worker_finishes_is_still_answered() -> None:
+    """The worker leaves the pool in the same step as its last look at the queue; a
+    done-callback ran later, so a request queued just then waited for its timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from gateway.batching import VersionQueue
+    from gateway.loader import LoadedModel
+    from gateway.metrics import GatewayMetrics
+    from tests.support.versions import vid
+
+    def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
+        return [body for body, _ in requests], 0
+
+    model = LoadedModel(
+        id=vid("m", 1), pyfunc=None, metadata=None, path=Path("."), size_bytes=0, load_seconds=0.0, flavor="t"
+    )  # type: ignore[arg-type]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queue = VersionQueue(model, run, pool, GatewayMetrics(), max_batch=8, max_wait=0.0, max_queue=8, max_workers=1)
+        for n in range(20):
+            async with asyncio.timeout(5):
+                # Awaited directly, this resumes as soon as the answer is set: before anything
+                # the worker's end schedules, so the next submit meets a worker just finishing.
+                assert await queue.submit((b"%d" % n, "x")).future == b"%d" % n

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import orjson
 import pandas as pd
@@ -47,3 +50,32 @@ def test_content_types_mlflow_refuses(header: str | None) -> None:
 )
 def test_predictions_are_shaped_as_mlflow_shapes_them(raw: object, expected: object) -> None:
     assert orjson.loads(encode_predictions(raw)) == {"predictions": expected}
+
+
+def _mlflow_encoded(raw: Any) -> Any:
+    import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    out = io.StringIO()
+    predictions_to_json(raw, out)
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        np.array(3.5),  # a 0-d array: one value, not a list
+        [b"ab"],  # bytes: base64, newline included
+        np.array([b"ab", b"cd"]),
+        pd.DataFrame({"t": pd.to_datetime(["2024-01-01 10:00:00", "2024-01-02 00:00:00"])}),
+        pd.DataFrame({"t": pd.to_datetime(["2024-01-01 10:00:00"]).tz_localize("UTC")}),
+        [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-02 03:04:05")],
+        [2**70],  # past 64 bits
+        pd.DataFrame({"a": [1, 2], "b": [0.5, 1.5]}),
+    ],
+    ids=["0-d", "bytes", "bytes-array", "datetimes", "tz-aware", "timestamps", "big-int", "frame"],
+)
+def test_outputs_are_encoded_as_mlflow_encodes_them(raw: Any) -> None:
+    """Issue 16: these answered 500 (or plain text for bytes) where MLflow's server answers."""
+    assert json.loads(encode_predictions(raw)) == _mlflow_encoded(raw)
