@@ -10,6 +10,11 @@ never evicted under it; eviction resumes when the last lease is returned.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import ctypes
+import ctypes.util
+import functools
+import gc
 import logging
 import time
 from collections import OrderedDict
@@ -20,11 +25,19 @@ from dataclasses import dataclass, field
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
 from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
+from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int]
-LoadFn = Callable[[str, int], LoadedModel]
+_RESERVE_TIMEOUT = 30.0  # seconds a load waits for the event loop to make room
+_COLLECT_DELAY = 0.5  # seconds after an unload before the collection
+_COLLECT_SPACING = 5.0  # seconds at least between two of them
+
+Key = VersionId  # by identity: a re-created version under an old number is another entry
+Reserve = Callable[[int], None]
+"""Called by a load, from its thread, with an estimate of the memory it is about to take (its
+verified files' size) before it loads them: the cache makes room first, or raises."""
+LoadFn = Callable[[VersionId, Reserve], LoadedModel]
 
 
 @dataclass(eq=False)
@@ -96,13 +109,16 @@ class ModelCache:
         self._failures: dict[Key, tuple[float, GatewayError]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._bytes = 0
+        self._reserved: dict[Key, int] = {}  # loads under way: what each estimated it will take
+        self._reserved_bytes = 0
         self._closed = False
+        self._collecting = False  # a collection after unloading is scheduled or just ran
 
     # --- the request path ----------------------------------------------------------
 
-    async def acquire(self, name: str, version: int) -> Lease:
+    async def acquire(self, key: VersionId) -> Lease:
         """A lease on the loaded version, loading it first if needed."""
-        key = (name, version)
+        name = key.name
         entry = self._entries.get(key)
         if entry is not None:
             self._metrics.cache_hit(name)
@@ -138,7 +154,7 @@ class ModelCache:
     def _release(self, entry: _Entry) -> None:
         entry.in_use -= 1
         if entry.in_use == 0:
-            key = (entry.model.name, entry.model.version)
+            key = entry.model.id
             if entry.discard and self._entries.get(key) is entry:
                 self._drop(key, entry)
             self._evict()
@@ -157,17 +173,18 @@ class ModelCache:
     def _start_load(self, key: Key) -> _Pending:
         pending = _Pending(asyncio.get_running_loop().create_future())
         self._pending[key] = pending
-        task = asyncio.create_task(self._run_load(key, pending), name=f"load {key[0]} v{key[1]}")
+        task = asyncio.create_task(self._run_load(key, pending), name=f"load {key.name} v{key.version}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return pending
 
     async def _run_load(self, key: Key, pending: _Pending) -> None:
-        name, version = key
+        name, version = key.name, key.version
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
             try:
-                model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load, name, version)
+                model = await loop.run_in_executor(self._executor, self._load, key, self._reserver(loop, key))
             except GatewayError:
                 raise
             except Exception as exc:  # a bug in a loader must still fail only this version
@@ -175,6 +192,7 @@ class ModelCache:
             if model.size_bytes > self.max_bytes:
                 raise ModelTooLarge(name, version, size_bytes=model.size_bytes, budget_bytes=self.max_bytes)
         except (GatewayError, asyncio.CancelledError) as exc:
+            self._release_reservation(key)
             error = exc if isinstance(exc, GatewayError) else ShuttingDown()
             self._metrics.load_finished(name, version, outcome="failure", seconds=time.perf_counter() - started)
             log.warning("load of %s version %s failed: %s", name, version, error)
@@ -189,6 +207,7 @@ class ModelCache:
             pending.future.exception()  # retrieved: waiters that left must not warn
             return
         self._metrics.load_finished(name, version, outcome="success", seconds=time.perf_counter() - started)
+        self._release_reservation(key)  # the measured size takes the estimate's place
         entry = _Entry(model=model, in_use=pending.waiters, uses=pending.waiters)
         del self._pending[key]
         self._failures.pop(key, None)
@@ -198,10 +217,40 @@ class ModelCache:
         pending.future.set_result(entry)
         self._evict()
 
+    def _reserver(self, loop: asyncio.AbstractEventLoop, key: Key) -> Reserve:
+        """The ``reserve`` a load of ``key`` calls from its thread: the bookkeeping happens on
+        the event loop, like all of the cache's, and the load waits until room is made."""
+
+        def reserve(estimate: int) -> None:
+            made: concurrent.futures.Future[None] = concurrent.futures.Future()
+            try:
+                loop.call_soon_threadsafe(self._reserve, key, estimate, made)
+            except RuntimeError as exc:  # the loop is closed: the process is stopping
+                raise ShuttingDown() from exc
+            made.result(timeout=_RESERVE_TIMEOUT)
+
+        return reserve
+
+    def _reserve(self, key: Key, estimate: int, made: concurrent.futures.Future[None]) -> None:
+        """Count a coming load against the budget before it happens, evicting idle versions
+        to make room: several cold loads at once cannot overshoot the budget together."""
+        if made.done():
+            return
+        if estimate > self.max_bytes:
+            made.set_exception(ModelTooLarge(key.name, key.version, size_bytes=estimate, budget_bytes=self.max_bytes))
+            return
+        self._reserved[key] = estimate
+        self._reserved_bytes += estimate
+        self._evict()
+        made.set_result(None)
+
+    def _release_reservation(self, key: Key) -> None:
+        self._reserved_bytes -= self._reserved.pop(key, 0)
+
     # --- eviction ------------------------------------------------------------------
 
     def _over_budget(self) -> bool:
-        return len(self._entries) > self.max_models or self._bytes > self.max_bytes
+        return len(self._entries) > self.max_models or self._bytes + self._reserved_bytes > self.max_bytes
 
     def _evict(self) -> None:
         if not self._over_budget():
@@ -212,19 +261,19 @@ class ModelCache:
             if entry.in_use:
                 continue
             self._drop(key, entry)
-            self._metrics.evicted(key[0], key[1])
-            log.info("evicted %s version %s (%.1f KiB)", key[0], key[1], entry.model.size_bytes / 1024)
+            self._metrics.evicted(key.name, key.version)
+            log.info("evicted %s (%.1f KiB)", key, entry.model.size_bytes / 1024)
         if self._over_budget():
             log.warning(
                 "model cache over budget while every candidate is in use: %d models, %.1f MiB",
                 len(self._entries),
-                self._bytes / 2**20,
+                (self._bytes + self._reserved_bytes) / 2**20,
             )
 
-    def discard(self, name: str, version: int) -> bool:
-        """Unload a version that must not serve any more (refused after it loaded). One in use
-        goes when its last lease returns; requests for it are turned away before the cache."""
-        key = (name, version)
+    def discard(self, key: VersionId) -> bool:
+        """Unload a version that must not serve any more (refused after it loaded, deleted or
+        re-created in the registry). One in use goes when its last lease returns; requests for
+        it are turned away before the cache."""
         entry = self._entries.get(key)
         if entry is None:
             return False
@@ -232,13 +281,41 @@ class ModelCache:
             entry.discard = True
             return False
         self._drop(key, entry)
-        log.info("unloaded %s version %s: it must not serve", name, version)
+        log.info("unloaded %s: it must not serve", key)
         return True
 
     def _drop(self, key: Key, entry: _Entry) -> None:
         del self._entries[key]
         self._bytes -= entry.model.size_bytes
+        # The version's batching queue points back at the model: without this, the two would
+        # live on as a reference cycle until a full collection, which the serving GC
+        # thresholds make rare (RSS grew by the size of each evicted model).
+        entry.model.queue = None
         self._update_gauges()
+        self._collect_soon()
+
+    def _collect_soon(self) -> None:
+        """A full collection shortly after unloading, for cycles inside a model's own libraries
+        (refcounting frees the rest at once); at most one every ``_COLLECT_SPACING`` seconds,
+        between requests rather than inside one."""
+        if self._collecting or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._collecting = True
+        loop.call_later(_COLLECT_DELAY, self._collect)
+
+    def _collect(self) -> None:
+        started = time.perf_counter()
+        found = gc.collect()
+        _trim_heap()
+        log.debug("collected %d objects after unloading in %.1f ms", found, (time.perf_counter() - started) * 1000)
+        asyncio.get_running_loop().call_later(_COLLECT_SPACING, self._collect_done)
+
+    def _collect_done(self) -> None:
+        self._collecting = False
 
     def _update_gauges(self) -> None:
         self._metrics.cache_size(models=len(self._entries), size_bytes=self._bytes)
@@ -258,15 +335,15 @@ class ModelCache:
         """Loaded versions, least recently used first."""
         return list(self._entries)
 
-    def get(self, name: str, version: int) -> CachedVersion | None:
-        entry = self._entries.get((name, version))
+    def get(self, key: VersionId) -> CachedVersion | None:
+        entry = self._entries.get(key)
         return None if entry is None else _describe(entry)
 
     def describe(self) -> list[CachedVersion]:
         return [_describe(entry) for entry in self._entries.values()]
 
-    def last_failure(self, name: str, version: int) -> str | None:
-        failure = self._failures.get((name, version))
+    def last_failure(self, key: VersionId) -> str | None:
+        failure = self._failures.get(key)
         return None if failure is None else str(failure[1])
 
     async def close(self) -> None:
@@ -287,6 +364,23 @@ class ModelCache:
         for key, entry in list(self._entries.items()):
             if not entry.in_use:
                 self._drop(key, entry)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has no such call."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system now: otherwise a process that loads and
+    unloads models keeps the high-water mark of its heaps (and of each thread's arena) as RSS."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _describe(entry: _Entry) -> CachedVersion:

@@ -30,6 +30,7 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.selectors import Selector
+from registry_sync.identity import VersionId
 from registry_sync.repository import RouteState, Snapshot, StateStore, StateUnavailable, VersionState
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,18 @@ _MISSES = (ModelNotFound, VersionNotFound, AliasNotFound, NoReadyVersion, Versio
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A selector turned into one concrete version."""
+    """A selector turned into one concrete version: the registry's, with its identity."""
 
-    name: str
-    version: int
+    id: VersionId
     alias: str | None
+
+    @property
+    def name(self) -> str:
+        return self.id.name
+
+    @property
+    def version(self) -> int:
+        return self.id.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +84,10 @@ class Catalog:
         self._look_again = look_again
         self._snapshot = Snapshot(generation=-1, versions={}, routes={})
         self._by_model: dict[str, tuple[dict[int, VersionState], list[RouteState]]] = {}
-        self._served: dict[tuple[str, str], int] = {}
-        self._previous: dict[tuple[str, str], int] = {}  # what each warm alias served before
+        # What each warm alias serves in this process, and served before: versions by identity,
+        # so a number the registry re-created is a new version to swap to, not the one held.
+        self._served: dict[tuple[str, str], VersionId] = {}
+        self._previous: dict[tuple[str, str], VersionId] = {}
         self._looked: OrderedDict[str, float] = OrderedDict()
         self._looks = asyncio.Semaphore(_MAX_LOOKS)
         self._refreshing = asyncio.Lock()
@@ -119,24 +129,37 @@ class Catalog:
         state = self._snapshot.versions.get((name, version))
         return state is not None and state.refused_reason is not None
 
+    def current_id(self, name: str, version: int) -> VersionId | None:
+        """The identity the registry has under this number now (None: none, or deleted)."""
+        state = self._snapshot.versions.get((name, version))
+        return None if state is None or state.deleted else state.id
+
+    def is_current(self, version: VersionId) -> bool:
+        """Still the registry's version under its number: not deleted, not re-created."""
+        state = self._snapshot.versions.get((version.name, version.version))
+        return state is not None and not state.deleted and state.id.same_version(version)
+
     def route(self, name: str, alias: str) -> RouteState | None:
         return self._snapshot.routes.get((name, alias))
 
     def served_version(self, route: RouteState) -> int:
         if route.alias not in self.warm_aliases:
             return route.version
-        key = (route.name, route.alias)
-        if key in self._served:
-            return self._served[key]
+        held = self._served.get((route.name, route.alias))
+        if held is not None:
+            return held.version
         # Not swapped in this process yet: what the gateways served last, else the target.
         return route.active_version if route.active_version is not None else route.version
 
     def current(self, name: str, alias: str) -> int | None:
         """What this process serves for a warm alias, if it served it before (else None)."""
+        held = self._served.get((name, alias))
+        if held is not None:
+            return held.version
         route = self.route(name, alias)
-        return self._served.get((name, alias), route.active_version if route is not None else None)
+        return route.active_version if route is not None else None
 
-    def flip(self, name: str, alias: str, version: int) -> int | None:
+    def flip(self, name: str, alias: str, version: VersionId) -> VersionId | None:
         """Serve ``version`` for a warm alias from now on; returns what served before."""
         previous = self._served.get((name, alias))
         self._served[(name, alias)] = version
@@ -144,15 +167,15 @@ class Catalog:
             self._previous[(name, alias)] = previous
         return previous
 
-    def held(self, name: str, alias: str) -> int | None:
+    def held(self, name: str, alias: str) -> VersionId | None:
         """The version this process swapped to (or adopted) for a warm alias, if any."""
         return self._served.get((name, alias))
 
-    def previous(self, name: str, alias: str) -> int | None:
+    def previous(self, name: str, alias: str) -> VersionId | None:
         """The version this alias served before the current one, in this process."""
         return self._previous.get((name, alias))
 
-    def adopt(self, name: str, alias: str, version: int) -> None:
+    def adopt(self, name: str, alias: str, version: VersionId) -> None:
         """Take the database's served version as this process's own (at startup)."""
         self._served.setdefault((name, alias), version)
 
@@ -207,12 +230,15 @@ class Catalog:
             latest = model.latest_ready
             if latest is None:
                 raise NoReadyVersion(name)
-            return Resolved(name, latest, None)
+            return Resolved(model.versions[latest].id, None)
         alias = selector.alias
         if alias is not None:
             version = model.aliases.get(alias)
             if version is None:
                 raise AliasNotFound(name, alias)
+            if version not in model.versions:
+                # What this process served was deleted: the registry's target, never the gone one.
+                version = model.registry_aliases[alias]
         else:
             assert selector.version is not None
             version = selector.version
@@ -223,4 +249,4 @@ class Catalog:
             raise VersionRefused(name, version, state.refused_reason)
         if not state.ready:
             raise VersionNotReady(name, version, state.status)
-        return Resolved(name, version, alias)
+        return Resolved(state.id, alias)

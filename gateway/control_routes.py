@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from gateway.http_errors import error_response
 from gateway.request_body import read_body
-from gateway.schemas import ErrorBody, EventBody, EventList, SyncBody
+from gateway.schemas import ErrorBody, EventBody, EventList, SyncBody, utc_iso
 from gateway.services import Services
 from registry_sync.webhooks import TOLERANCE_SECONDS, WebhookMalformed, WebhookRejected, verify
 
@@ -82,6 +82,13 @@ async def admin_sync(
     authorization: Annotated[str | None, Header()] = None,
     model: Annotated[list[str] | None, Query(description="Only these models (repeatable)")] = None,
     wait: Annotated[bool, Query(description="Also wait for the warm swaps the sync started")] = True,
+    verify: Annotated[
+        bool,
+        Query(
+            description="Also check now the bytes of every served version (routed or loaded) against its pin: "
+            "one LIST each in direct S3, else a download each"
+        ),
+    ] = False,
 ) -> Response:
     services: Services = request.app.state.services
     token = services.settings.admin_token
@@ -92,7 +99,7 @@ async def admin_sync(
         return error_response(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'")
     # on any replica: the leader runs the pass (here, or through the state database)
     timeout = services.settings.registry_timeout_seconds * 3
-    report = await services.poller.run(model, reason="admin", timeout=timeout)
+    report = await services.poller.run(model, reason="admin", timeout=timeout, verify=verify)
     if report is None:
         body = {
             "accepted": True,
@@ -104,6 +111,7 @@ async def admin_sync(
     if wait and services.serves_models:
         await services.catalog.refresh()
         await services.reconciler.reconcile(wait=True, retry_now=True)
+        await services.catalog.refresh()  # what the swaps pinned or refused, in the next reads
     return Response(
         SyncBody.model_validate(report, from_attributes=True).model_dump_json(), media_type="application/json"
     )
@@ -122,7 +130,7 @@ async def events(
         events=[
             EventBody(
                 id=e.id,
-                at=e.at.isoformat(),
+                at=utc_iso(e.at),
                 model=e.name,
                 version=e.version,
                 alias=e.alias,

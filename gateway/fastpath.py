@@ -11,9 +11,9 @@ over generated inputs).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,16 +74,38 @@ def _sklearn(pyfunc: Any, metadata: Model, schema: Schema) -> FastPath | None:
     names, dtype = columns
     estimator = pyfunc.get_raw_model()
     method = metadata.flavors["python_function"].get("predict_fn", "predict")
-    predict = getattr(estimator, method)
     fitted_names = getattr(estimator, "feature_names_in_", None)
     if fitted_names is not None:
         if list(fitted_names) != names:
             return None  # pyfunc would pass a frame in schema order; the estimator wants another
         # pyfunc passes a frame with these names; an array of the same columns in the same
-        # order gives the same numbers, and sklearn only warns that names are missing.
-        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        # order gives the same numbers. Given an array, an estimator fitted with names warns
+        # on every call; a twin that does not know the names predicts the same, silently.
+        estimator = _without_feature_names(estimator)
+        if estimator is None:
+            return None
     decode = _column_decoder(names, dtype)
-    return FastPath(decode, predict)
+    return FastPath(decode, getattr(estimator, method))
+
+
+def _without_feature_names(estimator: Any) -> Any | None:
+    """A shallow copy of a fitted estimator (or pipeline) that takes plain arrays: the same
+    fitted arrays, less ``feature_names_in_``, which sklearn checks arrays against. None when
+    the names are held somewhere this does not know to look (pyfunc serves those)."""
+    if "feature_names_in_" in getattr(estimator, "__dict__", {}):
+        twin = copy.copy(estimator)
+        del twin.feature_names_in_
+        return twin
+    steps = getattr(estimator, "steps", None)  # a Pipeline: only its first step sees the columns
+    if isinstance(steps, list) and steps:
+        first_name, first = steps[0]
+        first = _without_feature_names(first)
+        if first is None:
+            return None
+        twin = copy.copy(estimator)
+        twin.steps = [(first_name, first), *steps[1:]]
+        return twin
+    return None
 
 
 def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:

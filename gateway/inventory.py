@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -11,6 +13,7 @@ import anyio.to_thread
 from gateway.cache import CachedVersion, ModelCache
 from gateway.catalog import Catalog, ModelView
 from gateway.errors import GatewayError, ModelLoadFailed, VersionNotFound, VersionNotReady, VersionRefused
+from gateway.registry_source import RegistrySource
 from gateway.schemas import (
     LoadState,
     ModelDetail,
@@ -18,25 +21,52 @@ from gateway.schemas import (
     ModelSummary,
     VersionDetail,
     VersionSummary,
+    utc_iso,
 )
 from gateway.selectors import parse_selector
 from gateway.service import InferenceService
 from registry_sync.artifacts import ArtifactStore, VersionMetadata
 from registry_sync.errors import RegistryError
+from registry_sync.identity import VersionId
+from registry_sync.repository import SyncStatus, VersionState
 
 _MAX_METADATA = 1024
 
 
 class Inventory:
     def __init__(
-        self, catalog: Catalog, cache: ModelCache, artifacts: ArtifactStore, service: InferenceService
+        self,
+        catalog: Catalog,
+        cache: ModelCache,
+        artifacts: ArtifactStore,
+        service: InferenceService,
+        *,
+        source: RegistrySource,
+        sync_status: Callable[[], SyncStatus],
     ) -> None:
         self._catalog = catalog
         self._cache = cache
         self._artifacts = artifacts
         self._service = service
-        # A version's MLmodel never changes, so it is read once.
-        self._metadata: OrderedDict[tuple[str, int], VersionMetadata] = OrderedDict()
+        self.source = source
+        self._sync_status = sync_status
+        # A version's MLmodel never changes, so it is read once (per identity: a number the
+        # registry re-created is another version with another MLmodel).
+        self._metadata: OrderedDict[VersionId, VersionMetadata] = OrderedDict()
+
+    def known_models(self) -> int:
+        return len(self._catalog.model_names())
+
+    async def empty_note(self) -> str | None:
+        """Why there is nothing to serve, when there is nothing (else None)."""
+        if self._catalog.model_names():
+            return None
+        try:
+            status = await anyio.to_thread.run_sync(self._sync_status)
+            ever_read = status.last_success_at is not None
+        except RegistryError:
+            ever_read = False
+        return self.source.empty_note(ever_read=ever_read)
 
     async def models(self) -> ModelList:
         summaries = []
@@ -48,11 +78,11 @@ class Inventory:
                     aliases=model.aliases,
                     registry_aliases=model.registry_aliases,
                     latest_version=model.latest_ready,
-                    versions=sorted(model.versions),
-                    loaded_versions=sorted(v for n, v in self._cache.keys() if n == name),
+                    versions=sorted(model.versions, reverse=True),  # newest first, as in /models/{name}
+                    loaded_versions=sorted((k.version for k in self._cache.keys() if k.name == name), reverse=True),
                 )
             )
-        return ModelList(models=summaries)
+        return ModelList(models=summaries, registry=self.source.uri, note=await self.empty_note())
 
     async def model(self, name: str) -> ModelDetail:
         try:
@@ -85,7 +115,7 @@ class Inventory:
             raise VersionNotFound(name, number)
         state = model.versions[number]
         try:
-            metadata: VersionMetadata | None = await self._read_metadata(name, number)
+            metadata: VersionMetadata | None = await self._read_metadata(state)
         except ModelLoadFailed:
             if not state.refused_reason:
                 raise
@@ -104,27 +134,29 @@ class Inventory:
 
     def _summary(self, model: ModelView, version: int) -> VersionSummary:
         state = model.versions[version]
-        cached = self._cache.get(model.name, version)
+        cached = self._cache.get(state.id)
         return VersionSummary(
             version=version,
             status=state.status,
             aliases=sorted(a for a, v in model.aliases.items() if v == version),
             sha256=state.digest,
             refused=state.refused_reason,
-            first_seen=state.created_at.isoformat(),
+            first_seen=utc_iso(state.created_at),
             loaded=_load_state(cached) if cached is not None else None,
-            last_load_error=self._cache.last_failure(model.name, version),
+            last_load_error=self._cache.last_failure(state.id),
         )
 
-    async def _read_metadata(self, name: str, version: int) -> VersionMetadata:
-        key = (name, version)
+    async def _read_metadata(self, state: VersionState) -> VersionMetadata:
+        key = state.id
         found = self._metadata.get(key)
         if found is not None:
             return found
         try:
-            found = await anyio.to_thread.run_sync(self._artifacts.metadata, name, version)
+            found = await anyio.to_thread.run_sync(
+                functools.partial(self._artifacts.metadata, key, digest=state.digest)
+            )
         except RegistryError as exc:
-            raise ModelLoadFailed(name, version, str(exc)) from exc
+            raise ModelLoadFailed(key.name, key.version, str(exc)) from exc
         self._metadata[key] = found
         while len(self._metadata) > _MAX_METADATA:
             self._metadata.popitem(last=False)
@@ -136,8 +168,8 @@ def _load_state(cached: CachedVersion) -> LoadState:
         flavor=cached.flavor,
         size_bytes=cached.size_bytes,
         load_seconds=round(cached.load_seconds, 4),
-        loaded_at=cached.loaded_at,
-        last_used=cached.last_used,
+        loaded_at=utc_iso(cached.loaded_at),
+        last_used=utc_iso(cached.last_used),
         in_use=cached.in_use,
         uses=cached.uses,
     )

@@ -7,7 +7,10 @@ run it in threads, never on the event loop.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +20,24 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 from gateway import fastpath
-from gateway.errors import GatewayError, InvalidInput, ModelLoadFailed, PredictFailed, VersionRefused
+from gateway.errors import (
+    GatewayError,
+    InvalidInput,
+    ModelLoadFailed,
+    ModelTooLarge,
+    PredictFailed,
+    ShuttingDown,
+    VersionNotFound,
+    VersionRefused,
+)
 from gateway.fastpath import FastPath
 from gateway.scoring import ScoringInput
 from gateway.sizing import object_graph_bytes
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import ArtifactDigestMismatch, RegistryError
 from registry_sync.hashing import directory_bytes
-from registry_sync.repository import StateStore, VersionState
+from registry_sync.identity import VersionId
+from registry_sync.repository import EventKind, StateStore, VersionState
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +54,7 @@ _INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
 
 @dataclass(eq=False)
 class LoadedModel:
-    name: str
-    version: int
+    id: VersionId  # the registry's version this is, by identity
     pyfunc: Any
     metadata: Model
     path: Path
@@ -55,6 +67,14 @@ class LoadedModel:
     batching: bool = False  # concurrent requests may share one predict call
     deterministic: bool = False  # the same input always gives the same answer (cacheable)
     queue: Any = None  # this version's VersionQueue, made by the service on first use
+
+    @property
+    def name(self) -> str:
+        return self.id.name
+
+    @property
+    def version(self) -> int:
+        return self.id.version
 
     def predict(self, request: ScoringInput) -> Any:
         try:
@@ -100,43 +120,62 @@ class ModelLoader:
         self._store = store
         self._actor = actor
 
-    def _verified_path(self, name: str, version: int, known: VersionState | None) -> tuple[Path, str]:
-        expected = known.digest if known is not None else None
+    def _failed(self, version: VersionId, reason: str) -> None:
+        """An event for a fetch that failed (loads are retried at most once a retry window)."""
+        try:
+            self._store.record(
+                EventKind.FAILED, version.name, version=version.version, reason=reason, actor=self._actor
+            )
+        except RegistryError:
+            log.warning("could not record the failed load of %s: %s", version, reason)
+
+    def _verified_path(self, version: VersionId, known: VersionState) -> tuple[Path, str]:
         path: Path | None
         try:
-            # A copy on this disk that no longer matches is fetched again before the version is
-            # blamed; a fresh download that does not match is never put in place.
-            path, digest = self._artifacts.fetch_verified(name, version, expected=expected)
+            # A copy on this disk is used only through the pin; a fresh download that does
+            # not match the pin is never put in place.
+            path, digest = self._artifacts.fetch_verified(version, expected=known.digest)
         except ArtifactDigestMismatch as exc:
             path, digest = None, exc.digest
-        result = self._store.pin_digest(name, version, digest, actor=self._actor)
+        result = self._store.pin_digest(version, digest, actor=self._actor)
+        if result.stale:
+            raise VersionNotFound(version.name, version.version)  # deleted or re-created meanwhile
         if not result.ok or path is None:
-            self._artifacts.forget(name, version)
-            raise VersionRefused(name, version, result.reason or "digest mismatch")
+            if path is not None:
+                self._artifacts.forget(digest)
+            raise VersionRefused(version.name, version.version, result.reason or "digest mismatch")
         return path, digest
 
-    def load(self, name: str, version: int) -> LoadedModel:
+    def load(self, version: VersionId, reserve: Callable[[int], None] = lambda estimate: None) -> LoadedModel:
+        """Fetch and verify the version, ``reserve`` its files' size (the cache makes room for
+        it before it is loaded), then load it."""
+        name, number = version.name, version.version
         started = time.perf_counter()
         try:
-            known = self._store.version(name, version)  # its pinned digest and its tags
-            path, digest = self._verified_path(name, version, known)
-            pyfunc = mlflow.pyfunc.load_model(str(path))
-        except VersionRefused:
+            known = self._store.version(name, number)  # its pinned digest and its tags
+            if known is None or known.deleted or not known.id.same_version(version):
+                raise VersionNotFound(name, number)  # the registry no longer has this version
+            path, digest = self._verified_path(version, known)
+            on_disk = directory_bytes(path)
+            reserve(on_disk)
+            with _one_at_a_time(path):
+                pyfunc = mlflow.pyfunc.load_model(str(path))
+        except (VersionRefused, VersionNotFound, ModelTooLarge, ShuttingDown):
             raise
         except RegistryError as exc:
-            raise ModelLoadFailed(name, version, str(exc)) from exc
+            self._failed(version, str(exc))
+            raise ModelLoadFailed(name, number, str(exc)) from exc
         except Exception as exc:  # anything a model's own loader raises
-            raise ModelLoadFailed(name, version, f"{type(exc).__name__}: {exc}") from exc
+            raise ModelLoadFailed(name, number, f"{type(exc).__name__}: {exc}") from exc
         # The graph misses memory that native libraries hold outside Python; the files
         # they were loaded from bound that from below.
-        size = max(object_graph_bytes(pyfunc), directory_bytes(path))
+        size = max(object_graph_bytes(pyfunc), on_disk)
         seconds = time.perf_counter() - started
         flavor = flavor_of(pyfunc.metadata)
-        tags = known.tags if known is not None else {}
+        tags = known.tags
         fast = fastpath.build(pyfunc, pyfunc.metadata, flavor) if _tag(tags, FAST_PATH_TAG) is not False else None
         log.info(
-            "loaded %s version %s: %.1f KiB in %.2f s (%s, %s path)",
-            name,
+            "loaded %s: %.1f KiB in %.2f s (%s, %s path)",
             version,
             size / 1024,
             seconds,
@@ -145,8 +184,7 @@ class ModelLoader:
         )
         row_independent = flavor in ROW_INDEPENDENT_FLAVORS
         return LoadedModel(
-            name=name,
-            version=version,
+            id=version,
             pyfunc=pyfunc,
             metadata=pyfunc.metadata,
             path=path,
@@ -158,6 +196,21 @@ class ModelLoader:
             batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
             deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
         )
+
+
+# Flavors whose loading is not thread-safe: torch.export's deserializer keeps one global,
+# so two `pt2` models loading at once fail ("_CURRENT_DESERIALIZER is already set").
+_SERIAL_FLAVORS = frozenset({"pytorch"})
+_serial_loads = threading.Lock()
+
+
+def _one_at_a_time(path: Path) -> AbstractContextManager[Any]:
+    """A lock for flavors that cannot load in parallel; nothing for the others."""
+    try:
+        flavor = flavor_of(Model.load(str(path / "MLmodel")))
+    except Exception:  # unreadable here: mlflow's own load says why
+        return nullcontext()
+    return _serial_loads if flavor in _SERIAL_FLAVORS else nullcontext()
 
 
 def _tag(tags: dict[str, str], key: str) -> bool | None:

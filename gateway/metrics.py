@@ -93,6 +93,12 @@ class GatewayMetrics:
             "gateway_sync_leader", "1 while this process holds the sync leader lease, else 0", registry=r
         )
 
+        self.artifact_bytes = Gauge(
+            "gateway_artifact_downloaded_bytes",
+            "Bytes this process downloaded from artifact stores (versions fetched to serve or verify)",
+            registry=r,
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -101,6 +107,10 @@ class GatewayMetrics:
     def follow_leadership(self, leading: Callable[[], bool]) -> None:
         """``gateway_sync_leader`` reads ``leading`` at every scrape."""
         self.sync_leader.set_function(lambda: 1.0 if leading() else 0.0)
+
+    def follow_downloads(self, downloaded: Callable[[], int]) -> None:
+        """``gateway_artifact_downloaded_bytes`` reads ``downloaded`` at every scrape."""
+        self.artifact_bytes.set_function(lambda: float(downloaded()))
 
     def swap_finished(self, model: str, *, outcome: str) -> None:
         self.swaps.labels(model, outcome).inc()

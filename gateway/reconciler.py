@@ -27,6 +27,7 @@ from gateway.inference import score
 from gateway.metrics import GatewayMetrics
 from gateway.warmup import warmup_request
 from registry_sync.errors import RegistryError
+from registry_sync.identity import VersionId
 from registry_sync.repository import EventKind, RouteState, StateStore
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ class Reconciler:
         self._swaps: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._poke = asyncio.Event()
         self._dirty = False
-        self._retry_at: dict[tuple[str, str], float] = {}  # failed swaps wait before trying again
+        # Failed swaps wait before trying again (when, and the version that failed), unless
+        # the alias moves meanwhile.
+        self._retry_at: dict[tuple[str, str], tuple[float, VersionId]] = {}
         self._loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -64,8 +67,9 @@ class Reconciler:
         await self._catalog.refresh()
         adopted = []
         for route in self._catalog.warm_routes():
-            if route.active_version is not None:
-                self._catalog.adopt(route.name, route.alias, route.active_version)
+            active = self._catalog.current_id(route.name, route.active_version) if route.active_version else None
+            if active is not None:
+                self._catalog.adopt(route.name, route.alias, active)
                 adopted.append(route)
         await asyncio.gather(*(self._warm_existing(route) for route in adopted))
         await self.reconcile(wait=True)
@@ -81,12 +85,13 @@ class Reconciler:
         """Warm aliases (``name@alias``) this process does not serve warm at their target yet."""
         return sorted(f"{r.name}@{r.alias}" for r in self._catalog.warm_routes() if self._due(r) is not None)
 
-    def _due(self, route: RouteState) -> int | None:
+    def _due(self, route: RouteState) -> VersionId | None:
         """The version this warm alias must be swapped to here, or None when nothing is due."""
         target = self._target(route)
         if target is None or self._catalog.held(route.name, route.alias) == target:
-            # Warmed here already. Not "the database says it is active": with replicas,
-            # another process recording its swap must not spare this one the warm-up.
+            # Warmed here already (this very version: a number the registry re-created is
+            # another). Not "the database says it is active": with replicas, another process
+            # recording its swap must not spare this one the warm-up.
             return None
         return target
 
@@ -110,9 +115,9 @@ class Reconciler:
             self._poke.clear()
             try:
                 changed = await self._catalog.refresh()
-                due = any(when <= time.monotonic() for when in self._retry_at.values())
+                due = any(when <= time.monotonic() for when, _ in self._retry_at.values())
                 if changed:
-                    self._retry_at.clear()
+                    self._forget_retries_of_moved_aliases()
                 if changed or self._dirty or due:
                     self._dirty = False
                     await self.reconcile()
@@ -121,14 +126,14 @@ class Reconciler:
 
     async def reconcile(self, *, wait: bool = False, retry_now: bool = False) -> None:
         """Start a swap for each warm alias whose served version is not its target."""
-        for name, version in self._cache.keys():
-            if self._catalog.refused(name, version):
-                self._cache.discard(name, version)  # refused after it loaded: never again
+        for loaded in self._cache.keys():
+            if self._catalog.refused(loaded.name, loaded.version) or not self._catalog.is_current(loaded):
+                self._cache.discard(loaded)  # refused, deleted or re-created after it loaded: never again
         for route in self._catalog.warm_routes():
             key = (route.name, route.alias)
             if key in self._swaps:
                 continue  # when it ends, _swap_done looks again
-            if not retry_now and self._retry_at.get(key, 0.0) > time.monotonic():
+            if not retry_now and self._retry_at.get(key, (0.0, None))[0] > time.monotonic():
                 continue
             target = self._due(route)
             if target is None:
@@ -139,66 +144,78 @@ class Reconciler:
         if wait:
             await self.settle()
 
-    def _target(self, route: RouteState) -> int | None:
+    def _target(self, route: RouteState) -> VersionId | None:
         """Where a warm alias should be: MLflow's target, unless that is refused; then, if
         what it serves was refused too, the last good version it served (None: stay put)."""
         if not self._catalog.refused(route.name, route.version):
-            return route.version
+            return self._catalog.current_id(route.name, route.version)
         served = self._catalog.served_version(route)
-        if not self._catalog.refused(route.name, served):
+        if not self._catalog.refused(route.name, served) and self._catalog.current_id(route.name, served):
             return None  # the 'refused' event already says why it stays
         fallback = self._catalog.previous(route.name, route.alias)
-        if fallback is None or self._catalog.refused(route.name, fallback):
+        if fallback is None or self._catalog.refused(route.name, fallback.version):
             return None
-        return fallback
+        return fallback if self._catalog.is_current(fallback) else None
+
+    def _forget_retries_of_moved_aliases(self) -> None:
+        """A failed swap is tried again at once when its alias moved on (not for other changes,
+        such as the pin that very swap wrote)."""
+        for key, (_, failed) in list(self._retry_at.items()):
+            route = self._catalog.route(*key)
+            if route is None or self._target(route) != failed:
+                del self._retry_at[key]
 
     def _swap_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._swaps.get(key) is task:
             del self._swaps[key]
         route = self._catalog.route(*key)
         failed = key in self._retry_at
-        if route is not None and not failed and self._catalog.served_version(route) != self._target(route):
+        if route is not None and not failed and self._due(route) is not None:
             self._dirty = True  # the alias moved again while we swapped: go round once more
             self.poke()
 
-    async def _swap(self, route: RouteState, target: int) -> None:
+    async def _swap(self, route: RouteState, target: VersionId) -> None:
         name, alias = route.name, route.alias
         previous = self._catalog.current(name, alias)
         try:
-            await self._load_and_warm(name, target)
+            await self._load_and_warm(target)
         except (GatewayError, RegistryError) as exc:
             self._metrics.swap_finished(name, outcome="failure")
-            reason = f"swap of alias '{alias}' to version {target} failed, version {previous} keeps serving: {exc}"
+            reason = (
+                f"swap of alias '{alias}' to version {target.version} failed, version {previous} keeps serving: {exc}"
+            )
             log.warning("%s %s", name, reason)
-            self._retry_at[(name, alias)] = time.monotonic() + RETRY_SECONDS
-            await self._record(EventKind.FAILED, name, version=target, alias=alias, reason=reason)
+            self._retry_at[(name, alias)] = (time.monotonic() + RETRY_SECONDS, target)
+            await self._record(EventKind.FAILED, name, version=target.version, alias=alias, reason=reason)
             return
         self._retry_at.pop((name, alias), None)
-        if self._catalog.refused(name, target):  # refused while it loaded: the reconcile after says why
-            self._cache.discard(name, target)
+        if self._catalog.refused(name, target.version) or not self._catalog.is_current(target):
+            self._cache.discard(target)  # refused or re-created while it loaded: the reconcile after says why
             return
-        self._catalog.flip(name, alias, target)
+        before = self._catalog.flip(name, alias, target)
+        note = "a new version under the same number" if before is not None and before.version == target.version else ""
         self._metrics.swap_finished(name, outcome="success")
-        log.info("%s alias %s now serves version %s (was %s)", name, alias, target, previous)
+        log.info("%s alias %s now serves version %s (was %s)", name, alias, target.version, previous)
         try:
             await anyio.to_thread.run_sync(
-                lambda: self._store.set_active(name, alias, target, previous=previous, actor=self._actor)
+                lambda: self._store.set_active(
+                    name, alias, target.version, previous=previous, actor=self._actor, note=note
+                )
             )
         except RegistryError as exc:
             log.warning("could not record the swap of %s@%s: %s", name, alias, exc)
 
     async def _warm_existing(self, route: RouteState) -> None:
-        assert route.active_version is not None
+        held = self._catalog.held(route.name, route.alias)
+        assert held is not None
         try:
-            await self._load_and_warm(route.name, route.active_version)
+            await self._load_and_warm(held)
         except (GatewayError, RegistryError) as exc:
-            reason = f"could not warm version {route.active_version} of alias '{route.alias}' at startup: {exc}"
-            await self._record(
-                EventKind.FAILED, route.name, version=route.active_version, alias=route.alias, reason=reason
-            )
+            reason = f"could not warm version {held.version} of alias '{route.alias}' at startup: {exc}"
+            await self._record(EventKind.FAILED, route.name, version=held.version, alias=route.alias, reason=reason)
 
-    async def _load_and_warm(self, name: str, version: int) -> None:
-        lease = await self._cache.acquire(name, version)
+    async def _load_and_warm(self, version: VersionId) -> None:
+        lease = await self._cache.acquire(version)
         try:
             request = warmup_request(lease.model)
             if request is not None:
@@ -209,8 +226,8 @@ class Reconciler:
             lease.release()
         await self._record(
             EventKind.WARMED,
-            name,
-            version=version,
+            version.name,
+            version=version.version,
             reason="warmed with a predict" if request is not None else "loaded (nothing to warm with)",
         )
 

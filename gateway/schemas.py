@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+
+def utc_iso(moment: datetime | float) -> str:
+    """Every timestamp in an answer: ISO 8601 in UTC, ``2026-11-22T10:15:40.812345+00:00``.
+    A float is Unix time; a datetime without a zone is UTC (sqlite keeps none)."""
+    if isinstance(moment, datetime):
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    else:
+        aware = datetime.fromtimestamp(moment, tz=UTC)
+    return aware.astimezone(UTC).isoformat()
 
 
 class ErrorBody(BaseModel):
@@ -24,8 +35,8 @@ class LoadState(BaseModel):
     flavor: str
     size_bytes: int = Field(description="Measured memory the loaded model holds")
     load_seconds: float
-    loaded_at: float = Field(description="Unix time")
-    last_used: float = Field(description="Unix time of the last request served")
+    loaded_at: str = Field(description="When it finished loading (ISO 8601, UTC)")
+    last_used: str = Field(description="When it last served a request (ISO 8601, UTC)")
     in_use: int = Field(description="Requests using it right now")
     uses: int
 
@@ -36,7 +47,7 @@ class VersionSummary(BaseModel):
     aliases: list[str] = Field(description="Aliases this gateway serves with this version")
     sha256: str | None = Field(description="The pinned digest of its artifacts, once fetched")
     refused: str | None = Field(description="Why the version is refused and never serves, if it is")
-    first_seen: str = Field(description="When the sync first saw it (ISO 8601)")
+    first_seen: str = Field(description="When the sync first saw it (ISO 8601, UTC)")
     loaded: LoadState | None
     last_load_error: str | None = None
 
@@ -60,8 +71,8 @@ class ModelSummary(BaseModel):
         description="alias -> version as MLflow sets it (differs from aliases while a warm swap is under way)"
     )
     latest_version: int | None = Field(description="Highest READY version")
-    versions: list[int]
-    loaded_versions: list[int]
+    versions: list[int] = Field(description="Newest first")
+    loaded_versions: list[int] = Field(description="Versions held in this process's memory, newest first")
 
 
 class ModelDetail(BaseModel):
@@ -70,11 +81,15 @@ class ModelDetail(BaseModel):
     registry_aliases: dict[str, int]
     latest_version: int | None
     default_version: int | None = Field(description="What /models/{name}/predict serves with no X-Model-Version header")
-    versions: list[VersionSummary]
+    versions: list[VersionSummary] = Field(description="Newest first")
 
 
 class ModelList(BaseModel):
     models: list[ModelSummary]
+    registry: str = Field(description="The MLflow registry this gateway follows (any password hidden)")
+    note: str | None = Field(
+        default=None, description="Why there are no models, when there are none (an empty or unread registry)"
+    )
 
 
 class EventBody(BaseModel):
@@ -105,14 +120,24 @@ class SyncBody(BaseModel):
 
 
 class Health(BaseModel):
+    """``/health/live``: the process is up."""
+
     status: str = Field(examples=["ok"])
-    loaded_models: int | None = None
-    loaded_bytes: int | None = None
 
 
 class ReadyHealth(Health):
     """``/health/ready``: also what this process is, and while not ready, why."""
 
+    loaded_models: int | None = Field(default=None, description="Versions in memory (null in the sync role)")
+    loaded_bytes: int | None = Field(default=None, description="Their measured size (null in the sync role)")
     role: str = Field(examples=["all"], description="all, gateway or sync (serve --role)")
     leader: bool = Field(description="Whether this process holds the sync leader lease now")
     reason: str | None = Field(default=None, description="What it waits for (503 only)")
+    registry: str = Field(description="The MLflow registry this process follows (any password hidden)")
+    registered_models: int | None = Field(
+        default=None, description="Registered models this process knows and can serve (null in the sync role)"
+    )
+    note: str | None = Field(
+        default=None,
+        description="Set when ready with nothing to serve: the registry has no models, or was never read",
+    )

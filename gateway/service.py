@@ -83,7 +83,7 @@ class InferenceService:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 
     async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
-        lease = await self._cache.acquire(served.name, served.version)
+        lease = await self._cache.acquire(served.id)
         try:
             model = lease.model
             key = None

@@ -8,13 +8,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import anyio.to_thread
 
-from gateway.cache import ModelCache
+from gateway.cache import LoadFn, ModelCache, Reserve
 from gateway.catalog import Catalog
 from gateway.errors import NotReady
 from gateway.inference import check_fast_path
@@ -23,11 +22,13 @@ from gateway.loader import LoadedModel, ModelLoader
 from gateway.metrics import GatewayMetrics
 from gateway.prediction_cache import make_cache
 from gateway.reconciler import Reconciler
+from gateway.registry_source import RegistrySource
 from gateway.service import BatchPolicy, InferenceService
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable
+from registry_sync.identity import VersionId
 from registry_sync.lease import Lease, lease_timing, new_holder_id
 from registry_sync.poller import Poller
 from registry_sync.registry import RegistryReader
@@ -72,7 +73,9 @@ class Services:
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None = None) -> Services:
         actor = f"{socket.gethostname()}:{os.getpid()}"
+        chosen = reader is not None
         reader = reader or RegistryReader()
+        source = RegistrySource.of(reader, chosen=chosen)
         metrics = GatewayMetrics()
         engine = make_engine(settings.database_url)
         check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
@@ -83,14 +86,6 @@ class Services:
             poll_interval_seconds=settings.poll_interval_seconds, lease_seconds=settings.lease_seconds
         )
         lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
-        synchronizer = Synchronizer(
-            reader,
-            store,
-            artifacts,
-            verify_interval_seconds=settings.verify_interval_seconds,
-            actor=f"sync@{actor}",
-            fence=lease,
-        )
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
         cache = ModelCache(
             _checked(ModelLoader(artifacts, store, actor=f"gateway@{actor}")),
@@ -113,6 +108,22 @@ class Services:
                 raise RegistryUnavailable(report.error)
 
         catalog = Catalog(store, warm_aliases=settings.warm_aliases, look_again=look_again)
+
+        def served_models() -> set[str]:
+            return {key.name for key in cache.keys()} | {route.name for route in catalog.warm_routes()}
+
+        synchronizer = Synchronizer(
+            reader,
+            store,
+            artifacts,
+            verify_interval_seconds=settings.verify_interval_seconds,
+            actor=f"sync@{actor}",
+            fence=lease,
+            loaded=cache.keys,  # their bytes are checked too, like those routes point at
+            watched=served_models,  # read every pass: their tags matter now
+            full_read_interval_seconds=settings.full_sync_interval_seconds,
+        )
+
         reconciler = Reconciler(
             catalog,
             cache,
@@ -141,6 +152,7 @@ class Services:
             actor=f"{settings.role}@{actor}",
         )
         metrics.follow_leadership(lambda: poller.leading)
+        metrics.follow_downloads(lambda: artifacts.downloaded_bytes)
         inference = InferenceService(
             catalog,
             cache,
@@ -162,13 +174,15 @@ class Services:
             ),
         )
         log.info(
-            "role %s; registry %s; state %s; artifacts in %s; warm aliases %s",
+            "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",
+            source.uri,
             settings.role,
-            reader.registry_uri,
             engine.url.render_as_string(hide_password=True),
             settings.artifact_cache_dir,
             ", ".join(settings.warm_aliases) or "none",
         )
+        if (warning := source.default_warning()) is not None:
+            log.warning("%s", warning)
         return cls(
             settings=settings,
             reader=reader,
@@ -178,7 +192,7 @@ class Services:
             artifacts=artifacts,
             cache=cache,
             inference=inference,
-            inventory=Inventory(catalog, cache, artifacts, inference),
+            inventory=Inventory(catalog, cache, artifacts, inference, source=source, sync_status=store.sync_status),
             poller=poller,
             reconciler=reconciler,
             executor=executor,
@@ -196,21 +210,23 @@ class Services:
         self.stage = "taking the sync lease"
         leading = await self.poller.campaign()
         self.poller.keep_campaigning()  # renewed from now on, however long the warm-up takes
+        synced = False
         if leading:
             self.stage = "syncing with the registry"
-            first = self.poller.sync_soon(None, reason="startup")
-            try:
-                async with asyncio.timeout(self.settings.registry_timeout_seconds * 3):
-                    report = await asyncio.shield(first)  # on timeout it goes on in the background
-                if not report.ok:
-                    log.warning("startup sync failed (serving from the state database): %s", report.error)
-            except TimeoutError:
-                log.warning("startup sync still running; serving from the state database meanwhile")
+            synced = await self._sync_while_starting("startup")
         elif self.serves_models:
             await self._first_pass()
         if self.serves_models:
             self.stage = "warming the warm aliases"
             await self.reconciler.start()
+        if synced:
+            # What moved while the first pass read and the warm-up ran is applied before ready,
+            # not a poll interval later (a pass after the first reads only what changed: cheap).
+            self.stage = "syncing what moved during start-up"
+            await self._sync_while_starting("after startup")
+            if self.serves_models:
+                await self.catalog.refresh()
+                await self.reconciler.reconcile(wait=True)
         self.poller.start()
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
@@ -221,6 +237,20 @@ class Services:
         gc.set_threshold(*_SERVING_GC_THRESHOLDS)
         self.ready = True
         self.stage = "ready"
+
+    async def _sync_while_starting(self, reason: str) -> bool:
+        """One pass, waited for up to three registry timeouts (then it goes on behind); True
+        when it finished well."""
+        running = self.poller.sync_soon(None, reason=reason)
+        try:
+            async with asyncio.timeout(self.settings.registry_timeout_seconds * 3):
+                report = await asyncio.shield(running)  # on timeout it goes on in the background
+        except TimeoutError:
+            log.warning("%s sync still running; serving from the state database meanwhile", reason)
+            return False
+        if not report.ok:
+            log.warning("%s sync failed (serving from the state database): %s", reason, report.error)
+        return report.ok
 
     def start_soon(self) -> None:
         """Start in the background: the server answers /health/live (and /health/ready 503,
@@ -298,10 +328,10 @@ class Services:
         self.store.engine.dispose()
 
 
-def _checked(loader: ModelLoader) -> Callable[[str, int], LoadedModel]:
+def _checked(loader: ModelLoader) -> LoadFn:
     """Load, then make sure the fast path agrees with pyfunc on the warm-up request."""
 
-    def load(name: str, version: int) -> LoadedModel:
-        return check_fast_path(loader.load(name, version))
+    def load(version: VersionId, reserve: Reserve) -> LoadedModel:
+        return check_fast_path(loader.load(version, reserve))
 
     return load

@@ -1,4 +1,4 @@
-"""Fetch a model version's artifacts into a local directory, once per host.
+"""Fetch a model version's artifacts into a local directory, once per host and bytes.
 
 Artifacts come from wherever MLflow keeps them (local files, the MLflow artifact
 proxy, S3); MLflow's own download code knows each of those, so it does the fetching.
@@ -8,25 +8,25 @@ complete, so a crash never leaves a half-written version that looks whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import mlflow.artifacts
 from mlflow.models import Model
 
 from registry_sync.errors import ArtifactDigestMismatch, ArtifactFetchFailed, RegistryError
 from registry_sync.hashing import directory_bytes, directory_digest
+from registry_sync.identity import VersionId
 from registry_sync.registry import RegistryReader
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,13 @@ class VersionMetadata:
 
 
 class ArtifactStore:
+    """This host's copies of version artifacts, content-addressed: ``blobs/<sha256>``.
+
+    A copy is found only through a digest pinned for the version, so one directory can be
+    shared by any number of gateways, state databases and registries: the same bytes are
+    stored once, and no version is ever given another one's bytes by its name or number.
+    """
+
     def __init__(self, reader: RegistryReader, root: Path, *, max_bytes: int | None = None) -> None:
         self._reader = reader
         self.root = root
@@ -48,16 +55,18 @@ class ArtifactStore:
         self._blobs = root / "blobs"
         self.in_use: Callable[[], set[str]] = set  # digests loaded models use (set by the gateway)
         self._evicting = threading.Lock()  # one eviction pass at a time in this process
+        self.downloaded_bytes = 0  # what this process fetched from artifact stores (a metric)
 
-    def local_path(self, name: str, version: int) -> Path:
-        """The version's link into the blob store (exists only while its blob does)."""
-        return self.root / "versions" / quote(name, safe="") / str(version)
+    def blob_path(self, digest: str) -> Path:
+        """Where the bytes with this manifest digest live on this host (if they do)."""
+        return self._blobs / digest
 
-    def metadata(self, name: str, version: int) -> VersionMetadata:
-        """Read MLmodel and the serving example, fetching only those two files if needed."""
-        base = self.local_path(name, version)
-        if not base.is_dir():
-            base = self._fetch_metadata(name, version)
+    def metadata(self, version: VersionId, *, digest: str | None = None) -> VersionMetadata:
+        """Read MLmodel and the serving example: from the pinned copy when this host has it,
+        else by fetching only those two files (kept per version identity and registry)."""
+        base = self.blob_path(digest) if digest else None
+        if base is None or not base.is_dir():
+            base = self._fetch_metadata(version)
         try:
             model = Model.load(str(base / "MLmodel"))
             example_file = (model.saved_input_example_info or {}).get("serving_input_path")
@@ -65,15 +74,20 @@ class ArtifactStore:
             if example_file and (base / example_file).is_file():
                 example = json.loads((base / example_file).read_text())
         except Exception as exc:
-            raise ArtifactFetchFailed(name, version, f"unreadable MLmodel: {type(exc).__name__}: {exc}") from exc
+            raise ArtifactFetchFailed(
+                version.name, version.version, f"unreadable MLmodel: {type(exc).__name__}: {exc}"
+            ) from exc
         return VersionMetadata(model, example)
 
-    def _fetch_metadata(self, name: str, version: int) -> Path:
-        final = self.root / "metadata" / quote(name, safe="") / str(version)
+    def _fetch_metadata(self, version: VersionId) -> Path:
+        # Keyed by registry and identity: another registry's (or a deleted) version of the
+        # same name and number never lends its MLmodel.
+        key = hashlib.sha256(f"{self._reader.registry_uri}\0{version.uid}".encode()).hexdigest()[:32]
+        final = self.root / "metadata" / key
         if final.is_dir():
             return final
-        uri = self._reader.download_uri(name, version).rstrip("/")
-        with self._staging(name, version, final.parent) as staging:
+        uri = self._reader.download_uri(version.name, version.version).rstrip("/")
+        with self._staging(version, final.parent) as staging:
             self._download(f"{uri}/MLmodel", staging)
             info = Model.load(str(staging / "MLmodel")).saved_input_example_info or {}
             if example_file := info.get("serving_input_path"):
@@ -81,51 +95,49 @@ class ArtifactStore:
             _rename_into_place(staging, final)
         return final
 
-    def source_digest(self, name: str, version: int) -> str:
+    def source_digest(self, version: VersionId) -> str:
         """Digest of the version's artifacts as the store holds them now (fresh download)."""
-        uri = self._reader.download_uri(name, version)
-        with self._staging(name, version, self.root) as staging:
+        uri = self._reader.download_uri(version.name, version.version)
+        with self._staging(version, self.root) as staging:
             return directory_digest(self._download(uri, staging))
 
-    def forget(self, name: str, version: int) -> None:
-        """Drop this host's copy of a version (say, after it failed verification): its link,
-        and its blob unless a loaded model uses those bytes."""
-        link = self.local_path(name, version)
-        blob = link.resolve() if link.is_symlink() else None
-        link.unlink(missing_ok=True)
-        if blob is not None and blob.parent == self._blobs and blob.name not in self.in_use():
-            shutil.rmtree(blob, ignore_errors=True)
+    def forget(self, digest: str) -> None:
+        """Drop this host's copy of these bytes (say, refused for a version) unless a loaded
+        model uses them."""
+        if digest and digest not in self.in_use():
+            shutil.rmtree(self.blob_path(digest), ignore_errors=True)
 
-    def fetch_verified(self, name: str, version: int, *, expected: str | None = None) -> tuple[Path, str]:
+    def fetch_verified(self, version: VersionId, *, expected: str | None = None) -> tuple[Path, str]:
         """The version's directory and the sha256 of what is in it.
 
-        Content-addressed: bytes live once in ``blobs/<digest>`` whatever versions share
-        them, and ``versions/<name>/<version>`` links there. A download is hashed in its
-        staging directory and renamed into place only if it matches ``expected`` (the pin);
+        With a pin (``expected``) a copy of those bytes on this disk is used, after hashing
+        it again; without one the bytes always come from the artifact store, so a first pin
+        is never taken from a local copy that nothing vouches for. A download is hashed in
+        its staging directory and moved into ``blobs/<digest>`` only if it matches the pin;
         otherwise ArtifactDigestMismatch carries the digest it had, and nothing is kept.
         """
-        link = self.local_path(name, version)
-        if link.is_dir():
-            blob = link.resolve()  # the real directory: MLflow refuses to load through a link
-            digest = directory_digest(blob)  # every use re-checks the bytes on this disk
-            if expected is None or digest == expected:
-                os.utime(blob)  # recently used: the last blob evicted
-                return blob, digest
-            log.warning("copy of %s version %s on this host changed; fetching again", name, version)
-            self.forget(name, version)
-        uri = self._reader.download_uri(name, version)
-        with self._staging(name, version, self._blobs) as staging:
+        if expected is not None:
+            blob = self.blob_path(expected)
+            if blob.is_dir():
+                digest = directory_digest(blob)  # every use re-checks the bytes on this disk
+                if digest == expected:
+                    os.utime(blob)  # recently used: the last blob evicted
+                    return blob, digest
+                log.warning("copy of %s on this host changed; fetching again", version)
+                shutil.rmtree(blob, ignore_errors=True)
+        uri = self._reader.download_uri(version.name, version.version)
+        with self._staging(version, self._blobs) as staging:
             downloaded = self._download(uri, staging)
             if not (downloaded / "MLmodel").is_file():
-                raise ArtifactFetchFailed(name, version, f"no MLmodel file at {uri}")
+                raise ArtifactFetchFailed(version.name, version.version, f"no MLmodel file at {uri}")
+            self.downloaded_bytes += directory_bytes(downloaded)
             digest = directory_digest(downloaded)
             if expected is not None and digest != expected:
-                raise ArtifactDigestMismatch(name, version, digest=digest, expected=expected)
-            _rename_into_place(downloaded, self._blobs / digest)
-        _link(link, self._blobs / digest)
-        log.info("fetched %s version %s from %s (sha256 %s)", name, version, uri, digest)
+                raise ArtifactDigestMismatch(version.name, version.version, digest=digest, expected=expected)
+            _rename_into_place(downloaded, self.blob_path(digest))
+        log.info("fetched %s from %s (sha256 %s)", version, uri, digest)
         self._evict(keep=digest)
-        return self._blobs / digest, digest
+        return self.blob_path(digest), digest
 
     def _evict(self, *, keep: str) -> None:
         """Least recently used blobs go until the cache fits, but never one a loaded model uses.
@@ -162,27 +174,19 @@ class ArtifactStore:
         )
 
     @contextmanager
-    def _staging(self, name: str, version: int, parent: Path) -> Iterator[Path]:
+    def _staging(self, version: VersionId, parent: Path) -> Iterator[Path]:
         """A temporary directory beside where the files will live, always removed; whatever
         goes wrong inside becomes ArtifactFetchFailed naming the version."""
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{version.version}-", dir=parent))
         try:
             yield staging
         except RegistryError:
             raise
         except Exception as exc:
-            raise ArtifactFetchFailed(name, version, f"{type(exc).__name__}: {exc}") from exc
+            raise ArtifactFetchFailed(version.name, version.version, f"{type(exc).__name__}: {exc}") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _link(link: Path, target: Path) -> None:
-    """Point ``link`` at ``target`` atomically (relative, so the cache can move)."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex}.tmp")  # unique per call: threads race here
-    temporary.symlink_to(os.path.relpath(target, link.parent))
-    os.replace(temporary, link)
 
 
 def _rename_into_place(source: Path, final: Path) -> None:

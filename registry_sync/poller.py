@@ -93,6 +93,7 @@ class Poller:
             self._scheduled, "interval", seconds=self._interval, max_instances=1, coalesce=True, id="registry-poll"
         )
         self._scheduler.start()
+        self._loops.append(asyncio.create_task(self._verify_loop(), name="verify"))
         if self._lease is not None:
             self.keep_campaigning()
             self._loops.append(asyncio.create_task(self._requests_loop(), name="sync requests"))
@@ -126,20 +127,31 @@ class Poller:
         lease = self._lease
         return await anyio.to_thread.run_sync(lease.acquire)
 
-    async def sync(self, names: Iterable[str] | None = None, *, reason: str) -> SyncReport:
+    async def sync(self, names: Iterable[str] | None = None, *, reason: str, verify: bool = False) -> SyncReport:
         """Run one pass now (after any pass under way) and return its report; a process that
-        does not lead runs none (see ``run`` to go through the leader)."""
+        does not lead runs none (see ``run`` to go through the leader). With ``verify``, the
+        bytes of every served version (of ``names``) are checked against their pins after
+        the pass, outside its lock: downloads never hold up the next diff."""
         names = sorted(set(names)) if names is not None else None
         async with self._lock:
             if not self.leading:
                 holder = self._lease.holder if self._lease is not None else ""
                 return SyncReport(error=f"{holder} is not the sync leader; no pass run")
             report = await anyio.to_thread.run_sync(lambda: self._sync.sync_once(names, reason=reason))
+        if verify and report.ok:
+            report.merge(await self._verify(names, reason=reason))
         if names is None:
             self._note(report)
         if self._on_synced is not None:
             self._on_synced(report)
         return report
+
+    async def _verify(self, names: list[str] | None, *, reason: str) -> SyncReport:
+        def check() -> SyncReport:
+            wanted = [v for v in self._sync.drift_candidates() if names is None or v.name in names]
+            return self._sync.verify(wanted, reason=reason)
+
+        return await anyio.to_thread.run_sync(check)
 
     def sync_soon(self, names: Iterable[str] | None, *, reason: str) -> asyncio.Task[SyncReport]:
         """Start a pass in the background (a webhook answers before it finishes)."""
@@ -155,12 +167,14 @@ class Poller:
             return
         await self._request(names, reason=reason)
 
-    async def run(self, names: Iterable[str] | None, *, reason: str, timeout: float) -> SyncReport | None:
+    async def run(
+        self, names: Iterable[str] | None, *, reason: str, timeout: float, verify: bool = False
+    ) -> SyncReport | None:
         """One pass now, here if this process leads, else by the leader; its report, or None
         when no leader finished it within ``timeout`` (the request stays queued for one)."""
         if self.leading:
-            return await self.sync(names, reason=reason)
-        request_id = await self._request(names, reason=reason)
+            return await self.sync(names, reason=reason, verify=verify)
+        request_id = await self._request(names, reason=reason, verify=verify)
         store = self._store
         assert store is not None
         deadline = time.monotonic() + timeout
@@ -174,14 +188,39 @@ class Poller:
                 return SyncReport.from_dict(request.report)
         return None
 
-    async def _request(self, names: Iterable[str] | None, *, reason: str) -> int:
+    async def _request(self, names: Iterable[str] | None, *, reason: str, verify: bool = False) -> int:
         store = self._store
         if store is None:
             raise RuntimeError("a poller without a lease always leads")
         listed = sorted(set(names)) if names is not None else None
         return await anyio.to_thread.run_sync(
-            lambda: store.request_sync(listed, reason=reason, requested_by=self._actor)
+            lambda: store.request_sync(listed, reason=reason, requested_by=self._actor, verify=verify)
         )
+
+    async def _verify_loop(self) -> None:
+        """Check the bytes of each served version once per verify interval, spread evenly over
+        it (one version at a time): the cost follows what is served, in a steady trickle."""
+        while True:
+            try:
+                candidates = await anyio.to_thread.run_sync(self._sync.drift_candidates) if self.leading else []
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("listing the versions to verify failed")
+                candidates = []
+            if not candidates:
+                await asyncio.sleep(min(self._sync.verify_interval, self._interval))
+                continue
+            spacing = self._sync.verify_interval / len(candidates)
+            for version in candidates:
+                await asyncio.sleep(spacing)
+                if not self.leading:
+                    break
+                try:
+                    report = await anyio.to_thread.run_sync(self._sync.verify, [version])
+                except Exception:
+                    log.exception("verifying %s failed", version)
+                    continue
+                if report.refused and self._on_synced is not None:
+                    self._on_synced(report)  # the gateways look again: a served version was refused
 
     async def _campaign_loop(self) -> None:
         while True:
@@ -217,7 +256,8 @@ class Poller:
         whole = any(request.names is None for request in pending)
         names = None if whole else sorted({name for request in pending for name in request.names or []})
         reasons = sorted({f"{request.reason} via {request.requested_by}" for request in pending})
-        report = await self.sync(names, reason="; ".join(reasons)[:200])
+        verify = any(request.verify for request in pending)
+        report = await self.sync(names, reason="; ".join(reasons)[:200], verify=verify)
         if not report.ok and not self.leading:
             return  # lost the lead meanwhile: the next leader answers them
         ids = [request.id for request in pending]

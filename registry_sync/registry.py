@@ -9,7 +9,7 @@ All methods block; callers run them in threads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from registry_sync.errors import RegisteredModelNotFound, RegistryError, RegistryUnavailable
+from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class VersionRecord:
     def ready(self) -> bool:
         return self.status == READY
 
+    @property
+    def id(self) -> VersionId:
+        return VersionId(self.name, self.version, self.source, self.created_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelRecord:
@@ -54,11 +59,21 @@ class ModelRecord:
     aliases: dict[str, int]
     tags: dict[str, str]
     versions: dict[int, VersionRecord]
+    created_ms: int | None = None
+    updated_ms: int | None = None
+    """MLflow moves it when a version is created or deleted (not for aliases or tags)."""
+    versions_read: bool = True
+    """False when only the model was read (its aliases), not its versions."""
 
     @property
     def latest_ready(self) -> int | None:
         ready = [v for v, record in self.versions.items() if record.ready]
         return max(ready) if ready else None
+
+    @property
+    def stamp(self) -> tuple[int | None, int | None]:
+        """What changes when the model's set of versions does (or the model is re-created)."""
+        return self.created_ms, self.updated_ms
 
 
 @contextmanager
@@ -95,28 +110,32 @@ class RegistryReader:
             versions: dict[str, dict[int, VersionRecord]] = {}
             for record in self._paged_versions(None):
                 versions.setdefault(record.name, {})[record.version] = record
-        return [
-            ModelRecord(
-                name=model.name,
-                description=model.description or "",
-                aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
-                tags=dict(model.tags or {}),
-                versions=versions.get(model.name, {}),
-            )
-            for model in registered
-        ]
+        return [_model_record(model, versions.get(model.name, {})) for model in registered]
+
+    def registered_models(self) -> list[ModelRecord]:
+        """Every model with its aliases but not its versions (``versions_read`` False): one
+        paged call that costs per model, not per version."""
+        with _boundary():
+            return [_model_record(model, {}, versions_read=False) for model in self._paged_models()]
+
+    def versions_of(self, names: Iterable[str]) -> dict[str, dict[int, VersionRecord]]:
+        """The versions of these models, a batch of names per call."""
+        wanted = sorted(set(names))
+        found: dict[str, dict[int, VersionRecord]] = {name: {} for name in wanted}
+        with _boundary():
+            for start in range(0, len(wanted), _NAMES_PER_CALL):
+                batch = wanted[start : start + _NAMES_PER_CALL]
+                quoted = ", ".join(_quote(name) for name in batch)
+                for record in self._paged_versions(None, filter_string=f"name IN ({quoted})"):
+                    if record.name in found:
+                        found[record.name][record.version] = record
+        return found
 
     def get_model(self, name: str) -> ModelRecord:
         with _boundary(name):
             model = self._client.get_registered_model(name)
             versions = list(self._paged_versions(name))
-        return ModelRecord(
-            name=model.name,
-            description=model.description or "",
-            aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
-            tags=dict(model.tags or {}),
-            versions={record.version: record for record in versions},
-        )
+        return _model_record(model, {record.version: record for record in versions})
 
     def download_uri(self, name: str, version: int) -> str:
         """Where the artifacts of a version really are (MLflow 3 sources are ``models:/m-...``)."""
@@ -132,9 +151,10 @@ class RegistryReader:
             if not token:
                 return
 
-    def _paged_versions(self, name: str | None) -> Iterator[VersionRecord]:
-        """Versions of one model, or of every model when ``name`` is None."""
-        filter_string = "" if name is None else "name='{}'".format(name.replace("'", "\\'"))
+    def _paged_versions(self, name: str | None, *, filter_string: str | None = None) -> Iterator[VersionRecord]:
+        """Versions of one model, of the models ``filter_string`` names, or of every model."""
+        if filter_string is None:
+            filter_string = "" if name is None else f"name={_quote(name)}"
         token: str | None = None
         while True:
             page = self._client.search_model_versions(filter_string=filter_string, max_results=1000, page_token=token)
@@ -155,3 +175,23 @@ class RegistryReader:
             token = page.token
             if not token:
                 return
+
+
+_NAMES_PER_CALL = 100  # models per search_model_versions call when reading some models
+
+
+def _quote(name: str) -> str:
+    return "'{}'".format(name.replace("'", "\\'"))
+
+
+def _model_record(model: Any, versions: dict[int, VersionRecord], *, versions_read: bool = True) -> ModelRecord:
+    return ModelRecord(
+        name=model.name,
+        description=model.description or "",
+        aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
+        tags=dict(model.tags or {}),
+        versions=versions,
+        created_ms=model.creation_timestamp,
+        updated_ms=model.last_updated_timestamp,
+        versions_read=versions_read,
+    )

@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry_sync.errors import RegistryError
-from registry_sync.registry import ModelRecord
+from registry_sync.identity import VersionId
+from registry_sync.registry import ModelRecord, VersionRecord
 from registry_sync.state import (
     EventRow,
     ModelVersionRow,
@@ -36,6 +37,7 @@ from registry_sync.state import (
 log = logging.getLogger(__name__)
 
 EXPECTED_DIGEST_TAG = "gateway.sha256"
+_IN_LIST_LIMIT = 500  # past this many models, one scan of the table beats a long IN (...)
 
 
 class EventKind(StrEnum):
@@ -43,6 +45,7 @@ class EventKind(StrEnum):
     STATUS = "status_changed"
     TAGS = "tags_changed"
     DELETED = "deleted"
+    REPLACED = "replaced"
     ALIAS_SET = "alias_set"
     ALIAS_DELETED = "alias_deleted"
     FETCHED = "fetched"
@@ -83,6 +86,11 @@ class VersionState:
     created_at: datetime
     artifact_uri: str | None = None
     listing: str | None = None
+    created_ms: int | None = None
+
+    @property
+    def id(self) -> VersionId:
+        return VersionId(self.name, self.version, self.source, self.created_ms)
 
     @property
     def ready(self) -> bool:
@@ -132,6 +140,8 @@ class Changes:
     """What one registry read changed in the database."""
 
     new_versions: list[tuple[str, int]] = field(default_factory=list)
+    retagged: list[tuple[str, int]] = field(default_factory=list)
+    """Versions that are new or whose tags changed: their digest tags need a look."""
     alias_moves: list[tuple[str, str, int]] = field(default_factory=list)
     events: int = 0
 
@@ -145,6 +155,8 @@ class PinResult:
     ok: bool
     digest: str
     reason: str | None = None
+    stale: bool = False
+    """The version was deleted or re-created meanwhile: nothing was pinned or refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +180,7 @@ class SyncRequest:
     id: int
     names: list[str] | None  # None: the whole registry
     reason: str
+    verify: bool
     requested_by: str
     done: bool
     report: dict[str, Any] | None
@@ -248,7 +261,8 @@ class StateStore:
         """Make the database agree with what the registry showed.
 
         ``complete`` says the listing covers every model, so models missing from it were
-        deleted; otherwise only the models listed are compared. With a ``fence``, nothing is
+        deleted; otherwise only the models listed are compared. A model read without its
+        versions (``versions_read`` False) has only its aliases compared. With a ``fence``, nothing is
         written unless it holds (checked first, in the same transaction).
         """
         changes = Changes()
@@ -256,17 +270,25 @@ class StateStore:
         with self._session() as session:
             if fence is not None:
                 fence.hold(session)
-            rows = session.scalars(select(ModelVersionRow)).all()
-            known: dict[str, dict[int, ModelVersionRow]] = {}
-            for row in rows:
-                known.setdefault(row.name, {})[row.version] = row
             routes: dict[str, dict[str, RouteRow]] = {}
             for route in session.scalars(select(RouteRow)):
                 routes.setdefault(route.name, {})[route.alias] = route
-            names = set(seen) | (set(known) | set(routes) if complete else set())
+            recorded = set(session.scalars(select(ModelVersionRow.name).distinct())) if complete else set()
+            names = set(seen) | recorded | (set(routes) if complete else set())
+            # Only the rows of models whose versions were read (or that are gone): a poll that
+            # read a few models' versions costs those, not the whole table.
+            compared = {name for name in names if name not in seen or seen[name].versions_read}
+            query = select(ModelVersionRow)
+            if len(compared) <= _IN_LIST_LIMIT:
+                query = query.where(ModelVersionRow.name.in_(sorted(compared)))
+            known: dict[str, dict[int, ModelVersionRow]] = {}
+            for row in session.scalars(query):
+                if row.name in compared:
+                    known.setdefault(row.name, {})[row.version] = row
             for name in sorted(names):
                 model = seen.get(name)
-                self._apply_versions(session, name, model, known.get(name, {}), changes, actor)
+                if model is None or model.versions_read:  # else only its aliases were read
+                    self._apply_versions(session, name, model, known.get(name, {}), changes, actor)
                 self._apply_aliases(session, name, model, routes.get(name, {}), changes, actor)
             if changes.any:
                 _bump(session)
@@ -284,16 +306,29 @@ class StateStore:
         current = model.versions if model is not None else {}
         for number, record in current.items():
             row = known.get(number)
-            if row is None or row.deleted:
+            if row is None or row.deleted or not _row_id(row).same_version(record.id):
+                replaced = row is not None and not _row_id(row).same_version(record.id)
                 if row is None:
                     row = ModelVersionRow(name=name, version=number)
                     session.add(row)
+                if replaced:
+                    reason = (
+                        f"a new version under an old number (source {record.source}, created {record.created_ms}) "
+                        f"replaces the {'deleted' if row.deleted else 'previous'} one "
+                        f"(source {row.source}, created {row.created_ms}): its pin and its copies are not reused"
+                    )
+                    _event(session, EventKind.REPLACED, name, version=number, reason=reason, actor=actor)
+                    # A different version: nothing known about the old one holds for it.
+                    row.digest = row.refused_reason = row.artifact_uri = row.listing = None
                 row.deleted = False
-                row.source, row.status, row.run_id, row.tags = record.source, record.status, record.run_id, record.tags
+                _copy_record(row, record)
                 changes.new_versions.append((name, number))
+                changes.retagged.append((name, number))
                 changes.events += 1
                 _event(session, EventKind.DETECTED, name, version=number, reason=f"status {record.status}", actor=actor)
                 continue
+            if row.created_ms is None and record.created_ms is not None:
+                row.created_ms = record.created_ms  # recorded before creation times were kept
             if row.status != record.status:
                 _event(
                     session,
@@ -312,6 +347,7 @@ class StateStore:
                 moved = sorted(k for k in set(before) | set(record.tags) if before.get(k) != record.tags.get(k))
                 _event(session, EventKind.TAGS, name, version=number, reason=", ".join(moved), actor=actor)
                 row.tags = dict(record.tags)
+                changes.retagged.append((name, number))
                 changes.events += 1
         for number, row in known.items():
             if number not in current and not row.deleted:
@@ -350,15 +386,17 @@ class StateStore:
                 changes.events += 1
                 _event(session, EventKind.ALIAS_DELETED, name, version=route.version, alias=alias, actor=actor)
 
-    def pin_digest(self, name: str, version: int, digest: str, *, actor: str) -> PinResult:
-        """Check ``digest`` against the version's tag and pin; the first digest seen wins."""
+    def pin_digest(self, version_id: VersionId, digest: str, *, actor: str) -> PinResult:
+        """Check ``digest`` against the version's tag and pin; the first digest seen wins.
+
+        Only for the version ``version_id`` names: if the registry deleted it or re-created
+        its number meanwhile, nothing is pinned or refused (``stale``).
+        """
+        name, version = version_id.name, version_id.version
         with self._session() as session:
             row = session.get(ModelVersionRow, (name, version), with_for_update=True)
-            if row is None:
-                # Loaded before the sync saw it: remember it, so the pin has a home.
-                row = ModelVersionRow(name=name, version=version, status="READY", source="", tags={})
-                session.add(row)
-                session.flush()
+            if row is None or row.deleted or not _row_id(row).same_version(version_id):
+                return PinResult(False, digest, f"{version_id} was deleted or re-created meanwhile", stale=True)
             if row.refused_reason:
                 return PinResult(False, digest, row.refused_reason)
             expected = (row.tags or {}).get(EXPECTED_DIGEST_TAG)
@@ -380,16 +418,76 @@ class StateStore:
                 _bump(session)
             return PinResult(True, digest)
 
-    def record_listing(self, name: str, version: int, *, artifact_uri: str, listing: str | None) -> None:
+    def record_listing(self, version_id: VersionId, *, artifact_uri: str, listing: str | None) -> None:
         """Remember where a version's artifacts are and how their listing looked."""
         with self._session() as session:
-            session.execute(
-                update(ModelVersionRow)
-                .where(ModelVersionRow.name == name, ModelVersionRow.version == version)
-                .values(artifact_uri=artifact_uri, listing=listing)
-            )
+            row = session.get(ModelVersionRow, (version_id.name, version_id.version))
+            if row is not None and _row_id(row).same_version(version_id):
+                row.artifact_uri, row.listing = artifact_uri, listing
 
-    def set_active(self, name: str, alias: str, version: int, *, previous: int | None, actor: str) -> None:
+    def apply_digest_tags(self, keys: Iterable[tuple[str, int]], *, actor: str) -> tuple[int, int]:
+        """Act on the ``gateway.sha256`` tags of these versions (new, or whose tags changed):
+        an unpinned version is pinned to its tag, since the registry vouches for those bytes
+        and no download is needed; a pinned one whose tag differs is refused. Returns
+        (pinned, refused)."""
+        pinned = refused = 0
+        with self._session() as session:
+            for key in sorted(set(keys)):
+                row = session.get(ModelVersionRow, key)
+                if row is None or row.deleted or row.refused_reason:
+                    continue
+                expected = str((row.tags or {}).get(EXPECTED_DIGEST_TAG, "")).strip().lower()
+                if not expected or expected == row.digest:
+                    continue
+                if row.digest is None:
+                    row.digest = expected
+                    reason = f"pinned sha256 {expected} from the {EXPECTED_DIGEST_TAG} tag"
+                    _event(session, EventKind.VERIFIED, row.name, version=row.version, reason=reason, actor=actor)
+                    pinned += 1
+                else:
+                    row.refused_reason = f"sha256 {row.digest} differs from the {EXPECTED_DIGEST_TAG} tag {expected}"
+                    _event(
+                        session,
+                        EventKind.REFUSED,
+                        row.name,
+                        version=row.version,
+                        reason=row.refused_reason,
+                        actor=actor,
+                    )
+                    refused += 1
+            if pinned or refused:
+                _bump(session)
+        return pinned, refused
+
+    def names_not_ready(self) -> set[str]:
+        """Models with a version not READY yet (its status may change without a timestamp)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(ModelVersionRow.name)
+                .where(ModelVersionRow.status != "READY", ModelVersionRow.deleted.is_(False))
+                .distinct()
+            )
+            return {row[0] for row in rows}
+
+    def served_states(self, *, extra: Iterable[tuple[str, int]] = ()) -> list[VersionState]:
+        """Pinned, unrefused versions that routes point at (MLflow's target or what gateways
+        serve), plus ``extra``: what is worth re-checking, in proportion to what is served."""
+        wanted = set(extra)
+        with self._session() as session:
+            for route in session.scalars(select(RouteRow)):
+                wanted.add((route.name, route.version))
+                if route.active_version is not None:
+                    wanted.add((route.name, route.active_version))
+            states = []
+            for key in sorted(wanted):
+                row = session.get(ModelVersionRow, key)
+                if row is not None and row.digest and not row.refused_reason and not row.deleted:
+                    states.append(_version_state(row))
+            return states
+
+    def set_active(
+        self, name: str, alias: str, version: int, *, previous: int | None, actor: str, note: str = ""
+    ) -> None:
         """Record that ``alias`` now serves ``version`` here (after a successful warm swap).
 
         Every replica records its own swap as an event; ``active_version`` (what a restarting
@@ -407,6 +505,8 @@ class StateStore:
                 .values(active_version=version)
             )
             reason = f"{previous} -> {version}" if previous is not None else f"-> {version}"
+            if note:
+                reason = f"{reason} ({note})"
             _event(session, EventKind.SWAPPED, name, version=version, alias=alias, reason=reason, actor=actor)
 
     def claim(self, registry_uri: str) -> None:
@@ -441,10 +541,10 @@ class StateStore:
 
     # --- sync requests (processes that do not lead ask the leader) -------------------
 
-    def request_sync(self, names: list[str] | None, *, reason: str, requested_by: str) -> int:
+    def request_sync(self, names: list[str] | None, *, reason: str, requested_by: str, verify: bool = False) -> int:
         """Queue a sync for the leader; returns the request's id."""
         with self._session() as session:
-            row = SyncRequestRow(names=names, reason=reason, requested_by=requested_by)
+            row = SyncRequestRow(names=names, reason=reason, requested_by=requested_by, verify=verify)
             session.add(row)
             session.flush()
             return int(row.id)
@@ -476,6 +576,7 @@ def _sync_request(row: SyncRequestRow) -> SyncRequest:
         id=row.id,
         names=list(row.names) if row.names is not None else None,
         reason=row.reason,
+        verify=bool(row.verify),
         requested_by=row.requested_by,
         done=row.done_at is not None,
         report=dict(row.report) if row.report is not None else None,
@@ -509,6 +610,15 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _row_id(row: ModelVersionRow) -> VersionId:
+    return VersionId(row.name, row.version, row.source or "", row.created_ms)
+
+
+def _copy_record(row: ModelVersionRow, record: VersionRecord) -> None:
+    row.source, row.created_ms, row.status = record.source, record.created_ms, record.status
+    row.run_id, row.tags = record.run_id, dict(record.tags)
+
+
 def _version_state(row: ModelVersionRow) -> VersionState:
     return VersionState(
         name=row.name,
@@ -523,4 +633,5 @@ def _version_state(row: ModelVersionRow) -> VersionState:
         created_at=_utc(row.first_seen_at),
         artifact_uri=row.artifact_uri,
         listing=row.listing,
+        created_ms=row.created_ms,
     )

@@ -1,7 +1,8 @@
 """The state database's tables (SQLAlchemy 2). Alembic in ``migrations/`` creates them.
 
-- ``model_versions``: every version the sync has seen, with its pinned sha256 digest
-  and whether it was refused.
+- ``model_versions``: the current version under each (name, number) the sync has seen,
+  with its identity (source, creation time), its pinned sha256 digest and whether it was
+  refused. A version re-created under an old number replaces the row and its pin.
 - ``routes``: alias -> version as MLflow says it (``version``) and as the gateways serve
   it (``active_version``: moved only after a warm swap succeeded), with the generation
   at which the row last changed.
@@ -20,7 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,6 +39,9 @@ class ModelVersionRow(Base):
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The registry's creation time: with name, number and source, the version's identity
+    (MLflow reuses numbers after a model is deleted and registered again)."""
     status: Mapped[str] = mapped_column(String(32))
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -122,6 +126,8 @@ class SyncRequestRow(Base):
     names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     """The models to sync; NULL for the whole registry."""
     reason: Mapped[str] = mapped_column(String(256), default="")
+    verify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Also re-check the bytes of every served version against its pin."""
     requested_by: Mapped[str] = mapped_column(String(128), default="")
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

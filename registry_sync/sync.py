@@ -1,35 +1,37 @@
-"""One pass of the control plane: read the registry, diff it into the database, hash.
+"""The control plane's work: read the registry and diff it into the database; check the
+bytes of what is served.
 
-``Synchronizer.sync_once`` is the whole job; the poller, webhooks and ``/admin/sync``
-only decide when it runs. It reads every model in two paged calls (or just the models
-named), records what changed (new versions, status and tag changes, deletions, alias
-moves; MLflow does not touch timestamps for aliases and tags, so they are diffed),
-then fetches and hashes each new READY version and pins its digest. Versions that
-routes point at are re-hashed from the store every ``verify_interval`` to catch bytes
-changed in place. A failure on one version is an event; the others go on.
+``Synchronizer.sync_once`` is one pass; the poller, webhooks and ``/admin/sync`` only
+decide when it runs. It reads every model in two paged calls (or just the models named)
+and records what changed (new versions, re-created ones, status and tag changes,
+deletions, alias moves; MLflow does not touch timestamps for aliases and tags, so they
+are diffed). It downloads nothing, so a slow artifact never holds up an alias move.
+
+Artifacts are fetched, hashed and pinned where they are needed: by the gateway loading a
+version (a warm alias moving, a request). A ``gateway.sha256`` tag pins without a
+download. ``verify`` re-checks the bytes of served versions against their pins; the
+poller spreads it over ``verify_interval`` so its cost follows what is served, not the
+size of the registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import RegisteredModelNotFound, RegistryError
+from registry_sync.identity import VersionId
 from registry_sync.lease import NotLeader
 from registry_sync.registry import ModelRecord, RegistryReader
-from registry_sync.repository import EventKind, Fence, Snapshot, StateStore
+from registry_sync.repository import Fence, StateStore
 from registry_sync.s3listing import S3Lister, is_s3
 
 log = logging.getLogger(__name__)
-
-_HASH_WORKERS = 4
-_FETCH_RETRY_FIRST = 60.0  # a version that failed to fetch waits this long, doubling...
-_FETCH_RETRY_MAX = 3600.0  # ...up to this, so a broken version is not an event every poll
 
 
 @dataclass
@@ -49,6 +51,15 @@ class SyncReport:
     def ok(self) -> bool:
         return self.error is None
 
+    def merge(self, other: SyncReport) -> None:
+        """Add another pass's counts (a verification after the diff) to this report."""
+        self.verified += other.verified
+        self.refused += other.refused
+        self.failed += other.failed
+        self.problems.extend(other.problems)
+        self.seconds += other.seconds
+        self.error = self.error or other.error
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -67,19 +78,30 @@ class Synchronizer:
         verify_interval_seconds: float = 300.0,
         actor: str = "sync",
         fence: Fence | None = None,
+        loaded: Callable[[], Iterable[VersionId]] = tuple,
+        watched: Callable[[], Iterable[str]] = tuple,
+        full_read_interval_seconds: float = 600.0,
     ) -> None:
         self._reader = reader
         self._store = store
         self._artifacts = artifacts
-        self._verify_interval = verify_interval_seconds
+        self.verify_interval = verify_interval_seconds
         self._actor = actor
         self._fence = fence  # the leader lease: a pass that lost it writes no registry changes
-        self._last_verify = time.monotonic()
-        self._fetch_failures: dict[tuple[str, int], tuple[int, float]] = {}  # key -> (count, next try)
+        self._loaded = loaded  # versions this process has loaded (their bytes are checked too)
+        self._watched = watched  # models whose versions are read every pass (what is served)
+        self._full_every = full_read_interval_seconds
+        self._next_full = 0.0  # the first pass reads everything
+        # Each model's (created, last updated) at the last pass that read its versions.
+        self._stamps: dict[str, tuple[int | None, int | None]] = {}
         self._lister = S3Lister()
 
     def sync_once(self, names: Iterable[str] | None = None, *, reason: str = "poll") -> SyncReport:
-        """Blocking. ``names`` limits the pass to those models (a webhook's, say)."""
+        """Blocking. ``names`` limits the pass to those models (a webhook's, say).
+
+        Downloads nothing: new versions are fetched and pinned when first served (a warm
+        alias moving to them, or a request), so a pass costs the registry read and the diff.
+        """
         started = time.monotonic()
         report = SyncReport()
         actor = f"{self._actor}:{reason}"
@@ -87,34 +109,12 @@ class Synchronizer:
             models = self._read(names)
             report.models = len(models)
             changes = self._store.apply_registry(models, complete=names is None, actor=actor, fence=self._fence)
+            self._remember(models, complete=names is None)
             report.new_versions = len(changes.new_versions)
             report.alias_moves = len(changes.alias_moves)
-            snapshot = self._store.snapshot()
-            now = time.monotonic()
-            to_pin = [
-                key
-                for key, state in snapshot.versions.items()
-                if state.ready
-                and state.digest is None
-                and not state.refused_reason
-                # a pass for named models (a webhook, a miss) tries again at once
-                and (key[0] in set(names) if names is not None else self._retry_due(key, now))
-            ]
-            self._hash_all(to_pin, report, actor, pinned_only=False)
-            self._check_tags(snapshot, report, actor)
-            if names is None:  # with this pass's pins, so a new version's listing is recorded now
-                self._check_listings(self._store.snapshot(), report, actor)
-            if names is None and time.monotonic() - self._last_verify >= self._verify_interval:
-                self._last_verify = time.monotonic()
-                routed = {(r.name, v) for r in snapshot.routes.values() for v in (r.version, r.active_version) if v}
-                recheck = [
-                    k
-                    for k in routed
-                    if k in snapshot.versions
-                    and snapshot.versions[k].digest
-                    and not snapshot.versions[k].refused_reason
-                ]
-                self._hash_all(sorted(recheck), report, actor, pinned_only=True)
+            pinned, refused = self._store.apply_digest_tags(changes.retagged, actor=actor)
+            report.verified += pinned
+            report.refused += refused
         except NotLeader as exc:  # the leader's own status is not this process's to overwrite
             report.error = str(exc)
             report.seconds = time.monotonic() - started
@@ -133,7 +133,7 @@ class Synchronizer:
 
     def _read(self, names: Iterable[str] | None) -> list[ModelRecord]:
         if names is None:
-            return self._reader.all_models()
+            return self._read_changed()
         models = []
         for name in names:
             try:
@@ -143,81 +143,89 @@ class Synchronizer:
                 models.append(ModelRecord(name=name, description="", aliases={}, tags={}, versions={}))
         return models
 
-    def _retry_due(self, key: tuple[str, int], now: float) -> bool:
-        failure = self._fetch_failures.get(key)
-        return failure is None or failure[1] <= now
+    def _read_changed(self) -> list[ModelRecord]:
+        """The whole registry at the cost of its models, not its versions.
 
-    def _check_listings(self, snapshot: Snapshot, report: SyncReport, actor: str) -> None:
-        """Direct S3: list each pinned version's objects (no bytes); re-hash only on a change."""
-        for (name, version), state in sorted(snapshot.versions.items()):
-            if not state.ready or not state.digest or state.refused_reason:
-                continue
-            try:
-                uri = state.artifact_uri or self._reader.download_uri(name, version)
-                if not is_s3(uri):
-                    if state.artifact_uri is None:  # look it up once, then never again
-                        self._store.record_listing(name, version, artifact_uri=uri, listing=None)
-                    continue
-                seen = self._lister.fingerprint(name, version, uri)
-            except RegistryError as exc:  # S3 or MLflow away: nothing to conclude, keep serving
-                log.warning("could not list %s version %s: %s", name, version, exc)
-                continue
-            if state.listing is not None and seen != state.listing:
-                log.info("objects of %s version %s changed in S3; hashing them again", name, version)
-                outcome = self._hash_one(name, version, actor=actor, fresh=True)
-                if outcome == "refused":
-                    report.refused += 1
-                    continue
-                if outcome == "failed":
-                    report.failed += 1
-                    continue
-            if seen != state.listing or state.artifact_uri != uri:
-                self._store.record_listing(name, version, artifact_uri=uri, listing=seen)
+        Every model is read with its aliases (one paged call; MLflow moves no timestamp for
+        aliases, so they are always diffed). Versions are read only for models that are
+        new, re-created or whose ``last_updated_timestamp`` moved (MLflow moves it when a
+        version is created or deleted), for the models served here (their tags), and for
+        models with versions not READY yet. Version tags of other models change no
+        timestamp: webhooks (``model_version_tag``) and a full read every
+        ``full_read_interval`` catch them.
+        """
+        now = time.monotonic()
+        if now >= self._next_full:
+            models = self._reader.all_models()
+            self._next_full = now + self._full_every
+            return models
+        listing = self._reader.registered_models()
+        pending = self._store.names_not_ready()
+        watched = set(self._watched()) | pending
+        stale = [m.name for m in listing if m.name in watched or self._stamps.get(m.name) != m.stamp]
+        versions = self._reader.versions_of(stale) if stale else {}
+        return [
+            dataclasses.replace(m, versions=versions[m.name], versions_read=True) if m.name in versions else m
+            for m in listing
+        ]
 
-    def _check_tags(self, snapshot: Snapshot, report: SyncReport, actor: str) -> None:
-        """A gateway.sha256 tag set after the pin must match it: no download needed to tell."""
-        for (name, version), state in snapshot.versions.items():
-            expected = state.expected_digest
-            if state.digest and expected and expected != state.digest and not state.refused_reason:
-                if not self._store.pin_digest(name, version, state.digest, actor=actor).ok:
-                    report.refused += 1
+    def _remember(self, models: list[ModelRecord], *, complete: bool) -> None:
+        """After a pass applied: the stamps of the models whose versions it read."""
+        if complete:
+            listed = {m.name for m in models}
+            self._stamps = {name: stamp for name, stamp in self._stamps.items() if name in listed}
+        for model in models:
+            if model.versions_read:
+                self._stamps[model.name] = model.stamp
 
-    def _hash_all(self, keys: list[tuple[str, int]], report: SyncReport, actor: str, *, pinned_only: bool) -> None:
-        if not keys:
-            return
-        with ThreadPoolExecutor(max_workers=_HASH_WORKERS, thread_name_prefix="hash") as pool:
-            outcomes = list(pool.map(lambda key: self._hash_one(*key, actor=actor, fresh=pinned_only), keys))
-        for (name, version), outcome in zip(keys, outcomes, strict=True):
-            if outcome == "verified":
-                report.verified += 1
-            elif outcome == "refused":
+    # --- bytes changed in place --------------------------------------------------------
+
+    def drift_candidates(self) -> list[VersionId]:
+        """The versions whose bytes are worth checking: those routes point at (MLflow's target
+        and what gateways serve) and those this process has loaded; pinned and not refused."""
+        wanted = {(v.name, v.version) for v in self._loaded()}
+        return [state.id for state in self._store.served_states(extra=wanted)]
+
+    def verify(self, versions: Iterable[VersionId], *, reason: str = "verify") -> SyncReport:
+        """Check each version's bytes in the artifact store against its pin (blocking).
+
+        In direct S3 a listing (keys, sizes, ETags; no bytes) that matches the one recorded
+        at the last check is enough; anything else is downloaded and hashed again.
+        """
+        started = time.monotonic()
+        report = SyncReport()
+        actor = f"{self._actor}:{reason}"
+        for version in versions:
+            outcome = self._verify_one(version, actor=actor)
+            if outcome == "refused":
                 report.refused += 1
             elif outcome == "failed":
                 report.failed += 1
-                report.problems.append(f"{name} v{version}")
+                report.problems.append(f"{version.name} v{version.version}")
+            elif outcome == "verified":
+                report.verified += 1
+        report.seconds = time.monotonic() - started
+        return report
 
-    def _hash_one(self, name: str, version: int, *, actor: str, fresh: bool) -> str:
-        """Hash one version (from this host's copy, or ``fresh`` from the store) and pin it."""
+    def _verify_one(self, version: VersionId, *, actor: str) -> str:
         try:
-            if fresh:
-                digest = self._artifacts.source_digest(name, version)
-            else:
-                digest = self._artifacts.fetch_verified(name, version)[1]
-                self._store.record(EventKind.FETCHED, name, version=version, reason=f"sha256 {digest}", actor=actor)
-            result = self._store.pin_digest(name, version, digest, actor=actor)
-        except RegistryError as exc:
-            log.warning("could not hash %s version %s: %s", name, version, exc)
-            if not fresh:
-                count = self._fetch_failures.get((name, version), (0, 0.0))[0] + 1
-                delay = min(_FETCH_RETRY_FIRST * 2 ** (count - 1), _FETCH_RETRY_MAX)
-                self._fetch_failures[(name, version)] = (count, time.monotonic() + delay)
-            try:
-                self._store.record(EventKind.FAILED, name, version=version, reason=str(exc), actor=actor)
-            except RegistryError:
-                pass
+            state = self._store.version(version.name, version.version)
+            if state is None or state.id != version or not state.digest or state.refused_reason:
+                return "skipped"  # gone, re-created, never pinned or already refused
+            uri = state.artifact_uri or self._reader.download_uri(version.name, version.version)
+            seen = self._lister.fingerprint(version.name, version.version, uri) if is_s3(uri) else None
+            if seen is not None and seen == state.listing:
+                return "unchanged"  # one LIST, no download
+            digest = self._artifacts.source_digest(version)
+            result = self._store.pin_digest(version, digest, actor=actor)
+        except RegistryError as exc:  # the store or MLflow away: nothing to conclude, keep serving
+            log.warning("could not verify %s: %s", version, exc)
             return "failed"
-        self._fetch_failures.pop((name, version), None)
+        if result.stale:
+            return "skipped"
         if not result.ok:
-            self._artifacts.forget(name, version)  # never keep bytes that were refused
+            self._artifacts.forget(digest)  # never keep bytes that were refused
             return "refused"
-        return "verified" if not fresh else "unchanged"
+        if seen != state.listing or uri != state.artifact_uri:
+            self._store.record_listing(version, artifact_uri=uri, listing=seen)
+        return "verified"

@@ -36,7 +36,10 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 _SCRATCH = tempfile.mkdtemp(prefix="registry-gateway-tests-")
 os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH, "data")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "cache")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+# Retries are off, so one slow answer fails a test: on 2 busy cores an `mlflow server`
+# proxying artifacts to moto has taken over 5 s for a single file (topology test, CI).
+# A dead server still fails at once (connection refused), whatever this says.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
 @pytest.fixture

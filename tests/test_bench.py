@@ -1,4 +1,5 @@
-"""The benchmark's own logic: reading wrk, planning workers, judging targets, the bare floor.
+"""The benchmark's own logic: reading wrk, planning workers, judging targets, the bare floor,
+the registry-scale section's parsing and verdicts, and the memory section's.
 
 The benchmark itself runs with `make bench`, never in the test suite (no timed asserts);
 these tests keep the parts that turn its measurements into verdicts honest.
@@ -6,6 +7,7 @@ these tests keep the parts that turn its measurements into verdicts honest.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import floor_app  # noqa: E402
+import memory_churn  # noqa: E402
+import registry_scale  # noqa: E402
 import run as bench  # noqa: E402
 from load import parse_wrk  # noqa: E402
 
@@ -108,3 +112,326 @@ async def test_the_bare_floor_answers_like_the_fastapi_floor() -> None:
             assert (answer.status_code, answer.json()) == (200, {"predictions": [2]})
             assert answer.headers["content-type"] == "application/json"
             assert (await client.get("/health/ready")).status_code == 200
+
+
+# --- registry-scale (bench/registry_scale.py) ------------------------------------------------
+
+
+def test_a_registry_layout_spreads_warm_aliases_and_moves_to_versions_never_served() -> None:
+    big = registry_scale.Layout(10_000)
+    assert (big.models, big.versions_per_model, big.champion) == (100, 100, 50)
+    assert big.warm_names() == [f"scale-{index:03d}" for index in range(0, 100, 10)]
+    moves = big.moves(4)
+    assert moves == [("scale-000", 51), ("scale-010", 51), ("scale-020", 51), ("scale-030", 51)]
+    small = registry_scale.Layout(200)
+    assert (small.models, small.warm_names()) == (2, ["scale-000", "scale-001"])
+    assert small.moves(4) == [("scale-000", 51), ("scale-001", 51), ("scale-000", 52), ("scale-001", 52)]
+    with pytest.raises(ValueError):
+        registry_scale.Layout(1_050)
+
+
+def test_each_version_has_bytes_of_its_own() -> None:
+    one = registry_scale.payload("scale-000", 1)
+    assert len(one) == registry_scale.PAYLOAD_BYTES
+    assert one == registry_scale.payload("scale-000", 1)  # the same on every build
+    assert one != registry_scale.payload("scale-000", 2) != registry_scale.payload("scale-001", 1)
+
+
+def test_tree_bytes_counts_files_once_and_follows_no_link(tmp_path: Path) -> None:
+    (tmp_path / "blobs" / "abc").mkdir(parents=True)
+    (tmp_path / "blobs" / "abc" / "model.skops").write_bytes(b"x" * 1000)
+    (tmp_path / "blobs" / "abc" / "hard").hardlink_to(tmp_path / "blobs" / "abc" / "model.skops")
+    (tmp_path / "versions" / "m").mkdir(parents=True)
+    (tmp_path / "versions" / "m" / "1").symlink_to(tmp_path / "blobs" / "abc")
+    (tmp_path / "MLmodel").write_bytes(b"y" * 24)
+    assert registry_scale.tree_bytes(tmp_path) == 1024
+    assert registry_scale.tree_bytes(tmp_path / "missing") == 0
+
+
+METRICS = """# HELP gateway_sync_seconds Time of one registry sync pass
+# TYPE gateway_sync_seconds histogram
+gateway_sync_seconds_bucket{le="0.05"} 0.0
+gateway_sync_seconds_bucket{le="+Inf"} 3.0
+gateway_sync_seconds_count 3.0
+gateway_sync_seconds_sum 12.5
+# HELP gateway_sync_seconds_created Time of one registry sync pass
+gateway_sync_seconds_created 1.7e+09
+gateway_sync_runs_total{outcome="success"} 3.0
+"""
+
+
+def test_the_sync_histogram_is_read_over_its_labels_and_missing_is_none() -> None:
+    assert registry_scale.histogram_totals(METRICS, "gateway_sync_seconds") == (12.5, 3.0)
+    labelled = 'x_seconds_sum{kind="diff"} 1.5\nx_seconds_count{kind="diff"} 2\nx_seconds_sum{kind="fetch"} 4\n'
+    labelled += 'x_seconds_count{kind="fetch"} 1\n'
+    assert registry_scale.histogram_totals(labelled, "x_seconds") == (5.5, 3.0)
+    assert registry_scale.histogram_totals(METRICS, "gateway_poll_seconds") is None
+
+
+def test_pass_times_come_from_successive_histogram_samples() -> None:
+    samples = [(10.0, 2.0), (10.0, 2.0), (10.4, 3.0), (10.4, 3.0), (11.4, 5.0)]
+    assert registry_scale.pass_durations(samples) == pytest.approx([0.4, 0.5, 0.5])
+    assert registry_scale.pass_durations(samples[:1]) == []
+
+
+def _scale_entry(versions: int, **gateway: Any) -> dict[str, Any]:
+    measured = {
+        "poll_s": 5.0,
+        "ready_s": 30.0,
+        "first_pass_over_s": 40.0,
+        "no_change_passes_s": [0.5, 0.6, 0.7],
+        "move_first_pass": {"delay_s": 6.0, "during_first_pass": True, "deadline_s": 180.0},
+        "moves_after": [{"delay_s": d, "passes_before": 3, "deadline_s": 30.0} for d in (2.0, 7.0, 3.0)],
+        "bytes_at_ready": 1200,
+        "expected_bytes_at_ready": 1000,
+        "bytes_at_end": 5000,
+        "expected_bytes_at_end": 1400,
+    }
+    return {"versions": versions, "gateway": measured | gateway}
+
+
+def _verdicts(data: dict[str, Any]) -> dict[str, bool | None]:
+    return {name: ok for name, _, ok in registry_scale.targets(data)}
+
+
+def test_registry_scale_targets_are_judged_at_ten_thousand_versions() -> None:
+    data = {"registries": [_scale_entry(1_000, no_change_passes_s=[0.05]), _scale_entry(10_000)]}
+    assert _verdicts(data) == {
+        "10,000 versions: ready < 60 s": True,
+        "10,000 versions: no-change poll pass < 2 s": True,  # 0.7 s at most
+        "no-change poll pass grows at most linearly, 1,000 → 10,000 (≤ 10×)": False,  # 0.6 / 0.05 = 12×
+        "10,000 versions: alias moved during the first pass served within 7 s of the move or of ready": True,  # 6 s
+        "10,000 versions: alias moved after the first pass served within 7 s": True,  # 7 s at most
+        "10,000 versions: downloaded at ready: warm aliases' versions only (≤ 1.25×)": True,  # 1.2×
+        "10,000 versions: downloaded at the end of the run: warm aliases' versions only (≤ 1.25×)": False,  # 3.6×
+    }
+
+
+def test_a_move_made_while_the_gateway_starts_is_judged_from_ready() -> None:
+    moved = "10,000 versions: alias moved during the first pass served within 7 s of the move or of ready"
+    early = {"delay_s": 25.0, "at_s": 10.0, "during_first_pass": True, "deadline_s": 180.0}  # ready at 30 s
+    checks = {
+        name: (value, ok)
+        for name, value, ok in registry_scale.targets({"registries": [_scale_entry(10_000, move_first_pass=early)]})
+    }
+    assert checks[moved] == ("5.00 s", True)
+    late = {**early, "delay_s": 28.0}  # served 8 s after ready
+    checks = {
+        name: (value, ok)
+        for name, value, ok in registry_scale.targets({"registries": [_scale_entry(10_000, move_first_pass=late)]})
+    }
+    assert checks[moved][1] is False
+
+
+def test_what_could_not_be_measured_fails_rather_than_passes() -> None:
+    slow = _scale_entry(
+        10_000,
+        ready_s=None,
+        first_pass_over_s=None,
+        no_change_passes_s=[],
+        move_first_pass={"delay_s": None, "during_first_pass": True, "deadline_s": 180.0},
+        moves_after=[{"delay_s": None, "passes_before": 0, "deadline_s": 30.0}],
+    )
+    checks = {name: (value, ok) for name, value, ok in registry_scale.targets({"registries": [slow]})}
+    assert checks["10,000 versions: ready < 60 s"] == ("–", False)
+    assert checks["10,000 versions: no-change poll pass < 2 s"] == ("none measured (first pass not over)", False)
+    assert checks["no-change poll pass grows at most linearly, 1,000 → 10,000 (≤ 10×)"][1] is None
+    moved = "10,000 versions: alias moved during the first pass served within 7 s of the move or of ready"
+    assert checks[moved] == ("not within 180 s", False)
+    assert checks["10,000 versions: alias moved while the first pass ran served within 7 s"] == (
+        "1 of 1 not within 30 s",
+        False,
+    )
+    failed = {"registries": [{"versions": 10_000, "error": "RuntimeError: not ready"}]}
+    assert registry_scale.targets(failed) == [
+        ("registry-scale at 10,000 versions", "gateway run failed: RuntimeError: not ready", False)
+    ]
+    assert registry_scale.targets({"registries": [_scale_entry(1_000)]})[0][2] is None  # not judged below 10k
+    assert registry_scale.targets(None) == []
+
+
+def test_the_registry_scale_report_renders_what_was_measured_and_dashes_the_rest() -> None:
+    entry = _scale_entry(10_000)
+    entry["gateway"] |= {
+        "limits": {"first_pass_s": 360.0},
+        "first_pass_s": 20.0,
+        "cache_breakdown": {"blobs": 2048},
+        "passes_at_end": 9,
+        "state_db_bytes": 4096,
+        "rss_mb_at_ready": 500.0,
+        "rss_mb": 510.0,
+        "peak_rss_mb": 520.0,
+    }
+    entry["gateway"]["move_first_pass"]["at_s"] = 7.5
+    entry["build"] = {"build_s": 130.0, "reused": True, "create_ms_first_tenth": 6.0, "create_ms_last_tenth": 7.0}
+    entry["build"]["version_bytes"] = 29_000
+    entry["read_cost"] = [
+        {"op": "naive", "what": "the naive read", "calls": 11, "rows": 10_000, "ms": 1502.3, "error": None},
+        {"op": "filter", "what": "by timestamp", "calls": 0, "rows": 0, "ms": float("nan"), "error": "refused it"},
+    ]
+    text = "\n".join(registry_scale.render({"registries": [{"versions": 1_000, "error": "boom"}, entry]}))
+    assert "| ready after | – | 30.00 s |" in text
+    assert "| registry built in | – | 130 s (reused) |" in text
+    assert "7.5 s after start, during the first pass" in text
+    assert "| the naive read | – | 11, 10,000, 1,502.3 |" in text
+    assert "refused: refused it" in text
+    assert "1,000 versions: the gateway run failed: boom" in text
+
+
+# --- memory (bench/memory_churn.py) -----------------------------------------------------------
+
+
+def test_the_zipf_draw_favours_low_versions_and_is_the_same_every_run() -> None:
+    draws = memory_churn.zipf_versions(10, 1.1, 20_000)
+    assert draws == memory_churn.zipf_versions(10, 1.1, 20_000)
+    assert set(draws) == set(range(1, 11))
+    counts = [draws.count(version) for version in range(1, 11)]
+    assert counts == sorted(counts, reverse=True)
+    weights = [1 / rank**1.1 for rank in range(1, 11)]
+    assert counts[0] / len(draws) == pytest.approx(weights[0] / sum(weights), abs=0.01)
+
+
+def test_round_robin_asks_each_version_in_turn_every_cycle() -> None:
+    assert list(memory_churn.round_robin(3, 2)) == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+
+
+def test_the_budget_has_room_for_three_median_models_and_never_four() -> None:
+    eight = 8 * 2**20
+    assert memory_churn.budget_mb([eight] * 10) == 28  # 3.5 × 8 MiB
+    assert memory_churn.budget_mb([int(8.4 * 2**20)] * 3) == 30  # 29.4, rounded up
+    assert 3 * 8 <= memory_churn.budget_mb([eight]) < 4 * 8
+    with pytest.raises(ValueError):
+        memory_churn.budget_mb([])
+
+
+def test_slope_is_least_squares_and_nan_without_two_points() -> None:
+    assert memory_churn.slope([0, 1, 2, 3], [425, 507, 590, 672]) == pytest.approx(82.4)  # the issue's first cycles
+    assert memory_churn.slope([0, 1, 2], [5, 5, 5]) == 0
+    assert math.isnan(memory_churn.slope([1], [2]))
+    assert math.isnan(memory_churn.slope([1, 1], [2, 3]))
+
+
+GATEWAY_METRICS = """# HELP gateway_model_loads_total Model loads by outcome
+# TYPE gateway_model_loads_total counter
+gateway_model_loads_total{model="mem-mlp",outcome="success",version="1"} 5.0
+gateway_model_loads_total{model="mem-mlp",outcome="failure",version="1"} 2.0
+gateway_model_loads_total{model="mem-mlp",outcome="success",version="2"} 3.0
+gateway_model_loads_created{model="mem-mlp",outcome="success",version="1"} 1.7e+09
+gateway_cache_evictions_total{model="mem-mlp"} 6.0
+gateway_loaded_bytes 1.3e+07
+"""
+
+
+def test_metrics_are_summed_over_labels_or_only_the_ones_asked_for() -> None:
+    names = ["gateway_model_loads_total", "gateway_cache_evictions_total", "gateway_loaded_bytes", "missing"]
+    assert memory_churn.metric_totals(GATEWAY_METRICS, names) == {
+        "gateway_model_loads_total": 10.0,
+        "gateway_cache_evictions_total": 6.0,
+        "gateway_loaded_bytes": 1.3e7,
+        "missing": 0.0,
+    }
+    failed = memory_churn.metric_totals(GATEWAY_METRICS, names[:1], where={"outcome": "failure"})
+    assert failed == {"gateway_model_loads_total": 2.0}
+
+
+def test_size_ratios_use_only_loads_that_evicted_nothing() -> None:
+    samples = [
+        {"rss_before_mb": 330, "rss_after_mb": 340, "size_bytes": 8 * 2**20, "evictions": 0},  # 0.8
+        {"rss_before_mb": 340, "rss_after_mb": 340, "size_bytes": 8 * 2**20, "evictions": 0},  # no delta
+        {"rss_before_mb": 340, "rss_after_mb": 344, "size_bytes": 8 * 2**20, "evictions": 1},  # evicted one
+        {"rss_before_mb": 340, "rss_after_mb": 344, "size_bytes": None, "evictions": 0},  # not loaded
+    ]
+    assert memory_churn.size_ratios(samples) == [pytest.approx(0.8)]
+
+
+def _sample(t: float, phase: str, rss: float, loads: float) -> dict[str, Any]:
+    return {
+        "t": t,
+        "phase": phase,
+        "rss_mb": rss,
+        "loads": loads,
+        "failed_loads": 0,
+        "evictions": max(0, loads - 3),
+        "loaded_bytes": 24 * 2**20,
+        "loaded_models": 3,
+    }
+
+
+def _memory_kind(**changes: Any) -> dict[str, Any]:
+    samples = [_sample(0, "warm-up", 900, 10), _sample(1, "round-robin", 380, 20), _sample(2, "round-robin", 390, 30)]
+    samples += [_sample(3, "zipf", 392, 40), _sample(4, "zipf", 394, 60), _sample(5, "end", 394, 60)]
+    kind = {
+        "kind": "sklearn",
+        "versions": 10,
+        "budget_mb": 30,
+        "baseline_mb": 330.0,
+        "samples": samples,
+        "cycle_end_rss_mb": [380.0, 390.0, 400.0],
+        "rr_net_delta_mb": [0.0, 8.0, -8.0, 1.0],
+        "sizing": [{"rss_before_mb": 330, "rss_after_mb": 340, "size_bytes": 8 * 2**20, "evictions": 0}],
+        "errors": 0,
+    }
+    return kind | changes
+
+
+def test_the_memory_summary_reads_after_warm_up_only() -> None:
+    summary = memory_churn.summarize(_memory_kind())
+    assert summary["max_rss_after_warmup_mb"] == 394  # the warm-up's 900 does not count
+    assert summary["max_rss_phase"] == "zipf"
+    assert summary["limit_mb"] == pytest.approx(396.0)  # (330 + 30) × 1.1
+    assert summary["rr_growth_per_cycle_mb"] == pytest.approx(10.0)
+    assert summary["zipf_growth_per_cycle_mb"] == pytest.approx(1.0)  # 2 MiB over 20 loads, × 10 a cycle
+    assert summary["rr_net_delta_per_load_mb"] == pytest.approx(0.5)
+    assert summary["round-robin"] == {"rss_first_mb": 380, "rss_last_mb": 390, "rss_max_mb": 390, "loads": 10}
+    assert summary["size_ratio_median"] == pytest.approx(0.8)
+
+
+def test_the_memory_target_holds_rss_and_every_answer_and_fails_what_was_not_measured() -> None:
+    line = "memory, sklearn: RSS after warm-up ≤ (baseline + budget) × 1.1, all churn long"
+    assert memory_churn.targets({"kinds": [_memory_kind()]}) == [(line, "max 394 MiB, limit 396 MiB", True)]
+    over = _memory_kind(baseline_mb=320.0)  # limit 385
+    assert memory_churn.targets({"kinds": [over]})[0][1:] == ("max 394 MiB, limit 385 MiB", False)
+    failing = _memory_kind(errors=12)
+    assert memory_churn.targets({"kinds": [failing]})[0][1:] == (
+        "max 394 MiB, limit 396 MiB, 12 requests failed",
+        False,
+    )
+    assert memory_churn.targets({"kinds": [_memory_kind(samples=[])]})[0][1:] == ("not measured", False)
+    broken = {"kinds": [{"kind": "torch", "error": "RuntimeError: not ready"}]}
+    assert memory_churn.targets(broken)[0][1:] == ("run failed: RuntimeError: not ready", False)
+    assert memory_churn.targets(None) == []
+
+
+def test_the_memory_report_renders_what_was_measured_and_dashes_the_rest() -> None:
+    kind = _memory_kind(
+        what="RandomForestClassifier",
+        measured_sizes={1: 8 * 2**20, 2: 9 * 2**20, 3: None},
+        expected_sizes=[{"graph_bytes": 30_000, "file_bytes": 8 * 2**20, "size_bytes": 8 * 2**20}],
+        rss_ready_mb=254.0,
+        rss_after_warmup_mb=420.0,
+        rss_end_mb=394.0,
+        peak_rss_mb=901.0,
+        loads=60,
+        failed_loads=2,
+        evictions=57,
+        loaded_bytes_end=24 * 2**20,
+        loaded_models_end=3,
+        rr_requests=30,
+        zipf={"requests": 100, "seconds": 45.0},
+        statuses={"0": 1, "200": 129, "503": 2},
+        failures=["503: Model 'mem-mlp' version 1 failed to load"],
+        seconds=70.0,
+    )
+    text = "\n".join(
+        memory_churn.render({"kinds": [kind, {"kind": "torch", "error": "boom"}], "build": {"reused": True}})
+    )
+    assert "| | sklearn | torch |" in text
+    assert "| measured size (gateway), min / median / max | 8.00 / 8.50 / 9.00 MiB | – |" in text
+    assert "| limit: (baseline + budget) × 1.1 | 396 MiB | – |" in text
+    assert "| max RSS after warm-up (phase) | 394 MiB (zipf) | – |" in text
+    assert "| RSS at the end of each round-robin cycle | 380, 390, 400 | – |" in text
+    assert "| loads (failed) / evictions | 60 (2) / 57 | – |" in text
+    assert "| answers by status | no answer × 1, 200 × 129, 503 × 2 | – |" in text
+    assert "sklearn, a failed request: 503: Model 'mem-mlp' version 1 failed to load" in text
+    assert "torch: the run failed: boom" in text
+    assert memory_churn.render(None) == []

@@ -21,6 +21,7 @@ from registry_sync.registry import RegistryReader
 from tests.conftest import Gateway, iris_split, running_gateway
 from tests.support.s3 import S3, moto_s3
 from tests.support.servers import Process, mlflow_server
+from tests.support.versions import loaded
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -93,7 +94,7 @@ def doomed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DirectS3
 @pytest.fixture
 def gateway_for(direct: DirectS3, make_settings: Callable[..., GatewaySettings]) -> Callable[..., Any]:
     def start(**overrides: Any) -> Any:
-        values = {"warm_aliases": ["champion"], "admin_token": "t0ken", "verify_interval_seconds": 0.001}
+        values = {"warm_aliases": ["champion"], "admin_token": "t0ken"}
         settings = make_settings(**{**values, **overrides})
         return running_gateway(settings, direct.tracking_uri)
 
@@ -126,13 +127,16 @@ async def test_changed_objects_refuse_the_version_and_the_old_one_serves(
     name = direct.model(versions=2)
     async with gateway_for() as gateway:
         assert await serving(gateway, name) == "1"
+        first_use = await gateway.client.post(f"/models/{name}/versions/2/predict", json=ROW)
+        assert first_use.status_code == 200, first_use.text
+        await gateway.services.catalog.refresh()  # the pin that load wrote (followed within a second)
         pinned = (await gateway.client.get(f"/models/{name}/versions/2")).json()["sha256"]
-        assert pinned  # the startup sync pinned version 2 before anything happened to it
+        assert pinned  # pinned when first fetched, before anything happened to it
         model_file = next(k for k in direct.keys(name, 2) if k.endswith("model.skops"))
         fault(direct.s3, model_file)
         with using_registry(direct.tracking_uri) as client:
             client.set_registered_model_alias(name, "champion", "2")
-        report = (await gateway.client.post("/admin/sync", headers=ADMIN)).json()
+        report = (await gateway.client.post("/admin/sync", params={"verify": "true"}, headers=ADMIN)).json()
         assert report["refused"] >= 1, report
         assert await serving(gateway, name) == "1"
         detail = (await gateway.client.get(f"/models/{name}/versions/2")).json()
@@ -142,21 +146,29 @@ async def test_changed_objects_refuse_the_version_and_the_old_one_serves(
         assert direct_call.status_code == 409
         kinds = [e["kind"] for e in (await gateway.client.get("/events", params={"model": name})).json()["events"]]
         assert "refused" in kinds
-        assert gateway.services.cache.get(name, 2) is None
+        assert loaded(gateway.services.cache, name, 2) is None
 
 
 async def test_a_changed_listing_is_caught_by_the_next_poll_without_a_download(
     direct: DirectS3, gateway_for: Callable[..., Any]
 ) -> None:
     name = direct.model(versions=2)
-    async with gateway_for(verify_interval_seconds=99999) as gateway:  # only the listing can tell
+    async with gateway_for() as gateway:
         assert await serving(gateway, name) == "1"
+        first_use = await gateway.client.post(f"/models/{name}/versions/2/predict", json=ROW)
+        assert first_use.status_code == 200, first_use.text  # loaded: its bytes are worth checking
+        verify = {"verify": "true"}
+        first = (await gateway.client.post("/admin/sync", params=verify, headers=ADMIN)).json()
+        assert first["verified"] >= 1, first  # no listing recorded yet: hashed once, listing kept
         state = await asyncio.to_thread(gateway.services.store.version, name, 2)
         assert state is not None and state.listing and (state.artifact_uri or "").startswith("s3://")
-        quiet = (await gateway.client.post("/admin/sync", headers=ADMIN)).json()
-        assert quiet.get("refused") == 0, quiet  # an unchanged listing costs one LIST, nothing more
+        fetched = gateway.services.artifacts.downloaded_bytes
+        assert gateway.services.metrics.registry.get_sample_value("gateway_artifact_downloaded_bytes") == fetched
+        quiet = (await gateway.client.post("/admin/sync", params=verify, headers=ADMIN)).json()
+        assert quiet["refused"] == quiet["verified"] == 0, quiet  # an unchanged listing: one LIST, nothing more
+        assert gateway.services.artifacts.downloaded_bytes == fetched
         _overwrite(direct.s3, next(k for k in direct.keys(name, 2) if k.endswith("MLmodel")))
-        report = (await gateway.client.post("/admin/sync", headers=ADMIN)).json()
+        report = (await gateway.client.post("/admin/sync", params=verify, headers=ADMIN)).json()
         assert report["refused"] >= 1, report
         detail = (await gateway.client.get(f"/models/{name}/versions/2")).json()
         assert detail["refused"] and "changed" in detail["refused"]
@@ -182,7 +194,7 @@ async def test_s3_unreachable_fails_the_new_version_and_leaves_nothing_partial(
         assert any(e["kind"] == "failed" and e["version"] == 2 for e in events)
         cache_root = settings.artifact_cache_dir
         leftovers = [p for p in cache_root.rglob("*") if p.name.startswith(".")]
-        assert leftovers == [] and not gateway.services.artifacts.local_path(name, 2).exists()
+        assert leftovers == [] and (await asyncio.to_thread(gateway.services.store.version, name, 2)).digest is None
 
 
 async def test_s3_dying_mid_download_leaves_nothing_partial(
@@ -227,5 +239,5 @@ async def test_s3_dying_mid_download_leaves_nothing_partial(
         assert f"'{name}' version 2" in answer.json()["message"]
         assert await serving(gateway, name) == "1"
         assert not list(settings.artifact_cache_dir.rglob(".*"))  # no staging left
-        assert not gateway.services.artifacts.local_path(name, 2).exists()
-        assert gateway.services.cache.get(name, 2) is None
+        assert (await asyncio.to_thread(gateway.services.store.version, name, 2)).digest is None  # nothing pinned
+        assert loaded(gateway.services.cache, name, 2) is None

@@ -13,6 +13,7 @@ import pytest
 from gateway.demo import IRIS
 from tests.conftest import Gateway, Registry, iris_split
 from tests.support import models as fault_models
+from tests.support.versions import entry, loaded, loaded_keys, loading
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -37,8 +38,8 @@ async def test_concurrent_requests_for_a_cold_version_cause_one_load(gateway: Ga
     requests = [
         asyncio.create_task(gateway.client.post("/models/gated-load/versions/1/predict", json=X)) for _ in range(25)
     ]
-    pending = gateway.services.cache._pending
-    await until(lambda: ("gated-load", 1) in pending and pending[("gated-load", 1)].waiters == 25, "25 waiters")
+    cache = gateway.services.cache
+    await until(lambda: getattr(loading(cache, "gated-load", 1), "waiters", 0) == 25, "25 waiters")
     await until(lambda: fault_models.LOADS.get("gated_load", 0) > before, "the load to reach the model")
     fault_models.LOAD_GATE.set()
     responses = await asyncio.gather(*requests)
@@ -53,7 +54,7 @@ async def test_a_slow_load_does_not_hold_up_models_already_loaded(gateway: Gatew
     assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
     fault_models.LOAD_GATE.clear()
     slow = asyncio.create_task(gateway.client.post("/models/gated-load/versions/1/predict", json=X))
-    await until(lambda: ("gated-load", 1) in gateway.services.cache._pending, "the slow load to start")
+    await until(lambda: loading(gateway.services.cache, "gated-load", 1) is not None, "the slow load to start")
     for _ in range(10):
         response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
         assert response.status_code == 200
@@ -71,14 +72,14 @@ async def test_a_version_in_use_is_not_evicted_under_its_request(make_gateway) -
         # Another model needs the only slot; the one mid-predict must stay.
         response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
         assert response.status_code == 200
-        assert cache.keys() == [("gated-predict", 1)]
-        assert cache.get("gated-predict", 1).in_use == 1  # type: ignore[union-attr]
+        assert loaded_keys(cache) == [("gated-predict", 1)]
+        assert loaded(cache, "gated-predict", 1).in_use == 1  # type: ignore[union-attr]
         fault_models.PREDICT_GATE.set()
         finished = await held
         assert finished.status_code == 200 and finished.json() == {"predictions": [4.0]}
         # Released, it is an ordinary LRU entry again and makes room for the next model.
         assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
-        assert cache.keys() == [(IRIS, 1)]
+        assert loaded_keys(cache) == [(IRIS, 1)]
         assert metric(gateway, "gateway_cache_evictions_total", model="gated-predict") == 1
 
 
@@ -87,21 +88,21 @@ async def test_lru_by_count_under_traffic(make_gateway) -> None:  # type: ignore
         for path in ("iris/versions/1", "iris/versions/2", "iris/versions/1", "doubler/versions/1"):
             body = X if path.startswith("doubler") else ROW
             assert (await gateway.client.post(f"/models/{path}/predict", json=body)).status_code == 200
-        assert gateway.services.cache.keys() == [(IRIS, 1), ("doubler", 1)]
+        assert loaded_keys(gateway.services.cache) == [(IRIS, 1), ("doubler", 1)]
         assert metric(gateway, "gateway_loaded_models") == 2
 
 
 async def test_memory_budget_uses_measured_sizes(make_gateway) -> None:  # type: ignore[no-untyped-def]
     async with make_gateway() as probe:
         await probe.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
-        one_model = probe.services.cache.get(IRIS, 1).size_bytes  # type: ignore[union-attr]
+        one_model = loaded(probe.services.cache, IRIS, 1).size_bytes  # type: ignore[union-attr]
     assert one_model > 1000  # a fitted LogisticRegression is not free
     budget_mb = 1.5 * one_model / 2**20  # room for one iris model, not two
     async with make_gateway(max_memory_mb=budget_mb) as gateway:
         for version in (1, 2):
             path = f"/models/{IRIS}/versions/{version}/predict"
             assert (await gateway.client.post(path, json=ROW)).status_code == 200
-        assert gateway.services.cache.keys() == [(IRIS, 2)]
+        assert loaded_keys(gateway.services.cache) == [(IRIS, 2)]
         assert gateway.services.cache.loaded_bytes <= budget_mb * 2**20
         assert metric(gateway, "gateway_loaded_bytes") == gateway.services.cache.loaded_bytes
 
@@ -139,9 +140,33 @@ async def test_a_slow_predict_gets_504_and_keeps_its_lease_until_it_ends(make_ga
         assert response.status_code == 504
         assert response.json()["error_code"] == "DEADLINE_EXCEEDED"
         assert "'gated-predict' version 1" in response.json()["message"]
-        entry = gateway.services.cache.get("gated-predict", 1)
+        entry = loaded(gateway.services.cache, "gated-predict", 1)
         assert entry is not None and entry.in_use == 1  # the thread still runs: not unloadable
         fault_models.PREDICT_GATE.set()
-        await until(lambda: gateway.services.cache.get("gated-predict", 1).in_use == 0, "the lease back")  # type: ignore[union-attr]
+        await until(lambda: loaded(gateway.services.cache, "gated-predict", 1).in_use == 0, "the lease back")  # type: ignore[union-attr]
         # and the gateway serves on
         assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
+
+
+async def test_an_evicted_model_is_freed_at_once_without_a_garbage_collection(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """No reference cycle of ours keeps an evicted version alive: with the cyclic collector
+    off, its objects die as soon as the cache lets go of them (issue 15)."""
+    import gc
+    import weakref
+
+    async with make_gateway(max_loaded_models=1) as gateway:
+        cache = gateway.services.cache
+        for _ in range(2):  # its queue made, batches run: everything a served version holds
+            assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
+        first = entry(cache, IRIS, 1).model
+        objects = [weakref.ref(first), weakref.ref(first.pyfunc), weakref.ref(first.queue)]
+        del first
+        gc.collect()
+        gc.disable()
+        try:
+            assert (await gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=ROW)).status_code == 200
+            assert loaded_keys(cache) == [(IRIS, 2)]  # version 1 was evicted
+            # At once: not after the collection the cache schedules for libraries' own cycles.
+            assert [ref() for ref in objects] == [None, None, None]
+        finally:
+            gc.enable()

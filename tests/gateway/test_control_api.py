@@ -384,7 +384,7 @@ async def test_events_for_one_model(gateway: Gateway) -> None:
     iris = await events(gateway, model=IRIS)
     assert iris and {e["model"] for e in iris} == {IRIS}
     seen = {(e["kind"], e["version"], e["alias"]) for e in iris}
-    assert {("detected", 1, None), ("detected", 2, None), ("verified", 1, None), ("verified", 2, None)} <= seen
+    assert {("detected", 1, None), ("detected", 2, None)} <= seen  # pinned when first served, not at sync
     assert {("alias_set", 1, "champion"), ("alias_set", 2, "challenger")} <= seen
     assert all(e["actor"].endswith(":startup") for e in iris)
     assert await events(gateway, model="no-such-model") == []
@@ -392,7 +392,7 @@ async def test_events_for_one_model(gateway: Gateway) -> None:
 
 async def test_events_limit_and_paging(gateway: Gateway) -> None:
     everything = await events(gateway, model=IRIS, limit=1000)
-    assert len(everything) >= 6
+    assert len(everything) >= 4
     assert await events(gateway, model=IRIS, limit=2) == everything[:2]
     assert len(await events(gateway, limit=1)) == 1
     pages: list[dict[str, Any]] = []

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.demo import IRIS, TORCH, torch_available
+from gateway.demo import IRIS
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, iris_split
 
 pytestmark = pytest.mark.anyio
 
 ROW = iris_split([[5.1, 3.5, 1.4, 0.2]])
+CSV = {"content-type": "text/csv"}
 
 
 async def test_models_lists_every_registered_model(gateway: Gateway, registry: Registry) -> None:
@@ -18,9 +22,10 @@ async def test_models_lists_every_registered_model(gateway: Gateway, registry: R
     assert response.status_code == 200
     models = {m["name"]: m for m in response.json()["models"]}
     assert set(registry.versions) <= set(models)
+    assert (response.json()["registry"], response.json()["note"]) == (registry.tracking_uri, None)
     iris = models[IRIS]
     assert iris["aliases"] == {"champion": 1, "challenger": 2}
-    assert iris["versions"] == [1, 2] and iris["latest_version"] == 2
+    assert iris["versions"] == [2, 1] and iris["latest_version"] == 2  # newest first, as in /models/{name}
     assert iris["loaded_versions"] == []
     await gateway.client.post(f"/models/{IRIS}/versions/champion/predict", json=ROW)
     models = {m["name"]: m for m in (await gateway.client.get("/models")).json()["models"]}
@@ -51,17 +56,21 @@ async def test_version_detail_has_signature_and_an_example_that_works(gateway: G
     detail = (await gateway.client.get(f"/models/{IRIS}/versions/2")).json()
     loaded = detail["loaded"]
     assert loaded["flavor"] == "sklearn" and loaded["size_bytes"] > 1000 and loaded["uses"] == 1
-    assert loaded["in_use"] == 0 and loaded["last_used"] >= loaded["loaded_at"]
+    assert loaded["in_use"] == 0
+    # Timestamps are ISO 8601 in UTC, as everywhere else in the answers.
+    loaded_at, last_used, first_seen = (
+        datetime.fromisoformat(detail[key] if key == "first_seen" else loaded[key])
+        for key in ("loaded_at", "last_used", "first_seen")
+    )
+    assert all(moment.utcoffset() == timedelta(0) for moment in (loaded_at, last_used, first_seen))
+    assert first_seen <= loaded_at <= last_used <= datetime.now(UTC)
 
 
-async def test_health(gateway: Gateway) -> None:
-    assert (await gateway.client.get("/health/live")).json() == {
-        "status": "ok",
-        "loaded_models": None,
-        "loaded_bytes": None,
-    }
+async def test_health(gateway: Gateway, registry: Registry) -> None:
+    assert (await gateway.client.get("/health/live")).json() == {"status": "ok"}
     ready = await gateway.client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert ready.json()["registered_models"] >= len(registry.versions) and ready.json()["note"] is None
 
 
 async def test_metrics_count_requests_per_model_and_version(gateway: Gateway) -> None:
@@ -92,30 +101,90 @@ async def test_metrics_count_requests_per_model_and_version(gateway: Gateway) ->
     assert sample("gateway_loaded_bytes") > 1000
 
 
-async def test_openapi_examples_work_against_the_models_they_name(gateway: Gateway) -> None:
+def _example(parameter: dict[str, Any]) -> str:
+    """The value /docs fills in for a parameter: its first example."""
+    return str(next(iter(parameter["examples"].values()))["value"])
+
+
+PREDICT_PATHS = ("/models/{name}/versions/{version}/predict", "/models/{name}/predict")
+
+
+async def test_openapi_examples_run_as_they_are(gateway: Gateway) -> None:
     spec = (await gateway.client.get("/openapi.json")).json()
     assert (await gateway.client.get("/docs")).status_code == 200
     operation = spec["paths"]["/models/{name}/versions/{version}/predict"]["post"]
-    content = operation["requestBody"]["content"]
     # The predict routes read their parameters themselves; /docs must still show them.
     documented = {(p["in"], p["name"]) for p in operation["parameters"]}
     assert documented == {("path", "name"), ("path", "version"), ("header", "X-Model-Version")}
     default = spec["paths"]["/models/{name}/predict"]["post"]
     assert {(p["in"], p["name"]) for p in default["parameters"]} == {("path", "name"), ("header", "X-Model-Version")}
     tried = 0
-    for key, example in content["application/json"]["examples"].items():
-        model = TORCH if "torch" in example["summary"] else IRIS
-        if model == TORCH and not torch_available():
-            continue
-        response = await gateway.client.post(f"/models/{model}/versions/champion/predict", json=example["value"])
-        assert response.status_code == 200, (key, response.text)
-        tried += 1
-    assert tried >= 3
-    csv = content["text/csv"]["example"]
-    response = await gateway.client.post(
-        f"/models/{IRIS}/versions/champion/predict", content=csv, headers={"content-type": "text/csv"}
-    )
-    assert response.status_code == 200, response.text
+    for template in PREDICT_PATHS:
+        operation = spec["paths"][template]["post"]
+        # Every body example, sent with the parameters /docs fills in beside it, as it is.
+        path = template
+        for parameter in operation["parameters"]:
+            if parameter["in"] == "path":
+                path = path.replace("{" + parameter["name"] + "}", _example(parameter))
+        content = operation["requestBody"]["content"]
+        for key, example in content["application/json"]["examples"].items():
+            response = await gateway.client.post(path, json=example["value"])
+            assert response.status_code == 200, (path, key, response.text)
+            tried += 1
+        response = await gateway.client.post(path, content=content["text/csv"]["example"], headers=CSV)
+        assert response.status_code == 200, (path, response.text)
+    assert tried >= 8
+    for template in ("/models/{name}", "/models/{name}/versions/{version}"):
+        path = template
+        for parameter in spec["paths"][template]["get"]["parameters"]:
+            path = path.replace("{" + parameter["name"] + "}", _example(parameter))
+        assert (await gateway.client.get(path)).status_code == 200, path
+
+
+# How to provoke the documented errors that a client can provoke; the rest (a refused version,
+# a failed load, a full queue, a timeout) are the gateway's own errors, worded by http_errors.
+PROVOKED: dict[str, dict[str, Any]] = {
+    "not_json": {"content": b"{rows: 1}"},
+    "no_input_key": {"content": b'{"rows": [[5.1, 3.5, 1.4, 0.2]]}'},
+    "missing_column": {"json": {"dataframe_split": {"columns": IRIS_COLUMNS[:3], "data": [[5.1, 3.5, 1.4]]}}},
+    "bad_selector": {"url": f"/models/{IRIS}/versions/best!/predict"},
+    "selector_conflict": {"headers": {"X-Model-Version": "2"}},
+    "unknown_model": {"url": "/models/no-such-model/predict"},
+    "unknown_version": {"url": f"/models/{IRIS}/versions/99/predict"},
+    "unknown_alias": {"url": f"/models/{IRIS}/versions/gold/predict"},
+    "too_large_body": {"content": b" " * (10 * 1024 * 1024 + 1)},
+    "unsupported_type": {"headers": {"content-type": "application/xml"}},
+}
+
+
+async def test_each_error_status_shows_what_the_gateway_answers(gateway: Gateway) -> None:
+    spec = (await gateway.client.get("/openapi.json")).json()
+    for template in PREDICT_PATHS:
+        responses = spec["paths"][template]["post"]["responses"]
+        assert {"400", "404", "409", "413", "415", "500", "503", "504"} <= set(responses)
+        shown: dict[str, tuple[str, dict[str, str]]] = {}
+        for status, response in responses.items():
+            if status.startswith("2"):
+                continue
+            examples = response["content"]["application/json"]["examples"]
+            assert examples, f"{template} {status} has no example"
+            for key, example in examples.items():
+                assert set(example["value"]) == {"error_code", "message"}
+                assert key not in shown, f"{key} is shown under two statuses"
+                shown[key] = (status, example["value"])
+    assert set(PROVOKED) <= set(shown)
+    for key, how in PROVOKED.items():
+        status, body = shown[key]
+        headers = {"content-type": "application/json", **how.get("headers", {})}
+        url = how.get("url", f"/models/{IRIS}/versions/champion/predict")
+        if "json" in how:
+            response = await gateway.client.post(url, json=how["json"], headers=headers)
+        else:
+            response = await gateway.client.post(url, content=how.get("content", b"{}"), headers=headers)
+        assert (str(response.status_code), response.json()) == (status, body), key
+    model = spec["paths"]["/models/{name}"]["get"]["responses"]["404"]["content"]["application/json"]["examples"]
+    response = await gateway.client.get("/models/no-such-model")
+    assert [response.json()] == [e["value"] for e in model.values()]
 
 
 async def test_openapi_documents_the_400_invalid_parameters_really_get(gateway: Gateway) -> None:

@@ -11,6 +11,7 @@ from registry_sync.database import SchemaOutdated, make_engine, upgrade
 from tests.conftest import Registry, running_gateway
 from tests.support.models import Doubler, log_pyfunc
 from tests.support.postgres import postgres_database
+from tests.support.versions import loaded
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +46,6 @@ async def test_sync_swap_and_restart_on_postgresql(
             assert (metrics.get_sample_value("gateway_sync_runs_total", {"outcome": "success"}) or 0) >= 2
             assert (metrics.get_sample_value("gateway_sync_last_success_age_seconds") or 1e9) < 600
         async with running_gateway(settings, sqlite_registry.tracking_uri) as restarted:
-            assert restarted.services.cache.get(name, second) is not None  # warm before ready
+            assert loaded(restarted.services.cache, name, second) is not None  # warm before ready
             answer = await restarted.client.post(f"/models/{name}/predict", json=X)
             assert (answer.status_code, answer.headers["x-model-version"]) == (200, str(second))

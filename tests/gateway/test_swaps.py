@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from registry_sync.identity import VersionId
 from tests.conftest import Gateway, Registry
 from tests.support import models as fault_models
 from tests.support.models import Doubler, FlakyLoad, GatedLoad, log_pyfunc
+from tests.support.versions import loaded
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -67,7 +69,7 @@ async def test_startup_warms_the_champion_before_ready(registry: Registry, make_
     registry.client.set_registered_model_alias(name, "champion", str(version))
     async with make_warm_gateway() as gateway:
         assert (await gateway.client.get("/health/ready")).status_code == 200
-        assert gateway.services.cache.get(name, version) is not None  # loaded before any request
+        assert loaded(gateway.services.cache, name, version) is not None  # loaded before any request
         assert await served(gateway, name) == version
         assert metric(gateway, "gateway_cache_misses_total", model=name) == 1  # the warm-up, not the request
         assert {"warmed", "swapped"} <= set(await event_kinds(gateway, name))
@@ -94,7 +96,7 @@ async def test_the_old_version_serves_until_the_new_one_is_warm(
         report = await swapping
         assert report["alias_moves"] == 1
         assert await served(gateway, name) == new
-        assert gateway.services.cache.get(name, old) is not None  # an ordinary LRU entry now
+        assert loaded(gateway.services.cache, name, old) is not None  # an ordinary LRU entry now
         kinds = await event_kinds(gateway, name)
         assert kinds.index("alias_set", 2) < kinds.index("warmed", kinds.index("alias_set", 2)) < len(kinds)
         assert kinds[-1] == "swapped"
@@ -129,9 +131,9 @@ async def test_a_refused_version_never_serves_and_the_alias_stays(
     async with make_warm_gateway() as gateway:
         registry.client.set_model_version_tag(name, str(bad), "gateway.sha256", "f" * 64)
         registry.client.set_registered_model_alias(name, "champion", str(bad))
-        report = await sync(gateway, name)
-        assert report["refused"] == 1
-        assert await served(gateway, name) == old
+        report = await sync(gateway, name)  # pins bad to its tag: no download to tell
+        assert report["verified"] == 1
+        assert await served(gateway, name) == old  # the warm swap fetched it: refused, never served
         direct = await gateway.client.post(f"/models/{name}/versions/{bad}/predict", json=X)
         assert direct.status_code == 409 and "refused" in direct.json()["message"]
         detail = (await gateway.client.get(f"/models/{name}/versions/{bad}")).json()
@@ -147,7 +149,7 @@ async def test_after_a_restart_the_same_versions_serve_warm(registry: Registry, 
         await sync(gateway, name)
         assert await served(gateway, name) == second
     async with make_warm_gateway() as restarted:  # same state database and artifact cache
-        assert restarted.services.cache.get(name, second) is not None
+        assert loaded(restarted.services.cache, name, second) is not None
         assert await served(restarted, name) == second
 
 
@@ -160,9 +162,9 @@ async def test_requests_flow_through_many_alias_moves(registry: Registry, make_w
         timeline: list[tuple[float, int]] = [(time.monotonic(), versions[0])]
         flip = catalog.flip
 
-        def recording_flip(model: str, alias: str, version: int) -> int | None:
+        def recording_flip(model: str, alias: str, version: VersionId) -> VersionId | None:
             if model == name:
-                timeline.append((time.monotonic(), version))
+                timeline.append((time.monotonic(), version.version))
             return flip(model, alias, version)
 
         catalog.flip = recording_flip  # type: ignore[method-assign]

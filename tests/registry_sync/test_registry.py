@@ -9,6 +9,7 @@ import pytest
 from gateway.demo import IRIS
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import ArtifactFetchFailed, RegisteredModelNotFound, RegistryUnavailable
+from registry_sync.identity import VersionId
 from registry_sync.registry import RegistryReader
 from tests.conftest import Registry
 from tests.support.servers import free_port
@@ -37,17 +38,26 @@ def test_an_unreachable_registry_is_unavailable() -> None:
         reader.model_names()
 
 
+def identity(reader: RegistryReader, name: str, version: int) -> VersionId:
+    return reader.get_model(name).versions[version].id
+
+
 def test_fetch_downloads_once_and_metadata_needs_no_full_download(registry: Registry, tmp_path: Path) -> None:
-    store = ArtifactStore(RegistryReader(tracking_uri=registry.tracking_uri), tmp_path)
-    metadata = store.metadata(IRIS, 1)
+    reader = RegistryReader(tracking_uri=registry.tracking_uri)
+    store = ArtifactStore(reader, tmp_path)
+    iris1 = identity(reader, IRIS, 1)
+    metadata = store.metadata(iris1)
     assert "sklearn" in metadata.model.flavors
     assert "dataframe_split" in metadata.serving_example
-    assert not store.local_path(IRIS, 1).exists()
-    path, _ = store.fetch_verified(IRIS, 1)
-    assert (path / "MLmodel").is_file()
-    marker = path / "marker"
-    marker.write_text("kept")
-    assert store.fetch_verified(IRIS, 1)[0] == path and marker.exists()  # not downloaded again
+    assert not (tmp_path / "blobs").exists() and store.downloaded_bytes == 0
+    path, digest = store.fetch_verified(iris1)
+    assert (path / "MLmodel").is_file() and store.downloaded_bytes > 0
+    fetched = store.downloaded_bytes
+    assert store.fetch_verified(iris1, expected=digest) == (path, digest)  # the pinned copy, hashed again
+    assert store.downloaded_bytes == fetched
+    assert store.metadata(iris1, digest=digest).model.flavors == metadata.model.flavors  # read from the copy
+    assert store.fetch_verified(iris1)[1] == digest  # no pin: always from the store, never a local copy
+    assert store.downloaded_bytes == 2 * fetched
     assert not list(tmp_path.rglob(".*"))  # no staging left behind
 
 
@@ -63,41 +73,43 @@ def test_a_version_whose_artifacts_vanished_fails_to_fetch_and_leaves_nothing(
     (source / "MLmodel").unlink()
     store = ArtifactStore(reader, tmp_path)
     with pytest.raises(ArtifactFetchFailed, match="MLmodel"):
-        store.fetch_verified(name, version)
-    assert not store.local_path(name, version).exists()
+        store.fetch_verified(identity(reader, name, version))
+    assert list((tmp_path / "blobs").iterdir()) == []
     assert [p for p in tmp_path.rglob(".*")] == []  # no staging left anywhere
 
 
 def test_the_cache_is_content_addressed_and_survives_a_restart(registry: Registry, tmp_path: Path) -> None:
     from registry_sync.hashing import directory_digest
 
-    store = ArtifactStore(RegistryReader(tracking_uri=registry.tracking_uri), tmp_path)
-    path, digest = store.fetch_verified(IRIS, 2)
-    assert path.resolve() == tmp_path / "blobs" / digest and directory_digest(path) == digest
+    reader = RegistryReader(tracking_uri=registry.tracking_uri)
+    iris2 = identity(reader, IRIS, 2)
+    path, digest = ArtifactStore(reader, tmp_path).fetch_verified(iris2)
+    assert path == tmp_path / "blobs" / digest and directory_digest(path) == digest
     # A new process with MLflow unreachable: the same bytes, from disk, checked again.
     offline = ArtifactStore(RegistryReader(tracking_uri=f"http://127.0.0.1:{free_port()}"), tmp_path)
-    assert offline.fetch_verified(IRIS, 2, expected=digest) == (path, digest)
+    assert offline.fetch_verified(iris2, expected=digest) == (path, digest)
 
 
 def test_a_download_that_does_not_match_the_pin_is_never_put_in_place(registry: Registry, tmp_path: Path) -> None:
     from registry_sync.errors import ArtifactDigestMismatch
 
-    store = ArtifactStore(RegistryReader(tracking_uri=registry.tracking_uri), tmp_path)
+    reader = RegistryReader(tracking_uri=registry.tracking_uri)
+    store = ArtifactStore(reader, tmp_path)
     with pytest.raises(ArtifactDigestMismatch) as caught:
-        store.fetch_verified(IRIS, 1, expected="0" * 64)
+        store.fetch_verified(identity(reader, IRIS, 1), expected="0" * 64)
     assert len(caught.value.digest) == 64
-    assert not store.local_path(IRIS, 1).exists()
-    assert not (tmp_path / "blobs" / caught.value.digest).exists() and not list(tmp_path.rglob(".*"))
+    assert list((tmp_path / "blobs").iterdir()) == [] and not list(tmp_path.rglob(".*"))
 
 
 def test_the_cache_keeps_to_its_budget_but_never_drops_what_is_loaded(registry: Registry, tmp_path: Path) -> None:
-    store = ArtifactStore(RegistryReader(tracking_uri=registry.tracking_uri), tmp_path, max_bytes=1)
-    _, first = store.fetch_verified(IRIS, 1)
-    _, second = store.fetch_verified(IRIS, 2)  # over budget: the older, unused blob goes
-    assert not store.local_path(IRIS, 1).exists() and store.local_path(IRIS, 2).exists()
+    reader = RegistryReader(tracking_uri=registry.tracking_uri)
+    store = ArtifactStore(reader, tmp_path, max_bytes=1)
+    iris1, iris2 = identity(reader, IRIS, 1), identity(reader, IRIS, 2)
+    _, first = store.fetch_verified(iris1)
+    _, second = store.fetch_verified(iris2)  # over budget: the older, unused blob goes
+    assert not store.blob_path(first).exists() and store.blob_path(second).exists()
     store.in_use = lambda: {second}
-    store.fetch_verified(IRIS, 1)  # over budget again, but version 2 is loaded: it stays
-    assert store.local_path(IRIS, 2).exists() and store.local_path(IRIS, 1).exists()
+    store.fetch_verified(iris1)  # over budget again, but version 2 is loaded: it stays
     assert {p.name for p in (tmp_path / "blobs").iterdir()} == {first, second}
 
 

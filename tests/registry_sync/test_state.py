@@ -80,14 +80,22 @@ def store(engine: Engine) -> StateStore:
 # --- helpers --------------------------------------------------------------------------
 
 
-def version(name: str, number: int, *, status: str = "READY", tags: dict[str, str] | None = None) -> VersionRecord:
+def version(
+    name: str,
+    number: int,
+    *,
+    status: str = "READY",
+    tags: dict[str, str] | None = None,
+    source: str | None = None,
+    created_ms: int | None = None,
+) -> VersionRecord:
     return VersionRecord(
         name=name,
         version=number,
         status=status,
-        source=f"models:/{name}/{number}",
+        source=source or f"models:/m-{name}-{number}",
         run_id=f"run{number}",
-        created_ms=None,
+        created_ms=created_ms if created_ms is not None else 1_700_000_000_000 + number,
         updated_ms=None,
         description="",
         tags=dict(tags or {}),
@@ -252,7 +260,7 @@ def test_new_versions_are_detected_and_bump_the_generation_once(store: StateStor
     first = snapshot.versions[("iris", 1)]
     assert (first.status, first.source, first.run_id, first.digest, first.deleted) == (
         "READY",
-        "models:/iris/1",
+        "models:/m-iris-1",
         "run1",
         None,
         False,
@@ -392,7 +400,7 @@ def test_a_partial_listing_leaves_unlisted_models_alone(store: StateStore) -> No
 def test_the_first_digest_pins_and_the_same_digest_passes(store: StateStore) -> None:
     store.apply_registry([model("iris", version("iris", 1))], complete=True, actor=ACTOR)
     generation = store.generation()
-    result = store.pin_digest("iris", 1, DIGEST_A, actor=ACTOR)
+    result = store.pin_digest(version("iris", 1).id, DIGEST_A, actor=ACTOR)
     assert result.ok and result.digest == DIGEST_A and result.reason is None
     assert kinds(store)[-1] == ("verified", "iris", 1, None, f"pinned sha256 {DIGEST_A}")
     assert store.generation() == generation + 1
@@ -400,7 +408,7 @@ def test_the_first_digest_pins_and_the_same_digest_passes(store: StateStore) -> 
     assert pinned is not None and pinned.digest == DIGEST_A and pinned.refused_reason is None
 
     events = events_seen(store)
-    again = store.pin_digest("iris", 1, DIGEST_A, actor=ACTOR)
+    again = store.pin_digest(version("iris", 1).id, DIGEST_A, actor=ACTOR)
     assert again.ok and again.reason is None
     assert events_seen(store) == events
     assert store.generation() == generation + 1
@@ -408,10 +416,10 @@ def test_the_first_digest_pins_and_the_same_digest_passes(store: StateStore) -> 
 
 def test_a_different_digest_is_refused_for_good(store: StateStore) -> None:
     store.apply_registry([model("iris", version("iris", 1))], complete=True, actor=ACTOR)
-    assert store.pin_digest("iris", 1, DIGEST_A, actor=ACTOR).ok
+    assert store.pin_digest(version("iris", 1).id, DIGEST_A, actor=ACTOR).ok
     generation = store.generation()
 
-    changed = store.pin_digest("iris", 1, DIGEST_B, actor=ACTOR)
+    changed = store.pin_digest(version("iris", 1).id, DIGEST_B, actor=ACTOR)
     assert not changed.ok
     assert changed.reason is not None and DIGEST_A in changed.reason and DIGEST_B in changed.reason
     assert kinds(store)[-1] == ("refused", "iris", 1, None, changed.reason)
@@ -420,7 +428,9 @@ def test_a_different_digest_is_refused_for_good(store: StateStore) -> None:
     assert state is not None and state.refused_reason == changed.reason and state.digest == DIGEST_A
 
     events = events_seen(store)
-    original = store.pin_digest("iris", 1, DIGEST_A, actor=ACTOR)  # bytes changed in place once: never again
+    original = store.pin_digest(
+        version("iris", 1).id, DIGEST_A, actor=ACTOR
+    )  # bytes changed in place once: never again
     assert not original.ok and original.reason == changed.reason
     assert events_seen(store) == events  # already refused: no second event
     assert store.generation() == generation + 1
@@ -431,33 +441,99 @@ def test_a_digest_other_than_the_tag_is_refused_at_the_first_pin(store: StateSto
     store.apply_registry([model("iris", version("iris", 1, tags=tags))], complete=True, actor=ACTOR)
     assert store.snapshot().versions[("iris", 1)].expected_digest == DIGEST_B
 
-    result = store.pin_digest("iris", 1, DIGEST_A, actor=ACTOR)
+    result = store.pin_digest(version("iris", 1).id, DIGEST_A, actor=ACTOR)
     assert not result.ok
     assert result.reason is not None and DIGEST_A in result.reason and DIGEST_B in result.reason
     assert EXPECTED_DIGEST_TAG in result.reason
     state = store.version("iris", 1)
     assert state is not None and state.digest is None and state.refused_reason == result.reason
-    assert not store.pin_digest("iris", 1, DIGEST_B, actor=ACTOR).ok  # refused stays refused
+    assert not store.pin_digest(version("iris", 1).id, DIGEST_B, actor=ACTOR).ok  # refused stays refused
 
 
 def test_a_digest_equal_to_the_tag_pins(store: StateStore) -> None:
     tags = {EXPECTED_DIGEST_TAG: DIGEST_A.upper()}
     store.apply_registry([model("iris", version("iris", 1, tags=tags))], complete=True, actor=ACTOR)
-    assert store.pin_digest("iris", 1, DIGEST_A, actor=ACTOR).ok
+    assert store.pin_digest(version("iris", 1).id, DIGEST_A, actor=ACTOR).ok
     state = store.version("iris", 1)
     assert state is not None and state.digest == DIGEST_A
 
 
-def test_a_pin_for_a_version_never_seen_creates_it(store: StateStore) -> None:
+def test_a_pin_for_a_version_the_registry_does_not_have_pins_nothing(store: StateStore) -> None:
     assert store.version("late", 7) is None
-    result = store.pin_digest("late", 7, DIGEST_A, actor=ACTOR)
-    assert result.ok
-    state = store.version("late", 7)
-    assert state is not None
-    assert (state.status, state.digest, state.deleted, state.tags) == ("READY", DIGEST_A, False, {})
-    assert ("late", 7) in store.snapshot().versions
-    assert kinds(store, "late") == [("verified", "late", 7, None, f"pinned sha256 {DIGEST_A}")]
-    assert store.generation() == 1
+    result = store.pin_digest(version("late", 7).id, DIGEST_A, actor=ACTOR)
+    assert not result.ok and result.stale
+    assert store.version("late", 7) is None and kinds(store, "late") == [] and store.generation() == 0
+
+
+# --- version identity ---------------------------------------------------------------------
+
+
+def test_a_version_recreated_under_an_old_number_is_a_new_version(store: StateStore) -> None:
+    old = version("iris", 1, source="models:/m-old", created_ms=1000)
+    store.apply_registry([model("iris", old, aliases={"champion": 1})], complete=True, actor=ACTOR)
+    assert store.pin_digest(old.id, DIGEST_A, actor=ACTOR).ok
+    store.apply_registry([], complete=True, actor=ACTOR)  # the model is deleted...
+    assert store.version("iris", 1).deleted  # type: ignore[union-attr]
+    new = version("iris", 1, source="models:/m-new", created_ms=2000)  # ...and registered again
+    changes = store.apply_registry([model("iris", new, aliases={"champion": 1})], complete=True, actor=ACTOR)
+    assert changes.new_versions == [("iris", 1)]
+    state = store.version("iris", 1)
+    assert state is not None and state.id == new.id and not state.deleted
+    assert state.digest is None and state.refused_reason is None  # the old pin is not the new one's
+    replaced = [k for k in kinds(store, "iris") if k[0] == "replaced"]
+    assert len(replaced) == 1 and "deleted" in replaced[0][4] and "m-old" in replaced[0][4]
+    stale = store.pin_digest(old.id, DIGEST_A, actor=ACTOR)  # a load of the old one, finishing late
+    assert stale.stale and not stale.ok and store.version("iris", 1).digest is None  # type: ignore[union-attr]
+    assert store.pin_digest(new.id, DIGEST_B, actor=ACTOR).ok
+
+
+def test_a_version_recreated_between_two_passes_is_caught_without_seeing_the_deletion(store: StateStore) -> None:
+    old = version("iris", 1, source="models:/m-old", created_ms=1000)
+    store.apply_registry([model("iris", old)], complete=True, actor=ACTOR)
+    assert store.pin_digest(old.id, DIGEST_A, actor=ACTOR).ok
+    assert not store.pin_digest(old.id, DIGEST_B, actor=ACTOR).ok  # refused, for the old one
+    same_source = version("iris", 1, source="models:/m-old", created_ms=5000)  # re-registered from the same model
+    store.apply_registry([model("iris", same_source)], complete=False, actor=ACTOR)
+    state = store.version("iris", 1)
+    assert state is not None and state.id == same_source.id
+    assert state.digest is None and state.refused_reason is None
+    assert [k[0] for k in kinds(store, "iris")].count("replaced") == 1
+
+
+def test_rows_recorded_before_creation_times_keep_their_pins(store: StateStore, engine: Engine) -> None:
+    first = version("iris", 1)
+    store.apply_registry([model("iris", first)], complete=True, actor=ACTOR)
+    assert store.pin_digest(first.id, DIGEST_A, actor=ACTOR).ok
+    with engine.begin() as connection:  # as migration 0004 leaves a row it found
+        connection.execute(text("UPDATE model_versions SET created_ms = NULL"))
+    store.apply_registry([model("iris", first)], complete=True, actor=ACTOR)
+    state = store.version("iris", 1)
+    assert state is not None and state.created_ms == first.created_ms and state.digest == DIGEST_A
+    assert "replaced" not in [k[0] for k in kinds(store, "iris")]
+
+
+def test_digest_tags_pin_without_a_download_and_refuse_a_later_mismatch(store: StateStore) -> None:
+    tagged = version("iris", 1, tags={EXPECTED_DIGEST_TAG: DIGEST_A.upper()})
+    plain = version("iris", 2)
+    changes = store.apply_registry([model("iris", tagged, plain)], complete=True, actor=ACTOR)
+    assert store.apply_digest_tags(changes.retagged, actor=ACTOR) == (1, 0)
+    assert store.version("iris", 1).digest == DIGEST_A  # type: ignore[union-attr]
+    assert store.version("iris", 2).digest is None  # type: ignore[union-attr]
+    assert store.pin_digest(plain.id, DIGEST_A, actor=ACTOR).ok
+    retag = version("iris", 2, tags={EXPECTED_DIGEST_TAG: DIGEST_B})  # a tag set after the pin
+    changes = store.apply_registry([model("iris", tagged, retag)], complete=True, actor=ACTOR)
+    assert changes.retagged == [("iris", 2)]
+    assert store.apply_digest_tags(changes.retagged, actor=ACTOR) == (0, 1)
+    assert EXPECTED_DIGEST_TAG in (store.version("iris", 2).refused_reason or "")  # type: ignore[union-attr]
+
+
+def test_served_states_are_what_routes_point_at_and_what_was_asked(store: StateStore) -> None:
+    versions = [version("iris", n) for n in (1, 2, 3, 4)]
+    store.apply_registry([model("iris", *versions, aliases={"champion": 1})], complete=True, actor=ACTOR)
+    for record in versions[:3]:
+        assert store.pin_digest(record.id, DIGEST_A, actor=ACTOR).ok
+    store.set_active("iris", "champion", 2, previous=None, actor=ACTOR)
+    assert [s.version for s in store.served_states(extra=[("iris", 3), ("iris", 4)])] == [1, 2, 3]  # 4: no pin
 
 
 # --- set_active, record, sync status --------------------------------------------------
@@ -589,10 +665,10 @@ def test_two_stores_on_one_database_see_each_others_writes(state_url: str) -> No
         assert second.generation() == 1
         assert second.snapshot().routes[("iris", "champion")].version == 1
 
-        assert second.pin_digest("iris", 1, DIGEST_A, actor="two").ok
+        assert second.pin_digest(version("iris", 1).id, DIGEST_A, actor="two").ok
         assert first.generation() == 2
         assert first.snapshot().versions[("iris", 1)].digest == DIGEST_A
-        assert not first.pin_digest("iris", 1, DIGEST_B, actor="one").ok
+        assert not first.pin_digest(version("iris", 1).id, DIGEST_B, actor="one").ok
         assert second.version("iris", 1) is not None
         assert second.snapshot().versions[("iris", 1)].refused_reason is not None
 

@@ -36,6 +36,16 @@ class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return (model_input["x"] * 2).to_numpy()
 
 
+class Scaler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """x times a factor fixed when logged: versions that differ only in their bytes."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        return (model_input["x"] * self.factor).to_numpy()
+
+
 class GatedPredict(Doubler):
     """Its predict blocks until PREDICT_GATE is set (30 s at most)."""
 
