@@ -83,8 +83,10 @@ def _predict_frames(
             continue
         # Only frames with the very same columns share a call: concatenating others would
         # fill gaps with NaN and turn one request's "missing column" error into an answer.
+        # A frame of no rows is refused by most models alone, and would be an empty slice
+        # of a batch's answer: it never joins one.
         data = decoded.data
-        joins = isinstance(data, pd.DataFrame) and not decoded.params
+        joins = isinstance(data, pd.DataFrame) and len(data) > 0 and not decoded.params and not decoded.unwrapped
         if joins and frames and list(data.columns) != list(frames[0][1].columns):
             joins = False
         if joins:
@@ -123,7 +125,7 @@ def _fast_one(model: LoadedModel, array: np.ndarray) -> bytes:
 
 
 def _pyfunc_one(model: LoadedModel, request: ScoringInput) -> bytes:
-    return encode_predictions(model.predict(request))
+    return encode_predictions(model.predict(request), unwrapped=request.unwrapped)
 
 
 def _attempt(work: Callable[..., bytes], *args: Any) -> Outcome:

@@ -1,10 +1,13 @@
 """MLflow's scoring protocol, as ``mlflow models serve`` speaks it.
 
 Request bodies are JSON with exactly one of ``dataframe_split``, ``dataframe_records``,
-``instances`` or ``inputs`` (plus optional ``params``), or CSV, or Parquet. Parsing
-uses the model's input schema the way MLflow's scoring server does (so an int is
-accepted for a double column), through MLflow's own parsing utilities, so a body that
-works against ``mlflow models serve`` works here unchanged.
+``instances`` or ``inputs`` (plus optional ``params``), or MLflow's unified LLM input (a
+body with ``messages``, ``prompt`` or ``input``: the body itself is the data, answered
+without the ``predictions`` wrapper), or CSV, or Parquet. Parsing uses the model's input
+schema the way MLflow's scoring server does (so an int is accepted for a double column),
+through MLflow's own parsing utilities, so a body that works against ``mlflow models
+serve`` works here unchanged. Where the gateway deliberately differs, the README says so
+("Differences from `mlflow models serve`") and tests/conformance pins it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from mlflow.utils.proto_json_utils import dataframe_from_parsed_json, parse_tf_s
 from gateway.errors import InvalidInput, MalformedRequest, UnsupportedMediaType
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+LLM_KEYS = ("messages", "prompt", "input")  # MLflow's unified chat, completions and embeddings input
 PARAMS_KEY = "params"
 JSON = "application/json"
 CSV = "text/csv"
@@ -37,6 +41,7 @@ PARQUET_ALIASES = ("application/x-parquet",)
 class ScoringInput:
     data: Any
     params: dict[str, Any] | None
+    unwrapped: bool = False  # unified LLM input: answered as the bare output, as MLflow does
 
 
 def parse_content_type(header: str | None) -> str:
@@ -45,8 +50,12 @@ def parse_content_type(header: str | None) -> str:
         raise UnsupportedMediaType(header)
     media_type, *parameters = (part.strip() for part in header.split(";"))
     for parameter in parameters:
+        # RFC 9110: names and the charset's value are case-insensitive and a value may be
+        # quoted (MLflow takes neither); no whitespace around "=" (MLflow refuses it too).
         key, _, value = parameter.partition("=")
-        if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if key.lower() != "charset" or value.lower() != "utf-8":
             raise UnsupportedMediaType(header)
     media_type = media_type.lower()
     if media_type in PARQUET_ALIASES:
@@ -71,11 +80,25 @@ def decode(body: bytes, media_type: str, metadata: Model) -> ScoringInput:
         raise InvalidInput(exc.message) from exc
 
 
-def _parse_json(body: bytes, metadata: Model, schema: Any) -> ScoringInput:
+def _load_json(body: bytes) -> Any:
+    """The document as MLflow's scoring server reads it, with Python's json: UTF-16 and UTF-32
+    bodies and a byte order mark are read (json detects them), integers keep every digit (never
+    a float that an int64 cast would wrap) and NaN / Infinity literals are numbers. The fast
+    path reads with orjson and declines whatever orjson reads otherwise."""
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; deep nesting
         raise MalformedRequest(f"Request body is not valid JSON: {exc}") from exc
+
+
+def _parse_json(body: bytes, metadata: Model, schema: Any) -> ScoringInput:
+    document = _load_json(body)
+    if isinstance(document, dict) and any(key in document for key in LLM_KEYS):
+        # As MLflow: the body is the data, less the keys the params schema names.
+        params_schema = metadata.get_params_schema()
+        names = {param.name for param in params_schema.params} if params_schema is not None else set()
+        data = {key: value for key, value in document.items() if key not in names}
+        return ScoringInput(data, {key: document[key] for key in document if key in names}, unwrapped=True)
     if not isinstance(document, dict):
         raise MalformedRequest(
             f"The JSON body must be an object with exactly one of {list(INPUT_KEYS)}; "
@@ -87,7 +110,8 @@ def _parse_json(body: bytes, metadata: Model, schema: Any) -> ScoringInput:
         raise MalformedRequest(f"The JSON body must have exactly one of {list(INPUT_KEYS)}; found keys: {found}")
     params = document.get(PARAMS_KEY)
     if params is not None and not isinstance(params, dict):
-        raise MalformedRequest(f"'{PARAMS_KEY}' must be a JSON object, got {type(params).__name__}")
+        # MLflow ignores it (or fails in the model's params check); never silently here.
+        raise InvalidInput(f"'{PARAMS_KEY}' must be a JSON object, got {type(params).__name__}")
     key = keys[0]
     # Models whose signature comes from type hints take 'inputs' as it is (as MLflow does).
     if metadata._is_signature_from_type_hint():
@@ -107,12 +131,14 @@ def _parse_csv(body: bytes, schema: Any) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise MalformedRequest(f"CSV body is not valid UTF-8: {exc}") from exc
     try:
-        if schema is None or not schema.has_input_names():
+        if schema is None:
             return pd.read_csv(io.StringIO(text))
+        # MLflow's own reading: a tensor schema has no pandas types, and that refuses the CSV.
         dtypes = dict(zip(schema.input_names(), schema.pandas_types(), strict=False))
         return pd.read_csv(io.StringIO(text), dtype=dtypes)
-    except (ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise MalformedRequest(f"Could not read the body as CSV (pandas.DataFrame.to_csv format): {exc}") from exc
+    except Exception as exc:  # pandas raises many types (OverflowError for 2**64 in an int64 column)
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise MalformedRequest(f"Could not read the body as CSV (pandas.DataFrame.to_csv format): {message}") from exc
 
 
 def _parse_parquet(body: bytes) -> pd.DataFrame:
@@ -122,9 +148,10 @@ def _parse_parquet(body: bytes) -> pd.DataFrame:
         raise MalformedRequest(f"Could not read the body as Parquet: {exc}") from exc
 
 
-def encode_predictions(raw: Any) -> bytes:
-    """``{"predictions": ...}`` exactly as MLflow's scoring server shapes it."""
-    document = {"predictions": jsonable(raw)}
+def encode_predictions(raw: Any, *, unwrapped: bool = False) -> bytes:
+    """``{"predictions": ...}`` exactly as MLflow's scoring server shapes it; the bare output
+    for unified LLM input (``unwrapped``), as MLflow answers that."""
+    document = jsonable(raw) if unwrapped else {"predictions": jsonable(raw)}
     try:
         return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:  # what orjson cannot write (integers past 64 bits): the standard library can

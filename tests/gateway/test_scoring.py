@@ -9,9 +9,10 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from mlflow.models import Model
 
-from gateway.errors import UnsupportedMediaType
-from gateway.scoring import CSV, JSON, PARQUET, encode_predictions, parse_content_type
+from gateway.errors import MalformedRequest, UnsupportedMediaType
+from gateway.scoring import CSV, JSON, PARQUET, decode, encode_predictions, parse_content_type
 
 
 @pytest.mark.parametrize(
@@ -22,13 +23,26 @@ from gateway.scoring import CSV, JSON, PARQUET, encode_predictions, parse_conten
         ("text/csv", CSV),
         ("application/vnd.apache.parquet", PARQUET),
         ("application/x-parquet", PARQUET),
+        ('application/json; charset="utf-8"', JSON),  # RFC 9110: a value may be quoted
+        ("application/json;Charset=utf-8", JSON),  # ... and names are case-insensitive
     ],
 )
 def test_content_types_mlflow_takes(header: str, expected: str) -> None:
     assert parse_content_type(header) == expected
 
 
-@pytest.mark.parametrize("header", [None, "", "text/plain", "application/json; charset=latin-1", "text/csv; q=1"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "text/plain",
+        "application/json; charset=latin-1",
+        "text/csv; q=1",
+        "application/json; charset = utf-8",  # no whitespace around '=' (RFC 9110; MLflow refuses it too)
+        'application/json; charset="latin-1"',
+    ],
+)
 def test_content_types_mlflow_refuses(header: str | None) -> None:
     with pytest.raises(UnsupportedMediaType):
         parse_content_type(header)
@@ -79,3 +93,39 @@ def _mlflow_encoded(raw: Any) -> Any:
 def test_outputs_are_encoded_as_mlflow_encodes_them(raw: Any) -> None:
     """Issue 16: these answered 500 (or plain text for bytes) where MLflow's server answers."""
     assert json.loads(encode_predictions(raw)) == _mlflow_encoded(raw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"inputs": [[1, 2]]}',  # a UTF-8 byte order mark
+        '{"inputs": [[1, 2]]}'.encode("utf-16"),
+        '{"inputs": [[1, 2]]}'.encode("utf-16-le"),
+        '{"inputs": [[1, 2]]}'.encode("utf-32"),
+    ],
+    ids=["utf-8 bom", "utf-16", "utf-16-le", "utf-32"],
+)
+def test_json_is_read_in_every_encoding_mlflow_reads(body: bytes) -> None:
+    assert decode(body, JSON, Model()).data.tolist() == [[1, 2]]
+
+
+def test_integers_keep_every_digit_so_a_cast_cannot_wrap_them() -> None:
+    """orjson reads 2**64 as a float, which pandas then cast to int64 as garbage (issue 16)."""
+    body = b'{"dataframe_split": {"columns": ["a"], "data": [[18446744073709551616]]}}'
+    assert decode(body, JSON, Model()).data["a"].tolist() == [2**64]
+
+
+def test_unified_llm_input_is_the_data_and_answers_unwrapped() -> None:
+    decoded = decode(b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 0.1}', JSON, Model())
+    assert decoded.unwrapped and decoded.params == {}  # no params schema: every key is data, as in MLflow
+    assert decoded.data == {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.1}
+    assert orjson.loads(encode_predictions({"content": "yo"}, unwrapped=True)) == {"content": "yo"}
+
+
+def test_csv_that_pandas_cannot_cast_is_a_bad_request() -> None:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    metadata = Model(signature=ModelSignature(inputs=Schema([ColSpec("long", "a")])))
+    with pytest.raises(MalformedRequest, match="CSV"):  # OverflowError in pandas: it was a 500
+        decode(b"a\n18446744073709551616\n", CSV, metadata)
