@@ -136,9 +136,13 @@ PREDICT_ERRORS: dict[str, tuple[str, BaseException]] = {
     ),
     "too_large_body": ("Body over GATEWAY_MAX_BODY_BYTES", errors.PayloadTooLarge(_DEFAULT_BODY_LIMIT)),
     "unsupported_type": ("Neither JSON, CSV nor Parquet", errors.UnsupportedMediaType("application/xml")),
+    "model_raised": (
+        "The model raised while predicting on this input (as in MLflow: 400, not worth retrying)",
+        errors.ModelRaised(IRIS, 1, "ValueError: Input X contains NaN."),
+    ),
     "predict_failed": (
-        "The model raised while predicting",
-        errors.PredictFailed(IRIS, 1, "RuntimeError: the model's own error"),
+        "The process failed while predicting (out of memory; worth retrying elsewhere)",
+        errors.PredictFailed(IRIS, 1, "MemoryError: "),
     ),
     "load_failed": (
         "The version could not be loaded (tried again after GATEWAY_LOAD_RETRY_SECONDS)",
@@ -161,12 +165,12 @@ PREDICT_ERRORS: dict[str, tuple[str, BaseException]] = {
 }
 
 _DESCRIPTIONS = {
-    400: "Malformed body, wrong columns or types, or a bad version selector",
+    400: "Malformed body, wrong columns or types, a model that raised on the input, or a bad version selector",
     404: "Unknown model, version or alias",
     409: "The version exists but does not serve: not READY, or refused",
     413: "Body larger than GATEWAY_MAX_BODY_BYTES",
     415: "Content type other than JSON, CSV or Parquet",
-    500: "The model failed while predicting",
+    500: "The process failed while predicting (out of memory)",
     503: "Cannot serve now: see the message; Retry-After says when to try again, where it is worth it",
     504: "Predict slower than GATEWAY_PREDICT_TIMEOUT_SECONDS",
 }

@@ -124,6 +124,16 @@ class ModelTooLarge(GatewayError):
         )
 
 
+class ModelRaised(GatewayError):
+    """The model raised while predicting on this request's input. As in MLflow's scoring
+    server, a client error (400): the same body fails again, so it is not one to retry."""
+
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(f"Model '{name}' version {version} raised on this input: {reason}")
+
+
 class PredictTimeout(GatewayError):
     def __init__(self, name: str, version: int, seconds: float) -> None:
         self.name = name

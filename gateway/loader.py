@@ -24,6 +24,7 @@ from gateway.errors import (
     GatewayError,
     InvalidInput,
     ModelLoadFailed,
+    ModelRaised,
     ModelTooLarge,
     PredictFailed,
     ShuttingDown,
@@ -48,8 +49,9 @@ BATCHING_TAG = "gateway.batching"
 DETERMINISTIC_TAG = "gateway.deterministic"
 FAST_PATH_TAG = "gateway.fast_path"
 
-# What a model raises when the input is wrong for it: the client's mistake, not ours.
-_INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+# What a model raises that says the process is in trouble, not the input: another
+# replica, or the same one later, may well answer (500, worth a retry).
+_PROCESS_ERRORS = (MemoryError,)
 
 
 @dataclass(eq=False)
@@ -92,14 +94,19 @@ class LoadedModel:
             raise self._predict_error(exc) from exc
 
     def _predict_error(self, exc: Exception) -> GatewayError:
-        """What a model's exception means for the client: its input, or our failure."""
+        """What a model's exception means for the client, decided as MLflow's scoring server
+        decides it: MLflow's own errors keep their code; anything else the model raises is
+        400 BAD_REQUEST (predict is a function of the body: the same body fails again),
+        except what says the process itself is failing (README: Errors)."""
         if isinstance(exc, MlflowException):
             if exc.get_http_status_code() >= 500:  # type: ignore[no-untyped-call]
                 return PredictFailed(self.name, self.version, exc.message)
+            if exc.error_code == "BAD_REQUEST":
+                return ModelRaised(self.name, self.version, exc.message)
             return InvalidInput(exc.message)
-        if isinstance(exc, _INPUT_ERRORS):
-            return InvalidInput(f"The model rejected the input: {type(exc).__name__}: {exc}")
-        return PredictFailed(self.name, self.version, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, _PROCESS_ERRORS):
+            return PredictFailed(self.name, self.version, f"{type(exc).__name__}: {exc}")
+        return ModelRaised(self.name, self.version, f"{type(exc).__name__}: {exc}")
 
 
 def flavor_of(metadata: Model) -> str:

@@ -220,6 +220,20 @@ def float32_predictions(answer: bytes) -> np.ndarray:
     return np.asarray(orjson.loads(answer)["predictions"], dtype=np.float32)
 
 
+def test_a_frame_of_no_rows_fails_in_a_batch_as_it_does_alone(iris: LoadedModel) -> None:
+    """Joined to other frames it was an empty slice of their answer: 200 where alone is 400."""
+    from gateway.errors import ModelRaised
+
+    pyfunc_only = LoadedModel(**{**iris.__dict__, "queue": None, "fast": None})
+    good = orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}})
+    empty = orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": []}})
+    with pytest.raises(ModelRaised):
+        score(pyfunc_only, empty, JSON)
+    outcomes, _ = score_batch(pyfunc_only, [(good, JSON), (empty, JSON), (good, JSON)])
+    assert isinstance(outcomes[0], bytes) and isinstance(outcomes[2], bytes)
+    assert isinstance(outcomes[1], ModelRaised)
+
+
 def test_a_pyfunc_model_tagged_for_batching_concatenates_frames(sqlite_registry: Registry) -> None:
     from tests.support.models import Doubler, log_pyfunc
 
