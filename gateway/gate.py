@@ -19,6 +19,8 @@ from gateway.limits import NO_PERMIT, Limit, Limiter, Permit
 from gateway.metrics import GatewayMetrics
 from registry_sync.keys import ApiKey
 
+_MAX_REMEMBERED = 10_000
+
 
 class Gate:
     def __init__(
@@ -40,6 +42,9 @@ class Gate:
         self._model_rate = model_rate
         self._model_concurrency = model_concurrency
         self._known_model = known_model
+        # (key digest, model) -> may predict: fnmatch per request costs more than the rest of
+        # the check. A digest's scopes never change (a re-created key has a new secret).
+        self._predicts: dict[tuple[str, str], bool] = {}
         self.active = keys is not None or self._model_limits
         """False: every request passes untouched (no keys, no model limits): nothing to check."""
 
@@ -78,7 +83,12 @@ class Gate:
         access, scopes = requirement.access, key.scopes
         if access is Access.PREDICT:
             model = requirement.model or ""
-            if scopes.can_predict(model):
+            allowed = self._predicts.get((key.digest, model))
+            if allowed is None:
+                if len(self._predicts) >= _MAX_REMEMBERED:  # names are the callers' to choose
+                    self._predicts.clear()
+                allowed = self._predicts[(key.digest, model)] = scopes.can_predict(model)
+            if allowed:
                 return
             missing = f"predict:<a pattern matching '{model}'>"
         elif access is Access.READ or access is Access.PROBE:
