@@ -8,6 +8,8 @@ PORT ?= 8000
 DEMO := $(CURDIR)/demo
 # torch is pinned exactly: a looser spec pulls GBs of CUDA wheels.
 EXTRAS ?= torch,dev
+# e.g. SERVE_ARGS=--insecure to serve HOST=0.0.0.0 without API keys (a trusted network)
+SERVE_ARGS ?=
 
 .PHONY: install demo demo-registry serve test lint format clean bench
 
@@ -27,7 +29,7 @@ demo: demo-registry
 	MLFLOW_TRACKING_URI=sqlite:///$(DEMO)/mlflow.db \
 	GATEWAY_ARTIFACT_CACHE_DIR=$(DEMO)/artifact-cache \
 	GATEWAY_DATABASE_URL=sqlite:///$(DEMO)/gateway-state.db \
-	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT)
+	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -14,6 +14,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 
+from gateway.access import Access, requires
+
 ASSETS = "/docs/assets"
 # The package's directory of Swagger UI and ReDoc builds (tests/gateway/test_api_docs.py
 # checks that each file named here is there and served).
@@ -27,7 +29,7 @@ FAVICON = "favicon.png"
 def install(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
     """Serve the two pages and their assets; build ``app`` with ``docs_url=None, redoc_url=None``
     so that FastAPI's CDN pages are not there too."""
-    app.mount(ASSETS, StaticFiles(packages=[_PACKAGE]), name="docs-assets")
+    app.mount(ASSETS, requires(Access.PUBLIC)(StaticFiles(packages=[_PACKAGE])), name="docs-assets")
 
     def asset(request: Request, name: str) -> str:
         return f"{request.scope.get('root_path', '')}{ASSETS}/{name}"
@@ -35,6 +37,7 @@ def install(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc")
     def openapi_url(request: Request) -> str:
         return f"{request.scope.get('root_path', '')}{app.openapi_url}"
 
+    @requires(Access.PUBLIC)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url(request),
@@ -46,6 +49,7 @@ def install(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc")
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
+    @requires(Access.PUBLIC)
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
             openapi_url=openapi_url(request),

@@ -10,8 +10,11 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, api_docs, http_errors, predict_endpoint
+from gateway.access import Access, AccessMap, Requirement
 from gateway.control_routes import router as control_router
+from gateway.errors import GatewayError
 from gateway.health_routes import router as health_router
+from gateway.limits import NO_PERMIT
 from gateway.routes import router
 from gateway.services import Services
 from gateway.settings import GatewaySettings
@@ -40,6 +43,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert isinstance(app, GatewayApp)
+        app.access = AccessMap.of(app)  # again: routes added since create_app must declare theirs too
         services = Services.build(settings, reader=reader)
         app.state.services = services
         try:
@@ -66,6 +71,7 @@ def create_app(
         app.include_router(router)
     app.include_router(control_router)
     app.serves_predictions = settings.serves_models
+    app.access = AccessMap.of(app)  # every route declared what it needs, or no app
     return app
 
 
@@ -81,6 +87,7 @@ class GatewayApp(FastAPI):
     requests: wrap the app instead."""
 
     serves_predictions = False
+    access = AccessMap([])
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's schema, saying what invalid parameters really get: 400 with the error
@@ -98,12 +105,32 @@ class GatewayApp(FastAPI):
         return self.openapi_schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.serves_predictions and scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        target = None
+        if self.serves_predictions and scope["method"] == "POST":
             target = predict_endpoint.match(predict_endpoint.route_path(scope))
-            if target is not None:
-                await predict_endpoint.serve(self.state.services, scope, receive, send, *target)
+        services: Services | None = getattr(self.state, "services", None)
+        if services is None or not services.gate.active:
+            # no keys and no model limits: nothing to check (or no lifespan: no services, and
+            # every route but the health probes answers 500 without them)
+            permit = NO_PERMIT
+        else:
+            # The one check, before either lane: a route that skips it cannot exist (access.py).
+            requirement = Requirement(Access.PREDICT, target[0]) if target is not None else self.access.classify(scope)
+            try:
+                permit = await services.gate.admit(requirement, scope["headers"])
+            except GatewayError as exc:
+                await http_errors.send_error(send, http_errors.answer_for(exc, scope["method"], scope["path"]))
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            if target is not None and services is not None:
+                await predict_endpoint.serve(services, scope, receive, send, *target)
+            else:
+                await super().__call__(scope, receive, send)
+        finally:
+            permit.release()
 
 
 def app_factory() -> GatewayApp:

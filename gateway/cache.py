@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
+from gateway.limits import LoadBudget
 from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 from registry_sync.identity import VersionId
@@ -116,8 +117,9 @@ class ModelCache:
 
     # --- the request path ----------------------------------------------------------
 
-    async def acquire(self, key: VersionId) -> Lease:
-        """A lease on the loaded version, loading it first if needed."""
+    async def acquire(self, key: VersionId, *, budget: LoadBudget | None = None) -> Lease:
+        """A lease on the loaded version, loading it first if needed; a load this starts is
+        counted against ``budget`` (LoadsThrottled when it is spent)."""
         name = key.name
         entry = self._entries.get(key)
         if entry is not None:
@@ -128,6 +130,8 @@ class ModelCache:
         pending = self._pending.get(key)
         if pending is None:
             self._raise_recent_failure(key)
+            if budget is not None:
+                budget.take(name, key.version)
             self._metrics.cache_miss(name)
             pending = self._start_load(key)
         else:

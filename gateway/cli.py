@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
+
+if TYPE_CHECKING:
+    from registry_sync.keys import KeyStore
 
 log = logging.getLogger("gateway.cli")
 
@@ -62,13 +70,26 @@ def main() -> None:
     help="all: serve models and compete to lead the sync (the default, GATEWAY_ROLE); "
     "gateway: serve models, never poll MLflow; sync: only the sync, under the leader lease.",
 )
-def serve(host: str, port: int, workers: int, graceful_timeout: int, role: str | None) -> None:
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Bind a non-loopback address although GATEWAY_AUTH is off (anyone who reaches the port "
+    "can call every model and load any version).",
+)
+def serve(host: str, port: int, workers: int, graceful_timeout: int, role: str | None, insecure: bool) -> None:
     """Run the gateway."""
     import uvicorn
 
     if role is not None:
         os.environ["GATEWAY_ROLE"] = role  # every worker builds its settings from the environment
     settings = _load_settings()  # fail fast, before any worker starts
+    if settings.auth == "off" and not is_loopback(host) and not insecure:
+        raise click.ClickException(
+            f"refusing to serve on {host} with GATEWAY_AUTH=off: anyone who can reach the port could call "
+            "every model, read every version and load any version into memory. Set GATEWAY_AUTH=keys and "
+            "create keys with 'registry-gateway keys create', bind 127.0.0.1, or pass --insecure "
+            "if something in front of the gateway already authenticates callers."
+        )
     _prepare_database(settings.database_url)
     logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
@@ -83,6 +104,17 @@ def serve(host: str, port: int, workers: int, graceful_timeout: int, role: str |
         timeout_graceful_shutdown=graceful_timeout,
         proxy_headers=True,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: 'localhost' or a loopback address (a name other than
+    'localhost' may resolve anywhere, so it counts as reachable from outside)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _prepare_database(url: str) -> None:
@@ -136,6 +168,91 @@ def db_current() -> None:
         click.echo(f"current: {current_revision(engine) or 'empty'}; needed: {head_revision()}")
     finally:
         engine.dispose()
+
+
+@main.group()
+def keys() -> None:
+    """API keys of callers (GATEWAY_AUTH=keys), in the state database (GATEWAY_DATABASE_URL).
+
+    Gateways that are running see a new or revoked key within GATEWAY_FOLLOW_INTERVAL_SECONDS."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option(
+    "--scopes",
+    required=True,
+    help="Comma-separated: predict:<glob> (models whose names match, e.g. predict:iris*), "
+    "read (/models, versions, /events), admin (/admin/*).",
+)
+@click.option("--rate", type=float, default=None, help="Requests a second, with bursts of as many (unset: no limit).")
+@click.option("--concurrency", type=int, default=None, help="Requests in flight at once (unset: no limit).")
+def keys_create(name: str, scopes: str, rate: float | None, concurrency: int | None) -> None:
+    """Create a key; its secret is printed once, alone on the last line."""
+    from registry_sync.keys import Scopes
+
+    with _key_store() as store:
+        key, secret = store.create(name, Scopes.parse(scopes), rate=rate, concurrency=concurrency, actor=_actor())
+    click.echo(f"API key '{key.name}' created: scopes {key.scopes}; {key.describe_limits()}")
+    click.echo(
+        "The secret on the next line is shown once and never stored (only its sha256 is); "
+        "send it as 'Authorization: Bearer <secret>' or 'X-API-Key: <secret>'."
+    )
+    click.echo(secret)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key, revoked ones included (never a secret: its first characters at most)."""
+    with _key_store() as store:
+        found = store.keys()
+    if not found:
+        click.echo("no API keys; create one with 'registry-gateway keys create NAME --scopes ...'")
+        return
+    for key in found:
+        state = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M:%S}Z"
+        click.echo(
+            f"{key.name}\t{key.prefix}...\t{key.scopes}\t{key.describe_limits()}\t"
+            f"created {key.created_at:%Y-%m-%d %H:%M:%S}Z\t{state}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key: every gateway refuses it from its next look at the keys."""
+    with _key_store() as store:
+        store.revoke(name, actor=_actor())
+    click.echo(f"API key '{name}' revoked")
+
+
+@contextmanager
+def _key_store() -> Iterator[KeyStore]:
+    """The keys of GATEWAY_DATABASE_URL (sqlite is upgraded; another database must be at the
+    current schema); their errors become one line and a non-zero exit."""
+    from registry_sync.database import check_schema, is_sqlite, make_engine
+    from registry_sync.errors import RegistryError
+    from registry_sync.keys import KeyStore
+
+    settings = _load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        try:
+            check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
+        except RegistryError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # unreachable server, bad credentials
+            raise click.ClickException(f"cannot open the state database: {exc}") from None
+        try:
+            yield KeyStore(engine)
+        except RegistryError as exc:
+            raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+def _actor() -> str:
+    return f"cli@{socket.gethostname()}:{os.getpid()}"
 
 
 @main.command("demo-registry")

@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
+from gateway.access import Access, requires
 from gateway.http_errors import error_response
 from gateway.request_body import read_body
 from gateway.schemas import ErrorBody, EventBody, EventList, SyncBody, utc_iso
@@ -35,6 +36,7 @@ _MAX_WEBHOOK_BYTES = 1024 * 1024
         409: {"model": ErrorBody, "description": "A delivery id seen before (a replay)"},
     },
 )
+@requires(Access.WEBHOOK)
 async def mlflow_webhook(request: Request) -> Response:
     services: Services = request.app.state.services
     secret = services.settings.webhook_secret
@@ -69,14 +71,16 @@ async def mlflow_webhook(request: Request) -> Response:
     "/admin/sync",
     response_model=SyncBody,
     tags=["control"],
-    summary="Sync with the registry now (for CI pipelines); bearer GATEWAY_ADMIN_TOKEN",
+    summary="Sync with the registry now (for CI pipelines); bearer GATEWAY_ADMIN_TOKEN, or a key with the admin scope",
     responses={
         202: {"description": "No sync leader finished the pass in time; it stays queued for the leader"},
         401: {"model": ErrorBody},
-        404: {"model": ErrorBody, "description": "GATEWAY_ADMIN_TOKEN not set"},
+        403: {"model": ErrorBody, "description": "GATEWAY_AUTH=keys and the key lacks the admin scope"},
+        404: {"model": ErrorBody, "description": "GATEWAY_AUTH=off and GATEWAY_ADMIN_TOKEN not set"},
         503: {"model": ErrorBody, "description": "The registry could not be read"},
     },
 )
+@requires(Access.ADMIN)
 async def admin_sync(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
@@ -92,11 +96,14 @@ async def admin_sync(
 ) -> Response:
     services: Services = request.app.state.services
     token = services.settings.admin_token
-    if token is None:
-        return error_response(404, "ENDPOINT_NOT_FOUND", "Admin endpoints are off: set GATEWAY_ADMIN_TOKEN")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        return error_response(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'")
+    if services.settings.auth == "off":  # with keys, the gate let only a key with the admin scope in
+        if token is None:
+            return error_response(
+                404, "ENDPOINT_NOT_FOUND", "Admin endpoints are off: set GATEWAY_ADMIN_TOKEN (or GATEWAY_AUTH=keys)"
+            )
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return error_response(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <GATEWAY_ADMIN_TOKEN>'")
     # on any replica: the leader runs the pass (here, or through the state database)
     timeout = services.settings.registry_timeout_seconds * 3
     report = await services.poller.run(model, reason="admin", timeout=timeout, verify=verify)
@@ -118,6 +125,7 @@ async def admin_sync(
 
 
 @router.get("/events", response_model=EventList, tags=["control"], summary="Recent history, newest first")
+@requires(Access.READ)
 async def events(
     request: Request,
     model: Annotated[str | None, Query(description="Only this model")] = None,

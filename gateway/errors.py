@@ -76,6 +76,52 @@ class SelectorConflict(GatewayError):
         )
 
 
+# --- who is asking, and how often ----------------------------------------------------
+
+
+class Unauthenticated(GatewayError):
+    """No API key, or one no key in the state database has (unknown or revoked). The
+    message never repeats what was sent."""
+
+    def __init__(self, *, sent: bool) -> None:
+        self.sent = sent
+        super().__init__(
+            "The API key is not valid (unknown or revoked)"
+            if sent
+            else "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )
+
+
+class Forbidden(GatewayError):
+    def __init__(self, key: str, scope: str) -> None:
+        self.key = key
+        self.scope = scope
+        super().__init__(f"The API key '{key}' lacks the scope {scope}")
+
+
+class RateLimited(GatewayError):
+    """A rate or concurrency limit is used up; ``limit`` names it for scripts (``key_rate``,
+    ``key_concurrency``, ``model_rate``, ``model_concurrency``)."""
+
+    def __init__(self, limit: str, *, subject: str, detail: str, retry_after: int) -> None:
+        self.limit = limit
+        self.subject = subject
+        self.retry_after = retry_after
+        self.fields = {"limit": limit}
+        super().__init__(f"Too many requests: {detail} of {subject} is used up; retry in {retry_after} s")
+
+
+class LoadsThrottled(GatewayError):
+    def __init__(self, name: str, version: int, *, per_minute: int, retry_after: int) -> None:
+        self.name = name
+        self.version = version
+        self.retry_after = retry_after
+        super().__init__(
+            f"Model '{name}' version {version} is not loaded, and this process has started its "
+            f"{per_minute} cold loads of the minute (GATEWAY_MAX_LOADS_PER_MINUTE); retry in {retry_after} s"
+        )
+
+
 # --- the request body --------------------------------------------------------------
 
 

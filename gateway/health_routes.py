@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from gateway.access import Access, requires
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.schemas import Health, ReadyHealth
 from gateway.services import Services
@@ -17,6 +18,7 @@ router = APIRouter()
 
 
 @router.get("/health/live", response_model=Health, tags=["health"], summary="The process is up")
+@requires(Access.PROBE)
 async def liveness() -> Health:
     return Health(status="ok")
 
@@ -28,6 +30,7 @@ async def liveness() -> Health:
     tags=["health"],
     summary="Ready to serve: started, and every warm alias loaded and warmed here",
 )
+@requires(Access.PROBE)
 async def readiness(request: Request) -> Response:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
@@ -50,6 +53,7 @@ async def readiness(request: Request) -> Response:
 
 
 @router.get("/metrics", tags=["health"], response_class=Response, summary="Prometheus metrics")
+@requires(Access.PROBE)
 async def prometheus(request: Request) -> Response:
     services: Services = request.app.state.services
     return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)

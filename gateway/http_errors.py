@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Send
 
 from gateway import errors
 from registry_sync import errors as registry_errors
@@ -28,8 +29,10 @@ class HttpError:
     status: int
     code: str
     retry_after: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
+_CHALLENGE = 'Bearer realm="registry-gateway"'
 _NOT_FOUND = HttpError(404, "RESOURCE_DOES_NOT_EXIST")
 _UNAVAILABLE = HttpError(503, "TEMPORARILY_UNAVAILABLE", retry_after=1)
 
@@ -41,6 +44,10 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.NoReadyVersion, _NOT_FOUND),
     (errors.VersionNotReady, HttpError(409, "INVALID_STATE")),
     (errors.VersionRefused, HttpError(409, "INVALID_STATE")),
+    (errors.Unauthenticated, HttpError(401, "UNAUTHENTICATED", headers=(("WWW-Authenticate", _CHALLENGE),))),
+    (errors.Forbidden, HttpError(403, "PERMISSION_DENIED")),
+    (errors.RateLimited, HttpError(429, "REQUEST_LIMIT_EXCEEDED")),
+    (errors.LoadsThrottled, _UNAVAILABLE),
     (errors.InvalidSelector, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (errors.SelectorConflict, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (errors.MalformedRequest, HttpError(400, "BAD_REQUEST")),
@@ -85,11 +92,44 @@ class ErrorAnswer:
         return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
 
 
-def error_answer(status: int, code: str, message: str, *, retry_after: int | None = None) -> ErrorAnswer:
+def error_answer(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+    fields: dict[str, str] | None = None,
+) -> ErrorAnswer:
+    """The error body, ``{"error_code", "message"}`` plus any ``fields`` that name the cause
+    for scripts (a 429's ``limit``)."""
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + " ..."
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-    return ErrorAnswer(status, orjson.dumps({"error_code": code, "message": message}), headers)
+    out = dict(headers)
+    if retry_after is not None:
+        out["Retry-After"] = str(retry_after)
+    return ErrorAnswer(status, orjson.dumps({"error_code": code, "message": message, **(fields or {})}), out)
+
+
+def _from(exc: BaseException, answer: HttpError) -> ErrorAnswer:
+    """An error the table classified; an error may carry its own ``retry_after`` and ``fields``."""
+    retry_after = getattr(exc, "retry_after", None)
+    return error_answer(
+        answer.status,
+        answer.code,
+        str(exc),
+        retry_after=retry_after if isinstance(retry_after, int) else answer.retry_after,
+        headers=answer.headers,
+        fields=getattr(exc, "fields", None),
+    )
+
+
+async def send_error(send: Send, answer: ErrorAnswer) -> None:
+    """An error straight to ASGI (for what answers before any framework sees the request)."""
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(answer.body)).encode())]
+    raw += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in answer.headers.items()]
+    await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> Response:
@@ -105,15 +145,14 @@ def answer_for(exc: BaseException, method: str, path: str) -> ErrorAnswer:
         answer = classify(exc)
         if answer.status >= 500:
             log.warning("%s %s -> %d: %s", method, path, answer.status, exc)
-        return error_answer(answer.status, answer.code, str(exc), retry_after=answer.retry_after)
+        return _from(exc, answer)
     log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return error_answer(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details")
 
 
 def documented(exc: BaseException) -> tuple[int, dict[str, str]]:
     """The status and JSON body a request that raised ``exc`` gets, for the OpenAPI examples."""
-    answer = classify(exc)
-    error = error_answer(answer.status, answer.code, str(exc), retry_after=answer.retry_after)
+    error = _from(exc, classify(exc))
     return error.status, orjson.loads(error.body)
 
 

@@ -99,6 +99,29 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.key_requests = Counter(
+            "gateway_key_requests",
+            "Requests by API key name (never the secret) and outcome: allowed, forbidden (a scope "
+            "the key lacks) or limited (429)",
+            ["key", "outcome"],
+            registry=r,
+        )
+        self._key_children: dict[tuple[str, str], Any] = {}
+        self.auth_failures = Counter(
+            "gateway_auth_failures", "Requests answered 401, by reason: missing or unknown key", ["reason"], registry=r
+        )
+        self.limited_requests = Counter(
+            "gateway_limited", "Requests answered 429, by the limit used up", ["limit"], registry=r
+        )
+        self.limits_redis_errors = Counter(
+            "gateway_limits_redis_errors",
+            "Rate limit checks that Redis failed (the process counted alone meanwhile)",
+            registry=r,
+        )
+        self.loads_throttled = Counter(
+            "gateway_loads_throttled", "Cold loads refused (503) past GATEWAY_MAX_LOADS_PER_MINUTE", registry=r
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -164,6 +187,24 @@ class GatewayMetrics:
 
     def prediction_cache_error(self) -> None:
         self._cache_error.inc()
+
+    def key_used(self, key: str, outcome: str) -> None:
+        child = self._key_children.get((key, outcome))
+        if child is None:  # labels() takes a lock and builds tuples: once per label set
+            child = self._key_children[(key, outcome)] = self.key_requests.labels(key, outcome)
+        child.inc()
+
+    def auth_failed(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
+
+    def limited(self, limit: str) -> None:
+        self.limited_requests.labels(limit).inc()
+
+    def limits_redis_error(self) -> None:
+        self.limits_redis_errors.inc()
+
+    def load_throttled(self) -> None:
+        self.loads_throttled.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from gateway import predict_endpoint
+from gateway.access import Access, requires
 from gateway.api_examples import (
     NAME_EXAMPLES,
     PREDICT_BODY,
@@ -57,6 +58,7 @@ router = APIRouter()
     tags=["predict"],
     summary="Predict with a chosen version",
 )
+@requires(Access.PREDICT)
 async def predict_version(request: Request) -> Response:
     params = request.path_params
     return await _predict(request, params["name"], params["version"])
@@ -70,6 +72,7 @@ async def predict_version(request: Request) -> Response:
     tags=["predict"],
     summary="Predict with the version in X-Model-Version, else the default alias, else latest",
 )
+@requires(Access.PREDICT)
 async def predict_default(request: Request) -> Response:
     return await _predict(request, request.path_params["name"], None)
 
@@ -81,6 +84,7 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
 
 
 @router.get("/models", response_model=ModelList, tags=["models"])
+@requires(Access.READ)
 async def list_models(request: Request) -> ModelList:
     services: Services = request.app.state.services
     return await services.inventory.models()
@@ -92,6 +96,7 @@ async def list_models(request: Request) -> ModelList:
     responses=error_responses(PREDICT_ERRORS, "unknown_model"),
     tags=["models"],
 )
+@requires(Access.READ)
 async def get_model(request: Request, name: NameParam) -> ModelDetail:
     services: Services = request.app.state.services
     return await services.inventory.model(name)
@@ -103,6 +108,7 @@ async def get_model(request: Request, name: NameParam) -> ModelDetail:
     responses=error_responses(PREDICT_ERRORS, "bad_selector", "unknown_model", "unknown_version", "unknown_alias"),
     tags=["models"],
 )
+@requires(Access.READ)
 async def get_version(request: Request, name: NameParam, version: VersionParam) -> VersionDetail:
     services: Services = request.app.state.services
     return await services.inventory.version(name, version)

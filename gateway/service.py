@@ -18,6 +18,7 @@ from gateway.cache import ModelCache
 from gateway.catalog import Catalog, Resolved
 from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
 from gateway.inference import score_batch
+from gateway.limits import LoadBudget
 from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 from gateway.prediction_cache import PredictionCache, cache_key
@@ -50,6 +51,7 @@ class InferenceService:
         metrics: GatewayMetrics,
         batching: BatchPolicy | None = None,
         answers: PredictionCache | None = None,
+        load_budget: LoadBudget | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
@@ -59,6 +61,7 @@ class InferenceService:
         self._metrics = metrics
         self._batching = batching or BatchPolicy()
         self._answers = answers
+        self._load_budget = load_budget  # cold loads for requests; warm swaps do not count
 
     async def choose(self, name: str, *, path: str | None = None, header: str | None = None) -> Resolved:
         """The concrete version a request is for (see README: choosing a version)."""
@@ -83,7 +86,7 @@ class InferenceService:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 
     async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
-        lease = await self._cache.acquire(served.id)
+        lease = await self._cache.acquire(served.id, budget=self._load_budget)
         try:
             model = lease.model
             key = None

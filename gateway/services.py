@@ -8,16 +8,21 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+from sqlalchemy import Engine
 
+from gateway.auth import KeyRing, admin_token_key
 from gateway.cache import LoadFn, ModelCache, Reserve
 from gateway.catalog import Catalog
 from gateway.errors import NotReady
+from gateway.gate import Gate
 from gateway.inference import check_fast_path
 from gateway.inventory import Inventory
+from gateway.limits import Limiter, LoadBudget, RedisLimits
 from gateway.loader import LoadedModel, ModelLoader
 from gateway.metrics import GatewayMetrics
 from gateway.prediction_cache import make_cache
@@ -29,6 +34,7 @@ from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable
 from registry_sync.identity import VersionId
+from registry_sync.keys import KeyStore
 from registry_sync.lease import Lease, lease_timing, new_holder_id
 from registry_sync.poller import Poller
 from registry_sync.registry import RegistryReader
@@ -65,6 +71,7 @@ class Services:
     executor: ThreadPoolExecutor
     loaders: ThreadPoolExecutor
     lease: Lease
+    gate: Gate
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
@@ -172,7 +179,13 @@ class Services:
                 ttl_seconds=settings.prediction_cache_ttl_seconds,
                 metrics=metrics,
             ),
+            load_budget=(
+                LoadBudget(settings.max_loads_per_minute, metrics)
+                if settings.max_loads_per_minute is not None
+                else None
+            ),
         )
+        gate = _gate(settings, engine, metrics, known_model=catalog.knows)
         log.info(
             "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",
             source.uri,
@@ -198,6 +211,7 @@ class Services:
             executor=executor,
             loaders=loaders,
             lease=lease,
+            gate=gate,
         )
 
     @property
@@ -207,6 +221,8 @@ class Services:
     async def start(self) -> None:
         """Lead the sync if the lease is free (then sync once), else wait for the leader's first
         pass; warm what the database says is served; then take traffic."""
+        if self.gate.keys is not None:
+            self.gate.keys.start()  # keys were read at build; from now on, followed
         self.stage = "taking the sync lease"
         leading = await self.poller.campaign()
         self.poller.keep_campaigning()  # renewed from now on, however long the warm-up takes
@@ -318,14 +334,49 @@ class Services:
         if self._starting is not None:
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
+        if self.gate.keys is not None:
+            await self.gate.keys.stop()
         await self.poller.stop()
         await self.reconciler.stop()
         await self.inference.close()
         await self.cache.close()
+        await self.gate.limiter.close()
         # Predicts still running finish on their own; don't wait for them here.
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.loaders.shutdown(wait=False, cancel_futures=True)
         self.store.engine.dispose()
+
+
+def _gate(
+    settings: GatewaySettings, engine: Engine, metrics: GatewayMetrics, *, known_model: Callable[[str], bool]
+) -> Gate:
+    """The check before every request: the keys (read now, followed once started) and limits."""
+    store = KeyStore(engine)
+    keys = None
+    if settings.auth == "keys":
+        fixed = [admin_token_key(settings.admin_token.get_secret_value())] if settings.admin_token else []
+        keys = KeyRing(store, follow_interval_seconds=settings.follow_interval_seconds, fixed=fixed)
+        keys.load()
+        if not keys.names():
+            log.warning(
+                "GATEWAY_AUTH=keys and no API key exists: every request but health and metrics answers 401; "
+                "create one with 'registry-gateway keys create NAME --scopes ...'"
+            )
+    shared = None
+    if settings.rate_limit_redis is not None:
+        # Long enough for any request (a cold load, a slow predict): an entry outlives its
+        # request only if its process died before giving it back.
+        lease_seconds = 60 + settings.registry_timeout_seconds + settings.predict_timeout_seconds
+        shared = RedisLimits(settings.rate_limit_redis, namespace=store.deployment_id(), lease_seconds=lease_seconds)
+    return Gate(
+        keys=keys,
+        limiter=Limiter(metrics, shared=shared),
+        metrics=metrics,
+        probes_need_keys=settings.metrics_auth == "on",
+        model_rate=settings.model_rate,
+        model_concurrency=settings.model_concurrency,
+        known_model=known_model,
+    )
 
 
 def _checked(loader: ModelLoader) -> LoadFn:

@@ -54,6 +54,8 @@ class EventKind(StrEnum):
     WARMED = "warmed"
     SWAPPED = "swapped"
     FAILED = "failed"
+    KEY_CREATED = "key_created"
+    KEY_REVOKED = "key_revoked"
 
 
 class StateUnavailable(RegistryError):

@@ -14,6 +14,9 @@
   up with each new holder; expiry is on the database's clock.
 - ``sync_requests``: syncs asked of the leader by processes that do not lead (a webhook or
   ``/admin/sync`` on a gateway replica), with the leader's report once done.
+- ``api_keys``: the callers' API keys, by name: the sha256 of each secret (never the
+  secret), its scopes and limits; a revoked key keeps its row. ``sync_state.keys_generation``
+  goes up with every change, so a gateway follows the keys by reading one integer.
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ class SyncStateRow(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    keys_generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Goes up whenever an API key is created or revoked (the sync's ``generation`` does not)."""
+    deployment_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """A random id, set once: what the processes sharing this database share elsewhere (the
+    rate limits in Redis) is kept under it."""
 
 
 class WebhookDeliveryRow(Base):
@@ -133,3 +141,21 @@ class SyncRequestRow(Base):
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     """The leader's sync report, once done."""
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    """sha256 (hex) of the secret; the secret itself is never stored."""
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The secret's first characters, so that ``keys list`` can tell keys apart."""
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Requests a second (a token bucket with a burst of this many, at least 1); NULL: no limit."""
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Requests in flight at once; NULL: no limit."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,115 @@
+"""API keys as a gateway holds them: in memory, by the sha256 of their secret, following the
+state database.
+
+The keys are read once when the process starts and again whenever the database's keys
+generation moves (looked at every ``GATEWAY_FOLLOW_INTERVAL_SECONDS``), so a key created or
+revoked with ``registry-gateway keys`` counts in every replica within that interval. The
+database being unreachable keeps the keys last read (as it keeps serving the models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import anyio.to_thread
+
+from registry_sync.errors import RegistryError
+from registry_sync.keys import ApiKey, KeyStore, Scopes, digest_of
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_KEY = "admin-token"
+"""The name ``GATEWAY_ADMIN_TOKEN`` goes by when keys are on: a key with the admin scope alone."""
+
+
+def credential(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key a request sends: ``Authorization: Bearer <key>``, else ``X-API-Key: <key>``."""
+    bearer = api_key = None
+    for name, value in headers:
+        if name == b"authorization" and bearer is None:
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                bearer = token.strip()
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1").strip() or None
+    return bearer if bearer is not None else api_key
+
+
+def admin_token_key(token: str) -> ApiKey:
+    return ApiKey(
+        name=ADMIN_TOKEN_KEY,
+        digest=digest_of(token),
+        prefix="",
+        scopes=Scopes(admin=True),
+        rate=None,
+        concurrency=None,
+        created_at=datetime.now(UTC),
+        created_by="GATEWAY_ADMIN_TOKEN",
+        revoked_at=None,
+    )
+
+
+class KeyRing:
+    def __init__(self, store: KeyStore, *, follow_interval_seconds: float, fixed: Iterable[ApiKey] = ()) -> None:
+        self._store = store
+        self._interval = follow_interval_seconds
+        self._fixed = {key.digest: key for key in fixed}
+        self._by_digest: dict[str, ApiKey] = dict(self._fixed)
+        self._generation: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def find(self, secret: str) -> ApiKey | None:
+        """The active key whose secret this is, or None."""
+        digest = digest_of(secret)
+        key = self._by_digest.get(digest)
+        # The lookup is by a hash the caller cannot steer; the comparison is constant-time anyway.
+        if key is None or not hmac.compare_digest(key.digest, digest):
+            return None
+        return key
+
+    def names(self) -> list[str]:
+        return sorted(key.name for key in self._by_digest.values())
+
+    def load(self) -> bool:
+        """Read the keys if their generation moved; True if it did. Blocks (a thread's work)."""
+        generation = self._store.generation()
+        if generation == self._generation:
+            return False
+        generation, keys = self._store.active()
+        self._by_digest = {**{key.digest: key for key in keys}, **self._fixed}
+        self._generation = generation
+        log.info("API keys: %d active (generation %d)", len(keys), generation)
+        return True
+
+    async def refresh(self) -> bool:
+        return await anyio.to_thread.run_sync(self.load)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow(), name="keys")
+
+    async def _follow(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+                if failing:
+                    log.info("API keys followed again")
+                failing = False
+            except RegistryError as exc:
+                if not failing:  # once per outage: the follower tries again every interval
+                    log.warning("cannot read the API keys (keeping the %d known): %s", len(self._by_digest), exc)
+                failing = True
+            except Exception:  # the follower must outlive any one bad pass
+                log.exception("following the API keys failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
