@@ -401,24 +401,43 @@ class StateStore:
                 return PinResult(False, digest, f"{version_id} was deleted or re-created meanwhile", stale=True)
             if row.refused_reason:
                 return PinResult(False, digest, row.refused_reason)
-            expected = (row.tags or {}).get(EXPECTED_DIGEST_TAG)
-            reason: str | None = None
-            if expected and expected.strip().lower() != digest:
-                reason = f"sha256 {digest} differs from the {EXPECTED_DIGEST_TAG} tag {expected.strip().lower()}"
-            elif row.digest is not None and row.digest != digest:
-                reason = f"artifacts changed: sha256 is now {digest}, pinned {row.digest}"
-            if reason is not None:
-                row.refused_reason = reason
-                _event(session, EventKind.REFUSED, name, version=version, reason=reason, actor=actor)
-                _bump(session)
-                return PinResult(False, digest, reason)
-            if row.digest is None:
-                row.digest = digest
-                _event(
-                    session, EventKind.VERIFIED, name, version=version, reason=f"pinned sha256 {digest}", actor=actor
+            expected = str((row.tags or {}).get(EXPECTED_DIGEST_TAG) or "").strip().lower()
+            if expected and expected != digest:
+                reason = f"sha256 {digest} differs from the {EXPECTED_DIGEST_TAG} tag {expected}"
+                return self._refuse(session, row, digest, reason, actor=actor)
+            if row.digest is not None:
+                return self._check_against_pin(session, row, digest, actor=actor)
+            # Conditional, not read-then-write: sqlite ignores FOR UPDATE, and of two replicas
+            # pinning at once only the first may write (the second must not overwrite it).
+            won = session.execute(
+                update(ModelVersionRow)
+                .where(
+                    ModelVersionRow.name == name,
+                    ModelVersionRow.version == version,
+                    ModelVersionRow.digest.is_(None),
                 )
-                _bump(session)
+                .values(digest=digest)
+                .execution_options(synchronize_session=False)
+            )
+            if won.rowcount != 1:  # type: ignore[attr-defined]
+                session.refresh(row)  # another process pinned first: its digest is the pin
+                return self._check_against_pin(session, row, digest, actor=actor)
+            _event(session, EventKind.VERIFIED, name, version=version, reason=f"pinned sha256 {digest}", actor=actor)
+            _bump(session)
             return PinResult(True, digest)
+
+    def _check_against_pin(self, session: Session, row: ModelVersionRow, digest: str, *, actor: str) -> PinResult:
+        if row.digest == digest:
+            return PinResult(True, digest)
+        reason = f"artifacts changed: sha256 is now {digest}, pinned {row.digest}"
+        return self._refuse(session, row, digest, reason, actor=actor)
+
+    @staticmethod
+    def _refuse(session: Session, row: ModelVersionRow, digest: str, reason: str, *, actor: str) -> PinResult:
+        row.refused_reason = reason
+        _event(session, EventKind.REFUSED, row.name, version=row.version, reason=reason, actor=actor)
+        _bump(session)
+        return PinResult(False, digest, reason)
 
     def record_listing(self, version_id: VersionId, *, artifact_uri: str, listing: str | None) -> None:
         """Remember where a version's artifacts are and how their listing looked."""

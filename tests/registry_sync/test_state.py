@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -412,6 +414,43 @@ def test_the_first_digest_pins_and_the_same_digest_passes(store: StateStore) -> 
     assert again.ok and again.reason is None
     assert events_seen(store) == events
     assert store.generation() == generation + 1
+
+
+def test_replicas_pinning_at_once_pin_the_first_digest_only(store: StateStore, state_url: str) -> None:
+    """Two processes (two engines) pin the same versions at the same moment with different
+    bytes: per version one digest is pinned, once, and the other is refused naming both;
+    never two pins, never the second overwriting the first (sqlite has no FOR UPDATE)."""
+    versions = [version("iris", n) for n in range(1, 13)]
+    store.apply_registry([model("iris", *versions)], complete=True, actor=ACTOR)
+    generation = store.generation()
+    engines = [make_engine(state_url) for _ in range(2)]
+    stores = [StateStore(engine) for engine in engines]
+    barrier = threading.Barrier(2)
+
+    def pin_all(replica: StateStore, digest: str) -> list[bool]:
+        results = []
+        for each in versions:
+            barrier.wait(timeout=30)
+            results.append(replica.pin_digest(each.id, digest, actor=ACTOR).ok)
+        return results
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first, second = pool.map(pin_all, stores, [DIGEST_A, DIGEST_B])
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert [a != b for a, b in zip(first, second, strict=True)] == [True] * len(versions)
+    events = kinds(store, "iris")
+    for each, won_by_a in zip(versions, first, strict=True):
+        state = store.version("iris", each.version)
+        assert state is not None and state.digest == (DIGEST_A if won_by_a else DIGEST_B)
+        assert (
+            state.refused_reason is not None and DIGEST_A in state.refused_reason and DIGEST_B in state.refused_reason
+        )
+        mine = [kind for kind, _, number, _, _ in events if number == each.version]
+        assert mine.count("verified") == 1 and mine.count("refused") == 1
+    assert store.generation() == generation + 2 * len(versions)
 
 
 def test_a_different_digest_is_refused_for_good(store: StateStore) -> None:
