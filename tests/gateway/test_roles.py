@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, select
 
 from gateway.app import create_app
@@ -36,9 +37,14 @@ X = {"dataframe_records": [{"x": 1.5}]}
 _names = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def registry(sqlite_registry: Registry) -> Registry:
-    return sqlite_registry
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry of these tests' own models only. These tests count generations and wait for
+    every warm alias to be warm; the shared registry holds other tests' broken versions
+    (deleted artifacts, mismatched tags), whose failed warm-ups would move both."""
+    root = tmp_path_factory.mktemp("roles-registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
 
 
 class CountingReader(RegistryReader):
