@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
-import ctypes.util
-import functools
 import gc
 import logging
 import time
@@ -22,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from gateway import heap
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
 from gateway.limits import LoadBudget
 from gateway.loader import LoadedModel
@@ -32,7 +30,8 @@ log = logging.getLogger(__name__)
 
 _RESERVE_TIMEOUT = 30.0  # seconds a load waits for the event loop to make room
 _COLLECT_DELAY = 0.5  # seconds after an unload before the collection
-_COLLECT_SPACING = 5.0  # seconds at least between two of them
+_COLLECT_SPACING = 5.0  # seconds at least between two of them...
+_COLLECT_NOW_SHARE = 0.25  # ...unless models of this share of the budget wait to be freed
 
 Key = VersionId  # by identity: a re-created version under an old number is another entry
 Reserve = Callable[[int], None]
@@ -114,6 +113,10 @@ class ModelCache:
         self._reserved_bytes = 0
         self._closed = False
         self._collecting = False  # a collection after unloading is scheduled or just ran
+        self._uncollected = 0  # bytes of models unloaded since the last collection
+        self._urgent = False  # a collection out of turn is scheduled
+        self._frozen_at: float | None = None  # when the process froze what was alive (gc.freeze)
+        self._thaw = False  # a model alive at the freeze was unloaded: the next collection thaws
 
     # --- the request path ----------------------------------------------------------
 
@@ -295,28 +298,49 @@ class ModelCache:
         # live on as a reference cycle until a full collection, which the serving GC
         # thresholds make rare (RSS grew by the size of each evicted model).
         entry.model.queue = None
+        self._uncollected += entry.model.size_bytes
+        if self._frozen_at is not None and entry.model.loaded_at <= self._frozen_at:
+            self._thaw = True  # its cycles sit in the permanent generation, out of gc's reach
         self._update_gauges()
         self._collect_soon()
 
     def _collect_soon(self) -> None:
         """A full collection shortly after unloading, for cycles inside a model's own libraries
-        (refcounting frees the rest at once); at most one every ``_COLLECT_SPACING`` seconds,
-        between requests rather than inside one."""
-        if self._collecting or self._closed:
+        (torch.export's programs have them; refcounting frees the rest at once). Between
+        requests rather than inside one; at most one every ``_COLLECT_SPACING`` seconds, unless
+        unloaded models worth ``_COLLECT_NOW_SHARE`` of the budget wait for it: under fast churn
+        they would otherwise pile up in RSS for seconds."""
+        if self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._collecting = True
-        loop.call_later(_COLLECT_DELAY, self._collect)
+        if not self._collecting:
+            self._collecting = True
+            loop.call_later(_COLLECT_DELAY, self._collect)
+        elif not self._urgent and self._uncollected >= _COLLECT_NOW_SHARE * self.max_bytes:
+            self._urgent = True
+            loop.call_soon(self._collect, False)
 
-    def _collect(self) -> None:
+    def _collect(self, scheduled: bool = True) -> None:
         started = time.perf_counter()
+        self._uncollected, self._urgent = 0, False
+        thaw, self._thaw = self._thaw, False
+        if thaw:  # rare (a warm alias moved): one walk over everything, then frozen again
+            gc.unfreeze()
         found = gc.collect()
-        _trim_heap()
+        if thaw:
+            gc.freeze()
+        heap.trim()
         log.debug("collected %d objects after unloading in %.1f ms", found, (time.perf_counter() - started) * 1000)
-        asyncio.get_running_loop().call_later(_COLLECT_SPACING, self._collect_done)
+        if scheduled:
+            asyncio.get_running_loop().call_later(_COLLECT_SPACING, self._collect_done)
+
+    def frozen(self) -> None:
+        """The process froze everything alive (``gc.freeze()``, at the end of startup): models
+        loaded until now are thawed for the collection after they are unloaded."""
+        self._frozen_at = time.time()
 
     def _collect_done(self) -> None:
         self._collecting = False
@@ -368,23 +392,6 @@ class ModelCache:
         for key, entry in list(self._entries.items()):
             if not entry.in_use:
                 self._drop(key, entry)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has no such call."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the system now: otherwise a process that loads and
-    unloads models keeps the high-water mark of its heaps (and of each thread's arena) as RSS."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _describe(entry: _Entry) -> CachedVersion:

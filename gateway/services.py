@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from sqlalchemy import Engine
 
+from gateway import heap
 from gateway.auth import KeyRing, admin_token_key
 from gateway.cache import LoadFn, ModelCache, Reserve
 from gateway.catalog import Catalog
@@ -83,6 +84,8 @@ class Services:
         chosen = reader is not None
         reader = reader or RegistryReader()
         source = RegistrySource.of(reader, chosen=chosen)
+        if settings.tune_allocator:
+            heap.tune()  # before the loader threads allocate: arenas are per thread
         metrics = GatewayMetrics()
         engine = make_engine(settings.database_url)
         check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
@@ -248,6 +251,7 @@ class Services:
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
         gc.freeze()
+        self.cache.frozen()
         # Requests allocate many short-lived containers: with the default 700, a young
         # collection ran every request or two; 50,000 made 32 connections ~7% faster (bench).
         gc.set_threshold(*_SERVING_GC_THRESHOLDS)

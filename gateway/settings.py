@@ -82,6 +82,11 @@ class GatewaySettings(BaseSettings):
     load_threads: int = Field(default=4, ge=1)
     """Threads that download and load models; more cold versions than this wait their turn."""
 
+    tune_allocator: bool = True
+    """On glibc, keep large blocks mmapped and cap malloc arenas at 2 (gateway/heap.py), so
+    memory of unloaded models goes back to the system: without it RSS outgrew the model
+    budget under churn (bench/README.md, memory section). Off: the C library's defaults."""
+
     inference_threads: int = Field(default=4, ge=1)
     """Threads that run predict calls (inference never runs on the event loop)."""
 

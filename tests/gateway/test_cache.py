@@ -245,3 +245,50 @@ async def test_a_version_bigger_than_the_whole_budget_is_refused_before_it_loads
         await cache.acquire(vid("m", 1))
     assert not loads.entered.is_set()  # refused at its reservation, never loaded
     assert loaded_keys(cache) == [] and cache._reserved_bytes == 0
+
+
+class _Cyclic:
+    """A model's object graph with a cycle of its own, as torch.export's programs have."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.parametrize("alive_at_freeze", [False, True], ids=["loaded-after-freeze", "alive-at-freeze"])
+async def test_an_unloaded_models_own_cycles_are_collected_soon(alive_at_freeze: bool) -> None:
+    """Cycles inside a model's libraries die in the collection the cache runs after unloading,
+    also for a model loaded before startup froze everything alive (gc.freeze): a warm alias
+    that later moves must not leave its old version in the permanent generation for good."""
+    import gc
+    import weakref
+
+    loads = Loads()
+    made: list[weakref.ref[_Cyclic]] = []
+    original = loads.__call__
+
+    def load(key: VersionId, reserve: Reserve) -> LoadedModel:
+        model = original(key, reserve)
+        graph = _Cyclic()
+        model.pyfunc = graph
+        made.append(weakref.ref(graph))
+        return model
+
+    cache = make_cache(loads, max_models=1)
+    cache._load = load
+    (await cache.acquire(vid("m", 1))).release()
+    try:
+        if alive_at_freeze:
+            gc.freeze()
+            cache.frozen()
+        else:
+            cache.frozen()  # the freeze happened before this model was loaded
+            (await cache.acquire(vid("m", 2))).release()  # evicts v1 (alive at the freeze)...
+            gc.collect()  # ...whose cycle a plain collection can reach: let it go first
+            made.pop(0)
+        gc.disable()  # only the cache's own collection may free the cycle
+        (await cache.acquire(vid("m", 3))).release()  # evicts the model whose cycle is watched
+        await until(lambda: made[0]() is None, "the unloaded model's cycle to be collected", timeout=10)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        await cache.close()
