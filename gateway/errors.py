@@ -56,6 +56,16 @@ class VersionRefused(GatewayError):
         super().__init__(f"Model '{name}' version {version} is refused and will not serve: {reason}")
 
 
+class PolicyRefused(VersionRefused):
+    """Refused by this process's loading policy, which ``policy`` names (a setting); the bytes
+    are not at fault, so the state database keeps no refusal: another policy may load them."""
+
+    def __init__(self, name: str, version: int, *, policy: str, reason: str) -> None:
+        self.policy = policy
+        self.fields = {"policy": policy}
+        super().__init__(name, version, f"{reason} ({policy})")
+
+
 class InvalidSelector(GatewayError):
     def __init__(self, selector: str) -> None:
         self.selector = selector

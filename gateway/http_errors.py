@@ -66,6 +66,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (registry_errors.RegisteredModelNotFound, _NOT_FOUND),
     (registry_errors.RegistryUnavailable, _UNAVAILABLE),
     (registry_errors.ArtifactFetchFailed, _UNAVAILABLE),
+    (registry_errors.ArtifactLocationRefused, HttpError(409, "INVALID_STATE")),
 )
 _INTERNAL = HttpError(500, "INTERNAL_ERROR")
 
