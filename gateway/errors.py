@@ -141,6 +141,16 @@ class PayloadTooLarge(GatewayError):
         super().__init__(f"Request body is larger than the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
 
 
+class DecodedTooLarge(GatewayError):
+    """A CSV or Parquet body past a decoding limit (``setting`` names it), found before or
+    while decoding, never after the whole of it is in memory."""
+
+    def __init__(self, what: str, *, found: str, limit: str, setting: str) -> None:
+        self.setting = setting
+        self.fields = {"limit": setting}
+        super().__init__(f"The {what} body holds {found}, past the limit of {limit} ({setting})")
+
+
 class UnsupportedMediaType(GatewayError):
     def __init__(self, content_type: str | None) -> None:
         self.content_type = content_type

@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.fastpath import FastPath
 from gateway.policy import LoadingPolicy, PolicyViolation
-from gateway.scoring import ScoringInput
+from gateway.scoring import BodyLimits, ScoringInput
 from gateway.sizing import object_graph_bytes
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import ArtifactDigestMismatch, ArtifactLocationRefused, RegistryError
@@ -71,6 +71,7 @@ class LoadedModel:
     batching: bool = False  # concurrent requests may share one predict call
     deterministic: bool = False  # the same input always gives the same answer (cacheable)
     queue: Any = None  # this version's VersionQueue, made by the service on first use
+    body_limits: BodyLimits = field(default_factory=BodyLimits)  # what CSV and Parquet bodies may decode to
 
     @property
     def name(self) -> str:
@@ -131,7 +132,9 @@ class ModelLoader:
         *,
         actor: str = "gateway",
         policy: LoadingPolicy | None = None,
+        body_limits: BodyLimits | None = None,
     ) -> None:
+        self.body_limits = body_limits or BodyLimits()
         self._artifacts = artifacts
         self._store = store
         self._actor = actor
@@ -241,6 +244,7 @@ class ModelLoader:
             fast=fast,
             batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
             deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
+            body_limits=self.body_limits,
         )
 
 

@@ -29,6 +29,7 @@ from gateway.policy import LoadingPolicy
 from gateway.prediction_cache import make_cache
 from gateway.reconciler import Reconciler
 from gateway.registry_source import RegistrySource
+from gateway.scoring import BodyLimits
 from gateway.service import BatchPolicy, InferenceService
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
@@ -107,6 +108,7 @@ class Services:
                     store,
                     actor=f"gateway@{actor}",
                     policy=LoadingPolicy.of(settings.allowed_flavors, allow_pickle=settings.allow_pickle),
+                    body_limits=BodyLimits(settings.max_body_rows, settings.max_decoded_bytes),
                 )
             ),
             max_models=settings.max_loaded_models,
