@@ -164,7 +164,28 @@ PREDICT_ERRORS: dict[str, tuple[str, BaseException]] = {
     "timeout": ("Slower than GATEWAY_PREDICT_TIMEOUT_SECONDS", errors.PredictTimeout(IRIS, 1, 30.0)),
 }
 
+# What a route that needs a key answers (GATEWAY_AUTH=keys), from the gate's own errors.
+AUTH_ERRORS: dict[str, tuple[str, BaseException]] = {
+    "no_key": ("No API key sent", errors.Unauthenticated(sent=False)),
+    "unknown_key": ("An unknown or revoked API key", errors.Unauthenticated(sent=True)),
+    "missing_scope": ("The key lacks the scope the route needs", errors.Forbidden("reporting", "predict:iris")),
+    "key_rate": (
+        "The key's rate limit is used up (Retry-After)",
+        errors.RateLimited(
+            "key_rate", subject="key 'reporting'", detail="the rate limit (5 requests/s, bursts of 5)", retry_after=1
+        ),
+    ),
+}
+# Security schemes for the OpenAPI description: either header carries the same key.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "`X-API-Key: <key>`"},
+}
+
 _DESCRIPTIONS = {
+    401: "GATEWAY_AUTH=keys and no API key, or an unknown or revoked one (WWW-Authenticate: Bearer)",
+    403: "The API key lacks the scope this route needs",
+    429: "A rate or concurrency limit of the key or the model is used up; Retry-After says when to come back",
     400: "Malformed body, wrong columns or types, a model that raised on the input, or a bad version selector",
     404: "Unknown model, version or alias",
     409: "The version exists but does not serve: not READY, or refused",

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, api_docs, http_errors, predict_endpoint
-from gateway.access import Access, AccessMap, Requirement
+from gateway.access import Access, AccessMap, Requirement, declared
+from gateway.access import routes as access_routes
+from gateway.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_responses
 from gateway.control_routes import router as control_router
 from gateway.errors import GatewayError
 from gateway.health_routes import router as health_router
@@ -81,6 +83,9 @@ _INVALID_PARAMETERS = {
 }
 
 
+_KEYED = frozenset({Access.READ, Access.ADMIN, Access.PREDICT})
+
+
 class GatewayApp(FastAPI):
     """FastAPI, with the predict paths answered on bare ASGI before its middleware and
     routing (gateway.predict_endpoint). Middleware added to this app does not see predict
@@ -99,10 +104,31 @@ class GatewayApp(FastAPI):
                     responses = operation.get("responses", {})
                     if responses.pop("422", None) is not None:
                         responses.setdefault("400", _INVALID_PARAMETERS)
+            self._document_security(schema)
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
             self.openapi_schema = schema
         return self.openapi_schema
+
+    def _document_security(self, schema: dict[str, Any]) -> None:
+        """The key schemes, and the 401, 403 and 429 answers, on every route that needs a key
+        (so /docs offers "Authorize"); they apply with ``GATEWAY_AUTH=keys``."""
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        answers = {}
+        for status, entry in error_responses(AUTH_ERRORS).items():
+            content = {"schema": {"$ref": "#/components/schemas/ErrorBody"}, **entry["content"]["application/json"]}
+            answers[str(status)] = {"description": entry["description"], "content": {"application/json": content}}
+        for route in access_routes(self):
+            if declared(route, openapi_url=self.openapi_url) not in _KEYED:
+                continue
+            item = schema.get("paths", {}).get(getattr(route, "path_format", ""), {})
+            for method in getattr(route, "methods", ()) or ():
+                operation = item.get(method.lower())
+                if operation is None:
+                    continue
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                for status, answer in answers.items():
+                    operation.setdefault("responses", {}).setdefault(status, answer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -56,6 +56,16 @@ class VersionRefused(GatewayError):
         super().__init__(f"Model '{name}' version {version} is refused and will not serve: {reason}")
 
 
+class PolicyRefused(VersionRefused):
+    """Refused by this process's loading policy, which ``policy`` names (a setting); the bytes
+    are not at fault, so the state database keeps no refusal: another policy may load them."""
+
+    def __init__(self, name: str, version: int, *, policy: str, reason: str) -> None:
+        self.policy = policy
+        self.fields = {"policy": policy}
+        super().__init__(name, version, f"{reason} ({policy})")
+
+
 class InvalidSelector(GatewayError):
     def __init__(self, selector: str) -> None:
         self.selector = selector
@@ -129,6 +139,16 @@ class PayloadTooLarge(GatewayError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"Request body is larger than the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
+
+
+class DecodedTooLarge(GatewayError):
+    """A CSV or Parquet body past a decoding limit (``setting`` names it), found before or
+    while decoding, never after the whole of it is in memory."""
+
+    def __init__(self, what: str, *, found: str, limit: str, setting: str) -> None:
+        self.setting = setting
+        self.fields = {"limit": setting}
+        super().__init__(f"The {what} body holds {found}, past the limit of {limit} ({setting})")
 
 
 class UnsupportedMediaType(GatewayError):

@@ -54,6 +54,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.InvalidInput, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (errors.ModelRaised, HttpError(400, "BAD_REQUEST")),
     (errors.PayloadTooLarge, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
+    (errors.DecodedTooLarge, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
     (errors.UnsupportedMediaType, HttpError(415, "BAD_REQUEST")),
     (errors.ModelLoadFailed, _UNAVAILABLE),
     (errors.ModelTooLarge, HttpError(503, "RESOURCE_EXHAUSTED")),
@@ -66,6 +67,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (registry_errors.RegisteredModelNotFound, _NOT_FOUND),
     (registry_errors.RegistryUnavailable, _UNAVAILABLE),
     (registry_errors.ArtifactFetchFailed, _UNAVAILABLE),
+    (registry_errors.ArtifactLocationRefused, HttpError(409, "INVALID_STATE")),
 )
 _INTERNAL = HttpError(500, "INTERNAL_ERROR")
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
     """One request through pyfunc: decode, predict, encode."""
-    return _pyfunc_one(model, decode(body, media_type, model.metadata))
+    return _pyfunc_one(model, decode(body, media_type, model.metadata, model.body_limits))
 
 
 def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outcome], int]:
@@ -77,7 +77,7 @@ def _predict_frames(
     for index in indexes:
         body, media_type = requests[index]
         try:
-            decoded = decode(body, media_type, model.metadata)
+            decoded = decode(body, media_type, model.metadata, model.body_limits)
         except Exception as exc:
             outcomes[index] = exc
             continue

@@ -26,16 +26,18 @@ from gateway.errors import (
     ModelLoadFailed,
     ModelRaised,
     ModelTooLarge,
+    PolicyRefused,
     PredictFailed,
     ShuttingDown,
     VersionNotFound,
     VersionRefused,
 )
 from gateway.fastpath import FastPath
-from gateway.scoring import ScoringInput
+from gateway.policy import LoadingPolicy, PolicyViolation
+from gateway.scoring import BodyLimits, ScoringInput
 from gateway.sizing import object_graph_bytes
 from registry_sync.artifacts import ArtifactStore
-from registry_sync.errors import ArtifactDigestMismatch, RegistryError
+from registry_sync.errors import ArtifactDigestMismatch, ArtifactLocationRefused, RegistryError
 from registry_sync.hashing import directory_bytes
 from registry_sync.identity import VersionId
 from registry_sync.repository import EventKind, StateStore, VersionState
@@ -69,6 +71,7 @@ class LoadedModel:
     batching: bool = False  # concurrent requests may share one predict call
     deterministic: bool = False  # the same input always gives the same answer (cacheable)
     queue: Any = None  # this version's VersionQueue, made by the service on first use
+    body_limits: BodyLimits = field(default_factory=BodyLimits)  # what CSV and Parquet bodies may decode to
 
     @property
     def name(self) -> str:
@@ -122,10 +125,46 @@ def flavor_of(metadata: Model) -> str:
 class ModelLoader:
     """Fetch, verify against the pinned sha256, then load: bytes that don't match never load."""
 
-    def __init__(self, artifacts: ArtifactStore, store: StateStore, *, actor: str = "gateway") -> None:
+    def __init__(
+        self,
+        artifacts: ArtifactStore,
+        store: StateStore,
+        *,
+        actor: str = "gateway",
+        policy: LoadingPolicy | None = None,
+        body_limits: BodyLimits | None = None,
+    ) -> None:
+        self.body_limits = body_limits or BodyLimits()
         self._artifacts = artifacts
         self._store = store
         self._actor = actor
+        self.policy = policy or LoadingPolicy()
+        self._refusals_told: set[tuple[str, str]] = set()  # (version uid, reason) already in /events
+
+    def _refused_by_policy(self, version: VersionId, policy: str, reason: str) -> PolicyRefused:
+        """The error for a version this process's policy refuses, with one 'refused' event per
+        version and reason (requests retry it; the event log must not grow with them). The
+        refusal is not written on the version: another policy may load the very same bytes."""
+        error = PolicyRefused(version.name, version.version, policy=policy, reason=reason)
+        told = (version.uid, error.reason)
+        if told not in self._refusals_told:
+            self._refusals_told.add(told)
+            log.warning("%s", error)
+            try:
+                self._store.record(
+                    EventKind.REFUSED, version.name, version=version.version, reason=error.reason, actor=self._actor
+                )
+            except RegistryError:
+                self._refusals_told.discard(told)
+                log.warning("could not record the refusal of %s: %s", version, error.reason)
+        return error
+
+    def _check_policy(self, version: VersionId, path: Path, digest: str) -> None:
+        try:
+            self.policy.check(Model.load(str(path / "MLmodel")), path)
+        except PolicyViolation as exc:
+            self._artifacts.forget(digest)
+            raise self._refused_by_policy(version, exc.policy, exc.reason) from None
 
     def _failed(self, version: VersionId, reason: str) -> None:
         """An event for a fetch that failed (loads are retried at most once a retry window)."""
@@ -163,12 +202,15 @@ class ModelLoader:
             if known is None or known.deleted or not known.id.same_version(version):
                 raise VersionNotFound(name, number)  # the registry no longer has this version
             path, digest = self._verified_path(version, known)
+            self._check_policy(version, path, digest)  # before MLflow runs any of the model's code
             on_disk = directory_bytes(path)
             reserve(on_disk)
             with _one_at_a_time(path):
                 pyfunc = mlflow.pyfunc.load_model(str(path))
         except (VersionRefused, VersionNotFound, ModelTooLarge, ShuttingDown):
             raise
+        except ArtifactLocationRefused as exc:  # before any download
+            raise self._refused_by_policy(version, exc.policy, exc.detail) from None
         except RegistryError as exc:
             self._failed(version, str(exc))
             raise ModelLoadFailed(name, number, str(exc)) from exc
@@ -202,6 +244,7 @@ class ModelLoader:
             fast=fast,
             batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
             deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
+            body_limits=self.body_limits,
         )
 
 

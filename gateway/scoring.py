@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.proto_json_utils import dataframe_from_parsed_json, parse_tf_serving_input
 
-from gateway.errors import InvalidInput, MalformedRequest, UnsupportedMediaType
+from gateway.errors import DecodedTooLarge, InvalidInput, MalformedRequest, UnsupportedMediaType
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 LLM_KEYS = ("messages", "prompt", "input")  # MLflow's unified chat, completions and embeddings input
@@ -35,6 +37,29 @@ JSON = "application/json"
 CSV = "text/csv"
 PARQUET = "application/vnd.apache.parquet"  # as MLflow 3 names it
 PARQUET_ALIASES = ("application/x-parquet",)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How much a CSV or Parquet body may decode to (``GATEWAY_MAX_BODY_ROWS``,
+    ``GATEWAY_MAX_DECODED_MB``): the body's byte limit does not bound a compressed format."""
+
+    max_rows: int = 100_000
+    max_decoded_bytes: int = 256 * 2**20
+
+    def rows(self, what: str, rows: int) -> None:
+        if rows > self.max_rows:
+            found = f"more than {self.max_rows:,} rows" if rows == self.max_rows + 1 else f"{rows:,} rows"
+            raise DecodedTooLarge(what, found=found, limit=f"{self.max_rows:,} rows", setting="GATEWAY_MAX_BODY_ROWS")
+
+    def decoded(self, what: str, size: int) -> None:
+        if size > self.max_decoded_bytes:
+            raise DecodedTooLarge(
+                what,
+                found=f"at least {size / 2**20:.1f} MiB decoded",
+                limit=f"{self.max_decoded_bytes / 2**20:g} MiB",
+                setting="GATEWAY_MAX_DECODED_MB",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +90,15 @@ def parse_content_type(header: str | None) -> str:
     return media_type
 
 
-def decode(body: bytes, media_type: str, metadata: Model) -> ScoringInput:
+def decode(body: bytes, media_type: str, metadata: Model, limits: BodyLimits | None = None) -> ScoringInput:
     """Turn a request body into what ``PyFuncModel.predict`` takes."""
     schema = metadata.get_input_schema()
+    limits = limits or BodyLimits()
     try:
         if media_type == CSV:
-            return ScoringInput(_parse_csv(body, schema), None)
+            return ScoringInput(_parse_csv(body, schema, limits), None)
         if media_type == PARQUET:
-            return ScoringInput(_parse_parquet(body), None)
+            return ScoringInput(_parse_parquet(body, limits), None)
         return _parse_json(body, metadata, schema)
     except MlflowException as exc:
         if exc.error_code == "BAD_REQUEST":
@@ -125,26 +151,75 @@ def _parse_json(body: bytes, metadata: Model, schema: Any) -> ScoringInput:
     return ScoringInput(data, params)
 
 
-def _parse_csv(body: bytes, schema: Any) -> pd.DataFrame:
+def _parse_csv(body: bytes, schema: Any, limits: BodyLimits) -> pd.DataFrame:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedRequest(f"CSV body is not valid UTF-8: {exc}") from exc
     try:
+        # One row past the limit is read at most: enough to know it is past it.
         if schema is None:
-            return pd.read_csv(io.StringIO(text))
-        # MLflow's own reading: a tensor schema has no pandas types, and that refuses the CSV.
-        dtypes = dict(zip(schema.input_names(), schema.pandas_types(), strict=False))
-        return pd.read_csv(io.StringIO(text), dtype=dtypes)
+            frame = pd.read_csv(io.StringIO(text), nrows=limits.max_rows + 1)
+        else:
+            # MLflow's own reading: a tensor schema has no pandas types, and that refuses the CSV.
+            dtypes = dict(zip(schema.input_names(), schema.pandas_types(), strict=False))
+            frame = pd.read_csv(io.StringIO(text), dtype=dtypes, nrows=limits.max_rows + 1)
     except Exception as exc:  # pandas raises many types (OverflowError for 2**64 in an int64 column)
         message = exc.message if isinstance(exc, MlflowException) else str(exc)
         raise MalformedRequest(f"Could not read the body as CSV (pandas.DataFrame.to_csv format): {message}") from exc
+    limits.rows("CSV", len(frame))
+    limits.decoded("CSV", int(frame.memory_usage(deep=True).sum()))  # bounded by the body's size
+    return frame
 
 
-def _parse_parquet(body: bytes) -> pd.DataFrame:
+_PARQUET_BATCH_ROWS = 1024
+
+
+# Bytes a value of each fixed-width physical type takes decoded (Arrow's widths).
+_PARQUET_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 8}
+
+
+def _parquet_decoded_bytes(meta: Any) -> int:
+    """What the file's metadata says it decodes to, at least: rows times width for fixed-width
+    columns (a dictionary or run-length encoded column says nothing of its decoded size in
+    its byte counts), the uncompressed pages plus an offset a row for the others."""
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            kind = str(column.physical_type)
+            if kind in _PARQUET_WIDTHS:
+                total += group.num_rows * _PARQUET_WIDTHS[kind]
+            elif kind == "FIXED_LEN_BYTE_ARRAY":
+                total += group.num_rows * max(int(meta.schema.column(c).length or 0), 1)
+            else:
+                total += int(column.total_uncompressed_size) + group.num_rows * 8
+    return total
+
+
+def _parse_parquet(body: bytes, limits: BodyLimits) -> pd.DataFrame:
+    """The frame ``pandas.read_parquet`` reads, after the file's own metadata (rows, uncompressed
+    size) passes the limits, decoded a batch at a time so that metadata that lies is caught
+    within a batch of the limit."""
     try:
-        return pd.read_parquet(io.BytesIO(body))
+        file = pq.ParquetFile(io.BytesIO(body))
+        meta = file.metadata
     except Exception as exc:  # pyarrow raises several unrelated types for bad bytes
+        raise MalformedRequest(f"Could not read the body as Parquet: {exc}") from exc
+    limits.rows("Parquet", meta.num_rows)
+    limits.decoded("Parquet", _parquet_decoded_bytes(meta))
+    batches, rows, size = [], 0, 0
+    try:
+        for batch in file.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            rows, size = rows + batch.num_rows, size + batch.nbytes
+            limits.rows("Parquet", rows)
+            limits.decoded("Parquet", size)
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=file.schema_arrow).to_pandas()
+    except DecodedTooLarge:
+        raise
+    except Exception as exc:
         raise MalformedRequest(f"Could not read the body as Parquet: {exc}") from exc
 
 

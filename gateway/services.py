@@ -26,9 +26,11 @@ from gateway.inventory import Inventory
 from gateway.limits import Limiter, LoadBudget, RedisLimits
 from gateway.loader import LoadedModel, ModelLoader
 from gateway.metrics import GatewayMetrics
+from gateway.policy import LoadingPolicy
 from gateway.prediction_cache import make_cache
 from gateway.reconciler import Reconciler
 from gateway.registry_source import RegistrySource
+from gateway.scoring import BodyLimits
 from gateway.service import BatchPolicy, InferenceService
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
@@ -91,14 +93,27 @@ class Services:
         check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
         store = StateStore(engine)
         store.claim(reader.registry_uri)
-        artifacts = ArtifactStore(reader, settings.artifact_cache_dir, max_bytes=settings.artifact_cache_max_bytes)
+        artifacts = ArtifactStore(
+            reader,
+            settings.artifact_cache_dir,
+            max_bytes=settings.artifact_cache_max_bytes,
+            allowed_uris=settings.allowed_artifact_uris,
+        )
         ttl, renew = lease_timing(
             poll_interval_seconds=settings.poll_interval_seconds, lease_seconds=settings.lease_seconds
         )
         lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
         cache = ModelCache(
-            _checked(ModelLoader(artifacts, store, actor=f"gateway@{actor}")),
+            _checked(
+                ModelLoader(
+                    artifacts,
+                    store,
+                    actor=f"gateway@{actor}",
+                    policy=LoadingPolicy.of(settings.allowed_flavors, allow_pickle=settings.allow_pickle),
+                    body_limits=BodyLimits(settings.max_body_rows, settings.max_decoded_bytes),
+                )
+            ),
             max_models=settings.max_loaded_models,
             max_bytes=settings.max_memory_bytes,
             metrics=metrics,

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gateway.errors import InvalidSelector
+from gateway.policy import TESTED_FLAVORS
 from gateway.selectors import parse_selector
 
 PREFIX = "GATEWAY_"
@@ -155,6 +156,34 @@ class GatewaySettings(BaseSettings):
     process starts in a minute; past it 503 with ``Retry-After``, so a loop over cold versions
     cannot thrash the model cache. Warm-alias swaps do not count. Unset: no limit."""
 
+    # --- what the gateway loads ---
+    allowed_flavors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(TESTED_FLAVORS))
+    """Comma-separated flavors a version may load with (the one whose loader MLflow runs:
+    ``sklearn``, ``pytorch``, ``python_function`` for a PythonModel or models-from-code...);
+    ``*`` allows every flavor. Default: the flavors the gateway is tested with. Another
+    flavor answers 409 naming this setting, and ``/events`` has a ``refused`` event."""
+
+    allow_pickle: bool = True
+    """``false``: refuse (409, an event) versions whose loading unpickles bytes: scikit-learn
+    saved with pickle or cloudpickle, PyTorch saved with ``torch.save``, a pickled PythonModel,
+    a skops model that trusts types its own MLmodel lists. On by default because MLflow's
+    default for many flavors is pickle: it trusts whoever can write the registry and its
+    artifact store to run code in the gateway (README: "What the gateway loads")."""
+
+    allowed_artifact_uris: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated URI prefixes (``s3://models/``, ``mlflow-artifacts:/``,
+    ``file:///srv/mlruns/``) that versions' artifacts must lie under; a version elsewhere is
+    refused (409, an event) before anything is downloaded. Empty (the default): anywhere the
+    registry points."""
+
+    max_body_rows: int = Field(default=100_000, ge=1)
+    """Most rows a CSV or Parquet request body may hold; more answers 413."""
+
+    max_decoded_mb: float = Field(default=256, gt=0)
+    """Most memory, in MiB, a CSV or Parquet request body may take once decoded (a small
+    compressed Parquet file can decode to gigabytes: its metadata is checked first); more
+    answers 413."""
+
     # --- scale-out (roles, leader lease) ---
     role: Literal["all", "gateway", "sync"] = "all"
     """What this process does (``serve --role`` sets it): ``all`` serves models and competes
@@ -200,6 +229,28 @@ class GatewaySettings(BaseSettings):
     def _split_aliases(cls, value: object) -> object:
         if isinstance(value, str):
             return [alias.strip() for alias in value.split(",") if alias.strip()]
+        return value
+
+    @field_validator("allowed_flavors", "allowed_artifact_uris", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("allowed_flavors")
+    @classmethod
+    def _some_flavor(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one flavor (or '*' for any)")
+        return value
+
+    @field_validator("allowed_artifact_uris")
+    @classmethod
+    def _uri_prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if ":" not in prefix and not prefix.startswith("/"):
+                raise ValueError(f"'{prefix}' is not a URI prefix (s3://bucket/path, mlflow-artifacts:/, file:///dir)")
         return value
 
     @field_validator("log_level", mode="before")
@@ -272,6 +323,10 @@ class GatewaySettings(BaseSettings):
     @property
     def artifact_cache_max_bytes(self) -> int:
         return int(self.artifact_cache_max_mb * 1024 * 1024)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 1024 * 1024)
 
     @property
     def max_memory_bytes(self) -> int:

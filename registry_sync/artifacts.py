@@ -12,19 +12,26 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import mlflow.artifacts
 from mlflow.models import Model
 
-from registry_sync.errors import ArtifactDigestMismatch, ArtifactFetchFailed, RegistryError
+from registry_sync.errors import (
+    ArtifactDigestMismatch,
+    ArtifactFetchFailed,
+    ArtifactLocationRefused,
+    RegistryError,
+)
 from registry_sync.hashing import directory_bytes, directory_digest
 from registry_sync.identity import VersionId
 from registry_sync.registry import RegistryReader
@@ -48,10 +55,18 @@ class ArtifactStore:
     stored once, and no version is ever given another one's bytes by its name or number.
     """
 
-    def __init__(self, reader: RegistryReader, root: Path, *, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        reader: RegistryReader,
+        root: Path,
+        *,
+        max_bytes: int | None = None,
+        allowed_uris: Sequence[str] = (),
+    ) -> None:
         self._reader = reader
         self.root = root
         self.max_bytes = max_bytes
+        self.allowed_uris = tuple(allowed_uris)  # prefixes; none: every location is allowed
         self._blobs = root / "blobs"
         self.in_use: Callable[[], set[str]] = set  # digests loaded models use (set by the gateway)
         self._evicting = threading.Lock()  # one eviction pass at a time in this process
@@ -86,7 +101,7 @@ class ArtifactStore:
         final = self.root / "metadata" / key
         if final.is_dir():
             return final
-        uri = self._reader.download_uri(version.name, version.version).rstrip("/")
+        uri = self._located(version).rstrip("/")
         with self._staging(version, final.parent) as staging:
             self._download(f"{uri}/MLmodel", staging)
             info = Model.load(str(staging / "MLmodel")).saved_input_example_info or {}
@@ -97,7 +112,7 @@ class ArtifactStore:
 
     def source_digest(self, version: VersionId) -> str:
         """Digest of the version's artifacts as the store holds them now (fresh download)."""
-        uri = self._reader.download_uri(version.name, version.version)
+        uri = self._located(version)
         with self._staging(version, self.root) as staging:
             return directory_digest(self._download(uri, staging))
 
@@ -125,9 +140,10 @@ class ArtifactStore:
                     return blob, digest
                 log.warning("copy of %s on this host changed; fetching again", version)
                 shutil.rmtree(blob, ignore_errors=True)
-        uri = self._reader.download_uri(version.name, version.version)
+        uri = self._located(version)
         with self._staging(version, self._blobs) as staging:
             downloaded = self._download(uri, staging)
+            _refuse_links(version, downloaded)
             if not (downloaded / "MLmodel").is_file():
                 raise ArtifactFetchFailed(version.name, version.version, f"no MLmodel file at {uri}")
             self.downloaded_bytes += directory_bytes(downloaded)
@@ -166,6 +182,23 @@ class ArtifactStore:
                 total -= size
                 log.info("artifact cache: evicted blob %s (%.1f MiB)", blob.name[:12], size / 2**20)
 
+    def _located(self, version: VersionId) -> str:
+        """Where the version's artifacts are, once that is a place this deployment fetches
+        from: ArtifactLocationRefused, before any download, if not."""
+        uri = self._reader.download_uri(version.name, version.version)
+        if self.allowed_uris and not any(uri_within(uri, prefix) for prefix in self.allowed_uris):
+            log.warning("%s: artifacts at %s are outside GATEWAY_ALLOWED_ARTIFACT_URIS; refused", version, uri)
+            raise ArtifactLocationRefused(
+                version.name,
+                version.version,
+                policy="GATEWAY_ALLOWED_ARTIFACT_URIS",
+                detail="its artifact location is not under GATEWAY_ALLOWED_ARTIFACT_URIS",
+            )
+        source = local_path(uri)
+        if source is not None and source.is_dir():
+            _refuse_links(version, source)
+        return uri
+
     def _download(self, uri: str, destination: Path) -> Path:
         return Path(
             mlflow.artifacts.download_artifacts(
@@ -195,3 +228,45 @@ def _rename_into_place(source: Path, final: Path) -> None:
     except OSError:
         if not final.is_dir():  # another process finished first: keep its copy
             raise
+
+
+def local_path(uri: str) -> Path | None:
+    """The directory a ``file:`` URI (or a bare path) names; None for remote stores."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("", "file"):
+        return None
+    return Path(unquote(parts.path))
+
+
+def uri_within(uri: str, prefix: str) -> bool:
+    """``uri`` lies under ``prefix``: whole path segments only (``s3://models`` is not a prefix
+    of ``s3://models-evil``), after resolving ``..`` (and, for local files, symbolic links)."""
+    path, root = local_path(uri), local_path(prefix)
+    if path is not None and root is not None:
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+    if path is not None or root is not None:
+        return False  # a local location is never under a remote prefix, nor the reverse
+    uri_parts, prefix_parts = urlsplit(uri), urlsplit(prefix)
+    if (uri_parts.scheme.lower(), uri_parts.netloc.lower()) != (
+        prefix_parts.scheme.lower(),
+        prefix_parts.netloc.lower(),
+    ):
+        return False
+    uri_path = posixpath.normpath("/" + uri_parts.path.lstrip("/"))
+    prefix_path = posixpath.normpath("/" + prefix_parts.path.lstrip("/"))
+    return prefix_path == "/" or uri_path == prefix_path or uri_path.startswith(prefix_path.rstrip("/") + "/")
+
+
+def _refuse_links(version: VersionId, directory: Path) -> None:
+    """ArtifactLocationRefused if anything under ``directory`` is a symbolic link: a download
+    never follows one out of the version's own files (or leaves one in the cache)."""
+    for folder, dirs, files in os.walk(directory, followlinks=False):
+        for entry in (*dirs, *files):
+            if os.path.islink(os.path.join(folder, entry)):
+                log.warning("%s: %s is a symbolic link; refused", version, os.path.join(folder, entry))
+                raise ArtifactLocationRefused(
+                    version.name,
+                    version.version,
+                    policy="symbolic links",
+                    detail="its artifacts contain a symbolic link, which the gateway never follows",
+                )

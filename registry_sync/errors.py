@@ -38,3 +38,18 @@ class ArtifactFetchFailed(RegistryError):
         self.version = version
         self.detail = detail
         super().__init__(f"Could not fetch artifacts of '{name}' version {version}: {detail}")
+
+
+class ArtifactLocationRefused(RegistryError):
+    """The version's artifacts are somewhere this deployment does not fetch from (outside
+    ``GATEWAY_ALLOWED_ARTIFACT_URIS``), or would lead the download out of its directory (a
+    symbolic link). Nothing was downloaded. ``detail`` says why without the location itself,
+    which the logs and the version's metadata show to operators."""
+
+    def __init__(self, name: str, version: int, *, policy: str, detail: str) -> None:
+        self.name = name
+        self.version = version
+        self.policy = policy
+        self.detail = detail
+        self.fields = {"policy": policy}
+        super().__init__(f"Artifacts of '{name}' version {version} refused: {detail}")

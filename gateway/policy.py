@@ -1,0 +1,116 @@
+"""What the gateway agrees to load: the flavors it allows and whether pickled code may run.
+
+Loading an MLflow model runs code the model's author chose (an unpickler, a custom loader
+module, a models-from-code file): the registry and its artifact store are trusted, and this
+policy narrows that trust. It is decided from the version's own files, before MLflow loads
+them: the MLmodel's flavors and serialization keys, and for PyTorch which file holds the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # settings import this module: no MLflow import for a constant
+    from mlflow.models import Model
+
+# The flavors the gateway is tested with (README: "What the gateway loads").
+TESTED_FLAVORS = ("sklearn", "pytorch", "python_function")
+ANY_FLAVOR = "*"
+_PICKLE_FORMATS = frozenset({"pickle", "cloudpickle", "joblib"})
+
+
+class PolicyViolation(Exception):
+    """The policy refuses a model; the loader turns it into PolicyRefused naming the version."""
+
+    def __init__(self, policy: str, reason: str) -> None:
+        self.policy = policy  # the setting that refuses it
+        self.reason = reason
+        super().__init__(f"{reason} ({policy})")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadingPolicy:
+    allowed_flavors: frozenset[str] = frozenset(TESTED_FLAVORS)
+    allow_pickle: bool = True
+
+    @classmethod
+    def of(cls, flavors: Iterable[str], *, allow_pickle: bool) -> LoadingPolicy:
+        return cls(frozenset(flavors), allow_pickle)
+
+    def check(self, metadata: Model, path: Path) -> None:
+        """PolicyViolation unless this policy lets the model in ``path`` (described by
+        ``metadata``, its MLmodel) load."""
+        flavor = loading_flavor(metadata)
+        if ANY_FLAVOR not in self.allowed_flavors and flavor not in self.allowed_flavors:
+            allowed = ", ".join(sorted(self.allowed_flavors)) or "none"
+            raise PolicyViolation(
+                "GATEWAY_ALLOWED_FLAVORS", f"its flavor '{flavor}' is not one of the allowed flavors ({allowed})"
+            )
+        if not self.allow_pickle and (why := pickled(metadata, path, flavor)) is not None:
+            raise PolicyViolation("GATEWAY_ALLOW_PICKLE", f"{why}, and loading pickled models is off")
+
+
+def loading_flavor(metadata: Model) -> str:
+    """The flavor whose loader MLflow runs: ``sklearn``, ``pytorch``... for MLflow's own
+    loader modules, ``python_function`` for a PythonModel, models-from-code or any loader
+    module of the model's own."""
+    conf = metadata.flavors.get("python_function")
+    if conf is None:
+        others = [name for name in metadata.flavors if name != "python_function"]
+        return others[0] if others else "python_function"
+    module = str(conf.get("loader_module", ""))
+    if module.startswith("mlflow.") and module != "mlflow.pyfunc.model":
+        return module.removeprefix("mlflow.").split(".")[0]
+    return "python_function"
+
+
+def pickled(metadata: Model, path: Path, flavor: str) -> str | None:
+    """Why loading this model unpickles bytes (or trusts types the model names itself); None
+    when its format does neither."""
+    conf = metadata.flavors.get(flavor) or {}
+    if flavor == "sklearn":
+        fmt = str(conf.get("serialization_format", "cloudpickle"))
+        if fmt in _PICKLE_FORMATS:
+            return f"it is a scikit-learn model serialized with {fmt}"
+        if fmt == "skops" and conf.get("skops_trusted_types"):
+            # skops refuses unknown types unless trusted, and this list comes from the MLmodel:
+            # the model vouches for itself.
+            return "it is a skops model that trusts types its own MLmodel lists"
+        return None
+    if flavor == "pytorch":
+        data = path / str(conf.get("model_data", "data"))
+        if (data / "model.pth").exists():
+            return "it is a PyTorch model saved with torch.save (pickle)"
+        if (data / "model.pt2").exists():
+            return _pt2_pickles(data / "model.pt2")
+        return "it is a PyTorch model in no format the gateway can check"
+    if flavor == "python_function":
+        pyfunc = metadata.flavors.get("python_function") or {}
+        model_file = str(pyfunc.get("python_model", ""))
+        if model_file.endswith(".py"):
+            return None  # models-from-code: code, allowed or not by GATEWAY_ALLOWED_FLAVORS
+        if model_file or "cloudpickle_version" in pyfunc:
+            return "it is a Python model pickled with cloudpickle"
+        return None  # a loader module of its own: code, as above
+    fmt = str(conf.get("serialization_format", ""))
+    if fmt and fmt not in _PICKLE_FORMATS:
+        return None
+    return f"its flavor '{flavor}' is not known to load without pickle"
+
+
+def _pt2_pickles(archive: Path) -> str | None:
+    """torch.export archives unpickle their weights; MLflow's own check admits an archive only
+    if torch's restricted (weights-only) unpickler accepts every record."""
+    try:
+        check = importlib.import_module("mlflow.pytorch")._validate_pt2_archive_is_pickle_free
+    except (ImportError, AttributeError):
+        return "it is a torch.export archive, which this MLflow cannot check for pickled objects"
+    try:
+        check(str(archive))
+    except Exception:
+        return "it is a torch.export archive holding pickled objects beyond tensors"
+    return None
