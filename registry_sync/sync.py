@@ -113,6 +113,8 @@ class Synchronizer:
             report.new_versions = len(changes.new_versions)
             report.alias_moves = len(changes.alias_moves)
             pinned, refused = self._store.apply_digest_tags(changes.retagged, actor=actor)
+            if changes.touched:
+                self._store.apply_traffic(changes.touched, actor=actor, fence=self._fence)
             report.verified += pinned
             report.refused += refused
         except NotLeader as exc:  # the leader's own status is not this process's to overwrite
