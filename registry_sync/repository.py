@@ -4,7 +4,9 @@ Writers bump ``sync_state.generation`` in the same transaction as their change, 
 reader that sees a new generation sees the change with it. The generation belongs to the
 sync (what the registry says, pins and refusals): a gateway replica recording its own
 swap writes an event and ``active_version`` but does not bump it, so N replicas swapping
-one alias cause no follow traffic among themselves.
+one alias cause no follow traffic among themselves. The one exception is the guard rolling a
+canary back (:meth:`StateStore.roll_back`): every replica must stop sending it traffic, so it
+bumps the generation, once (the first replica to record it).
 """
 
 from __future__ import annotations
