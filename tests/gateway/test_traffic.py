@@ -18,7 +18,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
@@ -66,6 +66,7 @@ def settings_for(make_settings: Callable[..., GatewaySettings]) -> Callable[...,
 class Replica:
     client: httpx.AsyncClient
     services: Services
+    app: GatewayApp
 
     async def predict(self, name: str, *, key: str | None = None, x: float = 1.5, **headers: str) -> httpx.Response:
         if key is not None:
@@ -96,7 +97,7 @@ async def replica(settings: GatewaySettings, tracking_uri: str) -> AsyncIterator
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://replica", timeout=60) as client:
-            yield Replica(client, app.state.services)
+            yield Replica(client, app.state.services, app)
 
 
 def fresh_model(registry: Registry, *models: Any) -> tuple[str, list[int]]:
@@ -157,6 +158,16 @@ async def test_a_ten_percent_canary_is_sticky_across_replicas_and_restarts_and_g
             assert (response.headers["x-model-version"], response.headers["x-model-route"]) == (str(v1), "named")
 
         sample = keys[:300]
+        one.app.serves_predictions = False  # FastAPI's lane: the same split, the same headers
+        try:
+            assert await one.versions(name, sample) == {key: first[key] for key in sample}
+            routed = await one.predict(name, key=next(iter(canary)))
+        finally:
+            one.app.serves_predictions = True
+        lane = await one.predict(name, key=next(iter(canary)))
+        assert {k: routed.headers[k] for k in ("x-model-version", "x-model-route")} == {
+            k: lane.headers[k] for k in ("x-model-version", "x-model-route")
+        }
         async with replica(settings_for("gateway"), registry.tracking_uri) as two:
             assert await two.versions(name, sample) == {key: first[key] for key in sample}
         async with replica(settings_for("gateway"), registry.tracking_uri) as restarted:
