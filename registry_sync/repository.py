@@ -36,7 +36,7 @@ from registry_sync.state import (
     WebhookDeliveryRow,
     utcnow,
 )
-from registry_sync.traffic import Arm, InvalidSplit, ModelTraffic, describe, parse_split
+from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, Arm, InvalidSplit, ModelTraffic, describe, parse_split
 
 log = logging.getLogger(__name__)
 
@@ -417,15 +417,24 @@ class StateStore:
         did then; any change of that tag (or its removal) ends the rollback.
         """
         changed = 0
+        wanted = set(names)
         with self._session() as session:
             if fence is not None:
                 fence.hold(session)
-            for name in sorted(set(names)):
-                rows = session.scalars(
-                    select(ModelVersionRow).where(ModelVersionRow.name == name, ModelVersionRow.deleted.is_(False))
-                )
+            # Two reads for all the models, not two per model (a leader's first pass asks for all).
+            query = select(ModelVersionRow.name, ModelVersionRow.version, ModelVersionRow.tags).where(
+                ModelVersionRow.deleted.is_(False)
+            )
+            if len(wanted) <= _IN_LIST_LIMIT:
+                query = query.where(ModelVersionRow.name.in_(sorted(wanted)))
+            tags: dict[str, dict[int, dict[str, str]]] = {}
+            for name, version, version_tags in session.execute(query):
+                if name in wanted and version_tags and (WEIGHT_TAG in version_tags or SHADOW_TAG in version_tags):
+                    tags.setdefault(name, {})[version] = dict(version_tags)
+            split_names = set(session.scalars(select(TrafficRow.name).distinct()))
+            for name in sorted(wanted & (set(tags) | split_names)):
                 try:
-                    split = parse_split(name, {row.version: dict(row.tags or {}) for row in rows})
+                    split = parse_split(name, tags.get(name, {}))
                 except InvalidSplit as exc:
                     _event(session, EventKind.TRAFFIC_REFUSED, name, reason=str(exc), actor=actor)
                     continue
