@@ -32,6 +32,7 @@ from gateway.errors import (
 from gateway.selectors import Selector
 from registry_sync.identity import VersionId
 from registry_sync.repository import RouteState, Snapshot, StateStore, StateUnavailable, VersionState
+from registry_sync.traffic import ModelTraffic
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ class Resolved:
 
     id: VersionId
     alias: str | None
+    route: str | None = None
+    """For a request that named no version: ``default`` or ``canary`` (gateway.traffic)."""
+    fallback: Resolved | None = None
+    """A canary's default version: it answers instead if the canary was unloaded meanwhile."""
 
     @property
     def name(self) -> str:
@@ -138,6 +143,18 @@ class Catalog:
         """Still the registry's version under its number: not deleted, not re-created."""
         state = self._snapshot.versions.get((version.name, version.version))
         return state is not None and not state.deleted and state.id.same_version(version)
+
+    def state(self, name: str, version: int) -> VersionState | None:
+        """The version under this number, unless deleted."""
+        state = self._snapshot.versions.get((name, version))
+        return None if state is None or state.deleted else state
+
+    def split(self, name: str) -> ModelTraffic | None:
+        """The model's traffic split as the state database has it (None: no split)."""
+        return self._snapshot.traffic.get(name)
+
+    def splits(self) -> list[ModelTraffic]:
+        return list(self._snapshot.traffic.values())
 
     def route(self, name: str, alias: str) -> RouteState | None:
         return self._snapshot.routes.get((name, alias))

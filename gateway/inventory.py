@@ -86,7 +86,7 @@ class Inventory:
 
     async def model(self, name: str) -> ModelDetail:
         try:
-            default: int | None = (await self._service.choose(name)).version
+            default: int | None = (await self._service.default_version(name)).version
         except GatewayError:
             default = None
         model = self._catalog.model(name)

@@ -122,6 +122,33 @@ class GatewayMetrics:
             "gateway_loads_throttled", "Cold loads refused (503) past GATEWAY_MAX_LOADS_PER_MINUTE", registry=r
         )
 
+        self.arm_requests = Counter(
+            "gateway_traffic_requests",
+            "Default-route requests by model and arm (default, canary, shadow) and outcome (ok, error)",
+            ["model", "arm", "outcome"],
+            registry=r,
+        )
+        self.arm_latency = Histogram(
+            "gateway_traffic_duration_seconds",
+            "Time to answer a default-route request, by model and arm",
+            ["model", "arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._arm_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.shadow_dropped = Counter(
+            "gateway_shadow_dropped", "Shadow requests dropped because the shadow queue was full", ["model"], registry=r
+        )
+        self.shadow_agreement = Counter(
+            "gateway_shadow_agreement",
+            "Shadow answers compared with the primary's: agree (equal classes, floats within the tolerance) or differ",
+            ["model", "result"],
+            registry=r,
+        )
+        self.canary_rollbacks = Counter(
+            "gateway_canary_rollbacks", "Canaries whose weight the guard took away", ["model"], registry=r
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -154,6 +181,18 @@ class GatewayMetrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def arm_finished(self, *, model: str, arm: str, ok: bool, seconds: float) -> None:
+        key = (model, arm, "ok" if ok else "error")
+        children = self._arm_children.get(key)
+        if children is None:  # labels() takes a lock and builds tuples: once per label set
+            children = (self.arm_requests.labels(*key), self.arm_latency.labels(model, arm))
+            self._arm_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def shadow_compared(self, model: str, *, agree: bool) -> None:
+        self.shadow_agreement.labels(model, "agree" if agree else "differ").inc()
 
     def cache_hit(self, model: str) -> None:
         self.hits.labels(model).inc()

@@ -23,6 +23,8 @@ from gateway.metrics import UNKNOWN
 from gateway.request_body import read_body
 from gateway.scoring import parse_content_type
 from gateway.services import Services
+from gateway.shadow import ShadowRequest
+from gateway.traffic import NAMED
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
@@ -75,7 +77,9 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     happens. Raises what went wrong, for http_errors to put into words."""
     started = time.perf_counter()
     model_label, version_label = UNKNOWN, UNKNOWN
-    content_type = content_length = selector = None
+    content_type = content_length = selector = route_key = None
+    route_header = services.route_key_header
+    served = None
     for key, value in headers:  # the first of each, as Starlette's Headers.get
         if key == b"content-type" and content_type is None:
             content_type = value.decode("latin-1")
@@ -83,26 +87,36 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
             content_length = value.decode("latin-1")
         elif key == b"x-model-version" and selector is None:
             selector = header_text(value)
+        elif key == route_header and route_key is None:
+            route_key = header_text(value)
     try:
         if not services.ready:
             await services.until_ready()
         media_type = parse_content_type(content_type)
-        served = await services.inference.choose(name, path=version, header=selector)
+        served = await services.inference.choose(name, path=version, header=selector, route_key=route_key)
         model_label, version_label = served.name, str(served.version)
         body = await read_body(receive, content_length, services.settings.max_body_bytes)
         prediction = await services.inference.predict(served, body, media_type)
     except Exception as exc:
         status = http_errors.classify(exc).status
-        services.metrics.request_finished(
-            model=model_label, version=version_label, status=status, seconds=time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        services.metrics.request_finished(model=model_label, version=version_label, status=status, seconds=seconds)
+        if served is not None:
+            services.guard.observe(served, status=status, seconds=seconds)
         raise
-    services.metrics.request_finished(
-        model=model_label, version=version_label, status=200, seconds=time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    served = prediction.served  # a canary unloaded meanwhile was answered by its default version
+    version_label = str(served.version)
+    services.metrics.request_finished(model=model_label, version=version_label, status=200, seconds=seconds)
     response_headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": version_label}
     if served.alias:
         response_headers["X-Model-Alias"] = header_value(served.alias)
+    if served.route is not None:
+        response_headers["X-Model-Route"] = served.route
+        if served.route != NAMED:
+            services.guard.observe(served, status=200, seconds=seconds)
+            for shadow in services.split.shadows(served):
+                services.shadows.submit(ShadowRequest(shadow, body, media_type, prediction.body))
     return Answer(prediction.body, response_headers)
 
 

@@ -6,6 +6,10 @@ predict, and only then flips the alias in memory. Requests already on the old ve
 finish on it (they hold leases); the old version becomes an ordinary LRU entry. If any
 step fails the old version keeps serving and an event says why.
 
+Canaries and shadows (``gateway.traffic``) are warmed the same way before they take any
+traffic: loaded, verified and warmed with a predict, then marked warm in the split; one that
+was unloaded since is warmed again (meanwhile its share stays on the default version).
+
 Every replica swaps on its own and records its swap as an event; it does not bump the
 database's generation (the sync owns it), so replicas never set each other following.
 """
@@ -25,6 +29,7 @@ from gateway.catalog import Catalog
 from gateway.errors import GatewayError
 from gateway.inference import score
 from gateway.metrics import GatewayMetrics
+from gateway.traffic import TrafficSplit
 from gateway.warmup import warmup_request
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
@@ -46,6 +51,7 @@ class Reconciler:
         metrics: GatewayMetrics,
         follow_interval_seconds: float,
         actor: str,
+        split: TrafficSplit | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
@@ -61,6 +67,9 @@ class Reconciler:
         # the alias moves meanwhile.
         self._retry_at: dict[tuple[str, str], tuple[float, VersionId]] = {}
         self._loop: asyncio.Task[None] | None = None
+        self._split = split
+        self._warming: dict[VersionId, asyncio.Task[None]] = {}
+        self._warm_retry_at: dict[VersionId, float] = {}
 
     async def start(self) -> None:
         """Serve what the database says was served, warmed, before the process is ready."""
@@ -76,7 +85,7 @@ class Reconciler:
         self._loop = asyncio.create_task(self._follow(), name="reconciler")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop, *self._swaps.values()) if t is not None]
+        tasks = [t for t in (self._loop, *self._swaps.values(), *self._warming.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -100,9 +109,9 @@ class Reconciler:
         self._poke.set()
 
     async def settle(self) -> None:
-        """Wait for the swaps under way (tests and the admin endpoint use it)."""
-        while self._swaps:
-            await asyncio.gather(*self._swaps.values(), return_exceptions=True)
+        """Wait for the swaps and canary warm-ups under way (tests and the admin endpoint use it)."""
+        while self._swaps or self._warming:
+            await asyncio.gather(*self._swaps.values(), *self._warming.values(), return_exceptions=True)
 
     async def _follow(self) -> None:
         while True:
@@ -118,6 +127,8 @@ class Reconciler:
                 due = any(when <= time.monotonic() for when, _ in self._retry_at.values())
                 if changed:
                     self._forget_retries_of_moved_aliases()
+                if self._canaries_due():
+                    due = True  # a canary unloaded (evicted) since it was warmed: warm it again
                 if changed or self._dirty or due:
                     self._dirty = False
                     await self.reconcile()
@@ -141,8 +152,43 @@ class Reconciler:
             task = asyncio.create_task(self._swap(route, target), name=f"swap {route.name}@{route.alias}")
             self._swaps[key] = task
             task.add_done_callback(functools.partial(self._swap_done, key))
+        self._warm_canaries()
         if wait:
             await self.settle()
+
+    def _canaries_due(self) -> list[VersionId]:
+        """Canary and shadow versions to warm here now: not warm (or unloaded), not warming,
+        not waiting to retry a failure."""
+        if self._split is None:
+            return []
+        now = time.monotonic()
+        return [
+            version
+            for version in self._split.targets()
+            if not self._split.ready(version)
+            and version not in self._warming
+            and self._warm_retry_at.get(version, 0.0) <= now
+        ]
+
+    def _warm_canaries(self) -> None:
+        for version in self._canaries_due():
+            task = asyncio.create_task(self._warm_canary(version), name=f"warm {version}")
+            self._warming[version] = task
+            task.add_done_callback(lambda _, v=version: self._warming.pop(v, None))  # type: ignore[misc]
+
+    async def _warm_canary(self, version: VersionId) -> None:
+        assert self._split is not None
+        self._split.forget([version])
+        try:
+            await self._load_and_warm(version)
+        except (GatewayError, RegistryError) as exc:
+            self._warm_retry_at[version] = time.monotonic() + RETRY_SECONDS
+            reason = f"canary version {version.version} could not be warmed, it takes no traffic here: {exc}"
+            log.warning("%s %s", version.name, reason)
+            await self._record(EventKind.FAILED, version.name, version=version.version, reason=reason)
+            return
+        self._warm_retry_at.pop(version, None)
+        self._split.mark_warm(version)
 
     def _target(self, route: RouteState) -> VersionId | None:
         """Where a warm alias should be: MLflow's target, unless that is refused; then, if

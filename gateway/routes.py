@@ -16,7 +16,7 @@ from gateway.api_examples import (
     VERSION_EXAMPLES,
     error_responses,
 )
-from gateway.schemas import ModelDetail, ModelList, PredictionBody, VersionDetail
+from gateway.schemas import ModelDetail, ModelList, PredictionBody, TrafficDetail, VersionDetail
 from gateway.services import Services
 
 _NAME = "Registered model name"
@@ -112,3 +112,16 @@ async def get_model(request: Request, name: NameParam) -> ModelDetail:
 async def get_version(request: Request, name: NameParam, version: VersionParam) -> VersionDetail:
     services: Services = request.app.state.services
     return await services.inventory.version(name, version)
+
+
+@router.get(
+    "/models/{name}/traffic",
+    response_model=TrafficDetail,
+    responses=error_responses(PREDICT_ERRORS, "unknown_model"),
+    tags=["models"],
+    summary="The model's traffic split (canaries, shadows) as configured and as served here",
+)
+@requires(Access.READ)
+async def get_traffic(request: Request, name: NameParam) -> TrafficDetail:
+    services: Services = request.app.state.services
+    return await services.traffic_report.describe(name)

@@ -141,3 +141,39 @@ class ReadyHealth(Health):
         default=None,
         description="Set when ready with nothing to serve: the registry has no models, or was never read",
     )
+
+
+class ArmDetail(BaseModel):
+    """One version's share of a model's default-route requests."""
+
+    version: int
+    weight: float = Field(description="Percent of default-route requests, as the weight tag sets it")
+    shadow: float = Field(description="Percent of default-route requests also sent here after the primary")
+    served_weight: float = Field(description="What it takes in this process: 0 until warm here, or rolled back")
+    warm: bool = Field(description="Loaded, verified and warmed in this process")
+    rolled_back: str | None = Field(description="Why the guard took its weight away (until its tag changes)")
+
+
+class ArmStats(BaseModel):
+    """One arm's answers in this process: counts since start, rates and quantiles on the guard's window."""
+
+    arm: str = Field(examples=["canary"])
+    version: int
+    requests: int
+    errors: int
+    window: int = Field(description="Answers in the guard's window (the last GATEWAY_CANARY_MIN_REQUESTS)")
+    error_rate: float = Field(description="Over the window")
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class TrafficDetail(BaseModel):
+    """A model's split: as configured (version tags, from the state database) and as served here."""
+
+    name: str
+    default_version: int | None
+    arms: list[ArmDetail]
+    stats: list[ArmStats] = Field(description="This process only: each replica judges its own answers")
+    shadow_agreement: dict[str, float] = Field(description="Shadow answers compared here: agree, differ")
+    shadow_dropped: int
+    guard: dict[str, float] = Field(description="The guard's thresholds")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.batching import Job, VersionQueue
 from gateway.cache import ModelCache
@@ -23,6 +23,7 @@ from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 from gateway.prediction_cache import PredictionCache, cache_key
 from gateway.selectors import Selector, parse_selector
+from gateway.traffic import NAMED, TrafficSplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class InferenceService:
         batching: BatchPolicy | None = None,
         answers: PredictionCache | None = None,
         load_budget: LoadBudget | None = None,
+        split: TrafficSplit | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
@@ -62,9 +64,19 @@ class InferenceService:
         self._batching = batching or BatchPolicy()
         self._answers = answers
         self._load_budget = load_budget  # cold loads for requests; warm swaps do not count
+        self._split = split  # canaries of the default route (gateway.traffic)
 
-    async def choose(self, name: str, *, path: str | None = None, header: str | None = None) -> Resolved:
-        """The concrete version a request is for (see README: choosing a version)."""
+    async def choose(
+        self, name: str, *, path: str | None = None, header: str | None = None, route_key: str | None = None
+    ) -> Resolved:
+        """The concrete version a request is for (see README: choosing a version). A request
+        that names a version gets exactly it; the default route may go to a canary."""
+        if path is not None or header:
+            return replace(await self._named(name, path=path, header=header), route=NAMED)
+        default = await self.default_version(name)
+        return self._split.pick(default, route_key) if self._split is not None else default
+
+    async def _named(self, name: str, *, path: str | None, header: str | None) -> Resolved:
         if path is not None:
             chosen = await self._catalog.resolve(name, parse_selector(path))
             if header:
@@ -74,8 +86,11 @@ class InferenceService:
                         name=name, path=path, header=header, path_version=chosen.version, header_version=other.version
                     )
             return chosen
-        if header:
-            return await self._catalog.resolve(name, parse_selector(header))
+        assert header
+        return await self._catalog.resolve(name, parse_selector(header))
+
+    async def default_version(self, name: str) -> Resolved:
+        """The default alias's version (else latest), before any traffic split."""
         if not self._catalog.knows(name):
             await self._catalog.look_again(name)  # registered a moment ago?
         try:
@@ -86,6 +101,8 @@ class InferenceService:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 
     async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
+        if served.fallback is not None and self._cache.get(served.id) is None:
+            served = served.fallback  # a canary unloaded since it was chosen: never a cold load for a split
         lease = await self._cache.acquire(served.id, budget=self._load_budget)
         try:
             model = lease.model

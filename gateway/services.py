@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -21,6 +22,7 @@ from gateway.cache import LoadFn, ModelCache, Reserve
 from gateway.catalog import Catalog
 from gateway.errors import NotReady
 from gateway.gate import Gate
+from gateway.guard import Guard, GuardLimits
 from gateway.inference import check_fast_path
 from gateway.inventory import Inventory
 from gateway.limits import Limiter, LoadBudget, RedisLimits
@@ -33,6 +35,9 @@ from gateway.registry_source import RegistrySource
 from gateway.scoring import BodyLimits
 from gateway.service import BatchPolicy, InferenceService
 from gateway.settings import GatewaySettings
+from gateway.shadow import ShadowQueue
+from gateway.traffic import TrafficSplit
+from gateway.traffic_report import TrafficReport
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable
@@ -75,6 +80,10 @@ class Services:
     loaders: ThreadPoolExecutor
     lease: Lease
     gate: Gate
+    split: TrafficSplit
+    guard: Guard
+    shadows: ShadowQueue
+    traffic_report: TrafficReport
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
@@ -149,10 +158,12 @@ class Services:
             full_read_interval_seconds=settings.full_sync_interval_seconds,
         )
 
+        split = TrafficSplit(catalog, cache)
         reconciler = Reconciler(
             catalog,
             cache,
             store,
+            split=split,
             executor=executor,
             metrics=metrics,
             follow_interval_seconds=settings.follow_interval_seconds,
@@ -202,8 +213,15 @@ class Services:
                 if settings.max_loads_per_minute is not None
                 else None
             ),
+            split=split,
         )
         gate = _gate(settings, engine, metrics, known_model=catalog.knows)
+        limits = GuardLimits(
+            max_error_rate=settings.canary_max_error_rate,
+            max_latency_ratio=settings.canary_max_latency_ratio,
+            min_requests=settings.canary_min_requests,
+        )
+        guard = Guard(split, store, metrics, limits=limits, actor=f"gateway@{actor}")
         log.info(
             "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",
             source.uri,
@@ -230,7 +248,18 @@ class Services:
             loaders=loaders,
             lease=lease,
             gate=gate,
+            split=split,
+            guard=guard,
+            shadows=ShadowQueue(
+                inference, split, metrics, size=settings.shadow_queue_size, tolerance=settings.shadow_tolerance
+            ),
+            traffic_report=TrafficReport(catalog, split, guard, inference, metrics),
         )
+
+    @functools.cached_property
+    def route_key_header(self) -> bytes:
+        """The route key's header name as ASGI gives it (lower case bytes)."""
+        return self.settings.route_key_header.lower().encode("latin-1")
 
     @property
     def serves_models(self) -> bool:
@@ -253,6 +282,7 @@ class Services:
         if self.serves_models:
             self.stage = "warming the warm aliases"
             await self.reconciler.start()
+            self.shadows.start()
         if synced:
             # What moved while the first pass read and the warm-up ran is applied before ready,
             # not a poll interval later (a pass after the first reads only what changed: cheap).
@@ -357,6 +387,8 @@ class Services:
             await self.gate.keys.stop()
         await self.poller.stop()
         await self.reconciler.stop()
+        await self.shadows.stop()
+        await self.guard.settle()
         await self.inference.close()
         await self.cache.close()
         await self.gate.limiter.close()

@@ -224,6 +224,36 @@ class GatewaySettings(BaseSettings):
     prediction_cache_ttl_seconds: int = Field(default=3600, ge=1)
     """How long a cached answer lives in Redis."""
 
+    # --- canaries and shadows (version tags gateway.traffic.weight and gateway.traffic.shadow) ---
+    route_key_header: str = "X-Route-Key"
+    """Request header whose value assigns a default-route request to a canary by a stable hash
+    of (model, value): the same on every replica and across restarts. Without it, at random."""
+
+    canary_max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    """The guard takes a canary's weight away when its error rate exceeds the default
+    version's (on the same window) by more than this."""
+
+    canary_max_latency_ratio: float = Field(default=2.0, gt=0)
+    """... or when its p99 latency exceeds the default version's by more than this factor."""
+
+    canary_min_requests: int = Field(default=200, ge=1)
+    """Requests a canary answers in this process before the guard judges it; also the window
+    (the last this many answers of each arm) the guard compares."""
+
+    shadow_queue_size: int = Field(default=256, ge=1)
+    """Shadow requests waiting to run; past it they are dropped (and counted), never waited for."""
+
+    shadow_tolerance: float = Field(default=1e-6, ge=0)
+    """Relative tolerance within which a shadow's float answers agree with the primary's."""
+
+    @field_validator("route_key_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+            raise ValueError("must be an HTTP header name (letters, digits, '-' or '_')")
+        return value
+
     @field_validator("warm_aliases", mode="before")
     @classmethod
     def _split_aliases(cls, value: object) -> object:

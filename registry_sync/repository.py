@@ -4,7 +4,9 @@ Writers bump ``sync_state.generation`` in the same transaction as their change, 
 reader that sees a new generation sees the change with it. The generation belongs to the
 sync (what the registry says, pins and refusals): a gateway replica recording its own
 swap writes an event and ``active_version`` but does not bump it, so N replicas swapping
-one alias cause no follow traffic among themselves.
+one alias cause no follow traffic among themselves. The one exception is the guard rolling a
+canary back (:meth:`StateStore.roll_back`): every replica must stop sending it traffic, so it
+bumps the generation, once (the first replica to record it).
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from registry_sync.state import (
     RouteRow,
     SyncRequestRow,
     SyncStateRow,
+    TrafficRow,
     WebhookDeliveryRow,
     utcnow,
 )
+from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, Arm, InvalidSplit, ModelTraffic, describe, parse_split
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,9 @@ class EventKind(StrEnum):
     FAILED = "failed"
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
+    TRAFFIC_SET = "traffic_set"
+    TRAFFIC_REFUSED = "traffic_refused"
+    ROLLED_BACK = "rolled_back"
 
 
 class StateUnavailable(RegistryError):
@@ -120,6 +127,7 @@ class Snapshot:
     generation: int
     versions: dict[tuple[str, int], VersionState]
     routes: dict[tuple[str, str], RouteState]
+    traffic: dict[str, ModelTraffic] = field(default_factory=dict)
 
     def model_names(self) -> list[str]:
         return sorted({name for name, _ in self.versions} | {name for name, _ in self.routes})
@@ -145,7 +153,13 @@ class Changes:
     retagged: list[tuple[str, int]] = field(default_factory=list)
     """Versions that are new or whose tags changed: their digest tags need a look."""
     alias_moves: list[tuple[str, str, int]] = field(default_factory=list)
+    deleted: list[tuple[str, int]] = field(default_factory=list)
     events: int = 0
+
+    @property
+    def touched(self) -> set[str]:
+        """Models whose versions' tags may have changed: their traffic split needs a look."""
+        return {name for name, _ in self.retagged} | {name for name, _ in self.deleted}
 
     @property
     def any(self) -> bool:
@@ -217,7 +231,11 @@ class StateStore:
                 (row.name, row.alias): RouteState(row.name, row.alias, row.version, row.active_version, row.generation)
                 for row in session.scalars(select(RouteRow))
             }
-        return Snapshot(generation, versions, routes)
+            arms: dict[str, dict[int, Arm]] = {}
+            for row in session.scalars(select(TrafficRow)):
+                arms.setdefault(row.name, {})[row.version] = _arm(row)
+        traffic = {name: ModelTraffic(name, model_arms) for name, model_arms in arms.items()}
+        return Snapshot(generation, versions, routes, traffic)
 
     def version(self, name: str, version: int) -> VersionState | None:
         with self._session() as session:
@@ -354,6 +372,7 @@ class StateStore:
         for number, row in known.items():
             if number not in current and not row.deleted:
                 row.deleted = True
+                changes.deleted.append((name, number))
                 changes.events += 1
                 _event(session, EventKind.DELETED, name, version=number, reason="gone from the registry", actor=actor)
 
@@ -387,6 +406,82 @@ class StateStore:
                 session.delete(route)
                 changes.events += 1
                 _event(session, EventKind.ALIAS_DELETED, name, version=route.version, alias=alias, actor=actor)
+
+    # --- traffic splits (canaries, shadows) ------------------------------------------
+
+    def apply_traffic(self, names: Iterable[str], *, actor: str, fence: Fence | None = None) -> int:
+        """Take each model's split from its live versions' tags; returns how many changed.
+
+        A bad split (not numbers, weights over 100) is refused with an event and the previous
+        split stays. A canary the guard rolled back stays off while its weight tag reads as it
+        did then; any change of that tag (or its removal) ends the rollback.
+        """
+        changed = 0
+        wanted = set(names)
+        with self._session() as session:
+            if fence is not None:
+                fence.hold(session)
+            # Two reads for all the models, not two per model (a leader's first pass asks for all).
+            query = select(ModelVersionRow.name, ModelVersionRow.version, ModelVersionRow.tags).where(
+                ModelVersionRow.deleted.is_(False)
+            )
+            if len(wanted) <= _IN_LIST_LIMIT:
+                query = query.where(ModelVersionRow.name.in_(sorted(wanted)))
+            tags: dict[str, dict[int, dict[str, str]]] = {}
+            for name, version, version_tags in session.execute(query):
+                if name in wanted and version_tags and (WEIGHT_TAG in version_tags or SHADOW_TAG in version_tags):
+                    tags.setdefault(name, {})[version] = dict(version_tags)
+            split_names = set(session.scalars(select(TrafficRow.name).distinct()))
+            for name in sorted(wanted & (set(tags) | split_names)):
+                try:
+                    split = parse_split(name, tags.get(name, {}))
+                except InvalidSplit as exc:
+                    _event(session, EventKind.TRAFFIC_REFUSED, name, reason=str(exc), actor=actor)
+                    continue
+                if self._write_split(session, name, split):
+                    changed += 1
+                    _event(session, EventKind.TRAFFIC_SET, name, reason=describe(split), actor=actor)
+            if changed:
+                _bump(session)
+        return changed
+
+    @staticmethod
+    def _write_split(session: Session, name: str, split: dict[int, tuple[float, float, str | None]]) -> bool:
+        known = {row.version: row for row in session.scalars(select(TrafficRow).where(TrafficRow.name == name))}
+        changed = False
+        for version, gone in known.items():
+            if version not in split:
+                session.delete(gone)
+                changed = True
+        for version, (weight, shadow, tag) in split.items():
+            row = known.get(version)
+            if row is None:
+                session.add(TrafficRow(name=name, version=version, weight=weight, shadow=shadow, weight_tag=tag))
+                changed = True
+                continue
+            if (row.weight, row.shadow, row.weight_tag) == (weight, shadow, tag):
+                continue
+            if row.weight_tag != tag:  # the tag changed: the guard's rollback ends
+                row.rolled_back_at = row.rolled_back_reason = None
+            row.weight, row.shadow, row.weight_tag = weight, shadow, tag
+            changed = True
+        return changed
+
+    def roll_back(self, name: str, version: int, *, reason: str, actor: str) -> bool:
+        """The guard takes a canary's weight away on every replica; True for the one process
+        that did it (the others found it done). Bumps the generation: replicas follow it."""
+        with self._session() as session:
+            done = session.execute(
+                update(TrafficRow)
+                .where(TrafficRow.name == name, TrafficRow.version == version, TrafficRow.rolled_back_at.is_(None))
+                .values(rolled_back_at=utcnow(), rolled_back_reason=reason)
+                .execution_options(synchronize_session=False)
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            _event(session, EventKind.ROLLED_BACK, name, version=version, reason=reason, actor=actor)
+            _bump(session)
+            return True
 
     def pin_digest(self, version_id: VersionId, digest: str, *, actor: str) -> PinResult:
         """Check ``digest`` against the version's tag and pin; the first digest seen wins.
@@ -655,4 +750,14 @@ def _version_state(row: ModelVersionRow) -> VersionState:
         artifact_uri=row.artifact_uri,
         listing=row.listing,
         created_ms=row.created_ms,
+    )
+
+
+def _arm(row: TrafficRow) -> Arm:
+    return Arm(
+        version=row.version,
+        weight=float(row.weight),
+        shadow=float(row.shadow),
+        weight_tag=row.weight_tag,
+        rolled_back=row.rolled_back_reason,
     )

@@ -17,6 +17,8 @@
 - ``api_keys``: the callers' API keys, by name: the sha256 of each secret (never the
   secret), its scopes and limits; a revoked key keeps its row. ``sync_state.keys_generation``
   goes up with every change, so a gateway follows the keys by reading one integer.
+- ``traffic``: each model's split of default-route requests as the version tags last set it
+  validly (weight and shadow percent per version), and the guard's rollbacks of canaries.
 """
 
 from __future__ import annotations
@@ -159,3 +161,20 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str] = mapped_column(String(128), default="")
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TrafficRow(Base):
+    __tablename__ = "traffic"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    weight: Mapped[float] = mapped_column(Float, default=0.0)
+    """Percent of the model's default-route requests (``gateway.traffic.weight``)."""
+    shadow: Mapped[float] = mapped_column(Float, default=0.0)
+    """Percent of them also sent here after the primary answered (``gateway.traffic.shadow``)."""
+    weight_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The weight tag's text: a rolled-back canary stays off until the tag changes."""
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rolled_back_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Set by a gateway's guard: the threshold crossed and the numbers; the weight counts as 0."""
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

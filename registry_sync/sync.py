@@ -95,6 +95,7 @@ class Synchronizer:
         # Each model's (created, last updated) at the last pass that read its versions.
         self._stamps: dict[str, tuple[int | None, int | None]] = {}
         self._lister = S3Lister()
+        self._splits_read = False  # every model's split taken once, on the first full pass
 
     def sync_once(self, names: Iterable[str] | None = None, *, reason: str = "poll") -> SyncReport:
         """Blocking. ``names`` limits the pass to those models (a webhook's, say).
@@ -113,6 +114,14 @@ class Synchronizer:
             report.new_versions = len(changes.new_versions)
             report.alias_moves = len(changes.alias_moves)
             pinned, refused = self._store.apply_digest_tags(changes.retagged, actor=actor)
+            touched = changes.touched
+            if not self._splits_read and names is None:
+                # A new leader's first (full) pass takes every split: tags set before this
+                # gateway version, or while no leader ran, moved no row it would see as changed.
+                touched |= {m.name for m in models if m.versions_read}
+            if touched:
+                self._store.apply_traffic(touched, actor=actor, fence=self._fence)
+            self._splits_read = self._splits_read or names is None
             report.verified += pinned
             report.refused += refused
         except NotLeader as exc:  # the leader's own status is not this process's to overwrite

@@ -42,6 +42,7 @@ EXPECTED = {
     ("GET", "/models"): Access.READ,
     ("GET", "/models/{name}"): Access.READ,
     ("GET", "/models/{name}/versions/{version}"): Access.READ,
+    ("GET", "/models/{name}/traffic"): Access.READ,
     ("GET", "/events"): Access.READ,
     ("POST", "/admin/sync"): Access.ADMIN,
     ("POST", "/webhooks/mlflow"): Access.WEBHOOK,

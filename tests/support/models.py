@@ -46,6 +46,15 @@ class Scaler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return (model_input["x"] * self.factor).to_numpy()
 
 
+class NegativeFails(Doubler):
+    """Fails on a negative x, where Doubler answers: a version with a bug its warm-up misses."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        if (model_input["x"] < 0).any():
+            raise ValueError("negative x (a bug injected by NegativeFails)")
+        return super().predict(context, model_input, params)
+
+
 class GatedPredict(Doubler):
     """Its predict blocks until PREDICT_GATE is set (30 s at most)."""
 

@@ -1,0 +1,149 @@
+"""The guard: a canary that answers worse than the default version loses its weight.
+
+Each process watches its own default-route answers, per model and arm, over a window of
+the last ``min_requests`` answers. Once a canary has answered ``min_requests`` here, it is
+compared after each answer with its default version on the same window: an error rate (5xx
+and input errors alike: the default's rate on the same inputs takes out what is the
+callers' fault) higher by more than ``max_error_rate``, or a p99 latency more than
+``max_latency_ratio`` times the default's, takes its weight away here at once and, through
+the state database, on every replica within a follow interval (event ``rolled_back``). It
+stays off until its weight tag changes. Nothing is written to MLflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+
+from gateway.catalog import Resolved
+from gateway.metrics import GatewayMetrics
+from gateway.traffic import CANARY, DEFAULT, TrafficSplit
+from registry_sync.errors import RegistryError
+from registry_sync.repository import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardLimits:
+    max_error_rate: float = 0.05
+    max_latency_ratio: float = 2.0
+    min_requests: int = 200
+
+
+@dataclass
+class Window:
+    """One arm's last answers here (error or not, seconds), and its counts since start."""
+
+    size: int
+    answers: deque[tuple[bool, float]] = field(init=False)
+    requests: int = 0
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.answers = deque(maxlen=self.size)
+
+    def add(self, *, error: bool, seconds: float) -> None:
+        self.answers.append((error, seconds))
+        self.requests += 1
+        self.errors += error
+
+    @property
+    def full(self) -> bool:
+        return len(self.answers) >= self.size
+
+    @property
+    def error_rate(self) -> float:
+        return sum(error for error, _ in self.answers) / len(self.answers) if self.answers else 0.0
+
+    def quantile(self, q: float) -> float | None:
+        if not self.answers:
+            return None
+        ordered = sorted(seconds for _, seconds in self.answers)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Guard:
+    def __init__(
+        self,
+        split: TrafficSplit,
+        store: StateStore,
+        metrics: GatewayMetrics,
+        *,
+        limits: GuardLimits,
+        actor: str,
+    ) -> None:
+        self._split = split
+        self._store = store
+        self._metrics = metrics
+        self.limits = limits
+        self._actor = actor
+        self._windows: dict[tuple[str, str, int], Window] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def window(self, name: str, arm: str, version: int) -> Window | None:
+        return self._windows.get((name, arm, version))
+
+    def windows(self, name: str) -> dict[tuple[str, int], Window]:
+        return {(arm, version): w for (model, arm, version), w in self._windows.items() if model == name}
+
+    def observe(self, served: Resolved, *, status: int, seconds: float) -> None:
+        """One default-route answer (``served.route`` default or canary); judges canaries."""
+        if served.route not in (DEFAULT, CANARY):
+            return
+        error = status >= 400
+        self._metrics.arm_finished(model=served.name, arm=served.route, ok=not error, seconds=seconds)
+        key = (served.name, served.route, served.version)
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = Window(self.limits.min_requests)
+        window.add(error=error, seconds=seconds)
+        if served.route == CANARY and served.fallback is not None and window.full:
+            reason = self._breach(window, self._windows.get((served.name, DEFAULT, served.fallback.version)))
+            if reason is not None:
+                self._roll_back(served.name, served.version, served.fallback.version, reason)
+
+    def _breach(self, canary: Window, default: Window | None) -> str | None:
+        limits = self.limits
+        baseline = default.error_rate if default is not None else 0.0
+        if canary.error_rate - baseline > limits.max_error_rate:
+            return (
+                f"error rate {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
+                f"default version's {baseline:.3f} by more than GATEWAY_CANARY_MAX_ERROR_RATE={limits.max_error_rate:g}"
+            )
+        if default is None or not default.full:
+            return None  # too few default answers here for a p99 worth comparing
+        mine, theirs = canary.quantile(0.99), default.quantile(0.99)
+        if mine is not None and theirs is not None and theirs > 0 and mine > theirs * limits.max_latency_ratio:
+            return (
+                f"p99 latency {mine * 1000:.1f} ms over the last {len(canary.answers)} requests is more than "
+                f"GATEWAY_CANARY_MAX_LATENCY_RATIO={limits.max_latency_ratio:g} times the default version's "
+                f"{theirs * 1000:.1f} ms"
+            )
+        return None
+
+    def _roll_back(self, name: str, version: int, default: int, reason: str) -> None:
+        self._split.take_off(name, version)  # here at once; the other replicas via the database
+        self._windows.pop((name, CANARY, version), None)
+        self._metrics.canary_rollbacks.labels(name).inc()
+        log.warning("%s: canary version %s rolled back (default version %s): %s", name, version, default, reason)
+        task = asyncio.get_running_loop().create_task(self._record(name, version, reason))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _record(self, name: str, version: int, reason: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._store.roll_back(name, version, reason=reason, actor=self._actor)
+            )
+        except RegistryError as exc:  # this process keeps it off; the others judge for themselves
+            log.warning("could not record the rollback of %s v%s: %s", name, version, exc)
+
+    async def settle(self) -> None:
+        """Wait for the rollbacks being written (tests, shutdown)."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)

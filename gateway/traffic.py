@@ -1,0 +1,135 @@
+"""Which version answers a default-route request: the default one, or a canary.
+
+The split comes from the state database (``registry_sync.traffic``: version tags, taken by
+the sync). A canary takes its share only once it is loaded, verified and warmed in this
+process (the reconciler warms the versions :meth:`TrafficSplit.targets` names, as it warms a
+warm alias) and while it is still loaded; until then its share stays on the default version,
+so a split never causes a cold load in a request.
+
+Assignment with a route key is by a stable hash of (model, key) to a point in [0, 100): the
+canaries lay their weights out from 0 upward in version order, so a key lands on the same
+version on every replica and across restarts, and raising a weight (the highest-numbered
+canary's, or the only one's) moves keys only into that canary. Without a key, at random.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+
+from gateway.cache import ModelCache
+from gateway.catalog import Catalog, Resolved
+from registry_sync.identity import VersionId
+from registry_sync.traffic import Arm, ModelTraffic
+
+DEFAULT = "default"
+CANARY = "canary"
+NAMED = "named"
+
+
+def stable_point(name: str, key: str) -> float:
+    """Where (model, key) falls in [0, 100): the same in every process, for ever."""
+    digest = hashlib.sha256(name.encode("utf-8") + b"\0" + key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+class TrafficSplit:
+    """This process's view of every model's split: configured (the catalog's snapshot), and
+    as served here (which canaries are warm, which the guard took off)."""
+
+    def __init__(self, catalog: Catalog, cache: ModelCache, *, chance: random.Random | None = None) -> None:
+        self._catalog = catalog
+        self._cache = cache
+        self._warm: set[VersionId] = set()
+        # Arms the guard took off here, by the weight tag they had: the database says so to
+        # the other replicas a moment later, and a new tag ends it.
+        self._off: set[tuple[str, int, str | None]] = set()
+        self._random = chance or random.Random()
+
+    # --- what to keep warm ----------------------------------------------------------
+
+    def targets(self) -> list[VersionId]:
+        """The versions this process must keep warm: canaries with weight, and shadows."""
+        wanted = []
+        for traffic in self._catalog.splits():
+            for arm in traffic.arms.values():
+                if (arm.shadow > 0 or self.weight(traffic.name, arm) > 0) and (
+                    version := self._servable(traffic.name, arm.version)
+                ) is not None:
+                    wanted.append(version)
+        return wanted
+
+    def mark_warm(self, version: VersionId) -> None:
+        self._warm.add(version)
+
+    def forget(self, versions: Iterable[VersionId]) -> None:
+        self._warm.difference_update(versions)
+
+    def ready(self, version: VersionId) -> bool:
+        """Warmed here and still loaded: it may answer without a load."""
+        return version in self._warm and self._cache.get(version) is not None
+
+    # --- the guard ------------------------------------------------------------------
+
+    def take_off(self, name: str, version: int) -> None:
+        arm = self.arm(name, version)
+        self._off.add((name, version, arm.weight_tag if arm is not None else None))
+
+    def weight(self, name: str, arm: Arm) -> float:
+        return 0.0 if (name, arm.version, arm.weight_tag) in self._off else arm.effective_weight
+
+    def arm(self, name: str, version: int) -> Arm | None:
+        traffic = self._catalog.split(name)
+        return traffic.arms.get(version) if traffic is not None else None
+
+    # --- choosing ---------------------------------------------------------------------
+
+    def pick(self, default: Resolved, key: str | None) -> Resolved:
+        """The version a default-route request goes to; ``default`` is the default alias's."""
+        name = default.name
+        as_default = Resolved(default.id, default.alias, route=DEFAULT)
+        traffic = self._catalog.split(name)
+        if traffic is None:
+            return as_default
+        point = stable_point(name, key) if key is not None else self._random.random() * 100
+        chosen = _landing(traffic, point)
+        if chosen is None or chosen.version == default.version or self.weight(name, chosen) <= 0:
+            return as_default
+        version = self._servable(name, chosen.version)
+        if version is None or not self.ready(version):
+            return as_default  # not warm here (yet): its share stays on the default version
+        return Resolved(version, None, route=CANARY, fallback=as_default)
+
+    def shadows(self, primary: Resolved) -> list[Resolved]:
+        """The shadows this default-route request is also sent to (each by its own percent)."""
+        traffic = self._catalog.split(primary.name)
+        if traffic is None:
+            return []
+        chosen = []
+        for arm in traffic.shadows:
+            if arm.version == primary.version or self._random.random() * 100 >= arm.shadow:
+                continue
+            version = self._servable(primary.name, arm.version)
+            if version is not None and self.ready(version):
+                chosen.append(Resolved(version, None, route="shadow"))
+        return chosen
+
+    def _servable(self, name: str, version: int) -> VersionId | None:
+        """The registry's version under this number, if it may serve (ready, not refused)."""
+        state = self._catalog.state(name, version)
+        if state is None or not state.ready or state.refused_reason:
+            return None
+        return state.id
+
+
+def _landing(traffic: ModelTraffic, point: float) -> Arm | None:
+    """The canary whose range holds ``point`` (configured weights: a canary that is not warm
+    or was taken off keeps its range, so the other keys do not move)."""
+    low = 0.0
+    for arm in sorted(traffic.arms.values(), key=lambda a: a.version):
+        high = low + arm.weight
+        if low <= point < high:
+            return arm
+        low = high
+    return None

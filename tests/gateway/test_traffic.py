@@ -1,0 +1,292 @@
+"""Canaries and shadows set from MLflow version tags, followed by every replica, guarded.
+
+Replicas are whole apps with their lifespans, in this process, on one sqlite state database
+(as in test_roles), over a registry of these tests' own models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gateway.app import GatewayApp, create_app
+from gateway.services import Services
+from gateway.settings import GatewaySettings
+from registry_sync.registry import RegistryReader
+from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, InvalidSplit, parse_split
+from tests.conftest import Registry
+from tests.support import models as fault_models
+from tests.support.models import Doubler, GatedLoad, GatedPredict, NegativeFails, log_pyfunc
+from tests.support.versions import loading
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "traffic-t0ken"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+X = {"dataframe_records": [{"x": 1.5}]}
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """These tests' own models only: the session registry holds other tests' broken versions."""
+    root = tmp_path_factory.mktemp("traffic-registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
+
+
+@pytest.fixture
+def settings_for(make_settings: Callable[..., GatewaySettings]) -> Callable[..., GatewaySettings]:
+    """Every replica of a test shares the state database."""
+
+    def make(role: str = "all", **overrides: Any) -> GatewaySettings:
+        values: dict[str, Any] = {
+            "role": role,
+            "lease_seconds": 1.0,
+            "follow_interval_seconds": 0.1,
+            "warm_aliases": ["champion"],
+            "admin_token": TOKEN,
+        }
+        return make_settings(**(values | overrides))
+
+    return make
+
+
+@dataclass
+class Replica:
+    client: httpx.AsyncClient
+    services: Services
+    app: GatewayApp
+
+    async def predict(self, name: str, *, key: str | None = None, x: float = 1.5, **headers: str) -> httpx.Response:
+        if key is not None:
+            headers["X-Route-Key"] = key
+        return await self.client.post(
+            f"/models/{name}/predict", json={"dataframe_records": [{"x": x}]}, headers=headers
+        )
+
+    async def versions(self, name: str, keys: list[str]) -> dict[str, int]:
+        """The version each key is served by (in chunks, concurrently)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), 50):
+            chunk = keys[start : start + 50]
+            answers = await asyncio.gather(*(self.predict(name, key=key) for key in chunk))
+            for key, response in zip(chunk, answers, strict=True):
+                assert response.status_code == 200, response.text
+                found[key] = int(response.headers["x-model-version"])
+        return found
+
+    async def sync(self, name: str, **params: str) -> None:
+        response = await self.client.post("/admin/sync", params={"model": name, **params}, headers=ADMIN)
+        assert response.status_code == 200, response.text
+
+
+@asynccontextmanager
+async def replica(settings: GatewaySettings, tracking_uri: str) -> AsyncIterator[Replica]:
+    app = create_app(settings, reader=RegistryReader(tracking_uri=tracking_uri))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica", timeout=60) as client:
+            yield Replica(client, app.state.services, app)
+
+
+def fresh_model(registry: Registry, *models: Any) -> tuple[str, list[int]]:
+    """A model with these versions (Doublers by default); champion is the first."""
+    name = f"traffic-{next(_names)}"
+    numbers = [registry.log(log_pyfunc, name, model) for model in models or (Doubler(), Doubler())]
+    registry.client.set_registered_model_alias(name, "champion", str(numbers[0]))
+    return name, numbers
+
+
+def weight_of(process: Replica, name: str, version: int) -> float | None:
+    split = process.services.catalog.split(name)
+    arm = split.arms.get(version) if split is not None else None
+    return arm.weight if arm is not None else None
+
+
+def rolled_back(process: Replica, name: str, version: int) -> bool:
+    split = process.services.catalog.split(name)
+    return split is not None and version in split.arms and split.arms[version].rolled_back is not None
+
+
+def binomial_bound(n: int, p: float, *, z: float = 5.0) -> tuple[float, float]:
+    """n p +- z sd: outside it with probability below 1e-6 (a fixed hash never flakes anyway)."""
+    spread = z * math.sqrt(n * p * (1 - p))
+    return n * p - spread, n * p + spread
+
+
+def test_weights_that_are_not_percents_or_add_up_past_100_are_refused() -> None:
+    assert parse_split("m", {1: {WEIGHT_TAG: "10"}, 2: {SHADOW_TAG: "25", "other": "x"}, 3: {}}) == {
+        1: (10.0, 0.0, "10"),
+        2: (0.0, 25.0, None),
+    }
+    for bad in ({1: {WEIGHT_TAG: "ten"}}, {1: {WEIGHT_TAG: "60"}, 2: {WEIGHT_TAG: "50"}}, {1: {SHADOW_TAG: "-1"}}):
+        with pytest.raises(InvalidSplit):
+            parse_split("m", bad)
+
+
+async def test_a_ten_percent_canary_is_sticky_across_replicas_and_restarts_and_grows_monotonically(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    name, (v1, v2) = fresh_model(registry)
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "10")
+    keys = [f"user-{i}" for i in range(2000)]
+    async with replica(settings_for("all"), registry.tracking_uri) as one:
+        assert one.services.split.ready(one.services.catalog.state(name, v2).id)  # type: ignore[union-attr]
+        first = await one.versions(name, keys)
+        canary = {key for key, version in first.items() if version == v2}
+        low, high = binomial_bound(len(keys), 0.10)
+        assert low <= len(canary) <= high, len(canary)
+        assert set(first.values()) == {v1, v2}
+
+        response = await one.predict(name, key=next(iter(canary)))
+        assert (response.headers["x-model-route"], response.headers.get("x-model-alias")) == ("canary", None)
+        response = await one.predict(name, key=next(k for k in keys if k not in canary))
+        assert (response.headers["x-model-route"], response.headers["x-model-alias"]) == ("default", "champion")
+        for named in ({"X-Model-Version": str(v1)}, {"X-Model-Version": "champion"}):  # named: exactly it
+            response = await one.predict(name, key=next(iter(canary)), **named)
+            assert (response.headers["x-model-version"], response.headers["x-model-route"]) == (str(v1), "named")
+
+        sample = keys[:300]
+        one.app.serves_predictions = False  # FastAPI's lane: the same split, the same headers
+        try:
+            assert await one.versions(name, sample) == {key: first[key] for key in sample}
+            routed = await one.predict(name, key=next(iter(canary)))
+        finally:
+            one.app.serves_predictions = True
+        lane = await one.predict(name, key=next(iter(canary)))
+        assert {k: routed.headers[k] for k in ("x-model-version", "x-model-route")} == {
+            k: lane.headers[k] for k in ("x-model-version", "x-model-route")
+        }
+        async with replica(settings_for("gateway"), registry.tracking_uri) as two:
+            assert await two.versions(name, sample) == {key: first[key] for key in sample}
+        async with replica(settings_for("gateway"), registry.tracking_uri) as restarted:
+            assert await restarted.versions(name, sample) == {key: first[key] for key in sample}
+
+        # bad tags are refused with an event; the previous split stays
+        registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "ten")
+        await one.sync(name)
+        events = (await one.client.get("/events", params={"model": name})).json()["events"]
+        assert events[0]["kind"] == "traffic_refused" and "not a number" in events[0]["reason"]
+        assert weight_of(one, name, v2) == 10
+
+        # raising 10 -> 20 moves keys into the canary, never out
+        registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "20")
+        await one.sync(name)
+        await until(lambda: weight_of(one, name, v2) == 20, "the new weight to be followed")
+        raised = await one.versions(name, keys[:1000])
+        assert {k for k in canary if k in raised} <= {k for k, v in raised.items() if v == v2}
+        assert sum(v == v2 for v in raised.values()) > sum(k in canary for k in raised)
+
+        traffic = (await one.client.get(f"/models/{name}/traffic")).json()
+        assert traffic["default_version"] == v1
+        assert [(a["version"], a["weight"], a["served_weight"], a["warm"]) for a in traffic["arms"]] == [
+            (v2, 20.0, 20.0, True)
+        ]
+        assert {(s["arm"], s["version"]) for s in traffic["stats"]} == {("default", v1), ("canary", v2)}
+
+
+async def test_a_canary_that_is_not_warm_yet_gets_nothing(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    name, (v1, v2) = fresh_model(registry, Doubler(), GatedLoad())
+    async with replica(settings_for("all"), registry.tracking_uri) as one:
+        fault_models.LOAD_GATE.clear()  # the canary's load (its warm-up) waits
+        registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "100")
+        await one.sync(name, wait="false")
+        await until(lambda: loading(one.services.cache, name, v2) is not None, "the canary's warm-up to start")
+        for i in range(30):
+            response = await one.predict(name, key=f"k{i}")
+            assert response.status_code == 200 and response.headers["x-model-version"] == str(v1)
+            assert response.headers["x-model-route"] == "default"
+        assert loading(one.services.cache, name, v2) is not None  # still loading: no request waited on it
+        fault_models.LOAD_GATE.set()
+        await one.services.reconciler.settle()
+        response = await one.predict(name, key="k0")
+        assert (response.headers["x-model-version"], response.headers["x-model-route"]) == (str(v2), "canary")
+
+
+async def test_the_guard_rolls_a_failing_canary_back_on_every_replica(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    min_requests = 20
+    name, (v1, v2) = fresh_model(registry, Doubler(), NegativeFails())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    settings = {"canary_min_requests": min_requests}
+    async with (
+        replica(settings_for("all", **settings), registry.tracking_uri) as one,
+        replica(settings_for("gateway", **settings), registry.tracking_uri) as two,
+    ):
+        failed = served_by_default = 0
+        i = 0
+        while not rolled_back(one, name, v2) and i < 500:
+            response = await one.predict(name, key=f"k{i}", x=-1.0)
+            i += 1
+            if response.headers.get("x-model-route") == "canary" or response.status_code != 200:
+                assert response.status_code >= 400
+                failed += 1
+            else:
+                assert response.status_code == 200 and response.json() == {"predictions": [-2.0]}
+                served_by_default += 1
+            if failed >= min_requests:
+                await one.services.guard.settle()  # the rollback being written
+        assert rolled_back(one, name, v2), "the guard did not roll the canary back"
+        assert failed <= 2 * min_requests and served_by_default > 0
+
+        events = one.services.store.events(name=name)
+        [event] = [e for e in events if e.kind == "rolled_back"]
+        assert event.version == v2 and "GATEWAY_CANARY_MAX_ERROR_RATE=0.05" in event.reason
+        assert one.services.metrics.registry.get_sample_value("gateway_canary_rollbacks_total", {"model": name}) == 1
+
+        await until(lambda: rolled_back(two, name, v2), "the other replica to follow the rollback")
+        for process in (one, two):
+            answers = [await process.predict(name, key=f"k{i}", x=-1.0) for i in range(40)]
+            assert {(r.status_code, r.headers["x-model-version"]) for r in answers} == {(200, str(v1))}
+
+        await one.sync(name)  # the tag did not change: it stays off
+        assert rolled_back(one, name, v2)
+        registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "40")
+        await one.sync(name)  # a new tag: a new experiment
+        await until(lambda: not rolled_back(one, name, v2), "the new tag to end the rollback")
+        assert weight_of(one, name, v2) == 40
+
+
+async def test_shadows_never_change_or_wait_for_the_primary(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    name, (v1, v2, v3) = fresh_model(registry, Doubler(), Doubler(), GatedPredict())
+    registry.client.set_model_version_tag(name, str(v2), SHADOW_TAG, "100")
+    async with replica(settings_for("all", shadow_queue_size=1), registry.tracking_uri) as one:
+        for _ in range(10):
+            response = await one.predict(name)
+            assert (response.status_code, response.headers["x-model-version"]) == (200, str(v1))
+        await one.services.shadows.drain()
+        sample = one.services.metrics.registry.get_sample_value
+        ran = 10 - one.services.shadows.dropped  # a queue of one: some may have been dropped
+        assert ran >= 1
+        assert sample("gateway_shadow_agreement_total", {"model": name, "result": "agree"}) == ran
+        assert sample("gateway_traffic_requests_total", {"model": name, "arm": "shadow", "outcome": "ok"}) == ran
+        dropped = one.services.shadows.dropped
+
+        # a shadow that hangs: the primaries answer all the same, the shadows past the queue drop
+        registry.client.delete_model_version_tag(name, str(v2), SHADOW_TAG)
+        registry.client.set_model_version_tag(name, str(v3), SHADOW_TAG, "100")
+        await one.sync(name)
+        v3_id = one.services.catalog.state(name, v3).id  # type: ignore[union-attr]
+        await until(lambda: one.services.split.ready(v3_id), "the new shadow to be warm")
+        fault_models.PREDICT_GATE.clear()
+        answers = [await one.predict(name) for _ in range(10)]
+        assert {(r.status_code, r.json()["predictions"][0]) for r in answers} == {(200, 3.0)}
+        assert one.services.shadows.dropped - dropped >= 8  # one runs (and hangs), one waits
+        fault_models.PREDICT_GATE.set()
+        await one.services.shadows.drain()
