@@ -17,6 +17,7 @@ from gateway.control_routes import router as control_router
 from gateway.errors import GatewayError
 from gateway.health_routes import router as health_router
 from gateway.limits import NO_PERMIT
+from gateway.protocols import oip_rest
 from gateway.routes import router
 from gateway.services import Services
 from gateway.settings import GatewaySettings
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(health_router)  # first: these answer /health/* and /metrics in every role
     if settings.serves_models:  # a sync-only process serves no models
         app.include_router(router)
+        app.include_router(oip_rest.router)
     app.include_router(control_router)
     app.serves_predictions = settings.serves_models
     app.access = AccessMap.of(app)  # every route declared what it needs, or no app
@@ -134,9 +136,12 @@ class GatewayApp(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        target = None
+        target = oip_target = None
         if self.serves_predictions and scope["method"] == "POST":
-            target = predict_endpoint.match(predict_endpoint.route_path(scope))
+            path = predict_endpoint.route_path(scope)
+            target = predict_endpoint.match(path)
+            if target is None:
+                target = oip_target = oip_rest.match(path)
         services: Services | None = getattr(self.state, "services", None)
         if services is None or not services.gate.active:
             # no keys and no model limits: nothing to check (or no lifespan: no services, and
@@ -148,10 +153,13 @@ class GatewayApp(FastAPI):
             try:
                 permit = await services.gate.admit(requirement, scope["headers"])
             except GatewayError as exc:
-                await http_errors.send_error(send, http_errors.answer_for(exc, scope["method"], scope["path"]))
+                answer = http_errors.answer_for(exc, scope["method"], scope["path"], oip=http_errors.speaks_oip(scope))
+                await http_errors.send_error(send, answer)
                 return
         try:
-            if target is not None and services is not None:
+            if oip_target is not None and services is not None:
+                await oip_rest.serve(services, scope, receive, send, *oip_target)
+            elif target is not None and services is not None:
                 await predict_endpoint.serve(services, scope, receive, send, *target)
             else:
                 await super().__call__(scope, receive, send)

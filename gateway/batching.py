@@ -21,7 +21,11 @@ from gateway.errors import Overloaded
 from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 
-Request = tuple[bytes, str]  # body, media type
+Scoring = tuple[bytes, str]  # an MLflow scoring body and its media type: batched, fast path
+Call = Callable[[LoadedModel], bytes]
+"""Another protocol's request, as its adapter's own decode-predict-encode: run in the
+inference thread against the leased version, one at a time (gateway.protocols)."""
+Request = Scoring | Call
 Outcome = bytes | Exception
 BatchRunner = Callable[[LoadedModel, list[Request]], tuple[list[Outcome], int]]  # outcomes, fast count
 

@@ -161,6 +161,12 @@ class UnsupportedMediaType(GatewayError):
         )
 
 
+class UnsupportedEncoding(GatewayError):
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        super().__init__(f"Content-Encoding '{encoding}' is not supported; send gzip, deflate or identity")
+
+
 class MalformedRequest(GatewayError):
     """The body could not be read as the scoring protocol at all (MLflow: BAD_REQUEST)."""
 

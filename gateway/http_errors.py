@@ -1,7 +1,8 @@
 """The one place errors become HTTP responses.
 
-Every error answer has one JSON shape, MLflow's: ``{"error_code", "message"}``. Nothing
-else leaves the process: an unexpected exception is logged here with its traceback and
+Every error answer has one JSON shape, MLflow's: ``{"error_code", "message"}``, but on the
+Open Inference Protocol's routes (``/v2``), whose clients read ``{"error": "..."}``: the
+same statuses either way. Nothing else leaves the process: an unexpected exception is logged here with its traceback and
 answered with a generic 500.
 """
 
@@ -16,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from gateway import errors
 from registry_sync import errors as registry_errors
@@ -56,6 +57,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.PayloadTooLarge, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
     (errors.DecodedTooLarge, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
     (errors.UnsupportedMediaType, HttpError(415, "BAD_REQUEST")),
+    (errors.UnsupportedEncoding, HttpError(415, "BAD_REQUEST")),
     (errors.ModelLoadFailed, _UNAVAILABLE),
     (errors.ModelTooLarge, HttpError(503, "RESOURCE_EXHAUSTED")),
     (errors.ShuttingDown, _UNAVAILABLE),
@@ -102,18 +104,30 @@ def error_answer(
     retry_after: int | None = None,
     headers: tuple[tuple[str, str], ...] = (),
     fields: dict[str, str] | None = None,
+    oip: bool = False,
 ) -> ErrorAnswer:
     """The error body, ``{"error_code", "message"}`` plus any ``fields`` that name the cause
-    for scripts (a 429's ``limit``)."""
+    for scripts (a 429's ``limit``); ``{"error": message}`` (and the fields) for ``oip``."""
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + " ..."
     out = dict(headers)
     if retry_after is not None:
         out["Retry-After"] = str(retry_after)
-    return ErrorAnswer(status, orjson.dumps({"error_code": code, "message": message, **(fields or {})}), out)
+    body = {"error": message} if oip else {"error_code": code, "message": message}
+    return ErrorAnswer(status, orjson.dumps({**body, **(fields or {})}), out)
 
 
-def _from(exc: BaseException, answer: HttpError) -> ErrorAnswer:
+def speaks_oip(scope: Scope) -> bool:
+    """Whether the request is on the Open Inference Protocol's routes (``/v2``, under any
+    ``root_path``): its errors take that protocol's shape."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _from(exc: BaseException, answer: HttpError, *, oip: bool = False) -> ErrorAnswer:
     """An error the table classified; an error may carry its own ``retry_after`` and ``fields``."""
     retry_after = getattr(exc, "retry_after", None)
     return error_answer(
@@ -123,6 +137,7 @@ def _from(exc: BaseException, answer: HttpError) -> ErrorAnswer:
         retry_after=retry_after if isinstance(retry_after, int) else answer.retry_after,
         headers=answer.headers,
         fields=getattr(exc, "fields", None),
+        oip=oip,
     )
 
 
@@ -134,22 +149,25 @@ async def send_error(send: Send, answer: ErrorAnswer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> Response:
-    return error_answer(status, code, message, retry_after=retry_after).response()
+def error_response(
+    status: int, code: str, message: str, *, retry_after: int | None = None, oip: bool = False
+) -> Response:
+    return error_answer(status, code, message, retry_after=retry_after, oip=oip).response()
 
 
-def answer_for(exc: BaseException, method: str, path: str) -> ErrorAnswer:
-    """What a request that raised ``exc`` gets back; logs what an operator should see."""
+def answer_for(exc: BaseException, method: str, path: str, *, oip: bool = False) -> ErrorAnswer:
+    """What a request that raised ``exc`` gets back (in the OIP's shape if ``oip``); logs what
+    an operator should see."""
     if isinstance(exc, ClientDisconnect):
         log.info("client went away during %s %s", method, path)
-        return error_answer(400, "BAD_REQUEST", "The client disconnected before sending the whole body")
+        return error_answer(400, "BAD_REQUEST", "The client disconnected before sending the whole body", oip=oip)
     if isinstance(exc, errors.GatewayError | registry_errors.RegistryError):
         answer = classify(exc)
         if answer.status >= 500:
             log.warning("%s %s -> %d: %s", method, path, answer.status, exc)
-        return _from(exc, answer)
+        return _from(exc, answer, oip=oip)
     log.exception("unhandled error on %s %s", method, path, exc_info=exc)
-    return error_answer(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details")
+    return error_answer(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details", oip=oip)
 
 
 def documented(exc: BaseException) -> tuple[int, dict[str, str]]:
@@ -159,14 +177,14 @@ def documented(exc: BaseException) -> tuple[int, dict[str, str]]:
 
 
 async def _mapped(request: Request, exc: Exception) -> Response:
-    return answer_for(exc, request.method, request.url.path).response()
+    return answer_for(exc, request.method, request.url.path, oip=speaks_oip(request.scope)).response()
 
 
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "ENDPOINT_NOT_FOUND", 405: "BAD_REQUEST"}.get(exc.status_code, "BAD_REQUEST")
     message = exc.detail if exc.status_code != 404 else f"No endpoint at {request.method} {request.url.path}"
-    response = error_response(exc.status_code, code, str(message))
+    response = error_response(exc.status_code, code, str(message), oip=speaks_oip(request.scope))
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
     return response
@@ -177,7 +195,7 @@ async def _validation(request: Request, exc: Exception) -> Response:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', '')}" for error in exc.errors()
     )
-    return error_response(400, "INVALID_PARAMETER_VALUE", f"Invalid request: {problems}")
+    return error_response(400, "INVALID_PARAMETER_VALUE", f"Invalid request: {problems}", oip=speaks_oip(request.scope))
 
 
 def install(app: FastAPI) -> None:

@@ -38,8 +38,11 @@ def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outco
     outcomes: list[Outcome | None] = [None] * len(requests)
     fast: list[tuple[int, np.ndarray]] = []
     slow: list[int] = []
-    for index, (body, media_type) in enumerate(requests):
-        array = model.fast.decode(body, media_type) if model.fast is not None else None
+    for index, request in enumerate(requests):
+        if not isinstance(request, tuple):  # an adapter's call: alone, as it was written
+            outcomes[index] = _attempt(request, model)
+            continue
+        array = model.fast.decode(*request) if model.fast is not None else None
         if array is not None:
             fast.append((index, array))
         else:
@@ -50,7 +53,9 @@ def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outco
         _predict_frames(model, requests, slow, outcomes)
     else:
         for index in slow:
-            outcomes[index] = _attempt(score, model, *requests[index])
+            request = requests[index]
+            assert isinstance(request, tuple)
+            outcomes[index] = _attempt(score, model, *request)
     missing = PredictFailed(model.name, model.version, "no answer was produced for this request")
     return [missing if outcome is None else outcome for outcome in outcomes], len(fast)
 
@@ -75,7 +80,9 @@ def _predict_frames(
 ) -> None:
     frames: list[tuple[int, pd.DataFrame]] = []
     for index in indexes:
-        body, media_type = requests[index]
+        request = requests[index]
+        assert isinstance(request, tuple)
+        body, media_type = request
         try:
             decoded = decode(body, media_type, model.metadata, model.body_limits)
         except Exception as exc:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
+from mlflow.models import Model
 
 from gateway.cache import CachedVersion, ModelCache
 from gateway.catalog import Catalog, ModelView
@@ -131,6 +132,13 @@ class Inventory:
             signature=_parse_signature(signature.to_dict() if signature is not None else None),
             input_example=metadata.serving_example if metadata is not None else None,
         )
+
+    async def mlmodel(self, name: str, version: int) -> Model:
+        """A served version's MLmodel (flavors, signature), read without loading the model."""
+        state = self._catalog.model(name).versions.get(version)
+        if state is None:
+            raise VersionNotFound(name, version)
+        return (await self._read_metadata(state)).model
 
     def _summary(self, model: ModelView, version: int) -> VersionSummary:
         state = model.versions[version]

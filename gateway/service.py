@@ -13,7 +13,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from gateway.batching import Job, VersionQueue
+from gateway.batching import Call, Job, Request, VersionQueue
 from gateway.cache import ModelCache
 from gateway.catalog import Catalog, Resolved
 from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
@@ -101,6 +101,16 @@ class InferenceService:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 
     async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
+        """An MLflow scoring body: batched with its version's other requests, fast path if it can."""
+        return await self._run(served, (body, media_type), media_type, body)
+
+    async def call(self, served: Resolved, work: Call, *, kind: str, body: bytes) -> Prediction:
+        """Another protocol's request: ``work`` decodes, predicts and encodes in the inference
+        thread, with the same lease, queue, timeout and answer cache. ``kind`` and ``body``
+        key the cache: together they must say everything ``work`` answers from."""
+        return await self._run(served, work, kind, body)
+
+    async def _run(self, served: Resolved, request: Request, kind: str, body: bytes) -> Prediction:
         if served.fallback is not None and self._cache.get(served.id) is None:
             served = served.fallback  # a canary unloaded since it was chosen: never a cold load for a split
         lease = await self._cache.acquire(served.id, budget=self._load_budget)
@@ -108,12 +118,12 @@ class InferenceService:
             model = lease.model
             key = None
             if self._answers is not None and model.deterministic and model.digest:
-                key = cache_key(model.digest, media_type, body)
+                key = cache_key(model.digest, kind, body)
                 cached = await self._answers.get(key)
                 if cached is not None:
                     lease.release()
                     return Prediction(cached, served)
-            job = self._queue(model).submit((body, media_type))
+            job = self._queue(model).submit(request)
         except BaseException:
             lease.release()
             raise

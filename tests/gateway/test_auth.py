@@ -53,6 +53,16 @@ EXPECTED = {
     ("GET", "/docs"): Access.PUBLIC,
     ("GET", "/redoc"): Access.PUBLIC,
     ("*", "/docs/assets"): Access.PUBLIC,
+    # the Open Inference Protocol: a model's metadata and readiness are for whoever may infer on it
+    ("GET", "/v2"): Access.PROBE,
+    ("GET", "/v2/health/live"): Access.PROBE,
+    ("GET", "/v2/health/ready"): Access.PROBE,
+    ("GET", "/v2/models/{name}"): Access.PREDICT,
+    ("GET", "/v2/models/{name}/versions/{version}"): Access.PREDICT,
+    ("GET", "/v2/models/{name}/ready"): Access.PREDICT,
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): Access.PREDICT,
+    ("POST", "/v2/models/{name}/infer"): Access.PREDICT,
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): Access.PREDICT,
 }
 
 
@@ -68,7 +78,7 @@ def test_every_route_of_the_app_declares_its_access(make_settings: Callable[...,
         methods = getattr(route, "methods", None) or {"*"}
         for method in methods - {"HEAD"}:
             found[(method, route.path)] = access
-    expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith("/models")}
+    expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(("/models", "/v2"))}
     assert found == expected  # a new route is a decision: add it here with the access it needs
 
 
@@ -168,6 +178,31 @@ async def test_a_scope_the_key_lacks_is_403_before_any_lookup_or_load(
         assert 'gateway_key_requests_total{key="iris-only",outcome="forbidden"} 7.0' in metrics
         assert 'gateway_key_requests_total{key="everything",outcome="allowed"} 2.0' in metrics
         assert iris_only not in metrics and everything not in metrics
+
+
+async def test_the_open_inference_protocol_passes_the_same_gate_and_answers_in_its_own_shape(
+    make_settings: Callable[..., GatewaySettings], registry: Registry
+) -> None:
+    settings = make_settings(auth="keys")
+    iris_only = add_key(settings, "iris-only", "predict:iris*")
+    doubler = add_key(settings, "doubler", "predict:doubler")
+    body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1.5]}]}
+    async with keyed_gateway(settings, registry) as (gateway, _):
+        client = gateway.client
+        for method, path in [
+            ("POST", "/v2/models/doubler/infer"),
+            ("POST", "/v2/models/doubler/versions/1/infer"),
+            ("GET", "/v2/models/doubler"),
+            ("GET", "/v2/models/doubler/ready"),
+        ]:
+            missing = await client.request(method, path, json=body)
+            assert missing.status_code == 401 and set(missing.json()) == {"error"}, (path, missing.text)
+            other = await client.request(method, path, json=body, headers=bearer(iris_only))
+            assert other.status_code == 403 and "iris-only" in other.json()["error"], (path, other.text)
+            allowed = await client.request(method, path, json=body, headers=bearer(doubler))
+            assert allowed.status_code == 200, (path, allowed.text)
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}  # a probe: no key
+        assert (await client.get("/v2")).status_code == 200
 
 
 async def test_read_and_admin_scopes_and_the_admin_token(

@@ -1,0 +1,12 @@
+"""Protocol adapters: each wire protocol decodes to, and encodes from, the data plane.
+
+The data plane (``gateway.service``, ``batching``, ``inference``, ``cache``, ``catalog``)
+chooses a version, leases it, queues and predicts, and knows nothing of the wire. An
+adapter reads its protocol's request, asks the service for the version, hands it the work
+to run against the leased model (``InferenceService.call``) and writes the answer:
+
+- MLflow's scoring protocol: ``gateway.predict_endpoint`` (the bare-ASGI lane) with
+  ``gateway.scoring`` (its bodies), predating this package;
+- the Open Inference Protocol (KServe V2) over REST: :mod:`gateway.protocols.oip_rest`,
+  with its tensors and the binary extension in :mod:`gateway.protocols.oip_codec`.
+"""

@@ -1,0 +1,47 @@
+"""One real gateway under uvicorn for the protocol tests: real clients (tritonclient) speak
+to it over loopback, on the session's sqlite registry. Started once per module: each test
+uses it as a client would, and the models it loads stay loaded for the next test."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from registry_sync.registry import RegistryReader
+from tests.conftest import Registry
+from tests.support.servers import free_port
+from tests.support.waiting import wait_until
+
+
+def oip_settings(root: Path) -> GatewaySettings:
+    return GatewaySettings(
+        artifact_cache_dir=root / "artifact-cache",
+        database_url=f"sqlite:///{root / 'state.db'}",
+        load_retry_seconds=0,
+        poll_interval_seconds=3600,
+        warm_aliases=[],
+    )
+
+
+@pytest.fixture(scope="module")
+def oip_url(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a gateway served by uvicorn in a thread of this process."""
+    settings = oip_settings(tmp_path_factory.mktemp("oip-gateway"))
+    app = create_app(settings, reader=RegistryReader(tracking_uri=sqlite_registry.tracking_uri))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="oip-gateway", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout=120, what="the gateway to start")
+        assert server.started, "the gateway's server stopped while starting"
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
