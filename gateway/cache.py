@@ -344,6 +344,8 @@ class ModelCache:
 
     def _collect_done(self) -> None:
         self._collecting = False
+        if self._uncollected or self._thaw:  # unloaded while the last one was spaced out
+            self._collect_soon()
 
     def _update_gauges(self) -> None:
         self._metrics.cache_size(models=len(self._entries), size_bytes=self._bytes)

@@ -287,8 +287,45 @@ async def test_an_unloaded_models_own_cycles_are_collected_soon(alive_at_freeze:
             made.pop(0)
         gc.disable()  # only the cache's own collection may free the cycle
         (await cache.acquire(vid("m", 3))).release()  # evicts the model whose cycle is watched
-        await until(lambda: made[0]() is None, "the unloaded model's cycle to be collected", timeout=10)
+        # within the spacing between two collections (5 s) plus the delay, however they fall
+        await until(lambda: made[0]() is None, "the unloaded model's cycle to be collected", timeout=20)
     finally:
         gc.enable()
         gc.unfreeze()
+        await cache.close()
+
+
+async def test_a_model_unloaded_while_collections_are_spaced_out_is_collected_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Collections are spaced out; a model unloaded in the pause (too small to call for one
+    out of turn) is collected when the pause ends, not left until some later unload."""
+    import gc
+    import weakref
+
+    import gateway.cache
+
+    monkeypatch.setattr(gateway.cache, "_COLLECT_SPACING", 0.5)
+    loads = Loads()
+    made: list[weakref.ref[_Cyclic]] = []
+    original = loads.__call__
+
+    def load(key: VersionId, reserve: Reserve) -> LoadedModel:
+        model = original(key, reserve)
+        model.pyfunc = graph = _Cyclic()
+        made.append(weakref.ref(graph))
+        return model
+
+    cache = make_cache(loads, max_models=1)  # 100 bytes a model, 10,000 budget: never urgent
+    cache._load = load
+    gc.disable()
+    try:
+        for version in (1, 2):  # evicts v1: a collection in _COLLECT_DELAY, then the pause
+            (await cache.acquire(vid("m", version))).release()
+        await until(lambda: made[0]() is None, "the first collection")
+        assert cache._collecting  # in the pause
+        (await cache.acquire(vid("m", 3))).release()  # evicts v2 in the pause
+        await until(lambda: made[1]() is None, "v2's cycle collected once the pause ends", timeout=20)
+    finally:
+        gc.enable()
         await cache.close()
