@@ -17,7 +17,7 @@ from gateway.control_routes import router as control_router
 from gateway.errors import GatewayError
 from gateway.health_routes import router as health_router
 from gateway.limits import NO_PERMIT
-from gateway.protocols import oip_rest
+from gateway.protocols import oip_grpc, oip_rest
 from gateway.routes import router
 from gateway.services import Services
 from gateway.settings import GatewaySettings
@@ -32,6 +32,10 @@ Choose a version by path (`/models/{name}/versions/{version}/predict`) or with t
 works against `mlflow models serve` works here unchanged. Errors are
 `{"error_code", "message"}`.
 """
+
+# uvicorn has drained HTTP (its own graceful timeout) when the lifespan ends: gRPC calls still
+# running get this long more.
+_GRPC_GRACE_SECONDS = 5.0
 
 
 def create_app(
@@ -50,13 +54,21 @@ def create_app(
         app.access = AccessMap.of(app)  # again: routes added since create_app must declare theirs too
         services = Services.build(settings, reader=reader)
         app.state.services = services
+        grpc_server = None
         try:
+            if settings.grpc_port is not None and settings.serves_models:
+                # before the services start: its health service answers while they warm
+                grpc_server = oip_grpc.GrpcServer(services, host=settings.grpc_host, port=settings.grpc_port)
+                await grpc_server.start()
+                app.state.grpc_address = grpc_server.address
             if start_in_background:
                 services.start_soon()
             else:
                 await services.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(_GRPC_GRACE_SECONDS)
             await services.close()
 
     app = GatewayApp(

@@ -76,12 +76,23 @@ def main() -> None:
     help="Bind a non-loopback address although GATEWAY_AUTH is off (anyone who reaches the port "
     "can call every model and load any version).",
 )
-def serve(host: str, port: int, workers: int, graceful_timeout: int, role: str | None, insecure: bool) -> None:
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve the Open Inference Protocol over gRPC on this port (GATEWAY_GRPC_PORT), on --host.",
+)
+def serve(
+    host: str, port: int, workers: int, graceful_timeout: int, role: str | None, insecure: bool, grpc_port: int | None
+) -> None:
     """Run the gateway."""
     import uvicorn
 
     if role is not None:
         os.environ["GATEWAY_ROLE"] = role  # every worker builds its settings from the environment
+    if grpc_port is not None:
+        os.environ["GATEWAY_GRPC_PORT"] = str(grpc_port)
+    os.environ["GATEWAY_GRPC_HOST"] = host  # gRPC binds where HTTP does, under the same --insecure check
     settings = _load_settings()  # fail fast, before any worker starts
     if settings.auth == "off" and not is_loopback(host) and not insecure:
         raise click.ClickException(

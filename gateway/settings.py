@@ -245,6 +245,11 @@ class GatewaySettings(BaseSettings):
 
     shadow_tolerance: float = Field(default=1e-6, ge=0)
     """Relative tolerance within which a shadow's float answers agree with the primary's."""
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve the Open Inference Protocol over gRPC (and grpc.health.v1) on this port too, in the
+    same process as HTTP; off when unset. ``serve --grpc-port`` sets it."""
+    grpc_host: str = "127.0.0.1"
+    """The address the gRPC server binds; ``serve`` sets it to its ``--host``."""
 
     @field_validator("route_key_header")
     @classmethod

@@ -8,5 +8,7 @@ to run against the leased model (``InferenceService.call``) and writes the answe
 - MLflow's scoring protocol: ``gateway.predict_endpoint`` (the bare-ASGI lane) with
   ``gateway.scoring`` (its bodies), predating this package;
 - the Open Inference Protocol (KServe V2) over REST: :mod:`gateway.protocols.oip_rest`,
-  with its tensors and the binary extension in :mod:`gateway.protocols.oip_codec`.
+  with its tensors and the binary extension in :mod:`gateway.protocols.oip_codec`;
+- the same protocol over gRPC: :mod:`gateway.protocols.oip_grpc` (the same codec), on the
+  stubs in :mod:`gateway.protocols.proto`, started by the app's lifespan beside HTTP.
 """

@@ -164,18 +164,7 @@ def _input(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
     """One input tensor, and how many bytes of the binary part it took."""
     if not isinstance(raw, dict):
         raise MalformedRequest(f"input {position} must be a JSON object")
-    name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
-    if not isinstance(name, str) or not name:
-        raise MalformedRequest(f"input {position} needs a 'name'")
-    if datatype != BYTES and datatype not in DTYPES:
-        raise MalformedRequest(f"input '{name}': unknown datatype {datatype!r}; use one of {[*DTYPES, BYTES]}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > _MAX_DIMS
-        or not all(type(d) is int and d >= 0 for d in shape)  # bools are ints to Python
-    ):
-        raise MalformedRequest(f"input '{name}': 'shape' must be a list of at most {_MAX_DIMS} integers >= 0")
-    count = math.prod(shape)
+    name, datatype, shape, count = checked_header(raw.get("name"), raw.get("datatype"), raw.get("shape"), position)
     parameters = _parameters(raw.get("parameters"), f"input '{name}'")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -187,7 +176,7 @@ def _input(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
             raise MalformedRequest(
                 f"input '{name}': binary_data_size is {size} but only {len(binary)} bytes of the body are left"
             )
-        data = _from_bytes(name, datatype, count, binary[:size])
+        data = from_bytes(name, datatype, count, binary[:size])
         used = size
     else:
         if "data" not in raw:
@@ -197,7 +186,25 @@ def _input(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
     return Tensor(name, datatype, shape, data.reshape(shape), parameters), used
 
 
-def _from_bytes(name: str, datatype: str, count: int, raw: memoryview) -> np.ndarray:
+def checked_header(name: Any, datatype: Any, shape: Any, position: int) -> tuple[str, str, list[int], int]:
+    """An input's name, datatype and shape once checked (for every protocol: the JSON's and
+    gRPC's tensors alike), and how many elements it holds."""
+    if not isinstance(name, str) or not name:
+        raise MalformedRequest(f"input {position} needs a 'name'")
+    if datatype != BYTES and datatype not in DTYPES:
+        raise MalformedRequest(f"input '{name}': unknown datatype {datatype!r}; use one of {[*DTYPES, BYTES]}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_DIMS
+        or not all(type(d) is int and d >= 0 for d in shape)  # bools are ints to Python
+    ):
+        raise MalformedRequest(f"input '{name}': 'shape' must be a list of at most {_MAX_DIMS} integers >= 0")
+    return name, datatype, shape, math.prod(shape)
+
+
+def from_bytes(name: str, datatype: str, count: int, raw: memoryview) -> np.ndarray:
+    """``count`` elements of ``datatype`` from their little-endian bytes (BYTES elements
+    each after a 4-byte length), every size checked against the bytes there are."""
     if datatype == BYTES:
         elements: list[bytes] = []
         offset, end = 0, len(raw)
@@ -440,24 +447,29 @@ def _text(item: Any) -> str | bytes:
     return str(item)
 
 
+def chosen_outputs(request: InferRequest, raw: Any) -> tuple[list[tuple[Output, bool | None]], str]:
+    """The outputs the request asked for (all of them if it named none), in its order, each
+    with whether it asked for it in binary; and the answer's content type."""
+    outputs, content_type = outputs_of(raw)
+    if request.outputs is None:
+        return [(output, None) for output in outputs], content_type
+    by_name = {output.name: output for output in outputs}
+    missing = [wanted.name for wanted in request.outputs if wanted.name not in by_name]
+    if missing:
+        raise InvalidInput(f"unknown output(s) {missing}; this model answers {list(by_name)}")
+    return [(by_name[wanted.name], wanted.binary) for wanted in request.outputs], content_type
+
+
 def encode_response(request: InferRequest, raw: Any, *, model_name: str, model_version: str) -> tuple[bytes, bytes]:
     """The answer's JSON, and its binary part (empty unless an output was asked for in binary)."""
-    outputs, content_type = outputs_of(raw)
-    if request.outputs is not None:
-        by_name = {output.name: output for output in outputs}
-        missing = [wanted.name for wanted in request.outputs if wanted.name not in by_name]
-        if missing:
-            raise InvalidInput(f"unknown output(s) {missing}; this model answers {list(by_name)}")
-        chosen = [(by_name[wanted.name], wanted.binary) for wanted in request.outputs]
-    else:
-        chosen = [(output, None) for output in outputs]
+    chosen, content_type = chosen_outputs(request, raw)
     binary_parts: list[bytes] = []
     rendered = []
     for output, binary in chosen:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(output.array.shape)}
         parameters: dict[str, Any] = {"content_type": output.content_type}
         if binary if binary is not None else request.binary_outputs:
-            part = _to_bytes(output)
+            part = to_bytes(output)
             parameters["binary_data_size"] = len(part)
             binary_parts.append(part)
         else:
@@ -472,7 +484,8 @@ def encode_response(request: InferRequest, raw: Any, *, model_name: str, model_v
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), b"".join(binary_parts)
 
 
-def _to_bytes(output: Output) -> bytes:
+def to_bytes(output: Output) -> bytes:
+    """An output's little-endian bytes (BYTES elements each after a 4-byte length)."""
     if output.datatype != BYTES:
         return output.array.astype(DTYPES[output.datatype], copy=False).tobytes()
     parts = []

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -19,21 +21,22 @@ from tests.support.servers import free_port
 from tests.support.waiting import wait_until
 
 
-def oip_settings(root: Path) -> GatewaySettings:
+def oip_settings(root: Path, **overrides: Any) -> GatewaySettings:
     return GatewaySettings(
         artifact_cache_dir=root / "artifact-cache",
         database_url=f"sqlite:///{root / 'state.db'}",
         load_retry_seconds=0,
         poll_interval_seconds=3600,
         warm_aliases=[],
+        **overrides,
     )
 
 
-@pytest.fixture(scope="module")
-def oip_url(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a gateway served by uvicorn in a thread of this process."""
-    settings = oip_settings(tmp_path_factory.mktemp("oip-gateway"))
-    app = create_app(settings, reader=RegistryReader(tracking_uri=sqlite_registry.tracking_uri))
+@contextmanager
+def served(settings: GatewaySettings, registry: Registry) -> Iterator[str]:
+    """A gateway on ``settings`` served by uvicorn in a thread of this process (and its gRPC
+    server, if the settings ask for one); its HTTP address."""
+    app = create_app(settings, reader=RegistryReader(tracking_uri=registry.tracking_uri))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="oip-gateway", daemon=True)
@@ -45,3 +48,10 @@ def oip_url(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def oip_url(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a gateway served by uvicorn in a thread of this process."""
+    with served(oip_settings(tmp_path_factory.mktemp("oip-gateway")), sqlite_registry) as url:
+        yield url

@@ -1,0 +1,1 @@
+"""The Open Inference Protocol's gRPC service: grpc_service.proto and its generated stubs (``make protos``)."""
