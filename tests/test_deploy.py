@@ -249,9 +249,9 @@ def test_gateway_deployment_probes_drain_and_security(manifests: list[dict[str, 
     container = _container(gateway)
     assert gateway["spec"]["replicas"] >= 2
     assert _role(container["args"]) == "gateway"
-    # liveness over gRPC (grpc.health.v1) on the gRPC port the gateway is told to serve
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    # the gRPC port the gateway is told to serve is the one the pod exposes
     grpc_port = int(container["args"][container["args"].index("--grpc-port") + 1])
-    assert container["livenessProbe"]["grpc"]["port"] == grpc_port
     assert {"name": "grpc", "containerPort": grpc_port} in container["ports"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
