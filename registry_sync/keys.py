@@ -13,17 +13,15 @@ import fnmatch
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry_sync.errors import RegistryError
-from registry_sync.repository import EventKind, StateUnavailable
+from registry_sync.repository import EventKind, transaction
 from registry_sync.state import ApiKeyRow, EventRow, SyncStateRow, utcnow
 
 SECRET_PREFIX = "rgw_"
@@ -154,13 +152,8 @@ class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except SQLAlchemyError as exc:
-            raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    def _session(self) -> AbstractContextManager[Session]:
+        return transaction(self._sessions)
 
     def create(
         self, name: str, scopes: Scopes, *, rate: float | None, concurrency: int | None, actor: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -69,6 +69,16 @@ class StateUnavailable(RegistryError):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"State database unavailable: {detail}")
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction on the state database; any database error is StateUnavailable."""
+    try:
+        with sessions.begin() as session:
+            yield session
+    except SQLAlchemyError as exc:
+        raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class WrongRegistry(RegistryError):
@@ -207,13 +217,8 @@ class StateStore:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except SQLAlchemyError as exc:
-            raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    def _session(self) -> AbstractContextManager[Session]:
+        return transaction(self._sessions)
 
     # --- reading -------------------------------------------------------------------
 

@@ -20,14 +20,13 @@ from tests.conftest import Gateway, Registry, iris_split
 from tests.support import models as fault_models
 from tests.support.models import GatedPredict, log_pyfunc
 from tests.support.numeric import assert_far_from_ties
-from tests.support.postgres import in_ci
+from tests.support.redis import redis_client, redis_url
 from tests.support.versions import entry
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
 ROW = iris_split([[5.1, 3.5, 1.4, 0.2]])
-REDIS_URL = "redis://127.0.0.1:6379/0"
 _names = itertools.count()
 
 
@@ -161,32 +160,18 @@ async def test_memory_cache_answers_a_repeated_request_of_a_deterministic_versio
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="miss") == lookups
 
 
-def _redis_or_skip() -> Any:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis is not available at {REDIS_URL} ({exc})"
-        if in_ci():
-            pytest.fail(f"{message}. CI=true: the Redis tests must run in CI, not skip.", pytrace=False)
-        pytest.skip(message)
-    return client
-
-
 async def test_redis_cache_is_shared_by_replicas(make_gateway: Callable[..., Any]) -> None:
-    client = _redis_or_skip()
+    client = redis_client()
     body = iris_split([[6.1, 2.8, 4.7, 1.2 + next(_names) / 1000]])  # a request no earlier run cached
     url = f"/models/{IRIS}/versions/2/predict"
-    async with make_gateway(prediction_cache=REDIS_URL) as one:
+    async with make_gateway(prediction_cache=redis_url()) as one:
         computed = await one.client.post(url, json=body)
         assert computed.status_code == 200
         await one.services.inference._answers.flush()  # the write is in the background
         assert metric(one, "gateway_prediction_cache_lookups_total", result="miss") == 1
     keys = client.keys("registry-gateway:prediction:*")
     assert keys and all(0 < client.ttl(key) <= 3600 for key in keys)
-    async with make_gateway(prediction_cache=REDIS_URL) as other:  # another replica, same Redis
+    async with make_gateway(prediction_cache=redis_url()) as other:  # another replica, same Redis
         served = await other.client.post(url, json=body)
         assert served.content == computed.content
         assert metric(other, "gateway_prediction_cache_lookups_total", result="hit") == 1

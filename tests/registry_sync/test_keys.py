@@ -18,15 +18,6 @@ from registry_sync.state import ApiKeyRow
 from tests.support.postgres import postgres_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
 @pytest.fixture
 def engine(state_url: str) -> Iterator[Engine]:
     engine = make_engine(state_url)

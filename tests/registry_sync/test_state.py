@@ -48,16 +48,6 @@ UPGRADE_COMMAND = "registry-gateway db upgrade"
 # --- fixtures -------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty state database: a sqlite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     with postgres_database() as url:
