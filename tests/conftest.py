@@ -72,6 +72,14 @@ class Registry:
         return self.root / "artifacts" if self.kind == "sqlite" else None
 
 
+def empty_registry(root: Path) -> Registry:
+    """A sqlite registry of a test's own at ``root``, empty: for tests that must not see the
+    shared session registry's versions (other tests break some of them on purpose)."""
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
+
+
 def _populate(kind: str, tracking_uri: str, root: Path) -> Registry:
     registry = Registry(kind, tracking_uri, root, MlflowClient(tracking_uri=tracking_uri))
     with using_registry(tracking_uri, registry._artifact_root) as client:

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from gateway.settings import GatewaySettings
-from tests.conftest import Gateway, Registry, running_gateway
+from tests.conftest import Gateway, empty_registry, running_gateway
 from tests.support.models import Scaler, log_pyfunc
 from tests.support.versions import loaded, loaded_keys
 
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.anyio
 X = {"dataframe_records": [{"x": 1.0}]}
 ADMIN = {"Authorization": "Bearer t0ken"}
 NAME = "twin"
-
-
-def fresh_registry(root: Path) -> Registry:
-    root.mkdir(parents=True)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
 
 
 async def answer(gateway: Gateway, path: str, **headers: str) -> tuple[int, Any, str | None]:
@@ -62,7 +55,7 @@ def settings_for(make_settings: Callable[..., GatewaySettings], tmp_path: Path, 
 async def test_two_registries_on_one_host_never_share_a_version(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    a, b = fresh_registry(tmp_path / "registry-a"), fresh_registry(tmp_path / "registry-b")
+    a, b = empty_registry(tmp_path / "registry-a"), empty_registry(tmp_path / "registry-b")
     assert a.log(log_pyfunc, NAME, Scaler(2.0)) == 1
     assert b.log(log_pyfunc, NAME, Scaler(-1.0)) == 1  # the same name and number, other bytes
     async with running_gateway(settings_for(make_settings, tmp_path, "a"), a.tracking_uri) as on_a:
@@ -80,7 +73,7 @@ async def test_two_registries_on_one_host_never_share_a_version(
 async def test_two_gateways_on_two_registries_share_one_cache_at_the_same_time(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    a, b = fresh_registry(tmp_path / "registry-a"), fresh_registry(tmp_path / "registry-b")
+    a, b = empty_registry(tmp_path / "registry-a"), empty_registry(tmp_path / "registry-b")
     for registry, factor in ((a, 3.0), (b, 5.0)):
         registry.log(log_pyfunc, NAME, Scaler(factor))
         registry.client.set_registered_model_alias(NAME, "champion", "1")
@@ -101,7 +94,7 @@ async def test_two_gateways_on_two_registries_share_one_cache_at_the_same_time(
 async def test_a_model_deleted_and_registered_again_serves_the_new_versions(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    registry = fresh_registry(tmp_path / "registry")
+    registry = empty_registry(tmp_path / "registry")
     registry.log(log_pyfunc, NAME, Scaler(2.0))
     registry.client.set_registered_model_alias(NAME, "champion", "1")
     async with running_gateway(settings_for(make_settings, tmp_path, "one"), registry.tracking_uri) as gateway:
@@ -136,7 +129,7 @@ async def test_a_model_deleted_and_registered_again_serves_the_new_versions(
 async def test_a_deleted_version_stops_serving_at_once(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    registry = fresh_registry(tmp_path / "registry")
+    registry = empty_registry(tmp_path / "registry")
     for factor in (2.0, 3.0):
         registry.log(log_pyfunc, NAME, Scaler(factor))
     async with running_gateway(settings_for(make_settings, tmp_path, "one"), registry.tracking_uri) as gateway:

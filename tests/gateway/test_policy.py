@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 from mlflow.models import Model
-from mlflow.tracking import MlflowClient
 
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from gateway.policy import LoadingPolicy, PolicyViolation, loading_flavor
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import uri_within
-from tests.conftest import Registry, iris_split, running_gateway
+from tests.conftest import Registry, empty_registry, iris_split, running_gateway
 from tests.support.models import Doubler, log_pyfunc
 
 pytestmark = pytest.mark.anyio
@@ -172,8 +171,7 @@ async def test_a_symlink_in_the_artifacts_is_never_followed(
     tmp_path_factory: pytest.TempPathFactory, make_settings: Callable[..., GatewaySettings]
 ) -> None:
     root = tmp_path_factory.mktemp("symlink-registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    registry = Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
+    registry = empty_registry(root)
     version = registry.log(log_pyfunc, "linked", Doubler())
     secret = root / "outside" / "host-secret.txt"
     secret.parent.mkdir()
@@ -181,12 +179,14 @@ async def test_a_symlink_in_the_artifacts_is_never_followed(
     artifacts = Path(registry.client.get_model_version_download_uri("linked", str(version)).removeprefix("file://"))
     os.symlink(secret, artifacts / "notes.txt")
     settings = make_settings()
-    async with running_gateway(settings, uri) as gateway:
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
         refused = await gateway.client.post(f"/models/linked/versions/{version}/predict", json=X)
         assert refused.status_code == 409, refused.text
         assert refused.json()["policy"] == "symbolic links" and str(root) not in refused.text
     copied = [p for p in settings.artifact_cache_dir.rglob("*") if p.is_file() and b"host-secret" in p.read_bytes()]
     assert copied == []
     os.unlink(artifacts / "notes.txt")  # the same version without the link serves
-    async with running_gateway(make_settings(database_url=f"sqlite:///{root / 'state2.db'}"), uri) as gateway:
+    async with running_gateway(
+        make_settings(database_url=f"sqlite:///{root / 'state2.db'}"), registry.tracking_uri
+    ) as gateway:
         assert (await gateway.client.post(f"/models/linked/versions/{version}/predict", json=X)).status_code == 200

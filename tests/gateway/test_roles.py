@@ -14,14 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, select
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from registry_sync.registry import ModelRecord, RegistryReader
 from registry_sync.state import LeaseRow
-from tests.conftest import Registry
+from tests.conftest import Registry, empty_registry
 from tests.gateway.test_control_api import alias_payload, signed
 from tests.support import models as fault_models
 from tests.support.models import Doubler, log_pyfunc
@@ -42,9 +41,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """A registry of these tests' own models only. These tests count generations and wait for
     every warm alias to be warm; the shared registry holds other tests' broken versions
     (deleted artifacts, mismatched tags), whose failed warm-ups would move both."""
-    root = tmp_path_factory.mktemp("roles-registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
+    return empty_registry(tmp_path_factory.mktemp("roles-registry"))
 
 
 class CountingReader(RegistryReader):

@@ -16,14 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 
 from gateway.app import GatewayApp, create_app
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, InvalidSplit, parse_split
-from tests.conftest import Registry
+from tests.conftest import Registry, empty_registry
 from tests.support import models as fault_models
 from tests.support.models import Doubler, GatedLoad, GatedPredict, NegativeFails, log_pyfunc
 from tests.support.versions import loading
@@ -40,9 +39,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """These tests' own models only: the session registry holds other tests' broken versions."""
-    root = tmp_path_factory.mktemp("traffic-registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
+    return empty_registry(tmp_path_factory.mktemp("traffic-registry"))
 
 
 @pytest.fixture
