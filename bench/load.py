@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,9 +24,12 @@ class Result:
     errors: int
     requests: int
     tool: str
+    extra: dict[str, object] = field(default_factory=dict)  # what one tool alone reports
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out |= out.pop("extra")
+        return out
 
 
 def _taskset(cpus: str | None) -> list[str]:
@@ -71,14 +74,17 @@ def drive(
     zipf: float | None = None,
     force_python: bool = False,
     threads: int = 1,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
 ) -> Result:
     """POST ``body_file`` to ``url`` from ``connections`` keep-alive connections for ``duration`` s.
 
     ``paths`` (with optional ``zipf`` weights) spreads the requests over several paths of the
-    same server; only the Python load generator does that.
+    same server; only the Python load generator does that. ``headers`` go with every request.
     """
     if shutil.which("wrk") and not paths and not zipf and not force_python:
-        env = {**os.environ, "BENCH_BODY_FILE": str(body_file)}
+        env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
+        env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
         argv = [
             "wrk",
             f"-t{threads}",
@@ -94,7 +100,9 @@ def drive(
     base, _, path = url.partition("://")[2].partition("/")
     host, _, port = base.partition(":")
     argv = [sys.executable, str(HERE / "loadgen.py"), "--host", host, "--port", port, "--body-file", str(body_file)]
-    argv += ["--connections", str(connections), "--duration", str(duration)]
+    argv += ["--connections", str(connections), "--duration", str(duration), "--content-type", content_type]
+    for name, value in (headers or {}).items():
+        argv += ["--header", f"{name}: {value}"]
     for each in paths or ["/" + path]:
         argv += ["--path", each]
     if zipf:
@@ -102,3 +110,15 @@ def drive(
     done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
     out = json.loads(done.stdout)
     return Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool="loadgen.py")
+
+
+def drive_grpc(target: str, body_file: Path, *, connections: int, duration: float, cpus: str | None = None) -> Result:
+    """Closed-loop OIP ``ModelInfer`` calls to ``target`` (host:port) with bench/grpc_load.py;
+    the client's CPU seconds and its first error come back in ``extra``."""
+    argv = [sys.executable, str(HERE / "grpc_load.py"), "--target", target, "--body-file", str(body_file)]
+    argv += ["--connections", str(connections), "--duration", str(duration)]
+    done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    result = Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool="grpc_load.py")
+    result.extra = {"client_cpu_s": out["client_cpu_s"], "seconds": out["seconds"], "first_error": out["first_error"]}
+    return result

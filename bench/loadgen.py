@@ -21,11 +21,14 @@ from pathlib import Path
 class Target:
     """The paths to hit, each with a weight, and one body for all of them."""
 
-    def __init__(self, paths: list[str], weights: list[float], body: bytes, content_type: str) -> None:
+    def __init__(
+        self, paths: list[str], weights: list[float], body: bytes, content_type: str, headers: list[str] | None = None
+    ) -> None:
         self.paths = paths
         self.cumulative = list(itertools.accumulate(weights))
         self.body = body
         self.content_type = content_type
+        self.headers = headers or []  # "Name: value"
 
     def pick(self, rng: random.Random) -> str:
         return self.paths[bisect.bisect(self.cumulative, rng.random() * self.cumulative[-1])]
@@ -36,7 +39,9 @@ async def _one_connection(
 ) -> None:
     rng = random.Random(seed)
     reader, writer = await asyncio.open_connection(host, port)
-    head = f"Host: {host}:{port}\r\nContent-Type: {target.content_type}\r\nContent-Length: {len(target.body)}\r\n\r\n"
+    extra = "".join(f"{header}\r\n" for header in target.headers)
+    head = f"Host: {host}:{port}\r\nContent-Type: {target.content_type}\r\n{extra}"
+    head += f"Content-Length: {len(target.body)}\r\n\r\n"
     try:
         while time.perf_counter() < deadline:
             path = target.pick(rng)
@@ -97,12 +102,13 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=None, help="Weight the paths, in order, by Zipf with this s.")
     parser.add_argument("--body-file", type=Path, required=True)
     parser.add_argument("--content-type", default="application/json")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value' sent with every request.")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args()
 
     weights = zipf_weights(len(args.path), args.zipf) if args.zipf else [1.0] * len(args.path)
-    target = Target(args.path, weights, args.body_file.read_bytes(), args.content_type)
+    target = Target(args.path, weights, args.body_file.read_bytes(), args.content_type, args.header)
     try:
         from uvloop import new_event_loop as loop_factory
     except ImportError:

@@ -28,15 +28,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import memory_churn  # noqa: E402
+import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
-from load import Result, drive, wrk_version  # noqa: E402
+import traffic_split  # noqa: E402
+from load import Result, drive, drive_grpc, wrk_version  # noqa: E402
 from servers import Server, free_port, gateway_server  # noqa: E402
 
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
 VENV_BIN = Path(sys.executable).parent
 MLSERVER_VENV = HERE / ".venv-mlserver"
-SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory")
+SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory", "oip", "traffic")
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
 ZIPF_MODELS = 50
@@ -109,7 +111,13 @@ def write_bodies(work: Path) -> dict[str, Path]:
 
 
 def gateway(
-    tracking_uri: str, label: str, *, cpus: str | None, workers: int = 1, env: dict[str, str] | None = None
+    tracking_uri: str,
+    label: str,
+    *,
+    cpus: str | None,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> Server:
     """A gateway on the bench registry with a fresh state database; ``label`` names its files."""
     state = WORK / "gateway" / label
@@ -134,7 +142,7 @@ def gateway(
         log=WORK / f"gateway-{label}.log",
         env=settings,
         cpus=cpus,
-        args=["--workers", str(workers)],
+        args=["--workers", str(workers), *(args or [])],
     )
 
 
@@ -198,10 +206,10 @@ def mlserver(run: Run, tracking_uri: str) -> Server:
     if not (model_dir / "MLmodel").exists():
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
         mlflow.artifacts.download_artifacts("models:/iris/1", dst_path=str(model_dir))
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     settings = {
         "http_port": port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
         "host": "127.0.0.1",
         "parallel_workers": 0,
@@ -211,7 +219,7 @@ def mlserver(run: Run, tracking_uri: str) -> Server:
     # parallel_workers=0: inference in the server process. MLServer 1.7's worker pool does not start
     # under uvloop >= 0.22 (asyncio.get_event_loop() raises in the worker); one process is also "one worker".
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
-    return Server(
+    server = Server(
         "MLServer (mlserver-mlflow)",
         [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(models)],
         port=port,
@@ -220,6 +228,8 @@ def mlserver(run: Run, tracking_uri: str) -> Server:
         log=WORK / "mlserver.log",
         cpus=run.server_cpus,
     )
+    server.grpc_port = grpc_port
+    return server
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -441,6 +451,174 @@ def memory_section(run: Run, quick: bool) -> None:
     run.sections["memory"] = memory_churn.section(WORK, venv_bin=VENV_BIN, cpus=run.server_cpus, log=run.log, plan=plan)
 
 
+OIP_CONNECTIONS = (1, 32)
+
+
+def _oip_point(run: Run, server: Server, protocol: str, connections: int, go: Callable[[float], Result]) -> None:
+    """One OIP row: a warm-up, then the point; ``go(seconds)`` drives the load."""
+    if run.warmup:
+        go(run.warmup)
+    result = go(run.duration)
+    rows = run.sections.setdefault("oip", {"rows": [], "connections": list(OIP_CONNECTIONS)})["rows"]  # type: ignore[index]
+    entry = {"server": server.name, "protocol": protocol, **row(server.name, connections, result, server.peak_rss_mb())}
+    rows.append(entry)
+    error = f", first error: {entry['first_error']}" if entry.get("first_error") else ""
+    run.log(f"{server.name} {protocol} c={connections}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms{error}")
+
+
+def _oip_rest(run: Run, url: str, body: Path, connections: int, **options: object) -> Callable[[float], Result]:
+    return lambda seconds: drive(url, body, connections=connections, duration=seconds, cpus=run.load_cpus, **options)  # type: ignore[arg-type]
+
+
+def _oip_grpc(run: Run, port: int, body: Path, connections: int) -> Callable[[float], Result]:
+    target = f"127.0.0.1:{port}"
+    return lambda seconds: drive_grpc(target, body, connections=connections, duration=seconds, cpus=run.load_cpus)
+
+
+def _check_grpc(port: int, body: Path) -> None:
+    """One ModelInfer call; raises unless it answers."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(body.read_bytes(), timeout=60)
+
+
+def oip_section(run: Run, tracking_uri: str, bodies: dict[str, Path], mlserver_reason: str | None) -> None:
+    """The gateway's OIP (REST JSON, REST binary, gRPC) against its MLflow protocol and against
+    MLServer's V2 REST and gRPC: bench/oip_rows.py."""
+    oip = oip_rows.write_bodies(WORK, COLUMNS, ROW)
+    data: dict[str, object] = {"rows": [], "connections": list(OIP_CONNECTIONS), "notes": []}
+    run.sections["oip"] = data
+    binary_options = {
+        "content_type": "application/octet-stream",
+        "headers": {oip_rows.HEADER_LENGTH: str(oip.binary_header_length)},
+    }
+    grpc_port = free_port()
+    with gateway(tracking_uri, "oip", cpus=run.server_cpus, args=["--grpc-port", str(grpc_port)]) as gw:
+        run.log(f"gateway (--grpc-port) ready in {gw.ready_seconds:.1f} s")
+        gw.name = oip_rows.GATEWAY
+        mlflow_url = gw.url + "/models/iris/versions/1/predict"
+        json_url = gw.url + "/v2/models/iris/versions/1/infer"
+        post(mlflow_url, bodies["iris"].read_bytes())  # each raises unless 2xx
+        post(json_url, oip.json.read_bytes())
+        post(json_url, oip.binary.read_bytes(), binary_options["headers"])  # type: ignore[arg-type]
+        _check_grpc(grpc_port, oip.grpc)
+        for connections in OIP_CONNECTIONS:
+            _oip_point(run, gw, oip_rows.MLFLOW, connections, _oip_rest(run, mlflow_url, bodies["iris"], connections))
+            _oip_point(run, gw, oip_rows.REST_JSON, connections, _oip_rest(run, json_url, oip.json, connections))
+            go = _oip_rest(run, json_url, oip.binary, connections, **binary_options)
+            _oip_point(run, gw, oip_rows.REST_BINARY, connections, go)
+            _oip_point(run, gw, oip_rows.GRPC, connections, _oip_grpc(run, grpc_port, oip.grpc, connections))
+    if mlserver_reason:
+        data["mlserver_skipped"] = mlserver_reason
+        return
+    with mlserver(run, tracking_uri) as ml:
+        run.log(f"MLServer ready in {ml.ready_seconds:.1f} s")
+        assert ml.grpc_port is not None
+        url = ml.url + "/v2/models/iris/infer"  # MLServer serves one version per model name
+        post(url, oip.json.read_bytes())
+        for connections in OIP_CONNECTIONS:
+            _oip_point(run, ml, oip_rows.REST_JSON, connections, _oip_rest(run, url, oip.json, connections))
+        try:
+            _check_grpc(ml.grpc_port, oip.grpc_unversioned)
+        except Exception as exc:  # noqa: BLE001 - MLServer's gRPC is a bonus row: say why it is missing
+            data["notes"].append(f"MLServer's gRPC rows skipped: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+            return
+        for connections in OIP_CONNECTIONS:
+            go = _oip_grpc(run, ml.grpc_port, oip.grpc_unversioned, connections)
+            _oip_point(run, ml, oip_rows.GRPC, connections, go)
+
+
+def _traffic_detail(gw: Server) -> dict[str, object]:
+    with urllib.request.urlopen(f"{gw.url}/models/{traffic_split.MODEL}/traffic", timeout=10) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+def _set_traffic(gw: Server, client: object, *, weight: float = 0, shadow: float = 0, timeout: float = 90) -> float:
+    """Tag the arm (a 0 removes the tag), sync, and wait until /traffic shows it as served;
+    returns the seconds that took."""
+    started = time.perf_counter()
+    name, version = traffic_split.MODEL, str(traffic_split.ARM_VERSION)
+    for tag, value in ((traffic_split.WEIGHT_TAG, weight), (traffic_split.SHADOW_TAG, shadow)):
+        if value:
+            client.set_model_version_tag(name, version, tag, f"{value:g}")  # type: ignore[attr-defined]
+        else:
+            try:
+                client.delete_model_version_tag(name, version, tag)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001, S110 - not set: nothing to remove
+                pass
+    sync = (f"{gw.url}/admin/sync?model={name}", b"", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    while time.perf_counter() - started < timeout:
+        post(*sync)
+        if traffic_split.served(_traffic_detail(gw), weight=weight, shadow=shadow):
+            return time.perf_counter() - started
+        time.sleep(0.5)
+    raise RuntimeError(f"/traffic did not show weight={weight:g} shadow={shadow:g} as served within {timeout:.0f} s")
+
+
+def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """The default route at 32 connections with no split, a 90/10 split and a 25% shadow:
+    bench/traffic_split.py."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    data: dict[str, object] = {"rows": [], "notes": []}
+    run.sections["traffic"] = data
+    env = {
+        "GATEWAY_POLL_INTERVAL_SECONDS": "5",  # /admin/sync applies a tag at once; the poll is a fallback
+        # The point measures the split, not the guard: under 32 connections the guard has rolled a
+        # canary identical to the default back on p99 (9.4 ms against 4.5 ms), leaving no split.
+        "GATEWAY_CANARY_MAX_LATENCY_RATIO": "1000",
+        "GATEWAY_CANARY_MAX_ERROR_RATE": "1",
+    }
+    connections = traffic_split.CONNECTIONS
+    plan = [
+        (traffic_split.NONE_BEFORE, 0, 0),
+        (traffic_split.SPLIT, traffic_split.WEIGHT, 0),
+        (traffic_split.SHADOWED, 0, traffic_split.SHADOW),
+        (traffic_split.NONE_AFTER, 0, 0),
+    ]
+    with gateway(tracking_uri, "traffic", cpus=run.server_cpus, env=env) as gw:
+        run.log(f"gateway ready in {gw.ready_seconds:.1f} s")
+        url = f"{gw.url}/models/{traffic_split.MODEL}/predict"
+        try:
+            for label, weight, shadow in plan:
+                took = _set_traffic(gw, client, weight=weight, shadow=shadow)
+                post(url, bodies["iris"].read_bytes())
+                if run.warmup:
+                    drive(url, bodies["iris"], connections=connections, duration=run.warmup, cpus=run.load_cpus)
+                before = _traffic_detail(gw)
+                result = drive(url, bodies["iris"], connections=connections, duration=run.duration, cpus=run.load_cpus)
+                after = _traffic_detail(gw)
+                counts = [traffic_split.arm_requests(d) for d in (before, after)]
+                delta = {arm: n - counts[0].get(arm, 0) for arm, n in counts[1].items()}
+                total = sum(n for arm, n in delta.items() if not arm.startswith("shadow"))
+                canary = sum(n for arm, n in delta.items() if arm.startswith("canary"))
+                entry = {"point": label, **row("gateway", connections, result, gw.peak_rss_mb())}
+                entry |= {
+                    "still_served": traffic_split.served(after, weight=weight, shadow=shadow),
+                    "applied_s": took,
+                    "arm_requests": delta,
+                    "canary_share": canary / total if weight and total else None,
+                    "shadows_run": traffic_split.shadows_run(after) - traffic_split.shadows_run(before)
+                    if shadow
+                    else None,
+                    "shadows_dropped": float(after.get("shadow_dropped", 0)) - float(before.get("shadow_dropped", 0))  # type: ignore[arg-type]
+                    if shadow
+                    else None,
+                }
+                data["rows"].append(entry)  # type: ignore[attr-defined]
+                run.log(
+                    f"traffic {label}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms (applied in {took:.1f} s)"
+                )
+        finally:
+            for tag in (traffic_split.WEIGHT_TAG, traffic_split.SHADOW_TAG):
+                try:
+                    client.delete_model_version_tag(traffic_split.MODEL, str(traffic_split.ARM_VERSION), tag)
+                except Exception:  # noqa: BLE001, S110 - not set: nothing to remove
+                    pass
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -482,6 +660,8 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
             out.append((note, "not measurable here", None))
     out += registry_scale.targets(run.sections.get("registry-scale"))  # type: ignore[arg-type]
     out += memory_churn.targets(run.sections.get("memory"))  # type: ignore[arg-type]
+    out += oip_rows.targets(run.sections.get("oip"))  # type: ignore[arg-type]
+    out += traffic_split.targets(run.sections.get("traffic"))  # type: ignore[arg-type]
     return out
 
 
@@ -614,6 +794,8 @@ def render(run: Run, machine: dict[str, str]) -> str:
             )
     lines += registry_scale.render(run.sections.get("registry-scale"))  # type: ignore[arg-type]
     lines += memory_churn.render(run.sections.get("memory"))  # type: ignore[arg-type]
+    lines += oip_rows.render(run.sections.get("oip"))  # type: ignore[arg-type]
+    lines += traffic_split.render(run.sections.get("traffic"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -714,6 +896,11 @@ def main() -> None:
         guarded(run, "registry-scale", lambda: scale_section(run, sizes))
     if "memory" in only:
         guarded(run, "memory", lambda: memory_section(run, args.quick))
+    if "oip" in only:
+        reason = "--no-mlserver" if args.no_mlserver else ensure_mlserver(run)
+        guarded(run, "oip", lambda: oip_section(run, tracking_uri, bodies, reason))
+    if "traffic" in only:
+        guarded(run, "traffic", lambda: traffic_section(run, tracking_uri, bodies))
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     report = render(run, machine)

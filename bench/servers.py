@@ -112,6 +112,7 @@ class Server:
         self.env = {**os.environ, "PATH": path, **(env or {})}
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
+        self.grpc_port: int | None = None  # where the server also speaks gRPC, if it does
         self.ready_seconds = float("nan")
         self._launched = 0.0
 

@@ -1,5 +1,6 @@
 """The benchmark's own logic: reading wrk, planning workers, judging targets, the bare floor,
-the registry-scale section's parsing and verdicts, and the memory section's.
+the registry-scale section's parsing and verdicts, the memory section's, the OIP section's
+bodies and verdicts, and the traffic section's.
 
 The benchmark itself runs with `make bench`, never in the test suite (no timed asserts);
 these tests keep the parts that turn its measurements into verdicts honest.
@@ -20,8 +21,10 @@ sys.path.insert(0, str(BENCH))
 
 import floor_app  # noqa: E402
 import memory_churn  # noqa: E402
+import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
 import run as bench  # noqa: E402
+import traffic_split  # noqa: E402
 from load import parse_wrk  # noqa: E402
 
 WRK_OUTPUT = """Running 12s test @ http://127.0.0.1:8811/models/iris/versions/1/predict
@@ -435,3 +438,115 @@ def test_the_memory_report_renders_what_was_measured_and_dashes_the_rest() -> No
     assert "sklearn, a failed request: 503: Model 'mem-mlp' version 1 failed to load" in text
     assert "torch: the run failed: boom" in text
     assert memory_churn.render(None) == []
+
+
+# --- OIP (bench/oip_rows.py) -------------------------------------------------------------------
+
+
+def test_the_oip_bodies_carry_the_same_row_each_way(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    from gateway.protocols import oip_codec
+    from gateway.protocols.proto import grpc_service_pb2 as pb
+
+    bodies = oip_rows.write_bodies(tmp_path, bench.COLUMNS, bench.ROW)
+    document = json.loads(bodies.json.read_text())
+    assert [i["data"] for i in document["inputs"]] == [[v] for v in bench.ROW]
+    binary = bodies.binary.read_bytes()
+    request = oip_codec.parse_request(binary, bodies.binary_header_length)  # what the gateway reads
+    assert [t.name for t in request.inputs] == bench.COLUMNS
+    assert struct.unpack("<4d", binary[bodies.binary_header_length :]) == tuple(bench.ROW)
+    for path, version in ((bodies.grpc, "1"), (bodies.grpc_unversioned, "")):
+        message = pb.ModelInferRequest.FromString(path.read_bytes())
+        assert (message.model_name, message.model_version) == ("iris", version)
+        assert [struct.unpack("<d", raw)[0] for raw in message.raw_input_contents] == bench.ROW
+
+
+def _oip(server: str, protocol: str, connections: int, req_s: float) -> dict[str, Any]:
+    return _row(server, connections, req_s) | {"protocol": protocol, "requests": int(req_s * 10), "seconds": 10}
+
+
+def _oip_rows(mlserver_json_32: float | None = 50) -> list[dict[str, Any]]:
+    rows = []
+    for c, base, json_, binary, grpc in ((1, 1000, 950, 899, 960), (32, 5000, 4600, 4400, 4500)):
+        rows += [_oip("gateway", oip_rows.MLFLOW, c, base), _oip("gateway", oip_rows.REST_JSON, c, json_)]
+        rows += [_oip("gateway", oip_rows.REST_BINARY, c, binary), _oip("gateway", oip_rows.GRPC, c, grpc)]
+    if mlserver_json_32 is not None:
+        rows.append(_oip(oip_rows.MLSERVER, oip_rows.REST_JSON, 32, mlserver_json_32))
+    return rows
+
+
+def test_oip_targets_are_judged_at_each_connection_count() -> None:
+    verdicts = {
+        name: (value, ok) for name, value, ok in oip_rows.targets({"rows": _oip_rows(), "connections": [1, 32]})
+    }
+    assert verdicts == {
+        "OIP: OIP REST JSON at 1 conns within 10% of the MLflow protocol's req/s": ("0.95×", True),
+        "OIP: OIP REST binary at 1 conns within 10% of the MLflow protocol's req/s": ("0.90×", False),  # 0.899
+        "OIP: gRPC at 1 conns ≥ the faster OIP REST row's req/s": ("1.01×", True),
+        "OIP: OIP REST JSON at 32 conns within 10% of the MLflow protocol's req/s": ("0.92×", True),
+        "OIP: OIP REST binary at 32 conns within 10% of the MLflow protocol's req/s": ("0.88×", False),
+        "OIP: gRPC at 32 conns ≥ the faster OIP REST row's req/s": ("0.98×", False),
+        "OIP: REST JSON at 32 conns ≥ 10× MLServer's V2 REST": ("92.0×", True),
+    }
+
+
+def test_oip_targets_fail_what_was_not_measured_and_dash_a_skipped_mlserver() -> None:
+    rows = [r for r in _oip_rows(None) if r["protocol"] != oip_rows.GRPC]
+    checks = {name: (value, ok) for name, value, ok in oip_rows.targets({"rows": rows, "mlserver_skipped": "nope"})}
+    assert checks["OIP: gRPC at 32 conns ≥ the faster OIP REST row's req/s"] == ("not measured", False)
+    assert checks["OIP: REST JSON at 32 conns ≥ 10× MLServer's V2 REST"] == ("MLServer skipped: nope", None)
+    assert oip_rows.targets(None) == []
+
+
+def test_the_oip_report_renders_ratios_and_client_cpu() -> None:
+    rows = _oip_rows()
+    rows[3] |= {"client_cpu_s": 4.0}
+    text = "\n".join(oip_rows.render({"rows": rows, "notes": ["a note"]}))
+    assert "| gateway | OIP gRPC (raw contents) | 1 | 960 | 1.00 | 5.00 | 0 | 0.96× | 0.40 |" in text
+    assert "| MLServer (mlserver-mlflow) | OIP REST JSON | 32 | 50 |" in text and "a note" in text
+
+
+# --- traffic (bench/traffic_split.py) -----------------------------------------------------------
+
+
+def _arm(**fields: Any) -> dict[str, Any]:
+    return {"version": 2, "weight": 0.0, "shadow": 0.0, "served_weight": 0.0, "warm": False} | fields
+
+
+def test_a_split_counts_as_served_only_once_warm_with_its_weight() -> None:
+    served = traffic_split.served
+    assert served({"arms": []}) and served({"arms": [_arm()]})  # no split: no arm with a share
+    assert not served({"arms": [_arm(weight=10.0)]})  # configured, not served yet
+    assert not served({"arms": [_arm(weight=10.0, warm=True)]}, weight=10)  # warm, served weight still 0
+    assert served({"arms": [_arm(weight=10.0, served_weight=10.0, warm=True)]}, weight=10)
+    assert not served({"arms": [_arm(shadow=25.0)]}, shadow=25)
+    assert served({"arms": [_arm(shadow=25.0, warm=True)]}, shadow=25)
+    assert not served({"arms": [_arm(weight=10.0, served_weight=10.0, warm=True)]}, shadow=25)
+    stats = {"stats": [{"arm": "default", "version": 1, "requests": 9}, {"arm": "canary", "version": 2, "requests": 1}]}
+    assert traffic_split.arm_requests(stats) == {"default:1": 9, "canary:2": 1}
+    assert traffic_split.shadows_run({"shadow_agreement": {"agree": 3.0, "differ": 1.0}}) == 4.0
+
+
+def _point(label: str, req_s: float) -> dict[str, Any]:
+    return _row("gateway", 32, req_s) | {"point": label, "requests": int(req_s * 10)}
+
+
+def test_traffic_targets_compare_with_the_mean_of_the_no_split_points() -> None:
+    rows = [
+        _point(traffic_split.NONE_BEFORE, 6000),
+        _point(traffic_split.SPLIT, 5320),  # 0.95× of 5600
+        _point(traffic_split.SHADOWED, 3900),  # 0.696×
+        _point(traffic_split.NONE_AFTER, 5200),
+    ]
+    assert traffic_split.baseline({"rows": rows}) == 5600
+    assert [(v, ok) for _, v, ok in traffic_split.targets({"rows": rows})] == [("0.95×", True), ("0.70×", False)]
+    assert [ok for *_, ok in traffic_split.targets({"rows": rows[:1]})] == [False, False]  # not measured
+    rows[1]["still_served"] = False  # the guard took it off meanwhile: it measured no split
+    assert traffic_split.targets({"rows": rows})[0][1:] == (
+        "not measured: the arm was no longer served at the end",
+        False,
+    )
+    text = "\n".join(traffic_split.render({"rows": rows[:2], "notes": []}))
+    assert "| split 90/10 | 5,320 |" in text and "| no split | 6,000 |" in text
