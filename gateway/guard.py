@@ -33,6 +33,10 @@ class GuardLimits:
     max_error_rate: float = 0.05
     max_latency_ratio: float = 2.0
     min_requests: int = 200
+    min_latency_delta: float = 0.025
+    """Seconds the canary's p99 must also exceed the default's by: at a few milliseconds, a
+    p99 (the second slowest of 200 answers) doubles from one scheduling hiccup alone (a
+    healthy canary was rolled back so under load in `make bench`)."""
 
 
 @dataclass
@@ -103,28 +107,9 @@ class Guard:
             window = self._windows[key] = Window(self.limits.min_requests)
         window.add(error=error, seconds=seconds)
         if served.route == CANARY and served.fallback is not None and window.full:
-            reason = self._breach(window, self._windows.get((served.name, DEFAULT, served.fallback.version)))
+            reason = breach(self.limits, window, self._windows.get((served.name, DEFAULT, served.fallback.version)))
             if reason is not None:
                 self._roll_back(served.name, served.version, served.fallback.version, reason)
-
-    def _breach(self, canary: Window, default: Window | None) -> str | None:
-        limits = self.limits
-        baseline = default.error_rate if default is not None else 0.0
-        if canary.error_rate - baseline > limits.max_error_rate:
-            return (
-                f"error rate {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
-                f"default version's {baseline:.3f} by more than GATEWAY_CANARY_MAX_ERROR_RATE={limits.max_error_rate:g}"
-            )
-        if default is None or not default.full:
-            return None  # too few default answers here for a p99 worth comparing
-        mine, theirs = canary.quantile(0.99), default.quantile(0.99)
-        if mine is not None and theirs is not None and theirs > 0 and mine > theirs * limits.max_latency_ratio:
-            return (
-                f"p99 latency {mine * 1000:.1f} ms over the last {len(canary.answers)} requests is more than "
-                f"GATEWAY_CANARY_MAX_LATENCY_RATIO={limits.max_latency_ratio:g} times the default version's "
-                f"{theirs * 1000:.1f} ms"
-            )
-        return None
 
     def _roll_back(self, name: str, version: int, default: int, reason: str) -> None:
         self._split.take_off(name, version)  # here at once; the other replicas via the database
@@ -147,3 +132,27 @@ class Guard:
         """Wait for the rollbacks being written (tests, shutdown)."""
         while self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def breach(limits: GuardLimits, canary: Window, default: Window | None) -> str | None:
+    """Why the canary must lose its weight, or None: errors beyond the default's by more than
+    ``max_error_rate``, or a p99 both ``max_latency_ratio`` times and ``min_latency_delta``
+    above the default's (once the default has a full window here)."""
+    baseline = default.error_rate if default is not None else 0.0
+    if canary.error_rate - baseline > limits.max_error_rate:
+        return (
+            f"error rate {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
+            f"default version's {baseline:.3f} by more than GATEWAY_CANARY_MAX_ERROR_RATE={limits.max_error_rate:g}"
+        )
+    if default is None or not default.full:
+        return None  # too few default answers here for a p99 worth comparing
+    mine, theirs = canary.quantile(0.99), default.quantile(0.99)
+    if mine is None or theirs is None or theirs <= 0:
+        return None
+    if mine > theirs * limits.max_latency_ratio and mine - theirs >= limits.min_latency_delta:
+        return (
+            f"p99 latency {mine * 1000:.1f} ms over the last {len(canary.answers)} requests is more than "
+            f"GATEWAY_CANARY_MAX_LATENCY_RATIO={limits.max_latency_ratio:g} times the default version's "
+            f"{theirs * 1000:.1f} ms (and {limits.min_latency_delta * 1000:g} ms or more above it)"
+        )
+    return None

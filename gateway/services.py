@@ -219,6 +219,7 @@ class Services:
         limits = GuardLimits(
             max_error_rate=settings.canary_max_error_rate,
             max_latency_ratio=settings.canary_max_latency_ratio,
+            min_latency_delta=settings.canary_min_latency_delta_ms / 1000,
             min_requests=settings.canary_min_requests,
         )
         guard = Guard(split, store, metrics, limits=limits, actor=f"gateway@{actor}")

@@ -236,6 +236,10 @@ class GatewaySettings(BaseSettings):
     canary_max_latency_ratio: float = Field(default=2.0, gt=0)
     """... or when its p99 latency exceeds the default version's by more than this factor."""
 
+    canary_min_latency_delta_ms: float = Field(default=25.0, ge=0)
+    """... and only when that p99 is also this many milliseconds above the default's: a p99 of
+    a few milliseconds doubles from noise alone."""
+
     canary_min_requests: int = Field(default=200, ge=1)
     """Requests a canary answers in this process before the guard judges it; also the window
     (the last this many answers of each arm) the guard compares."""

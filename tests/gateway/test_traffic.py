@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from gateway.app import GatewayApp, create_app
+from gateway.guard import GuardLimits, Window, breach
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
@@ -287,3 +288,27 @@ async def test_shadows_never_change_or_wait_for_the_primary(
         assert one.services.shadows.dropped - dropped >= 8  # one runs (and hangs), one waits
         fault_models.PREDICT_GATE.set()
         await one.services.shadows.drain()
+
+
+def _window(answers: int, *, seconds: float, errors: int = 0) -> Window:
+    window = Window(200)
+    for i in range(answers):
+        window.add(error=i < errors, seconds=seconds)
+    return window
+
+
+def test_the_guard_needs_latency_worse_by_a_ratio_and_by_a_margin() -> None:
+    limits = GuardLimits(max_error_rate=0.05, max_latency_ratio=2.0, min_requests=200, min_latency_delta=0.025)
+    default = _window(200, seconds=0.004)
+    # 2.5x a p99 of 4 ms is noise on a loaded host: not enough on its own
+    assert breach(limits, _window(200, seconds=0.010), default) is None
+    slow = breach(limits, _window(200, seconds=0.040), default)
+    assert slow is not None and "p99 latency 40.0 ms" in slow and "4.0 ms" in slow
+    # a margin without the ratio is not enough either
+    assert breach(limits, _window(200, seconds=0.230), _window(200, seconds=0.200)) is None
+    # errors beyond the default's by more than the rate, whatever the latency
+    failing = breach(limits, _window(200, seconds=0.004, errors=20), _window(200, seconds=0.004, errors=2))
+    assert failing is not None and "error rate 0.100" in failing
+    assert breach(limits, _window(200, seconds=0.004, errors=11), _window(200, seconds=0.004, errors=2)) is None
+    # no verdict on latency before the default has a full window here
+    assert breach(limits, _window(200, seconds=1.0), _window(10, seconds=0.004)) is None
