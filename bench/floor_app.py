@@ -5,7 +5,7 @@ so the difference to the gateway is the gateway's own work: routing, parsing, pr
 Keep the ``uvicorn.run`` call below in step with gateway/cli.py.
 
 ``--bare`` serves the same answer from a bare ASGI callable instead: uvicorn alone, no
-framework. The gateway answers predict paths on bare ASGI too (gateway/predict_endpoint.py),
+framework. The gateway answers predict paths on bare ASGI too (gateway/protocols/mlflow_predict.py),
 so this is the floor it is really up against.
 """
 

@@ -9,17 +9,20 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway import __version__, api_docs, http_errors, predict_endpoint
-from gateway.access import Access, AccessMap, Requirement, declared
-from gateway.access import routes as access_routes
-from gateway.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_responses
-from gateway.control_routes import router as control_router
+from gateway import __version__
+from gateway.admission.access import Access, AccessMap, Requirement, declared
+from gateway.admission.access import routes as access_routes
+from gateway.admission.limits import NO_PERMIT
 from gateway.errors import GatewayError
-from gateway.health_routes import router as health_router
-from gateway.limits import NO_PERMIT
+from gateway.http import api_docs
+from gateway.http import errors as http_errors
+from gateway.http.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_responses
+from gateway.http.control_routes import router as control_router
+from gateway.http.health_routes import router as health_router
+from gateway.http.model_routes import router
+from gateway.process import Services
+from gateway.protocols import mlflow_predict as predict_endpoint
 from gateway.protocols import oip_grpc, oip_rest
-from gateway.routes import router
-from gateway.services import Services
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 
@@ -102,7 +105,7 @@ _KEYED = frozenset({Access.READ, Access.ADMIN, Access.PREDICT})
 
 class GatewayApp(FastAPI):
     """FastAPI, with the predict paths answered on bare ASGI before its middleware and
-    routing (gateway.predict_endpoint). Middleware added to this app does not see predict
+    routing (gateway.protocols.mlflow_predict). Middleware added to this app does not see predict
     requests: wrap the app instead."""
 
     serves_predictions = False

@@ -1,7 +1,7 @@
 """The data plane's errors, named by condition.
 
 Each carries typed fields and builds its own message. They become HTTP in exactly one
-place: :mod:`gateway.http_errors`.
+place: :mod:`gateway.http.errors`.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from gateway.dataplane.policy import TESTED_FLAVORS
 from gateway.errors import InvalidSelector
-from gateway.policy import TESTED_FLAVORS
-from gateway.selectors import parse_selector
+from gateway.routing.selectors import parse_selector
 
 PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -84,7 +84,7 @@ class GatewaySettings(BaseSettings):
     """Threads that download and load models; more cold versions than this wait their turn."""
 
     tune_allocator: bool = True
-    """On glibc, keep large blocks mmapped and cap malloc arenas at 2 (gateway/heap.py), so
+    """On glibc, keep large blocks mmapped and cap malloc arenas at 2 (gateway/dataplane/heap.py), so
     memory of unloaded models goes back to the system: without it RSS outgrew the model
     budget under churn (bench/README.md, memory section). Off: the C library's defaults."""
 
@@ -199,7 +199,7 @@ class GatewaySettings(BaseSettings):
     batch_max_size: int = Field(default=64, ge=1)
     """Most requests for one version coalesced into one predict call. Batching is on for
     flavors whose predict is row-independent (sklearn, pytorch) and for versions tagged
-    ``gateway.batching=true``; a version tagged ``gateway.batching=false`` never batches.
+    ``gateway.dataplane.batching=true``; a version tagged ``gateway.dataplane.batching=false`` never batches.
     1 turns batching off everywhere."""
 
     batch_max_wait_ms: float = Field(default=0.0, ge=0)
@@ -224,7 +224,7 @@ class GatewaySettings(BaseSettings):
     prediction_cache_ttl_seconds: int = Field(default=3600, ge=1)
     """How long a cached answer lives in Redis."""
 
-    # --- canaries and shadows (version tags gateway.traffic.weight and gateway.traffic.shadow) ---
+    # --- canaries and shadows (version tags gateway.routing.traffic.weight and gateway.routing.traffic.shadow) ---
     route_key_header: str = "X-Route-Key"
     """Request header whose value assigns a default-route request to a canary by a stable hash
     of (model, value): the same on every replica and across restarts. Without it, at random."""

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from gateway.app import create_app
 from gateway.demo import IRIS, TORCH, log_iris_version, log_torch_version, torch_available, using_registry
-from gateway.services import Services
+from gateway.process import Services
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from tests.support import models as fault_models

@@ -1,12 +1,12 @@
 """Protocol adapters: each wire protocol decodes to, and encodes from, the data plane.
 
-The data plane (``gateway.service``, ``batching``, ``inference``, ``cache``, ``catalog``)
+The data plane (``gateway.dataplane.predictor``, ``batching``, ``inference``, ``cache``, ``catalog``)
 chooses a version, leases it, queues and predicts, and knows nothing of the wire. An
 adapter reads its protocol's request, asks the service for the version, hands it the work
 to run against the leased model (``InferenceService.call``) and writes the answer:
 
-- MLflow's scoring protocol: ``gateway.predict_endpoint`` (the bare-ASGI lane) with
-  ``gateway.scoring`` (its bodies), predating this package;
+- MLflow's scoring protocol: ``gateway.protocols.mlflow_predict`` (the bare-ASGI lane) with
+  ``gateway.protocols.mlflow_scoring`` (its bodies);
 - the Open Inference Protocol (KServe V2) over REST: :mod:`gateway.protocols.oip_rest`,
   with its tensors and the binary extension in :mod:`gateway.protocols.oip_codec`;
 - the same protocol over gRPC: :mod:`gateway.protocols.oip_grpc` (the same codec), on the

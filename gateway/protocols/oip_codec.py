@@ -31,7 +31,7 @@ from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
 from gateway.errors import InvalidInput, MalformedRequest
-from gateway.scoring import ScoringInput
+from gateway.protocols.mlflow_scoring import ScoringInput
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),

@@ -2,7 +2,7 @@
 
 An asyncio gRPC server (:class:`GrpcServer`) that the app's lifespan starts beside HTTP, in
 the same process, on the same services and model cache. Handlers do gRPC only: the key
-check goes through the same :class:`~gateway.gate.Gate` as HTTP (``authorization: Bearer``
+check goes through the same :class:`~gateway.admission.gate.Gate` as HTTP (``authorization: Bearer``
 or ``x-api-key`` metadata, before any lookup or load), versions are chosen as on the REST
 routes (``model_version`` a number, an alias, ``latest``, or empty for the default), and
 inference runs through ``InferenceService.call`` with the same lease, queue, timeout and
@@ -30,10 +30,11 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway import __version__, http_errors
-from gateway.access import Access, Requirement
-from gateway.batching import Call
-from gateway.catalog import Resolved
+from gateway import __version__
+from gateway.admission.access import Access, Requirement
+from gateway.admission.limits import NO_PERMIT, Permit
+from gateway.dataplane.batching import Call
+from gateway.dataplane.loader import LoadedModel
 from gateway.errors import (
     GatewayError,
     MalformedRequest,
@@ -42,13 +43,13 @@ from gateway.errors import (
     VersionNotReady,
     VersionRefused,
 )
-from gateway.limits import NO_PERMIT, Permit
-from gateway.loader import LoadedModel
+from gateway.http import errors as http_errors
 from gateway.metrics import UNKNOWN
+from gateway.process import Services
 from gateway.protocols import oip_codec
 from gateway.protocols.oip_rest import EXTENSIONS
 from gateway.protocols.proto import grpc_service_pb2 as pb
-from gateway.services import Services
+from gateway.routing.catalog import Resolved
 from registry_sync.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ SERVICE = "inference.GRPCInferenceService"
 
 # --- errors: the one place they become gRPC status codes -------------------------------
 
-# By the HTTP status the same error gets (gateway.http_errors classifies every error once).
+# By the HTTP status the same error gets (gateway.http.errors classifies every error once).
 _BY_HTTP_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -82,7 +83,7 @@ class GrpcError:
 
 def status_of(exc: BaseException) -> GrpcError:
     """The status code and message a request that raised ``exc`` ends with; logs what an
-    operator should see, as gateway.http_errors does for HTTP."""
+    operator should see, as gateway.http.errors does for HTTP."""
     if not isinstance(exc, GatewayError | RegistryError):
         log.exception("unhandled error on gRPC", exc_info=exc)
         return GrpcError(grpc.StatusCode.INTERNAL, "Internal error; the gateway logged the details", 500)

@@ -5,7 +5,7 @@
 declares it too, for /docs and an app that mounts the router). The rest are FastAPI routes.
 A version is chosen as on the MLflow routes: the path's number, alias or ``latest``, else
 ``X-Model-Version``, else the default alias, else latest. Errors are ``{"error": "..."}``
-(gateway.http_errors).
+(gateway.http.errors).
 
 Readiness for a gateway that loads lazily: the server is ready when ``/health/ready`` is
 (started, synced, warm aliases warm); a model version is ready when it resolves to a READY
@@ -26,10 +26,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import __version__, http_errors
-from gateway.access import Access, requires
-from gateway.batching import Call
-from gateway.catalog import Resolved
+from gateway import __version__
+from gateway.admission.access import Access, requires
+from gateway.dataplane.batching import Call
+from gateway.dataplane.loader import LoadedModel
 from gateway.errors import (
     MalformedRequest,
     NotReady,
@@ -39,12 +39,13 @@ from gateway.errors import (
     VersionNotReady,
     VersionRefused,
 )
-from gateway.loader import LoadedModel
+from gateway.http import errors as http_errors
 from gateway.metrics import UNKNOWN
-from gateway.predict_endpoint import header_text, header_value
+from gateway.process import Services
 from gateway.protocols import oip_codec
-from gateway.request_body import read_body
-from gateway.services import Services
+from gateway.protocols.mlflow_predict import header_text, header_value
+from gateway.protocols.request_body import read_body
+from gateway.routing.catalog import Resolved
 
 EXTENSIONS = ["binary_tensor_data"]
 JSON = "application/json"

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway import api_docs
 from gateway.app import create_app
+from gateway.http import api_docs
 from gateway.settings import GatewaySettings
 from tests.support.servers import free_port
 from tests.support.waiting import wait_until

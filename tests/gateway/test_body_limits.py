@@ -15,7 +15,7 @@ from mlflow.models import Model
 
 from gateway.demo import IRIS
 from gateway.errors import DecodedTooLarge
-from gateway.scoring import CSV, PARQUET, BodyLimits, decode
+from gateway.protocols.mlflow_scoring import CSV, PARQUET, BodyLimits, decode
 from gateway.settings import GatewaySettings
 from tests.conftest import IRIS_COLUMNS, Registry, running_gateway
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cache import ModelCache, Reserve
+from gateway.dataplane.cache import ModelCache, Reserve
+from gateway.dataplane.loader import LoadedModel
 from gateway.errors import ModelLoadFailed, ModelTooLarge
-from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 from registry_sync.identity import VersionId
 from tests.support.versions import loaded_keys, vid
@@ -303,9 +303,9 @@ async def test_a_model_unloaded_while_collections_are_spaced_out_is_collected_af
     import gc
     import weakref
 
-    import gateway.cache
+    import gateway.dataplane.cache
 
-    monkeypatch.setattr(gateway.cache, "_COLLECT_SPACING", 0.5)
+    monkeypatch.setattr(gateway.dataplane.cache, "_COLLECT_SPACING", 0.5)
     loads = Loads()
     made: list[weakref.ref[_Cyclic]] = []
     original = loads.__call__

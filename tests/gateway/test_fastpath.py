@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import fastpath
+from gateway.dataplane import fastpath
+from gateway.dataplane.inference import check_fast_path, score, score_batch
+from gateway.dataplane.loader import LoadedModel, flavor_of
 from gateway.demo import IRIS, TORCH, torch_available
-from gateway.inference import check_fast_path, score, score_batch
-from gateway.loader import LoadedModel, flavor_of
 from tests.conftest import IRIS_COLUMNS, Registry
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.versions import vid
@@ -74,7 +74,7 @@ def both_paths(model: LoadedModel, body: bytes) -> tuple[bytes | None, bytes | E
 
 
 def _encode_fast(model: LoadedModel, array: np.ndarray) -> bytes:
-    from gateway.scoring import encode_predictions
+    from gateway.protocols.mlflow_scoring import encode_predictions
 
     return encode_predictions(model.predict_fast(array))
 

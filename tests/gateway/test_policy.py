@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from mlflow.models import Model
 
+from gateway.dataplane.policy import LoadingPolicy, PolicyViolation, loading_flavor
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
-from gateway.policy import LoadingPolicy, PolicyViolation, loading_flavor
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import uri_within
 from tests.conftest import Registry, empty_registry, iris_split, running_gateway
@@ -49,7 +49,7 @@ async def test_pickle_off_refuses_a_pickled_model_once_in_events_and_serves_skop
             torch_answer = await gateway.client.post(f"/models/{TORCH}/versions/1/predict", json=example)
             assert torch_answer.status_code == 200, torch_answer.text
         # a refused version's bytes do not stay in the cache
-        loaded = gateway.services.cache.digests()
+        loaded = gateway.process.cache.digests()
         blobs = {p.name for p in (settings.artifact_cache_dir / "blobs").iterdir() if not p.name.startswith(".")}
         assert blobs == loaded
 

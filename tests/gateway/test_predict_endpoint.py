@@ -1,7 +1,7 @@
 """The predict paths on bare ASGI answer exactly what FastAPI's declared routes answer.
 
 GatewayApp serves the two predict paths before FastAPI sees them; with
-``serves_predictions`` off, the same app routes them through FastAPI (gateway.routes).
+``serves_predictions`` off, the same app routes them through FastAPI (gateway.http.model_routes).
 Every request here is sent both ways and must get the same status, body and headers.
 """
 
@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import GatewayApp, create_app
 from gateway.demo import IRIS, log_iris_version, using_registry
-from gateway.predict_endpoint import header_value, match, route_path
+from gateway.protocols.mlflow_predict import header_value, match, route_path
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from tests.conftest import Registry, iris_split

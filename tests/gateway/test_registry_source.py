@@ -37,7 +37,7 @@ async def test_without_mlflow_tracking_uri_the_default_registry_is_named_and_its
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(tmp_path)  # MLflow's default registry is ./mlflow.db
     default = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with caplog.at_level(logging.INFO, logger="gateway.services"):
+    with caplog.at_level(logging.INFO, logger="gateway.process"):
         async with client_of(make_settings(), None) as client:
             ready = await client.get("/health/ready")
             models = await client.get("/models")
@@ -46,7 +46,7 @@ async def test_without_mlflow_tracking_uri_the_default_registry_is_named_and_its
     assert (health["registry"], health["registered_models"]) == (default, 0)
     assert "has no registered models" in health["note"] and "MLFLOW_TRACKING_URI is not set" in health["note"]
     assert models.json() == {"models": [], "registry": default, "note": health["note"]}
-    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "gateway.services"]
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "gateway.process"]
     assert any(f"following the MLflow registry {default}" in message for _, message in logged), logged
     assert any(level == logging.WARNING and "MLFLOW_TRACKING_URI is not set" in m for level, m in logged), logged
 

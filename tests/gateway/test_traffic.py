@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from gateway.app import GatewayApp, create_app
-from gateway.guard import GuardLimits, Window, breach
-from gateway.services import Services
+from gateway.process import Services
+from gateway.routing.guard import GuardLimits, Window, breach
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, InvalidSplit, parse_split

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.cache import CachedVersion, ModelCache
+from gateway.dataplane.cache import CachedVersion, ModelCache
 from registry_sync.identity import VersionId
 
 

@@ -3,7 +3,7 @@
 Each request is decoded on its own, so a bad one fails only itself. Requests the fast
 path can read are stacked into one array and predicted with one call of the flavor's
 own predict; the rest go through pyfunc (MLflow's parsing and schema enforcement).
-A version that batches through pyfunc (tagged ``gateway.batching=true``) gets its
+A version that batches through pyfunc (tagged ``gateway.dataplane.batching=true``) gets its
 frames concatenated into one pyfunc call. Whenever a batched call fails, or its output
 does not split back into the requests' rows, each request is predicted on its own, so a
 batch never changes which requests succeed.
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gateway.batching import Outcome, Request
+from gateway.dataplane.batching import Outcome, Request
+from gateway.dataplane.fastpath import split_rows
+from gateway.dataplane.loader import LoadedModel
+from gateway.dataplane.warmup import warmup_request
 from gateway.errors import PredictFailed
-from gateway.fastpath import split_rows
-from gateway.loader import LoadedModel
-from gateway.scoring import ScoringInput, decode, encode_predictions
-from gateway.warmup import warmup_request
+from gateway.protocols.mlflow_scoring import ScoringInput, decode, encode_predictions
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,8 @@ class UndeclaredRoute(Exception):
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
         super().__init__(
-            f"routes without a declared access (decorate them with gateway.access.requires): {', '.join(paths)}"
+            "routes without a declared access (decorate them with gateway.admission.access.requires): "
+            + ", ".join(paths)
         )
 
 

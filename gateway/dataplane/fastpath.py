@@ -22,7 +22,7 @@ import orjson
 from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
-from gateway.scoring import JSON
+from gateway.protocols.mlflow_scoring import JSON
 
 log = logging.getLogger(__name__)
 

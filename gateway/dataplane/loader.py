@@ -19,7 +19,10 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from gateway import fastpath
+from gateway.dataplane import fastpath
+from gateway.dataplane.fastpath import FastPath
+from gateway.dataplane.policy import LoadingPolicy, PolicyViolation
+from gateway.dataplane.sizing import object_graph_bytes
 from gateway.errors import (
     GatewayError,
     InvalidInput,
@@ -32,10 +35,7 @@ from gateway.errors import (
     VersionNotFound,
     VersionRefused,
 )
-from gateway.fastpath import FastPath
-from gateway.policy import LoadingPolicy, PolicyViolation
-from gateway.scoring import BodyLimits, ScoringInput
-from gateway.sizing import object_graph_bytes
+from gateway.protocols.mlflow_scoring import BodyLimits, ScoringInput
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import ArtifactDigestMismatch, ArtifactLocationRefused, RegistryError
 from registry_sync.hashing import directory_bytes
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # Flavors whose predict treats rows independently: batching and caching are safe by default.
 ROW_INDEPENDENT_FLAVORS = frozenset({"sklearn", "pytorch"})
 # Version tags that override the defaults ("true" / "false").
-BATCHING_TAG = "gateway.batching"
+BATCHING_TAG = "gateway.dataplane.batching"
 DETERMINISTIC_TAG = "gateway.deterministic"
 FAST_PATH_TAG = "gateway.fast_path"
 

@@ -12,8 +12,8 @@ import numpy as np
 import orjson
 from mlflow.types import Schema, TensorSpec
 
-from gateway.loader import LoadedModel
-from gateway.scoring import JSON
+from gateway.dataplane.loader import LoadedModel
+from gateway.protocols.mlflow_scoring import JSON
 
 _DEFAULTS: dict[str, Any] = {
     "boolean": False,

@@ -16,28 +16,28 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from sqlalchemy import Engine
 
-from gateway import heap
-from gateway.auth import KeyRing, admin_token_key
-from gateway.cache import LoadFn, ModelCache, Reserve
-from gateway.catalog import Catalog
+from gateway.admission.auth import KeyRing, admin_token_key
+from gateway.admission.gate import Gate
+from gateway.admission.limits import Limiter, LoadBudget, RedisLimits
+from gateway.dataplane import heap
+from gateway.dataplane.cache import LoadFn, ModelCache, Reserve
+from gateway.dataplane.inference import check_fast_path
+from gateway.dataplane.loader import LoadedModel, ModelLoader
+from gateway.dataplane.policy import LoadingPolicy
+from gateway.dataplane.prediction_cache import make_cache
+from gateway.dataplane.predictor import BatchPolicy, InferenceService
 from gateway.errors import NotReady
-from gateway.gate import Gate
-from gateway.guard import Guard, GuardLimits
-from gateway.inference import check_fast_path
-from gateway.inventory import Inventory
-from gateway.limits import Limiter, LoadBudget, RedisLimits
-from gateway.loader import LoadedModel, ModelLoader
+from gateway.http.traffic_report import TrafficReport
 from gateway.metrics import GatewayMetrics
-from gateway.policy import LoadingPolicy
-from gateway.prediction_cache import make_cache
-from gateway.reconciler import Reconciler
+from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
-from gateway.scoring import BodyLimits
-from gateway.service import BatchPolicy, InferenceService
+from gateway.routing.catalog import Catalog
+from gateway.routing.guard import Guard, GuardLimits
+from gateway.routing.inventory import Inventory
+from gateway.routing.reconciler import Reconciler
+from gateway.routing.shadow import ShadowQueue
+from gateway.routing.traffic import TrafficSplit
 from gateway.settings import GatewaySettings
-from gateway.shadow import ShadowQueue
-from gateway.traffic import TrafficSplit
-from gateway.traffic_report import TrafficReport
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from gateway.dataplane.loader import LoadedModel
 from gateway.errors import Overloaded
-from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 
 Scoring = tuple[bytes, str]  # an MLflow scoring body and its media type: batched, fast path

@@ -1,8 +1,8 @@
 """Serve a prediction, knowing nothing of HTTP: choose the version, lease it, score.
 
 A deterministic version's answer may come from the prediction cache. Otherwise the
-request joins its version's queue (gateway.batching); decoding, predict and encoding
-run in an inference thread, a batch at a time (gateway.inference). The lease is
+request joins its version's queue (gateway.dataplane.batching); decoding, predict and encoding
+run in an inference thread, a batch at a time (gateway.dataplane.inference). The lease is
 returned when that work finishes, not when the request gives up, so a model is never
 unloaded under a predict still running.
 """
@@ -13,17 +13,17 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from gateway.batching import Call, Job, Request, VersionQueue
-from gateway.cache import ModelCache
-from gateway.catalog import Catalog, Resolved
+from gateway.admission.limits import LoadBudget
+from gateway.dataplane.batching import Call, Job, Request, VersionQueue
+from gateway.dataplane.cache import ModelCache
+from gateway.dataplane.inference import score_batch
+from gateway.dataplane.loader import LoadedModel
+from gateway.dataplane.prediction_cache import PredictionCache, cache_key
 from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
-from gateway.inference import score_batch
-from gateway.limits import LoadBudget
-from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
-from gateway.prediction_cache import PredictionCache, cache_key
-from gateway.selectors import Selector, parse_selector
-from gateway.traffic import NAMED, TrafficSplit
+from gateway.routing.catalog import Catalog, Resolved
+from gateway.routing.selectors import Selector, parse_selector
+from gateway.routing.traffic import NAMED, TrafficSplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class InferenceService:
         self._batching = batching or BatchPolicy()
         self._answers = answers
         self._load_budget = load_budget  # cold loads for requests; warm swaps do not count
-        self._split = split  # canaries of the default route (gateway.traffic)
+        self._split = split  # canaries of the default route (gateway.routing.traffic)
 
     async def choose(
         self, name: str, *, path: str | None = None, header: str | None = None, route_key: str | None = None

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 
-from gateway.catalog import Resolved
 from gateway.metrics import GatewayMetrics
-from gateway.traffic import CANARY, DEFAULT, TrafficSplit
+from gateway.routing.catalog import Resolved
+from gateway.routing.traffic import CANARY, DEFAULT, TrafficSplit
 from registry_sync.errors import RegistryError
 from registry_sync.repository import StateStore
 

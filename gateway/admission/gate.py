@@ -1,7 +1,7 @@
 """The one check every request passes before either lane of the app sees it: who is asking
 (the key), whether the route lets them (its declared access), and whether their limits and
 the model's leave room. Knows nothing of HTTP beyond raw headers; raises the data plane's
-errors, which gateway.http_errors puts into words (401, 403, 429).
+errors, which gateway.http.errors puts into words (401, 403, 429).
 
 The order matters: the scope is checked before anything looks at the registry or loads a
 model, so a key cannot learn which models exist outside its scopes, nor make the gateway
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gateway.access import Access, Requirement
-from gateway.auth import KeyRing, credential
+from gateway.admission.access import Access, Requirement
+from gateway.admission.auth import KeyRing, credential
+from gateway.admission.limits import NO_PERMIT, Limit, Limiter, Permit
 from gateway.errors import Forbidden, RateLimited, Unauthenticated
-from gateway.limits import NO_PERMIT, Limit, Limiter, Permit
 from gateway.metrics import GatewayMetrics
 from registry_sync.keys import ApiKey
 

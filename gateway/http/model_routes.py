@@ -7,17 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from gateway import predict_endpoint
-from gateway.access import Access, requires
-from gateway.api_examples import (
+from gateway.admission.access import Access, requires
+from gateway.http.api_examples import (
     NAME_EXAMPLES,
     PREDICT_BODY,
     PREDICT_ERRORS,
     VERSION_EXAMPLES,
     error_responses,
 )
-from gateway.schemas import ModelDetail, ModelList, PredictionBody, TrafficDetail, VersionDetail
-from gateway.services import Services
+from gateway.http.schemas import ModelDetail, ModelList, PredictionBody, TrafficDetail, VersionDetail
+from gateway.process import Services
+from gateway.protocols import mlflow_predict as predict_endpoint
 
 _NAME = "Registered model name"
 _VERSION = "A version number, an alias such as `champion`, or `latest`"
@@ -25,7 +25,7 @@ NameParam = Annotated[str, Path(description=_NAME, openapi_examples=NAME_EXAMPLE
 VersionParam = Annotated[str, Path(description=_VERSION, openapi_examples=VERSION_EXAMPLES)]
 
 # The predict routes: GatewayApp answers these two paths on bare ASGI before FastAPI sees
-# them (gateway.predict_endpoint says why). They are declared here for /docs, and work the
+# them (gateway.protocols.mlflow_predict says why). They are declared here for /docs, and work the
 # same for an app that mounts this router: both ways call predict_endpoint.answer. They
 # read their parameters themselves, so they are documented by hand.
 

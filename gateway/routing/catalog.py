@@ -29,7 +29,7 @@ from gateway.errors import (
     VersionNotReady,
     VersionRefused,
 )
-from gateway.selectors import Selector
+from gateway.routing.selectors import Selector
 from registry_sync.identity import VersionId
 from registry_sync.repository import RouteState, Snapshot, StateStore, StateUnavailable, VersionState
 from registry_sync.traffic import ModelTraffic
@@ -50,7 +50,7 @@ class Resolved:
     id: VersionId
     alias: str | None
     route: str | None = None
-    """For a request that named no version: ``default`` or ``canary`` (gateway.traffic)."""
+    """For a request that named no version: ``default`` or ``canary`` (gateway.routing.traffic)."""
     fallback: Resolved | None = None
     """A canary's default version: it answers instead if the canary was unloaded meanwhile."""
 

@@ -6,7 +6,7 @@ predict, and only then flips the alias in memory. Requests already on the old ve
 finish on it (they hold leases); the old version becomes an ordinary LRU entry. If any
 step fails the old version keeps serving and an event says why.
 
-Canaries and shadows (``gateway.traffic``) are warmed the same way before they take any
+Canaries and shadows (``gateway.routing.traffic``) are warmed the same way before they take any
 traffic: loaded, verified and warmed with a predict, then marked warm in the split; one that
 was unloaded since is warmed again (meanwhile its share stays on the default version).
 
@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import anyio.to_thread
 
-from gateway.cache import ModelCache
-from gateway.catalog import Catalog
+from gateway.dataplane.cache import ModelCache
+from gateway.dataplane.inference import score
+from gateway.dataplane.warmup import warmup_request
 from gateway.errors import GatewayError
-from gateway.inference import score
 from gateway.metrics import GatewayMetrics
-from gateway.traffic import TrafficSplit
-from gateway.warmup import warmup_request
+from gateway.routing.catalog import Catalog
+from gateway.routing.traffic import TrafficSplit
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
 from registry_sync.repository import EventKind, RouteState, StateStore

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.catalog import Catalog
+from gateway.dataplane.predictor import InferenceService
 from gateway.errors import GatewayError, ModelNotFound
-from gateway.guard import Guard
+from gateway.http.schemas import ArmDetail, ArmStats, TrafficDetail
 from gateway.metrics import GatewayMetrics
-from gateway.schemas import ArmDetail, ArmStats, TrafficDetail
-from gateway.service import InferenceService
-from gateway.traffic import TrafficSplit
+from gateway.routing.catalog import Catalog
+from gateway.routing.guard import Guard
+from gateway.routing.traffic import TrafficSplit
 
 
 class TrafficReport:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.access import Access, requires
+from gateway.admission.access import Access, requires
+from gateway.http.schemas import Health, ReadyHealth
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from gateway.schemas import Health, ReadyHealth
-from gateway.services import Services
+from gateway.process import Services
 
 router = APIRouter()
 

@@ -11,11 +11,11 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from gateway.access import Access, requires
-from gateway.http_errors import error_response
-from gateway.request_body import read_body
-from gateway.schemas import ErrorBody, EventBody, EventList, SyncBody, utc_iso
-from gateway.services import Services
+from gateway.admission.access import Access, requires
+from gateway.http.errors import error_response
+from gateway.http.schemas import ErrorBody, EventBody, EventList, SyncBody, utc_iso
+from gateway.process import Services
+from gateway.protocols.request_body import read_body
 from registry_sync.webhooks import TOLERANCE_SECONDS, WebhookMalformed, WebhookRejected, verify
 
 router = APIRouter()

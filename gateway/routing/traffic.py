@@ -18,8 +18,8 @@ import hashlib
 import random
 from collections.abc import Iterable
 
-from gateway.cache import ModelCache
-from gateway.catalog import Catalog, Resolved
+from gateway.dataplane.cache import ModelCache
+from gateway.routing.catalog import Catalog, Resolved
 from registry_sync.identity import VersionId
 from registry_sync.traffic import Arm, ModelTraffic
 

@@ -11,11 +11,10 @@ from typing import Any
 import anyio.to_thread
 from mlflow.models import Model
 
-from gateway.cache import CachedVersion, ModelCache
-from gateway.catalog import Catalog, ModelView
+from gateway.dataplane.cache import CachedVersion, ModelCache
+from gateway.dataplane.predictor import InferenceService
 from gateway.errors import GatewayError, ModelLoadFailed, VersionNotFound, VersionNotReady, VersionRefused
-from gateway.registry_source import RegistrySource
-from gateway.schemas import (
+from gateway.http.schemas import (
     LoadState,
     ModelDetail,
     ModelList,
@@ -24,8 +23,9 @@ from gateway.schemas import (
     VersionSummary,
     utc_iso,
 )
-from gateway.selectors import parse_selector
-from gateway.service import InferenceService
+from gateway.registry_source import RegistrySource
+from gateway.routing.catalog import Catalog, ModelView
+from gateway.routing.selectors import parse_selector
 from registry_sync.artifacts import ArtifactStore, VersionMetadata
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from gateway import heap
+from gateway.admission.limits import LoadBudget
+from gateway.dataplane import heap
+from gateway.dataplane.loader import LoadedModel
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
-from gateway.limits import LoadBudget
-from gateway.loader import LoadedModel
 from gateway.metrics import GatewayMetrics
 from registry_sync.identity import VersionId
 

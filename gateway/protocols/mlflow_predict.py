@@ -5,8 +5,8 @@ Request and Response objects, dependency solving) cost about 100 µs a request o
 core, more than everything else a prediction does (profiled under load; see
 bench/README.md). So :class:`gateway.app.GatewayApp` hands the two predict paths to
 :func:`serve` before FastAPI sees them. FastAPI still declares both routes
-(gateway.routes), for /docs and for an app that mounts the router itself; they call the
-same :func:`answer`, and errors take the same road (gateway.http_errors) either way.
+(gateway.http.model_routes), for /docs and for an app that mounts the router itself; they call the
+same :func:`answer`, and errors take the same road (gateway.http.errors) either way.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from urllib.parse import quote
 
 from starlette.types import Receive, Scope, Send
 
-from gateway import http_errors
+from gateway.http import errors as http_errors
 from gateway.metrics import UNKNOWN
-from gateway.request_body import read_body
-from gateway.scoring import parse_content_type
-from gateway.services import Services
-from gateway.shadow import ShadowRequest
-from gateway.traffic import NAMED
+from gateway.process import Services
+from gateway.protocols.mlflow_scoring import parse_content_type
+from gateway.protocols.request_body import read_body
+from gateway.routing.shadow import ShadowRequest
+from gateway.routing.traffic import NAMED
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 

@@ -1,7 +1,7 @@
 """What the OpenAPI page shows as examples: request bodies that run as they are on the demo
 registry (``make demo``), and for each error status the bodies the gateway really answers.
 
-The error examples are real errors turned into bodies by :mod:`gateway.http_errors`, the one
+The error examples are real errors turned into bodies by :mod:`gateway.http.errors`, the one
 place errors become HTTP, and grouped by the status it gives them: an example cannot sit under
 a status its error does not get, nor show a code it does not answer with.
 """
@@ -14,9 +14,10 @@ from typing import Any
 
 from mlflow.models import Model
 
-from gateway import errors, http_errors
-from gateway.schemas import ErrorBody
-from gateway.scoring import JSON, decode
+from gateway import errors
+from gateway.http import errors as http_errors
+from gateway.http.schemas import ErrorBody
+from gateway.protocols.mlflow_scoring import JSON, decode
 from registry_sync.errors import RegistryUnavailable
 
 IRIS = "iris"

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from gateway.catalog import Resolved
+from gateway.dataplane.predictor import InferenceService
 from gateway.metrics import GatewayMetrics
-from gateway.service import InferenceService
-from gateway.traffic import TrafficSplit
+from gateway.routing.catalog import Resolved
+from gateway.routing.traffic import TrafficSplit
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 
-from gateway.access import Access, requires
+from gateway.admission.access import Access, requires
 
 ASSETS = "/docs/assets"
 # The package's directory of Swagger UI and ReDoc builds (tests/gateway/test_api_docs.py
