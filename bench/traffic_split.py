@@ -2,8 +2,8 @@
 
 One gateway on the bench registry; load on the default route (``/models/iris/predict``,
 ``champion`` -> v1) at 32 connections. Points, in this order: no split; v2 tagged
-``gateway.routing.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); the weight tag removed and v2
-tagged ``gateway.routing.traffic.shadow=25`` (every answer from v1, 25% of requests also run on v2
+``gateway.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); the weight tag removed and v2
+tagged ``gateway.traffic.shadow=25`` (every answer from v1, 25% of requests also run on v2
 after it); no split again. Each tag is set in the bench's scratch registry, then
 ``POST /admin/sync``, and the point starts only once ``GET /models/iris/traffic`` shows it as
 served (the canary warm with its weight, the shadow warm). The baseline is the mean of
@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-WEIGHT_TAG = "gateway.routing.traffic.weight"
-SHADOW_TAG = "gateway.routing.traffic.shadow"
+WEIGHT_TAG = "gateway.traffic.weight"
+SHADOW_TAG = "gateway.traffic.shadow"
 MODEL = "iris"
 ARM_VERSION = 2  # the canary / shadow; champion (the default) is v1
 WEIGHT = 10

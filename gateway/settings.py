@@ -199,7 +199,7 @@ class GatewaySettings(BaseSettings):
     batch_max_size: int = Field(default=64, ge=1)
     """Most requests for one version coalesced into one predict call. Batching is on for
     flavors whose predict is row-independent (sklearn, pytorch) and for versions tagged
-    ``gateway.dataplane.batching=true``; a version tagged ``gateway.dataplane.batching=false`` never batches.
+    ``gateway.batching=true``; a version tagged ``gateway.batching=false`` never batches.
     1 turns batching off everywhere."""
 
     batch_max_wait_ms: float = Field(default=0.0, ge=0)
@@ -224,7 +224,7 @@ class GatewaySettings(BaseSettings):
     prediction_cache_ttl_seconds: int = Field(default=3600, ge=1)
     """How long a cached answer lives in Redis."""
 
-    # --- canaries and shadows (version tags gateway.routing.traffic.weight and gateway.routing.traffic.shadow) ---
+    # --- canaries and shadows (version tags gateway.traffic.weight and gateway.traffic.shadow) ---
     route_key_header: str = "X-Route-Key"
     """Request header whose value assigns a default-route request to a canary by a stable hash
     of (model, value): the same on every replica and across restarts. Without it, at random."""

@@ -169,9 +169,9 @@ class TrafficRow(Base):
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     weight: Mapped[float] = mapped_column(Float, default=0.0)
-    """Percent of the model's default-route requests (``gateway.routing.traffic.weight``)."""
+    """Percent of the model's default-route requests (``gateway.traffic.weight``)."""
     shadow: Mapped[float] = mapped_column(Float, default=0.0)
-    """Percent of them also sent here after the primary answered (``gateway.routing.traffic.shadow``)."""
+    """Percent of them also sent here after the primary answered (``gateway.traffic.shadow``)."""
     weight_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """The weight tag's text: a rolled-back canary stays off until the tag changes."""
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

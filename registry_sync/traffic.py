@@ -1,8 +1,8 @@
 """A model's traffic split, as its MLflow version tags set it.
 
-``gateway.routing.traffic.weight`` on a version: the percent of the model's default-route requests
+``gateway.traffic.weight`` on a version: the percent of the model's default-route requests
 (those that name no version) that version answers instead of the default alias's version.
-``gateway.routing.traffic.shadow``: the percent of them also sent to it after the primary answered.
+``gateway.traffic.shadow``: the percent of them also sent to it after the primary answered.
 A split whose tags are not numbers in [0, 100], or whose weights add up to more than 100, is
 refused as a whole (:class:`InvalidSplit`): the sync keeps the previous one and says why.
 """
@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-WEIGHT_TAG = "gateway.routing.traffic.weight"
-SHADOW_TAG = "gateway.routing.traffic.shadow"
+WEIGHT_TAG = "gateway.traffic.weight"
+SHADOW_TAG = "gateway.traffic.shadow"
 
 
 class InvalidSplit(ValueError):

@@ -129,7 +129,7 @@ async def test_changed_objects_refuse_the_version_and_the_old_one_serves(
         assert await serving(gateway, name) == "1"
         first_use = await gateway.client.post(f"/models/{name}/versions/2/predict", json=ROW)
         assert first_use.status_code == 200, first_use.text
-        await gateway.process.catalog.refresh()  # the pin that load wrote (followed within a second)
+        await gateway.services.catalog.refresh()  # the pin that load wrote (followed within a second)
         pinned = (await gateway.client.get(f"/models/{name}/versions/2")).json()["sha256"]
         assert pinned  # pinned when first fetched, before anything happened to it
         model_file = next(k for k in direct.keys(name, 2) if k.endswith("model.skops"))
@@ -146,7 +146,7 @@ async def test_changed_objects_refuse_the_version_and_the_old_one_serves(
         assert direct_call.status_code == 409
         kinds = [e["kind"] for e in (await gateway.client.get("/events", params={"model": name})).json()["events"]]
         assert "refused" in kinds
-        assert loaded(gateway.process.cache, name, 2) is None
+        assert loaded(gateway.services.cache, name, 2) is None
 
 
 async def test_a_changed_listing_is_caught_by_the_next_poll_without_a_download(
@@ -160,13 +160,13 @@ async def test_a_changed_listing_is_caught_by_the_next_poll_without_a_download(
         verify = {"verify": "true"}
         first = (await gateway.client.post("/admin/sync", params=verify, headers=ADMIN)).json()
         assert first["verified"] >= 1, first  # no listing recorded yet: hashed once, listing kept
-        state = await asyncio.to_thread(gateway.process.store.version, name, 2)
+        state = await asyncio.to_thread(gateway.services.store.version, name, 2)
         assert state is not None and state.listing and (state.artifact_uri or "").startswith("s3://")
-        fetched = gateway.process.artifacts.downloaded_bytes
-        assert gateway.process.metrics.registry.get_sample_value("gateway_artifact_downloaded_bytes") == fetched
+        fetched = gateway.services.artifacts.downloaded_bytes
+        assert gateway.services.metrics.registry.get_sample_value("gateway_artifact_downloaded_bytes") == fetched
         quiet = (await gateway.client.post("/admin/sync", params=verify, headers=ADMIN)).json()
         assert quiet["refused"] == quiet["verified"] == 0, quiet  # an unchanged listing: one LIST, nothing more
-        assert gateway.process.artifacts.downloaded_bytes == fetched
+        assert gateway.services.artifacts.downloaded_bytes == fetched
         _overwrite(direct.s3, next(k for k in direct.keys(name, 2) if k.endswith("MLmodel")))
         report = (await gateway.client.post("/admin/sync", params=verify, headers=ADMIN)).json()
         assert report["refused"] >= 1, report
@@ -194,7 +194,7 @@ async def test_s3_unreachable_fails_the_new_version_and_leaves_nothing_partial(
         assert any(e["kind"] == "failed" and e["version"] == 2 for e in events)
         cache_root = settings.artifact_cache_dir
         leftovers = [p for p in cache_root.rglob("*") if p.name.startswith(".")]
-        assert leftovers == [] and (await asyncio.to_thread(gateway.process.store.version, name, 2)).digest is None
+        assert leftovers == [] and (await asyncio.to_thread(gateway.services.store.version, name, 2)).digest is None
 
 
 async def test_s3_dying_mid_download_leaves_nothing_partial(
@@ -239,5 +239,5 @@ async def test_s3_dying_mid_download_leaves_nothing_partial(
         assert f"'{name}' version 2" in answer.json()["message"]
         assert await serving(gateway, name) == "1"
         assert not list(settings.artifact_cache_dir.rglob(".*"))  # no staging left
-        assert (await asyncio.to_thread(gateway.process.store.version, name, 2)).digest is None  # nothing pinned
-        assert loaded(gateway.process.cache, name, 2) is None
+        assert (await asyncio.to_thread(gateway.services.store.version, name, 2)).digest is None  # nothing pinned
+        assert loaded(gateway.services.cache, name, 2) is None

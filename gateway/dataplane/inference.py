@@ -3,7 +3,7 @@
 Each request is decoded on its own, so a bad one fails only itself. Requests the fast
 path can read are stacked into one array and predicted with one call of the flavor's
 own predict; the rest go through pyfunc (MLflow's parsing and schema enforcement).
-A version that batches through pyfunc (tagged ``gateway.dataplane.batching=true``) gets its
+A version that batches through pyfunc (tagged ``gateway.batching=true``) gets its
 frames concatenated into one pyfunc call. Whenever a batched call fails, or its output
 does not split back into the requests' rows, each request is predicted on its own, so a
 batch never changes which requests succeed.

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # Flavors whose predict treats rows independently: batching and caching are safe by default.
 ROW_INDEPENDENT_FLAVORS = frozenset({"sklearn", "pytorch"})
 # Version tags that override the defaults ("true" / "false").
-BATCHING_TAG = "gateway.dataplane.batching"
+BATCHING_TAG = "gateway.batching"
 DETERMINISTIC_TAG = "gateway.deterministic"
 FAST_PATH_TAG = "gateway.fast_path"
 

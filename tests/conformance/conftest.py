@@ -61,7 +61,7 @@ def conformance_registry(tmp_path_factory: pytest.TempPathFactory) -> Conformanc
                 client.set_model_version_tag(kind.name, again.version, "gateway.fast_path", "false")
                 versions[(kind.name, harness.PYFUNC)] = int(again.version)
             if kind.batches and kind.name == kinds.PARAMS.name:  # a generic pyfunc batches when tagged
-                client.set_model_version_tag(kind.name, logged.version, "gateway.dataplane.batching", "true")
+                client.set_model_version_tag(kind.name, logged.version, "gateway.batching", "true")
     return ConformanceRegistry(tracking_uri, root, versions)
 
 
@@ -91,11 +91,11 @@ async def _run(registry: ConformanceRegistry, settings: GatewaySettings) -> Run:
             url = f"/models/{name}/versions/{version}/predict"
             alone = await harness.alone(gateway.client, url, cases[name])
             run.gateway[(name, variant, harness.ALONE)] = {case: [answer] for case, answer in alone.items()}
-            before = [_metric(gateway.process, f"gateway_batch_size_{s}", name) for s in ("sum", "count")]
+            before = [_metric(gateway.services, f"gateway_batch_size_{s}", name) for s in ("sum", "count")]
             run.gateway[(name, variant, harness.BATCHED)] = await harness.batched(
                 gateway.client, url, cases[name], rounds=BATCH_ROUNDS, seed=version
             )
-            after = [_metric(gateway.process, f"gateway_batch_size_{s}", name) for s in ("sum", "count")]
+            after = [_metric(gateway.services, f"gateway_batch_size_{s}", name) for s in ("sum", "count")]
             run.shared_calls[(name, variant)] = (after[0] - before[0]) - (after[1] - before[1])
     return run
 

@@ -31,7 +31,7 @@ def registry(sqlite_registry: Registry) -> Registry:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    return gateway.process.metrics.registry.get_sample_value(name, labels) or 0.0
+    return gateway.services.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 # --- every route declares its access ------------------------------------------------------
@@ -130,7 +130,7 @@ async def test_without_a_valid_key_every_route_but_the_open_ones_is_401(
         # No header and a Basic one send no key; the other three send a wrong one.
         assert metric(gateway, "gateway_auth_failures_total", reason="missing") == 2 * len(closed)
         assert metric(gateway, "gateway_auth_failures_total", reason="unknown") == 3 * len(closed)
-        assert gateway.process.cache.keys() == []  # nothing was loaded for anyone
+        assert gateway.services.cache.keys() == []  # nothing was loaded for anyone
         # Probes, the API's description and webhooks (their own signature) need no key.
         for path in ("/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs", "/docs/assets/favicon.png"):
             assert (await client.get(path)).status_code == 200, path
@@ -167,13 +167,13 @@ async def test_a_scope_the_key_lacks_is_403_before_any_lookup_or_load(
             assert response.status_code == 403, (path, response.text)
         assert reader.named_reads == []  # the unknown model was never looked up in MLflow
         assert (
-            gateway.process.cache.keys() == [] and metric(gateway, "gateway_cache_misses_total", model="doubler") == 0
+            gateway.services.cache.keys() == [] and metric(gateway, "gateway_cache_misses_total", model="doubler") == 0
         )
         # The same requests with a key that may: the checks above could have failed.
         response = await client.post("/models/no-such-model/predict", json=X, headers=bearer(everything))
         assert response.status_code == 404 and reader.named_reads == ["no-such-model"]
         assert (await client.post("/models/doubler/predict", json=X, headers=bearer(everything))).status_code == 200
-        assert [key.name for key in gateway.process.cache.keys()] == ["doubler"]
+        assert [key.name for key in gateway.services.cache.keys()] == ["doubler"]
         metrics = (await client.get("/metrics")).text
         assert 'gateway_key_requests_total{key="iris-only",outcome="forbidden"} 7.0' in metrics
         assert 'gateway_key_requests_total{key="everything",outcome="allowed"} 2.0' in metrics
@@ -255,7 +255,7 @@ async def test_a_new_and_a_revoked_key_count_from_the_next_follow(
         assert await status(first) == 200
         second = add_key(settings, "second", "predict:doubler")  # as `keys create` does, while it runs
         revoke_key(settings, "first")
-        keys = gateway.process.gate.keys
+        keys = gateway.services.gate.keys
         assert keys is not None
         await until(lambda: keys.names() == ["second"], what="the follower to see the new and the revoked key")
         assert await status(first) == 401 and await status(second) == 200
@@ -273,7 +273,7 @@ async def test_the_keys_commands_and_a_running_gateway_share_the_database(
         created = CliRunner().invoke(main, ["keys", "create", "cli-made", "--scopes", "predict:doub*"], env=env)
         assert created.exit_code == 0, created.output
         secret = created.output.splitlines()[-1]
-        keys = gateway.process.gate.keys
+        keys = gateway.services.gate.keys
         assert keys is not None and await keys.refresh()  # what the follower does each interval
         response = await gateway.client.post("/models/doubler/predict", json=X, headers=bearer(secret))
         assert response.status_code == 200
@@ -288,7 +288,7 @@ async def test_with_auth_off_nothing_asks_for_a_key(
 ) -> None:
     settings = make_settings()
     async with keyed_gateway(settings, registry) as (gateway, _):
-        assert not gateway.process.gate.active and gateway.process.gate.keys is None
+        assert not gateway.services.gate.active and gateway.services.gate.keys is None
         assert (await gateway.client.post("/models/doubler/predict", json=X)).status_code == 200
         assert (await gateway.client.get("/models")).status_code == 200
 

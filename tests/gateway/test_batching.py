@@ -36,7 +36,7 @@ def registry(sqlite_registry: Registry) -> Registry:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    return gateway.process.metrics.registry.get_sample_value(name, labels) or 0.0
+    return gateway.services.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def x(value: float) -> dict[str, Any]:
@@ -63,14 +63,14 @@ def gated_model(registry: Registry, **tags: str) -> tuple[str, int]:
 async def test_requests_that_arrive_together_share_one_predict_call(
     registry: Registry, make_gateway: Callable[..., Any]
 ) -> None:
-    name, version = gated_model(registry, **{"gateway.dataplane.batching": "true"})
+    name, version = gated_model(registry, **{"gateway.batching": "true"})
     url = f"/models/{name}/versions/{version}/predict"
     async with make_gateway(batch_max_wait_ms=0) as gateway:
         first = await held_first(gateway, url)
         bodies = [x(2.0), x(3.0), {"dataframe_records": [{"y": 1.0}]}, x(4.0), {"dataframe_split": "garbage"}]
         rest = [asyncio.create_task(gateway.client.post(url, json=body)) for body in bodies]
         await until(
-            lambda: entry(gateway.process.cache, name, version).model.queue.waiting == len(bodies),
+            lambda: entry(gateway.services.cache, name, version).model.queue.waiting == len(bodies),
             what="the rest to queue",
         )
         fault_models.PREDICT_GATE.set()
@@ -91,7 +91,9 @@ async def test_generic_pyfunc_does_not_batch_unless_tagged(
     async with make_gateway(inference_threads=1) as gateway:
         first = await held_first(gateway, url)
         rest = [asyncio.create_task(gateway.client.post(url, json=x(float(i)))) for i in range(3)]
-        await until(lambda: entry(gateway.process.cache, name, version).model.queue.waiting == 3, what="three to queue")
+        await until(
+            lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 3, what="three to queue"
+        )
         fault_models.PREDICT_GATE.set()
         answers = await asyncio.gather(first, *rest)
         assert all(a.status_code == 200 for a in answers)
@@ -106,7 +108,7 @@ async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing_queue
     async with make_gateway(inference_threads=1, max_queue=2) as gateway:
         first = await held_first(gateway, url)
         queued = [asyncio.create_task(gateway.client.post(url, json=x(float(i)))) for i in (2, 3)]
-        await until(lambda: entry(gateway.process.cache, name, version).model.queue.waiting == 2, what="two to queue")
+        await until(lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 2, what="two to queue")
         refused = await gateway.client.post(url, json=x(9.0))
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
@@ -148,7 +150,7 @@ async def test_memory_cache_answers_a_repeated_request_of_a_deterministic_versio
         assert first.status_code == again.status_code == 200 and first.content == again.content
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="hit") == 1
         assert metric(gateway, "gateway_batch_size_count", model=IRIS) == 1  # the model ran once
-        assert entry(gateway.process.cache, IRIS, 1).in_use == 0  # a hit returns its lease too
+        assert entry(gateway.services.cache, IRIS, 1).in_use == 0  # a hit returns its lease too
         other = await gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=ROW)
         assert other.status_code == 200  # another version: another digest, a miss
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="miss") == 2
@@ -184,7 +186,7 @@ async def test_an_unreachable_redis_is_a_miss_not_an_error(make_gateway: Callabl
         for _ in range(2):
             response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
             assert response.status_code == 200
-        await gateway.process.inference._answers.flush()
+        await gateway.services.inference._answers.flush()
         assert metric(gateway, "gateway_prediction_cache_lookups_total", result="error") >= 2
         assert metric(gateway, "gateway_batch_size_count", model=IRIS) == 2
 
@@ -200,7 +202,7 @@ async def test_garbage_settings_for_the_cache_are_refused() -> None:
 
 async def test_a_request_to_a_process_still_starting_waits_for_it_then_503s(make_gateway: Callable[..., Any]) -> None:
     async with make_gateway(registry_timeout_seconds=0.3) as gateway:
-        services = gateway.process
+        services = gateway.services
         services.ready, services.stage = False, "warming iris@champion"
         try:
             waiting = asyncio.create_task(gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW))

@@ -28,7 +28,7 @@ def registry(sqlite_registry: Registry) -> Registry:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    value = gateway.process.metrics.registry.get_sample_value(name, labels)
+    value = gateway.services.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
 
 
@@ -38,7 +38,7 @@ async def test_concurrent_requests_for_a_cold_version_cause_one_load(gateway: Ga
     requests = [
         asyncio.create_task(gateway.client.post("/models/gated-load/versions/1/predict", json=X)) for _ in range(25)
     ]
-    cache = gateway.process.cache
+    cache = gateway.services.cache
     await until(lambda: getattr(loading(cache, "gated-load", 1), "waiters", 0) == 25, "25 waiters")
     await until(lambda: fault_models.LOADS.get("gated_load", 0) > before, "the load to reach the model")
     fault_models.LOAD_GATE.set()
@@ -54,7 +54,7 @@ async def test_a_slow_load_does_not_hold_up_models_already_loaded(gateway: Gatew
     assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
     fault_models.LOAD_GATE.clear()
     slow = asyncio.create_task(gateway.client.post("/models/gated-load/versions/1/predict", json=X))
-    await until(lambda: loading(gateway.process.cache, "gated-load", 1) is not None, "the slow load to start")
+    await until(lambda: loading(gateway.services.cache, "gated-load", 1) is not None, "the slow load to start")
     for _ in range(10):
         response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
         assert response.status_code == 200
@@ -65,7 +65,7 @@ async def test_a_slow_load_does_not_hold_up_models_already_loaded(gateway: Gatew
 
 async def test_a_version_in_use_is_not_evicted_under_its_request(make_gateway) -> None:  # type: ignore[no-untyped-def]
     async with make_gateway(max_loaded_models=1) as gateway:
-        cache = gateway.process.cache
+        cache = gateway.services.cache
         fault_models.PREDICT_GATE.clear()
         held = asyncio.create_task(gateway.client.post("/models/gated-predict/versions/1/predict", json=X))
         await until(fault_models.PREDICT_ENTERED.is_set, "the predict to start")
@@ -88,7 +88,7 @@ async def test_lru_by_count_under_traffic(make_gateway) -> None:  # type: ignore
         for path in ("iris/versions/1", "iris/versions/2", "iris/versions/1", "doubler/versions/1"):
             body = X if path.startswith("doubler") else ROW
             assert (await gateway.client.post(f"/models/{path}/predict", json=body)).status_code == 200
-        assert loaded_keys(gateway.process.cache) == [(IRIS, 1), ("doubler", 1)]
+        assert loaded_keys(gateway.services.cache) == [(IRIS, 1), ("doubler", 1)]
         assert metric(gateway, "gateway_loaded_models") == 2
 
 
@@ -102,9 +102,9 @@ async def test_memory_budget_uses_measured_sizes(make_gateway) -> None:  # type:
         for version in (1, 2):
             path = f"/models/{IRIS}/versions/{version}/predict"
             assert (await gateway.client.post(path, json=ROW)).status_code == 200
-        assert loaded_keys(gateway.process.cache) == [(IRIS, 2)]
-        assert gateway.process.cache.loaded_bytes <= budget_mb * 2**20
-        assert metric(gateway, "gateway_loaded_bytes") == gateway.process.cache.loaded_bytes
+        assert loaded_keys(gateway.services.cache) == [(IRIS, 2)]
+        assert gateway.services.cache.loaded_bytes <= budget_mb * 2**20
+        assert metric(gateway, "gateway_loaded_bytes") == gateway.services.cache.loaded_bytes
 
 
 async def test_a_model_bigger_than_the_budget_gets_503_and_others_serve(make_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -140,10 +140,10 @@ async def test_a_slow_predict_gets_504_and_keeps_its_lease_until_it_ends(make_ga
         assert response.status_code == 504
         assert response.json()["error_code"] == "DEADLINE_EXCEEDED"
         assert "'gated-predict' version 1" in response.json()["message"]
-        entry = loaded(gateway.process.cache, "gated-predict", 1)
+        entry = loaded(gateway.services.cache, "gated-predict", 1)
         assert entry is not None and entry.in_use == 1  # the thread still runs: not unloadable
         fault_models.PREDICT_GATE.set()
-        await until(lambda: loaded(gateway.process.cache, "gated-predict", 1).in_use == 0, "the lease back")  # type: ignore[union-attr]
+        await until(lambda: loaded(gateway.services.cache, "gated-predict", 1).in_use == 0, "the lease back")  # type: ignore[union-attr]
         # and the gateway serves on
         assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
 
@@ -155,7 +155,7 @@ async def test_an_evicted_model_is_freed_at_once_without_a_garbage_collection(ma
     import weakref
 
     async with make_gateway(max_loaded_models=1) as gateway:
-        cache = gateway.process.cache
+        cache = gateway.services.cache
         for _ in range(2):  # its queue made, batches run: everything a served version holds
             assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)).status_code == 200
         first = entry(cache, IRIS, 1).model

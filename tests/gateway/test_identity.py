@@ -38,7 +38,7 @@ async def admin_sync(gateway: Gateway, name: str) -> None:
 
 async def sha256(gateway: Gateway, name: str, version: int) -> str:
     """The digest pinned at the version's first fetch (the catalog follows within a second)."""
-    await gateway.process.catalog.refresh()
+    await gateway.services.catalog.refresh()
     return (await gateway.client.get(f"/models/{name}/versions/{version}")).json()["sha256"]  # type: ignore[no-any-return]
 
 
@@ -101,7 +101,7 @@ async def test_a_model_deleted_and_registered_again_serves_the_new_versions(
         assert await answer(gateway, f"/models/{NAME}/predict") == (200, [2.0], "1")
         assert await answer(gateway, f"/models/{NAME}/versions/1/predict") == (200, [2.0], "1")
         old_pin = await sha256(gateway, NAME, 1)
-        old = loaded(gateway.process.cache, NAME, 1)
+        old = loaded(gateway.services.cache, NAME, 1)
         assert old is not None
         registry.client.delete_registered_model(NAME)
         assert registry.log(log_pyfunc, NAME, Scaler(7.0)) == 1  # numbers count from 1 again
@@ -116,8 +116,8 @@ async def test_a_model_deleted_and_registered_again_serves_the_new_versions(
         )
         new_pin = await sha256(gateway, NAME, 1)
         assert new_pin and new_pin != old_pin
-        assert loaded_keys(gateway.process.cache).count((NAME, 1)) == 1  # the old one was unloaded
-        held = gateway.process.catalog.held(NAME, "champion")
+        assert loaded_keys(gateway.services.cache).count((NAME, 1)) == 1  # the old one was unloaded
+        held = gateway.services.catalog.held(NAME, "champion")
         assert held is not None and held.source == registry.client.get_model_version(NAME, "1").source
         events = (await gateway.client.get("/events", params={"model": NAME})).json()["events"]
         replaced = [e for e in events if e["kind"] == "replaced"]
@@ -138,5 +138,5 @@ async def test_a_deleted_version_stops_serving_at_once(
         await admin_sync(gateway, NAME)
         status, body, _ = await answer(gateway, f"/models/{NAME}/versions/1/predict")
         assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST", body
-        assert loaded(gateway.process.cache, NAME, 1) is None  # its memory goes with it
+        assert loaded(gateway.services.cache, NAME, 1) is None  # its memory goes with it
         assert await answer(gateway, f"/models/{NAME}/predict") == (200, [3.0], "2")  # latest is 2 now

@@ -179,7 +179,7 @@ async def test_a_keys_concurrency_cap_and_a_models_both_hold_in_the_predict_lane
         assert (await first).status_code == 200
         # The slots came back with the answer.
         assert (await client.post(url, json=X, headers=bearer(capped))).status_code == 200
-        assert gateway.process.gate.limiter.local.in_flight("key", "capped") == 0
+        assert gateway.services.gate.limiter.local.in_flight("key", "capped") == 0
 
 
 async def test_a_models_rate_holds_with_auth_off(
@@ -211,7 +211,7 @@ async def test_cold_loads_past_the_budget_are_503_and_loaded_versions_still_serv
         assert "GATEWAY_MAX_LOADS_PER_MINUTE" in refused.json()["message"]
         assert 1 <= int(refused.headers["retry-after"]) <= 60
         assert (await client.post("/models/doubler/versions/1/predict", json=X)).status_code == 200
-        assert [key.name for key in gateway.process.cache.keys()] == ["doubler"]
+        assert [key.name for key in gateway.services.cache.keys()] == ["doubler"]
         assert metric(gateway, "gateway_loads_throttled_total") == 1
 
 

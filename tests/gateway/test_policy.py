@@ -49,7 +49,7 @@ async def test_pickle_off_refuses_a_pickled_model_once_in_events_and_serves_skop
             torch_answer = await gateway.client.post(f"/models/{TORCH}/versions/1/predict", json=example)
             assert torch_answer.status_code == 200, torch_answer.text
         # a refused version's bytes do not stay in the cache
-        loaded = gateway.process.cache.digests()
+        loaded = gateway.services.cache.digests()
         blobs = {p.name for p in (settings.artifact_cache_dir / "blobs").iterdir() if not p.name.startswith(".")}
         assert blobs == loaded
 

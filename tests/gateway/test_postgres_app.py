@@ -42,7 +42,7 @@ async def test_sync_swap_and_restart_on_postgresql(
             assert answer.headers["x-model-version"] == str(second)
             kinds = [e["kind"] for e in (await gateway.client.get("/events", params={"model": name})).json()["events"]]
             assert kinds[0] == "swapped" and "alias_set" in kinds and "verified" in kinds
-            metrics = gateway.process.metrics.registry
+            metrics = gateway.services.metrics.registry
             assert (metrics.get_sample_value("gateway_sync_runs_total", {"outcome": "success"}) or 0) >= 2
             assert (metrics.get_sample_value("gateway_sync_last_success_age_seconds") or 1e9) < 600
         async with running_gateway(settings, sqlite_registry.tracking_uri) as restarted:

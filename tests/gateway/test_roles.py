@@ -155,7 +155,7 @@ async def test_a_webhook_on_a_gateway_replica_is_synced_by_the_leader(
         assert not one.services.poller.leading and not two.services.poller.leading
         for gateway in (one, two):
             assert await gateway.served(name) == v1
-            assert loaded(gateway.process.cache, name, v1) is not None  # warmed before ready
+            assert loaded(gateway.services.cache, name, v1) is not None  # warmed before ready
         generation = sync.services.store.generation()
 
         registry.client.set_registered_model_alias(name, "champion", str(v2))
@@ -228,7 +228,7 @@ async def test_admin_sync_and_misses_on_a_gateway_replica_go_through_the_leader(
             response = await gateway.client.post("/admin/sync", headers=ADMIN)
             assert response.status_code == 202, response.text
             assert response.json()["accepted"] is True
-            store = gateway.process.store
+            store = gateway.services.store
             assert [r.reason for r in store.pending_sync_requests()] == ["admin"]
             async with replica(settings_for("sync"), registry.tracking_uri) as successor:
                 await eventually(lambda: _none_pending(store), "the new leader to run the queued request", timeout=10)

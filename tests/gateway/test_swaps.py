@@ -61,7 +61,7 @@ async def event_kinds(gateway: Gateway, name: str) -> list[str]:
 
 
 def metric(gateway: Gateway, metric_name: str, **labels: str) -> float:
-    return gateway.process.metrics.registry.get_sample_value(metric_name, labels) or 0.0
+    return gateway.services.metrics.registry.get_sample_value(metric_name, labels) or 0.0
 
 
 async def test_startup_warms_the_champion_before_ready(registry: Registry, make_warm_gateway, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -69,7 +69,7 @@ async def test_startup_warms_the_champion_before_ready(registry: Registry, make_
     registry.client.set_registered_model_alias(name, "champion", str(version))
     async with make_warm_gateway() as gateway:
         assert (await gateway.client.get("/health/ready")).status_code == 200
-        assert loaded(gateway.process.cache, name, version) is not None  # loaded before any request
+        assert loaded(gateway.services.cache, name, version) is not None  # loaded before any request
         assert await served(gateway, name) == version
         assert metric(gateway, "gateway_cache_misses_total", model=name) == 1  # the warm-up, not the request
         assert {"warmed", "swapped"} <= set(await event_kinds(gateway, name))
@@ -96,7 +96,7 @@ async def test_the_old_version_serves_until_the_new_one_is_warm(
         report = await swapping
         assert report["alias_moves"] == 1
         assert await served(gateway, name) == new
-        assert loaded(gateway.process.cache, name, old) is not None  # an ordinary LRU entry now
+        assert loaded(gateway.services.cache, name, old) is not None  # an ordinary LRU entry now
         kinds = await event_kinds(gateway, name)
         assert kinds.index("alias_set", 2) < kinds.index("warmed", kinds.index("alias_set", 2)) < len(kinds)
         assert kinds[-1] == "swapped"
@@ -157,7 +157,7 @@ async def test_requests_flow_through_many_alias_moves(registry: Registry, make_w
     versions = [registry.log(log_pyfunc, name, Doubler()) for _ in range(3)]
     registry.client.set_registered_model_alias(name, "champion", str(versions[0]))
     async with make_warm_gateway() as gateway:
-        catalog = gateway.process.catalog
+        catalog = gateway.services.catalog
         # When each version started serving, seen from inside the gateway.
         timeline: list[tuple[float, int]] = [(time.monotonic(), versions[0])]
         flip = catalog.flip

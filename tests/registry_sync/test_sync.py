@@ -240,14 +240,14 @@ def test_later_passes_read_versions_only_of_models_that_changed_or_are_served(
 
     second = sqlite_registry.log(log_pyfunc, name, Doubler())  # moves the model's timestamp
     client.set_registered_model_alias(quiet, "champion", str(quiet_version))  # moves nothing
-    client.set_model_version_tag(watched, str(watched_version), "gateway.dataplane.batching", "false")
+    client.set_model_version_tag(watched, str(watched_version), "gateway.batching", "false")
     client.set_model_version_tag(quiet, str(quiet_version), "stage", "canary")  # moves nothing either
     report = sync.sync_once()
     assert report.ok and report.new_versions == 1 and report.alias_moves == 1
     assert reader.version_reads[-1] == {name, watched}
     snapshot = store.snapshot()
     assert (name, second) in snapshot.versions and snapshot.routes[(quiet, "champion")].version == quiet_version
-    assert snapshot.versions[(watched, watched_version)].tags == {"gateway.dataplane.batching": "false"}
+    assert snapshot.versions[(watched, watched_version)].tags == {"gateway.batching": "false"}
     assert snapshot.versions[(quiet, quiet_version)].tags == {}  # a webhook or the next full read brings it
 
     client.delete_model_version(name, str(first))
