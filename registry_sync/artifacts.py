@@ -31,6 +31,7 @@ from registry_sync.errors import (
     ArtifactFetchFailed,
     ArtifactLocationRefused,
     RegistryError,
+    described,
 )
 from registry_sync.hashing import directory_bytes, directory_digest
 from registry_sync.identity import VersionId
@@ -89,9 +90,8 @@ class ArtifactStore:
             if example_file and (base / example_file).is_file():
                 example = json.loads((base / example_file).read_text())
         except Exception as exc:
-            raise ArtifactFetchFailed(
-                version.name, version.version, f"unreadable MLmodel: {type(exc).__name__}: {exc}"
-            ) from exc
+            log.warning("%s: unreadable MLmodel in %s: %s: %s", version, base, type(exc).__name__, exc)
+            raise ArtifactFetchFailed(version.name, version.version, f"unreadable MLmodel: {described(exc)}") from exc
         return VersionMetadata(model, example)
 
     def _fetch_metadata(self, version: VersionId) -> Path:
@@ -145,7 +145,8 @@ class ArtifactStore:
             downloaded = self._download(uri, staging)
             _refuse_links(version, downloaded)
             if not (downloaded / "MLmodel").is_file():
-                raise ArtifactFetchFailed(version.name, version.version, f"no MLmodel file at {uri}")
+                log.warning("%s: no MLmodel file at %s", version, uri)
+                raise ArtifactFetchFailed(version.name, version.version, "no MLmodel file among its artifacts")
             self.downloaded_bytes += directory_bytes(downloaded)
             digest = directory_digest(downloaded)
             if expected is not None and digest != expected:
@@ -209,15 +210,16 @@ class ArtifactStore:
     @contextmanager
     def _staging(self, version: VersionId, parent: Path) -> Iterator[Path]:
         """A temporary directory beside where the files will live, always removed; whatever
-        goes wrong inside becomes ArtifactFetchFailed naming the version."""
+        goes wrong inside becomes ArtifactFetchFailed naming the version (and no local path)."""
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version.version}-", dir=parent))
         try:
             yield staging
         except RegistryError:
             raise
-        except Exception as exc:
-            raise ArtifactFetchFailed(version.name, version.version, f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the message is the client's; where it failed is the operator's
+            log.warning("%s: fetching artifacts failed: %s: %s", version, type(exc).__name__, exc)
+            raise ArtifactFetchFailed(version.name, version.version, described(exc)) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

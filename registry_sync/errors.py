@@ -6,6 +6,24 @@ so callers never have to know which client failed.
 
 from __future__ import annotations
 
+import re
+
+# A local path, or a file: URI, as a foreign exception's message carries them: '/' not after a
+# letter, digit, ':' or '/' (so neither 'http://host/x' nor 'and/or'), up to a space, quote,
+# bracket or ':'.
+_LOCAL_PATH = re.compile(r"""\bfile:/+[^\s'"`,;:()<>\[\]{}]*|(?<![\w.:/~-])/[^\s'"`,;:()<>\[\]{}]+""")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every local path (the artifact cache, a temporary directory, a local
+    artifact store) replaced by ``<path>``: error answers say what failed, the logs say where."""
+    return _LOCAL_PATH.sub("<path>", text)
+
+
+def described(exc: BaseException) -> str:
+    """A foreign exception for an error answer: its type and message, without local paths."""
+    return without_paths(f"{type(exc).__name__}: {exc}")
+
 
 class RegistryError(Exception):
     """Base of everything the control plane raises."""

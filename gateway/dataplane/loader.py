@@ -37,7 +37,13 @@ from gateway.errors import (
 )
 from gateway.protocols.mlflow_scoring import BodyLimits, ScoringInput
 from registry_sync.artifacts import ArtifactStore
-from registry_sync.errors import ArtifactDigestMismatch, ArtifactLocationRefused, RegistryError
+from registry_sync.errors import (
+    ArtifactDigestMismatch,
+    ArtifactLocationRefused,
+    RegistryError,
+    described,
+    without_paths,
+)
 from registry_sync.hashing import directory_bytes
 from registry_sync.identity import VersionId
 from registry_sync.repository import EventKind, StateStore, VersionState
@@ -197,6 +203,7 @@ class ModelLoader:
         it before it is loaded), then load it."""
         name, number = version.name, version.version
         started = time.perf_counter()
+        path: Path | None = None  # the logs name it when a load fails; answers never do
         try:
             known = self._store.version(name, number)  # its pinned digest and its tags
             if known is None or known.deleted or not known.id.same_version(version):
@@ -212,10 +219,12 @@ class ModelLoader:
         except ArtifactLocationRefused as exc:  # before any download
             raise self._refused_by_policy(version, exc.policy, exc.detail) from None
         except RegistryError as exc:
-            self._failed(version, str(exc))
-            raise ModelLoadFailed(name, number, str(exc)) from exc
-        except Exception as exc:  # anything a model's own loader raises
-            raise ModelLoadFailed(name, number, f"{type(exc).__name__}: {exc}") from exc
+            reason = without_paths(str(exc))  # events and answers are read by callers
+            self._failed(version, reason)
+            raise ModelLoadFailed(name, number, reason) from exc
+        except Exception as exc:  # anything a model's own loader raises; its paths stay in the log
+            log.warning("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
+            raise ModelLoadFailed(name, number, described(exc)) from exc
         # The graph misses memory that native libraries hold outside Python; the files
         # they were loaded from bound that from below.
         size = max(object_graph_bytes(pyfunc), on_disk)

@@ -130,7 +130,10 @@ async def events(
     request: Request,
     model: Annotated[str | None, Query(description="Only this model")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(description="Only events with a smaller id (paging)")] = None,
+    # an event id: within the database's 64-bit integers (past them sqlite raised, a 500)
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only events with a smaller id (paging)")
+    ] = None,
 ) -> EventList:
     services: Services = request.app.state.services
     rows = await anyio.to_thread.run_sync(lambda: services.store.events(name=model, limit=limit, before=before))

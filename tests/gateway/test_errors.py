@@ -155,6 +155,12 @@ def test_unknown_endpoints_and_methods_answer_json(client: TestClient) -> None:
     assert_error(client.get(PREDICT), 405)
 
 
+@pytest.mark.parametrize("before", [str(2**63), str(-(2**70)), "0"])
+def test_event_ids_out_of_range_get_400(client: TestClient, before: str) -> None:
+    """Found by schemathesis: 2**63 reached sqlite, which raised (a 500)."""
+    assert_error(client.get("/events", params={"before": before}), 400, "INVALID_PARAMETER_VALUE", mentions=("before",))
+
+
 def test_unknown_model_metadata_is_404(client: TestClient) -> None:
     assert_error(client.get("/models/no-such-model"), 404, mentions=("no-such-model",))
     assert_error(client.get(f"/models/{IRIS}/versions/42"), 404, mentions=("42",))
