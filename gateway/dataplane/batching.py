@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import Overloaded
@@ -25,7 +26,21 @@ Scoring = tuple[bytes, str]  # an MLflow scoring body and its media type: batche
 Call = Callable[[LoadedModel], bytes]
 """Another protocol's request, as its adapter's own decode-predict-encode: run in the
 inference thread against the leased version, one at a time (gateway.protocols)."""
-Request = Scoring | Call
+
+
+@dataclass(frozen=True, slots=True)
+class TensorCall:
+    """Another protocol's request that can join a batch on the fast path: ``tensors`` gives
+    its inputs as named arrays (or raises the adapter's own error for a bad request),
+    ``encode`` turns its rows of the batch's predictions into its answer; ``alone`` is the
+    whole request through pyfunc, for when the fast path cannot take it."""
+
+    tensors: Callable[[LoadedModel], dict[str, Any] | None]
+    encode: Callable[[LoadedModel, Any], bytes]
+    alone: Call
+
+
+Request = Scoring | Call | TensorCall
 Outcome = bytes | Exception
 BatchRunner = Callable[[LoadedModel, list[Request]], tuple[list[Outcome], int]]  # outcomes, fast count
 

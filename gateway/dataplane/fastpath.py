@@ -35,9 +35,22 @@ _COLUMN_DTYPES = {DataType.double: np.dtype(np.float64), DataType.long: np.dtype
 class FastPath:
     """Decode a JSON body into one array, predict a batch of such arrays at once."""
 
-    def __init__(self, decode: Callable[[Any], np.ndarray | None], predict: Callable[[np.ndarray], Any]) -> None:
+    def __init__(
+        self,
+        decode: Callable[[Any], np.ndarray | None],
+        predict: Callable[[np.ndarray], Any],
+        *,
+        tensors: Callable[[dict[str, np.ndarray]], np.ndarray | None] | None = None,
+    ) -> None:
         self._decode = decode
+        self._tensors = tensors
         self.predict = predict
+
+    def from_tensors(self, tensors: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Another protocol's named, typed tensors (the Open Inference Protocol's inputs) as
+        the array the flavor predicts on, or None: only where pyfunc would take them unchanged
+        (the signature's columns or tensor, each of exactly its dtype and shape)."""
+        return self._tensors(tensors) if self._tensors is not None else None
 
     def decode(self, body: bytes, media_type: str) -> np.ndarray | None:
         """The request as the array the flavor predicts on, or None: take the pyfunc path."""
@@ -85,7 +98,7 @@ def _sklearn(pyfunc: Any, metadata: Model, schema: Schema) -> FastPath | None:
         if estimator is None:
             return None
     decode = _column_decoder(names, dtype)
-    return FastPath(decode, getattr(estimator, method))
+    return FastPath(decode, getattr(estimator, method), tensors=_column_tensors(names, dtype))
 
 
 def _without_feature_names(estimator: Any) -> Any | None:
@@ -133,7 +146,15 @@ def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:
             return None
         return array
 
-    return FastPath(decode, wrapper.predict)
+    def tensors(values: dict[str, np.ndarray]) -> np.ndarray | None:
+        if len(values) != 1:
+            return None
+        (array,) = values.values()
+        if array.dtype != spec.type or not _shape_fits(array.shape, spec.shape):
+            return None
+        return array
+
+    return FastPath(decode, wrapper.predict, tensors=tensors)
 
 
 def _plain_numbers(value: Any) -> bool:
@@ -216,6 +237,30 @@ def _column_decoder(names: list[str], dtype: np.dtype[Any]) -> Callable[[Any], n
         return None
 
     return decode
+
+
+def _column_tensors(names: list[str], dtype: np.dtype[Any]) -> Callable[[dict[str, np.ndarray]], np.ndarray | None]:
+    """One tensor per signature column, each ``[N]`` or ``[N, 1]`` of exactly the column's
+    dtype (no conversion that pyfunc might make otherwise), stacked in signature order."""
+    wanted = set(names)
+
+    def stack(values: dict[str, np.ndarray]) -> np.ndarray | None:
+        if set(values) != wanted:
+            return None
+        columns = []
+        for name in names:
+            array = values[name]
+            if array.dtype != dtype or array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
+                return None
+            columns.append(array.reshape(-1))
+        rows = {len(column) for column in columns}
+        if len(rows) != 1 or 0 in rows:
+            return None
+        if dtype == np.float64 and not all(np.isfinite(column).all() for column in columns):
+            return None  # NaN and infinities: the model's own checks, through pyfunc
+        return np.column_stack(columns)
+
+    return stack
 
 
 def _accepts_double(value: object) -> bool:

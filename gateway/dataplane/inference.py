@@ -11,6 +11,7 @@ batch never changes which requests succeed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gateway.dataplane.batching import Outcome, Request
+from gateway.dataplane.batching import Outcome, Request, TensorCall
 from gateway.dataplane.fastpath import split_rows
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.warmup import warmup_request
@@ -26,6 +27,8 @@ from gateway.errors import PredictFailed
 from gateway.protocols.mlflow_scoring import ScoringInput, decode, encode_predictions
 
 log = logging.getLogger(__name__)
+
+Encoder = Callable[[Any], bytes]  # a request's rows of the predictions -> its answer
 
 
 def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
@@ -36,15 +39,26 @@ def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
 def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outcome], int]:
     """Each request's answer (or its error), and how many took the fast path."""
     outcomes: list[Outcome | None] = [None] * len(requests)
-    fast: list[tuple[int, np.ndarray]] = []
+    fast: list[tuple[int, np.ndarray, Encoder]] = []
     slow: list[int] = []
     for index, request in enumerate(requests):
+        if isinstance(request, TensorCall):  # another protocol's tensors: fast if they fit
+            try:
+                array = _tensor_array(model, request)
+            except Exception as exc:  # the adapter's own error for a bad request
+                outcomes[index] = exc
+                continue
+            if array is not None:
+                fast.append((index, array, functools.partial(request.encode, model)))
+            else:
+                outcomes[index] = _attempt(request.alone, model)
+            continue
         if not isinstance(request, tuple):  # an adapter's call: alone, as it was written
             outcomes[index] = _attempt(request, model)
             continue
         array = model.fast.decode(*request) if model.fast is not None else None
         if array is not None:
-            fast.append((index, array))
+            fast.append((index, array, encode_predictions))
         else:
             slow.append(index)
     if fast:
@@ -60,19 +74,28 @@ def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outco
     return [missing if outcome is None else outcome for outcome in outcomes], len(fast)
 
 
-def _predict_fast(model: LoadedModel, items: list[tuple[int, np.ndarray]], outcomes: list[Outcome | None]) -> None:
+def _tensor_array(model: LoadedModel, request: TensorCall) -> np.ndarray | None:
+    if model.fast is None:
+        return None
+    tensors = request.tensors(model)
+    return model.fast.from_tensors(tensors) if tensors is not None else None
+
+
+def _predict_fast(
+    model: LoadedModel, items: list[tuple[int, np.ndarray, Encoder]], outcomes: list[Outcome | None]
+) -> None:
     if len(items) > 1:
         try:
-            output = model.predict_fast(np.concatenate([array for _, array in items]))
-            pieces = split_rows(output, [len(array) for _, array in items])
+            output = model.predict_fast(np.concatenate([array for _, array, _ in items]))
+            pieces = split_rows(output, [len(array) for _, array, _ in items])
         except Exception:
             pieces = None
         if pieces is not None:
-            for (index, _), piece in zip(items, pieces, strict=True):
-                outcomes[index] = encode_predictions(piece)
+            for (index, _, encode), piece in zip(items, pieces, strict=True):
+                outcomes[index] = _attempt(encode, piece)
             return
-    for index, array in items:  # alone, or the batch failed: each on its own
-        outcomes[index] = _attempt(_fast_one, model, array)
+    for index, array, encode in items:  # alone, or the batch failed: each on its own
+        outcomes[index] = _attempt(lambda a, e: e(model.predict_fast(a)), array, encode)
 
 
 def _predict_frames(

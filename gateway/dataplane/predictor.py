@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from gateway.admission.limits import LoadBudget
-from gateway.dataplane.batching import Call, Job, Request, VersionQueue
+from gateway.dataplane.batching import Call, Job, Request, TensorCall, VersionQueue
 from gateway.dataplane.cache import ModelCache
 from gateway.dataplane.inference import score_batch
 from gateway.dataplane.loader import LoadedModel
@@ -104,7 +104,7 @@ class InferenceService:
         """An MLflow scoring body: batched with its version's other requests, fast path if it can."""
         return await self._run(served, (body, media_type), media_type, body)
 
-    async def call(self, served: Resolved, work: Call, *, kind: str, body: bytes) -> Prediction:
+    async def call(self, served: Resolved, work: Call | TensorCall, *, kind: str, body: bytes) -> Prediction:
         """Another protocol's request: ``work`` decodes, predicts and encodes in the inference
         thread, with the same lease, queue, timeout and answer cache. ``kind`` and ``body``
         key the cache: together they must say everything ``work`` answers from."""

@@ -360,6 +360,22 @@ def to_model_input(request: InferRequest, mlmodel: Model) -> ScoringInput:
     return ScoringInput(value, params)
 
 
+def plain_tensors(request: InferRequest, mlmodel: Model) -> dict[str, np.ndarray] | None:
+    """The inputs as named arrays, where :func:`to_model_input` would hand pyfunc just those
+    arrays (the model's own content type, numbers only, no params): the data plane's fast
+    path may then take them. None: only pyfunc reads this request."""
+    schema = mlmodel.get_input_schema()  # type: ignore[no-untyped-call]
+    content_type = request.parameters.get("content_type") or model_content_type(schema)
+    if content_type != model_content_type(schema) or content_type not in ("pd", "np"):
+        return None
+    if any(key not in _RESERVED_PARAMETERS for key in request.parameters):
+        return None  # params go to the model: pyfunc
+    if any(tensor.datatype == BYTES for tensor in request.inputs):
+        return None
+    tensors = {tensor.name: tensor.data for tensor in request.inputs}
+    return tensors if len(tensors) == len(request.inputs) else None
+
+
 def _decoded(tensor: Tensor, declared: dict[str, Any] | None) -> Any:
     content_type = tensor.parameters.get("content_type")
     if content_type is None and declared is not None:

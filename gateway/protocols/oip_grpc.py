@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway import __version__
 from gateway.admission.access import Access, Requirement
 from gateway.admission.limits import NO_PERMIT, Permit
-from gateway.dataplane.batching import Call
+from gateway.dataplane.batching import TensorCall
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import (
     GatewayError,
@@ -223,17 +223,24 @@ def encode_response(
     return response
 
 
-def _work(message: pb.ModelInferRequest, served: Resolved) -> Call:
-    """What runs in the inference thread: decode, predict, encode, serialize."""
+def _work(message: pb.ModelInferRequest, served: Resolved) -> TensorCall:
+    """What runs in the inference thread: decode, predict (with other requests' rows on the
+    fast path where the inputs fit it), encode, serialize."""
     raw_outputs = bool(message.raw_input_contents)
+    parsed: list[oip_codec.InferRequest] = []
 
-    def work(model: LoadedModel) -> bytes:
-        request = parse_request(message)
-        scoring = oip_codec.to_model_input(request, model.metadata)
-        answer = model.predict(scoring)
-        return _serialize(encode_response(request, answer, served=served, raw_outputs=raw_outputs))
+    def request() -> oip_codec.InferRequest:
+        if not parsed:
+            parsed.append(parse_request(message))
+        return parsed[0]
 
-    return work
+    def encode(model: LoadedModel, answer: Any) -> bytes:
+        return _serialize(encode_response(request(), answer, served=served, raw_outputs=raw_outputs))
+
+    def alone(model: LoadedModel) -> bytes:
+        return encode(model, model.predict(oip_codec.to_model_input(request(), model.metadata)))
+
+    return TensorCall(lambda model: oip_codec.plain_tensors(request(), model.metadata), encode, alone)
 
 
 def _metadata(name: str, versions: list[str], mlmodel: Any) -> pb.ModelMetadataResponse:

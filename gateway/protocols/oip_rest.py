@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway.admission.access import Access, requires
-from gateway.dataplane.batching import Call
+from gateway.dataplane.batching import TensorCall
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import (
     MalformedRequest,
@@ -114,20 +114,27 @@ def _accepts_gzip(value: str | None) -> bool:
     return False
 
 
-def _work(body: bytes, header_length: int | None, served: Resolved) -> Call:
-    """What runs in the inference thread: read, decode, predict, encode. Its answer is the
-    JSON's length (8 bytes, little-endian), the JSON, then any binary outputs."""
+def _work(body: bytes, header_length: int | None, served: Resolved) -> TensorCall:
+    """What runs in the inference thread: read, decode, predict (with other requests' rows on
+    the fast path where the inputs fit it), encode. Its answer is the JSON's length (8 bytes,
+    little-endian), the JSON, then any binary outputs."""
+    parsed: list[oip_codec.InferRequest] = []
 
-    def work(model: LoadedModel) -> bytes:
-        request = oip_codec.parse_request(body, header_length)
-        scoring = oip_codec.to_model_input(request, model.metadata)
-        raw = model.predict(scoring)
+    def request() -> oip_codec.InferRequest:
+        if not parsed:
+            parsed.append(oip_codec.parse_request(body, header_length))
+        return parsed[0]
+
+    def encode(model: LoadedModel, raw: Any) -> bytes:
         document, binary = oip_codec.encode_response(
-            request, raw, model_name=served.name, model_version=str(served.version)
+            request(), raw, model_name=served.name, model_version=str(served.version)
         )
         return _PREFIX.pack(len(document)) + document + binary
 
-    return work
+    def alone(model: LoadedModel) -> bytes:
+        return encode(model, model.predict(oip_codec.to_model_input(request(), model.metadata)))
+
+    return TensorCall(lambda model: oip_codec.plain_tensors(request(), model.metadata), encode, alone)
 
 
 async def answer(

@@ -285,3 +285,36 @@ def test_unknown_models_versions_and_aliases_are_404(client: triton.InferenceSer
     with pytest.raises(InferenceServerException, match="no-such-model"):
         client.get_model_metadata("no-such-model")
     assert http.get("/v2/no-such-route").json().keys() == {"error"}
+
+
+def _by_path(http: httpx.Client, model: str) -> dict[str, float]:
+    counts = {"fast": 0.0, "pyfunc": 0.0}
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("gateway_predictions_by_path_total{") and f'model="{model}"' in line:
+            path = line.split('path="')[1].split('"')[0]
+            counts[path] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_plain_numeric_tensors_take_the_fast_path_and_the_rest_pyfunc(
+    client: triton.InferenceServerClient, http: httpx.Client, sqlite_registry: Registry
+) -> None:
+    """The signature's columns in their own dtype, nothing else: the flavor's own predict,
+    batched with MLflow-protocol requests like any; other dtypes, params or another content
+    type: pyfunc. Both answer as pyfunc does (the tests above),
+    so only the road is checked here."""
+    before = _by_path(http, IRIS)
+    for binary in (True, False):
+        outputs = None if binary else [triton.InferRequestedOutput("output-1", binary_data=False)]
+        client.infer(IRIS, iris_inputs(ROWS, binary=binary), model_version="2", outputs=outputs)
+    plain = _by_path(http, IRIS)
+    assert plain["fast"] == before["fast"] + 2 and plain["pyfunc"] == before["pyfunc"]
+    # a tensor of another dtype than the column's is pyfunc's to judge: MLflow refuses int64
+    # for a double column, and the fast path must not quietly take it
+    ints = iris_json(ROWS.round().astype(np.int64))
+    for tensor in ints["inputs"]:
+        tensor["datatype"] = "INT64"
+    refused = http.post(f"/v2/models/{IRIS}/versions/2/infer", json=ints)
+    assert refused.status_code == 400 and "int64" in refused.json()["error"], refused.text
+    after = _by_path(http, IRIS)
+    assert after["fast"] == plain["fast"] and after["pyfunc"] == plain["pyfunc"] + 1
