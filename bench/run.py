@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import auth_cost  # noqa: E402
 import memory_churn  # noqa: E402
 import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
@@ -38,7 +40,7 @@ WORK = HERE / ".work"
 RESULTS = HERE / "results"
 VENV_BIN = Path(sys.executable).parent
 MLSERVER_VENV = HERE / ".venv-mlserver"
-SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory", "oip", "traffic")
+SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory", "oip", "traffic", "auth")
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
 ZIPF_MODELS = 50
@@ -619,6 +621,57 @@ def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
                     pass
 
 
+def _create_key(gw: Server, name: str, *extra: str) -> str:
+    """``registry-gateway keys create`` against the gateway's GATEWAY_DATABASE_URL; the secret."""
+    argv = [str(VENV_BIN / "registry-gateway"), "keys", "create", name, "--scopes", auth_cost.SCOPES, *extra]
+    done = subprocess.run(argv, env=gw.env, capture_output=True, text=True, check=True)
+    return auth_cost.secret_from(done.stdout)
+
+
+def _refused_without_key(url: str, body: bytes) -> int | None:
+    """The status of a request sent without a key (401 when keys are on), None if it passed."""
+    try:
+        post(url, body)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    return None
+
+
+def _auth_point(run: Run, gw: Server, label: str, body: Path, headers: dict[str, str]) -> None:
+    url = f"{gw.url}/models/{auth_cost.MODEL}/predict"
+    post(url, body.read_bytes(), headers)  # raises unless 2xx (and loads the model)
+    connections = auth_cost.CONNECTIONS
+    if run.warmup:
+        drive(url, body, connections=connections, duration=run.warmup, cpus=run.load_cpus, headers=headers)
+    result = drive(url, body, connections=connections, duration=run.duration, cpus=run.load_cpus, headers=headers)
+    entry = {"point": label, **row(gw.name, connections, result, gw.peak_rss_mb())}
+    run.sections["auth"]["rows"].append(entry)  # type: ignore[index]
+    run.log(f"auth {label}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms, {result.errors} errors")
+
+
+def auth_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """The default route at 32 connections with keys off, keys on, keys on with a per-key
+    rate limit that never trips, and keys off again: bench/auth_cost.py."""
+    data: dict[str, object] = {"rows": [], "notes": []}
+    run.sections["auth"] = data
+    with gateway(tracking_uri, "auth-off", cpus=run.server_cpus) as gw:
+        run.log(f"gateway (keys off) ready in {gw.ready_seconds:.1f} s")
+        _auth_point(run, gw, auth_cost.OFF_BEFORE, bodies["iris"], {})
+    keyed = gateway(tracking_uri, "auth-keys", cpus=run.server_cpus, env={"GATEWAY_AUTH": "keys"})
+    secret = _create_key(keyed, auth_cost.KEY)  # before start: the gateway reads its keys at start
+    limited = _create_key(keyed, auth_cost.LIMITED_KEY, "--rate", str(auth_cost.RATE))
+    with keyed as gw:
+        run.log(f"gateway (GATEWAY_AUTH=keys) ready in {gw.ready_seconds:.1f} s")
+        status = _refused_without_key(f"{gw.url}/models/{auth_cost.MODEL}/predict", bodies["iris"].read_bytes())
+        if status != 401:
+            raise RuntimeError(f"keys on, but a request without a key answered {status or '2xx'}, not 401")
+        _auth_point(run, gw, auth_cost.KEYS, bodies["iris"], auth_cost.bearer(secret))
+        _auth_point(run, gw, auth_cost.LIMITED, bodies["iris"], auth_cost.bearer(limited))
+    with gateway(tracking_uri, "auth-off", cpus=run.server_cpus) as gw:
+        run.log(f"gateway (keys off) ready in {gw.ready_seconds:.1f} s")
+        _auth_point(run, gw, auth_cost.OFF_AFTER, bodies["iris"], {})
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -662,6 +715,7 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     out += memory_churn.targets(run.sections.get("memory"))  # type: ignore[arg-type]
     out += oip_rows.targets(run.sections.get("oip"))  # type: ignore[arg-type]
     out += traffic_split.targets(run.sections.get("traffic"))  # type: ignore[arg-type]
+    out += auth_cost.targets(run.sections.get("auth"))  # type: ignore[arg-type]
     return out
 
 
@@ -796,6 +850,7 @@ def render(run: Run, machine: dict[str, str]) -> str:
     lines += memory_churn.render(run.sections.get("memory"))  # type: ignore[arg-type]
     lines += oip_rows.render(run.sections.get("oip"))  # type: ignore[arg-type]
     lines += traffic_split.render(run.sections.get("traffic"))  # type: ignore[arg-type]
+    lines += auth_cost.render(run.sections.get("auth"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -901,6 +956,8 @@ def main() -> None:
         guarded(run, "oip", lambda: oip_section(run, tracking_uri, bodies, reason))
     if "traffic" in only:
         guarded(run, "traffic", lambda: traffic_section(run, tracking_uri, bodies))
+    if "auth" in only:
+        guarded(run, "auth", lambda: auth_section(run, tracking_uri, bodies))
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     report = render(run, machine)

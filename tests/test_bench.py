@@ -1,6 +1,6 @@
 """The benchmark's own logic: reading wrk, planning workers, judging targets, the bare floor,
 the registry-scale section's parsing and verdicts, the memory section's, the OIP section's
-bodies and verdicts, and the traffic section's.
+bodies and verdicts, the traffic section's, and the auth section's.
 
 The benchmark itself runs with `make bench`, never in the test suite (no timed asserts);
 these tests keep the parts that turn its measurements into verdicts honest.
@@ -19,6 +19,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import auth_cost  # noqa: E402
 import floor_app  # noqa: E402
 import memory_churn  # noqa: E402
 import oip_rows  # noqa: E402
@@ -550,3 +551,55 @@ def test_traffic_targets_compare_with_the_mean_of_the_no_split_points() -> None:
     )
     text = "\n".join(traffic_split.render({"rows": rows[:2], "notes": []}))
     assert "| split 90/10 | 5,320 |" in text and "| no split | 6,000 |" in text
+
+
+# --- auth (bench/auth_cost.py) ------------------------------------------------------------------
+
+
+def test_the_secret_is_the_last_line_of_keys_create() -> None:
+    output = (
+        "API key 'bench' created: scopes predict:*; no limits\n"
+        "The secret on the next line is shown once and never stored (only its sha256 is); ...\n"
+        "rgw_AbC-123_xyz\n"
+    )
+    assert auth_cost.secret_from(output) == "rgw_AbC-123_xyz"
+    assert auth_cost.bearer("s3cret") == {"Authorization": "Bearer s3cret"}
+    with pytest.raises(ValueError):
+        auth_cost.secret_from("API key 'bench' created: scopes predict:*\n")  # no secret line
+    with pytest.raises(ValueError):
+        auth_cost.secret_from("")
+
+
+def _auth_point(label: str, req_s: float, errors: int = 0) -> dict[str, Any]:
+    return _row("gateway (auth-keys)", 32, req_s) | {"point": label, "requests": int(req_s * 10), "errors": errors}
+
+
+def test_auth_targets_compare_keys_on_with_the_mean_of_the_keys_off_points() -> None:
+    rows = [
+        _auth_point(auth_cost.OFF_BEFORE, 6000),
+        _auth_point(auth_cost.KEYS, 5320),  # 0.95× of 5600
+        _auth_point(auth_cost.LIMITED, 4480),  # 0.80×: information, never a verdict
+        _auth_point(auth_cost.OFF_AFTER, 5200),
+    ]
+    assert auth_cost.baseline({"rows": rows}) == 5600
+    assert [(v, ok) for _, v, ok in auth_cost.targets({"rows": rows})] == [("0.95×", True), ("0.80×", None)]
+    rows[1]["req_s"] = 5310.0  # 0.948×
+    assert [ok for *_, ok in auth_cost.targets({"rows": rows})] == [False, None]
+    assert auth_cost.baseline({"rows": rows[1:]}) == 5200  # one keys-off point: that one
+    assert [ok for *_, ok in auth_cost.targets({"rows": rows[1:3]})] == [False]  # no keys-off point: not measured
+    assert auth_cost.targets({"rows": rows[1:3]})[0][1] == "not measured"
+    assert auth_cost.targets(None) == [] and auth_cost.targets({}) == []
+
+
+def test_an_auth_point_with_refusals_fails_whatever_its_rate() -> None:
+    rows = [_auth_point(auth_cost.OFF_BEFORE, 6000), _auth_point(auth_cost.KEYS, 9000, errors=12)]
+    assert auth_cost.targets({"rows": rows})[0][1:] == ("1.50×, but 12 errors", False)
+
+
+def test_the_auth_report() -> None:
+    rows = [_auth_point(auth_cost.OFF_BEFORE, 6000), _auth_point(auth_cost.KEYS, 5700)]
+    text = "\n".join(auth_cost.render({"rows": rows, "notes": ["a note"]}))
+    assert "| keys off | 6,000 | 1.00 | 5.00 | 0 | 1.00× |" in text
+    assert "| keys on | 5,700 | 1.00 | 5.00 | 0 | 0.95× |" in text and "a note" in text
+    assert auth_cost.render(None) == []
+    assert "auth" in bench.SECTIONS
