@@ -277,10 +277,10 @@ class InferenceServicer:
         ]
         return await gate.admit(requirement, headers)
 
-    async def _choose(self, name: str, version: str) -> Resolved:
+    async def _choose(self, name: str, version: str, route_key: str | None = None) -> Resolved:
         if not self._services.ready:
             await self._services.until_ready()
-        return await self._services.inference.choose(name, path=version or None)
+        return await self._services.inference.choose(name, path=version or None, route_key=route_key)
 
     def _guarded(self, access: Access, handler: Handler, *, model: Callable[[Any], str] | None = None) -> Handler:
         """``handler`` behind the gate, its errors as status codes."""
@@ -329,32 +329,43 @@ class InferenceServicer:
         started = time.perf_counter()
         model_label, version_label = UNKNOWN, UNKNOWN
         permit = NO_PERMIT
+        served: Resolved | None = None
         try:
             try:
                 message = pb.ModelInferRequest.FromString(body)
             except DecodeError as exc:
                 raise MalformedRequest(f"The request is not a ModelInferRequest: {exc}") from exc
             permit = await self._admit(context, Requirement(Access.PREDICT, message.model_name))
-            served = await self._choose(message.model_name, message.model_version)
+            served = await self._choose(message.model_name, message.model_version, self._route_key(context))
             model_label, version_label = served.name, str(served.version)
             kind = f"oip-grpc:{served.name}:{served.version}"
             prediction = await services.inference.call(served, _work(message, served), kind=kind, body=body)
         except Exception as exc:
             error = status_of(exc)
+            seconds = time.perf_counter() - started
             services.metrics.request_finished(
-                model=model_label,
-                version=version_label,
-                status=error.http_status,
-                seconds=time.perf_counter() - started,
+                model=model_label, version=version_label, status=error.http_status, seconds=seconds
             )
+            if served is not None:
+                services.guard.observe(served, status=error.http_status, seconds=seconds)
             permit.release()
             await _abort(context, error)
             raise AssertionError("unreachable: abort raises") from exc
         permit.release()
-        services.metrics.request_finished(
-            model=model_label, version=version_label, status=200, seconds=time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        served = prediction.served  # a canary unloaded meanwhile was answered by its default version
+        services.metrics.request_finished(model=model_label, version=str(served.version), status=200, seconds=seconds)
+        services.guard.observe(served, status=200, seconds=seconds)  # default-route answers only count
+        if served.route is not None:
+            context.set_trailing_metadata((("x-model-version", str(served.version)), ("x-model-route", served.route)))
         return prediction.body
+
+    def _route_key(self, context: grpc.aio.ServicerContext) -> str | None:
+        wanted = self._services.settings.route_key_header.lower()
+        for key, value in context.invocation_metadata() or ():
+            if key.lower() == wanted:
+                return value if isinstance(value, str) else value.decode("utf-8", "replace")
+        return None
 
     def handlers(self) -> grpc.GenericRpcHandler:
         def unary(handler: Handler, request_type: Any) -> grpc.RpcMethodHandler:

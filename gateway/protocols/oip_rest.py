@@ -78,6 +78,8 @@ def _served_headers(served: Resolved) -> dict[str, str]:
     headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": str(served.version)}
     if served.alias:
         headers["X-Model-Alias"] = header_value(served.alias)
+    if served.route is not None:
+        headers["X-Model-Route"] = served.route
     return headers
 
 
@@ -143,12 +145,16 @@ async def answer(
     """Choose, read, infer; counted in the request metrics whatever happens."""
     started = time.perf_counter()
     model_label, version_label = UNKNOWN, UNKNOWN
-    content_length = selector = encoding = header_length = accept = None
+    content_length = selector = encoding = header_length = accept = route_key = None
+    route_header = services.route_key_header
+    served = None
     for key, value in headers:
         if key == b"content-length" and content_length is None:
             content_length = value.decode("latin-1")
         elif key == b"x-model-version" and selector is None:
             selector = header_text(value)
+        elif key == route_header and route_key is None:
+            route_key = header_text(value)
         elif key == b"content-encoding" and encoding is None:
             encoding = value.decode("latin-1")
         elif key == b"inference-header-content-length" and header_length is None:
@@ -163,7 +169,7 @@ async def answer(
             if not header_length.strip().isdigit():
                 raise MalformedRequest(f"{HEADER_LENGTH} '{header_length}' is not a number")
             json_length = int(header_length)
-        served = await services.inference.choose(name, path=version, header=selector)
+        served = await services.inference.choose(name, path=version, header=selector, route_key=route_key)
         model_label, version_label = served.name, str(served.version)
         limit = services.settings.max_body_bytes
         body = _decompressed(await read_body(receive, content_length, limit), encoding, limit)
@@ -171,13 +177,16 @@ async def answer(
         prediction = await services.inference.call(served, _work(body, json_length, served), kind=kind, body=body)
     except Exception as exc:
         status = http_errors.classify(exc).status
-        services.metrics.request_finished(
-            model=model_label, version=version_label, status=status, seconds=time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        services.metrics.request_finished(model=model_label, version=version_label, status=status, seconds=seconds)
+        if served is not None:
+            services.guard.observe(served, status=status, seconds=seconds)
         raise
-    services.metrics.request_finished(
-        model=model_label, version=version_label, status=200, seconds=time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    served = prediction.served  # a canary unloaded meanwhile was answered by its default version
+    version_label = str(served.version)
+    services.metrics.request_finished(model=model_label, version=version_label, status=200, seconds=seconds)
+    services.guard.observe(served, status=200, seconds=seconds)  # default-route answers only count
     (document_length,) = _PREFIX.unpack_from(prediction.body)
     payload = prediction.body[_PREFIX.size :]
     response_headers = _served_headers(served)

@@ -84,6 +84,11 @@ class Replica:
                 found[key] = int(response.headers["x-model-version"])
         return found
 
+    async def oip(self, name: str, *, key: str) -> httpx.Response:
+        """The same default-route request over the Open Inference Protocol."""
+        body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 1], "data": [1.5]}]}
+        return await self.client.post(f"/v2/models/{name}/infer", json=body, headers={"X-Route-Key": key})
+
     async def sync(self, name: str, **params: str) -> None:
         response = await self.client.post("/admin/sync", params={"model": name, **params}, headers=ADMIN)
         assert response.status_code == 200, response.text
@@ -166,6 +171,11 @@ async def test_a_ten_percent_canary_is_sticky_across_replicas_and_restarts_and_g
         assert {k: routed.headers[k] for k in ("x-model-version", "x-model-route")} == {
             k: lane.headers[k] for k in ("x-model-version", "x-model-route")
         }
+        for key in sample[:40]:  # the Open Inference Protocol's default route: the same split
+            answer = await one.oip(name, key=key)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == str(first[key])
+            assert answer.headers["x-model-route"] == ("canary" if key in canary else "default")
         async with replica(settings_for("gateway"), registry.tracking_uri) as two:
             assert await two.versions(name, sample) == {key: first[key] for key in sample}
         async with replica(settings_for("gateway"), registry.tracking_uri) as restarted:

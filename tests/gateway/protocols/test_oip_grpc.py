@@ -262,3 +262,33 @@ def test_keys_are_checked_before_any_lookup(
         answer = stub.ModelMetadata(request, metadata=[("authorization", f"Bearer {secret}")])
         assert answer.name == IRIS
         assert stub.ServerLive(pb.ServerLiveRequest()).live  # a probe: no key
+
+
+def test_the_default_route_follows_a_canary_split_by_route_key(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A version tagged gateway.traffic.weight=100 takes every default-route call once warm;
+    a call that names a version gets exactly it; the route key travels as metadata."""
+    from registry_sync.traffic import WEIGHT_TAG
+    from tests.conftest import empty_registry
+    from tests.support.models import Doubler, log_pyfunc
+
+    registry = empty_registry(tmp_path_factory.mktemp("grpc-split-registry"))
+    name = "grpc-split"
+    v1, v2 = (registry.log(log_pyfunc, name, Doubler()) for _ in range(2))
+    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "100")
+    port = free_port()
+    settings = oip_settings(tmp_path_factory.mktemp("grpc-split"), grpc_port=port)
+    with served(settings, registry), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        def call(version: str) -> tuple[str, dict[str, str]]:
+            request = pb.ModelInferRequest(model_name=name, model_version=version)
+            tensor = request.inputs.add(name="x", datatype="FP64", shape=[1, 1])
+            tensor.contents.fp64_contents.append(1.5)
+            answer, rpc = stub.ModelInfer.with_call(request, metadata=(("x-route-key", "user-1"),))
+            return answer.model_version, dict(rpc.trailing_metadata() or ())
+
+        version, trailing = call("")
+        assert (version, trailing.get("x-model-route")) == (str(v2), "canary")
+        named, trailing = call(str(v1))
+        assert (named, trailing.get("x-model-route")) == (str(v1), "named")
