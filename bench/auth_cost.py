@@ -14,8 +14,9 @@ This module holds the pure parts (the secret, verdicts, report); bench/run.py dr
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from report import Row, fmt, mean_rate, point, rate
 
 MODEL = "iris"
 CONNECTIONS = 32
@@ -25,8 +26,6 @@ LIMITED_KEY = "bench-limited"
 RATE = 1_000_000  # requests a second: a per-key limit that never trips
 OFF_BEFORE, KEYS, LIMITED, OFF_AFTER = "keys off", "keys on", "keys on + rate limit", "keys off (again)"
 TARGET = 0.95  # keys on within 5% of keys off
-
-Row = dict[str, Any]
 
 
 def secret_from(output: str) -> str:
@@ -41,21 +40,9 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def _rate(row: Row | None) -> float | None:
-    if row is None or not row.get("requests"):
-        return None
-    value = float(row["req_s"])
-    return None if math.isnan(value) else value
-
-
-def _point(data: dict[str, Any], label: str) -> Row | None:
-    return next((r for r in data.get("rows", []) if r["point"] == label), None)
-
-
 def baseline(data: dict[str, Any]) -> float | None:
     """The mean req/s of the keys-off points that were measured."""
-    rates = [r for r in (_rate(_point(data, label)) for label in (OFF_BEFORE, OFF_AFTER)) if r is not None]
-    return sum(rates) / len(rates) if rates else None
+    return mean_rate(data, (OFF_BEFORE, OFF_AFTER))
 
 
 def _answered(row: Row | None) -> bool:
@@ -70,15 +57,15 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     base = baseline(data)
     out: list[tuple[str, str, bool | None]] = []
     name = f"auth: keys on at {CONNECTIONS} conns within 5% of keys off's req/s"
-    point = _point(data, KEYS)
-    mine = _rate(point)
+    measured = point(data, KEYS)
+    mine = rate(measured)
     if base is None or mine is None:
         out.append((name, "not measured", False))
-    elif not _answered(point):
-        out.append((name, f"{mine / base:.2f}×, but {point['errors']} errors", False))  # type: ignore[index]
+    elif not _answered(measured):
+        out.append((name, f"{mine / base:.2f}×, but {measured['errors']} errors", False))  # type: ignore[index]
     else:
         out.append((name, f"{mine / base:.2f}×", mine >= TARGET * base))
-    limited = _rate(_point(data, LIMITED))
+    limited = rate(point(data, LIMITED))
     if base is not None and limited is not None:
         out.append(
             (
@@ -88,13 +75,6 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
             )
         )
     return out
-
-
-def _f(value: object, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    number = float(value)  # type: ignore[arg-type]
-    return "–" if math.isnan(number) else f"{number:,.{digits}f}"
 
 
 def render(data: dict[str, Any] | None) -> list[str]:
@@ -114,10 +94,10 @@ def render(data: dict[str, Any] | None) -> list[str]:
     lines += ["| point | req/s | p50 ms | p99 ms | errors | ÷ keys off |"]
     lines += ["|---|--:|--:|--:|--:|--:|"]
     for entry in data.get("rows", []):
-        mine = _rate(entry)
+        mine = rate(entry)
         ratio = f"{mine / base:.2f}×" if base and mine is not None else "–"
         lines.append(
-            f"| {entry['point']} | {_f(entry['req_s'], 0)} | {_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | "
+            f"| {entry['point']} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | "
             f"{entry['errors']} | {ratio} |"
         )
     for note in data.get("notes", []):

@@ -14,11 +14,12 @@ This module holds the bodies, the verdicts and the report; bench/run.py starts t
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from report import Row, fmt, rate
 
 MLFLOW = "MLflow REST (dataframe_split)"
 REST_JSON = "OIP REST JSON"
@@ -27,8 +28,6 @@ GRPC = "OIP gRPC (raw contents)"
 GATEWAY = "gateway"
 MLSERVER = "MLServer (mlserver-mlflow)"
 HEADER_LENGTH = "Inference-Header-Content-Length"
-
-Row = dict[str, Any]
 
 
 def rest_json_body(columns: list[str], row: list[float]) -> dict[str, Any]:
@@ -93,13 +92,6 @@ def find(rows: list[Row], server: str, protocol: str, connections: int) -> Row |
     )
 
 
-def _rate(row: Row | None) -> float | None:
-    if row is None or not row.get("requests"):
-        return None
-    value = float(row["req_s"])
-    return None if math.isnan(value) else value
-
-
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     """Issue 13's targets at each connection count measured: OIP REST (JSON, binary) within
     10% of the gateway's MLflow protocol; gRPC at least as fast as the faster REST row; and,
@@ -109,24 +101,24 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     rows: list[Row] = data.get("rows", [])
     out: list[tuple[str, str, bool | None]] = []
     for connections in data.get("connections", [1, 32]):
-        base = _rate(find(rows, GATEWAY, MLFLOW, connections))
+        base = rate(find(rows, GATEWAY, MLFLOW, connections))
         for protocol in (REST_JSON, REST_BINARY):
             name = f"OIP: {protocol} at {connections} conns within 10% of the MLflow protocol's req/s"
-            mine = _rate(find(rows, GATEWAY, protocol, connections))
+            mine = rate(find(rows, GATEWAY, protocol, connections))
             if base is None or mine is None:
                 out.append((name, "not measured", False))
             else:
                 out.append((name, f"{mine / base:.2f}×", mine >= 0.9 * base))
-        rest = [r for r in (_rate(find(rows, GATEWAY, p, connections)) for p in (REST_JSON, REST_BINARY)) if r]
-        grpc_rate = _rate(find(rows, GATEWAY, GRPC, connections))
+        rest = [r for r in (rate(find(rows, GATEWAY, p, connections)) for p in (REST_JSON, REST_BINARY)) if r]
+        grpc_rate = rate(find(rows, GATEWAY, GRPC, connections))
         name = f"OIP: gRPC at {connections} conns ≥ the faster OIP REST row's req/s"
         if not rest or grpc_rate is None:
             out.append((name, "not measured", False))
         else:
             out.append((name, f"{grpc_rate / max(rest):.2f}×", grpc_rate >= max(rest)))
     name = "OIP: REST JSON at 32 conns ≥ 10× MLServer's V2 REST"
-    theirs = _rate(find(rows, MLSERVER, REST_JSON, 32))
-    mine = _rate(find(rows, GATEWAY, REST_JSON, 32))
+    theirs = rate(find(rows, MLSERVER, REST_JSON, 32))
+    mine = rate(find(rows, GATEWAY, REST_JSON, 32))
     if data.get("mlserver_skipped"):
         out.append((name, f"MLServer skipped: {data['mlserver_skipped']}", None))
     elif theirs is None or mine is None:
@@ -137,13 +129,6 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
 
 
 # --- the report ------------------------------------------------------------------------------
-
-
-def _f(value: object, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    number = float(value)  # type: ignore[arg-type]
-    return "–" if math.isnan(number) else f"{number:,.{digits}f}"
 
 
 def render(data: dict[str, Any] | None) -> list[str]:
@@ -164,14 +149,14 @@ def render(data: dict[str, Any] | None) -> list[str]:
     lines += ["| server | protocol | conns | req/s | p50 ms | p99 ms | errors | ÷ gateway MLflow | client CPU |"]
     lines += ["|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for entry in rows:
-        base = _rate(find(rows, GATEWAY, MLFLOW, int(entry["connections"])))
-        mine = _rate(entry)
+        base = rate(find(rows, GATEWAY, MLFLOW, int(entry["connections"])))
+        mine = rate(entry)
         ratio = f"{mine / base:.2f}×" if base and mine is not None else "–"
         cpu = entry.get("client_cpu_s")
         share = f"{float(cpu) / float(entry['seconds']):.2f}" if cpu is not None and entry.get("seconds") else "–"
         lines.append(
-            f"| {entry['server']} | {entry['protocol']} | {entry['connections']} | {_f(entry['req_s'], 0)} | "
-            f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | {ratio} | {share} |"
+            f"| {entry['server']} | {entry['protocol']} | {entry['connections']} | {fmt(entry['req_s'], 0)} | "
+            f"{fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | {entry['errors']} | {ratio} | {share} |"
         )
     if data.get("mlserver_skipped"):
         lines += ["", f"MLServer skipped: {data['mlserver_skipped']}."]

@@ -34,6 +34,7 @@ import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
 import traffic_split  # noqa: E402
 from load import Result, drive, drive_grpc, wrk_version  # noqa: E402
+from report import fmt  # noqa: E402
 from servers import Server, free_port, gateway_server  # noqa: E402
 
 WORK = HERE / ".work"
@@ -719,11 +720,6 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     return out
 
 
-def _f(value: object, digits: int = 1) -> str:
-    number = float(value)  # type: ignore[arg-type]
-    return "–" if math.isnan(number) else f"{number:,.{digits}f}"
-
-
 def _json_safe(value: object) -> object:
     """NaN (no measurement) as null, so the .json file is strict JSON."""
     if isinstance(value, float) and math.isnan(value):
@@ -765,8 +761,8 @@ def render(run: Run, machine: dict[str, str]) -> str:
             base = _find(run.main, other, conns)
             ratios.append(f"{float(entry['req_s']) / float(base['req_s']):.2f}×" if base else "–")  # type: ignore[arg-type]
         lines.append(
-            f"| {entry['server']} | {conns} | {_f(entry['req_s'], 0)} | {_f(entry['p50_ms'], 2)} | "
-            f"{_f(entry['p99_ms'], 2)} | {entry['errors']} | {_f(entry['peak_rss_mb'], 0)} | {' | '.join(ratios)} |"
+            f"| {entry['server']} | {conns} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | "
+            f"{fmt(entry['p99_ms'], 2)} | {entry['errors']} | {fmt(entry['peak_rss_mb'], 0)} | {' | '.join(ratios)} |"
         )
     checks = targets(run)
     if checks:
@@ -782,8 +778,8 @@ def render(run: Run, machine: dict[str, str]) -> str:
         lines += ["|---|--:|--:|--:|"]
         for entry in cold:
             lines.append(
-                f"| {entry['version']} | {_f(entry['gateway_first_ms'])} | {_f(entry['gateway_second_ms'], 2)} | "
-                f"{_f(entry['load_model_predict_ms'])} |"
+                f"| {entry['version']} | {fmt(entry['gateway_first_ms'])} | {fmt(entry['gateway_second_ms'], 2)} | "
+                f"{fmt(entry['load_model_predict_ms'])} |"
             )
     alias = run.sections.get("alias")
     if isinstance(alias, dict):
@@ -791,13 +787,13 @@ def render(run: Run, machine: dict[str, str]) -> str:
         lines += ["", "## An alias moving under load", ""]
         lines += [f"`/models/iris/versions/champion/predict` at {alias['connections']} conns; champion flips 1 ↔ 2"]
         lines += [f"every second (MLflow alias, then `POST /admin/sync`): {alias['flips']} flips, each done in"]
-        lines += [f"{_f(alias['flip_ms_median'], 0)} ms median, {_f(alias['flip_ms_max'], 0)} ms max (from setting"]
+        lines += [f"{fmt(alias['flip_ms_median'], 0)} ms median, {fmt(alias['flip_ms_max'], 0)} ms max (from setting"]
         missed = alias["flips_not_served"]
         lines += [f"the alias to the sync's answer); {missed} flips not served by the next request.", ""]
         lines += ["| | req/s | p50 ms | p99 ms | errors |", "|---|--:|--:|--:|--:|"]
         for label, data in (("alias still", steady), ("alias moving", moving)):
             lines.append(
-                f"| {label} | {_f(data['req_s'], 0)} | {_f(data['p50_ms'], 2)} | {_f(data['p99_ms'], 2)} "
+                f"| {label} | {fmt(data['req_s'], 0)} | {fmt(data['p50_ms'], 2)} | {fmt(data['p99_ms'], 2)} "
                 f"| {data['errors']} |"
             )
     zipf = run.sections.get("zipf")
@@ -809,9 +805,9 @@ def render(run: Run, machine: dict[str, str]) -> str:
         lines += ["| req/s | p50 ms | p99 ms | errors | hit rate | loads | evictions | peak RSS MiB |"]
         lines += ["|--:|--:|--:|--:|--:|--:|--:|--:|"]
         lines.append(
-            f"| {_f(zipf['req_s'], 0)} | {_f(zipf['p50_ms'], 2)} | {_f(zipf['p99_ms'], 2)} | {zipf['errors']} | "
+            f"| {fmt(zipf['req_s'], 0)} | {fmt(zipf['p50_ms'], 2)} | {fmt(zipf['p99_ms'], 2)} | {zipf['errors']} | "
             f"{zipf['hit_rate']:.1%} | {zipf['model_loads']:.0f} | {zipf['cache_evictions']:.0f} | "
-            f"{_f(zipf['peak_rss_mb'], 0)} |"
+            f"{fmt(zipf['peak_rss_mb'], 0)} |"
         )
     torch = run.sections.get("torch")
     if isinstance(torch, list):
@@ -820,9 +816,9 @@ def render(run: Run, machine: dict[str, str]) -> str:
         lines += ["|---|--:|--:|--:|--:|--:|--:|"]
         for entry in torch:
             lines.append(
-                f"| {entry['server']} | {entry['connections']} | {_f(entry['req_s'], 0)} | "
-                f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
-                f"{_f(entry['peak_rss_mb'], 0)} |"
+                f"| {entry['server']} | {entry['connections']} | {fmt(entry['req_s'], 0)} | "
+                f"{fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | {entry['errors']} | "
+                f"{fmt(entry['peak_rss_mb'], 0)} |"
             )
     workers = run.sections.get("workers")
     if isinstance(workers, list) and workers:
@@ -842,9 +838,9 @@ def render(run: Run, machine: dict[str, str]) -> str:
         for entry in workers:
             scale = float(entry["req_s"]) / float(base["req_s"])  # type: ignore[arg-type]
             lines.append(
-                f"| {entry['workers']} | {entry['connections']} | {_f(entry['req_s'], 0)} | {scale:.2f}× | "
-                f"{_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | {entry['errors']} | "
-                f"{_f(entry['server_cpu_s'], 1)} | {_f(entry['req_per_cpu_s'], 0)} |"
+                f"| {entry['workers']} | {entry['connections']} | {fmt(entry['req_s'], 0)} | {scale:.2f}× | "
+                f"{fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | {entry['errors']} | "
+                f"{fmt(entry['server_cpu_s'], 1)} | {fmt(entry['req_per_cpu_s'], 0)} |"
             )
     lines += registry_scale.render(run.sections.get("registry-scale"))  # type: ignore[arg-type]
     lines += memory_churn.render(run.sections.get("memory"))  # type: ignore[arg-type]

@@ -14,8 +14,9 @@ This module holds the pure parts (reading /traffic, verdicts, report); bench/run
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from report import fmt, mean_rate, point, rate
 
 WEIGHT_TAG = "gateway.traffic.weight"
 SHADOW_TAG = "gateway.traffic.shadow"
@@ -25,8 +26,6 @@ WEIGHT = 10
 SHADOW = 25
 CONNECTIONS = 32
 NONE_BEFORE, SPLIT, SHADOWED, NONE_AFTER = "no split", "split 90/10", "shadow 25%", "no split (again)"
-
-Row = dict[str, Any]
 
 
 def served(detail: dict[str, Any], *, weight: float = 0.0, shadow: float = 0.0) -> bool:
@@ -51,21 +50,9 @@ def shadows_run(detail: dict[str, Any]) -> float:
     return float(sum(agreement.values()))
 
 
-def _rate(row: Row | None) -> float | None:
-    if row is None or not row.get("requests"):
-        return None
-    value = float(row["req_s"])
-    return None if math.isnan(value) else value
-
-
-def _point(data: dict[str, Any], label: str) -> Row | None:
-    return next((r for r in data.get("rows", []) if r["point"] == label), None)
-
-
 def baseline(data: dict[str, Any]) -> float | None:
     """The mean req/s of the no-split points that were measured."""
-    rates = [r for r in (_rate(_point(data, label)) for label in (NONE_BEFORE, NONE_AFTER)) if r is not None]
-    return sum(rates) / len(rates) if rates else None
+    return mean_rate(data, (NONE_BEFORE, NONE_AFTER))
 
 
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
@@ -76,22 +63,15 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     out: list[tuple[str, str, bool | None]] = []
     for label, floor, what in ((SPLIT, 0.95, "within 5%"), (SHADOWED, 0.70, "within 30%")):
         name = f"traffic: {label} at {CONNECTIONS} conns {what} of no split's req/s"
-        point = _point(data, label)
-        mine = _rate(point)
-        if point is not None and point.get("still_served") is False:
+        measured = point(data, label)
+        mine = rate(measured)
+        if measured is not None and measured.get("still_served") is False:
             out.append((name, "not measured: the arm was no longer served at the end", False))
         elif base is None or mine is None:
             out.append((name, "not measured", False))
         else:
             out.append((name, f"{mine / base:.2f}×", mine >= floor * base))
     return out
-
-
-def _f(value: object, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    number = float(value)  # type: ignore[arg-type]
-    return "–" if math.isnan(number) else f"{number:,.{digits}f}"
 
 
 def render(data: dict[str, Any] | None) -> list[str]:
@@ -113,13 +93,13 @@ def render(data: dict[str, Any] | None) -> list[str]:
     lines += ["| point | req/s | p50 ms | p99 ms | errors | ÷ no split | canary share | shadows run | dropped |"]
     lines += ["|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for entry in data.get("rows", []):
-        mine = _rate(entry)
+        mine = rate(entry)
         ratio = f"{mine / base:.2f}×" if base and mine is not None else "–"
         share = entry.get("canary_share")
         lines.append(
-            f"| {entry['point']} | {_f(entry['req_s'], 0)} | {_f(entry['p50_ms'], 2)} | {_f(entry['p99_ms'], 2)} | "
+            f"| {entry['point']} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | "
             f"{entry['errors']} | {ratio} | {'–' if share is None else f'{share:.1%}'} | "
-            f"{_f(entry.get('shadows_run'), 0)} | {_f(entry.get('shadows_dropped'), 0)} |"
+            f"{fmt(entry.get('shadows_run'), 0)} | {fmt(entry.get('shadows_dropped'), 0)} |"
         )
     for note in data.get("notes", []):
         lines += ["", note]
