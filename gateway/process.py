@@ -28,10 +28,10 @@ from gateway.dataplane.prediction_cache import make_cache
 from gateway.dataplane.predictor import BatchPolicy, InferenceService
 from gateway.errors import NotReady
 from gateway.http.traffic_report import TrafficReport
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import UNKNOWN, GatewayMetrics
 from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
-from gateway.routing.catalog import Catalog
+from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.guard import Guard, GuardLimits
 from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
@@ -256,6 +256,17 @@ class Services:
             ),
             traffic_report=TrafficReport(catalog, split, guard, inference, metrics),
         )
+
+    def predict_finished(self, served: Resolved | None, *, status: int, started: float) -> None:
+        """One predict request ended, whatever its protocol: counted by what served it (a
+        canary unloaded meanwhile is answered by its default version: pass that one), and
+        a default-route answer shown to the canary guard. ``served`` None: it failed before
+        a version was chosen."""
+        seconds = time.perf_counter() - started
+        model, version = (served.name, str(served.version)) if served is not None else (UNKNOWN, UNKNOWN)
+        self.metrics.request_finished(model=model, version=version, status=status, seconds=seconds)
+        if served is not None:
+            self.guard.observe(served, status=status, seconds=seconds)
 
     @functools.cached_property
     def route_key_header(self) -> bytes:

@@ -19,7 +19,6 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from gateway.http import errors as http_errors
-from gateway.metrics import UNKNOWN
 from gateway.process import Services
 from gateway.protocols.mlflow_scoring import parse_content_type
 from gateway.protocols.request_body import read_body
@@ -76,7 +75,6 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     """Choose the version, read the body, predict; counted in the request metrics whatever
     happens. Raises what went wrong, for http_errors to put into words."""
     started = time.perf_counter()
-    model_label, version_label = UNKNOWN, UNKNOWN
     content_type = content_length = selector = route_key = None
     route_header = services.route_key_header
     served = None
@@ -94,27 +92,19 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
             await services.until_ready()
         media_type = parse_content_type(content_type)
         served = await services.inference.choose(name, path=version, header=selector, route_key=route_key)
-        model_label, version_label = served.name, str(served.version)
         body = await read_body(receive, content_length, services.settings.max_body_bytes)
         prediction = await services.inference.predict(served, body, media_type)
     except Exception as exc:
-        status = http_errors.classify(exc).status
-        seconds = time.perf_counter() - started
-        services.metrics.request_finished(model=model_label, version=version_label, status=status, seconds=seconds)
-        if served is not None:
-            services.guard.observe(served, status=status, seconds=seconds)
+        services.predict_finished(served, status=http_errors.classify(exc).status, started=started)
         raise
-    seconds = time.perf_counter() - started
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
-    version_label = str(served.version)
-    services.metrics.request_finished(model=model_label, version=version_label, status=200, seconds=seconds)
-    response_headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": version_label}
+    services.predict_finished(served, status=200, started=started)
+    response_headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": str(served.version)}
     if served.alias:
         response_headers["X-Model-Alias"] = header_value(served.alias)
     if served.route is not None:
         response_headers["X-Model-Route"] = served.route
         if served.route != NAMED:
-            services.guard.observe(served, status=200, seconds=seconds)
             for shadow in services.split.shadows(served):
                 services.shadows.submit(ShadowRequest(shadow, body, media_type, prediction.body))
     return Answer(prediction.body, response_headers)

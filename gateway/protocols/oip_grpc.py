@@ -44,7 +44,6 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.http import errors as http_errors
-from gateway.metrics import UNKNOWN
 from gateway.process import Services
 from gateway.protocols import oip_codec
 from gateway.protocols.oip_rest import EXTENSIONS
@@ -327,7 +326,6 @@ class InferenceServicer:
         thread, and the request's own bytes key the answer cache."""
         services = self._services
         started = time.perf_counter()
-        model_label, version_label = UNKNOWN, UNKNOWN
         permit = NO_PERMIT
         served: Resolved | None = None
         try:
@@ -337,25 +335,17 @@ class InferenceServicer:
                 raise MalformedRequest(f"The request is not a ModelInferRequest: {exc}") from exc
             permit = await self._admit(context, Requirement(Access.PREDICT, message.model_name))
             served = await self._choose(message.model_name, message.model_version, self._route_key(context))
-            model_label, version_label = served.name, str(served.version)
             kind = f"oip-grpc:{served.name}:{served.version}"
             prediction = await services.inference.call(served, _work(message, served), kind=kind, body=body)
         except Exception as exc:
             error = status_of(exc)
-            seconds = time.perf_counter() - started
-            services.metrics.request_finished(
-                model=model_label, version=version_label, status=error.http_status, seconds=seconds
-            )
-            if served is not None:
-                services.guard.observe(served, status=error.http_status, seconds=seconds)
+            services.predict_finished(served, status=error.http_status, started=started)
             permit.release()
             await _abort(context, error)
             raise AssertionError("unreachable: abort raises") from exc
         permit.release()
-        seconds = time.perf_counter() - started
         served = prediction.served  # a canary unloaded meanwhile was answered by its default version
-        services.metrics.request_finished(model=model_label, version=str(served.version), status=200, seconds=seconds)
-        services.guard.observe(served, status=200, seconds=seconds)  # default-route answers only count
+        services.predict_finished(served, status=200, started=started)
         if served.route is not None:
             context.set_trailing_metadata((("x-model-version", str(served.version)), ("x-model-route", served.route)))
         return prediction.body

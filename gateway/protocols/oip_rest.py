@@ -40,7 +40,6 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.http import errors as http_errors
-from gateway.metrics import UNKNOWN
 from gateway.process import Services
 from gateway.protocols import oip_codec
 from gateway.protocols.mlflow_predict import header_text, header_value
@@ -144,7 +143,6 @@ async def answer(
 ) -> InferAnswer:
     """Choose, read, infer; counted in the request metrics whatever happens."""
     started = time.perf_counter()
-    model_label, version_label = UNKNOWN, UNKNOWN
     content_length = selector = encoding = header_length = accept = route_key = None
     route_header = services.route_key_header
     served = None
@@ -170,23 +168,15 @@ async def answer(
                 raise MalformedRequest(f"{HEADER_LENGTH} '{header_length}' is not a number")
             json_length = int(header_length)
         served = await services.inference.choose(name, path=version, header=selector, route_key=route_key)
-        model_label, version_label = served.name, str(served.version)
         limit = services.settings.max_body_bytes
         body = _decompressed(await read_body(receive, content_length, limit), encoding, limit)
         kind = f"oip:{served.name}:{served.version}:{json_length}"
         prediction = await services.inference.call(served, _work(body, json_length, served), kind=kind, body=body)
     except Exception as exc:
-        status = http_errors.classify(exc).status
-        seconds = time.perf_counter() - started
-        services.metrics.request_finished(model=model_label, version=version_label, status=status, seconds=seconds)
-        if served is not None:
-            services.guard.observe(served, status=status, seconds=seconds)
+        services.predict_finished(served, status=http_errors.classify(exc).status, started=started)
         raise
-    seconds = time.perf_counter() - started
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
-    version_label = str(served.version)
-    services.metrics.request_finished(model=model_label, version=version_label, status=200, seconds=seconds)
-    services.guard.observe(served, status=200, seconds=seconds)  # default-route answers only count
+    services.predict_finished(served, status=200, started=started)
     (document_length,) = _PREFIX.unpack_from(prediction.body)
     payload = prediction.body[_PREFIX.size :]
     response_headers = _served_headers(served)
