@@ -7,6 +7,7 @@ both. The models are trained here, in the session.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -123,20 +124,22 @@ def registry(request: pytest.FixtureRequest) -> Registry:
     return request.getfixturevalue(f"{request.param}_registry")  # type: ignore[no-any-return]
 
 
+def settings_under(root: Path, **overrides: Any) -> GatewaySettings:
+    """A gateway's settings for tests: its state database and artifact cache under ``root``."""
+    values: dict[str, Any] = {
+        "artifact_cache_dir": root / "artifact-cache",
+        "database_url": f"sqlite:///{root / 'state.db'}",
+        "load_retry_seconds": 0,
+        "poll_interval_seconds": 3600,  # tests sync on demand
+        "warm_aliases": [],  # the data-plane tests count loads; sync tests turn warming on
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., GatewaySettings]:
-    def make(**overrides: Any) -> GatewaySettings:
-        values: dict[str, Any] = {
-            "artifact_cache_dir": tmp_path / "artifact-cache",
-            "database_url": f"sqlite:///{tmp_path / 'state.db'}",
-            "load_retry_seconds": 0,
-            "poll_interval_seconds": 3600,  # tests sync on demand
-            "warm_aliases": [],  # the data-plane tests count loads; sync tests turn warming on
-        }
-        values.update(overrides)
-        return GatewaySettings(**values)
-
-    return make
+    return functools.partial(settings_under, tmp_path)
 
 
 @dataclass

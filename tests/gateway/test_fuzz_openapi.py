@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +23,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.python import asgi
 
 from gateway.app import create_app
-from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
-from tests.conftest import Registry
+from tests.conftest import Registry, settings_under
 from tests.support.keys import add_key
 
 EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "8"))
@@ -38,18 +36,6 @@ ERROR_FIELDS = {"limit", "policy"}  # what an error may add for scripts (http_er
 CASES: Counter[str] = Counter()
 
 
-def _settings(workdir: Path, **overrides: Any) -> GatewaySettings:
-    return GatewaySettings(
-        artifact_cache_dir=workdir / "cache",
-        database_url=f"sqlite:///{workdir / 'state.db'}",
-        load_retry_seconds=0,
-        poll_interval_seconds=3600,
-        warm_aliases=[],
-        webhook_secret=WEBHOOK_SECRET,
-        **overrides,
-    )
-
-
 @pytest.fixture(scope="module", params=["auth-off", "auth-keys"])
 def fuzzed(
     request: pytest.FixtureRequest, sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory
@@ -57,10 +43,10 @@ def fuzzed(
     """(configuration, schema, headers every case sends)."""
     workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     if request.param == "auth-keys":
-        settings_ = _settings(workdir, auth="keys")
+        settings_ = settings_under(workdir, webhook_secret=WEBHOOK_SECRET, auth="keys")
         headers = {"Authorization": f"Bearer {add_key(settings_, 'fuzzer', SCOPES)}"}
     else:
-        settings_, headers = _settings(workdir), {}
+        settings_, headers = settings_under(workdir, webhook_secret=WEBHOOK_SECRET), {}
     app = create_app(settings_, reader=RegistryReader(tracking_uri=sqlite_registry.tracking_uri))
     # schemathesis runs the app's lifespan (on its own event loop thread) from the first request
     try:

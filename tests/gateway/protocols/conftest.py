@@ -7,8 +7,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -16,20 +14,9 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
-from tests.conftest import Registry
+from tests.conftest import Registry, settings_under
 from tests.support.servers import free_port
 from tests.support.waiting import wait_until
-
-
-def oip_settings(root: Path, **overrides: Any) -> GatewaySettings:
-    return GatewaySettings(
-        artifact_cache_dir=root / "artifact-cache",
-        database_url=f"sqlite:///{root / 'state.db'}",
-        load_retry_seconds=0,
-        poll_interval_seconds=3600,
-        warm_aliases=[],
-        **overrides,
-    )
 
 
 @contextmanager
@@ -53,5 +40,5 @@ def served(settings: GatewaySettings, registry: Registry) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def oip_url(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a gateway served by uvicorn in a thread of this process."""
-    with served(oip_settings(tmp_path_factory.mktemp("oip-gateway")), sqlite_registry) as url:
+    with served(settings_under(tmp_path_factory.mktemp("oip-gateway")), sqlite_registry) as url:
         yield url

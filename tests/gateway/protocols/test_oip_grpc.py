@@ -17,8 +17,8 @@ from tritonclient.utils import InferenceServerException
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from gateway.protocols.proto import grpc_service_pb2 as pb
 from gateway.protocols.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.conftest import IRIS_COLUMNS, Registry
-from tests.gateway.protocols.conftest import oip_settings, served
+from tests.conftest import IRIS_COLUMNS, Registry, empty_registry, settings_under
+from tests.gateway.protocols.conftest import served
 from tests.support.keys import add_key
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.servers import free_port
@@ -29,7 +29,7 @@ ROWS = iris_frame()[0].iloc[[0, 60, 120, 149]].to_numpy()  # rows of each class
 @pytest.fixture(scope="module")
 def grpc_address(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    settings = oip_settings(tmp_path_factory.mktemp("oip-grpc"), grpc_port=port)
+    settings = settings_under(tmp_path_factory.mktemp("oip-grpc"), grpc_port=port)
     with served(settings, sqlite_registry):
         yield f"127.0.0.1:{port}"
 
@@ -244,7 +244,7 @@ def test_keys_are_checked_before_any_lookup(
     sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     port = free_port()
-    settings = oip_settings(tmp_path_factory.mktemp("oip-grpc-keys"), grpc_port=port, auth="keys")
+    settings = settings_under(tmp_path_factory.mktemp("oip-grpc-keys"), grpc_port=port, auth="keys")
     secret = add_key(settings, "iris-only", f"predict:{IRIS}")
     with served(settings, sqlite_registry), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -268,7 +268,6 @@ def test_the_default_route_follows_a_canary_split_by_route_key(tmp_path_factory:
     """A version tagged gateway.traffic.weight=100 takes every default-route call once warm;
     a call that names a version gets exactly it; the route key travels as metadata."""
     from registry_sync.traffic import WEIGHT_TAG
-    from tests.conftest import empty_registry
     from tests.support.models import Doubler, log_pyfunc
 
     registry = empty_registry(tmp_path_factory.mktemp("grpc-split-registry"))
@@ -277,7 +276,7 @@ def test_the_default_route_follows_a_canary_split_by_route_key(tmp_path_factory:
     registry.client.set_registered_model_alias(name, "champion", str(v1))
     registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "100")
     port = free_port()
-    settings = oip_settings(tmp_path_factory.mktemp("grpc-split"), grpc_port=port)
+    settings = settings_under(tmp_path_factory.mktemp("grpc-split"), grpc_port=port)
     with served(settings, registry), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
