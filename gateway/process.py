@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from gateway.admission.auth import KeyRing, admin_token_key
 from gateway.admission.gate import Gate
 from gateway.admission.limits import Limiter, LoadBudget, RedisLimits
-from gateway.dataplane import heap
+from gateway.dataplane import frozen, heap
 from gateway.dataplane.cache import LoadFn, ModelCache, Reserve
 from gateway.dataplane.inference import check_fast_path
 from gateway.dataplane.loader import LoadedModel, ModelLoader
@@ -307,8 +307,7 @@ class Services:
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
-        gc.freeze()
-        self.cache.frozen()
+        frozen.freeze()
         # Requests allocate many short-lived containers: with the default 700, a young
         # collection ran every request or two; 50,000 made 32 connections ~7% faster (bench).
         gc.set_threshold(*_SERVING_GC_THRESHOLDS)
@@ -390,7 +389,7 @@ class Services:
     async def close(self) -> None:
         self.ready = False
         self.stage = "shutting down"
-        gc.unfreeze()  # what this process kept may be garbage now (tests start many gateways)
+        frozen.forget()  # what this process kept may be garbage now (tests start many gateways)
         gc.set_threshold(*_DEFAULT_GC_THRESHOLDS)
         if self._starting is not None:
             self._starting.cancel()

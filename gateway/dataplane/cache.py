@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import logging
 import time
 from collections import OrderedDict
@@ -20,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from gateway.admission.limits import LoadBudget
-from gateway.dataplane import heap
+from gateway.dataplane import frozen, heap
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
 from gateway.metrics import GatewayMetrics
@@ -115,7 +114,6 @@ class ModelCache:
         self._collecting = False  # a collection after unloading is scheduled or just ran
         self._uncollected = 0  # bytes of models unloaded since the last collection
         self._urgent = False  # a collection out of turn is scheduled
-        self._frozen_at: float | None = None  # when the process froze what was alive (gc.freeze)
         self._thaw = False  # a model alive at the freeze was unloaded: the next collection thaws
 
     # --- the request path ----------------------------------------------------------
@@ -299,7 +297,7 @@ class ModelCache:
         # thresholds make rare (RSS grew by the size of each evicted model).
         entry.model.queue = None
         self._uncollected += entry.model.size_bytes
-        if self._frozen_at is not None and entry.model.loaded_at <= self._frozen_at:
+        if frozen.may_be_frozen(entry.model.loaded_at):
             self._thaw = True  # its cycles sit in the permanent generation, out of gc's reach
         self._update_gauges()
         self._collect_soon()
@@ -327,20 +325,11 @@ class ModelCache:
         started = time.perf_counter()
         self._uncollected, self._urgent = 0, False
         thaw, self._thaw = self._thaw, False
-        if thaw:  # rare (a warm alias moved): one walk over everything, then frozen again
-            gc.unfreeze()
-        found = gc.collect()
-        if thaw:
-            gc.freeze()
+        found = frozen.collect(thaw=thaw)  # thaw: rare (a warm alias moved)
         heap.trim()
         log.debug("collected %d objects after unloading in %.1f ms", found, (time.perf_counter() - started) * 1000)
         if scheduled:
             asyncio.get_running_loop().call_later(_COLLECT_SPACING, self._collect_done)
-
-    def frozen(self) -> None:
-        """The process froze everything alive (``gc.freeze()``, at the end of startup): models
-        loaded until now are thawed for the collection after they are unloaded."""
-        self._frozen_at = time.time()
 
     def _collect_done(self) -> None:
         self._collecting = False

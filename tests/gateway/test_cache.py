@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.dataplane import frozen
 from gateway.dataplane.cache import ModelCache, Reserve
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import ModelLoadFailed, ModelTooLarge
@@ -254,14 +255,18 @@ class _Cyclic:
         self.me = self
 
 
-@pytest.mark.parametrize("alive_at_freeze", [False, True], ids=["loaded-after-freeze", "alive-at-freeze"])
-async def test_an_unloaded_models_own_cycles_are_collected_soon(alive_at_freeze: bool) -> None:
+@pytest.mark.parametrize("case", ["loaded-after-freeze", "alive-at-freeze", "alive-at-a-refreeze"])
+async def test_an_unloaded_models_own_cycles_are_collected_soon(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cycles inside a model's libraries die in the collection the cache runs after unloading,
-    also for a model loaded before startup froze everything alive (gc.freeze): a warm alias
-    that later moves must not leave its old version in the permanent generation for good."""
+    also for a model alive when startup froze everything (gc.freeze): a warm alias that later
+    moves must not leave its old version in the permanent generation for good. Nor a model
+    alive when such a collection froze everything again (``alive-at-a-refreeze``)."""
     import gc
     import weakref
 
+    import gateway.dataplane.cache
+
+    monkeypatch.setattr(gateway.dataplane.cache, "_COLLECT_SPACING", 0.5)
     loads = Loads()
     made: list[weakref.ref[_Cyclic]] = []
     original = loads.__call__
@@ -275,23 +280,24 @@ async def test_an_unloaded_models_own_cycles_are_collected_soon(alive_at_freeze:
 
     cache = make_cache(loads, max_models=1)
     cache._load = load
-    (await cache.acquire(vid("m", 1))).release()
+    gc.disable()  # only the cache's own collections may free the cycles
     try:
-        if alive_at_freeze:
-            gc.freeze()
-            cache.frozen()
+        if case == "loaded-after-freeze":
+            frozen.freeze()
+            (await cache.acquire(vid("m", 1))).release()
         else:
-            cache.frozen()  # the freeze happened before this model was loaded
-            (await cache.acquire(vid("m", 2))).release()  # evicts v1 (alive at the freeze)...
-            gc.collect()  # ...whose cycle a plain collection can reach: let it go first
-            made.pop(0)
-        gc.disable()  # only the cache's own collection may free the cycle
-        (await cache.acquire(vid("m", 3))).release()  # evicts the model whose cycle is watched
-        # within the spacing between two collections (5 s) plus the delay, however they fall
-        await until(lambda: made[0]() is None, "the unloaded model's cycle to be collected", timeout=20)
+            (await cache.acquire(vid("m", 1))).release()
+            frozen.freeze()
+            if case == "alive-at-a-refreeze":
+                # evicting v1 thaws, collects, and freezes what is alive again: v2 with it
+                (await cache.acquire(vid("m", 2))).release()
+                await until(lambda: made[0]() is None, "v1's cycle to be collected")
+        watched = made[-1]
+        (await cache.acquire(vid("m", 9))).release()  # evicts the model whose cycle is watched
+        await until(lambda: watched() is None, "the unloaded model's cycle to be collected", timeout=20)
     finally:
         gc.enable()
-        gc.unfreeze()
+        frozen.forget()
         await cache.close()
 
 
