@@ -18,6 +18,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import Overloaded
 from gateway.metrics import GatewayMetrics
@@ -31,11 +33,12 @@ inference thread against the leased version, one at a time (gateway.protocols)."
 @dataclass(frozen=True, slots=True)
 class TensorCall:
     """Another protocol's request that can join a batch on the fast path: ``tensors`` gives
-    its inputs as named arrays (or raises the adapter's own error for a bad request),
+    its inputs as named arrays, or as rows already laid out as the model's fast path says
+    (``FastPath.columns``), or None (or raises the adapter's own error for a bad request);
     ``encode`` turns its rows of the batch's predictions into its answer; ``alone`` is the
     whole request through pyfunc, for when the fast path cannot take it."""
 
-    tensors: Callable[[LoadedModel], dict[str, Any] | None]
+    tensors: Callable[[LoadedModel], dict[str, Any] | np.ndarray | None]
     encode: Callable[[LoadedModel, Any], bytes]
     alone: Call
 

@@ -41,10 +41,26 @@ class FastPath:
         predict: Callable[[np.ndarray], Any],
         *,
         tensors: Callable[[dict[str, np.ndarray]], np.ndarray | None] | None = None,
+        columns: tuple[list[str], np.dtype[Any]] | None = None,
     ) -> None:
         self._decode = decode
         self._tensors = tensors
         self.predict = predict
+        self.columns = columns
+        """The signature's columns and their one dtype, where the array predicted on is those
+        columns side by side: an adapter may read a request straight into such rows."""
+
+    def from_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        """Rows an adapter laid out as :attr:`columns` says, if they are exactly that (and
+        finite, for floats: NaN and infinities get the model's own checks, through pyfunc)."""
+        if self.columns is None:
+            return None
+        names, dtype = self.columns
+        if rows.dtype != dtype or rows.ndim != 2 or rows.shape[1] != len(names) or not rows.shape[0]:
+            return None
+        if dtype == np.float64 and not np.isfinite(rows).all():
+            return None
+        return rows
 
     def from_tensors(self, tensors: dict[str, np.ndarray]) -> np.ndarray | None:
         """Another protocol's named, typed tensors (the Open Inference Protocol's inputs) as
@@ -98,7 +114,7 @@ def _sklearn(pyfunc: Any, metadata: Model, schema: Schema) -> FastPath | None:
         if estimator is None:
             return None
     decode = _column_decoder(names, dtype)
-    return FastPath(decode, getattr(estimator, method), tensors=_column_tensors(names, dtype))
+    return FastPath(decode, getattr(estimator, method), tensors=_column_tensors(names, dtype), columns=columns)
 
 
 def _without_feature_names(estimator: Any) -> Any | None:
@@ -256,9 +272,10 @@ def _column_tensors(names: list[str], dtype: np.dtype[Any]) -> Callable[[dict[st
         rows = {len(column) for column in columns}
         if len(rows) != 1 or 0 in rows:
             return None
-        if dtype == np.float64 and not all(np.isfinite(column).all() for column in columns):
+        stacked = np.column_stack(columns)
+        if dtype == np.float64 and not np.isfinite(stacked).all():
             return None  # NaN and infinities: the model's own checks, through pyfunc
-        return np.column_stack(columns)
+        return stacked
 
     return stack
 

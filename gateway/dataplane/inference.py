@@ -78,6 +78,8 @@ def _tensor_array(model: LoadedModel, request: TensorCall) -> np.ndarray | None:
     if model.fast is None:
         return None
     tensors = request.tensors(model)
+    if isinstance(tensors, np.ndarray):
+        return model.fast.from_rows(tensors)
     return model.fast.from_tensors(tensors) if tensors is not None else None
 
 

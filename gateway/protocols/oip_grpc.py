@@ -175,7 +175,7 @@ def parse_request(message: pb.ModelInferRequest) -> oip_codec.InferRequest:
     if len(set(names)) != len(names):
         raise MalformedRequest("Input names must be unique")
     outputs = [oip_codec.RequestedOutput(wanted.name, None) for wanted in message.outputs] or None
-    return oip_codec.InferRequest(message.id or None, _parameters(message.parameters), inputs, outputs)
+    return oip_codec.InferRequest(oip_codec.Reply(message.id or None, outputs), _parameters(message.parameters), inputs)
 
 
 def _from_contents(name: str, datatype: str, count: int, contents: pb.InferTensorContents) -> np.ndarray:
@@ -203,8 +203,10 @@ def _from_contents(name: str, datatype: str, count: int, contents: pb.InferTenso
 def encode_response(
     request: oip_codec.InferRequest, raw: Any, *, served: Resolved, raw_outputs: bool
 ) -> pb.ModelInferResponse:
-    chosen, content_type = oip_codec.chosen_outputs(request, raw)
-    response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id or "")
+    chosen, content_type = oip_codec.chosen_outputs(request.reply, raw)
+    response = pb.ModelInferResponse(
+        model_name=served.name, model_version=str(served.version), id=request.reply.id or ""
+    )
     _set_parameter(response.parameters["content_type"], content_type)
     raw_outputs = raw_outputs or any(output.datatype not in _TYPED_FIELDS for output, _ in chosen)
     for output, _ in chosen:

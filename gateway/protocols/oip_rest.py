@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -115,27 +116,45 @@ def _accepts_gzip(value: str | None) -> bool:
     return False
 
 
-def _work(body: bytes, header_length: int | None, served: Resolved) -> TensorCall:
-    """What runs in the inference thread: read, decode, predict (with other requests' rows on
-    the fast path where the inputs fit it), encode. Its answer is the JSON's length (8 bytes,
-    little-endian), the JSON, then any binary outputs."""
-    parsed: list[oip_codec.InferRequest] = []
+class _Infer:
+    """One infer request's work in the inference thread: read, decode, predict (with other
+    requests' rows on the fast path where the inputs fit it), encode. Its answer is the
+    JSON's length (8 bytes, little-endian), the JSON, then any binary outputs."""
 
-    def request() -> oip_codec.InferRequest:
-        if not parsed:
-            parsed.append(oip_codec.parse_request(body, header_length))
-        return parsed[0]
+    def __init__(self, body: bytes, header_length: int | None, served: Resolved) -> None:
+        self._body = body
+        self._header_length = header_length
+        self._served = served
+        self._request: oip_codec.InferRequest | None = None
+        self._reply: oip_codec.Reply | None = None
 
-    def encode(model: LoadedModel, raw: Any) -> bytes:
+    def call(self) -> TensorCall:
+        return TensorCall(self.tensors, self.encode, self.alone)
+
+    def request(self) -> oip_codec.InferRequest:
+        if self._request is None:
+            self._request = oip_codec.parse_request(self._body, self._header_length)
+            self._reply = self._request.reply
+        return self._request
+
+    def tensors(self, model: LoadedModel) -> dict[str, Any] | np.ndarray | None:
+        fast = model.fast
+        if self._header_length is None and fast is not None and fast.columns is not None:
+            read = oip_codec.column_rows(self._body, *fast.columns)  # plain columns: one step
+            if read is not None:
+                self._reply, rows = read
+                return rows
+        return oip_codec.plain_tensors(self.request(), model.metadata)
+
+    def encode(self, model: LoadedModel, raw: Any) -> bytes:
+        reply = self._reply or self.request().reply
         document, binary = oip_codec.encode_response(
-            request(), raw, model_name=served.name, model_version=str(served.version)
+            reply, raw, model_name=self._served.name, model_version=str(self._served.version)
         )
         return _PREFIX.pack(len(document)) + document + binary
 
-    def alone(model: LoadedModel) -> bytes:
-        return encode(model, model.predict(oip_codec.to_model_input(request(), model.metadata)))
-
-    return TensorCall(lambda model: oip_codec.plain_tensors(request(), model.metadata), encode, alone)
+    def alone(self, model: LoadedModel) -> bytes:
+        return self.encode(model, model.predict(oip_codec.to_model_input(self.request(), model.metadata)))
 
 
 async def answer(
@@ -171,7 +190,8 @@ async def answer(
         limit = services.settings.max_body_bytes
         body = _decompressed(await read_body(receive, content_length, limit), encoding, limit)
         kind = f"oip:{served.name}:{served.version}:{json_length}"
-        prediction = await services.inference.call(served, _work(body, json_length, served), kind=kind, body=body)
+        work = _Infer(body, json_length, served).call()
+        prediction = await services.inference.call(served, work, kind=kind, body=body)
     except Exception as exc:
         services.predict_finished(served, status=http_errors.classify(exc).status, started=started)
         raise

@@ -7,10 +7,14 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
+from gateway.dataplane.fastpath import FastPath, _column_tensors
 from gateway.protocols import oip_codec
 
 
@@ -78,7 +82,7 @@ def test_a_frame_answers_one_output_per_column_in_binary_or_json() -> None:
         ).encode(),
         None,
     )
-    document, binary = oip_codec.encode_response(request, frame, model_name="m", model_version="3")
+    document, binary = oip_codec.encode_response(request.reply, frame, model_name="m", model_version="3")
     answer = json.loads(document)
     assert answer["id"] == "x" and answer["model_version"] == "3" and answer["parameters"] == {"content_type": "pd"}
     score, label = answer["outputs"]
@@ -91,3 +95,104 @@ def test_a_frame_answers_one_output_per_column_in_binary_or_json() -> None:
     }
     assert label["datatype"] == "BYTES" and label["parameters"]["binary_data_size"] == len(binary)
     assert list(deserialize_bytes_tensor(binary)) == [b"setosa", b"virginica"]
+
+
+# --- the column lane: one step from JSON to rows, or a decline --------------------------
+
+_COLUMNS = ["a", "b", "c"]
+_LANE_DTYPES = {"double": np.dtype(np.float64), "long": np.dtype(np.int64)}
+_DATATYPES = {"double": "FP64", "long": "INT64"}
+_NUMBERS = {
+    "double": st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64), st.integers(-(2**53), 2**53)),
+    "long": st.integers(-(2**63), 2**63 - 1),
+}
+_ODD_ELEMENTS = st.sampled_from([True, "1.5", None, 2**64, -(2**64) - 1, 1.5, [1.0]])
+_ODD_SHAPES = st.sampled_from([[2, True], [True], [True, 1], [2, 1, 1], [-1, 1], [0], [0, 1], [2, 2], "2", None, []])
+_ODD_TENSOR_PARAMETERS = st.sampled_from([{}, {"content_type": "np"}, {"binary_data_size": 8}, "x", None])
+_ODD_PARAMETERS = st.sampled_from(
+    [{"content_type": "pd"}, {"content_type": "np"}, {"binary_data_output": True}, {"binary_data_output": "yes"},
+     {"temperature": 0.5}, {"binary_data_size": 3}, [], None]
+)  # fmt: skip
+
+
+@st.composite
+def _lane_bodies(draw: st.DrawFn, column_type: str) -> bytes:
+    """A plain infer request for the model's columns (any order, [n, 1] or [n]), then a few
+    changes that may take it off the lane: another datatype or shape, odd elements, nested
+    data, a missing, extra or repeated input, parameters, ids and outputs of every kind."""
+    rows = draw(st.integers(min_value=1, max_value=3))
+    inputs: list[dict[str, object]] = [
+        {
+            "name": name,
+            "datatype": _DATATYPES[column_type],
+            "shape": draw(st.sampled_from([[rows, 1], [rows]])),
+            "data": draw(st.lists(_NUMBERS[column_type], min_size=rows, max_size=rows)),
+        }
+        for name in draw(st.permutations(_COLUMNS))
+    ]
+    document: dict[str, object] = {"inputs": inputs}
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        tensor = inputs[draw(st.integers(min_value=0, max_value=len(inputs) - 1))] if inputs else {}
+        change = draw(st.integers(min_value=0, max_value=10))
+        if change == 0:
+            tensor["datatype"] = draw(st.sampled_from(["FP64", "INT64", "FP32", "BOOL", "BYTES"]))
+        elif change == 1:
+            tensor["shape"] = draw(_ODD_SHAPES)
+        elif change == 2 and isinstance(tensor.get("data"), list) and tensor["data"]:
+            tensor["data"][0] = draw(_ODD_ELEMENTS)  # type: ignore[index]
+        elif change == 3 and isinstance(tensor.get("data"), list):
+            tensor["data"] = [[value] for value in tensor["data"]]  # type: ignore[union-attr]
+        elif change == 4:
+            tensor["parameters"] = draw(_ODD_TENSOR_PARAMETERS)
+        elif change == 5:
+            document["parameters"] = draw(_ODD_PARAMETERS)
+        elif change == 6:
+            document["id"] = draw(st.sampled_from(["request-1", 7, None]))
+        elif change == 7:
+            document["outputs"] = draw(st.sampled_from([[{"name": "output-0"}], [{"nome": 1}], {}, None]))
+        elif change == 8 and inputs:
+            inputs.pop()
+        elif change == 9 and inputs:
+            inputs.append(dict(inputs[0], name=draw(st.sampled_from([*_COLUMNS, "d", 1]))))
+        elif change == 10:
+            tensor["data"] = draw(st.one_of(_ODD_ELEMENTS, st.lists(_NUMBERS[column_type], max_size=4)))
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("column_type", list(_LANE_DTYPES))
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_column_lane_declines_or_reads_what_the_full_parse_reads(column_type: str, data: st.DataObject) -> None:
+    """Where the lane answers, the full parse answers the same: the same rows of the same
+    dtype (for the fast path) and the same reply (id, outputs, binary)."""
+    body = data.draw(_lane_bodies(column_type))
+    dtype = _LANE_DTYPES[column_type]
+    fast = FastPath(lambda document: None, lambda rows: rows, tensors=_column_tensors(_COLUMNS, dtype))
+    model = _model(Schema([ColSpec(column_type, name) for name in _COLUMNS]))
+    lane = oip_codec.column_rows(body, _COLUMNS, dtype)
+    if lane is None:
+        return  # declining is always allowed: the full parse reads it
+    reply, rows = lane
+    request = oip_codec.parse_request(body, None)  # must not raise where the lane read it
+    tensors = oip_codec.plain_tensors(request, model)
+    assert tensors is not None, "the lane read a request the fast path would not take"
+    expected = fast.from_tensors(tensors)
+    assert expected is not None, "the lane read a request the fast path would not take"
+    assert rows.dtype == expected.dtype and rows.flags.c_contiguous
+    np.testing.assert_array_equal(rows, expected)
+    assert reply == request.reply
+
+
+@pytest.mark.parametrize("column_type", list(_LANE_DTYPES))
+def test_plain_columns_take_the_lane(column_type: str) -> None:
+    dtype = _LANE_DTYPES[column_type]
+    inputs = [
+        {"name": name, "datatype": "FP64" if column_type == "double" else "INT64", "shape": [2, 1], "data": [i, i + 1]}
+        for i, name in enumerate(reversed(_COLUMNS))
+    ]
+    body = json.dumps({"id": "r", "inputs": inputs, "parameters": {"content_type": "pd"}}).encode()
+    lane = oip_codec.column_rows(body, _COLUMNS, dtype)
+    assert lane is not None
+    reply, rows = lane
+    assert reply == oip_codec.Reply("r", None, False)
+    np.testing.assert_array_equal(rows, np.array([[2, 1, 0], [3, 2, 1]], dtype=dtype))
