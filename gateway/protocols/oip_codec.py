@@ -144,17 +144,27 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
 _FAST_PARAMETERS = _RESERVED_PARAMETERS - {"binary_data_size"}
 
 
-def column_rows(body: bytes, names: Sequence[str], dtype: np.dtype[Any]) -> tuple[Reply, np.ndarray] | None:
-    """A JSON request that is nothing but a column model's columns, read in one step into
-    rows (one per element, the columns in ``names`` order, all of ``dtype``): the data
-    plane's fast path for a model whose signature is these columns. None for anything
-    else: :func:`parse_request` then reads it (and names what is wrong, if anything is).
+def column_rows(
+    body: bytes, names: Sequence[str], dtype: np.dtype[Any], header_length: int | None = None
+) -> tuple[Reply, np.ndarray] | None:
+    """A request that is nothing but a column model's columns (in JSON, or in the binary
+    part after ``header_length`` bytes of it), read in one step into rows: one per element,
+    the columns in ``names`` order, all of ``dtype``. The data plane's fast path for a model
+    whose signature is these columns. None for anything else: :func:`parse_request` then
+    reads it (and names what is wrong, if anything is).
 
     An optimisation, never other rules: where it answers, :func:`parse_request` and
     :func:`plain_tensors` would give the same columns of the same dtype (the model's own
-    content type, ``pd``; flat ``data`` of shape ``[n]`` or ``[n, 1]``; no params)."""
+    content type, ``pd``; flat ``data`` or ``binary_data_size`` bytes for shape ``[n]`` or
+    ``[n, 1]``; no params)."""
+    if header_length is None:
+        header, rest = memoryview(body), memoryview(b"")
+    elif 0 <= header_length <= len(body):
+        header, rest = memoryview(body)[:header_length], memoryview(body)[header_length:]
+    else:
+        return None
     try:
-        document = orjson.loads(body)
+        document = orjson.loads(header)
     except orjson.JSONDecodeError:
         return None
     if type(document) is not dict:
@@ -169,33 +179,49 @@ def column_rows(body: bytes, names: Sequence[str], dtype: np.dtype[Any]) -> tupl
     if parameters.get("content_type", "pd") != "pd" or type(inputs) is not list or len(inputs) != len(names):
         return None
     datatype, allowed = _DATATYPE_OF.get(dtype), _KINDS.get(dtype.kind)
-    by_name: dict[str, list[Any]] = {}
+    if datatype is None or allowed is None:
+        return None
+    little = dtype.newbyteorder("<")
+    columns: dict[str, list[Any] | np.ndarray] = {}
     rows = -1
+    offset = 0  # into the binary part
     for raw in inputs:
         if type(raw) is not dict or raw.get("datatype") != datatype:
             return None
-        name, shape, data, own = raw.get("name"), raw.get("shape"), raw.get("data"), raw.get("parameters")
-        if own is not None and (type(own) is not dict or "binary_data_size" in own):
-            return None
-        if type(name) is not str or type(shape) is not list or len(shape) not in (1, 2) or type(data) is not list:
+        name, shape, own = raw.get("name"), raw.get("shape"), raw.get("parameters")
+        if type(name) is not str or name in columns or type(shape) is not list or len(shape) not in (1, 2):
             return None
         if len(shape) == 2 and (type(shape[1]) is not int or shape[1] != 1):
             return None
         if type(shape[0]) is not int or shape[0] <= 0 or rows not in (-1, shape[0]):
             return None
         rows = shape[0]
-        if len(data) != rows or name in by_name or allowed is None or not allowed.issuperset(map(type, data)):
+        if own is not None and type(own) is not dict:
+            return None
+        size = own.get("binary_data_size") if own is not None else None
+        if size is not None:
+            if type(size) is not int or "data" in raw or size != rows * dtype.itemsize or offset + size > len(rest):
+                return None
+            columns[name] = np.frombuffer(rest[offset : offset + size], dtype=little)
+            offset += size
+            continue
+        data = raw.get("data")
+        if type(data) is not list or len(data) != rows or not allowed.issuperset(map(type, data)):
             return None  # nested data, booleans, strings...: parse_request reads it
-        by_name[name] = data
-    if by_name.keys() != set(names):
+        columns[name] = data
+    if offset != len(rest) or columns.keys() != set(names):
         return None
     try:
         outputs = _outputs(document.get("outputs"))
-        block = np.array([by_name[name] for name in names], dtype=dtype)
+        if len(rest):  # some columns are bytes: each into its place
+            block = np.empty((rows, len(names)), dtype=dtype)
+            for position, name in enumerate(names):
+                block[:, position] = columns[name]
+        else:  # all JSON: one conversion, then laid out as column_stack lays columns out
+            block = np.ascontiguousarray(np.array([columns[name] for name in names], dtype=dtype).T)
     except (MalformedRequest, OverflowError):
         return None
-    reply = Reply(request_id, outputs, parameters.get("binary_data_output") is True)
-    return reply, np.ascontiguousarray(block.T)  # as column_stack lays the columns out
+    return Reply(request_id, outputs, parameters.get("binary_data_output") is True), block
 
 
 def _parameters(raw: Any, where: str) -> dict[str, Any]:

@@ -139,8 +139,8 @@ class _Infer:
 
     def tensors(self, model: LoadedModel) -> dict[str, Any] | np.ndarray | None:
         fast = model.fast
-        if self._header_length is None and fast is not None and fast.columns is not None:
-            read = oip_codec.column_rows(self._body, *fast.columns)  # plain columns: one step
+        if fast is not None and fast.columns is not None:  # plain columns: read in one step
+            read = oip_codec.column_rows(self._body, *fast.columns, self._header_length)
             if read is not None:
                 self._reply, rows = read
                 return rows

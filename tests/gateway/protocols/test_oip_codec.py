@@ -116,7 +116,7 @@ _ODD_PARAMETERS = st.sampled_from(
 
 
 @st.composite
-def _lane_bodies(draw: st.DrawFn, column_type: str) -> bytes:
+def _lane_bodies(draw: st.DrawFn, column_type: str) -> tuple[bytes, int | None]:
     """A plain infer request for the model's columns (any order, [n, 1] or [n]), then a few
     changes that may take it off the lane: another datatype or shape, odd elements, nested
     data, a missing, extra or repeated input, parameters, ids and outputs of every kind."""
@@ -156,7 +156,27 @@ def _lane_bodies(draw: st.DrawFn, column_type: str) -> bytes:
             inputs.append(dict(inputs[0], name=draw(st.sampled_from([*_COLUMNS, "d", 1]))))
         elif change == 10:
             tensor["data"] = draw(st.one_of(_ODD_ELEMENTS, st.lists(_NUMBERS[column_type], max_size=4)))
-    return json.dumps(document).encode()
+    if not draw(st.booleans()):
+        return json.dumps(document).encode(), None
+    # the binary tensor extension: some inputs' data as bytes after the JSON, as tritonclient
+    # sends them; sometimes a size that disagrees with the bytes, data kept beside it, or
+    # bytes left over
+    parts = []
+    for tensor in inputs:
+        if not draw(st.booleans()):
+            continue
+        try:
+            raw = np.array(tensor.get("data"), dtype=oip_codec.DTYPES[str(tensor.get("datatype"))]).tobytes()
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raw = draw(st.binary(max_size=24))
+        size = draw(st.one_of(st.just(len(raw)), st.integers(min_value=-1, max_value=32), st.just(True)))
+        if draw(st.integers(min_value=0, max_value=4)):
+            tensor.pop("data", None)
+        own = tensor.get("parameters")
+        tensor["parameters"] = {**(own if isinstance(own, dict) else {}), "binary_data_size": size}
+        parts.append(raw)
+    header = json.dumps(document).encode()
+    return header + b"".join(parts) + draw(st.sampled_from([b"", b"", b"\0"])), len(header)
 
 
 @pytest.mark.parametrize("column_type", list(_LANE_DTYPES))
@@ -165,15 +185,15 @@ def _lane_bodies(draw: st.DrawFn, column_type: str) -> bytes:
 def test_the_column_lane_declines_or_reads_what_the_full_parse_reads(column_type: str, data: st.DataObject) -> None:
     """Where the lane answers, the full parse answers the same: the same rows of the same
     dtype (for the fast path) and the same reply (id, outputs, binary)."""
-    body = data.draw(_lane_bodies(column_type))
+    body, header_length = data.draw(_lane_bodies(column_type))
     dtype = _LANE_DTYPES[column_type]
     fast = FastPath(lambda document: None, lambda rows: rows, tensors=_column_tensors(_COLUMNS, dtype))
     model = _model(Schema([ColSpec(column_type, name) for name in _COLUMNS]))
-    lane = oip_codec.column_rows(body, _COLUMNS, dtype)
+    lane = oip_codec.column_rows(body, _COLUMNS, dtype, header_length)
     if lane is None:
         return  # declining is always allowed: the full parse reads it
     reply, rows = lane
-    request = oip_codec.parse_request(body, None)  # must not raise where the lane read it
+    request = oip_codec.parse_request(body, header_length)  # must not raise where the lane read it
     tensors = oip_codec.plain_tensors(request, model)
     assert tensors is not None, "the lane read a request the fast path would not take"
     expected = fast.from_tensors(tensors)
@@ -196,3 +216,19 @@ def test_plain_columns_take_the_lane(column_type: str) -> None:
     reply, rows = lane
     assert reply == oip_codec.Reply("r", None, False)
     np.testing.assert_array_equal(rows, np.array([[2, 1, 0], [3, 2, 1]], dtype=dtype))
+
+
+def test_plain_binary_columns_take_the_lane() -> None:
+    """tritonclient's default: each input's bytes after the JSON (binary_data_size)."""
+    values = np.array([[1.5, -2.0, 3.25], [4.0, 5.5, -6.0]])
+    inputs = [
+        {"name": name, "datatype": "FP64", "shape": [2, 1], "parameters": {"binary_data_size": 16}} for name in _COLUMNS
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    body = header + b"".join(values[:, i].astype("<f8").tobytes() for i in range(3))
+    lane = oip_codec.column_rows(body, _COLUMNS, np.dtype(np.float64), len(header))
+    assert lane is not None
+    reply, rows = lane
+    assert reply == oip_codec.Reply(None, None, True)
+    np.testing.assert_array_equal(rows, values)
+    assert rows.flags.c_contiguous and rows.dtype == np.float64
