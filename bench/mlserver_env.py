@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +32,26 @@ VENV = ROOT / ".venv-mlserver"
 MAKE_TARGET = "mlserver-env"
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports. Bound together, not one after another: a port
+    freed by one probe can come back from the next, and MLServer exits when two of its
+    servers get the same one."""
+    with ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
 @dataclass(frozen=True)
 class Ports:
     http: int
     grpc: int
     metrics: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(*free_ports(3))
 
 
 def built() -> bool:

@@ -190,7 +190,7 @@ def mlserver(run: Run, tracking_uri: str) -> Server:
     """MLServer serving `models:/iris/1` as model iris, version 1."""
     models = WORK / "mlserver"
     mlserver_env.add_version(models, "iris", 1, tracking_uri)
-    ports = mlserver_env.Ports(http=free_port(), grpc=free_port(), metrics=free_port())
+    ports = mlserver_env.Ports.pick()
     mlserver_env.write_settings(models, ports)
     server = Server(
         "MLServer (mlserver-mlflow)",
