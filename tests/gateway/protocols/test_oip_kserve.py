@@ -79,9 +79,18 @@ class KServeClients:
             self.process.wait()
 
 
+@pytest.fixture(scope="session")  # session: set up before the session's registry, as pytest orders by scope
+def kserve_python() -> Path:
+    """The kserve env's interpreter: asked for first, so a missing env skips (or fails in CI)
+    before the session's registry is built."""
+    return env_bin(".venv-kserve", "kserve-env") / "python"
+
+
 @pytest.fixture(scope="module")
-def kserve(sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServeClients]:
-    python = env_bin(".venv-kserve", "kserve-env") / "python"
+def kserve(
+    kserve_python: Path, sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KServeClients]:
+    python = kserve_python
     root = tmp_path_factory.mktemp("oip-kserve")
     clients = KServeClients(python, root / "kserve-driver.log")  # importing the SDK overlaps the gateway's start
     try:

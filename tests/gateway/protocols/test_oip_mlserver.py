@@ -133,9 +133,15 @@ class Versions:
     numbers: dict[str, int]  # model -> the version both servers serve
 
 
+@pytest.fixture(scope="session")  # session: set up before the session's registry, as pytest orders by scope
+def mlserver_bin() -> Path:
+    """The MLServer env: asked for first, so a missing env skips (or fails in CI) before the
+    session's registry is built or anything is logged."""
+    return env_bin(".venv-mlserver", "mlserver-env")
+
+
 @pytest.fixture(scope="module")
-def versions(sqlite_registry: Registry) -> Versions:
-    env_bin(".venv-mlserver", "mlserver-env")  # skip (or fail in CI) before logging anything
+def versions(mlserver_bin: Path, sqlite_registry: Registry) -> Versions:
     tensor, tensor_model = sqlite_registry.log(_log_tensor)
     mixed, pipeline = sqlite_registry.log(_log_mixed)
     columns = sqlite_registry.log(_log_columns)
