@@ -219,7 +219,16 @@ def test_torch_answers_as_pyfunc_does(kserve: KServeClients, sqlite_registry: Re
     rows = np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)
     transport, binary = WIRES[wire]
     tensor = {"name": "input-0", "datatype": "FP32", "dtype": "float32", "shape": [5, 4], "data": rows.tolist()}
-    answer = kserve.ok("infer", transport=transport, binary=binary, model=TORCH, version="champion", inputs=[tensor])
+    # output-1 asked for by name: in binary on the binary wires, so the SDK decodes FP32 bytes
+    answer = kserve.ok(
+        "infer",
+        transport=transport,
+        binary=binary,
+        model=TORCH,
+        version="champion",
+        inputs=[tensor],
+        outputs=["output-1"],
+    )
     (output,) = answer["outputs"]
     assert (output["name"], output["datatype"], output["shape"], output["dtype"]) == (
         "output-1",
