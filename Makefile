@@ -11,7 +11,7 @@ EXTRAS ?= torch,dev
 # e.g. SERVE_ARGS=--insecure to serve HOST=0.0.0.0 without API keys (a trusted network)
 SERVE_ARGS ?=
 
-.PHONY: install demo demo-registry serve test lint format clean bench protos
+.PHONY: install demo demo-registry serve test lint format clean bench protos kserve-env mlserver-env interop-envs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,32 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Other projects' Open Inference Protocol tooling, each in an environment of its own because
+# its pins clash with the gateway's (envs/*.txt say which): the kserve SDK's clients and MLServer
+# with mlserver-mlflow. tests/gateway/protocols speak to the gateway through them (the kserve
+# client, the MLServer differential) and bench/ measures MLServer. Built once, rebuilt when
+# their pins change (for MLServer also the project's: it gets the same mlflow, scikit-learn,
+# pandas and numpy, so both servers load a version with the same libraries).
+KSERVE_VENV := .venv-kserve
+MLSERVER_VENV := .venv-mlserver
+PROJECT_PINS = $$($(BIN)/python -c 'from importlib.metadata import version; print(*(f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "pandas", "numpy")))')
+
+$(KSERVE_VENV)/.installed: envs/kserve.txt
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet -r envs/kserve.txt
+	touch $@
+
+$(MLSERVER_VENV)/.installed: envs/mlserver.txt $(VENV)/.installed
+	rm -rf $(MLSERVER_VENV)
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet -r envs/mlserver.txt $(PROJECT_PINS)
+	touch $@
+
+kserve-env: $(KSERVE_VENV)/.installed
+mlserver-env: $(MLSERVER_VENV)/.installed
+interop-envs: kserve-env mlserver-env
 
 demo-registry: install
 	$(BIN)/registry-gateway demo-registry --path $(DEMO) --base-url http://$(HOST):$(PORT)
@@ -36,7 +62,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint interop-envs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install
@@ -63,4 +89,4 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(KSERVE_VENV) $(MLSERVER_VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import auth_cost  # noqa: E402
 import memory_churn  # noqa: E402
+import mlserver_env  # noqa: E402
 import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
 import traffic_split  # noqa: E402
@@ -40,7 +41,6 @@ from servers import Server, free_port, gateway_server  # noqa: E402
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
 VENV_BIN = Path(sys.executable).parent
-MLSERVER_VENV = HERE / ".venv-mlserver"
 SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory", "oip", "traffic", "auth")
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
@@ -179,59 +179,29 @@ def floor(run: Run, *, bare: bool = False) -> Server:
 
 
 def ensure_mlserver(run: Run) -> str | None:
-    """MLServer + mlserver-mlflow in a venv of their own; the reason when they can't be had."""
-    python = MLSERVER_VENV / "bin" / "python"
-    check = [str(python), "-c", "import mlserver, mlserver_mlflow"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return None
-    from importlib.metadata import version
-
-    run.log("installing MLServer + mlserver-mlflow into bench/.venv-mlserver (once; up to 10 minutes)")
-    pins = [f"mlflow=={version('mlflow')}", f"scikit-learn=={version('scikit-learn')}"]
-    steps = [
-        [os.environ.get("BENCH_PYTHON", "python3.11"), "-m", "venv", str(MLSERVER_VENV)],
-        [str(python), "-m", "pip", "install", "--quiet", "mlserver", "mlserver-mlflow", *pins],
-    ]
-    with (WORK / "mlserver-install.log").open("w") as log:
-        for step in steps:
-            try:
-                subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=True)
-            except (OSError, subprocess.SubprocessError) as exc:
-                return f"install failed ({type(exc).__name__}); see bench/.work/mlserver-install.log"
-    return None if subprocess.run(check, capture_output=True).returncode == 0 else "mlserver_mlflow does not import"
+    """MLServer + mlserver-mlflow in the environment `make mlserver-env` builds; the reason when
+    it can't be had."""
+    if not mlserver_env.built():
+        run.log("building .venv-mlserver with `make mlserver-env` (once; a few minutes)")
+    return mlserver_env.ensure(WORK / "mlserver-install.log")
 
 
 def mlserver(run: Run, tracking_uri: str) -> Server:
-    import mlflow.artifacts
-
+    """MLServer serving `models:/iris/1` as model iris, version 1."""
     models = WORK / "mlserver"
-    model_dir = models / "iris"
-    if not (model_dir / "MLmodel").exists():
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-        mlflow.artifacts.download_artifacts("models:/iris/1", dst_path=str(model_dir))
-    port, grpc_port = free_port(), free_port()
-    settings = {
-        "http_port": port,
-        "grpc_port": grpc_port,
-        "metrics_port": free_port(),
-        "host": "127.0.0.1",
-        "parallel_workers": 0,
-    }
-    (models / "settings.json").write_text(json.dumps(settings))
-    model_settings = {"name": "iris", "implementation": "mlserver_mlflow.MLflowRuntime", "parameters": {"uri": "."}}
-    # parallel_workers=0: inference in the server process. MLServer 1.7's worker pool does not start
-    # under uvloop >= 0.22 (asyncio.get_event_loop() raises in the worker); one process is also "one worker".
-    (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
+    mlserver_env.add_version(models, "iris", 1, tracking_uri)
+    ports = mlserver_env.Ports.pick()
+    mlserver_env.write_settings(models, ports)
     server = Server(
         "MLServer (mlserver-mlflow)",
-        [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(models)],
-        port=port,
+        mlserver_env.argv(models),
+        port=ports.http,
         ready_path="/v2/models/iris/ready",
         predict_path="/invocations",
         log=WORK / "mlserver.log",
         cpus=run.server_cpus,
     )
-    server.grpc_port = grpc_port
+    server.grpc_port = ports.grpc
     return server
 
 

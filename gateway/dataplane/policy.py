@@ -63,7 +63,11 @@ def loading_flavor(metadata: Model) -> str:
         others = [name for name in metadata.flavors if name != "python_function"]
         return others[0] if others else "python_function"
     module = str(conf.get("loader_module", ""))
-    if module.startswith("mlflow.") and module != "mlflow.pyfunc.model":
+    if module == "mlflow.pyfunc" or module.startswith("mlflow.pyfunc."):
+        # a PythonModel (mlflow.pyfunc.model) or models-from-code (mlflow.pyfunc.loaders.code_model,
+        # and the chat/agent loaders beside it): pyfunc's own loaders, not a flavor called "pyfunc"
+        return "python_function"
+    if module.startswith("mlflow."):
         return module.removeprefix("mlflow.").split(".")[0]
     return "python_function"
 
@@ -91,8 +95,10 @@ def pickled(metadata: Model, path: Path, flavor: str) -> str | None:
     if flavor == "python_function":
         pyfunc = metadata.flavors.get("python_function") or {}
         model_file = str(pyfunc.get("python_model", ""))
-        if model_file.endswith(".py"):
-            return None  # models-from-code: code, allowed or not by GATEWAY_ALLOWED_FLAVORS
+        if model_file.endswith(".py") or pyfunc.get("model_code_path"):
+            # models-from-code: code, allowed or not by GATEWAY_ALLOWED_FLAVORS (MLflow notes a
+            # cloudpickle_version for these too, though nothing is pickled)
+            return None
         if model_file or "cloudpickle_version" in pyfunc:
             return "it is a Python model pickled with cloudpickle"
         return None  # a loader module of its own: code, as above

@@ -529,23 +529,42 @@ class Output:
     name: str
     array: np.ndarray  # numbers, or an object array of str / bytes for BYTES
     datatype: str
-    content_type: str
+    content_type: str | None  # None: the output says none (a frame's column of numbers)
 
 
 def outputs_of(raw: Any) -> tuple[list[Output], str]:
-    """The model's answer as named tensors, and the answer's content type."""
+    """The model's answer as named tensors, and the answer's content type: what MLServer's
+    codecs make of the same answer (its mlflow runtime picks one by the answer's type), content
+    types included, so a client that decodes by them reads the same from both.
+
+    - an array (or anything else numpy reads): ``output-1``, content type ``np``, strings too
+      (MLServer's NumpyCodec);
+    - a dict: one output per key, each ``np`` (its TensorDictCodec, each value by NumpyCodec);
+    - a list of strings: ``output-1``, ``str`` (its StringCodec);
+    - a frame (or a series): one output per column, text columns ``str`` and numbers with no
+      content type at all (its PandasCodec).
+    """
     if isinstance(raw, pd.DataFrame):
-        return [_output(str(column), raw[column].to_numpy()) for column in raw.columns], "pd"
+        return [_column(str(column), raw[column]) for column in raw.columns], "pd"
     if isinstance(raw, pd.Series):
-        return [_output(str(raw.name) if raw.name is not None else f"{OUTPUT_PREFIX}1", raw.to_numpy())], "pd"
+        return [_column(str(raw.name) if raw.name is not None else f"{OUTPUT_PREFIX}1", raw)], "pd"
     if isinstance(raw, dict):
         return [_output(str(key), value) for key, value in raw.items()], "dict"
     if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
-        return [_output(f"{OUTPUT_PREFIX}1", raw)], "str"
+        return [_output(f"{OUTPUT_PREFIX}1", raw, text="str")], "str"
     return [_output(f"{OUTPUT_PREFIX}1", raw)], "np"
 
 
-def _output(name: str, value: Any) -> Output:
+def _column(name: str, column: pd.Series) -> Output:
+    output = _output(name, column.to_numpy(), text="str")
+    if output.datatype != BYTES:
+        output.content_type = None
+    return output
+
+
+def _output(name: str, value: Any, *, text: str = "np") -> Output:
+    """``value`` as one output; BYTES (strings, and anything that is not a number) with the
+    content type ``text``, numbers with ``np``."""
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     array = np.asarray(value)
@@ -556,7 +575,7 @@ def _output(name: str, value: Any) -> Output:
     if array.dtype.kind in "OSU" or array.dtype.kind not in "biuf":
         texts = np.empty(array.size, dtype=object)
         texts[:] = [_text(item) for item in array.ravel()]
-        return Output(name, texts.reshape(array.shape), BYTES, "str")
+        return Output(name, texts.reshape(array.shape), BYTES, text)
     return Output(name, array, _datatype(array.dtype), "np")
 
 
@@ -588,14 +607,15 @@ def encode_response(request: Reply, raw: Any, *, model_name: str, model_version:
     rendered = []
     for output, binary in chosen:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(output.array.shape)}
-        parameters: dict[str, Any] = {"content_type": output.content_type}
+        parameters: dict[str, Any] = {} if output.content_type is None else {"content_type": output.content_type}
         if binary if binary is not None else request.binary_outputs:
             part = to_bytes(output)
             parameters["binary_data_size"] = len(part)
             binary_parts.append(part)
         else:
             entry["data"] = _to_json(output)
-        entry["parameters"] = parameters
+        if parameters:  # none at all rather than an empty object, as MLServer answers
+            entry["parameters"] = parameters
         rendered.append(entry)
     document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:

@@ -211,7 +211,8 @@ def encode_response(
     raw_outputs = raw_outputs or any(output.datatype not in _TYPED_FIELDS for output, _ in chosen)
     for output, _ in chosen:
         entry = response.outputs.add(name=output.name, datatype=output.datatype, shape=list(output.array.shape))
-        _set_parameter(entry.parameters["content_type"], output.content_type)
+        if output.content_type is not None:
+            _set_parameter(entry.parameters["content_type"], output.content_type)
         if raw_outputs:
             response.raw_output_contents.append(oip_codec.to_bytes(output))
             continue

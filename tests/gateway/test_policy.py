@@ -126,6 +126,38 @@ def test_pytorch_saved_with_torch_save_is_refused_without_pickle(tmp_path: Path)
         _check(path)
 
 
+MODEL_AS_CODE = """
+import mlflow
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+mlflow.models.set_model(Echo())
+"""
+
+
+def test_a_model_as_code_is_python_function_and_not_pickle(tmp_path: Path) -> None:
+    """MLflow's models-from-code (loader ``mlflow.pyfunc.loaders.code_model``) runs the model's
+    own code as a PythonModel does and unpickles nothing: ``python_function`` to the allowed
+    flavors (not a flavor named "pyfunc", which refused it by default), and no pickle, though
+    MLflow notes a cloudpickle_version for it all the same."""
+    import mlflow.pyfunc
+
+    code = tmp_path / "echo.py"
+    code.write_text(MODEL_AS_CODE)
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(path, python_model=str(code), pip_requirements=["pandas"])
+    metadata = Model.load(str(path / "MLmodel"))
+    assert metadata.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert loading_flavor(metadata) == "python_function"
+    _check(path)  # pickle off: nothing pickled
+    with pytest.raises(PolicyViolation, match="'python_function' is not one of the allowed flavors"):
+        LoadingPolicy.of(["sklearn"], allow_pickle=True).check(metadata, path)
+
+
 # --- artifact locations -------------------------------------------------------------------
 
 

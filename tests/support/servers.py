@@ -41,10 +41,18 @@ class Process:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 90.0) -> None:
+        self.launch()
+        self.wait_up(timeout=timeout)
+
+    def launch(self) -> None:
+        """Start the process and return at once: :meth:`wait_up` waits for it to answer, so a
+        test can do something else meanwhile."""
         with open(self.log, "ab") as out:
             self._proc = subprocess.Popen(
                 self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def wait_up(self, *, timeout: float = 90.0) -> None:
         try:
             wait_until(self._up, timeout=timeout, what=f"{self.name} at {self.health_url}")
         except TimeoutError:

@@ -86,15 +86,38 @@ def test_a_frame_answers_one_output_per_column_in_binary_or_json() -> None:
     answer = json.loads(document)
     assert answer["id"] == "x" and answer["model_version"] == "3" and answer["parameters"] == {"content_type": "pd"}
     score, label = answer["outputs"]
-    assert score == {
-        "name": "score",
-        "datatype": "FP64",
-        "shape": [2, 1],
-        "data": [0.25, 0.75],
-        "parameters": {"content_type": "np"},
-    }
+    # a frame's column of numbers has no content type (MLServer's pandas codec gives it none)
+    assert score == {"name": "score", "datatype": "FP64", "shape": [2, 1], "data": [0.25, 0.75]}
     assert label["datatype"] == "BYTES" and label["parameters"]["binary_data_size"] == len(binary)
     assert list(deserialize_bytes_tensor(binary)) == [b"setosa", b"virginica"]
+
+
+def test_answers_say_the_content_types_mlservers_codecs_say() -> None:
+    """Which content type an output says follows the type of the model's answer, as MLServer's
+    mlflow runtime picks its codec: strings in an array are ``np`` (NumpyCodec), in a list
+    ``str`` (StringCodec), in a frame's column ``str`` (PandasCodec, whose columns of numbers say
+    none), in a dict ``np`` (TensorDictCodec). tests/gateway/protocols/test_oip_mlserver.py
+    checks the same against MLServer itself."""
+    request = oip_codec.parse_request(
+        b'{"inputs": [{"name": "a", "datatype": "INT64", "shape": [1], "data": [1]}]}', None
+    )
+    labels = np.array(["low", "high"], dtype=object)
+
+    def said(raw: object) -> tuple[str, list[tuple[str, str, object]]]:
+        answer = json.loads(oip_codec.encode_response(request.reply, raw, model_name="m", model_version="1")[0])
+        outputs = [(o["name"], o["datatype"], o.get("parameters", {}).get("content_type")) for o in answer["outputs"]]
+        return answer["parameters"]["content_type"], outputs
+
+    assert said(labels) == ("np", [("output-1", "BYTES", "np")])
+    assert said(labels.astype(str)) == ("np", [("output-1", "BYTES", "np")])
+    assert said(["low", "high"]) == ("str", [("output-1", "BYTES", "str")])
+    assert said({"label": labels, "score": np.array([0.5, 1.5])}) == (
+        "dict",
+        [("label", "BYTES", "np"), ("score", "FP64", "np")],
+    )
+    frame = pd.DataFrame({"label": labels, "score": [0.5, 1.5], "n": np.array([1, 2])})
+    assert said(frame) == ("pd", [("label", "BYTES", "str"), ("score", "FP64", None), ("n", "INT64", None)])
+    assert said(pd.Series([0.5, 1.5], name="score")) == ("pd", [("score", "FP64", None)])
 
 
 # --- the column lane: one step from JSON to rows, or a decline --------------------------
