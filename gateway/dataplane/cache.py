@@ -322,6 +322,8 @@ class ModelCache:
             loop.call_soon(self._collect, False)
 
     def _collect(self, scheduled: bool = True) -> None:
+        if self._closed:  # scheduled before close: the gc is the process's, not a closed cache's
+            return
         started = time.perf_counter()
         self._uncollected, self._urgent = 0, False
         thaw, self._thaw = self._thaw, False
