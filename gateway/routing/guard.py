@@ -13,6 +13,7 @@ stays off until its weight tag changes. Nothing is written to MLflow.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,18 +42,31 @@ class GuardLimits:
 
 @dataclass
 class Window:
-    """One arm's last answers here (error or not, seconds), and its counts since start."""
+    """One arm's last answers here (error or not, seconds), and its counts since start.
+
+    Kept incrementally: the guard judges a canary after every one of its answers, so the
+    error count of the window and its latencies in order are updated as answers come and
+    go (a bisect into 200 floats) rather than summed and sorted for every judgement."""
 
     size: int
     answers: deque[tuple[bool, float]] = field(init=False)
     requests: int = 0
     errors: int = 0
+    _failed: int = field(default=0, init=False, repr=False)  # errors among ``answers``
+    _ordered: list[float] = field(init=False, repr=False)  # the seconds of ``answers``, sorted
 
     def __post_init__(self) -> None:
         self.answers = deque(maxlen=self.size)
+        self._ordered = []
 
     def add(self, *, error: bool, seconds: float) -> None:
+        if len(self.answers) == self.size:  # the oldest answer leaves the window
+            gone_error, gone_seconds = self.answers[0]
+            self._failed -= gone_error
+            del self._ordered[bisect.bisect_left(self._ordered, gone_seconds)]
         self.answers.append((error, seconds))
+        bisect.insort(self._ordered, seconds)
+        self._failed += error
         self.requests += 1
         self.errors += error
 
@@ -62,12 +76,12 @@ class Window:
 
     @property
     def error_rate(self) -> float:
-        return sum(error for error, _ in self.answers) / len(self.answers) if self.answers else 0.0
+        return self._failed / len(self.answers) if self.answers else 0.0
 
     def quantile(self, q: float) -> float | None:
-        if not self.answers:
+        ordered = self._ordered
+        if not ordered:
             return None
-        ordered = sorted(seconds for _, seconds in self.answers)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 

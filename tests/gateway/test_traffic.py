@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -305,6 +306,25 @@ def _window(answers: int, *, seconds: float, errors: int = 0) -> Window:
     for i in range(answers):
         window.add(error=i < errors, seconds=seconds)
     return window
+
+
+def test_the_window_keeps_its_error_rate_and_quantiles_as_answers_come_and_go() -> None:
+    """Kept incrementally, it says what a plain count and sort of its last answers says."""
+    chance = random.Random(14)
+    for size in (1, 3, 200):
+        window = Window(size)
+        recent: list[tuple[bool, float]] = []
+        for i in range(3 * size + 50):
+            # few distinct latencies: equal values come and go too
+            answer = (chance.random() < 0.2, chance.choice([0.001, 0.002, 0.004, chance.random() / 10]))
+            window.add(error=answer[0], seconds=answer[1])
+            recent = (recent + [answer])[-size:]
+            ordered = sorted(seconds for _, seconds in recent)
+            assert window.error_rate == sum(error for error, _ in recent) / len(recent)
+            for q in (0.0, 0.5, 0.99, 1.0):
+                assert window.quantile(q) == ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+            assert (window.requests, window.full) == (i + 1, i + 1 >= size)
+    assert Window(5).quantile(0.99) is None and Window(5).error_rate == 0.0
 
 
 def test_the_guard_needs_latency_worse_by_a_ratio_and_by_a_margin() -> None:
