@@ -73,6 +73,7 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.rejected = Counter(
             "gateway_rejected", "Requests refused with 503 because a version's queue was full", ["model"], registry=r
         )
@@ -192,7 +193,7 @@ class GatewayMetrics:
         children[1].observe(seconds)
 
     def shadow_compared(self, model: str, *, agree: bool) -> None:
-        self.shadow_agreement.labels(model, "agree" if agree else "differ").inc()
+        self._child(self.shadow_agreement, model, "agree" if agree else "differ").inc()
 
     def cache_hit(self, model: str) -> None:
         self.hits.labels(model).inc()
@@ -212,11 +213,19 @@ class GatewayMetrics:
         self.loaded_bytes.set(size_bytes)
 
     def batch_finished(self, model: str, *, size: int, fast: int) -> None:
-        self.batch_size.labels(model).observe(size)
+        self._child(self.batch_size, model).observe(size)
         if fast:
-            self.fast_path.labels(model, "fast").inc(fast)
+            self._child(self.fast_path, model, "fast").inc(fast)
         if size - fast:
-            self.fast_path.labels(model, "pyfunc").inc(size - fast)
+            self._child(self.fast_path, model, "pyfunc").inc(size - fast)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: labels() takes a lock and builds tuples."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def queue_full(self, model: str) -> None:
         self.rejected.labels(model).inc()

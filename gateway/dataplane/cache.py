@@ -365,6 +365,10 @@ class ModelCache:
         """Loaded versions, least recently used first."""
         return list(self._entries)
 
+    def holds(self, key: VersionId) -> bool:
+        """Loaded here (a cheap check for the request path; ``get`` describes the entry)."""
+        return key in self._entries
+
     def get(self, key: VersionId) -> CachedVersion | None:
         entry = self._entries.get(key)
         return None if entry is None else _describe(entry)

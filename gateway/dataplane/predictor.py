@@ -111,7 +111,7 @@ class InferenceService:
         return await self._run(served, work, kind, body)
 
     async def _run(self, served: Resolved, request: Request, kind: str, body: bytes) -> Prediction:
-        if served.fallback is not None and self._cache.get(served.id) is None:
+        if served.fallback is not None and not self._cache.holds(served.id):
             served = served.fallback  # a canary unloaded since it was chosen: never a cold load for a split
         lease = await self._cache.acquire(served.id, budget=self._load_budget)
         try:
