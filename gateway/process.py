@@ -252,7 +252,12 @@ class Services:
             split=split,
             guard=guard,
             shadows=ShadowQueue(
-                inference, split, metrics, size=settings.shadow_queue_size, tolerance=settings.shadow_tolerance
+                inference,
+                split,
+                metrics,
+                size=settings.shadow_queue_size,
+                concurrency=settings.shadow_concurrency,
+                tolerance=settings.shadow_tolerance,
             ),
             traffic_report=TrafficReport(catalog, split, guard, inference, metrics),
         )

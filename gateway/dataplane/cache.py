@@ -369,6 +369,11 @@ class ModelCache:
         """Loaded here (a cheap check for the request path; ``get`` describes the entry)."""
         return key in self._entries
 
+    def peek(self, key: VersionId) -> LoadedModel | None:
+        """The loaded model, to look at what it is; no lease: never predict with it."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.model
+
     def get(self, key: VersionId) -> CachedVersion | None:
         entry = self._entries.get(key)
         return None if entry is None else _describe(entry)

@@ -26,6 +26,7 @@ from registry_sync.traffic import Arm
 DEFAULT = "default"
 CANARY = "canary"
 NAMED = "named"
+SHADOW = "shadow"  # a copy of a default-route request (gateway.routing.shadow)
 
 
 def stable_point(name: str, key: str) -> float:
@@ -112,7 +113,7 @@ class TrafficSplit:
                 continue
             version = self._servable(primary.name, arm.version)
             if version is not None and self.ready(version):
-                chosen.append(Resolved(version, None, route="shadow"))
+                chosen.append(Resolved(version, None, route=SHADOW))
         return chosen
 
     def _servable(self, name: str, version: int) -> VersionId | None:
