@@ -10,11 +10,13 @@ import asyncio
 import itertools
 import math
 import random
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -343,6 +345,55 @@ async def test_shadows_in_flight_together_share_their_versions_batches(
                 assert batches is not None and small is not None and batches > small  # a batch of 5 or more
             else:  # one running, one queued: the rest of the burst dropped
                 assert counts.dropped >= burst - 2
+
+
+async def test_the_open_inference_protocol_default_route_is_shadowed_and_compared(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """REST (JSON and binary outputs) and gRPC (typed and raw contents): the shadow versions
+    run the same inputs, and their outputs are compared with the primary's."""
+    from gateway.protocols.proto import grpc_service_pb2 as pb
+    from gateway.protocols.proto import grpc_service_pb2_grpc as pb_grpc
+    from tests.support.servers import free_port
+
+    name, (v1, same, other) = fresh_model(registry, Doubler(), Doubler(), fault_models.Scaler(3.0))
+    for version in (same, other):
+        registry.client.set_model_version_tag(name, str(version), SHADOW_TAG, "100")
+    port = free_port()
+    async with replica(settings_for("all", grpc_port=port), registry.tracking_uri) as one:
+        shadows = one.services.shadows
+        for version in (same, other):
+            state = one.services.catalog.state(name, version)
+            assert state is not None
+            await until(lambda s=state: one.services.split.ready(s.id), "the shadows to be warm")  # type: ignore[misc]
+
+        def compared() -> tuple[int, int, int, int]:
+            a, b = shadows.counts.get((name, same)), shadows.counts.get((name, other))
+            return (a.agreed if a else 0, a.differed if a else 0, b.agreed if b else 0, b.differed if b else 0)
+
+        tensor = {"name": "x", "datatype": "FP64", "shape": [2, 1], "data": [1.5, 2.0]}
+        bodies = [{"inputs": [tensor]}, {"inputs": [tensor], "parameters": {"binary_data_output": True}}]
+        for body in bodies:
+            response = await one.client.post(f"/v2/models/{name}/infer", json=body)
+            assert response.status_code == 200 and response.headers["x-model-version"] == str(v1)
+        assert "inference-header-content-length" in response.headers  # the second answered in binary
+        named = await one.client.post(f"/v2/models/{name}/versions/{v1}/infer", json=bodies[0])
+        assert named.status_code == 200 and named.headers["x-model-route"] == "named"
+        await shadows.drain()
+        assert compared() == (2, 0, 0, 2)  # a named request is never copied
+
+        typed = pb.ModelInferRequest(model_name=name)
+        typed.inputs.add(name="x", datatype="FP64", shape=[2, 1]).contents.fp64_contents.extend([1.5, 2.0])
+        raw = pb.ModelInferRequest(model_name=name, raw_input_contents=[struct.pack("<2d", 1.5, 2.0)])
+        raw.inputs.add(name="x", datatype="FP64", shape=[2, 1])
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for message in (typed, raw):
+                answer = await stub.ModelInfer(message)
+                assert answer.model_version == str(v1)
+        assert len(answer.raw_output_contents) == 1  # raw in, raw out
+        await shadows.drain()
+        assert compared() == (4, 0, 0, 4)
 
 
 def _window(answers: int, *, seconds: float, errors: int = 0) -> Window:
