@@ -28,7 +28,7 @@ from registry_sync.registry import RegistryReader
 from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, InvalidSplit, parse_split
 from tests.conftest import Registry, empty_registry
 from tests.support import models as fault_models
-from tests.support.models import Doubler, GatedLoad, GatedPredict, NegativeFails, log_pyfunc
+from tests.support.models import Doubler, GatedLoad, GatedPredict, NegativeFails, SlowDoubler, log_pyfunc
 from tests.support.versions import loading
 from tests.support.waiting import until
 
@@ -273,6 +273,36 @@ async def test_the_guard_rolls_a_failing_canary_back_on_every_replica(
         await one.sync(name)  # a new tag: a new experiment
         await until(lambda: not rolled_back(one, name, v2), "the new tag to end the rollback")
         assert weight_of(one, name, v2) == 40
+
+
+async def test_the_guard_rolls_a_slow_canary_back_on_its_p99(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """The latency rule end to end: a canary that answers right but 300 ms late (the default
+    takes milliseconds; the rule needs twice the default's p99 and 25 ms more) loses its weight."""
+    min_requests = 10
+    name, (v1, v2) = fresh_model(registry, Doubler(), SlowDoubler())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    async with replica(settings_for("all", canary_min_requests=min_requests), registry.tracking_uri) as one:
+        routes = []
+        while not rolled_back(one, name, v2) and len(routes) < 100:
+            response = await one.predict(name, key=f"k{len(routes)}")  # one at a time: latency is the model's
+            assert response.status_code == 200 and response.json() == {"predictions": [3.0]}
+            routes.append(response.headers["x-model-route"])
+            if routes.count("canary") >= min_requests:
+                await one.services.guard.settle()  # a rollback being written
+        assert rolled_back(one, name, v2), f"the guard did not roll the slow canary back: {routes.count('canary')}"
+        assert routes.count("default") >= min_requests  # it waited for a full window of the default's
+
+        [event] = [e for e in one.services.store.events(name=name) if e.kind == "rolled_back"]
+        assert event.version == v2 and "GATEWAY_CANARY_MAX_LATENCY_RATIO=2" in event.reason
+        assert "error rate" not in event.reason
+        assert one.services.metrics.registry.get_sample_value("gateway_canary_rollbacks_total", {"model": name}) == 1
+        canary_keys = [f"k{i}" for i, route in enumerate(routes) if route == "canary"]
+        for key in canary_keys[:5]:  # the default version answers the canary's keys now
+            response = await one.predict(name, key=key)
+            assert (response.status_code, response.headers["x-model-version"]) == (200, str(v1))
+            assert response.headers["x-model-route"] == "default"
 
 
 async def test_shadows_never_change_or_wait_for_the_primary(
