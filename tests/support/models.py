@@ -57,10 +57,10 @@ class NegativeFails(Doubler):
 
 
 class SlowDoubler(Doubler):
-    """Doubles, like Doubler, in 300 ms: a version whose only fault is its latency."""
+    """Doubles, like Doubler, in 200 ms: a version whose only fault is its latency."""
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        time.sleep(0.3)
+        time.sleep(0.2)
         return super().predict(context, model_input, params)
 
 
