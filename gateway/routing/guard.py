@@ -70,6 +70,13 @@ class Window:
         self.requests += 1
         self.errors += error
 
+    def restart(self) -> None:
+        """Forget the answers judged (a new experiment starts from an empty window); the
+        counts since start stay."""
+        self.answers.clear()
+        self._ordered.clear()
+        self._failed = 0
+
     @property
     def full(self) -> bool:
         return len(self.answers) >= self.size
@@ -109,6 +116,10 @@ class Guard:
     def windows(self, name: str) -> dict[tuple[str, int], Window]:
         return {(arm, version): w for (model, arm, version), w in self._windows.items() if model == name}
 
+    def counts(self) -> dict[tuple[str, str, int], tuple[int, int]]:
+        """(requests, errors) since start by (model, arm, version): what this process publishes."""
+        return {key: (window.requests, window.errors) for key, window in list(self._windows.items())}
+
     def observe(self, served: Resolved, *, status: int, seconds: float) -> None:
         """One default-route answer (``served.route`` default or canary); judges canaries."""
         if served.route not in (DEFAULT, CANARY):
@@ -127,7 +138,8 @@ class Guard:
 
     def _roll_back(self, name: str, version: int, default: int, reason: str) -> None:
         self._split.take_off(name, version)  # here at once; the other replicas via the database
-        self._windows.pop((name, CANARY, version), None)
+        if (window := self._windows.get((name, CANARY, version))) is not None:
+            window.restart()
         self._metrics.canary_rollbacks.labels(name).inc()
         log.warning("%s: canary version %s rolled back (default version %s): %s", name, version, default, reason)
         task = asyncio.get_running_loop().create_task(self._record(name, version, reason))

@@ -30,7 +30,7 @@ from tests.conftest import Registry, empty_registry
 from tests.support import models as fault_models
 from tests.support.models import Doubler, GatedLoad, GatedPredict, NegativeFails, SlowDoubler, log_pyfunc
 from tests.support.versions import loading
-from tests.support.waiting import until
+from tests.support.waiting import eventually, until
 
 pytestmark = pytest.mark.anyio
 
@@ -278,7 +278,7 @@ async def test_the_guard_rolls_a_failing_canary_back_on_every_replica(
 async def test_the_guard_rolls_a_slow_canary_back_on_its_p99(
     registry: Registry, settings_for: Callable[..., GatewaySettings]
 ) -> None:
-    """The latency rule end to end: a canary that answers right but 300 ms late (the default
+    """The latency rule end to end: a canary that answers right but 200 ms late (the default
     takes milliseconds; the rule needs twice the default's p99 and 25 ms more) loses its weight."""
     min_requests = 10
     name, (v1, v2) = fresh_model(registry, Doubler(), SlowDoubler())
@@ -431,6 +431,69 @@ def _window(answers: int, *, seconds: float, errors: int = 0) -> Window:
     for i in range(answers):
         window.add(error=i < errors, seconds=seconds)
     return window
+
+
+async def test_traffic_shows_each_replicas_counts_and_their_sum_from_the_state_database(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """Two replicas on one state database: each publishes its counts; /traffic on either lists
+    both (its own live) and sums them; a replica that stopped goes stale, out of the total."""
+    name, (v1, v2, v3) = fresh_model(registry, Doubler(), Doubler(), Doubler())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    registry.client.set_model_version_tag(name, str(v3), SHADOW_TAG, "100")
+    async with replica(settings_for("all"), registry.tracking_uri) as one:
+        expected: dict[str, dict[tuple[str, int], int]] = {}
+        async with replica(settings_for("gateway"), registry.tracking_uri) as two:
+            for process, sent in ((one, 12), (two, 20)):
+                routes = [
+                    (await process.predict(name, key=f"{id(process)}-{i}")).headers["x-model-route"]
+                    for i in range(sent)
+                ]
+                canary = routes.count("canary")
+                assert 0 < canary < sent  # keys of both arms
+                expected[process.services.counts.replica] = {
+                    ("canary", v2): canary,
+                    ("default", v1): sent - canary,
+                    ("shadow", v3): sent,  # every primary is copied to v3 (canary answers too)
+                }
+                await process.services.shadows.drain()
+            ids = (one.services.counts.replica, two.services.counts.replica)
+            assert ids[0] != ids[1]
+
+            def requests(replica: dict[str, Any]) -> dict[tuple[str, int], int]:
+                return {(c["arm"], c["version"]): c["requests"] for c in replica["counts"]}
+
+            async def both_published() -> dict[str, Any] | None:
+                traffic = (await one.client.get(f"/models/{name}/traffic")).json()
+                seen = {r["replica"]: requests(r) for r in traffic["replicas"]}
+                return traffic if seen == expected else None
+
+            traffic = await eventually(both_published, "both replicas' counts in /traffic")
+            assert traffic["replica"] == ids[0]
+            mine, other = traffic["replicas"]
+            assert (mine["replica"], mine["this_replica"], other["replica"], other["this_replica"]) == (
+                ids[0],
+                True,
+                ids[1],
+                False,
+            )
+            assert not other["stale"] and other["age_seconds"] >= 0
+            shadow = next(c for c in other["counts"] if c["arm"] == "shadow")
+            assert (shadow["agreed"], shadow["differed"], shadow["dropped"]) == (20, 0, 0)
+            total = {(t["arm"], t["version"]): (t["requests"], t["errors"], t["error_rate"]) for t in traffic["total"]}
+            assert total == {
+                arm: (sum(counts[arm] for counts in expected.values()), 0, 0.0) for arm in expected[ids[0]]
+            }
+            seen_by_two = (await two.client.get(f"/models/{name}/traffic")).json()
+            assert [r["replica"] for r in seen_by_two["replicas"]] == [ids[1], ids[0]]
+
+        async def stale() -> dict[str, Any] | None:  # two stopped: it publishes no more
+            traffic = (await one.client.get(f"/models/{name}/traffic")).json()
+            return traffic if any(r["stale"] for r in traffic["replicas"]) else None
+
+        traffic = await eventually(stale, "the stopped replica to be marked stale")
+        assert [(r["replica"], r["stale"]) for r in traffic["replicas"]] == [(ids[0], False), (ids[1], True)]
+        assert {(t["arm"], t["version"]): t["requests"] for t in traffic["total"]} == expected[ids[0]]
 
 
 def test_the_window_keeps_its_error_rate_and_quantiles_as_answers_come_and_go() -> None:
