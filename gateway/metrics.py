@@ -192,14 +192,17 @@ class GatewayMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def shadow_was_dropped(self, model: str) -> None:
+        self._child(self.shadow_dropped, model).inc()
+
     def shadow_compared(self, model: str, *, agree: bool) -> None:
         self._child(self.shadow_agreement, model, "agree" if agree else "differ").inc()
 
     def cache_hit(self, model: str) -> None:
-        self.hits.labels(model).inc()
+        self._child(self.hits, model).inc()
 
     def cache_miss(self, model: str) -> None:
-        self.misses.labels(model).inc()
+        self._child(self.misses, model).inc()
 
     def load_finished(self, model: str, version: int, *, outcome: str, seconds: float) -> None:
         self.loads.labels(model, str(version), outcome).inc()
@@ -228,7 +231,7 @@ class GatewayMetrics:
         return child
 
     def queue_full(self, model: str) -> None:
-        self.rejected.labels(model).inc()
+        self._child(self.rejected, model).inc()
 
     def prediction_cache(self, *, hit: bool) -> None:
         (self._cache_hit if hit else self._cache_miss).inc()

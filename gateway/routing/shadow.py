@@ -145,7 +145,7 @@ class ShadowQueue:
     def _drop(self, target: Resolved) -> None:
         self.dropped += 1
         self._counts(target).dropped += 1
-        self._metrics.shadow_dropped.labels(target.name).inc()
+        self._metrics.shadow_was_dropped(target.name)
 
     async def _run(self) -> None:
         while True:
