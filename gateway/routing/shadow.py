@@ -5,10 +5,10 @@ Shadows wait in one bounded queue (``GATEWAY_SHADOW_QUEUE_SIZE``) and up to
 ``GATEWAY_SHADOW_CONCURRENCY`` of them run at once, behind the primaries: those in flight
 together join their version's queue and share its batches like any request, so a shadow
 version that batches answers its shadows a batch at a time, not one by one. Nothing ever
-waits for a shadow: when the queue is full a shadow is dropped and counted; a shadow takes at
-most half of its version's own queue (past that it is dropped too, so a primary of that
-version is never refused for a shadow); a version that does not batch runs one shadow at a
-time (each would hold an inference thread the primaries need). So a slow or failing shadow
+waits for a shadow: when the queue is full a shadow is dropped and counted; a shadow joins
+its version's own queue only while that is less than half full (else it is dropped too), so
+the requests callers wait for always keep the other half; a version that does not batch runs
+one shadow at a time (each would hold an inference thread the primaries need). So a slow or failing shadow
 can neither delay, fail nor change a primary answer. A shadow runs only on a version already
 warm here (never a load).
 
@@ -176,7 +176,7 @@ class ShadowQueue:
         try:
             # No await between the check above and the lease: it cannot be unloaded in between.
             prediction = await request.run(target)
-        except Overloaded:  # half its version's queue is taken: primaries keep the rest
+        except Overloaded:  # its version's queue is half full: the rest is the callers'
             self._drop(target)
             return
         except Exception as exc:
