@@ -73,6 +73,7 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.rejected = Counter(
             "gateway_rejected", "Requests refused with 503 because a version's queue was full", ["model"], registry=r
         )
@@ -191,14 +192,17 @@ class GatewayMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def shadow_was_dropped(self, model: str) -> None:
+        self._child(self.shadow_dropped, model).inc()
+
     def shadow_compared(self, model: str, *, agree: bool) -> None:
-        self.shadow_agreement.labels(model, "agree" if agree else "differ").inc()
+        self._child(self.shadow_agreement, model, "agree" if agree else "differ").inc()
 
     def cache_hit(self, model: str) -> None:
-        self.hits.labels(model).inc()
+        self._child(self.hits, model).inc()
 
     def cache_miss(self, model: str) -> None:
-        self.misses.labels(model).inc()
+        self._child(self.misses, model).inc()
 
     def load_finished(self, model: str, version: int, *, outcome: str, seconds: float) -> None:
         self.loads.labels(model, str(version), outcome).inc()
@@ -212,14 +216,22 @@ class GatewayMetrics:
         self.loaded_bytes.set(size_bytes)
 
     def batch_finished(self, model: str, *, size: int, fast: int) -> None:
-        self.batch_size.labels(model).observe(size)
+        self._child(self.batch_size, model).observe(size)
         if fast:
-            self.fast_path.labels(model, "fast").inc(fast)
+            self._child(self.fast_path, model, "fast").inc(fast)
         if size - fast:
-            self.fast_path.labels(model, "pyfunc").inc(size - fast)
+            self._child(self.fast_path, model, "pyfunc").inc(size - fast)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: labels() takes a lock and builds tuples."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def queue_full(self, model: str) -> None:
-        self.rejected.labels(model).inc()
+        self._child(self.rejected, model).inc()
 
     def prediction_cache(self, *, hit: bool) -> None:
         (self._cache_hit if hit else self._cache_miss).inc()

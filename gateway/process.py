@@ -32,6 +32,7 @@ from gateway.metrics import UNKNOWN, GatewayMetrics
 from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, Resolved
+from gateway.routing.counts import TrafficCounts
 from gateway.routing.guard import Guard, GuardLimits
 from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
@@ -83,6 +84,7 @@ class Services:
     split: TrafficSplit
     guard: Guard
     shadows: ShadowQueue
+    counts: TrafficCounts
     traffic_report: TrafficReport
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
@@ -223,6 +225,19 @@ class Services:
             min_requests=settings.canary_min_requests,
         )
         guard = Guard(split, store, metrics, limits=limits, actor=f"gateway@{actor}")
+        shadows = ShadowQueue(
+            inference,
+            split,
+            metrics,
+            size=settings.shadow_queue_size,
+            concurrency=settings.shadow_concurrency,
+            tolerance=settings.shadow_tolerance,
+        )
+        # This process's counts, published for /traffic's sum over replicas: its id is the one
+        # it campaigns for the sync lease with.
+        counts = TrafficCounts(
+            catalog, guard, shadows, store, replica=lease.holder, interval_seconds=settings.follow_interval_seconds
+        )
         log.info(
             "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",
             source.uri,
@@ -251,10 +266,9 @@ class Services:
             gate=gate,
             split=split,
             guard=guard,
-            shadows=ShadowQueue(
-                inference, split, metrics, size=settings.shadow_queue_size, tolerance=settings.shadow_tolerance
-            ),
-            traffic_report=TrafficReport(catalog, split, guard, inference, metrics),
+            shadows=shadows,
+            counts=counts,
+            traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store),
         )
 
     def predict_finished(self, served: Resolved | None, *, status: int, started: float) -> None:
@@ -295,6 +309,7 @@ class Services:
             self.stage = "warming the warm aliases"
             await self.reconciler.start()
             self.shadows.start()
+            self.counts.start()
         if synced:
             # What moved while the first pass read and the warm-up ran is applied before ready,
             # not a poll interval later (a pass after the first reads only what changed: cheap).
@@ -398,6 +413,7 @@ class Services:
             await self.gate.keys.stop()
         await self.poller.stop()
         await self.reconciler.stop()
+        await self.counts.stop()
         await self.shadows.stop()
         await self.guard.settle()
         await self.inference.close()

@@ -247,6 +247,12 @@ class GatewaySettings(BaseSettings):
     shadow_queue_size: int = Field(default=256, ge=1)
     """Shadow requests waiting to run; past it they are dropped (and counted), never waited for."""
 
+    shadow_concurrency: int = Field(default=32, ge=1)
+    """Shadow requests running at once in a process: together they join the shadow version's
+    queue and share its batches like any request. A shadow joins that queue (GATEWAY_MAX_QUEUE)
+    only while it is less than half full, and a version that does not batch runs one shadow at
+    a time."""
+
     shadow_tolerance: float = Field(default=1e-6, ge=0)
     """Relative tolerance within which a shadow's float answers agree with the primary's."""
     grpc_port: int | None = Field(default=None, ge=0, le=65535)

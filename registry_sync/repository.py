@@ -6,7 +6,9 @@ sync (what the registry says, pins and refusals): a gateway replica recording it
 swap writes an event and ``active_version`` but does not bump it, so N replicas swapping
 one alias cause no follow traffic among themselves. The one exception is the guard rolling a
 canary back (:meth:`StateStore.roll_back`): every replica must stop sending it traffic, so it
-bumps the generation, once (the first replica to record it).
+bumps the generation, once (the first replica to record it). Each replica's published
+traffic counts (:meth:`StateStore.publish_counts`) never bump it: they are read on request,
+by ``GET /models/{name}/traffic``, not followed.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
+from registry_sync.lease import db_now
 from registry_sync.registry import ModelRecord, VersionRecord
 from registry_sync.state import (
     EventRow,
@@ -32,6 +36,7 @@ from registry_sync.state import (
     RouteRow,
     SyncRequestRow,
     SyncStateRow,
+    TrafficCountRow,
     TrafficRow,
     WebhookDeliveryRow,
     utcnow,
@@ -210,6 +215,35 @@ class SyncRequest:
     requested_by: str
     done: bool
     report: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmCount:
+    """What one replica answered for one model's arm (``default``, ``canary``, ``shadow``)
+    and version since it started. For a shadow, ``requests`` are the copies that ran,
+    ``errors`` those that failed; ``agreed``, ``differed`` and ``dropped`` are for shadows only."""
+
+    name: str
+    arm: str
+    version: int
+    requests: int
+    errors: int
+    agreed: int = 0
+    differed: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaCounts:
+    """One replica's counts for a model as it last published them."""
+
+    replica: str
+    seen_at: datetime
+    age_seconds: float  # by the database's clock
+    counts: list[ArmCount]
+
+
+_COUNT_COLUMNS = ("requests", "errors", "agreed", "differed", "dropped")
 
 
 class StateStore:
@@ -488,6 +522,48 @@ class StateStore:
             _bump(session)
             return True
 
+    # --- each replica's traffic counts ----------------------------------------------
+
+    def publish_counts(self, replica: str, counts: Iterable[ArmCount], *, forget_after: float) -> None:
+        """Upsert this replica's counts, one row per model, arm and version, stamped with the
+        database's clock (so staleness is judged on one clock, whatever the replicas' own);
+        rows of any replica not seen for ``forget_after`` seconds are deleted. Each row is
+        written by its own replica only: no two writers race for a key."""
+        rows = [
+            {"replica": replica, "name": c.name, "arm": c.arm, "version": c.version}
+            | {column: getattr(c, column) for column in _COUNT_COLUMNS}
+            for c in counts
+        ]
+        with self._session() as session:
+            now = float(session.scalar(select(db_now())) or 0.0)
+            for row in rows:
+                row["seen_at"] = now
+            if rows:
+                session.execute(_upsert(session, rows))
+            session.execute(delete(TrafficCountRow).where(TrafficCountRow.seen_at < now - forget_after))
+
+    def replica_counts(self, name: str) -> list[ReplicaCounts]:
+        """Every replica's last published counts for ``name``, most recently seen first."""
+        with self._session() as session:
+            now = float(session.scalar(select(db_now())) or 0.0)
+            rows = session.scalars(select(TrafficCountRow).where(TrafficCountRow.name == name)).all()
+        by_replica: dict[str, list[TrafficCountRow]] = {}
+        for row in rows:
+            by_replica.setdefault(row.replica, []).append(row)
+        replicas = [
+            ReplicaCounts(
+                replica=replica,
+                seen_at=datetime.fromtimestamp(max(r.seen_at for r in mine), UTC),
+                age_seconds=max(0.0, now - max(r.seen_at for r in mine)),
+                counts=[
+                    ArmCount(r.name, r.arm, r.version, r.requests, r.errors, r.agreed, r.differed, r.dropped)
+                    for r in sorted(mine, key=lambda r: (r.arm, r.version))
+                ],
+            )
+            for replica, mine in by_replica.items()
+        ]
+        return sorted(replicas, key=lambda r: (r.age_seconds, r.replica))
+
     def pin_digest(self, version_id: VersionId, digest: str, *, actor: str) -> PinResult:
         """Check ``digest`` against the version's tag and pin; the first digest seen wins.
 
@@ -690,6 +766,19 @@ class StateStore:
         with self._session() as session:
             row = session.get(SyncRequestRow, request_id)
             return _sync_request(row) if row is not None else None
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> Any:
+    """INSERT ... ON CONFLICT (the key) DO UPDATE, on PostgreSQL and sqlite alike."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(TrafficCountRow).values(rows)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(TrafficCountRow).values(rows)
+    else:  # pragma: no cover - the gateway supports sqlite and PostgreSQL only
+        raise StateUnavailable(f"cannot upsert traffic counts on {dialect}")
+    updated = {column: statement.excluded[column] for column in (*_COUNT_COLUMNS, "seen_at")}
+    return statement.on_conflict_do_update(index_elements=["replica", "name", "arm", "version"], set_=updated)
 
 
 def _sync_request(row: SyncRequestRow) -> SyncRequest:

@@ -19,6 +19,9 @@
   goes up with every change, so a gateway follows the keys by reading one integer.
 - ``traffic``: each model's split of default-route requests as the version tags last set it
   validly (weight and shadow percent per version), and the guard's rollbacks of canaries.
+- ``traffic_counts``: what each serving process (replica) answered per model, arm and version
+  since it started, as it last published it (every follow interval while the model has a
+  split), stamped with the database's clock: ``GET /models/{name}/traffic`` sums them.
 """
 
 from __future__ import annotations
@@ -178,3 +181,25 @@ class TrafficRow(Base):
     rolled_back_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     """Set by a gateway's guard: the threshold crossed and the numbers; the weight counts as 0."""
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class TrafficCountRow(Base):
+    __tablename__ = "traffic_counts"
+    __table_args__ = (Index("ix_traffic_counts_name", "name"),)
+
+    replica: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The serving process: ``host:pid:random``, new at every start."""
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    arm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``default``, ``canary`` or ``shadow``."""
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Answers (a shadow's: copies that ran), since the replica started."""
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    agreed: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Shadows only: answers equal to the primary's (and ``differed``: not)."""
+    differed: Mapped[int] = mapped_column(BigInteger, default=0)
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Shadows only: copies that never ran (a full queue)."""
+    seen_at: Mapped[float] = mapped_column(Float)
+    """The database's clock at the replica's last publication, seconds since the epoch."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 WEIGHT_TAG = "gateway.traffic.weight"
 SHADOW_TAG = "gateway.traffic.shadow"
@@ -45,15 +45,34 @@ class Arm:
 class ModelTraffic:
     name: str
     arms: dict[int, Arm]
+    ranges: tuple[tuple[float, Arm], ...] = field(init=False, repr=False, compare=False)
+    """Each weighted arm with the top of its range of [0, 100), laid out from 0 upward by
+    version number (configured weights: an arm that is not warm or was rolled back keeps its
+    range, so the other keys do not move). Worked out once per snapshot, not per request."""
+    shadows: tuple[Arm, ...] = field(init=False, repr=False, compare=False)
+    """Arms with a shadow percent, by version number."""
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.arms.values(), key=lambda a: a.version)
+        ranges, high = [], 0.0
+        for arm in ordered:
+            if arm.weight > 0:
+                high += arm.weight
+                ranges.append((high, arm))
+        object.__setattr__(self, "ranges", tuple(ranges))
+        object.__setattr__(self, "shadows", tuple(a for a in ordered if a.shadow > 0))
 
     @property
     def canaries(self) -> list[Arm]:
         """Arms with weight, by version number (the order their key ranges are laid out in)."""
-        return sorted((a for a in self.arms.values() if a.effective_weight > 0), key=lambda a: a.version)
+        return [a for _, a in self.ranges if a.effective_weight > 0]
 
-    @property
-    def shadows(self) -> list[Arm]:
-        return sorted((a for a in self.arms.values() if a.shadow > 0), key=lambda a: a.version)
+    def landing(self, point: float) -> Arm | None:
+        """The arm whose range holds ``point`` in [0, 100), if any."""
+        for high, arm in self.ranges:
+            if point < high:
+                return arm
+        return None
 
 
 def _percent(raw: str, tag: str, version: int, problems: list[str]) -> float:

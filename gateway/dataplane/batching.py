@@ -74,7 +74,12 @@ class VersionQueue:
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _together: bool = False  # the last batch found company: worth waiting for more
 
-    def submit(self, request: Request) -> Job:
+    def submit(self, request: Request, *, background: bool = False) -> Job:
+        """Queue a request; past ``max_queue`` waiting, :class:`Overloaded`. A ``background``
+        request (a shadow) may take only half the queue, and its refusal is not counted as a
+        rejected request: the rest is kept for the requests callers wait for."""
+        if background and len(self._waiting) >= max(1, self.max_queue // 2):
+            raise Overloaded(self.model.name, self.model.version, len(self._waiting))
         if len(self._waiting) >= self.max_queue:
             self.metrics.queue_full(self.model.name)
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))

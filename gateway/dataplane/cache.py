@@ -356,6 +356,15 @@ class ModelCache:
         """Loaded versions, least recently used first."""
         return list(self._entries)
 
+    def holds(self, key: VersionId) -> bool:
+        """Loaded here (a cheap check for the request path; ``get`` describes the entry)."""
+        return key in self._entries
+
+    def peek(self, key: VersionId) -> LoadedModel | None:
+        """The loaded model, to look at what it is; no lease: never predict with it."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.model
+
     def get(self, key: VersionId) -> CachedVersion | None:
         entry = self._entries.get(key)
         return None if entry is None else _describe(entry)

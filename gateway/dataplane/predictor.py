@@ -23,7 +23,8 @@ from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.selectors import Selector, parse_selector
-from gateway.routing.traffic import NAMED, TrafficSplit
+from gateway.routing.traffic import NAMED, SHADOW, TrafficSplit
+from registry_sync.identity import VersionId
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,12 @@ class InferenceService:
         except AliasNotFound:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 
+    def batches(self, version: VersionId) -> bool:
+        """Whether this loaded version's requests share batches (then one inference thread
+        runs them all, a batch at a time); False for a version not loaded here."""
+        model = self._cache.peek(version)
+        return model is not None and model.batching and self._batching.max_batch > 1
+
     async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
         """An MLflow scoring body: batched with its version's other requests, fast path if it can."""
         return await self._run(served, (body, media_type), media_type, body)
@@ -111,7 +118,7 @@ class InferenceService:
         return await self._run(served, work, kind, body)
 
     async def _run(self, served: Resolved, request: Request, kind: str, body: bytes) -> Prediction:
-        if served.fallback is not None and self._cache.get(served.id) is None:
+        if served.fallback is not None and not self._cache.holds(served.id):
             served = served.fallback  # a canary unloaded since it was chosen: never a cold load for a split
         lease = await self._cache.acquire(served.id, budget=self._load_budget)
         try:
@@ -123,7 +130,7 @@ class InferenceService:
                 if cached is not None:
                     lease.release()
                     return Prediction(cached, served)
-            job = self._queue(model).submit(request)
+            job = self._queue(model).submit(request, background=served.route == SHADOW)
         except BaseException:
             lease.release()
             raise

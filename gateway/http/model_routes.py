@@ -119,7 +119,7 @@ async def get_version(request: Request, name: NameParam, version: VersionParam) 
     response_model=TrafficDetail,
     responses=error_responses(PREDICT_ERRORS, "unknown_model"),
     tags=["models"],
-    summary="The model's traffic split (canaries, shadows) as configured and as served here",
+    summary="The model's traffic split (canaries, shadows) as configured, as served here, and summed over replicas",
 )
 @requires(Access.READ)
 async def get_traffic(request: Request, name: NameParam) -> TrafficDetail:

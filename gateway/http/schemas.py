@@ -167,8 +167,38 @@ class ArmStats(BaseModel):
     p99_ms: float | None
 
 
+class ArmCounts(BaseModel):
+    """What one arm and version answered since a replica started."""
+
+    arm: str = Field(examples=["canary"], description="default, canary or shadow")
+    version: int
+    requests: int = Field(description="Answers; for a shadow, the copies that ran")
+    errors: int = Field(description="Error answers; for a shadow, the copies that failed")
+    agreed: int = Field(0, description="Shadows: answers equal to the primary's")
+    differed: int = Field(0, description="Shadows: answers unlike the primary's")
+    dropped: int = Field(0, description="Shadows: copies that never ran (a full queue)")
+
+
+class ArmTotal(ArmCounts):
+    """One arm and version, summed over the live replicas."""
+
+    error_rate: float | None = Field(description="errors / requests (None: no requests)")
+
+
+class ReplicaTraffic(BaseModel):
+    """One replica's counts for the model: this one's now, the others' as last published."""
+
+    replica: str = Field(examples=["gw-7f9c:41:9a3e02b1"], description="host:pid:random, new at each start")
+    this_replica: bool = Field(description="The process that answered this request (its counts are live)")
+    seen_at: str = Field(description="When it published them (ISO 8601, UTC; the database's clock)")
+    age_seconds: float
+    stale: bool = Field(description="Not seen for a while: stopped, or cut off from the database; not in the total")
+    counts: list[ArmCounts]
+
+
 class TrafficDetail(BaseModel):
-    """A model's split: as configured (version tags, from the state database) and as served here."""
+    """A model's split: as configured (version tags, from the state database) and as served here
+    and by every replica."""
 
     name: str
     default_version: int | None
@@ -177,3 +207,10 @@ class TrafficDetail(BaseModel):
     shadow_agreement: dict[str, float] = Field(description="Shadow answers compared here: agree, differ")
     shadow_dropped: int
     guard: dict[str, float] = Field(description="The guard's thresholds")
+    replica: str = Field(description="This process's replica id")
+    replicas: list[ReplicaTraffic] = Field(
+        description="Every replica's counts (published to the state database each follow interval while the "
+        "model has a split), this one first"
+    )
+    total: list[ArmTotal] = Field(description="The counts summed over the replicas that are not stale")
+    replicas_note: str | None = Field(None, description="Why other replicas are missing, if the database could not say")

@@ -22,8 +22,6 @@ from gateway.http import errors as http_errors
 from gateway.process import Services
 from gateway.protocols.mlflow_scoring import parse_content_type
 from gateway.protocols.request_body import read_body
-from gateway.routing.shadow import ShadowRequest
-from gateway.routing.traffic import NAMED
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
@@ -104,9 +102,9 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
         response_headers["X-Model-Alias"] = header_value(served.alias)
     if served.route is not None:
         response_headers["X-Model-Route"] = served.route
-        if served.route != NAMED:
-            for shadow in services.split.shadows(served):
-                services.shadows.submit(ShadowRequest(shadow, body, media_type, prediction.body))
+        services.shadows.copy(
+            served, prediction.body, lambda target: services.inference.predict(target, body, media_type)
+        )
     return Answer(prediction.body, response_headers)
 
 

@@ -7,7 +7,8 @@ or ``x-api-key`` metadata, before any lookup or load), versions are chosen as on
 routes (``model_version`` a number, an alias, ``latest``, or empty for the default), and
 inference runs through ``InferenceService.call`` with the same lease, queue, timeout and
 answer cache. Tensors go through :mod:`gateway.protocols.oip_codec`, so both protocols read
-and check them alike.
+and check them alike. A default-route ModelInfer is copied to the split's shadows once
+answered, like REST's (outputs compared by :func:`comparable`).
 
 ``raw_input_contents`` and typed ``contents`` are both accepted; the answer is in
 ``raw_output_contents`` when the request's inputs were raw (what tritonclient sends), else in
@@ -20,6 +21,7 @@ service ``""`` is SERVING while the process is up (liveness), ``ready`` and
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from gateway.admission.access import Access, Requirement
 from gateway.admission.limits import NO_PERMIT, Permit
 from gateway.dataplane.batching import TensorCall
 from gateway.dataplane.loader import LoadedModel
+from gateway.dataplane.predictor import Prediction
 from gateway.errors import (
     GatewayError,
     MalformedRequest,
@@ -245,6 +248,28 @@ def _work(message: pb.ModelInferRequest, served: Resolved) -> TensorCall:
     return TensorCall(lambda model: oip_codec.plain_tensors(request(), model.metadata), encode, alone)
 
 
+async def _predict(services: Services, served: Resolved, message: pb.ModelInferRequest, body: bytes) -> Prediction:
+    kind = f"oip-grpc:{served.name}:{served.version}"
+    return await services.inference.call(served, _work(message, served), kind=kind, body=body)
+
+
+def comparable(answer: bytes) -> list[dict[str, Any]]:
+    """An answer's outputs as plain values (name, shape, data), from raw or typed contents
+    alike: what a shadow's answer is compared on (its model version differs by design)."""
+    response = pb.ModelInferResponse.FromString(answer)
+    raw = response.raw_output_contents
+    outputs = []
+    for position, output in enumerate(response.outputs):
+        shape = list(output.shape)
+        if raw:
+            count = math.prod(shape)
+            data = oip_codec.from_bytes(output.name, output.datatype, count, memoryview(raw[position])).tolist()
+        else:
+            data = list(getattr(output.contents, _TYPED_FIELDS[output.datatype]))
+        outputs.append({"name": output.name, "shape": shape, "data": data})
+    return outputs
+
+
 def _metadata(name: str, versions: list[str], mlmodel: Any) -> pb.ModelMetadataResponse:
     document = oip_codec.model_metadata(name, versions, mlmodel)
     response = pb.ModelMetadataResponse(name=name, versions=versions, platform=document["platform"])
@@ -338,8 +363,7 @@ class InferenceServicer:
                 raise MalformedRequest(f"The request is not a ModelInferRequest: {exc}") from exc
             permit = await self._admit(context, Requirement(Access.PREDICT, message.model_name))
             served = await self._choose(message.model_name, message.model_version, self._route_key(context))
-            kind = f"oip-grpc:{served.name}:{served.version}"
-            prediction = await services.inference.call(served, _work(message, served), kind=kind, body=body)
+            prediction = await _predict(services, served, message, body)
         except Exception as exc:
             error = status_of(exc)
             services.predict_finished(served, status=error.http_status, started=started)
@@ -349,6 +373,9 @@ class InferenceServicer:
         permit.release()
         served = prediction.served  # a canary unloaded meanwhile was answered by its default version
         services.predict_finished(served, status=200, started=started)
+        services.shadows.copy(
+            served, prediction.body, lambda target: _predict(services, target, message, body), decode=comparable
+        )
         if served.route is not None:
             context.set_trailing_metadata((("x-model-version", str(served.version)), ("x-model-route", served.route)))
         return prediction.body

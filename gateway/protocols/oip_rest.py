@@ -7,6 +7,10 @@ A version is chosen as on the MLflow routes: the path's number, alias or ``lates
 ``X-Model-Version``, else the default alias, else latest. Errors are ``{"error": "..."}``
 (gateway.http.errors).
 
+A default-route request is copied to the split's shadows once answered, as on the MLflow
+routes: run again in this protocol on the shadow version, and its outputs compared with the
+primary's (:func:`comparable`).
+
 Readiness for a gateway that loads lazily: the server is ready when ``/health/ready`` is
 (started, synced, warm aliases warm); a model version is ready when it resolves to a READY
 version that is not refused: it loads on its first request, as on the MLflow routes.
@@ -14,6 +18,7 @@ version that is not refused: it loads on its first request, as on the MLflow rou
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 import zlib
@@ -31,6 +36,7 @@ from gateway import __version__
 from gateway.admission.access import Access, requires
 from gateway.dataplane.batching import TensorCall
 from gateway.dataplane.loader import LoadedModel
+from gateway.dataplane.predictor import Prediction
 from gateway.errors import (
     MalformedRequest,
     NotReady,
@@ -157,6 +163,30 @@ class _Infer:
         return self.encode(model, model.predict(oip_codec.to_model_input(self.request(), model.metadata)))
 
 
+async def _predict(services: Services, served: Resolved, body: bytes, json_length: int | None) -> Prediction:
+    kind = f"oip:{served.name}:{served.version}:{json_length}"
+    return await services.inference.call(served, _Infer(body, json_length, served).call(), kind=kind, body=body)
+
+
+def comparable(answer: bytes) -> list[dict[str, Any]]:
+    """An answer's outputs as plain values (name, shape, data), from JSON or binary alike: what
+    a shadow's answer is compared on (its model version differs from the primary's by design)."""
+    (length,) = _PREFIX.unpack_from(answer)
+    document = orjson.loads(answer[_PREFIX.size : _PREFIX.size + length])
+    binary = memoryview(answer)[_PREFIX.size + length :]
+    outputs, offset = [], 0
+    for output in document["outputs"]:
+        name, datatype, shape = output["name"], output["datatype"], output["shape"]
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            data = output["data"]
+        else:
+            data = oip_codec.from_bytes(name, datatype, math.prod(shape), binary[offset : offset + size]).tolist()
+            offset += size
+        outputs.append({"name": name, "shape": shape, "data": data})
+    return outputs
+
+
 async def answer(
     services: Services, headers: RawHeaders, receive: Receive, name: str, version: str | None
 ) -> InferAnswer:
@@ -189,14 +219,15 @@ async def answer(
         served = await services.inference.choose(name, path=version, header=selector, route_key=route_key)
         limit = services.settings.max_body_bytes
         body = _decompressed(await read_body(receive, content_length, limit), encoding, limit)
-        kind = f"oip:{served.name}:{served.version}:{json_length}"
-        work = _Infer(body, json_length, served).call()
-        prediction = await services.inference.call(served, work, kind=kind, body=body)
+        prediction = await _predict(services, served, body, json_length)
     except Exception as exc:
         services.predict_finished(served, status=http_errors.classify(exc).status, started=started)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     services.predict_finished(served, status=200, started=started)
+    services.shadows.copy(
+        served, prediction.body, lambda target: _predict(services, target, body, json_length), decode=comparable
+    )
     (document_length,) = _PREFIX.unpack_from(prediction.body)
     payload = prediction.body[_PREFIX.size :]
     response_headers = _served_headers(served)

@@ -13,6 +13,7 @@ stays off until its weight tag changes. Nothing is written to MLflow.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,20 +42,40 @@ class GuardLimits:
 
 @dataclass
 class Window:
-    """One arm's last answers here (error or not, seconds), and its counts since start."""
+    """One arm's last answers here (error or not, seconds), and its counts since start.
+
+    Kept incrementally: the guard judges a canary after every one of its answers, so the
+    error count of the window and its latencies in order are updated as answers come and
+    go (a bisect into 200 floats) rather than summed and sorted for every judgement."""
 
     size: int
     answers: deque[tuple[bool, float]] = field(init=False)
     requests: int = 0
     errors: int = 0
+    _failed: int = field(default=0, init=False, repr=False)  # errors among ``answers``
+    _ordered: list[float] = field(init=False, repr=False)  # the seconds of ``answers``, sorted
 
     def __post_init__(self) -> None:
         self.answers = deque(maxlen=self.size)
+        self._ordered = []
 
     def add(self, *, error: bool, seconds: float) -> None:
+        if len(self.answers) == self.size:  # the oldest answer leaves the window
+            gone_error, gone_seconds = self.answers[0]
+            self._failed -= gone_error
+            del self._ordered[bisect.bisect_left(self._ordered, gone_seconds)]
         self.answers.append((error, seconds))
+        bisect.insort(self._ordered, seconds)
+        self._failed += error
         self.requests += 1
         self.errors += error
+
+    def restart(self) -> None:
+        """Forget the answers judged (a new experiment starts from an empty window); the
+        counts since start stay."""
+        self.answers.clear()
+        self._ordered.clear()
+        self._failed = 0
 
     @property
     def full(self) -> bool:
@@ -62,12 +83,12 @@ class Window:
 
     @property
     def error_rate(self) -> float:
-        return sum(error for error, _ in self.answers) / len(self.answers) if self.answers else 0.0
+        return self._failed / len(self.answers) if self.answers else 0.0
 
     def quantile(self, q: float) -> float | None:
-        if not self.answers:
+        ordered = self._ordered
+        if not ordered:
             return None
-        ordered = sorted(seconds for _, seconds in self.answers)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
@@ -95,6 +116,10 @@ class Guard:
     def windows(self, name: str) -> dict[tuple[str, int], Window]:
         return {(arm, version): w for (model, arm, version), w in self._windows.items() if model == name}
 
+    def counts(self) -> dict[tuple[str, str, int], tuple[int, int]]:
+        """(requests, errors) since start by (model, arm, version): what this process publishes."""
+        return {key: (window.requests, window.errors) for key, window in list(self._windows.items())}
+
     def observe(self, served: Resolved, *, status: int, seconds: float) -> None:
         """One default-route answer (``served.route`` default or canary); judges canaries."""
         if served.route not in (DEFAULT, CANARY):
@@ -113,7 +138,8 @@ class Guard:
 
     def _roll_back(self, name: str, version: int, default: int, reason: str) -> None:
         self._split.take_off(name, version)  # here at once; the other replicas via the database
-        self._windows.pop((name, CANARY, version), None)
+        if (window := self._windows.get((name, CANARY, version))) is not None:
+            window.restart()
         self._metrics.canary_rollbacks.labels(name).inc()
         log.warning("%s: canary version %s rolled back (default version %s): %s", name, version, default, reason)
         task = asyncio.get_running_loop().create_task(self._record(name, version, reason))

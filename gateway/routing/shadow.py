@@ -1,11 +1,21 @@
 """Shadow traffic: a copy of a default-route request, sent to another version after the
 primary answered, its answer compared and thrown away.
 
-Shadows wait in one bounded queue and run one at a time behind the primaries: when the
-queue is full a shadow is dropped and counted, never waited for, so a slow or failing
-shadow can neither delay, fail nor change a primary answer. A shadow runs only on a version
-already warm here (never a load), and joins that version's own queue like any request, so
-it never passes that queue's limit (a full queue fails the shadow, not a primary).
+Shadows wait in one bounded queue (``GATEWAY_SHADOW_QUEUE_SIZE``) and up to
+``GATEWAY_SHADOW_CONCURRENCY`` of them run at once, behind the primaries: those in flight
+together join their version's queue and share its batches like any request, so a shadow
+version that batches answers its shadows a batch at a time, not one by one. Nothing ever
+waits for a shadow: when the queue is full a shadow is dropped and counted; a shadow joins
+its version's own queue only while that is less than half full (else it is dropped too), so
+the requests callers wait for always keep the other half; a version that does not batch runs
+one shadow at a time (each would hold an inference thread the primaries need). So a slow or failing shadow
+can neither delay, fail nor change a primary answer. A shadow runs only on a version already
+warm here (never a load).
+
+Any protocol's default route copies its requests here: the request is run again, in that
+protocol, on the shadow version (``ShadowRequest.run``), and both answers are decoded into
+values (``ShadowRequest.decode``: the MLflow protocol's JSON, the Open Inference Protocol's
+outputs) and compared by :func:`agree`.
 """
 
 from __future__ import annotations
@@ -14,27 +24,44 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from gateway.dataplane.predictor import InferenceService
+from gateway.dataplane.predictor import InferenceService, Prediction
+from gateway.errors import Overloaded
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Resolved
-from gateway.routing.traffic import TrafficSplit
+from gateway.routing.traffic import CANARY, DEFAULT, SHADOW, TrafficSplit
+from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
 
-SHADOW = "shadow"
+Run = Callable[[Resolved], Awaitable[Prediction]]
+"""The primary's request, run on another version (a ``route="shadow"`` Resolved)."""
+Decode = Callable[[bytes], Any]
+"""An answer of the request's protocol as plain values, to compare."""
 
 
 @dataclass(frozen=True, slots=True)
 class ShadowRequest:
     target: Resolved
-    body: bytes
-    media_type: str
+    run: Run
     primary: bytes  # the primary's answer, to compare with
+    decode: Decode = orjson.loads
+
+
+@dataclass(slots=True)
+class ShadowCounts:
+    """One shadow version's copies in this process since start."""
+
+    ran: int = 0  # answered or failed
+    failed: int = 0
+    agreed: int = 0
+    differed: int = 0
+    dropped: int = 0  # never ran: the shadow queue or half its version's queue was full, or it was unloaded
 
 
 def agree(primary: Any, shadow: Any, *, tolerance: float) -> bool:
@@ -65,62 +92,107 @@ class ShadowQueue:
         *,
         size: int,
         tolerance: float,
+        concurrency: int = 1,
     ) -> None:
         self._inference = inference
         self._split = split
         self._metrics = metrics
         self._tolerance = tolerance
+        self._concurrency = concurrency
         self._queue: asyncio.Queue[ShadowRequest] = asyncio.Queue(maxsize=size)
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        # One shadow at a time for each version that does not batch (see the module's doc).
+        self._lanes: dict[VersionId, asyncio.Lock] = {}
+        self.counts: dict[tuple[str, int], ShadowCounts] = {}
         self.dropped = 0
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="shadows")
+        self._workers = [asyncio.create_task(self._run(), name=f"shadows {i}") for i in range(self._concurrency)]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    def copy(self, primary: Resolved, answer: bytes, run: Run, decode: Decode = orjson.loads) -> None:
+        """After a default-route answer (``primary``, answered ``answer``): send the same
+        request to each shadow the split chooses for it. Never waits."""
+        if primary.route != DEFAULT and primary.route != CANARY:
+            return  # a request that named its version is never copied
+        for target in self._split.shadows(primary):
+            self.submit(ShadowRequest(target, run, answer, decode))
 
     def submit(self, request: ShadowRequest) -> None:
         """Queue a shadow, or drop it (counted) if the queue is full: never waits."""
-        if self._worker is None:
+        if not self._workers:
             return
         try:
             self._queue.put_nowait(request)
         except asyncio.QueueFull:
-            self.dropped += 1
-            self._metrics.shadow_dropped.labels(request.target.name).inc()
+            self._drop(request.target)
 
     async def drain(self) -> None:
         """Wait until every queued shadow ran (tests)."""
         await self._queue.join()
+
+    def _counts(self, target: Resolved) -> ShadowCounts:
+        counts = self.counts.get((target.name, target.version))
+        if counts is None:
+            counts = self.counts[(target.name, target.version)] = ShadowCounts()
+        return counts
+
+    def _drop(self, target: Resolved) -> None:
+        self.dropped += 1
+        self._counts(target).dropped += 1
+        self._metrics.shadow_was_dropped(target.name)
 
     async def _run(self) -> None:
         while True:
             request = await self._queue.get()
             try:
                 await self._shadow(request)
-            except Exception:  # a shadow must never take the worker down
+            except Exception:  # a shadow must never take a worker down
                 log.exception("shadow request to %s failed unexpectedly", request.target.id)
             finally:
                 self._queue.task_done()
 
     async def _shadow(self, request: ShadowRequest) -> None:
         target = request.target
+        if self._inference.batches(target.id):
+            await self._predict(request)
+            return
+        lane = self._lanes.setdefault(target.id, asyncio.Lock())
+        async with lane:
+            await self._predict(request)
+
+    async def _predict(self, request: ShadowRequest) -> None:
+        target = request.target
         if not self._split.ready(target.id):
-            return  # unloaded since it was chosen: a shadow never loads a version
+            self._drop(target)  # unloaded since it was chosen: a shadow never loads a version
+            return
+        counts = self._counts(target)
         started = time.perf_counter()
         try:
             # No await between the check above and the lease: it cannot be unloaded in between.
-            prediction = await self._inference.predict(target, request.body, request.media_type)
+            prediction = await request.run(target)
+        except Overloaded:  # its version's queue is half full: the rest is the callers'
+            self._drop(target)
+            return
         except Exception as exc:
+            counts.ran += 1
+            counts.failed += 1
             self._metrics.arm_finished(model=target.name, arm=SHADOW, ok=False, seconds=time.perf_counter() - started)
             log.debug("shadow request to %s failed: %s", target.id, exc)
             return
+        counts.ran += 1
         self._metrics.arm_finished(model=target.name, arm=SHADOW, ok=True, seconds=time.perf_counter() - started)
         try:
-            same = agree(orjson.loads(request.primary), orjson.loads(prediction.body), tolerance=self._tolerance)
-        except orjson.JSONDecodeError:
+            same = agree(request.decode(request.primary), request.decode(prediction.body), tolerance=self._tolerance)
+        except Exception:  # an answer the decoder cannot read: equal bytes or not
             same = request.primary == prediction.body
+        if same:
+            counts.agreed += 1
+        else:
+            counts.differed += 1
         self._metrics.shadow_compared(target.name, agree=same)

@@ -21,11 +21,12 @@ from collections.abc import Iterable
 from gateway.dataplane.cache import ModelCache
 from gateway.routing.catalog import Catalog, Resolved
 from registry_sync.identity import VersionId
-from registry_sync.traffic import Arm, ModelTraffic
+from registry_sync.traffic import Arm
 
 DEFAULT = "default"
 CANARY = "canary"
 NAMED = "named"
+SHADOW = "shadow"  # a copy of a default-route request (gateway.routing.shadow)
 
 
 def stable_point(name: str, key: str) -> float:
@@ -68,7 +69,7 @@ class TrafficSplit:
 
     def ready(self, version: VersionId) -> bool:
         """Warmed here and still loaded: it may answer without a load."""
-        return version in self._warm and self._cache.get(version) is not None
+        return version in self._warm and self._cache.holds(version)
 
     # --- the guard ------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class TrafficSplit:
         if traffic is None:
             return as_default
         point = stable_point(name, key) if key is not None else self._random.random() * 100
-        chosen = _landing(traffic, point)
+        chosen = traffic.landing(point)
         if chosen is None or chosen.version == default.version or self.weight(name, chosen) <= 0:
             return as_default
         version = self._servable(name, chosen.version)
@@ -112,7 +113,7 @@ class TrafficSplit:
                 continue
             version = self._servable(primary.name, arm.version)
             if version is not None and self.ready(version):
-                chosen.append(Resolved(version, None, route="shadow"))
+                chosen.append(Resolved(version, None, route=SHADOW))
         return chosen
 
     def _servable(self, name: str, version: int) -> VersionId | None:
@@ -121,15 +122,3 @@ class TrafficSplit:
         if state is None or not state.ready or state.refused_reason:
             return None
         return state.id
-
-
-def _landing(traffic: ModelTraffic, point: float) -> Arm | None:
-    """The canary whose range holds ``point`` (configured weights: a canary that is not warm
-    or was taken off keeps its range, so the other keys do not move)."""
-    low = 0.0
-    for arm in sorted(traffic.arms.values(), key=lambda a: a.version):
-        high = low + arm.weight
-        if low <= point < high:
-            return arm
-        low = high
-    return None

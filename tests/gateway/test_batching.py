@@ -242,3 +242,37 @@ async def test_a_request_queued_as_the_last_worker_finishes_is_still_answered() 
                 # Awaited directly, this resumes as soon as the answer is set: before anything
                 # the worker's end schedules, so the next submit meets a worker just finishing.
                 assert await queue.submit((b"%d" % n, "x")).future == b"%d" % n
+
+
+async def test_a_background_request_takes_at_most_half_the_queue_and_is_not_counted_as_rejected() -> None:
+    """Shadows are background requests: they leave half of their version's queue to the
+    requests callers wait for, and their refusal is not a caller's 503."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from gateway.dataplane.batching import VersionQueue
+    from gateway.dataplane.loader import LoadedModel
+    from gateway.errors import Overloaded
+    from gateway.metrics import GatewayMetrics
+    from tests.support.versions import vid
+
+    def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
+        return [body for body, _ in requests], 0
+
+    model = LoadedModel(
+        id=vid("m", 1), pyfunc=None, metadata=None, path=Path("."), size_bytes=0, load_seconds=0.0, flavor="t"
+    )  # type: ignore[arg-type]
+    metrics = GatewayMetrics()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queue = VersionQueue(model, run, pool, metrics, max_batch=8, max_wait=0.0, max_queue=4, max_workers=1)
+        # nothing runs until this coroutine awaits: every submit below finds the queue as left
+        jobs = [queue.submit((b"shadow", "x"), background=True) for _ in range(2)]
+        with pytest.raises(Overloaded):
+            queue.submit((b"shadow", "x"), background=True)
+        jobs += [queue.submit((b"caller", "x")) for _ in range(2)]
+        assert metrics.registry.get_sample_value("gateway_rejected_total", {"model": "m"}) is None
+        with pytest.raises(Overloaded):
+            queue.submit((b"caller", "x"))
+        assert metrics.registry.get_sample_value("gateway_rejected_total", {"model": "m"}) == 1
+        async with asyncio.timeout(5):
+            assert [await job.future for job in jobs] == [b"shadow"] * 2 + [b"caller"] * 2

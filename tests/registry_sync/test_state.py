@@ -12,6 +12,7 @@ import hashlib
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from registry_sync.database import (
     upgrade,
 )
 from registry_sync.registry import ModelRecord, VersionRecord
-from registry_sync.repository import EXPECTED_DIGEST_TAG, EventKind, StateStore, WrongRegistry
+from registry_sync.repository import EXPECTED_DIGEST_TAG, ArmCount, EventKind, StateStore, WrongRegistry
 from registry_sync.state import Base, WebhookDeliveryRow
 from tests.support.postgres import admin_engine, postgres_database
 from tests.support.servers import BIN, free_port
@@ -714,3 +715,27 @@ def test_two_stores_on_one_database_see_each_others_writes(state_url: str) -> No
     finally:
         one.dispose()
         two.dispose()
+
+
+def test_replicas_publish_their_traffic_counts_and_old_ones_are_forgotten(store: StateStore) -> None:
+    """Upserted per (replica, model, arm, version) on sqlite and PostgreSQL alike, stamped with
+    the database's clock; a replica unseen for ``forget_after`` seconds is deleted."""
+    store.publish_counts(
+        "a",
+        [ArmCount("m", "default", 1, 10, 1), ArmCount("m", "canary", 2, 5, 0), ArmCount("n", "default", 1, 3, 0)],
+        forget_after=3600,
+    )
+    store.publish_counts("b", [ArmCount("m", "shadow", 3, 7, 1, agreed=5, differed=1, dropped=2)], forget_after=3600)
+    store.publish_counts("a", [ArmCount("m", "default", 1, 12, 1), ArmCount("m", "canary", 2, 6, 1)], forget_after=3600)
+    found = {replica.replica: replica for replica in store.replica_counts("m")}
+    assert found["a"].counts == [ArmCount("m", "canary", 2, 6, 1), ArmCount("m", "default", 1, 12, 1)]
+    assert found["b"].counts == [ArmCount("m", "shadow", 3, 7, 1, agreed=5, differed=1, dropped=2)]
+    assert [replica.replica for replica in store.replica_counts("m")] == ["a", "b"]  # most recently seen first
+    assert all(0 <= replica.age_seconds < 3600 and replica.seen_at.tzinfo is not None for replica in found.values())
+    assert [(r.replica, r.counts) for r in store.replica_counts("n")] == [("a", [ArmCount("n", "default", 1, 3, 0)])]
+    assert store.replica_counts("nobody") == []
+
+    time.sleep(0.01)  # the database's clock moves past a's and b's last publication
+    store.publish_counts("c", [ArmCount("m", "default", 1, 1, 0)], forget_after=0)
+    assert [replica.replica for replica in store.replica_counts("m")] == ["c"]
+    assert store.replica_counts("n") == []

@@ -9,6 +9,7 @@ load fail, without sleeping.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import mlflow.pyfunc
@@ -52,6 +53,14 @@ class NegativeFails(Doubler):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         if (model_input["x"] < 0).any():
             raise ValueError("negative x (a bug injected by NegativeFails)")
+        return super().predict(context, model_input, params)
+
+
+class SlowDoubler(Doubler):
+    """Doubles, like Doubler, in 200 ms: a version whose only fault is its latency."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        time.sleep(0.2)
         return super().predict(context, model_input, params)
 
 
