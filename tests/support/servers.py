@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.mlflow_db import new_mlflow_db
 from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
@@ -83,14 +84,19 @@ def mlflow_server(
     artifacts: list[str] | None = None,
 ) -> Process:
     """A real tracking server with a sqlite backend; artifacts proxied to ``root`` unless
-    ``artifacts`` gives other artifact options (an S3 destination, say)."""
+    ``artifacts`` gives other artifact options (an S3 destination, say).
+
+    Its database is new (a copy of one migrated once: the server would spend seconds
+    migrating its own) unless ``root`` holds one already (a server started again)."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
+    database = root / "mlflow.db"
+    backend = new_mlflow_db(database) if not database.exists() else f"sqlite:///{database}"
     args = [
         str(BIN / "mlflow"),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend,
         *(artifacts or ["--artifacts-destination", str(root / "artifacts")]),
         "--host",
         "127.0.0.1",
