@@ -87,7 +87,11 @@ def mlflow_server(
     ``artifacts`` gives other artifact options (an S3 destination, say).
 
     Its database is new (a copy of one migrated once: the server would spend seconds
-    migrating its own) unless ``root`` holds one already (a server started again)."""
+    migrating its own) unless ``root`` holds one already (a server started again).
+    MLflow's job runner is off: it starts eight more processes that each import MLflow (an
+    idle server's biggest start-up cost on 2 cores, and its slowest to stop) to run jobs
+    (trace and judge work) that no test here uses; the registry, artifacts and webhooks
+    are served without it."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     database = root / "mlflow.db"
@@ -105,7 +109,7 @@ def mlflow_server(
         "--workers",
         "1",
     ]
-    env = {**os.environ, **(extra_env or {})}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     return Process(
         args, env=env, log=root / "server.log", health_url=f"http://127.0.0.1:{port}/health", name="mlflow server"
