@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import IRIS, log_iris_version, using_registry
 from tests.conftest import Registry, iris_split
-from tests.support.servers import Process, gateway_server, mlflow_server
+from tests.support.servers import LOOPBACK, Process, gateway_server, mlflow_server
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ ROW = iris_split([[5.1, 3.5, 1.4, 0.2]])
 
 
 def metric(base: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{base}/metrics").text
+    text = LOOPBACK.get(f"{base}/metrics").text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:

@@ -23,9 +23,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# For the tests' polling of loopback processes. One client, because each httpx.get() builds a
+# client and its SSL context (~20 ms of CPU) even for http://: polled every 50 ms, that took
+# a third of a core from the process being waited for. No keep-alive, so that every request
+# is a new connection, as with httpx.get(): spread over a server's workers by the kernel,
+# and never a pooled connection to a process since killed.
+LOOPBACK = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return LOOPBACK.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 
