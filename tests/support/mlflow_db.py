@@ -13,6 +13,7 @@ import atexit
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 _lock = threading.Lock()
@@ -31,7 +32,9 @@ def _migrated() -> Path:
             path = directory / "mlflow.db"
             engine = sqlalchemy.create_engine(f"sqlite:///{path}")
             try:
-                _initialize_tables(engine)  # what MLflow's store does on a new database
+                with warnings.catch_warnings():  # one of MLflow's migrations uses a deprecated loader
+                    warnings.simplefilter("ignore", sqlalchemy.exc.SADeprecationWarning)
+                    _initialize_tables(engine)  # what MLflow's store does on a new database
                 assert _all_tables_exist(engine), "MLflow's migrations left tables out"
                 with engine.connect() as connection:
                     experiments = connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM experiments")).scalar()
