@@ -26,6 +26,7 @@ from gateway.process import Services
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from tests.support import models as fault_models
+from tests.support.mlflow_db import new_mlflow_db
 from tests.support.servers import mlflow_server
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -76,8 +77,7 @@ class Registry:
 def empty_registry(root: Path) -> Registry:
     """A sqlite registry of a test's own at ``root``, empty: for tests that must not see the
     shared session registry's versions (other tests break some of them on purpose)."""
-    root.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_mlflow_db(root / "mlflow.db")
     return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri))
 
 
@@ -104,7 +104,7 @@ def _populate(kind: str, tracking_uri: str, root: Path) -> Registry:
 @pytest.fixture(scope="session")
 def sqlite_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     root = tmp_path_factory.mktemp("sqlite-registry")
-    return _populate("sqlite", f"sqlite:///{root / 'mlflow.db'}", root)
+    return _populate("sqlite", new_mlflow_db(root / "mlflow.db"), root)
 
 
 @pytest.fixture(scope="session")

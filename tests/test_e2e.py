@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import IRIS, log_iris_version, using_registry
 from tests.conftest import Registry, iris_split
-from tests.support.servers import Process, gateway_server, mlflow_server
+from tests.support.servers import LOOPBACK, Process, gateway_server, mlflow_server
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ ROW = iris_split([[5.1, 3.5, 1.4, 0.2]])
 
 
 def metric(base: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{base}/metrics").text
+    text = LOOPBACK.get(f"{base}/metrics").text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
@@ -28,9 +28,12 @@ def metric(base: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-@pytest.fixture
-def served(server_registry: Registry, tmp_path: Path) -> Iterator[str]:
-    process, base = gateway_server(tracking_uri=server_registry.tracking_uri, workdir=tmp_path)
+@pytest.fixture(scope="module")
+def served(server_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One gateway for the tests that only read the session registry (a start costs seconds of
+    CPU importing MLflow): none of them loads a version another one checks is cold."""
+    workdir = tmp_path_factory.mktemp("served")
+    process, base = gateway_server(tracking_uri=server_registry.tracking_uri, workdir=workdir)
     process.start()
     try:
         yield base
@@ -47,11 +50,15 @@ def test_concurrent_cold_requests_over_real_http_load_once(served: str) -> None:
 
     # champion (version 1) is a warm alias by default: loaded and warmed before ready
     assert metric(served, "gateway_model_loads_total", model=IRIS, version="1", outcome="success") == 1
+    # challenger (version 2) is cold: no other test on this gateway asks for it
+    assert metric(served, "gateway_model_loads_total", model=IRIS, version="2", outcome="success") == 0
+    misses = metric(served, "gateway_cache_misses_total", model=IRIS)
+    assert misses >= 1  # the warm-up
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 40
     assert {r.headers["x-model-version"] for r in responses} == {"2"}
     assert metric(served, "gateway_model_loads_total", model=IRIS, version="2", outcome="success") == 1
-    assert metric(served, "gateway_cache_misses_total", model=IRIS) == 2  # the warm-up and this burst
+    assert metric(served, "gateway_cache_misses_total", model=IRIS) == misses + 1  # one for the whole burst
 
 
 def test_garbage_over_real_http_then_good_requests(served: str) -> None:

@@ -31,24 +31,37 @@ _names = itertools.count()
 
 
 class DirectS3:
-    """moto_server plus an `mlflow server` whose artifact root is s3:// (clients go direct)."""
+    """moto_server plus an `mlflow server` whose artifact root is s3:// (clients go direct).
 
-    def __init__(self, root: Path) -> None:
+    In this mode the server never touches S3: it records s3:// locations, and each client
+    (the tests, the gateway) reads and writes them at the endpoint its own
+    MLFLOW_S3_ENDPOINT_URL names. So an S3 endpoint of a test's own can sit behind a
+    server shared with others (``server``), and die without it."""
+
+    def __init__(self, root: Path, server: Process | None = None) -> None:
         self.root = root
         self._moto = moto_s3(root / "moto")
         self.s3: S3 = self._moto.__enter__()
-        self.server: Process = mlflow_server(
-            root / "mlflow",
-            artifacts=["--default-artifact-root", f"s3://{self.s3.bucket}/direct", "--no-serve-artifacts"],
-        )
-        self.server.start()
+        self._own_server = server is None
+        if server is None:
+            server = mlflow_server(
+                root / "mlflow",
+                artifacts=["--default-artifact-root", f"s3://{self.s3.bucket}/direct", "--no-serve-artifacts"],
+            )
+            try:
+                server.start()
+            except BaseException:
+                self.kill_s3()
+                raise
+        self.server: Process = server
         self.tracking_uri = self.server.health_url.removesuffix("/health")
 
     def kill_s3(self) -> None:
         self._moto.__exit__(None, None, None)
 
     def close(self) -> None:
-        self.server.stop()
+        if self._own_server:
+            self.server.stop()
         self.kill_s3()
 
     def model(self, versions: int) -> str:
@@ -79,9 +92,11 @@ def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DirectS3]:
 
 
 @pytest.fixture
-def doomed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DirectS3]:
-    """An S3 endpoint of the test's own, which it may kill; clients reach it directly."""
-    env = DirectS3(tmp_path / "own-s3")
+def doomed(direct: DirectS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DirectS3]:
+    """An S3 endpoint of the test's own, which it may kill; clients reach it directly. The
+    registry is the module's `mlflow server` (starting one costs seconds of CPU): it never
+    reaches S3 itself, and the test's models have names of their own."""
+    env = DirectS3(tmp_path / "own-s3", server=direct.server)
     try:
         for key, value in env.s3.client_env.items():
             monkeypatch.setenv(key, value)

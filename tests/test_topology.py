@@ -32,7 +32,7 @@ from registry_sync.lease import Lease
 from tests.conftest import Registry, iris_split
 from tests.support.postgres import in_ci, postgres_database
 from tests.support.s3 import moto_s3
-from tests.support.servers import Process, free_port, gateway_server, mlflow_server
+from tests.support.servers import LOOPBACK, Process, free_port, gateway_server, mlflow_server
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +87,7 @@ def nginx_config(directory: Path, *, port: int, gateways: list[str], syncs: list
 
 def version_at(base: str, path: str = f"/models/{IRIS}/predict") -> str | None:
     try:
-        response = httpx.post(base + path, json=ROW, timeout=5)
+        response = LOOPBACK.post(base + path, json=ROW, timeout=5)
     except httpx.HTTPError:
         return None
     return response.headers.get("x-model-version") if response.status_code == 200 else None
@@ -95,13 +95,13 @@ def version_at(base: str, path: str = f"/models/{IRIS}/predict") -> str | None:
 
 def ready(base: str) -> dict[str, object] | None:
     try:
-        return httpx.get(f"{base}/health/ready", timeout=2).json()  # type: ignore[no-any-return]
+        return LOOPBACK.get(f"{base}/health/ready", timeout=2).json()  # type: ignore[no-any-return]
     except (httpx.HTTPError, ValueError):
         return None
 
 
 def served_requests(base: str) -> float:
-    text = httpx.get(f"{base}/metrics", timeout=5).text
+    text = LOOPBACK.get(f"{base}/metrics", timeout=5).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

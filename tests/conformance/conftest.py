@@ -17,6 +17,7 @@ from tests.conformance import harness
 from tests.conformance import models as kinds
 from tests.conformance.corpus import Case, corpus
 from tests.conftest import running_gateway
+from tests.support.mlflow_db import new_mlflow_db
 
 BATCH_ROUNDS = 2
 
@@ -49,7 +50,7 @@ class ConformanceRegistry:
 @pytest.fixture(scope="session")
 def conformance_registry(tmp_path_factory: pytest.TempPathFactory) -> ConformanceRegistry:
     root = tmp_path_factory.mktemp("conformance-registry")
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking_uri = new_mlflow_db(root / "mlflow.db")
     versions: dict[tuple[str, str], int] = {}
     with using_registry(tracking_uri, root / "artifacts") as client:
         for name, version in kinds.log_all().items():

@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.http import api_docs
 from gateway.settings import GatewaySettings
 from tests.support.postgres import in_ci
-from tests.support.servers import free_port
+from tests.support.servers import LOOPBACK, free_port
 from tests.support.waiting import wait_until
 
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
@@ -126,7 +126,7 @@ def served(tmp_path: Path) -> Iterator[str]:
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        return LOOPBACK.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -26,6 +26,7 @@ from registry_sync.registry import RegistryReader
 from tests.conftest import Registry, running_gateway
 from tests.support import models as fault_models
 from tests.support.keys import add_key, bearer, keyed_gateway
+from tests.support.mlflow_db import new_mlflow_db
 
 BODY = {"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}
 ADMIN_TOKEN = "admin-token-never-echoed-9d2e"
@@ -36,7 +37,7 @@ WEBHOOK_SECRET = "webhook-secret-never-echoed-7a1b"
 def broken_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """'gone' (its artifacts deleted) and 'corrupt' (its MLmodel not YAML), each version 1."""
     root = tmp_path_factory.mktemp("broken-registry")
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking_uri = new_mlflow_db(root / "mlflow.db")
     registry = Registry("sqlite", tracking_uri, root, RegistryReader(tracking_uri=tracking_uri)._client)
     with using_registry(tracking_uri, root / "artifacts"):
         for name in ("gone", "corrupt"):

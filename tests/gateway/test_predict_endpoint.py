@@ -22,6 +22,7 @@ from gateway.protocols.mlflow_predict import header_value, match, route_path
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from tests.conftest import Registry, iris_split
+from tests.support.mlflow_db import new_mlflow_db
 
 GOOD = orjson.dumps(iris_split([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))
 JSON = {"content-type": "application/json"}
@@ -33,7 +34,7 @@ UNICODE_ALIAS = "чемпион"  # MLflow's alias rule is \w with Python's Unic
 @pytest.fixture(scope="module")
 def unicode_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("unicode-registry")
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking_uri = new_mlflow_db(root / "mlflow.db")
     with using_registry(tracking_uri, root / "artifacts") as client:
         version = log_iris_version(UNICODE_NAME)
         client.set_registered_model_alias(UNICODE_NAME, "champion", str(version))

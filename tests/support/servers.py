@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.mlflow_db import new_mlflow_db
 from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
@@ -22,9 +23,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# For the tests' polling of loopback processes. One client, because each httpx.get() builds a
+# client and its SSL context (~20 ms of CPU) even for http://: polled every 50 ms, that took
+# a third of a core from the process being waited for. No keep-alive, so that every request
+# is a new connection, as with httpx.get(): spread over a server's workers by the kernel,
+# and never a pooled connection to a process since killed.
+LOOPBACK = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return LOOPBACK.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -91,14 +100,23 @@ def mlflow_server(
     artifacts: list[str] | None = None,
 ) -> Process:
     """A real tracking server with a sqlite backend; artifacts proxied to ``root`` unless
-    ``artifacts`` gives other artifact options (an S3 destination, say)."""
+    ``artifacts`` gives other artifact options (an S3 destination, say).
+
+    Its database is new (a copy of one migrated once: the server would spend seconds
+    migrating its own) unless ``root`` holds one already (a server started again).
+    MLflow's job runner is off: it starts eight more processes that each import MLflow (an
+    idle server's biggest start-up cost on 2 cores, and its slowest to stop) to run jobs
+    (trace and judge work) that no test here uses; the registry, artifacts and webhooks
+    are served without it."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
+    database = root / "mlflow.db"
+    backend = new_mlflow_db(database) if not database.exists() else f"sqlite:///{database}"
     args = [
         str(BIN / "mlflow"),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend,
         *(artifacts or ["--artifacts-destination", str(root / "artifacts")]),
         "--host",
         "127.0.0.1",
@@ -107,7 +125,7 @@ def mlflow_server(
         "--workers",
         "1",
     ]
-    env = {**os.environ, **(extra_env or {})}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     return Process(
         args, env=env, log=root / "server.log", health_url=f"http://127.0.0.1:{port}/health", name="mlflow server"
