@@ -62,8 +62,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist), each taking whole test files, so a module's shared servers and
+# registries stay in one process; TEST_WORKERS=0 runs serially (one process, as `pytest` alone).
+TEST_WORKERS ?= 2
 test: lint interop-envs
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format .
