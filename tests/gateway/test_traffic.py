@@ -477,7 +477,7 @@ async def test_traffic_shows_each_replicas_counts_and_their_sum_from_the_state_d
                 ids[1],
                 False,
             )
-            assert not other["stale"] and other["age_seconds"] >= 0
+            assert not other["stale"]  # published within the stale threshold (15 follow intervals)
             shadow = next(c for c in other["counts"] if c["arm"] == "shadow")
             assert (shadow["agreed"], shadow["differed"], shadow["dropped"]) == (20, 0, 0)
             total = {(t["arm"], t["version"]): (t["requests"], t["errors"], t["error_rate"]) for t in traffic["total"]}

@@ -12,7 +12,6 @@ import hashlib
 import os
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from registry_sync.repository import EXPECTED_DIGEST_TAG, ArmCount, EventKind, S
 from registry_sync.state import Base, WebhookDeliveryRow
 from tests.support.postgres import admin_engine, postgres_database
 from tests.support.servers import BIN, free_port
+from tests.support.waiting import wait_until
 
 ACTOR = "test"
 HOUR = timedelta(hours=1)
@@ -735,7 +735,11 @@ def test_replicas_publish_their_traffic_counts_and_old_ones_are_forgotten(store:
     assert [(r.replica, r.counts) for r in store.replica_counts("n")] == [("a", [ArmCount("n", "default", 1, 3, 0)])]
     assert store.replica_counts("nobody") == []
 
-    time.sleep(0.01)  # the database's clock moves past a's and b's last publication
+    wait_until(  # the database's clock moves past a's and b's last publication
+        lambda: all(replica.age_seconds > 0 for replica in store.replica_counts("m")),
+        timeout=10,
+        what="the database's clock to move on",
+    )
     store.publish_counts("c", [ArmCount("m", "default", 1, 1, 0)], forget_after=0)
     assert [replica.replica for replica in store.replica_counts("m")] == ["c"]
     assert store.replica_counts("n") == []
