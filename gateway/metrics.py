@@ -77,6 +77,13 @@ class GatewayMetrics:
         self.rejected = Counter(
             "gateway_rejected", "Requests refused with 503 because a version's queue was full", ["model"], registry=r
         )
+        self.batches = Counter(
+            "gateway_batches",
+            "Predict calls (batches) by where they ran: the event loop (a version whose batches "
+            "cost under GATEWAY_INLINE_PREDICT_MS of CPU) or the inference pool",
+            ["model", "runs_on"],
+            registry=r,
+        )
         self.fast_path = Counter(
             "gateway_predictions_by_path",
             "Requests predicted by the flavor's own predict (fast) or through pyfunc",
@@ -215,8 +222,9 @@ class GatewayMetrics:
         self.loaded_models.set(models)
         self.loaded_bytes.set(size_bytes)
 
-    def batch_finished(self, model: str, *, size: int, fast: int) -> None:
+    def batch_finished(self, model: str, *, size: int, fast: int, on_loop: bool = False) -> None:
         self._child(self.batch_size, model).observe(size)
+        self._child(self.batches, model, "loop" if on_loop else "pool").inc()
         if fast:
             self._child(self.fast_path, model, "fast").inc(fast)
         if size - fast:

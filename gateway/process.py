@@ -203,6 +203,7 @@ class Services:
                 max_wait=settings.batch_max_wait_ms / 1000,
                 max_queue=settings.max_queue,
                 workers=settings.inference_threads,
+                inline_cpu=settings.inline_predict_ms / 1000,
             ),
             answers=make_cache(
                 settings.prediction_cache,

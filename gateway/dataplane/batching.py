@@ -6,12 +6,14 @@ together does a batch also wait up to ``max_wait`` for more. The queue is bounde
 past ``max_queue`` waiting requests the answer is :class:`Overloaded` (503, Retry-After),
 so a slow model sheds load instead of piling up memory and latency.
 
-All bookkeeping runs on the event loop; the batch itself runs in the inference pool.
+All bookkeeping runs on the event loop; the batch itself runs in the inference pool, except
+a small one of a version whose predict is pure computation (see :meth:`VersionQueue.on_loop`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -70,6 +72,8 @@ class VersionQueue:
     max_wait: float  # seconds
     max_queue: int
     max_workers: int
+    inline_cpu: float = 0.0  # seconds; 0: every batch runs in the pool (see on_loop)
+    _cheap_up_to: int = 0  # the largest batch size seen costing less than inline_cpu
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _together: bool = False  # the last batch found company: worth waiting for more
@@ -117,13 +121,18 @@ class VersionQueue:
             self._together = len(batch) > 1 or bool(self._waiting)
             for job in batch:
                 job.started = True
+            requests = [job.request for job in batch]
+            on_loop = self.on_loop(len(requests))
             try:
-                outcomes, fast = await loop.run_in_executor(
-                    self.executor, self.run, self.model, [job.request for job in batch]
-                )
+                if on_loop:
+                    outcomes, fast = self._measured(requests, time.perf_counter)
+                else:
+                    outcomes, fast = await loop.run_in_executor(
+                        self.executor, self._measured, requests, time.thread_time
+                    )
             except Exception as exc:  # the runner answers per request; this is the pool itself failing
                 outcomes, fast = [exc] * len(batch), 0
-            self.metrics.batch_finished(self.model.name, size=len(batch), fast=fast)
+            self.metrics.batch_finished(self.model.name, size=len(batch), fast=fast, on_loop=on_loop)
             for job, outcome in zip(batch, outcomes, strict=True):
                 if job.future.done():
                     continue
@@ -131,6 +140,33 @@ class VersionQueue:
                     job.future.set_exception(outcome)
                 else:
                     job.future.set_result(outcome)
+
+    def on_loop(self, size: int) -> bool:
+        """Whether a batch of ``size`` requests runs right here on the event loop instead of in
+        the inference pool. Handing a batch to a thread and its answers back costs two thread
+        switches and, on a busy core, the GIL passed back and forth inside predict: about as
+        much again as a small sklearn predict (see README: Performance). On the loop the batch
+        holds the GIL throughout, which a thread mostly does as well.
+
+        Only for a version with a fast path (the flavor's own predict on an array, sklearn or
+        pytorch: computation, never I/O, which would stall every request), and only up to the
+        largest batch of it seen to cost less than ``inline_cpu``: nothing is extrapolated. A
+        version's first batch, and any batch larger than that, runs in the pool and is measured
+        there; a batch that cost more lowers the bound below its own size."""
+        return self.inline_cpu > 0 and self.model.fast is not None and size <= self._cheap_up_to
+
+    def _measured(self, requests: list[Request], clock: Callable[[], float]) -> tuple[list[Outcome], int]:
+        """Run a batch, measuring it by ``clock``: in the pool the thread's CPU time (a wait for
+        the GIL is not the batch's cost), on the loop the time the loop was held."""
+        started = clock()
+        try:
+            return self.run(self.model, requests)
+        finally:
+            size = len(requests)
+            if clock() - started < self.inline_cpu:
+                self._cheap_up_to = max(self._cheap_up_to, size)
+            else:
+                self._cheap_up_to = min(self._cheap_up_to, size - 1)
 
     def _take(self, limit: int) -> list[Job]:
         batch: list[Job] = []

@@ -33,6 +33,7 @@ class BatchPolicy:
     max_wait: float = 0.0  # seconds
     max_queue: int = 256
     workers: int = 4  # concurrent predicts for a version that does not batch
+    inline_cpu: float = 0.001  # seconds: a fast-path batch costing less runs on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,7 @@ class InferenceService:
                 max_queue=self._batching.max_queue,
                 # one batch at a time per version; unbatched versions use the whole pool
                 max_workers=1 if batching else self._batching.workers,
+                inline_cpu=self._batching.inline_cpu,
             )
             model.queue = queue
         return queue

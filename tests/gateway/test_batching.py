@@ -276,3 +276,117 @@ async def test_a_background_request_takes_at_most_half_the_queue_and_is_not_coun
         assert metrics.registry.get_sample_value("gateway_rejected_total", {"model": "m"}) == 1
         async with asyncio.timeout(5):
             assert [await job.future for job in jobs] == [b"shadow"] * 2 + [b"caller"] * 2
+
+
+# --- where a batch runs: the event loop or the inference pool --------------------------------
+
+
+def _queue_recording_threads(
+    *, fast: bool, inline_cpu: float, pool: Any
+) -> tuple[Any, list[tuple[str, int]], dict[str, float]]:
+    """A VersionQueue whose runner notes the thread each batch ran on and its size, and spins
+    for ``cost["seconds"]`` of CPU."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from gateway.dataplane.batching import VersionQueue
+    from gateway.dataplane.loader import LoadedModel
+    from gateway.metrics import GatewayMetrics
+    from tests.support.versions import vid
+
+    ran: list[tuple[str, int]] = []
+    cost = {"seconds": 0.0}
+
+    def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
+        started = time.thread_time()
+        while time.thread_time() - started < cost["seconds"]:
+            pass
+        ran.append((threading.current_thread().name, len(requests)))
+        return [body for body, _ in requests], len(requests)
+
+    model = LoadedModel(
+        id=vid("m", 1), pyfunc=None, metadata=None, path=Path("."), size_bytes=0, load_seconds=0.0, flavor="t"
+    )  # type: ignore[arg-type]
+    model.fast = object() if fast else None  # type: ignore[assignment]
+    queue = VersionQueue(
+        model,
+        run,
+        pool,
+        GatewayMetrics(),
+        max_batch=8,
+        max_wait=0.0,
+        max_queue=16,
+        max_workers=1,
+        inline_cpu=inline_cpu,
+    )
+    return queue, ran, cost
+
+
+async def _batch(queue: Any, size: int) -> None:
+    """Submit ``size`` requests at once (they form one batch) and wait for their answers."""
+    jobs = [queue.submit((b"%d" % n, "x")) for n in range(size)]
+    async with asyncio.timeout(5):
+        assert [await job.future for job in jobs] == [b"%d" % n for n in range(size)]
+
+
+async def test_a_fast_path_batch_runs_on_the_loop_only_up_to_the_largest_size_seen_cheap() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop_thread = threading.current_thread().name
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool") as pool:
+        queue, ran, cost = _queue_recording_threads(fast=True, inline_cpu=0.002, pool=pool)
+        await _batch(queue, 3)  # a version's first batch: nothing measured yet, so the pool
+        await _batch(queue, 3)  # measured cheap at 3: on the loop
+        await _batch(queue, 2)
+        await _batch(queue, 5)  # larger than any seen: the pool, and measured there
+        await _batch(queue, 5)
+        cost["seconds"] = 0.004  # now costlier than inline_cpu (2 ms)
+        await _batch(queue, 4)  # still within the bound: on the loop, where it costs too much...
+        await _batch(queue, 4)  # ...so 4 is no longer cheap: the pool
+        await _batch(queue, 3)  # smaller ones still may run on the loop
+        where = [("loop" if name == loop_thread else "pool", size) for name, size in ran]
+        assert where == [
+            ("pool", 3),
+            ("loop", 3),
+            ("loop", 2),
+            ("pool", 5),
+            ("loop", 5),
+            ("loop", 4),
+            ("pool", 4),
+            ("loop", 3),
+        ]
+
+
+@pytest.mark.parametrize("fast, inline_cpu", [(False, 0.002), (True, 0.0)], ids=["no-fast-path", "setting-0"])
+async def test_a_version_without_a_fast_path_or_with_the_setting_0_always_runs_in_the_pool(
+    fast: bool, inline_cpu: float
+) -> None:
+    """A pyfunc model may do I/O in predict (call another service): on the loop it would
+    stall every request, however cheap its CPU."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool") as pool:
+        queue, ran, _ = _queue_recording_threads(fast=fast, inline_cpu=inline_cpu, pool=pool)
+        for size in (1, 1, 2, 1):
+            await _batch(queue, size)
+        assert [name for name, _ in ran] != [] and threading.current_thread().name not in {name for name, _ in ran}
+
+
+async def test_an_sklearn_versions_small_batches_run_on_the_loop_and_a_pyfunc_versions_never(
+    registry: Registry, make_gateway: Callable[..., Any]
+) -> None:
+    name, version = gated_model(registry, **{"gateway.batching": "true"})
+    fault_models.PREDICT_GATE.set()  # never held here
+    async with make_gateway() as gateway:
+        for _ in range(3):
+            assert (await gateway.client.post(f"/models/{IRIS}/versions/2/predict", json=ROW)).status_code == 200
+            assert (
+                await gateway.client.post(f"/models/{name}/versions/{version}/predict", json=x(1.0))
+            ).status_code == 200
+        assert metric(gateway, "gateway_batches_total", model=IRIS, runs_on="pool") == 1  # the first, measured
+        assert metric(gateway, "gateway_batches_total", model=IRIS, runs_on="loop") == 2
+        assert metric(gateway, "gateway_batches_total", model=name, runs_on="pool") == 3
+        assert metric(gateway, "gateway_batches_total", model=name, runs_on="loop") == 0
