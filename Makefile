@@ -26,10 +26,10 @@ install: $(VENV)/.installed
 # with mlserver-mlflow. tests/gateway/protocols speak to the gateway through them (the kserve
 # client, the MLServer differential) and bench/ measures MLServer. Built once, rebuilt when
 # their pins change (for MLServer also the project's: it gets the same mlflow, scikit-learn,
-# pandas and numpy, so both servers load a version with the same libraries).
+# pandas and numpy, and torch, so both servers load a version with the same libraries).
 KSERVE_VENV := .venv-kserve
 MLSERVER_VENV := .venv-mlserver
-PROJECT_PINS = $$($(BIN)/python -c 'from importlib.metadata import version; print(*(f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "pandas", "numpy")))')
+PROJECT_PINS = $$($(BIN)/python envs/project_pins.py)
 
 $(KSERVE_VENV)/.installed: envs/kserve.txt
 	rm -rf $(KSERVE_VENV)
@@ -37,7 +37,7 @@ $(KSERVE_VENV)/.installed: envs/kserve.txt
 	$(KSERVE_VENV)/bin/pip install --quiet -r envs/kserve.txt
 	touch $@
 
-$(MLSERVER_VENV)/.installed: envs/mlserver.txt $(VENV)/.installed
+$(MLSERVER_VENV)/.installed: envs/mlserver.txt envs/project_pins.py $(VENV)/.installed
 	rm -rf $(MLSERVER_VENV)
 	$(PYTHON) -m venv $(MLSERVER_VENV)
 	$(MLSERVER_VENV)/bin/pip install --quiet -r envs/mlserver.txt $(PROJECT_PINS)

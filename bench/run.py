@@ -545,30 +545,25 @@ def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
         "GATEWAY_CANARY_MAX_ERROR_RATE": "1",
     }
     connections = traffic_split.CONNECTIONS
-    plan = [
-        (traffic_split.NONE_BEFORE, 0, 0),
-        (traffic_split.SPLIT, traffic_split.WEIGHT, 0),
-        (traffic_split.SHADOWED, 0, traffic_split.SHADOW),
-        (traffic_split.NONE_AFTER, 0, 0),
-    ]
     with gateway(tracking_uri, "traffic", cpus=run.server_cpus, env=env) as gw:
         run.log(f"gateway ready in {gw.ready_seconds:.1f} s")
         url = f"{gw.url}/models/{traffic_split.MODEL}/predict"
         try:
-            for label, weight, shadow in plan:
+            for label, weight, shadow in traffic_split.plan():
                 took = _set_traffic(gw, client, weight=weight, shadow=shadow)
                 post(url, bodies["iris"].read_bytes())
                 if run.warmup:
                     drive(url, bodies["iris"], connections=connections, duration=run.warmup, cpus=run.load_cpus)
-                before = _traffic_detail(gw)
+                before, cpu = _traffic_detail(gw), gw.cpu_seconds()
                 result = drive(url, bodies["iris"], connections=connections, duration=run.duration, cpus=run.load_cpus)
-                after = _traffic_detail(gw)
+                cpu, after = gw.cpu_seconds() - cpu, _traffic_detail(gw)
                 counts = [traffic_split.arm_requests(d) for d in (before, after)]
                 delta = {arm: n - counts[0].get(arm, 0) for arm, n in counts[1].items()}
                 total = sum(n for arm, n in delta.items() if not arm.startswith("shadow"))
                 canary = sum(n for arm, n in delta.items() if arm.startswith("canary"))
                 entry = {"point": label, **row("gateway", connections, result, gw.peak_rss_mb())}
                 entry |= {
+                    "cpu_us_per_request": cpu / result.requests * 1e6 if result.requests else None,
                     "still_served": traffic_split.served(after, weight=weight, shadow=shadow),
                     "applied_s": took,
                     "arm_requests": delta,

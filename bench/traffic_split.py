@@ -1,22 +1,26 @@
 """The cost of a traffic split and of a shadow (issue 14): ``--only traffic``.
 
 One gateway on the bench registry; load on the default route (``/models/iris/predict``,
-``champion`` -> v1) at 32 connections. Points, in this order: no split; v2 tagged
-``gateway.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); the weight tag removed and v2
-tagged ``gateway.traffic.shadow=25`` (every answer from v1, 25% of requests also run on v2
-after it); no split again. Each tag is set in the bench's scratch registry, then
-``POST /admin/sync``, and the point starts only once ``GET /models/iris/traffic`` shows it as
-served (the canary warm with its weight, the shadow warm). The baseline is the mean of
-the two no-split points, so that drift over the run (other work on the machine) shows.
+``champion`` -> v1) at 32 connections. Three rounds, each: no split; v2 tagged
+``gateway.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); no split; v2 tagged
+``gateway.traffic.shadow=25`` instead (every answer from v1, 25% of requests also run on v2
+after it); and a last no-split point after the rounds. Each tag is set in the bench's scratch
+registry, then ``POST /admin/sync``, and the point starts only once
+``GET /models/iris/traffic`` shows it as served (the canary warm with its weight, the shadow
+warm). Every split or shadow point sits between two no-split points and is compared with
+their mean, and the verdict takes the median over the rounds: on a shared VM the same
+no-split point has measured 12% apart within one run, so one point against one baseline
+says more about the machine than about the split.
 
 This module holds the pure parts (reading /traffic, verdicts, report); bench/run.py drives.
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
-from report import fmt, mean_rate, point, rate
+from report import fmt, rate
 
 WEIGHT_TAG = "gateway.traffic.weight"
 SHADOW_TAG = "gateway.traffic.shadow"
@@ -25,7 +29,20 @@ ARM_VERSION = 2  # the canary / shadow; champion (the default) is v1
 WEIGHT = 10
 SHADOW = 25
 CONNECTIONS = 32
-NONE_BEFORE, SPLIT, SHADOWED, NONE_AFTER = "no split", "split 90/10", "shadow 25%", "no split (again)"
+ROUNDS = 3
+NONE, SPLIT, SHADOWED = "no split", "split 90/10", "shadow 25%"
+
+
+def plan(rounds: int = ROUNDS) -> list[tuple[str, float, float]]:
+    """(label, weight, shadow) of each point in order: every arm point between two no-split ones."""
+    points: list[tuple[str, float, float]] = []
+    for n in range(1, rounds + 1):
+        points += [(f"{NONE}", 0, 0), (f"{SPLIT} #{n}", WEIGHT, 0), (f"{NONE}", 0, 0), (f"{SHADOWED} #{n}", 0, SHADOW)]
+    return [*points, (NONE, 0, 0)]
+
+
+def kind(label: str) -> str:
+    return label.split(" #")[0]
 
 
 def served(detail: dict[str, Any], *, weight: float = 0.0, shadow: float = 0.0) -> bool:
@@ -50,57 +67,96 @@ def shadows_run(detail: dict[str, Any]) -> float:
     return float(sum(agreement.values()))
 
 
-def baseline(data: dict[str, Any]) -> float | None:
-    """The mean req/s of the no-split points that were measured."""
-    return mean_rate(data, (NONE_BEFORE, NONE_AFTER))
+def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each split or shadow point against the mean of the no-split points either side of it:
+    req/s (its over theirs) and CPU per request (theirs over its, so that above 1 is better
+    too). A point whose neighbours were not measured has no ratio."""
+    rows = data.get("rows", [])
+    out = []
+    for i, entry in enumerate(rows):
+        if kind(entry["point"]) == NONE:
+            continue
+        sides = [rows[j] for j in (i - 1, i + 1) if 0 <= j < len(rows) and kind(rows[j]["point"]) == NONE]
+        mine, theirs = rate(entry), [r for r in (rate(side) for side in sides) if r is not None]
+        cpu, cpus = entry.get("cpu_us_per_request"), [c for c in (s.get("cpu_us_per_request") for s in sides) if c]
+        out.append(
+            {
+                "point": entry["point"],
+                "kind": kind(entry["point"]),
+                "req_s": mine / statistics.fmean(theirs) if mine is not None and len(theirs) == 2 else None,
+                "cpu": statistics.fmean(cpus) / cpu if cpu and len(cpus) == 2 else None,
+                "still_served": entry.get("still_served", True),
+            }
+        )
+    return out
+
+
+def median_ratio(data: dict[str, Any], which: str, field: str = "req_s") -> float | None:
+    measured = [r[field] for r in ratios(data) if r["kind"] == which and r[field] is not None and r["still_served"]]
+    return statistics.median(measured) if measured else None
 
 
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
-    """Issue 14: a 2-arm split within 5% of no split; a 25% shadow within 30%."""
+    """Issue 14: a 2-arm split within 5% of no split; a 25% shadow within 30% (the median
+    over the rounds of each point's ratio to its neighbouring no-split points)."""
     if not data:
         return []
-    base = baseline(data)
     out: list[tuple[str, str, bool | None]] = []
     for label, floor, what in ((SPLIT, 0.95, "within 5%"), (SHADOWED, 0.70, "within 30%")):
-        name = f"traffic: {label} at {CONNECTIONS} conns {what} of no split's req/s"
-        measured = point(data, label)
-        mine = rate(measured)
-        if measured is not None and measured.get("still_served") is False:
-            out.append((name, "not measured: the arm was no longer served at the end", False))
-        elif base is None or mine is None:
+        name = f"traffic: {label} at {CONNECTIONS} conns {what} of no split's req/s (median of rounds)"
+        points = [r for r in ratios(data) if r["kind"] == label]
+        mine = median_ratio(data, label)
+        if points and not all(r["still_served"] for r in points):
+            out.append((name, "not measured: the arm was no longer served at the end of a point", False))
+        elif mine is None:
             out.append((name, "not measured", False))
         else:
-            out.append((name, f"{mine / base:.2f}×", mine >= floor * base))
+            out.append((name, f"{mine:.2f}×", mine >= floor))
     return out
 
 
 def render(data: dict[str, Any] | None) -> list[str]:
     if not data:
         return []
-    base = baseline(data)
+    by_point = {r["point"]: r for r in ratios(data)}
     lines = ["", "## A traffic split and a shadow (issue 14)", ""]
     lines += [
-        f"`POST /models/{MODEL}/predict` (the default route: `champion` → v1) at {CONNECTIONS} conns. "
-        f"Split: v{ARM_VERSION} tagged `{WEIGHT_TAG}={WEIGHT}`; shadow: the weight tag removed and "
-        f"v{ARM_VERSION} tagged `{SHADOW_TAG}={SHADOW}`. Each point starts once `GET /models/{MODEL}/traffic` "
-        "shows the tag as served "
+        f"`POST /models/{MODEL}/predict` (the default route: `champion` → v1) at {CONNECTIONS} conns, "
+        f"in {ROUNDS} rounds of: no split; split (v{ARM_VERSION} tagged `{WEIGHT_TAG}={WEIGHT}`); no split; "
+        f"shadow (v{ARM_VERSION} tagged `{SHADOW_TAG}={SHADOW}` instead); then no split once more. "
+        f"Each point starts once `GET /models/{MODEL}/traffic` shows the tag as served "
         "(the guard's thresholds raised out of reach, so that it cannot take the split away). "
-        "÷ no split: over the mean of the two no-split points. **Canary share**: "
+        "**÷ no split**: the point's req/s over the mean of the no-split points either side of it; "
+        "**CPU ÷**: the same for the server's CPU per request, inverted (their µs over its µs: "
+        "below 1 costs more); the targets take the median over the rounds. **Canary share**: "
         "the share of the point's requests the canary arm answered (/traffic's counts); **shadows run**: "
         "shadow answers compared with the primary's during the point, and shadow requests dropped.",
         "",
     ]
-    lines += ["| point | req/s | p50 ms | p99 ms | errors | ÷ no split | canary share | shadows run | dropped |"]
-    lines += ["|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    lines += [
+        "| point | req/s | p50 ms | p99 ms | errors | server CPU µs/req | ÷ no split | CPU ÷ | canary share "
+        "| shadows run | dropped |"
+    ]
+    lines += ["|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for entry in data.get("rows", []):
-        mine = rate(entry)
-        ratio = f"{mine / base:.2f}×" if base and mine is not None else "–"
+        ratio = by_point.get(entry["point"], {})
         share = entry.get("canary_share")
         lines.append(
             f"| {entry['point']} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | "
-            f"{entry['errors']} | {ratio} | {'–' if share is None else f'{share:.1%}'} | "
+            f"{entry['errors']} | {fmt(entry.get('cpu_us_per_request'), 1)} | {_times(ratio.get('req_s'))} | "
+            f"{_times(ratio.get('cpu'))} | {'–' if share is None else f'{share:.1%}'} | "
             f"{fmt(entry.get('shadows_run'), 0)} | {fmt(entry.get('shadows_dropped'), 0)} |"
         )
+    for label in (SPLIT, SHADOWED):
+        lines += [
+            "",
+            f"Median over the rounds, {label}: {_times(median_ratio(data, label))} no split's req/s, "
+            f"{_times(median_ratio(data, label, 'cpu'))} by CPU per request.",
+        ]
     for note in data.get("notes", []):
         lines += ["", note]
     return lines
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}×"
