@@ -74,6 +74,7 @@ class VersionQueue:
     max_workers: int
     inline_cpu: float = 0.0  # seconds; 0: every batch runs in the pool (see on_loop)
     _cheap_up_to: int = 0  # the largest batch size seen costing less than inline_cpu
+    _overran: bool = False  # a batch on the loop took longer than inline_cpu: see _measured
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _together: bool = False  # the last batch found company: worth waiting for more
@@ -125,11 +126,9 @@ class VersionQueue:
             on_loop = self.on_loop(len(requests))
             try:
                 if on_loop:
-                    outcomes, fast = self._measured(requests, time.perf_counter)
+                    outcomes, fast = self._measured(requests, True)
                 else:
-                    outcomes, fast = await loop.run_in_executor(
-                        self.executor, self._measured, requests, time.thread_time
-                    )
+                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, False)
             except Exception as exc:  # the runner answers per request; this is the pool itself failing
                 outcomes, fast = [exc] * len(batch), 0
             self.metrics.batch_finished(self.model.name, size=len(batch), fast=fast, on_loop=on_loop)
@@ -155,15 +154,22 @@ class VersionQueue:
         there; a batch that cost more lowers the bound below its own size."""
         return self.inline_cpu > 0 and self.model.fast is not None and size <= self._cheap_up_to
 
-    def _measured(self, requests: list[Request], clock: Callable[[], float]) -> tuple[list[Outcome], int]:
-        """Run a batch, measuring it by ``clock``: in the pool the thread's CPU time (a wait for
-        the GIL is not the batch's cost), on the loop the time the loop was held."""
-        started = clock()
+    def _measured(self, requests: list[Request], on_loop: bool) -> tuple[list[Outcome], int]:
+        """Run a batch and measure it. On the loop: the time the loop was held. In the pool: the
+        thread's CPU time (a wait for the GIL is not the batch's cost), but once a batch on the
+        loop has taken longer than its CPU promised (a GPU kernel waited on, say, costs little
+        CPU), the wall time too, so such a version does not come back to the loop."""
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return self.run(self.model, requests)
         finally:
+            took = time.perf_counter() - started
+            if not on_loop:
+                took = max(time.thread_time() - cpu, took if self._overran else 0.0)
+            elif took >= self.inline_cpu:
+                self._overran = True
             size = len(requests)
-            if clock() - started < self.inline_cpu:
+            if took < self.inline_cpu:
                 self._cheap_up_to = max(self._cheap_up_to, size)
             else:
                 self._cheap_up_to = min(self._cheap_up_to, size - 1)

@@ -284,8 +284,8 @@ async def test_a_background_request_takes_at_most_half_the_queue_and_is_not_coun
 def _queue_recording_threads(
     *, fast: bool, inline_cpu: float, pool: Any
 ) -> tuple[Any, list[tuple[str, int]], dict[str, float]]:
-    """A VersionQueue whose runner notes the thread each batch ran on and its size, and spins
-    for ``cost["seconds"]`` of CPU."""
+    """A VersionQueue whose runner notes the thread each batch ran on and its size, spins for
+    ``cost["seconds"]`` of CPU and then sleeps ``cost["waiting"]``."""
     import threading
     import time
     from pathlib import Path
@@ -296,12 +296,13 @@ def _queue_recording_threads(
     from tests.support.versions import vid
 
     ran: list[tuple[str, int]] = []
-    cost = {"seconds": 0.0}
+    cost = {"seconds": 0.0, "waiting": 0.0}
 
     def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
         started = time.thread_time()
         while time.thread_time() - started < cost["seconds"]:
             pass
+        time.sleep(cost["waiting"])  # time that costs no CPU, like a GPU kernel waited on
         ran.append((threading.current_thread().name, len(requests)))
         return [body for body, _ in requests], len(requests)
 
@@ -356,6 +357,28 @@ async def test_a_fast_path_batch_runs_on_the_loop_only_up_to_the_largest_size_se
             ("loop", 4),
             ("pool", 4),
             ("loop", 3),
+        ]
+
+
+async def test_a_version_whose_batch_held_the_loop_longer_than_its_cpu_said_does_not_come_back() -> None:
+    """A batch that waits without using CPU (a GPU kernel) measures cheap in the pool by CPU
+    time; once it has held the loop too long, the pool measures it by the clock as well."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop_thread = threading.current_thread().name
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool") as pool:
+        queue, ran, cost = _queue_recording_threads(fast=True, inline_cpu=0.002, pool=pool)
+        await _batch(queue, 2)
+        cost["waiting"] = 0.004
+        for _ in range(4):
+            await _batch(queue, 2)
+        assert ["loop" if name == loop_thread else "pool" for name, _ in ran] == [
+            "pool",
+            "loop",
+            "pool",
+            "pool",
+            "pool",
         ]
 
 
