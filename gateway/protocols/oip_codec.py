@@ -19,6 +19,7 @@ output per column, a dict as one output per key.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 from collections.abc import Sequence
@@ -541,8 +542,9 @@ def outputs_of(raw: Any) -> tuple[list[Output], str]:
       (MLServer's NumpyCodec);
     - a dict: one output per key, each ``np`` (its TensorDictCodec, each value by NumpyCodec);
     - a list of strings: ``output-1``, ``str`` (its StringCodec);
-    - a frame (or a series): one output per column, text columns ``str`` and numbers with no
-      content type at all (its PandasCodec).
+    - a frame (or a series): one output per column, text columns ``str``, numbers with no
+      content type at all, and a column holding anything else (dicts, lists, a None among
+      strings) each value as its JSON text, ``pd_json`` (its PandasCodec).
     """
     if isinstance(raw, pd.DataFrame):
         return [_column(str(column), raw[column]) for column in raw.columns], "pd"
@@ -556,7 +558,12 @@ def outputs_of(raw: Any) -> tuple[list[Output], str]:
 
 
 def _column(name: str, column: pd.Series) -> Output:
-    output = _output(name, column.to_numpy(), text="str")
+    values = column.to_numpy()
+    if values.dtype == object and not all(isinstance(item, str | bytes) for item in values):
+        texts = np.empty(len(values), dtype=object)
+        texts[:] = [_json_text(item) for item in values]
+        return Output(name, texts.reshape(-1, 1), BYTES, "pd_json")
+    output = _output(name, values, text="str")
     if output.datatype != BYTES:
         output.content_type = None
     return output
@@ -577,6 +584,26 @@ def _output(name: str, value: Any, *, text: str = "np") -> Output:
         texts[:] = [_text(item) for item in array.ravel()]
         return Output(name, texts.reshape(array.shape), BYTES, text)
     return Output(name, array, _datatype(array.dtype), "np")
+
+
+def _json_text(item: Any) -> str:
+    """One value of a ``pd_json`` column, written as MLServer writes it (``json.dumps``,
+    compact, non-ASCII kept); what JSON has no type for (numpy arrays and numbers, dates) as
+    its nearest JSON value rather than an error; a missing value (NaN, None) is ``null``, as
+    MLServer's codec makes a NaN."""
+    if isinstance(item, float) and not math.isfinite(item):
+        item = None
+    return json.dumps(item, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(item: Any) -> Any:
+    if isinstance(item, np.ndarray | np.generic):
+        return item.tolist()
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "replace")
+    if hasattr(item, "isoformat"):
+        return item.isoformat()
+    return str(item)
 
 
 def _text(item: Any) -> str | bytes:

@@ -120,6 +120,33 @@ def test_answers_say_the_content_types_mlservers_codecs_say() -> None:
     assert said(pd.Series([0.5, 1.5], name="score")) == ("pd", [("score", "FP64", None)])
 
 
+def test_a_frame_column_of_anything_but_text_answers_each_value_as_json_pd_json() -> None:
+    """MLServer's PandasCodec answers a column of objects that are not all strings (dicts,
+    lists) with each value's JSON, content type ``pd_json``; the gateway too, and for what
+    MLServer fails on (a missing value among strings, numpy values) the nearest JSON."""
+    request = oip_codec.parse_request(
+        b'{"inputs": [{"name": "a", "datatype": "INT64", "shape": [1], "data": [1]}]}', None
+    )
+    frame = pd.DataFrame(
+        {
+            "record": pd.Series([{"x": 1e300, "s": "é"}, {"t": [1, 2]}], dtype=object),
+            "tags": pd.Series([["a"], []], dtype=object),
+            "maybe": ["a", None],
+            "numpy": pd.Series([np.array([1, 2]), {"k": np.int64(3), "f": np.float32(0.5)}], dtype=object),
+            "text": ["a", "b"],
+        }
+    )
+    answer = json.loads(oip_codec.encode_response(request.reply, frame, model_name="m", model_version="1")[0])
+    outputs = {o["name"]: (o["datatype"], o["shape"], o["data"], o["parameters"]) for o in answer["outputs"]}
+    assert outputs == {
+        "record": ("BYTES", [2, 1], ['{"x":1e+300,"s":"é"}', '{"t":[1,2]}'], {"content_type": "pd_json"}),
+        "tags": ("BYTES", [2, 1], ['["a"]', "[]"], {"content_type": "pd_json"}),
+        "maybe": ("BYTES", [2, 1], ['"a"', "null"], {"content_type": "pd_json"}),
+        "numpy": ("BYTES", [2, 1], ["[1,2]", '{"k":3,"f":0.5}'], {"content_type": "pd_json"}),
+        "text": ("BYTES", [2, 1], ["a", "b"], {"content_type": "str"}),
+    }
+
+
 # --- the column lane: one step from JSON to rows, or a decline --------------------------
 
 _COLUMNS = ["a", "b", "c"]
