@@ -534,23 +534,38 @@ def _point(label: str, req_s: float) -> dict[str, Any]:
     return _row("gateway", 32, req_s) | {"point": label, "requests": int(req_s * 10)}
 
 
-def test_traffic_targets_compare_with_the_mean_of_the_no_split_points() -> None:
-    rows = [
-        _point(traffic_split.NONE_BEFORE, 6000),
-        _point(traffic_split.SPLIT, 5320),  # 0.95× of 5600
-        _point(traffic_split.SHADOWED, 3900),  # 0.696×
-        _point(traffic_split.NONE_AFTER, 5200),
-    ]
-    assert traffic_split.baseline({"rows": rows}) == 5600
-    assert [(v, ok) for _, v, ok in traffic_split.targets({"rows": rows})] == [("0.95×", True), ("0.70×", False)]
+def test_the_traffic_plan_puts_every_arm_point_between_two_no_split_points() -> None:
+    plan = traffic_split.plan(3)
+    labels = [label for label, *_ in plan]
+    assert len(plan) == 13 and labels[0] == labels[-1] == traffic_split.NONE
+    assert labels[1::4] == [f"{traffic_split.SPLIT} #{n}" for n in (1, 2, 3)]
+    assert labels[3::4] == [f"{traffic_split.SHADOWED} #{n}" for n in (1, 2, 3)]
+    assert all(label == traffic_split.NONE for label in labels[::2])
+    assert {(w, s) for label, w, s in plan if label.startswith(traffic_split.SPLIT)} == {(traffic_split.WEIGHT, 0)}
+    assert {(w, s) for label, w, s in plan if label.startswith(traffic_split.SHADOWED)} == {(0, traffic_split.SHADOW)}
+
+
+def test_traffic_targets_take_the_median_of_each_point_against_its_neighbours() -> None:
+    none, split, shadow = traffic_split.NONE, traffic_split.SPLIT, traffic_split.SHADOWED
+    req_s = [6000, 5400, 5200, 3500, 5000, 4800, 6000, 4300, 6000, 5820, 6000, 4100, 6000]
+    rows = [_point(label, rate) for (label, *_), rate in zip(traffic_split.plan(3), req_s, strict=True)]
+    for row in rows:
+        row["cpu_us_per_request"] = 1e6 / row["req_s"]  # one core, saturated: CPU per request is 1/rate
+    ratios = traffic_split.ratios({"rows": rows})
+    # each against the mean of its neighbours: 5400/5600, 3500/5100, 4800/5500, 4300/6000, 5820/6000, 4100/6000
+    assert [round(r["req_s"], 3) for r in ratios] == [0.964, 0.686, 0.873, 0.717, 0.970, 0.683]
+    assert all(abs(r["cpu"] - r["req_s"]) < 0.02 for r in ratios)  # the same story by CPU, inverted
+    assert traffic_split.median_ratio({"rows": rows}, split) == pytest.approx(5400 / 5600)
+    assert [(v, ok) for _, v, ok in traffic_split.targets({"rows": rows})] == [("0.96×", True), ("0.69×", False)]
     assert [ok for *_, ok in traffic_split.targets({"rows": rows[:1]})] == [False, False]  # not measured
-    rows[1]["still_served"] = False  # the guard took it off meanwhile: it measured no split
+    rows[5]["still_served"] = False  # the guard took a split off meanwhile: that round measured no split
     assert traffic_split.targets({"rows": rows})[0][1:] == (
-        "not measured: the arm was no longer served at the end",
+        "not measured: the arm was no longer served at the end of a point",
         False,
     )
-    text = "\n".join(traffic_split.render({"rows": rows[:2], "notes": []}))
-    assert "| split 90/10 | 5,320 |" in text and "| no split | 6,000 |" in text
+    text = "\n".join(traffic_split.render({"rows": rows, "notes": []}))
+    assert f"| {split} #1 | 5,400 |" in text and f"| {none} | 6,000 |" in text and f"| {shadow} #3 | 4,100 |" in text
+    assert "0.964×" in text
 
 
 # --- auth (bench/auth_cost.py) ------------------------------------------------------------------
