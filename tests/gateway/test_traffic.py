@@ -120,6 +120,12 @@ def weight_of(process: Replica, name: str, version: int) -> float | None:
     return arm.weight if arm is not None else None
 
 
+def taken_off(process: Replica, name: str, version: int) -> bool:
+    """This process's guard took the arm's weight away (at once, before the database knows)."""
+    arm = process.services.split.arm(name, version)
+    return arm is not None and process.services.split.weight(name, arm) == 0
+
+
 def rolled_back(process: Replica, name: str, version: int) -> bool:
     split = process.services.catalog.split(name)
     return split is not None and version in split.arms and split.arms[version].rolled_back is not None
@@ -285,13 +291,14 @@ async def test_the_guard_rolls_a_slow_canary_back_on_its_p99(
     registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
     async with replica(settings_for("all", canary_min_requests=min_requests), registry.tracking_uri) as one:
         routes = []
-        while not rolled_back(one, name, v2) and len(routes) < 100:
+        while not taken_off(one, name, v2) and len(routes) < 100:
             response = await one.predict(name, key=f"k{len(routes)}")  # one at a time: latency is the model's
             assert response.status_code == 200 and response.json() == {"predictions": [3.0]}
             routes.append(response.headers["x-model-route"])
-            if routes.count("canary") >= min_requests:
-                await one.services.guard.settle()  # a rollback being written
-        assert rolled_back(one, name, v2), f"the guard did not roll the slow canary back: {routes.count('canary')}"
+        assert taken_off(one, name, v2), f"the guard did not roll the slow canary back: {routes.count('canary')}"
+        # and the replicas learn it from the state database: this one too, within a follow interval
+        await one.services.guard.settle()
+        await until(lambda: rolled_back(one, name, v2), "the rollback to come back from the state database")
         assert routes.count("default") >= min_requests  # it waited for a full window of the default's
 
         [event] = [e for e in one.services.store.events(name=name) if e.kind == "rolled_back"]
