@@ -139,6 +139,8 @@ class VersionQueue:
                     job.future.set_exception(outcome)
                 else:
                     job.future.set_result(outcome)
+            if on_loop and self._waiting:
+                await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
     def on_loop(self, size: int) -> bool:
         """Whether a batch of ``size`` requests runs right here on the event loop instead of in

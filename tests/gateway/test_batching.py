@@ -382,6 +382,24 @@ async def test_a_version_whose_batch_held_the_loop_longer_than_its_cpu_said_does
         ]
 
 
+async def test_the_loop_gets_its_turn_between_two_batches_it_runs_itself() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop_thread = threading.current_thread().name
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool") as pool:
+        queue, ran, _ = _queue_recording_threads(fast=True, inline_cpu=0.002, pool=pool)
+        await _batch(queue, 8)  # measured in the pool: batches of up to 8 may run on the loop
+        jobs = [queue.submit((b"%d" % n, "x")) for n in range(16)]  # two batches of 8 (max_batch)
+
+        async def other() -> None:
+            ran.append(("other", 0))
+
+        await asyncio.gather(other(), *(job.future for job in jobs))
+        where = [("loop" if name == loop_thread else name if name == "other" else "pool", n) for name, n in ran]
+        assert where == [("pool", 8), ("loop", 8), ("other", 0), ("loop", 8)]
+
+
 @pytest.mark.parametrize("fast, inline_cpu", [(False, 0.002), (True, 0.0)], ids=["no-fast-path", "setting-0"])
 async def test_a_version_without_a_fast_path_or_with_the_setting_0_always_runs_in_the_pool(
     fast: bool, inline_cpu: float
