@@ -112,6 +112,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=graceful_timeout,
         proxy_headers=True,
     )

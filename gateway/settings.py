@@ -89,10 +89,15 @@ class GatewaySettings(BaseSettings):
     budget under churn (bench/README.md, memory section). Off: the C library's defaults."""
 
     inference_threads: int = Field(default=4, ge=1)
-    """Threads that run predict calls (inference never runs on the event loop)."""
+    """Threads that run predict calls, except small fast-path batches (``inline_predict_ms``)."""
 
     log_level: LogLevel = "info"
     """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""
+
+    access_log: bool = True
+    """A line per request in the log (uvicorn's access log). Off saves formatting and writing
+    that line, about a third of what a small prediction costs on one core (README:
+    Performance); the request metrics count every request either way."""
 
     database_url: str = Field(default_factory=_default_database_url)
     """The state database (versions seen, pinned digests, routes, events): a SQLAlchemy URL.

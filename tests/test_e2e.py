@@ -135,3 +135,22 @@ def test_several_workers_serve(sqlite_registry: Registry, tmp_path: Path) -> Non
                 assert response.status_code == 200
     finally:
         process.stop()
+    # the access log is on by default: a line per request, whichever worker answered
+    assert (tmp_path / "gateway.log").read_text().count(f'"POST /models/{IRIS}/predict HTTP/1.1" 200') == 6
+
+
+def test_the_access_log_can_be_turned_off(sqlite_registry: Registry, tmp_path: Path) -> None:
+    process, base = gateway_server(
+        tracking_uri=sqlite_registry.tracking_uri, workdir=tmp_path, env={"GATEWAY_ACCESS_LOG": "false"}
+    )
+    process.start()
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.post(f"/models/{IRIS}/predict", json=ROW).status_code == 200
+            assert client.post(f"/models/{IRIS}/predict", json={"garbage": 1}).status_code == 400
+            assert metric(base, "gateway_requests_total", model=IRIS, version="1", status="200") == 1
+    finally:
+        process.stop()
+    log = (tmp_path / "gateway.log").read_text()
+    assert "Application startup complete" in log  # the rest of the log is still there
+    assert f"/models/{IRIS}/predict" not in log
