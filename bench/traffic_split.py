@@ -37,7 +37,7 @@ def plan(rounds: int = ROUNDS) -> list[tuple[str, float, float]]:
     """(label, weight, shadow) of each point in order: every arm point between two no-split ones."""
     points: list[tuple[str, float, float]] = []
     for n in range(1, rounds + 1):
-        points += [(f"{NONE}", 0, 0), (f"{SPLIT} #{n}", WEIGHT, 0), (f"{NONE}", 0, 0), (f"{SHADOWED} #{n}", 0, SHADOW)]
+        points += [(NONE, 0, 0), (f"{SPLIT} #{n}", WEIGHT, 0), (NONE, 0, 0), (f"{SHADOWED} #{n}", 0, SHADOW)]
     return [*points, (NONE, 0, 0)]
 
 
@@ -92,7 +92,11 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def median_ratio(data: dict[str, Any], which: str, field: str = "req_s") -> float | None:
-    measured = [r[field] for r in ratios(data) if r["kind"] == which and r[field] is not None and r["still_served"]]
+    return _median(ratios(data), which, field)
+
+
+def _median(points: list[dict[str, Any]], which: str, field: str = "req_s") -> float | None:
+    measured = [r[field] for r in points if r["kind"] == which and r[field] is not None and r["still_served"]]
     return statistics.median(measured) if measured else None
 
 
@@ -102,10 +106,11 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     if not data:
         return []
     out: list[tuple[str, str, bool | None]] = []
+    compared = ratios(data)
     for label, floor, what in ((SPLIT, 0.95, "within 5%"), (SHADOWED, 0.70, "within 30%")):
         name = f"traffic: {label} at {CONNECTIONS} conns {what} of no split's req/s (median of rounds)"
-        points = [r for r in ratios(data) if r["kind"] == label]
-        mine = median_ratio(data, label)
+        points = [r for r in compared if r["kind"] == label]
+        mine = _median(compared, label)
         if points and not all(r["still_served"] for r in points):
             out.append((name, "not measured: the arm was no longer served at the end of a point", False))
         elif mine is None:
@@ -118,7 +123,8 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
 def render(data: dict[str, Any] | None) -> list[str]:
     if not data:
         return []
-    by_point = {r["point"]: r for r in ratios(data)}
+    compared = ratios(data)
+    by_point = {r["point"]: r for r in compared}
     lines = ["", "## A traffic split and a shadow (issue 14)", ""]
     lines += [
         f"`POST /models/{MODEL}/predict` (the default route: `champion` → v1) at {CONNECTIONS} conns, "
@@ -150,8 +156,8 @@ def render(data: dict[str, Any] | None) -> list[str]:
     for label in (SPLIT, SHADOWED):
         lines += [
             "",
-            f"Median over the rounds, {label}: {_times(median_ratio(data, label))} no split's req/s, "
-            f"{_times(median_ratio(data, label, 'cpu'))} by CPU per request.",
+            f"Median over the rounds, {label}: {_times(_median(compared, label))} no split's req/s, "
+            f"{_times(_median(compared, label, 'cpu'))} by CPU per request.",
         ]
     for note in data.get("notes", []):
         lines += ["", note]
