@@ -134,6 +134,7 @@ def _log_columns() -> int:
 @dataclass
 class Versions:
     numbers: dict[str, int]  # model -> the version both servers serve
+    torch_network: Any = None  # tiny-torch's network as MLflow loads it, for its rounding bound
 
 
 def _needs(model: str, versions: Versions) -> None:
@@ -160,9 +161,10 @@ def versions(mlserver_bin: Path, sqlite_registry: Registry) -> Versions:
     assert_far_from_ties(tensor_model, IRIS_ROWS.to_numpy())
     assert_far_from_ties(pipeline[-1], pipeline[:-1].transform(MIXED_ROWS))
     numbers = {IRIS: sqlite_registry.versions[IRIS][0], TENSOR: tensor, MIXED: mixed, COLUMNS: columns}
-    if torch_available():
-        numbers[TORCH] = sqlite_registry.versions[TORCH][0]
-    return Versions(numbers)
+    if not torch_available():
+        return Versions(numbers)
+    numbers[TORCH] = sqlite_registry.versions[TORCH][0]
+    return Versions(numbers, sqlite_registry.pyfunc(TORCH, numbers[TORCH])._model_impl.pytorch_model)
 
 
 @dataclass
@@ -339,23 +341,18 @@ def assert_same(answer: dict[str, Any], expected: dict[str, Any], bound: np.ndar
         assert_within(np.reshape(output["data"], shape), np.reshape(reference["data"], shape), bound)
 
 
-def rounding_bound(
-    sqlite_registry: Registry, versions: Versions, model: str, body: dict[str, Any]
-) -> np.ndarray | None:
+def rounding_bound(versions: Versions, model: str, body: dict[str, Any]) -> np.ndarray | None:
     """For the torch network, twice its rounding bound on the payload's rows (each server's
     answer is within the bound of the exact one); None for the models compared exactly."""
     if model != TORCH:
         return None
-    network = sqlite_registry.pyfunc(TORCH, versions.numbers[TORCH])._model_impl.pytorch_model
     (tensor,) = body["inputs"]
     rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-    return 2 * mlp_error_bound(network, rows)
+    return 2 * mlp_error_bound(versions.torch_network, rows)
 
 
 @pytest.mark.parametrize("payload", list(PAYLOADS))
-def test_the_same_payload_gets_the_same_answer(
-    servers: Servers, versions: Versions, sqlite_registry: Registry, payload: str
-) -> None:
+def test_the_same_payload_gets_the_same_answer(servers: Servers, versions: Versions, payload: str) -> None:
     model, body = PAYLOADS[payload]
     _needs(model, versions)
     path = f"/v2/models/{model}/versions/{versions.numbers[model]}/infer"
@@ -363,7 +360,7 @@ def test_the_same_payload_gets_the_same_answer(
     assert theirs.status_code == 200, f"MLServer: {theirs.text[-2000:]}"
     assert ours.status_code == 200, f"gateway: {ours.text}"
     expected = comparable(theirs.json(), body, mlserver=True, rest=True)
-    bound = rounding_bound(sqlite_registry, versions, model, body)
+    bound = rounding_bound(versions, model, body)
     assert_same(comparable(ours.json(), body, mlserver=False, rest=True), expected, bound)
 
 
@@ -421,9 +418,7 @@ def as_json(response: pb.ModelInferResponse) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("payload", list(PAYLOADS))
-def test_the_same_payload_over_grpc_gets_the_same_answer(
-    servers: Servers, versions: Versions, sqlite_registry: Registry, payload: str
-) -> None:
+def test_the_same_payload_over_grpc_gets_the_same_answer(servers: Servers, versions: Versions, payload: str) -> None:
     model, body = PAYLOADS[payload]
     _needs(model, versions)
     request = grpc_request(model, versions.numbers[model], body)
@@ -442,7 +437,7 @@ def test_the_same_payload_over_grpc_gets_the_same_answer(
     else:
         expected = as_json(servers.mlserver_grpc.ModelInfer(request, timeout=60))
         expected = comparable(expected, body, mlserver=True, rest=False)
-    assert_same(answer, expected, rounding_bound(sqlite_registry, versions, model, body))
+    assert_same(answer, expected, rounding_bound(versions, model, body))
 
 
 @pytest.mark.parametrize("model", [IRIS, TENSOR, MIXED, COLUMNS, TORCH])
