@@ -9,11 +9,21 @@ so a split never causes a cold load in a request.
 Assignment with a route key is by a stable hash of (model, key) to a point in [0, 100): the
 canaries lay their weights out from 0 upward in version order, so a key lands on the same
 version on every replica and across restarts, and raising a weight (the highest-numbered
-canary's, or the only one's) moves keys only into that canary. Without a key, at random.
+canary's, or the only one's) moves keys only into that canary.
+
+Without a key, at random, one draw per model per turn of the event loop: the requests for a
+model that the loop routes in the same turn (those that arrived together) go to the same
+version, and each turn goes to a canary with its weight's probability. So each request still
+lands on a canary with exactly its weight, and a canary's batches are as full as the default
+version's would have been. Drawn per request, a 10% canary at 32 connections got batches of
+one or two requests, beside the default's fifteen, and each of its calls cost a whole
+predict call (sklearn's input checks are ~90 us whatever the rows): the split cost 11% of
+the throughput without one. Keyed requests are hashed one by one, as they must be.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from collections.abc import Iterable
@@ -47,6 +57,8 @@ class TrafficSplit:
         # the other replicas a moment later, and a new tag ends it.
         self._off: set[tuple[str, int, str | None]] = set()
         self._random = chance or random.Random()
+        # This turn of the event loop's draw for each model: (the loop, the draws).
+        self._turn: tuple[asyncio.AbstractEventLoop, dict[str, float]] | None = None
 
     # --- what to keep warm ----------------------------------------------------------
 
@@ -93,7 +105,7 @@ class TrafficSplit:
         traffic = self._catalog.split(name)
         if traffic is None:
             return as_default
-        point = stable_point(name, key) if key is not None else self._random.random() * 100
+        point = stable_point(name, key) if key is not None else self._unkeyed_point(name)
         chosen = traffic.landing(point)
         if chosen is None or chosen.version == default.version or self.weight(name, chosen) <= 0:
             return as_default
@@ -101,6 +113,25 @@ class TrafficSplit:
         if version is None or not self.ready(version):
             return as_default  # not warm here (yet): its share stays on the default version
         return Resolved(version, None, route=CANARY, fallback=as_default)
+
+    def _unkeyed_point(self, name: str) -> float:
+        """A request without a key: this turn's draw for the model (see the module's doc)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, no turns: each call draws
+            return self._random.random() * 100
+        if self._turn is None or self._turn[0] is not loop:
+            self._turn = (loop, {})
+            loop.call_soon(self._end_turn, self._turn)  # runs after this turn's callbacks
+        draws = self._turn[1]
+        point = draws.get(name)
+        if point is None:
+            point = draws[name] = self._random.random() * 100
+        return point
+
+    def _end_turn(self, turn: tuple[asyncio.AbstractEventLoop, dict[str, float]]) -> None:
+        if self._turn is turn:
+            self._turn = None
 
     def shadows(self, primary: Resolved) -> list[Resolved]:
         """The shadows this default-route request is also sent to (each by its own percent)."""

@@ -216,6 +216,31 @@ async def test_a_ten_percent_canary_is_sticky_across_replicas_and_restarts_and_g
         assert {(s["arm"], s["version"]) for s in traffic["stats"]} == {("default", v1), ("canary", v2)}
 
 
+async def test_unkeyed_requests_that_arrive_together_go_to_one_version_and_turns_split_by_weight(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """Without a key, one draw per model per turn of the event loop: requests sent at once
+    all go to one version (so a canary's batches are as full as the default's would be), and
+    each such group goes to the canary with its weight's probability."""
+    name, (v1, v2) = fresh_model(registry)
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "30")
+    groups, size = 120, 8
+    async with replica(settings_for("all", canary_max_latency_ratio=1000.0), registry.tracking_uri) as one:
+        assert one.services.split.ready(one.services.catalog.state(name, v2).id)  # type: ignore[union-attr]
+        to_canary = 0
+        for _ in range(groups):
+            answers = await asyncio.gather(*(one.predict(name) for _ in range(size)))
+            served = {(r.status_code, r.headers["x-model-version"], r.headers["x-model-route"]) for r in answers}
+            assert served in ({(200, str(v1), "default")}, {(200, str(v2), "canary")}), served
+            to_canary += served == {(200, str(v2), "canary")}
+        low, high = binomial_bound(groups, 0.30)
+        assert low <= to_canary <= high, to_canary
+        # keyed requests sent at once are still each hashed on its own
+        keys = [f"together-{i}" for i in range(64)]
+        answers = await asyncio.gather(*(one.predict(name, key=key) for key in keys))
+        assert {r.headers["x-model-version"] for r in answers} == {str(v1), str(v2)}
+
+
 async def test_a_canary_that_is_not_warm_yet_gets_nothing(
     registry: Registry, settings_for: Callable[..., GatewaySettings]
 ) -> None:
