@@ -145,7 +145,17 @@ class GatewayMetrics:
         )
         self._arm_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.shadow_dropped = Counter(
-            "gateway_shadow_dropped", "Shadow requests dropped because the shadow queue was full", ["model"], registry=r
+            "gateway_shadow_dropped",
+            "Shadow requests dropped: the shadow queue or half the version's own queue was full, "
+            "the version was unloaded, or its shadows are paused",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_pauses = Counter(
+            "gateway_shadow_pauses",
+            "Pauses of a shadow version's shadows after GATEWAY_SHADOW_PAUSE_AFTER_FAILURES failures in a row",
+            ["model"],
+            registry=r,
         )
         self.shadow_agreement = Counter(
             "gateway_shadow_agreement",
@@ -201,6 +211,9 @@ class GatewayMetrics:
 
     def shadow_was_dropped(self, model: str) -> None:
         self._child(self.shadow_dropped, model).inc()
+
+    def shadow_paused(self, model: str) -> None:
+        self._child(self.shadow_pauses, model).inc()
 
     def shadow_compared(self, model: str, *, agree: bool) -> None:
         self._child(self.shadow_agreement, model, "agree" if agree else "differ").inc()

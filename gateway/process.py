@@ -233,6 +233,7 @@ class Services:
             size=settings.shadow_queue_size,
             concurrency=settings.shadow_concurrency,
             tolerance=settings.shadow_tolerance,
+            pause_after_failures=settings.shadow_pause_after_failures,
         )
         # This process's counts, published for /traffic's sum over replicas: its id is the one
         # it campaigns for the sync lease with.
@@ -269,7 +270,7 @@ class Services:
             guard=guard,
             shadows=shadows,
             counts=counts,
-            traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store),
+            traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store, shadows),
         )
 
     def predict_finished(self, served: Resolved | None, *, status: int, started: float) -> None:

@@ -152,6 +152,11 @@ class ArmDetail(BaseModel):
     served_weight: float = Field(description="What it takes in this process: 0 until warm here, or rolled back")
     warm: bool = Field(description="Loaded, verified and warmed in this process")
     rolled_back: str | None = Field(description="Why the guard took its weight away (until its tag changes)")
+    shadow_paused_s: float | None = Field(
+        default=None,
+        description="Seconds left of the pause of its shadows in this process, after they failed "
+        "GATEWAY_SHADOW_PAUSE_AFTER_FAILURES times in a row (null: they run)",
+    )
 
 
 class ArmStats(BaseModel):

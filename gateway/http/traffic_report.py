@@ -15,6 +15,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog
 from gateway.routing.counts import TrafficCounts
 from gateway.routing.guard import Guard
+from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import TrafficSplit
 from registry_sync.errors import RegistryError
 from registry_sync.repository import ArmCount, StateStore
@@ -32,6 +33,7 @@ class TrafficReport:
         metrics: GatewayMetrics,
         counts: TrafficCounts,
         store: StateStore,
+        shadows: ShadowQueue,
     ) -> None:
         self._catalog = catalog
         self._split = split
@@ -40,6 +42,7 @@ class TrafficReport:
         self._metrics = metrics
         self._counts = counts
         self._store = store
+        self._shadows = shadows
 
     async def describe(self, name: str) -> TrafficDetail:
         if not self._catalog.knows(name):
@@ -62,6 +65,7 @@ class TrafficReport:
                     served_weight=self._split.weight(name, arm) if warm else 0.0,
                     warm=warm,
                     rolled_back=rolled_back if arm.weight > 0 else None,
+                    shadow_paused_s=self._shadows.paused_for(state.id) if state is not None and arm.shadow else None,
                 )
             )
         stats = []

@@ -374,6 +374,58 @@ async def test_shadows_never_change_or_wait_for_the_primary(
         await one.services.shadows.drain()
 
 
+async def test_a_shadow_that_keeps_failing_pauses_and_one_that_answers_ends_the_pause(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """GATEWAY_SHADOW_PAUSE_AFTER_FAILURES in a row pause a shadow version (its copies dropped,
+    the primaries unchanged); after the pause the first failure pauses it again for twice as
+    long; an answer ends it."""
+    name, (v1, v2) = fresh_model(registry, Doubler(), NegativeFails())
+    registry.client.set_model_version_tag(name, str(v2), SHADOW_TAG, "100")
+    async with replica(settings_for("all", shadow_pause_after_failures=3), registry.tracking_uri) as one:
+        shadows, sample = one.services.shadows, one.services.metrics.registry.get_sample_value
+        v2_id = one.services.catalog.state(name, v2).id  # type: ignore[union-attr]
+        assert one.services.split.ready(v2_id)
+
+        async def primary(x: float) -> None:
+            response = await one.predict(name, x=x)
+            assert (response.status_code, response.headers["x-model-version"]) == (200, str(v1))
+            assert response.json() == {"predictions": [2 * x]}
+            await shadows.drain()  # its shadow ran (or was dropped) before the next
+
+        for _ in range(2):
+            await primary(-1.0)
+        assert shadows.paused_for(v2_id) is None  # two failures in a row: not yet
+        # six at once: the version runs one shadow at a time; the first fails a third time and
+        # pauses it, and the five queued behind it are dropped, not run
+        await asyncio.gather(*(primary(-1.0) for _ in range(6)))
+        counts = shadows.counts[(name, v2)]
+        assert (counts.ran, counts.failed, counts.dropped) == (3, 3, 5)
+        paused = shadows.paused_for(v2_id)
+        assert paused is not None and 0 < paused <= 1
+        for _ in range(4):
+            await primary(-1.0)
+        assert (counts.ran, counts.dropped) == (3, 9)  # paused: dropped, never run
+        [arm] = (await one.client.get(f"/models/{name}/traffic")).json()["arms"]
+        assert arm["version"] == v2 and 0 < arm["shadow_paused_s"] <= 1
+        assert sample("gateway_shadow_pauses_total", {"model": name}) == 1
+
+        await until(lambda: shadows.paused_for(v2_id) is None, "the first pause to end")
+        await primary(-1.0)  # the first shadow after the pause fails: paused again, twice as long
+        paused = shadows.paused_for(v2_id)
+        assert counts.failed == 4 and paused is not None and 1 < paused <= 2
+        assert sample("gateway_shadow_pauses_total", {"model": name}) == 2
+
+        await until(lambda: shadows.paused_for(v2_id) is None, "the second pause to end", timeout=30)
+        await primary(1.0)  # it answers: the pause is over, and the count starts again
+        assert (counts.ran, counts.agreed) == (5, 1)
+        for _ in range(2):
+            await primary(-1.0)
+        assert shadows.paused_for(v2_id) is None and counts.failed == 6
+        [arm] = (await one.client.get(f"/models/{name}/traffic")).json()["arms"]
+        assert arm["shadow_paused_s"] is None
+
+
 async def test_shadows_in_flight_together_share_their_versions_batches(
     registry: Registry, settings_for: Callable[..., GatewaySettings]
 ) -> None:
