@@ -4,7 +4,10 @@ One gateway on the bench registry; load on the default route (``/models/iris/pre
 ``champion`` -> v1) at 32 connections. Three rounds, each: no split; v2 tagged
 ``gateway.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); no split; v2 tagged
 ``gateway.traffic.shadow=25`` instead (every answer from v1, 25% of requests also run on v2
-after it); and a last no-split point after the rounds. Each tag is set in the bench's scratch
+after it); and a last no-split point after the rounds. Then a 25% shadow to a slow version
+(50 ms, no CPU) and one to a failing version (raises on the bench's row), each followed by a
+no-split point: the primary must answer every request, at a p99 no worse than the worst of
+the no-split and healthy-shadow points (bench/shadow_probes.py). Each tag is set in the bench's scratch
 registry, then ``POST /admin/sync``, and the point starts only once
 ``GET /models/iris/traffic`` shows it as served (the canary warm with its weight, the shadow
 warm). Every split or shadow point sits between two no-split points and is compared with
@@ -31,28 +34,39 @@ SHADOW = 25
 CONNECTIONS = 32
 ROUNDS = 3
 NONE, SPLIT, SHADOWED = "no split", "split 90/10", "shadow 25%"
+SLOW, FAILING = "slow", "failing"  # the probe versions' bench.shadow_probe tags
+PROBE_TAG = "bench.shadow_probe"
+PROBED = {SLOW: "shadow 25% to a slow version", FAILING: "shadow 25% to a failing version"}
+
+Point = tuple[str, float, float, str | None]
+"""(label, weight, shadow, probe): the arm is v{ARM_VERSION}, or the probe version so tagged."""
 
 
-def plan(rounds: int = ROUNDS) -> list[tuple[str, float, float]]:
-    """(label, weight, shadow) of each point in order: every arm point between two no-split ones."""
-    points: list[tuple[str, float, float]] = []
+def plan(rounds: int = ROUNDS, *, probes: bool = True) -> list[Point]:
+    """Each point in order: every arm point between two no-split ones; then the probes'."""
+    points: list[Point] = []
     for n in range(1, rounds + 1):
-        points += [(NONE, 0, 0), (f"{SPLIT} #{n}", WEIGHT, 0), (NONE, 0, 0), (f"{SHADOWED} #{n}", 0, SHADOW)]
-    return [*points, (NONE, 0, 0)]
+        points += [(NONE, 0, 0, None), (f"{SPLIT} #{n}", WEIGHT, 0, None)]
+        points += [(NONE, 0, 0, None), (f"{SHADOWED} #{n}", 0, SHADOW, None)]
+    points.append((NONE, 0, 0, None))
+    if probes:
+        for probe, label in PROBED.items():
+            points += [(label, 0, SHADOW, probe), (NONE, 0, 0, None)]
+    return points
 
 
 def kind(label: str) -> str:
     return label.split(" #")[0]
 
 
-def served(detail: dict[str, Any], *, weight: float = 0.0, shadow: float = 0.0) -> bool:
+def served(detail: dict[str, Any], *, weight: float = 0.0, shadow: float = 0.0, version: int = ARM_VERSION) -> bool:
     """Whether ``GET /models/{name}/traffic`` shows the arm as served: no arm at all when
-    both are 0; else the arm warm with that served weight and shadow."""
+    both are 0; else the arm (``version``) warm with that served weight and shadow."""
     arms = [arm for arm in detail.get("arms", []) if arm.get("weight") or arm.get("shadow")]
     if not weight and not shadow:
         return not arms
     for arm in arms:
-        if arm.get("version") == ARM_VERSION:
+        if arm.get("version") == version:
             return bool(arm.get("warm")) and arm.get("served_weight") == weight and arm.get("shadow") == shadow
     return False
 
@@ -62,9 +76,14 @@ def arm_requests(detail: dict[str, Any]) -> dict[str, int]:
     return {f"{s['arm']}:{s['version']}": int(s["requests"]) for s in detail.get("stats", [])}
 
 
-def shadows_run(detail: dict[str, Any]) -> float:
-    agreement = detail.get("shadow_agreement") or {}
-    return float(sum(agreement.values()))
+def shadow_counts(detail: dict[str, Any], version: int) -> dict[str, int]:
+    """This process's shadow copies to ``version`` since start, from /traffic's ``replicas``
+    (this process first): ``requests`` run (answered or failed), ``errors``, ``dropped``."""
+    replicas = detail.get("replicas") or [{}]
+    for count in replicas[0].get("counts", []):
+        if count.get("arm") == "shadow" and count.get("version") == version:
+            return {field: int(count.get(field, 0)) for field in ("requests", "errors", "dropped")}
+    return {"requests": 0, "errors": 0, "dropped": 0}
 
 
 def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,6 +136,33 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
             out.append((name, "not measured", False))
         else:
             out.append((name, f"{mine:.2f}×", mine >= floor))
+    return out + probe_targets(data)
+
+
+def probe_targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Issue 14: a slow or failing shadow changes neither the primary's answers (every request
+    answered 2xx) nor its p99: no worse than the worst of the run's points without a faulty
+    shadow (no split, and the same shadow to a healthy version). That is the spread the run
+    measured where nothing was faulty, not a number chosen here; the healthy shadow is in it
+    because the fault is what is judged, not shadowing itself (whose CPU the shadow points'
+    ratios give)."""
+    rows = data.get("rows", [])
+    baseline = [r["p99_ms"] for r in rows if kind(r["point"]) in (NONE, SHADOWED) and r.get("p99_ms") is not None]
+    out: list[tuple[str, str, bool | None]] = []
+    for label in PROBED.values():
+        name = f"traffic: {label}: the primary answers every request, p99 within the healthy points'"
+        entry = next((r for r in rows if r["point"] == label), None)
+        if entry is None:
+            continue  # not in this run's plan
+        if not baseline or entry.get("p99_ms") is None or not entry.get("still_served", True):
+            out.append((name, "not measured", False))
+            continue
+        p99, errors, worst = entry["p99_ms"], entry["errors"], max(baseline)
+        measured = f"p99 {p99:.2f} ms (healthy {min(baseline):.2f}-{worst:.2f} ms), {errors} errors"
+        if entry.get("shadow_errors") is not None:
+            measured += f"; shadows: {entry.get('shadows_run'):.0f} run, {entry['shadow_errors']:.0f} failed"
+            measured += f", {entry.get('shadows_dropped'):.0f} dropped"
+        out.append((name, measured, errors == 0 and p99 <= worst))
     return out
 
 
@@ -129,14 +175,16 @@ def render(data: dict[str, Any] | None) -> list[str]:
     lines += [
         f"`POST /models/{MODEL}/predict` (the default route: `champion` → v1) at {CONNECTIONS} conns, "
         f"in {ROUNDS} rounds of: no split; split (v{ARM_VERSION} tagged `{WEIGHT_TAG}={WEIGHT}`); no split; "
-        f"shadow (v{ARM_VERSION} tagged `{SHADOW_TAG}={SHADOW}` instead); then no split once more. "
+        f"shadow (v{ARM_VERSION} tagged `{SHADOW_TAG}={SHADOW}` instead); then no split once more; then the "
+        f"same shadow to a version that answers 50 ms late without using the CPU, no split, the same shadow "
+        "to a version that fails on the bench's row, and no split (bench/shadow_probes.py). "
         f"Each point starts once `GET /models/{MODEL}/traffic` shows the tag as served "
         "(the guard's thresholds raised out of reach, so that it cannot take the split away). "
         "**÷ no split**: the point's req/s over the mean of the no-split points either side of it; "
         "**CPU ÷**: the same for the server's CPU per request, inverted (their µs over its µs: "
         "below 1 costs more); the targets take the median over the rounds. **Canary share**: "
         "the share of the point's requests the canary arm answered (/traffic's counts); **shadows run**: "
-        "shadow answers compared with the primary's during the point, and shadow requests dropped.",
+        "shadow requests answered or failed during the point, and shadow requests dropped.",
         "",
     ]
     lines += [
@@ -159,6 +207,8 @@ def render(data: dict[str, Any] | None) -> list[str]:
             f"Median over the rounds, {label}: {_times(_median(compared, label))} no split's req/s, "
             f"{_times(_median(compared, label, 'cpu'))} by CPU per request.",
         ]
+    for name, measured, ok in probe_targets(data):
+        lines += ["", f"{name.removeprefix('traffic: ')}: {measured}: {'pass' if ok else 'FAIL'}."]
     for note in data.get("notes", []):
         lines += ["", note]
     return lines

@@ -525,9 +525,17 @@ def test_a_split_counts_as_served_only_once_warm_with_its_weight() -> None:
     assert not served({"arms": [_arm(shadow=25.0)]}, shadow=25)
     assert served({"arms": [_arm(shadow=25.0, warm=True)]}, shadow=25)
     assert not served({"arms": [_arm(weight=10.0, served_weight=10.0, warm=True)]}, shadow=25)
-    stats = {"stats": [{"arm": "default", "version": 1, "requests": 9}, {"arm": "canary", "version": 2, "requests": 1}]}
+    stats = {
+        "stats": [
+            {"arm": "default", "version": 1, "requests": 9, "errors": 0},
+            {"arm": "canary", "version": 2, "requests": 1, "errors": 0},
+        ]
+    }
     assert traffic_split.arm_requests(stats) == {"default:1": 9, "canary:2": 1}
-    assert traffic_split.shadows_run({"shadow_agreement": {"agree": 3.0, "differ": 1.0}}) == 4.0
+    shadow = {"arm": "shadow", "version": 2, "requests": 7, "errors": 1, "agreed": 6, "differed": 0, "dropped": 3}
+    replicas = {"replicas": [{"counts": [{"arm": "canary", "version": 2, "requests": 5}, shadow]}, {"counts": []}]}
+    assert traffic_split.shadow_counts(replicas, 2) == {"requests": 7, "errors": 1, "dropped": 3}
+    assert traffic_split.shadow_counts(replicas, 3) == {"requests": 0, "errors": 0, "dropped": 0}
 
 
 def _point(label: str, req_s: float) -> dict[str, Any]:
@@ -537,18 +545,26 @@ def _point(label: str, req_s: float) -> dict[str, Any]:
 def test_the_traffic_plan_puts_every_arm_point_between_two_no_split_points() -> None:
     plan = traffic_split.plan(3)
     labels = [label for label, *_ in plan]
-    assert len(plan) == 13 and labels[0] == labels[-1] == traffic_split.NONE
-    assert labels[1::4] == [f"{traffic_split.SPLIT} #{n}" for n in (1, 2, 3)]
-    assert labels[3::4] == [f"{traffic_split.SHADOWED} #{n}" for n in (1, 2, 3)]
+    assert len(plan) == 17 and labels[0] == labels[-1] == traffic_split.NONE
+    assert labels[1:13:4] == [f"{traffic_split.SPLIT} #{n}" for n in (1, 2, 3)]
+    assert labels[3:13:4] == [f"{traffic_split.SHADOWED} #{n}" for n in (1, 2, 3)]
+    assert labels[13::2] == list(traffic_split.PROBED.values())
     assert all(label == traffic_split.NONE for label in labels[::2])
-    assert {(w, s) for label, w, s in plan if label.startswith(traffic_split.SPLIT)} == {(traffic_split.WEIGHT, 0)}
-    assert {(w, s) for label, w, s in plan if label.startswith(traffic_split.SHADOWED)} == {(0, traffic_split.SHADOW)}
+    arms = {(w, s, probe) for label, w, s, probe in plan if label != traffic_split.NONE}
+    assert arms == {
+        (traffic_split.WEIGHT, 0, None),
+        (0, traffic_split.SHADOW, None),
+        (0, traffic_split.SHADOW, traffic_split.SLOW),
+        (0, traffic_split.SHADOW, traffic_split.FAILING),
+    }
+    assert {(w, s, p) for label, w, s, p in plan if label == traffic_split.NONE} == {(0, 0, None)}
+    assert len(traffic_split.plan(3, probes=False)) == 13
 
 
 def test_traffic_targets_take_the_median_of_each_point_against_its_neighbours() -> None:
     none, split, shadow = traffic_split.NONE, traffic_split.SPLIT, traffic_split.SHADOWED
     req_s = [6000, 5400, 5200, 3500, 5000, 4800, 6000, 4300, 6000, 5820, 6000, 4100, 6000]
-    rows = [_point(label, rate) for (label, *_), rate in zip(traffic_split.plan(3), req_s, strict=True)]
+    rows = [_point(label, rate) for (label, *_), rate in zip(traffic_split.plan(3, probes=False), req_s, strict=True)]
     for row in rows:
         row["cpu_us_per_request"] = 1e6 / row["req_s"]  # one core, saturated: CPU per request is 1/rate
     ratios = traffic_split.ratios({"rows": rows})
@@ -566,6 +582,25 @@ def test_traffic_targets_take_the_median_of_each_point_against_its_neighbours() 
     text = "\n".join(traffic_split.render({"rows": rows, "notes": []}))
     assert f"| {split} #1 | 5,400 |" in text and f"| {none} | 6,000 |" in text and f"| {shadow} #3 | 4,100 |" in text
     assert "0.964×" in text
+
+
+def test_a_slow_or_failing_shadow_passes_only_with_every_answer_and_a_p99_within_the_healthy_points() -> None:
+    plan = traffic_split.plan(1)  # none, split, none, shadow, none, slow, none, failing, none
+    p99s = [6.0, 6.3, 7.2, 7.5, 6.2, 7.4, 6.4, 9.0, 6.1]  # the split's p99 is not a healthy point's
+    rows = [
+        _point(label, 5000) | {"p99_ms": p99, "shadows_run": 40.0, "shadow_errors": 0.0}
+        for (label, *_), p99 in zip(plan, p99s, strict=True)
+    ]
+    rows[-4]["shadows_dropped"] = rows[-2]["shadows_dropped"] = 900.0
+    slow, failing = traffic_split.probe_targets({"rows": rows})
+    assert slow[1:] == ("p99 7.40 ms (healthy 6.00-7.50 ms), 0 errors; shadows: 40 run, 0 failed, 900 dropped", True)
+    assert failing[2] is False  # 9.0 ms: past the worst of no split and the healthy shadow (7.5 ms)
+    rows[-4]["errors"] = 3  # a primary answer lost
+    assert traffic_split.probe_targets({"rows": rows})[0][2] is False
+    assert [t[0] for t in traffic_split.targets({"rows": rows})][2:] == [slow[0], failing[0]]
+    text = "\n".join(traffic_split.render({"rows": rows, "notes": []}))
+    assert f"{traffic_split.PROBED[traffic_split.FAILING]}: the primary answers" in text and "FAIL." in text
+    assert traffic_split.probe_targets({"rows": rows[:5]}) == []  # a plan without probes
 
 
 # --- auth (bench/auth_cost.py) ------------------------------------------------------------------
