@@ -78,9 +78,9 @@ def arm_requests(detail: dict[str, Any]) -> dict[str, int]:
 
 def shadow_counts(detail: dict[str, Any], version: int) -> dict[str, int]:
     """This process's shadow copies to ``version`` since start, from /traffic's ``replicas``
-    (this process first): ``requests`` run (answered or failed), ``errors``, ``dropped``."""
-    replicas = detail.get("replicas") or [{}]
-    for count in replicas[0].get("counts", []):
+    (``this_replica``): ``requests`` run (answered or failed), ``errors``, ``dropped``."""
+    mine = [r for r in detail.get("replicas") or [] if r.get("this_replica")]
+    for count in mine[0].get("counts", []) if mine else []:
         if count.get("arm") == "shadow" and count.get("version") == version:
             return {field: int(count.get(field, 0)) for field in ("requests", "errors", "dropped")}
     return {"requests": 0, "errors": 0, "dropped": 0}

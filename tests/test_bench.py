@@ -533,7 +533,9 @@ def test_a_split_counts_as_served_only_once_warm_with_its_weight() -> None:
     }
     assert traffic_split.arm_requests(stats) == {"default:1": 9, "canary:2": 1}
     shadow = {"arm": "shadow", "version": 2, "requests": 7, "errors": 1, "agreed": 6, "differed": 0, "dropped": 3}
-    replicas = {"replicas": [{"counts": [{"arm": "canary", "version": 2, "requests": 5}, shadow]}, {"counts": []}]}
+    other = {"this_replica": False, "counts": [shadow | {"requests": 70}]}  # another replica's, published
+    mine = {"this_replica": True, "counts": [{"arm": "canary", "version": 2, "requests": 5}, shadow]}
+    replicas = {"replicas": [other, mine]}
     assert traffic_split.shadow_counts(replicas, 2) == {"requests": 7, "errors": 1, "dropped": 3}
     assert traffic_split.shadow_counts(replicas, 3) == {"requests": 0, "errors": 0, "dropped": 0}
 

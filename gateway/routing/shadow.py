@@ -11,7 +11,8 @@ the requests callers wait for always keep the other half; a version that does no
 one shadow at a time (each would hold an inference thread the primaries need). A version
 whose shadows keep failing pauses (``GATEWAY_SHADOW_PAUSE_AFTER_FAILURES`` in a row): its
 copies are dropped for a second, then for twice as long each time the first shadow after a
-pause fails too, up to a minute; one that answers ends it. A failure costs about as much
+pause fails too, up to a minute; one that answers ends it (as does a minute without one
+after a pause). A failure costs about as much
 CPU as an answer (a pyfunc version that raised on every request took 2 ms of the core each,
 one after another, and the primaries' p99 went from 5 to 17 ms): the pause keeps a broken
 shadow from spending the primaries' CPU on errors nobody reads. So a slow or failing shadow
@@ -142,8 +143,8 @@ class ShadowQueue:
     def copy(self, primary: Resolved, answer: bytes, run: Run, decode: Decode = orjson.loads) -> None:
         """After a default-route answer (``primary``, answered ``answer``): send the same
         request to each shadow the split chooses for it. Never waits."""
-        if primary.route != DEFAULT and primary.route != CANARY:
-            return  # a request that named its version is never copied
+        if (primary.route != DEFAULT and primary.route != CANARY) or not self._workers:
+            return  # a request that named its version is never copied; stopped, nothing is
         for target in self._split.shadows(primary):
             if self.paused_for(target.id) is not None:
                 self._drop(target)
@@ -223,7 +224,7 @@ class ShadowQueue:
             log.debug("shadow request to %s failed: %s", target.id, exc)
             self._failed(target, started=began)
             return
-        self._failing.pop(target.id, None)  # it answers: no pause, and the next starts at a second
+        self._answered(target, started=began)
         counts.ran += 1
         self._metrics.arm_finished(model=target.name, arm=SHADOW, ok=True, seconds=time.perf_counter() - started)
         try:
@@ -236,14 +237,24 @@ class ShadowQueue:
             counts.differed += 1
         self._metrics.shadow_compared(target.name, agree=same)
 
+    def _answered(self, target: Resolved, *, started: float) -> None:
+        """An answer ends the version's failures in a row and its pauses (the next pause would
+        be a second again), unless it was already running when the current pause began."""
+        failing = self._failing.get(target.id)
+        if failing is not None and started >= failing.until:
+            del self._failing[target.id]
+
     def _failed(self, target: Resolved, *, started: float) -> None:
         """Count a failure in a row; pause the version's shadows once there are enough (one,
-        right after a pause). A shadow already running when a pause began does not count."""
+        right after a pause). A shadow already running when a pause began does not count, and
+        a failure long after the last pause (a new tag, say) starts the count afresh."""
         if not self._pause_after:
             return
         failing = self._failing.setdefault(target.id, _Failing())
         if started < failing.until:
             return
+        if failing.pause and started >= failing.until + LONGEST_PAUSE_SECONDS:
+            failing.in_a_row, failing.pause = 0, 0.0
         failing.in_a_row += 1
         if failing.in_a_row < (1 if failing.pause else self._pause_after):
             return

@@ -13,7 +13,9 @@ canary's, or the only one's) moves keys only into that canary.
 
 Without a key, at random, one draw per model per turn of the event loop: the requests for a
 model that the loop routes in the same turn (those that arrived together) go to the same
-version, and each turn goes to a canary with its weight's probability. So each request still
+version (a turn: from a model's first draw until the loop's next pass over its ready callbacks
+reaches the reset scheduled then), and each turn goes to a canary with its weight's
+probability. So each request still
 lands on a canary with exactly its weight, and a canary's batches are as full as the default
 version's would have been. Drawn per request, a 10% canary at 32 connections got batches of
 one or two requests, beside the default's fifteen, and each of its calls cost a whole
@@ -122,7 +124,7 @@ class TrafficSplit:
             return self._random.random() * 100
         if self._turn is None or self._turn[0] is not loop:
             self._turn = (loop, {})
-            loop.call_soon(self._end_turn, self._turn)  # runs after this turn's callbacks
+            loop.call_soon(self._end_turn, self._turn)  # the loop's next pass over its ready callbacks
         draws = self._turn[1]
         point = draws.get(name)
         if point is None:

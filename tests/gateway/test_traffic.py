@@ -374,16 +374,28 @@ async def test_shadows_never_change_or_wait_for_the_primary(
         await one.services.shadows.drain()
 
 
+class ManualClock:
+    """The shadow queue's clock, moved by the test: pauses end when it says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_shadow_that_keeps_failing_pauses_and_one_that_answers_ends_the_pause(
-    registry: Registry, settings_for: Callable[..., GatewaySettings]
+    registry: Registry, settings_for: Callable[..., GatewaySettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GATEWAY_SHADOW_PAUSE_AFTER_FAILURES in a row pause a shadow version (its copies dropped,
-    the primaries unchanged); after the pause the first failure pauses it again for twice as
-    long; an answer ends it."""
+    queued ones too, the primaries unchanged); after the pause the first failure pauses it
+    again for twice as long, up to a minute; an answer ends it."""
     name, (v1, v2) = fresh_model(registry, Doubler(), NegativeFails())
     registry.client.set_model_version_tag(name, str(v2), SHADOW_TAG, "100")
     async with replica(settings_for("all", shadow_pause_after_failures=3), registry.tracking_uri) as one:
         shadows, sample = one.services.shadows, one.services.metrics.registry.get_sample_value
+        clock = ManualClock()
+        monkeypatch.setattr(shadows, "_clock", clock)
         v2_id = one.services.catalog.state(name, v2).id  # type: ignore[union-attr]
         assert one.services.split.ready(v2_id)
 
@@ -401,29 +413,60 @@ async def test_a_shadow_that_keeps_failing_pauses_and_one_that_answers_ends_the_
         await asyncio.gather(*(primary(-1.0) for _ in range(6)))
         counts = shadows.counts[(name, v2)]
         assert (counts.ran, counts.failed, counts.dropped) == (3, 3, 5)
-        paused = shadows.paused_for(v2_id)
-        assert paused is not None and 0 < paused <= 1
+        assert shadows.paused_for(v2_id) == 1.0
         for _ in range(4):
             await primary(-1.0)
         assert (counts.ran, counts.dropped) == (3, 9)  # paused: dropped, never run
         [arm] = (await one.client.get(f"/models/{name}/traffic")).json()["arms"]
-        assert arm["version"] == v2 and 0 < arm["shadow_paused_s"] <= 1
+        assert (arm["version"], arm["shadow_paused_s"]) == (v2, 1.0)
         assert sample("gateway_shadow_pauses_total", {"model": name}) == 1
 
-        await until(lambda: shadows.paused_for(v2_id) is None, "the first pause to end")
-        await primary(-1.0)  # the first shadow after the pause fails: paused again, twice as long
-        paused = shadows.paused_for(v2_id)
-        assert counts.failed == 4 and paused is not None and 1 < paused <= 2
-        assert sample("gateway_shadow_pauses_total", {"model": name}) == 2
+        pauses = []
+        for _ in range(8):  # each first shadow after a pause fails: twice as long, up to a minute
+            clock.now += shadows.paused_for(v2_id) or 0.0
+            assert shadows.paused_for(v2_id) is None
+            await primary(-1.0)
+            pauses.append(shadows.paused_for(v2_id))
+        assert pauses == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+        assert counts.failed == 11 and sample("gateway_shadow_pauses_total", {"model": name}) == 9
 
-        await until(lambda: shadows.paused_for(v2_id) is None, "the second pause to end", timeout=30)
+        clock.now += 60.0
         await primary(1.0)  # it answers: the pause is over, and the count starts again
-        assert (counts.ran, counts.agreed) == (5, 1)
+        assert (counts.ran, counts.agreed) == (12, 1)
         for _ in range(2):
             await primary(-1.0)
-        assert shadows.paused_for(v2_id) is None and counts.failed == 6
+        assert shadows.paused_for(v2_id) is None and counts.failed == 13
         [arm] = (await one.client.get(f"/models/{name}/traffic")).json()["arms"]
         assert arm["shadow_paused_s"] is None
+
+
+async def test_shadows_already_running_when_a_pause_begins_neither_lengthen_nor_end_it(
+    registry: Registry, settings_for: Callable[..., GatewaySettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batching shadow version: one shadow fails and pauses it while three more wait in its
+    queue (already past the pause check); their failures are not "the first after the pause"."""
+    name, (v1, v2) = fresh_model(registry, Doubler(), fault_models.GatedNegativeFails())
+    registry.client.set_model_version_tag(name, str(v2), "gateway.batching", "true")
+    registry.client.set_model_version_tag(name, str(v2), SHADOW_TAG, "100")
+    async with replica(settings_for("all", shadow_pause_after_failures=1), registry.tracking_uri) as one:
+        shadows = one.services.shadows
+        clock = ManualClock()
+        monkeypatch.setattr(shadows, "_clock", clock)
+        v2_id = one.services.catalog.state(name, v2).id  # type: ignore[union-attr]
+        assert one.services.split.ready(v2_id) and one.services.inference.batches(v2_id)
+        fault_models.PREDICT_GATE.clear()
+        fault_models.PREDICT_ENTERED.clear()
+        try:
+            answers = [await one.predict(name, x=-1.0)]  # its shadow's batch waits at the gate
+            await until(fault_models.PREDICT_ENTERED.is_set, "the first shadow to reach predict")
+            answers += [await one.predict(name, x=-1.0) for _ in range(3)]  # theirs wait behind it
+        finally:
+            fault_models.PREDICT_GATE.set()
+        await shadows.drain()
+        assert {(r.status_code, r.json()["predictions"][0]) for r in answers} == {(200, -2.0)}
+        counts = shadows.counts[(name, v2)]
+        assert (counts.ran, counts.failed) == (4, 4)
+        assert shadows.paused_for(v2_id) == 1.0  # paused once, by the first: not doubled thrice
 
 
 async def test_shadows_in_flight_together_share_their_versions_batches(

@@ -64,6 +64,15 @@ class SlowDoubler(Doubler):
         return super().predict(context, model_input, params)
 
 
+class GatedNegativeFails(NegativeFails):
+    """NegativeFails whose predict first waits for PREDICT_GATE, as GatedPredict's does."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        PREDICT_ENTERED.set()
+        PREDICT_GATE.wait(timeout=30)
+        return super().predict(context, model_input, params)
+
+
 class GatedPredict(Doubler):
     """Its predict blocks until PREDICT_GATE is set (30 s at most)."""
 
