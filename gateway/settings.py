@@ -214,11 +214,11 @@ class GatewaySettings(BaseSettings):
     its size (a GPU) gains from waiting a few milliseconds."""
 
     inline_predict_ms: float = Field(default=1.0, ge=0)
-    """A batch of a version with a fast path (sklearn, pytorch) runs on the event loop, not in
-    the inference pool, when a batch of that version at least as large took less than this
-    many milliseconds (of CPU, measured in the pool): it saves two thread switches and the
-    GIL's back and forth, about as much as a small model's predict. 0 runs every batch in
-    the pool."""
+    """A batch of a version with a fast path that computes on the CPU (sklearn; pytorch on the
+    CPU) runs on the event loop, not in the inference pool, when a batch of that version at
+    least as large took less than this many milliseconds of CPU: it saves two thread switches
+    and the GIL's back and forth, about as much as a small model's predict. 0 runs every
+    batch in the pool."""
 
     max_queue: int = Field(default=256, ge=1)
     """Requests one version may hold waiting for a predict; past it the answer is 503 with

@@ -74,7 +74,6 @@ class VersionQueue:
     max_workers: int
     inline_cpu: float = 0.0  # seconds; 0: every batch runs in the pool (see on_loop)
     _cheap_up_to: int = 0  # the largest batch size seen costing less than inline_cpu
-    _overran: bool = False  # a batch on the loop took longer than inline_cpu: see _measured
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _together: bool = False  # the last batch found company: worth waiting for more
@@ -126,9 +125,9 @@ class VersionQueue:
             on_loop = self.on_loop(len(requests))
             try:
                 if on_loop:
-                    outcomes, fast = self._measured(requests, True)
+                    outcomes, fast = self._measured(requests)
                 else:
-                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, False)
+                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests)
             except Exception as exc:  # the runner answers per request; this is the pool itself failing
                 outcomes, fast = [exc] * len(batch), 0
             self.metrics.batch_finished(self.model.name, size=len(batch), fast=fast, on_loop=on_loop)
@@ -154,24 +153,23 @@ class VersionQueue:
         largest batch of it seen to cost less than ``inline_cpu``: nothing is extrapolated. A
         version's first batch, and any batch larger than that, runs in the pool and is measured
         there; a batch that cost more lowers the bound below its own size."""
-        return self.inline_cpu > 0 and self.model.fast is not None and size <= self._cheap_up_to
+        fast = self.model.fast
+        return self.inline_cpu > 0 and fast is not None and fast.on_cpu and size <= self._cheap_up_to
 
-    def _measured(self, requests: list[Request], on_loop: bool) -> tuple[list[Outcome], int]:
-        """Run a batch and measure it. On the loop: the time the loop was held. In the pool: the
-        thread's CPU time (a wait for the GIL is not the batch's cost), but once a batch on the
-        loop has taken longer than its CPU promised (a GPU kernel waited on, say, costs little
-        CPU), the wall time too, so such a version does not come back to the loop."""
-        started, cpu = time.perf_counter(), time.thread_time()
+    def _measured(self, requests: list[Request]) -> tuple[list[Outcome], int]:
+        """Run a batch and measure it by the thread's CPU time, on the loop and in the pool
+        alike: a batch that cost more than ``inline_cpu`` lowers the bound below its size, a
+        cheaper one raises it to its size. Not by the clock: in the pool it counts the waits
+        for the GIL the busy loop holds, and anywhere the moments a VM's scheduler pauses the
+        whole process; neither is the batch's cost (by the clock, on a shared VM, a version
+        drifted into the pool batch by batch). What a clock would catch, a wait on a device,
+        is ruled out before: only fast paths that compute on the CPU run on the loop."""
+        cpu = time.thread_time()
         try:
             return self.run(self.model, requests)
         finally:
-            took = time.perf_counter() - started
-            if not on_loop:
-                took = max(time.thread_time() - cpu, took if self._overran else 0.0)
-            elif took >= self.inline_cpu:
-                self._overran = True
             size = len(requests)
-            if took < self.inline_cpu:
+            if time.thread_time() - cpu < self.inline_cpu:
                 self._cheap_up_to = max(self._cheap_up_to, size)
             else:
                 self._cheap_up_to = min(self._cheap_up_to, size - 1)

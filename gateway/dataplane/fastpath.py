@@ -42,6 +42,7 @@ class FastPath:
         *,
         tensors: Callable[[dict[str, np.ndarray]], np.ndarray | None] | None = None,
         columns: tuple[list[str], np.dtype[Any]] | None = None,
+        on_cpu: bool = True,
     ) -> None:
         self._decode = decode
         self._tensors = tensors
@@ -49,6 +50,9 @@ class FastPath:
         self.columns = columns
         """The signature's columns and their one dtype, where the array predicted on is those
         columns side by side: an adapter may read a request straight into such rows."""
+        self.on_cpu = on_cpu
+        """Whether ``predict`` computes on this CPU (sklearn, a torch model on the CPU), not on
+        a device it would wait for: only then may a batch run on the event loop."""
 
     def from_rows(self, rows: np.ndarray) -> np.ndarray | None:
         """Rows an adapter laid out as :attr:`columns` says, if they are exactly that (and
@@ -170,7 +174,8 @@ def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:
             return None
         return array
 
-    return FastPath(decode, wrapper.predict, tensors=tensors)
+    on_cpu = str(getattr(wrapper, "device", "cpu")).split(":")[0] == "cpu"  # MLflow's load-time device
+    return FastPath(decode, wrapper.predict, tensors=tensors, on_cpu=on_cpu)
 
 
 def _plain_numbers(value: Any) -> bool:
