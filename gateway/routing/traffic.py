@@ -20,7 +20,9 @@ lands on a canary with exactly its weight, and a canary's batches are as full as
 version's would have been. Drawn per request, a 10% canary at 32 connections got batches of
 one or two requests, beside the default's fifteen, and each of its calls cost a whole
 predict call (sklearn's input checks are ~90 us whatever the rows): the split cost 11% of
-the throughput without one. Keyed requests are hashed one by one, as they must be.
+the throughput without one. Keyed requests are hashed one by one, as they must be. A
+shadow's percent is drawn per turn as well (keys play no part in shadows): the primaries of
+one batch answer in one turn, so their copies are all made or none and share a batch.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class TrafficSplit:
         self._off: set[tuple[str, int, str | None]] = set()
         self._random = chance or random.Random()
         # This turn of the event loop's draw for each model: (the loop, the draws).
-        self._turn: tuple[asyncio.AbstractEventLoop, dict[str, float]] | None = None
+        self._turn: tuple[asyncio.AbstractEventLoop, dict[str | tuple[str, int], float]] | None = None
 
     # --- what to keep warm ----------------------------------------------------------
 
@@ -107,7 +109,7 @@ class TrafficSplit:
         traffic = self._catalog.split(name)
         if traffic is None:
             return as_default
-        point = stable_point(name, key) if key is not None else self._unkeyed_point(name)
+        point = stable_point(name, key) if key is not None else self._turn_draw(name)
         chosen = traffic.landing(point)
         if chosen is None or chosen.version == default.version or self.weight(name, chosen) <= 0:
             return as_default
@@ -116,8 +118,9 @@ class TrafficSplit:
             return as_default  # not warm here (yet): its share stays on the default version
         return Resolved(version, None, route=CANARY, fallback=as_default)
 
-    def _unkeyed_point(self, name: str) -> float:
-        """A request without a key: this turn's draw for the model (see the module's doc)."""
+    def _turn_draw(self, what: str | tuple[str, int]) -> float:
+        """This turn's draw in [0, 100) for ``what``: a model's canaries (its name), or one of
+        its shadows ((name, version)); see the module's doc."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop, no turns: each call draws
@@ -126,23 +129,25 @@ class TrafficSplit:
             self._turn = (loop, {})
             loop.call_soon(self._end_turn, self._turn)  # the loop's next pass over its ready callbacks
         draws = self._turn[1]
-        point = draws.get(name)
+        point = draws.get(what)
         if point is None:
-            point = draws[name] = self._random.random() * 100
+            point = draws[what] = self._random.random() * 100
         return point
 
-    def _end_turn(self, turn: tuple[asyncio.AbstractEventLoop, dict[str, float]]) -> None:
+    def _end_turn(self, turn: tuple[asyncio.AbstractEventLoop, dict[str | tuple[str, int], float]]) -> None:
         if self._turn is turn:
             self._turn = None
 
     def shadows(self, primary: Resolved) -> list[Resolved]:
-        """The shadows this default-route request is also sent to (each by its own percent)."""
+        """The shadows this default-route request is also sent to (each by its own percent,
+        drawn per turn of the loop like a canary: the copies of requests answered together
+        share the shadow version's batches)."""
         traffic = self._catalog.split(primary.name)
         if traffic is None:
             return []
         chosen = []
         for arm in traffic.shadows:
-            if arm.version == primary.version or self._random.random() * 100 >= arm.shadow:
+            if arm.version == primary.version or self._turn_draw((primary.name, arm.version)) >= arm.shadow:
                 continue
             version = self._servable(primary.name, arm.version)
             if version is not None and self.ready(version):

@@ -241,6 +241,31 @@ async def test_unkeyed_requests_that_arrive_together_go_to_one_version_and_turns
         assert {r.headers["x-model-version"] for r in answers} == {str(v1), str(v2)}
 
 
+async def test_a_shadows_draw_is_per_turn_of_the_loop_too(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """Primaries answered in the same turn (one batch's) are all copied or none, so their
+    copies share the shadow version's batches; each turn is copied with the shadow percent.
+    Asked of the split directly: over HTTP, which turn a primary's answer lands in is the
+    batching's business, not the draw's."""
+    name, (v1, v2) = fresh_model(registry)
+    registry.client.set_model_version_tag(name, str(v2), SHADOW_TAG, "30")
+    turns, size = 200, 8
+    async with replica(settings_for("all"), registry.tracking_uri) as one:
+        split = one.services.split
+        primary = await one.services.inference.choose(name)
+        assert (primary.version, primary.route) == (v1, "default")
+        copied = 0
+        for _ in range(turns):
+            chosen = {tuple(target.version for target in split.shadows(primary)) for _ in range(size)}
+            assert chosen in ({()}, {(v2,)}), chosen
+            copied += chosen == {(v2,)}
+            await asyncio.sleep(0)  # the turn ends: the next pass over the loop's callbacks
+            await asyncio.sleep(0)
+        low, high = binomial_bound(turns, 0.30)
+        assert low <= copied <= high, copied
+
+
 async def test_a_canary_that_is_not_warm_yet_gets_nothing(
     registry: Registry, settings_for: Callable[..., GatewaySettings]
 ) -> None:
