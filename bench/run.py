@@ -594,6 +594,8 @@ def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
         "GATEWAY_CANARY_MAX_ERROR_RATE": "1",
     }
     connections = traffic_split.CONNECTIONS
+    seconds = min(run.duration, traffic_split.POINT_SECONDS)
+    warmup = min(run.warmup, traffic_split.WARMUP_SECONDS)
     probes = shadow_probe_versions(tracking_uri)
     arms = [traffic_split.ARM_VERSION, *probes.values()]
     with gateway(tracking_uri, "traffic", cpus=run.server_cpus, env=env) as gw:
@@ -604,10 +606,10 @@ def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
                 version = probes[probe] if probe else traffic_split.ARM_VERSION
                 took = _set_traffic(gw, client, arms, version=version, weight=weight, shadow=shadow)
                 post(url, bodies["iris"].read_bytes())
-                if run.warmup:
-                    drive(url, bodies["iris"], connections=connections, duration=run.warmup, cpus=run.load_cpus)
+                if warmup:
+                    drive(url, bodies["iris"], connections=connections, duration=warmup, cpus=run.load_cpus)
                 before, cpu = _traffic_detail(gw), gw.cpu_seconds()
-                result = drive(url, bodies["iris"], connections=connections, duration=run.duration, cpus=run.load_cpus)
+                result = drive(url, bodies["iris"], connections=connections, duration=seconds, cpus=run.load_cpus)
                 cpu, after = gw.cpu_seconds() - cpu, _traffic_detail(gw)
                 counts = [traffic_split.arm_requests(d) for d in (before, after)]
                 delta = {arm: n - counts[0].get(arm, 0) for arm, n in counts[1].items()}
