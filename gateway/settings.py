@@ -270,6 +270,7 @@ class GatewaySettings(BaseSettings):
     dropped for a second, then for twice as long each time the first shadow after a pause
     fails too (up to a minute), until one answers. A failure costs the primaries CPU like an
     answer. 0: never pause."""
+
     shadow_tolerance: float = Field(default=1e-6, ge=0)
     """Relative tolerance within which a shadow's float answers agree with the primary's."""
     grpc_port: int | None = Field(default=None, ge=0, le=65535)

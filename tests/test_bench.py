@@ -525,12 +525,7 @@ def test_a_split_counts_as_served_only_once_warm_with_its_weight() -> None:
     assert not served({"arms": [_arm(shadow=25.0)]}, shadow=25)
     assert served({"arms": [_arm(shadow=25.0, warm=True)]}, shadow=25)
     assert not served({"arms": [_arm(weight=10.0, served_weight=10.0, warm=True)]}, shadow=25)
-    stats = {
-        "stats": [
-            {"arm": "default", "version": 1, "requests": 9, "errors": 0},
-            {"arm": "canary", "version": 2, "requests": 1, "errors": 0},
-        ]
-    }
+    stats = {"stats": [{"arm": "default", "version": 1, "requests": 9}, {"arm": "canary", "version": 2, "requests": 1}]}
     assert traffic_split.arm_requests(stats) == {"default:1": 9, "canary:2": 1}
     shadow = {"arm": "shadow", "version": 2, "requests": 7, "errors": 1, "agreed": 6, "differed": 0, "dropped": 3}
     other = {"this_replica": False, "counts": [shadow | {"requests": 70}]}  # another replica's, published

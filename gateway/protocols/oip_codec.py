@@ -599,11 +599,8 @@ def _json_text(item: Any) -> str:
 def _jsonable(item: Any) -> Any:
     if isinstance(item, np.ndarray | np.generic):
         return item.tolist()
-    if isinstance(item, bytes):
-        return item.decode("utf-8", "replace")
-    if hasattr(item, "isoformat"):
-        return item.isoformat()
-    return str(item)
+    text = _text(item)
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
 def _text(item: Any) -> str | bytes:

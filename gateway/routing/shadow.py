@@ -11,13 +11,13 @@ the requests callers wait for always keep the other half; a version that does no
 one shadow at a time (each would hold an inference thread the primaries need). A version
 whose shadows keep failing pauses (``GATEWAY_SHADOW_PAUSE_AFTER_FAILURES`` in a row): its
 copies are dropped for a second, then for twice as long each time the first shadow after a
-pause fails too, up to a minute; one that answers ends it (as does a minute without one
-after a pause). A failure costs about as much
-CPU as an answer (a pyfunc version that raised on every request took 2 ms of the core each,
-one after another, and the primaries' p99 went from 5 to 17 ms): the pause keeps a broken
-shadow from spending the primaries' CPU on errors nobody reads. So a slow or failing shadow
-can neither delay, fail nor change a primary answer. A shadow runs only on a version already
-warm here (never a load).
+pause fails too, up to a minute; one that answers ends it, and a failure a minute or more
+after a pause ended counts from one again. A failure costs about as much CPU as an answer (a
+pyfunc version that raised on every request took 2 ms of the core each, one after another,
+and the primaries' p99 went from 5 to 17 ms): the pause keeps a broken shadow from spending
+the primaries' CPU on errors nobody reads. So a slow or failing shadow can neither delay,
+fail nor change a primary answer. A shadow runs only on a version already warm here (never a
+load).
 
 Any protocol's default route copies its requests here: the request is run again, in that
 protocol, on the shadow version (``ShadowRequest.run``), and both answers are decoded into
@@ -114,7 +114,6 @@ class ShadowQueue:
         tolerance: float,
         concurrency: int = 1,
         pause_after_failures: int = 0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inference = inference
         self._split = split
@@ -128,7 +127,7 @@ class ShadowQueue:
         self.counts: dict[tuple[str, int], ShadowCounts] = {}
         self.dropped = 0
         self._pause_after = pause_after_failures  # 0: never pause
-        self._clock = clock
+        self._clock = time.monotonic  # the pauses' clock
         self._failing: dict[VersionId, _Failing] = {}
 
     def start(self) -> None:
@@ -154,7 +153,7 @@ class ShadowQueue:
     def paused_for(self, version: VersionId) -> float | None:
         """Seconds left of this version's pause, or None when its shadows run."""
         failing = self._failing.get(version)
-        if failing is None or not failing.until:
+        if failing is None:
             return None
         left = failing.until - self._clock()
         return left if left > 0 else None

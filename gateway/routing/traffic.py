@@ -13,16 +13,16 @@ canary's, or the only one's) moves keys only into that canary.
 
 Without a key, at random, one draw per model per turn of the event loop: the requests for a
 model that the loop routes in the same turn (those that arrived together) go to the same
-version (a turn: from a model's first draw until the loop's next pass over its ready callbacks
-reaches the reset scheduled then), and each turn goes to a canary with its weight's
-probability. So each request still
-lands on a canary with exactly its weight, and a canary's batches are as full as the default
-version's would have been. Drawn per request, a 10% canary at 32 connections got batches of
-one or two requests, beside the default's fifteen, and each of its calls cost a whole
-predict call (sklearn's input checks are ~90 us whatever the rows): the split cost 11% of
-the throughput without one. Keyed requests are hashed one by one, as they must be. A
-shadow's percent is drawn per turn as well (keys play no part in shadows): the primaries of
-one batch answer in one turn, so their copies are all made or none and share a batch.
+version (a turn: from a model's first draw until the loop's next pass over its ready
+callbacks reaches the reset scheduled then), and each turn goes to a canary with its
+weight's probability. So each request still lands on a canary with exactly its weight, and a
+canary's batches are as full as the default version's would have been. Drawn per request, a
+10% canary at 32 connections got batches of one or two requests, beside the default's
+fifteen, and each of its calls cost a whole predict call (sklearn's input checks are ~90 us
+whatever the rows): the split cost 11% of the throughput without one. Keyed requests are
+hashed one by one, as they must be. A shadow's percent is drawn per turn as well (keys play
+no part in shadows): the primaries of one batch answer in one turn, so their copies are all
+made or none and share a batch.
 """
 
 from __future__ import annotations

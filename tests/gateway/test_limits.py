@@ -22,6 +22,7 @@ from gateway.settings import GatewaySettings
 from tests.conftest import IRIS, Registry, iris_split
 from tests.gateway.test_auth import metric
 from tests.support import models as fault_models
+from tests.support.clock import ManualClock
 from tests.support.keys import add_key, bearer, keyed_gateway
 from tests.support.redis import redis_client, redis_url
 from tests.support.waiting import until
@@ -37,19 +38,11 @@ def registry(sqlite_registry: Registry) -> Registry:
     return sqlite_registry
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # --- the buckets, by hand -------------------------------------------------------------------
 
 
 def test_a_token_bucket_allows_a_burst_of_its_rate_then_its_rate() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limits = LocalLimits(clock)
     rate = [Limit("key", "ci", rate=3)]
     for _ in range(3):
@@ -70,7 +63,7 @@ def test_a_token_bucket_allows_a_burst_of_its_rate_then_its_rate() -> None:
 
 
 def test_a_rate_below_one_has_a_burst_of_one_and_says_when_to_come_back() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limits = LocalLimits(clock)
     slow = [Limit("model", "iris", rate=0.1)]
     limits.acquire(slow)
@@ -84,7 +77,7 @@ def test_a_rate_below_one_has_a_burst_of_one_and_says_when_to_come_back() -> Non
 
 
 def test_a_concurrency_cap_counts_requests_in_flight() -> None:
-    limits = LocalLimits(Clock())
+    limits = LocalLimits(ManualClock())
     cap = [Limit("key", "ci", concurrency=2)]
     first, second = limits.acquire(cap), limits.acquire(cap)
     with pytest.raises(RateLimited) as refused:
@@ -100,7 +93,7 @@ def test_a_concurrency_cap_counts_requests_in_flight() -> None:
 
 
 def test_a_request_refused_by_one_limit_counts_against_none() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limits = LocalLimits(clock)
     key = Limit("key", "ci", rate=1, concurrency=5)
     model = Limit("model", "iris", concurrency=1)
@@ -115,7 +108,7 @@ def test_a_request_refused_by_one_limit_counts_against_none() -> None:
 
 
 def test_cold_loads_are_budgeted_per_minute() -> None:
-    clock = Clock()
+    clock = ManualClock()
     metrics = GatewayMetrics()
     budget = LoadBudget(2, metrics, clock=clock)
     budget.take("iris", 1)

@@ -28,6 +28,7 @@ from registry_sync.registry import RegistryReader
 from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, InvalidSplit, parse_split
 from tests.conftest import Registry, empty_registry
 from tests.support import models as fault_models
+from tests.support.clock import ManualClock
 from tests.support.models import Doubler, GatedLoad, GatedPredict, NegativeFails, SlowDoubler, log_pyfunc
 from tests.support.versions import loading
 from tests.support.waiting import eventually, until
@@ -260,8 +261,7 @@ async def test_a_shadows_draw_is_per_turn_of_the_loop_too(
             chosen = {tuple(target.version for target in split.shadows(primary)) for _ in range(size)}
             assert chosen in ({()}, {(v2,)}), chosen
             copied += chosen == {(v2,)}
-            await asyncio.sleep(0)  # the turn ends: the next pass over the loop's callbacks
-            await asyncio.sleep(0)
+            await next_turn()
         low, high = binomial_bound(turns, 0.30)
         assert low <= copied <= high, copied
 
@@ -399,14 +399,13 @@ async def test_shadows_never_change_or_wait_for_the_primary(
         await one.services.shadows.drain()
 
 
-class ManualClock:
-    """The shadow queue's clock, moved by the test: pauses end when it says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+async def next_turn() -> None:
+    """Return once the loop has run the callbacks already scheduled, the split's end of this
+    turn among them (it was scheduled at the turn's first draw, before this one)."""
+    loop = asyncio.get_running_loop()
+    passed = loop.create_future()
+    loop.call_soon(passed.set_result, None)
+    await passed
 
 
 async def test_a_shadow_that_keeps_failing_pauses_and_one_that_answers_ends_the_pause(
