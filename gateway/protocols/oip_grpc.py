@@ -20,6 +20,7 @@ service ``""`` is SERVING while the process is up (liveness), ``ready`` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -438,24 +439,43 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # u
 
 
 class GrpcServer:
-    """The gRPC server of one gateway process: started and stopped by the app's lifespan."""
+    """The gRPC server of one gateway process: started and stopped by the app's lifespan.
+
+    In fact ``acceptors`` grpc.aio servers on one port (``grpc.so_reuseport``, grpc's own
+    default on Linux, which ``--workers`` relies on too), sharing one set of handlers. A
+    grpc.aio server asks its core for the next call only once it has the last one, and each
+    answer reaches the event loop in a turn of its own: calls arrive one per turn, and each
+    becomes a batch of one (at 32 connections the bench measured batches of 1.04, against
+    16 over REST). The kernel hands each new connection to one of the servers, so with N of
+    them up to N calls arrive in the same turn and share a batch."""
 
     def __init__(self, services: Services, *, host: str, port: int) -> None:
-        limit = services.settings.max_body_bytes
-        self._server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)]
-        )
-        self._server.add_generic_rpc_handlers((InferenceServicer(services).handlers(),))
-        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(services), self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        settings = services.settings
+        options = [
+            ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 1),
+        ]
+        inference = InferenceServicer(services).handlers()
+        health = HealthServicer(services)
+        self._servers: list[grpc.aio.Server] = []
+        for _ in range(settings.grpc_acceptors):
+            server = grpc.aio.server(options=options)
+            server.add_generic_rpc_handlers((inference,))
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            bound = server.add_insecure_port(f"{host}:{port}")
+            if bound == 0:
+                raise OSError(f"cannot bind gRPC to {host}:{port}")
+            port = bound  # the others on the port the first one took (port 0: any free one)
+            self._servers.append(server)
+        self.port = port
         self.address = f"{host}:{self.port}"
 
     async def start(self) -> None:
-        await self._server.start()
-        log.info("gRPC (Open Inference Protocol, grpc.health.v1) on %s", self.address)
+        for server in self._servers:
+            await server.start()
+        log.info("gRPC (Open Inference Protocol, grpc.health.v1) on %s, %d acceptors", self.address, len(self._servers))
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let those running finish within ``grace`` seconds, then cancel them."""
-        await self._server.stop(grace)
+        await asyncio.gather(*(server.stop(grace) for server in self._servers))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -106,6 +108,40 @@ def test_iris_answers_as_pyfunc_does(
     response = result.get_response()
     assert response.model_name == IRIS and response.model_version == str(expected)
     assert len(response.raw_output_contents) == 1  # raw in, raw out
+
+
+def _listening_sockets(port: int) -> int:
+    """TCP sockets listening on ``port`` on this machine, from /proc/net/tcp and tcp6."""
+    count = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port  # 0A: LISTEN
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts listening sockets in Linux's /proc/net/tcp")
+def test_several_acceptors_share_the_port_and_every_connection_is_answered(
+    sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """GATEWAY_GRPC_ACCEPTORS servers listen on the one port, the kernel spreading connections
+    over them; calls on every connection are answered alike, and stopping closes them all."""
+    port = free_port()
+    settings = settings_under(tmp_path_factory.mktemp("oip-grpc-acceptors"), grpc_port=port, grpc_acceptors=4)
+    first, _ = sqlite_registry.versions[IRIS]
+    with served(settings, sqlite_registry):
+        assert _listening_sockets(port) == 4
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]  # else channels share one
+        clients = [triton.InferenceServerClient(f"127.0.0.1:{port}", channel_args=own_connection) for _ in range(12)]
+        try:
+            with ThreadPoolExecutor(len(clients)) as pool:
+                answers = list(pool.map(lambda c: c.infer(IRIS, iris_inputs(ROWS)).as_numpy("output-1"), clients))
+        finally:
+            for connection in clients:
+                connection.close()
+        for labels in answers:
+            np.testing.assert_array_equal(labels, expected_labels(sqlite_registry, first))
+    assert _listening_sockets(port) == 0
 
 
 def test_typed_contents_in_typed_contents_out(
