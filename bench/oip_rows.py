@@ -92,26 +92,25 @@ def write_bodies(work: Path, columns: list[str], row: list[float]) -> Bodies:
 # is the median of its rounds' ratios. MLServer's points are one round, after the gateway's.
 
 
-def find(rows: list[Row], server: str, protocol: str, connections: int, round_: int | None = None) -> Row | None:
-    return next(
-        (
-            r
-            for r in rows
-            if r["server"] == server
-            and r["protocol"] == protocol
-            and r["connections"] == connections
-            and (round_ is None or r.get("round", 1) == round_)
-        ),
-        None,
-    )
-
-
 def _rounds(rows: list[Row], server: str, protocol: str, connections: int) -> list[Row]:
     return [r for r in rows if (r["server"], r["protocol"], r["connections"]) == (server, protocol, connections)]
 
 
+def find(rows: list[Row], server: str, protocol: str, connections: int, round_: int | None = None) -> Row | None:
+    points = _rounds(rows, server, protocol, connections)
+    return next((r for r in points if round_ is None or r.get("round", 1) == round_), None)
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _median_of(points: list[Row], field: str) -> float | None:
+    return _median([float(r[field]) for r in points if r.get(field) is not None])
+
+
+def _median_rate(rows: list[Row], server: str, protocol: str, connections: int) -> float | None:
+    return _median([v for v in (rate(r) for r in _rounds(rows, server, protocol, connections)) if v])
 
 
 def round_ratios(rows: list[Row], protocol: str, connections: int, over: tuple[str, ...] = (MLFLOW,)) -> list[float]:
@@ -140,10 +139,6 @@ def summary(rows: list[Row]) -> list[Row]:
     for server, protocol, connections in keys:
         points = _rounds(rows, server, protocol, connections)
         measured = [r for r in points if rate(r) is not None]
-
-        def median_of(field: str, among: list[Row] = measured) -> float | None:
-            return _median([float(r[field]) for r in among if r.get(field) is not None])
-
         shares = [
             float(r["client_cpu_s"]) / float(r["seconds"])
             for r in measured
@@ -152,8 +147,7 @@ def summary(rows: list[Row]) -> list[Row]:
         if server == GATEWAY:
             ratio = _median(round_ratios(rows, protocol, connections))
         else:
-            base = _median([v for v in (rate(r) for r in _rounds(rows, GATEWAY, MLFLOW, connections)) if v])
-            mine = median_of("req_s")
+            base, mine = _median_rate(rows, GATEWAY, MLFLOW, connections), _median_of(measured, "req_s")
             ratio = mine / base if mine is not None and base else None
         out.append(
             {
@@ -161,12 +155,12 @@ def summary(rows: list[Row]) -> list[Row]:
                 "protocol": protocol,
                 "connections": connections,
                 "rounds": len(points),
-                "req_s": median_of("req_s"),
-                "p50_ms": median_of("p50_ms"),
-                "p99_ms": median_of("p99_ms"),
+                "req_s": _median_of(measured, "req_s"),
+                "p50_ms": _median_of(measured, "p50_ms"),
+                "p99_ms": _median_of(measured, "p99_ms"),
                 "errors": sum(int(r.get("errors") or 0) for r in points),
                 "ratio": ratio,
-                "requests_per_batch": median_of("requests_per_batch"),
+                "requests_per_batch": _median_of(measured, "requests_per_batch"),
                 "client_cpu": _median(shares),
             }
         )
@@ -191,8 +185,7 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
         ratio = _median(round_ratios(rows, GRPC, connections, over=(REST_JSON, REST_BINARY)))
         out.append((name, "not measured", False) if ratio is None else (name, f"{ratio:.2f}×", ratio >= 1.0))
     name = "OIP: REST JSON at 32 conns ≥ 10× MLServer's V2 REST"
-    theirs = _median([v for v in (rate(r) for r in _rounds(rows, MLSERVER, REST_JSON, 32)) if v])
-    mine = _median([v for v in (rate(r) for r in _rounds(rows, GATEWAY, REST_JSON, 32)) if v])
+    theirs, mine = _median_rate(rows, MLSERVER, REST_JSON, 32), _median_rate(rows, GATEWAY, REST_JSON, 32)
     if data.get("mlserver_skipped"):
         out.append((name, f"MLServer skipped: {data['mlserver_skipped']}", None))
     elif theirs is None or mine is None:
