@@ -222,6 +222,26 @@ class PredictFailed(GatewayError):
         super().__init__(f"Model '{name}' version {version} failed to predict: {reason}")
 
 
+class WorkerUnavailable(GatewayError):
+    """The worker process serving an isolated version died or is starting again: another
+    replica, or this one a moment later, may answer (503, worth a retry)."""
+
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(f"Model '{name}' version {version} is served by a worker that is not available: {reason}")
+
+
+class WorkersExhausted(GatewayError):
+    def __init__(self, name: str, version: int, limit: int) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(
+            f"Model '{name}' version {version} needs a worker of its own environment, and {limit} workers run "
+            "already (GATEWAY_ENV_MAX_WORKERS)"
+        )
+
+
 class Overloaded(GatewayError):
     def __init__(self, name: str, version: int, queued: int) -> None:
         self.name = name

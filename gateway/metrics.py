@@ -52,6 +52,13 @@ class GatewayMetrics:
             "gateway_cache_evictions", "Versions evicted from the model cache", ["model"], registry=r
         )
         self.loaded_models = Gauge("gateway_loaded_models", "Versions held in memory", registry=r)
+        self.runtimes = Gauge(
+            "gateway_version_runtime",
+            "1 for each loaded version, labelled by where it runs: in_process, or isolated in a worker of "
+            "its own environment (its key); at most GATEWAY_MAX_LOADED_MODELS series",
+            ["model", "version", "runtime", "environment"],
+            registry=r,
+        )
         self.loaded_bytes = Gauge("gateway_loaded_bytes", "Measured bytes of the versions held in memory", registry=r)
         self.swaps = Counter("gateway_swaps", "Blue-green alias swaps by outcome", ["model", "outcome"], registry=r)
         self.sync_runs = Counter("gateway_sync_runs", "Registry sync passes by outcome", ["outcome"], registry=r)
@@ -230,6 +237,15 @@ class GatewayMetrics:
 
     def evicted(self, model: str, version: int) -> None:
         self.evictions.labels(model).inc()
+
+    def runtime_loaded(self, model: str, version: int, *, runtime: str, environment: str | None) -> None:
+        self.runtimes.labels(model, str(version), runtime, environment or "").set(1)
+
+    def runtime_unloaded(self, model: str, version: int, *, runtime: str, environment: str | None) -> None:
+        try:
+            self.runtimes.remove(model, str(version), runtime, environment or "")
+        except KeyError:
+            pass
 
     def cache_size(self, *, models: int, size_bytes: int) -> None:
         self.loaded_models.set(models)

@@ -38,6 +38,8 @@ from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import TrafficSplit
+from gateway.runtimes.environments import BuildOptions, EnvironmentStore
+from gateway.runtimes.placement import EnvironmentPolicy, Placer
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
@@ -79,6 +81,7 @@ class Services:
     reconciler: Reconciler
     executor: ThreadPoolExecutor
     loaders: ThreadPoolExecutor
+    placer: Placer
     lease: Lease
     gate: Gate
     split: TrafficSplit
@@ -115,6 +118,7 @@ class Services:
         )
         lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
+        placer = _placer(settings)
         cache = ModelCache(
             _checked(
                 ModelLoader(
@@ -123,6 +127,7 @@ class Services:
                     actor=f"gateway@{actor}",
                     policy=LoadingPolicy.of(settings.allowed_flavors, allow_pickle=settings.allow_pickle),
                     body_limits=BodyLimits(settings.max_body_rows, settings.max_decoded_bytes),
+                    placer=placer,
                 )
             ),
             max_models=settings.max_loaded_models,
@@ -259,11 +264,20 @@ class Services:
             artifacts=artifacts,
             cache=cache,
             inference=inference,
-            inventory=Inventory(catalog, cache, artifacts, inference, source=source, sync_status=store.sync_status),
+            inventory=Inventory(
+                catalog,
+                cache,
+                artifacts,
+                inference,
+                source=source,
+                sync_status=store.sync_status,
+                placements=placer.placement,
+            ),
             poller=poller,
             reconciler=reconciler,
             executor=executor,
             loaders=loaders,
+            placer=placer,
             lease=lease,
             gate=gate,
             split=split,
@@ -420,6 +434,7 @@ class Services:
         await self.guard.settle()
         await self.inference.close()
         await self.cache.close()
+        await anyio.to_thread.run_sync(self.placer.close)  # stops every worker process
         await self.gate.limiter.close()
         # Predicts still running finish on their own; don't wait for them here.
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -457,6 +472,24 @@ def _gate(
         model_concurrency=settings.model_concurrency,
         known_model=known_model,
     )
+
+
+def _placer(settings: GatewaySettings) -> Placer:
+    """Where versions run: this process, or workers on environments built with uv."""
+    store = EnvironmentStore(
+        settings.env_dir,
+        BuildOptions(
+            allow_sdist=settings.env_allow_sdist,
+            allow_direct_references=settings.env_allow_direct_references,
+            require_python=settings.env_require_python,
+            timeout_seconds=settings.env_build_timeout_seconds,
+            http_timeout_seconds=settings.env_http_timeout_seconds,
+            max_concurrent=settings.env_max_concurrent_builds,
+            max_bytes=int(settings.env_max_disk_mb * 2**20),
+        ),
+    )
+    policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
+    return Placer.build(policy, store, max_workers=settings.env_max_workers)
 
 
 def _checked(loader: ModelLoader) -> LoadFn:

@@ -286,6 +286,51 @@ class GatewaySettings(BaseSettings):
     share one connection still arrive one at a time. Past 8 the bench gained nothing, and 64
     cost a single connection's calls about 6% more CPU each."""
 
+    # --- per-model Python environments (README: Models with their own environments) ---
+
+    env_manager: Literal["uv", "local"] = "uv"
+    """How versions whose requirements this process does not satisfy are served. ``uv``: in a
+    worker process on an environment built from their own requirements with uv; ``local``:
+    in this process anyway, as before environments existed, with one warning per version."""
+
+    env_isolate: Literal["mismatched", "always"] = "mismatched"
+    """Which versions run in a worker of their own environment: those whose requirements this
+    process does not satisfy (``mismatched``), or every version (``always``)."""
+
+    env_match: Literal["minor", "exact"] = "minor"
+    """When an installed release satisfies a model's exact pin ``==X.Y.Z``: any X.Y.* (``minor``),
+    or X.Y.Z only (``exact``). MLflow's own pin is met by the same major version either way."""
+
+    env_dir: Path = Field(default_factory=lambda: _default_cache_dir() / "envs")
+    """Where environments (and uv's cache, beside them) are kept; shared by the gateways of a host."""
+
+    env_max_disk_mb: float = Field(default=20480, gt=0)
+    """Disk budget of the environments; past it, the least recently used ones no worker runs on
+    are removed after each build."""
+
+    env_max_workers: int = Field(default=8, ge=1)
+    """Worker processes (one per environment) alive at once in this gateway process; a version
+    needing one more is answered 503 until another's last version is evicted."""
+
+    env_allow_sdist: bool = False
+    """Let uv build source distributions (runs their build code); off: wheels only."""
+
+    env_allow_direct_references: bool = False
+    """Let requirement lines name URLs and local paths (``pkg @ https://...``, ``./pkg``)."""
+
+    env_require_python: bool = False
+    """Refuse a version whose Python (major.minor) has no interpreter on this host, instead of
+    building its environment on the gateway's own Python (with a note in its status)."""
+
+    env_build_timeout_seconds: float = Field(default=600, gt=0)
+    """Longest one uv step of an environment build may take before the version is refused."""
+
+    env_http_timeout_seconds: float = Field(default=30, gt=0)
+    """uv's timeout for the package index (UV_HTTP_TIMEOUT): an unreachable index fails the build."""
+
+    env_max_concurrent_builds: int = Field(default=2, ge=1)
+    """Environment builds running at once in this process (each in a loader thread)."""
+
     @field_validator("route_key_header")
     @classmethod
     def _header_name(cls, value: str) -> str:

@@ -36,6 +36,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 # The per-user defaults (state database, artifact cache) must never be the machine's own:
 # a test, or a gateway it starts, that forgets a setting writes here, not in $HOME.
 _SCRATCH = tempfile.mkdtemp(prefix="registry-gateway-tests-")
+# uv's download cache outlives a run (the environments of tests/gateway/runtimes do not): what
+# a run downloaded from the package index, the next one installs from this disk.
+os.environ.setdefault("UV_CACHE_DIR", os.path.join(Path.home(), ".cache", "registry-gateway-tests", "uv"))
 os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH, "data")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "cache")
 # Retries are off, so one slow answer fails a test: on 2 busy cores an `mlflow server`

@@ -218,6 +218,10 @@ class ModelCache:
         self._failures.pop(key, None)
         self._entries[key] = entry
         self._bytes += model.size_bytes
+        if model.placement is not None:
+            self._metrics.runtime_loaded(
+                name, version, runtime=model.placement.runtime, environment=model.placement.environment
+            )
         self._update_gauges()
         pending.future.set_result(entry)
         self._evict()
@@ -296,6 +300,15 @@ class ModelCache:
         # live on as a reference cycle until a full collection, which the serving GC
         # thresholds make rare (RSS grew by the size of each evicted model).
         entry.model.queue = None
+        placement = entry.model.placement
+        if placement is not None:
+            self._metrics.runtime_unloaded(
+                key.name, key.version, runtime=placement.runtime, environment=placement.environment
+            )
+        try:
+            entry.model.unload()  # a worker's version: its worker unloads it (and stops when it held the last)
+        except Exception:
+            log.exception("unloading %s failed", key)
         self._uncollected += entry.model.size_bytes
         if frozen.may_be_frozen(entry.model.loaded_at):
             self._thaw = True  # its cycles sit in the permanent generation, out of gc's reach

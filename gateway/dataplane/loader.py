@@ -7,22 +7,18 @@ run it in threads, never on the event loop.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 from gateway.dataplane import fastpath
 from gateway.dataplane.fastpath import FastPath
 from gateway.dataplane.policy import LoadingPolicy, PolicyViolation
-from gateway.dataplane.sizing import object_graph_bytes
 from gateway.errors import (
     GatewayError,
     InvalidInput,
@@ -36,6 +32,8 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.protocols.mlflow_scoring import BodyLimits, ScoringInput
+from gateway.runtimes.base import Placement, flavor_of
+from gateway.runtimes.placement import EnvironmentPolicy, PlacementRefused, Placer
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import (
     ArtifactDigestMismatch,
@@ -78,6 +76,8 @@ class LoadedModel:
     deterministic: bool = False  # the same input always gives the same answer (cacheable)
     queue: Any = None  # this version's VersionQueue, made by the service on first use
     body_limits: BodyLimits = field(default_factory=BodyLimits)  # what CSV and Parquet bodies may decode to
+    placement: Placement | None = None  # where it runs (this process, or a worker) and why
+    unload: Callable[[], Any] = field(default=lambda: None)  # the runtime's; called on the event loop
 
     @property
     def name(self) -> str:
@@ -106,7 +106,10 @@ class LoadedModel:
         """What a model's exception means for the client, decided as MLflow's scoring server
         decides it: MLflow's own errors keep their code; anything else the model raises is
         400 BAD_REQUEST (predict is a function of the body: the same body fails again),
-        except what says the process itself is failing (README: Errors)."""
+        except what says the process itself is failing (README: Errors), and the runtime's
+        own errors (a worker gone), which keep their meaning."""
+        if isinstance(exc, GatewayError):
+            return exc
         if isinstance(exc, MlflowException):
             if exc.get_http_status_code() >= 500:  # type: ignore[no-untyped-call]
                 return PredictFailed(self.name, self.version, exc.message)
@@ -116,16 +119,6 @@ class LoadedModel:
         if isinstance(exc, _PROCESS_ERRORS):
             return PredictFailed(self.name, self.version, f"{type(exc).__name__}: {exc}")
         return ModelRaised(self.name, self.version, f"{type(exc).__name__}: {exc}")
-
-
-def flavor_of(metadata: Model) -> str:
-    """The flavor that does the work (``sklearn``, ``pytorch``...), else ``python_function``."""
-    pyfunc_conf = metadata.flavors.get("python_function", {})
-    module = str(pyfunc_conf.get("loader_module", ""))
-    if module.startswith("mlflow."):
-        return module.removeprefix("mlflow.")
-    others = [name for name in metadata.flavors if name != "python_function"]
-    return others[0] if others else "python_function"
 
 
 class ModelLoader:
@@ -139,8 +132,11 @@ class ModelLoader:
         actor: str = "gateway",
         policy: LoadingPolicy | None = None,
         body_limits: BodyLimits | None = None,
+        placer: Placer | None = None,
     ) -> None:
         self.body_limits = body_limits or BodyLimits()
+        # Where versions run: without one, every version in this process, as GATEWAY_ENV_MANAGER=local.
+        self.placer = placer or Placer.build(EnvironmentPolicy(manager="local"), None, max_workers=0)
         self._artifacts = artifacts
         self._store = store
         self._actor = actor
@@ -212,12 +208,15 @@ class ModelLoader:
             self._check_policy(version, path, digest)  # before MLflow runs any of the model's code
             on_disk = directory_bytes(path)
             reserve(on_disk)
-            with _one_at_a_time(path):
-                pyfunc = mlflow.pyfunc.load_model(str(path))
+            loaded, placement = self.placer.load(version, path, digest)
         except (VersionRefused, VersionNotFound, ModelTooLarge, ShuttingDown):
+            raise
+        except GatewayError:  # the runtime's own (no worker could be started): already worded
             raise
         except ArtifactLocationRefused as exc:  # before any download
             raise self._refused_by_policy(version, exc.policy, exc.detail) from None
+        except PlacementRefused as exc:  # its environment cannot be built here
+            raise self._refused_by_policy(version, exc.policy, exc.reason) from None
         except RegistryError as exc:
             reason = without_paths(str(exc))  # events and answers are read by callers
             self._failed(version, reason)
@@ -225,20 +224,22 @@ class ModelLoader:
         except Exception as exc:  # anything a model's own loader raises; its paths stay in the log
             log.warning("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
             raise ModelLoadFailed(name, number, described(exc)) from exc
-        # The graph misses memory that native libraries hold outside Python; the files
-        # they were loaded from bound that from below.
-        size = max(object_graph_bytes(pyfunc), on_disk)
+        pyfunc = loaded.model
+        size = max(loaded.size_bytes, on_disk)
         seconds = time.perf_counter() - started
         flavor = flavor_of(pyfunc.metadata)
         tags = known.tags
-        fast = fastpath.build(pyfunc, pyfunc.metadata, flavor) if _tag(tags, FAST_PATH_TAG) is not False else None
+        in_process = placement.runtime == "in_process"
+        fast = None
+        if in_process and _tag(tags, FAST_PATH_TAG) is not False:
+            fast = fastpath.build(pyfunc, pyfunc.metadata, flavor)
         log.info(
-            "loaded %s: %.1f KiB in %.2f s (%s, %s path)",
+            "loaded %s: %.1f KiB in %.2f s (%s, %s)",
             version,
             size / 1024,
             seconds,
             flavor,
-            "fast" if fast else "pyfunc",
+            ("fast path" if fast else "pyfunc") if in_process else f"worker of environment {placement.environment}",
         )
         row_independent = flavor in ROW_INDEPENDENT_FLAVORS
         return LoadedModel(
@@ -254,22 +255,9 @@ class ModelLoader:
             batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
             deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
             body_limits=self.body_limits,
+            placement=placement,
+            unload=loaded.unload,
         )
-
-
-# Flavors whose loading is not thread-safe: torch.export's deserializer keeps one global,
-# so two `pt2` models loading at once fail ("_CURRENT_DESERIALIZER is already set").
-_SERIAL_FLAVORS = frozenset({"pytorch"})
-_serial_loads = threading.Lock()
-
-
-def _one_at_a_time(path: Path) -> AbstractContextManager[Any]:
-    """A lock for flavors that cannot load in parallel; nothing for the others."""
-    try:
-        flavor = flavor_of(Model.load(str(path / "MLmodel")))
-    except Exception:  # unreadable here: mlflow's own load says why
-        return nullcontext()
-    return _serial_loads if flavor in _SERIAL_FLAVORS else nullcontext()
 
 
 def _tag(tags: dict[str, str], key: str) -> bool | None:

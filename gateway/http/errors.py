@@ -62,6 +62,8 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.ModelTooLarge, HttpError(503, "RESOURCE_EXHAUSTED")),
     (errors.ShuttingDown, _UNAVAILABLE),
     (errors.Overloaded, _UNAVAILABLE),
+    (errors.WorkerUnavailable, _UNAVAILABLE),
+    (errors.WorkersExhausted, HttpError(503, "RESOURCE_EXHAUSTED", retry_after=1)),
     (errors.NotReady, _UNAVAILABLE),
     (errors.PredictTimeout, HttpError(504, "DEADLINE_EXCEEDED")),
     (errors.PredictFailed, HttpError(500, "INTERNAL_ERROR")),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -41,6 +41,21 @@ class LoadState(BaseModel):
     uses: int
 
 
+class RuntimeState(BaseModel):
+    """Where a version runs in this process, and why (README: Models with their own environments)."""
+
+    runtime: Literal["in_process", "isolated"] = Field(
+        description="in_process: in the gateway's own process and Python; isolated: in a worker process on "
+        "an environment built from the version's own requirements"
+    )
+    reason: str = Field(description="Why: the requirements this process does or does not meet, or the setting")
+    environment: str | None = Field(default=None, description="The environment's key (isolated versions)")
+    python: str | None = Field(default=None, description="The Python it runs on")
+    mismatches: list[str] = Field(default_factory=list, description="Requirements this process does not meet")
+    note: str | None = Field(default=None, description="Something to know, e.g. its Python is not on this host")
+    worker_pid: int | None = Field(default=None, description="The worker process serving it, while loaded")
+
+
 class VersionSummary(BaseModel):
     version: int
     status: str
@@ -50,6 +65,9 @@ class VersionSummary(BaseModel):
     first_seen: str = Field(description="When the sync first saw it (ISO 8601, UTC)")
     loaded: LoadState | None
     last_load_error: str | None = None
+    runtime: RuntimeState | None = Field(
+        default=None, description="Where it runs here and why; decided when it is first loaded on this host"
+    )
 
 
 class VersionDetail(VersionSummary):
@@ -73,6 +91,10 @@ class ModelSummary(BaseModel):
     latest_version: int | None = Field(description="Highest READY version")
     versions: list[int] = Field(description="Newest first")
     loaded_versions: list[int] = Field(description="Versions held in this process's memory, newest first")
+    isolated_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Loaded versions served by an isolated worker: version -> the environment's key",
+    )
 
 
 class ModelDetail(BaseModel):

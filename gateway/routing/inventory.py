@@ -19,6 +19,7 @@ from gateway.http.schemas import (
     ModelDetail,
     ModelList,
     ModelSummary,
+    RuntimeState,
     VersionDetail,
     VersionSummary,
     utc_iso,
@@ -26,6 +27,7 @@ from gateway.http.schemas import (
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, ModelView
 from gateway.routing.selectors import parse_selector
+from gateway.runtimes.base import Placement
 from registry_sync.artifacts import ArtifactStore, VersionMetadata
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
@@ -44,7 +46,9 @@ class Inventory:
         *,
         source: RegistrySource,
         sync_status: Callable[[], SyncStatus],
+        placements: Callable[[VersionId], Placement | None] = lambda version: None,
     ) -> None:
+        self._placements = placements  # where each version runs, once decided (gateway.runtimes)
         self._catalog = catalog
         self._cache = cache
         self._artifacts = artifacts
@@ -81,9 +85,36 @@ class Inventory:
                     latest_version=model.latest_ready,
                     versions=sorted(model.versions, reverse=True),  # newest first, as in /models/{name}
                     loaded_versions=sorted((k.version for k in self._cache.keys() if k.name == name), reverse=True),
+                    isolated_versions=self._isolated(name),
                 )
             )
         return ModelList(models=summaries, registry=self.source.uri, note=await self.empty_note())
+
+    def _isolated(self, name: str) -> dict[str, str]:
+        out = {}
+        for key in self._cache.keys():
+            loaded = self._cache.peek(key)
+            placement = loaded.placement if loaded is not None else None
+            if key.name == name and placement is not None and placement.runtime == "isolated":
+                out[str(key.version)] = placement.environment or ""
+        return out
+
+    def _runtime(self, version: VersionId) -> RuntimeState | None:
+        loaded = self._cache.peek(version)
+        placement = loaded.placement if loaded is not None else None
+        placement = placement or self._placements(version)
+        if placement is None:
+            return None
+        pid = getattr(loaded.pyfunc, "worker_pid", None) if loaded is not None else None
+        return RuntimeState(
+            runtime=placement.runtime,
+            reason=placement.reason,
+            environment=placement.environment,
+            python=placement.python,
+            mismatches=list(placement.mismatches),
+            note=placement.note,
+            worker_pid=pid,
+        )
 
     async def model(self, name: str) -> ModelDetail:
         try:
@@ -152,6 +183,7 @@ class Inventory:
             first_seen=utc_iso(state.created_at),
             loaded=_load_state(cached) if cached is not None else None,
             last_load_error=self._cache.last_failure(state.id),
+            runtime=self._runtime(state.id),
         )
 
     async def _read_metadata(self, state: VersionState) -> VersionMetadata:

@@ -1,0 +1,53 @@
+"""The seam between the data plane and the place a loaded version runs.
+
+A runtime loads a version's verified files and hands back a :class:`Loaded`: the model as the
+data plane uses it (``predict(data, params=None)`` and ``metadata``, as MLflow's pyfunc has
+them), its measured size in bytes, and how to unload it. The cache, the batcher and the
+protocols see only that; whether the model runs in this process (``inprocess.py``) or in a
+worker on an environment of its own (``isolated.py``) is decided per version by
+``placement.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from mlflow.models import Model
+
+RuntimeKind = Literal["in_process", "isolated"]
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(eq=False)
+class Loaded:
+    model: Any  # predict(data, params=None) and metadata, like mlflow.pyfunc.PyFuncModel
+    size_bytes: int  # measured: the object graph here, or what the worker's RSS grew by
+    unload: Callable[[], Any] = field(default=_nothing)  # must not block: called on the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a version runs and why, as operators see it (``GET /models/{name}/versions/{v}``)."""
+
+    runtime: RuntimeKind
+    reason: str
+    environment: str | None = None  # the environment's key, for an isolated version
+    python: str | None = None  # the Python it runs on
+    note: str | None = None  # something an operator should know (no interpreter of its Python here)
+    mismatches: tuple[str, ...] = ()  # the requirements this process did not meet
+
+
+def flavor_of(metadata: Model) -> str:
+    """The flavor that does the work (``sklearn``, ``pytorch``...), else ``python_function``."""
+    pyfunc_conf = metadata.flavors.get("python_function", {})
+    module = str(pyfunc_conf.get("loader_module", ""))
+    if module.startswith("mlflow."):
+        return module.removeprefix("mlflow.")
+    others = [name for name in metadata.flavors if name != "python_function"]
+    return others[0] if others else "python_function"

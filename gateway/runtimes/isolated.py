@@ -1,0 +1,253 @@
+"""The isolated runtime: versions served by a worker process on their own environment.
+
+One worker process per environment, shared by every version loaded on it. The gateway keeps
+decoding, batching and encoding; a worker only loads (``mlflow.pyfunc.load_model`` on the same
+verified files the in-process runtime would load) and predicts, one call per batch, the
+batch's frame or tensors passing as raw buffers (``worker/wire.py``: no JSON round trip of the
+data, no pickle, so no tie to the gateway's Python or libraries).
+
+A worker that dies (a crash, the OOM killer, SIGKILL) fails the calls it had at once with
+:class:`~gateway.errors.WorkerUnavailable` (503), is started again, and loads its versions
+again; while it is down, calls for them are answered 503 straight away. A version's size is
+what its load added to the worker's RSS (for the first, the worker's whole RSS), so the
+cache's memory budget counts workers too; unloading the last version stops the worker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.protos import databricks_pb2
+
+from gateway.errors import WorkersExhausted, WorkerUnavailable
+from gateway.runtimes.base import Loaded
+from gateway.runtimes.environments import Environment, EnvironmentStore
+from gateway.runtimes.worker import wire
+from gateway.runtimes.workers import WorkerLost, WorkerProcess
+from registry_sync.identity import VersionId
+
+log = logging.getLogger(__name__)
+
+_RESTARTS = 3  # a worker dying this many times within _RESTART_WINDOW is not started again
+_RESTART_WINDOW = 60.0
+
+
+class RemoteError(Exception):
+    """An exception a model raised in its worker. Subclasses carry the original type's name, so
+    that the answer names it as in-process serving would (``ValueError: ...``)."""
+
+
+_remote_types: dict[str, type[RemoteError]] = {}
+
+
+def _remote_exception(error: dict[str, Any]) -> Exception:
+    name, message = str(error.get("type", "Exception")), str(error.get("message", ""))
+    code = error.get("mlflow_error_code")
+    if code is not None:
+        try:
+            return MlflowException(message, error_code=databricks_pb2.ErrorCode.Value(code))
+        except ValueError:
+            return MlflowException(message)
+    if name == "MemoryError":
+        return MemoryError(message)
+    kind = _remote_types.get(name)
+    if kind is None:
+        kind = _remote_types[name] = type(name, (RemoteError,), {"__module__": "worker"})
+    return kind(message)
+
+
+class WorkerGroup:
+    """The worker of one environment and the versions loaded on it."""
+
+    def __init__(self, runtime: IsolatedRuntime, env: Environment) -> None:
+        self.env = env
+        self._runtime = runtime
+        self._lock = threading.Lock()  # guards process, models, restarts
+        self.process: WorkerProcess | None = None
+        self.models: dict[str, Path] = {}  # handle id -> the verified files it was loaded from
+        self._deaths: list[float] = []
+        self.broken: str | None = None  # why it is no longer started again
+        self._in_use = contextlib.ExitStack()  # the environment's use lock: prune leaves it alone
+        self._holding = False
+
+    @property
+    def label(self) -> str:
+        return self.env.key[:12]
+
+    def _process(self) -> WorkerProcess:
+        process = self.process
+        if process is None or not process.alive:
+            raise WorkerLost(self.broken or f"the worker of environment {self.label} is restarting")
+        return process
+
+    def _start(self) -> WorkerProcess:
+        process = WorkerProcess(self.env.python, label=self.label, on_exit=self._exited)
+        if not self._holding:
+            self._in_use.enter_context(self._runtime.store.in_use(self.env.key))
+            self._holding = True
+        process.start()
+        self.process = process
+        return process
+
+    def load(self, handle: str, path: Path) -> int:
+        """Load on this group's worker (starting it); the bytes its RSS grew by."""
+        with self._lock:
+            fresh = self.process is None
+            process = self._start() if fresh else self._process()
+        before = 0 if fresh else int(process.hello.get("rss", 0))
+        answer, _ = process.call({"op": "load", "id": handle, "path": str(path)}, [])
+        if not answer.get("ok"):
+            if fresh and not self.models:
+                self.stop()
+            raise _remote_exception(answer["error"])
+        with self._lock:
+            self.models[handle] = path
+        rss = int(answer.get("rss", 0))
+        process.hello["rss"] = rss
+        return max(rss - before, 0)
+
+    def predict(self, handle: str, data: Any, params: dict[str, Any] | None) -> Any:
+        buffers: list[Any] = []
+        header = {
+            "op": "predict",
+            "id": handle,
+            "data": wire.encode(data, buffers),
+            "params": wire.encode(params, buffers) if params else None,
+        }
+        answer, out = self._process().call(header, buffers)
+        if not answer.get("ok"):
+            raise _remote_exception(answer["error"])
+        return wire.decode(answer["value"], out)
+
+    def unload(self, handle: str) -> None:
+        with self._lock:
+            self.models.pop(handle, None)
+            last = not self.models
+        if last:
+            self.stop()
+            return
+        with contextlib.suppress(WorkerLost):
+            answer, _ = self._process().call({"op": "unload", "id": handle}, [])
+            if answer.get("ok") and self.process is not None:
+                self.process.hello["rss"] = int(answer.get("rss", 0))
+
+    def stop(self) -> None:
+        with self._lock:
+            process, self.process = self.process, None
+            self.broken = "stopped"
+            self.models.clear()
+        self._runtime.forget(self)
+        if process is not None:
+            process.stop()
+        self._in_use.close()
+        self._holding = False
+
+    def _exited(self, process: WorkerProcess, code: int) -> None:
+        """From the process's watch thread: start it again and reload its versions, unless it
+        keeps dying or was stopped on purpose."""
+        with self._lock:
+            if self.process is not process:  # stopped, or already replaced
+                return
+            now = time.monotonic()
+            self._deaths = [t for t in self._deaths if now - t < _RESTART_WINDOW] + [now]
+            if len(self._deaths) >= _RESTARTS:
+                self.broken = (
+                    f"the worker of environment {self.label} died {len(self._deaths)} times within "
+                    f"{_RESTART_WINDOW:g} s; not started again until its versions are loaded again"
+                )
+                log.error("%s", self.broken)
+                self.process = None
+                return
+            models = dict(self.models)
+            try:
+                replacement = WorkerProcess(self.env.python, label=self.label, on_exit=self._exited)
+                replacement.start()
+            except Exception as exc:  # could not even start: its versions answer 503 until evicted
+                self.broken = f"the worker of environment {self.label} could not be started again: {exc}"
+                log.error("%s", self.broken)
+                self.process = None
+                return
+            for handle, path in models.items():
+                answer, _ = replacement.call({"op": "load", "id": handle, "path": str(path)}, [])
+                if not answer.get("ok"):
+                    log.error("worker %s: could not load %s again: %s", self.label, handle, answer.get("error"))
+            self.process = replacement
+            log.info("worker %s started again (pid %s) with %d versions", self.label, replacement.pid, len(models))
+
+
+class RemoteModel:
+    """A version loaded in a worker, as the data plane uses a pyfunc: ``predict`` and
+    ``metadata`` (read from its MLmodel here, without loading it)."""
+
+    def __init__(self, group: WorkerGroup, handle: str, metadata: Model, version: VersionId) -> None:
+        self.group = group
+        self.handle = handle
+        self.metadata = metadata
+        self._version = version
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        try:
+            return self.group.predict(self.handle, data, params)
+        except WorkerLost as exc:
+            raise WorkerUnavailable(self._version.name, self._version.version, str(exc)) from exc
+
+    @property
+    def worker_pid(self) -> int | None:
+        process = self.group.process
+        return process.pid if process is not None else None
+
+
+class IsolatedRuntime:
+    kind = "isolated"
+
+    def __init__(self, store: EnvironmentStore, *, max_workers: int) -> None:
+        self.store = store
+        self.max_workers = max_workers
+        self._groups: dict[str, WorkerGroup] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        # Unloads are called from the event loop (the cache's eviction); a worker may be busy
+        # answering a batch, so they wait their turn here instead.
+        self._lifecycle = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-life")
+
+    def load(self, version: VersionId, path: Path, env: Environment) -> Loaded:
+        with self._lock:
+            group = self._groups.get(env.key)
+            if group is None:
+                if len(self._groups) >= self.max_workers:
+                    raise WorkersExhausted(version.name, version.version, self.max_workers)
+                group = self._groups[env.key] = WorkerGroup(self, env)
+        handle = f"{version.uid}#{next(self._ids)}"
+        try:
+            grown = group.load(handle, path)
+        except WorkerLost as exc:
+            raise WorkerUnavailable(version.name, version.version, str(exc)) from exc
+        model = RemoteModel(group, handle, Model.load(str(path / "MLmodel")), version)
+        return Loaded(
+            model=model,
+            size_bytes=grown,
+            unload=lambda: self._lifecycle.submit(group.unload, handle),
+        )
+
+    def forget(self, group: WorkerGroup) -> None:
+        with self._lock:
+            if self._groups.get(group.env.key) is group:
+                del self._groups[group.env.key]
+
+    def workers(self) -> list[WorkerGroup]:
+        with self._lock:
+            return list(self._groups.values())
+
+    def close(self) -> None:
+        for group in self.workers():
+            group.stop()
+        self._lifecycle.shutdown(wait=True)

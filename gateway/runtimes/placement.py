@@ -1,0 +1,139 @@
+"""Deciding, per version, where it runs: in this process, or in a worker of its own environment.
+
+Decided when a version is first loaded on this host (a warm alias moving to it, a request),
+from its verified files: the control plane never downloads (docs/ARCHITECTURE.md, invariant 9).
+The same bytes always get the same decision, so it is remembered by digest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.runtimes.base import Loaded, Placement
+from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore
+from gateway.runtimes.inprocess import InProcessRuntime
+from gateway.runtimes.isolated import IsolatedRuntime
+from gateway.runtimes.requirements import Match, RequirementsUnreadable, Verdict, check, read_requirements
+from registry_sync.identity import VersionId
+
+log = logging.getLogger(__name__)
+
+
+class PlacementRefused(Exception):
+    """The version needs an environment this host cannot give it; ``policy`` names the setting."""
+
+    def __init__(self, policy: str, reason: str) -> None:
+        self.policy = policy
+        self.reason = reason
+        super().__init__(f"{reason} ({policy})")
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentPolicy:
+    manager: Literal["uv", "local"] = "uv"
+    isolate: Literal["mismatched", "always"] = "mismatched"
+    match: Match = "minor"
+
+
+class Placer:
+    """Decides where each version runs and loads it there."""
+
+    def __init__(
+        self,
+        policy: EnvironmentPolicy,
+        *,
+        in_process: InProcessRuntime,
+        isolated: IsolatedRuntime | None,
+    ) -> None:
+        self.policy = policy
+        self.in_process = in_process
+        self.isolated = isolated
+        self._decided: dict[VersionId, Placement] = {}  # for /models, also once evicted or refused
+        self._warned: set[str] = set()  # digests whose mismatch a local manager already logged
+        self._lock = threading.Lock()
+
+    @classmethod
+    def build(cls, policy: EnvironmentPolicy, store: EnvironmentStore | None, *, max_workers: int) -> Placer:
+        isolated = None
+        if policy.manager == "uv" and store is not None:
+            isolated = IsolatedRuntime(store, max_workers=max_workers)
+        return cls(policy, in_process=InProcessRuntime(), isolated=isolated)
+
+    def placement(self, version: VersionId) -> Placement | None:
+        return self._decided.get(version)
+
+    def load(self, version: VersionId, path: Path, digest: str) -> tuple[Loaded, Placement]:
+        """Decide, then load there. Blocks (an environment build can take minutes): loader
+        threads only."""
+        try:
+            requirements = read_requirements(path)
+        except RequirementsUnreadable as exc:
+            raise PlacementRefused("environment files", str(exc)) from exc
+        verdict = check(requirements, match=self.policy.match)
+        if self.policy.manager == "local" or self.isolated is None:
+            placement = self._local(version, verdict, digest)
+            self._remember(version, placement)
+            return self.in_process.load(path), placement
+        if verdict.satisfied and self.policy.isolate == "mismatched":
+            placement = Placement("in_process", verdict.reason, python=_running())
+            self._remember(version, placement)
+            return self.in_process.load(path), placement
+        reason = verdict.reason if not verdict.satisfied else "GATEWAY_ENV_ISOLATE=always"
+        try:
+            env = self.isolated.store.ensure(requirements)
+        except EnvironmentRefused as exc:
+            self._remember(
+                version,
+                Placement("isolated", f"refused: {exc.reason}", mismatches=verdict.mismatches),
+            )
+            reason = f"its environment could not be built: {exc.reason}"
+            raise PlacementRefused("GATEWAY_ENV_MANAGER=uv", reason) from exc
+        placement = Placement(
+            "isolated",
+            reason,
+            environment=env.key,
+            python=env.python_version,
+            note=env.note,
+            mismatches=verdict.mismatches,
+        )
+        self._remember(version, placement)
+        return self.isolated.load(version, path, env), placement
+
+    def _local(self, version: VersionId, verdict: Verdict, digest: str) -> Placement:
+        if verdict.satisfied:
+            return Placement("in_process", verdict.reason, python=_running())
+        with self._lock:
+            first = digest not in self._warned
+            self._warned.add(digest)
+        if first:
+            log.warning(
+                "%s is served in this process although its environment differs (GATEWAY_ENV_MANAGER=local): %s",
+                version,
+                verdict.reason,
+            )
+        return Placement(
+            "in_process",
+            f"GATEWAY_ENV_MANAGER=local serves every version in this process, although: {verdict.reason}",
+            python=_running(),
+            mismatches=verdict.mismatches,
+        )
+
+    def _remember(self, version: VersionId, placement: Placement) -> None:
+        with self._lock:
+            self._decided[version] = placement
+            while len(self._decided) > 4096:  # bounded, whatever the registry's size
+                self._decided.pop(next(iter(self._decided)))
+
+    def close(self) -> None:
+        if self.isolated is not None:
+            self.isolated.close()
+
+
+def _running() -> str:
+    import sys
+
+    return "{}.{}.{}".format(*sys.version_info[:3])

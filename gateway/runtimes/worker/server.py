@@ -1,0 +1,124 @@
+"""An isolated worker: loads model versions with its environment's MLflow and predicts.
+
+Run by the gateway as ``<env>/bin/python -E -s server.py --fd N --parent-pid P``, never
+imported by it: this file runs on the interpreter of a model's own environment, beside
+``wire.py`` and nothing else of the gateway's (Python puts this folder first on its path).
+It answers one message at a time on the socket it inherits, and exits when the gateway
+closes that socket or the gateway's process is gone.
+
+Messages (``op`` in the header): ``hello`` -> pid, Python and MLflow versions, RSS;
+``load`` (``id``, ``path``) -> RSS after loading; ``predict`` (``id``, ``data``,
+``params``) -> ``value``; ``unload`` (``id``) -> RSS. A failure answers ``error``:
+the exception's type and message, and for MLflow's own its error code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import wire  # type: ignore[import-not-found]  # beside this file, in the worker's own process
+
+_WATCH_SECONDS = 0.2
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def watch_parent(parent: int) -> None:
+    """Exit as soon as the gateway is gone, even while a predict runs (a SIGKILLed gateway
+    closes nothing in an orderly way; its children are handed to another parent)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(_WATCH_SECONDS)
+
+
+def error_of(exc: BaseException) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, str) and type(exc).__name__ == "MlflowException":
+        error["mlflow_error_code"] = code
+        error["message"] = getattr(exc, "message", str(exc))
+    return error
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+
+    def handle(self, header: dict[str, Any], buffers: list[memoryview]) -> tuple[dict[str, Any], list[Any]]:
+        op = header.get("op")
+        if op == "hello":
+            import mlflow
+
+            return {
+                "pid": os.getpid(),
+                "python": "{}.{}.{}".format(*sys.version_info[:3]),
+                "mlflow": mlflow.__version__,
+                "rss": rss_bytes(),
+            }, []
+        if op == "load":
+            import mlflow.pyfunc
+
+            self.models[header["id"]] = mlflow.pyfunc.load_model(header["path"])
+            return {"rss": rss_bytes()}, []
+        if op == "predict":
+            model = self.models[header["id"]]
+            data = wire.decode(header["data"], buffers)
+            params = wire.decode(header["params"], buffers) if header.get("params") else None
+            output = model.predict(data, params=params) if params else model.predict(data)
+            out: list[Any] = []
+            return {"value": wire.encode(output, out)}, out
+        if op == "unload":
+            self.models.pop(header["id"], None)
+            gc.collect()
+            return {"rss": rss_bytes()}, []
+        raise ValueError(f"unknown op {op!r}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    if os.getppid() != args.parent_pid:
+        return 0  # the gateway died before we started
+    threading.Thread(target=watch_parent, args=(args.parent_pid,), daemon=True).start()
+    sock = socket.socket(fileno=args.fd)
+    worker = Worker()
+    while True:
+        try:
+            header, buffers = wire.receive(sock)
+        except wire.Closed:
+            return 0
+        try:
+            answer, out = worker.handle(header, buffers)
+            answer["ok"] = True
+        except Exception as exc:  # the model's, or MLflow's: the gateway decides what it means
+            if header.get("op") == "load":
+                traceback.print_exc(file=sys.stderr)
+            answer, out = {"ok": False, "error": error_of(exc)}, []
+        del header, buffers
+        try:
+            wire.send(sock, answer, out)
+        except OSError:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

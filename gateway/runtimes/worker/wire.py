@@ -1,0 +1,208 @@
+"""The messages between the gateway and an isolated worker, on a local stream socket.
+
+This module runs on both sides: in the gateway, and in a worker on the interpreter of a
+model's own environment, which may be another Python and other releases of NumPy and
+pandas. So it imports only the standard library, NumPy and pandas, keeps to Python 3.8's
+syntax, and never pickles: a message is a JSON header plus raw buffers.
+
+A frame is ``u32 header length | u32 buffer count | u64 length of each buffer | header |
+buffers``. Values (a predict's input, its output, params) are described in the header as a
+tree of tagged nodes; arrays and columns of fixed-size types travel as their raw bytes
+(``dtype.str`` keeps their byte order), everything else as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+_PREFIX = struct.Struct("!II")
+_LENGTH = struct.Struct("!Q")
+_RAW_KINDS = frozenset("biufcmMSU")  # dtype kinds whose bytes are the whole value
+MAX_HEADER = 64 * 2**20
+
+
+class WireError(Exception):
+    """A value that cannot cross to a worker (no pickle), or a frame that makes no sense."""
+
+
+class Closed(Exception):
+    """The other side closed the socket (it exited, or was killed)."""
+
+
+# --- frames ------------------------------------------------------------------------
+
+
+def send(sock: socket.socket, header: dict[str, Any], buffers: list[Any]) -> None:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    views = [memoryview(b).cast("B") if not isinstance(b, bytes) else b for b in buffers]
+    lengths = b"".join(_LENGTH.pack(len(v)) for v in views)
+    sock.sendall(_PREFIX.pack(len(head), len(views)) + lengths + head)
+    for view in views:
+        if len(view):
+            sock.sendall(view)
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, Any], list[memoryview]]:
+    head_length, count = _PREFIX.unpack(_exactly(sock, _PREFIX.size))
+    if head_length > MAX_HEADER:
+        raise WireError("frame header too large")
+    lengths = [_LENGTH.unpack(_exactly(sock, _LENGTH.size))[0] for _ in range(count)]
+    header = json.loads(bytes(_exactly(sock, head_length)))
+    return header, [_exactly(sock, n) for n in lengths]
+
+
+def _exactly(sock: socket.socket, size: int) -> memoryview:
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            raise Closed("the other side closed the connection")
+        got += n
+    return view
+
+
+# --- values ------------------------------------------------------------------------
+
+
+def encode(value: Any, buffers: list[Any]) -> Any:
+    """A JSON-able node for ``value``; its raw arrays are appended to ``buffers``."""
+    if value is None or isinstance(value, (bool, int, float, str)) and not isinstance(value, np.generic):
+        return {"t": "j", "v": value}
+    if isinstance(value, np.generic):
+        return {"t": "scalar", "dtype": value.dtype.str, "v": _array(np.asarray(value).reshape(1), buffers)}
+    if isinstance(value, np.ndarray):
+        return _array(value, buffers)
+    if isinstance(value, pd.DataFrame):
+        return {
+            "t": "frame",
+            "columns": _index(value.columns, buffers),
+            "index": _index(value.index, buffers),
+            "data": [_column(value.iloc[:, i], buffers) for i in range(value.shape[1])],
+        }
+    if isinstance(value, pd.Series):
+        return {
+            "t": "series",
+            "name": encode(value.name, buffers),
+            "index": _index(value.index, buffers),
+            "data": _column(value, buffers),
+        }
+    if isinstance(value, dict):
+        return {"t": "dict", "items": [[encode(k, buffers), encode(v, buffers)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"t": "list" if isinstance(value, list) else "tuple", "items": [encode(v, buffers) for v in value]}
+    if isinstance(value, (bytes, bytearray)):
+        buffers.append(bytes(value))
+        return {"t": "bytes", "b": len(buffers) - 1}
+    if isinstance(value, pd.Timestamp):
+        return {"t": "timestamp", "v": value.isoformat()}
+    raise WireError(f"a value of type {type(value).__name__} cannot be sent to an isolated worker")
+
+
+def decode(node: Any, buffers: list[memoryview]) -> Any:
+    kind = node["t"]
+    if kind == "j":
+        return node["v"]
+    if kind == "array":
+        return _from_array(node, buffers)
+    if kind == "scalar":
+        return _from_array(node["v"], buffers)[0]
+    if kind == "frame":
+        columns = _from_index(node["columns"], buffers)
+        index = _from_index(node["index"], buffers)
+        data = {i: _from_column(c, buffers) for i, c in enumerate(node["data"])}
+        frame = pd.DataFrame(data, index=index) if data else pd.DataFrame(index=index)
+        frame.columns = columns
+        return frame
+    if kind == "series":
+        return pd.Series(
+            _from_column(node["data"], buffers),
+            index=_from_index(node["index"], buffers),
+            name=decode(node["name"], buffers),
+        )
+    if kind == "dict":
+        return {_key(decode(k, buffers)): decode(v, buffers) for k, v in node["items"]}
+    if kind == "list":
+        return [decode(v, buffers) for v in node["items"]]
+    if kind == "tuple":
+        return tuple(decode(v, buffers) for v in node["items"])
+    if kind == "bytes":
+        return bytes(buffers[node["b"]])
+    if kind == "timestamp":
+        return pd.Timestamp(node["v"])
+    raise WireError(f"unknown node {kind!r}")
+
+
+def _key(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key
+
+
+def _array(array: np.ndarray, buffers: list[Any]) -> dict[str, Any]:
+    if array.dtype.kind in _RAW_KINDS and not array.dtype.fields:
+        contiguous = np.ascontiguousarray(array)
+        buffers.append(contiguous.view(np.uint8).reshape(-1) if contiguous.size else b"")
+        return {"t": "array", "dtype": array.dtype.str, "shape": list(array.shape), "b": len(buffers) - 1}
+    if array.dtype.kind == "O":
+        items = [encode(v, buffers) for v in array.reshape(-1).tolist()]
+        return {"t": "array", "dtype": "O", "shape": list(array.shape), "items": items}
+    raise WireError(f"an array of dtype {array.dtype} cannot be sent to an isolated worker")
+
+
+def _from_array(node: dict[str, Any], buffers: list[memoryview]) -> np.ndarray:
+    shape = tuple(node["shape"])
+    if node["dtype"] == "O":
+        out = np.empty(len(node["items"]), dtype=object)
+        for i, item in enumerate(node["items"]):
+            out[i] = decode(item, buffers)
+        return out.reshape(shape)
+    dtype = np.dtype(node["dtype"])
+    raw = buffers[node["b"]]
+    # The frame's buffer is ours alone: the array owns it without a copy, and stays writable
+    # (pyfunc and pandas may write into what they are given).
+    return np.frombuffer(raw, dtype=dtype).reshape(shape) if len(raw) else np.empty(shape, dtype=dtype)
+
+
+def _column(series: pd.Series, buffers: list[Any]) -> dict[str, Any]:
+    """A column's values, with its pandas dtype by name where NumPy's does not say it all
+    (nullable integers, strings, categories, time zones)."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind != "O":
+        return {"values": _array(series.to_numpy(), buffers)}
+    values = series.to_numpy(dtype=object, na_value=None) if not isinstance(dtype, np.dtype) else series.to_numpy()
+    return {"values": _array(np.asarray(values, dtype=object), buffers), "pandas": str(dtype)}
+
+
+def _from_column(node: dict[str, Any], buffers: list[memoryview]) -> Any:
+    values = _from_array(node["values"], buffers)
+    dtype = node.get("pandas")
+    if dtype is None or dtype == "object":
+        return values
+    try:
+        return pd.array(values, dtype=dtype)
+    except (TypeError, ValueError):  # a dtype this pandas does not know: its values as objects
+        return values
+
+
+def _index(index: pd.Index, buffers: list[Any]) -> dict[str, Any]:
+    name = encode(index.name, buffers)
+    if isinstance(index, pd.RangeIndex):
+        return {"range": [index.start, index.stop, index.step], "name": name}
+    if isinstance(index, pd.MultiIndex):
+        return {"tuples": encode(list(index), buffers), "names": encode(list(index.names), buffers)}
+    return {"values": _column(pd.Series(index), buffers), "name": name}
+
+
+def _from_index(node: dict[str, Any], buffers: list[memoryview]) -> pd.Index:
+    if "range" in node:
+        start, stop, step = node["range"]
+        return pd.RangeIndex(start, stop, step, name=decode(node["name"], buffers))
+    if "tuples" in node:
+        return pd.MultiIndex.from_tuples(decode(node["tuples"], buffers), names=decode(node["names"], buffers))
+    return pd.Index(_from_column(node["values"], buffers), name=decode(node["name"], buffers))

@@ -1,0 +1,151 @@
+"""Worker processes, seen from the gateway: start one on an environment's interpreter, talk to
+it, and notice when it dies.
+
+A worker is ``<env>/bin/python -E -s gateway/runtimes/worker/server.py``: the environment's
+own interpreter and packages, none of the gateway's (``-E`` ignores PYTHONPATH, ``-s`` the
+user's site-packages; only the worker's own folder is on its path). It talks over one end of
+a socketpair it inherits, and exits when the gateway closes the other end or its parent is
+gone (it watches its parent's pid: a SIGKILLed gateway leaves no worker behind).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.runtimes.worker import wire
+
+log = logging.getLogger(__name__)
+
+SERVER = Path(__file__).parent / "worker" / "server.py"
+_HELLO_TIMEOUT = 60.0  # seconds a new worker has to import MLflow and answer
+_STOP_GRACE = 2.0
+
+
+class WorkerLost(Exception):
+    """The worker process died (or was stopped) with this call unanswered."""
+
+
+class WorkerProcess:
+    """One worker process and the socket to it. Calls are serialized: the worker answers one
+    message at a time, and every caller (loader, inference and lifecycle threads) waits its
+    turn on the lock."""
+
+    def __init__(self, python: Path, *, label: str, on_exit: Callable[[WorkerProcess, int], None]) -> None:
+        self.python = python
+        self.label = label
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self.started_at = 0.0
+        self.hello: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and not self._stopping
+
+    def start(self) -> dict[str, Any]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    str(self.python),
+                    "-E",
+                    "-s",
+                    str(SERVER),
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--parent-pid",
+                    str(os.getpid()),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # a Ctrl-C meant for the gateway is the gateway's to pass on
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+        self.started_at = time.monotonic()
+        threading.Thread(target=self._watch, name=f"worker-watch {self.label}", daemon=True).start()
+        ours.settimeout(_HELLO_TIMEOUT)
+        try:
+            answer, _ = self.call({"op": "hello"}, [])
+        finally:
+            ours.settimeout(None)
+        self.hello = answer
+        log.info(
+            "worker %s started: pid %s, Python %s, MLflow %s",
+            self.label,
+            self.pid,
+            answer.get("python"),
+            answer.get("mlflow"),
+        )
+        return answer
+
+    def _watch(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        code = proc.wait()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # a call waiting on it returns at once
+            except OSError:
+                pass
+        if not self._stopping:
+            log.warning("worker %s (pid %s) exited with %s", self.label, proc.pid, _exit_text(code))
+        self._on_exit(self, code)
+
+    def call(self, header: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[memoryview]]:
+        with self._lock:
+            sock = self._sock
+            if sock is None or self._stopping:
+                raise WorkerLost(f"worker {self.label} is not running")
+            try:
+                wire.send(sock, header, buffers)
+                return wire.receive(sock)
+            except (OSError, wire.Closed, ValueError) as exc:
+                raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {type(exc).__name__}") from exc
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; closes the socket."""
+        self._stopping = True
+        proc, sock = self._proc, self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the worker reads EOF and exits by itself
+            except OSError:
+                pass
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.wait(timeout=_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        if sock is not None:
+            sock.close()
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"

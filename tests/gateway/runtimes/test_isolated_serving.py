@@ -1,0 +1,244 @@
+"""Versions whose requirements the gateway does not satisfy, served by workers on environments
+built with real uv from the package index (issue 24).
+
+The models are tests/support/env_models/reporter.py, logged with different pip requirements:
+each answer says which release of a package the serving process has, so a test reads which
+environment served it. One module-wide environment directory: builds are shared between the
+tests as between the gateways of one host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from gateway.runtimes.environments import EnvironmentStore
+from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
+from tests.support.servers import gateway_server
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.anyio
+
+REPORTER = Path(__file__).parents[2] / "support" / "env_models" / "reporter.py"
+SIGNATURE = infer_signature(
+    pd.DataFrame({"package": ["numpy"]}), ["1.0"], params={"hold_file": "", "hold_seconds": 0.0}
+)
+OTHER_SKLEARN = "1.5.2"  # not the gateway's (tests/gateway/runtimes: pyproject pins scikit-learn>=1.4)
+
+
+def log_reporter(registry: Registry, name: str, requirements: list[str]) -> int:
+    def log() -> int:
+        with mlflow.start_run(run_name=name):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(REPORTER),
+                registered_model_name=name,
+                signature=SIGNATURE,
+                pip_requirements=requirements,
+            )
+        return int(info.registered_model_version)
+
+    return registry.log(log)
+
+
+@pytest.fixture(scope="module")
+def env_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    registry = empty_registry(tmp_path_factory.mktemp("env-registry"))
+    log_reporter(registry, "pinned", [f"scikit-learn=={OTHER_SKLEARN}"])
+    log_reporter(registry, "pinned-again", [f"scikit_learn == {OTHER_SKLEARN}"])  # the same set, spelled otherwise
+    log_reporter(registry, "tabulated", ["tabulate==0.9.0"])
+    log_reporter(registry, "fits", ["mlflow"])  # what the gateway has: served in process
+    log_reporter(registry, "fits", ["this-package-does-not-exist-registry-gateway==1.0"])
+    registry.client.set_registered_model_alias("fits", "champion", "1")
+    return registry
+
+
+@pytest.fixture(scope="module")
+def env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("envs")
+
+
+@pytest.fixture
+def make_gateway(
+    env_registry: Registry, env_dir: Path, tmp_path: Path
+) -> Callable[..., AbstractAsyncContextManager[Gateway]]:
+    def make(**overrides: Any) -> AbstractAsyncContextManager[Gateway]:
+        return running_gateway(settings_under(tmp_path, env_dir=env_dir, **overrides), env_registry.tracking_uri)
+
+    return make
+
+
+def ask(*packages: str, **params: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataframe_split": {"columns": ["package"], "data": [[p] for p in packages]}}
+    if params:
+        body["params"] = params
+    return body
+
+
+async def predict(client: httpx.AsyncClient, name: str, version: int, *packages: str) -> list[str]:
+    response = await client.post(f"/models/{name}/versions/{version}/predict", json=ask(*packages))
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]  # type: ignore[no-any-return]
+
+
+async def runtime_of(client: httpx.AsyncClient, name: str, version: int) -> dict[str, Any]:
+    response = await client.get(f"/models/{name}/versions/{version}")
+    assert response.status_code == 200, response.text
+    runtime = response.json()["runtime"]
+    assert runtime is not None
+    return runtime  # type: ignore[no-any-return]
+
+
+async def test_a_version_pinning_another_scikit_learn_is_served_with_that_release(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+) -> None:
+    import sklearn
+
+    assert sklearn.__version__ != OTHER_SKLEARN  # else this test proves nothing
+    async with make_gateway() as gw:
+        answer = await predict(gw.client, "pinned", 1, "scikit-learn", "python", "pid")
+        assert answer[:2] == [OTHER_SKLEARN, "{}.{}.{}".format(*__import__("sys").version_info[:3])]
+        assert int(answer[2]) != os.getpid()  # another process
+        runtime = await runtime_of(gw.client, "pinned", 1)
+        assert runtime["runtime"] == "isolated"
+        assert runtime["worker_pid"] == int(answer[2])
+        assert any(m.startswith(f"scikit-learn=={OTHER_SKLEARN}") for m in runtime["mismatches"]), runtime
+        assert f"installed: {sklearn.__version__}" in runtime["reason"]
+        listing = (await gw.client.get("/models")).json()["models"]
+        assert {m["name"]: m["isolated_versions"] for m in listing}["pinned"] == {"1": runtime["environment"]}
+        metrics = (await gw.client.get("/metrics")).text
+        assert (
+            f'gateway_version_runtime{{environment="{runtime["environment"]}",model="pinned",runtime="isolated",'
+            'version="1"} 1.0' in metrics
+        )
+
+
+async def test_a_version_needing_a_package_the_gateway_lacks_gets_it(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+) -> None:
+    with pytest.raises(ImportError):
+        __import__("tabulate")  # the gateway's own environment lacks it
+    async with make_gateway() as gw:
+        assert await predict(gw.client, "tabulated", 1, "tabulate", "import:tabulate") == ["0.9.0", "imported"]
+        assert "tabulate==0.9.0 (not installed)" in (await runtime_of(gw.client, "tabulated", 1))["mismatches"]
+
+
+async def test_two_versions_with_one_set_of_requirements_share_an_environment_and_a_worker(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], env_dir: Path
+) -> None:
+    async with make_gateway() as gw:
+        first = await predict(gw.client, "pinned", 1, "pid", "scikit-learn")
+        second = await predict(gw.client, "pinned-again", 1, "pid", "scikit-learn")
+        assert first == second  # one worker process, one release
+        one, other = await runtime_of(gw.client, "pinned", 1), await runtime_of(gw.client, "pinned-again", 1)
+        assert one["environment"] == other["environment"]
+        assert len(gw.services.placer.isolated.workers()) == 1  # type: ignore[union-attr]
+    keys = [env.key for env in EnvironmentStore(env_dir).environments()]
+    assert keys.count(one["environment"]) == 1
+
+
+async def test_an_uninstallable_requirement_refuses_the_version_and_the_last_one_keeps_serving(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+) -> None:
+    async with make_gateway() as gw:
+        assert (await gw.client.post("/models/fits/predict", json=ask("pid"))).headers["X-Model-Version"] == "1"
+        refused = await gw.client.post("/models/fits/versions/2/predict", json=ask("pid"))
+        assert refused.status_code == 409, refused.text
+        body = refused.json()
+        assert body["error_code"] == "INVALID_STATE"
+        assert "this-package-does-not-exist-registry-gateway" in body["message"]  # uv's own words
+        assert "GATEWAY_ENV_MANAGER=uv" in body["message"]
+        runtime = await runtime_of(gw.client, "fits", 2)
+        assert runtime["runtime"] == "isolated" and runtime["reason"].startswith("refused:")
+        events = (await gw.client.get("/events", params={"model": "fits"})).json()["events"]
+        assert any(e["kind"] == "refused" and "this-package-does-not-exist" in (e["reason"] or "") for e in events)
+        served = await gw.client.post("/models/fits/predict", json=ask("pid"))
+        assert served.status_code == 200 and served.headers["X-Model-Version"] == "1"
+        assert (await runtime_of(gw.client, "fits", 1))["runtime"] == "in_process"
+
+
+async def test_a_killed_worker_answers_its_requests_in_flight_503_and_comes_back(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
+) -> None:
+    async with make_gateway() as gw:
+        pid = int((await predict(gw.client, "pinned", 1, "pid"))[0])
+        hold = tmp_path / "held"
+        in_flight = asyncio.ensure_future(
+            gw.client.post(
+                "/models/pinned/versions/1/predict", json=ask("pid", hold_file=str(hold), hold_seconds=60.0)
+            )
+        )
+        await asyncio.to_thread(wait_until, hold.exists, timeout=30, what="the request to reach the worker")
+        os.kill(pid, signal.SIGKILL)
+        async with asyncio.timeout(10):  # a hang guard, not a measurement: it answers at once
+            answer = await in_flight
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert answer.headers["Retry-After"] == "1"
+
+        async def restarted() -> str | None:
+            response = await gw.client.post("/models/pinned/versions/1/predict", json=ask("pid"))
+            return response.json()["predictions"][0] if response.status_code == 200 else None
+
+        deadline = asyncio.get_running_loop().time() + 60
+        new_pid = None
+        while new_pid is None and asyncio.get_running_loop().time() < deadline:
+            new_pid = await restarted()
+            if new_pid is None:
+                await asyncio.sleep(0.1)
+        assert new_pid is not None and int(new_pid) != pid
+        assert (await runtime_of(gw.client, "pinned", 1))["worker_pid"] == int(new_pid)
+
+
+async def test_with_the_local_manager_a_mismatch_is_served_in_process_with_one_warning(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], caplog: pytest.LogCaptureFixture
+) -> None:
+    import sklearn
+
+    caplog.set_level("WARNING", logger="gateway.runtimes.placement")
+    async with make_gateway(env_manager="local") as gw:
+        for _ in range(2):
+            assert await predict(gw.client, "pinned", 1, "scikit-learn", "pid") == [sklearn.__version__, str(os.getpid())]
+        runtime = await runtime_of(gw.client, "pinned", 1)
+    assert runtime["runtime"] == "in_process" and "GATEWAY_ENV_MANAGER=local" in runtime["reason"]
+    warnings = [r for r in caplog.records if "pinned" in r.getMessage()]
+    assert len(warnings) == 1 and f"scikit-learn=={OTHER_SKLEARN}" in warnings[0].getMessage()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie waits only to be reaped
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.e2e
+def test_no_worker_outlives_a_sigkilled_gateway(env_registry: Registry, env_dir: Path, tmp_path: Path) -> None:
+    process, base = gateway_server(
+        tracking_uri=env_registry.tracking_uri,
+        workdir=tmp_path / "gw",
+        env={"GATEWAY_ENV_DIR": str(env_dir), "GATEWAY_WARM_ALIASES": ""},
+    )
+    process.start()
+    try:
+        response = httpx.post(f"{base}/models/pinned/versions/1/predict", json=ask("pid"), timeout=120)
+        assert response.status_code == 200, response.text
+        worker = int(response.json()["predictions"][0])
+        assert not _gone(worker)
+        process.stop(signal.SIGKILL)
+        wait_until(lambda: _gone(worker), timeout=10, what=f"worker {worker} to exit after its gateway was killed")
+    finally:
+        if process.running:
+            process.stop()

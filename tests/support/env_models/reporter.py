@@ -1,0 +1,47 @@
+"""A model from code (MLflow's models-from-code: nothing pickled) that reports the environment it
+runs in: for each row, what its ``package`` column asks about. Logged with different pip
+requirements by tests/gateway/runtimes, it shows which environment served a request.
+
+- a distribution's name: its installed release, or "missing";
+- ``import:<module>``: the module imported, then "imported";
+- ``python``: the interpreter's version; ``pid``: the serving process's id.
+
+Params ``hold_file`` and ``hold_seconds``: create that file, then wait that long before
+answering (a request a test can catch in flight).
+"""
+
+import importlib
+import importlib.metadata
+import os
+import sys
+import time
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Reporter(PythonModel):
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        params = params or {}
+        if params.get("hold_file"):
+            with open(params["hold_file"], "w"):
+                pass
+            time.sleep(float(params.get("hold_seconds") or 0))
+        out = []
+        for package in model_input["package"]:
+            if package == "python":
+                out.append("{}.{}.{}".format(*sys.version_info[:3]))
+            elif package == "pid":
+                out.append(str(os.getpid()))
+            elif package.startswith("import:"):
+                importlib.import_module(package.split(":", 1)[1])
+                out.append("imported")
+            else:
+                try:
+                    out.append(importlib.metadata.version(package))
+                except importlib.metadata.PackageNotFoundError:
+                    out.append("missing")
+        return out
+
+
+mlflow.models.set_model(Reporter())
