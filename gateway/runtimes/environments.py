@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -114,14 +115,16 @@ class EnvironmentStore:
 
     # --- building ------------------------------------------------------------------
 
-    def ensure(self, requirements: Requirements) -> Environment:
+    def ensure(self, requirements: Requirements, *, loader_needs: tuple[str, ...] = ()) -> Environment:
         """The environment for these requirements, built first if this host has none.
-        Blocks (seconds to minutes): call it from a loader thread, never the event loop."""
+        ``loader_needs``: what MLflow's loader of the model's flavor imports, added when the
+        model did not name it (see :func:`loader_needs`). Blocks (seconds to minutes): call it
+        from a loader thread, never the event loop."""
         self._refuse_unsafe(requirements.lines)
         interpreter, python_version, note = self._interpreter(requirements.python)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._builds:
-            resolved = self._compile(with_worker_needs(requirements.lines), python_version)
+            resolved = self._compile(with_worker_needs(requirements.lines, loader_needs), python_version)
             key = self._key(resolved, python_version)
             final = self.root / key
             with self._locked(key):
@@ -362,16 +365,25 @@ class EnvironmentStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def with_worker_needs(lines: tuple[str, ...]) -> tuple[str, ...]:
+def loader_needs(metadata: Any) -> tuple[str, ...]:
+    """What MLflow's loader for this MLmodel imports beyond the flavor's own library, which
+    MLflow does not write into requirements.txt: skops for a scikit-learn model it saved with
+    skops (MLflow 3's default) when the model's requirements were given by hand."""
+    sklearn = metadata.flavors.get("sklearn") or {}
+    return ("skops",) if sklearn.get("serialization_format") == "skops" else ()
+
+
+def with_worker_needs(lines: tuple[str, ...], needs: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The model's lines, plus what the worker itself imports when the model did not ask for
-    it: NumPy and pandas (its wire format) and MLflow's pyfunc (of this gateway's major version)."""
+    it: NumPy and pandas (its wire format), MLflow's pyfunc (of this gateway's major version),
+    and ``needs`` (its flavor's loader)."""
     names = set()
     for line in lines:
         try:
             names.add(canonicalize_name(Requirement(line).name))
         except InvalidRequirement:
             continue
-    extra = [name for name in ("numpy", "pandas") if name not in names]
+    extra = [name for name in ("numpy", "pandas", *needs) if canonicalize_name(name) not in names]
     if not names & MLFLOW_DISTRIBUTIONS:
         major = installed_release("mlflow") or "3"
         extra.append(f"mlflow-skinny=={major.split('.')[0]}.*")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from mlflow.models import Model
+
 from gateway.runtimes.base import Loaded, Placement
-from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore
+from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore, loader_needs
 from gateway.runtimes.inprocess import InProcessRuntime
 from gateway.runtimes.isolated import IsolatedRuntime
 from gateway.runtimes.requirements import Match, RequirementsUnreadable, Verdict, check, read_requirements
@@ -84,7 +86,7 @@ class Placer:
             return self.in_process.load(path), placement
         reason = verdict.reason if not verdict.satisfied else "GATEWAY_ENV_ISOLATE=always"
         try:
-            env = self.isolated.store.ensure(requirements)
+            env = self.isolated.store.ensure(requirements, loader_needs=loader_needs(Model.load(str(path / "MLmodel"))))
         except EnvironmentRefused as exc:
             self._remember(
                 version,

@@ -1,0 +1,72 @@
+"""An isolated version answers exactly as the same version served in process: the conformance
+corpus (tests/conformance) sent to one gateway with GATEWAY_ENV_ISOLATE=always and to one
+without, alone and batched, status, error code and body for body.
+
+The kinds that run here are the scikit-learn ones and the generic pyfunc whose class a worker
+can import: pickled PythonModels of the test suite itself (tests.conformance.models) name a
+module only the test process has, and torch's environment from the public index is a CUDA
+build of several GB (README: Models with their own environments).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import using_registry
+from tests.conformance import harness
+from tests.conformance import models as kinds
+from tests.conformance.corpus import corpus
+from tests.conftest import running_gateway, settings_under
+from tests.support.mlflow_db import new_mlflow_db
+
+pytestmark = pytest.mark.anyio
+
+KINDS = [kinds.IRIS, kinds.PIPELINE, kinds.INT64]
+
+
+@pytest.fixture(scope="module")
+def corpus_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, int]]:
+    root = tmp_path_factory.mktemp("isolated-corpus")
+    uri = new_mlflow_db(root / "mlflow.db")
+    with using_registry(uri, root / "artifacts"):
+        versions = {
+            kinds.IRIS.name: kinds.log_iris_version(kinds.IRIS.name, c=1.0),
+            kinds.PIPELINE.name: kinds.log_pipeline(kinds.PIPELINE.name),
+            kinds.INT64.name: kinds.log_int64(kinds.INT64.name),
+        }
+    return uri, versions
+
+
+async def answers(
+    uri: str, versions: dict[str, int], root: Path, **settings: object
+) -> dict[tuple[str, str, str], list[harness.Answer]]:
+    out: dict[tuple[str, str, str], list[harness.Answer]] = {}
+    async with running_gateway(settings_under(root, **settings), uri) as gw:
+        for kind in KINDS:
+            url = f"/models/{kind.name}/versions/{versions[kind.name]}/predict"
+            cases = corpus(kind)
+            for case, answer in (await harness.alone(gw.client, url, cases)).items():
+                out[(kind.name, case, harness.ALONE)] = [answer]
+            for case, batch in (await harness.batched(gw.client, url, cases, rounds=1, seed=1)).items():
+                out[(kind.name, case, harness.BATCHED)] = batch
+            runtime = (await gw.client.get(f"/models/{kind.name}/versions/{versions[kind.name]}")).json()["runtime"]
+            out[(kind.name, "runtime", "")] = [harness.Answer(200, None, runtime["runtime"])]
+    return out
+
+
+async def test_isolated_versions_answer_the_corpus_as_in_process_ones_do(
+    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    uri, versions = corpus_registry
+    env_dir = tmp_path_factory.mktemp("corpus-envs")
+    here = await answers(uri, versions, tmp_path / "in-process", env_dir=env_dir)
+    isolated = await answers(uri, versions, tmp_path / "isolated", env_dir=env_dir, env_isolate="always")
+    for kind in KINDS:
+        assert here.pop((kind.name, "runtime", ""))[0].document == "in_process"
+        assert isolated.pop((kind.name, "runtime", ""))[0].document == "isolated"
+    assert here.keys() == isolated.keys()
+    differ = {key: (here[key][0].short(), isolated[key][0].short()) for key in here if here[key] != isolated[key]}
+    assert not differ, differ
+    assert sum(1 for answers in here.values() for a in answers if a.status == 200) > 50  # most cases answer
