@@ -267,6 +267,83 @@ def _actor() -> str:
     return f"cli@{socket.gethostname()}:{os.getpid()}"
 
 
+@main.group()
+def envs() -> None:
+    """The Python environments built for versions whose requirements the gateway's own
+    environment does not satisfy (GATEWAY_ENV_DIR)."""
+
+
+@envs.command("list")
+def envs_list() -> None:
+    """Every built environment: key, Python, size, last use, requirements."""
+    from gateway.runtimes.placement import environment_store
+
+    store = environment_store(_load_settings())
+    found = store.environments()
+    click.echo(f"environments in {store.root}")
+    if not found:
+        click.echo("none built yet")
+        return
+    click.echo("KEY\tPYTHON\tSIZE_MIB\tLAST_USED\tREQUIREMENTS")
+    for env in found:
+        used = _utc(env.last_used)
+        click.echo(
+            f"{env.key}\t{env.python_version}\t{env.size_bytes / 2**20:.0f}\t{used}\t{' '.join(env.requirements)}"
+        )
+
+
+@envs.command("build")
+@click.argument("model")
+def envs_build(model: str) -> None:
+    """Build (or find) the environment of MODEL: a model directory, or a models:/ URI read from
+    MLFLOW_TRACKING_URI. What a gateway would do on first loading it, ahead of time."""
+    import tempfile
+
+    from mlflow.models import Model
+
+    from gateway.runtimes.environments import EnvironmentRefused, loader_needs
+    from gateway.runtimes.placement import environment_store
+    from gateway.runtimes.requirements import check, read_requirements
+
+    store = environment_store(_load_settings())
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(model)
+        if model.startswith("models:/"):
+            import mlflow.artifacts
+
+            path = Path(mlflow.artifacts.download_artifacts(model, dst_path=scratch))
+        if not (path / "MLmodel").is_file():
+            raise click.ClickException(f"{model} is not a model directory (no MLmodel)")
+        requirements = read_requirements(path)
+        verdict = check(requirements)
+        click.echo(f"this process {'satisfies' if verdict.satisfied else 'does not satisfy'} it: {verdict.reason}")
+        try:
+            env = store.ensure(requirements, loader_needs=loader_needs(Model.load(str(path / "MLmodel"))))
+        except EnvironmentRefused as exc:
+            raise click.ClickException(exc.reason) from None
+    click.echo(f"environment {env.key} (Python {env.python_version}) at {env.path}")
+    if env.note:
+        click.echo(f"note: {env.note}")
+
+
+@envs.command("prune")
+@click.option("--all", "everything", is_flag=True, help="Remove every environment no worker runs on.")
+def envs_prune(everything: bool) -> None:
+    """Remove environments no worker runs on, least recently used first, down to
+    GATEWAY_ENV_MAX_DISK_MB (or all of them with --all)."""
+    from gateway.runtimes.placement import environment_store
+
+    store = environment_store(_load_settings())
+    removed = store.prune(everything=everything)
+    click.echo(f"removed {len(removed)} environments from {store.root}" + "".join(f"\n  {k}" for k in removed))
+
+
+def _utc(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 @main.command("demo-registry")
 @click.option(
     "--path",

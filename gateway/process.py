@@ -38,8 +38,7 @@ from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import TrafficSplit
-from gateway.runtimes.environments import BuildOptions, EnvironmentStore
-from gateway.runtimes.placement import EnvironmentPolicy, Placer
+from gateway.runtimes.placement import Placer, placer_for
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
@@ -118,7 +117,7 @@ class Services:
         )
         lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
-        placer = _placer(settings)
+        placer = placer_for(settings)
         cache = ModelCache(
             _checked(
                 ModelLoader(
@@ -472,24 +471,6 @@ def _gate(
         model_concurrency=settings.model_concurrency,
         known_model=known_model,
     )
-
-
-def _placer(settings: GatewaySettings) -> Placer:
-    """Where versions run: this process, or workers on environments built with uv."""
-    store = EnvironmentStore(
-        settings.env_dir,
-        BuildOptions(
-            allow_sdist=settings.env_allow_sdist,
-            allow_direct_references=settings.env_allow_direct_references,
-            require_python=settings.env_require_python,
-            timeout_seconds=settings.env_build_timeout_seconds,
-            http_timeout_seconds=settings.env_http_timeout_seconds,
-            max_concurrent=settings.env_max_concurrent_builds,
-            max_bytes=int(settings.env_max_disk_mb * 2**20),
-        ),
-    )
-    policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
-    return Placer.build(policy, store, max_workers=settings.env_max_workers)
 
 
 def _checked(loader: ModelLoader) -> LoadFn:
