@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import auth_cost  # noqa: E402
+import isolated_cost  # noqa: E402
 import memory_churn  # noqa: E402
 import mlserver_env  # noqa: E402
 import oip_rows  # noqa: E402
@@ -41,7 +42,20 @@ from servers import Server, free_port, gateway_server  # noqa: E402
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
 VENV_BIN = Path(sys.executable).parent
-SECTIONS = ("main", "cold", "alias", "zipf", "torch", "workers", "registry-scale", "memory", "oip", "traffic", "auth")
+SECTIONS = (
+    "main",
+    "cold",
+    "alias",
+    "zipf",
+    "torch",
+    "workers",
+    "registry-scale",
+    "memory",
+    "oip",
+    "traffic",
+    "auth",
+    "isolated",
+)
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
 ZIPF_MODELS = 50
@@ -724,6 +738,72 @@ def auth_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
         _auth_point(run, gw, auth_cost.OFF_AFTER, bodies["iris"], {})
 
 
+def _own_rss_mb(server: Server) -> float:
+    """The gateway process's own RSS (not its workers')."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def _runtime(server: Server, version: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"{server.url}/models/iris/versions/{version}", timeout=30) as answer:
+        return json.loads(answer.read())["runtime"]  # type: ignore[no-any-return]
+
+
+def isolated_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """The same version in process and in an isolated worker: bench/isolated_cost.py."""
+    import shutil
+
+    sys.path.insert(0, str(HERE.parent))
+    from gateway.runtimes.environments import EnvironmentStore
+    from gateway.runtimes.requirements import Requirements
+
+    data: dict[str, object] = {"rows": [], "notes": []}
+    run.sections["isolated"] = data
+    envs = WORK / "isolated-envs"
+    shutil.rmtree(envs, ignore_errors=True)
+    os.environ.setdefault("UV_CACHE_DIR", str(WORK / "uv-cache"))
+    sklearn = Requirements(None, ("scikit-learn", "skops"), "requirements.txt")
+    EnvironmentStore(WORK / "isolated-prime").ensure(sklearn)  # fills uv's cache
+    shutil.rmtree(WORK / "isolated-prime", ignore_errors=True)
+    started = time.perf_counter()
+    EnvironmentStore(WORK / "isolated-warm").ensure(sklearn)
+    data["warm_build_seconds"] = round(time.perf_counter() - started, 2)
+    shutil.rmtree(WORK / "isolated-warm", ignore_errors=True)
+    run.log(f"isolated: environment from a warm uv cache in {data['warm_build_seconds']} s")
+    body = bodies["iris"]
+    env = {"GATEWAY_ENV_DIR": str(envs), "UV_CACHE_DIR": os.environ["UV_CACHE_DIR"], "GATEWAY_WARM_ALIASES": ""}
+    here = gateway(tracking_uri, "isolated-baseline", cpus=run.server_cpus, env=env)
+    there = gateway(tracking_uri, "isolated", cpus=run.server_cpus, env={**env, "GATEWAY_ENV_ISOLATE": "always"})
+    with here, there:
+        before = _own_rss_mb(there)
+        for server in (here, there):
+            post(server.url + server.predict_path, body.read_bytes())
+        if _runtime(there, 1).get("runtime") != "isolated" or _runtime(here, 1).get("runtime") != "in_process":
+            raise RuntimeError("the two gateways do not serve iris v1 where the section means to")
+        for index in range(isolated_cost.ROUNDS):
+            for connections in isolated_cost.CONNECTIONS:
+                for label, server in ((isolated_cost.IN_PROCESS, here), (isolated_cost.ISOLATED, there)):
+                    result = measure(run, server, body, connections)
+                    entry = {"server": label, "connections": connections, "round": index, **result.as_dict()}
+                    data["rows"].append(entry)  # type: ignore[attr-defined]
+                    run.log(
+                        f"isolated round {index} {label} c={connections}: {result.req_s:.0f} req/s "
+                        f"p50 {result.p50_ms:.2f} ms"
+                    )
+        first = _runtime(there, 1)
+        post(there.url + "/models/iris/versions/2/predict", body.read_bytes())
+        second = _runtime(there, 2)
+        data["second_version"] = {
+            "same_environment": first["environment"] == second["environment"],
+            "same_worker": first["worker_pid"] == second["worker_pid"],
+            "environments_after": len(EnvironmentStore(envs).environments()),
+        }
+        data["gateway_rss_mb"] = {"before": before, "after": _own_rss_mb(there)}
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -768,6 +848,7 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     out += oip_rows.targets(run.sections.get("oip"))  # type: ignore[arg-type]
     out += traffic_split.targets(run.sections.get("traffic"))  # type: ignore[arg-type]
     out += auth_cost.targets(run.sections.get("auth"))  # type: ignore[arg-type]
+    out += isolated_cost.targets(run.sections.get("isolated"))  # type: ignore[arg-type]
     return out
 
 
@@ -898,6 +979,7 @@ def render(run: Run, machine: dict[str, str]) -> str:
     lines += oip_rows.render(run.sections.get("oip"))  # type: ignore[arg-type]
     lines += traffic_split.render(run.sections.get("traffic"))  # type: ignore[arg-type]
     lines += auth_cost.render(run.sections.get("auth"))  # type: ignore[arg-type]
+    lines += isolated_cost.render(run.sections.get("isolated"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -1005,6 +1087,8 @@ def main() -> None:
         guarded(run, "traffic", lambda: traffic_section(run, tracking_uri, bodies))
     if "auth" in only:
         guarded(run, "auth", lambda: auth_section(run, tracking_uri, bodies))
+    if "isolated" in only:
+        guarded(run, "isolated", lambda: isolated_section(run, tracking_uri, bodies))
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     report = render(run, machine)

@@ -242,3 +242,17 @@ def test_no_worker_outlives_a_sigkilled_gateway(env_registry: Registry, env_dir:
     finally:
         if process.running:
             process.stop()
+
+
+async def test_a_workers_rss_counts_against_the_budget_and_evicting_its_last_version_stops_it(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+) -> None:
+    async with make_gateway(max_loaded_models=1) as gw:
+        worker = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
+        loaded = (await gw.client.get("/models/tabulated/versions/1")).json()["loaded"]
+        # the worker's whole RSS (an interpreter with MLflow, pandas and NumPy imported), not its files
+        assert loaded["size_bytes"] > 50 * 2**20, loaded
+        assert gw.services.cache.loaded_bytes == loaded["size_bytes"]
+        await predict(gw.client, "fits", 1, "pid")  # in process: the worker's only version is evicted
+        await asyncio.to_thread(wait_until, lambda: _gone(worker), timeout=10, what="the idle worker to stop")
+        assert gw.services.placer.isolated.workers() == []  # type: ignore[union-attr]
