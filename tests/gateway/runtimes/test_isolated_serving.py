@@ -256,3 +256,36 @@ async def test_a_workers_rss_counts_against_the_budget_and_evicting_its_last_ver
         await predict(gw.client, "fits", 1, "pid")  # in process: the worker's only version is evicted
         await asyncio.to_thread(wait_until, lambda: _gone(worker), timeout=10, what="the idle worker to stop")
         assert gw.services.placer.isolated.workers() == []  # type: ignore[union-attr]
+
+
+def test_a_version_logged_with_another_python_runs_on_that_python_when_the_host_has_one(
+    tmp_path: Path, env_dir: Path
+) -> None:
+    """A version whose python_env.yaml names Python 3.10 (rewritten in its artifacts, as if
+    logged there) runs on a 3.10 interpreter of this host, found without downloading one; a
+    host without one builds on the gateway's own Python and says so."""
+    import asyncio as _asyncio
+
+    from gateway.runtimes.environments import find_python, uv_binary
+
+    registry = empty_registry(tmp_path / "registry")
+    version = log_reporter(registry, "old-python", ["tabulate==0.9.0"])
+    source = Path(registry.client.get_model_version_download_uri("old-python", str(version)).removeprefix("file://"))
+    env_file = source / "python_env.yaml"
+    env_file.write_text(env_file.read_text().replace("python: 3.11", "python: 3.10", 1))
+    found = find_python("3.10", uv=uv_binary())
+
+    async def run() -> tuple[list[str], dict[str, Any]]:
+        settings = settings_under(tmp_path / "gw", env_dir=env_dir)
+        async with running_gateway(settings, registry.tracking_uri) as gw:
+            return await predict(gw.client, "old-python", version, "python"), await runtime_of(
+                gw.client, "old-python", version
+            )
+
+    answer, runtime = _asyncio.run(run())
+    assert runtime["runtime"] == "isolated" and "python 3.10 (this process runs 3.11)" in runtime["mismatches"]
+    if found is None:
+        assert answer[0].startswith("3.11") and "no Python 3.10 on this host" in runtime["note"]
+    else:
+        assert answer[0] == found[1] and answer[0].startswith("3.10.")
+        assert runtime["python"] == found[1] and runtime["note"] is None
