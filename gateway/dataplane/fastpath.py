@@ -11,7 +11,6 @@ over generated inputs).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
 from gateway.protocols.mlflow_scoring import JSON
+from gateway.runtimes.worker.raw import raw_predict
 
 log = logging.getLogger(__name__)
 
@@ -85,63 +85,50 @@ class FastPath:
         return self._decode(document)
 
 
+RawPredict = Callable[[np.ndarray], Any]
+AskRaw = Callable[[list[str] | None], RawPredict | None]
+"""The flavor's own predict for arrays of these columns (None for a tensor model), or None."""
+
+
 def build(pyfunc: Any, metadata: Model, flavor: str) -> FastPath | None:
-    """The fast path for this loaded version, or None when only pyfunc is safe."""
+    """The fast path for a version loaded in this process, or None when only pyfunc is safe."""
+    on_cpu = True
+    if flavor == "pytorch":
+        wrapper = getattr(pyfunc, "_model_impl", None)
+        on_cpu = str(getattr(wrapper, "device", "cpu")).split(":")[0] == "cpu"  # MLflow's load-time device
+    return assemble(metadata, flavor, lambda names: raw_predict(pyfunc, flavor, names), on_cpu=on_cpu)
+
+
+def assemble(metadata: Model, flavor: str, ask: AskRaw, *, on_cpu: bool) -> FastPath | None:
+    """The fast path from what the signature says (decoding, here) and the flavor's own
+    predict that ``ask`` finds, wherever the model runs (a worker's predict is a call to it:
+    ``on_cpu`` False keeps its batches off the event loop)."""
     schema = metadata.get_input_schema()  # type: ignore[no-untyped-call]
     if schema is None or metadata.get_params_schema() is not None:  # type: ignore[no-untyped-call]
         return None
     try:
         if flavor == "sklearn":
-            return _sklearn(pyfunc, metadata, schema)
+            return _sklearn(ask, schema, on_cpu=on_cpu)
         if flavor == "pytorch":
-            return _pytorch(pyfunc, schema)
+            return _pytorch(ask, schema, on_cpu=on_cpu)
     except Exception as exc:  # an unusual model: serve it, just not fast
         log.info("no fast path for this %s model (%s: %s)", flavor, type(exc).__name__, exc)
     return None
 
 
-def _sklearn(pyfunc: Any, metadata: Model, schema: Schema) -> FastPath | None:
+def _sklearn(ask: AskRaw, schema: Schema, *, on_cpu: bool) -> FastPath | None:
     columns = _numeric_columns(schema)
     if columns is None:
         return None
     names, dtype = columns
-    estimator = pyfunc.get_raw_model()
-    method = metadata.flavors["python_function"].get("predict_fn", "predict")
-    fitted_names = getattr(estimator, "feature_names_in_", None)
-    if fitted_names is not None:
-        if list(fitted_names) != names:
-            return None  # pyfunc would pass a frame in schema order; the estimator wants another
-        # pyfunc passes a frame with these names; an array of the same columns in the same
-        # order gives the same numbers. Given an array, an estimator fitted with names warns
-        # on every call; a twin that does not know the names predicts the same, silently.
-        estimator = _without_feature_names(estimator)
-        if estimator is None:
-            return None
+    predict = ask(names)
+    if predict is None:
+        return None
     decode = _column_decoder(names, dtype)
-    return FastPath(decode, getattr(estimator, method), tensors=_column_tensors(names, dtype), columns=columns)
+    return FastPath(decode, predict, tensors=_column_tensors(names, dtype), columns=columns, on_cpu=on_cpu)
 
 
-def _without_feature_names(estimator: Any) -> Any | None:
-    """A shallow copy of a fitted estimator (or pipeline) that takes plain arrays: the same
-    fitted arrays, less ``feature_names_in_``, which sklearn checks arrays against. None when
-    the names are held somewhere this does not know to look (pyfunc serves those)."""
-    if "feature_names_in_" in getattr(estimator, "__dict__", {}):
-        twin = copy.copy(estimator)
-        del twin.feature_names_in_
-        return twin
-    steps = getattr(estimator, "steps", None)  # a Pipeline: only its first step sees the columns
-    if isinstance(steps, list) and steps:
-        first_name, first = steps[0]
-        first = _without_feature_names(first)
-        if first is None:
-            return None
-        twin = copy.copy(estimator)
-        twin.steps = [(first_name, first), *steps[1:]]
-        return twin
-    return None
-
-
-def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:
+def _pytorch(ask: AskRaw, schema: Schema, *, on_cpu: bool) -> FastPath | None:
     from mlflow.utils.proto_json_utils import parse_tf_serving_input
 
     if not schema.is_tensor_spec() or len(schema.inputs) != 1 or schema.has_input_names():
@@ -149,8 +136,8 @@ def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:
     spec = schema.inputs[0]
     if not isinstance(spec, TensorSpec):
         return None
-    wrapper = pyfunc._model_impl  # mlflow.pytorch._PyTorchWrapper: no_grad, device, numpy out
-    if getattr(wrapper, "_is_forecasting_model", True):
+    predict = ask(None)
+    if predict is None:
         return None
 
     def decode(document: dict[str, Any]) -> np.ndarray | None:
@@ -174,8 +161,7 @@ def _pytorch(pyfunc: Any, schema: Schema) -> FastPath | None:
             return None
         return array
 
-    on_cpu = str(getattr(wrapper, "device", "cpu")).split(":")[0] == "cpu"  # MLflow's load-time device
-    return FastPath(decode, wrapper.predict, tensors=tensors, on_cpu=on_cpu)
+    return FastPath(decode, predict, tensors=tensors, on_cpu=on_cpu)
 
 
 def _plain_numbers(value: Any) -> bool:

@@ -6,6 +6,7 @@ run it in threads, never on the event loop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -231,15 +232,21 @@ class ModelLoader:
         tags = known.tags
         in_process = placement.runtime == "in_process"
         fast = None
-        if in_process and _tag(tags, FAST_PATH_TAG) is not False:
-            fast = fastpath.build(pyfunc, pyfunc.metadata, flavor)
+        if _tag(tags, FAST_PATH_TAG) is not False:
+            if in_process:
+                fast = fastpath.build(pyfunc, pyfunc.metadata, flavor)
+            else:  # decoded here, the flavor's own predict in the worker: a call, never on the loop
+                fast = fastpath.assemble(
+                    pyfunc.metadata, flavor, functools.partial(pyfunc.enable_fast, flavor), on_cpu=False
+                )
         log.info(
             "loaded %s: %.1f KiB in %.2f s (%s, %s)",
             version,
             size / 1024,
             seconds,
             flavor,
-            ("fast path" if fast else "pyfunc") if in_process else f"worker of environment {placement.environment}",
+            ("fast path" if fast else "pyfunc")
+            + ("" if in_process else f", worker of environment {placement.environment}"),
         )
         row_independent = flavor in ROW_INDEPENDENT_FLAVORS
         return LoadedModel(

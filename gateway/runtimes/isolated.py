@@ -21,6 +21,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,10 @@ class WorkerGroup:
         process.hello["rss"] = rss
         return max(rss - before, 0)
 
-    def predict(self, handle: str, data: Any, params: dict[str, Any] | None) -> Any:
+    def predict(self, handle: str, data: Any, params: dict[str, Any] | None, *, op: str = "predict") -> Any:
         buffers: list[Any] = []
         header = {
-            "op": "predict",
+            "op": op,
             "id": handle,
             "data": wire.encode(data, buffers),
             "params": wire.encode(params, buffers) if params else None,
@@ -197,6 +198,20 @@ class RemoteModel:
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         try:
             return self.group.predict(self.handle, data, params)
+        except WorkerLost as exc:
+            raise WorkerUnavailable(self._version.name, self._version.version, str(exc)) from exc
+
+    def enable_fast(self, flavor: str, names: list[str] | None) -> Callable[[Any], Any] | None:
+        """Ask the worker for the flavor's own predict on arrays of ``names`` (the fast path's
+        second half, gateway.dataplane.fastpath.assemble); the call that uses it, or None."""
+        answer, _ = self.group._process().call({"op": "fast", "id": self.handle, "flavor": flavor, "names": names}, [])
+        if not answer.get("ok") or not answer.get("fast"):
+            return None
+        return self.predict_fast
+
+    def predict_fast(self, array: Any) -> Any:
+        try:
+            return self.group.predict(self.handle, array, None, op="predict_fast")
         except WorkerLost as exc:
             raise WorkerUnavailable(self._version.name, self._version.version, str(exc)) from exc
 

@@ -8,7 +8,9 @@ closes that socket or the gateway's process is gone.
 
 Messages (``op`` in the header): ``hello`` -> pid, Python and MLflow versions, RSS;
 ``load`` (``id``, ``path``) -> RSS after loading; ``predict`` (``id``, ``data``,
-``params``) -> ``value``; ``unload`` (``id``) -> RSS. A failure answers ``error``:
+``params``) -> ``value``; ``fast`` (``id``, ``flavor``, ``names``) -> whether the flavor's own
+predict takes arrays of those columns (``raw.py``); ``predict_fast`` (``id``, ``data``: one
+array) -> ``value``; ``unload`` (``id``) -> RSS. A failure answers ``error``:
 the exception's type and message, and for MLflow's own its error code.
 """
 
@@ -24,7 +26,8 @@ import time
 import traceback
 from typing import Any
 
-import wire  # type: ignore[import-not-found]  # beside this file, in the worker's own process
+import raw  # type: ignore[import-not-found]  # beside this file, in the worker's own process
+import wire  # type: ignore[import-not-found]
 
 _WATCH_SECONDS = 0.2
 
@@ -60,6 +63,7 @@ def error_of(exc: BaseException) -> dict[str, Any]:
 class Worker:
     def __init__(self) -> None:
         self.models: dict[str, Any] = {}
+        self.fast: dict[str, Any] = {}  # id -> the flavor's own predict on an array
 
     def handle(self, header: dict[str, Any], buffers: list[memoryview]) -> tuple[dict[str, Any], list[Any]]:
         op = header.get("op")
@@ -84,7 +88,17 @@ class Worker:
             output = model.predict(data, params=params) if params else model.predict(data)
             out: list[Any] = []
             return {"value": wire.encode(output, out)}, out
+        if op == "fast":
+            predict = raw.raw_predict(self.models[header["id"]], header["flavor"], header.get("names"))
+            if predict is not None:
+                self.fast[header["id"]] = predict
+            return {"fast": predict is not None}, []
+        if op == "predict_fast":
+            output = self.fast[header["id"]](wire.decode(header["data"], buffers))
+            out = []
+            return {"value": wire.encode(output, out)}, out
         if op == "unload":
+            self.fast.pop(header["id"], None)
             self.models.pop(header["id"], None)
             gc.collect()
             return {"rss": rss_bytes()}, []

@@ -1,0 +1,55 @@
+"""The flavor's own predict on a plain array, for the fast path: scikit-learn's estimator
+method, PyTorch's wrapper. Shared by the gateway (in-process versions) and the isolated worker
+(its versions), so it imports nothing but the standard library and keeps to Python 3.8.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+
+def raw_predict(pyfunc: Any, flavor: str, names: list[str] | None) -> Callable[[Any], Any] | None:
+    """The loaded pyfunc's underlying predict for an array whose columns are ``names`` (the
+    signature's, in order), or None where only pyfunc gives the model's answer."""
+    if flavor == "sklearn":
+        estimator = pyfunc.get_raw_model()
+        method = pyfunc.metadata.flavors["python_function"].get("predict_fn", "predict")
+        fitted_names = getattr(estimator, "feature_names_in_", None)
+        if fitted_names is not None:
+            if names is None or list(fitted_names) != names:
+                return None  # pyfunc would pass a frame in schema order; the estimator wants another
+            # pyfunc passes a frame with these names; an array of the same columns in the same
+            # order gives the same numbers. Given an array, an estimator fitted with names warns
+            # on every call; a twin that does not know the names predicts the same, silently.
+            estimator = without_feature_names(estimator)
+            if estimator is None:
+                return None
+        return getattr(estimator, method)  # type: ignore[no-any-return]
+    if flavor == "pytorch":
+        wrapper = pyfunc._model_impl  # mlflow.pytorch._PyTorchWrapper: no_grad, device, numpy out
+        if getattr(wrapper, "_is_forecasting_model", True):
+            return None
+        return wrapper.predict  # type: ignore[no-any-return]
+    return None
+
+
+def without_feature_names(estimator: Any) -> Any:
+    """A shallow copy of a fitted estimator (or pipeline) that takes plain arrays: the same
+    fitted arrays, less ``feature_names_in_``, which sklearn checks arrays against. None when
+    the names are held somewhere this does not know to look (pyfunc serves those)."""
+    if "feature_names_in_" in getattr(estimator, "__dict__", {}):
+        twin = copy.copy(estimator)
+        del twin.feature_names_in_
+        return twin
+    steps = getattr(estimator, "steps", None)  # a Pipeline: only its first step sees the columns
+    if isinstance(steps, list) and steps:
+        first_name, first = steps[0]
+        first = without_feature_names(first)
+        if first is None:
+            return None
+        twin = copy.copy(estimator)
+        twin.steps = [(first_name, first), *steps[1:]]
+        return twin
+    return None
