@@ -92,6 +92,7 @@ class Services:
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
+    _reaping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None = None) -> Services:
@@ -325,6 +326,8 @@ class Services:
             await self.reconciler.start()
             self.shadows.start()
             self.counts.start()
+            if self.settings.env_worker_idle_seconds > 0:
+                self._reaping = asyncio.create_task(self._reap_idle_workers(), name="idle workers")
         if synced:
             # What moved while the first pass read and the warm-up ran is applied before ready,
             # not a poll interval later (a pass after the first reads only what changed: cheap).
@@ -416,8 +419,18 @@ class Services:
                 return Readiness(False, str(exc), role, leader)
         return Readiness(True, None, role, leader)
 
+    async def _reap_idle_workers(self) -> None:
+        """Isolated versions idle for GATEWAY_ENV_WORKER_IDLE_SECONDS are unloaded (and their
+        workers stop with their last version)."""
+        idle = self.settings.env_worker_idle_seconds
+        while True:
+            await asyncio.sleep(min(30.0, max(idle / 4, 0.05)))
+            self.cache.unload_idle(idle, which=lambda m: m.placement is not None and m.placement.runtime == "isolated")
+
     async def close(self) -> None:
         self.ready = False
+        if self._reaping is not None:
+            self._reaping.cancel()
         self.stage = "shutting down"
         frozen.forget()  # what this process kept may be garbage now (tests start many gateways)
         gc.set_threshold(*_DEFAULT_GC_THRESHOLDS)

@@ -312,6 +312,11 @@ class GatewaySettings(BaseSettings):
     """Worker processes (one per environment) alive at once in this gateway process; a version
     needing one more is answered 503 until another's last version is evicted."""
 
+    env_worker_idle_seconds: float = Field(default=0, ge=0)
+    """Unload an isolated version no request used for this long (its worker stops with its last
+    version; the next request loads it again, a cold load). 0: never, only the memory budget
+    and GATEWAY_MAX_LOADED_MODELS evict."""
+
     env_allow_sdist: bool = False
     """Let uv build source distributions (runs their build code); off: wheels only."""
 

@@ -293,6 +293,19 @@ class ModelCache:
         log.info("unloaded %s: it must not serve", key)
         return True
 
+    def unload_idle(self, older_than: float, *, which: Callable[[LoadedModel], bool]) -> list[Key]:
+        """Unload the versions ``which`` picks that no request used for ``older_than`` seconds
+        and none holds now (a worker's versions: its worker stops with the last); a request
+        for one later loads it again."""
+        now = time.time()
+        gone = []
+        for key, entry in list(self._entries.items()):
+            if not entry.in_use and now - entry.last_used >= older_than and which(entry.model):
+                self._drop(key, entry)
+                gone.append(key)
+                log.info("unloaded %s: idle for %.0f s", key, now - entry.last_used)
+        return gone
+
     def _drop(self, key: Key, entry: _Entry) -> None:
         del self._entries[key]
         self._bytes -= entry.model.size_bytes

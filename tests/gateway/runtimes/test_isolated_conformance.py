@@ -2,6 +2,9 @@
 corpus (tests/conformance) sent to one gateway with GATEWAY_ENV_ISOLATE=always and to one
 without, alone and batched, status, error code and body for body.
 
+The Open Inference Protocol's REST adapter is compared the same way on the iris version
+(tensors that take the fast path, tensors pyfunc converts, a refused request).
+
 The kinds that run here are the scikit-learn ones and the generic pyfunc whose class a worker
 can import: pickled PythonModels of the test suite itself (tests.conformance.models) name a
 module only the test process has, and torch's environment from the public index is a CUDA
@@ -19,12 +22,28 @@ from gateway.demo import using_registry
 from tests.conformance import harness
 from tests.conformance import models as kinds
 from tests.conformance.corpus import corpus
-from tests.conftest import running_gateway, settings_under
+from tests.conftest import IRIS_COLUMNS, running_gateway, settings_under
 from tests.support.mlflow_db import new_mlflow_db
 
 pytestmark = pytest.mark.anyio
 
 KINDS = [kinds.IRIS, kinds.PIPELINE, kinds.INT64]
+_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+OIP_BODIES = {
+    "oip FP64 columns": {
+        "inputs": [
+            {"name": column, "datatype": "FP64", "shape": [len(_ROWS), 1], "data": [row[i] for row in _ROWS]}
+            for i, column in enumerate(IRIS_COLUMNS)
+        ]
+    },
+    "oip FP32 columns (pyfunc converts)": {
+        "inputs": [
+            {"name": column, "datatype": "FP32", "shape": [len(_ROWS)], "data": [row[i] for row in _ROWS]}
+            for i, column in enumerate(IRIS_COLUMNS)
+        ]
+    },
+    "oip a missing column": {"inputs": [{"name": IRIS_COLUMNS[0], "datatype": "FP64", "shape": [1], "data": [1.0]}]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +71,12 @@ async def answers(
                 out[(kind.name, case, harness.ALONE)] = [answer]
             for case, batch in (await harness.batched(gw.client, url, cases, rounds=1, seed=1)).items():
                 out[(kind.name, case, harness.BATCHED)] = batch
+            if kind is kinds.IRIS:  # the Open Inference Protocol: columns as tensors, one row per tensor row
+                for label, body in OIP_BODIES.items():
+                    answer = await gw.client.post(
+                        f"/v2/models/{kind.name}/versions/{versions[kind.name]}/infer", json=body
+                    )
+                    out[(kind.name, label, "oip")] = [harness.Answer(answer.status_code, None, answer.json())]
             runtime = (await gw.client.get(f"/models/{kind.name}/versions/{versions[kind.name]}")).json()["runtime"]
             out[(kind.name, "runtime", "")] = [harness.Answer(200, None, runtime["runtime"])]
     return out

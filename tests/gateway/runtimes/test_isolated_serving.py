@@ -175,9 +175,7 @@ async def test_a_killed_worker_answers_its_requests_in_flight_503_and_comes_back
         pid = int((await predict(gw.client, "pinned", 1, "pid"))[0])
         hold = tmp_path / "held"
         in_flight = asyncio.ensure_future(
-            gw.client.post(
-                "/models/pinned/versions/1/predict", json=ask("pid", hold_file=str(hold), hold_seconds=60.0)
-            )
+            gw.client.post("/models/pinned/versions/1/predict", json=ask("pid", hold_file=str(hold), hold_seconds=60.0))
         )
         await asyncio.to_thread(wait_until, hold.exists, timeout=30, what="the request to reach the worker")
         os.kill(pid, signal.SIGKILL)
@@ -209,7 +207,10 @@ async def test_with_the_local_manager_a_mismatch_is_served_in_process_with_one_w
     caplog.set_level("WARNING", logger="gateway.runtimes.placement")
     async with make_gateway(env_manager="local") as gw:
         for _ in range(2):
-            assert await predict(gw.client, "pinned", 1, "scikit-learn", "pid") == [sklearn.__version__, str(os.getpid())]
+            assert await predict(gw.client, "pinned", 1, "scikit-learn", "pid") == [
+                sklearn.__version__,
+                str(os.getpid()),
+            ]
         runtime = await runtime_of(gw.client, "pinned", 1)
     assert runtime["runtime"] == "in_process" and "GATEWAY_ENV_MANAGER=local" in runtime["reason"]
     warnings = [r for r in caplog.records if "pinned" in r.getMessage()]
@@ -289,3 +290,16 @@ def test_a_version_logged_with_another_python_runs_on_that_python_when_the_host_
     else:
         assert answer[0] == found[1] and answer[0].startswith("3.10.")
         assert runtime["python"] == found[1] and runtime["note"] is None
+
+
+async def test_an_idle_worker_is_stopped_and_its_version_loads_again_when_asked(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+) -> None:
+    async with make_gateway(env_worker_idle_seconds=0.5) as gw:
+        worker = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
+        in_process = await predict(gw.client, "fits", 1, "pid")  # in process: never reaped
+        await asyncio.to_thread(wait_until, lambda: _gone(worker), timeout=20, what="the idle worker to stop")
+        assert [key.name for key in gw.services.cache.keys()] == ["fits"]
+        again = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
+        assert again != worker
+        assert await predict(gw.client, "fits", 1, "pid") == in_process
