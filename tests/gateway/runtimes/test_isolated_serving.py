@@ -303,3 +303,34 @@ async def test_an_idle_worker_is_stopped_and_its_version_loads_again_when_asked(
         again = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
         assert again != worker
         assert await predict(gw.client, "fits", 1, "pid") == in_process
+
+
+async def test_a_warm_alias_moves_to_an_isolated_version_only_once_its_worker_answered_warm_up(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], env_registry: Registry
+) -> None:
+    name = "swap-to-isolated"
+    first = log_reporter(env_registry, name, ["mlflow"])
+    env_registry.client.set_registered_model_alias(name, "champion", str(first))
+    async with make_gateway(warm_aliases=["champion"], admin_token="t0ken") as gw:
+        before = await gw.client.post(f"/models/{name}/predict", json=ask("pid"))
+        assert before.headers["X-Model-Version"] == str(first) and before.json()["predictions"] == [str(os.getpid())]
+        second = log_reporter(env_registry, name, ["tabulate==0.9.0"])
+        env_registry.client.set_registered_model_alias(name, "champion", str(second))
+        synced = await gw.client.post("/admin/sync", params={"model": name}, headers={"Authorization": "Bearer t0ken"})
+        assert synced.status_code == 200, synced.text
+        answers = []
+        deadline = asyncio.get_running_loop().time() + 120
+        while asyncio.get_running_loop().time() < deadline:
+            response = await gw.client.post(f"/models/{name}/predict", json=ask("tabulate"))
+            answers.append((response.status_code, response.headers.get("X-Model-Version"), response.json()))
+            if response.headers.get("X-Model-Version") == str(second):
+                break
+            await asyncio.sleep(0.05)
+        # every answer while the worker built and warmed came from the old version, in process
+        assert all(a[0] == 200 for a in answers), answers
+        assert all(a[2]["predictions"] == ["missing"] for a in answers[:-1])
+        assert answers[-1][1] == str(second) and answers[-1][2]["predictions"] == ["0.9.0"]
+        events = (await gw.client.get("/events", params={"model": name})).json()["events"]
+        kinds = [e["kind"] for e in reversed(events) if e.get("version") == second]
+        assert kinds.index("warmed") < kinds.index("swapped"), (kinds, events)
+        assert (await runtime_of(gw.client, name, second))["runtime"] == "isolated"

@@ -39,7 +39,7 @@ class Reporter(PythonModel):
             else:
                 try:
                     out.append(importlib.metadata.version(package))
-                except importlib.metadata.PackageNotFoundError:
+                except (importlib.metadata.PackageNotFoundError, ValueError):  # "": the warm-up's row
                     out.append("missing")
         return out
 
