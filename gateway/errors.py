@@ -237,8 +237,8 @@ class WorkersExhausted(GatewayError):
         self.name = name
         self.version = version
         super().__init__(
-            f"Model '{name}' version {version} needs a worker of its own environment, and {limit} workers run "
-            "already (GATEWAY_ENV_MAX_WORKERS)"
+            f"Model '{name}' version {version} needs workers of its own environment, and no more than {limit} "
+            "worker processes may run (GATEWAY_ENV_MAX_WORKERS)"
         )
 
 

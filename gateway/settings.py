@@ -309,8 +309,12 @@ class GatewaySettings(BaseSettings):
     are removed after each build."""
 
     env_max_workers: int = Field(default=8, ge=1)
-    """Worker processes (one per environment) alive at once in this gateway process; a version
-    needing one more is answered 503 until another's last version is evicted."""
+    """Worker processes alive at once in this gateway process (GATEWAY_ENV_PROCESSES per
+    environment); a version needing more is answered 503 until another's last version goes."""
+
+    env_processes: int = Field(default=1, ge=1, le=64)
+    """Worker processes per environment, each holding every version loaded on it; a batch goes
+    to one that is not busy. More than one lets an isolated version use several cores."""
 
     env_worker_idle_seconds: float = Field(default=0, ge=0)
     """Unload an isolated version no request used for this long (its worker stops with its last

@@ -54,6 +54,9 @@ class RuntimeState(BaseModel):
     mismatches: list[str] = Field(default_factory=list, description="Requirements this process does not meet")
     note: str | None = Field(default=None, description="Something to know, e.g. its Python is not on this host")
     worker_pid: int | None = Field(default=None, description="The worker process serving it, while loaded")
+    worker_pids: list[int] = Field(
+        default_factory=list, description="Every worker process holding it (GATEWAY_ENV_PROCESSES)"
+    )
 
 
 class VersionSummary(BaseModel):

@@ -106,6 +106,7 @@ class Inventory:
         if placement is None:
             return None
         pid = getattr(loaded.pyfunc, "worker_pid", None) if loaded is not None else None
+        pids = getattr(loaded.pyfunc, "worker_pids", []) if loaded is not None else []
         return RuntimeState(
             runtime=placement.runtime,
             reason=placement.reason,
@@ -114,6 +115,7 @@ class Inventory:
             mismatches=list(placement.mismatches),
             note=placement.note,
             worker_pid=pid,
+            worker_pids=pids,
         )
 
     async def model(self, name: str) -> ModelDetail:

@@ -67,14 +67,17 @@ def _remote_exception(error: dict[str, Any]) -> Exception:
 
 
 class WorkerGroup:
-    """The worker of one environment and the versions loaded on it."""
+    """The worker processes of one environment (``GATEWAY_ENV_PROCESSES`` of them, each holding
+    every version loaded on the environment) and those versions."""
 
-    def __init__(self, runtime: IsolatedRuntime, env: Environment) -> None:
+    def __init__(self, runtime: IsolatedRuntime, env: Environment, *, processes: int = 1) -> None:
         self.env = env
         self._runtime = runtime
-        self._lock = threading.Lock()  # guards process, models, restarts
-        self.process: WorkerProcess | None = None
+        self._lock = threading.Lock()  # guards processes, models, restarts
+        self.processes: list[WorkerProcess | None] = [None] * max(1, processes)
         self.models: dict[str, Path] = {}  # handle id -> the verified files it was loaded from
+        self.fast: dict[str, tuple[str, list[str] | None]] = {}  # handle -> what its fast path asked
+        self._next = itertools.count()
         self._deaths: list[float] = []
         self.broken: str | None = None  # why it is no longer started again
         self._in_use = contextlib.ExitStack()  # the environment's use lock: prune leaves it alone
@@ -84,37 +87,69 @@ class WorkerGroup:
     def label(self) -> str:
         return self.env.key[:12]
 
-    def _process(self) -> WorkerProcess:
-        process = self.process
-        if process is None or not process.alive:
-            raise WorkerLost(self.broken or f"the worker of environment {self.label} is restarting")
-        return process
+    @property
+    def process(self) -> WorkerProcess | None:
+        """The first live process (what operators see as the version's worker)."""
+        return next((p for p in self.processes if p is not None and p.alive), None)
 
-    def _start(self) -> WorkerProcess:
-        process = WorkerProcess(self.env.python, label=self.label, on_exit=self._exited)
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p is not None and p.alive and p.pid is not None]
+
+    def _pick(self) -> WorkerProcess:
+        """A live process, preferring one that is not answering another call."""
+        live = [p for p in self.processes if p is not None and p.alive]
+        if not live:
+            raise WorkerLost(self.broken or f"the worker of environment {self.label} is restarting")
+        start = next(self._next) % len(live)
+        ordered = live[start:] + live[:start]
+        return next((p for p in ordered if not p.busy), ordered[0])
+
+    def _all(self) -> list[WorkerProcess]:
+        live = [p for p in self.processes if p is not None and p.alive]
+        if len(live) < len(self.processes):
+            raise WorkerLost(self.broken or f"a worker of environment {self.label} is restarting")
+        return live
+
+    def _start(self, slot: int) -> WorkerProcess:
+        process = WorkerProcess(self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited)
         if not self._holding:
             self._in_use.enter_context(self._runtime.store.in_use(self.env.key))
             self._holding = True
         process.start()
-        self.process = process
+        self.processes[slot] = process
         return process
 
     def load(self, handle: str, path: Path) -> int:
-        """Load on this group's worker (starting it); the bytes its RSS grew by."""
+        """Load on every process of the group (starting them); the bytes their RSS grew by."""
         with self._lock:
-            fresh = self.process is None
-            process = self._start() if fresh else self._process()
-        before = 0 if fresh else int(process.hello.get("rss", 0))
-        answer, _ = process.call({"op": "load", "id": handle, "path": str(path)}, [])
-        if not answer.get("ok"):
-            if fresh and not self.models:
-                self.stop()
-            raise _remote_exception(answer["error"])
+            fresh = all(p is None for p in self.processes)
+            processes = [self._start(slot) for slot in range(len(self.processes))] if fresh else self._all()
+        grown = 0
+        for process in processes:
+            before = 0 if fresh else int(process.hello.get("rss", 0))
+            answer, _ = process.call({"op": "load", "id": handle, "path": str(path)}, [])
+            if not answer.get("ok"):
+                if fresh and not self.models:
+                    self.stop()
+                else:
+                    self._unload_everywhere(handle)
+                raise _remote_exception(answer["error"])
+            rss = int(answer.get("rss", 0))
+            process.hello["rss"] = rss
+            grown += max(rss - before, 0)
         with self._lock:
             self.models[handle] = path
-        rss = int(answer.get("rss", 0))
-        process.hello["rss"] = rss
-        return max(rss - before, 0)
+        return grown
+
+    def enable_fast(self, handle: str, flavor: str, names: list[str] | None) -> bool:
+        """Whether every process has the flavor's own predict for arrays of ``names``."""
+        for process in self._all():
+            answer, _ = process.call({"op": "fast", "id": handle, "flavor": flavor, "names": names}, [])
+            if not answer.get("ok") or not answer.get("fast"):
+                return False
+        with self._lock:
+            self.fast[handle] = (flavor, names)
+        return True
 
     def predict(self, handle: str, data: Any, params: dict[str, Any] | None, *, op: str = "predict") -> Any:
         buffers: list[Any] = []
@@ -124,7 +159,7 @@ class WorkerGroup:
             "data": wire.encode(data, buffers),
             "params": wire.encode(params, buffers) if params else None,
         }
-        answer, out = self._process().call(header, buffers)
+        answer, out = self._pick().call(header, buffers)
         if not answer.get("ok"):
             raise _remote_exception(answer["error"])
         return wire.decode(answer["value"], out)
@@ -132,57 +167,72 @@ class WorkerGroup:
     def unload(self, handle: str) -> None:
         with self._lock:
             self.models.pop(handle, None)
+            self.fast.pop(handle, None)
             last = not self.models
         if last:
             self.stop()
             return
-        with contextlib.suppress(WorkerLost):
-            answer, _ = self._process().call({"op": "unload", "id": handle}, [])
-            if answer.get("ok") and self.process is not None:
-                self.process.hello["rss"] = int(answer.get("rss", 0))
+        self._unload_everywhere(handle)
+
+    def _unload_everywhere(self, handle: str) -> None:
+        for process in [p for p in self.processes if p is not None and p.alive]:
+            with contextlib.suppress(WorkerLost):
+                answer, _ = process.call({"op": "unload", "id": handle}, [])
+                if answer.get("ok"):
+                    process.hello["rss"] = int(answer.get("rss", 0))
 
     def stop(self) -> None:
         with self._lock:
-            process, self.process = self.process, None
+            processes, self.processes = self.processes, [None] * len(self.processes)
             self.broken = "stopped"
             self.models.clear()
+            self.fast.clear()
         self._runtime.forget(self)
-        if process is not None:
-            process.stop()
+        for process in processes:
+            if process is not None:
+                process.stop()
         self._in_use.close()
         self._holding = False
 
     def _exited(self, process: WorkerProcess, code: int) -> None:
-        """From the process's watch thread: start it again and reload its versions, unless it
-        keeps dying or was stopped on purpose."""
+        """From the process's watch thread: start it again and reload its versions (and their
+        fast paths), unless the group's processes keep dying or it was stopped on purpose."""
         with self._lock:
-            if self.process is not process:  # stopped, or already replaced
+            if process not in self.processes:  # stopped, or already replaced
                 return
+            slot = self.processes.index(process)
             now = time.monotonic()
             self._deaths = [t for t in self._deaths if now - t < _RESTART_WINDOW] + [now]
             if len(self._deaths) >= _RESTARTS:
                 self.broken = (
-                    f"the worker of environment {self.label} died {len(self._deaths)} times within "
-                    f"{_RESTART_WINDOW:g} s; not started again until its versions are loaded again"
+                    f"the workers of environment {self.label} died {len(self._deaths)} times within "
+                    f"{_RESTART_WINDOW:g} s; not started again until their versions are loaded again"
                 )
                 log.error("%s", self.broken)
-                self.process = None
+                self.processes[slot] = None
                 return
-            models = dict(self.models)
             try:
-                replacement = WorkerProcess(self.env.python, label=self.label, on_exit=self._exited)
+                replacement = WorkerProcess(self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited)
                 replacement.start()
+                for handle, path in self.models.items():
+                    answer, _ = replacement.call({"op": "load", "id": handle, "path": str(path)}, [])
+                    if not answer.get("ok"):
+                        log.error("worker %s: could not load %s again: %s", replacement.label, handle, answer["error"])
+                    elif handle in self.fast:
+                        flavor, names = self.fast[handle]
+                        replacement.call({"op": "fast", "id": handle, "flavor": flavor, "names": names}, [])
             except Exception as exc:  # could not even start: its versions answer 503 until evicted
-                self.broken = f"the worker of environment {self.label} could not be started again: {exc}"
+                self.broken = f"a worker of environment {self.label} could not be started again: {exc}"
                 log.error("%s", self.broken)
-                self.process = None
+                self.processes[slot] = None
                 return
-            for handle, path in models.items():
-                answer, _ = replacement.call({"op": "load", "id": handle, "path": str(path)}, [])
-                if not answer.get("ok"):
-                    log.error("worker %s: could not load %s again: %s", self.label, handle, answer.get("error"))
-            self.process = replacement
-            log.info("worker %s started again (pid %s) with %d versions", self.label, replacement.pid, len(models))
+            self.processes[slot] = replacement
+            log.info(
+                "worker %s started again (pid %s) with %d versions",
+                replacement.label,
+                replacement.pid,
+                len(self.models),
+            )
 
 
 class RemoteModel:
@@ -204,10 +254,10 @@ class RemoteModel:
     def enable_fast(self, flavor: str, names: list[str] | None) -> Callable[[Any], Any] | None:
         """Ask the worker for the flavor's own predict on arrays of ``names`` (the fast path's
         second half, gateway.dataplane.fastpath.assemble); the call that uses it, or None."""
-        answer, _ = self.group._process().call({"op": "fast", "id": self.handle, "flavor": flavor, "names": names}, [])
-        if not answer.get("ok") or not answer.get("fast"):
+        try:
+            return self.predict_fast if self.group.enable_fast(self.handle, flavor, names) else None
+        except WorkerLost:
             return None
-        return self.predict_fast
 
     def predict_fast(self, array: Any) -> Any:
         try:
@@ -220,13 +270,18 @@ class RemoteModel:
         process = self.group.process
         return process.pid if process is not None else None
 
+    @property
+    def worker_pids(self) -> list[int]:
+        return self.group.pids()
+
 
 class IsolatedRuntime:
     kind = "isolated"
 
-    def __init__(self, store: EnvironmentStore, *, max_workers: int) -> None:
+    def __init__(self, store: EnvironmentStore, *, max_workers: int, processes: int = 1) -> None:
         self.store = store
         self.max_workers = max_workers
+        self.processes = processes  # per environment
         self._groups: dict[str, WorkerGroup] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -238,9 +293,9 @@ class IsolatedRuntime:
         with self._lock:
             group = self._groups.get(env.key)
             if group is None:
-                if len(self._groups) >= self.max_workers:
+                if (len(self._groups) + 1) * self.processes > self.max_workers:
                     raise WorkersExhausted(version.name, version.version, self.max_workers)
-                group = self._groups[env.key] = WorkerGroup(self, env)
+                group = self._groups[env.key] = WorkerGroup(self, env, processes=self.processes)
         handle = f"{version.uid}#{next(self._ids)}"
         try:
             grown = group.load(handle, path)

@@ -47,7 +47,9 @@ def environment_store(settings: GatewaySettings) -> EnvironmentStore:
 def placer_for(settings: GatewaySettings) -> Placer:
     """Where this process's versions run: here, or in workers on environments built with uv."""
     policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
-    return Placer.build(policy, environment_store(settings), max_workers=settings.env_max_workers)
+    return Placer.build(
+        policy, environment_store(settings), max_workers=settings.env_max_workers, processes=settings.env_processes
+    )
 
 
 class PlacementRefused(Exception):
@@ -84,10 +86,12 @@ class Placer:
         self._lock = threading.Lock()
 
     @classmethod
-    def build(cls, policy: EnvironmentPolicy, store: EnvironmentStore | None, *, max_workers: int) -> Placer:
+    def build(
+        cls, policy: EnvironmentPolicy, store: EnvironmentStore | None, *, max_workers: int, processes: int = 1
+    ) -> Placer:
         isolated = None
         if policy.manager == "uv" and store is not None:
-            isolated = IsolatedRuntime(store, max_workers=max_workers)
+            isolated = IsolatedRuntime(store, max_workers=max_workers, processes=processes)
         return cls(policy, in_process=InProcessRuntime(), isolated=isolated)
 
     def placement(self, version: VersionId) -> Placement | None:

@@ -55,6 +55,11 @@ class WorkerProcess:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def busy(self) -> bool:
+        """Answering a call right now (another caller would wait for it)."""
+        return self._lock.locked()
+
+    @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and not self._stopping
 

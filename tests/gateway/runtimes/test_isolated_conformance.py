@@ -113,3 +113,36 @@ async def test_isolated_versions_answer_the_corpus_as_in_process_ones_do(
     differ = {key: (here[key], isolated[key]) for key in here if _same(here[key]) != _same(isolated[key])}
     assert not differ, differ
     assert sum(1 for answers in here.values() for a in answers if a.status == 200) > 50  # most cases answer
+
+
+async def test_an_isolated_fast_path_survives_its_worker_being_killed(
+    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import asyncio
+    import os
+    import signal
+
+    uri, versions = corpus_registry
+    url = f"/models/iris/versions/{versions['iris']}/predict"
+    body = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": _ROWS}}
+    settings = settings_under(tmp_path, env_dir=tmp_path_factory.mktemp("kill-envs"), env_isolate="always")
+    async with running_gateway(settings, uri) as gw:
+        first = await gw.client.post(url, json=body)
+        assert first.status_code == 200, first.text
+        pid = (await gw.client.get(f"/models/iris/versions/{versions['iris']}")).json()["runtime"]["worker_pid"]
+
+        def fast() -> float:
+            sample = gw.services.metrics.registry.get_sample_value
+            return sample("gateway_predictions_by_path_total", {"model": "iris", "path": "fast"}) or 0.0
+
+        before = fast()
+        os.kill(pid, signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            again = await gw.client.post(url, json=body)
+            if again.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+                break
+            assert again.status_code == 503, again.text  # while it restarts: never a 400 or 500
+            await asyncio.sleep(0.1)
+        assert again.status_code == 200 and again.content == first.content
+        assert fast() > before  # the restarted worker took the fast path again

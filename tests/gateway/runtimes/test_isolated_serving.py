@@ -334,3 +334,23 @@ async def test_a_warm_alias_moves_to_an_isolated_version_only_once_its_worker_an
         kinds = [e["kind"] for e in reversed(events) if e.get("version") == second]
         assert kinds.index("warmed") < kinds.index("swapped"), (kinds, events)
         assert (await runtime_of(gw.client, name, second))["runtime"] == "isolated"
+
+
+async def test_with_two_processes_a_request_goes_to_the_one_not_busy(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
+) -> None:
+    async with make_gateway(env_processes=2) as gw:
+        await predict(gw.client, "tabulated", 1, "pid")
+        pids = (await runtime_of(gw.client, "tabulated", 1))["worker_pids"]
+        assert len(set(pids)) == 2
+        hold = tmp_path / "held"
+        held = asyncio.ensure_future(
+            gw.client.post(
+                "/models/tabulated/versions/1/predict", json=ask("pid", hold_file=str(hold), hold_seconds=3.0)
+            )
+        )
+        await asyncio.to_thread(wait_until, hold.exists, timeout=30, what="the held request to reach a worker")
+        other = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
+        assert not held.done()  # answered by the other process while the first still holds
+        first = int((await held).json()["predictions"][0])
+        assert {first, other} == set(pids)
