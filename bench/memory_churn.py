@@ -256,7 +256,7 @@ def _measured(client: Any, model_id: str) -> dict[str, int]:
     """What the gateway's loader will measure for a logged model: max(object graph, artifact files)."""
     import mlflow.pyfunc
 
-    from gateway.dataplane.sizing import object_graph_bytes
+    from gateway.runtimes.sizing import object_graph_bytes
     from registry_sync.hashing import directory_bytes
 
     path = Path(urllib.parse.urlparse(client.get_logged_model(model_id).artifact_location).path)

@@ -276,7 +276,7 @@ def envs() -> None:
 @envs.command("list")
 def envs_list() -> None:
     """Every built environment: key, Python, size, last use, requirements."""
-    from gateway.runtimes.placement import environment_store
+    from gateway.process import environment_store
 
     store = environment_store(_load_settings())
     found = store.environments()
@@ -301,8 +301,8 @@ def envs_build(model: str) -> None:
 
     from mlflow.models import Model
 
+    from gateway.process import environment_store
     from gateway.runtimes.environments import EnvironmentRefused, loader_needs
-    from gateway.runtimes.placement import environment_store
     from gateway.runtimes.requirements import check, read_requirements
 
     store = environment_store(_load_settings())
@@ -331,7 +331,7 @@ def envs_build(model: str) -> None:
 def envs_prune(everything: bool) -> None:
     """Remove environments no worker runs on, least recently used first, down to
     GATEWAY_ENV_MAX_DISK_MB (or all of them with --all)."""
-    from gateway.runtimes.placement import environment_store
+    from gateway.process import environment_store
 
     store = environment_store(_load_settings())
     removed = store.prune(everything=everything)

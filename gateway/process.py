@@ -38,7 +38,8 @@ from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import TrafficSplit
-from gateway.runtimes.placement import Placer, placer_for
+from gateway.runtimes.environments import BuildOptions, EnvironmentStore
+from gateway.runtimes.placement import EnvironmentPolicy, Placer
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
@@ -483,6 +484,30 @@ def _gate(
         model_rate=settings.model_rate,
         model_concurrency=settings.model_concurrency,
         known_model=known_model,
+    )
+
+
+def environment_store(settings: GatewaySettings) -> EnvironmentStore:
+    """The environments of GATEWAY_ENV_DIR, built as the settings say."""
+    return EnvironmentStore(
+        settings.env_dir,
+        BuildOptions(
+            allow_sdist=settings.env_allow_sdist,
+            allow_direct_references=settings.env_allow_direct_references,
+            require_python=settings.env_require_python,
+            timeout_seconds=settings.env_build_timeout_seconds,
+            http_timeout_seconds=settings.env_http_timeout_seconds,
+            max_concurrent=settings.env_max_concurrent_builds,
+            max_bytes=int(settings.env_max_disk_mb * 2**20),
+        ),
+    )
+
+
+def placer_for(settings: GatewaySettings) -> Placer:
+    """Where this process's versions run: here, or in workers on environments built with uv."""
+    policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
+    return Placer.build(
+        policy, environment_store(settings), max_workers=settings.env_max_workers, processes=settings.env_processes
     )
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow.models import Model
 
-from gateway.dataplane.sizing import object_graph_bytes
 from gateway.runtimes.base import Loaded, flavor_of
+from gateway.runtimes.sizing import object_graph_bytes
 from registry_sync.hashing import directory_bytes
 
 # Flavors whose loading is not thread-safe: torch.export's deserializer keeps one global,

@@ -11,45 +11,18 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from mlflow.models import Model
 
 from gateway.runtimes.base import Loaded, Placement
-from gateway.runtimes.environments import BuildOptions, EnvironmentRefused, EnvironmentStore, loader_needs
+from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore, loader_needs
 from gateway.runtimes.inprocess import InProcessRuntime
 from gateway.runtimes.isolated import IsolatedRuntime
 from gateway.runtimes.requirements import Match, RequirementsUnreadable, Verdict, check, read_requirements
 from registry_sync.identity import VersionId
 
-if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
-
 log = logging.getLogger(__name__)
-
-
-def environment_store(settings: GatewaySettings) -> EnvironmentStore:
-    """The environments of GATEWAY_ENV_DIR, built as the settings say."""
-    return EnvironmentStore(
-        settings.env_dir,
-        BuildOptions(
-            allow_sdist=settings.env_allow_sdist,
-            allow_direct_references=settings.env_allow_direct_references,
-            require_python=settings.env_require_python,
-            timeout_seconds=settings.env_build_timeout_seconds,
-            http_timeout_seconds=settings.env_http_timeout_seconds,
-            max_concurrent=settings.env_max_concurrent_builds,
-            max_bytes=int(settings.env_max_disk_mb * 2**20),
-        ),
-    )
-
-
-def placer_for(settings: GatewaySettings) -> Placer:
-    """Where this process's versions run: here, or in workers on environments built with uv."""
-    policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
-    return Placer.build(
-        policy, environment_store(settings), max_workers=settings.env_max_workers, processes=settings.env_processes
-    )
 
 
 class PlacementRefused(Exception):
