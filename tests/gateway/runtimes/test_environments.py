@@ -74,3 +74,15 @@ def test_an_environment_a_worker_runs_on_is_not_pruned(tmp_path: Path) -> None:
     with store.in_use(env.key):
         assert store.prune(everything=True) == []
     assert store.prune(everything=True) == [env.key]
+
+
+def test_an_unreachable_index_fails_the_build_at_once_with_uv_s_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens on port 9 here: the connection is refused, and the build must say so
+    instead of hanging (ray #26332 sat PENDING). A package no earlier test resolved, so that
+    uv's cache cannot answer for the index."""
+    monkeypatch.setenv("UV_DEFAULT_INDEX", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(EnvironmentRefused, match="127.0.0.1:9"):
+        EnvironmentStore(tmp_path / "envs").ensure(Requirements(None, ("tabulate==0.9.0",), "requirements.txt"))
