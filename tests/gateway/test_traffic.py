@@ -60,6 +60,9 @@ def settings_for(make_settings: Callable[..., GatewaySettings]) -> Callable[...,
             "follow_interval_seconds": 0.1,
             "warm_aliases": ["champion"],
             "admin_token": TOKEN,
+            # A replica warms the champion of every model in the module's registry, one more
+            # each test: past the default 16 the cache evicted a test's own canary or shadow.
+            "max_loaded_models": 64,
         }
         return make_settings(**(values | overrides))
 
