@@ -224,6 +224,7 @@ class Services:
             max_latency_ratio=settings.canary_max_latency_ratio,
             min_latency_delta=settings.canary_min_latency_delta_ms / 1000,
             min_requests=settings.canary_min_requests,
+            count_client_errors=settings.canary_count_client_errors,
         )
         guard = Guard(split, store, metrics, limits=limits, actor=f"gateway@{actor}")
         shadows = ShadowQueue(

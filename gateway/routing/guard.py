@@ -14,7 +14,8 @@ Flagger judge a canary: a 5xx answer (a timeout is 504) or the model raising on 
 body, input that does not fit) says nothing of the version, and route keys are sticky: one
 client sending bad bodies to the canary would roll a healthy one back, and to the default
 would hide a failing one. Such answers are counted per arm (``client_errors``) but kept out
-of the window (as successes they would dilute its error rate).
+of the window (as successes they would dilute its error rate), unless
+``count_client_errors`` (``GATEWAY_CANARY_COUNT_CLIENT_ERRORS``) judges them as errors too.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class GuardLimits:
     """Seconds the canary's p99 must also exceed the default's by: at a few milliseconds, a
     p99 (the second slowest of 200 answers) doubles from one scheduling hiccup alone (a
     healthy canary was rolled back so under load in `make bench`)."""
+    count_client_errors: bool = False
+    """Judge the callers' 4xx (not the model raising: that is always judged) as errors too."""
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Window:
     size: int
     answers: deque[tuple[bool, float]] = field(init=False)
     requests: int = 0
-    errors: int = 0  # the judged ones: server errors
+    errors: int = 0  # the judged ones: server errors (and client errors, if counted)
     client_errors: int = 0  # the callers' 4xx, judged or not
     _failed: int = field(default=0, init=False, repr=False)  # errors among ``answers``
     _ordered: list[float] = field(init=False, repr=False)  # the seconds of ``answers``, sorted
@@ -92,11 +95,15 @@ class Window:
         self.requests += 1
         self.errors += error
 
-    def add_client_error(self) -> None:
-        """A caller's 4xx: counted since start, and kept out of the window: it says nothing
-        of the version, and as an answer it would dilute the version's error rate."""
-        self.requests += 1
+    def add_client_error(self, *, judged: bool = False, seconds: float = 0.0) -> None:
+        """A caller's 4xx: counted since start; in the window as an error only when ``judged``
+        (GATEWAY_CANARY_COUNT_CLIENT_ERRORS), else kept out of it: it says nothing of the
+        version, and as an answer it would dilute the version's error rate."""
         self.client_errors += 1
+        if judged:
+            self.add(error=True, seconds=seconds)
+        else:
+            self.requests += 1
 
     def restart(self) -> None:
         """Forget the answers judged (a new experiment starts from an empty window); the
@@ -160,9 +167,11 @@ class Guard:
         if window is None:
             window = self._windows[key] = Window(self.limits.min_requests)
         if failure == "client":
-            window.add_client_error()
-            return  # nothing judged: the canary's window did not change
-        window.add(error=failure is not None, seconds=seconds)
+            window.add_client_error(judged=self.limits.count_client_errors, seconds=seconds)
+            if not self.limits.count_client_errors:
+                return  # nothing judged: the canary's window did not change
+        else:
+            window.add(error=failure is not None, seconds=seconds)
         if served.route == CANARY and served.fallback is not None and window.full:
             reason = breach(self.limits, window, self._windows.get((served.name, DEFAULT, served.fallback.version)))
             if reason is not None:
@@ -193,13 +202,15 @@ class Guard:
 
 
 def breach(limits: GuardLimits, canary: Window, default: Window | None) -> str | None:
-    """Why the canary must lose its weight, or None: server errors beyond the default's by more than
-    ``max_error_rate``, or a p99 both ``max_latency_ratio`` times and ``min_latency_delta``
-    above the default's (once the default has a full window here)."""
+    """Why the canary must lose its weight, or None: server errors (and the callers' 4xx, if
+    ``count_client_errors``) beyond the default's by more than ``max_error_rate``, or a p99
+    both ``max_latency_ratio`` times and ``min_latency_delta`` above the default's (once the
+    default has a full window here)."""
     baseline = default.error_rate if default is not None else 0.0
     if canary.error_rate - baseline > limits.max_error_rate:
+        what = "error rate (client errors included)" if limits.count_client_errors else "server error rate"
         return (
-            f"server error rate {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
+            f"{what} {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
             f"default version's {baseline:.3f} by more than GATEWAY_CANARY_MAX_ERROR_RATE={limits.max_error_rate:g}"
         )
     if default is None or not default.full:

@@ -418,6 +418,29 @@ async def test_a_callers_bad_bodies_on_a_healthy_canary_are_counted_but_do_not_r
         assert (default["version"], default["client_errors"], default["errors"]) == (v1, 0, 0)
 
 
+async def test_with_client_errors_counted_a_callers_bad_bodies_roll_the_canary_back(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """GATEWAY_CANARY_COUNT_CLIENT_ERRORS=true: the old judgement, every 4xx an error, for whom wants it."""
+    min_requests = 10
+    name, (_, v2) = fresh_model(registry, Doubler(), Doubler())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    settings = settings_for("all", canary_min_requests=min_requests, canary_count_client_errors=True)
+    async with replica(settings, registry.tracking_uri) as one:
+        assert one.services.guard.limits.count_client_errors  # the setting reaches the guard
+        keys = await one.key_of_each_route(name)
+        sent = 0
+        while not taken_off(one, name, v2) and sent < 2 * min_requests:
+            await one.bad_body(name, key=keys["canary"])
+            sent += 1
+        assert taken_off(one, name, v2), "with client errors counted, the guard did not judge them"
+        await one.services.guard.settle()
+        [event] = [e for e in one.services.store.events(name=name) if e.kind == "rolled_back"]
+        assert event.version == v2 and "error rate (client errors included)" in event.reason
+        canary = one.services.guard.window(name, "canary", v2)
+        assert canary is not None and canary.client_errors == canary.errors == sent
+
+
 async def test_a_canary_whose_model_raises_is_rolled_back_whatever_the_callers_send_the_default(
     registry: Registry, settings_for: Callable[..., GatewaySettings]
 ) -> None:
@@ -793,3 +816,6 @@ def test_a_callers_errors_are_counted_but_stay_out_of_the_window() -> None:
         window.add_client_error()
     assert (window.requests, window.errors, window.client_errors) == (40, 1, 30)
     assert (len(window.answers), window.error_rate) == (10, 0.1)  # not diluted by the 400s either
+    window.add_client_error(judged=True, seconds=0.004)  # GATEWAY_CANARY_COUNT_CLIENT_ERRORS
+    assert (window.requests, window.errors, window.client_errors) == (41, 2, 31)
+    assert (len(window.answers), window.error_rate) == (11, 2 / 11)  # judged: in the window, as an error
