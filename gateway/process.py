@@ -33,7 +33,7 @@ from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.counts import TrafficCounts
-from gateway.routing.guard import Guard, GuardLimits
+from gateway.routing.guard import Guard, GuardLimits, failure_of
 from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
@@ -230,6 +230,7 @@ class Services:
             max_latency_ratio=settings.canary_max_latency_ratio,
             min_latency_delta=settings.canary_min_latency_delta_ms / 1000,
             min_requests=settings.canary_min_requests,
+            count_client_errors=settings.canary_count_client_errors,
         )
         guard = Guard(split, store, metrics, limits=limits, actor=f"gateway@{actor}")
         shadows = ShadowQueue(
@@ -288,16 +289,19 @@ class Services:
             traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store, shadows),
         )
 
-    def predict_finished(self, served: Resolved | None, *, status: int, started: float) -> None:
+    def predict_finished(
+        self, served: Resolved | None, *, status: int, started: float, error: BaseException | None = None
+    ) -> None:
         """One predict request ended, whatever its protocol: counted by what served it (a
         canary unloaded meanwhile is answered by its default version: pass that one), and
         a default-route answer shown to the canary guard. ``served`` None: it failed before
-        a version was chosen."""
+        a version was chosen. ``error``: what it raised, which tells the guard a model's
+        exception from a caller's mistake (both answer 400)."""
         seconds = time.perf_counter() - started
         model, version = (served.name, str(served.version)) if served is not None else (UNKNOWN, UNKNOWN)
         self.metrics.request_finished(model=model, version=version, status=status, seconds=seconds)
         if served is not None:
-            self.guard.observe(served, status=status, seconds=seconds)
+            self.guard.observe(served, failure=failure_of(status, error), seconds=seconds)
 
     @functools.cached_property
     def route_key_header(self) -> bytes:

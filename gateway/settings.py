@@ -256,6 +256,11 @@ class GatewaySettings(BaseSettings):
     """Requests a canary answers in this process before the guard judges it; also the window
     (the last this many answers of each arm) the guard compares."""
 
+    canary_count_client_errors: bool = False
+    """The guard judges server errors only (5xx, timeouts, the model raising): a caller's other
+    4xx say nothing of the version, and a sticky route key lands all of one caller's on one
+    arm. True: judge them as errors too (they are counted per arm in /traffic either way)."""
+
     shadow_queue_size: int = Field(default=256, ge=1)
     """Shadow requests waiting to run; past it they are dropped (and counted), never waited for."""
 

@@ -190,9 +190,16 @@ class ArmStats(BaseModel):
     arm: str = Field(examples=["canary"])
     version: int
     requests: int
-    errors: int
-    window: int = Field(description="Answers in the guard's window (the last GATEWAY_CANARY_MIN_REQUESTS)")
-    error_rate: float = Field(description="Over the window")
+    errors: int = Field(
+        description="The errors the guard judges: 5xx, timeouts, the model raising"
+        " (and client errors with GATEWAY_CANARY_COUNT_CLIENT_ERRORS)"
+    )
+    client_errors: int = Field(description="The callers' other 4xx (bad bodies, input that does not fit)")
+    window: int = Field(
+        description="Judged answers in the guard's window (the last GATEWAY_CANARY_MIN_REQUESTS;"
+        " client errors only with GATEWAY_CANARY_COUNT_CLIENT_ERRORS)"
+    )
+    error_rate: float = Field(description="Judged errors over the window")
     p50_ms: float | None
     p99_ms: float | None
 
@@ -203,7 +210,7 @@ class ArmCounts(BaseModel):
     arm: str = Field(examples=["canary"], description="default, canary or shadow")
     version: int
     requests: int = Field(description="Answers; for a shadow, the copies that ran")
-    errors: int = Field(description="Error answers; for a shadow, the copies that failed")
+    errors: int = Field(description="Error answers the guard judges (see stats); for a shadow, the copies that failed")
     agreed: int = Field(0, description="Shadows: answers equal to the primary's")
     differed: int = Field(0, description="Shadows: answers unlike the primary's")
     dropped: int = Field(0, description="Shadows: copies that never ran (a full queue)")

@@ -77,6 +77,7 @@ class TrafficReport:
                     version=version,
                     requests=window.requests,
                     errors=window.errors,
+                    client_errors=window.client_errors,
                     window=len(window.answers),
                     error_rate=window.error_rate,
                     p50_ms=p50 * 1000 if p50 is not None else None,

@@ -93,7 +93,7 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
         body = await read_body(receive, content_length, services.settings.max_body_bytes)
         prediction = await services.inference.predict(served, body, media_type)
     except Exception as exc:
-        services.predict_finished(served, status=http_errors.classify(exc).status, started=started)
+        services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     services.predict_finished(served, status=200, started=started)

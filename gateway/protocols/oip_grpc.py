@@ -367,7 +367,7 @@ class InferenceServicer:
             prediction = await _predict(services, served, message, body)
         except Exception as exc:
             error = status_of(exc)
-            services.predict_finished(served, status=error.http_status, started=started)
+            services.predict_finished(served, status=error.http_status, started=started, error=exc)
             permit.release()
             await _abort(context, error)
             raise AssertionError("unreachable: abort raises") from exc

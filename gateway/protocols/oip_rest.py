@@ -221,7 +221,7 @@ async def answer(
         body = _decompressed(await read_body(receive, content_length, limit), encoding, limit)
         prediction = await _predict(services, served, body, json_length)
     except Exception as exc:
-        services.predict_finished(served, status=http_errors.classify(exc).status, started=started)
+        services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     services.predict_finished(served, status=200, started=started)

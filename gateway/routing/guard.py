@@ -1,13 +1,21 @@
 """The guard: a canary that answers worse than the default version loses its weight.
 
 Each process watches its own default-route answers, per model and arm, over a window of
-the last ``min_requests`` answers. Once a canary has answered ``min_requests`` here, it is
-compared after each answer with its default version on the same window: an error rate (5xx
-and input errors alike: the default's rate on the same inputs takes out what is the
-callers' fault) higher by more than ``max_error_rate``, or a p99 latency more than
+the last ``min_requests`` answers it judges. Once a canary has ``min_requests`` of them
+here, it is compared after each answer with its default version on the same window: a
+server error rate higher by more than ``max_error_rate``, or a p99 latency more than
 ``max_latency_ratio`` times the default's, takes its weight away here at once and, through
 the state database, on every replica within a follow interval (event ``rolled_back``). It
 stays off until its weight tag changes. Nothing is written to MLflow.
+
+A server error is what the version or the gateway is to blame for, as Argo Rollouts and
+Flagger judge a canary: a 5xx answer (a timeout is 504) or the model raising on its input
+(``ModelRaised``, which MLflow answers 400). A client's mistake (any other 4xx: a malformed
+body, input that does not fit) says nothing of the version, and route keys are sticky: one
+client sending bad bodies to the canary would roll a healthy one back, and to the default
+would hide a failing one. Such answers are counted per arm (``client_errors``) but kept out
+of the window (as successes they would dilute its error rate), unless
+``count_client_errors`` (``GATEWAY_CANARY_COUNT_CLIENT_ERRORS``) judges them as errors too.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio.to_thread
 
+from gateway.errors import ModelRaised
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Resolved
 from gateway.routing.traffic import CANARY, DEFAULT, TrafficSplit
@@ -27,6 +37,18 @@ from registry_sync.errors import RegistryError
 from registry_sync.repository import StateStore
 
 log = logging.getLogger(__name__)
+
+Failure = Literal["server", "model", "client"]
+"""Who failed an answer: the gateway or the version (a 5xx), the model's own code, or the caller."""
+
+
+def failure_of(status: int, exc: BaseException | None) -> Failure | None:
+    """What kind of failure an answer of ``status``, raised as ``exc``, was (None: answered)."""
+    if status < 400:
+        return None
+    if isinstance(exc, ModelRaised):  # 400 as in MLflow, but the version's fault
+        return "model"
+    return "server" if status >= 500 else "client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +60,13 @@ class GuardLimits:
     """Seconds the canary's p99 must also exceed the default's by: at a few milliseconds, a
     p99 (the second slowest of 200 answers) doubles from one scheduling hiccup alone (a
     healthy canary was rolled back so under load in `make bench`)."""
+    count_client_errors: bool = False
+    """Judge the callers' 4xx (not the model raising: that is always judged) as errors too."""
 
 
 @dataclass
 class Window:
-    """One arm's last answers here (error or not, seconds), and its counts since start.
+    """One arm's last judged answers here (error or not, seconds), and its counts since start.
 
     Kept incrementally: the guard judges a canary after every one of its answers, so the
     error count of the window and its latencies in order are updated as answers come and
@@ -51,7 +75,8 @@ class Window:
     size: int
     answers: deque[tuple[bool, float]] = field(init=False)
     requests: int = 0
-    errors: int = 0
+    errors: int = 0  # the judged ones: server errors (and client errors, if counted)
+    client_errors: int = 0  # the callers' 4xx, judged or not
     _failed: int = field(default=0, init=False, repr=False)  # errors among ``answers``
     _ordered: list[float] = field(init=False, repr=False)  # the seconds of ``answers``, sorted
 
@@ -69,6 +94,16 @@ class Window:
         self._failed += error
         self.requests += 1
         self.errors += error
+
+    def add_client_error(self, *, judged: bool = False, seconds: float = 0.0) -> None:
+        """A caller's 4xx: counted since start; in the window as an error only when ``judged``
+        (GATEWAY_CANARY_COUNT_CLIENT_ERRORS), else kept out of it: it says nothing of the
+        version, and as an answer it would dilute the version's error rate."""
+        self.client_errors += 1
+        if judged:
+            self.add(error=True, seconds=seconds)
+        else:
+            self.requests += 1
 
     def restart(self) -> None:
         """Forget the answers judged (a new experiment starts from an empty window); the
@@ -117,20 +152,26 @@ class Guard:
         return {(arm, version): w for (model, arm, version), w in self._windows.items() if model == name}
 
     def counts(self) -> dict[tuple[str, str, int], tuple[int, int]]:
-        """(requests, errors) since start by (model, arm, version): what this process publishes."""
+        """(requests, errors) since start by (model, arm, version): what this process publishes
+        (errors: the judged ones)."""
         return {key: (window.requests, window.errors) for key, window in list(self._windows.items())}
 
-    def observe(self, served: Resolved, *, status: int, seconds: float) -> None:
-        """One default-route answer (``served.route`` default or canary); judges canaries."""
+    def observe(self, served: Resolved, *, failure: Failure | None, seconds: float) -> None:
+        """One default-route answer (``served.route`` default or canary), ``failure`` None when
+        it answered; judges canaries on server errors and latency."""
         if served.route not in (DEFAULT, CANARY):
             return
-        error = status >= 400
-        self._metrics.arm_finished(model=served.name, arm=served.route, ok=not error, seconds=seconds)
+        self._metrics.arm_finished(model=served.name, arm=served.route, ok=failure is None, seconds=seconds)
         key = (served.name, served.route, served.version)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = Window(self.limits.min_requests)
-        window.add(error=error, seconds=seconds)
+        if failure == "client":
+            window.add_client_error(judged=self.limits.count_client_errors, seconds=seconds)
+            if not self.limits.count_client_errors:
+                return  # nothing judged: the canary's window did not change
+        else:
+            window.add(error=failure is not None, seconds=seconds)
         if served.route == CANARY and served.fallback is not None and window.full:
             reason = breach(self.limits, window, self._windows.get((served.name, DEFAULT, served.fallback.version)))
             if reason is not None:
@@ -161,13 +202,15 @@ class Guard:
 
 
 def breach(limits: GuardLimits, canary: Window, default: Window | None) -> str | None:
-    """Why the canary must lose its weight, or None: errors beyond the default's by more than
-    ``max_error_rate``, or a p99 both ``max_latency_ratio`` times and ``min_latency_delta``
-    above the default's (once the default has a full window here)."""
+    """Why the canary must lose its weight, or None: server errors (and the callers' 4xx, if
+    ``count_client_errors``) beyond the default's by more than ``max_error_rate``, or a p99
+    both ``max_latency_ratio`` times and ``min_latency_delta`` above the default's (once the
+    default has a full window here)."""
     baseline = default.error_rate if default is not None else 0.0
     if canary.error_rate - baseline > limits.max_error_rate:
+        what = "error rate (client errors included)" if limits.count_client_errors else "server error rate"
         return (
-            f"error rate {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
+            f"{what} {canary.error_rate:.3f} over the last {len(canary.answers)} requests exceeds the "
             f"default version's {baseline:.3f} by more than GATEWAY_CANARY_MAX_ERROR_RATE={limits.max_error_rate:g}"
         )
     if default is None or not default.full:

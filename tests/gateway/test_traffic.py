@@ -20,9 +20,11 @@ import grpc
 import httpx
 import pytest
 
+from gateway import errors
 from gateway.app import GatewayApp, create_app
+from gateway.http import errors as http_errors
 from gateway.process import Services
-from gateway.routing.guard import GuardLimits, Window, breach
+from gateway.routing.guard import GuardLimits, Window, breach, failure_of
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, InvalidSplit, parse_split
@@ -58,6 +60,9 @@ def settings_for(make_settings: Callable[..., GatewaySettings]) -> Callable[...,
             "follow_interval_seconds": 0.1,
             "warm_aliases": ["champion"],
             "admin_token": TOKEN,
+            # A replica warms the champion of every model in the module's registry, one more
+            # each test: past the default 16 the cache evicted a test's own canary or shadow.
+            "max_loaded_models": 64,
         }
         return make_settings(**(values | overrides))
 
@@ -76,6 +81,25 @@ class Replica:
         return await self.client.post(
             f"/models/{name}/predict", json={"dataframe_records": [{"x": x}]}, headers=headers
         )
+
+    async def bad_body(self, name: str, *, key: str) -> httpx.Response:
+        """A default-route request the caller got wrong: its params are no JSON object (400)."""
+        body = {"dataframe_records": [{"x": 1.5}], "params": 5}
+        response = await self.client.post(f"/models/{name}/predict", json=body, headers={"X-Route-Key": key})
+        assert response.status_code == 400 and response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        return response
+
+    async def key_of_each_route(self, name: str) -> dict[str, str]:
+        """A route key that lands on each arm (default, canary), found by asking with good bodies."""
+        await self.services.reconciler.settle()  # the canary warm: it takes its share
+        found: dict[str, str] = {}
+        for i in range(200):
+            response = await self.predict(name, key=f"k{i}")
+            assert response.status_code == 200, response.text
+            found.setdefault(response.headers["x-model-route"], f"k{i}")
+            if len(found) == 2:
+                return found
+        raise AssertionError(f"200 keys landed on {sorted(found)} only")
 
     async def versions(self, name: str, keys: list[str]) -> dict[str, int]:
         """The version each key is served by (in chunks, concurrently)."""
@@ -360,6 +384,88 @@ async def test_the_guard_rolls_a_slow_canary_back_on_its_p99(
             response = await one.predict(name, key=key)
             assert (response.status_code, response.headers["x-model-version"]) == (200, str(v1))
             assert response.headers["x-model-route"] == "default"
+
+
+def arm_stats(traffic: dict[str, Any], arm: str) -> dict[str, Any]:
+    [stats] = [s for s in traffic["stats"] if s["arm"] == arm]
+    return stats
+
+
+async def test_a_callers_bad_bodies_on_a_healthy_canary_are_counted_but_do_not_roll_it_back(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """Route keys are sticky: one caller sending bad bodies lands them all on one arm. Its 400s
+    say nothing of the version, so they do not count against the canary, yet /traffic shows them."""
+    min_requests = 10
+    name, (v1, v2) = fresh_model(registry, Doubler(), Doubler())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    async with replica(settings_for("all", canary_min_requests=min_requests), registry.tracking_uri) as one:
+        keys = await one.key_of_each_route(name)
+        for _ in range(3 * min_requests):  # the canary's window fills with its good answers, judged each time
+            await one.bad_body(name, key=keys["canary"])
+            response = await one.predict(name, key=keys["canary"])
+            assert (response.status_code, response.headers["x-model-route"]) == (200, "canary")
+            response = await one.predict(name, key=keys["default"])
+            assert (response.status_code, response.headers["x-model-route"]) == (200, "default")
+        assert not taken_off(one, name, v2), "the guard rolled a healthy canary back for its callers' 400s"
+        assert not one.services.metrics.registry.get_sample_value("gateway_canary_rollbacks_total", {"model": name})
+
+        traffic = (await one.client.get(f"/models/{name}/traffic")).json()
+        canary, default = arm_stats(traffic, "canary"), arm_stats(traffic, "default")
+        assert (canary["version"], canary["client_errors"], canary["errors"]) == (v2, 3 * min_requests, 0)
+        assert canary["window"] == min_requests and canary["error_rate"] == 0.0  # judged: and found healthy
+        assert canary["requests"] >= 6 * min_requests  # the 400s are answers too
+        assert (default["version"], default["client_errors"], default["errors"]) == (v1, 0, 0)
+
+
+async def test_with_client_errors_counted_a_callers_bad_bodies_roll_the_canary_back(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """GATEWAY_CANARY_COUNT_CLIENT_ERRORS=true: the old judgement, every 4xx an error, for whom wants it."""
+    min_requests = 10
+    name, (_, v2) = fresh_model(registry, Doubler(), Doubler())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    settings = settings_for("all", canary_min_requests=min_requests, canary_count_client_errors=True)
+    async with replica(settings, registry.tracking_uri) as one:
+        assert one.services.guard.limits.count_client_errors  # the setting reaches the guard
+        keys = await one.key_of_each_route(name)
+        sent = 0
+        while not taken_off(one, name, v2) and sent < 2 * min_requests:
+            await one.bad_body(name, key=keys["canary"])
+            sent += 1
+        assert taken_off(one, name, v2), "with client errors counted, the guard did not judge them"
+        await one.services.guard.settle()
+        [event] = [e for e in one.services.store.events(name=name) if e.kind == "rolled_back"]
+        assert event.version == v2 and "error rate (client errors included)" in event.reason
+        canary = one.services.guard.window(name, "canary", v2)
+        assert canary is not None and canary.client_errors == canary.errors == sent
+
+
+async def test_a_canary_whose_model_raises_is_rolled_back_whatever_the_callers_send_the_default(
+    registry: Registry, settings_for: Callable[..., GatewaySettings]
+) -> None:
+    """The model raising is answered 400, as MLflow does, but it is the version's fault: judged.
+    And bad bodies on the default version (another caller's) do not excuse the canary's errors."""
+    min_requests = 10
+    name, (v1, v2) = fresh_model(registry, Doubler(), NegativeFails())
+    registry.client.set_model_version_tag(name, str(v2), WEIGHT_TAG, "50")
+    async with replica(settings_for("all", canary_min_requests=min_requests), registry.tracking_uri) as one:
+        keys = await one.key_of_each_route(name)
+        for _ in range(3 * min_requests):
+            await one.bad_body(name, key=keys["default"])
+        raised = 0
+        while not taken_off(one, name, v2) and raised < 2 * min_requests:
+            response = await one.predict(name, key=keys["canary"], x=-1.0)
+            assert response.status_code == 400 and response.json()["error_code"] == "BAD_REQUEST"  # ModelRaised
+            raised += 1
+        assert taken_off(one, name, v2), "the guard did not roll back a canary whose model raises"
+        assert raised <= min_requests  # judged as soon as its window was full
+        await one.services.guard.settle()
+        [event] = [e for e in one.services.store.events(name=name) if e.kind == "rolled_back"]
+        assert event.version == v2 and "server error rate" in event.reason
+        traffic = (await one.client.get(f"/models/{name}/traffic")).json()
+        default = arm_stats(traffic, "default")
+        assert (default["version"], default["client_errors"], default["errors"]) == (v1, 3 * min_requests, 0)
 
 
 async def test_shadows_never_change_or_wait_for_the_primary(
@@ -681,3 +787,35 @@ def test_the_guard_needs_latency_worse_by_a_ratio_and_by_a_margin() -> None:
     assert breach(limits, _window(200, seconds=0.004, errors=11), _window(200, seconds=0.004, errors=2)) is None
     # no verdict on latency before the default has a full window here
     assert breach(limits, _window(200, seconds=1.0), _window(10, seconds=0.004)) is None
+
+
+def test_the_guard_judges_the_server_and_the_model_not_the_callers_mistakes() -> None:
+    """Each failure as the protocols answer it (the status gateway.http.errors gives it)."""
+    model_raised = errors.ModelRaised("m", 2, "ValueError: negative x")
+    kinds = {
+        exc: failure_of(http_errors.classify(exc).status, exc)
+        for exc in (
+            model_raised,
+            errors.PredictTimeout("m", 2, 1.0),
+            errors.PredictFailed("m", 2, "MemoryError: "),
+            errors.Overloaded("m", 2, 64),
+            RuntimeError("a bug of the gateway's"),
+            errors.InvalidInput("'params' must be a JSON object, got int"),
+            errors.MalformedRequest("Request body is not valid JSON"),
+            errors.PayloadTooLarge(1024),
+        )
+    }
+    assert list(kinds.values()) == ["model", "server", "server", "server", "server", "client", "client", "client"]
+    assert http_errors.classify(model_raised).status == 400  # the reason the status alone cannot tell
+    assert failure_of(200, None) is None
+
+
+def test_a_callers_errors_are_counted_but_stay_out_of_the_window() -> None:
+    window = _window(10, seconds=0.004, errors=1)
+    for _ in range(30):
+        window.add_client_error()
+    assert (window.requests, window.errors, window.client_errors) == (40, 1, 30)
+    assert (len(window.answers), window.error_rate) == (10, 0.1)  # not diluted by the 400s either
+    window.add_client_error(judged=True, seconds=0.004)  # GATEWAY_CANARY_COUNT_CLIENT_ERRORS
+    assert (window.requests, window.errors, window.client_errors) == (41, 2, 31)
+    assert (len(window.answers), window.error_rate) == (11, 2 / 11)  # judged: in the window, as an error
