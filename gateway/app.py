@@ -90,6 +90,7 @@ def create_app(
         app.include_router(oip_rest.router)
     app.include_router(control_router)
     app.serves_predictions = settings.serves_models
+    app.default_target = settings.default_target
     app.access = AccessMap.of(app)  # every route declared what it needs, or no app
     return app
 
@@ -109,6 +110,7 @@ class GatewayApp(FastAPI):
     requests: wrap the app instead."""
 
     serves_predictions = False
+    default_target: tuple[str, str | None] | None = None  # what /invocations serves (GATEWAY_DEFAULT_MODEL)
     access = AccessMap([])
 
     def openapi(self) -> dict[str, Any]:
@@ -155,6 +157,8 @@ class GatewayApp(FastAPI):
         if self.serves_predictions and scope["method"] == "POST":
             path = predict_endpoint.route_path(scope)
             target = predict_endpoint.match(path)
+            if target is None and path == predict_endpoint.INVOCATIONS:
+                target = self.default_target  # unset: FastAPI's route says so (404)
             if target is None:
                 target = oip_target = oip_rest.match(path)
         services: Services | None = getattr(self.state, "services", None)

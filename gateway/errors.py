@@ -27,6 +27,17 @@ class VersionNotFound(GatewayError):
         super().__init__(f"Model '{name}' has no version {version}")
 
 
+class NoDefaultModel(GatewayError):
+    """``/invocations`` (``mlflow models serve``'s route) names no model: it serves
+    GATEWAY_DEFAULT_MODEL, which is unset."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "POST /invocations serves the model GATEWAY_DEFAULT_MODEL names (name, name@alias or name/version), "
+            "and it is unset; use /models/{name}/invocations, or set it"
+        )
+
+
 class AliasNotFound(GatewayError):
     def __init__(self, name: str, alias: str) -> None:
         self.name = name

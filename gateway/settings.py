@@ -45,6 +45,19 @@ def _default_database_url() -> str:
     return f"sqlite:///{Path(base) / 'registry-gateway' / 'state.db'}"
 
 
+def default_target(value: str) -> tuple[str, str | None]:
+    """GATEWAY_DEFAULT_MODEL as (model name, version selector or None for its default route):
+    ``name@alias`` and ``name/version`` split at the last ``@`` or ``/`` (MLflow allows neither
+    in an alias; a version is digits or ``latest``)."""
+    if "@" in value:
+        name, alias = value.rsplit("@", 1)
+        return name, alias
+    if "/" in value:
+        name, version = value.rsplit("/", 1)
+        return name, version
+    return value, None
+
+
 class GatewaySettings(BaseSettings):
     """Every knob of one gateway process."""
 
@@ -59,6 +72,11 @@ class GatewaySettings(BaseSettings):
     default_alias: str = "champion"
     """Alias served by ``/models/{name}/predict`` when no ``X-Model-Version`` header is sent.
     A model without this alias is served at ``latest``."""
+
+    default_model: str | None = None
+    """The model ``mlflow models serve``'s routes serve (``POST /invocations``): ``name`` (its
+    default route: the default alias, else latest, canaries included), ``name@alias`` or
+    ``name/version``. Unset: ``/invocations`` answers 404 saying so."""
 
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     """Largest request body accepted; larger ones get 413."""
@@ -406,6 +424,22 @@ class GatewaySettings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("default_model")
+    @classmethod
+    def _model_target(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        name, selector = default_target(value)
+        if not name:
+            raise ValueError("must be a model name, name@alias or name/version")
+        if selector is not None:
+            try:
+                parse_selector(selector)
+            except InvalidSelector as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("default_alias")
     @classmethod
     def _alias_not_empty(cls, value: str) -> str:
@@ -438,6 +472,11 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _lower_mode(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def default_target(self) -> tuple[str, str | None] | None:
+        """GATEWAY_DEFAULT_MODEL as (name, selector or None), or None when unset."""
+        return default_target(self.default_model) if self.default_model else None
 
     @property
     def log_level_number(self) -> int:

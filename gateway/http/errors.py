@@ -42,6 +42,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.ModelNotFound, _NOT_FOUND),
     (errors.VersionNotFound, _NOT_FOUND),
     (errors.AliasNotFound, _NOT_FOUND),
+    (errors.NoDefaultModel, HttpError(404, "ENDPOINT_NOT_FOUND")),
     (errors.NoReadyVersion, _NOT_FOUND),
     (errors.VersionNotReady, HttpError(409, "INVALID_STATE")),
     (errors.VersionRefused, HttpError(409, "INVALID_STATE")),

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from mlflow.version import VERSION as MLFLOW_VERSION
 
 from gateway.admission.access import Access, requires
+from gateway.errors import NotReady
 from gateway.http.schemas import Health, ReadyHealth
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.process import Services
@@ -57,3 +59,25 @@ async def readiness(request: Request) -> Response:
 async def prometheus(request: Request) -> Response:
     services: Services = request.app.state.services
     return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+# mlflow models serve's own probes, for its clients and SageMaker-style callers: the same paths
+# and bodies ("\n" on 200), answered from the gateway's readiness.
+
+
+@router.get("/ping", tags=["health"], response_class=Response, summary="`mlflow models serve`'s probe: 200 when ready")
+@router.get("/health", tags=["health"], response_class=Response, summary="The same as /ping, as in MLflow")
+@requires(Access.PROBE)
+async def ping(request: Request) -> Response:
+    services: Services | None = getattr(request.app.state, "services", None)
+    state = await services.readiness() if services is not None else None
+    if state is None or not state.ready:
+        reason = state.reason if state is not None else "starting"
+        raise NotReady(reason or "starting")
+    return Response("\n", media_type="application/json")
+
+
+@router.get("/version", tags=["health"], response_class=Response, summary="MLflow's version, as `mlflow models serve`")
+@requires(Access.PROBE)
+async def mlflow_version() -> Response:
+    return Response(MLFLOW_VERSION, media_type="application/json")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from gateway.admission.access import Access, requires
+from gateway.errors import NoDefaultModel
 from gateway.http.api_examples import (
     NAME_EXAMPLES,
     PREDICT_BODY,
@@ -51,6 +52,14 @@ router = APIRouter()
 
 
 @router.post(
+    "/models/{name}/versions/{version}/invocations",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _VERSION_DOC, _HEADER_DOC]},
+    tags=["predict"],
+    summary="The same, at the path of `mlflow models serve` (its /invocations, per model and version)",
+)
+@router.post(
     "/models/{name}/versions/{version}/predict",
     response_model=PredictionBody,
     responses=_PREDICT_RESPONSES,
@@ -65,6 +74,14 @@ async def predict_version(request: Request) -> Response:
 
 
 @router.post(
+    "/models/{name}/invocations",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _HEADER_DOC]},
+    tags=["predict"],
+    summary="The same, at the path of `mlflow models serve` (its /invocations, per model)",
+)
+@router.post(
     "/models/{name}/predict",
     response_model=PredictionBody,
     responses=_PREDICT_RESPONSES,
@@ -75,6 +92,23 @@ async def predict_version(request: Request) -> Response:
 @requires(Access.PREDICT)
 async def predict_default(request: Request) -> Response:
     return await _predict(request, request.path_params["name"], None)
+
+
+@router.post(
+    "/invocations",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_HEADER_DOC]},
+    tags=["predict"],
+    summary="`mlflow models serve`'s own route: predict with GATEWAY_DEFAULT_MODEL",
+)
+@requires(Access.PREDICT)
+async def invocations(request: Request) -> Response:
+    services: Services = request.app.state.services
+    target = services.settings.default_target
+    if target is None:
+        raise NoDefaultModel()
+    return await _predict(request, *target)
 
 
 async def _predict(request: Request, name: str, version: str | None) -> Response:

@@ -32,15 +32,21 @@ class Answer:
     headers: dict[str, str]
 
 
+# The last segment of a predict path: the gateway's own, and ``mlflow models serve``'s (its
+# ``/invocations``, under the model's path here, so that one gateway serves every model).
+_VERBS = frozenset({"predict", "invocations"})
+INVOCATIONS = "/invocations"  # mlflow models serve's own path: GATEWAY_DEFAULT_MODEL's
+
+
 def match(path: str) -> tuple[str, str | None] | None:
     """``(name, version)`` for ``/models/{name}/versions/{version}/predict``, ``(name, None)``
-    for ``/models/{name}/predict``, else None: what Starlette's routing matches for those
-    two routes (a parameter is one non-empty path segment)."""
+    for ``/models/{name}/predict``, and the same for ``.../invocations``, else None: what
+    Starlette's routing matches for those routes (a parameter is one non-empty path segment)."""
     parts = path.split("/")
-    if len(parts) == 6 and parts[1] == "models" and parts[3] == "versions" and parts[5] == "predict":
+    if len(parts) == 6 and parts[1] == "models" and parts[3] == "versions" and parts[5] in _VERBS:
         if not parts[0] and parts[2] and parts[4]:
             return parts[2], parts[4]
-    elif len(parts) == 4 and parts[1] == "models" and parts[3] == "predict" and not parts[0] and parts[2]:
+    elif len(parts) == 4 and parts[1] == "models" and parts[3] in _VERBS and not parts[0] and parts[2]:
         return parts[2], None
     return None
 

@@ -39,6 +39,13 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
 EXPECTED = {
     ("POST", "/models/{name}/versions/{version}/predict"): Access.PREDICT,
     ("POST", "/models/{name}/predict"): Access.PREDICT,
+    # mlflow models serve's own routes: /invocations serves GATEWAY_DEFAULT_MODEL
+    ("POST", "/invocations"): Access.PREDICT,
+    ("POST", "/models/{name}/invocations"): Access.PREDICT,
+    ("POST", "/models/{name}/versions/{version}/invocations"): Access.PREDICT,
+    ("GET", "/ping"): Access.PROBE,
+    ("GET", "/health"): Access.PROBE,
+    ("GET", "/version"): Access.PROBE,
     ("GET", "/models"): Access.READ,
     ("GET", "/models/{name}"): Access.READ,
     ("GET", "/models/{name}/versions/{version}"): Access.READ,
@@ -78,20 +85,21 @@ def test_every_route_of_the_app_declares_its_access(make_settings: Callable[...,
         methods = getattr(route, "methods", None) or {"*"}
         for method in methods - {"HEAD"}:
             found[(method, route.path)] = access
-    expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(("/models", "/v2"))}
+    served = ("/models", "/v2", "/invocations")  # what a sync-only process does not serve
+    expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(served)}
     assert found == expected  # a new route is a decision: add it here with the access it needs
 
 
 async def test_a_route_added_without_a_declaration_stops_the_app(make_settings: Callable[..., GatewaySettings]) -> None:
     app = create_app(make_settings(auth="keys"))
 
-    async def predict_like() -> PlainTextResponse:  # e.g. an /invocations someone adds later
+    async def predict_like() -> PlainTextResponse:  # e.g. a /score someone adds later
         return PlainTextResponse("unchecked")
 
-    app.add_api_route("/invocations", predict_like, methods=["POST"])
-    with pytest.raises(UndeclaredRoute, match="/invocations"):
+    app.add_api_route("/score", predict_like, methods=["POST"])
+    with pytest.raises(UndeclaredRoute, match="/score"):
         AccessMap.of(app)
-    with pytest.raises(UndeclaredRoute, match="/invocations"):
+    with pytest.raises(UndeclaredRoute, match="/score"):
         async with app.router.lifespan_context(app):
             pass
 
