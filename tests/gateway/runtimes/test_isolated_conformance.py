@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 
 from gateway.demo import using_registry
 from tests.conformance import harness
 from tests.conformance import models as kinds
 from tests.conformance.corpus import corpus
-from tests.conftest import IRIS_COLUMNS, running_gateway, settings_under
+from tests.conftest import IRIS_COLUMNS, Registry, running_gateway, settings_under
 from tests.support.mlflow_db import new_mlflow_db
 
 pytestmark = pytest.mark.anyio
@@ -146,3 +148,54 @@ async def test_an_isolated_fast_path_survives_its_worker_being_killed(
             await asyncio.sleep(0.1)
         assert again.status_code == 200 and again.content == first.content
         assert fast() > before  # the restarted worker took the fast path again
+
+
+def test_grpc_answers_from_an_isolated_worker_are_those_of_in_process_serving(
+    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The Open Inference Protocol over gRPC, with tritonclient as its users call it: the same
+    tensors from a version in process and from the same version in a worker."""
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    from tests.gateway.protocols.conftest import served
+    from tests.support.servers import free_port
+
+    uri, versions = corpus_registry
+    registry = Registry("sqlite", uri, tmp_path, MlflowClient(tracking_uri=uri))
+    rows = np.asarray(_ROWS)
+    env_dir = tmp_path_factory.mktemp("grpc-envs")
+
+    runtimes = []
+
+    def answers(label: str, **settings: object) -> list[object]:
+        port = free_port()
+        out: list[object] = []
+        with served(settings_under(tmp_path / label, env_dir=env_dir, grpc_port=port, **settings), registry) as http:
+            client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+            try:
+                for dtype, cast in (("FP64", np.float64), ("FP32", np.float32)):
+                    inputs = []
+                    for index, column in enumerate(IRIS_COLUMNS):
+                        tensor = triton.InferInput(column, [len(rows), 1], dtype)
+                        tensor.set_data_from_numpy(np.ascontiguousarray(rows[:, [index]].astype(cast)))
+                        inputs.append(tensor)
+                    result = client.infer(kinds.IRIS.name, inputs, model_version=str(versions[kinds.IRIS.name]))
+                    out.append(result.get_response(as_json=True)["outputs"])
+                bad = triton.InferInput("nonsense", [1], "FP64")
+                bad.set_data_from_numpy(np.zeros(1))
+                try:
+                    client.infer(kinds.IRIS.name, [bad], model_version=str(versions[kinds.IRIS.name]))
+                except InferenceServerException as exc:
+                    out.append((exc.status(), exc.message()))
+            finally:
+                client.close()
+            detail = httpx.get(f"http://{http}/models/{kinds.IRIS.name}/versions/{versions[kinds.IRIS.name]}")
+            runtimes.append(detail.json()["runtime"]["runtime"])
+        return out
+
+    here = answers("in-process")
+    isolated = answers("isolated", env_isolate="always")
+    assert runtimes == ["in_process", "isolated"]
+    assert len(here) == 3 and here == isolated
