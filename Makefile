@@ -52,6 +52,9 @@ demo-registry: install
 
 demo: demo-registry
 	@echo "Serving the demo registry on http://$(HOST):$(PORT) (Ctrl-C to stop)"
+	@echo "The CLI against this demo, from another shell in this directory:"
+	@echo "  $(BIN)/registry-gateway status --url http://$(HOST):$(PORT)"
+	@echo "  GATEWAY_DATABASE_URL=sqlite:///$(DEMO)/gateway-state.db $(BIN)/registry-gateway keys list"
 	MLFLOW_TRACKING_URI=sqlite:///$(DEMO)/mlflow.db \
 	GATEWAY_ARTIFACT_CACHE_DIR=$(DEMO)/artifact-cache \
 	GATEWAY_DATABASE_URL=sqlite:///$(DEMO)/gateway-state.db \

@@ -101,6 +101,7 @@ def serve(
             "create keys with 'registry-gateway keys create', bind 127.0.0.1, or pass --insecure "
             "if something in front of the gateway already authenticates callers."
         )
+    _say_database(settings.database_url)
     _prepare_database(settings.database_url)
     logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
@@ -127,6 +128,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def database_shown(url: str) -> str:
+    """A database URL as commands print it: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _say_database(url: str) -> None:
+    """Every command that touches the state database says which (on stderr: stdout stays the
+    command's own output, a key's secret alone on its last line)."""
+    click.echo(f"state database: {database_shown(url)} (GATEWAY_DATABASE_URL)", err=True)
 
 
 def _prepare_database(url: str) -> None:
@@ -159,6 +176,7 @@ def db_upgrade() -> None:
     from registry_sync.database import current_revision, head_revision, make_engine, upgrade
 
     settings = _load_settings()
+    _say_database(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         before = current_revision(engine)
@@ -175,7 +193,9 @@ def db_current() -> None:
     """Print the schema revision of the state database and the one this version needs."""
     from registry_sync.database import current_revision, head_revision, make_engine
 
-    engine = make_engine(_load_settings().database_url)
+    url = _load_settings().database_url
+    _say_database(url)
+    engine = make_engine(url)
     try:
         click.echo(f"current: {current_revision(engine) or 'empty'}; needed: {head_revision()}")
     finally:
@@ -221,6 +241,7 @@ def keys_list() -> None:
     if not found:
         click.echo("no API keys; create one with 'registry-gateway keys create NAME --scopes ...'")
         return
+    click.echo("NAME\tPREFIX\tSCOPES\tLIMITS\tCREATED\tSTATE")
     for key in found:
         state = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M:%S}Z"
         click.echo(
@@ -247,6 +268,7 @@ def _key_store() -> Iterator[KeyStore]:
     from registry_sync.keys import KeyStore
 
     settings = _load_settings()
+    _say_database(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         try:
@@ -265,6 +287,26 @@ def _key_store() -> Iterator[KeyStore]:
 
 def _actor() -> str:
     return f"cli@{socket.gethostname()}:{os.getpid()}"
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The running gateway's base URL.")
+@click.option("--key", envvar="GATEWAY_API_KEY", default=None, help="An API key with the read scope (GATEWAY_API_KEY).")
+@click.option("--model", default=None, help="Only this model (and its events).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Models shown at most.")
+@click.option("--json", "as_json", is_flag=True, help="Everything read, as JSON.")
+def status(url: str, key: str | None, model: str | None, limit: int, as_json: bool) -> None:
+    """A running gateway at a glance: readiness, models and the versions each serves, where
+    they run, canary splits, recent events. Read from the gateway's own routes."""
+    import json
+
+    from gateway.status_report import Reader, StatusUnavailable, collect, render
+
+    try:
+        report = collect(Reader(url, key=key), model=model, limit=limit)
+    except StatusUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else render(report))
 
 
 @main.group()

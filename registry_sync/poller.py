@@ -88,6 +88,11 @@ class Poller:
     def start(self) -> None:
         if not self.may_lead:
             return  # a follower: never polls, its syncs go through the leader
+        # APScheduler logs every run of the poll at INFO ("Running job ...", "... executed
+        # successfully"): two lines a poll interval that say nothing. Shown at DEBUG only.
+        executors = logging.getLogger("apscheduler.executors")
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            executors.setLevel(logging.WARNING)
         self._scheduler = AsyncIOScheduler()
         self._scheduler.add_job(
             self._scheduled, "interval", seconds=self._interval, max_instances=1, coalesce=True, id="registry-poll"

@@ -66,3 +66,48 @@ def test_a_misspelled_setting_and_a_digit_warm_alias_are_warned_about(tmp_path: 
     warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
     assert any("GATEWAY_MAX_LODED_MODELS" in line and "GATEWAY_MAX_LOADED_MODELS?" in line for line in warnings)
     assert any("GATEWAY_WARM_ALIASES" in line and "'2'" in line for line in warnings), result.stderr
+
+
+def test_every_command_on_the_state_database_says_which_and_keys_list_has_a_header(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    env = {"GATEWAY_DATABASE_URL": url}
+    for args in (("db", "upgrade"), ("db", "current"), ("keys", "create", "app", "--scopes", "read"), ("keys", "list")):
+        result = run(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"state database: {url} (GATEWAY_DATABASE_URL)" in result.stderr, (args, result.stderr)
+    listed = run("keys", "list", env=env).stdout.splitlines()
+    assert listed[0].split("\t") == ["NAME", "PREFIX", "SCOPES", "LIMITS", "CREATED", "STATE"]
+    assert listed[1].startswith("app\t")
+    secret = run("keys", "create", "other", "--scopes", "read", env=env).stdout.strip().splitlines()[-1]
+    assert " " not in secret  # the secret is still alone on stdout's last line
+    hidden = run("db", "current", env={"GATEWAY_DATABASE_URL": "postgresql+psycopg://u:s3cret@127.0.0.1:1/x"})
+    assert "s3cret" not in hidden.stderr and "postgresql+psycopg://u:***@127.0.0.1:1/x" in hidden.stderr
+
+
+def test_status_reads_a_running_gateway_and_says_when_none_answers(tmp_path: Path) -> None:
+    from gateway.demo import IRIS, log_iris_version
+    from tests.conftest import empty_registry, settings_under
+    from tests.gateway.protocols.conftest import served
+    from tests.support.servers import free_port
+
+    registry = empty_registry(tmp_path / "registry")
+    first = registry.log(log_iris_version, IRIS, c=1.0)
+    registry.client.set_registered_model_alias(IRIS, "champion", str(first))
+    settings = settings_under(tmp_path / "gw", warm_aliases=["champion"])
+    with served(settings, registry) as address:
+        result = run("status", "--url", f"http://{address}")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"gateway http://{address}: ok") and "sync leader yes" in lines[0]
+        row = next(line for line in lines if line.startswith(f"{IRIS}\t{first}\t"))
+        assert "champion (default)" in row and "loaded" in row and row.endswith("in process")
+        assert any(" warmed " in line or " swapped " in line or " alias_set " in line for line in lines)
+        as_json = run("status", "--url", f"http://{address}", "--json")
+        assert as_json.returncode == 0
+        import json
+
+        report = json.loads(as_json.stdout)
+        assert report["health"]["status"] == "ok" and report["models"][0]["name"] == IRIS
+    port = free_port()
+    gone = run("status", "--url", f"http://127.0.0.1:{port}")
+    assert gone.returncode != 0 and f"no gateway answered at http://127.0.0.1:{port}" in gone.stderr

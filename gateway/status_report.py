@@ -1,0 +1,173 @@
+"""``registry-gateway status``: a running gateway's state at a glance, read from its own JSON
+routes (readiness, models, versions, traffic, events) and printed as text or JSON.
+
+It reads only what it shows: the models that hold loaded versions first, at most ``limit`` of
+them (a registry of 10,000 models is normal), one request each for their details and splits.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StatusUnavailable(Exception):
+    """The gateway could not be read: not running there, refused the key, answered garbage."""
+
+
+@dataclass
+class Report:
+    url: str
+    health: dict[str, Any]
+    models: list[dict[str, Any]] = field(default_factory=list)  # /models/{name}, those shown
+    traffic: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> /models/{name}/traffic
+    events: list[dict[str, Any]] = field(default_factory=list)
+    not_shown: int = 0  # models left out past the limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "health": self.health,
+            "models": self.models,
+            "traffic": self.traffic,
+            "events": self.events,
+            "models_not_shown": self.not_shown,
+        }
+
+
+class Reader:
+    def __init__(self, url: str, *, key: str | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+        self._timeout = timeout
+
+    def get(self, path: str, *, allow: tuple[int, ...] = ()) -> Any:
+        request = urllib.request.Request(self.url + path, headers=self._headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            if exc.code in allow:
+                return json.loads(body)
+            try:
+                message = json.loads(body).get("message", "")
+            except ValueError:
+                message = body[:200].decode("utf-8", "replace")
+            raise StatusUnavailable(f"{self.url}{path} answered {exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StatusUnavailable(f"no gateway answered at {self.url} ({reason})") from None
+        except ValueError as exc:
+            raise StatusUnavailable(f"{self.url}{path} did not answer JSON: {exc}") from None
+
+
+def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events: int = 10) -> Report:
+    report = Report(reader.url, reader.get("/health/ready", allow=(503,)))
+    if model is not None:
+        names = [model]
+    else:
+        listed = reader.get("/models")["models"]
+        listed.sort(key=lambda m: (not m["loaded_versions"], not m["aliases"], m["name"]))
+        names = [m["name"] for m in listed[:limit]]
+        report.not_shown = max(0, len(listed) - limit)
+    for name in names:
+        quoted = urllib.parse.quote(name, safe="")
+        report.models.append(reader.get(f"/models/{quoted}"))
+        traffic = reader.get(f"/models/{quoted}/traffic")
+        if any(arm.get("weight") or arm.get("shadow") for arm in traffic.get("arms", [])):
+            report.traffic[name] = traffic
+    query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
+    report.events = reader.get(f"/events?{query}")["events"]
+    return report
+
+
+def render(report: Report) -> str:
+    health = report.health
+    lines = [
+        f"gateway {report.url}: {health.get('status')}"
+        + (f" ({health['reason']})" if health.get("reason") else "")
+        + f", role {health.get('role')}, sync leader {'yes' if health.get('leader') else 'no'}",
+        f"registry {health.get('registry')}: {health.get('registered_models', '?')} models; "
+        f"{health.get('loaded_models', 0)} versions loaded here, {_mib(health.get('loaded_bytes', 0))}",
+    ]
+    if health.get("note"):
+        lines.append(f"note: {health['note']}")
+    lines.append("")
+    lines.append("MODEL\tVERSION\tALIASES\tSTATE\tRUNTIME")
+    for detail in report.models:
+        default = detail.get("default_version")
+        for version in detail["versions"]:
+            if not _worth_a_line(version, default):
+                continue
+            aliases = ",".join(version["aliases"]) + (" (default)" if version["version"] == default else "")
+            lines.append(
+                f"{detail['name']}\t{version['version']}\t{aliases or '-'}\t{_state(version)}\t{_runtime(version)}"
+            )
+    if report.not_shown:
+        lines.append(f"... and {report.not_shown} more models (--model NAME, or --limit N)")
+    for name, traffic in report.traffic.items():
+        lines.append("")
+        lines.append(f"traffic of {name} (default version {traffic.get('default_version')}):")
+        for arm in traffic.get("arms", []):
+            state = "warm" if arm.get("warm") else "not warm here"
+            if arm.get("rolled_back"):
+                state = f"rolled back: {arm['rolled_back']}"
+            lines.append(
+                f"  v{arm['version']}: weight {arm['weight']:g}% (serving {arm['served_weight']:g}% here), "
+                f"shadow {arm['shadow']:g}%, {state}"
+            )
+        for stat in traffic.get("stats", []):
+            lines.append(
+                f"  here: {stat.get('arm')} v{stat.get('version')}: {stat.get('requests', 0)} requests, "
+                f"{stat.get('errors', 0)} errors, {stat.get('client_errors', 0)} client errors"
+            )
+    lines.append("")
+    lines.append("recent events (newest first):")
+    for event in report.events:
+        where = event["model"] + (f" v{event['version']}" if event.get("version") is not None else "")
+        lines.append(f"  {event['at'][:19]}Z {event['kind']:<12} {where}: {event.get('reason') or ''}".rstrip())
+    if not report.events:
+        lines.append("  none")
+    return "\n".join(lines)
+
+
+def _worth_a_line(version: dict[str, Any], default: int | None) -> bool:
+    """Versions an operator looks for: loaded, aliased, the default, refused or failing."""
+    return bool(
+        version.get("loaded")
+        or version.get("aliases")
+        or version["version"] == default
+        or version.get("refused")
+        or version.get("last_load_error")
+    )
+
+
+def _state(version: dict[str, Any]) -> str:
+    if version.get("refused"):
+        return f"refused: {version['refused']}"
+    loaded = version.get("loaded")
+    if loaded:
+        return f"loaded {_mib(loaded['size_bytes'])}, {loaded['uses']} uses, {loaded['in_use']} in use"
+    if version.get("last_load_error"):
+        return f"failed: {version['last_load_error']}"
+    return f"not loaded ({version.get('status', '?')})"
+
+
+def _runtime(version: dict[str, Any]) -> str:
+    runtime = version.get("runtime")
+    if not runtime:
+        return "-"
+    if runtime["runtime"] == "isolated":
+        pids = ",".join(str(p) for p in runtime.get("worker_pids") or []) or "none"
+        return f"isolated env {runtime.get('environment')} (Python {runtime.get('python')}, workers {pids})"
+    return "in process"
+
+
+def _mib(size: int) -> str:
+    """A size in the unit that shows it: KiB under a MiB, else MiB."""
+    return f"{size / 2**10:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
