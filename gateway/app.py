@@ -20,6 +20,7 @@ from gateway.http.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_respo
 from gateway.http.control_routes import router as control_router
 from gateway.http.health_routes import router as health_router
 from gateway.http.model_routes import router
+from gateway.http.status_page import router as status_router
 from gateway.process import Services
 from gateway.protocols import mlflow_predict as predict_endpoint
 from gateway.protocols import oip_grpc, oip_rest
@@ -89,6 +90,7 @@ def create_app(
         app.include_router(router)
         app.include_router(oip_rest.router)
     app.include_router(control_router)
+    app.include_router(status_router)
     app.serves_predictions = settings.serves_models
     app.default_target = settings.default_target
     app.access = AccessMap.of(app)  # every route declared what it needs, or no app

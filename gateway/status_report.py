@@ -71,19 +71,27 @@ def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events
     if model is not None:
         names = [model]
     else:
-        listed = reader.get("/models")["models"]
-        listed.sort(key=lambda m: (not m["loaded_versions"], not m["aliases"], m["name"]))
-        names = [m["name"] for m in listed[:limit]]
-        report.not_shown = max(0, len(listed) - limit)
+        names, report.not_shown = shown_models(reader.get("/models")["models"], limit)
     for name in names:
         quoted = urllib.parse.quote(name, safe="")
         report.models.append(reader.get(f"/models/{quoted}"))
         traffic = reader.get(f"/models/{quoted}/traffic")
-        if any(arm.get("weight") or arm.get("shadow") for arm in traffic.get("arms", [])):
+        if has_split(traffic):
             report.traffic[name] = traffic
     query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
     report.events = reader.get(f"/events?{query}")["events"]
     return report
+
+
+def shown_models(listed: list[dict[str, Any]], limit: int) -> tuple[list[str], int]:
+    """The names of ``/models``'s models worth showing first (loaded, then aliased, then by
+    name), at most ``limit``, and how many are left out."""
+    ordered = sorted(listed, key=lambda m: (not m["loaded_versions"], not m["aliases"], m["name"]))
+    return [m["name"] for m in ordered[:limit]], max(0, len(listed) - limit)
+
+
+def has_split(traffic: dict[str, Any]) -> bool:
+    return any(arm.get("weight") or arm.get("shadow") for arm in traffic.get("arms", []))
 
 
 def render(report: Report) -> str:
@@ -93,7 +101,7 @@ def render(report: Report) -> str:
         + (f" ({health['reason']})" if health.get("reason") else "")
         + f", role {health.get('role')}, sync leader {'yes' if health.get('leader') else 'no'}",
         f"registry {health.get('registry')}: {health.get('registered_models', '?')} models; "
-        f"{health.get('loaded_models', 0)} versions loaded here, {_mib(health.get('loaded_bytes', 0))}",
+        f"{health.get('loaded_models', 0)} versions loaded here, {size_text(health.get('loaded_bytes', 0))}",
     ]
     if health.get("note"):
         lines.append(f"note: {health['note']}")
@@ -102,11 +110,11 @@ def render(report: Report) -> str:
     for detail in report.models:
         default = detail.get("default_version")
         for version in detail["versions"]:
-            if not _worth_a_line(version, default):
+            if not worth_a_line(version, default):
                 continue
             aliases = ",".join(version["aliases"]) + (" (default)" if version["version"] == default else "")
             lines.append(
-                f"{detail['name']}\t{version['version']}\t{aliases or '-'}\t{_state(version)}\t{_runtime(version)}"
+                f"{detail['name']}\t{version['version']}\t{aliases or '-'}\t{state_of(version)}\t{runtime_of(version)}"
             )
     if report.not_shown:
         lines.append(f"... and {report.not_shown} more models (--model NAME, or --limit N)")
@@ -136,7 +144,7 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _worth_a_line(version: dict[str, Any], default: int | None) -> bool:
+def worth_a_line(version: dict[str, Any], default: int | None) -> bool:
     """Versions an operator looks for: loaded, aliased, the default, refused or failing."""
     return bool(
         version.get("loaded")
@@ -147,18 +155,18 @@ def _worth_a_line(version: dict[str, Any], default: int | None) -> bool:
     )
 
 
-def _state(version: dict[str, Any]) -> str:
+def state_of(version: dict[str, Any]) -> str:
     if version.get("refused"):
         return f"refused: {version['refused']}"
     loaded = version.get("loaded")
     if loaded:
-        return f"loaded {_mib(loaded['size_bytes'])}, {loaded['uses']} uses, {loaded['in_use']} in use"
+        return f"loaded {size_text(loaded['size_bytes'])}, {loaded['uses']} uses, {loaded['in_use']} in use"
     if version.get("last_load_error"):
         return f"failed: {version['last_load_error']}"
     return f"not loaded ({version.get('status', '?')})"
 
 
-def _runtime(version: dict[str, Any]) -> str:
+def runtime_of(version: dict[str, Any]) -> str:
     runtime = version.get("runtime")
     if not runtime:
         return "-"
@@ -168,6 +176,6 @@ def _runtime(version: dict[str, Any]) -> str:
     return "in process"
 
 
-def _mib(size: int) -> str:
+def size_text(size: int) -> str:
     """A size in the unit that shows it: KiB under a MiB, else MiB."""
     return f"{size / 2**10:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"

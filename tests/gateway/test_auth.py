@@ -51,6 +51,7 @@ EXPECTED = {
     ("GET", "/models/{name}/versions/{version}"): Access.READ,
     ("GET", "/models/{name}/traffic"): Access.READ,
     ("GET", "/events"): Access.READ,
+    ("GET", "/status"): Access.READ,
     ("POST", "/admin/sync"): Access.ADMIN,
     ("POST", "/webhooks/mlflow"): Access.WEBHOOK,
     ("GET", "/health/live"): Access.PROBE,

@@ -1,0 +1,202 @@
+"""``GET /status``: the gateway's state on one server-rendered page, for a person.
+
+The same report as ``registry-gateway status`` (gateway.status_report), read from the services
+in this process rather than over HTTP, plus what only the process knows (the memory budget,
+the last sync). Plain HTML with its style inline and no script: nothing is fetched from
+anywhere, so it renders behind any firewall, and it reloads itself every few seconds.
+Everything shown is escaped: model names, aliases, tags and reasons come from the registry.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from gateway.admission.access import Access, requires
+from gateway.errors import GatewayError
+from gateway.http.schemas import utc_iso
+from gateway.process import Services
+from gateway.status_report import Report, has_split, runtime_of, shown_models, size_text, state_of, worth_a_line
+from registry_sync.errors import RegistryError
+
+router = APIRouter()
+
+REFRESH_SECONDS = 5
+SHOWN_MODELS = 50
+SHOWN_EVENTS = 15
+
+_STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;color:#1d2433;background:#fbfcfe}
+h1{font-size:1.3em;margin:0 0 .2em}h2{font-size:1.05em;margin:1.6em 0 .4em}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #e3e7ef;vertical-align:top}
+th{background:#f0f3f8;font-weight:600}.muted{color:#6b7385}.ok{color:#137333}.bad{color:#b3261e}
+.pill{display:inline-block;padding:0 .5em;border-radius:1em;background:#e8eefc;margin-right:.3em}
+.bar{height:.6em;background:#e3e7ef;border-radius:.3em;overflow:hidden;width:16em;display:inline-block}
+.bar span{display:block;height:100%;background:#3b6fd8}
+"""
+
+
+@router.get("/status", response_class=HTMLResponse, tags=["health"], summary="The gateway's state, as a web page")
+@requires(Access.READ)
+async def status_page(request: Request) -> HTMLResponse:
+    services: Services = request.app.state.services
+    report = await collect(services)
+    return HTMLResponse(render_html(report, budget=_budget(services), sync=await _last_sync(services)))
+
+
+async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
+    """The report of gateway.status_report, from this process's services."""
+    state = await services.readiness()
+    health: dict[str, Any] = {
+        "status": "ok" if state.ready else "starting",
+        "reason": state.reason,
+        "role": state.role,
+        "leader": state.leader,
+        "registry": services.inventory.source.uri,
+    }
+    report = Report(url="", health=health)
+    if not services.serves_models:
+        return report
+    listing = (await services.inventory.models()).model_dump(mode="json")
+    health |= {
+        "registered_models": len(listing["models"]),
+        "loaded_models": len(services.cache.keys()),
+        "loaded_bytes": services.cache.loaded_bytes,
+        "note": listing.get("note"),
+    }
+    names, report.not_shown = shown_models(listing["models"], limit)
+    for name in names:
+        try:
+            report.models.append((await services.inventory.model(name)).model_dump(mode="json"))
+            traffic = (await services.traffic_report.describe(name)).model_dump(mode="json")
+        except GatewayError:
+            continue  # deleted from the registry since the listing
+        if has_split(traffic):
+            report.traffic[name] = traffic
+    try:
+        rows = await anyio.to_thread.run_sync(lambda: services.store.events(name=None, limit=SHOWN_EVENTS))
+    except RegistryError:
+        rows = []
+    report.events = [
+        {"at": utc_iso(e.at), "model": e.name, "version": e.version, "kind": e.kind, "reason": e.reason} for e in rows
+    ]
+    return report
+
+
+def _budget(services: Services) -> dict[str, int]:
+    cache = services.cache
+    return {
+        "loaded_bytes": cache.loaded_bytes,
+        "max_bytes": cache.max_bytes,
+        "loaded": len(cache.keys()),
+        "max_models": cache.max_models,
+    }
+
+
+async def _last_sync(services: Services) -> str:
+    try:
+        status = await anyio.to_thread.run_sync(services.store.sync_status)
+    except RegistryError as exc:
+        return f"unknown: the state database did not answer ({exc})"
+    if status.last_success_at is None:
+        return "never yet" + (f" (last error: {status.last_error})" if status.last_error else "")
+    text = f"{utc_iso(status.last_success_at)[:19]}Z, generation {status.generation}"
+    if status.last_error and status.last_attempt_at and status.last_attempt_at > status.last_success_at:
+        text += f"; the last attempt failed: {status.last_error}"
+    return text
+
+
+def render_html(report: Report, *, budget: dict[str, int], sync: str) -> str:
+    e = html.escape
+    health = report.health
+    ready = health.get("status") == "ok"
+    share = budget["loaded_bytes"] / budget["max_bytes"] if budget["max_bytes"] else 0.0
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
+        "<title>registry-gateway status</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>registry-gateway</h1>",
+        f'<p><b class="{"ok" if ready else "bad"}">{"ready" if ready else e(str(health.get("status")))}</b>'
+        + (f" ({e(str(health['reason']))})" if health.get("reason") else "")
+        + f" · role {e(str(health.get('role')))} · sync leader {'yes' if health.get('leader') else 'no'}"
+        + f" · registry <code>{e(str(health.get('registry')))}</code></p>",
+        f"<p>Last registry sync: {e(sync)}</p>",
+        f'<p>Memory budget: <span class="bar"><span style="width:{min(share, 1) * 100:.1f}%"></span></span> '
+        f"{e(size_text(budget['loaded_bytes']))} of {e(size_text(budget['max_bytes']))} "
+        f"({budget['loaded']} of at most {budget['max_models']} versions loaded)</p>",
+    ]
+    if health.get("note"):
+        parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
+    parts.append("<h2>Models</h2>")
+    parts.append("<table><tr><th>Model</th><th>Version</th><th>Aliases</th><th>State</th><th>Runs</th></tr>")
+    for detail in report.models:
+        default = detail.get("default_version")
+        for version in detail["versions"]:
+            if not worth_a_line(version, default):
+                continue
+            pills = "".join(f'<span class="pill">{e(a)}</span>' for a in version["aliases"])
+            if version["version"] == default:
+                pills += '<span class="muted">default</span>'
+            state = state_of(version)
+            css = (
+                "bad"
+                if version.get("refused") or (not version.get("loaded") and version.get("last_load_error"))
+                else ""
+            )
+            parts.append(
+                f"<tr><td>{e(detail['name'])}</td><td>{version['version']}</td><td>{pills or '–'}</td>"
+                f'<td class="{css}">{e(state)}</td><td>{e(runtime_of(version))}</td></tr>'
+            )
+    parts.append("</table>")
+    if not report.models:
+        parts.append('<p class="muted">No model to show yet.</p>')
+    if report.not_shown:
+        parts.append(f'<p class="muted">… and {report.not_shown} more models (GET /models lists them all).</p>')
+    for name, traffic in report.traffic.items():
+        parts.append(
+            f"<h2>Traffic of {e(name)} <span class=muted>(default version {traffic.get('default_version')})</span></h2>"
+        )
+        parts.append("<table><tr><th>Version</th><th>Weight</th><th>Here</th><th>Shadow</th><th>Guard</th></tr>")
+        for arm in traffic.get("arms", []):
+            guard = (
+                f"rolled back: {arm['rolled_back']}"
+                if arm.get("rolled_back")
+                else ("warm" if arm.get("warm") else "not warm here")
+            )
+            parts.append(
+                f"<tr><td>{arm['version']}</td><td>{arm['weight']:g}%</td><td>{arm['served_weight']:g}%</td>"
+                f"<td>{arm['shadow']:g}%</td><td>{e(guard)}</td></tr>"
+            )
+        parts.append("</table>")
+        stats = traffic.get("stats", [])
+        if stats:
+            parts.append(
+                "<table><tr><th>Arm</th><th>Version</th><th>Requests</th><th>Errors judged</th>"
+                "<th>Client errors</th><th>Window</th></tr>"
+            )
+            for stat in stats:
+                counts = f"<td>{stat['requests']}</td><td>{stat['errors']}</td><td>{stat.get('client_errors', 0)}</td>"
+                parts.append(
+                    f"<tr><td>{e(str(stat['arm']))}</td><td>{stat['version']}</td>{counts}"
+                    f"<td>{stat.get('window', '')}</td></tr>"
+                )
+            parts.append("</table>")
+    parts.append("<h2>Recent events</h2><table><tr><th>When (UTC)</th><th>What</th><th>Model</th><th>Why</th></tr>")
+    for event in report.events:
+        where = event["model"] + (f" v{event['version']}" if event.get("version") is not None else "")
+        parts.append(
+            f"<tr><td>{e(event['at'][:19])}</td><td>{e(event['kind'])}</td><td>{e(where)}</td>"
+            f"<td>{e(event.get('reason') or '')}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        f'<p class="muted">Reloads every {REFRESH_SECONDS} s. The same in a terminal: '
+        "<code>registry-gateway status</code>.</p></body></html>"
+    )
+    return "".join(parts)

@@ -1,0 +1,99 @@
+"""GET /status: the gateway's state on one page, server-rendered, no assets from anywhere,
+behind the read scope; seen in a real Chromium (issue 25)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import IRIS, log_iris_version
+from gateway.http.status_page import render_html
+from gateway.status_report import Report
+from tests.conftest import Registry, empty_registry, running_gateway, settings_under
+from tests.gateway.protocols.conftest import served
+from tests.gateway.test_api_docs import chromium
+from tests.support.keys import add_key
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def split_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    registry = empty_registry(tmp_path_factory.mktemp("status-registry"))
+    first = registry.log(log_iris_version, IRIS, c=1.0)
+    second = registry.log(log_iris_version, IRIS, c=5.0)
+    registry.client.set_registered_model_alias(IRIS, "champion", str(first))
+    registry.client.set_model_version_tag(IRIS, str(second), "gateway.traffic.weight", "10")
+    return registry
+
+
+async def test_the_page_shows_models_versions_splits_budget_and_events(
+    split_registry: Registry, tmp_path: Path
+) -> None:
+    settings = settings_under(tmp_path, warm_aliases=["champion"])
+    async with running_gateway(settings, split_registry.tracking_uri) as gw:
+        page = await gw.client.get("/status")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    assert "<script" not in text and "http://" not in text.replace(split_registry.tracking_uri, "")  # nothing fetched
+    assert '<meta http-equiv="refresh"' in text
+    for shown in (">ready<", "Memory budget", "Last registry sync", ">champion<", "Traffic of iris", ">10%<", "warmed"):
+        assert shown in text, shown
+    assert "in process" in text and "loaded" in text
+
+
+async def test_the_page_needs_the_read_scope(split_registry: Registry, tmp_path: Path) -> None:
+    settings = settings_under(tmp_path, auth="keys")
+    reader = add_key(settings, "reader", "read")
+    caller = add_key(settings, "caller", "predict:*")
+    async with running_gateway(settings, split_registry.tracking_uri) as gw:
+        assert (await gw.client.get("/status")).status_code == 401
+        assert (await gw.client.get("/status", headers={"Authorization": f"Bearer {caller}"})).status_code == 403
+        assert (await gw.client.get("/status", headers={"Authorization": f"Bearer {reader}"})).status_code == 200
+
+
+def test_what_the_registry_names_is_escaped() -> None:
+    report = Report(url="", health={"status": "ok", "registry": "<b>r</b>"})
+    report.models = [
+        {
+            "name": "<script>alert(1)</script>",
+            "default_version": 1,
+            "versions": [{"version": 1, "aliases": ["<i>a</i>"], "refused": "<img src=x>", "status": "READY"}],
+        }
+    ]
+    report.events = [{"at": "2026-01-01T00:00:00", "model": "<m>", "version": None, "kind": "refused", "reason": "<x>"}]
+    page = render_html(report, budget={"loaded_bytes": 0, "max_bytes": 1, "loaded": 0, "max_models": 1}, sync="never")
+    for raw in ("<script>", "<i>a</i>", "<img src=x>", "<m>", "<x>", "<b>r</b>"):
+        assert raw not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.e2e
+def test_the_page_renders_in_chromium_with_every_other_host_unreachable(
+    split_registry: Registry, tmp_path: Path
+) -> None:
+    browser = chromium()
+    with served(settings_under(tmp_path / "gw", warm_aliases=["champion"]), split_registry) as address:
+        result = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"http://{address}/status",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "<h1>registry-gateway</h1>" in dom and "Traffic of iris" in dom and "champion" in dom, dom[-2000:]
