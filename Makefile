@@ -11,7 +11,7 @@ EXTRAS ?= torch,dev
 # e.g. SERVE_ARGS=--insecure to serve HOST=0.0.0.0 without API keys (a trusted network)
 SERVE_ARGS ?=
 
-.PHONY: install demo demo-registry serve test lint format clean bench protos kserve-env mlserver-env interop-envs
+.PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env interop-envs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ lint: install
 TEST_WORKERS ?= 2
 test: lint interop-envs
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+# docs/settings.md, generated from the settings class (a test fails when it is stale).
+docs: install
+	$(BIN)/python -m gateway.settings_reference > docs/settings.md
 
 format: install
 	$(BIN)/ruff format .
