@@ -47,7 +47,7 @@ def _load_settings() -> GatewaySettings:
 def main() -> None:
     """Serve every version of every model in an MLflow model registry over HTTP.
 
-    Settings come from GATEWAY_* environment variables (see the README); the registry
+    Settings come from GATEWAY_* environment variables (docs/settings.md); the registry
     from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI.
     """
 

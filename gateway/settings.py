@@ -114,8 +114,8 @@ class GatewaySettings(BaseSettings):
 
     access_log: bool = True
     """A line per request in the log (uvicorn's access log). Off saves formatting and writing
-    that line, about a third of what a small prediction costs on one core (README:
-    Performance); the request metrics count every request either way."""
+    that line, about a third of what a small prediction costs on one core
+    (docs/performance.md); the request metrics count every request either way."""
 
     database_url: str = Field(default_factory=_default_database_url)
     """The state database (versions seen, pinned digests, routes, events): a SQLAlchemy URL.
@@ -191,7 +191,7 @@ class GatewaySettings(BaseSettings):
     saved with pickle or cloudpickle, PyTorch saved with ``torch.save``, a pickled PythonModel,
     a skops model that trusts types its own MLmodel lists. On by default because MLflow's
     default for many flavors is pickle: it trusts whoever can write the registry and its
-    artifact store to run code in the gateway (README: "What the gateway loads")."""
+    artifact store to run code in the gateway (docs/security.md: "What the gateway loads")."""
 
     allowed_artifact_uris: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated URI prefixes (``s3://models/``, ``mlflow-artifacts:/``,
@@ -309,7 +309,7 @@ class GatewaySettings(BaseSettings):
     share one connection still arrive one at a time. Past 8 the bench gained nothing, and 64
     cost a single connection's calls about 6% more CPU each."""
 
-    # --- per-model Python environments (README: Models with their own environments) ---
+    # --- per-model Python environments (docs/operations.md: Models with their own environments) ---
 
     env_manager: Literal["uv", "local"] = "uv"
     """How versions whose requirements this process does not satisfy are served. ``uv``: in a

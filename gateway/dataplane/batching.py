@@ -145,7 +145,7 @@ class VersionQueue:
         """Whether a batch of ``size`` requests runs right here on the event loop instead of in
         the inference pool. Handing a batch to a thread and its answers back costs two thread
         switches and, on a busy core, the GIL passed back and forth inside predict: about as
-        much again as a small sklearn predict (see README: Performance). On the loop the batch
+        much again as a small sklearn predict (see docs/performance.md). On the loop the batch
         holds the GIL throughout, which a thread mostly does as well.
 
         Only for a version with a fast path (the flavor's own predict on an array, sklearn or

@@ -107,7 +107,7 @@ class LoadedModel:
         """What a model's exception means for the client, decided as MLflow's scoring server
         decides it: MLflow's own errors keep their code; anything else the model raises is
         400 BAD_REQUEST (predict is a function of the body: the same body fails again),
-        except what says the process itself is failing (README: Errors), and the runtime's
+        except what says the process itself is failing (docs/user-guide.md: Errors), and the runtime's
         own errors (a worker gone), which keep their meaning."""
         if isinstance(exc, GatewayError):
             return exc

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # settings import this module: no MLflow import for a constant
     from mlflow.models import Model
 
-# The flavors the gateway is tested with (README: "What the gateway loads").
+# The flavors the gateway is tested with (docs/security.md: "What the gateway loads").
 TESTED_FLAVORS = ("sklearn", "pytorch", "python_function")
 ANY_FLAVOR = "*"
 _PICKLE_FORMATS = frozenset({"pickle", "cloudpickle", "joblib"})

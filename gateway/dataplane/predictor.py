@@ -71,7 +71,7 @@ class InferenceService:
     async def choose(
         self, name: str, *, path: str | None = None, header: str | None = None, route_key: str | None = None
     ) -> Resolved:
-        """The concrete version a request is for (see README: choosing a version). A request
+        """The concrete version a request is for (see docs/user-guide.md: Choosing a version). A request
         that names a version gets exactly it; the default route may go to a canary."""
         if path is not None or header:
             return replace(await self._named(name, path=path, header=header), route=NAMED)

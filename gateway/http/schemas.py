@@ -42,7 +42,7 @@ class LoadState(BaseModel):
 
 
 class RuntimeState(BaseModel):
-    """Where a version runs in this process, and why (README: Models with their own environments)."""
+    """Where a version runs in this process, and why (docs/operations.md: Models with their own environments)."""
 
     runtime: Literal["in_process", "isolated"] = Field(
         description="in_process: in the gateway's own process and Python; isolated: in a worker process on "

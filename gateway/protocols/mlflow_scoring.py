@@ -6,7 +6,7 @@ body with ``messages``, ``prompt`` or ``input``: the body itself is the data, an
 without the ``predictions`` wrapper), or CSV, or Parquet. Parsing uses the model's input
 schema the way MLflow's scoring server does (so an int is accepted for a double column),
 through MLflow's own parsing utilities, so a body that works against ``mlflow models
-serve`` works here unchanged. Where the gateway deliberately differs, the README says so
+serve`` works here unchanged. Where the gateway deliberately differs, docs/user-guide.md says so
 ("Differences from `mlflow models serve`") and tests/conformance pins it.
 """
 

@@ -5,7 +5,7 @@ MLflow logs a model's environment beside it: ``python_env.yaml`` (the Python ver
 same, for conda). Nothing here imports what it checks: installed releases are read from the
 distributions' metadata.
 
-What "satisfied" means (README: Models with their own environments):
+What "satisfied" means (docs/operations.md: Models with their own environments):
 
 - Python: the major.minor of the model's Python equals this interpreter's.
 - Each requirement line is parsed as PEP 508 (``packaging``); a line that does not parse, a

@@ -2,7 +2,7 @@
 fast path and through pyfunc: status class, error_code and predictions, body for body.
 
 Every difference that stays is on purpose: it is listed in ``INTENDED`` with the test below
-that pins it, and in the README under "Differences from `mlflow models serve`".
+that pins it, and in docs/user-guide.md under "Differences from `mlflow models serve`".
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.conformance.corpus import Case
 from tests.support.numeric import assert_far_from_ties, mlp_error_bound
 from tests.support.servers import BIN, Process, free_port
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "user-guide.md"
 
 # (kind, case) -> the test that pins the gateway's answer there, and MLflow's.
 INTENDED: dict[tuple[str, str], str] = {

@@ -7,7 +7,7 @@ generated, the answer is never a 5xx, every error body is JSON in the documented
 with no traceback in it, and no case outlives its timeout.
 
 Bounded for CI: derandomized (a fixed seed) with a few examples per operation. A longer run
-(README, "Fuzzing"): ``GATEWAY_FUZZ_EXAMPLES=500 pytest tests/gateway/test_fuzz_openapi.py -s``.
+(docs/development.md, "Fuzzing"): ``GATEWAY_FUZZ_EXAMPLES=500 pytest tests/gateway/test_fuzz_openapi.py -s``.
 """
 
 from __future__ import annotations

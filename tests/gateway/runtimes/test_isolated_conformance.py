@@ -8,7 +8,7 @@ The Open Inference Protocol's REST adapter is compared the same way on the iris 
 The kinds that run here are the scikit-learn ones and the generic pyfunc whose class a worker
 can import: pickled PythonModels of the test suite itself (tests.conformance.models) name a
 module only the test process has, and torch's environment from the public index is a CUDA
-build of several GB (README: Models with their own environments).
+build of several GB (docs/operations.md: Models with their own environments).
 """
 
 from __future__ import annotations
