@@ -9,9 +9,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from gateway.app import create_app
+from gateway.admission.access import routes
+from gateway.app import GatewayApp, create_app
 from gateway.demo import IRIS, TORCH, torch_available
 from registry_sync.registry import RegistryReader
 from tests.conftest import IRIS_COLUMNS, Registry, iris_split
@@ -152,7 +154,43 @@ def test_bad_header_selector_gets_400(client: TestClient) -> None:
 
 def test_unknown_endpoints_and_methods_answer_json(client: TestClient) -> None:
     assert_error(client.get("/nope"), 404, "ENDPOINT_NOT_FOUND")
-    assert_error(client.get(PREDICT), 405)
+    response = client.get(PREDICT)
+    assert_error(response, 405, "METHOD_NOT_ALLOWED", mentions=("GET", PREDICT, "POST"))
+    assert response.headers["allow"] == "POST"
+
+
+def _methods_of_every_route(client: TestClient) -> list[tuple[str, frozenset[str]]]:
+    """Each route of the app as a path one can send to, and the methods it takes."""
+    assert isinstance(client.app, GatewayApp)
+    found = []
+    for route in routes(client.app):
+        if isinstance(getattr(route, "original_route", route), Mount):  # the /docs assets: StaticFiles
+            found.append((f"{route.path}/swagger-ui.css", frozenset({"GET", "HEAD"})))
+        else:
+            path = route.path.replace("{name}", IRIS).replace("{version}", "1")
+            found.append((path, frozenset(route.methods)))
+    return found
+
+
+def test_every_route_refuses_a_method_it_does_not_take_the_same_way(client: TestClient) -> None:
+    """405 METHOD_NOT_ALLOWED with an Allow header naming what the route takes: the predict
+    routes (answered on the bare-ASGI lane for POST) like every other; the OIP's routes in
+    their own body shape."""
+    every = _methods_of_every_route(client)
+    assert any(path == PREDICT for path, _ in every) and any(path.endswith("/infer") for path, _ in every)
+    for path, methods in every:
+        for method in sorted({"GET", "POST", "PUT", "DELETE", "PATCH"} - methods):
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path, response.text)
+            assert response.headers["allow"] == ", ".join(sorted(methods)), (method, path)
+            body = response.json()
+            if path.startswith("/v2"):
+                assert set(body) == {"error"}, body
+                message = body["error"]
+            else:
+                assert body["error_code"] == "METHOD_NOT_ALLOWED", (method, path, body)
+                message = body["message"]
+            assert f"Method {method} is not allowed on {path}" in message, message
 
 
 @pytest.mark.parametrize("before", [str(2**63), str(-(2**70)), "0"])

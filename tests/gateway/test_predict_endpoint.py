@@ -140,6 +140,15 @@ def test_the_lane_answers_as_fastapi_would(
         assert set(response.json()) == {"error_code", "message"}
 
 
+@pytest.mark.parametrize("url", [f"/models/{IRIS}/versions/1/predict", f"/models/{IRIS}/predict"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_predict_path_refuses_other_methods_with_405_either_way(client: TestClient, method: str, url: str) -> None:
+    response = both_ways(client, method, url)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
 def test_a_prediction_comes_through_the_lane(client: TestClient) -> None:
     response = both_ways(client, "POST", f"/models/{IRIS}/versions/champion/predict", content=GOOD, headers=JSON)
     assert response.status_code == 200

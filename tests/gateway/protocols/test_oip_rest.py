@@ -287,6 +287,15 @@ def test_unknown_models_versions_and_aliases_are_404(client: triton.InferenceSer
     assert http.get("/v2/no-such-route").json().keys() == {"error"}
 
 
+def test_a_method_an_infer_route_does_not_take_is_405_in_the_protocols_shape(http: httpx.Client) -> None:
+    for path in (f"/v2/models/{IRIS}/infer", f"/v2/models/{IRIS}/versions/1/infer"):
+        answer = http.get(path)
+        assert answer.status_code == 405 and answer.headers["allow"] == "POST", answer.text
+        assert set(answer.json()) == {"error"} and "Method GET is not allowed" in answer.json()["error"]
+    answer = http.post(f"/v2/models/{IRIS}/ready")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET", answer.text
+
+
 def _by_path(http: httpx.Client, model: str) -> dict[str, float]:
     counts = {"fast": 0.0, "pyfunc": 0.0}
     for line in http.get("/metrics").text.splitlines():
