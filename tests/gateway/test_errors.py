@@ -138,7 +138,9 @@ def test_a_chunked_body_over_the_limit_gets_413(client: TestClient) -> None:
         ("/models/no-such-model/versions/1/predict", 404, ("no-such-model",)),
         (f"/models/{IRIS}/versions/99/predict", 404, ("99",)),
         (f"/models/{IRIS}/versions/gold/predict", 404, ("gold",)),
-        (f"/models/{IRIS}/versions/0/predict", 400, ("'0'",)),
+        (f"/models/{IRIS}/versions/0/predict", 400, ("'0'", "start at 1")),
+        (f"/models/{IRIS}/versions/-1/predict", 400, ("'-1'", "start at 1", "no alias '-1'")),
+        (f"/models/{IRIS}/versions/%20/predict", 400, ("empty",)),
         (f"/models/{IRIS}/versions/bad$alias/predict", 400, ("bad$alias",)),
         (f"/models/{IRIS}/versions/{'a' * 300}/predict", 400, ()),
     ],
@@ -147,9 +149,19 @@ def test_unknown_or_invalid_versions(client: TestClient, path: str, status: int,
     assert_error(client.post(path, json=GOOD), status, mentions=mentions)
 
 
-def test_bad_header_selector_gets_400(client: TestClient) -> None:
-    response = client.post(f"/models/{IRIS}/predict", json=GOOD, headers={"X-Model-Version": "no spaces"})
-    assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=("no spaces",))
+@pytest.mark.parametrize(
+    ("header", "mentions"),
+    [("no spaces", ("no spaces", "only letters")), ("-1", ("'-1'", "start at 1")), ("", ("empty",))],
+)
+def test_bad_header_selector_gets_400(client: TestClient, header: str, mentions: tuple[str, ...]) -> None:
+    for path in (f"/models/{IRIS}/predict", PREDICT):  # alone, or beside the path's
+        response = client.post(path, json=GOOD, headers={"X-Model-Version": header})
+        assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=mentions)
+
+
+def test_a_negative_version_in_the_metadata_path_gets_400(client: TestClient) -> None:
+    response = client.get(f"/models/{IRIS}/versions/-1")
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=("'-1'", "start at 1"))
 
 
 def test_unknown_endpoints_and_methods_answer_json(client: TestClient) -> None:

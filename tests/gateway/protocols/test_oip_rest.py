@@ -296,6 +296,16 @@ def test_a_method_an_infer_route_does_not_take_is_405_in_the_protocols_shape(htt
     assert answer.status_code == 405 and answer.headers["allow"] == "GET", answer.text
 
 
+def test_a_malformed_version_is_400_not_404(http: httpx.Client) -> None:
+    for path, headers in (
+        (f"/v2/models/{IRIS}/versions/-1/infer", {}),
+        (f"/v2/models/{IRIS}/versions/0/infer", {}),
+        (f"/v2/models/{IRIS}/infer", {"X-Model-Version": "-1"}),
+    ):
+        answer = http.post(path, json=iris_json(ROWS), headers=headers)
+        assert answer.status_code == 400 and "start at 1" in answer.json()["error"], (path, answer.text)
+
+
 def _by_path(http: httpx.Client, model: str) -> dict[str, float]:
     counts = {"fast": 0.0, "pyfunc": 0.0}
     for line in http.get("/metrics").text.splitlines():
