@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
+from gateway import errors
 from gateway.admission.access import routes
 from gateway.app import GatewayApp, create_app
 from gateway.demo import IRIS, TORCH, torch_available
+from gateway.http import errors as http_errors
 from registry_sync.registry import RegistryReader
 from tests.conftest import IRIS_COLUMNS, Registry, iris_split
 
@@ -246,3 +248,15 @@ def test_random_json_never_breaks_the_gateway(client: TestClient, body: Any) -> 
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
         assert set(response.json()) == {"error_code", "message"}
+
+
+def test_every_error_the_data_plane_raises_has_its_row_in_the_one_table() -> None:
+    """Else it would answer a generic 500, and the README's table of errors (checked against
+    that table, tests/test_readme.py) would not say when."""
+    pending, unmapped = [errors.GatewayError], []
+    while pending:
+        kind = pending.pop()
+        pending.extend(kind.__subclasses__())
+        if kind is not errors.GatewayError and not any(issubclass(kind, row) for row, _ in http_errors._TABLE):
+            unmapped.append(kind.__name__)
+    assert not unmapped, f"no row in gateway/http/errors.py for {unmapped}"
