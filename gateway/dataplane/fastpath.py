@@ -133,10 +133,13 @@ def reason(fast: FastPath | None, metadata: Model, flavor: str) -> str:
         return "pyfunc: no fast path for a signature with params"
     if flavor == "sklearn":
         return (
-            "pyfunc: no fast path for this signature (it reads required columns, all double or all long, "
+            "pyfunc: no fast path for this signature (the sklearn one takes required columns, all double or all long, "
             "in the order the estimator was fitted with)"
         )
-    return "pyfunc: no fast path for this signature (it reads one unnamed tensor, into a model that is no forecaster)"
+    return (
+        "pyfunc: no fast path for this signature (the pytorch one takes one unnamed tensor, "
+        "and no forecasting model)"
+    )
 
 
 def _sklearn(ask: AskRaw, schema: Schema, *, on_cpu: bool) -> FastPath | None:

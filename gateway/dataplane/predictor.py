@@ -98,7 +98,8 @@ class InferenceService:
         try:
             return await self._catalog.resolve(name, selector)
         except AliasNotFound:
-            if selector.negative_number:  # "-1": no such alias, so a version number that cannot be
+            # "-1" names no alias of this model: it was meant as a version number, and none is below 1
+            if selector.negative_number:
                 raise InvalidSelector(
                     raw, f"version numbers start at 1, and model '{name}' has no alias '{selector.raw}'"
                 ) from None
