@@ -137,8 +137,7 @@ def reason(fast: FastPath | None, metadata: Model, flavor: str) -> str:
             "in the order the estimator was fitted with)"
         )
     return (
-        "pyfunc: no fast path for this signature (the pytorch one takes one unnamed tensor, "
-        "and no forecasting model)"
+        "pyfunc: no fast path for this signature (the pytorch one takes one unnamed tensor, and no forecasting model)"
     )
 
 
