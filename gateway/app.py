@@ -93,6 +93,7 @@ def create_app(
     app.include_router(status_router)
     app.serves_predictions = settings.serves_models
     app.default_target = settings.default_target
+    app.asks_for_keys = settings.auth == "keys"
     app.access = AccessMap.of(app)  # every route declared what it needs, or no app
     return app
 
@@ -113,6 +114,7 @@ class GatewayApp(FastAPI):
 
     serves_predictions = False
     default_target: tuple[str, str | None] | None = None  # what /invocations serves (GATEWAY_DEFAULT_MODEL)
+    asks_for_keys = False  # GATEWAY_AUTH=keys: the schema documents the keys (see _document_security)
     access = AccessMap([])
 
     def openapi(self) -> dict[str, Any]:
@@ -125,7 +127,8 @@ class GatewayApp(FastAPI):
                     responses = operation.get("responses", {})
                     if responses.pop("422", None) is not None:
                         responses.setdefault("400", _INVALID_PARAMETERS)
-            self._document_security(schema)
+            if self.asks_for_keys:  # else no route asks for one: no "Authorize", no lock icons
+                self._document_security(schema)
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
             self.openapi_schema = schema
@@ -133,7 +136,7 @@ class GatewayApp(FastAPI):
 
     def _document_security(self, schema: dict[str, Any]) -> None:
         """The key schemes, and the 401, 403 and 429 answers, on every route that needs a key
-        (so /docs offers "Authorize"); they apply with ``GATEWAY_AUTH=keys``."""
+        (so /docs offers "Authorize"); only with ``GATEWAY_AUTH=keys``, when they apply."""
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
         answers = {}
         for status, entry in error_responses(AUTH_ERRORS).items():

@@ -78,10 +78,15 @@ class PolicyRefused(VersionRefused):
 
 
 class InvalidSelector(GatewayError):
-    def __init__(self, selector: str) -> None:
+    """A version selector (path or ``X-Model-Version``) that can name nothing; ``problem``
+    says why (README: Choosing a version)."""
+
+    def __init__(self, selector: str, problem: str | None = None) -> None:
         self.selector = selector
+        self.problem = problem
+        why = f"{problem}; " if problem else ""
         super().__init__(
-            f"Invalid version selector '{selector}': use a version number, an alias "
+            f"Invalid version selector '{selector}': {why}use a version number (1 or more), an alias "
             "(letters, digits, '_' or '-') or 'latest'"
         )
 

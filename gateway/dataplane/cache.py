@@ -67,6 +67,8 @@ class CachedVersion:
     last_used: float
     in_use: int
     uses: int
+    fast: bool  # the fast path serves the bodies it reads; else pyfunc serves them all
+    path_reason: str  # why (LoadedModel.fast_reason)
 
 
 class Lease:
@@ -434,4 +436,6 @@ def _describe(entry: _Entry) -> CachedVersion:
         last_used=entry.last_used,
         in_use=entry.in_use,
         uses=entry.uses,
+        fast=model.fast is not None,
+        path_reason=model.fast_reason,
     )

@@ -6,7 +6,8 @@ meaning is beyond doubt (exact column names, plain JSON numbers of the column's 
 consistent shapes) and returns None for anything else; the caller then takes the pyfunc
 path, which gives MLflow's own answer or error. So for any body, the fast path either
 declines or produces what pyfunc produces (tests/gateway/test_fastpath.py checks that
-over generated inputs).
+over generated inputs), to within the rounding of a float sum taken in another order
+(gateway.dataplane.agreement, checked on each version's warm-up request).
 """
 
 from __future__ import annotations
@@ -114,6 +115,30 @@ def assemble(metadata: Model, flavor: str, ask: AskRaw, *, on_cpu: bool) -> Fast
     except Exception as exc:  # an unusual model: serve it, just not fast
         log.info("no fast path for this %s model (%s: %s)", flavor, type(exc).__name__, exc)
     return None
+
+
+def reason(fast: FastPath | None, metadata: Model, flavor: str) -> str:
+    """Which path serves a version and why, in words, for ``/models`` (before the warm-up
+    check, :func:`gateway.dataplane.inference.check_fast_path`, adds what it found)."""
+    if fast is not None:
+        if fast.columns is None:
+            return f"fast path: {flavor} on one tensor"
+        types = {np.dtype(np.float64): "double", np.dtype(np.int64): "long"}
+        return f"fast path: {flavor} on {types.get(fast.columns[1], fast.columns[1].name)} columns"
+    if flavor not in ("sklearn", "pytorch"):
+        return f"pyfunc: no fast path for {flavor} models (only sklearn and pytorch have one)"
+    if metadata.get_input_schema() is None:  # type: ignore[no-untyped-call]
+        return "pyfunc: no fast path without an input signature"
+    if metadata.get_params_schema() is not None:  # type: ignore[no-untyped-call]
+        return "pyfunc: no fast path for a signature with params"
+    if flavor == "sklearn":
+        return (
+            "pyfunc: no fast path for this signature (the sklearn one takes required columns, all double or all long, "
+            "in the order the estimator was fitted with)"
+        )
+    return (
+        "pyfunc: no fast path for this signature (the pytorch one takes one unnamed tensor, and no forecasting model)"
+    )
 
 
 def _sklearn(ask: AskRaw, schema: Schema, *, on_cpu: bool) -> FastPath | None:

@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gateway.dataplane.agreement import ULP_TOLERANCE, answer_dtype, compare
 from gateway.dataplane.batching import Outcome, Request, TensorCall
 from gateway.dataplane.fastpath import split_rows
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.warmup import warmup_request
 from gateway.errors import PredictFailed
 from gateway.protocols.mlflow_scoring import ScoringInput, decode, encode_predictions
+from registry_sync.errors import described
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +154,6 @@ def _split_any(output: Any, counts: list[int]) -> list[Any] | None:
     return split_rows(np.asarray(output) if not isinstance(output, np.ndarray) else output, counts)
 
 
-def _fast_one(model: LoadedModel, array: np.ndarray) -> bytes:
-    return encode_predictions(model.predict_fast(array))
-
-
 def _pyfunc_one(model: LoadedModel, request: ScoringInput) -> bytes:
     return encode_predictions(model.predict(request), unwrapped=request.unwrapped)
 
@@ -168,22 +166,48 @@ def _attempt(work: Callable[..., bytes], *args: Any) -> Outcome:
 
 
 def check_fast_path(model: LoadedModel) -> LoadedModel:
-    """Right after a load: the warm-up request through both paths must give the same bytes,
-    else the fast path is switched off for this version (and the log says so)."""
-    request = warmup_request(model)
-    if model.fast is None or request is None:
+    """Right after a load: the warm-up request through both paths must give the same answer,
+    to within :data:`~gateway.dataplane.agreement.ULP_TOLERANCE` ulps for floats (see
+    :mod:`gateway.dataplane.agreement` for why not the same bytes), else the fast path is
+    switched off for this version. ``model.fast_reason`` and the log say what was found."""
+    if model.fast is None:
         return model
-    array = model.fast.decode(*request)
-    if array is None:
+    request = warmup_request(model)
+    array = model.fast.decode(*request) if request is not None else None
+    if request is None or array is None:
+        unchecked = "no warm-up request" if request is None else "the fast path does not read the warm-up request"
+        model.fast_reason = f"{model.fast_reason or 'fast path'}; not compared with pyfunc: {unchecked}"
         return model
     try:
-        agrees = _fast_one(model, array) == score(model, *request)
+        raw = model.predict_fast(array)
+        fast = encode_predictions(raw)
     except Exception as exc:
-        log.warning("%s version %s: fast path off (%s: %s)", model.name, model.version, type(exc).__name__, exc)
-        agrees = False
-    if not agrees:
-        log.warning(
-            "%s version %s: fast path disagreed with pyfunc on the warm-up request; off", model.name, model.version
+        return _fast_path_off(model, f"the fast path failed on the warm-up request ({described(exc)})")
+    try:
+        pyfunc = score(model, *request)
+    except Exception as exc:
+        return _fast_path_off(
+            model, f"pyfunc failed on the warm-up request, so nothing checks the fast path ({described(exc)})"
         )
-        model.fast = None
+    comparison = compare(fast, pyfunc, dtype=answer_dtype(raw))
+    if not comparison.agrees:
+        return _fast_path_off(
+            model, f"the fast path disagreed with pyfunc on the warm-up request: {comparison.difference}"
+        )
+    if comparison.exact:
+        found = "the warm-up request answered as through pyfunc"
+    else:
+        found = (
+            f"the warm-up request answered within {comparison.ulps} ulp{'s' if comparison.ulps > 1 else ''} "
+            f"({comparison.dtype.name}) of pyfunc, at most {ULP_TOLERANCE} agree"
+        )
+        log.info("%s version %s: fast path kept: %s", model.name, model.version, found)
+    model.fast_reason = f"{model.fast_reason or 'fast path'}; {found}"
+    return model
+
+
+def _fast_path_off(model: LoadedModel, why: str) -> LoadedModel:
+    model.fast = None
+    model.fast_reason = f"pyfunc: {why}"
+    log.warning("%s version %s: fast path off, pyfunc serves it: %s", model.name, model.version, why)
     return model

@@ -73,6 +73,7 @@ class LoadedModel:
     digest: str = ""
     loaded_at: float = field(default_factory=time.time)
     fast: FastPath | None = None  # the flavor's own predict on typed arrays, where safe
+    fast_reason: str = ""  # which path serves it and why, in words (shown in /models)
     batching: bool = False  # concurrent requests may share one predict call
     deterministic: bool = False  # the same input always gives the same answer (cacheable)
     queue: Any = None  # this version's VersionQueue, made by the service on first use
@@ -239,6 +240,9 @@ class ModelLoader:
                 fast = fastpath.assemble(
                     pyfunc.metadata, flavor, functools.partial(pyfunc.enable_fast, flavor), on_cpu=False
                 )
+            fast_reason = fastpath.reason(fast, pyfunc.metadata, flavor)
+        else:
+            fast_reason = f"pyfunc: tagged {FAST_PATH_TAG}={str(tags[FAST_PATH_TAG]).strip()}"
         log.info(
             "loaded %s: %.1f KiB in %.2f s (%s, %s)",
             version,
@@ -259,6 +263,7 @@ class ModelLoader:
             flavor=flavor,
             digest=digest,
             fast=fast,
+            fast_reason=fast_reason,
             batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
             deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
             body_limits=self.body_limits,

@@ -19,7 +19,7 @@ from gateway.dataplane.cache import ModelCache
 from gateway.dataplane.inference import score_batch
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.prediction_cache import PredictionCache, cache_key
-from gateway.errors import AliasNotFound, PredictTimeout, SelectorConflict
+from gateway.errors import AliasNotFound, InvalidSelector, PredictTimeout, SelectorConflict
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.selectors import Selector, parse_selector
@@ -73,23 +73,37 @@ class InferenceService:
     ) -> Resolved:
         """The concrete version a request is for (see docs/user-guide.md: Choosing a version). A request
         that names a version gets exactly it; the default route may go to a canary."""
-        if path is not None or header:
+        # An X-Model-Version sent empty is a selector, a malformed one (400), not "no header":
+        # serving the default version would hide the client's mistake.
+        if path is not None or header is not None:
             return replace(await self._named(name, path=path, header=header), route=NAMED)
         default = await self.default_version(name)
         return self._split.pick(default, route_key) if self._split is not None else default
 
     async def _named(self, name: str, *, path: str | None, header: str | None) -> Resolved:
         if path is not None:
-            chosen = await self._catalog.resolve(name, parse_selector(path))
-            if header:
-                other = await self._catalog.resolve(name, parse_selector(header))
+            chosen = await self._resolve(name, path)
+            if header is not None:
+                other = await self._resolve(name, header)
                 if other.version != chosen.version:
                     raise SelectorConflict(
                         name=name, path=path, header=header, path_version=chosen.version, header_version=other.version
                     )
             return chosen
-        assert header
-        return await self._catalog.resolve(name, parse_selector(header))
+        assert header is not None
+        return await self._resolve(name, header)
+
+    async def _resolve(self, name: str, raw: str) -> Resolved:
+        selector = parse_selector(raw)
+        try:
+            return await self._catalog.resolve(name, selector)
+        except AliasNotFound:
+            # "-1" names no alias of this model: it was meant as a version number, and none is below 1
+            if selector.negative_number:
+                raise InvalidSelector(
+                    raw, f"version numbers start at 1, and model '{name}' has no alias '{selector.raw}'"
+                ) from None
+            raise
 
     async def default_version(self, name: str) -> Resolved:
         """The default alias's version (else latest), before any traffic split."""

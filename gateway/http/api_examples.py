@@ -18,6 +18,7 @@ from gateway import errors
 from gateway.http import errors as http_errors
 from gateway.http.schemas import ErrorBody
 from gateway.protocols.mlflow_scoring import JSON, decode
+from gateway.routing.selectors import parse_selector
 from registry_sync.errors import RegistryUnavailable
 
 IRIS = "iris"
@@ -120,7 +121,11 @@ PREDICT_ERRORS: dict[str, tuple[str, BaseException]] = {
             "Error: Model is missing inputs ['petal width (cm)']."
         ),
     ),
-    "bad_selector": ("Not a version number, alias or 'latest'", errors.InvalidSelector("best!")),
+    "bad_selector": ("Not a version number, alias or 'latest'", _raised(lambda: parse_selector("best!"))),
+    "negative_version": (
+        "A negative version number (no alias of that name)",
+        errors.InvalidSelector("-1", f"version numbers start at 1, and model '{IRIS}' has no alias '-1'"),
+    ),
     "selector_conflict": (
         "The path and X-Model-Version name different versions",
         errors.SelectorConflict(name=IRIS, path="champion", header="2", path_version=1, header_version=2),

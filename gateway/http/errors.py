@@ -75,6 +75,9 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (registry_errors.ArtifactLocationRefused, HttpError(409, "INVALID_STATE")),
 )
 _INTERNAL = HttpError(500, "INTERNAL_ERROR")
+# Starlette's routing, not the gateway's errors: see _http.
+_NO_ENDPOINT = HttpError(404, "ENDPOINT_NOT_FOUND")
+_NO_SUCH_METHOD = HttpError(405, "METHOD_NOT_ALLOWED")
 
 
 def classify(exc: BaseException) -> HttpError:
@@ -184,11 +187,26 @@ async def _mapped(request: Request, exc: Exception) -> Response:
 
 
 async def _http(request: Request, exc: Exception) -> Response:
+    """What Starlette's routing raises: no route for the path (404), or a route for the path
+    that takes other methods (405, with Starlette's ``Allow`` header naming them); anything
+    else (FastAPI's "error parsing the body") is a 4xx of the status it carries."""
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "ENDPOINT_NOT_FOUND", 405: "BAD_REQUEST"}.get(exc.status_code, "BAD_REQUEST")
-    message = exc.detail if exc.status_code != 404 else f"No endpoint at {request.method} {request.url.path}"
-    response = error_response(exc.status_code, code, str(message), oip=speaks_oip(request.scope))
-    for key, value in (exc.headers or {}).items():
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        answer, message = _NO_ENDPOINT, f"No endpoint at {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        # Starlette joins a set of methods: sorted, the header reads the same every time
+        allowed = ", ".join(sorted({m.strip() for m in headers.pop("Allow", "").split(",") if m.strip()}))
+        if allowed:
+            headers["Allow"] = allowed
+        answer = _NO_SUCH_METHOD
+        message = f"Method {request.method} is not allowed on {request.url.path}" + (
+            f"; it takes {allowed}" if allowed else ""
+        )
+    else:
+        answer, message = HttpError(exc.status_code, "BAD_REQUEST"), str(exc.detail)
+    response = error_response(answer.status, answer.code, message, oip=speaks_oip(request.scope))
+    for key, value in headers.items():
         response.headers[key] = value
     return response
 

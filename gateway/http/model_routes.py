@@ -139,7 +139,9 @@ async def get_model(request: Request, name: NameParam) -> ModelDetail:
 @router.get(
     "/models/{name}/versions/{version}",
     response_model=VersionDetail,
-    responses=error_responses(PREDICT_ERRORS, "bad_selector", "unknown_model", "unknown_version", "unknown_alias"),
+    responses=error_responses(
+        PREDICT_ERRORS, "bad_selector", "negative_version", "unknown_model", "unknown_version", "unknown_alias"
+    ),
     tags=["models"],
 )
 @requires(Access.READ)

@@ -39,6 +39,15 @@ class LoadState(BaseModel):
     last_used: str = Field(description="When it last served a request (ISO 8601, UTC)")
     in_use: int = Field(description="Requests using it right now")
     uses: int
+    path: Literal["fast", "pyfunc"] = Field(
+        description="fast: JSON bodies it reads exactly go to the flavor's own predict as one array "
+        "(the rest through pyfunc); pyfunc: every body goes through MLflow's pyfunc"
+    )
+    path_reason: str = Field(
+        description="Why: the fast path's input, and what the warm-up request through both paths showed; "
+        "or why there is no fast path",
+        examples=["fast path: sklearn on double columns; the warm-up request answered as through pyfunc"],
+    )
 
 
 class RuntimeState(BaseModel):

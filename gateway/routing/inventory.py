@@ -214,6 +214,8 @@ def _load_state(cached: CachedVersion) -> LoadState:
         last_used=utc_iso(cached.last_used),
         in_use=cached.in_use,
         uses=cached.uses,
+        path="fast" if cached.fast else "pyfunc",
+        path_reason=cached.path_reason,
     )
 
 

@@ -9,10 +9,14 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from gateway.app import create_app
+from gateway import errors
+from gateway.admission.access import routes
+from gateway.app import GatewayApp, create_app
 from gateway.demo import IRIS, TORCH, torch_available
+from gateway.http import errors as http_errors
 from registry_sync.registry import RegistryReader
 from tests.conftest import IRIS_COLUMNS, Registry, iris_split
 
@@ -136,7 +140,9 @@ def test_a_chunked_body_over_the_limit_gets_413(client: TestClient) -> None:
         ("/models/no-such-model/versions/1/predict", 404, ("no-such-model",)),
         (f"/models/{IRIS}/versions/99/predict", 404, ("99",)),
         (f"/models/{IRIS}/versions/gold/predict", 404, ("gold",)),
-        (f"/models/{IRIS}/versions/0/predict", 400, ("'0'",)),
+        (f"/models/{IRIS}/versions/0/predict", 400, ("'0'", "start at 1")),
+        (f"/models/{IRIS}/versions/-1/predict", 400, ("'-1'", "start at 1", "no alias '-1'")),
+        (f"/models/{IRIS}/versions/%20/predict", 400, ("empty",)),
         (f"/models/{IRIS}/versions/bad$alias/predict", 400, ("bad$alias",)),
         (f"/models/{IRIS}/versions/{'a' * 300}/predict", 400, ()),
     ],
@@ -145,14 +151,60 @@ def test_unknown_or_invalid_versions(client: TestClient, path: str, status: int,
     assert_error(client.post(path, json=GOOD), status, mentions=mentions)
 
 
-def test_bad_header_selector_gets_400(client: TestClient) -> None:
-    response = client.post(f"/models/{IRIS}/predict", json=GOOD, headers={"X-Model-Version": "no spaces"})
-    assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=("no spaces",))
+@pytest.mark.parametrize(
+    ("header", "mentions"),
+    [("no spaces", ("no spaces", "only letters")), ("-1", ("'-1'", "start at 1")), ("", ("empty",))],
+)
+def test_bad_header_selector_gets_400(client: TestClient, header: str, mentions: tuple[str, ...]) -> None:
+    for path in (f"/models/{IRIS}/predict", PREDICT):  # alone, or beside the path's
+        response = client.post(path, json=GOOD, headers={"X-Model-Version": header})
+        assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=mentions)
+
+
+def test_a_negative_version_in_the_metadata_path_gets_400(client: TestClient) -> None:
+    response = client.get(f"/models/{IRIS}/versions/-1")
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE", mentions=("'-1'", "start at 1"))
 
 
 def test_unknown_endpoints_and_methods_answer_json(client: TestClient) -> None:
     assert_error(client.get("/nope"), 404, "ENDPOINT_NOT_FOUND")
-    assert_error(client.get(PREDICT), 405)
+    response = client.get(PREDICT)
+    assert_error(response, 405, "METHOD_NOT_ALLOWED", mentions=("GET", PREDICT, "POST"))
+    assert response.headers["allow"] == "POST"
+
+
+def _methods_of_every_route(client: TestClient) -> list[tuple[str, frozenset[str]]]:
+    """Each route of the app as a path one can send to, and the methods it takes."""
+    assert isinstance(client.app, GatewayApp)
+    found = []
+    for route in routes(client.app):
+        if isinstance(getattr(route, "original_route", route), Mount):  # the /docs assets: StaticFiles
+            found.append((f"{route.path}/swagger-ui.css", frozenset({"GET", "HEAD"})))
+        else:
+            path = route.path.replace("{name}", IRIS).replace("{version}", "1")
+            found.append((path, frozenset(route.methods)))
+    return found
+
+
+def test_every_route_refuses_a_method_it_does_not_take_the_same_way(client: TestClient) -> None:
+    """405 METHOD_NOT_ALLOWED with an Allow header naming what the route takes: the predict
+    routes (answered on the bare-ASGI lane for POST) like every other; the OIP's routes in
+    their own body shape."""
+    every = _methods_of_every_route(client)
+    assert any(path == PREDICT for path, _ in every) and any(path.endswith("/infer") for path, _ in every)
+    for path, methods in every:
+        for method in sorted({"GET", "POST", "PUT", "DELETE", "PATCH"} - methods):
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path, response.text)
+            assert response.headers["allow"] == ", ".join(sorted(methods)), (method, path)
+            body = response.json()
+            if path.startswith("/v2"):
+                assert set(body) == {"error"}, body
+                message = body["error"]
+            else:
+                assert body["error_code"] == "METHOD_NOT_ALLOWED", (method, path, body)
+                message = body["message"]
+            assert f"Method {method} is not allowed on {path}" in message, message
 
 
 @pytest.mark.parametrize("before", [str(2**63), str(-(2**70)), "0"])
@@ -196,3 +248,15 @@ def test_random_json_never_breaks_the_gateway(client: TestClient, body: Any) -> 
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
         assert set(response.json()) == {"error_code", "message"}
+
+
+def test_every_error_the_data_plane_raises_has_its_row_in_the_one_table() -> None:
+    """Else it would answer a generic 500, and the README's table of errors (checked against
+    that table, tests/test_readme.py) would not say when."""
+    pending, unmapped = [errors.GatewayError], []
+    while pending:
+        kind = pending.pop()
+        pending.extend(kind.__subclasses__())
+        if kind is not errors.GatewayError and not any(issubclass(kind, row) for row, _ in http_errors._TABLE):
+            unmapped.append(kind.__name__)
+    assert not unmapped, f"no row in gateway/http/errors.py for {unmapped}"

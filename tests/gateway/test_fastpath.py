@@ -1,4 +1,6 @@
-"""The fast path either declines a body or answers exactly what pyfunc answers.
+"""The fast path either declines a body or answers what pyfunc answers: exactly, for the
+classifiers and the torch network here; for a regression, to within a few ulps (the end of
+this file, and tests/gateway/test_agreement.py).
 
 Property tests: hypothesis generates request bodies (every JSON form, any column order,
 ints and floats of any size, and near-misses: bools, strings, nulls, missing or extra
@@ -8,21 +10,24 @@ columns, ragged rows) and each one goes through both paths of a real loaded vers
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.dataplane import fastpath
+from gateway.dataplane.agreement import ULP_TOLERANCE, answer_dtype, compare
 from gateway.dataplane.inference import check_fast_path, score, score_batch
-from gateway.dataplane.loader import LoadedModel, flavor_of
+from gateway.dataplane.loader import FAST_PATH_TAG, LoadedModel, flavor_of
 from gateway.demo import IRIS, TORCH, torch_available
-from tests.conftest import IRIS_COLUMNS, Registry
+from tests.conftest import IRIS_COLUMNS, Registry, empty_registry, running_gateway, settings_under
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.versions import vid
 
@@ -82,11 +87,10 @@ def _encode_fast(model: LoadedModel, array: np.ndarray) -> bytes:
 def agree(model: LoadedModel, body: bytes) -> bool:
     """True when the fast path answered (and the test checked it matched pyfunc).
 
-    Exactly, to the byte, because exactness is the promise (the fast path is an optimisation,
-    never a different answer) and holds by construction: for torch both paths hand the same
-    predict an array of the same values, dtype and shape, so the same kernel runs on the same
-    numbers; for sklearn the answers are class labels, which float rounding could only change
-    for a row within rounding of a tie between two classes."""
+    Exactly, to the byte, because for these models exactness holds by construction: for
+    torch both paths hand the same predict an array of the same values, dtype and shape, so
+    the same kernel runs on the same numbers; for sklearn the answers are class labels, which
+    float rounding could only change for a row within rounding of a tie between two classes."""
     fast, slow = both_paths(model, body)
     if fast is None:
         return False
@@ -254,8 +258,12 @@ def test_a_fast_path_that_disagrees_on_the_warm_up_is_switched_off(iris: LoadedM
     wrong = LoadedModel(**{**iris.__dict__, "queue": None})
     wrong.fast = fastpath.FastPath(iris.fast._decode, lambda array: np.zeros(len(array), dtype=np.int64) + 7)
     assert check_fast_path(wrong).fast is None
+    assert wrong.fast_reason == (
+        "pyfunc: the fast path disagreed with pyfunc on the warm-up request: predictions[0] is 7, pyfunc's is 0"
+    )
     right = LoadedModel(**{**iris.__dict__, "queue": None})
     assert check_fast_path(right).fast is iris.fast
+    assert right.fast_reason.endswith("; the warm-up request answered as through pyfunc"), right.fast_reason
 
 
 def test_models_the_fast_path_cannot_read_safely_get_none(sqlite_registry: Registry) -> None:
@@ -303,3 +311,138 @@ def test_a_pipeline_fitted_with_names_takes_the_fast_path_without_warnings(sqlit
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert agree(model, orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": rows}}))
+
+
+# --- floats: the same answer to within a few ulps ------------------------------------------
+# A regression's answers are floats, and the two paths give sklearn the same numbers in two
+# memory layouts (a C-ordered array, a frame's Fortran-ordered one): BLAS sums each row in
+# another order and may round the last bit differently (gateway/dataplane/agreement.py).
+
+RIDGE = "ridge"
+RIDGE_COLUMNS = [f"x{i}" for i in range(13)]
+
+
+def _log_ridge(model: Any, example: np.ndarray) -> int:
+    import mlflow.sklearn
+
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=RIDGE,
+        input_example=pd.DataFrame(example, columns=RIDGE_COLUMNS),
+        pip_requirements=["scikit-learn"],
+    )
+    return int(info.registered_model_version)
+
+
+def _ulps_between_paths(model: LoadedModel, rows: np.ndarray) -> int:
+    assert model.fast is not None
+    body = orjson.dumps({"dataframe_split": {"columns": RIDGE_COLUMNS, "data": rows.tolist()}})
+    array = model.fast.decode(body, JSON)
+    assert array is not None
+    raw = model.predict_fast(array)
+    from gateway.protocols.mlflow_scoring import encode_predictions
+
+    return compare(encode_predictions(raw), score(model, body, JSON), dtype=answer_dtype(raw), max_ulps=2**70).ulps
+
+
+@pytest.fixture(scope="module")
+def ridges(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry of its own holding one fitted Ridge regression three times: version 1 with
+    any serving example, version 2 with two rows on which this machine's BLAS answers the two
+    paths exactly one ulp apart, version 3 tagged gateway.fast_path=false; and a plain pyfunc
+    model, "doubler"."""
+    from sklearn.linear_model import Ridge
+
+    from tests.support.models import Doubler, log_pyfunc
+
+    registry = empty_registry(tmp_path_factory.mktemp("ridge-registry"))
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(200, len(RIDGE_COLUMNS)))
+    target = features @ rng.normal(size=len(RIDGE_COLUMNS)) + 3.0
+    ridge = Ridge().fit(pd.DataFrame(features, columns=RIDGE_COLUMNS), target)
+    first = registry.log(_log_ridge, ridge, features[:2])
+    model = loaded(registry, RIDGE, first)
+    # Rows whose answers differ by an ulp between the paths (a third of random pairs do here);
+    # not every BLAS build orders the two kernels' sums differently.
+    one_ulp = next(
+        (rows for rows in rng.normal(size=(300, 2, len(RIDGE_COLUMNS))) if _ulps_between_paths(model, rows) == 1), None
+    )
+    if one_ulp is None:
+        pytest.skip("this machine's BLAS sums both layouts alike: no rows whose answers are an ulp apart")
+    assert registry.log(_log_ridge, ridge, one_ulp) == 2
+    assert registry.log(_log_ridge, ridge, one_ulp) == 3
+    registry.client.set_model_version_tag(RIDGE, "3", FAST_PATH_TAG, "false")
+    registry.log(log_pyfunc, "doubler", Doubler())
+    return registry
+
+
+def loaded_with_files(registry: Registry, name: str, version: int, where: Path) -> LoadedModel:
+    """:func:`loaded`, with its files on disk: the warm-up request is its serving example."""
+    import mlflow.artifacts
+
+    from gateway.demo import using_registry
+
+    with using_registry(registry.tracking_uri):
+        files = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(where))
+    return LoadedModel(**{**loaded(registry, name, version).__dict__, "path": Path(files)})
+
+
+def test_a_ridge_whose_paths_answer_an_ulp_apart_keeps_the_fast_path(ridges: Registry, tmp_path: Path) -> None:
+    model = loaded_with_files(ridges, RIDGE, 2, tmp_path)
+    fast = model.fast
+    assert fast is not None and _ulps_between_paths(model, np.array(_serving_rows(model))) == 1
+    assert check_fast_path(model).fast is fast
+    assert model.fast_reason == (
+        "fast path; the warm-up request answered within 1 ulp (float64) of pyfunc, at most 4 agree"
+    )
+
+
+def test_a_fast_path_further_off_than_the_tolerance_is_switched_off_saying_by_how_much(
+    ridges: Registry, tmp_path: Path
+) -> None:
+    model = loaded_with_files(ridges, RIDGE, 2, tmp_path)
+    assert model.fast is not None
+    predict = model.fast.predict
+    model.fast.predict = lambda array: predict(array) * (1 + 2**-40)  # a fast path that is wrong by ~4096 ulps
+    assert check_fast_path(model).fast is None
+    # the worst float is named, with both values and how far apart they are
+    assert re.fullmatch(
+        r"pyfunc: the fast path disagreed with pyfunc on the warm-up request: predictions\[[01]\] is \S+, "
+        r"pyfunc's is \S+ \(\d{4} ulps of float64 apart; at most 4 agree\)",
+        model.fast_reason,
+    ), model.fast_reason
+
+
+def _serving_rows(model: LoadedModel) -> list[list[float]]:
+    from gateway.dataplane.warmup import warmup_request
+
+    request = warmup_request(model)
+    assert request is not None
+    return orjson.loads(request[0])["dataframe_split"]["data"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+async def test_the_version_says_which_path_serves_it_and_why(ridges: Registry, tmp_path: Path) -> None:
+    async with running_gateway(settings_under(tmp_path), ridges.tracking_uri) as gateway:
+        client = gateway.client
+        expected = {
+            (RIDGE, 2): (
+                "fast",
+                "fast path: sklearn on double columns; the warm-up request answered within 1 ulp (float64) of "
+                f"pyfunc, at most {ULP_TOLERANCE} agree",
+            ),
+            (RIDGE, 3): ("pyfunc", "pyfunc: tagged gateway.fast_path=false"),
+            ("doubler", 1): (
+                "pyfunc",
+                "pyfunc: no fast path for pyfunc.model models (only sklearn and pytorch have one)",
+            ),
+        }
+        for (name, version), (path, reason) in expected.items():
+            body = {"dataframe_split": {"columns": RIDGE_COLUMNS, "data": [[0.5] * len(RIDGE_COLUMNS)]}}
+            if name == "doubler":
+                body = {"dataframe_split": {"columns": ["x"], "data": [[0.5]]}}
+            answer = await client.post(f"/models/{name}/versions/{version}/predict", json=body)
+            assert answer.status_code == 200, answer.text
+            loaded_state = (await client.get(f"/models/{name}/versions/{version}")).json()["loaded"]
+            assert (loaded_state["path"], loaded_state["path_reason"]) == (path, reason), (name, version)

@@ -148,6 +148,7 @@ PROVOKED: dict[str, dict[str, Any]] = {
     "no_input_key": {"content": b'{"rows": [[5.1, 3.5, 1.4, 0.2]]}'},
     "missing_column": {"json": {"dataframe_split": {"columns": IRIS_COLUMNS[:3], "data": [[5.1, 3.5, 1.4]]}}},
     "bad_selector": {"url": f"/models/{IRIS}/versions/best!/predict"},
+    "negative_version": {"url": f"/models/{IRIS}/versions/-1/predict"},
     "selector_conflict": {"headers": {"X-Model-Version": "2"}},
     "unknown_model": {"url": "/models/no-such-model/predict"},
     "unknown_version": {"url": f"/models/{IRIS}/versions/99/predict"},

@@ -43,3 +43,23 @@ async def test_keyed_routes_carry_the_schemes_and_their_401_is_what_the_gate_ans
         assert wrong.status_code == 401 and wrong.json() == examples["unknown_key"]["value"]
         limited = spec["paths"]["/models"]["get"]["responses"]["429"]["content"]["application/json"]["examples"]
         assert limited["key_rate"]["value"]["limit"] == "key_rate"
+
+
+async def test_with_auth_off_the_schema_asks_for_no_key(
+    sqlite_registry: Registry, make_settings: Callable[..., GatewaySettings]
+) -> None:
+    """No "Authorize" button and no lock icons in /docs: no route asks for a key."""
+    async with running_gateway(make_settings(auth="off"), sqlite_registry.tracking_uri) as gateway:
+        spec = (await gateway.client.get("/openapi.json")).json()
+        assert "securitySchemes" not in spec.get("components", {})
+        assert "security" not in spec
+        for path, item in spec["paths"].items():
+            for method, operation in item.items():
+                assert "security" not in operation, (method, path)
+                if path != "/admin/sync":  # declares its own, for GATEWAY_AUTH=keys
+                    assert "403" not in operation["responses"], (method, path)  # no key, no scope
+        # what the gate would answer with keys is not there; the routes' own answers are
+        assert "401" not in spec["paths"]["/models"]["get"]["responses"]
+        assert "401" in spec["paths"]["/admin/sync"]["post"]["responses"]  # its GATEWAY_ADMIN_TOKEN
+        predict = await gateway.client.post(f"/models/{IRIS}/predict", json={})
+        assert predict.status_code != 401, predict.text

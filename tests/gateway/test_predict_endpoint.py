@@ -29,6 +29,7 @@ JSON = {"content-type": "application/json"}
 XML = {"content-type": "text/xml"}
 UNICODE_NAME = "ирис 模型"  # MLflow takes any name without '/'; a header value cannot carry it as is
 UNICODE_ALIAS = "чемпион"  # MLflow's alias rule is \w with Python's Unicode \w
+NEGATIVE_ALIAS = "-7"  # ^[\w\-]*$ too: an alias, though it reads as a version number
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def unicode_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
         version = log_iris_version(UNICODE_NAME)
         client.set_registered_model_alias(UNICODE_NAME, "champion", str(version))
         client.set_registered_model_alias(UNICODE_NAME, UNICODE_ALIAS, str(version))
-        log_iris_version(IRIS)
+        iris = log_iris_version(IRIS)
+        client.set_registered_model_alias(IRIS, NEGATIVE_ALIAS, str(iris))  # MLflow takes it
     return tracking_uri
 
 
@@ -140,6 +142,15 @@ def test_the_lane_answers_as_fastapi_would(
         assert set(response.json()) == {"error_code", "message"}
 
 
+@pytest.mark.parametrize("url", [f"/models/{IRIS}/versions/1/predict", f"/models/{IRIS}/predict"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_predict_path_refuses_other_methods_with_405_either_way(client: TestClient, method: str, url: str) -> None:
+    response = both_ways(client, method, url)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
 def test_a_prediction_comes_through_the_lane(client: TestClient) -> None:
     response = both_ways(client, "POST", f"/models/{IRIS}/versions/champion/predict", content=GOOD, headers=JSON)
     assert response.status_code == 200
@@ -189,6 +200,24 @@ def test_a_unicode_alias_by_path_and_by_header(unicode_registry: str, tmp_path: 
     for response in (by_path, by_header):
         assert response.status_code == 200, response.text
         assert (response.headers["x-model-version"], response.headers["x-model-alias"]) == ("1", encoded)
+
+
+def test_an_alias_that_reads_as_a_negative_number_serves_and_a_missing_one_is_400(
+    unicode_registry: str, tmp_path: Path
+) -> None:
+    with _client(unicode_registry, tmp_path) as test_client:
+        by_path = both_ways(
+            test_client, "POST", f"/models/{IRIS}/versions/{NEGATIVE_ALIAS}/predict", content=GOOD, headers=JSON
+        )
+        headers = {**JSON, "X-Model-Version": NEGATIVE_ALIAS}
+        by_header = both_ways(test_client, "POST", f"/models/{IRIS}/predict", content=GOOD, headers=headers)
+        missing = both_ways(test_client, "POST", f"/models/{IRIS}/versions/-1/predict", content=GOOD, headers=JSON)
+    for response in (by_path, by_header):
+        assert response.status_code == 200, response.text
+        assert (response.headers["x-model-version"], response.headers["x-model-alias"]) == ("1", NEGATIVE_ALIAS)
+    assert missing.status_code == 400, missing.text
+    assert missing.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "version numbers start at 1" in missing.json()["message"]
 
 
 def test_header_values_are_plain_ascii_or_percent_encoded() -> None:

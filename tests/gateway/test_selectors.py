@@ -30,3 +30,31 @@ def test_aliases_are_what_mlflow_accepts(raw: str) -> None:
 def test_anything_else_is_refused(raw: str) -> None:
     with pytest.raises(InvalidSelector):
         parse_selector(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("0", "start at 1"),
+        ("000", "start at 1"),
+        ("a b", "only letters, digits, '_' and '-'"),
+        ("+1", "only letters, digits, '_' and '-'"),
+        ("1.5", "only letters, digits, '_' and '-'"),
+        ("x" * 256, "at most 255"),
+    ],
+)
+def test_a_refusal_says_what_is_wrong(raw: str, problem: str) -> None:
+    with pytest.raises(InvalidSelector, match=problem) as refused:
+        parse_selector(raw)
+    assert f"'{raw}'" in str(refused.value)
+
+
+# MLflow sets an alias "-1" (tests/gateway/test_predict_endpoint.py serves one), so the grammar
+# cannot refuse it; the predictor answers 400 only when the model has no such alias.
+@pytest.mark.parametrize(("raw", "negative"), [("-1", True), ("-0", True), ("-12", True), ("-", False), ("-a1", False)])
+def test_an_alias_that_reads_as_a_negative_number_is_marked(raw: str, negative: bool) -> None:
+    selector = parse_selector(raw)
+    assert (selector.kind, selector.negative_number) == ("alias", negative)
+    assert not parse_selector("champion").negative_number and not parse_selector("3").negative_number

@@ -287,6 +287,25 @@ def test_unknown_models_versions_and_aliases_are_404(client: triton.InferenceSer
     assert http.get("/v2/no-such-route").json().keys() == {"error"}
 
 
+def test_a_method_an_infer_route_does_not_take_is_405_in_the_protocols_shape(http: httpx.Client) -> None:
+    for path in (f"/v2/models/{IRIS}/infer", f"/v2/models/{IRIS}/versions/1/infer"):
+        answer = http.get(path)
+        assert answer.status_code == 405 and answer.headers["allow"] == "POST", answer.text
+        assert set(answer.json()) == {"error"} and "Method GET is not allowed" in answer.json()["error"]
+    answer = http.post(f"/v2/models/{IRIS}/ready")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET", answer.text
+
+
+def test_a_malformed_version_is_400_not_404(http: httpx.Client) -> None:
+    for path, headers in (
+        (f"/v2/models/{IRIS}/versions/-1/infer", {}),
+        (f"/v2/models/{IRIS}/versions/0/infer", {}),
+        (f"/v2/models/{IRIS}/infer", {"X-Model-Version": "-1"}),
+    ):
+        answer = http.post(path, json=iris_json(ROWS), headers=headers)
+        assert answer.status_code == 400 and "start at 1" in answer.json()["error"], (path, answer.text)
+
+
 def _by_path(http: httpx.Client, model: str) -> dict[str, float]:
     counts = {"fast": 0.0, "pyfunc": 0.0}
     for line in http.get("/metrics").text.splitlines():
