@@ -107,15 +107,9 @@ def render(report: Report) -> str:
         lines.append(f"note: {health['note']}")
     lines.append("")
     lines.append("MODEL\tVERSION\tALIASES\tSTATE\tRUNTIME")
-    for detail in report.models:
-        default = detail.get("default_version")
-        for version in detail["versions"]:
-            if not worth_a_line(version, default):
-                continue
-            aliases = ",".join(version["aliases"]) + (" (default)" if version["version"] == default else "")
-            lines.append(
-                f"{detail['name']}\t{version['version']}\t{aliases or '-'}\t{state_of(version)}\t{runtime_of(version)}"
-            )
+    for row in version_rows(report):
+        aliases = ",".join(row.aliases) + (" (default)" if row.default else "")
+        lines.append(f"{row.model}\t{row.version}\t{aliases or '-'}\t{row.state}\t{row.runtime}")
     if report.not_shown:
         lines.append(f"... and {report.not_shown} more models (--model NAME, or --limit N)")
     for name, traffic in report.traffic.items():
@@ -142,6 +136,42 @@ def render(report: Report) -> str:
     if not report.events:
         lines.append("  none")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One version as both renderings show it."""
+
+    model: str
+    version: int
+    aliases: list[str]
+    default: bool
+    state: str
+    runtime: str
+    failing: bool  # refused, or its last load failed and nothing is loaded
+
+
+def version_rows(report: Report) -> list[VersionRow]:
+    """The versions worth a line, model by model, in the report's order."""
+    rows = []
+    for detail in report.models:
+        default = detail.get("default_version")
+        for version in detail["versions"]:
+            if not worth_a_line(version, default):
+                continue
+            failing = bool(version.get("refused") or (not version.get("loaded") and version.get("last_load_error")))
+            rows.append(
+                VersionRow(
+                    model=detail["name"],
+                    version=version["version"],
+                    aliases=list(version["aliases"]),
+                    default=version["version"] == default,
+                    state=state_of(version),
+                    runtime=runtime_of(version),
+                    failing=failing,
+                )
+            )
+    return rows
 
 
 def worth_a_line(version: dict[str, Any], default: int | None) -> bool:

@@ -20,7 +20,7 @@ from gateway.admission.access import Access, requires
 from gateway.errors import GatewayError
 from gateway.http.schemas import utc_iso
 from gateway.process import Services
-from gateway.status_report import Report, has_split, runtime_of, shown_models, size_text, state_of, worth_a_line
+from gateway.status_report import Report, has_split, shown_models, size_text, version_rows
 from registry_sync.errors import RegistryError
 
 router = APIRouter()
@@ -135,24 +135,14 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str) -> str:
         parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
     parts.append("<h2>Models</h2>")
     parts.append("<table><tr><th>Model</th><th>Version</th><th>Aliases</th><th>State</th><th>Runs</th></tr>")
-    for detail in report.models:
-        default = detail.get("default_version")
-        for version in detail["versions"]:
-            if not worth_a_line(version, default):
-                continue
-            pills = "".join(f'<span class="pill">{e(a)}</span>' for a in version["aliases"])
-            if version["version"] == default:
-                pills += '<span class="muted">default</span>'
-            state = state_of(version)
-            css = (
-                "bad"
-                if version.get("refused") or (not version.get("loaded") and version.get("last_load_error"))
-                else ""
-            )
-            parts.append(
-                f"<tr><td>{e(detail['name'])}</td><td>{version['version']}</td><td>{pills or '–'}</td>"
-                f'<td class="{css}">{e(state)}</td><td>{e(runtime_of(version))}</td></tr>'
-            )
+    for row in version_rows(report):
+        pills = "".join(f'<span class="pill">{e(a)}</span>' for a in row.aliases)
+        if row.default:
+            pills += '<span class="muted">default</span>'
+        parts.append(
+            f"<tr><td>{e(row.model)}</td><td>{row.version}</td><td>{pills or '–'}</td>"
+            f'<td class="{"bad" if row.failing else ""}">{e(row.state)}</td><td>{e(row.runtime)}</td></tr>'
+        )
     parts.append("</table>")
     if not report.models:
         parts.append('<p class="muted">No model to show yet.</p>')

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
@@ -16,7 +14,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.http import api_docs
 from gateway.settings import GatewaySettings
-from tests.support.postgres import in_ci
+from tests.support.browser import dump_dom
 from tests.support.servers import LOOPBACK, free_port
 from tests.support.waiting import wait_until
 
@@ -96,17 +94,6 @@ async def test_fastapis_cdn_pages_are_not_served(client: httpx.AsyncClient) -> N
 # --- in a real browser, with every other host unreachable ----------------------------------------
 
 
-def chromium() -> str:
-    """Debian's Chromium: skipped without it on a developer's machine; in CI (``.ci/run``
-    installs it) the page must be seen in a browser, so a missing one fails."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if in_ci():
-            pytest.fail("Chromium is not installed (apt-get install chromium); CI=true: the docs must be seen")
-        pytest.skip("needs Chromium (apt-get install chromium)")
-    return found
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """The app under real uvicorn on a free port (a browser needs a socket)."""
@@ -137,27 +124,7 @@ def _answers(url: str) -> bool:
     [("/docs", "/models/{name}/versions/{version}/predict"), ("/redoc", "Predict with a chosen version")],
 )
 def test_the_docs_render_offline_in_chromium(served: str, page: str, rendered: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            # every host but the gateway's is unresolvable: a CDN script would not load
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000",  # let the scripts fetch /openapi.json and draw
-            "--dump-dom",
-            f"{served}{page}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
+    # wait for the scripts to fetch /openapi.json and draw
+    dom = dump_dom(f"{served}{page}", tmp_path / "profile", wait_ms=10000)
     assert "registry-gateway" in dom, dom[-2000:]
     assert rendered in dom, f"{page} did not draw the operations"

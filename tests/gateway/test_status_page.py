@@ -3,7 +3,6 @@ behind the read scope; seen in a real Chromium (issue 25)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from gateway.http.status_page import render_html
 from gateway.status_report import Report
 from tests.conftest import Registry, empty_registry, running_gateway, settings_under
 from tests.gateway.protocols.conftest import served
-from tests.gateway.test_api_docs import chromium
+from tests.support.browser import dump_dom
 from tests.support.keys import add_key
 
 pytestmark = pytest.mark.anyio
@@ -74,26 +73,6 @@ def test_what_the_registry_names_is_escaped() -> None:
 def test_the_page_renders_in_chromium_with_every_other_host_unreachable(
     split_registry: Registry, tmp_path: Path
 ) -> None:
-    browser = chromium()
     with served(settings_under(tmp_path / "gw", warm_aliases=["champion"]), split_registry) as address:
-        result = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--dump-dom",
-                f"http://{address}/status",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
+        dom = dump_dom(f"http://{address}/status", tmp_path / "profile")
     assert "<h1>registry-gateway</h1>" in dom and "Traffic of iris" in dom and "champion" in dom, dom[-2000:]
