@@ -41,6 +41,7 @@ from gateway.runtimes.requirements import MLFLOW_DISTRIBUTIONS, Requirements, in
 log = logging.getLogger(__name__)
 
 _COMPLETE = "environment.json"  # written last: an environment without it was never finished
+_REQUESTS = ".requests"  # what each request resolved to (see EnvironmentStore._known)
 _TAIL = 1200  # characters of uv's error kept for the version's status and the audit log
 _INDEX_VARIABLES = (
     "UV_INDEX",
@@ -121,17 +122,55 @@ class EnvironmentStore:
         model did not name it (see :func:`loader_needs`). Blocks (seconds to minutes): call it
         from a loader thread, never the event loop."""
         self._refuse_unsafe(requirements.lines)
+        lines = with_worker_needs(requirements.lines, loader_needs)
+        request = self._request_key(lines, requirements.python)
+        known = self._known(request, requirements.python)
+        if known is not None:
+            return known
         interpreter, python_version, note = self._interpreter(requirements.python)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._builds:
-            resolved = self._compile(with_worker_needs(requirements.lines, loader_needs), python_version)
+            resolved = self._compile(lines, python_version)
             key = self._key(resolved, python_version)
             final = self.root / key
             with self._locked(key):
                 if not (final / _COMPLETE).is_file():
                     self._build(key, final, interpreter, resolved, requirements, python_version)
         _touch(final / _COMPLETE)
+        self._remember(request, key, note)
         return Environment(key, final, python_version, requirements.python, note)
+
+    # A request (the lines asked for, the model's Python, the index, the sdist policy) that
+    # was resolved on this host once is mapped to its environment on disk: a version loaded
+    # again (after an eviction, a restart) needs neither the index nor an interpreter search,
+    # so it loads with the index down, and keeps the very releases it was first served with.
+
+    def _request_key(self, lines: tuple[str, ...], python: str | None) -> str:
+        request = {
+            "lines": list(lines),
+            "python": python_minor(python),
+            "index": {name: os.environ.get(name, "") for name in _INDEX_VARIABLES},
+            "sdist": self.options.allow_sdist,
+            "require_python": self.options.require_python,
+        }
+        return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:32]
+
+    def _known(self, request: str, requested_python: str | None) -> Environment | None:
+        try:
+            known = json.loads((self.root / _REQUESTS / f"{request}.json").read_text())
+            key = str(known["key"])
+            info = json.loads((self.root / key / _COMPLETE).read_text())
+        except (OSError, ValueError, KeyError):
+            return None  # never resolved here, or its environment was pruned since
+        _touch(self.root / key / _COMPLETE)
+        return Environment(key, self.root / key, str(info["python"]), requested_python, known.get("note"))
+
+    def _remember(self, request: str, key: str, note: str | None) -> None:
+        folder = self.root / _REQUESTS
+        folder.mkdir(exist_ok=True)
+        staging = folder / f".{request}.{os.getpid()}"
+        staging.write_text(json.dumps({"key": key, "note": note}))
+        os.replace(staging, folder / f"{request}.json")
 
     def _refuse_unsafe(self, lines: tuple[str, ...]) -> None:
         for line in lines:

@@ -86,3 +86,19 @@ def test_an_unreachable_index_fails_the_build_at_once_with_uv_s_words(
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-cache"))
     with pytest.raises(EnvironmentRefused, match="127.0.0.1:9"):
         EnvironmentStore(tmp_path / "envs").ensure(Requirements(None, ("tabulate==0.9.0",), "requirements.txt"))
+
+
+def test_a_request_resolved_once_finds_its_environment_again_without_asking_uv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version loaded again (after an eviction, a restart) needs neither the index nor an
+    interpreter search: the request resolved on this host maps to its environment on disk."""
+    request = Requirements("3.11", ("tabulate==0.9.0",), "requirements.txt")
+    first = EnvironmentStore(tmp_path / "envs").ensure(request)
+    again = EnvironmentStore(tmp_path / "envs")  # as after a restart
+    monkeypatch.setattr(again, "_run", lambda *args, **kwargs: pytest.fail("uv was asked again"))
+    assert again.ensure(request) == first
+    assert again.prune(everything=True) == [first.key]
+    monkeypatch.undo()
+    rebuilt = EnvironmentStore(tmp_path / "envs").ensure(request)  # pruned: resolved and built again
+    assert rebuilt.key == first.key and rebuilt.python.exists()
