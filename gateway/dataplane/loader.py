@@ -163,9 +163,13 @@ class ModelLoader:
                 log.warning("could not record the refusal of %s: %s", version, error.reason)
         return error
 
-    def _check_policy(self, version: VersionId, path: Path, digest: str) -> None:
+    def _check_policy(self, version: VersionId, path: Path, digest: str) -> Model:
+        """The version's MLmodel, once the policy lets it load (read once per load: the runtime
+        that loads it is given it)."""
         try:
-            self.policy.check(Model.load(str(path / "MLmodel")), path)
+            metadata = Model.load(str(path / "MLmodel"))
+            self.policy.check(metadata, path)
+            return metadata
         except PolicyViolation as exc:
             self._artifacts.forget(digest)
             raise self._refused_by_policy(version, exc.policy, exc.reason) from None
@@ -207,10 +211,10 @@ class ModelLoader:
             if known is None or known.deleted or not known.id.same_version(version):
                 raise VersionNotFound(name, number)  # the registry no longer has this version
             path, digest = self._verified_path(version, known)
-            self._check_policy(version, path, digest)  # before MLflow runs any of the model's code
+            metadata = self._check_policy(version, path, digest)  # before MLflow runs any of the model's code
             on_disk = directory_bytes(path)
             reserve(on_disk)
-            loaded, placement = self.placer.load(version, path, digest)
+            loaded, placement = self.placer.load(version, path, digest, metadata)
         except (VersionRefused, VersionNotFound, ModelTooLarge, ShuttingDown):
             raise
         except GatewayError:  # the runtime's own (no worker could be started): already worded
@@ -227,7 +231,7 @@ class ModelLoader:
             log.warning("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
             raise ModelLoadFailed(name, number, described(exc)) from exc
         pyfunc = loaded.model
-        size = max(loaded.size_bytes, on_disk)
+        size = max(loaded.size_bytes, on_disk)  # the files bound what native libraries hold from below
         seconds = time.perf_counter() - started
         flavor = flavor_of(pyfunc.metadata)
         tags = known.tags

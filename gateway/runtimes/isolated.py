@@ -80,8 +80,7 @@ class WorkerGroup:
         self._next = itertools.count()
         self._deaths: list[float] = []
         self.broken: str | None = None  # why it is no longer started again
-        self._in_use = contextlib.ExitStack()  # the environment's use lock: prune leaves it alone
-        self._holding = False
+        self._in_use: contextlib.ExitStack | None = None  # the environment's use lock, while running
 
     @property
     def label(self) -> str:
@@ -90,14 +89,17 @@ class WorkerGroup:
     @property
     def process(self) -> WorkerProcess | None:
         """The first live process (what operators see as the version's worker)."""
-        return next((p for p in self.processes if p is not None and p.alive), None)
+        return next(iter(self._live()), None)
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p is not None and p.alive and p.pid is not None]
+        return [p.pid for p in self._live() if p.pid is not None]
+
+    def _live(self) -> list[WorkerProcess]:
+        return [p for p in self.processes if p is not None and p.alive]
 
     def _pick(self) -> WorkerProcess:
         """A live process, preferring one that is not answering another call."""
-        live = [p for p in self.processes if p is not None and p.alive]
+        live = self._live()
         if not live:
             raise WorkerLost(self.broken or f"the worker of environment {self.label} is restarting")
         start = next(self._next) % len(live)
@@ -105,16 +107,16 @@ class WorkerGroup:
         return next((p for p in ordered if not p.busy), ordered[0])
 
     def _all(self) -> list[WorkerProcess]:
-        live = [p for p in self.processes if p is not None and p.alive]
+        live = self._live()
         if len(live) < len(self.processes):
             raise WorkerLost(self.broken or f"a worker of environment {self.label} is restarting")
         return live
 
     def _start(self, slot: int) -> WorkerProcess:
         process = WorkerProcess(self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited)
-        if not self._holding:
+        if self._in_use is None:  # prune leaves the environment alone while its workers run
+            self._in_use = contextlib.ExitStack()
             self._in_use.enter_context(self._runtime.store.in_use(self.env.key))
-            self._holding = True
         process.start()
         self.processes[slot] = process
         return process
@@ -126,7 +128,7 @@ class WorkerGroup:
             processes = [self._start(slot) for slot in range(len(self.processes))] if fresh else self._all()
         grown = 0
         for process in processes:
-            before = 0 if fresh else int(process.hello.get("rss", 0))
+            before = 0 if fresh else process.rss
             answer, _ = process.call({"op": "load", "id": handle, "path": str(path)}, [])
             if not answer.get("ok"):
                 if fresh and not self.models:
@@ -134,9 +136,8 @@ class WorkerGroup:
                 else:
                     self._unload_everywhere(handle)
                 raise _remote_exception(answer["error"])
-            rss = int(answer.get("rss", 0))
-            process.hello["rss"] = rss
-            grown += max(rss - before, 0)
+            process.rss = int(answer.get("rss", 0))
+            grown += max(process.rss - before, 0)
         with self._lock:
             self.models[handle] = path
         return grown
@@ -175,11 +176,11 @@ class WorkerGroup:
         self._unload_everywhere(handle)
 
     def _unload_everywhere(self, handle: str) -> None:
-        for process in [p for p in self.processes if p is not None and p.alive]:
+        for process in self._live():
             with contextlib.suppress(WorkerLost):
                 answer, _ = process.call({"op": "unload", "id": handle}, [])
                 if answer.get("ok"):
-                    process.hello["rss"] = int(answer.get("rss", 0))
+                    process.rss = int(answer.get("rss", 0))
 
     def stop(self) -> None:
         with self._lock:
@@ -191,8 +192,9 @@ class WorkerGroup:
         for process in processes:
             if process is not None:
                 process.stop()
-        self._in_use.close()
-        self._holding = False
+        if self._in_use is not None:
+            self._in_use.close()
+            self._in_use = None
 
     def _exited(self, process: WorkerProcess, code: int) -> None:
         """From the process's watch thread: start it again and reload its versions (and their
@@ -289,7 +291,7 @@ class IsolatedRuntime:
         # answering a batch, so they wait their turn here instead.
         self._lifecycle = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-life")
 
-    def load(self, version: VersionId, path: Path, env: Environment) -> Loaded:
+    def load(self, version: VersionId, path: Path, env: Environment, metadata: Model) -> Loaded:
         with self._lock:
             group = self._groups.get(env.key)
             if group is None:
@@ -301,7 +303,7 @@ class IsolatedRuntime:
             grown = group.load(handle, path)
         except WorkerLost as exc:
             raise WorkerUnavailable(version.name, version.version, str(exc)) from exc
-        model = RemoteModel(group, handle, Model.load(str(path / "MLmodel")), version)
+        model = RemoteModel(group, handle, metadata, version)
         return Loaded(
             model=model,
             size_bytes=grown,

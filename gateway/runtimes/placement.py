@@ -2,7 +2,7 @@
 
 Decided when a version is first loaded on this host (a warm alias moving to it, a request),
 from its verified files: the control plane never downloads (docs/ARCHITECTURE.md, invariant 9).
-The same bytes always get the same decision, so it is remembered by digest.
+The decision is remembered per version, for /models once the version is evicted or refused.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class Placer:
     def placement(self, version: VersionId) -> Placement | None:
         return self._decided.get(version)
 
-    def load(self, version: VersionId, path: Path, digest: str) -> tuple[Loaded, Placement]:
-        """Decide, then load there. Blocks (an environment build can take minutes): loader
-        threads only."""
+    def load(self, version: VersionId, path: Path, digest: str, metadata: Model) -> tuple[Loaded, Placement]:
+        """Decide, then load there (``metadata``: the version's MLmodel, as the loader read it).
+        Blocks (an environment build can take minutes): loader threads only."""
         try:
             requirements = read_requirements(path)
         except RequirementsUnreadable as exc:
@@ -81,14 +81,14 @@ class Placer:
         if self.policy.manager == "local" or self.isolated is None:
             placement = self._local(version, verdict, digest)
             self._remember(version, placement)
-            return self.in_process.load(path), placement
+            return self.in_process.load(path, metadata), placement
         if verdict.satisfied and self.policy.isolate == "mismatched":
             placement = Placement("in_process", verdict.reason, python=_running())
             self._remember(version, placement)
-            return self.in_process.load(path), placement
+            return self.in_process.load(path, metadata), placement
         reason = verdict.reason if not verdict.satisfied else "GATEWAY_ENV_ISOLATE=always"
         try:
-            env = self.isolated.store.ensure(requirements, loader_needs=loader_needs(Model.load(str(path / "MLmodel"))))
+            env = self.isolated.store.ensure(requirements, loader_needs=loader_needs(metadata))
         except EnvironmentRefused as exc:
             self._remember(
                 version,
@@ -105,7 +105,7 @@ class Placer:
             mismatches=verdict.mismatches,
         )
         self._remember(version, placement)
-        return self.isolated.load(version, path, env), placement
+        return self.isolated.load(version, path, env, metadata), placement
 
     def _local(self, version: VersionId, verdict: Verdict, digest: str) -> Placement:
         if verdict.satisfied:

@@ -48,7 +48,8 @@ class WorkerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self.started_at = 0.0
-        self.hello: dict[str, Any] = {}
+        self.hello: dict[str, Any] = {}  # what it said when it started: pid, Python, MLflow
+        self.rss = 0  # bytes, as it last reported (after starting, each load and unload)
 
     @property
     def pid(self) -> int | None:
@@ -94,6 +95,7 @@ class WorkerProcess:
         finally:
             ours.settimeout(None)
         self.hello = answer
+        self.rss = int(answer.get("rss", 0))
         log.info(
             "worker %s started: pid %s, Python %s, MLflow %s",
             self.label,
