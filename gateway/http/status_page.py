@@ -73,10 +73,13 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
     for name in names:
         try:
             report.models.append((await services.inventory.model(name)).model_dump(mode="json"))
-            traffic = (await services.traffic_report.describe(name)).model_dump(mode="json")
+            # a split's report reads the replicas' counts from the database: only for models with one
+            traffic = None
+            if services.catalog.split(name) is not None:
+                traffic = (await services.traffic_report.describe(name)).model_dump(mode="json")
         except GatewayError:
             continue  # deleted from the registry since the listing
-        if has_split(traffic):
+        if traffic is not None and has_split(traffic):
             report.traffic[name] = traffic
     try:
         rows = await anyio.to_thread.run_sync(lambda: services.store.events(name=None, limit=SHOWN_EVENTS))

@@ -75,6 +75,14 @@ class Inventory:
 
     async def models(self) -> ModelList:
         summaries = []
+        # What this process holds, gathered once: a registry of 10,000 models is normal.
+        loaded: dict[str, list[int]] = {}
+        isolated: dict[str, dict[str, str]] = {}
+        for key in self._cache.keys():
+            loaded.setdefault(key.name, []).append(key.version)
+            held = self._cache.peek(key)
+            if held is not None and held.placement is not None and held.placement.runtime == "isolated":
+                isolated.setdefault(key.name, {})[str(key.version)] = held.placement.environment or ""
         for name in self._catalog.model_names():
             model = self._catalog.model(name)
             summaries.append(
@@ -84,20 +92,11 @@ class Inventory:
                     registry_aliases=model.registry_aliases,
                     latest_version=model.latest_ready,
                     versions=sorted(model.versions, reverse=True),  # newest first, as in /models/{name}
-                    loaded_versions=sorted((k.version for k in self._cache.keys() if k.name == name), reverse=True),
-                    isolated_versions=self._isolated(name),
+                    loaded_versions=sorted(loaded.get(name, ()), reverse=True),
+                    isolated_versions=isolated.get(name, {}),
                 )
             )
         return ModelList(models=summaries, registry=self.source.uri, note=await self.empty_note())
-
-    def _isolated(self, name: str) -> dict[str, str]:
-        out = {}
-        for key in self._cache.keys():
-            loaded = self._cache.peek(key)
-            placement = loaded.placement if loaded is not None else None
-            if key.name == name and placement is not None and placement.runtime == "isolated":
-                out[str(key.version)] = placement.environment or ""
-        return out
 
     def _runtime(self, version: VersionId) -> RuntimeState | None:
         loaded = self._cache.peek(version)
