@@ -26,7 +26,7 @@ from mlflow.models import infer_signature
 from gateway.runtimes.environments import EnvironmentStore
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
 from tests.support.servers import gateway_server
-from tests.support.waiting import wait_until
+from tests.support.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -189,12 +189,7 @@ async def test_a_killed_worker_answers_its_requests_in_flight_503_and_comes_back
             response = await gw.client.post("/models/pinned/versions/1/predict", json=ask("pid"))
             return response.json()["predictions"][0] if response.status_code == 200 else None
 
-        deadline = asyncio.get_running_loop().time() + 60
-        new_pid = None
-        while new_pid is None and asyncio.get_running_loop().time() < deadline:
-            new_pid = await restarted()
-            if new_pid is None:
-                await asyncio.sleep(0.1)
+        new_pid = await eventually(restarted, "the worker to be started again", timeout=60)
         assert new_pid is not None and int(new_pid) != pid
         assert (await runtime_of(gw.client, "pinned", 1))["worker_pid"] == int(new_pid)
 
@@ -319,13 +314,13 @@ async def test_a_warm_alias_moves_to_an_isolated_version_only_once_its_worker_an
         synced = await gw.client.post("/admin/sync", params={"model": name}, headers={"Authorization": "Bearer t0ken"})
         assert synced.status_code == 200, synced.text
         answers = []
-        deadline = asyncio.get_running_loop().time() + 120
-        while asyncio.get_running_loop().time() < deadline:
+
+        async def swapped() -> bool | None:
             response = await gw.client.post(f"/models/{name}/predict", json=ask("tabulate"))
             answers.append((response.status_code, response.headers.get("X-Model-Version"), response.json()))
-            if response.headers.get("X-Model-Version") == str(second):
-                break
-            await asyncio.sleep(0.05)
+            return True if response.headers.get("X-Model-Version") == str(second) else None
+
+        await eventually(swapped, "the alias to move to the isolated version", timeout=120)
         # every answer while the worker built and warmed came from the old version, in process
         assert all(a[0] == 200 for a in answers), answers
         assert all(a[2]["predictions"] == ["missing"] for a in answers[:-1])
