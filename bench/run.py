@@ -756,7 +756,6 @@ def isolated_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> No
     """The same version in process and in an isolated worker: bench/isolated_cost.py."""
     import shutil
 
-    sys.path.insert(0, str(HERE.parent))
     from gateway.runtimes.environments import EnvironmentStore
     from gateway.runtimes.requirements import Requirements
 
