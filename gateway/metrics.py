@@ -17,6 +17,8 @@ UNKNOWN = "_unknown"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Waits in a version's queue and batch runs are often tens of microseconds.
+_STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, *_LATENCY_BUCKETS)
 _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -174,6 +176,50 @@ class GatewayMetrics:
             "gateway_canary_rollbacks", "Canaries whose weight the guard took away", ["model"], registry=r
         )
 
+        # Where a request's time goes (the latency split): at most one series per loaded version.
+        self.queue_seconds = Histogram(
+            "gateway_queue_seconds",
+            "Time a request waited in its version's queue before its batch started",
+            ["model", "version"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "gateway_compute_seconds",
+            "Time of one batch's predict call (the model itself); its count is the batches run",
+            ["model", "version"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.codec_seconds = Histogram(
+            "gateway_codec_seconds",
+            "Time one batch spent decoding its requests' bodies (stage=decode) or encoding the answers (encode)",
+            ["model", "version", "stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.memory_budget = Gauge(
+            "gateway_memory_budget_bytes", "The loaded versions' memory budget (GATEWAY_MAX_MEMORY_MB)", registry=r
+        )
+        self.records_written = Counter(
+            "gateway_records_written",
+            "Inference records a sink accepted, by sink kind (file, http, redis)",
+            ["sink"],
+            registry=r,
+        )
+        self.records_dropped = Counter(
+            "gateway_records_dropped",
+            "Inference records dropped, by reason: queue_full (the sink is slower than traffic, or "
+            "down), sink_error (a write failed), unreadable (the record could not be made)",
+            ["reason"],
+            registry=r,
+        )
+        self.records_queued_bytes = Gauge(
+            "gateway_records_queued_bytes",
+            "Bytes of inference records waiting for their sink (at most GATEWAY_RECORDS_QUEUE_MB)",
+            registry=r,
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -258,6 +304,28 @@ class GatewayMetrics:
             self._child(self.fast_path, model, "fast").inc(fast)
         if size - fast:
             self._child(self.fast_path, model, "pyfunc").inc(size - fast)
+
+    def batch_timed(
+        self, model: str, version: int, *, waits: list[float], compute: float, decode: float, encode: float
+    ) -> None:
+        """One batch of a version ran: each request's wait in the queue, and the batch's stages."""
+        label = str(version)
+        queue = self._child(self.queue_seconds, model, label)
+        for wait in waits:
+            queue.observe(wait)
+        self._child(self.compute_seconds, model, label).observe(compute)
+        self._child(self.codec_seconds, model, label, "decode").observe(decode)
+        self._child(self.codec_seconds, model, label, "encode").observe(encode)
+
+    def records_written_to(self, sink: str, count: int) -> None:
+        self._child(self.records_written, sink).inc(count)
+
+    def records_were_dropped(self, reason: str, count: int = 1) -> None:
+        self._child(self.records_dropped, reason).inc(count)
+
+    def follow_records_queue(self, queued_bytes: Callable[[], int]) -> None:
+        """``gateway_records_queued_bytes`` reads ``queued_bytes`` at every scrape."""
+        self.records_queued_bytes.set_function(lambda: float(queued_bytes()))
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: labels() takes a lock and builds tuples."""

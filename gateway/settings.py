@@ -363,6 +363,50 @@ class GatewaySettings(BaseSettings):
     env_max_concurrent_builds: int = Field(default=2, ge=1)
     """Environment builds running at once in this process (each in a loader thread)."""
 
+    log_format: Literal["text", "json"] = "text"
+    """``text``: one readable line per event. ``json``: one JSON object per line (time, level,
+    logger, message, and the request id of the request it is about), for log pipelines."""
+
+    tracing: Literal["off", "otlp"] = "off"
+    """``otlp``: export OpenTelemetry traces (a span per request, its queue wait, the batch that
+    ran it, codec, loads, warm-ups, sync passes, environment builds) to an OTLP receiver, as the
+    standard ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME`` and ``OTEL_TRACES_SAMPLER[_ARG]``
+    variables say. ``off`` (the default) costs nothing: no span is made."""
+
+    records_sink: str | None = None
+    """Where inference records (each sampled request's inputs and outputs, as CloudEvents) go:
+    ``file:///dir`` (rotating JSON-lines files), ``http(s)://...`` (batched POSTs) or
+    ``redis://host:port/db?stream=name`` (a Redis stream). Unset (the default): none are made."""
+
+    records_sample: float = Field(default=1.0, ge=0, le=1)
+    """The share of requests recorded when a sink is set; a version's MLflow tag
+    ``gateway.records.sample`` overrides it for that version."""
+
+    records_redact: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated input column (or tensor) names whose values never reach a record; a body
+    whose columns cannot be read is recorded without its inputs while any name is set."""
+
+    records_queue_mb: float = Field(default=64, gt=0)
+    """Most memory that records waiting for their sink may hold; past it (a slow or dead sink)
+    records are dropped and counted (``gateway_records_dropped_total``), never waited for."""
+
+    records_http_mode: Literal["structured", "binary"] = "structured"
+    """CloudEvents HTTP mode of an http(s) sink: ``structured`` posts batches
+    (``application/cloudevents-batch+json``); ``binary`` posts one event per request, its
+    attributes in ``ce-*`` headers."""
+
+    records_batch_size: int = Field(default=100, ge=1)
+    """Most records one write to a sink carries."""
+
+    records_file_max_mb: float = Field(default=100, gt=0)
+    """Size at which a file sink's ``records.jsonl`` rotates."""
+
+    records_file_backups: int = Field(default=10, ge=0)
+    """Rotated files a file sink keeps (``records.jsonl.1`` ...); older ones are deleted."""
+
+    records_redis_maxlen: int = Field(default=100_000, ge=1)
+    """A Redis stream sink's approximate length bound (``XADD ... MAXLEN ~``)."""
+
     @field_validator("route_key_header")
     @classmethod
     def _header_name(cls, value: str) -> str:
@@ -378,7 +422,7 @@ class GatewaySettings(BaseSettings):
             return [alias.strip() for alias in value.split(",") if alias.strip()]
         return value
 
-    @field_validator("allowed_flavors", "allowed_artifact_uris", mode="before")
+    @field_validator("allowed_flavors", "allowed_artifact_uris", "records_redact", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -468,6 +512,21 @@ class GatewaySettings(BaseSettings):
             raise ValueError("must be a redis:// (or rediss://, unix://) URL")
         return value
 
+    @field_validator("records_sink")
+    @classmethod
+    def _records_sink(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() == "off":
+            return None
+        value = value.strip()
+        if not value.startswith(("file://", "http://", "https://", "redis://", "rediss://")):
+            raise ValueError("must be file:///dir, an http(s):// URL or redis://host:port/db?stream=name")
+        return value
+
+    @field_validator("log_format", "tracing", "records_http_mode", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("auth", "metrics_auth", mode="before")
     @classmethod
     def _lower_mode(cls, value: object) -> object:
@@ -499,6 +558,10 @@ class GatewaySettings(BaseSettings):
     @property
     def max_memory_bytes(self) -> int:
         return int(self.max_memory_mb * 1024 * 1024)
+
+    @property
+    def records_queue_bytes(self) -> int:
+        return int(self.records_queue_mb * 1024 * 1024)
 
 
 def env_name(field: str) -> str:
