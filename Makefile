@@ -52,12 +52,11 @@ demo-registry: install
 
 demo: demo-registry
 	@echo "Serving the demo registry on http://$(HOST):$(PORT) (Ctrl-C to stop)"
-	@echo "The CLI against this demo, from another shell in this directory:"
+	@echo "The CLI against this demo, from another shell in this directory (the same state database):"
 	@echo "  $(BIN)/registry-gateway status --url http://$(HOST):$(PORT)"
-	@echo "  GATEWAY_DATABASE_URL=sqlite:///$(DEMO)/gateway-state.db $(BIN)/registry-gateway keys list"
+	@echo "  $(BIN)/registry-gateway keys list"
 	MLFLOW_TRACKING_URI=sqlite:///$(DEMO)/mlflow.db \
 	GATEWAY_ARTIFACT_CACHE_DIR=$(DEMO)/artifact-cache \
-	GATEWAY_DATABASE_URL=sqlite:///$(DEMO)/gateway-state.db \
 	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
 lint: install
@@ -99,4 +98,4 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(KSERVE_VENV) $(MLSERVER_VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(KSERVE_VENV) $(MLSERVER_VENV) $(DEMO) gateway-state.db .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -40,9 +40,15 @@ def _default_cache_dir() -> Path:
     return Path(base) / "registry-gateway"
 
 
+DEFAULT_DATABASE_FILE = "gateway-state.db"
+
+
 def _default_database_url() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return f"sqlite:///{Path(base) / 'registry-gateway' / 'state.db'}"
+    """``gateway-state.db`` in the working directory (as ``mlflow server`` keeps ``mlflow.db``):
+    ``serve``, ``keys`` and ``db`` run from one directory open the same one, and each directory
+    (each registry tried) has its own. Resolved here, so a process that changes directory
+    later, and the line each command prints, name the same file."""
+    return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
 
 
 def default_target(value: str) -> tuple[str, str | None]:
@@ -118,8 +124,9 @@ class GatewaySettings(BaseSettings):
     (docs/performance.md); the request metrics count every request either way."""
 
     database_url: str = Field(default_factory=_default_database_url)
-    """The state database (versions seen, pinned digests, routes, events): a SQLAlchemy URL.
-    sqlite (the default, upgraded automatically) for one host; PostgreSQL for many replicas."""
+    """The state database (versions seen, pinned digests, routes, events, API keys): a SQLAlchemy
+    URL. sqlite (the default, ``gateway-state.db`` in the directory the command runs in, upgraded
+    automatically) for one host; PostgreSQL for many replicas."""
 
     poll_interval_seconds: float = Field(default=30.0, gt=0)
     """How often the registry is polled for new versions, alias moves, tag changes and deletions."""

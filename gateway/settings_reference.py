@@ -13,11 +13,11 @@ from pydantic.fields import FieldInfo
 
 from gateway.settings import PREFIX, GatewaySettings
 
-# Defaults computed from the machine (the home directory, XDG variables): shown as written.
+# Defaults computed from the machine (the home or working directory, XDG variables): shown as written.
 _DEFAULT_TEXT = {
     "artifact_cache_dir": "`$XDG_CACHE_HOME/registry-gateway` (`~/.cache/registry-gateway`)",
     "env_dir": "`$XDG_CACHE_HOME/registry-gateway/envs` (`~/.cache/registry-gateway/envs`)",
-    "database_url": "`sqlite:///$XDG_DATA_HOME/registry-gateway/state.db` (`~/.local/share/...`)",
+    "database_url": "`sqlite:///$PWD/gateway-state.db` (the working directory's)",
 }
 HEADER = """# Settings reference
 

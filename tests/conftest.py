@@ -40,6 +40,8 @@ _SCRATCH = tempfile.mkdtemp(prefix="registry-gateway-tests-")
 # a run downloaded from the package index, the next one installs from this disk.
 os.environ.setdefault("UV_CACHE_DIR", os.path.join(Path.home(), ".cache", "registry-gateway-tests", "uv"))
 os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH, "data")
+# The state database's default is the working directory's (the repository's, for a test run).
+os.environ.setdefault("GATEWAY_DATABASE_URL", f"sqlite:///{os.path.join(_SCRATCH, 'gateway-state.db')}")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "cache")
 # Retries are off, so one slow answer fails a test: on 2 busy cores an `mlflow server`
 # proxying artifacts to moto has taken over 5 s for a single file (topology test, CI).

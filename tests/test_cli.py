@@ -11,13 +11,14 @@ import pytest
 from tests.support.servers import BIN
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "registry-gateway"), *args],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -82,6 +83,45 @@ def test_every_command_on_the_state_database_says_which_and_keys_list_has_a_head
     assert " " not in secret  # the secret is still alone on stdout's last line
     hidden = run("db", "current", env={"GATEWAY_DATABASE_URL": "postgresql+psycopg://u:s3cret@127.0.0.1:1/x"})
     assert "s3cret" not in hidden.stderr and "postgresql+psycopg://u:***@127.0.0.1:1/x" in hidden.stderr
+
+
+def test_serve_keys_and_db_run_from_one_directory_share_its_state_database(tmp_path: Path) -> None:
+    """Without GATEWAY_DATABASE_URL every command opens gateway-state.db where it runs: a key
+    made there is the key the gateway started there checks (the trap of issue 25: keys went to
+    one database, the gateway served from another, and nothing said so)."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "GATEWAY_DATABASE_URL"}
+    expected = f"state database: sqlite:///{here / 'gateway-state.db'} (GATEWAY_DATABASE_URL)"
+
+    def run_here(*args: str, cwd: Path = here) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "registry-gateway"), *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    for args in (("db", "upgrade"), ("keys", "create", "app", "--scopes", "predict:*"), ("db", "current")):
+        assert expected in run_here(*args).stderr, args
+    assert (here / "gateway-state.db").is_file()
+    assert run_here("keys", "list").stdout.splitlines()[1].startswith("app\t")
+    assert run_here("keys", "list", cwd=elsewhere).stdout.splitlines()[1:] == []  # another directory's own
+    serving = subprocess.Popen(
+        [str(BIN / "registry-gateway"), "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=here,
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
+    try:
+        assert serving.stderr is not None
+        first = serving.stderr.readline()  # the first thing serve says, before it starts anything
+    finally:
+        serving.kill()
+        serving.wait(timeout=30)
+    assert expected in first, first
 
 
 def test_status_reads_a_running_gateway_and_says_when_none_answers(tmp_path: Path) -> None:
