@@ -13,10 +13,17 @@ SERVE_ARGS ?=
 
 .PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env interop-envs
 
+# uv installs (a dependency of the gateway, which builds models' environments with it): it
+# resolves and installs these ~190 packages in well under a minute where pip took 4 to 7.
+# It reads pip's find-links (PIP_FIND_LINKS) too, where a machine keeps wheels on disk (the CPU
+# build of torch on these machines: the pin alone would download a CUDA build of several GB).
+UV = $(BIN)/uv
+UV_INSTALL = UV_FIND_LINKS="$${UV_FIND_LINKS:-$${PIP_FIND_LINKS:-}}" $(UV) pip install --quiet --python
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/pip install --quiet 'uv>=0.9'
+	$(UV_INSTALL) $(BIN)/python -e '.[$(EXTRAS)]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,16 +38,16 @@ KSERVE_VENV := .venv-kserve
 MLSERVER_VENV := .venv-mlserver
 PROJECT_PINS = $$($(BIN)/python envs/project_pins.py)
 
-$(KSERVE_VENV)/.installed: envs/kserve.txt
+$(KSERVE_VENV)/.installed: envs/kserve.txt $(VENV)/.installed
 	rm -rf $(KSERVE_VENV)
 	$(PYTHON) -m venv $(KSERVE_VENV)
-	$(KSERVE_VENV)/bin/pip install --quiet -r envs/kserve.txt
+	$(UV_INSTALL) $(KSERVE_VENV)/bin/python -r envs/kserve.txt
 	touch $@
 
 $(MLSERVER_VENV)/.installed: envs/mlserver.txt envs/project_pins.py $(VENV)/.installed
 	rm -rf $(MLSERVER_VENV)
 	$(PYTHON) -m venv $(MLSERVER_VENV)
-	$(MLSERVER_VENV)/bin/pip install --quiet -r envs/mlserver.txt $(PROJECT_PINS)
+	$(UV_INSTALL) $(MLSERVER_VENV)/bin/python -r envs/mlserver.txt $(PROJECT_PINS)
 	touch $@
 
 kserve-env: $(KSERVE_VENV)/.installed
