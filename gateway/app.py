@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.admission.access import Access, AccessMap, Requirement, declared
@@ -21,6 +22,7 @@ from gateway.http.control_routes import router as control_router
 from gateway.http.health_routes import router as health_router
 from gateway.http.model_routes import router
 from gateway.http.status_page import router as status_router
+from gateway.observability import context
 from gateway.process import Services
 from gateway.protocols import mlflow_predict as predict_endpoint
 from gateway.protocols import oip_grpc, oip_rest
@@ -158,6 +160,54 @@ class GatewayApp(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        services: Services | None = getattr(self.state, "services", None)
+        request = context.begin(_header(scope["headers"], context.REQUEST_ID_HEADER))
+        token = context.enter(request)
+        tracing = services.tracing if services is not None else None
+        if tracing is not None and tracing.enabled:
+            request.span = tracing.start_request(scope["method"], scope["headers"], {"url.path": scope["path"]})
+        echoed = [(b"x-request-id", request.request_id.encode("ascii"))]
+        if (trace_id := request.trace_id) is not None:
+            echoed.append((b"x-trace-id", trace_id.encode("ascii")))
+        status = 500  # what the access log says of a request that ended before an answer began
+
+        async def answering(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), *echoed]}
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, answering, services)
+        finally:
+            context.leave(token)
+            if services is not None:
+                self._observe(scope, services, request, status)
+
+    def _observe(self, scope: Scope, services: Services, request: context.RequestContext, status: int) -> None:
+        """The access log's line and the request span's end, once the answer is sent."""
+        seconds = time.perf_counter() - request.started
+        if services.access_log is not None:
+            path = scope["path"]
+            if query := scope.get("query_string"):
+                path = f"{path}?{query.decode('latin-1')}"
+            client = scope.get("client")
+            where = f"{client[0]}:{client[1]}" if client else None
+            services.access_log.request_done(scope["method"], path, status, seconds, request, where)
+        if request.span is not None:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or request.route or scope["path"]
+            request.span.update_name(f"{scope['method']} {template}")
+            attributes: dict[str, Any] = {"http.request.method": scope["method"], "http.route": template}
+            attributes["gateway.request_id"] = request.request_id
+            if request.model is not None:
+                attributes.update({"gateway.model": request.model, "gateway.version": request.version})
+                if request.arm is not None:
+                    attributes["gateway.arm"] = request.arm
+            services.tracing.end_request(request.span, status, server_error=status >= 500, attributes=attributes)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, services: Services | None) -> None:
         target = oip_target = None
         if self.serves_predictions and scope["method"] == "POST":
             path = predict_endpoint.route_path(scope)
@@ -166,7 +216,8 @@ class GatewayApp(FastAPI):
                 target = self.default_target  # unset: FastAPI's route says so (404)
             if target is None:
                 target = oip_target = oip_rest.match(path)
-        services: Services | None = getattr(self.state, "services", None)
+            if target is not None and (request := context.current()) is not None:
+                request.route = _template(path, *target)
         if services is None or not services.gate.active:
             # no keys and no model limits: nothing to check (or no lifespan: no services, and
             # every route but the health probes answers 500 without them)
@@ -189,6 +240,29 @@ class GatewayApp(FastAPI):
                 await super().__call__(scope, receive, send)
         finally:
             permit.release()
+
+
+def _template(path: str, name: str, version: str | None) -> str:
+    """A predict path as its route's template (``/models/{name}/versions/{version}/predict``):
+    what a span is named after, whatever the model."""
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        if part == name:
+            parts[index] = "{name}"
+            break
+    if version is not None:
+        for index in range(1, len(parts)):
+            if parts[index - 1] == "versions" and parts[index] == version:
+                parts[index] = "{version}"
+                break
+    return "/".join(parts)
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
 
 
 def app_factory() -> GatewayApp:

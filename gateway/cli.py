@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import logging.config
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from gateway.observability.logs import logging_config
+from gateway.observability.tracing import TracingError, exporter_protocol
 from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
 
 if TYPE_CHECKING:
@@ -34,9 +36,12 @@ def _load_settings() -> GatewaySettings:
         settings = load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.config.dictConfig(logging_config(settings.log_format, logging.WARNING))
+    if settings.tracing == "otlp":
+        try:
+            exporter_protocol(os.environ)
+        except TracingError as exc:
+            raise click.ClickException(str(exc)) from None
     for doubt in doubts(settings):
         log.warning("%s", doubt)
     return settings
@@ -113,7 +118,8 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        log_config=logging_config(settings.log_format, settings.log_level_number),
+        access_log=False,  # the gateway writes its own (gateway.observability.logs), naming model and version
         timeout_graceful_shutdown=graceful_timeout,
         proxy_headers=True,
     )

@@ -29,6 +29,9 @@ from gateway.dataplane.predictor import BatchPolicy, InferenceService
 from gateway.errors import NotReady
 from gateway.http.traffic_report import TrafficReport
 from gateway.metrics import UNKNOWN, GatewayMetrics
+from gateway.observability.context import current
+from gateway.observability.logs import AccessLog
+from gateway.observability.tracing import Tracing, tracing_for
 from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, Resolved
@@ -89,6 +92,8 @@ class Services:
     shadows: ShadowQueue
     counts: TrafficCounts
     traffic_report: TrafficReport
+    tracing: Tracing
+    access_log: AccessLog | None
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
@@ -104,6 +109,8 @@ class Services:
         if settings.tune_allocator:
             heap.tune()  # before the loader threads allocate: arenas are per thread
         metrics = GatewayMetrics()
+        metrics.memory_budget.set(settings.max_memory_bytes)
+        tracing = tracing_for(settings.tracing)
         engine = make_engine(settings.database_url)
         check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
         store = StateStore(engine)
@@ -223,6 +230,7 @@ class Services:
                 else None
             ),
             split=split,
+            tracing=tracing,
         )
         gate = _gate(settings, engine, metrics, known_model=catalog.knows)
         limits = GuardLimits(
@@ -287,6 +295,8 @@ class Services:
             shadows=shadows,
             counts=counts,
             traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store, shadows),
+            tracing=tracing,
+            access_log=AccessLog() if settings.access_log else None,
         )
 
     def predict_finished(
@@ -302,6 +312,8 @@ class Services:
         self.metrics.request_finished(model=model, version=version, status=status, seconds=seconds)
         if served is not None:
             self.guard.observe(served, failure=failure_of(status, error), seconds=seconds)
+            if (request := current()) is not None:  # for the access log and the request's span
+                request.model, request.version, request.arm = served.name, served.version, served.route
 
     @functools.cached_property
     def route_key_header(self) -> bytes:
@@ -315,6 +327,8 @@ class Services:
     async def start(self) -> None:
         """Lead the sync if the lease is free (then sync once), else wait for the leader's first
         pass; warm what the database says is served; then take traffic."""
+        if self.access_log is not None:
+            self.access_log.start()
         if self.gate.keys is not None:
             self.gate.keys.start()  # keys were read at build; from now on, followed
         self.stage = "taking the sync lease"
@@ -457,6 +471,9 @@ class Services:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.loaders.shutdown(wait=False, cancel_futures=True)
         self.store.engine.dispose()
+        if self.access_log is not None:
+            self.access_log.close()
+        await anyio.to_thread.run_sync(self.tracing.close)  # exports the spans still buffered
 
 
 def _gate(

@@ -25,6 +25,8 @@ import numpy as np
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import Overloaded
 from gateway.metrics import GatewayMetrics
+from gateway.observability.context import current
+from gateway.observability.tracing import BatchTiming, Member, Tracing
 
 Scoring = tuple[bytes, str]  # an MLflow scoring body and its media type: batched, fast path
 Call = Callable[[LoadedModel], bytes]
@@ -47,13 +49,27 @@ class TensorCall:
 
 Request = Scoring | Call | TensorCall
 Outcome = bytes | Exception
-BatchRunner = Callable[[LoadedModel, list[Request]], tuple[list[Outcome], int]]  # outcomes, fast count
+
+
+@dataclass(slots=True)
+class Stages:
+    """Seconds a batch spent in each stage, added up by the runner as it goes (the latency
+    split: gateway_codec_seconds, gateway_compute_seconds, and the batch's child spans)."""
+
+    decode: float = 0.0
+    compute: float = 0.0  # the model's own predict
+    encode: float = 0.0
+
+
+BatchRunner = Callable[[LoadedModel, list[Request], Stages], tuple[list[Outcome], int]]  # outcomes, fast count
 
 
 @dataclass(eq=False, slots=True)
 class Job:
     request: Request
     future: asyncio.Future[bytes]
+    queued_ns: int  # time.perf_counter_ns() when it was queued
+    trace: Any = None  # the request span's SpanContext, when tracing samples it
     started: bool = False
 
     def abandon(self) -> None:
@@ -73,6 +89,7 @@ class VersionQueue:
     max_queue: int
     max_workers: int
     inline_cpu: float = 0.0  # seconds; 0: every batch runs in the pool (see on_loop)
+    tracing: Tracing = field(default_factory=Tracing.off)
     _cheap_up_to: int = 0  # the largest batch size seen costing less than inline_cpu
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -88,7 +105,10 @@ class VersionQueue:
             self.metrics.queue_full(self.model.name)
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))
         loop = asyncio.get_running_loop()
-        job = Job(request, loop.create_future())
+        job = Job(request, loop.create_future(), time.perf_counter_ns())
+        if self.tracing.enabled and (context := current()) is not None and context.span is not None:
+            if context.span.is_recording():
+                job.trace = context.span.get_span_context()
         self._waiting.append(job)
         if len(self._workers) < self.max_workers:
             task = loop.create_task(self._work(), name=f"batch {self.model.name} v{self.model.version}")
@@ -123,14 +143,16 @@ class VersionQueue:
                 job.started = True
             requests = [job.request for job in batch]
             on_loop = self.on_loop(len(requests))
+            stages = Stages()
+            started = time.perf_counter_ns()
             try:
                 if on_loop:
-                    outcomes, fast = self._measured(requests)
+                    outcomes, fast = self._measured(requests, stages)
                 else:
-                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests)
+                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, stages)
             except Exception as exc:  # the runner answers per request; this is the pool itself failing
                 outcomes, fast = [exc] * len(batch), 0
-            self.metrics.batch_finished(self.model.name, size=len(batch), fast=fast, on_loop=on_loop)
+            self._observe(batch, stages, started, fast=fast, on_loop=on_loop)
             for job, outcome in zip(batch, outcomes, strict=True):
                 if job.future.done():
                     continue
@@ -156,7 +178,20 @@ class VersionQueue:
         fast = self.model.fast
         return self.inline_cpu > 0 and fast is not None and fast.on_cpu and size <= self._cheap_up_to
 
-    def _measured(self, requests: list[Request]) -> tuple[list[Outcome], int]:
+    def _observe(self, batch: list[Job], stages: Stages, started: int, *, fast: int, on_loop: bool) -> None:
+        """The batch's metrics (size, the latency split) and, when tracing, its spans."""
+        model, version = self.model.name, self.model.version
+        self.metrics.batch_finished(model, size=len(batch), fast=fast, on_loop=on_loop)
+        waits = [(started - job.queued_ns) / 1e9 for job in batch]
+        self.metrics.batch_timed(
+            model, version, waits=waits, compute=stages.compute, decode=stages.decode, encode=stages.encode
+        )
+        if self.tracing.enabled:
+            timing = BatchTiming(started, time.perf_counter_ns(), stages.decode, stages.compute, stages.encode)
+            members = [Member(job.trace, job.queued_ns) for job in batch]
+            self.tracing.batch_ran(model=model, version=version, members=members, timing=timing)
+
+    def _measured(self, requests: list[Request], stages: Stages) -> tuple[list[Outcome], int]:
         """Run a batch and measure it by the thread's CPU time, on the loop and in the pool
         alike: a batch that cost more than ``inline_cpu`` lowers the bound below its size, a
         cheaper one raises it to its size. Not by the clock: in the pool it counts the waits
@@ -166,7 +201,7 @@ class VersionQueue:
         is ruled out before: only fast paths that compute on the CPU run on the loop."""
         cpu = time.thread_time()
         try:
-            return self.run(self.model, requests)
+            return self.run(self.model, requests, stages)
         finally:
             size = len(requests)
             if time.thread_time() - cpu < self.inline_cpu:

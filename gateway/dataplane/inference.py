@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gateway.dataplane.agreement import ULP_TOLERANCE, answer_dtype, compare
-from gateway.dataplane.batching import Outcome, Request, TensorCall
+from gateway.dataplane.batching import Outcome, Request, Stages, TensorCall
 from gateway.dataplane.fastpath import split_rows
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.warmup import warmup_request
@@ -33,16 +34,24 @@ log = logging.getLogger(__name__)
 Encoder = Callable[[Any], bytes]  # a request's rows of the predictions -> its answer
 
 
-def score(model: LoadedModel, body: bytes, media_type: str) -> bytes:
+def score(model: LoadedModel, body: bytes, media_type: str, stages: Stages | None = None) -> bytes:
     """One request through pyfunc: decode, predict, encode."""
-    return _pyfunc_one(model, decode(body, media_type, model.metadata, model.body_limits))
+    stages = stages or Stages()
+    began = time.perf_counter()
+    request = decode(body, media_type, model.metadata, model.body_limits)
+    stages.decode += time.perf_counter() - began
+    return _pyfunc_one(model, request, stages)
 
 
-def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outcome], int]:
-    """Each request's answer (or its error), and how many took the fast path."""
+def score_batch(model: LoadedModel, requests: list[Request], stages: Stages) -> tuple[list[Outcome], int]:
+    """Each request's answer (or its error), and how many took the fast path; ``stages`` adds
+    up the seconds spent decoding, predicting and encoding. A request another protocol's
+    adapter runs whole (its own decode, predict and encode in one call) counts as predict."""
     outcomes: list[Outcome | None] = [None] * len(requests)
     fast: list[tuple[int, np.ndarray, Encoder]] = []
     slow: list[int] = []
+    began = time.perf_counter()
+    whole = 0.0  # seconds of adapters' calls run whole, taken out of the decoding loop's time
     for index, request in enumerate(requests):
         if isinstance(request, TensorCall):  # another protocol's tensors: fast if they fit
             try:
@@ -53,25 +62,31 @@ def score_batch(model: LoadedModel, requests: list[Request]) -> tuple[list[Outco
             if array is not None:
                 fast.append((index, array, functools.partial(request.encode, model)))
             else:
+                whole -= time.perf_counter()
                 outcomes[index] = _attempt(request.alone, model)
+                whole += time.perf_counter()
             continue
         if not isinstance(request, tuple):  # an adapter's call: alone, as it was written
+            whole -= time.perf_counter()
             outcomes[index] = _attempt(request, model)
+            whole += time.perf_counter()
             continue
         array = model.fast.decode(*request) if model.fast is not None else None
         if array is not None:
             fast.append((index, array, encode_predictions))
         else:
             slow.append(index)
+    stages.decode += time.perf_counter() - began - whole
+    stages.compute += whole
     if fast:
-        _predict_fast(model, fast, outcomes)
+        _predict_fast(model, fast, outcomes, stages)
     if len(slow) > 1 and model.batching:
-        _predict_frames(model, requests, slow, outcomes)
+        _predict_frames(model, requests, slow, outcomes, stages)
     else:
         for index in slow:
             request = requests[index]
             assert isinstance(request, tuple)
-            outcomes[index] = _attempt(score, model, *request)
+            outcomes[index] = _attempt(score, model, *request, stages)
     missing = PredictFailed(model.name, model.version, "no answer was produced for this request")
     return [missing if outcome is None else outcome for outcome in outcomes], len(fast)
 
@@ -86,35 +101,55 @@ def _tensor_array(model: LoadedModel, request: TensorCall) -> np.ndarray | None:
 
 
 def _predict_fast(
-    model: LoadedModel, items: list[tuple[int, np.ndarray, Encoder]], outcomes: list[Outcome | None]
+    model: LoadedModel, items: list[tuple[int, np.ndarray, Encoder]], outcomes: list[Outcome | None], stages: Stages
 ) -> None:
     if len(items) > 1:
+        began = time.perf_counter()
         try:
             output = model.predict_fast(np.concatenate([array for _, array, _ in items]))
             pieces = split_rows(output, [len(array) for _, array, _ in items])
         except Exception:
             pieces = None
+        encoding = time.perf_counter()
+        stages.compute += encoding - began
         if pieces is not None:
             for (index, _, encode), piece in zip(items, pieces, strict=True):
                 outcomes[index] = _attempt(encode, piece)
+            stages.encode += time.perf_counter() - encoding
             return
+
+    def alone(array: np.ndarray, encode: Encoder) -> bytes:
+        began = time.perf_counter()
+        try:
+            output = model.predict_fast(array)
+        finally:
+            encoding = time.perf_counter()
+            stages.compute += encoding - began
+        try:
+            return encode(output)
+        finally:
+            stages.encode += time.perf_counter() - encoding
+
     for index, array, encode in items:  # alone, or the batch failed: each on its own
-        outcomes[index] = _attempt(lambda a, e: e(model.predict_fast(a)), array, encode)
+        outcomes[index] = _attempt(alone, array, encode)
 
 
 def _predict_frames(
-    model: LoadedModel, requests: list[Request], indexes: list[int], outcomes: list[Outcome | None]
+    model: LoadedModel, requests: list[Request], indexes: list[int], outcomes: list[Outcome | None], stages: Stages
 ) -> None:
     frames: list[tuple[int, pd.DataFrame]] = []
     for index in indexes:
         request = requests[index]
         assert isinstance(request, tuple)
         body, media_type = request
+        began = time.perf_counter()
         try:
             decoded = decode(body, media_type, model.metadata, model.body_limits)
         except Exception as exc:
             outcomes[index] = exc
             continue
+        finally:
+            stages.decode += time.perf_counter() - began
         # Only frames with the very same columns share a call: concatenating others would
         # fill gaps with NaN and turn one request's "missing column" error into an answer.
         # A frame of no rows is refused by most models alone, and would be an empty slice
@@ -126,22 +161,26 @@ def _predict_frames(
         if joins:
             frames.append((index, decoded.data))
         else:
-            outcomes[index] = _attempt(_pyfunc_one, model, decoded)
+            outcomes[index] = _attempt(_pyfunc_one, model, decoded, stages)
     if not frames:
         return
     pieces = None
     if len(frames) > 1:
+        began = time.perf_counter()
         try:
             output = model.predict(ScoringInput(pd.concat([f for _, f in frames], ignore_index=True), None))
             pieces = _split_any(output, [len(f) for _, f in frames])
         except Exception:
             pieces = None
+        stages.compute += time.perf_counter() - began
     if pieces is None:
         for index, frame in frames:
-            outcomes[index] = _attempt(_pyfunc_one, model, ScoringInput(frame, None))
+            outcomes[index] = _attempt(_pyfunc_one, model, ScoringInput(frame, None), stages)
         return
+    began = time.perf_counter()
     for (index, _), piece in zip(frames, pieces, strict=True):
         outcomes[index] = encode_predictions(piece)
+    stages.encode += time.perf_counter() - began
 
 
 def _split_any(output: Any, counts: list[int]) -> list[Any] | None:
@@ -154,8 +193,17 @@ def _split_any(output: Any, counts: list[int]) -> list[Any] | None:
     return split_rows(np.asarray(output) if not isinstance(output, np.ndarray) else output, counts)
 
 
-def _pyfunc_one(model: LoadedModel, request: ScoringInput) -> bytes:
-    return encode_predictions(model.predict(request), unwrapped=request.unwrapped)
+def _pyfunc_one(model: LoadedModel, request: ScoringInput, stages: Stages) -> bytes:
+    began = time.perf_counter()
+    try:
+        output = model.predict(request)
+    finally:
+        encoding = time.perf_counter()
+        stages.compute += encoding - began
+    try:
+        return encode_predictions(output, unwrapped=request.unwrapped)
+    finally:
+        stages.encode += time.perf_counter() - encoding
 
 
 def _attempt(work: Callable[..., bytes], *args: Any) -> Outcome:

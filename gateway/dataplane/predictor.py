@@ -21,6 +21,7 @@ from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.prediction_cache import PredictionCache, cache_key
 from gateway.errors import AliasNotFound, InvalidSelector, PredictTimeout, SelectorConflict
 from gateway.metrics import GatewayMetrics
+from gateway.observability.tracing import Tracing
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.selectors import Selector, parse_selector
 from gateway.routing.traffic import NAMED, SHADOW, TrafficSplit
@@ -56,6 +57,7 @@ class InferenceService:
         answers: PredictionCache | None = None,
         load_budget: LoadBudget | None = None,
         split: TrafficSplit | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
@@ -67,6 +69,7 @@ class InferenceService:
         self._answers = answers
         self._load_budget = load_budget  # cold loads for requests; warm swaps do not count
         self._split = split  # canaries of the default route (gateway.routing.traffic)
+        self._tracing = tracing or Tracing.off()
 
     async def choose(
         self, name: str, *, path: str | None = None, header: str | None = None, route_key: str | None = None
@@ -205,6 +208,7 @@ class InferenceService:
                 # one batch at a time per version; unbatched versions use the whole pool
                 max_workers=1 if batching else self._batching.workers,
                 inline_cpu=self._batching.inline_cpu,
+                tracing=self._tracing,
             )
             model.queue = queue
         return queue

@@ -224,12 +224,14 @@ async def test_a_request_queued_as_the_last_worker_finishes_is_still_answered() 
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from gateway.dataplane.batching import VersionQueue
+    from gateway.dataplane.batching import Stages, VersionQueue
     from gateway.dataplane.loader import LoadedModel
     from gateway.metrics import GatewayMetrics
     from tests.support.versions import vid
 
-    def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
+    def run(
+        model: LoadedModel, requests: list[tuple[bytes, str]], stages: Stages
+    ) -> tuple[list[bytes | Exception], int]:
         return [body for body, _ in requests], 0
 
     model = LoadedModel(
@@ -250,13 +252,15 @@ async def test_a_background_request_takes_at_most_half_the_queue_and_is_not_coun
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from gateway.dataplane.batching import VersionQueue
+    from gateway.dataplane.batching import Stages, VersionQueue
     from gateway.dataplane.loader import LoadedModel
     from gateway.errors import Overloaded
     from gateway.metrics import GatewayMetrics
     from tests.support.versions import vid
 
-    def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
+    def run(
+        model: LoadedModel, requests: list[tuple[bytes, str]], stages: Stages
+    ) -> tuple[list[bytes | Exception], int]:
         return [body for body, _ in requests], 0
 
     model = LoadedModel(
@@ -291,7 +295,7 @@ def _queue_recording_threads(
     from pathlib import Path
     from types import SimpleNamespace
 
-    from gateway.dataplane.batching import VersionQueue
+    from gateway.dataplane.batching import Stages, VersionQueue
     from gateway.dataplane.loader import LoadedModel
     from gateway.metrics import GatewayMetrics
     from tests.support.versions import vid
@@ -299,7 +303,9 @@ def _queue_recording_threads(
     ran: list[tuple[str, int]] = []
     cost = {"seconds": 0.0, "waiting": 0.0}
 
-    def run(model: LoadedModel, requests: list[tuple[bytes, str]]) -> tuple[list[bytes | Exception], int]:
+    def run(
+        model: LoadedModel, requests: list[tuple[bytes, str]], stages: Stages
+    ) -> tuple[list[bytes | Exception], int]:
         started = time.thread_time()
         while time.thread_time() - started < cost["seconds"]:
             pass

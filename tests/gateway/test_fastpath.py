@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from gateway.dataplane import fastpath
 from gateway.dataplane.agreement import ULP_TOLERANCE, answer_dtype, compare
+from gateway.dataplane.batching import Stages
 from gateway.dataplane.inference import check_fast_path, score, score_batch
 from gateway.dataplane.loader import FAST_PATH_TAG, LoadedModel, flavor_of
 from gateway.demo import IRIS, TORCH, torch_available
@@ -176,7 +177,7 @@ def test_a_batch_answers_each_request_as_it_would_alone(iris: LoadedModel) -> No
     bad = [b"{not json", orjson.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1.0]]}})]
     csv = ",".join(IRIS_COLUMNS).encode() + b"\n5.1,3.5,1.4,0.2\n"
     requests = [(good[0], JSON), (bad[0], JSON), (good[1], JSON), (csv, "text/csv"), (bad[1], JSON), (good[2], JSON)]
-    outcomes, fast = score_batch(iris, requests)
+    outcomes, fast = score_batch(iris, requests, Stages())
     assert fast == 3  # the three good JSON bodies shared one predict call
     # Labels from one call of four rows and from calls of one row compare exactly: no row is
     # within rounding of a tie between two classes.
@@ -198,7 +199,7 @@ def test_a_batch_answers_each_request_as_it_would_alone(iris: LoadedModel) -> No
 def test_a_torch_batch_matches_single_requests_to_float_precision(tiny_torch: LoadedModel) -> None:
     rows = [[0.1 * i, 0.2, -0.3 * i, 0.4] for i in range(6)]
     requests = [(orjson.dumps({"inputs": [row]}), JSON) for row in rows]
-    outcomes, fast = score_batch(tiny_torch, requests)
+    outcomes, fast = score_batch(tiny_torch, requests, Stages())
     assert fast == len(rows)
     network = tiny_torch.pyfunc.get_raw_model()
     for row, (body, _), outcome in zip(rows, requests, outcomes, strict=True):
@@ -214,8 +215,8 @@ def test_a_torch_batch_matches_single_requests_to_float_precision(tiny_torch: Lo
 def test_the_same_torch_batch_twice_gives_the_same_bits(tiny_torch: LoadedModel) -> None:
     # Same rows, same shape, same kernel: nothing may differ, not even the last bit.
     requests = [(orjson.dumps({"inputs": [[0.1 * i, 0.2, -0.3 * i, 0.4]]}), JSON) for i in range(6)]
-    first, _ = score_batch(tiny_torch, requests)
-    second, _ = score_batch(tiny_torch, requests)
+    first, _ = score_batch(tiny_torch, requests, Stages())
+    second, _ = score_batch(tiny_torch, requests, Stages())
     assert first == second
 
 
@@ -233,7 +234,7 @@ def test_a_frame_of_no_rows_fails_in_a_batch_as_it_does_alone(iris: LoadedModel)
     empty = orjson.dumps({"dataframe_split": {"columns": IRIS_COLUMNS, "data": []}})
     with pytest.raises(ModelRaised):
         score(pyfunc_only, empty, JSON)
-    outcomes, _ = score_batch(pyfunc_only, [(good, JSON), (empty, JSON), (good, JSON)])
+    outcomes, _ = score_batch(pyfunc_only, [(good, JSON), (empty, JSON), (good, JSON)], Stages())
     assert isinstance(outcomes[0], bytes) and isinstance(outcomes[2], bytes)
     assert isinstance(outcomes[1], ModelRaised)
 
@@ -246,7 +247,7 @@ def test_a_pyfunc_model_tagged_for_batching_concatenates_frames(sqlite_registry:
     assert model.fast is None  # generic pyfunc: no fast path
     requests = [(orjson.dumps({"dataframe_records": [{"x": float(i)}] * (i + 1)}), JSON) for i in range(4)]
     requests.append((b"{not json", JSON))
-    outcomes, fast = score_batch(model, requests)
+    outcomes, fast = score_batch(model, requests, Stages())
     assert fast == 0
     for i in range(4):
         assert orjson.loads(outcomes[i]) == {"predictions": [2.0 * i] * (i + 1)}  # type: ignore[arg-type]

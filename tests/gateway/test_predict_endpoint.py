@@ -67,7 +67,12 @@ def both_ways(client: TestClient, method: str, url: str, **kwargs: Any) -> httpx
     """Send the request through the ASGI lane and through FastAPI; they must agree."""
     app = client.app
     assert isinstance(app, GatewayApp) and app.serves_predictions
+    # the request's id is echoed either way: the same one sent, the same one back
+    headers = kwargs.get("headers") or {}
+    headers = [("X-Request-ID", "both-ways"), *(headers.items() if isinstance(headers, dict) else headers)]
+    kwargs = {**kwargs, "headers": headers}
     lane = client.request(method, url, **kwargs)
+    assert lane.headers["x-request-id"] == "both-ways"
     app.serves_predictions = False
     try:
         routed = client.request(method, url, **kwargs)

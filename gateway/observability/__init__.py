@@ -1,0 +1,1 @@
+"""Seeing inside the gateway: request context, traces, logs and inference records."""

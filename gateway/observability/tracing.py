@@ -1,0 +1,231 @@
+"""OpenTelemetry traces of one gateway process (``GATEWAY_TRACING=otlp``).
+
+Off by default, and then free: :meth:`Tracing.off` makes no span anywhere and the request
+path checks one attribute. On, a provider of the process's own (not OpenTelemetry's global
+one, which MLflow's tracing and other libraries share) exports through the OTLP exporter
+that ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` names (``http/protobuf``, the default, or
+``grpc``), configured by the standard variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``...), from a
+batch span processor: spans leave in a thread of their own, and past its bounded queue
+(``OTEL_BSP_MAX_QUEUE_SIZE``) they are dropped, never waited for.
+
+Spans: ``<METHOD> <route>`` per request (W3C ``traceparent``/``tracestate`` honoured), its
+``queue`` wait, and ``batch`` for the batch that ran it. A batch serves many requests, yet
+each request reads as one trace: the batch's own span (with ``decode``, ``predict`` and
+``encode`` children) is a child of the first sampled request it served and links to every
+sampled request span; each other request gets a ``batch`` span of its own, over the same
+interval, linked to that one. Background work has root spans: ``model.load``,
+``model.warmup``, ``registry.sync`` and ``environment.build``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+PROTOCOLS = ("http/protobuf", "grpc")
+_SCOPE = "registry-gateway"
+_PROPAGATED = (b"traceparent", b"tracestate")
+_COMPRESSION = ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
+
+
+class TracingError(ValueError):
+    """The OTEL_* variables ask for something this gateway cannot export with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A request a batch served: its span's context (None: not sampled) and when it was queued
+    (``time.perf_counter_ns()``)."""
+
+    span: SpanContext | None
+    queued_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTiming:
+    """A batch's start and end (``perf_counter_ns``) and the seconds of its stages."""
+
+    started_ns: int
+    ended_ns: int
+    decode: float
+    compute: float
+    encode: float
+
+
+class Tracing:
+    def __init__(self, tracer: Tracer | None = None, shutdown: Any = None) -> None:
+        self._tracer = tracer
+        self._shutdown = shutdown
+        self.enabled = tracer is not None
+        self._propagator = TraceContextTextMapPropagator()
+        # perf_counter_ns -> wall clock ns, for spans whose times were taken before they were made
+        self._wall_offset = time.time_ns() - time.perf_counter_ns()
+
+    @classmethod
+    def off(cls) -> Tracing:
+        return cls()
+
+    @classmethod
+    def otlp(cls, environ: Mapping[str, str] | None = None) -> Tracing:
+        """A tracer exporting over OTLP as the standard variables say."""
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        environ = os.environ if environ is None else environ
+        protocol = exporter_protocol(environ)
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+            # The grpc exporter refuses OTEL_EXPORTER_OTLP_COMPRESSION=none (1.45), which the
+            # specification allows and the http one takes: said explicitly, it is accepted.
+            compression = None
+            if any(environ.get(v, "").strip().lower() == "none" for v in _COMPRESSION):
+                import grpc
+
+                compression = grpc.Compression.NoCompression
+            exporter: Any = GrpcExporter(compression=compression)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+            exporter = HttpExporter()
+        resource = Resource.create()
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: "registry-gateway"}))
+        provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER[_ARG]
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        return cls(provider.get_tracer(_SCOPE), provider.shutdown)
+
+    def close(self) -> None:
+        """Export what is buffered and stop (the processor's own timeout bounds it)."""
+        if self._shutdown is not None:
+            self._shutdown()
+            self._shutdown = None
+
+    # --- requests -------------------------------------------------------------------------
+
+    def start_request(self, name: str, headers: Iterable[tuple[bytes, bytes]], attributes: dict[str, Any]) -> Span:
+        """A server span for one request, continuing the caller's trace when it sent one."""
+        assert self._tracer is not None
+        carrier = {}
+        for key, value in headers:
+            if key in _PROPAGATED:
+                carrier[key.decode("latin-1")] = value.decode("latin-1")
+        parent = self._propagator.extract(carrier) if carrier else None
+        return self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+
+    def start_call(self, name: str, metadata: Iterable[tuple[str, Any]], attributes: dict[str, Any]) -> Span:
+        """The same for a gRPC call: the trace context comes in its metadata."""
+        assert self._tracer is not None
+        carrier = {key: value for key, value in metadata if key in ("traceparent", "tracestate")}
+        parent = self._propagator.extract(carrier) if carrier else None
+        return self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+
+    @staticmethod
+    def end_request(span: Span, status: int, *, server_error: bool, attributes: dict[str, Any]) -> None:
+        span.set_attributes(attributes)
+        span.set_attribute("http.response.status_code", status)
+        if server_error:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    # --- batches --------------------------------------------------------------------------
+
+    def batch_ran(self, *, model: str, version: int, members: list[Member], timing: BatchTiming) -> None:
+        """The spans of one batch, made after it ran from the times it took (see the module)."""
+        assert self._tracer is not None
+        sampled = [m for m in members if m.span is not None]
+        if not sampled:
+            return
+        start, end = self._wall(timing.started_ns), self._wall(timing.ended_ns)
+        for member in sampled:
+            assert member.span is not None
+            queue = self._tracer.start_span(
+                "queue", context=_under(member.span), start_time=self._wall(member.queued_ns)
+            )
+            queue.end(end_time=start)
+        attributes: dict[str, Any] = {
+            "gateway.model": model,
+            "gateway.version": version,
+            "gateway.batch.size": len(members),
+            "gateway.batch.sampled": len(sampled),
+        }
+        first = sampled[0].span
+        assert first is not None
+        batch = self._tracer.start_span(
+            "batch",
+            context=_under(first),
+            start_time=start,
+            attributes=attributes,
+            links=[Link(m.span) for m in sampled if m.span is not None],
+        )
+        under_batch = set_span_in_context(batch)
+        at = timing.started_ns
+        for stage, seconds in (("decode", timing.decode), ("predict", timing.compute), ("encode", timing.encode)):
+            step = int(seconds * 1e9)
+            child = self._tracer.start_span(stage, context=under_batch, start_time=self._wall(at))
+            at += step
+            child.end(end_time=self._wall(min(at, timing.ended_ns)))
+        batch.end(end_time=end)
+        shared = Link(batch.get_span_context(), {"gateway.batch.role": "ran"})
+        for member in sampled[1:]:
+            assert member.span is not None
+            joined = self._tracer.start_span(
+                "batch", context=_under(member.span), start_time=start, attributes=attributes, links=[shared]
+            )
+            joined.end(end_time=end)
+
+    def _wall(self, perf_ns: int) -> int:
+        return perf_ns + self._wall_offset
+
+    # --- background work ------------------------------------------------------------------
+
+    @contextmanager
+    def span(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[Span | None]:
+        """A span around background work (a load, a warm-up, a sync pass, a build): an
+        exception marks it failed and goes on. Nothing at all when tracing is off."""
+        if self._tracer is None:
+            yield None
+            return
+        with self._tracer.start_as_current_span(name, attributes=attributes, record_exception=True) as span:
+            yield span
+
+
+def _under(parent: SpanContext) -> Context:
+    return set_span_in_context(NonRecordingSpan(parent))
+
+
+def exporter_protocol(environ: Mapping[str, str]) -> str:
+    """``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else
+    ``http/protobuf`` (the specification's default); anything else is refused by name."""
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = environ.get(variable, "").strip().lower()
+        if value:
+            if value not in PROTOCOLS:
+                raise TracingError(f"{variable}={value!r}: the gateway exports with {' or '.join(PROTOCOLS)}")
+            return value
+    return "http/protobuf"
+
+
+def tracing_for(tracing: str, environ: Mapping[str, str] | None = None) -> Tracing:
+    """GATEWAY_TRACING's tracer: off, or OTLP."""
+    return Tracing.otlp(environ) if tracing == "otlp" else Tracing.off()
