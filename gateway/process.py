@@ -126,7 +126,7 @@ class Services:
         )
         lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
-        placer = placer_for(settings)
+        placer = placer_for(settings, tracing)
         cache = ModelCache(
             _checked(
                 ModelLoader(
@@ -136,7 +136,8 @@ class Services:
                     policy=LoadingPolicy.of(settings.allowed_flavors, allow_pickle=settings.allow_pickle),
                     body_limits=BodyLimits(settings.max_body_rows, settings.max_decoded_bytes),
                     placer=placer,
-                )
+                ),
+                tracing,
             ),
             max_models=settings.max_loaded_models,
             max_bytes=settings.max_memory_bytes,
@@ -183,6 +184,7 @@ class Services:
             metrics=metrics,
             follow_interval_seconds=settings.follow_interval_seconds,
             actor=f"gateway@{actor}",
+            tracing=tracing,
         )
 
         def on_synced(report: SyncReport) -> None:
@@ -201,6 +203,7 @@ class Services:
             renew_seconds=renew,
             requests_interval_seconds=settings.follow_interval_seconds,
             actor=f"{settings.role}@{actor}",
+            span=tracing.span,
         )
         metrics.follow_leadership(lambda: poller.leading)
         metrics.follow_downloads(lambda: artifacts.downloaded_bytes)
@@ -508,7 +511,7 @@ def _gate(
     )
 
 
-def environment_store(settings: GatewaySettings) -> EnvironmentStore:
+def environment_store(settings: GatewaySettings, tracing: Tracing | None = None) -> EnvironmentStore:
     """The environments of GATEWAY_ENV_DIR, built as the settings say."""
     return EnvironmentStore(
         settings.env_dir,
@@ -521,21 +524,26 @@ def environment_store(settings: GatewaySettings) -> EnvironmentStore:
             max_concurrent=settings.env_max_concurrent_builds,
             max_bytes=int(settings.env_max_disk_mb * 2**20),
         ),
+        span=tracing.span if tracing is not None else None,
     )
 
 
-def placer_for(settings: GatewaySettings) -> Placer:
+def placer_for(settings: GatewaySettings, tracing: Tracing | None = None) -> Placer:
     """Where this process's versions run: here, or in workers on environments built with uv."""
     policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
     return Placer.build(
-        policy, environment_store(settings), max_workers=settings.env_max_workers, processes=settings.env_processes
+        policy,
+        environment_store(settings, tracing),
+        max_workers=settings.env_max_workers,
+        processes=settings.env_processes,
     )
 
 
-def _checked(loader: ModelLoader) -> LoadFn:
+def _checked(loader: ModelLoader, tracing: Tracing) -> LoadFn:
     """Load, then make sure the fast path agrees with pyfunc on the warm-up request."""
 
     def load(version: VersionId, reserve: Reserve) -> LoadedModel:
-        return check_fast_path(loader.load(version, reserve))
+        with tracing.span("model.load", {"gateway.model": version.name, "gateway.version": version.version}):
+            return check_fast_path(loader.load(version, reserve))
 
     return load

@@ -19,7 +19,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
+from typing import Any
 
 import anyio.to_thread
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,6 +53,7 @@ class Poller:
         renew_seconds: float | None = None,
         requests_interval_seconds: float = 1.0,
         actor: str = "",
+        span: Callable[[str, dict[str, Any]], AbstractContextManager[object]] | None = None,
     ) -> None:
         if lease is not None and store is None:
             raise ValueError("a poller with a lease needs the store its requests go through")
@@ -63,6 +66,7 @@ class Poller:
         self._loops: list[asyncio.Task[None]] = []
         self._campaigning: asyncio.Task[None] | None = None
         self._sync = synchronizer
+        self._span = span or (lambda name, attributes: nullcontext())  # a trace span around each pass
         self._interval = interval_seconds
         self._on_synced = on_synced
         self._max_backoff = max(max_backoff_seconds, interval_seconds)
@@ -142,7 +146,8 @@ class Poller:
             if not self.leading:
                 holder = self._lease.holder if self._lease is not None else ""
                 return SyncReport(error=f"{holder} is not the sync leader; no pass run")
-            report = await anyio.to_thread.run_sync(lambda: self._sync.sync_once(names, reason=reason))
+            with self._span("registry.sync", {"gateway.sync.reason": reason, "gateway.sync.all": names is None}):
+                report = await anyio.to_thread.run_sync(lambda: self._sync.sync_once(names, reason=reason))
         if verify and report.ok:
             report.merge(await self._verify(names, reason=reason))
         if names is None:

@@ -32,14 +32,16 @@ class RequestContext:
     model: str | None = None
     version: int | None = None
     arm: str | None = None  # the route that chose the version: default, canary, named, ...
+    status: int | None = None  # the HTTP status of an error answered outside HTTP (a gRPC abort)
 
-    @property
-    def trace_id(self) -> str | None:
-        """The trace's id as 32 hex digits, when a span is recording it."""
-        if self.span is None:
-            return None
-        context = self.span.get_span_context()
-        return format(context.trace_id, "032x") if context.is_valid else None
+    trace_id: str | None = None  # 32 hex digits, while a sampled span records the request
+
+    def traced(self, span: Any) -> None:
+        """The request's span; its trace id is kept when it is sampled (a trace that can be
+        looked up), read now: an ended span no longer says whether it recorded."""
+        self.span = span
+        if span.is_recording():
+            self.trace_id = format(span.get_span_context().trace_id, "032x")
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("gateway_request", default=None)

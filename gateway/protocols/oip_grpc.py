@@ -48,6 +48,7 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.http import errors as http_errors
+from gateway.observability.context import begin, current, enter, leave
 from gateway.process import Services
 from gateway.protocols import oip_codec
 from gateway.protocols.oip_rest import EXTENSIONS
@@ -62,6 +63,7 @@ SERVICE = "inference.GRPCInferenceService"
 # --- errors: the one place they become gRPC status codes -------------------------------
 
 # By the HTTP status the same error gets (gateway.http.errors classifies every error once).
+_RPC = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": "ModelInfer"}
 _BY_HTTP_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -352,7 +354,34 @@ class InferenceServicer:
 
     async def model_infer(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """Takes and answers serialized messages: the answer is encoded in the inference
-        thread, and the request's own bytes key the answer cache."""
+        thread, and the request's own bytes key the answer cache. Traced as HTTP requests are:
+        the caller's ``traceparent`` comes in the call's metadata."""
+        metadata = context.invocation_metadata() or ()
+        request_id = next((str(v).encode() for k, v in metadata if k == "x-request-id"), None)
+        request = begin(request_id)
+        token = enter(request)
+        tracing = self._services.tracing
+        if tracing.enabled:
+            request.traced(tracing.start_call("ModelInfer", metadata, _RPC))
+        status = 500
+        try:
+            answer = await self._infer(body, context)
+            status = 200
+            return answer
+        except grpc.aio.AbortError:
+            status = request.status or 500
+            raise
+        finally:
+            leave(token)
+            if request.span is not None:
+                attributes: dict[str, Any] = {"gateway.request_id": request.request_id}
+                if request.model is not None:
+                    attributes.update({"gateway.model": request.model, "gateway.version": request.version})
+                    if request.arm is not None:
+                        attributes["gateway.arm"] = request.arm
+                tracing.end_request(request.span, status, server_error=status >= 500, attributes=attributes)
+
+    async def _infer(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         services = self._services
         started = time.perf_counter()
         permit = NO_PERMIT
@@ -368,6 +397,8 @@ class InferenceServicer:
         except Exception as exc:
             error = status_of(exc)
             services.predict_finished(served, status=error.http_status, started=started, error=exc)
+            if (request := current()) is not None:
+                request.status = error.http_status
             permit.release()
             await _abort(context, error)
             raise AssertionError("unreachable: abort raises") from exc

@@ -29,6 +29,7 @@ from gateway.dataplane.inference import score
 from gateway.dataplane.warmup import warmup_request
 from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
+from gateway.observability.tracing import Tracing
 from gateway.routing.catalog import Catalog
 from gateway.routing.traffic import TrafficSplit
 from registry_sync.errors import RegistryError
@@ -52,6 +53,7 @@ class Reconciler:
         follow_interval_seconds: float,
         actor: str,
         split: TrafficSplit | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
@@ -68,6 +70,7 @@ class Reconciler:
         self._retry_at: dict[tuple[str, str], tuple[float, VersionId]] = {}
         self._loop: asyncio.Task[None] | None = None
         self._split = split
+        self._tracing = tracing or Tracing.off()
         self._warming: dict[VersionId, asyncio.Task[None]] = {}
         self._warm_retry_at: dict[VersionId, float] = {}
 
@@ -267,7 +270,9 @@ class Reconciler:
             if request is not None:
                 body, media_type = request
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._executor, score, lease.model, body, media_type)
+                attributes = {"gateway.model": version.name, "gateway.version": version.version}
+                with self._tracing.span("model.warmup", attributes):
+                    await loop.run_in_executor(self._executor, score, lease.model, body, media_type)
         finally:
             lease.release()
         await self._record(

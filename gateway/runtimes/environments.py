@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +108,16 @@ def uv_binary() -> str:
 class EnvironmentStore:
     """Builds, finds, lists and prunes the environments under ``root``."""
 
-    def __init__(self, root: Path, options: BuildOptions | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        options: BuildOptions | None = None,
+        *,
+        span: Callable[[str, dict[str, Any]], contextlib.AbstractContextManager[object]] | None = None,
+    ) -> None:
         self.root = root
         self.options = options or BuildOptions()
+        self._span = span or (lambda name, attributes: contextlib.nullcontext())  # a trace span around each build
         self._builds = threading.BoundedSemaphore(self.options.max_concurrent)
         self._uv: str | None = None
 
@@ -135,7 +142,8 @@ class EnvironmentStore:
             final = self.root / key
             with self._locked(key):
                 if not (final / _COMPLETE).is_file():
-                    self._build(key, final, interpreter, resolved, requirements, python_version)
+                    with self._span("environment.build", {"gateway.environment": key, "python": python_version}):
+                        self._build(key, final, interpreter, resolved, requirements, python_version)
         _touch(final / _COMPLETE)
         self._remember(request, key, note)
         return Environment(key, final, python_version, requirements.python, note)
