@@ -86,6 +86,13 @@ async def test_a_batched_request_reads_as_one_trace_under_the_callers_trace_id(
             return all({route, "queue", "batch"} <= of_trace(spans, t).keys() for t, _ in callers)
 
         spans = receiver.wait_for(complete)
+        # the latency split counts the same: four requests waited in the queue, two batches ran
+        labels = {"model": name, "version": str(version)}
+        sample = gateway.services.metrics.registry.get_sample_value
+        assert sample("gateway_queue_seconds_count", labels) == 4
+        assert sample("gateway_compute_seconds_count", labels) == 2
+        for stage in ("decode", "encode"):
+            assert sample("gateway_codec_seconds_count", {**labels, "stage": stage}) == 2
 
     shared = []
     for (trace_id, _), answer in zip(callers, answers[1:], strict=True):
