@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from report import Row, fmt, mean_rate, point, rate
+from report import Row, mean_rate, point, rate, ratio_table
 
 MODEL = "iris"
 CONNECTIONS = 32
@@ -91,15 +91,7 @@ def render(data: dict[str, Any] | None) -> list[str]:
         "÷ keys off: over the mean of the two keys-off points.",
         "",
     ]
-    lines += ["| point | req/s | p50 ms | p99 ms | errors | ÷ keys off |"]
-    lines += ["|---|--:|--:|--:|--:|--:|"]
-    for entry in data.get("rows", []):
-        mine = rate(entry)
-        ratio = f"{mine / base:.2f}×" if base and mine is not None else "–"
-        lines.append(
-            f"| {entry['point']} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | "
-            f"{entry['errors']} | {ratio} |"
-        )
+    lines += ratio_table(data, base, "÷ keys off")
     for note in data.get("notes", []):
         lines += ["", note]
     return lines

@@ -33,3 +33,16 @@ def mean_rate(data: dict[str, Any], labels: tuple[str, ...]) -> float | None:
     """The mean req/s of the points of these labels that were measured."""
     rates = [r for r in (rate(point(data, label)) for label in labels) if r is not None]
     return sum(rates) / len(rates) if rates else None
+
+
+def ratio_table(data: dict[str, Any], base: float | None, against: str) -> list[str]:
+    """Each point's req/s, p50, p99 and errors, and its req/s over ``base`` (column ``against``)."""
+    lines = [f"| point | req/s | p50 ms | p99 ms | errors | {against} |", "|---|--:|--:|--:|--:|--:|"]
+    for entry in data.get("rows", []):
+        mine = rate(entry)
+        ratio = f"{mine / base:.2f}×" if base and mine is not None else "–"
+        lines.append(
+            f"| {entry['point']} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | {fmt(entry['p99_ms'], 2)} | "
+            f"{entry['errors']} | {ratio} |"
+        )
+    return lines

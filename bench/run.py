@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import auth_cost  # noqa: E402
 import isolated_cost  # noqa: E402
 import memory_churn  # noqa: E402
 import mlserver_env  # noqa: E402
+import observability_cost  # noqa: E402
 import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
 import traffic_split  # noqa: E402
@@ -55,6 +57,7 @@ SECTIONS = (
     "traffic",
     "auth",
     "isolated",
+    "observability",
 )
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
@@ -703,16 +706,24 @@ def _refused_without_key(url: str, body: bytes) -> int | None:
     return None
 
 
-def _auth_point(run: Run, gw: Server, label: str, body: Path, headers: dict[str, str]) -> None:
-    url = f"{gw.url}/models/{auth_cost.MODEL}/predict"
+def _cost_point(
+    run: Run, section: str, gw: Server, label: str, body: Path, headers: dict[str, str] | None = None
+) -> None:
+    """One point of a section that prices a feature: the default route at 32 connections."""
+    headers = headers or {}
+    url = f"{gw.url}/models/iris/predict"
     post(url, body.read_bytes(), headers)  # raises unless 2xx (and loads the model)
-    connections = auth_cost.CONNECTIONS
+    connections = 32
     if run.warmup:
         drive(url, body, connections=connections, duration=run.warmup, cpus=run.load_cpus, headers=headers)
     result = drive(url, body, connections=connections, duration=run.duration, cpus=run.load_cpus, headers=headers)
     entry = {"point": label, **row(gw.name, connections, result, gw.peak_rss_mb())}
-    run.sections["auth"]["rows"].append(entry)  # type: ignore[index]
-    run.log(f"auth {label}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms, {result.errors} errors")
+    run.sections[section]["rows"].append(entry)  # type: ignore[index]
+    run.log(f"{section} {label}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms, {result.errors} errors")
+
+
+def _auth_point(run: Run, gw: Server, label: str, body: Path, headers: dict[str, str]) -> None:
+    _cost_point(run, "auth", gw, label, body, headers)
 
 
 def auth_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
@@ -738,6 +749,40 @@ def auth_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
         _auth_point(run, gw, auth_cost.OFF_AFTER, bodies["iris"], {})
 
 
+def observability_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """Tracing at 1% sampling, records at 10% to a file and the access log off, each against
+    the default (twice): bench/observability_cost.py."""
+    sys.path.insert(0, str(HERE.parent))  # the suite's OTLP receiver, run here as the bench's own
+    from tests.support.otlp import OtlpReceiver
+
+    data: dict[str, object] = {"rows": [], "notes": []}
+    run.sections["observability"] = data
+    body = bodies["iris"]
+    cost = observability_cost
+    with gateway(tracking_uri, "observe-default", cpus=run.server_cpus) as gw:
+        _cost_point(run, "observability", gw, cost.OFF_BEFORE, body)
+    with OtlpReceiver("http/protobuf") as receiver:
+        env = {**cost.TRACING_ENV, **receiver.env()}
+        with gateway(tracking_uri, "observe-tracing", cpus=run.server_cpus, env=env) as gw:
+            _cost_point(run, "observability", gw, cost.TRACING, body)
+        spans = len(receiver.spans())
+    data["notes"].append(f"Tracing: the receiver got {spans:,} spans from the tracing point.")  # type: ignore[attr-defined]
+    records = WORK / "records"
+    shutil.rmtree(records, ignore_errors=True)
+    env = {"GATEWAY_RECORDS_SINK": f"file://{records}", "GATEWAY_RECORDS_SAMPLE": cost.RECORDS_SAMPLE}
+    with gateway(tracking_uri, "observe-records", cpus=run.server_cpus, env=env) as gw:
+        _cost_point(run, "observability", gw, cost.RECORDS, body)
+        dropped = metric_totals(gw.url, ["gateway_records_dropped_total", "gateway_records_written_total"])
+    data["notes"].append(  # type: ignore[attr-defined]
+        f"Records: {dropped.get('gateway_records_written_total', 0):,.0f} written, "
+        f"{dropped.get('gateway_records_dropped_total', 0):,.0f} dropped."
+    )
+    with gateway(tracking_uri, "observe-quiet", cpus=run.server_cpus, env={"GATEWAY_ACCESS_LOG": "false"}) as gw:
+        _cost_point(run, "observability", gw, cost.NO_ACCESS_LOG, body)
+    with gateway(tracking_uri, "observe-default", cpus=run.server_cpus) as gw:
+        _cost_point(run, "observability", gw, cost.OFF_AFTER, body)
+
+
 def _own_rss_mb(server: Server) -> float:
     """The gateway process's own RSS (not its workers')."""
     assert server.process is not None
@@ -754,7 +799,6 @@ def _runtime(server: Server, version: int) -> dict[str, object]:
 
 def isolated_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
     """The same version in process and in an isolated worker: bench/isolated_cost.py."""
-    import shutil
 
     from gateway.runtimes.environments import EnvironmentStore
     from gateway.runtimes.requirements import Requirements
@@ -848,6 +892,7 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     out += traffic_split.targets(run.sections.get("traffic"))  # type: ignore[arg-type]
     out += auth_cost.targets(run.sections.get("auth"))  # type: ignore[arg-type]
     out += isolated_cost.targets(run.sections.get("isolated"))  # type: ignore[arg-type]
+    out += observability_cost.targets(run.sections.get("observability"))  # type: ignore[arg-type]
     return out
 
 
@@ -979,6 +1024,7 @@ def render(run: Run, machine: dict[str, str]) -> str:
     lines += traffic_split.render(run.sections.get("traffic"))  # type: ignore[arg-type]
     lines += auth_cost.render(run.sections.get("auth"))  # type: ignore[arg-type]
     lines += isolated_cost.render(run.sections.get("isolated"))  # type: ignore[arg-type]
+    lines += observability_cost.render(run.sections.get("observability"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -1088,6 +1134,8 @@ def main() -> None:
         guarded(run, "auth", lambda: auth_section(run, tracking_uri, bodies))
     if "isolated" in only:
         guarded(run, "isolated", lambda: isolated_section(run, tracking_uri, bodies))
+    if "observability" in only:
+        guarded(run, "observability", lambda: observability_section(run, tracking_uri, bodies))
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     report = render(run, machine)
