@@ -1,0 +1,1 @@
+"""Seeing inside the gateway: inference records, and beside them logs and traces."""
