@@ -40,6 +40,7 @@ def a_record(**changes: Any) -> InferenceRecord:
 class Received:
     headers: dict[str, str]
     body: bytes
+    client: tuple[str, int]  # the connection it came on
 
 
 @dataclass
@@ -67,7 +68,8 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             target = box[0]
             with target._lock:
-                target.requests.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                target.requests.append(Received(headers, body, self.client_address[:2]))
             self.send_response(target.status)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -78,7 +80,7 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     box.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}/records", status=status))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield box[0]
