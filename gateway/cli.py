@@ -410,5 +410,39 @@ def demo_registry(path: Path, base_url: str | None) -> None:
     click.echo(summary.describe(base_url))
 
 
+@main.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Only this model's records.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="The last this many records.")
+@click.option("--json", "as_json", is_flag=True, help="The events themselves, one CloudEvent (JSON) a line.")
+def records(directory: Path | None, model: str | None, limit: int, as_json: bool) -> None:
+    """Inference records a file sink wrote in DIRECTORY (default: that of a file:// GATEWAY_RECORDS_SINK),
+    newest last. Reads only the files."""
+    from gateway.observability.records.listing import RecordsUnavailable, last_records, render
+    from gateway.observability.records.sinks import InvalidSinkUrl, file_sink_directory
+
+    if directory is None:
+        sink = _load_settings().records_sink
+        if sink is None or not sink.startswith("file:"):
+            raise click.ClickException("name a directory, or set GATEWAY_RECORDS_SINK=file:///directory")
+        try:
+            directory = file_sink_directory(sink)
+        except InvalidSinkUrl as exc:
+            raise click.ClickException(str(exc)) from None
+    try:
+        found = last_records(directory, model=model, limit=limit)
+    except RecordsUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for line in found.lines:
+            click.echo(line.decode("utf-8", errors="replace"))
+    else:
+        click.echo(
+            render(found.events) if found.events else f"no records{f' of {model}' if model else ''} in {directory}"
+        )
+    if found.skipped:
+        click.echo(f"skipped {found.skipped} lines that are not records", err=True)
+
+
 if __name__ == "__main__":
     main()

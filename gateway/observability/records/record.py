@@ -1,0 +1,27 @@
+"""What the request path hands to the recorder: the request as received and the answer as sent,
+untouched (parsing, redaction and serialisation happen later, in the recorder's thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRecord:
+    """One served request. ``route_key`` is the raw route key: only its hash ever leaves the
+    process. ``time`` is ``time.time()`` when the request arrived."""
+
+    model: str
+    version: int
+    alias: str | None
+    arm: str | None  # the route: "default", "canary", "shadow", "named" or None
+    request_id: str
+    route_key: str | None
+    protocol: str  # "mlflow" (MLflow scoring) or "oip" (Open Inference Protocol REST JSON)
+    media_type: str  # the request body's media type (application/json, text/csv, ...)
+    request: bytes
+    response: bytes
+    status: int
+    latency_seconds: float
+    time: float
+    trace_id: str | None = None  # 32 hex digits when tracing is on
