@@ -29,8 +29,10 @@ from gateway.dataplane.predictor import BatchPolicy, InferenceService
 from gateway.errors import NotReady
 from gateway.http.traffic_report import TrafficReport
 from gateway.metrics import UNKNOWN, GatewayMetrics
-from gateway.observability.context import current
+from gateway.observability.context import RequestContext, current, new_request_id
 from gateway.observability.logs import AccessLog
+from gateway.observability.records.record import Exchange, InferenceRecord
+from gateway.observability.records.recorder import Recorder, recorder_for
 from gateway.observability.tracing import Tracing, tracing_for
 from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
@@ -94,6 +96,7 @@ class Services:
     traffic_report: TrafficReport
     tracing: Tracing
     access_log: AccessLog | None
+    records: Recorder | None  # GATEWAY_RECORDS_SINK's; None when unset
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
@@ -300,23 +303,59 @@ class Services:
             traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store, shadows),
             tracing=tracing,
             access_log=AccessLog() if settings.access_log else None,
+            records=recorder_for(settings, metrics),
         )
 
     def predict_finished(
-        self, served: Resolved | None, *, status: int, started: float, error: BaseException | None = None
+        self,
+        served: Resolved | None,
+        *,
+        status: int,
+        started: float,
+        error: BaseException | None = None,
+        exchange: Exchange | None = None,
     ) -> None:
         """One predict request ended, whatever its protocol: counted by what served it (a
         canary unloaded meanwhile is answered by its default version: pass that one), and
         a default-route answer shown to the canary guard. ``served`` None: it failed before
         a version was chosen. ``error``: what it raised, which tells the guard a model's
-        exception from a caller's mistake (both answer 400)."""
+        exception from a caller's mistake (both answer 400). ``exchange``: an answered request's
+        body and answer, for the inference records (sampled here, written off the request path)."""
         seconds = time.perf_counter() - started
         model, version = (served.name, str(served.version)) if served is not None else (UNKNOWN, UNKNOWN)
         self.metrics.request_finished(model=model, version=version, status=status, seconds=seconds)
         if served is not None:
             self.guard.observe(served, failure=failure_of(status, error), seconds=seconds)
-            if (request := current()) is not None:  # for the access log and the request's span
+            request = current()
+            if request is not None:  # for the access log and the request's span
                 request.model, request.version, request.arm = served.name, served.version, served.route
+            if self.records is not None and exchange is not None:
+                self._record(served, exchange, status, seconds, request)
+
+    def _record(
+        self, served: Resolved, exchange: Exchange, status: int, seconds: float, request: RequestContext | None
+    ) -> None:
+        assert self.records is not None
+        model = self.cache.peek(served.id)
+        if not self.records.sampled(model.records_sample if model is not None else None):
+            return
+        record = InferenceRecord(
+            model=served.name,
+            version=served.version,
+            alias=served.alias,
+            arm=served.route,
+            request_id=request.request_id if request is not None else new_request_id(),
+            route_key=exchange.route_key,
+            protocol=exchange.protocol,
+            media_type=exchange.media_type,
+            request=exchange.request,
+            response=exchange.answer_json(exchange.response) if exchange.answer_json else exchange.response,
+            status=status,
+            latency_seconds=seconds,
+            time=request.time if request is not None else time.time() - seconds,
+            trace_id=request.trace_id if request is not None else None,
+        )
+        self.records.offer(record)
 
     @functools.cached_property
     def route_key_header(self) -> bytes:
@@ -332,6 +371,8 @@ class Services:
         pass; warm what the database says is served; then take traffic."""
         if self.access_log is not None:
             self.access_log.start()
+        if self.records is not None:
+            self.records.start()
         if self.gate.keys is not None:
             self.gate.keys.start()  # keys were read at build; from now on, followed
         self.stage = "taking the sync lease"
@@ -476,6 +517,8 @@ class Services:
         self.store.engine.dispose()
         if self.access_log is not None:
             self.access_log.close()
+        if self.records is not None:
+            await anyio.to_thread.run_sync(self.records.close)  # what it can write within its timeout
         await anyio.to_thread.run_sync(self.tracing.close)  # exports the spans still buffered
 
 

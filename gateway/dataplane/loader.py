@@ -55,6 +55,8 @@ ROW_INDEPENDENT_FLAVORS = frozenset({"sklearn", "pytorch"})
 BATCHING_TAG = "gateway.batching"
 DETERMINISTIC_TAG = "gateway.deterministic"
 FAST_PATH_TAG = "gateway.fast_path"
+# A version's share of requests recorded (GATEWAY_RECORDS_SAMPLE's override): a number in [0, 1].
+RECORDS_SAMPLE_TAG = "gateway.records.sample"
 
 # What a model raises that says the process is in trouble, not the input: another
 # replica, or the same one later, may well answer (500, worth a retry).
@@ -76,6 +78,7 @@ class LoadedModel:
     fast_reason: str = ""  # which path serves it and why, in words (shown in /models)
     batching: bool = False  # concurrent requests may share one predict call
     deterministic: bool = False  # the same input always gives the same answer (cacheable)
+    records_sample: float | None = None  # tagged gateway.records.sample: its inference records' ratio
     queue: Any = None  # this version's VersionQueue, made by the service on first use
     body_limits: BodyLimits = field(default_factory=BodyLimits)  # what CSV and Parquet bodies may decode to
     placement: Placement | None = None  # where it runs (this process, or a worker) and why
@@ -270,6 +273,7 @@ class ModelLoader:
             fast_reason=fast_reason,
             batching=_choose(_tag(tags, BATCHING_TAG), default=row_independent),
             deterministic=_choose(_tag(tags, DETERMINISTIC_TAG), default=row_independent),
+            records_sample=_ratio(version, tags, RECORDS_SAMPLE_TAG),
             body_limits=self.body_limits,
             placement=placement,
             unload=loaded.unload,
@@ -280,6 +284,21 @@ def _tag(tags: dict[str, str], key: str) -> bool | None:
     """A version's yes/no tag: True, False, or None when unset or unreadable."""
     value = str(tags.get(key, "")).strip().lower()
     return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(value)
+
+
+def _ratio(version: VersionId, tags: dict[str, str], key: str) -> float | None:
+    """A version's ratio tag: a number from 0 to 1, or None when unset (or unreadable: said once)."""
+    raw = str(tags.get(key, "")).strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        log.warning("%s: tag %s=%r is not a number from 0 to 1; the default applies", version, key, raw)
+        return None
+    return value
 
 
 def _choose(tagged: bool | None, *, default: bool) -> bool:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from gateway.http import errors as http_errors
+from gateway.observability.records.record import Exchange
 from gateway.process import Services
 from gateway.protocols.mlflow_scoring import parse_content_type
 from gateway.protocols.request_body import read_body
@@ -102,7 +103,8 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
         services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
-    services.predict_finished(served, status=200, started=started)
+    exchange = Exchange("mlflow", media_type, body, prediction.body, route_key)
+    services.predict_finished(served, status=200, started=started, exchange=exchange)
     response_headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": str(served.version)}
     if served.alias:
         response_headers["X-Model-Alias"] = header_value(served.alias)

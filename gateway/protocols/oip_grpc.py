@@ -49,6 +49,7 @@ from gateway.errors import (
 )
 from gateway.http import errors as http_errors
 from gateway.observability.context import begin, current, enter, leave
+from gateway.observability.records.record import Exchange
 from gateway.process import Services
 from gateway.protocols import oip_codec
 from gateway.protocols.oip_rest import EXTENSIONS
@@ -392,7 +393,8 @@ class InferenceServicer:
             except DecodeError as exc:
                 raise MalformedRequest(f"The request is not a ModelInferRequest: {exc}") from exc
             permit = await self._admit(context, Requirement(Access.PREDICT, message.model_name))
-            served = await self._choose(message.model_name, message.model_version, self._route_key(context))
+            route_key = self._route_key(context)
+            served = await self._choose(message.model_name, message.model_version, route_key)
             prediction = await _predict(services, served, message, body)
         except Exception as exc:
             error = status_of(exc)
@@ -404,7 +406,8 @@ class InferenceServicer:
             raise AssertionError("unreachable: abort raises") from exc
         permit.release()
         served = prediction.served  # a canary unloaded meanwhile was answered by its default version
-        services.predict_finished(served, status=200, started=started)
+        exchange = Exchange("oip-grpc", "application/x-protobuf", body, prediction.body, route_key)
+        services.predict_finished(served, status=200, started=started, exchange=exchange)
         services.shadows.copy(
             served, prediction.body, lambda target: _predict(services, target, message, body), decode=comparable
         )

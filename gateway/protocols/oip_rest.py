@@ -47,6 +47,7 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.http import errors as http_errors
+from gateway.observability.records.record import Exchange
 from gateway.process import Services
 from gateway.protocols import oip_codec
 from gateway.protocols.mlflow_predict import header_text, header_value
@@ -168,6 +169,11 @@ async def _predict(services: Services, served: Resolved, body: bytes, json_lengt
     return await services.inference.call(served, _Infer(body, json_length, served).call(), kind=kind, body=body)
 
 
+def _answer_json(answer: bytes) -> bytes:
+    """An answer as OIP's JSON, binary outputs as plain data (for an inference record)."""
+    return orjson.dumps({"outputs": comparable(answer)})
+
+
 def comparable(answer: bytes) -> list[dict[str, Any]]:
     """An answer's outputs as plain values (name, shape, data), from JSON or binary alike: what
     a shadow's answer is compared on (its model version differs from the primary's by design)."""
@@ -224,7 +230,9 @@ async def answer(
         services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
-    services.predict_finished(served, status=200, started=started)
+    media_type = "application/json" if json_length is None else "application/octet-stream"  # binary extension
+    exchange = Exchange("oip", media_type, body, prediction.body, route_key, answer_json=_answer_json)
+    services.predict_finished(served, status=200, started=started, exchange=exchange)
     services.shadows.copy(
         served, prediction.body, lambda target: _predict(services, target, body, json_length), decode=comparable
     )

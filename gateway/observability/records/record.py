@@ -3,6 +3,7 @@ untouched (parsing, redaction and serialisation happen later, in the recorder's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -25,3 +26,18 @@ class InferenceRecord:
     latency_seconds: float
     time: float
     trace_id: str | None = None  # 32 hex digits when tracing is on
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What a protocol adapter hands the data plane's seam (``Services.predict_finished``)
+    about an answered request, for a record if it is sampled: the body and the answer as they
+    crossed the wire, and the route key. ``answer_json`` turns an answer that is not JSON as
+    sent into JSON, only for a sampled request (the OIP REST binary extension's answer)."""
+
+    protocol: str
+    media_type: str
+    request: bytes
+    response: bytes
+    route_key: str | None = None
+    answer_json: Callable[[bytes], bytes] | None = None
