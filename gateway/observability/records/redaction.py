@@ -176,10 +176,11 @@ def _rows(value: Any, redact: Collection[str]) -> list[Any]:
 
 
 def _columns(value: Any, redact: Collection[str]) -> dict[str, Any]:
-    """An object whose keys are names: a row, columns (``inputs``) or ``params``."""
+    """An object whose keys are names: a row, columns (``inputs``) or ``params``. Values that
+    are objects themselves are searched for the names too."""
     if not isinstance(value, dict):
         raise Unreadable("the inputs are not named")
-    return {key: _blanked(item) if key in redact else item for key, item in value.items()}
+    return {key: _blanked(item) if key in redact else _scrubbed(item, redact) for key, item in value.items()}
 
 
 # --- Open Inference Protocol (REST JSON) ---

@@ -56,8 +56,8 @@ SHAPES = {
     "instances of objects": (
         "mlflow",
         "application/json",
-        {"instances": [{"age": 41, "ssn": ["SECRET-1", "SECRET-2"]}]},
-        {"instances": [{"age": 41, "ssn": [R, R]}]},
+        {"instances": [{"age": 41, "ssn": ["SECRET-1", "SECRET-2"]}, {"user": {"ssn": "SECRET-3", "age": 7}}]},
+        {"instances": [{"age": 41, "ssn": [R, R]}, {"user": {"ssn": R, "age": 7}}]},
     ),
     "inputs as columns, with params": (
         "mlflow",
