@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from report import Row, mean_rate, point, rate, ratio_table
+from report import mean_rate, point, rate, ratio_table, ratio_target
 
 MODEL = "iris"
 CONNECTIONS = 32
@@ -45,26 +45,13 @@ def baseline(data: dict[str, Any]) -> float | None:
     return mean_rate(data, (OFF_BEFORE, OFF_AFTER))
 
 
-def _answered(row: Row | None) -> bool:
-    """Every request of the point answered 2xx (a 401/403/429 would measure a refusal, not a check)."""
-    return row is not None and not row.get("errors")
-
-
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     """Issue 12: keys on within 5% of keys off; the rate limiter's point is information."""
     if not data:
         return []
     base = baseline(data)
-    out: list[tuple[str, str, bool | None]] = []
     name = f"auth: keys on at {CONNECTIONS} conns within 5% of keys off's req/s"
-    measured = point(data, KEYS)
-    mine = rate(measured)
-    if base is None or mine is None:
-        out.append((name, "not measured", False))
-    elif not _answered(measured):
-        out.append((name, f"{mine / base:.2f}×, but {measured['errors']} errors", False))  # type: ignore[index]
-    else:
-        out.append((name, f"{mine / base:.2f}×", mine >= TARGET * base))
+    out = [ratio_target(data, KEYS, base, TARGET, name)]
     limited = rate(point(data, LIMITED))
     if base is not None and limited is not None:
         out.append(

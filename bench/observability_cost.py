@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from report import Row, mean_rate, point, rate, ratio_table
+from report import mean_rate, point, rate, ratio_table, ratio_target
 
 MODEL = "iris"
 CONNECTIONS = 32
@@ -42,25 +42,20 @@ def baseline(data: dict[str, Any]) -> float | None:
     return mean_rate(data, (OFF_BEFORE, OFF_AFTER))
 
 
-def _answered(row: Row | None) -> bool:
-    return row is not None and not row.get("errors")
-
-
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     if not data:
         return []
     base = baseline(data)
-    out: list[tuple[str, str, bool | None]] = []
-    for label, target in TARGETS.items():
-        name = f"observability: {label} at {CONNECTIONS} conns within {100 - 100 * target:.0f}% of the default"
-        measured = point(data, label)
-        mine = rate(measured)
-        if base is None or mine is None:
-            out.append((name, "not measured", False))
-        elif not _answered(measured):
-            out.append((name, f"{mine / base:.2f}×, but {measured['errors']} errors", False))  # type: ignore[index]
-        else:
-            out.append((name, f"{mine / base:.2f}×", mine >= target * base))
+    out = [
+        ratio_target(
+            data,
+            label,
+            base,
+            target,
+            f"observability: {label} at {CONNECTIONS} conns within {100 - 100 * target:.0f}% of the default",
+        )
+        for label, target in TARGETS.items()
+    ]
     before, after = rate(point(data, OFF_BEFORE)), rate(point(data, OFF_AFTER))
     if before and after:
         out.append(

@@ -46,3 +46,17 @@ def ratio_table(data: dict[str, Any], base: float | None, against: str) -> list[
             f"{entry['errors']} | {ratio} |"
         )
     return lines
+
+
+def ratio_target(
+    data: dict[str, Any], label: str, base: float | None, target: float, name: str
+) -> tuple[str, str, bool | None]:
+    """The verdict of one point against ``target`` × ``base``: not measured, failed with errors,
+    or its ratio (a point with errors measured refusals, not the feature)."""
+    measured = point(data, label)
+    mine = rate(measured)
+    if base is None or mine is None:
+        return (name, "not measured", False)
+    if measured is None or measured.get("errors"):
+        return (name, f"{mine / base:.2f}×, but {measured['errors'] if measured else '?'} errors", False)
+    return (name, f"{mine / base:.2f}×", mine >= target * base)

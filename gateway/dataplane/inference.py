@@ -118,20 +118,8 @@ def _predict_fast(
             stages.encode += time.perf_counter() - encoding
             return
 
-    def alone(array: np.ndarray, encode: Encoder) -> bytes:
-        began = time.perf_counter()
-        try:
-            output = model.predict_fast(array)
-        finally:
-            encoding = time.perf_counter()
-            stages.compute += encoding - began
-        try:
-            return encode(output)
-        finally:
-            stages.encode += time.perf_counter() - encoding
-
     for index, array, encode in items:  # alone, or the batch failed: each on its own
-        outcomes[index] = _attempt(alone, array, encode)
+        outcomes[index] = _attempt(_timed, model.predict_fast, array, encode, stages)
 
 
 def _predict_frames(
@@ -194,14 +182,20 @@ def _split_any(output: Any, counts: list[int]) -> list[Any] | None:
 
 
 def _pyfunc_one(model: LoadedModel, request: ScoringInput, stages: Stages) -> bytes:
+    encode = functools.partial(encode_predictions, unwrapped=request.unwrapped)
+    return _timed(model.predict, request, encode, stages)
+
+
+def _timed(predict: Callable[[Any], Any], data: Any, encode: Encoder, stages: Stages) -> bytes:
+    """``encode(predict(data))``, its two parts' seconds added to ``stages`` (failed or not)."""
     began = time.perf_counter()
     try:
-        output = model.predict(request)
+        output = predict(data)
     finally:
         encoding = time.perf_counter()
         stages.compute += encoding - began
     try:
-        return encode_predictions(output, unwrapped=request.unwrapped)
+        return encode(output)
     finally:
         stages.encode += time.perf_counter() - encoding
 
