@@ -39,6 +39,7 @@ from registry_sync.repository import EventKind, RouteState, StateStore
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0  # a failed swap is tried again after this, or at once on the next change
+MAX_WAIT_ROUNDS = 8  # reconcile(wait=True): swaps that leave their alias due again, followed this often
 
 
 class Reconciler:
@@ -139,7 +140,21 @@ class Reconciler:
                 log.exception("reconcile pass failed")
 
     async def reconcile(self, *, wait: bool = False, retry_now: bool = False) -> None:
-        """Start a swap for each warm alias whose served version is not its target."""
+        """Start a swap for each warm alias whose served version is not its target.
+
+        With ``wait``, also wait until none is due: a swap that ends may leave its alias due
+        again (its version was refused while it loaded and flipped), and that swap back is
+        waited for too. Failed swaps are retried only in the first round (``retry_now``)."""
+        self._start_due(retry_now=retry_now)
+        if not wait:
+            return
+        for _ in range(MAX_WAIT_ROUNDS):
+            await self.settle()
+            if not self._start_due(retry_now=False):
+                return
+
+    def _start_due(self, *, retry_now: bool) -> bool:
+        """Start what is due; True when anything is under way (swaps, canary warm-ups)."""
         for loaded in self._cache.keys():
             if self._catalog.refused(loaded.name, loaded.version) or not self._catalog.is_current(loaded):
                 self._cache.discard(loaded)  # refused, deleted or re-created after it loaded: never again
@@ -156,8 +171,7 @@ class Reconciler:
             self._swaps[key] = task
             task.add_done_callback(functools.partial(self._swap_done, key))
         self._warm_canaries()
-        if wait:
-            await self.settle()
+        return bool(self._swaps or self._warming)
 
     def _canaries_due(self) -> list[VersionId]:
         """Canary and shadow versions to warm here now: not warm (or unloaded), not warming,

@@ -103,6 +103,30 @@ async def test_the_old_version_serves_until_the_new_one_is_warm(
         assert metric(gateway, "gateway_swaps_total", model=name, outcome="success") == 2
 
 
+async def test_a_sync_waits_for_the_swap_an_alias_moved_past_while_it_loaded(
+    registry: Registry, make_warm_gateway, name: str
+) -> None:  # type: ignore[no-untyped-def]
+    old = registry.log(log_pyfunc, name, Doubler())
+    slow = registry.log(log_pyfunc, name, GatedLoad())
+    new = registry.log(log_pyfunc, name, Doubler())
+    registry.client.set_registered_model_alias(name, "champion", str(old))
+    async with make_warm_gateway() as gateway:
+        fault_models.LOAD_GATE.clear()
+        loads_before = fault_models.LOADS.get("gated_load", 0)
+        registry.client.set_registered_model_alias(name, "champion", str(slow))
+        first = asyncio.create_task(sync(gateway, name))
+        await until(lambda: fault_models.LOADS.get("gated_load", 0) > loads_before, "the slow version to be loading")
+        registry.client.set_registered_model_alias(name, "champion", str(new))  # moved on while it loads
+        second = asyncio.create_task(sync(gateway, name))
+        await until(lambda: gateway.services.catalog.route(name, "champion").version == new, "the second pass")  # type: ignore[union-attr]
+        fault_models.LOAD_GATE.set()
+        await first
+        await second
+        # Both syncs returned only once the alias serves where MLflow points, not at the
+        # version whose swap was under way when they looked.
+        assert await served(gateway, name) == new
+
+
 async def test_a_failed_swap_leaves_the_old_version_serving(registry: Registry, make_warm_gateway, name: str) -> None:  # type: ignore[no-untyped-def]
     old = registry.log(log_pyfunc, name, Doubler())
     new = registry.log(log_pyfunc, name, FlakyLoad())
