@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 from mlflow.models import Model
+from mlflow.models.model import MODEL_CODE_PATH
 
 from gateway.runtimes.base import Loaded, flavor_of
 from gateway.runtimes.sizing import object_graph_bytes
@@ -18,7 +19,18 @@ from gateway.runtimes.sizing import object_graph_bytes
 # Flavors whose loading is not thread-safe: torch.export's deserializer keeps one global,
 # so two `pt2` models loading at once fail ("_CURRENT_DESERIALIZER is already set").
 _SERIAL_FLAVORS = frozenset({"pytorch"})
+# Models from code (a flavor's ``model_code_path``: pyfunc, langchain, llama_index) are not
+# either: MLflow runs their code with a stand-in ``dbutils`` module put into sys.modules and
+# taken out after (mlflow.models.utils._mock_dbutils), and two such loads at once leave the
+# stand-in there for good (the second restores what it found: the first one's).
 _serial_loads = threading.Lock()
+
+
+def loads_serially(metadata: Model) -> bool:
+    """Whether a version must load with no other such load under way in this process."""
+    if flavor_of(metadata) in _SERIAL_FLAVORS:
+        return True
+    return any(isinstance(conf, dict) and MODEL_CODE_PATH in conf for conf in metadata.flavors.values())
 
 
 class InProcessRuntime:
@@ -26,7 +38,7 @@ class InProcessRuntime:
 
     def load(self, path: Path, metadata: Model) -> Loaded:
         # Flavors whose loading is not thread-safe load one at a time.
-        with _serial_loads if flavor_of(metadata) in _SERIAL_FLAVORS else nullcontext():
+        with _serial_loads if loads_serially(metadata) else nullcontext():
             pyfunc = mlflow.pyfunc.load_model(str(path))
         # The graph misses memory that native libraries hold outside Python: the loader bounds
         # it from below by the files it was loaded from, whatever the runtime.
