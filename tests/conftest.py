@@ -31,6 +31,12 @@ from tests.support.servers import mlflow_server
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
+# The programs the tests start (`registry-gateway serve`, the CLI) import this checkout's code,
+# as the tests themselves do: an editable install of another checkout (a second git worktree
+# sharing one venv) would otherwise answer for them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+)
 # MLflow's client retries for minutes against a dead server by default.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 # The per-user defaults (state database, artifact cache) must never be the machine's own:
@@ -110,6 +116,19 @@ def _populate(kind: str, tracking_uri: str, root: Path) -> Registry:
 def sqlite_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     root = tmp_path_factory.mktemp("sqlite-registry")
     return _populate("sqlite", new_mlflow_db(root / "mlflow.db"), root)
+
+
+@pytest.fixture(scope="session")
+def iris_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A sqlite registry holding iris alone (champion -> 1), for tests that start
+    `registry-gateway serve` processes and only ask for iris: each of those warms every
+    champion it finds before it is ready, and the shared session registry holds torch and
+    fault models, and more versions as its tests add them."""
+    registry = empty_registry(tmp_path_factory.mktemp("iris-registry"))
+    first = registry.log(log_iris_version, IRIS, c=0.05)
+    registry.client.set_registered_model_alias(IRIS, "champion", str(first))
+    registry.versions[IRIS] = [first]
+    return registry
 
 
 @pytest.fixture(scope="session")

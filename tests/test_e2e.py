@@ -125,8 +125,8 @@ def test_loaded_models_keep_serving_when_mlflow_goes_away(tmp_path: Path) -> Non
         mlflow.stop()
 
 
-def test_several_workers_serve(sqlite_registry: Registry, tmp_path: Path) -> None:
-    process, base = gateway_server(tracking_uri=sqlite_registry.tracking_uri, workdir=tmp_path, workers=2)
+def test_several_workers_serve(iris_registry: Registry, tmp_path: Path) -> None:
+    process, base = gateway_server(tracking_uri=iris_registry.tracking_uri, workdir=tmp_path, workers=2)
     process.start()
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -139,9 +139,9 @@ def test_several_workers_serve(sqlite_registry: Registry, tmp_path: Path) -> Non
     assert (tmp_path / "gateway.log").read_text().count(f'"POST /models/{IRIS}/predict" 200 ') == 6
 
 
-def test_the_access_log_can_be_turned_off(sqlite_registry: Registry, tmp_path: Path) -> None:
+def test_the_access_log_can_be_turned_off(iris_registry: Registry, tmp_path: Path) -> None:
     process, base = gateway_server(
-        tracking_uri=sqlite_registry.tracking_uri, workdir=tmp_path, env={"GATEWAY_ACCESS_LOG": "false"}
+        tracking_uri=iris_registry.tracking_uri, workdir=tmp_path, env={"GATEWAY_ACCESS_LOG": "false"}
     )
     process.start()
     try:

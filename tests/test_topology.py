@@ -231,7 +231,7 @@ def test_the_whole_topology_on_loopback(tmp_path: Path) -> None:
         subprocess.run([nginx, "-p", str(tmp_path), "-c", str(conf), "-s", "quit"], check=False, timeout=10)
 
 
-def test_workers_on_sqlite_elect_one_leader(sqlite_registry: Registry, tmp_path: Path) -> None:
+def test_workers_on_sqlite_elect_one_leader(iris_registry: Registry, tmp_path: Path) -> None:
     """`serve --workers 3` (role all) on the default sqlite state database: the workers
     compete for the lease like replicas, one leads for good, and another takes over when
     it dies (uvicorn starts a new worker in its place)."""
@@ -240,7 +240,7 @@ def test_workers_on_sqlite_elect_one_leader(sqlite_registry: Registry, tmp_path:
     # holder's renewals (safe, fenced, but this test checks that it stays put).
     env = {"GATEWAY_POLL_INTERVAL_SECONDS": "1", "GATEWAY_LEASE_SECONDS": "5", "GATEWAY_LOG_LEVEL": "warning"}
     proc, base = gateway_server(
-        tracking_uri=sqlite_registry.tracking_uri, workdir=tmp_path / "gateway", env=env, workers=3
+        tracking_uri=iris_registry.tracking_uri, workdir=tmp_path / "gateway", env=env, workers=3
     )
     proc.start()
     try:

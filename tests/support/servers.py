@@ -77,6 +77,21 @@ class Process:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def rss_bytes(self) -> int:
+        """The resident memory of the process and whatever it started (its process group), read
+        from /proc (Linux)."""
+        assert self._proc is not None
+        group, total = self._proc.pid, 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(entry.name)) == group:
+                    total += int((entry / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError):  # gone meanwhile
+                continue
+        return total
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self._proc is None:
             return
