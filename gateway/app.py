@@ -216,8 +216,8 @@ class GatewayApp(FastAPI):
                 target = self.default_target  # unset: FastAPI's route says so (404)
             if target is None:
                 target = oip_target = oip_rest.match(path)
-            if target is not None and (request := context.current()) is not None:
-                request.route = _template(path, *target)
+            if target is not None and (request := context.current()) is not None and request.span is not None:
+                request.route = _template(path, *target)  # the span's name; only a traced request needs it
         if services is None or not services.gate.active:
             # no keys and no model limits: nothing to check (or no lifespan: no services, and
             # every route but the health probes answers 500 without them)

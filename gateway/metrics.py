@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.loop_metrics import LoopCounter, LoopHistogram
+
 UNKNOWN = "_unknown"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -26,17 +28,18 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
+        # What every request updates, on the event loop: plain numbers, no lock (gateway.loop_metrics).
+        self.requests = LoopCounter(
             "gateway_requests", "Prediction requests answered", ["model", "version", "status"], registry=r
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "gateway_request_duration_seconds",
             "Time to answer a prediction request, including any load",
             ["model", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.hits = Counter(
+        self.hits = LoopCounter(
             "gateway_cache_hits", "Requests that found their version loaded (or loading)", ["model"], registry=r
         )
         self.misses = Counter("gateway_cache_misses", "Requests that started a load", ["model"], registry=r)
@@ -74,8 +77,7 @@ class GatewayMetrics:
             registry=r,
         )
         self.last_sync_age.set_function(self._last_sync_age)
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.batch_size = Histogram(
+        self.batch_size = LoopHistogram(
             "gateway_batch_size",
             "Requests coalesced into one predict call",
             ["model"],
@@ -86,14 +88,14 @@ class GatewayMetrics:
         self.rejected = Counter(
             "gateway_rejected", "Requests refused with 503 because a version's queue was full", ["model"], registry=r
         )
-        self.batches = Counter(
+        self.batches = LoopCounter(
             "gateway_batches",
             "Predict calls (batches) by where they ran: the event loop (a version whose batches "
             "cost under GATEWAY_INLINE_PREDICT_MS of CPU) or the inference pool",
             ["model", "runs_on"],
             registry=r,
         )
-        self.fast_path = Counter(
+        self.fast_path = LoopCounter(
             "gateway_predictions_by_path",
             "Requests predicted by the flavor's own predict (fast) or through pyfunc",
             ["model", "path"],
@@ -139,20 +141,19 @@ class GatewayMetrics:
             "gateway_loads_throttled", "Cold loads refused (503) past GATEWAY_MAX_LOADS_PER_MINUTE", registry=r
         )
 
-        self.arm_requests = Counter(
+        self.arm_requests = LoopCounter(
             "gateway_traffic_requests",
             "Default-route requests by model and arm (default, canary, shadow) and outcome (ok, error)",
             ["model", "arm", "outcome"],
             registry=r,
         )
-        self.arm_latency = Histogram(
+        self.arm_latency = LoopHistogram(
             "gateway_traffic_duration_seconds",
             "Time to answer a default-route request, by model and arm",
             ["model", "arm"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self._arm_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.shadow_dropped = Counter(
             "gateway_shadow_dropped",
             "Shadow requests dropped: the shadow queue or half the version's own queue was full, "
@@ -177,21 +178,21 @@ class GatewayMetrics:
         )
 
         # Where a request's time goes (the latency split): at most one series per loaded version.
-        self.queue_seconds = Histogram(
+        self.queue_seconds = LoopHistogram(
             "gateway_queue_seconds",
             "Time a request waited in its version's queue before its batch started",
             ["model", "version"],
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
-        self.compute_seconds = Histogram(
+        self.compute_seconds = LoopHistogram(
             "gateway_compute_seconds",
             "Time of one batch's predict call (the model itself); its count is the batches run",
             ["model", "version"],
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
-        self.codec_seconds = Histogram(
+        self.codec_seconds = LoopHistogram(
             "gateway_codec_seconds",
             "Time one batch spent decoding its requests' bodies (stage=decode) or encoding the answers (encode)",
             ["model", "version", "stage"],
@@ -245,22 +246,12 @@ class GatewayMetrics:
             self.refusals.inc(refused)
 
     def request_finished(self, *, model: str, version: str, status: int, seconds: float) -> None:
-        key = (model, version, status)
-        children = self._request_children.get(key)
-        if children is None:  # labels() takes a lock and builds tuples: once per label set
-            children = (self.requests.labels(model, version, str(status)), self.latency.labels(model, version))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests.inc((model, version, str(status)))
+        self.latency.observe((model, version), seconds)
 
     def arm_finished(self, *, model: str, arm: str, ok: bool, seconds: float) -> None:
-        key = (model, arm, "ok" if ok else "error")
-        children = self._arm_children.get(key)
-        if children is None:  # labels() takes a lock and builds tuples: once per label set
-            children = (self.arm_requests.labels(*key), self.arm_latency.labels(model, arm))
-            self._arm_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.arm_requests.inc((model, arm, "ok" if ok else "error"))
+        self.arm_latency.observe((model, arm), seconds)
 
     def shadow_was_dropped(self, model: str) -> None:
         self._child(self.shadow_dropped, model).inc()
@@ -272,7 +263,7 @@ class GatewayMetrics:
         self._child(self.shadow_agreement, model, "agree" if agree else "differ").inc()
 
     def cache_hit(self, model: str) -> None:
-        self._child(self.hits, model).inc()
+        self.hits.inc((model,))
 
     def cache_miss(self, model: str) -> None:
         self._child(self.misses, model).inc()
@@ -298,24 +289,23 @@ class GatewayMetrics:
         self.loaded_bytes.set(size_bytes)
 
     def batch_finished(self, model: str, *, size: int, fast: int, on_loop: bool = False) -> None:
-        self._child(self.batch_size, model).observe(size)
-        self._child(self.batches, model, "loop" if on_loop else "pool").inc()
+        self.batch_size.observe((model,), size)
+        self.batches.inc((model, "loop" if on_loop else "pool"))
         if fast:
-            self._child(self.fast_path, model, "fast").inc(fast)
+            self.fast_path.inc((model, "fast"), fast)
         if size - fast:
-            self._child(self.fast_path, model, "pyfunc").inc(size - fast)
+            self.fast_path.inc((model, "pyfunc"), size - fast)
 
     def batch_timed(
         self, model: str, version: int, *, waits: list[float], compute: float, decode: float, encode: float
     ) -> None:
         """One batch of a version ran: each request's wait in the queue, and the batch's stages."""
         label = str(version)
-        queue = self._child(self.queue_seconds, model, label)
         for wait in waits:
-            queue.observe(wait)
-        self._child(self.compute_seconds, model, label).observe(compute)
-        self._child(self.codec_seconds, model, label, "decode").observe(decode)
-        self._child(self.codec_seconds, model, label, "encode").observe(encode)
+            self.queue_seconds.observe((model, label), wait)
+        self.compute_seconds.observe((model, label), compute)
+        self.codec_seconds.observe((model, label, "decode"), decode)
+        self.codec_seconds.observe((model, label, "encode"), encode)
 
     def records_written_to(self, sink: str, count: int) -> None:
         self._child(self.records_written, sink).inc(count)

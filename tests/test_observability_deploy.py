@@ -26,6 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
+from gateway.loop_metrics import LoopCounter, LoopHistogram
 from gateway.metrics import GatewayMetrics
 from registry_sync.registry import RegistryReader
 from tests.conftest import settings_under
@@ -57,6 +58,14 @@ RECORD_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*:[a-zA-Z0-9_:]*$")  # level:me
 # --- what a gateway exports --------------------------------------------------------------
 
 
+def _name_and_labels(collector: object) -> tuple[str, frozenset[str]]:
+    """A metric's name and label names: gateway.loop_metrics' families say them, prometheus_client's
+    keep them in _name and _labelnames."""
+    if isinstance(collector, LoopCounter | LoopHistogram):
+        return collector.name, frozenset(collector.labelnames)
+    return collector._name, frozenset(collector._labelnames)  # type: ignore[attr-defined]
+
+
 async def _scrape(root: Path) -> tuple[str, GatewayMetrics]:
     # The lightest real gateway: a replica (it never reads MLflow, so the reader's URI is never
     # dialled) started in the background (its /metrics answers while it waits for a sync
@@ -81,7 +90,7 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Labels]:
     # only HELP and TYPE. prometheus_client keeps them in _labelnames; the registry's
     # collectors are the families it renders (labelled children are never registered).
     label_names = {
-        collector._name: frozenset(collector._labelnames)  # type: ignore[attr-defined]
+        _name_and_labels(collector)[0]: _name_and_labels(collector)[1]
         for collector in metrics.registry._collector_to_names
     }
     found: dict[str, Labels] = dict(PROMETHEUS_SERIES)

@@ -93,6 +93,11 @@ class Catalog:
         # so a number the registry re-created is a new version to swap to, not the one held.
         self._served: dict[tuple[str, str], VersionId] = {}
         self._previous: dict[tuple[str, str], VersionId] = {}
+        # Selectors resolved since the snapshot or a warm alias last changed: a request's
+        # resolution is a dict lookup (found only, so bounded by the registry's versions and
+        # aliases; misses are resolved each time). Cleared by _install, flip and adopt, the
+        # only writers of what _resolve reads.
+        self._resolved: dict[tuple[str, Selector], Resolved] = {}
         self._looked: OrderedDict[str, float] = OrderedDict()
         self._looks = asyncio.Semaphore(_MAX_LOOKS)
         self._refreshing = asyncio.Lock()
@@ -126,6 +131,7 @@ class Catalog:
         for (name, _), route in snapshot.routes.items():
             by_model.setdefault(name, ({}, []))[1].append(route)
         self._snapshot, self._by_model = snapshot, by_model
+        self._resolved = {}
 
     def warm_routes(self) -> list[RouteState]:
         return [route for route in self._snapshot.routes.values() if route.alias in self.warm_aliases]
@@ -180,6 +186,7 @@ class Catalog:
         """Serve ``version`` for a warm alias from now on; returns what served before."""
         previous = self._served.get((name, alias))
         self._served[(name, alias)] = version
+        self._resolved = {}
         if previous is not None and previous != version:
             self._previous[(name, alias)] = previous
         return previous
@@ -195,6 +202,7 @@ class Catalog:
     def adopt(self, name: str, alias: str, version: VersionId) -> None:
         """Take the database's served version as this process's own (at startup)."""
         self._served.setdefault((name, alias), version)
+        self._resolved = {}
 
     # --- reading ---------------------------------------------------------------------
 
@@ -242,6 +250,12 @@ class Catalog:
         return True
 
     def _resolve(self, name: str, selector: Selector) -> Resolved:
+        resolved = self._resolved.get((name, selector))
+        if resolved is None:
+            resolved = self._resolved[(name, selector)] = self._resolve_now(name, selector)
+        return resolved
+
+    def _resolve_now(self, name: str, selector: Selector) -> Resolved:
         model = self.model(name)
         if selector.kind == "latest":
             latest = model.latest_ready
