@@ -313,8 +313,9 @@ class GatewaySettings(BaseSettings):
     connection to one of them). grpc.aio's server takes new calls one at a time, each a turn
     of the event loop, so calls from many clients reach the batcher one by one and each pays
     a whole predict; N servers take up to N at once, and those share a batch. Calls that
-    share one connection still arrive one at a time. Past 8 the bench gained nothing, and 64
-    cost a single connection's calls about 6% more CPU each."""
+    share one connection still arrive one at a time, and a batch of them waits for the next
+    while they keep coming (at most 1 ms: gateway/dataplane/batching.py). Past 8 the bench
+    gained nothing, and 64 cost a single connection's calls about 6% more CPU each."""
 
     # --- per-model Python environments (docs/operations.md: Models with their own environments) ---
 

@@ -45,10 +45,23 @@ class TensorCall:
     tensors: Callable[[LoadedModel], dict[str, Any] | np.ndarray | None]
     encode: Callable[[LoadedModel, Any], bytes]
     alone: Call
+    trickles: bool = False
+    """It comes from a transport that hands the event loop one request per turn however many
+    its clients have sent (grpc.aio: see :class:`~gateway.protocols.oip_grpc.GrpcServer`):
+    such requests never find company in the queue, so a batch of them waits for the next ones
+    while clients are seen to send concurrently (:meth:`VersionQueue.gather`)."""
 
 
 Request = Scoring | Call | TensorCall
 Outcome = bytes | Exception
+
+# Gathering requests that trickle in (TensorCall.trickles): a batch waits for the next one at
+# most twice the recent gap between such arrivals, and never longer than this. A wait that
+# found no company makes the next ones rarer (every 2nd batch, 4th, ... up to every 1024th),
+# so a lone client's requests almost never wait; one that found company resets that.
+GATHER_MAX_WAIT = 0.001
+_MAX_GATHER_SKIP = 1023
+_EWMA = 0.2  # weight of the newest arrival in the moving averages below
 
 
 @dataclass(slots=True)
@@ -71,6 +84,7 @@ class Job:
     queued_ns: int  # time.perf_counter_ns() when it was queued
     trace: Any = None  # the request span's SpanContext, when tracing samples it
     started: bool = False
+    trickles: bool = False  # TensorCall.trickles
 
     def abandon(self) -> None:
         """The client stopped waiting: drop the job unless a worker already has it."""
@@ -94,6 +108,16 @@ class VersionQueue:
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _together: bool = False  # the last batch found company: worth waiting for more
+    # Requests that trickle in (TensorCall.trickles): the moving average of the gap between two
+    # arrivals, the batches to let go before the next wait for company (and the streak of waits
+    # that found none), the future a gathering worker waits on for the next arrival.
+    _gap: float = GATHER_MAX_WAIT
+    _last_trickle: float = 0.0
+    _skip: int = 0
+    _misses: int = 0
+    _arrival: asyncio.Future[bool] | None = None
+    waits_in_vain: int = 0
+    """Batches that waited for company and found none (a lone client's cost, for tests)."""
 
     def submit(self, request: Request, *, background: bool = False) -> Job:
         """Queue a request; past ``max_queue`` waiting, :class:`Overloaded`. A ``background``
@@ -110,7 +134,16 @@ class VersionQueue:
             if context.span.is_recording():
                 job.trace = context.span.get_span_context()
         self._waiting.append(job)
-        if len(self._workers) < self.max_workers:
+        if isinstance(request, TensorCall) and request.trickles:
+            job.trickles = True
+            now = time.perf_counter()
+            if self._last_trickle:
+                self._gap += _EWMA * (min(now - self._last_trickle, GATHER_MAX_WAIT) - self._gap)
+            self._last_trickle = now
+        if self._arrival is not None:  # a worker gathers a batch: this one joins it
+            if not self._arrival.done():
+                self._arrival.set_result(True)
+        elif len(self._workers) < self.max_workers:
             task = loop.create_task(self._work(), name=f"batch {self.model.name} v{self.model.version}")
             self._workers.add(task)
         return job
@@ -136,6 +169,8 @@ class VersionQueue:
             if self._together and len(batch) < self.max_batch and self.max_wait > 0:
                 await asyncio.sleep(self.max_wait)
                 batch += self._take(self.max_batch - len(batch))
+            if batch and batch[0].trickles and len(batch) < self.max_batch:
+                batch += await self.gather(self.max_batch - len(batch))
             if not batch:
                 continue
             self._together = len(batch) > 1 or bool(self._waiting)
@@ -163,6 +198,39 @@ class VersionQueue:
             if on_loop and self._waiting:
                 await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
+    async def gather(self, room: int) -> list[Job]:
+        """Requests that trickle in one per loop turn (``TensorCall.trickles``) joining a
+        batch: it waits for each next one up to twice the recent gap between arrivals (at most
+        ``GATHER_MAX_WAIT``) and goes as soon as one is late or it is full. When concurrent
+        clients have sent more (16 threads on one tritonclient), they come and share the
+        batch; when a wait finds none (a lone client), the next waits get exponentially rarer,
+        and one that finds company makes them regular again."""
+        gathered: list[Job] = []
+        if self._skip:
+            self._skip -= 1
+            return gathered
+        loop = asyncio.get_running_loop()
+        while len(gathered) < room:
+            arrival: asyncio.Future[bool] = loop.create_future()
+            self._arrival = arrival
+            timer = loop.call_later(min(2 * self._gap, GATHER_MAX_WAIT), _settle, arrival)
+            try:
+                arrived = await arrival
+            finally:
+                timer.cancel()
+                self._arrival = None
+            more = self._take(room - len(gathered))
+            gathered += more
+            if not arrived and not more:
+                break
+        if gathered:
+            self._misses = 0
+        else:
+            self.waits_in_vain += 1
+            self._misses += 1
+            self._skip = min(2**self._misses - 1, _MAX_GATHER_SKIP)
+        return gathered
+
     def on_loop(self, size: int) -> bool:
         """Whether a batch of ``size`` requests runs right here on the event loop instead of in
         the inference pool. Handing a batch to a thread and its answers back costs two thread
@@ -186,7 +254,7 @@ class VersionQueue:
         self.metrics.batch_timed(
             model, version, waits=waits, compute=stages.compute, decode=stages.decode, encode=stages.encode
         )
-        if self.tracing.enabled:
+        if self.tracing.enabled and any(job.trace is not None for job in batch):  # most batches: none sampled
             timing = BatchTiming(started, time.perf_counter_ns(), stages.decode, stages.compute, stages.encode)
             members = [Member(job.trace, job.queued_ns) for job in batch]
             self.tracing.batch_ran(model=model, version=version, members=members, timing=timing)
@@ -216,3 +284,9 @@ class VersionQueue:
             if not job.future.done():  # skip jobs whose client gave up
                 batch.append(job)
         return batch
+
+
+def _settle(arrival: asyncio.Future[bool]) -> None:
+    """A gathering worker's wait ran out: no request arrived in time."""
+    if not arrival.done():
+        arrival.set_result(False)

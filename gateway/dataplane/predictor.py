@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from gateway.admission.limits import LoadBudget
 from gateway.dataplane.batching import Call, Job, Request, TensorCall, VersionQueue
 from gateway.dataplane.cache import ModelCache
+from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.inference import score_batch
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.prediction_cache import PredictionCache, cache_key
@@ -63,6 +64,7 @@ class InferenceService:
         self._cache = cache
         self._default = parse_selector(default_alias)
         self._timeout = predict_timeout_seconds
+        self._deadlines = Deadlines(predict_timeout_seconds)
         self._executor = executor
         self._metrics = metrics
         self._batching = batching or BatchPolicy()
@@ -163,11 +165,10 @@ class InferenceService:
 
     async def _answer(self, job: Job) -> bytes:
         """The job's answer, or TimeoutError after the predict timeout. Like shield() inside
-        timeout(), with one future and one timer: this runs for every request. A request
-        that gives up (timeout, client gone) abandons the job if no worker has it yet; a
-        running predict finishes, and its lease is returned then."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bytes] = loop.create_future()
+        timeout(), with one future and a shared timer (gateway.dataplane.deadlines): this runs
+        for every request. A request that gives up (timeout, client gone) abandons the job if
+        no worker has it yet; a running predict finishes, and its lease is returned then."""
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
         def relay(done: asyncio.Future[bytes]) -> None:
             if answer.done():
@@ -179,19 +180,13 @@ class InferenceService:
             else:
                 answer.set_result(done.result())
 
-        def expire() -> None:
-            if not answer.done():
-                answer.set_exception(TimeoutError())
-
         job.future.add_done_callback(relay)
-        timer = loop.call_later(self._timeout, expire)
+        self._deadlines.add(answer)
         try:
             return await answer
         except BaseException:
             job.abandon()
             raise
-        finally:
-            timer.cancel()
 
     def _queue(self, model: LoadedModel) -> VersionQueue:
         queue: VersionQueue | None = model.queue

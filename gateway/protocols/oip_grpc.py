@@ -249,7 +249,8 @@ def _work(message: pb.ModelInferRequest, served: Resolved) -> TensorCall:
     def alone(model: LoadedModel) -> bytes:
         return encode(model, model.predict(oip_codec.to_model_input(request(), model.metadata)))
 
-    return TensorCall(lambda model: oip_codec.plain_tensors(request(), model.metadata), encode, alone)
+    tensors = lambda model: oip_codec.plain_tensors(request(), model.metadata)  # noqa: E731
+    return TensorCall(tensors, encode, alone, trickles=True)  # grpc.aio hands over a call a turn
 
 
 async def _predict(services: Services, served: Resolved, message: pb.ModelInferRequest, body: bytes) -> Prediction:
