@@ -3,15 +3,25 @@ is about, and the access log, a line per HTTP request written off the request pa
 
 :func:`logging_config` is one ``logging.config.dictConfig`` for the root logger and uvicorn's,
 given to uvicorn (which applies it in every worker process) and used by the CLI's commands.
+
+The access log's lines go through :mod:`logging` like any other, unless the ``gateway.access``
+logger's only way out is the handler :func:`logging_config` made: then its writer thread
+formats them itself, the very same text or JSON, and writes what gathered in one call. Through
+``logging`` a line cost 40 us (text) to 66 us (JSON) of the CPU the requests run on; this way
+a few. Add a handler or a filter (or another formatter) and every line goes through
+``logging`` again, so your configuration sees each one.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
-import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
+
+from pythonjsonlogger.json import JsonFormatter
 
 from gateway.observability.context import RequestContext, current
 
@@ -48,11 +58,20 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class JsonLinesFormatter(JsonFormatter):
+    """python-json-logger's formatter, as :func:`logging_config` sets it up (by its own name, so
+    the access log knows the lines it would make)."""
+
+
+class GatewayStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stream handler :func:`logging_config` makes (by its own name, for the same reason)."""
+
+
 def logging_config(log_format: str, level: str | int) -> dict[str, Any]:
     """Root and uvicorn's loggers, to stderr, in ``log_format`` (text or json), at ``level``."""
     if log_format == "json":
         formatter: dict[str, Any] = {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": JsonLinesFormatter,
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
@@ -65,7 +84,7 @@ def logging_config(log_format: str, level: str | int) -> dict[str, Any]:
         "formatters": {"gateway": formatter},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
+                "()": GatewayStreamHandler,
                 "stream": "ext://sys.stderr",
                 "formatter": "gateway",
                 "filters": ["request"],
@@ -80,47 +99,160 @@ def logging_config(log_format: str, level: str | int) -> dict[str, Any]:
 
 # method, path, status, seconds, wall time at the end, request context, client address
 _Line = tuple[str, str, int, float, float, RequestContext | None, str | None]
+_Direct = tuple[GatewayStreamHandler, Literal["text", "json"]]
+
+FLUSH_SECONDS = 0.05  # how long a line may wait for its writer: the lines of 50 ms go in one write
 
 
 class AccessLog:
-    """A line per HTTP request on the ``gateway.access`` logger. The request path only puts a
-    tuple on a bounded queue; one thread makes, formats and writes the records, so a slow
-    stderr (a full pipe) costs dropped lines (counted in :attr:`dropped`), never a stalled request."""
+    """A line per HTTP request on the ``gateway.access`` logger. The request path only appends
+    a tuple to a bounded deque; one thread, waking every :data:`FLUSH_SECONDS`, makes, formats
+    and writes the lines (see the module for how), so a slow stderr (a full pipe) costs dropped
+    lines (counted in :attr:`dropped`), never a stalled request."""
 
     def __init__(self, *, max_pending: int = 10_000) -> None:
-        self._queue: queue.Queue[_Line | None] = queue.Queue(max_pending)
+        self._pending: collections.deque[_Line] = collections.deque()
+        self._max_pending = max_pending
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._second = -1
+        self._stamp = ""
         self.dropped = 0
 
     def start(self) -> None:
+        self._closing.clear()
         self._thread = threading.Thread(target=self._write, name="access log", daemon=True)
         self._thread.start()
 
     def request_done(
         self, method: str, path: str, status: int, seconds: float, context: RequestContext | None, client: str | None
     ) -> None:
-        try:
-            self._queue.put_nowait((method, path, status, seconds, time.time(), context, client))
-        except queue.Full:
+        if len(self._pending) >= self._max_pending:
             self.dropped += 1
+            return
+        self._pending.append((method, path, status, seconds, time.time(), context, client))
 
     def close(self, timeout: float = 2.0) -> None:
+        """Write what waits, then stop the writer."""
         if self._thread is None:
             return
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
+        self._closing.set()
         self._thread.join(timeout)
         self._thread = None
 
     def _write(self) -> None:
-        while (line := self._queue.get()) is not None:
-            try:
-                self._emit(*line)
-            except Exception:  # a broken handler must not end the thread (and stall nothing else)
-                self.dropped += 1
+        while not self._closing.wait(FLUSH_SECONDS):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        lines: list[_Line] = []
+        pending = self._pending
+        while pending and len(lines) < self._max_pending:
+            lines.append(pending.popleft())
+        if not lines:
+            return
+        direct = self._direct()
+        if direct is None:
+            for line in lines:
+                try:
+                    self._emit(*line)
+                except Exception:  # a broken handler must not end the thread (and stall nothing else)
+                    self.dropped += 1
+            return
+        handler, kind = direct
+        text = "".join([self.format_line(kind, *line) for line in lines])
+        try:
+            with handler.lock:  # type: ignore[union-attr]  # a StreamHandler always has its lock
+                handler.stream.write(text)
+                handler.stream.flush()
+        except Exception:  # a closed or broken stream: these lines are lost, the thread goes on
+            self.dropped += len(lines)
+
+    def _direct(self) -> _Direct | None:
+        """The handler to write to directly, and in which format, when it is the only way out
+        of the access logger and nothing else would see the lines (see the module)."""
+        logger: logging.Logger | None = self._logger
+        if not self._logger.isEnabledFor(logging.INFO):
+            return None
+        handlers: list[logging.Handler] = []
+        while logger is not None:
+            if logger.filters:
+                return None
+            handlers.extend(logger.handlers)
+            logger = logger.parent if logger.propagate else None
+        if len(handlers) != 1 or type(handlers[0]) is not GatewayStreamHandler:
+            return None
+        handler = handlers[0]
+        if handler.level > logging.INFO or any(type(f) is not RequestFilter for f in handler.filters):
+            return None
+        formatter = type(handler.formatter)
+        if formatter is TextFormatter:
+            return handler, "text"
+        if formatter is JsonLinesFormatter:
+            return handler, "json"
+        return None
+
+    def format_line(
+        self,
+        kind: Literal["text", "json"],
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        ended: float,
+        context: RequestContext | None,
+        client: str | None,
+    ) -> str:
+        """The line ``logging`` would write through :func:`logging_config`'s handler, with its
+        line end (tests/gateway/observability/test_logs.py compares the two)."""
+        second = int(ended)
+        if second != self._second:  # the stamp logging.Formatter.formatTime makes, once a second
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        stamp = f"{self._stamp},{int((ended - second) * 1000):03d}"
+        message = self._message(method, path, status, seconds, context, client)
+        if kind == "text":
+            return f"{stamp} INFO {ACCESS_LOGGER}: {message}\n"
+        fields: dict[str, Any] = {
+            "time": stamp,
+            "level": "INFO",
+            "logger": ACCESS_LOGGER,
+            "message": message,
+            **self._fields(method, path, status, seconds, context, client),
+        }
+        return json.dumps(fields) + "\n"
+
+    @staticmethod
+    def _message(
+        method: str, path: str, status: int, seconds: float, context: RequestContext | None, client: str | None
+    ) -> str:
+        """The line's text, after the stamp: the same on both ways out."""
+        message = f'{client or "-"} "{method} {path}" {status} {seconds * 1000:.1f}ms'
+        if context is not None:
+            if context.model is not None:
+                message += f" model={context.model} version={context.version} arm={context.arm or '-'}"
+            message += f" request_id={context.request_id}"
+        return message
+
+    @staticmethod
+    def _fields(
+        method: str, path: str, status: int, seconds: float, context: RequestContext | None, client: str | None
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "client": client,
+        }
+        if context is not None:
+            fields["request_id"] = context.request_id
+            if context.model is not None:
+                fields.update(model=context.model, version=context.version, arm=context.arm)
+            if (trace_id := context.trace_id) is not None:
+                fields["trace_id"] = trace_id
+        return fields
 
     def _emit(
         self,
@@ -134,26 +266,9 @@ class AccessLog:
     ) -> None:
         if not self._logger.isEnabledFor(logging.INFO):
             return
-        fields: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "client": client,
-        }
-        message = '%s "%s %s" %d %.1fms'
-        args: tuple[Any, ...] = (client or "-", method, path, status, seconds * 1000)
-        if context is not None:
-            fields["request_id"] = context.request_id
-            if context.model is not None:
-                fields.update(model=context.model, version=context.version, arm=context.arm)
-                message += " model=%s version=%s arm=%s"
-                args += (context.model, context.version, context.arm or "-")
-            message += " request_id=%s"
-            args += (context.request_id,)
-            if (trace_id := context.trace_id) is not None:
-                fields["trace_id"] = trace_id
-        record = self._logger.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, message, args, None, extra=fields)
+        fields = self._fields(method, path, status, seconds, context, client)
+        message = self._message(method, path, status, seconds, context, client)
+        record = self._logger.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, message, (), None, extra=fields)
         record.created = ended
         record.msecs = (ended - int(ended)) * 1000
         self._logger.handle(record)

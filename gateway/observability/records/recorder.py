@@ -2,7 +2,8 @@
 CloudEvents and write them to the sink.
 
 The request path pays for a sampling draw and, for a sampled request, an append under a lock
-that is never held for more than popping a batch: ``offer`` never waits for the sink, never
+that is never held for more than popping a batch (the writer takes what waits every
+``FLUSH_SECONDS``, or at once when a batch's worth does): ``offer`` never waits for the sink, never
 parses anything and never raises. Records wait in a queue bounded in bytes (their bodies plus
 a constant), counting those being written: a slow or dead sink costs at most that much
 memory, and what does not fit is dropped and counted (``gateway_records_dropped_total``).
@@ -42,8 +43,10 @@ _WRITE_MAX_BYTES = 8 * 1024 * 1024
 _FIRST_BACKOFF_SECONDS = 0.1
 _MAX_BACKOFF_SECONDS = 5.0
 _WARN_EVERY_SECONDS = 30.0
-# The writer is woken by offer(); the timeout only bounds how long a missed wake-up could last.
-_IDLE_WAIT_SECONDS = 1.0
+# The writer wakes this often, or when a batch's worth of records waits: not at every record.
+# Waking it per record handed the GIL to it and back hundreds of times a second, which cost
+# the event loop more than the writing itself (bench --only observability).
+FLUSH_SECONDS = 0.2
 
 
 def record_size(record: InferenceRecord) -> int:
@@ -114,8 +117,8 @@ class Recorder:
                     reason = ""
                     self._queue.append((record, size))
                     self._held += size
-                    # The writer only waits when it found the queue empty: wake it just then.
-                    wake = len(self._queue) == 1
+                    # A full batch is worth a wake-up; fewer wait for the writer's next round.
+                    wake = len(self._queue) == self._batch_size
             if reason:
                 self._metrics.records_were_dropped(reason)
             elif wake:
@@ -170,7 +173,7 @@ class Recorder:
                     continue
                 if self._stopping.is_set():
                     break
-                self._wake.wait(_IDLE_WAIT_SECONDS)
+                self._wake.wait(FLUSH_SECONDS)
         except Exception:  # a bug here must not end the thread silently with records held
             log.exception("the inference records writer stopped")
         finally:

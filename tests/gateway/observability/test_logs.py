@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import logging.config
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.demo import IRIS
+from gateway.observability import context
 from gateway.observability.logs import ACCESS_LOGGER, AccessLog, RequestFilter, logging_config
 from tests.conftest import Registry, iris_split
 from tests.support.servers import gateway_server
@@ -140,3 +144,72 @@ def test_serve_logs_json_lines_with_its_own_access_log(server_registry: Registry
 
 def until_sync(predicate: Callable[[], bool], *, what: str) -> None:
     wait_until(predicate, timeout=30, what=what)
+
+
+@pytest.fixture
+def configured() -> Iterator[Callable[[str], io.StringIO]]:
+    """logging_config applied, its handler writing into a string; the suite's config after."""
+    saved = logging.getLogger().handlers[:], logging.getLogger().level
+
+    def configure(log_format: str) -> io.StringIO:
+        logging.config.dictConfig(logging_config(log_format, logging.INFO))
+        stream = io.StringIO()
+        logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        return stream
+
+    yield configure
+    root = logging.getLogger()
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+def some_lines() -> list[tuple[Any, ...]]:
+    served = context.begin(b"order-42")
+    served.model, served.version, served.arm, served.trace_id = "iris é", 3, "canary", "ab" * 16
+    unrouted = context.begin(None)  # a request that never reached a model (a probe, a 404)
+    now = time.time()
+    return [
+        ("POST", "/models/iris/predict", 200, 0.001234, now, served, "127.0.0.1:5555"),
+        ("GET", "/health/live", 200, 0.0002, now + 0.999, unrouted, None),
+        ("GET", '/odd "path" ü', 404, 1.5, now + 1.0004, None, "[::1]:80"),
+    ]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_access_logs_own_writer_writes_exactly_what_logging_would(
+    configured: Callable[[str], io.StringIO], log_format: str
+) -> None:
+    stream = configured(log_format)
+    log, lines = AccessLog(), some_lines()
+    for line in lines:
+        log._emit(*line)  # through logging, as with a handler of the user's own
+    through_logging = stream.getvalue()
+    assert through_logging.count("\n") == 3
+    assert "".join(log.format_line(log_format, *line) for line in lines) == through_logging  # type: ignore[arg-type]
+
+    stream.truncate(0), stream.seek(0)
+    log.start()
+    for method, path, status, seconds, _, request, client in lines:
+        log.request_done(method, path, status, seconds, request, client)
+    log.close()  # writes what waits
+    written = stream.getvalue().splitlines()
+    assert len(written) == 3 and all(log_format != "json" or json.loads(line) for line in written)
+    assert "request_id=order-42" in written[0] and log.dropped == 0
+
+
+def test_another_handler_or_filter_sends_access_lines_through_logging(configured: Callable[[str], io.StringIO]) -> None:
+    configured("text")
+    log, lines = AccessLog(), Lines()
+    logging.getLogger().addHandler(lines)
+    assert log._direct() is None  # a handler of the user's own sees each line
+    logging.getLogger().removeHandler(lines)
+    assert log._direct() is not None
+    access = logging.getLogger(ACCESS_LOGGER)
+    muted = logging.Filter("nothing")
+    access.addFilter(muted)
+    try:
+        assert log._direct() is None
+    finally:
+        access.removeFilter(muted)
+    logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(message)s"))
+    assert log._direct() is None  # a formatter the writer does not know

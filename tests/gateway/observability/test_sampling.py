@@ -1,0 +1,91 @@
+"""Sampling decided before a span is made: a request that starts a trace and is sampled out
+gets no span at all (not a no-op one), and the requests that are sampled are exactly the
+ones OpenTelemetry's own ratio sampler would keep (the same test on the same trace id)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+from opentelemetry.trace import Span
+
+from gateway.observability.tracing import Sampling, Tracing, TracingError
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def ratio(rate: float, name: str = "parentbased_traceidratio") -> dict[str, str]:
+    return {"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": str(rate)}
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    yield InMemorySpanExporter()
+
+
+def start(tracing: Tracing, *headers: tuple[bytes, bytes]) -> Span | None:
+    return tracing.start_request("POST", headers, {"url.path": "/models/m/predict"})
+
+
+def test_a_ratio_keeps_about_its_share_and_makes_no_span_for_the_rest(exporter: InMemorySpanExporter) -> None:
+    tracing = Tracing.exporting_to(exporter, ratio(0.25))
+    n = 4000
+    spans = [start(tracing) for _ in range(n)]
+    kept = [span for span in spans if span is not None]
+    spread = 5 * math.sqrt(n * 0.25 * 0.75)  # outside with probability below 1e-6
+    assert n * 0.25 - spread <= len(kept) <= n * 0.25 + spread
+    bound = TraceIdRatioBased.get_bound_for_rate(0.25)
+    sampler = TraceIdRatioBased(0.25)
+    for span in kept:
+        assert span.is_recording()
+        trace_id = span.get_span_context().trace_id
+        # the id the decision was made on is the span's, and the SDK's sampler agrees with it
+        assert trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+        assert sampler.should_sample(None, trace_id, "POST").decision is Decision.RECORD_AND_SAMPLE
+        span.end()
+    tracing.close()
+    assert len(exporter.get_finished_spans()) == len(kept)
+    assert len({s.context.trace_id for s in exporter.get_finished_spans()}) == len(kept)
+
+
+def test_a_callers_trace_is_followed_as_the_parent_says(exporter: InMemorySpanExporter) -> None:
+    tracing = Tracing.exporting_to(exporter, ratio(0.0))  # parent-based: the caller decides
+    sampled = start(tracing, (b"traceparent", f"00-{CALLER_TRACE}-00f067aa0ba902b7-01".encode()))
+    assert sampled is not None and sampled.is_recording()
+    assert format(sampled.get_span_context().trace_id, "032x") == CALLER_TRACE
+    not_sampled = start(tracing, (b"traceparent", f"00-{CALLER_TRACE}-00f067aa0ba902b7-00".encode()))
+    assert not_sampled is None or not not_sampled.is_recording()
+    assert start(tracing) is None  # a trace of its own, at ratio 0
+    # garbage in traceparent: a trace of its own, as if none was sent
+    assert start(tracing, (b"traceparent", b"00-nothex-zz-01")) is None
+
+
+def test_always_on_and_off(exporter: InMemorySpanExporter) -> None:
+    on = Tracing.exporting_to(exporter, {"OTEL_TRACES_SAMPLER": "always_on"})
+    assert all(span is not None and span.is_recording() for span in (start(on) for _ in range(50)))
+    off = Tracing.exporting_to(exporter, {"OTEL_TRACES_SAMPLER": "always_off"})
+    assert [start(off) for _ in range(50)] == [None] * 50
+    default = Tracing.exporting_to(exporter, {})  # parentbased_always_on, the specification's default
+    assert start(default) is not None
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER='sometimes'"),
+        (ratio(1.5), "OTEL_TRACES_SAMPLER_ARG='1.5'"),
+        (ratio(-0.1, "traceidratio"), "OTEL_TRACES_SAMPLER_ARG='-0.1'"),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "ten percent"}, "'ten percent'"),
+    ],
+)
+def test_a_sampler_it_cannot_honour_is_refused_by_name(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(TracingError, match=named):
+        Sampling.from_environ(environ)
+
+
+def test_a_ratio_without_its_argument_is_the_specifications_default_of_one() -> None:
+    sampling = Sampling.from_environ({"OTEL_TRACES_SAMPLER": "traceidratio"})
+    assert sampling.root_bound == TraceIdRatioBased.get_bound_for_rate(1.0)
