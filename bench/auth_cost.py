@@ -1,13 +1,12 @@
 """The cost of API keys on the hot path (issue 12): ``--only auth``.
 
 Load on the default route (``/models/iris/predict``, ``champion`` -> v1) at 32 connections,
-one gateway worker pinned like the other sections. Points, in this order, each on a gateway
-of its own (``GATEWAY_AUTH`` is read at start): keys off; ``GATEWAY_AUTH=keys`` with a key
-(``predict:*``, no limits) sent as ``Authorization: Bearer``; the same gateway with a second
-key whose per-key rate (``--rate 1000000``) never trips, to price the limiter; keys off
-again. Keys are made with ``registry-gateway keys create`` against the gateway's
-``GATEWAY_DATABASE_URL`` before it starts; the secret is the last line of its output. The
-baseline is the mean of the two keys-off points, so that drift over the run shows.
+interleaved (bench/interleaved.py): one gateway with keys off and one with ``GATEWAY_AUTH=keys``
+(read at start), both running, visited in turn for several rounds. On the keyed gateway two
+contenders: a key (``predict:*``, no limits) sent as ``Authorization: Bearer``, and a second key
+whose per-key rate (``--rate 1000000``) never trips, to price the limiter. Keys are made with
+``registry-gateway keys create`` against the gateway's ``GATEWAY_DATABASE_URL`` before it
+starts; the secret is the last line of its output.
 
 This module holds the pure parts (the secret, verdicts, report); bench/run.py drives.
 """
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from report import mean_rate, point, rate, ratio_table, ratio_target
+import interleaved
 
 MODEL = "iris"
 CONNECTIONS = 32
@@ -24,7 +23,7 @@ SCOPES = "predict:*"
 KEY = "bench"
 LIMITED_KEY = "bench-limited"
 RATE = 1_000_000  # requests a second: a per-key limit that never trips
-OFF_BEFORE, KEYS, LIMITED, OFF_AFTER = "keys off", "keys on", "keys on + rate limit", "keys off (again)"
+OFF, KEYS, LIMITED = "keys off", "keys on", "keys on + rate limit"
 TARGET = 0.95  # keys on within 5% of keys off
 
 
@@ -40,45 +39,33 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def baseline(data: dict[str, Any]) -> float | None:
-    """The mean req/s of the keys-off points that were measured."""
-    return mean_rate(data, (OFF_BEFORE, OFF_AFTER))
-
-
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
     """Issue 12: keys on within 5% of keys off; the rate limiter's point is information."""
     if not data:
         return []
-    base = baseline(data)
-    name = f"auth: keys on at {CONNECTIONS} conns within 5% of keys off's req/s"
-    out = [ratio_target(data, KEYS, base, TARGET, name)]
-    limited = rate(point(data, LIMITED))
-    if base is not None and limited is not None:
-        out.append(
-            (
-                f"auth: keys on + a per-key rate limit at {CONNECTIONS} conns (information)",
-                f"{limited / base:.2f}×",
-                None,
-            )
-        )
-    return out
+    return [
+        interleaved.verdict(data, KEYS, OFF, TARGET, f"auth: keys on at {CONNECTIONS} conns within 5% of keys off"),
+        interleaved.verdict(
+            data, LIMITED, OFF, None, f"auth: keys on + a per-key rate limit at {CONNECTIONS} conns (information)"
+        ),
+    ]
 
 
 def render(data: dict[str, Any] | None) -> list[str]:
     if not data:
         return []
-    base = baseline(data)
     lines = ["", "## The cost of API keys (issue 12)", ""]
     lines += [
         f"`POST /models/{MODEL}/predict` (the default route: `champion` → v1) at {CONNECTIONS} conns, "
-        "each point on a gateway of its own (`GATEWAY_AUTH` is read at start). **Keys on**: "
-        f"`GATEWAY_AUTH=keys`, a key made with `registry-gateway keys create {KEY} --scopes '{SCOPES}'` "
-        "sent as `Authorization: Bearer`; **+ rate limit**: the same gateway, a second key made with "
-        f"`--rate {RATE}` (a per-key token bucket that never trips: the limiter's cost). "
-        "÷ keys off: over the mean of the two keys-off points.",
+        "interleaved: a gateway with keys off and one with `GATEWAY_AUTH=keys` (read at start) run at "
+        "once and are visited in turn, round after round (bench/interleaved.py). **Keys on**: a key made "
+        f"with `registry-gateway keys create {KEY} --scopes '{SCOPES}'` sent as `Authorization: Bearer`; "
+        f"**+ rate limit**: the same gateway, a second key made with `--rate {RATE}` (a per-key token "
+        "bucket that never trips: the limiter's cost). ÷ keys off: the median over the rounds of each "
+        "round's ratio to that round's keys-off point.",
         "",
     ]
-    lines += ratio_table(data, base, "÷ keys off")
+    lines += interleaved.table(data, OFF, "÷ keys off")
     for note in data.get("notes", []):
         lines += ["", note]
     return lines

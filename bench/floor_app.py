@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--bare", action="store_true", help="A bare ASGI callable instead of FastAPI.")
+    parser.add_argument("--no-access-log", action="store_true", help="uvicorn's access log off.")
     args = parser.parse_args()
     uvicorn.run(
         "floor_app:create_bare_app" if args.bare else "floor_app:create_app",
@@ -73,6 +74,7 @@ def main() -> None:
         log_level=args.log_level,
         timeout_graceful_shutdown=30,
         proxy_headers=True,
+        access_log=not args.no_access_log,
     )
 
 

@@ -12,6 +12,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from loadgen import zipf_weights
+
 HERE = Path(__file__).resolve().parent
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -80,11 +82,15 @@ def drive(
     """POST ``body_file`` to ``url`` from ``connections`` keep-alive connections for ``duration`` s.
 
     ``paths`` (with optional ``zipf`` weights) spreads the requests over several paths of the
-    same server; only the Python load generator does that. ``headers`` go with every request.
+    same server (wrk draws them in bench/post.lua, bench/loadgen.py likewise). ``headers`` go
+    with every request.
     """
-    if shutil.which("wrk") and not paths and not zipf and not force_python:
+    if shutil.which("wrk") and not force_python:
         env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
         env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+        if paths:
+            weights = zipf_weights(len(paths), zipf) if zipf else [1.0] * len(paths)
+            env["BENCH_PATHS"] = "\n".join(f"{weight!r} {path}" for weight, path in zip(weights, paths, strict=True))
         argv = [
             "wrk",
             f"-t{threads}",
@@ -112,13 +118,24 @@ def drive(
     return Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool="loadgen.py")
 
 
-def drive_grpc(target: str, body_file: Path, *, connections: int, duration: float, cpus: str | None = None) -> Result:
-    """Closed-loop OIP ``ModelInfer`` calls to ``target`` (host:port) with bench/grpc_load.py;
-    the client's CPU seconds and its first error come back in ``extra``."""
-    argv = [sys.executable, str(HERE / "grpc_load.py"), "--target", target, "--body-file", str(body_file)]
-    argv += ["--connections", str(connections), "--duration", str(duration)]
+def drive_grpc(
+    target: str,
+    body_file: Path,
+    *,
+    connections: int,
+    duration: float,
+    cpus: str | None = None,
+    shared: bool = False,
+    script: str = "grpc_load.py",
+) -> Result:
+    """Closed-loop OIP ``ModelInfer`` calls to ``target`` (host:port) with bench/grpc_load.py
+    (``shared``: all on one channel), or another script that takes the same arguments and
+    prints the same JSON (bench/triton_threads.py); the client's CPU seconds and its first
+    error come back in ``extra``."""
+    argv = [sys.executable, str(HERE / script), "--target", target, "--body-file", str(body_file)]
+    argv += ["--connections", str(connections), "--duration", str(duration)] + (["--shared"] if shared else [])
     done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
     out = json.loads(done.stdout)
-    result = Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool="grpc_load.py")
+    result = Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool=script)
     result.extra = {"client_cpu_s": out["client_cpu_s"], "seconds": out["seconds"], "first_error": out["first_error"]}
     return result

@@ -8,3 +8,23 @@ file:close()
 for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+):%s*([^\n]*)") do
   wrk.headers[name] = value
 end
+
+-- With $BENCH_PATHS ("weight path" lines), each request goes to one of those paths of the
+-- URL's server, drawn by weight (what bench/loadgen.py --path/--zipf does, at wrk's speed).
+local paths, total = {}, 0
+for weight, path in string.gmatch(os.getenv("BENCH_PATHS") or "", "([^ \n]+) ([^\n]+)") do
+  total = total + tonumber(weight)
+  paths[#paths + 1] = { total, path }
+end
+if #paths > 0 then
+  math.randomseed(os.time())
+  request = function()
+    local r = math.random() * total
+    local lo, hi = 1, #paths
+    while lo < hi do -- the first path whose cumulative weight reaches r
+      local mid = math.floor((lo + hi) / 2)
+      if paths[mid][1] < r then lo = mid + 1 else hi = mid end
+    end
+    return wrk.format(nil, paths[lo][2])
+  end
+end

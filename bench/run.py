@@ -9,6 +9,7 @@ See bench/README.md for what each section measures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -21,21 +22,26 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import auth_cost  # noqa: E402
+import grpc_rows  # noqa: E402
+import interleaved  # noqa: E402
 import isolated_cost  # noqa: E402
+import lane  # noqa: E402
 import memory_churn  # noqa: E402
 import mlserver_env  # noqa: E402
 import observability_cost  # noqa: E402
 import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
+import spread  # noqa: E402
 import traffic_split  # noqa: E402
 from load import Result, drive, drive_grpc, wrk_version  # noqa: E402
 from report import fmt  # noqa: E402
@@ -58,6 +64,10 @@ SECTIONS = (
     "auth",
     "isolated",
     "observability",
+    "grpc",
+    "lane",
+    "spread",
+    "cold-sizes",
 )
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
@@ -77,6 +87,7 @@ class Run:
     warmup: float
     connections: list[int]
     pin: bool
+    rounds: int = 6  # interleaved sections (bench/interleaved.py)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     main: list[dict[str, object]] = field(default_factory=list)
     sections: dict[str, object] = field(default_factory=dict)
@@ -181,11 +192,12 @@ def mlflow_serve(run: Run, tracking_uri: str) -> Server:
     )
 
 
-def floor(run: Run, *, bare: bool = False) -> Server:
+def floor(run: Run, *, bare: bool = False, access_log: bool = True) -> Server:
     port = free_port()
+    options = (["--bare"] if bare else []) + ([] if access_log else ["--no-access-log"])
     return Server(
         BARE_FLOOR if bare else FLOOR,
-        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), *(["--bare"] if bare else [])],
+        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), *options],
         port=port,
         ready_path="/health/ready",
         predict_path="/invocations",
@@ -370,7 +382,14 @@ def zipf_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
         paths = [f"/models/zipf-{index:02d}/versions/1/predict" for index in range(ZIPF_MODELS)]
         duration = max(run.duration, 5) * 2
         result = drive(
-            gw.url, bodies["iris"], connections=8, duration=duration, cpus=run.load_cpus, paths=paths, zipf=ZIPF_S
+            gw.url,
+            bodies["iris"],
+            connections=8,
+            duration=duration,
+            cpus=run.load_cpus,
+            paths=paths,
+            zipf=ZIPF_S,
+            force_python=True,  # as in every run before wrk could spread requests over paths
         )
         after = metric_totals(gw.url, names)
         rss = gw.peak_rss_mb()
@@ -554,6 +573,155 @@ def oip_section(run: Run, tracking_uri: str, bodies: dict[str, Path], mlserver_r
             _oip_point(run, ml, oip_rows.GRPC, connections, go)
 
 
+@contextlib.contextmanager
+def grpc_floor(run: Run) -> Iterator[int]:
+    """bench/grpc_floor.py on a free port, pinned like the servers; yields the port."""
+    port = free_port()
+    argv = [sys.executable, str(HERE / "grpc_floor.py"), "--port", str(port)]
+    argv = ["taskset", "-c", run.server_cpus, *argv] if run.server_cpus else argv
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the grpcio floor did not start (exit {process.poll()})")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _grpc_points(run: Run, server: str, port: int, body: Path, metrics_url: str | None) -> None:
+    """Each of grpc_rows.POINTS against one server; with ``metrics_url`` (the gateway), the
+    requests per predict call of each."""
+    rows: list[dict[str, object]] = run.sections["grpc"]["rows"]  # type: ignore[index]
+    _check_grpc(port, body)
+    seconds = max(1.0, run.duration / 2)
+    batches = ["gateway_batch_size_sum", "gateway_batch_size_count"]
+    for label, connections, script, shared in grpc_rows.POINTS:
+        target = f"127.0.0.1:{port}"
+        options = {"connections": connections, "cpus": run.load_cpus, "shared": shared, "script": script}
+        if run.warmup:
+            drive_grpc(target, body, duration=run.warmup, **options)  # type: ignore[arg-type]
+        before = metric_totals(metrics_url, batches) if metrics_url else None
+        result = drive_grpc(target, body, duration=seconds, **options)  # type: ignore[arg-type]
+        entry: dict[str, object] = {"server": server, "point": label, **result.as_dict()}
+        entry["client_cpu"] = result.extra["client_cpu_s"] / result.extra["seconds"]  # type: ignore[operator]
+        entry["first_error"] = result.extra["first_error"]
+        if before is not None and metrics_url:
+            after = metric_totals(metrics_url, batches)
+            calls = after["gateway_batch_size_count"] - before["gateway_batch_size_count"]
+            entry["requests_per_batch"] = (
+                (after["gateway_batch_size_sum"] - before["gateway_batch_size_sum"]) / calls if calls else None
+            )
+        rows.append(entry)
+        run.log(
+            f"grpc {server} {label}: {result.req_s:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+            f"{entry.get('requests_per_batch') or '–'} per batch, {result.errors} errors"
+        )
+
+
+def grpc_section(run: Run, tracking_uri: str, mlserver_reason: str | None) -> None:
+    """The gateway's gRPC against the grpcio floor and MLServer's, and one shared connection:
+    bench/grpc_rows.py."""
+    oip = oip_rows.write_bodies(WORK, COLUMNS, ROW)
+    data: dict[str, object] = {"rows": [], "notes": []}
+    run.sections["grpc"] = data
+    port = free_port()
+    quiet = {"GATEWAY_ACCESS_LOG": "false", **QUIET_POLL}
+    with gateway(tracking_uri, "grpc", cpus=run.server_cpus, env=quiet, args=["--grpc-port", str(port)]) as gw:
+        run.log(f"grpc: gateway ready in {gw.ready_seconds:.1f} s")
+        _grpc_points(run, grpc_rows.GATEWAY, port, oip.grpc, gw.url)
+    with grpc_floor(run) as floor_port:
+        _grpc_points(run, grpc_rows.FLOOR, floor_port, oip.grpc, None)
+    if mlserver_reason:
+        data["notes"].append(f"MLServer skipped: {mlserver_reason}.")  # type: ignore[attr-defined]
+        return
+    with mlserver(run, tracking_uri) as ml:
+        assert ml.grpc_port is not None
+        _grpc_points(run, grpc_rows.MLSERVER, ml.grpc_port, oip.grpc_unversioned, None)
+
+
+def ensure_spread_models(tracking_uri: str, path: Path, log: Callable[[str], None]) -> None:
+    """zipf-50 … zipf-99 beside the registry's first 50 (the spread section's 100 models)."""
+    from gateway.demo import log_iris_version, using_registry
+
+    wanted = [f"zipf-{index:02d}" for index in range(max(spread.SPREAD_MODELS))]
+    with using_registry(tracking_uri, path / "artifacts") as client:
+        existing = {model.name for model in client.search_registered_models(max_results=1000)}
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            log(f"spread: logging {len(missing)} more models (once)")
+        for name in missing:
+            log_iris_version(name, c=0.1 + int(name.removeprefix("zipf-")) / 10)
+
+
+def spread_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """The same Zipf load over 1, 10 and 100 loaded models, interleaved: bench/spread.py."""
+    ensure_spread_models(tracking_uri, WORK / "registry", run.log)
+    data: dict[str, list[object]] = {"rows": [], "notes": []}
+    run.sections["spread"] = data
+    most = max(spread.SPREAD_MODELS)
+    env = {"GATEWAY_MAX_LOADED_MODELS": str(most + 10), "GATEWAY_ACCESS_LOG": "false", **QUIET_POLL}
+    seconds = max(1.0, run.duration / 2)
+    with gateway(tracking_uri, "spread", cpus=run.server_cpus, env=env) as gw:
+        run.log(f"spread: gateway ready in {gw.ready_seconds:.1f} s")
+        for path in spread.paths(most):
+            post(gw.url + path, bodies["iris"].read_bytes())  # each loaded and warm before any point
+        labels = [spread.label(models) for models in spread.SPREAD_MODELS]
+        for round_index in range(run.rounds):
+            for name in interleaved.order(labels, round_index):
+                models = spread.SPREAD_MODELS[labels.index(name)]
+                options = {"paths": spread.paths(models), "zipf": spread.SPREAD_S, "cpus": run.load_cpus}
+                drive(gw.url, bodies["iris"], connections=spread.CONNECTIONS, duration=0.5, **options)  # type: ignore[arg-type]
+                result = drive(gw.url, bodies["iris"], connections=spread.CONNECTIONS, duration=seconds, **options)  # type: ignore[arg-type]
+                entry = {
+                    "point": name,
+                    "round": round_index,
+                    **row(gw.name, spread.CONNECTIONS, result, gw.peak_rss_mb()),
+                }
+                data["rows"].append(entry)
+                run.log(
+                    f"spread round {round_index + 1}/{run.rounds} {name}: {result.req_s:.0f} req/s, "
+                    f"{result.errors} errors"
+                )
+        loaded = metric_totals(gw.url, ["gateway_loaded_models"])["gateway_loaded_models"]
+    data["notes"].append(f"Versions loaded at the end: {loaded:.0f}.")
+
+
+def cold_sizes_section(run: Run) -> None:
+    """LRU misses by model size on the memory section's registry: bench/spread.py."""
+    built = memory_churn.build_registry(WORK, run.log)
+    tracking_uri = memory_churn.tracking_uri(memory_churn.registry_path(WORK))
+    samples: list[dict[str, object]] = []
+    run.sections["cold-sizes"] = {"samples": samples}
+    env = {"GATEWAY_MAX_LOADED_MODELS": "1", "GATEWAY_ACCESS_LOG": "false", "GATEWAY_WARM_ALIASES": "", **QUIET_POLL}
+    with gateway(tracking_uri, "cold-sizes", cpus=run.server_cpus, env=env) as gw:
+        run.log(f"cold-sizes: gateway ready in {gw.ready_seconds:.1f} s")
+        for kind in memory_churn.KINDS:
+            sizes = [entry["size_bytes"] for entry in built["kinds"][kind.key]["sizes"]]
+            for pass_ in range(1, spread.COLD_PASSES + 1):
+                for version in range(1, len(sizes) + 1):
+                    url = f"{gw.url}/models/{kind.model}/versions/{version}/predict"
+                    started = time.perf_counter()
+                    try:
+                        post(url, kind.body)
+                        status = 200
+                    except urllib.error.HTTPError as exc:
+                        status = exc.code
+                    seconds = time.perf_counter() - started
+                    samples.append(
+                        {
+                            "kind": kind.what,
+                            "version": version,
+                            "pass": pass_,
+                            "status": status,
+                            "seconds": seconds,
+                            "size_mib": sizes[version - 1] / memory_churn.MiB,
+                        }
+                    )
+            run.log(f"cold-sizes: {kind.model} done")
+
+
 def _traffic_detail(gw: Server) -> dict[str, object]:
     with urllib.request.urlopen(f"{gw.url}/models/{traffic_split.MODEL}/traffic", timeout=10) as answer:
         return json.loads(answer.read())  # type: ignore[no-any-return]
@@ -706,81 +874,184 @@ def _refused_without_key(url: str, body: bytes) -> int | None:
     return None
 
 
-def _cost_point(
-    run: Run, section: str, gw: Server, label: str, body: Path, headers: dict[str, str] | None = None
+@dataclass
+class Contender:
+    """One configuration of an interleaved section (bench/interleaved.py): a gateway not yet
+    started (contenders may share one) and the headers its requests carry."""
+
+    label: str
+    server: Server
+    headers: dict[str, str] = field(default_factory=dict)
+    path: str = "/models/iris/predict"
+    connections: int = 32
+
+
+# Interleaved sections' gateways poll the registry once an hour: a pass costs CPU, and with
+# several gateways on one CPU it would land in another's point.
+QUIET_POLL = {"GATEWAY_POLL_INTERVAL_SECONDS": "3600"}
+
+
+def interleaved_points(
+    run: Run,
+    section: str,
+    contenders: list[Contender],
+    body: Path,
+    *,
+    when_ready: Callable[[], None] | None = None,
+    before_stop: Callable[[], None] | None = None,
 ) -> None:
-    """One point of a section that prices a feature: the default route at 32 connections."""
-    headers = headers or {}
-    url = f"{gw.url}/models/iris/predict"
-    post(url, body.read_bytes(), headers)  # raises unless 2xx (and loads the model)
-    connections = 32
-    if run.warmup:
-        drive(url, body, connections=connections, duration=run.warmup, cpus=run.load_cpus, headers=headers)
-    result = drive(url, body, connections=connections, duration=run.duration, cpus=run.load_cpus, headers=headers)
-    entry = {"point": label, **row(gw.name, connections, result, gw.peak_rss_mb())}
-    run.sections[section]["rows"].append(entry)  # type: ignore[index]
-    run.log(f"{section} {label}: {result.req_s:.0f} req/s p50 {result.p50_ms:.2f} ms, {result.errors} errors")
+    """Start every contender's server (then ``when_ready``), then ``run.rounds`` rounds in which
+    each is driven in turn (its path at its connections, the default route at 32 by default,
+    ``run.duration`` / 2 s a point after a short warm-up), rotating the order from round to
+    round; ``before_stop`` while the servers still run. Rows carry their round."""
+    rows: list[dict[str, object]] = run.sections[section]["rows"]  # type: ignore[index]
+    seconds = max(1.0, run.duration / 2)
+    with contextlib.ExitStack() as stack:
+        servers = list({id(contender.server): contender.server for contender in contenders}.values())
+        for server in servers:  # all start at once; each is stopped however the section ends
+            stack.callback(server.stop)
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+            run.log(f"{section}: {server.name} ready in {server.ready_seconds:.1f} s")
+        for contender in contenders:
+            url = contender.server.url + contender.path
+            post(url, body.read_bytes(), contender.headers)  # raises unless 2xx (and loads the model)
+            if run.warmup:
+                drive(url, body, duration=run.warmup, **_load(run, contender))
+        if when_ready is not None:
+            when_ready()
+        by_label = {contender.label: contender for contender in contenders}
+        for round_index in range(run.rounds):
+            for label in interleaved.order(list(by_label), round_index):
+                contender = by_label[label]
+                url = contender.server.url + contender.path
+                drive(url, body, duration=0.5, **_load(run, contender))
+                result = drive(url, body, duration=seconds, **_load(run, contender))
+                rss = contender.server.peak_rss_mb()
+                entry = row(contender.server.name, contender.connections, result, rss)
+                rows.append({"point": label, "round": round_index, **entry})
+                run.log(
+                    f"{section} round {round_index + 1}/{run.rounds} {label}: {result.req_s:.0f} req/s, "
+                    f"p50 {result.p50_ms:.2f} ms, {result.errors} errors"
+                )
+        if before_stop is not None:
+            before_stop()
 
 
-def _auth_point(run: Run, gw: Server, label: str, body: Path, headers: dict[str, str]) -> None:
-    _cost_point(run, "auth", gw, label, body, headers)
+def _load(run: Run, contender: Contender) -> dict[str, Any]:
+    """drive()'s options for a contender's load: its connections and headers, from the load CPU."""
+    return {"connections": contender.connections, "headers": contender.headers, "cpus": run.load_cpus}
+
+
+def lane_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """The gateway against the bare ASGI floor, access logs off on both, interleaved: bench/lane.py."""
+    run.sections["lane"] = {"rows": [], "notes": []}
+    quiet = gateway(tracking_uri, "lane", cpus=run.server_cpus, env={"GATEWAY_ACCESS_LOG": "false", **QUIET_POLL})
+    logged = gateway(tracking_uri, "lane-logged", cpus=run.server_cpus, env=QUIET_POLL)
+    bare = floor(run, bare=True, access_log=False)
+    contenders = [
+        Contender(lane.GATEWAY_32, quiet),
+        Contender(lane.FLOOR_32, bare, path="/invocations"),
+        Contender(lane.LOGGED_32, logged),
+        Contender(lane.GATEWAY_1, quiet, connections=1),
+        Contender(lane.FLOOR_1, bare, path="/invocations", connections=1),
+    ]
+    interleaved_points(run, "lane", contenders, bodies["iris"])
 
 
 def auth_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
-    """The default route at 32 connections with keys off, keys on, keys on with a per-key
-    rate limit that never trips, and keys off again: bench/auth_cost.py."""
+    """Keys off, keys on and keys on with a per-key rate limit that never trips, interleaved:
+    bench/auth_cost.py."""
     data: dict[str, object] = {"rows": [], "notes": []}
     run.sections["auth"] = data
-    with gateway(tracking_uri, "auth-off", cpus=run.server_cpus) as gw:
-        run.log(f"gateway (keys off) ready in {gw.ready_seconds:.1f} s")
-        _auth_point(run, gw, auth_cost.OFF_BEFORE, bodies["iris"], {})
-    keyed = gateway(tracking_uri, "auth-keys", cpus=run.server_cpus, env={"GATEWAY_AUTH": "keys"})
+    off = gateway(tracking_uri, "auth-off", cpus=run.server_cpus, env=QUIET_POLL)
+    keyed = gateway(tracking_uri, "auth-keys", cpus=run.server_cpus, env={"GATEWAY_AUTH": "keys", **QUIET_POLL})
     secret = _create_key(keyed, auth_cost.KEY)  # before start: the gateway reads its keys at start
     limited = _create_key(keyed, auth_cost.LIMITED_KEY, "--rate", str(auth_cost.RATE))
-    with keyed as gw:
-        run.log(f"gateway (GATEWAY_AUTH=keys) ready in {gw.ready_seconds:.1f} s")
-        status = _refused_without_key(f"{gw.url}/models/{auth_cost.MODEL}/predict", bodies["iris"].read_bytes())
+    contenders = [
+        Contender(auth_cost.OFF, off),
+        Contender(auth_cost.KEYS, keyed, auth_cost.bearer(secret)),
+        Contender(auth_cost.LIMITED, keyed, auth_cost.bearer(limited)),
+    ]
+
+    def refuses_keyless() -> None:  # a keyed gateway that lets a request through prices nothing
+        status = _refused_without_key(f"{keyed.url}/models/{auth_cost.MODEL}/predict", bodies["iris"].read_bytes())
         if status != 401:
             raise RuntimeError(f"keys on, but a request without a key answered {status or '2xx'}, not 401")
-        _auth_point(run, gw, auth_cost.KEYS, bodies["iris"], auth_cost.bearer(secret))
-        _auth_point(run, gw, auth_cost.LIMITED, bodies["iris"], auth_cost.bearer(limited))
-    with gateway(tracking_uri, "auth-off", cpus=run.server_cpus) as gw:
-        run.log(f"gateway (keys off) ready in {gw.ready_seconds:.1f} s")
-        _auth_point(run, gw, auth_cost.OFF_AFTER, bodies["iris"], {})
+
+    interleaved_points(run, "auth", contenders, bodies["iris"], when_ready=refuses_keyless)
+
+
+@contextlib.contextmanager
+def on_load_cpus(run: Run) -> Iterator[None]:
+    """Run this process (and threads it starts meanwhile, such as an OTLP receiver's) on the
+    load generator's CPU, away from the gateway's."""
+    if run.load_cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(cpu) for cpu in run.load_cpus.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def observability_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
-    """Tracing at 1% sampling, records at 10% to a file and the access log off, each against
-    the default (twice): bench/observability_cost.py."""
+    """The default, tracing at 1% sampling, records at 10% to a file and the access log off,
+    interleaved: bench/observability_cost.py."""
     sys.path.insert(0, str(HERE.parent))  # the suite's OTLP receiver, run here as the bench's own
     from tests.support.otlp import OtlpReceiver
 
-    data: dict[str, object] = {"rows": [], "notes": []}
+    data: dict[str, list[object]] = {"rows": [], "notes": []}
     run.sections["observability"] = data
-    body = bodies["iris"]
     cost = observability_cost
-    with gateway(tracking_uri, "observe-default", cpus=run.server_cpus) as gw:
-        _cost_point(run, "observability", gw, cost.OFF_BEFORE, body)
-    with OtlpReceiver("http/protobuf") as receiver:
-        env = {**cost.TRACING_ENV, **receiver.env()}
-        with gateway(tracking_uri, "observe-tracing", cpus=run.server_cpus, env=env) as gw:
-            _cost_point(run, "observability", gw, cost.TRACING, body)
-        spans = len(receiver.spans())
-    data["notes"].append(f"Tracing: the receiver got {spans:,} spans from the tracing point.")  # type: ignore[attr-defined]
     records = WORK / "records"
     shutil.rmtree(records, ignore_errors=True)
-    env = {"GATEWAY_RECORDS_SINK": f"file://{records}", "GATEWAY_RECORDS_SAMPLE": cost.RECORDS_SAMPLE}
-    with gateway(tracking_uri, "observe-records", cpus=run.server_cpus, env=env) as gw:
-        _cost_point(run, "observability", gw, cost.RECORDS, body)
-        dropped = metric_totals(gw.url, ["gateway_records_dropped_total", "gateway_records_written_total"])
-    data["notes"].append(  # type: ignore[attr-defined]
-        f"Records: {dropped.get('gateway_records_written_total', 0):,.0f} written, "
-        f"{dropped.get('gateway_records_dropped_total', 0):,.0f} dropped."
+    with on_load_cpus(run), OtlpReceiver("http/protobuf") as receiver:
+        record_env = {"GATEWAY_RECORDS_SINK": f"file://{records}", "GATEWAY_RECORDS_SAMPLE": cost.RECORDS_SAMPLE}
+        recording = gateway(tracking_uri, "observe-records", cpus=run.server_cpus, env={**record_env, **QUIET_POLL})
+        contenders = [
+            Contender(cost.DEFAULT, gateway(tracking_uri, "observe-default", cpus=run.server_cpus, env=QUIET_POLL)),
+            Contender(
+                cost.TRACING,
+                gateway(
+                    tracking_uri,
+                    "observe-tracing",
+                    cpus=run.server_cpus,
+                    env={**cost.TRACING_ENV, **receiver.env(), **QUIET_POLL},
+                ),
+            ),
+            Contender(cost.RECORDS, recording),
+            Contender(
+                cost.NO_ACCESS_LOG,
+                gateway(
+                    tracking_uri,
+                    "observe-quiet",
+                    cpus=run.server_cpus,
+                    env={"GATEWAY_ACCESS_LOG": "false", **QUIET_POLL},
+                ),
+            ),
+        ]
+        counts: dict[str, float] = {}
+        names = ["gateway_records_dropped_total", "gateway_records_written_total"]
+        interleaved_points(
+            run,
+            "observability",
+            contenders,
+            bodies["iris"],
+            before_stop=lambda: counts.update(metric_totals(recording.url, names)),
+        )
+        spans = len(receiver.spans())
+    script = [sys.executable, str(HERE / "metrics_cost.py")]
+    pinned = ["taskset", "-c", run.server_cpus, *script] if run.server_cpus else script
+    data["metrics_us"] = float(subprocess.run(pinned, capture_output=True, text=True, check=True).stdout)  # type: ignore[assignment]
+    data["notes"].append(f"Tracing: the receiver got {spans:,} spans from the tracing gateway.")
+    data["notes"].append(
+        f"Records: {counts.get('gateway_records_written_total', 0):,.0f} written, "
+        f"{counts.get('gateway_records_dropped_total', 0):,.0f} dropped."
     )
-    with gateway(tracking_uri, "observe-quiet", cpus=run.server_cpus, env={"GATEWAY_ACCESS_LOG": "false"}) as gw:
-        _cost_point(run, "observability", gw, cost.NO_ACCESS_LOG, body)
-    with gateway(tracking_uri, "observe-default", cpus=run.server_cpus) as gw:
-        _cost_point(run, "observability", gw, cost.OFF_AFTER, body)
 
 
 def _own_rss_mb(server: Server) -> float:
@@ -893,6 +1164,9 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     out += auth_cost.targets(run.sections.get("auth"))  # type: ignore[arg-type]
     out += isolated_cost.targets(run.sections.get("isolated"))  # type: ignore[arg-type]
     out += observability_cost.targets(run.sections.get("observability"))  # type: ignore[arg-type]
+    out += grpc_rows.targets(run.sections.get("grpc"))  # type: ignore[arg-type]
+    out += spread.targets(run.sections.get("spread"))  # type: ignore[arg-type]
+    out += lane.targets(run.sections.get("lane"))  # type: ignore[arg-type]
     return out
 
 
@@ -1025,6 +1299,10 @@ def render(run: Run, machine: dict[str, str]) -> str:
     lines += auth_cost.render(run.sections.get("auth"))  # type: ignore[arg-type]
     lines += isolated_cost.render(run.sections.get("isolated"))  # type: ignore[arg-type]
     lines += observability_cost.render(run.sections.get("observability"))  # type: ignore[arg-type]
+    lines += grpc_rows.render(run.sections.get("grpc"))  # type: ignore[arg-type]
+    lines += lane.render(run.sections.get("lane"))  # type: ignore[arg-type]
+    lines += spread.render(run.sections.get("spread"))  # type: ignore[arg-type]
+    lines += spread.render_cold(run.sections.get("cold-sizes"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -1059,6 +1337,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=None, help="Warm-up seconds before each point (default 2).")
     parser.add_argument("--connections", default="1,8,32,128", help="Comma-separated (default 1,8,32,128).")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"Comma-separated of: {', '.join(SECTIONS)}.")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="Rounds of the interleaved sections (auth, observability; default 6)."
+    )
     parser.add_argument("--no-mlserver", action="store_true", help="Skip MLServer.")
     parser.add_argument(
         "--scale-sizes",
@@ -1078,12 +1359,13 @@ def main() -> None:
         warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
         connections=[int(c) for c in args.connections.split(",")],
         pin=(os.cpu_count() or 1) >= 2,
+        rounds=args.rounds,
     )
     loadgen = wrk_version() or "bench/loadgen.py (wrk not installed)"
     machine = machine_facts(f"{loadgen}, 1 thread" if loadgen.startswith("wrk") else loadgen)
     WORK.mkdir(exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
-    if only - {"registry-scale", "memory"}:  # those build registries of their own
+    if only - {"registry-scale", "memory", "cold-sizes"}:  # those build registries of their own
         run.log(f"building (or reusing) the registry in {WORK / 'registry'}")
         tracking_uri = build_registry(WORK / "registry")
         bodies = write_bodies(WORK)
@@ -1136,6 +1418,15 @@ def main() -> None:
         guarded(run, "isolated", lambda: isolated_section(run, tracking_uri, bodies))
     if "observability" in only:
         guarded(run, "observability", lambda: observability_section(run, tracking_uri, bodies))
+    if "lane" in only:
+        guarded(run, "lane", lambda: lane_section(run, tracking_uri, bodies))
+    if "spread" in only:
+        guarded(run, "spread", lambda: spread_section(run, tracking_uri, bodies))
+    if "cold-sizes" in only:
+        guarded(run, "cold-sizes", lambda: cold_sizes_section(run))
+    if "grpc" in only:
+        reason = "--no-mlserver" if args.no_mlserver else ensure_mlserver(run)
+        guarded(run, "grpc", lambda: grpc_section(run, tracking_uri, reason))
     machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     report = render(run, machine)

@@ -1,0 +1,91 @@
+"""gRPC against its own floor and MLServer, and calls that share one connection (issue 28):
+``--only grpc``.
+
+Three servers, each pinned to the server CPU in turn: the gateway (``serve --grpc-port``, the
+access log off as on the floor), the **grpcio floor** (bench/grpc_floor.py: grpc.aio answering
+a constant, no parsing, no model) and MLServer (mlserver-mlflow, the same version). The same
+``ModelInferRequest`` (iris, one row, raw contents) at: 1 connection; 32 connections (32
+channels, one call in flight each: bench/grpc_load.py); 16 calls in flight on ONE channel
+(``grpc_load.py --shared``); and 16 threads sharing one tritonclient client
+(bench/triton_threads.py), the way most tritonclient users call. For the gateway, the
+requests per predict call (``gateway_batch_size``) of each point.
+
+This module holds the pure parts (verdicts, report); bench/run.py drives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from report import Row, fmt, rate
+
+GATEWAY, FLOOR, MLSERVER = "gateway", "grpcio floor (constant answer)", "MLServer (mlserver-mlflow)"
+C1, C32, SHARED, TRITON = (
+    "1 connection",
+    "32 connections",
+    "16 calls on one channel",
+    "16 threads, one tritonclient",
+)
+POINTS = ((C1, 1, "grpc_load.py", False), (C32, 32, "grpc_load.py", False))
+POINTS += ((SHARED, 16, "grpc_load.py", True), (TRITON, 16, "triton_threads.py", True))
+TARGET_BATCH = 4.0  # requests per predict call, 16 threads on one tritonclient
+TARGET_FLOOR = 0.8  # gateway c32 over the grpcio floor's
+TARGET_MLSERVER = 3.0  # gateway c32 over MLServer's gRPC
+
+
+def find(data: dict[str, Any], server: str, point: str) -> Row | None:
+    return next((r for r in data.get("rows", []) if r["server"] == server and r["point"] == point), None)
+
+
+def _ratio(data: dict[str, Any], point: str, over: str) -> float | None:
+    mine, theirs = rate(find(data, GATEWAY, point)), rate(find(data, over, point))
+    return mine / theirs if mine and theirs else None
+
+
+def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
+    if not data:
+        return []
+    out: list[tuple[str, str, bool | None]] = []
+    shared = find(data, GATEWAY, TRITON)
+    per_batch = shared.get("requests_per_batch") if shared else None
+    name = f"grpc: 16 threads on one tritonclient reach the batcher together (>= {TARGET_BATCH:.0f} per batch)"
+    if per_batch is None:
+        out.append((name, "not measured", False))
+    else:
+        out.append((name, f"{per_batch:.2f} requests per batch", per_batch >= TARGET_BATCH and not shared["errors"]))
+    for over, target in ((FLOOR, TARGET_FLOOR), (MLSERVER, TARGET_MLSERVER)):
+        ratio = _ratio(data, C32, over)
+        name = f"grpc: gateway at 32 connections >= {target}x {over}"
+        out.append(
+            (name, "not measured" if ratio is None else f"{ratio:.2f}×", None if ratio is None else ratio >= target)
+        )
+    return out
+
+
+def render(data: dict[str, Any] | None) -> list[str]:
+    if not data:
+        return []
+    lines = ["", "## gRPC: its floor, MLServer, one shared connection (issue 28)", ""]
+    lines += [
+        "The same `ModelInferRequest` (iris, one row, raw contents) to the gateway (`serve --grpc-port`, "
+        "access log off), to the **grpcio floor** (`bench/grpc_floor.py`: grpc.aio answering a constant "
+        "without parsing) and to MLServer, each pinned to the server CPU. **32 connections**: 32 channels, "
+        "one call in flight each; **16 calls on one channel**: one HTTP/2 connection; **16 threads, one "
+        "tritonclient**: `tritonclient.grpc.InferenceServerClient` shared by 16 threads. Client CPU: the "
+        "load generator's CPU-seconds per second (near 1.00: the client was the limit).",
+        "",
+        "| server | load | req/s | p50 ms | p99 ms | errors | ÷ floor | requests per batch | client CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for entry in data.get("rows", []):
+        floor = rate(find(data, FLOOR, entry["point"]))
+        mine = rate(entry)
+        ratio = f"{mine / floor:.2f}×" if mine and floor else "–"
+        lines.append(
+            f"| {entry['server']} | {entry['point']} | {fmt(entry['req_s'], 0)} | {fmt(entry['p50_ms'], 2)} | "
+            f"{fmt(entry['p99_ms'], 2)} | {entry['errors']} | {ratio} | {fmt(entry.get('requests_per_batch'), 2)} | "
+            f"{fmt(entry.get('client_cpu'), 2)} |"
+        )
+    for note in data.get("notes", []):
+        lines += ["", note]
+    return lines
