@@ -104,9 +104,21 @@ def test_an_alias_moved_in_mlflow_reaches_the_gateway_by_webhook(tmp_path: Path)
                 what=f"{NAME}@champion to serve version {second}",
             )
 
+            def swap_events() -> list[dict[str, Any]]:
+                events: list[dict[str, Any]] = http.get("/events", params={"model": NAME}).json()["events"]
+                return [e for e in events if e["kind"] == "swapped" and e["alias"] == "champion"]
+
+            # The swap serves the new version first and records its event just after (a write
+            # to the state database in a thread): wait for the record, not only the answer.
+            wait_until(
+                lambda: [e["version"] for e in swap_events()][:1] == [second],
+                timeout=10,
+                interval=0.1,
+                what=f"the swap to version {second} in the event history",
+            )
             events: list[dict[str, Any]] = http.get("/events", params={"model": NAME}).json()["events"]
-            swapped = [e for e in events if e["kind"] == "swapped" and e["alias"] == "champion"]
-            assert swapped and swapped[0]["version"] == second
+            swapped = swap_events()
+            assert swapped[0]["version"] == second
             assert swapped[0]["reason"] == f"{first} -> {second}"
             moved = [e for e in events if e["kind"] == "alias_set" and e["version"] == second]
             assert len(moved) == 1

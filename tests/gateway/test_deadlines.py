@@ -74,7 +74,7 @@ def test_a_new_event_loop_starts_afresh() -> None:
     async def one() -> BaseException | None:
         answer = asyncio.get_running_loop().create_future()
         deadlines.add(answer)
-        await asyncio.sleep(0.03)
+        await _until_done(answer)
         return answer.exception()
 
     assert isinstance(asyncio.run(one()), TimeoutError)

@@ -325,7 +325,13 @@ async def test_a_warm_alias_moves_to_an_isolated_version_only_once_its_worker_an
         assert all(a[0] == 200 for a in answers), answers
         assert all(a[2]["predictions"] == ["missing"] for a in answers[:-1])
         assert answers[-1][1] == str(second) and answers[-1][2]["predictions"] == ["0.9.0"]
-        events = (await gw.client.get("/events", params={"model": name})).json()["events"]
+
+        async def recorded() -> list[dict[str, Any]] | None:
+            """The history, once it holds the swap (recorded in a thread just after the flip)."""
+            events: list[dict[str, Any]] = (await gw.client.get("/events", params={"model": name})).json()["events"]
+            return events if any(e["kind"] == "swapped" and e.get("version") == second for e in events) else None
+
+        events = await eventually(recorded, "the swap to be recorded", timeout=10)
         kinds = [e["kind"] for e in reversed(events) if e.get("version") == second]
         assert kinds.index("warmed") < kinds.index("swapped"), (kinds, events)
         assert (await runtime_of(gw.client, name, second))["runtime"] == "isolated"
