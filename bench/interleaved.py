@@ -27,16 +27,23 @@ def order(labels: list[str], round_index: int) -> list[str]:
     return labels[shift:] + labels[:shift]
 
 
-def ratios(data: dict[str, Any], label: str, base: str) -> list[float]:
-    """``label``'s req/s over ``base``'s in each round where both were measured without errors."""
+def ratios(data: dict[str, Any], label: str, base: str, *, per_cpu: bool = False) -> list[float]:
+    """``label``'s req/s over ``base``'s in each round where both were measured without errors.
+
+    ``per_cpu``: requests per second of the server's CPU instead (``base``'s CPU microseconds a
+    request over ``label``'s), where both points have them. Throughput on a shared machine moves
+    with what else holds the core (the load generator, the hypervisor); the CPU a server spends
+    on a request is its own, so a cost of a few percent stands out of less noise."""
+    column = "cpu_us" if per_cpu else "req_s"
     by_round: dict[int, dict[str, Row]] = {}
     for entry in data.get("rows", []):
         by_round.setdefault(entry["round"], {})[entry["point"]] = entry
     out = []
     for points in by_round.values():
         mine, theirs = points.get(label), points.get(base)
-        if _usable(mine) and _usable(theirs):
-            out.append(mine["req_s"] / theirs["req_s"])  # type: ignore[index]
+        if _usable(mine) and _usable(theirs) and mine.get(column) and theirs.get(column):  # type: ignore[union-attr]
+            pair = (theirs[column], mine[column]) if per_cpu else (mine[column], theirs[column])  # type: ignore[index]
+            out.append(pair[0] / pair[1])
     return out
 
 
@@ -45,7 +52,8 @@ def _usable(entry: Row | None) -> bool:
 
 
 def median_of(data: dict[str, Any], label: str, column: str) -> float | None:
-    values = [entry[column] for entry in data.get("rows", []) if entry["point"] == label and _usable(entry)]
+    rows = data.get("rows", [])
+    values = [e[column] for e in rows if e["point"] == label and _usable(e) and e.get(column) is not None]
     return statistics.median(values) if values else None
 
 
@@ -54,11 +62,12 @@ def errors_of(data: dict[str, Any], label: str) -> int:
 
 
 def verdict(
-    data: dict[str, Any], label: str, base: str, target: float | None, name: str
+    data: dict[str, Any], label: str, base: str, target: float | None, name: str, *, per_cpu: bool = False
 ) -> tuple[str, str, bool | None]:
-    """``label``'s median ratio to ``base`` against ``target`` (None: information only). A
-    point with errors measured refusals, not the feature: it fails the verdict."""
-    found = ratios(data, label, base)
+    """``label``'s median ratio to ``base`` (see :func:`ratios`) against ``target`` (None:
+    information only). A point with errors measured refusals, not the feature: it fails the
+    verdict."""
+    found = ratios(data, label, base, per_cpu=per_cpu)
     if not found:
         return (name, "not measured", False if target is not None else None)
     median = statistics.median(found)
@@ -74,18 +83,29 @@ def table(data: dict[str, Any], base: str, against: str) -> list[str]:
     for entry in data.get("rows", []):
         if entry["point"] not in labels:
             labels.append(entry["point"])
-    lines = [
-        f"| configuration | rounds | req/s (median) | p50 ms | p99 ms | errors | {against} (median) | range |",
-        "|---|--:|--:|--:|--:|--:|--:|--|",
-    ]
+    with_cpu = any(entry.get("cpu_us") for entry in data.get("rows", []))
+    head = f"| configuration | rounds | req/s (median) | p50 ms | p99 ms | errors | {against} (median) | range |"
+    rule = "|---|--:|--:|--:|--:|--:|--:|--|"
+    if with_cpu:
+        head += f" server CPU µs a request | per CPU-second {against} (median) | range |"
+        rule += "--:|--:|--|"
+    lines = [head, rule]
     for label in labels:
         rounds = sum(1 for entry in data["rows"] if entry["point"] == label)
-        found = ratios(data, label, base) if label != base else []
-        ratio = f"{statistics.median(found):.3f}×" if found else ("1" if label == base else "–")
-        spread = f"{min(found):.3f}–{max(found):.3f}" if found else ""
-        lines.append(
+        line = (
             f"| {label} | {rounds} | {fmt(median_of(data, label, 'req_s'), 0)} | "
             f"{fmt(median_of(data, label, 'p50_ms'), 2)} | {fmt(median_of(data, label, 'p99_ms'), 2)} | "
-            f"{errors_of(data, label)} | {ratio} | {spread} |"
+            f"{errors_of(data, label)} | {_ratio_cells(data, label, base, per_cpu=False)} |"
         )
+        if with_cpu:
+            line += f" {fmt(median_of(data, label, 'cpu_us'), 1)} | {_ratio_cells(data, label, base, per_cpu=True)} |"
+        lines.append(line)
     return lines
+
+
+def _ratio_cells(data: dict[str, Any], label: str, base: str, *, per_cpu: bool) -> str:
+    """A ratio's median and range, as two cells of the table."""
+    found = ratios(data, label, base, per_cpu=per_cpu) if label != base else []
+    ratio = f"{statistics.median(found):.3f}×" if found else ("1" if label == base else "–")
+    spread = f"{min(found):.3f}–{max(found):.3f}" if found else ""
+    return f"{ratio} | {spread}"

@@ -927,9 +927,13 @@ def interleaved_points(
                 contender = by_label[label]
                 url = contender.server.url + contender.path
                 drive(url, body, duration=0.5, **_load(run, contender))
+                cpu = contender.server.cpu_seconds()
                 result = drive(url, body, duration=seconds, **_load(run, contender))
+                cpu = contender.server.cpu_seconds() - cpu  # every thread of it: exporters, writers
                 rss = contender.server.peak_rss_mb()
                 entry = row(contender.server.name, contender.connections, result, rss)
+                if result.requests:
+                    entry["cpu_us"] = cpu / result.requests * 1e6
                 rows.append({"point": label, "round": round_index, **entry})
                 run.log(
                     f"{section} round {round_index + 1}/{run.rounds} {label}: {result.req_s:.0f} req/s, "

@@ -864,3 +864,19 @@ def test_no_bench_module_shadows_the_standard_library() -> None:
     imported by cProfile in place of the standard library's profile, failing 421 tests."""
     shadowing = {path.stem for path in BENCH.glob("*.py")} & sys.stdlib_module_names
     assert not shadowing, f"bench modules named like standard library modules: {sorted(shadowing)}"
+
+
+def test_per_cpu_ratios_compare_the_servers_own_cpu_a_request() -> None:
+    rows = [
+        _round_point("off", 0, 6000) | {"cpu_us": 100.0},
+        _round_point("on", 0, 5000) | {"cpu_us": 102.0},  # slower here, for the load generator's sake
+        _round_point("off", 1, 6000) | {"cpu_us": 90.0},
+        _round_point("on", 1, 6000),  # no CPU figure: no per-CPU ratio from this round
+    ]
+    data = {"rows": rows}
+    assert interleaved.ratios(data, "on", "off", per_cpu=True) == pytest.approx([100 / 102])
+    assert interleaved.verdict(data, "on", "off", 0.97, "x", per_cpu=True)[2] is True
+    assert interleaved.verdict(data, "on", "off", 0.97, "x")[2] is False  # by throughput: 0.917×, 1.0×
+    text = "\n".join(interleaved.table(data, "off", "÷ off"))
+    assert "server CPU µs a request" in text
+    assert "| on | 2 | 5,500 | 1.00 | 5.00 | 0 | 0.917× | 0.833–1.000 | 102.0 | 0.980× | 0.980–0.980 |" in text
