@@ -195,8 +195,13 @@ async def test_a_refused_model_is_not_kept_alive_by_its_remembered_failure() -> 
     cache._load = load
     with pytest.raises(ModelTooLarge):
         await cache.acquire(vid("m", 1))
-    gc.collect()
-    assert len(returned) == 1 and returned[0]() is None
+
+    def collected() -> bool:  # the loader thread lets go of its work item just after it answers
+        gc.collect()
+        return returned[0]() is None
+
+    await until(collected, "the refused model to be collected")
+    assert len(returned) == 1
     for _ in range(2):  # fast failures from memory neither load again nor grow anything
         with pytest.raises(ModelTooLarge) as caught:
             await cache.acquire(vid("m", 1))
@@ -311,7 +316,8 @@ async def test_a_model_unloaded_while_collections_are_spaced_out_is_collected_af
 
     import gateway.dataplane.cache
 
-    monkeypatch.setattr(gateway.dataplane.cache, "_COLLECT_SPACING", 0.5)
+    # long enough that the test still sees the pause on a machine that stalls for a moment
+    monkeypatch.setattr(gateway.dataplane.cache, "_COLLECT_SPACING", 2.0)
     loads = Loads()
     made: list[weakref.ref[_Cyclic]] = []
     original = loads.__call__

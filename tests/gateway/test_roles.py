@@ -93,7 +93,9 @@ def settings_for(make_settings: Callable[..., GatewaySettings]) -> Callable[...,
     def make(role: str, **overrides: Any) -> GatewaySettings:
         values: dict[str, Any] = {
             "role": role,
-            "lease_seconds": 1.0,
+            # 5 s: long enough that no loaded machine lets it lapse while a test builds another
+            # replica on the same event loop; the takeovers here come from a release at stop
+            "lease_seconds": 5.0,
             "follow_interval_seconds": 0.1,
             "warm_aliases": ["champion"],
             "webhook_secret": SECRET,
@@ -207,7 +209,7 @@ async def test_admin_sync_and_misses_on_a_gateway_replica_go_through_the_leader(
     name, (v1, _) = fresh_model(registry)
     async with AsyncExitStack() as leader_stack:
         leader = await leader_stack.enter_async_context(replica(settings_for("all"), registry.tracking_uri))
-        async with replica(settings_for("gateway", registry_timeout_seconds=0.5), registry.tracking_uri) as gateway:
+        async with replica(settings_for("gateway"), registry.tracking_uri) as gateway:
             # a model registered after startup: the miss asks the leader, then serves
             late, (late_v1,) = fresh_model(registry, versions=1, champion=None)
             assert await gateway.served(late) == late_v1
@@ -223,9 +225,11 @@ async def test_admin_sync_and_misses_on_a_gateway_replica_go_through_the_leader(
             assert await gateway.served(name) == v1 + 1
             assert gateway.reader.full_reads == 0 and gateway.reader.named_reads == []
 
-            # no leader at all: accepted and queued, and the next leader runs it
+            # no leader at all: accepted and queued, and the next leader runs it (a replica
+            # that waits 1.5 s for a leader, not the 3 registry timeouts of the default)
             await leader_stack.aclose()
-            response = await gateway.client.post("/admin/sync", headers=ADMIN)
+            async with replica(settings_for("gateway", registry_timeout_seconds=0.5), registry.tracking_uri) as hasty:
+                response = await hasty.client.post("/admin/sync", headers=ADMIN)
             assert response.status_code == 202, response.text
             assert response.json()["accepted"] is True
             store = gateway.services.store
@@ -254,7 +258,7 @@ async def test_the_leader_keeps_its_lease_through_a_startup_longer_than_the_leas
     version = registry.log(log_pyfunc, name, fault_models.GatedLoad())
     registry.client.set_registered_model_alias(name, "champion", str(version))
     fault_models.LOAD_GATE.clear()  # the champion's warm-up blocks until the gate opens
-    settings = settings_for("all", lease_seconds=0.5)
+    settings = settings_for("all", lease_seconds=1.0)
     app = create_app(settings, reader=CountingReader(registry.tracking_uri), start_in_background=True)
     async with app.router.lifespan_context(app):
         services = app.state.services
@@ -267,10 +271,11 @@ async def test_the_leader_keeps_its_lease_through_a_startup_longer_than_the_leas
             engine = services.store.engine
             holder, token, first = lease_row(engine)
             assert (holder, token) == (services.lease.holder, 1)
-            await until(lambda: lease_row(engine)[2] >= first + 1.5, "renewals over three lease lifetimes", timeout=10)
+            await until(lambda: lease_row(engine)[2] >= first + 3.0, "renewals over three lease lifetimes", timeout=15)
             assert services.stage.startswith("warming")  # still warming all along
             assert lease_row(engine)[:2] == (services.lease.holder, 1)
             fault_models.LOAD_GATE.set()
             await until(lambda: services.ready, "the warm-up to finish", timeout=30)
+            await until(lambda: services.poller.leading, "the leader's lease, renewed in a thread, to be current")
             ready = await client.get("/health/ready")
             assert ready.status_code == 200 and ready.json()["leader"] is True

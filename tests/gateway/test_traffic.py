@@ -488,6 +488,8 @@ async def test_shadows_never_change_or_wait_for_the_primary(
         "all", shadow_queue_size=1, shadow_concurrency=2, inference_threads=2, predict_timeout_seconds=10
     )
     async with replica(settings, registry.tracking_uri) as one:
+        v2_id = one.services.catalog.state(name, v2).id  # type: ignore[union-attr]
+        await until(lambda: one.services.split.ready(v2_id), "the shadow to be warm")  # a cold one gets no copies
         for _ in range(10):
             response = await one.predict(name)
             assert (response.status_code, response.headers["x-model-version"]) == (200, str(v1))
@@ -536,7 +538,7 @@ async def test_a_shadow_that_keeps_failing_pauses_and_one_that_answers_ends_the_
         clock = ManualClock()
         monkeypatch.setattr(shadows, "_clock", clock)
         v2_id = one.services.catalog.state(name, v2).id  # type: ignore[union-attr]
-        assert one.services.split.ready(v2_id)
+        await until(lambda: one.services.split.ready(v2_id), "the shadow to be warm")
 
         async def primary(x: float) -> None:
             response = await one.predict(name, x=x)
@@ -592,7 +594,8 @@ async def test_shadows_already_running_when_a_pause_begins_neither_lengthen_nor_
         clock = ManualClock()
         monkeypatch.setattr(shadows, "_clock", clock)
         v2_id = one.services.catalog.state(name, v2).id  # type: ignore[union-attr]
-        assert one.services.split.ready(v2_id) and one.services.inference.batches(v2_id)
+        await until(lambda: one.services.split.ready(v2_id), "the shadow to be warm")
+        assert one.services.inference.batches(v2_id)
         fault_models.PREDICT_GATE.clear()
         fault_models.PREDICT_ENTERED.clear()
         try:
