@@ -23,6 +23,13 @@ each request reads as one trace: the batch's own span (with ``decode``, ``predic
 sampled request span; each other request gets a ``batch`` span of its own, over the same
 interval, linked to that one. Background work has root spans: ``model.load``,
 ``model.warmup``, ``registry.sync`` and ``environment.build``.
+
+A batch's spans are made after it ran, from the times it took, and nothing can be added to
+them: they are built finished (the SDK's ``ReadableSpan``, what span processors are handed at
+a span's end) and handed to the batch span processor directly, skipping a live span's
+sampler call, locks and attribute checks (about 40 us of the ~55 a span cost through
+``start_span`` and ``end`` here: ``bench/tracing_cost.py``). Their trace flags and state are
+their parent's, as the parent-based sampler would have decided.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
@@ -48,16 +56,15 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
-    NonRecordingSpan,
     Span,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
     Tracer,
-    set_span_in_context,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -147,6 +154,62 @@ class _PreDrawnIds(IdGenerator):
         return trace_id
 
 
+class _HashedOnce(Resource):
+    """A resource whose hash is taken once. The OTLP encoder groups spans by resource, hashing
+    every span's (``Resource.__hash__`` dumps its attributes to JSON each time: a fifth of a
+    span's encoding here); a resource never changes, so neither does its hash."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """Where finished spans go, and what they all carry: the provider's resource and the
+    gateway's instrumentation scope."""
+
+    processor: SpanProcessor
+    resource: Resource
+    scope: InstrumentationScope
+    ids: IdGenerator
+
+    def span(
+        self,
+        name: str,
+        parent: SpanContext,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any] | None = None,
+        links: tuple[Link, ...] = (),
+    ) -> SpanContext:
+        """A span that began and ended at these (wall clock) times, under ``parent``, exported."""
+        context = SpanContext(
+            parent.trace_id,
+            self.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=parent.trace_flags,
+            trace_state=parent.trace_state,
+        )
+        self.processor.on_end(
+            ReadableSpan(
+                name,
+                context=context,
+                parent=parent,
+                resource=self.resource,
+                attributes=attributes,
+                links=links,
+                instrumentation_scope=self.scope,
+                start_time=start_ns,
+                end_time=end_ns,
+            )
+        )
+        return context
+
+
 class Tracing:
     def __init__(
         self,
@@ -155,9 +218,11 @@ class Tracing:
         *,
         root_bound: int | None = None,
         ids: _PreDrawnIds | None = None,
+        finished: _Finished | None = None,
     ) -> None:
         self._tracer = tracer
         self._shutdown = shutdown
+        self._finished = finished
         self.enabled = tracer is not None
         self._root_bound = root_bound if ids is not None or root_bound == 0 else None
         self._ids = ids
@@ -194,17 +259,26 @@ class Tracing:
     @classmethod
     def exporting_to(cls, exporter: SpanExporter, environ: Mapping[str, str]) -> Tracing:
         """A tracer sampling as ``OTEL_TRACES_SAMPLER[_ARG]`` say, its spans batched to ``exporter``."""
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.resources import SERVICE_NAME
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: "registry-gateway"}))
+        resource = _HashedOnce(resource.attributes, resource.schema_url)
         sampling, ids = Sampling.from_environ(environ), _PreDrawnIds()
         provider = TracerProvider(resource=resource, sampler=sampling.sampler, id_generator=ids)
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-        return cls(provider.get_tracer(_SCOPE), provider.shutdown, root_bound=sampling.root_bound, ids=ids)
+        processor = BatchSpanProcessor(exporter)
+        provider.add_span_processor(processor)
+        scope = InstrumentationScope(_SCOPE, "")  # what get_tracer(_SCOPE) gives its spans
+        return cls(
+            provider.get_tracer(scope.name),
+            provider.shutdown,
+            root_bound=sampling.root_bound,
+            ids=ids,
+            finished=_Finished(processor, provider.resource, scope, ids),
+        )
 
     def close(self) -> None:
         """Export what is buffered and stop (the processor's own timeout bounds it)."""
@@ -253,47 +327,29 @@ class Tracing:
 
     def batch_ran(self, *, model: str, version: int, members: list[Member], timing: BatchTiming) -> None:
         """The spans of one batch, made after it ran from the times it took (see the module)."""
-        assert self._tracer is not None
-        sampled = [m for m in members if m.span is not None]
+        assert self._finished is not None
+        finished = self._finished
+        sampled = [m.span for m in members if m.span is not None]
         if not sampled:
             return
         start, end = self._wall(timing.started_ns), self._wall(timing.ended_ns)
-        for member in sampled:
-            assert member.span is not None
-            queue = self._tracer.start_span(
-                "queue", context=_under(member.span), start_time=self._wall(member.queued_ns)
-            )
-            queue.end(end_time=start)
+        for member in members:
+            if member.span is not None:
+                finished.span("queue", member.span, self._wall(member.queued_ns), start)
         attributes: dict[str, Any] = {
             "gateway.model": model,
             "gateway.version": version,
             "gateway.batch.size": len(members),
             "gateway.batch.sampled": len(sampled),
         }
-        first = sampled[0].span
-        assert first is not None
-        batch = self._tracer.start_span(
-            "batch",
-            context=_under(first),
-            start_time=start,
-            attributes=attributes,
-            links=[Link(m.span) for m in sampled if m.span is not None],
-        )
-        under_batch = set_span_in_context(batch)
+        batch = finished.span("batch", sampled[0], start, end, attributes, links=tuple(Link(span) for span in sampled))
         at = timing.started_ns
         for stage, seconds in (("decode", timing.decode), ("predict", timing.compute), ("encode", timing.encode)):
-            step = int(seconds * 1e9)
-            child = self._tracer.start_span(stage, context=under_batch, start_time=self._wall(at))
-            at += step
-            child.end(end_time=self._wall(min(at, timing.ended_ns)))
-        batch.end(end_time=end)
-        shared = Link(batch.get_span_context(), {"gateway.batch.role": "ran"})
-        for member in sampled[1:]:
-            assert member.span is not None
-            joined = self._tracer.start_span(
-                "batch", context=_under(member.span), start_time=start, attributes=attributes, links=[shared]
-            )
-            joined.end(end_time=end)
+            began, at = at, min(at + int(seconds * 1e9), timing.ended_ns)
+            finished.span(stage, batch, self._wall(began), self._wall(at))
+        shared = (Link(batch, {"gateway.batch.role": "ran"}),)
+        for span in sampled[1:]:
+            finished.span("batch", span, start, end, attributes, links=shared)
 
     def _wall(self, perf_ns: int) -> int:
         return perf_ns + self._wall_offset
@@ -309,10 +365,6 @@ class Tracing:
             return
         with self._tracer.start_as_current_span(name, attributes=attributes, record_exception=True) as span:
             yield span
-
-
-def _under(parent: SpanContext) -> Context:
-    return set_span_in_context(NonRecordingSpan(parent))
 
 
 def exporter_protocol(environ: Mapping[str, str]) -> str:
