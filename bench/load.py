@@ -78,16 +78,19 @@ def drive(
     threads: int = 1,
     content_type: str = "application/json",
     headers: dict[str, str] | None = None,
+    key_header: str | None = None,
 ) -> Result:
     """POST ``body_file`` to ``url`` from ``connections`` keep-alive connections for ``duration`` s.
 
     ``paths`` (with optional ``zipf`` weights) spreads the requests over several paths of the
     same server (wrk draws them in bench/post.lua, bench/loadgen.py likewise). ``headers`` go
-    with every request.
+    with every request; ``key_header`` too, with a new random value each time (a route key
+    per request: callers spread over a keyed split).
     """
     if shutil.which("wrk") and not force_python:
         env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
         env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+        env["BENCH_KEY_HEADER"] = key_header or ""
         if paths:
             weights = zipf_weights(len(paths), zipf) if zipf else [1.0] * len(paths)
             env["BENCH_PATHS"] = "\n".join(f"{weight!r} {path}" for weight, path in zip(weights, paths, strict=True))
@@ -109,6 +112,8 @@ def drive(
     argv += ["--connections", str(connections), "--duration", str(duration), "--content-type", content_type]
     for name, value in (headers or {}).items():
         argv += ["--header", f"{name}: {value}"]
+    if key_header:
+        argv += ["--key-header", key_header]
     for each in paths or ["/" + path]:
         argv += ["--path", each]
     if zipf:

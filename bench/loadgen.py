@@ -22,13 +22,20 @@ class Target:
     """The paths to hit, each with a weight, and one body for all of them."""
 
     def __init__(
-        self, paths: list[str], weights: list[float], body: bytes, content_type: str, headers: list[str] | None = None
+        self,
+        paths: list[str],
+        weights: list[float],
+        body: bytes,
+        content_type: str,
+        headers: list[str] | None = None,
+        key_header: str | None = None,
     ) -> None:
         self.paths = paths
         self.cumulative = list(itertools.accumulate(weights))
         self.body = body
         self.content_type = content_type
         self.headers = headers or []  # "Name: value"
+        self.key_header = key_header  # sent with a new random value on every request
 
     def pick(self, rng: random.Random) -> str:
         return self.paths[bisect.bisect(self.cumulative, rng.random() * self.cumulative[-1])]
@@ -45,8 +52,9 @@ async def _one_connection(
     try:
         while time.perf_counter() < deadline:
             path = target.pick(rng)
+            key = f"{target.key_header}: {rng.getrandbits(31)}\r\n" if target.key_header else ""
             started = time.perf_counter()
-            writer.write(f"POST {path} HTTP/1.1\r\n{head}".encode() + target.body)
+            writer.write(f"POST {path} HTTP/1.1\r\n{key}{head}".encode() + target.body)
             status_line = await reader.readline()
             length = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -103,12 +111,13 @@ def main() -> None:
     parser.add_argument("--body-file", type=Path, required=True)
     parser.add_argument("--content-type", default="application/json")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' sent with every request.")
+    parser.add_argument("--key-header", default=None, help="A header sent with a new random value on every request.")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args()
 
     weights = zipf_weights(len(args.path), args.zipf) if args.zipf else [1.0] * len(args.path)
-    target = Target(args.path, weights, args.body_file.read_bytes(), args.content_type, args.header)
+    target = Target(args.path, weights, args.body_file.read_bytes(), args.content_type, args.header, args.key_header)
     try:
         from uvloop import new_event_loop as loop_factory
     except ImportError:

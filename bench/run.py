@@ -826,10 +826,14 @@ def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
                 version = probes[probe] if probe else traffic_split.ARM_VERSION
                 took = _set_traffic(gw, client, arms, version=version, weight=weight, shadow=shadow)
                 post(url, bodies["iris"].read_bytes())
+                keys = traffic_split.KEY_HEADER if traffic_split.keyed_point(label) else None
                 if warmup:
-                    drive(url, bodies["iris"], connections=connections, duration=warmup, cpus=run.load_cpus)
+                    load = {"connections": connections, "cpus": run.load_cpus, "key_header": keys}
+                    drive(url, bodies["iris"], duration=warmup, **load)
                 before, cpu = _traffic_detail(gw), gw.cpu_seconds()
-                result = drive(url, bodies["iris"], connections=connections, duration=seconds, cpus=run.load_cpus)
+                result = drive(
+                    url, bodies["iris"], connections=connections, duration=seconds, cpus=run.load_cpus, key_header=keys
+                )
                 cpu, after = gw.cpu_seconds() - cpu, _traffic_detail(gw)
                 counts = [traffic_split.arm_requests(d) for d in (before, after)]
                 delta = {arm: n - counts[0].get(arm, 0) for arm, n in counts[1].items()}

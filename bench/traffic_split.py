@@ -2,9 +2,11 @@
 
 One gateway on the bench registry; load on the default route (``/models/iris/predict``,
 ``champion`` -> v1) at 32 connections. Six rounds of 5 s points, each: no split; v2 tagged
-``gateway.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); no split; v2 tagged
-``gateway.traffic.shadow=25`` instead (every answer from v1, 25% of requests also run on v2
-after it); and a last no-split point after the rounds. Then a 25% shadow to a slow version
+``gateway.traffic.weight=10`` (a 2-arm split: 90% v1, 10% v2); no split; the same split with
+every request carrying a route key of its own (``X-Route-Key``, a new random value each time:
+callers spread over a keyed split, each hashed to its arm; issue 28's "keyed canary split");
+no split; v2 tagged ``gateway.traffic.shadow=25`` instead (every answer from v1, 25% of
+requests also run on v2 after it); and a last no-split point after the rounds. Then a 25% shadow to a slow version
 (50 ms, no CPU) and one to a failing version (raises on the bench's row), each followed by a
 no-split point: the primary must answer every request, at a p99 no worse than the worst of
 the no-split and healthy-shadow points (bench/shadow_probes.py). Each tag is set in the bench's scratch
@@ -38,7 +40,8 @@ WARMUP_SECONDS = 1.0
 # Six rounds of 5 s points rather than three of 10 s, in the same time: on a shared VM the
 # no-split points drift by up to 20% within a run, and a point is compared with neighbours
 # measured seconds, not half a minute, away; the median of six shrugs off a burst.
-NONE, SPLIT, SHADOWED = "no split", "split 90/10", "shadow 25%"
+NONE, SPLIT, KEYED, SHADOWED = "no split", "split 90/10", "keyed split 90/10", "shadow 25%"
+KEY_HEADER = "X-Route-Key"  # the gateway's default GATEWAY_ROUTE_KEY_HEADER
 SLOW, FAILING = "slow", "failing"  # the probe versions' bench.shadow_probe tags
 PROBE_TAG = "bench.shadow_probe"
 PROBED = {SLOW: "shadow 25% to a slow version", FAILING: "shadow 25% to a failing version"}
@@ -47,11 +50,14 @@ Point = tuple[str, float, float, str | None]
 """(label, weight, shadow, probe): the arm is v{ARM_VERSION}, or the probe version so tagged."""
 
 
-def plan(rounds: int = ROUNDS, *, probes: bool = True) -> list[Point]:
-    """Each point in order: every arm point between two no-split ones; then the probes'."""
+def plan(rounds: int = ROUNDS, *, probes: bool = True, keyed: bool = True) -> list[Point]:
+    """Each point in order: every arm point between two no-split ones; then the probes'. A
+    keyed point has the split's weight; its load sends route keys (:func:`keyed_point`)."""
     points: list[Point] = []
     for n in range(1, rounds + 1):
         points += [(NONE, 0, 0, None), (f"{SPLIT} #{n}", WEIGHT, 0, None)]
+        if keyed:
+            points += [(NONE, 0, 0, None), (f"{KEYED} #{n}", WEIGHT, 0, None)]
         points += [(NONE, 0, 0, None), (f"{SHADOWED} #{n}", 0, SHADOW, None)]
     points.append((NONE, 0, 0, None))
     if probes:
@@ -62,6 +68,11 @@ def plan(rounds: int = ROUNDS, *, probes: bool = True) -> list[Point]:
 
 def kind(label: str) -> str:
     return label.split(" #")[0]
+
+
+def keyed_point(label: str) -> bool:
+    """Whether the point's requests each carry a random route key (in :data:`KEY_HEADER`)."""
+    return kind(label) == KEYED
 
 
 def served(detail: dict[str, Any], *, weight: float = 0.0, shadow: float = 0.0, version: int = ARM_VERSION) -> bool:
@@ -125,13 +136,18 @@ def _median(points: list[dict[str, Any]], which: str, field: str = "req_s") -> f
 
 
 def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
-    """Issue 14: a 2-arm split within 5% of no split; a 25% shadow within 30% (the median
-    over the rounds of each point's ratio to its neighbouring no-split points)."""
+    """Issue 14: a 2-arm split within 5% of no split; a 25% shadow within 30%. Issue 28: the
+    split keyed by route keys within 3%. Each the median over the rounds of each point's ratio
+    to its neighbouring no-split points; a kind the run did not plan has no target."""
     if not data:
         return []
     out: list[tuple[str, str, bool | None]] = []
     compared = ratios(data)
-    for label, floor, what in ((SPLIT, 0.95, "within 5%"), (SHADOWED, 0.70, "within 30%")):
+    planned = {kind(r["point"]) for r in data.get("rows", [])} | {SPLIT, SHADOWED}
+    limits = ((SPLIT, 0.95, "within 5%"), (KEYED, 0.97, "within 3%"), (SHADOWED, 0.70, "within 30%"))
+    for label, floor, what in limits:
+        if label not in planned:
+            continue
         name = f"traffic: {label} at {CONNECTIONS} conns {what} of no split's req/s (median of rounds)"
         points = [r for r in compared if r["kind"] == label]
         mine = _median(compared, label)
@@ -181,6 +197,8 @@ def render(data: dict[str, Any] | None) -> list[str]:
         f"`POST /models/{MODEL}/predict` (the default route: `champion` → v1) at {CONNECTIONS} conns, "
         f"{POINT_SECONDS:g} s points (at most; after at most {WARMUP_SECONDS:g} s of warm-up), "
         f"in {ROUNDS} rounds of: no split; split (v{ARM_VERSION} tagged `{WEIGHT_TAG}={WEIGHT}`); no split; "
+        f"the same split keyed (every request with a `{KEY_HEADER}` of its own, a new random value each time, "
+        "so that each is hashed to its arm); no split; "
         f"shadow (v{ARM_VERSION} tagged `{SHADOW_TAG}={SHADOW}` instead); then no split once more; then the "
         f"same shadow to a version that answers 50 ms late without using the CPU, no split, the same shadow "
         "to a version that fails on the bench's row, and no split (bench/shadow_probes.py). "
@@ -207,7 +225,9 @@ def render(data: dict[str, Any] | None) -> list[str]:
             f"{_times(ratio.get('cpu'))} | {'–' if share is None else f'{share:.1%}'} | "
             f"{fmt(entry.get('shadows_run'), 0)} | {fmt(entry.get('shadows_dropped'), 0)} |"
         )
-    for label in (SPLIT, SHADOWED):
+    for label in (SPLIT, KEYED, SHADOWED):
+        if _median(compared, label) is None:
+            continue
         lines += [
             "",
             f"Median over the rounds, {label}: {_times(_median(compared, label))} no split's req/s, "

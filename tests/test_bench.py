@@ -587,11 +587,13 @@ def _point(label: str, req_s: float) -> dict[str, Any]:
 def test_the_traffic_plan_puts_every_arm_point_between_two_no_split_points() -> None:
     plan = traffic_split.plan(3)
     labels = [label for label, *_ in plan]
-    assert len(plan) == 17 and labels[0] == labels[-1] == traffic_split.NONE
-    assert labels[1:13:4] == [f"{traffic_split.SPLIT} #{n}" for n in (1, 2, 3)]
-    assert labels[3:13:4] == [f"{traffic_split.SHADOWED} #{n}" for n in (1, 2, 3)]
-    assert labels[13::2] == list(traffic_split.PROBED.values())
+    assert len(plan) == 23 and labels[0] == labels[-1] == traffic_split.NONE
+    assert labels[1:19:6] == [f"{traffic_split.SPLIT} #{n}" for n in (1, 2, 3)]
+    assert labels[3:19:6] == [f"{traffic_split.KEYED} #{n}" for n in (1, 2, 3)]
+    assert labels[5:19:6] == [f"{traffic_split.SHADOWED} #{n}" for n in (1, 2, 3)]
+    assert labels[19::2] == list(traffic_split.PROBED.values())
     assert all(label == traffic_split.NONE for label in labels[::2])
+    assert [traffic_split.keyed_point(label) for label in labels[1:7]] == [False, False, True, False, False, False]
     arms = {(w, s, probe) for label, w, s, probe in plan if label != traffic_split.NONE}
     assert arms == {
         (traffic_split.WEIGHT, 0, None),
@@ -600,13 +602,15 @@ def test_the_traffic_plan_puts_every_arm_point_between_two_no_split_points() -> 
         (0, traffic_split.SHADOW, traffic_split.FAILING),
     }
     assert {(w, s, p) for label, w, s, p in plan if label == traffic_split.NONE} == {(0, 0, None)}
-    assert len(traffic_split.plan(3, probes=False)) == 13
+    assert len(traffic_split.plan(3, probes=False)) == 19
+    assert len(traffic_split.plan(3, probes=False, keyed=False)) == 13
 
 
 def test_traffic_targets_take_the_median_of_each_point_against_its_neighbours() -> None:
     none, split, shadow = traffic_split.NONE, traffic_split.SPLIT, traffic_split.SHADOWED
     req_s = [6000, 5400, 5200, 3500, 5000, 4800, 6000, 4300, 6000, 5820, 6000, 4100, 6000]
-    rows = [_point(label, rate) for (label, *_), rate in zip(traffic_split.plan(3, probes=False), req_s, strict=True)]
+    plan = traffic_split.plan(3, probes=False, keyed=False)
+    rows = [_point(label, rate) for (label, *_), rate in zip(plan, req_s, strict=True)]
     for row in rows:
         row["cpu_us_per_request"] = 1e6 / row["req_s"]  # one core, saturated: CPU per request is 1/rate
     ratios = traffic_split.ratios({"rows": rows})
@@ -627,7 +631,7 @@ def test_traffic_targets_take_the_median_of_each_point_against_its_neighbours() 
 
 
 def test_a_slow_or_failing_shadow_passes_only_with_every_answer_and_a_p99_within_the_healthy_points() -> None:
-    plan = traffic_split.plan(1)  # none, split, none, shadow, none, slow, none, failing, none
+    plan = traffic_split.plan(1, keyed=False)  # none, split, none, shadow, none, slow, none, failing, none
     p99s = [6.0, 6.3, 7.2, 7.5, 6.2, 7.4, 6.4, 9.0, 6.1]  # the split's p99 is not a healthy point's
     rows = [
         _point(label, 5000) | {"p99_ms": p99, "shadows_run": 40.0, "shadow_errors": 0.0}
