@@ -12,6 +12,7 @@ import collections
 import http.server
 import math
 import shutil
+import statistics
 import sys
 import threading
 from pathlib import Path
@@ -32,6 +33,7 @@ import load as load_module  # noqa: E402
 import memory_churn  # noqa: E402
 import observability_cost  # noqa: E402
 import oip_rows  # noqa: E402
+import paired  # noqa: E402
 import registry_scale  # noqa: E402
 import run as bench  # noqa: E402
 import spread  # noqa: E402
@@ -884,3 +886,17 @@ def test_per_cpu_ratios_compare_the_servers_own_cpu_a_request() -> None:
     text = "\n".join(interleaved.table(data, "off", "÷ off"))
     assert "server CPU µs a request" in text
     assert "| on | 2 | 5,500 | 1.00 | 5.00 | 0 | 0.917× | 0.833–1.000 | 102.0 | 0.980× | 0.980–0.980 |" in text
+
+
+# --- paired (bench/paired.py) ---------------------------------------------------------------------
+
+
+def test_paired_summary_gives_each_ratios_mean_median_spread_and_standard_error() -> None:
+    rounds = [{"req_s": r, "cpu": c} for r, c in ((0.90, 0.92), (1.00, 0.98), (0.95, 0.94), (0.97, 0.96))]
+    got = paired.summary(rounds)
+    assert got["rounds"] == 4
+    assert got["req_s_mean"] == pytest.approx(0.955) and got["req_s_median"] == pytest.approx(0.96)
+    assert got["cpu_mean"] == pytest.approx(0.95) and got["cpu_median"] == pytest.approx(0.95)
+    assert got["req_s_sd"] == pytest.approx(statistics.stdev([0.90, 1.00, 0.95, 0.97]))
+    assert got["req_s_sem"] == pytest.approx(got["req_s_sd"] / 2)
+    assert paired.summary(rounds[:1])["req_s_sd"] == 0.0  # one round: no spread to speak of

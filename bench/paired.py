@@ -1,0 +1,132 @@
+"""What a setting costs, measured in pairs: ``.venv/bin/python bench/paired.py --env NAME=VALUE``.
+
+The interleaved rounds of bench/run.py visit one gateway after another, seconds apart, and on
+a shared VM the machine's speed moves by 10-20% between two points: a ratio of two points is
+that noisy, and the median of eight is uncertain by about ±4%, more than the 3% a feature may
+cost. Here the two gateways run **at the same time**: both pinned to the server CPU, each
+driven by its own wrk (32 connections) from the load CPU over the same seconds, so whatever
+slows the machine slows both, and what one costs more shows as the other's larger share of
+the one core. The baseline is ``A`` (the bench's quiet default), ``B`` the same plus the
+settings given; each round gives B's req/s over A's, and A's server CPU a request over B's
+(both below 1 when B costs more). Two identical gateways (no ``--env``: the A/A control)
+measured 1.007 and 1.005 (mean over 10 and 12 rounds; rounds spread ±2-3%).
+
+With ``--otlp``, B exports its traces to an OTLP receiver in this process, on the load CPU.
+Prints each round and the summary; ``--json`` writes them to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+CONNECTIONS = 32
+
+
+def summary(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Mean, median and standard deviation of each ratio over the rounds, and the standard
+    error of the mean (the rounds are independent pairs)."""
+    out: dict[str, float] = {"rounds": len(rounds)}
+    for field in ("req_s", "cpu"):
+        values = [r[field] for r in rounds]
+        out[f"{field}_mean"] = statistics.fmean(values)
+        out[f"{field}_median"] = statistics.median(values)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[f"{field}_sd"] = spread
+        out[f"{field}_sem"] = spread / len(values) ** 0.5
+    return out
+
+
+def _load_both(drive: Any, urls: list[str], body: Path, seconds: float) -> list[Any]:
+    """Both gateways loaded over the same seconds, each by its own wrk on the load CPU."""
+    results: list[Any] = [None, None]
+
+    def load(i: int) -> None:
+        results[i] = drive(urls[i], body, connections=CONNECTIONS, duration=seconds, cpus="1")
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def main() -> None:
+    import run as bench
+    from load import drive
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="A setting of B (repeat).")
+    parser.add_argument("--otlp", action="store_true", help="B exports OTLP/HTTP to a receiver in this process.")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=5.0, help="Seconds of load a round.")
+    parser.add_argument("--json", type=Path, default=None, help="Write the rounds and the summary here.")
+    args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    tracking_uri = bench.build_registry(bench.WORK / "registry")
+    body = bench.write_bodies(bench.WORK)["iris"]
+    os.sched_setaffinity(0, {1})  # this process, and the receiver's threads, on the load CPU
+    receiver: Any = None
+    if args.otlp:
+        sys.path.insert(0, str(HERE.parent))
+        from tests.support.otlp import OtlpReceiver
+
+        receiver = OtlpReceiver("http/protobuf").__enter__()
+        extra = {**receiver.env(), **extra}
+    rounds: list[dict[str, float]] = []
+    try:
+        quiet = bench.QUIET_POLL
+        with (
+            bench.gateway(tracking_uri, "paired-a", cpus="0", env=quiet) as a,
+            bench.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra}) as b,
+        ):
+            urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
+            for url in urls:
+                bench.post(url, body.read_bytes())
+            for n in range(1, args.rounds + 1):
+                before = [g.cpu_seconds() for g in (a, b)]
+                results = _load_both(drive, urls, body, args.seconds)
+                spent = [g.cpu_seconds() - c for g, c in zip((a, b), before, strict=True)]
+                cpu_us = [cpu / result.requests * 1e6 for cpu, result in zip(spent, results, strict=True)]
+                entry = {
+                    "a_req_s": results[0].req_s,
+                    "b_req_s": results[1].req_s,
+                    "a_cpu_us": cpu_us[0],
+                    "b_cpu_us": cpu_us[1],
+                    "req_s": results[1].req_s / results[0].req_s,
+                    "cpu": cpu_us[0] / cpu_us[1],
+                }
+                rounds.append(entry)
+                print(
+                    f"round {n}: A {entry['a_req_s']:.0f} req/s {cpu_us[0]:.0f} us/req, "
+                    f"B {entry['b_req_s']:.0f} req/s {cpu_us[1]:.0f} us/req: B/A {entry['req_s']:.3f}, "
+                    f"CPU A/B {entry['cpu']:.3f}",
+                    flush=True,
+                )
+    finally:
+        if receiver is not None:
+            receiver.__exit__(None, None, None)
+    result = summary(rounds)
+    what = (" ".join(args.env) or "nothing more") + (" (OTLP)" if args.otlp else "")
+    print(
+        f"B with {what}: req/s {result['req_s_mean']:.3f}x A (mean of {len(rounds)} rounds, "
+        f"median {result['req_s_median']:.3f}, sd {result['req_s_sd']:.3f}, standard error {result['req_s_sem']:.3f}); "
+        f"CPU a request {result['cpu_mean']:.3f}x (median {result['cpu_median']:.3f}, standard error "
+        f"{result['cpu_sem']:.3f})"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"env": extra, "rounds": rounds, "summary": result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
