@@ -11,8 +11,10 @@ settings given; each round gives B's req/s over A's, and A's server CPU a reques
 (both below 1 when B costs more). Two identical gateways (no ``--env``: the A/A control)
 measured 1.007 and 1.005 (mean over 10 and 12 rounds; rounds spread ±2-3%).
 
-With ``--otlp``, B exports its traces to an OTLP receiver in this process, on the load CPU.
-Prints each round and the summary; ``--json`` writes them to a file.
+With ``--otlp``, B exports its traces to an OTLP receiver in this process, on the load CPU;
+with ``--keys``, B has API keys on (``GATEWAY_AUTH=keys``) and its load sends a key made with
+``registry-gateway keys create`` (as bench/auth_cost.py). Prints each round and the summary;
+``--json`` writes them to a file.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _load_both(drive: Any, urls: list[str], body: Path, seconds: float) -> list[Any]:
+def _load_both(drive: Any, urls: list[str], body: Path, seconds: float, headers: list[dict[str, str]]) -> list[Any]:
     """Both gateways loaded over the same seconds, each by its own wrk on the load CPU."""
     results: list[Any] = [None, None]
 
     def load(i: int) -> None:
-        results[i] = drive(urls[i], body, connections=CONNECTIONS, duration=seconds, cpus="1")
+        results[i] = drive(
+            urls[i], body, connections=CONNECTIONS, duration=seconds, cpus="1", headers=headers[i] or None
+        )
 
     threads = [threading.Thread(target=load, args=(i,)) for i in (0, 1)]
     for thread in threads:
@@ -68,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="A setting of B (repeat).")
     parser.add_argument("--otlp", action="store_true", help="B exports OTLP/HTTP to a receiver in this process.")
+    parser.add_argument("--keys", action="store_true", help="B has API keys on; its load sends a key.")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=5.0, help="Seconds of load a round.")
     parser.add_argument("--json", type=Path, default=None, help="Write the rounds and the summary here.")
@@ -83,19 +88,24 @@ def main() -> None:
 
         receiver = OtlpReceiver("http/protobuf").__enter__()
         extra = {**receiver.env(), **extra}
+    if args.keys:
+        extra = {"GATEWAY_AUTH": "keys", **extra}
     rounds: list[dict[str, float]] = []
     try:
         quiet = bench.QUIET_POLL
-        with (
-            bench.gateway(tracking_uri, "paired-a", cpus="0", env=quiet) as a,
-            bench.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra}) as b,
-        ):
+        second = bench.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra})
+        headers: list[dict[str, str]] = [{}, {}]
+        if args.keys:  # made before B starts: a gateway reads its keys at start
+            import auth_cost
+
+            headers[1] = auth_cost.bearer(bench._create_key(second, auth_cost.KEY))
+        with bench.gateway(tracking_uri, "paired-a", cpus="0", env=quiet) as a, second as b:
             urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
-            for url in urls:
-                bench.post(url, body.read_bytes())
+            for url, sent in zip(urls, headers, strict=True):
+                bench.post(url, body.read_bytes(), sent)
             for n in range(1, args.rounds + 1):
                 before = [g.cpu_seconds() for g in (a, b)]
-                results = _load_both(drive, urls, body, args.seconds)
+                results = _load_both(drive, urls, body, args.seconds, headers)
                 spent = [g.cpu_seconds() - c for g, c in zip((a, b), before, strict=True)]
                 cpu_us = [cpu / result.requests * 1e6 for cpu, result in zip(spent, results, strict=True)]
                 entry = {
@@ -117,7 +127,8 @@ def main() -> None:
         if receiver is not None:
             receiver.__exit__(None, None, None)
     result = summary(rounds)
-    what = (" ".join(args.env) or "nothing more") + (" (OTLP)" if args.otlp else "")
+    what = " ".join([*args.env, *(["(OTLP)"] if args.otlp else []), *(["(keys on)"] if args.keys else [])])
+    what = what or "nothing more"
     print(
         f"B with {what}: req/s {result['req_s_mean']:.3f}x A (mean of {len(rounds)} rounds, "
         f"median {result['req_s_median']:.3f}, sd {result['req_s_sd']:.3f}, standard error {result['req_s_sem']:.3f}); "

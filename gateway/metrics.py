@@ -6,12 +6,15 @@ exist is counted under ``model="_unknown"`` so garbage cannot grow the label spa
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from gateway.loop_metrics import LoopCounter, LoopHistogram
 
@@ -24,10 +27,38 @@ _STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, *_LATENCY_BUCKETS)
 _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+class GarbageCollection(Collector):
+    """Python's cyclic garbage collector, by generation, read from ``gc.get_stats()`` at each
+    scrape under the names prometheus_client's own collector uses (``python_gc_*``), which
+    dashboards know. That collector counts in a ``gc.callbacks`` hook it can never remove, one
+    per registry; this process makes a registry per app (the tests make hundreds)."""
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "collections": CounterMetricFamily(
+                "python_gc_collections", "Collections of each generation", labels=["generation"]
+            ),
+            "collected": CounterMetricFamily(
+                "python_gc_objects_collected", "Objects collected, by generation", labels=["generation"]
+            ),
+            "uncollectable": CounterMetricFamily(
+                "python_gc_objects_uncollectable", "Uncollectable objects found, by generation", labels=["generation"]
+            ),
+        }
+        for generation, stats in enumerate(gc.get_stats()):
+            for key, family in families.items():
+                family.add_metric([str(generation)], stats[key])
+        yield from families.values()
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process's own (CPU seconds, resident memory, open files; from /proc) and its
+        # garbage collector's: what every Python service exports, and what explains a p99.
+        ProcessCollector(registry=r)
+        r.register(GarbageCollection())
         # What every request updates, on the event loop: plain numbers, no lock (gateway.loop_metrics).
         self.requests = LoopCounter(
             "gateway_requests", "Prediction requests answered", ["model", "version", "status"], registry=r

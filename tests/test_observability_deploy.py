@@ -58,12 +58,15 @@ RECORD_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*:[a-zA-Z0-9_:]*$")  # level:me
 # --- what a gateway exports --------------------------------------------------------------
 
 
-def _name_and_labels(collector: object) -> tuple[str, frozenset[str]]:
-    """A metric's name and label names: gateway.loop_metrics' families say them, prometheus_client's
-    keep them in _name and _labelnames."""
+def _families_of(collector: Any) -> dict[str, frozenset[str]]:
+    """Each family a registered collector renders -> its label names: gateway.loop_metrics'
+    families say them, prometheus_client's metrics keep them in _name and _labelnames, and a
+    collector of its own (the process's, the garbage collector's) shows them in its samples."""
     if isinstance(collector, LoopCounter | LoopHistogram):
-        return collector.name, frozenset(collector.labelnames)
-    return collector._name, frozenset(collector._labelnames)  # type: ignore[attr-defined]
+        return {collector.name: frozenset(collector.labelnames)}
+    if hasattr(collector, "_labelnames"):
+        return {collector._name: frozenset(collector._labelnames)}
+    return {family.name: frozenset(k for s in family.samples for k in s.labels) for family in collector.collect()}
 
 
 async def _scrape(root: Path) -> tuple[str, GatewayMetrics]:
@@ -90,8 +93,9 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Labels]:
     # only HELP and TYPE. prometheus_client keeps them in _labelnames; the registry's
     # collectors are the families it renders (labelled children are never registered).
     label_names = {
-        _name_and_labels(collector)[0]: _name_and_labels(collector)[1]
+        name: labels
         for collector in metrics.registry._collector_to_names
+        for name, labels in _families_of(collector).items()
     }
     found: dict[str, Labels] = dict(PROMETHEUS_SERIES)
     families = list(text_string_to_metric_families(text))
