@@ -18,6 +18,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 REDACTED = "[redacted]"
 
 JSON = "application/json"
@@ -72,7 +74,7 @@ def recorded_outputs(body: bytes, *, redact: Collection[str]) -> Section:
     """The answer (always JSON) as the event's ``outputs``. A model may echo an input, so named
     keys and named tensors are redacted here too, wherever they appear."""
     try:
-        document = json.loads(body)
+        document = _parsed(body)
     except (ValueError, RecursionError):
         if redact:
             return Section(None, "the answer is not JSON")
@@ -85,6 +87,16 @@ def recorded_outputs(body: bytes, *, redact: Collection[str]) -> Section:
         return Section(None, "the answer is nested too deeply to redact")
 
 
+def _parsed(body: bytes) -> Any:
+    """A JSON body as ``json.loads`` reads it. orjson reads strict JSON several times faster
+    (the writer thread shares the event loop's core); what it declines (``NaN``, integers past
+    64 bits, nesting past its limit, bad UTF-8) goes to ``json.loads``, which decides as before."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
 def _opaque(body: bytes, media_type: str) -> dict[str, Any]:
     return {"media_type": media_type, "base64": base64.b64encode(body).decode("ascii")}
 
@@ -95,7 +107,7 @@ def _text(body: bytes, media_type: str) -> dict[str, Any]:
 
 def _json_inputs(body: bytes, media_type: str, protocol: str, redact: Collection[str]) -> Section:
     try:
-        document = json.loads(body)
+        document = _parsed(body)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         if redact:
             raise Unreadable("the body is not valid JSON") from None

@@ -14,7 +14,7 @@ from cloudevents.core.bindings.http import from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 
 from gateway.observability.records.events import EVENT_TYPE, event_for, serialized
-from gateway.observability.records.redaction import REDACTED
+from gateway.observability.records.redaction import REDACTED, _parsed
 from tests.gateway.observability.records_support import a_record
 
 SOURCE = "/registry-gateway/test-host"
@@ -238,3 +238,28 @@ def test_the_route_key_never_leaves_raw(redact: set[str]) -> None:
     assert (
         data_of(serialized(event_for(a_record(route_key=None), source=SOURCE, redact=redact)))["route_key_hash"] is None
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"dataframe_split": {"columns": ["a"], "data": [[1.5], [2]]}}',
+        b'{"inputs": [NaN, Infinity, -Infinity]}',  # json.loads' extensions: orjson declines them
+        b'{"big": 123456789012345678901234567890, "small": -1e400, "x": 1e-400}',
+        b'{"k": 1, "k": 2}',  # the last of a repeated key
+        b'{"s": "caf\xc3\xa9 \\ud83d\\ude00"}',
+        b"[" * 600 + b"]" * 600,  # nested deep
+    ],
+)
+def test_bodies_are_read_as_json_loads_reads_them(body: bytes) -> None:
+    got, expected = _parsed(body), json.loads(body)
+    assert json.dumps(got) == json.dumps(expected)  # NaN == NaN only as text
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1', b'{"a": "\xff"}', b""])
+def test_bodies_json_loads_refuses_are_refused_the_same_way(body: bytes) -> None:
+    with pytest.raises(ValueError) as ours:
+        _parsed(body)
+    with pytest.raises(ValueError) as theirs:
+        json.loads(body)
+    assert type(ours.value) is type(theirs.value)
