@@ -20,6 +20,7 @@ with ``--keys``, B has API keys on (``GATEWAY_AUTH=keys``) and its load sends a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -81,17 +82,15 @@ def main() -> None:
     tracking_uri = bench.build_registry(bench.WORK / "registry")
     body = bench.write_bodies(bench.WORK)["iris"]
     os.sched_setaffinity(0, {1})  # this process, and the receiver's threads, on the load CPU
-    receiver: Any = None
-    if args.otlp:
-        sys.path.insert(0, str(HERE.parent))
-        from tests.support.otlp import OtlpReceiver
-
-        receiver = OtlpReceiver("http/protobuf").__enter__()
-        extra = {**receiver.env(), **extra}
-    if args.keys:
-        extra = {"GATEWAY_AUTH": "keys", **extra}
     rounds: list[dict[str, float]] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.otlp:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.support.otlp import OtlpReceiver
+
+            extra = {**stack.enter_context(OtlpReceiver("http/protobuf")).env(), **extra}
+        if args.keys:
+            extra = {"GATEWAY_AUTH": "keys", **extra}
         quiet = bench.QUIET_POLL
         second = bench.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra})
         headers: list[dict[str, str]] = [{}, {}]
@@ -99,33 +98,31 @@ def main() -> None:
             import auth_cost
 
             headers[1] = auth_cost.bearer(bench._create_key(second, auth_cost.KEY))
-        with bench.gateway(tracking_uri, "paired-a", cpus="0", env=quiet) as a, second as b:
-            urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
-            for url, sent in zip(urls, headers, strict=True):
-                bench.post(url, body.read_bytes(), sent)
-            for n in range(1, args.rounds + 1):
-                before = [g.cpu_seconds() for g in (a, b)]
-                results = _load_both(drive, urls, body, args.seconds, headers)
-                spent = [g.cpu_seconds() - c for g, c in zip((a, b), before, strict=True)]
-                cpu_us = [cpu / result.requests * 1e6 for cpu, result in zip(spent, results, strict=True)]
-                entry = {
-                    "a_req_s": results[0].req_s,
-                    "b_req_s": results[1].req_s,
-                    "a_cpu_us": cpu_us[0],
-                    "b_cpu_us": cpu_us[1],
-                    "req_s": results[1].req_s / results[0].req_s,
-                    "cpu": cpu_us[0] / cpu_us[1],
-                }
-                rounds.append(entry)
-                print(
-                    f"round {n}: A {entry['a_req_s']:.0f} req/s {cpu_us[0]:.0f} us/req, "
-                    f"B {entry['b_req_s']:.0f} req/s {cpu_us[1]:.0f} us/req: B/A {entry['req_s']:.3f}, "
-                    f"CPU A/B {entry['cpu']:.3f}",
-                    flush=True,
-                )
-    finally:
-        if receiver is not None:
-            receiver.__exit__(None, None, None)
+        a = stack.enter_context(bench.gateway(tracking_uri, "paired-a", cpus="0", env=quiet))
+        b = stack.enter_context(second)
+        urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
+        for url, sent in zip(urls, headers, strict=True):
+            bench.post(url, body.read_bytes(), sent)
+        for n in range(1, args.rounds + 1):
+            before = [g.cpu_seconds() for g in (a, b)]
+            results = _load_both(drive, urls, body, args.seconds, headers)
+            spent = [g.cpu_seconds() - c for g, c in zip((a, b), before, strict=True)]
+            cpu_us = [cpu / result.requests * 1e6 for cpu, result in zip(spent, results, strict=True)]
+            entry = {
+                "a_req_s": results[0].req_s,
+                "b_req_s": results[1].req_s,
+                "a_cpu_us": cpu_us[0],
+                "b_cpu_us": cpu_us[1],
+                "req_s": results[1].req_s / results[0].req_s,
+                "cpu": cpu_us[0] / cpu_us[1],
+            }
+            rounds.append(entry)
+            print(
+                f"round {n}: A {entry['a_req_s']:.0f} req/s {cpu_us[0]:.0f} us/req, "
+                f"B {entry['b_req_s']:.0f} req/s {cpu_us[1]:.0f} us/req: B/A {entry['req_s']:.3f}, "
+                f"CPU A/B {entry['cpu']:.3f}",
+                flush=True,
+            )
     result = summary(rounds)
     what = " ".join([*args.env, *(["(OTLP)"] if args.otlp else []), *(["(keys on)"] if args.keys else [])])
     what = what or "nothing more"

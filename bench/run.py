@@ -827,13 +827,11 @@ def traffic_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> Non
                 took = _set_traffic(gw, client, arms, version=version, weight=weight, shadow=shadow)
                 post(url, bodies["iris"].read_bytes())
                 keys = traffic_split.KEY_HEADER if traffic_split.keyed_point(label) else None
+                load = {"connections": connections, "cpus": run.load_cpus, "key_header": keys}
                 if warmup:
-                    load = {"connections": connections, "cpus": run.load_cpus, "key_header": keys}
                     drive(url, bodies["iris"], duration=warmup, **load)
                 before, cpu = _traffic_detail(gw), gw.cpu_seconds()
-                result = drive(
-                    url, bodies["iris"], connections=connections, duration=seconds, cpus=run.load_cpus, key_header=keys
-                )
+                result = drive(url, bodies["iris"], duration=seconds, **load)
                 cpu, after = gw.cpu_seconds() - cpu, _traffic_detail(gw)
                 counts = [traffic_split.arm_requests(d) for d in (before, after)]
                 delta = {arm: n - counts[0].get(arm, 0) for arm, n in counts[1].items()}
