@@ -3,8 +3,9 @@
 The cache's memory budget is only as good as this number, so it is measured from the
 object graph, not guessed from the file size: every object reachable from the model
 is counted once (``sys.getsizeof``, which includes a numpy array's buffer when the array
-owns it), plus each torch storage once by its data pointer. Things shared with the
-rest of the process (modules, classes, functions, loggers) are not the model's and are
+owns it), plus each torch storage in host memory once by its data pointer (storages on a
+GPU are counted apart, per device: they are not this process's memory). Things shared with
+the rest of the process (modules, classes, functions, loggers) are not the model's and are
 not walked into.
 """
 
@@ -29,8 +30,9 @@ _SHARED: tuple[type, ...] = (
 _MAX_OBJECTS = 5_000_000
 
 
-def object_graph_bytes(root: object) -> int:
-    """Bytes held by everything reachable from ``root`` that is not shared."""
+def object_graph_bytes(root: object, off_host: dict[str, int] | None = None) -> int:
+    """Bytes held in host memory by everything reachable from ``root`` that is not shared;
+    ``off_host`` gets the bytes its tensors hold on each other device (``cuda:0``...)."""
     torch_tensor = _torch_tensor_type()
     seen: set[int] = set()
     storages: set[int] = set()
@@ -45,7 +47,7 @@ def object_graph_bytes(root: object) -> int:
             continue
         total += sys.getsizeof(obj, 0)
         if torch_tensor is not None and isinstance(obj, torch_tensor):
-            total += _tensor_storage_bytes(obj, storages)
+            total += _tensor_storage_bytes(obj, storages, off_host)
         stack.extend(gc.get_referents(obj))
     return total
 
@@ -55,7 +57,7 @@ def _torch_tensor_type() -> type | None:
     return getattr(torch, "Tensor", None) if torch is not None else None
 
 
-def _tensor_storage_bytes(tensor: Any, storages: set[int]) -> int:
+def _tensor_storage_bytes(tensor: Any, storages: set[int], off_host: dict[str, int] | None) -> int:
     # Exported graphs keep fake and meta tensors for shapes; they hold no data.
     if tensor.is_meta or type(tensor).__name__ == "FakeTensor":
         return 0
@@ -67,4 +69,8 @@ def _tensor_storage_bytes(tensor: Any, storages: set[int]) -> int:
     if pointer in storages:
         return 0
     storages.add(pointer)
+    if tensor.device.type != "cpu":
+        if off_host is not None:
+            off_host[str(tensor.device)] = off_host.get(str(tensor.device), 0) + int(storage.nbytes())
+        return 0
     return int(storage.nbytes())
