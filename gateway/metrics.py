@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -17,6 +17,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from gateway.loop_metrics import LoopCounter, LoopHistogram
+
+if TYPE_CHECKING:
+    from gateway.runtimes.base import Placement
 
 UNKNOWN = "_unknown"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -91,8 +94,9 @@ class GatewayMetrics:
         self.runtimes = Gauge(
             "gateway_version_runtime",
             "1 for each loaded version, labelled by where it runs: in_process, or isolated in a worker of "
-            "its own environment (its key); at most GATEWAY_MAX_LOADED_MODELS series",
-            ["model", "version", "runtime", "environment"],
+            "its own environment (its key), and the device it computes on (cpu, cuda:0...); at most "
+            "GATEWAY_MAX_LOADED_MODELS series",
+            ["model", "version", "runtime", "environment", "device"],
             registry=r,
         )
         self.loaded_bytes = Gauge("gateway_loaded_bytes", "Measured bytes of the versions held in memory", registry=r)
@@ -306,14 +310,18 @@ class GatewayMetrics:
     def evicted(self, model: str, version: int) -> None:
         self.evictions.labels(model).inc()
 
-    def runtime_loaded(self, model: str, version: int, *, runtime: str, environment: str | None) -> None:
-        self.runtimes.labels(model, str(version), runtime, environment or "").set(1)
+    def runtime_loaded(self, model: str, version: int, placement: Placement) -> None:
+        self.runtimes.labels(*self._runtime_labels(model, version, placement)).set(1)
 
-    def runtime_unloaded(self, model: str, version: int, *, runtime: str, environment: str | None) -> None:
+    def runtime_unloaded(self, model: str, version: int, placement: Placement) -> None:
         try:
-            self.runtimes.remove(model, str(version), runtime, environment or "")
+            self.runtimes.remove(*self._runtime_labels(model, version, placement))
         except KeyError:
             pass
+
+    @staticmethod
+    def _runtime_labels(model: str, version: int, placement: Placement) -> tuple[str, ...]:
+        return model, str(version), placement.runtime, placement.environment or "", placement.device
 
     def cache_size(self, *, models: int, size_bytes: int) -> None:
         self.loaded_models.set(models)

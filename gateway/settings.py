@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from gateway.dataplane.policy import TESTED_FLAVORS
 from gateway.errors import InvalidSelector
 from gateway.routing.selectors import parse_selector
+from gateway.runtimes.worker import devices
 
 PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -371,6 +372,15 @@ class GatewaySettings(BaseSettings):
     env_max_concurrent_builds: int = Field(default=2, ge=1)
     """Environment builds running at once in this process (each in a loader thread)."""
 
+    # --- devices (docs/operations.md: PyTorch on a GPU) ---
+
+    device: str = "auto"
+    """Where PyTorch versions compute: ``auto`` (CUDA's first device where this host has one,
+    else the CPU; ``MLFLOW_DEFAULT_PREDICTION_DEVICE``, when set, decides instead), ``cpu``,
+    ``cuda`` or ``cuda:N``. A version's MLflow tag ``gateway.device`` overrides it. A device
+    the host lacks, or one a version cannot be moved to, serves it from the CPU with the reason
+    in its status (``runtime.device_reason``), never a failed load. Other flavors run on the CPU."""
+
     log_format: Literal["text", "json"] = "text"
     """``text``: one readable line per event. ``json``: one JSON object per line (time, level,
     logger, message, and the request id of the request it is about), for log pipelines."""
@@ -414,6 +424,11 @@ class GatewaySettings(BaseSettings):
 
     records_redis_maxlen: int = Field(default=100_000, ge=1)
     """A Redis stream sink's approximate length bound (``XADD ... MAXLEN ~``)."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return devices.parse(value)
 
     @field_validator("route_key_header")
     @classmethod

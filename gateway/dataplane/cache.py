@@ -69,6 +69,7 @@ class CachedVersion:
     uses: int
     fast: bool  # the fast path serves the bodies it reads; else pyfunc serves them all
     path_reason: str  # why (LoadedModel.fast_reason)
+    device_bytes: int = 0  # what it holds on its GPU (LoadedModel.device_bytes)
 
 
 class Lease:
@@ -221,9 +222,7 @@ class ModelCache:
         self._entries[key] = entry
         self._bytes += model.size_bytes
         if model.placement is not None:
-            self._metrics.runtime_loaded(
-                name, version, runtime=model.placement.runtime, environment=model.placement.environment
-            )
+            self._metrics.runtime_loaded(name, version, model.placement)
         self._update_gauges()
         pending.future.set_result(entry)
         self._evict()
@@ -317,9 +316,7 @@ class ModelCache:
         entry.model.queue = None
         placement = entry.model.placement
         if placement is not None:
-            self._metrics.runtime_unloaded(
-                key.name, key.version, runtime=placement.runtime, environment=placement.environment
-            )
+            self._metrics.runtime_unloaded(key.name, key.version, placement)
         try:
             entry.model.unload()  # a worker's version: its worker unloads it (and stops when it held the last)
         except Exception:
@@ -438,4 +435,5 @@ def _describe(entry: _Entry) -> CachedVersion:
         uses=entry.uses,
         fast=model.fast is not None,
         path_reason=model.fast_reason,
+        device_bytes=model.device_bytes,
     )

@@ -82,6 +82,7 @@ class LoadedModel:
     queue: Any = None  # this version's VersionQueue, made by the service on first use
     body_limits: BodyLimits = field(default_factory=BodyLimits)  # what CSV and Parquet bodies may decode to
     placement: Placement | None = None  # where it runs (this process, or a worker) and why
+    device_bytes: int = 0  # what its tensors hold on its device, when that is a GPU (not in size_bytes)
     unload: Callable[[], Any] = field(default=lambda: None)  # the runtime's; called on the event loop
 
     @property
@@ -217,7 +218,7 @@ class ModelLoader:
             metadata = self._check_policy(version, path, digest)  # before MLflow runs any of the model's code
             on_disk = directory_bytes(path)
             reserve(on_disk)
-            loaded, placement = self.placer.load(version, path, digest, metadata)
+            loaded, placement = self.placer.load(version, path, digest, metadata, known.tags)
         except (VersionRefused, VersionNotFound, ModelTooLarge, ShuttingDown):
             raise
         except GatewayError:  # the runtime's own (no worker could be started): already worded
@@ -276,6 +277,7 @@ class ModelLoader:
             records_sample=_ratio(version, tags, RECORDS_SAMPLE_TAG),
             body_limits=self.body_limits,
             placement=placement,
+            device_bytes=loaded.device_bytes,
             unload=loaded.unload,
         )
 

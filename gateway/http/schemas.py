@@ -34,6 +34,9 @@ class LoadState(BaseModel):
 
     flavor: str
     size_bytes: int = Field(description="Measured memory the loaded model holds")
+    device_bytes: int = Field(
+        default=0, description="Measured memory its tensors hold on its GPU (0 on the CPU; not in size_bytes)"
+    )
     load_seconds: float
     loaded_at: str = Field(description="When it finished loading (ISO 8601, UTC)")
     last_used: str = Field(description="When it last served a request (ISO 8601, UTC)")
@@ -62,6 +65,13 @@ class RuntimeState(BaseModel):
     python: str | None = Field(default=None, description="The Python it runs on")
     mismatches: list[str] = Field(default_factory=list, description="Requirements this process does not meet")
     note: str | None = Field(default=None, description="Something to know, e.g. its Python is not on this host")
+    device: str = Field(default="cpu", description="Where it computes: cpu, or cuda:N for a PyTorch version on a GPU")
+    device_reason: str | None = Field(
+        default=None,
+        description="Why there (PyTorch versions): GATEWAY_DEVICE, its gateway.device tag, "
+        "or why it fell back to the CPU",
+        examples=["GATEWAY_DEVICE=auto: this host has CUDA"],
+    )
     worker_pid: int | None = Field(default=None, description="The worker process serving it, while loaded")
     worker_pids: list[int] = Field(
         default_factory=list, description="Every worker process holding it (GATEWAY_ENV_PROCESSES)"

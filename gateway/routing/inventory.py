@@ -113,6 +113,8 @@ class Inventory:
             python=placement.python,
             mismatches=list(placement.mismatches),
             note=placement.note,
+            device=placement.device,
+            device_reason=placement.device_reason,
             worker_pid=pid,
             worker_pids=pids,
         )
@@ -208,6 +210,7 @@ def _load_state(cached: CachedVersion) -> LoadState:
     return LoadState(
         flavor=cached.flavor,
         size_bytes=cached.size_bytes,
+        device_bytes=cached.device_bytes,
         load_seconds=round(cached.load_seconds, 4),
         loaded_at=utc_iso(cached.loaded_at),
         last_used=utc_iso(cached.last_used),

@@ -29,6 +29,19 @@ class Loaded:
     model: Any  # predict(data, params=None) and metadata, like mlflow.pyfunc.PyFuncModel
     size_bytes: int  # measured: the object graph here, or what the worker's RSS grew by
     unload: Callable[[], Any] = field(default=_nothing)  # must not block: called on the event loop
+    device: str = "cpu"  # where it computes (PyTorch versions: ``cuda:0``...)
+    device_reason: str | None = None  # why there, for PyTorch versions (the setting, a tag, a fallback)
+    device_bytes: int = 0  # what its tensors hold on ``device`` when that is not the CPU
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRequest:
+    """The device a version asks for (parsed: ``auto``, ``cpu``, ``cuda:1``...) and who asked, in
+    words (``GATEWAY_DEVICE=auto``, ``tagged gateway.device=cuda``); runtimes resolve it on the
+    host that computes (gateway.runtimes.worker.devices)."""
+
+    spec: str = "auto"
+    source: str = "GATEWAY_DEVICE=auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +54,8 @@ class Placement:
     python: str | None = None  # the Python it runs on
     note: str | None = None  # something an operator should know (no interpreter of its Python here)
     mismatches: tuple[str, ...] = ()  # the requirements this process did not meet
+    device: str = "cpu"  # where it computes, once loaded
+    device_reason: str | None = None  # why there (PyTorch versions)
 
 
 def flavor_of(metadata: Model) -> str:

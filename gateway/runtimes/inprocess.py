@@ -13,8 +13,9 @@ import mlflow.pyfunc
 from mlflow.models import Model
 from mlflow.models.model import MODEL_CODE_PATH
 
-from gateway.runtimes.base import Loaded, flavor_of
+from gateway.runtimes.base import DeviceRequest, Loaded, flavor_of
 from gateway.runtimes.sizing import object_graph_bytes
+from gateway.runtimes.worker import devices
 
 # Flavors whose loading is not thread-safe: torch.export's deserializer keeps one global,
 # so two `pt2` models loading at once fail ("_CURRENT_DESERIALIZER is already set").
@@ -36,13 +37,23 @@ def loads_serially(metadata: Model) -> bool:
 class InProcessRuntime:
     kind = "in_process"
 
-    def load(self, path: Path, metadata: Model) -> Loaded:
+    def load(self, path: Path, metadata: Model, device: DeviceRequest | None = None) -> Loaded:
+        """Load with MLflow; a PyTorch version on the device ``device`` resolves to here."""
+        torch = flavor_of(metadata) == "pytorch"
         # Flavors whose loading is not thread-safe load one at a time.
         with _serial_loads if loads_serially(metadata) else nullcontext():
-            pyfunc = mlflow.pyfunc.load_model(str(path))
+            if torch:
+                request = device or DeviceRequest()
+                pyfunc, where, why = devices.load(str(path), request.spec, request.source)
+            else:
+                pyfunc, where, why = mlflow.pyfunc.load_model(str(path)), "cpu", None
         # The graph misses memory that native libraries hold outside Python: the loader bounds
         # it from below by the files it was loaded from, whatever the runtime.
-        return Loaded(model=pyfunc, size_bytes=object_graph_bytes(pyfunc))
+        off_host: dict[str, int] = {}
+        size = object_graph_bytes(pyfunc, off_host)
+        return Loaded(
+            model=pyfunc, size_bytes=size, device=where, device_reason=why, device_bytes=off_host.get(where, 0)
+        )
 
     def close(self) -> None:
         return None

@@ -30,7 +30,7 @@ from mlflow.models import Model
 from mlflow.protos import databricks_pb2
 
 from gateway.errors import WorkersExhausted, WorkerUnavailable
-from gateway.runtimes.base import Loaded
+from gateway.runtimes.base import DeviceRequest, Loaded, flavor_of
 from gateway.runtimes.environments import Environment, EnvironmentStore
 from gateway.runtimes.worker import wire
 from gateway.runtimes.workers import WorkerLost, WorkerProcess
@@ -75,7 +75,7 @@ class WorkerGroup:
         self._runtime = runtime
         self._lock = threading.Lock()  # guards processes, models, restarts
         self.processes: list[WorkerProcess | None] = [None] * max(1, processes)
-        self.models: dict[str, Path] = {}  # handle id -> the verified files it was loaded from
+        self.models: dict[str, dict[str, Any]] = {}  # handle id -> its load message (the verified files, the device)
         self.fast: dict[str, tuple[str, list[str] | None]] = {}  # handle -> what its fast path asked
         self._next = itertools.count()
         self._deaths: list[float] = []
@@ -121,15 +121,20 @@ class WorkerGroup:
         self.processes[slot] = process
         return process
 
-    def load(self, handle: str, path: Path) -> int:
-        """Load on every process of the group (starting them); the bytes their RSS grew by."""
+    def load(self, handle: str, path: Path, device: DeviceRequest | None = None) -> tuple[int, dict[str, Any]]:
+        """Load on every process of the group (starting them): the bytes their RSS grew by, and
+        the first one's answer (for a PyTorch version, the device it computes on and why)."""
+        request: dict[str, Any] = {"op": "load", "id": handle, "path": str(path)}
+        if device is not None:
+            request.update(device=device.spec, device_source=device.source)
         with self._lock:
             fresh = all(p is None for p in self.processes)
             processes = [self._start(slot) for slot in range(len(self.processes))] if fresh else self._all()
         grown = 0
+        first: dict[str, Any] = {}
         for process in processes:
             before = 0 if fresh else process.rss
-            answer, _ = process.call({"op": "load", "id": handle, "path": str(path)}, [])
+            answer, _ = process.call(request, [])
             if not answer.get("ok"):
                 if fresh and not self.models:
                     self.stop()
@@ -138,9 +143,10 @@ class WorkerGroup:
                 raise _remote_exception(answer["error"])
             process.rss = int(answer.get("rss", 0))
             grown += max(process.rss - before, 0)
+            first = first or answer
         with self._lock:
-            self.models[handle] = path
-        return grown
+            self.models[handle] = request
+        return grown, first
 
     def enable_fast(self, handle: str, flavor: str, names: list[str] | None) -> bool:
         """Whether every process has the flavor's own predict for arrays of ``names``."""
@@ -216,8 +222,8 @@ class WorkerGroup:
             try:
                 replacement = WorkerProcess(self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited)
                 replacement.start()
-                for handle, path in self.models.items():
-                    answer, _ = replacement.call({"op": "load", "id": handle, "path": str(path)}, [])
+                for handle, request in self.models.items():
+                    answer, _ = replacement.call(request, [])
                     if not answer.get("ok"):
                         log.error("worker %s: could not load %s again: %s", replacement.label, handle, answer["error"])
                     elif handle in self.fast:
@@ -291,7 +297,10 @@ class IsolatedRuntime:
         # answering a batch, so they wait their turn here instead.
         self._lifecycle = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-life")
 
-    def load(self, version: VersionId, path: Path, env: Environment, metadata: Model) -> Loaded:
+    def load(
+        self, version: VersionId, path: Path, env: Environment, metadata: Model, device: DeviceRequest | None = None
+    ) -> Loaded:
+        """Load in a worker of ``env``; a PyTorch version on the device ``device`` resolves to there."""
         with self._lock:
             group = self._groups.get(env.key)
             if group is None:
@@ -300,7 +309,7 @@ class IsolatedRuntime:
                 group = self._groups[env.key] = WorkerGroup(self, env, processes=self.processes)
         handle = f"{version.uid}#{next(self._ids)}"
         try:
-            grown = group.load(handle, path)
+            grown, answer = group.load(handle, path, device if flavor_of(metadata) == "pytorch" else None)
         except WorkerLost as exc:
             raise WorkerUnavailable(version.name, version.version, str(exc)) from exc
         model = RemoteModel(group, handle, metadata, version)
@@ -308,6 +317,8 @@ class IsolatedRuntime:
             model=model,
             size_bytes=grown,
             unload=lambda: self._lifecycle.submit(group.unload, handle),
+            device=str(answer.get("device") or "cpu"),
+            device_reason=answer.get("device_reason"),
         )
 
     def forget(self, group: WorkerGroup) -> None:

@@ -7,6 +7,7 @@ The decision is remembered per version, for /models once the version is evicted 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -15,14 +16,18 @@ from typing import Literal
 
 from mlflow.models import Model
 
-from gateway.runtimes.base import Loaded, Placement
+from gateway.runtimes.base import DeviceRequest, Loaded, Placement
 from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore, loader_needs
 from gateway.runtimes.inprocess import InProcessRuntime
 from gateway.runtimes.isolated import IsolatedRuntime
 from gateway.runtimes.requirements import Match, RequirementsUnreadable, Verdict, check, read_requirements
+from gateway.runtimes.worker import devices
 from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
+
+# A version's device, overriding GATEWAY_DEVICE: auto, cpu, cuda or cuda:N.
+DEVICE_TAG = "gateway.device"
 
 
 class PlacementRefused(Exception):
@@ -50,8 +55,10 @@ class Placer:
         *,
         in_process: InProcessRuntime,
         isolated: IsolatedRuntime | None,
+        device: str = "auto",
     ) -> None:
         self.policy = policy
+        self.device = device  # GATEWAY_DEVICE, parsed
         self.in_process = in_process
         self.isolated = isolated
         self._decided: dict[VersionId, Placement] = {}  # for /models, also once evicted or refused
@@ -60,19 +67,49 @@ class Placer:
 
     @classmethod
     def build(
-        cls, policy: EnvironmentPolicy, store: EnvironmentStore | None, *, max_workers: int, processes: int = 1
+        cls,
+        policy: EnvironmentPolicy,
+        store: EnvironmentStore | None,
+        *,
+        max_workers: int,
+        processes: int = 1,
+        device: str = "auto",
     ) -> Placer:
         isolated = None
         if policy.manager == "uv" and store is not None:
             isolated = IsolatedRuntime(store, max_workers=max_workers, processes=processes)
-        return cls(policy, in_process=InProcessRuntime(), isolated=isolated)
+        return cls(policy, in_process=InProcessRuntime(), isolated=isolated, device=device)
 
     def placement(self, version: VersionId) -> Placement | None:
         return self._decided.get(version)
 
-    def load(self, version: VersionId, path: Path, digest: str, metadata: Model) -> tuple[Loaded, Placement]:
-        """Decide, then load there (``metadata``: the version's MLmodel, as the loader read it).
-        Blocks (an environment build can take minutes): loader threads only."""
+    def load(
+        self, version: VersionId, path: Path, digest: str, metadata: Model, tags: dict[str, str] | None = None
+    ) -> tuple[Loaded, Placement]:
+        """Decide, then load there (``metadata``: the version's MLmodel, as the loader read it;
+        ``tags``: its registry tags). Blocks (an environment build can take minutes): loader
+        threads only."""
+        device = self.device_request(version, tags or {})
+        loaded, placement = self._place_and_load(version, path, digest, metadata, device)
+        placement = dataclasses.replace(placement, device=loaded.device, device_reason=loaded.device_reason)
+        self._remember(version, placement)
+        return loaded, placement
+
+    def device_request(self, version: VersionId, tags: dict[str, str]) -> DeviceRequest:
+        """The device a version asks for: its ``gateway.device`` tag, else GATEWAY_DEVICE."""
+        default = DeviceRequest(self.device, f"GATEWAY_DEVICE={self.device}")
+        tagged = str(tags.get(DEVICE_TAG, "")).strip()
+        if not tagged:
+            return default
+        try:
+            return DeviceRequest(devices.parse(tagged), f"tagged {DEVICE_TAG}={tagged}")
+        except ValueError as exc:
+            log.warning("%s: %s; GATEWAY_DEVICE=%s applies", version, exc, self.device)
+            return DeviceRequest(self.device, f"GATEWAY_DEVICE={self.device} (its tag {DEVICE_TAG}: {exc})")
+
+    def _place_and_load(
+        self, version: VersionId, path: Path, digest: str, metadata: Model, device: DeviceRequest
+    ) -> tuple[Loaded, Placement]:
         try:
             requirements = read_requirements(path)
         except RequirementsUnreadable as exc:
@@ -81,11 +118,11 @@ class Placer:
         if self.policy.manager == "local" or self.isolated is None:
             placement = self._local(version, verdict, digest)
             self._remember(version, placement)
-            return self.in_process.load(path, metadata), placement
+            return self.in_process.load(path, metadata, device), placement
         if verdict.satisfied and self.policy.isolate == "mismatched":
             placement = Placement("in_process", verdict.reason, python=_running())
             self._remember(version, placement)
-            return self.in_process.load(path, metadata), placement
+            return self.in_process.load(path, metadata, device), placement
         reason = verdict.reason if not verdict.satisfied else "GATEWAY_ENV_ISOLATE=always"
         try:
             env = self.isolated.store.ensure(requirements, loader_needs=loader_needs(metadata))
@@ -105,7 +142,7 @@ class Placer:
             mismatches=verdict.mismatches,
         )
         self._remember(version, placement)
-        return self.isolated.load(version, path, env, metadata), placement
+        return self.isolated.load(version, path, env, metadata, device), placement
 
     def _local(self, version: VersionId, verdict: Verdict, digest: str) -> Placement:
         if verdict.satisfied:

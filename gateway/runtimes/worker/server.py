@@ -7,7 +7,8 @@ It answers one message at a time on the socket it inherits, and exits when the g
 closes that socket or the gateway's process is gone.
 
 Messages (``op`` in the header): ``hello`` -> pid, Python and MLflow versions, RSS;
-``load`` (``id``, ``path``) -> RSS after loading; ``predict`` (``id``, ``data``,
+``load`` (``id``, ``path``, for a PyTorch version ``device`` and ``device_source``) -> RSS
+after loading (and the device it computes on, and why: ``devices.py``); ``predict`` (``id``, ``data``,
 ``params``) -> ``value``; ``fast`` (``id``, ``flavor``, ``names``) -> whether the flavor's own
 predict takes arrays of those columns (``raw.py``); ``predict_fast`` (``id``, ``data``: one
 array) -> ``value``; ``unload`` (``id``) -> RSS. A failure answers ``error``:
@@ -79,6 +80,12 @@ class Worker:
         if op == "load":
             import mlflow.pyfunc
 
+            if header.get("device"):  # a PyTorch version: on the device the gateway's settings ask for
+                import devices  # type: ignore[import-not-found]
+
+                model, where, why = devices.load(header["path"], header["device"], header.get("device_source", ""))
+                self.models[header["id"]] = model
+                return {"rss": rss_bytes(), "device": where, "device_reason": why}, []
             self.models[header["id"]] = mlflow.pyfunc.load_model(header["path"])
             return {"rss": rss_bytes()}, []
         if op == "predict":

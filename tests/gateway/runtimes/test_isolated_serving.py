@@ -119,8 +119,8 @@ async def test_a_version_pinning_another_scikit_learn_is_served_with_that_releas
         assert {m["name"]: m["isolated_versions"] for m in listing}["pinned"] == {"1": runtime["environment"]}
         metrics = (await gw.client.get("/metrics")).text
         assert (
-            f'gateway_version_runtime{{environment="{runtime["environment"]}",model="pinned",runtime="isolated",'
-            'version="1"} 1.0' in metrics
+            f'gateway_version_runtime{{device="cpu",environment="{runtime["environment"]}",model="pinned",'
+            'runtime="isolated",version="1"} 1.0' in metrics
         )
 
 

@@ -1,0 +1,228 @@
+"""Where PyTorch versions compute: GATEWAY_DEVICE, the ``gateway.device`` tag, and a device the
+host lacks or a version cannot move to serving from the CPU with the reason, never a failed
+load (issue 27). Tests marked ``gpu`` need CUDA and skip without it; the rest hold on any host."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.demo import log_torch_version, torch_available
+from gateway.runtimes.base import DeviceRequest
+from gateway.runtimes.inprocess import InProcessRuntime
+from gateway.runtimes.worker import devices, wire
+from gateway.runtimes.workers import WorkerProcess
+from gateway.settings import GatewaySettings
+from tests.conftest import Registry, empty_registry, running_gateway
+from tests.support.numeric import mlp_error_bound
+
+pytestmark = pytest.mark.torch
+if not torch_available():
+    pytest.skip("torch is not installed (pip install '.[torch]')", allow_module_level=True)
+
+import mlflow.pytorch  # noqa: E402 - after the skip: torch is optional
+import torch  # noqa: E402
+from mlflow.models import Model  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (this host has none)")
+without_cuda = pytest.mark.skipif(CUDA, reason="checks what a host without CUDA does")
+ROWS = np.random.default_rng(7).random((5, 4), dtype=np.float32)
+_names = itertools.count(1)
+
+
+def _network() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+
+
+@pytest.fixture(scope="module", params=["pt2", "pickle"])
+def saved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The network saved in each of MLflow's formats: ``pt2`` (torch.export, MLflow 3's default)
+    and ``pickle`` (torch.save of the module)."""
+    path = tmp_path_factory.mktemp(request.param) / "model"
+    mlflow.pytorch.save_model(
+        _network(),
+        str(path),
+        serialization_format=request.param,
+        input_example=ROWS[:2],
+        pip_requirements=["torch"],
+    )
+    return path
+
+
+def _answers(pyfunc: Any) -> np.ndarray:
+    return np.asarray(pyfunc.predict(ROWS))
+
+
+def _agree(ours: np.ndarray, theirs: np.ndarray) -> None:
+    """Two correct float32 evaluations of the network: within twice its rounding bound."""
+    bound = mlp_error_bound(_network(), ROWS)
+    assert np.all(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)) <= 2 * bound)
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [("auto", "auto"), (" CPU ", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"), ("CUDA:01", "cuda:1")],
+)
+def test_device_specs_have_one_spelling(spec: str, parsed: str) -> None:
+    assert devices.parse(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cuda:", "cuda:-1", "cuda:x", "mps", ""])
+def test_anything_else_is_refused_by_name(spec: str) -> None:
+    with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
+        devices.parse(spec)
+    with pytest.raises(ValueError, match="is not a device"):
+        GatewaySettings(device=spec)
+
+
+@without_cuda
+@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "cuda:3"])
+def test_a_cuda_device_this_host_lacks_means_the_cpu_with_the_reason(spec: str) -> None:
+    device, reason = devices.resolve(spec, f"GATEWAY_DEVICE={spec}")
+    assert device == "cpu"
+    assert reason.startswith(f"GATEWAY_DEVICE={spec}, but torch") and "no CUDA device" in reason
+
+
+@without_cuda
+def test_auto_is_the_cpu_here_and_mlflows_own_default_decides_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", raising=False)
+    assert devices.resolve("auto", "GATEWAY_DEVICE=auto") == (
+        "cpu",
+        "GATEWAY_DEVICE=auto: this host has no CUDA device",
+    )
+    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cuda")  # as `mlflow models serve` is told
+    device, reason = devices.resolve("auto", "GATEWAY_DEVICE=auto")
+    assert device == "cpu" and reason.startswith("GATEWAY_DEVICE=auto and MLFLOW_DEFAULT_PREDICTION_DEVICE=cuda, but")
+
+
+def test_each_format_loads_where_it_is_told_and_answers_as_mlflow(saved: Path) -> None:
+    pyfunc, device, reason = devices.load(str(saved), "cpu", "tagged gateway.device=cpu")
+    assert (device, reason, devices.device_of(pyfunc)) == ("cpu", "tagged gateway.device=cpu", "cpu")
+    _agree(_answers(pyfunc), _answers(mlflow.pyfunc.load_model(str(saved))))
+
+
+def test_moving_a_loaded_version_gives_the_same_answers(saved: Path) -> None:
+    """The move that serves a pt2 version MLflow will not load on the GPU (its weights were saved
+    on the CPU): torch.export's device pass for pt2, ``.to`` for a pickled module. Here it runs
+    to the CPU, the one device every host has; the ``gpu`` tests run it to CUDA."""
+    pyfunc, _, _ = devices.load(str(saved), "cpu", "GATEWAY_DEVICE=cpu")
+    before = _answers(pyfunc)
+    wrapper = pyfunc._model_impl
+    module = wrapper.pytorch_model
+    devices.move(pyfunc, str(saved), "cpu")
+    exported = (saved / "data" / "model.pt2").exists()
+    assert (wrapper.pytorch_model is not module) == exported  # pt2: a program moved by its own pass
+    _agree(_answers(pyfunc), before)
+
+
+def test_the_in_process_runtime_reports_the_device_and_why(saved: Path) -> None:
+    loaded = InProcessRuntime().load(
+        saved, Model.load(str(saved / "MLmodel")), DeviceRequest("cpu", "GATEWAY_DEVICE=cpu")
+    )
+    assert (loaded.device, loaded.device_reason, loaded.device_bytes) == ("cpu", "GATEWAY_DEVICE=cpu", 0)
+    assert loaded.size_bytes > 4 * (4 * 16 + 16 + 16 * 3 + 3)  # its weights are host memory here
+
+
+@without_cuda
+def test_a_worker_places_its_pytorch_versions_by_the_same_rules(saved: Path) -> None:
+    """The isolated worker (its own interpreter: here the gateway's, for want of a torch
+    environment that is not GBs of CUDA) loads on the device it is sent and says where and why."""
+    worker = WorkerProcess(Path(sys.executable), label="devices", on_exit=lambda process, code: None)
+    worker.start()
+    try:
+        load = {
+            "op": "load",
+            "id": "v1",
+            "path": str(saved),
+            "device": "cuda:0",
+            "device_source": "GATEWAY_DEVICE=cuda:0",
+        }
+        answer, _ = worker.call(load, [])
+        assert answer["ok"], answer
+        assert answer["device"] == "cpu" and answer["device_reason"].startswith("GATEWAY_DEVICE=cuda:0, but torch")
+        buffers: list[Any] = []
+        answer, out = worker.call({"op": "predict", "id": "v1", "data": wire.encode(ROWS, buffers)}, buffers)
+        assert answer["ok"], answer
+        _agree(np.asarray(wire.decode(answer["value"], out)), _answers(mlflow.pyfunc.load_model(str(saved))))
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def torch_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry of this module's own: tests tag its versions."""
+    return empty_registry(tmp_path_factory.mktemp("device-registry"))
+
+
+@pytest.fixture
+def tagged(torch_registry: Registry) -> Iterator[Callable[[str], tuple[str, int]]]:
+    def log(device: str) -> tuple[str, int]:
+        name = f"placed-{next(_names)}"
+        version = torch_registry.log(log_torch_version, name)
+        torch_registry.client.set_model_version_tag(name, str(version), "gateway.device", device)
+        return name, version
+
+    yield log
+
+
+@pytest.mark.anyio
+@without_cuda
+async def test_a_version_tagged_for_a_gpu_serves_from_the_cpu_here_and_says_why(
+    torch_registry: Registry, tagged: Callable[[str], tuple[str, int]], make_settings: Callable[..., Any]
+) -> None:
+    name, version = tagged("cuda:0")
+    async with running_gateway(make_settings(), torch_registry.tracking_uri) as gateway:
+        answer = await gateway.client.post(f"/models/{name}/versions/{version}/predict", json={"inputs": ROWS.tolist()})
+        assert answer.status_code == 200, answer.text
+        runtime = (await gateway.client.get(f"/models/{name}/versions/{version}")).json()["runtime"]
+        assert runtime["device"] == "cpu"
+        assert runtime["device_reason"].startswith("tagged gateway.device=cuda:0, but torch")
+        assert "serving on the CPU" in runtime["device_reason"]
+        labels = {"model": name, "version": str(version), "runtime": "in_process", "environment": "", "device": "cpu"}
+        assert gateway.services.metrics.registry.get_sample_value("gateway_version_runtime", labels) == 1
+        reference = torch_registry.pyfunc(name, version)
+        ours = np.asarray(answer.json()["predictions"], dtype=np.float32)
+        bound = mlp_error_bound(reference._model_impl.pytorch_model, ROWS)
+        theirs = np.asarray(reference.predict(ROWS), dtype=np.float64)
+        assert np.all(np.abs(ours.astype(np.float64) - theirs) <= 2 * bound)
+
+
+@pytest.mark.anyio
+async def test_a_tag_that_names_no_device_is_said_and_the_setting_applies(
+    torch_registry: Registry, tagged: Callable[[str], tuple[str, int]], make_settings: Callable[..., Any]
+) -> None:
+    name, version = tagged("gpu")
+    async with running_gateway(make_settings(device="cpu"), torch_registry.tracking_uri) as gateway:
+        answer = await gateway.client.post(f"/models/{name}/versions/{version}/predict", json={"inputs": ROWS.tolist()})
+        assert answer.status_code == 200, answer.text
+        runtime = (await gateway.client.get(f"/models/{name}/versions/{version}")).json()["runtime"]
+        assert runtime["device"] == "cpu"
+        assert runtime["device_reason"] == "GATEWAY_DEVICE=cpu (its tag gateway.device: 'gpu' is not a device " + (
+            "(auto, cpu, cuda or cuda:N))"
+        )
+
+
+# --- on a GPU -------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_each_format_serves_from_the_gpu_with_its_bytes_counted_there(saved: Path) -> None:
+    """A version logged on the CPU in either format (pt2 cannot be loaded across devices by
+    MLflow itself) computes on cuda:0; its weights count on the device, not in host memory."""
+    loaded = InProcessRuntime().load(
+        saved, Model.load(str(saved / "MLmodel")), DeviceRequest("auto", "GATEWAY_DEVICE=auto")
+    )
+    assert loaded.device == "cuda:0", loaded.device_reason
+    assert devices.device_of(loaded.model) == "cuda:0"
+    assert all(p.device.type == "cuda" for p in loaded.model._model_impl.pytorch_model.parameters())
+    assert loaded.device_bytes >= 4 * (4 * 16 + 16 + 16 * 3 + 3)
+    _agree(_answers(loaded.model), _answers(mlflow.pyfunc.load_model(str(saved), model_config={"device": "cpu"})))
