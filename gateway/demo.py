@@ -31,8 +31,9 @@ def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
     return features, target
 
 
-def log_iris_version(name: str = IRIS, *, c: float = 1.0) -> int:
-    """Train a LogisticRegression on iris (regularised by ``c``), register it, return the version."""
+def log_iris_version(name: str = IRIS, *, c: float = 1.0, serialization_format: str | None = None) -> int:
+    """Train a LogisticRegression on iris (regularised by ``c``), register it, return the version.
+    ``serialization_format``: MLflow's (``skops`` by default in MLflow 3; ``cloudpickle``...)."""
     import mlflow.sklearn
     from sklearn.linear_model import LogisticRegression
 
@@ -46,6 +47,7 @@ def log_iris_version(name: str = IRIS, *, c: float = 1.0) -> int:
             registered_model_name=name,
             input_example=features.head(2),
             pip_requirements=["scikit-learn"],  # skips slow requirement inference
+            **({"serialization_format": serialization_format} if serialization_format else {}),
         )
     return int(info.registered_model_version)
 

@@ -27,7 +27,7 @@ from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from tests.support import models as fault_models
 from tests.support.mlflow_db import new_mlflow_db
-from tests.support.servers import mlflow_server
+from tests.support.servers import SERVED_SKLEARN_FORMAT, mlflow_server
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
@@ -150,7 +150,7 @@ def iris_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     champion it finds before it is ready, and the shared session registry holds torch and
     fault models, and more versions as its tests add them."""
     registry = empty_registry(tmp_path_factory.mktemp("iris-registry"))
-    first = registry.log(log_iris_version, IRIS, c=0.05)
+    first = registry.log(log_iris_version, IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
     registry.client.set_registered_model_alias(IRIS, "champion", str(first))
     registry.versions[IRIS] = [first]
     return registry

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import IRIS, log_iris_version, using_registry
 from tests.conftest import Registry, iris_split
-from tests.support.servers import LOOPBACK, Process, gateway_server, mlflow_server
+from tests.support.servers import LOOPBACK, SERVED_SKLEARN_FORMAT, Process, gateway_server, mlflow_server
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +83,7 @@ def test_loaded_models_keep_serving_when_mlflow_goes_away(tmp_path: Path) -> Non
     gateway: Process | None = None
     try:
         with using_registry(tracking_uri) as client:
-            version = log_iris_version(IRIS, c=1.0)
+            version = log_iris_version(IRIS, c=1.0, serialization_format=SERVED_SKLEARN_FORMAT)
             client.set_registered_model_alias(IRIS, "champion", str(version))
         gateway, base = gateway_server(
             tracking_uri=tracking_uri,

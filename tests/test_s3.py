@@ -12,7 +12,7 @@ import pytest
 from gateway.demo import IRIS, log_iris_version, using_registry
 from tests.conftest import iris_split
 from tests.support.s3 import S3, moto_s3
-from tests.support.servers import gateway_server, mlflow_server
+from tests.support.servers import SERVED_SKLEARN_FORMAT, gateway_server, mlflow_server
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def test_proxied_s3_needs_no_credentials_in_the_gateway(
         for key in s3.client_env:
             monkeypatch.delenv(key, raising=False)
         with using_registry(tracking_uri) as client:
-            log_iris_version(IRIS)
+            log_iris_version(IRIS, serialization_format=SERVED_SKLEARN_FORMAT)
             client.set_registered_model_alias(IRIS, "champion", "1")
         stored = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="proxied/")
         assert any(o["Key"].endswith("MLmodel") for o in stored.get("Contents", []))
@@ -76,7 +76,7 @@ def test_direct_s3_uses_the_aws_variables_like_any_mlflow_client(
         for key, value in s3.client_env.items():
             monkeypatch.setenv(key, value)  # the test logs straight to S3, as a trainer would
         with using_registry(tracking_uri) as client:
-            log_iris_version(IRIS)
+            log_iris_version(IRIS, serialization_format=SERVED_SKLEARN_FORMAT)
             client.set_registered_model_alias(IRIS, "champion", "1")
         stored = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="direct/")
         assert any(o["Key"].endswith("MLmodel") for o in stored.get("Contents", []))

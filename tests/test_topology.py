@@ -32,7 +32,7 @@ from registry_sync.lease import Lease
 from tests.conftest import Registry, iris_split
 from tests.support.postgres import in_ci, postgres_database
 from tests.support.s3 import moto_s3
-from tests.support.servers import LOOPBACK, Process, free_port, gateway_server, mlflow_server
+from tests.support.servers import LOOPBACK, SERVED_SKLEARN_FORMAT, Process, free_port, gateway_server, mlflow_server
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -148,7 +148,8 @@ def test_the_whole_topology_on_loopback(tmp_path: Path) -> None:
         with ThreadPoolExecutor(max_workers=5) as pool:  # all at once: the lease picks the leader
             starting = [pool.submit(p[0].start) for p in syncs + gateways]
             with using_registry(tracking_uri) as client:  # meanwhile, the models (the sync finds them)
-                first, second = log_iris_version(IRIS, c=0.05), log_iris_version(IRIS, c=10.0)
+                first = log_iris_version(IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
+                second = log_iris_version(IRIS, c=10.0, serialization_format=SERVED_SKLEARN_FORMAT)
                 client.set_registered_model_alias(IRIS, "champion", str(first))
             for started in starting:
                 started.result()
@@ -232,15 +233,15 @@ def test_the_whole_topology_on_loopback(tmp_path: Path) -> None:
 
 
 def test_workers_on_sqlite_elect_one_leader(iris_registry: Registry, tmp_path: Path) -> None:
-    """`serve --workers 3` (role all) on the default sqlite state database: the workers
-    compete for the lease like replicas, one leads for good, and another takes over when
+    """`serve --workers 2` (role all) on the default sqlite state database: the workers
+    compete for the lease like replicas, one leads for good, and the other takes over when
     it dies (uvicorn starts a new worker in its place)."""
     state = tmp_path / "gateway" / "state.db"
     # A lease of a few seconds: one of 1 s can change hands when a loaded host starves the
     # holder's renewals (safe, fenced, but this test checks that it stays put).
     env = {"GATEWAY_POLL_INTERVAL_SECONDS": "1", "GATEWAY_LEASE_SECONDS": "5", "GATEWAY_LOG_LEVEL": "warning"}
     proc, base = gateway_server(
-        tracking_uri=iris_registry.tracking_uri, workdir=tmp_path / "gateway", env=env, workers=3
+        tracking_uri=iris_registry.tracking_uri, workdir=tmp_path / "gateway", env=env, workers=2
     )
     proc.start()
     try:

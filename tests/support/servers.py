@@ -147,6 +147,15 @@ def mlflow_server(
     )
 
 
+# The format sklearn versions are logged in by tests that serve them from `registry-gateway serve`
+# processes. MLflow 3's default, skops, imports every scikit-learn estimator the first time a
+# process loads one (its list of trusted types is sklearn.utils.all_estimators()): about 3 s of
+# CPU more per gateway process than cloudpickle, paid again by each of the dozen processes
+# these tests start. What they check does not depend on the format; skops versions are served
+# and checked in process (tests/conformance and the shared session registries).
+SERVED_SKLEARN_FORMAT = "cloudpickle"
+
+
 def gateway_server(
     *, tracking_uri: str, workdir: Path, env: dict[str, str] | None = None, workers: int = 1
 ) -> tuple[Process, str]:
