@@ -1,5 +1,5 @@
 """The flavor's own predict on a plain array, for the fast path: scikit-learn's estimator
-method, PyTorch's wrapper. Shared by the gateway (in-process versions) and the isolated worker
+method, a PyTorch module under inference mode. Shared by the gateway (in-process versions) and the isolated worker
 (its versions), so it imports nothing but the standard library and keeps to Python 3.8.
 """
 
@@ -28,11 +28,39 @@ def raw_predict(pyfunc: Any, flavor: str, names: list[str] | None) -> Callable[[
                 return None
         return getattr(estimator, method)  # type: ignore[no-any-return]
     if flavor == "pytorch":
-        wrapper = pyfunc._model_impl  # mlflow.pytorch._PyTorchWrapper: no_grad, device, numpy out
+        wrapper = pyfunc._model_impl  # mlflow.pytorch._PyTorchWrapper: the module and its device
         if getattr(wrapper, "_is_forecasting_model", True):
             return None
-        return wrapper.predict  # type: ignore[no-any-return]
+        return torch_predict(wrapper.pytorch_model, str(wrapper.device))
     return None
+
+
+def torch_predict(module: Any, device: str) -> Callable[[Any], Any]:
+    """What MLflow's PyTorch pyfunc computes for one array (``torch.from_numpy``, the module on
+    ``device``, the output back as NumPy; a module that answers other than one tensor is an
+    error), under ``torch.inference_mode`` rather than ``no_grad`` (no version counters, no
+    autograd bookkeeping at all). On a GPU the batch crosses once each way: from pinned host
+    memory without blocking, and back."""
+    import torch
+
+    target = torch.device(device)
+    on_gpu = target.type == "cuda"
+
+    def predict(array: Any) -> Any:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(array)
+            if on_gpu:
+                tensor = tensor.pin_memory().to(target, non_blocking=True)
+            elif target.type != "cpu":
+                tensor = tensor.to(target)
+            output = module(tensor)
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"Expected PyTorch model to output a single output tensor, but got output of type '{type(output)}'"
+                )
+            return output.to("cpu").numpy()  # on a GPU, waits for the batch
+
+    return predict
 
 
 def without_feature_names(estimator: Any) -> Any:

@@ -16,7 +16,7 @@ import pytest
 from gateway.demo import log_torch_version, torch_available
 from gateway.runtimes.base import DeviceRequest
 from gateway.runtimes.inprocess import InProcessRuntime
-from gateway.runtimes.worker import devices, wire
+from gateway.runtimes.worker import devices, raw, wire
 from gateway.runtimes.workers import WorkerProcess
 from gateway.settings import GatewaySettings
 from tests.conftest import Registry, empty_registry, running_gateway
@@ -121,6 +121,22 @@ def test_moving_a_loaded_version_gives_the_same_answers(saved: Path) -> None:
     exported = (saved / "data" / "model.pt2").exists()
     assert (wrapper.pytorch_model is not module) == exported  # pt2: a program moved by its own pass
     _agree(_answers(pyfunc), before)
+
+
+def test_the_fast_path_predicts_what_mlflow_does_under_inference_mode(saved: Path) -> None:
+    """The flavor's own predict (raw.py) skips MLflow's wrapper for torch.inference_mode; the
+    same module, device and kernels give the same bits."""
+    pyfunc, _, _ = devices.load(str(saved), "cpu", "GATEWAY_DEVICE=cpu")
+    predict = raw.raw_predict(pyfunc, "pytorch", None)
+    assert predict is not None
+    modes: list[bool] = []
+    pyfunc._model_impl.pytorch_model.register_forward_pre_hook(
+        lambda *_: modes.append(torch.is_inference_mode_enabled())
+    )
+    ours = predict(ROWS)
+    theirs = pyfunc._model_impl.predict(ROWS)
+    assert modes == [True, False]  # ours, then MLflow's no_grad
+    assert ours.dtype == theirs.dtype == np.float32 and np.array_equal(ours, theirs)
 
 
 def test_the_in_process_runtime_reports_the_device_and_why(saved: Path) -> None:
