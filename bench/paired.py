@@ -66,6 +66,16 @@ def _load_both(drive: Any, urls: list[str], body: Path, seconds: float, headers:
     return results
 
 
+def _by_thread_name(gateway: Any, before: dict[int, float], requests: int) -> dict[str, float]:
+    """A gateway's CPU microseconds a request since ``before``, summed by its threads' names."""
+    names = gateway.thread_names()
+    out: dict[str, float] = {}
+    for tid, seconds in gateway.thread_cpu_seconds().items():
+        name = names.get(tid, "(unnamed)")
+        out[name] = out.get(name, 0.0) + (seconds - before.get(tid, 0.0)) / max(requests, 1) * 1e6
+    return out
+
+
 def main() -> None:
     import run as bench
     from load import drive
@@ -77,6 +87,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=5.0, help="Seconds of load a round.")
     parser.add_argument("--json", type=Path, default=None, help="Write the rounds and the summary here.")
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="Also print B's CPU by thread over all rounds (where a feature's cost runs).",
+    )
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     tracking_uri = bench.build_registry(bench.WORK / "registry")
@@ -88,7 +103,8 @@ def main() -> None:
             sys.path.insert(0, str(HERE.parent))
             from tests.support.otlp import OtlpReceiver
 
-            extra = {**stack.enter_context(OtlpReceiver("http/protobuf")).env(), **extra}
+            receiver = stack.enter_context(OtlpReceiver("http/protobuf"))
+            extra = {**receiver.env(), **extra}
         if args.keys:
             extra = {"GATEWAY_AUTH": "keys", **extra}
         quiet = bench.QUIET_POLL
@@ -103,6 +119,8 @@ def main() -> None:
         urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
         for url, sent in zip(urls, headers, strict=True):
             bench.post(url, body.read_bytes(), sent)
+        threads_before = [g.thread_cpu_seconds() for g in (a, b)]
+        served = [0, 0]
         for n in range(1, args.rounds + 1):
             before = [g.cpu_seconds() for g in (a, b)]
             results = _load_both(drive, urls, body, args.seconds, headers)
@@ -117,12 +135,30 @@ def main() -> None:
                 "cpu": cpu_us[0] / cpu_us[1],
             }
             rounds.append(entry)
+            served = [count + result.requests for count, result in zip(served, results, strict=True)]
             print(
                 f"round {n}: A {entry['a_req_s']:.0f} req/s {cpu_us[0]:.0f} us/req, "
                 f"B {entry['b_req_s']:.0f} req/s {cpu_us[1]:.0f} us/req: B/A {entry['req_s']:.3f}, "
                 f"CPU A/B {entry['cpu']:.3f}",
                 flush=True,
             )
+        if args.otlp:
+            spans = receiver.spans()
+            names: dict[str, int] = {}
+            for span in spans:
+                names[span.name] = names.get(span.name, 0) + 1
+            print(
+                f"the receiver got {len(spans)} spans by then ({names}); B answered {served[1]} requests in the rounds"
+            )
+        if args.threads:
+            per_request = [
+                _by_thread_name(g, before, count)
+                for g, before, count in zip((a, b), threads_before, served, strict=True)
+            ]
+            print("CPU a request by thread (us): A, B, B - A")
+            for name in sorted(set(per_request[0]) | set(per_request[1]), key=lambda n: -per_request[1].get(n, 0.0)):
+                us_a, us_b = per_request[0].get(name, 0.0), per_request[1].get(name, 0.0)
+                print(f"  {name:<32} {us_a:8.1f} {us_b:8.1f} {us_b - us_a:+8.1f}")
     result = summary(rounds)
     what = " ".join([*args.env, *(["(OTLP)"] if args.otlp else []), *(["(keys on)"] if args.keys else [])])
     what = what or "nothing more"

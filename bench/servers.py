@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -85,6 +87,35 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds used so far by each thread (by its id) of a process and its
+    descendants. Python does not name its threads for the OS: ``thread_names`` does."""
+    by_thread: dict[int, float] = {}
+    for each in _tree(pid):
+        for task in Path(f"/proc/{each}/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            by_thread[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return by_thread
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's names of a process's threads (``MainThread``, ``OtelBatchSpanProcessor``...), by
+    thread id, read with ``py-spy dump``; empty where py-spy is missing or may not attach."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    names: dict[int, str] = {}
+    for each in _tree(pid):
+        try:
+            dumped = subprocess.run([spy, "dump", "--pid", str(each)], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        for match in re.finditer(r'^Thread (\d+) \([^)]*\): "(.*)"$', dumped.stdout, re.MULTILINE):
+            names[int(match[1])] = match[2]
+    return names
+
+
 class Server:
     """One server process (and its children) in a session of its own, optionally pinned to CPUs."""
 
@@ -161,6 +192,12 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.process.pid) if self.process else float("nan")
+
+    def thread_cpu_seconds(self) -> dict[int, float]:
+        return thread_cpu_seconds(self.process.pid) if self.process else {}
+
+    def thread_names(self) -> dict[int, str]:
+        return thread_names(self.process.pid) if self.process else {}
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -900,3 +900,53 @@ def test_paired_summary_gives_each_ratios_mean_median_spread_and_standard_error(
     assert got["req_s_sd"] == pytest.approx(statistics.stdev([0.90, 1.00, 0.95, 0.97]))
     assert got["req_s_sem"] == pytest.approx(got["req_s_sd"] / 2)
     assert paired.summary(rounds[:1])["req_s_sd"] == 0.0  # one round: no spread to speak of
+
+
+SPINNER = """
+import threading, time
+spun = threading.Event()
+def spin():
+    end = time.thread_time() + 0.3
+    while time.thread_time() < end:
+        pass
+    spun.set()
+    time.sleep(60)
+threading.Thread(target=spin, name="spinner", daemon=True).start()
+spun.wait()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_cpu_is_read_by_thread_and_its_threads_named_by_py_spy() -> None:
+    """What ``paired.py --threads`` prints: each thread's CPU from /proc, named with py-spy."""
+    import subprocess
+
+    import servers
+
+    if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
+        pytest.skip("py-spy is not installed (the dev extra)")
+    child = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        names = servers.thread_names(child.pid)
+        cpu = servers.thread_cpu_seconds(child.pid)
+        assert set(names.values()) == {"MainThread", "spinner"}
+        assert set(names) <= set(cpu)
+        (spinner,) = (tid for tid, name in names.items() if name == "spinner")
+        assert cpu[spinner] >= 0.2  # it spun 0.3 s of CPU before it slept (clock ticks: 0.01 s)
+
+        class Gateway:
+            def thread_names(self) -> dict[int, str]:
+                return names
+
+            def thread_cpu_seconds(self) -> dict[int, float]:
+                return cpu
+
+        before = dict.fromkeys(cpu, 0.0)
+        before[spinner] = cpu[spinner] - 0.1
+        by_name = paired._by_thread_name(Gateway(), before, 1000)
+        assert by_name["spinner"] == pytest.approx(100.0)  # 0.1 s over 1,000 requests: 100 us each
+    finally:
+        child.kill()
+        child.wait()
