@@ -113,7 +113,7 @@ class Services:
             heap.tune()  # before the loader threads allocate: arenas are per thread
         metrics = GatewayMetrics()
         metrics.memory_budget.set(settings.max_memory_bytes)
-        tracing = tracing_for(settings.tracing)
+        tracing = tracing_for(settings.tracing, spans=settings.tracing_spans)
         engine = make_engine(settings.database_url)
         check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
         store = StateStore(engine)

@@ -391,6 +391,13 @@ class GatewaySettings(BaseSettings):
     standard ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME`` and ``OTEL_TRACES_SAMPLER[_ARG]``
     variables say. ``off`` (the default) costs nothing: no span is made."""
 
+    tracing_spans: Literal["all", "requests"] = "all"
+    """Which spans a sampled request makes. ``all``: its request span, its ``queue`` wait and the
+    ``batch`` that ran it (with ``decode``, ``predict`` and ``encode``). ``requests``: the request
+    span alone, with those times as its attributes (``gateway.queue.seconds``,
+    ``gateway.batch.size``, ``gateway.batch.predict.seconds``...): one span where there were six,
+    for the least overhead at a given sampling ratio (docs/observability.md: What it costs)."""
+
     records_sink: str | None = None
     """Where inference records (each sampled request's inputs and outputs, as CloudEvents) go:
     ``file:///dir`` (rotating JSON-lines files), ``http(s)://...`` (batched POSTs) or
@@ -545,7 +552,7 @@ class GatewaySettings(BaseSettings):
             raise ValueError("must be file:///dir, an http(s):// URL or redis://host:port/db?stream=name")
         return value
 
-    @field_validator("log_format", "tracing", "records_http_mode", mode="before")
+    @field_validator("log_format", "tracing", "tracing_spans", "records_http_mode", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

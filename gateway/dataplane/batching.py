@@ -82,7 +82,7 @@ class Job:
     request: Request
     future: asyncio.Future[bytes]
     queued_ns: int  # time.perf_counter_ns() when it was queued
-    trace: Any = None  # the request span's SpanContext, when tracing samples it
+    trace: Any = None  # the request's span (open), when tracing samples it
     started: bool = False
     trickles: bool = False  # TensorCall.trickles
 
@@ -132,7 +132,7 @@ class VersionQueue:
         job = Job(request, loop.create_future(), time.perf_counter_ns())
         if self.tracing.enabled and (context := current()) is not None and context.span is not None:
             if context.span.is_recording():
-                job.trace = context.span.get_span_context()
+                job.trace = context.span
         self._waiting.append(job)
         if isinstance(request, TensorCall) and request.trickles:
             job.trickles = True

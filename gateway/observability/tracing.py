@@ -80,10 +80,10 @@ class TracingError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A request a batch served: its span's context (None: not sampled) and when it was queued
-    (``time.perf_counter_ns()``)."""
+    """A request a batch served: its request span, still open (None: not sampled), and when it
+    was queued (``time.perf_counter_ns()``)."""
 
-    span: SpanContext | None
+    span: Span | None
     queued_ns: int
 
 
@@ -219,8 +219,10 @@ class Tracing:
         root_bound: int | None = None,
         ids: _PreDrawnIds | None = None,
         finished: _Finished | None = None,
+        batch_spans: bool = True,
     ) -> None:
         self._tracer = tracer
+        self.batch_spans = batch_spans  # GATEWAY_TRACING_SPANS=all; False: the split as request attributes
         self._shutdown = shutdown
         self._finished = finished
         self.enabled = tracer is not None
@@ -328,14 +330,17 @@ class Tracing:
     def batch_ran(self, *, model: str, version: int, members: list[Member], timing: BatchTiming) -> None:
         """The spans of one batch, made after it ran from the times it took (see the module)."""
         assert self._finished is not None
+        if not self.batch_spans:
+            self._split_on_requests(members, timing)
+            return
         finished = self._finished
-        sampled = [m.span for m in members if m.span is not None]
+        sampled = [m.span.get_span_context() for m in members if m.span is not None]
         if not sampled:
             return
         start, end = self._wall(timing.started_ns), self._wall(timing.ended_ns)
         for member in members:
             if member.span is not None:
-                finished.span("queue", member.span, self._wall(member.queued_ns), start)
+                finished.span("queue", member.span.get_span_context(), self._wall(member.queued_ns), start)
         attributes: dict[str, Any] = {
             "gateway.model": model,
             "gateway.version": version,
@@ -350,6 +355,22 @@ class Tracing:
         shared = (Link(batch, {"gateway.batch.role": "ran"}),)
         for span in sampled[1:]:
             finished.span("batch", span, start, end, attributes, links=shared)
+
+    @staticmethod
+    def _split_on_requests(members: list[Member], timing: BatchTiming) -> None:
+        """GATEWAY_TRACING_SPANS=requests: the batch's times as attributes of each sampled
+        request's own span (still open), instead of five spans more for each."""
+        shared = {
+            "gateway.batch.size": len(members),
+            "gateway.batch.decode.seconds": timing.decode,
+            "gateway.batch.predict.seconds": timing.compute,
+            "gateway.batch.encode.seconds": timing.encode,
+        }
+        for member in members:
+            if member.span is not None:
+                member.span.set_attributes(
+                    {**shared, "gateway.queue.seconds": max(timing.started_ns - member.queued_ns, 0) / 1e9}
+                )
 
     def _wall(self, perf_ns: int) -> int:
         return perf_ns + self._wall_offset
@@ -379,6 +400,10 @@ def exporter_protocol(environ: Mapping[str, str]) -> str:
     return "http/protobuf"
 
 
-def tracing_for(tracing: str, environ: Mapping[str, str] | None = None) -> Tracing:
-    """GATEWAY_TRACING's tracer: off, or OTLP."""
-    return Tracing.otlp(environ) if tracing == "otlp" else Tracing.off()
+def tracing_for(tracing: str, environ: Mapping[str, str] | None = None, *, spans: str = "all") -> Tracing:
+    """GATEWAY_TRACING's tracer: off, or OTLP; GATEWAY_TRACING_SPANS says which spans a batch makes."""
+    if tracing != "otlp":
+        return Tracing.off()
+    traced = Tracing.otlp(environ)
+    traced.batch_spans = spans == "all"
+    return traced

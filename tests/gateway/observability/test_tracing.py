@@ -123,6 +123,45 @@ async def test_a_batched_request_reads_as_one_trace_under_the_callers_trace_id(
             assert [(t, s) for t, s, _ in batch.links] == [(ran_it.trace_id, ran_it.span_id)]
 
 
+async def test_with_request_spans_only_a_batched_request_carries_its_split_as_attributes(
+    registry: Registry, make_gateway: Callable[..., Any], receiver: OtlpReceiver
+) -> None:
+    """GATEWAY_TRACING_SPANS=requests: one span a request, no queue or batch spans; the batch's
+    times are the request span's attributes, the same the latency split's metrics count."""
+    name = f"traced-requests-{next(_names)}"
+    version = registry.log(log_pyfunc, name, GatedPredict())
+    registry.client.set_model_version_tag(name, str(version), "gateway.batching", "true")
+    url = f"/models/{name}/versions/{version}/predict"
+    route = "POST /models/{name}/versions/{version}/predict"
+    async with make_gateway(tracing="otlp", tracing_spans="requests", batch_max_wait_ms=0) as gateway:
+        fault_models.PREDICT_GATE.clear()
+        fault_models.PREDICT_ENTERED.clear()
+        first = asyncio.create_task(gateway.client.post(url, json={"dataframe_records": [{"x": 1.0}]}))
+        await until(fault_models.PREDICT_ENTERED.is_set, what="the first request to enter predict")
+        callers = [traceparent(n) for n in (0xB1, 0xB2)]
+        rest = [
+            asyncio.create_task(
+                gateway.client.post(url, json={"dataframe_records": [{"x": float(i)}]}, headers={"traceparent": header})
+            )
+            for i, (_, header) in enumerate(callers, start=2)
+        ]
+        await until(lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 2, what="two queued")
+        fault_models.PREDICT_GATE.set()
+        answers = await asyncio.gather(first, *rest)
+        assert [a.status_code for a in answers] == [200] * 3
+        spans = receiver.wait_for(lambda got: all(route in of_trace(got, t) for t, _ in callers))
+    for trace_id, _ in callers:
+        found = of_trace(spans, trace_id)
+        assert set(found) == {route}  # the request's span alone
+        (server,) = found[route]
+        attributes = server.attributes
+        assert attributes["gateway.batch.size"] == 2  # the two that queued behind the first
+        assert attributes["gateway.queue.seconds"] > 0
+        times = [attributes[f"gateway.batch.{stage}.seconds"] for stage in ("decode", "predict", "encode")]
+        assert all(t >= 0 for t in times)
+        assert attributes["gateway.queue.seconds"] + sum(times) <= (server.end_ns - server.start_ns) / 1e9
+
+
 @pytest.mark.parametrize("receiver", ["grpc"], indirect=True)
 async def test_grpc_exporter_and_background_spans(
     registry: Registry, make_gateway: Callable[..., Any], receiver: OtlpReceiver
