@@ -15,6 +15,7 @@ failed load.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -62,6 +63,12 @@ def resolve(spec: str, source: str) -> tuple[str, str]:
 def load(path: str, spec: str, source: str) -> tuple[Any, str, str]:
     """MLflow's pyfunc of the PyTorch version at ``path`` on the device ``spec`` resolves to:
     the pyfunc, the device it computes on, and why."""
+    import mlflow.pyfunc
+
+    if "model_config" not in inspect.signature(mlflow.pyfunc.load_model).parameters:
+        # An old MLflow in a worker's environment (before 2.x's model_config): it chooses.
+        pyfunc = mlflow.pyfunc.load_model(path)
+        return pyfunc, device_of(pyfunc), f"MLflow {mlflow.__version__} here takes no device: its own choice"
     device, reason = resolve(spec, source)
     if device == "cpu":
         return _load(path, "cpu"), "cpu", reason

@@ -42,19 +42,29 @@ def _network() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
 
 
-@pytest.fixture(scope="module", params=["pt2", "pickle"])
-def saved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+FORMATS = ["pt2", "pickle"]
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The network saved in each of MLflow's formats: ``pt2`` (torch.export, MLflow 3's default)
     and ``pickle`` (torch.save of the module)."""
-    path = tmp_path_factory.mktemp(request.param) / "model"
-    mlflow.pytorch.save_model(
-        _network(),
-        str(path),
-        serialization_format=request.param,
-        input_example=ROWS[:2],
-        pip_requirements=["torch"],
-    )
-    return path
+    paths = {}
+    for serialization in FORMATS:
+        path = paths[serialization] = tmp_path_factory.mktemp(serialization) / "model"
+        mlflow.pytorch.save_model(
+            _network(),
+            str(path),
+            serialization_format=serialization,
+            input_example=ROWS[:2],
+            pip_requirements=["torch"],
+        )
+    return paths
+
+
+@pytest.fixture(params=FORMATS)
+def saved(request: pytest.FixtureRequest, formats: dict[str, Path]) -> Path:
+    return formats[request.param]
 
 
 def _answers(pyfunc: Any) -> np.ndarray:
@@ -148,26 +158,29 @@ def test_the_in_process_runtime_reports_the_device_and_why(saved: Path) -> None:
 
 
 @without_cuda
-def test_a_worker_places_its_pytorch_versions_by_the_same_rules(saved: Path) -> None:
+def test_a_worker_places_its_pytorch_versions_by_the_same_rules(formats: dict[str, Path]) -> None:
     """The isolated worker (its own interpreter: here the gateway's, for want of a torch
-    environment that is not GBs of CUDA) loads on the device it is sent and says where and why."""
+    environment that is not GBs of CUDA) loads on the device it is sent and says where and why;
+    one worker holds a version of each format."""
     worker = WorkerProcess(Path(sys.executable), label="devices", on_exit=lambda process, code: None)
     worker.start()
     try:
-        load = {
-            "op": "load",
-            "id": "v1",
-            "path": str(saved),
-            "device": "cuda:0",
-            "device_source": "GATEWAY_DEVICE=cuda:0",
-        }
-        answer, _ = worker.call(load, [])
-        assert answer["ok"], answer
-        assert answer["device"] == "cpu" and answer["device_reason"].startswith("GATEWAY_DEVICE=cuda:0, but torch")
-        buffers: list[Any] = []
-        answer, out = worker.call({"op": "predict", "id": "v1", "data": wire.encode(ROWS, buffers)}, buffers)
-        assert answer["ok"], answer
-        _agree(np.asarray(wire.decode(answer["value"], out)), _answers(mlflow.pyfunc.load_model(str(saved))))
+        for handle, saved in formats.items():
+            load = {
+                "op": "load",
+                "id": handle,
+                "path": str(saved),
+                "device": "cuda:0",
+                "device_source": "GATEWAY_DEVICE=cuda:0",
+            }
+            answer, _ = worker.call(load, [])
+            assert answer["ok"], answer
+            assert answer["device"] == "cpu"
+            assert answer["device_reason"].startswith("GATEWAY_DEVICE=cuda:0, but torch")
+            buffers: list[Any] = []
+            answer, out = worker.call({"op": "predict", "id": handle, "data": wire.encode(ROWS, buffers)}, buffers)
+            assert answer["ok"], answer
+            _agree(np.asarray(wire.decode(answer["value"], out)), _answers(mlflow.pyfunc.load_model(str(saved))))
     finally:
         worker.stop()
 
