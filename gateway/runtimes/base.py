@@ -36,9 +36,9 @@ class Loaded:
 
 @dataclass(frozen=True, slots=True)
 class DeviceRequest:
-    """The device a version asks for (parsed: ``auto``, ``cpu``, ``cuda:1``...) and who asked, in
-    words (``GATEWAY_DEVICE=auto``, ``tagged gateway.device=cuda``); runtimes resolve it on the
-    host that computes (gateway.runtimes.worker.devices)."""
+    """The device a PyTorch version asks for (parsed: ``auto``, ``cpu``, ``cuda:1``...) and who
+    asked, in words (``GATEWAY_DEVICE=auto``, ``tagged gateway.device=cuda``); runtimes resolve
+    it on the host that computes (gateway.runtimes.worker.devices). Other flavors have none."""
 
     spec: str = "auto"
     source: str = "GATEWAY_DEVICE=auto"

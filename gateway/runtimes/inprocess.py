@@ -38,13 +38,11 @@ class InProcessRuntime:
     kind = "in_process"
 
     def load(self, path: Path, metadata: Model, device: DeviceRequest | None = None) -> Loaded:
-        """Load with MLflow; a PyTorch version on the device ``device`` resolves to here."""
-        torch = flavor_of(metadata) == "pytorch"
+        """Load with MLflow; given a ``device`` (a PyTorch version), on the device it resolves to here."""
         # Flavors whose loading is not thread-safe load one at a time.
         with _serial_loads if loads_serially(metadata) else nullcontext():
-            if torch:
-                request = device or DeviceRequest()
-                pyfunc, where, why = devices.load(str(path), request.spec, request.source)
+            if device is not None:
+                pyfunc, where, why = devices.load(str(path), device.spec, device.source)
             else:
                 pyfunc, where, why = mlflow.pyfunc.load_model(str(path)), "cpu", None
         # The graph misses memory that native libraries hold outside Python: the loader bounds

@@ -30,7 +30,7 @@ from mlflow.models import Model
 from mlflow.protos import databricks_pb2
 
 from gateway.errors import WorkersExhausted, WorkerUnavailable
-from gateway.runtimes.base import DeviceRequest, Loaded, flavor_of
+from gateway.runtimes.base import DeviceRequest, Loaded
 from gateway.runtimes.environments import Environment, EnvironmentStore
 from gateway.runtimes.worker import wire
 from gateway.runtimes.workers import WorkerLost, WorkerProcess
@@ -300,7 +300,7 @@ class IsolatedRuntime:
     def load(
         self, version: VersionId, path: Path, env: Environment, metadata: Model, device: DeviceRequest | None = None
     ) -> Loaded:
-        """Load in a worker of ``env``; a PyTorch version on the device ``device`` resolves to there."""
+        """Load in a worker of ``env``; given a ``device`` (a PyTorch version), on the device it resolves to there."""
         with self._lock:
             group = self._groups.get(env.key)
             if group is None:
@@ -309,7 +309,7 @@ class IsolatedRuntime:
                 group = self._groups[env.key] = WorkerGroup(self, env, processes=self.processes)
         handle = f"{version.uid}#{next(self._ids)}"
         try:
-            grown, answer = group.load(handle, path, device if flavor_of(metadata) == "pytorch" else None)
+            grown, answer = group.load(handle, path, device)
         except WorkerLost as exc:
             raise WorkerUnavailable(version.name, version.version, str(exc)) from exc
         model = RemoteModel(group, handle, metadata, version)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from mlflow.models import Model
 
-from gateway.runtimes.base import DeviceRequest, Loaded, Placement
+from gateway.runtimes.base import DeviceRequest, Loaded, Placement, flavor_of
 from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore, loader_needs
 from gateway.runtimes.inprocess import InProcessRuntime
 from gateway.runtimes.isolated import IsolatedRuntime
@@ -89,7 +89,7 @@ class Placer:
         """Decide, then load there (``metadata``: the version's MLmodel, as the loader read it;
         ``tags``: its registry tags). Blocks (an environment build can take minutes): loader
         threads only."""
-        device = self.device_request(version, tags or {})
+        device = self.device_request(version, tags or {}) if flavor_of(metadata) == "pytorch" else None
         loaded, placement = self._place_and_load(version, path, digest, metadata, device)
         placement = dataclasses.replace(placement, device=loaded.device, device_reason=loaded.device_reason)
         self._remember(version, placement)
@@ -108,7 +108,7 @@ class Placer:
             return DeviceRequest(self.device, f"GATEWAY_DEVICE={self.device} (its tag {DEVICE_TAG}: {exc})")
 
     def _place_and_load(
-        self, version: VersionId, path: Path, digest: str, metadata: Model, device: DeviceRequest
+        self, version: VersionId, path: Path, digest: str, metadata: Model, device: DeviceRequest | None
     ) -> tuple[Loaded, Placement]:
         try:
             requirements = read_requirements(path)
