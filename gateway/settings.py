@@ -396,7 +396,8 @@ class GatewaySettings(BaseSettings):
     ``batch`` that ran it (with ``decode``, ``predict`` and ``encode``). ``requests``: the request
     span alone, with those times as its attributes (``gateway.queue.seconds``,
     ``gateway.batch.size``, ``gateway.batch.predict.seconds``...): one span where there were six,
-    for the least overhead at a given sampling ratio (docs/observability.md: What it costs)."""
+    for a tracing backend that stores or bills by the span. It measured no cheaper for the
+    gateway itself (docs/observability.md: What it costs)."""
 
     records_sink: str | None = None
     """Where inference records (each sampled request's inputs and outputs, as CloudEvents) go:

@@ -219,10 +219,9 @@ class Tracing:
         root_bound: int | None = None,
         ids: _PreDrawnIds | None = None,
         finished: _Finished | None = None,
-        batch_spans: bool = True,
     ) -> None:
         self._tracer = tracer
-        self.batch_spans = batch_spans  # GATEWAY_TRACING_SPANS=all; False: the split as request attributes
+        self.batch_spans = True  # GATEWAY_TRACING_SPANS=all; False: the split as request attributes
         self._shutdown = shutdown
         self._finished = finished
         self.enabled = tracer is not None
@@ -334,13 +333,13 @@ class Tracing:
             self._split_on_requests(members, timing)
             return
         finished = self._finished
-        sampled = [m.span.get_span_context() for m in members if m.span is not None]
-        if not sampled:
+        queued = [(m.span.get_span_context(), m.queued_ns) for m in members if m.span is not None]
+        if not queued:
             return
+        sampled = [span for span, _ in queued]
         start, end = self._wall(timing.started_ns), self._wall(timing.ended_ns)
-        for member in members:
-            if member.span is not None:
-                finished.span("queue", member.span.get_span_context(), self._wall(member.queued_ns), start)
+        for span, queued_ns in queued:
+            finished.span("queue", span, self._wall(queued_ns), start)
         attributes: dict[str, Any] = {
             "gateway.model": model,
             "gateway.version": version,
