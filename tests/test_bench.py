@@ -903,18 +903,18 @@ def test_paired_summary_gives_each_ratios_mean_median_spread_and_standard_error(
 
 
 SPINNER = """
-import threading, time
+import sys, threading, time
 spun = threading.Event()
 def spin():
     end = time.thread_time() + 0.3
     while time.thread_time() < end:
         pass
     spun.set()
-    time.sleep(60)
+    threading.Event().wait()  # idle until the process is killed
 threading.Thread(target=spin, name="spinner", daemon=True).start()
 spun.wait()
 print("ready", flush=True)
-time.sleep(60)
+sys.stdin.read()  # idle until the test kills it
 """
 
 
@@ -926,7 +926,7 @@ def test_a_process_cpu_is_read_by_thread_and_its_threads_named_by_py_spy() -> No
 
     if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
         pytest.skip("py-spy is not installed (the dev extra)")
-    child = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         names = servers.thread_names(child.pid)

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.demo import IRIS
@@ -55,29 +56,46 @@ def of_trace(spans: list[ReceivedSpan], trace_id: str) -> dict[str, list[Receive
     return found
 
 
+def batching_version(registry: Registry, prefix: str) -> tuple[str, int]:
+    """A version whose predict the test holds (GatedPredict), tagged to batch."""
+    name = f"{prefix}-{next(_names)}"
+    version = registry.log(log_pyfunc, name, GatedPredict())
+    registry.client.set_model_version_tag(name, str(version), "gateway.batching", "true")
+    return name, version
+
+
+async def queued_behind_a_held_request(
+    gateway: Any, name: str, version: int, callers: list[tuple[str, str]]
+) -> list[httpx.Response]:
+    """One untraced request held in predict, the callers' requests (each with its traceparent)
+    queued behind it, then all answered: the callers' requests run as one batch."""
+    url = f"/models/{name}/versions/{version}/predict"
+    fault_models.PREDICT_GATE.clear()
+    fault_models.PREDICT_ENTERED.clear()
+    first = asyncio.create_task(gateway.client.post(url, json={"dataframe_records": [{"x": 1.0}]}))
+    await until(fault_models.PREDICT_ENTERED.is_set, what="the first request to enter predict")
+    rest = [
+        asyncio.create_task(
+            gateway.client.post(url, json={"dataframe_records": [{"x": float(i)}]}, headers={"traceparent": header})
+        )
+        for i, (_, header) in enumerate(callers, start=2)
+    ]
+    queued = len(callers)
+    await until(
+        lambda: entry(gateway.services.cache, name, version).model.queue.waiting == queued, what=f"{queued} queued"
+    )
+    fault_models.PREDICT_GATE.set()
+    return list(await asyncio.gather(first, *rest))
+
+
 async def test_a_batched_request_reads_as_one_trace_under_the_callers_trace_id(
     registry: Registry, make_gateway: Callable[..., Any], receiver: OtlpReceiver
 ) -> None:
-    name = f"traced-batch-{next(_names)}"
-    version = registry.log(log_pyfunc, name, GatedPredict())
-    registry.client.set_model_version_tag(name, str(version), "gateway.batching", "true")
-    url = f"/models/{name}/versions/{version}/predict"
+    name, version = batching_version(registry, "traced-batch")
     route = "POST /models/{name}/versions/{version}/predict"
     async with make_gateway(tracing="otlp", batch_max_wait_ms=0) as gateway:
-        fault_models.PREDICT_GATE.clear()
-        fault_models.PREDICT_ENTERED.clear()
-        first = asyncio.create_task(gateway.client.post(url, json={"dataframe_records": [{"x": 1.0}]}))
-        await until(fault_models.PREDICT_ENTERED.is_set, what="the first request to enter predict")
         callers = [traceparent(n) for n in (0xA1, 0xA2, 0xA3)]
-        rest = [
-            asyncio.create_task(
-                gateway.client.post(url, json={"dataframe_records": [{"x": float(i)}]}, headers={"traceparent": header})
-            )
-            for i, (_, header) in enumerate(callers, start=2)
-        ]
-        await until(lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 3, what="three queued")
-        fault_models.PREDICT_GATE.set()
-        answers = await asyncio.gather(first, *rest)
+        answers = await queued_behind_a_held_request(gateway, name, version, callers)
         assert [a.status_code for a in answers] == [200] * 4
         for (trace_id, _), answer in zip(callers, answers[1:], strict=True):
             assert answer.headers["x-trace-id"] == trace_id  # the caller's trace, continued
@@ -128,26 +146,11 @@ async def test_with_request_spans_only_a_batched_request_carries_its_split_as_at
 ) -> None:
     """GATEWAY_TRACING_SPANS=requests: one span a request, no queue or batch spans; the batch's
     times are the request span's attributes, the same the latency split's metrics count."""
-    name = f"traced-requests-{next(_names)}"
-    version = registry.log(log_pyfunc, name, GatedPredict())
-    registry.client.set_model_version_tag(name, str(version), "gateway.batching", "true")
-    url = f"/models/{name}/versions/{version}/predict"
+    name, version = batching_version(registry, "traced-requests")
     route = "POST /models/{name}/versions/{version}/predict"
     async with make_gateway(tracing="otlp", tracing_spans="requests", batch_max_wait_ms=0) as gateway:
-        fault_models.PREDICT_GATE.clear()
-        fault_models.PREDICT_ENTERED.clear()
-        first = asyncio.create_task(gateway.client.post(url, json={"dataframe_records": [{"x": 1.0}]}))
-        await until(fault_models.PREDICT_ENTERED.is_set, what="the first request to enter predict")
         callers = [traceparent(n) for n in (0xB1, 0xB2)]
-        rest = [
-            asyncio.create_task(
-                gateway.client.post(url, json={"dataframe_records": [{"x": float(i)}]}, headers={"traceparent": header})
-            )
-            for i, (_, header) in enumerate(callers, start=2)
-        ]
-        await until(lambda: entry(gateway.services.cache, name, version).model.queue.waiting == 2, what="two queued")
-        fault_models.PREDICT_GATE.set()
-        answers = await asyncio.gather(first, *rest)
+        answers = await queued_behind_a_held_request(gateway, name, version, callers)
         assert [a.status_code for a in answers] == [200] * 3
         spans = receiver.wait_for(lambda got: all(route in of_trace(got, t) for t, _ in callers))
     for trace_id, _ in callers:
