@@ -82,8 +82,16 @@ def sampled_microseconds(requests: int = 2_000) -> tuple[float, float]:
 
     exporter = Encoding()
     # a queue that holds every span: one dropped would go unencoded and flatter the figure
-    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(16 * requests)
-    tracing = Tracing.exporting_to(exporter, {"OTEL_TRACES_SAMPLER": "always_on"})
+    # (the processor reads the variable when it is made; the caller's value is put back)
+    before = os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE")
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(max(16 * requests, 2048))  # never below the default
+    try:
+        tracing = Tracing.exporting_to(exporter, {"OTEL_TRACES_SAMPLER": "always_on"})
+    finally:
+        if before is None:
+            del os.environ["OTEL_BSP_MAX_QUEUE_SIZE"]
+        else:
+            os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = before
     made = 0.0
     for _ in range(requests):
         started = time.thread_time()
@@ -91,7 +99,7 @@ def sampled_microseconds(requests: int = 2_000) -> tuple[float, float]:
         request.traced(tracing.start_request("POST", HEADERS, {"url.path": "/models/iris/predict"}))
         span: Any = request.span
         now = time.perf_counter_ns()
-        members = [Member(span.get_span_context(), now)] + [Member(None, now)] * (BATCH - 1)
+        members = [Member(span, now)] + [Member(None, now)] * (BATCH - 1)
         timing = BatchTiming(now, now + 200_000, 2e-5, 1e-4, 2e-5)
         tracing.batch_ran(model="iris", version=1, members=members, timing=timing)
         tracing.end_request(span, 200, server_error=False, attributes=ATTRIBUTES)
