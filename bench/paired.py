@@ -13,8 +13,10 @@ measured 1.007 and 1.005 (mean over 10 and 12 rounds; rounds spread ±2-3%).
 
 With ``--otlp``, B exports its traces to an OTLP receiver in this process, on the load CPU;
 with ``--keys``, B has API keys on (``GATEWAY_AUTH=keys``) and its load sends a key made with
-``registry-gateway keys create`` (as bench/auth_cost.py). Prints each round and the summary;
-``--json`` writes them to a file.
+``registry-gateway keys create`` (as bench/auth_cost.py); with ``--b-tree DIR``, B runs the
+code of another checkout (``git worktree add DIR COMMIT``) with this one's environment, so two
+commits are compared the same way. Prints each round and the summary; ``--json`` writes them
+to a file.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="A setting of B (repeat).")
     parser.add_argument("--otlp", action="store_true", help="B exports OTLP/HTTP to a receiver in this process.")
     parser.add_argument("--keys", action="store_true", help="B has API keys on; its load sends a key.")
+    parser.add_argument(
+        "--b-tree", type=Path, default=None, metavar="DIR", help="B imports the gateway from this checkout."
+    )
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=5.0, help="Seconds of load a round.")
     parser.add_argument("--json", type=Path, default=None, help="Write the rounds and the summary here.")
@@ -107,6 +112,8 @@ def main() -> None:
             extra = {**receiver.env(), **extra}
         if args.keys:
             extra = {"GATEWAY_AUTH": "keys", **extra}
+        if args.b_tree is not None:  # ahead of the editable install on B's import path
+            extra = {"PYTHONPATH": str(args.b_tree.resolve()), **extra}
         quiet = bench.QUIET_POLL
         second = bench.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra})
         headers: list[dict[str, str]] = [{}, {}]
@@ -160,7 +167,14 @@ def main() -> None:
                 us_a, us_b = per_request[0].get(name, 0.0), per_request[1].get(name, 0.0)
                 print(f"  {name:<32} {us_a:8.1f} {us_b:8.1f} {us_b - us_a:+8.1f}")
     result = summary(rounds)
-    what = " ".join([*args.env, *(["(OTLP)"] if args.otlp else []), *(["(keys on)"] if args.keys else [])])
+    what = " ".join(
+        [
+            *args.env,
+            *(["(OTLP)"] if args.otlp else []),
+            *(["(keys on)"] if args.keys else []),
+            *([f"(the code of {args.b_tree})"] if args.b_tree else []),
+        ]
+    )
     what = what or "nothing more"
     print(
         f"B with {what}: req/s {result['req_s_mean']:.3f}x A (mean of {len(rounds)} rounds, "
