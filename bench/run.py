@@ -77,6 +77,7 @@ ZIPF_S = 1.1
 ADMIN_TOKEN = "bench-admin-token"
 FLOOR = "floor (constant FastAPI)"
 BARE_FLOOR = "floor (bare ASGI)"
+PREDICTING_FLOOR = "floor (bare ASGI, batching sklearn's predict)"
 
 
 @dataclass
@@ -202,6 +203,24 @@ def floor(run: Run, *, bare: bool = False, access_log: bool = True) -> Server:
         ready_path="/health/ready",
         predict_path="/invocations",
         log=WORK / ("floor-bare.log" if bare else "floor.log"),
+        cpus=run.server_cpus,
+        cwd=HERE,
+    )
+
+
+def predicting_floor(run: Run, tracking_uri: str) -> Server:
+    """bench/floor_app.py --predicting: the bare floor plus the least a batching server that
+    calls the same model's predict does (uvicorn's access log off)."""
+    port = free_port()
+    return Server(
+        PREDICTING_FLOOR,
+        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), "--no-access-log"]
+        + ["--predicting", "models:/iris/1"],
+        port=port,
+        ready_path="/health/ready",
+        predict_path="/invocations",
+        log=WORK / "floor-predicting.log",
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
         cpus=run.server_cpus,
         cwd=HERE,
     )
@@ -956,12 +975,15 @@ def lane_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
     quiet = gateway(tracking_uri, "lane", cpus=run.server_cpus, env={"GATEWAY_ACCESS_LOG": "false", **QUIET_POLL})
     logged = gateway(tracking_uri, "lane-logged", cpus=run.server_cpus, env=QUIET_POLL)
     bare = floor(run, bare=True, access_log=False)
+    predicting = predicting_floor(run, tracking_uri)
     contenders = [
         Contender(lane.GATEWAY_32, quiet),
         Contender(lane.FLOOR_32, bare, path="/invocations"),
+        Contender(lane.PREDICTING_32, predicting, path="/invocations"),
         Contender(lane.LOGGED_32, logged),
         Contender(lane.GATEWAY_1, quiet, connections=1),
         Contender(lane.FLOOR_1, bare, path="/invocations", connections=1),
+        Contender(lane.PREDICTING_1, predicting, path="/invocations", connections=1),
     ]
     interleaved_points(run, "lane", contenders, bodies["iris"])
 

@@ -37,6 +37,7 @@ import paired  # noqa: E402
 import registry_scale  # noqa: E402
 import run as bench  # noqa: E402
 import spread  # noqa: E402
+import tracing_cost  # noqa: E402
 import traffic_split  # noqa: E402
 from load import parse_wrk  # noqa: E402
 
@@ -128,6 +129,46 @@ async def test_the_bare_floor_answers_like_the_fastapi_floor() -> None:
             assert (answer.status_code, answer.json()) == (200, {"predictions": [2]})
             assert answer.headers["content-type"] == "application/json"
             assert (await client.get("/health/ready")).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_the_predicting_floor_batches_the_models_own_predict(tmp_path: Path) -> None:
+    """bench/floor_app.py --predicting answers what the model predicts, row for row, whether
+    requests come alone or together (then they share one predict call)."""
+    import asyncio
+
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(features, labels)
+    mlflow.sklearn.save_model(model, tmp_path / "iris", serialization_format="cloudpickle")
+    app = floor_app.create_predicting_app(str(tmp_path / "iris"))
+    rows = [features[i : i + n].tolist() for i, n in ((0, 1), (50, 2), (100, 3), (140, 1))]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://floor") as client:
+
+        async def ask(data: list[list[float]]) -> list[int]:
+            answer = await client.post("/invocations", json={"dataframe_split": {"data": data}})
+            assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+            predictions: list[int] = answer.json()["predictions"]
+            return predictions
+
+        alone = [await ask(data) for data in rows]
+        together = await asyncio.gather(*(ask(data) for data in rows))
+        assert (await client.get("/health/ready")).status_code == 200
+    expected = [model.predict(np.array(data)).tolist() for data in rows]
+    assert alone == expected and list(together) == expected
+    assert {label for answer in expected for label in answer} == {0, 1, 2}  # not one constant
+
+
+def test_the_tracing_cost_script_runs_the_gateways_own_tracing() -> None:
+    """bench/tracing_cost.py drives gateway.observability.tracing directly: a change there must
+    not leave it broken (it was, once, by a renamed argument)."""
+    assert math.isfinite(tracing_cost.path_microseconds(requests=200))
+    made, encoded = tracing_cost.sampled_microseconds(requests=5)
+    assert made > 0 and encoded > 0
 
 
 # --- registry-scale (bench/registry_scale.py) ------------------------------------------------
@@ -855,14 +896,24 @@ def test_lane_targets_take_the_floor_ratio_the_access_log_and_the_c1_gap_round_b
             _round_point(lane.GATEWAY_1, r, 3000) | {"p50_ms": 0.12 + 0.15 + 0.01 * r},
         ]
     verdicts = lane.targets({"rows": rows})
-    assert [ok for *_, ok in verdicts] == [True, True, True]
+    assert [ok for *_, ok in verdicts] == [True, True, True, None, None]  # the predicting floor: not measured
     assert verdicts[2][1].startswith("+0.160 ms (median of 3 rounds")
+    assert [shown for _, shown, _ in verdicts[3:]] == ["not measured", "not measured"]
     for entry in rows:
         if entry["point"] == lane.GATEWAY_1:
             entry["p50_ms"] += 0.1  # 0.26 ms above the floor
     assert lane.targets({"rows": rows})[2][2] is False
     assert lane.targets({"rows": rows[:3]})[2][1:] == ("not measured", False)
     assert "| bare ASGI floor, access log off, 32 conns | 3 |" in "\n".join(lane.render({"rows": rows}))
+    for r, speed in enumerate([1.0, 0.8, 0.6]):  # the predicting floor: 0.6x the bare one, the gateway 0.52x
+        rows.append(_round_point(lane.PREDICTING_32, r, 12000 * speed))
+        rows.append(_round_point(lane.PREDICTING_1, r, 5000) | {"p50_ms": 0.12 + 0.1})
+    reach = lane.targets({"rows": rows})[3:]
+    assert [(shown.split(" (")[0], ok) for _, shown, ok in reach] == [
+        ("0.600×", None),
+        ("0.867×", None),
+        ("+0.100 ms", None),
+    ]
 
 
 def test_no_bench_module_shadows_the_standard_library() -> None:
