@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -77,19 +77,28 @@ class Stages:
 BatchRunner = Callable[[LoadedModel, list[Request], Stages], tuple[list[Outcome], int]]  # outcomes, fast count
 
 
+class Held(Protocol):
+    """What a job holds while its work may still run: the lease on its version (returned once,
+    however often this is called: gateway.dataplane.cache.Lease)."""
+
+    def release(self) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class Job:
+    """A request in its version's queue. ``future`` is the one its caller awaits: the answer,
+    or the error, set by the worker; done before that when the caller stopped waiting (a
+    timeout fails it, a caller that is cancelled cancels it), and then a worker that has not
+    taken the job yet drops it, and one that runs it discards the outcome. Either way the
+    worker returns ``held`` once the job's work is over, never sooner: a version is not
+    unloaded under a predict still running."""
+
     request: Request
     future: asyncio.Future[bytes]
     queued_ns: int  # time.perf_counter_ns() when it was queued
+    held: Held | None = None
     trace: Any = None  # the request's span (open), when tracing samples it
-    started: bool = False
     trickles: bool = False  # TensorCall.trickles
-
-    def abandon(self) -> None:
-        """The client stopped waiting: drop the job unless a worker already has it."""
-        if not self.started and not self.future.done():
-            self.future.cancel()
 
 
 @dataclass(eq=False)
@@ -119,17 +128,18 @@ class VersionQueue:
     waits_in_vain: int = 0
     """Batches that waited for company and found none (a lone client's cost, for tests)."""
 
-    def submit(self, request: Request, *, background: bool = False) -> Job:
-        """Queue a request; past ``max_queue`` waiting, :class:`Overloaded`. A ``background``
-        request (a shadow) may take only half the queue, and its refusal is not counted as a
-        rejected request: the rest is kept for the requests callers wait for."""
+    def submit(self, request: Request, held: Held | None = None, *, background: bool = False) -> Job:
+        """Queue a request, with what it holds until its work is over (see :class:`Job`); past
+        ``max_queue`` waiting, :class:`Overloaded` (and ``held`` stays the caller's). A
+        ``background`` request (a shadow) may take only half the queue, and its refusal is not
+        counted as a rejected request: the rest is kept for the requests callers wait for."""
         if background and len(self._waiting) >= max(1, self.max_queue // 2):
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))
         if len(self._waiting) >= self.max_queue:
             self.metrics.queue_full(self.model.name)
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))
         loop = asyncio.get_running_loop()
-        job = Job(request, loop.create_future(), time.perf_counter_ns())
+        job = Job(request, loop.create_future(), time.perf_counter_ns(), held)
         if self.tracing.enabled and (context := current()) is not None and context.span is not None:
             if context.span.is_recording():
                 job.trace = context.span
@@ -174,27 +184,30 @@ class VersionQueue:
             if not batch:
                 continue
             self._together = len(batch) > 1 or bool(self._waiting)
-            for job in batch:
-                job.started = True
             requests = [job.request for job in batch]
             on_loop = self.on_loop(len(requests))
             stages = Stages()
             started = time.perf_counter_ns()
             try:
-                if on_loop:
-                    outcomes, fast = self._measured(requests, stages)
-                else:
-                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, stages)
-            except Exception as exc:  # the runner answers per request; this is the pool itself failing
-                outcomes, fast = [exc] * len(batch), 0
-            self._observe(batch, stages, started, fast=fast, on_loop=on_loop)
-            for job, outcome in zip(batch, outcomes, strict=True):
-                if job.future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome)
+                try:
+                    if on_loop:
+                        outcomes, fast = self._measured(requests, stages)
+                    else:
+                        outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, stages)
+                except Exception as exc:  # the runner answers per request; this is the pool itself failing
+                    outcomes, fast = [exc] * len(batch), 0
+                self._observe(batch, stages, started, fast=fast, on_loop=on_loop)
+                for job, outcome in zip(batch, outcomes, strict=True):
+                    if job.future.done():  # its caller stopped waiting while it ran
+                        continue
+                    if isinstance(outcome, Exception):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
+            finally:  # the batch's work is over (or the worker itself was cancelled)
+                for job in batch:
+                    if job.held is not None:
+                        job.held.release()
             if on_loop and self._waiting:
                 await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
@@ -281,8 +294,10 @@ class VersionQueue:
         batch: list[Job] = []
         while self._waiting and len(batch) < limit:
             job = self._waiting.popleft()
-            if not job.future.done():  # skip jobs whose client gave up
+            if not job.future.done():
                 batch.append(job)
+            elif job.held is not None:  # its caller gave up before any work began
+                job.held.release()
         return batch
 
 

@@ -9,12 +9,11 @@ unloaded under a predict still running.
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from gateway.admission.limits import LoadBudget
-from gateway.dataplane.batching import Call, Job, Request, TensorCall, VersionQueue
+from gateway.dataplane.batching import Call, Request, TensorCall, VersionQueue
 from gateway.dataplane.cache import ModelCache
 from gateway.dataplane.deadlines import Deadlines
 from gateway.dataplane.inference import score_batch
@@ -150,43 +149,22 @@ class InferenceService:
                 if cached is not None:
                     lease.release()
                     return Prediction(cached, served)
-            job = self._queue(model).submit(request, background=served.route == SHADOW)
+            job = self._queue(model).submit(request, lease, background=served.route == SHADOW)
         except BaseException:
             lease.release()
             raise
-        job.future.add_done_callback(lambda _: lease.release())  # when the work is really over
+        # From here the job holds the lease, and its worker returns it when the work is over.
+        # The request waits on the job's own future, failed by one shared timer after the
+        # predict timeout (gateway.dataplane.deadlines) and cancelled with the request: a job
+        # given up on before a worker took it is dropped, a running predict finishes (see Job).
+        self._deadlines.add(job.future)
         try:
-            response = await self._answer(job)
+            response = await job.future
         except TimeoutError as exc:
             raise PredictTimeout(served.name, served.version, self._timeout) from exc
         if key is not None and self._answers is not None:
             self._answers.put(key, response)
         return Prediction(response, served)
-
-    async def _answer(self, job: Job) -> bytes:
-        """The job's answer, or TimeoutError after the predict timeout. Like shield() inside
-        timeout(), with one future and a shared timer (gateway.dataplane.deadlines): this runs
-        for every request. A request that gives up (timeout, client gone) abandons the job if
-        no worker has it yet; a running predict finishes, and its lease is returned then."""
-        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        def relay(done: asyncio.Future[bytes]) -> None:
-            if answer.done():
-                return
-            if done.cancelled():
-                answer.cancel()
-            elif (error := done.exception()) is not None:
-                answer.set_exception(error)
-            else:
-                answer.set_result(done.result())
-
-        job.future.add_done_callback(relay)
-        self._deadlines.add(answer)
-        try:
-            return await answer
-        except BaseException:
-            job.abandon()
-            raise
 
     def _queue(self, model: LoadedModel) -> VersionQueue:
         queue: VersionQueue | None = model.queue

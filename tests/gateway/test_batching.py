@@ -218,6 +218,28 @@ async def test_a_request_to_a_process_still_starting_waits_for_it_then_503s(make
         assert "warming iris@champion" in response.json()["message"]
 
 
+async def test_a_request_given_up_while_queued_is_never_run_and_its_lease_comes_back(
+    registry: Registry, make_gateway: Callable[..., Any]
+) -> None:
+    """A queued job holds its version's lease; a caller that stops waiting (here its timeout)
+    before any worker took the job leaves it to be dropped, unrun, by the next worker to look,
+    which returns that lease; a running one keeps its lease until its predict ends."""
+    name, version = gated_model(registry, **{"gateway.batching": "true"})
+    url = f"/models/{name}/versions/{version}/predict"
+    async with make_gateway(batch_max_wait_ms=0, predict_timeout_seconds=0.5) as gateway:
+        first = await held_first(gateway, url)  # holds the version's only worker, inside predict
+        queued = await gateway.client.post(url, json=x(3.0))
+        assert queued.status_code == 504 and queued.json()["error_code"] == "DEADLINE_EXCEEDED"
+        assert (await first).status_code == 504  # its predict still runs, past the same timeout
+        held = entry(gateway.services.cache, name, version)
+        assert held.in_use == 2 and held.model.queue.waiting == 1
+        fault_models.PREDICT_GATE.set()
+        await until(lambda: held.in_use == 0, what="both leases back")
+        assert held.model.queue.waiting == 0
+        assert metric(gateway, "gateway_batch_size_count", model=name) == 1  # the queued one never ran
+        assert (await gateway.client.post(url, json=x(4.0))).json() == {"predictions": [8.0]}
+
+
 async def test_a_request_queued_as_the_last_worker_finishes_is_still_answered() -> None:
     """The worker leaves the pool in the same step as its last look at the queue; a
     done-callback ran later, so a request queued just then waited for its timeout."""
