@@ -11,10 +11,10 @@ batch span processor: spans leave in a thread of their own, and past its bounded
 
 Sampled out costs next to nothing: a request that starts a trace (no ``traceparent``) has its
 trace id drawn here and checked against the ratio sampler's bound first, the very test the
-SDK's ``TraceIdRatioBased`` makes; only a request that passes gets a span, made with that id
-(:class:`_PreDrawnIds`), so the SDK's sampler agrees. The SDK's ``start_span`` for a request
-sampled out cost 11.6 us here, the check 0.3 us. A request that continues a caller's trace
-goes through the SDK's sampler as it is.
+SDK's ``TraceIdRatioBased`` makes; only a request that passes gets a span, with that id, so the
+SDK's sampler agrees. The SDK's ``start_span`` for a request sampled out cost 11.6 us here,
+the check 0.3 us. A request that continues a caller's trace is decided by the provider's
+sampler, as the SDK's ``start_span`` would decide it.
 
 Spans: ``<METHOD> <route>`` per request (W3C ``traceparent``/``tracestate`` honoured), its
 ``queue`` wait, and ``batch`` for the batch that ran it. A batch serves many requests, yet
@@ -29,14 +29,17 @@ them: they are built finished (the SDK's ``ReadableSpan``, what span processors 
 a span's end) and handed to the batch span processor directly, skipping a live span's
 sampler call, locks and attribute checks (about 40 us of the ~55 a span cost through
 ``start_span`` and ``end`` here: ``bench/tracing_cost.py``). Their trace flags and state are
-their parent's, as the parent-based sampler would have decided.
+their parent's, as the parent-based sampler would have decided. A request's own span is kept
+the same way (:class:`RequestSpan`): its ids, start and attributes gathered while it runs, and
+one ``ReadableSpan`` built when it ends. At 1% sampling, the SDK's live-span code ran so seldom
+that it ran cold, at several times its cost in a loop (docs/observability.md); a sampled
+request now runs little of the SDK's code beyond the processor's.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -52,6 +55,7 @@ from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     DEFAULT_OFF,
     DEFAULT_ON,
+    Decision,
     ParentBasedTraceIdRatio,
     Sampler,
     TraceIdRatioBased,
@@ -64,7 +68,9 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     Tracer,
+    get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -83,7 +89,7 @@ class Member:
     """A request a batch served: its request span, still open (None: not sampled), and when it
     was queued (``time.perf_counter_ns()``)."""
 
-    span: Span | None
+    span: RequestSpan | None
     queued_ns: int
 
 
@@ -132,28 +138,6 @@ class Sampling:
         return cls(sampler, TraceIdRatioBased.get_bound_for_rate(rate))
 
 
-class _PreDrawnIds(IdGenerator):
-    """Random ids, except that the next trace id in this thread may be drawn beforehand (to
-    decide the sampling before there is a span)."""
-
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
-        self._next = threading.local()
-
-    def use_next(self, trace_id: int) -> None:
-        self._next.trace_id = trace_id
-
-    def generate_span_id(self) -> int:
-        return self._random.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        trace_id: int | None = getattr(self._next, "trace_id", None)
-        if trace_id is None:
-            return self._random.generate_trace_id()
-        self._next.trace_id = None
-        return trace_id
-
-
 class _HashedOnce(Resource):
     """A resource whose hash is taken once. The OTLP encoder groups spans by resource, hashing
     every span's (``Resource.__hash__`` dumps its attributes to JSON each time: a fifth of a
@@ -194,6 +178,22 @@ class _Finished:
             trace_flags=parent.trace_flags,
             trace_state=parent.trace_state,
         )
+        self.export(name, context, parent, start_ns, end_ns, attributes, links)
+        return context
+
+    def export(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any] | None,
+        links: tuple[Link, ...] = (),
+        kind: SpanKind = SpanKind.INTERNAL,
+        status: Status | None = None,
+    ) -> None:
+        """A finished span, handed to the processor as the SDK hands one at its end."""
         self.processor.on_end(
             ReadableSpan(
                 name,
@@ -202,12 +202,71 @@ class _Finished:
                 resource=self.resource,
                 attributes=attributes,
                 links=links,
+                kind=kind,
+                status=status or Status(StatusCode.UNSET),
                 instrumentation_scope=self.scope,
                 start_time=start_ns,
                 end_time=end_ns,
             )
         )
-        return context
+
+
+class RequestSpan:
+    """A sampled request's server span while the request runs: what the callers of a live span
+    use of it (its context, its name, attributes, a status, ``end``), kept in plain fields and
+    exported as one finished span at :meth:`end` (once)."""
+
+    __slots__ = ("name", "_context", "_parent", "_start_ns", "attributes", "_status", "_finished")
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        finished: _Finished,
+    ) -> None:
+        self.name = name
+        self._context = context
+        self._parent = parent
+        self._start_ns = time.time_ns()
+        self.attributes = attributes
+        self._status: Status | None = None
+        self._finished: _Finished | None = finished
+
+    def is_recording(self) -> bool:
+        return self._finished is not None
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def set_status(self, status: Status) -> None:
+        self._status = status
+
+    def end(self) -> None:
+        finished, self._finished = self._finished, None
+        if finished is None:
+            return
+        attributes = {key: value for key, value in self.attributes.items() if value is not None}
+        finished.export(
+            self.name,
+            self._context,
+            self._parent,
+            self._start_ns,
+            time.time_ns(),
+            attributes,
+            kind=SpanKind.SERVER,
+            status=self._status,
+        )
 
 
 class Tracing:
@@ -216,8 +275,7 @@ class Tracing:
         tracer: Tracer | None = None,
         shutdown: Any = None,
         *,
-        root_bound: int | None = None,
-        ids: _PreDrawnIds | None = None,
+        sampling: Sampling | None = None,
         finished: _Finished | None = None,
     ) -> None:
         self._tracer = tracer
@@ -225,8 +283,7 @@ class Tracing:
         self._shutdown = shutdown
         self._finished = finished
         self.enabled = tracer is not None
-        self._root_bound = root_bound if ids is not None or root_bound == 0 else None
-        self._ids = ids
+        self._sampling = sampling
         self._propagator = TraceContextTextMapPropagator()
         # perf_counter_ns -> wall clock ns, for spans whose times were taken before they were made
         self._wall_offset = time.time_ns() - time.perf_counter_ns()
@@ -268,7 +325,7 @@ class Tracing:
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: "registry-gateway"}))
         resource = _HashedOnce(resource.attributes, resource.schema_url)
-        sampling, ids = Sampling.from_environ(environ), _PreDrawnIds()
+        sampling, ids = Sampling.from_environ(environ), RandomIdGenerator()
         provider = TracerProvider(resource=resource, sampler=sampling.sampler, id_generator=ids)
         processor = BatchSpanProcessor(exporter)
         provider.add_span_processor(processor)
@@ -276,8 +333,7 @@ class Tracing:
         return cls(
             provider.get_tracer(scope.name),
             provider.shutdown,
-            root_bound=sampling.root_bound,
-            ids=ids,
+            sampling=sampling,
             finished=_Finished(processor, provider.resource, scope, ids),
         )
 
@@ -291,7 +347,7 @@ class Tracing:
 
     def start_request(
         self, name: str, headers: Iterable[tuple[bytes, bytes]], attributes: dict[str, Any]
-    ) -> Span | None:
+    ) -> RequestSpan | None:
         """A server span for one request, continuing the caller's trace when it sent one; None
         when the request is sampled out before a span is made (see the module)."""
         carrier = {}
@@ -300,24 +356,50 @@ class Tracing:
                 carrier[key.decode("latin-1")] = value.decode("latin-1")
         return self._start(name, carrier, attributes)
 
-    def start_call(self, name: str, metadata: Iterable[tuple[str, Any]], attributes: dict[str, Any]) -> Span | None:
+    def start_call(
+        self, name: str, metadata: Iterable[tuple[str, Any]], attributes: dict[str, Any]
+    ) -> RequestSpan | None:
         """The same for a gRPC call: the trace context comes in its metadata."""
         carrier = {key: value for key, value in metadata if key in ("traceparent", "tracestate")}
         return self._start(name, carrier, attributes)
 
-    def _start(self, name: str, carrier: dict[str, str], attributes: dict[str, Any]) -> Span | None:
-        assert self._tracer is not None
-        parent = self._propagator.extract(carrier) if carrier else None
-        if not parent and self._root_bound is not None:  # this request starts a trace
+    def _start(self, name: str, carrier: dict[str, str], attributes: dict[str, Any]) -> RequestSpan | None:
+        """Sampled as the SDK's ``start_span`` samples a server span (the provider's sampler,
+        the caller's context), or None; the span is the gateway's own (see the module)."""
+        assert self._sampling is not None and self._finished is not None
+        context = self._propagator.extract(carrier) if carrier else None
+        parent: SpanContext | None = get_current_span(context).get_span_context() if context else None
+        if parent is not None and not parent.is_valid:
+            parent = None  # a traceparent that does not parse: a trace of its own
+        trace_state = None
+        if parent is None:  # this request starts a trace
             trace_id = random.getrandbits(128) or 1
-            if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._root_bound:
+            bound = self._sampling.root_bound
+            if bound is not None:  # TraceIdRatioBased's own test, before anything is made
+                if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= bound:
+                    return None
+            else:
+                decided = self._sampling.sampler.should_sample(None, trace_id, name, SpanKind.SERVER, attributes)
+                if decided.decision is not Decision.RECORD_AND_SAMPLE:
+                    return None
+                trace_state = decided.trace_state
+        else:
+            trace_id = parent.trace_id
+            decided = self._sampling.sampler.should_sample(context, trace_id, name, SpanKind.SERVER, attributes)
+            if decided.decision is not Decision.RECORD_AND_SAMPLE:  # a span recorded but not sampled is never exported
                 return None
-            assert self._ids is not None
-            self._ids.use_next(trace_id)
-        return self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+            trace_state = decided.trace_state
+        own = SpanContext(
+            trace_id,
+            self._finished.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_state=trace_state,
+        )
+        return RequestSpan(name, own, parent, dict(attributes), self._finished)
 
     @staticmethod
-    def end_request(span: Span, status: int, *, server_error: bool, attributes: dict[str, Any]) -> None:
+    def end_request(span: RequestSpan, status: int, *, server_error: bool, attributes: dict[str, Any]) -> None:
         span.set_attributes(attributes)
         span.set_attribute("http.response.status_code", status)
         if server_error:

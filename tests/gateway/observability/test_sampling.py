@@ -89,3 +89,36 @@ def test_a_sampler_it_cannot_honour_is_refused_by_name(environ: dict[str, str], 
 def test_a_ratio_without_its_argument_is_the_specifications_default_of_one() -> None:
     sampling = Sampling.from_environ({"OTEL_TRACES_SAMPLER": "traceidratio"})
     assert sampling.root_bound == TraceIdRatioBased.get_bound_for_rate(1.0)
+
+
+def test_a_requests_span_is_exported_once_when_it_ends_as_the_sdk_would_export_it(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """The request span is the gateway's own until it ends (gateway.observability.tracing.
+    RequestSpan); what reaches the exporter is a finished server span like the SDK's: its
+    caller's trace and parent, the sampler's trace state, the name it was given last, its
+    attributes without the unset ones, its status, and nothing more for a second end."""
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    tracing = Tracing.exporting_to(exporter, ratio(0.0))
+    parent = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
+    span = start(tracing, (b"traceparent", parent.encode()), (b"tracestate", b"vendor=value"))
+    assert span is not None and span.is_recording()
+    span.update_name("POST /models/{name}/predict")
+    Tracing.end_request(span, 503, server_error=True, attributes={"gateway.model": "m", "gateway.arm": None})
+    assert not span.is_recording()
+    span.end()  # a second end exports nothing
+    tracing.close()
+    (exported,) = exporter.get_finished_spans()
+    assert exported.name == "POST /models/{name}/predict" and exported.kind is SpanKind.SERVER
+    assert format(exported.context.trace_id, "032x") == CALLER_TRACE and exported.context.trace_flags.sampled
+    assert exported.parent is not None and format(exported.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert exported.parent.is_remote and exported.context.trace_state.get("vendor") == "value"
+    assert dict(exported.attributes or {}) == {
+        "url.path": "/models/m/predict",
+        "gateway.model": "m",
+        "http.response.status_code": 503,
+    }
+    assert exported.status.status_code is StatusCode.ERROR
+    assert exported.start_time is not None and exported.end_time is not None
+    assert exported.start_time <= exported.end_time
