@@ -113,6 +113,7 @@ class VersionQueue:
     max_workers: int
     inline_cpu: float = 0.0  # seconds; 0: every batch runs in the pool (see on_loop)
     tracing: Tracing = field(default_factory=Tracing.off)
+    _loop: asyncio.AbstractEventLoop | None = None  # the event loop of its first request
     _cheap_up_to: int = 0  # the largest batch size seen costing less than inline_cpu
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -138,7 +139,9 @@ class VersionQueue:
         if len(self._waiting) >= self.max_queue:
             self.metrics.queue_full(self.model.name)
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # the loop this version serves on, looked up once: each look is a getpid()
+            loop = self._loop = asyncio.get_running_loop()
         job = Job(request, loop.create_future(), time.perf_counter_ns(), held)
         if self.tracing.enabled and (context := current()) is not None and context.span is not None:
             if context.span.is_recording():

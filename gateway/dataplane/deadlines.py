@@ -15,7 +15,7 @@ from collections import deque
 
 class Deadlines:
     """Fail a future with ``TimeoutError`` ``timeout`` seconds after :meth:`add`, unless it
-    is done by then. For one event loop (the one :meth:`add` is first called on)."""
+    is done by then. For one event loop at a time (the loop of the futures it is given)."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -24,7 +24,7 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, answer: asyncio.Future[bytes]) -> None:
-        loop = asyncio.get_running_loop()
+        loop = answer.get_loop()  # not asyncio.get_running_loop(): a getpid() system call each time
         if loop is not self._loop:  # a new loop (tests run several): what the old one held is gone
             self._loop, self._due, self._timer = loop, deque(), None
         due = self._due
