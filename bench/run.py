@@ -193,34 +193,25 @@ def mlflow_serve(run: Run, tracking_uri: str) -> Server:
     )
 
 
-def floor(run: Run, *, bare: bool = False, access_log: bool = True) -> Server:
+def floor(run: Run, *, bare: bool = False, access_log: bool = True, predicting_from: str | None = None) -> Server:
+    """bench/floor_app.py: a constant from FastAPI, or with ``bare`` from a bare ASGI callable;
+    with ``predicting_from`` (the registry's tracking URI), the predicting floor: the bare one
+    plus the least a batching server that calls the same model's predict does."""
     port = free_port()
     options = (["--bare"] if bare else []) + ([] if access_log else ["--no-access-log"])
+    name, log = (BARE_FLOOR, "floor-bare.log") if bare else (FLOOR, "floor.log")
+    env = None
+    if predicting_from is not None:
+        options += ["--predicting", "models:/iris/1"]
+        name, log, env = PREDICTING_FLOOR, "floor-predicting.log", {"MLFLOW_TRACKING_URI": predicting_from}
     return Server(
-        BARE_FLOOR if bare else FLOOR,
+        name,
         [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), *options],
         port=port,
         ready_path="/health/ready",
         predict_path="/invocations",
-        log=WORK / ("floor-bare.log" if bare else "floor.log"),
-        cpus=run.server_cpus,
-        cwd=HERE,
-    )
-
-
-def predicting_floor(run: Run, tracking_uri: str) -> Server:
-    """bench/floor_app.py --predicting: the bare floor plus the least a batching server that
-    calls the same model's predict does (uvicorn's access log off)."""
-    port = free_port()
-    return Server(
-        PREDICTING_FLOOR,
-        [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), "--no-access-log"]
-        + ["--predicting", "models:/iris/1"],
-        port=port,
-        ready_path="/health/ready",
-        predict_path="/invocations",
-        log=WORK / "floor-predicting.log",
-        env={"MLFLOW_TRACKING_URI": tracking_uri},
+        log=WORK / log,
+        env=env,
         cpus=run.server_cpus,
         cwd=HERE,
     )
@@ -975,7 +966,7 @@ def lane_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
     quiet = gateway(tracking_uri, "lane", cpus=run.server_cpus, env={"GATEWAY_ACCESS_LOG": "false", **QUIET_POLL})
     logged = gateway(tracking_uri, "lane-logged", cpus=run.server_cpus, env=QUIET_POLL)
     bare = floor(run, bare=True, access_log=False)
-    predicting = predicting_floor(run, tracking_uri)
+    predicting = floor(run, access_log=False, predicting_from=tracking_uri)
     contenders = [
         Contender(lane.GATEWAY_32, quiet),
         Contender(lane.FLOOR_32, bare, path="/invocations"),
