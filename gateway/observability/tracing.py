@@ -25,15 +25,18 @@ interval, linked to that one. Background work has root spans: ``model.load``,
 ``model.warmup``, ``registry.sync`` and ``environment.build``.
 
 A batch's spans are made after it ran, from the times it took, and nothing can be added to
-them: they are built finished (the SDK's ``ReadableSpan``, what span processors are handed at
-a span's end) and handed to the batch span processor directly, skipping a live span's
-sampler call, locks and attribute checks (about 40 us of the ~55 a span cost through
-``start_span`` and ``end`` here: ``bench/tracing_cost.py``). Their trace flags and state are
-their parent's, as the parent-based sampler would have decided. A request's own span is kept
-the same way (:class:`RequestSpan`): its ids, start and attributes gathered while it runs, and
-one ``ReadableSpan`` built when it ends. At 1% sampling, the SDK's live-span code ran so seldom
-that it ran cold, at several times its cost in a loop (docs/observability.md); a sampled
-request now runs little of the SDK's code beyond the processor's.
+them; a request's span (:class:`RequestSpan`) is the gateway's own while the request runs: its
+ids, start and attributes in plain fields. Neither is an SDK span on the event loop. What the
+loop hands the batch span processor at their end are these facts (a request's span, one
+:class:`_BatchRan` for all of a batch's spans), and :class:`_Building`, the exporter behind the
+processor, makes the finished spans (the SDK's ``ReadableSpan``, what processors are handed at a
+span's end) in the processor's thread, a batch at a time, just before they are encoded. That
+skips a live span's sampler call, locks and attribute checks (about 40 us of the ~55 a span
+cost through ``start_span`` and ``end``) and keeps the rest off the loop: a sampled request's
+spans cost the loop 10.5 us, not 36 (``bench/tracing_cost.py``). The trace flags and state of a
+batch's spans are their parent's, as the parent-based sampler would have decided. The
+processor's queue (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``) counts
+these hand-overs: one a sampled request, one a batch with sampled requests in it.
 """
 
 from __future__ import annotations
@@ -41,14 +44,14 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -152,16 +155,16 @@ class _HashedOnce(Resource):
 
 
 @dataclass(frozen=True, slots=True)
-class _Finished:
-    """Where finished spans go, and what they all carry: the provider's resource and the
-    gateway's instrumentation scope."""
+class _Builder:
+    """Makes finished spans (the SDK's ``ReadableSpan``, what span processors are handed at a
+    span's end) with what they all carry: the provider's resource, the gateway's
+    instrumentation scope, and span ids from the provider's generator."""
 
-    processor: SpanProcessor
     resource: Resource
     scope: InstrumentationScope
     ids: IdGenerator
 
-    def span(
+    def child(
         self,
         name: str,
         parent: SpanContext,
@@ -169,8 +172,9 @@ class _Finished:
         end_ns: int,
         attributes: dict[str, Any] | None = None,
         links: tuple[Link, ...] = (),
-    ) -> SpanContext:
-        """A span that began and ended at these (wall clock) times, under ``parent``, exported."""
+    ) -> ReadableSpan:
+        """A span that began and ended at these (wall clock) times, under ``parent``: its trace,
+        flags and state are the parent's, as the parent-based sampler would have decided."""
         context = SpanContext(
             parent.trace_id,
             self.ids.generate_span_id(),
@@ -178,10 +182,9 @@ class _Finished:
             trace_flags=parent.trace_flags,
             trace_state=parent.trace_state,
         )
-        self.export(name, context, parent, start_ns, end_ns, attributes, links)
-        return context
+        return self.span(name, context, parent, start_ns, end_ns, attributes, links)
 
-    def export(
+    def span(
         self,
         name: str,
         context: SpanContext,
@@ -192,31 +195,96 @@ class _Finished:
         links: tuple[Link, ...] = (),
         kind: SpanKind = SpanKind.INTERNAL,
         status: Status | None = None,
-    ) -> None:
-        """A finished span, handed to the processor as the SDK hands one at its end."""
-        self.processor.on_end(
-            ReadableSpan(
-                name,
-                context=context,
-                parent=parent,
-                resource=self.resource,
-                attributes=attributes,
-                links=links,
-                kind=kind,
-                status=status or Status(StatusCode.UNSET),
-                instrumentation_scope=self.scope,
-                start_time=start_ns,
-                end_time=end_ns,
-            )
+    ) -> ReadableSpan:
+        return ReadableSpan(
+            name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            links=links,
+            kind=kind,
+            status=status or Status(StatusCode.UNSET),
+            instrumentation_scope=self.scope,
+            start_time=start_ns,
+            end_time=end_ns,
         )
+
+
+class _Building(SpanExporter):
+    """The exporter behind the gateway's batch span processor: the event loop hands the
+    processor facts (a request's :class:`RequestSpan`, a batch's :class:`_BatchRan`), and their
+    spans are made here, in the processor's thread, a few hundred at a time, just before they
+    are encoded. Spans the SDK made (background work) pass through as they are."""
+
+    def __init__(self, exporter: SpanExporter, builder: _Builder) -> None:
+        self._exporter = exporter
+        self._builder = builder
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        made: list[ReadableSpan] = []
+        for item in spans:
+            if isinstance(item, ReadableSpan):
+                made.append(item)
+            else:
+                made.extend(item.readable(self._builder))
+        return self._exporter.export(made)
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchRan:
+    """One batch's spans before they are made (see :meth:`Tracing.batch_ran`): the sampled
+    requests it served (their span contexts, and when each was queued), its size and timing
+    (``perf_counter_ns``), and what turns those times into the wall clock's."""
+
+    model: str
+    version: int
+    size: int
+    queued: tuple[tuple[SpanContext, int], ...]
+    timing: BatchTiming
+    wall_offset: int
+
+    @property
+    def context(self) -> SpanContext:
+        """What the batch span processor checks of what it is handed (sampled: a request's)."""
+        return self.queued[0][0]
+
+    def readable(self, build: _Builder) -> list[ReadableSpan]:
+        timing, offset = self.timing, self.wall_offset
+        start, end = timing.started_ns + offset, timing.ended_ns + offset
+        made = [build.child("queue", span, queued_ns + offset, start) for span, queued_ns in self.queued]
+        sampled = [span for span, _ in self.queued]
+        attributes: dict[str, Any] = {
+            "gateway.model": self.model,
+            "gateway.version": self.version,
+            "gateway.batch.size": self.size,
+            "gateway.batch.sampled": len(sampled),
+        }
+        batch = build.child("batch", sampled[0], start, end, attributes, links=tuple(Link(span) for span in sampled))
+        made.append(batch)
+        assert batch.context is not None  # a finished span's, made just above
+        at = timing.started_ns
+        for stage, seconds in (("decode", timing.decode), ("predict", timing.compute), ("encode", timing.encode)):
+            began, at = at, min(at + int(seconds * 1e9), timing.ended_ns)
+            made.append(build.child(stage, batch.context, began + offset, at + offset))
+        shared = (Link(batch.context, {"gateway.batch.role": "ran"}),)
+        made.extend(build.child("batch", span, start, end, attributes, links=shared) for span in sampled[1:])
+        return made
 
 
 class RequestSpan:
     """A sampled request's server span while the request runs: what the callers of a live span
-    use of it (its context, its name, attributes, a status, ``end``), kept in plain fields and
-    exported as one finished span at :meth:`end` (once)."""
+    use of it (its context, its name, attributes, a status, ``end``), kept in plain fields; at
+    :meth:`end` (once) it is handed to the batch span processor as it is, and made a finished
+    span in the processor's thread (:class:`_Building`)."""
 
-    __slots__ = ("name", "_context", "_parent", "_start_ns", "attributes", "_status", "_finished")
+    __slots__ = ("name", "_context", "_parent", "_start_ns", "_end_ns", "attributes", "_status", "_processor")
 
     def __init__(
         self,
@@ -224,18 +292,24 @@ class RequestSpan:
         context: SpanContext,
         parent: SpanContext | None,
         attributes: dict[str, Any],
-        finished: _Finished,
+        processor: SpanProcessor,
     ) -> None:
         self.name = name
         self._context = context
         self._parent = parent
         self._start_ns = time.time_ns()
+        self._end_ns = 0
         self.attributes = attributes
         self._status: Status | None = None
-        self._finished: _Finished | None = finished
+        self._processor: SpanProcessor | None = processor
+
+    @property
+    def context(self) -> SpanContext:
+        """What the batch span processor checks of what it is handed (sampled)."""
+        return self._context
 
     def is_recording(self) -> bool:
-        return self._finished is not None
+        return self._processor is not None
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -253,20 +327,26 @@ class RequestSpan:
         self._status = status
 
     def end(self) -> None:
-        finished, self._finished = self._finished, None
-        if finished is None:
+        processor, self._processor = self._processor, None
+        if processor is None:
             return
+        self._end_ns = time.time_ns()
+        processor.on_end(cast(ReadableSpan, self))  # made one in the processor's thread (_Building)
+
+    def readable(self, build: _Builder) -> list[ReadableSpan]:
         attributes = {key: value for key, value in self.attributes.items() if value is not None}
-        finished.export(
-            self.name,
-            self._context,
-            self._parent,
-            self._start_ns,
-            time.time_ns(),
-            attributes,
-            kind=SpanKind.SERVER,
-            status=self._status,
-        )
+        return [
+            build.span(
+                self.name,
+                self._context,
+                self._parent,
+                self._start_ns,
+                self._end_ns,
+                attributes,
+                kind=SpanKind.SERVER,
+                status=self._status,
+            )
+        ]
 
 
 class Tracing:
@@ -276,12 +356,14 @@ class Tracing:
         shutdown: Any = None,
         *,
         sampling: Sampling | None = None,
-        finished: _Finished | None = None,
+        processor: SpanProcessor | None = None,
+        ids: IdGenerator | None = None,
     ) -> None:
         self._tracer = tracer
         self.batch_spans = True  # GATEWAY_TRACING_SPANS=all; False: the split as request attributes
         self._shutdown = shutdown
-        self._finished = finished
+        self._processor = processor  # takes a request's and a batch's spans as facts (_Building)
+        self._ids = ids
         self.enabled = tracer is not None
         self._sampling = sampling
         self._propagator = TraceContextTextMapPropagator()
@@ -327,15 +409,10 @@ class Tracing:
         resource = _HashedOnce(resource.attributes, resource.schema_url)
         sampling, ids = Sampling.from_environ(environ), RandomIdGenerator()
         provider = TracerProvider(resource=resource, sampler=sampling.sampler, id_generator=ids)
-        processor = BatchSpanProcessor(exporter)
-        provider.add_span_processor(processor)
         scope = InstrumentationScope(_SCOPE, "")  # what get_tracer(_SCOPE) gives its spans
-        return cls(
-            provider.get_tracer(scope.name),
-            provider.shutdown,
-            sampling=sampling,
-            finished=_Finished(processor, provider.resource, scope, ids),
-        )
+        processor = BatchSpanProcessor(_Building(exporter, _Builder(provider.resource, scope, ids)))
+        provider.add_span_processor(processor)
+        return cls(provider.get_tracer(scope.name), provider.shutdown, sampling=sampling, processor=processor, ids=ids)
 
     def close(self) -> None:
         """Export what is buffered and stop (the processor's own timeout bounds it)."""
@@ -366,7 +443,7 @@ class Tracing:
     def _start(self, name: str, carrier: dict[str, str], attributes: dict[str, Any]) -> RequestSpan | None:
         """Sampled as the SDK's ``start_span`` samples a server span (the provider's sampler,
         the caller's context), or None; the span is the gateway's own (see the module)."""
-        assert self._sampling is not None and self._finished is not None
+        assert self._sampling is not None and self._processor is not None and self._ids is not None
         context = self._propagator.extract(carrier) if carrier else None
         parent: SpanContext | None = get_current_span(context).get_span_context() if context else None
         if parent is not None and not parent.is_valid:
@@ -391,12 +468,12 @@ class Tracing:
             trace_state = decided.trace_state
         own = SpanContext(
             trace_id,
-            self._finished.ids.generate_span_id(),
+            self._ids.generate_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
             trace_state=trace_state,
         )
-        return RequestSpan(name, own, parent, dict(attributes), self._finished)
+        return RequestSpan(name, own, parent, dict(attributes), self._processor)
 
     @staticmethod
     def end_request(span: RequestSpan, status: int, *, server_error: bool, attributes: dict[str, Any]) -> None:
@@ -409,33 +486,16 @@ class Tracing:
     # --- batches --------------------------------------------------------------------------
 
     def batch_ran(self, *, model: str, version: int, members: list[Member], timing: BatchTiming) -> None:
-        """The spans of one batch, made after it ran from the times it took (see the module)."""
-        assert self._finished is not None
+        """The spans of one batch, from the times it took: handed to the processor as one
+        :class:`_BatchRan`, and made in its thread (see the module)."""
+        assert self._processor is not None
         if not self.batch_spans:
             self._split_on_requests(members, timing)
             return
-        finished = self._finished
-        queued = [(m.span.get_span_context(), m.queued_ns) for m in members if m.span is not None]
-        if not queued:
-            return
-        sampled = [span for span, _ in queued]
-        start, end = self._wall(timing.started_ns), self._wall(timing.ended_ns)
-        for span, queued_ns in queued:
-            finished.span("queue", span, self._wall(queued_ns), start)
-        attributes: dict[str, Any] = {
-            "gateway.model": model,
-            "gateway.version": version,
-            "gateway.batch.size": len(members),
-            "gateway.batch.sampled": len(sampled),
-        }
-        batch = finished.span("batch", sampled[0], start, end, attributes, links=tuple(Link(span) for span in sampled))
-        at = timing.started_ns
-        for stage, seconds in (("decode", timing.decode), ("predict", timing.compute), ("encode", timing.encode)):
-            began, at = at, min(at + int(seconds * 1e9), timing.ended_ns)
-            finished.span(stage, batch, self._wall(began), self._wall(at))
-        shared = (Link(batch, {"gateway.batch.role": "ran"}),)
-        for span in sampled[1:]:
-            finished.span("batch", span, start, end, attributes, links=shared)
+        queued = tuple((m.span.get_span_context(), m.queued_ns) for m in members if m.span is not None)
+        if queued:
+            ran = _BatchRan(model, version, len(members), queued, timing, self._wall_offset)
+            self._processor.on_end(cast(ReadableSpan, ran))  # made spans in the processor's thread (_Building)
 
     @staticmethod
     def _split_on_requests(members: list[Member], timing: BatchTiming) -> None:
@@ -452,9 +512,6 @@ class Tracing:
                 member.span.set_attributes(
                     {**shared, "gateway.queue.seconds": max(timing.started_ns - member.queued_ns, 0) / 1e9}
                 )
-
-    def _wall(self, perf_ns: int) -> int:
-        return perf_ns + self._wall_offset
 
     # --- background work ------------------------------------------------------------------
 

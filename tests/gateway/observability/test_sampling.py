@@ -8,11 +8,11 @@ import math
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
-from opentelemetry.trace import Span
 
-from gateway.observability.tracing import Sampling, Tracing, TracingError
+from gateway.observability.tracing import RequestSpan, Sampling, Tracing, TracingError
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -26,7 +26,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     yield InMemorySpanExporter()
 
 
-def start(tracing: Tracing, *headers: tuple[bytes, bytes]) -> Span | None:
+def start(tracing: Tracing, *headers: tuple[bytes, bytes]) -> RequestSpan | None:
     return tracing.start_request("POST", headers, {"url.path": "/models/m/predict"})
 
 
@@ -122,3 +122,42 @@ def test_a_requests_span_is_exported_once_when_it_ends_as_the_sdk_would_export_i
     assert exported.status.status_code is StatusCode.ERROR
     assert exported.start_time is not None and exported.end_time is not None
     assert exported.start_time <= exported.end_time
+
+
+def test_a_batch_with_two_sampled_requests_reads_as_one_trace_each(exporter: InMemorySpanExporter) -> None:
+    """A batch's spans are handed over as facts and made in the processor's thread
+    (gateway.observability.tracing._Building): what the exporter gets is each sampled request's
+    queue span, the batch span that ran (under the first, linked to both, with its stages under
+    it) and a batch span for the second linked to that one; the request sampled out gets none."""
+    from gateway.observability.tracing import BatchTiming, Member
+
+    tracing = Tracing.exporting_to(exporter, {"OTEL_TRACES_SAMPLER": "always_on"})
+    first, second = start(tracing), start(tracing)
+    assert first is not None and second is not None
+    t0 = 1_000_000_000
+    members = [Member(first, t0), Member(None, t0 + 10), Member(second, t0 + 20)]
+    timing = BatchTiming(t0 + 1_000, t0 + 101_000, 2e-5, 6e-5, 2e-5)
+    tracing.batch_ran(model="m", version=3, members=members, timing=timing)
+    tracing.close()
+    spans = exporter.get_finished_spans()
+    by_name: dict[str, list[ReadableSpan]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    assert sorted(by_name) == ["batch", "decode", "encode", "predict", "queue"]
+    first_id, second_id = first.get_span_context(), second.get_span_context()
+    queues = {span.parent.span_id: span for span in by_name["queue"]}
+    assert set(queues) == {first_id.span_id, second_id.span_id}
+    (ran,) = [span for span in by_name["batch"] if span.parent.span_id == first_id.span_id]
+    (other,) = [span for span in by_name["batch"] if span.parent.span_id == second_id.span_id]
+    assert ran.context.trace_id == first_id.trace_id and other.context.trace_id == second_id.trace_id
+    assert {link.context.span_id for link in ran.links} == {first_id.span_id, second_id.span_id}
+    assert [link.context.span_id for link in other.links] == [ran.context.span_id]
+    assert ran.attributes["gateway.batch.size"] == 3 and ran.attributes["gateway.batch.sampled"] == 2
+    stages = [by_name[stage][0] for stage in ("decode", "predict", "encode")]
+    assert all(stage.parent.span_id == ran.context.span_id for stage in stages)
+    # the stages follow one another inside the batch, on the same clock as the queue spans
+    assert ran.start_time == stages[0].start_time <= stages[0].end_time == stages[1].start_time
+    assert stages[1].end_time == stages[2].start_time <= stages[2].end_time <= ran.end_time
+    assert queues[first_id.span_id].end_time == ran.start_time
+    assert ran.start_time - queues[first_id.span_id].start_time == 1_000
+    assert ran.end_time - ran.start_time == 100_000
