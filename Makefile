@@ -114,6 +114,9 @@ bench: install
 	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1) || \
 		echo "wrk not installed: using bench/loadgen.py"
+	@command -v h2load >/dev/null || (apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq nghttp2-client) >/dev/null 2>&1) || \
+		echo "h2load not installed: the gRPC section skips its h2load rows"
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -1,4 +1,5 @@
-"""Drive a server with wrk (or, without wrk, bench/loadgen.py) and read back one result."""
+"""Drive a server with wrk (or, without wrk, bench/loadgen.py) and read back one result; gRPC
+with bench/grpc_load.py, bench/triton_threads.py or h2load (nghttp2's HTTP/2 load generator)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
+import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -135,12 +139,66 @@ def drive_grpc(
 ) -> Result:
     """Closed-loop OIP ``ModelInfer`` calls to ``target`` (host:port) with bench/grpc_load.py
     (``shared``: all on one channel), or another script that takes the same arguments and
-    prints the same JSON (bench/triton_threads.py); the client's CPU seconds and its first
-    error come back in ``extra``."""
+    prints the same JSON (bench/triton_threads.py), or h2load (``script=H2LOAD``); the
+    client's CPU seconds and its first error come back in ``extra``."""
+    if script == H2LOAD:
+        return drive_h2load(target, body_file, connections=connections, duration=duration, cpus=cpus, shared=shared)
     argv = [sys.executable, str(HERE / script), "--target", target, "--body-file", str(body_file)]
     argv += ["--connections", str(connections), "--duration", str(duration)] + (["--shared"] if shared else [])
     done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
     out = json.loads(done.stdout)
     result = Result(out["req_s"], out["p50_ms"], out["p99_ms"], out["errors"], out["requests"], tool=script)
     result.extra = {"client_cpu_s": out["client_cpu_s"], "seconds": out["seconds"], "first_error": out["first_error"]}
+    return result
+
+
+H2LOAD = "h2load"
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC message on the wire: not compressed, its length, the bytes."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def drive_h2load(
+    target: str, body_file: Path, *, connections: int, duration: float, cpus: str | None = None, shared: bool = False
+) -> Result:
+    """Closed-loop unary ``ModelInfer`` calls with h2load: ``connections`` HTTP/2 connections
+    with one call in flight each, or (``shared``) one connection with ``connections`` calls in
+    flight, posting ``body_file`` (a serialized ``ModelInferRequest``) framed as gRPC does. A
+    client in C, so the load is not limited by a Python client's CPU as bench/grpc_load.py's is.
+
+    h2load reads HTTP statuses only: a gRPC error travels in a 200's trailers and counts as an
+    answer here, so the bench checks a call before a server's points (and, on the gateway,
+    counts what its batcher served)."""
+    clients, streams = (1, connections) if shared else (connections, 1)
+    with tempfile.TemporaryDirectory(prefix="h2load-") as scratch:
+        framed, log = Path(scratch) / "body", Path(scratch) / "log"
+        framed.write_bytes(grpc_frame(body_file.read_bytes()))
+        argv = [H2LOAD, "-c", str(clients), "-m", str(streams), "-D", str(max(1, round(duration)))]
+        argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(framed)]
+        argv += ["--log-file", str(log), f"http://{target}{GRPC_PATH}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        latencies = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line)
+    return parse_h2load(done.stdout, latencies, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime))
+
+
+def parse_h2load(output: str, latencies_ms: list[float], client_cpu_s: float) -> Result:
+    """h2load's summary and its per-request log (latencies in ms, sorted) as a Result."""
+    seconds = float(re.search(r"finished in ([\d.]+)s", output).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", output)
+    statuses = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    assert failed is not None and statuses is not None, output
+    answered = int(statuses.group(1))
+    errors = int(failed.group(1)) + sum(int(statuses.group(n)) for n in (2, 3, 4))
+
+    def at(q: float) -> float:
+        return latencies_ms[min(len(latencies_ms) - 1, int(q * len(latencies_ms)))] if latencies_ms else math.nan
+
+    result = Result(answered / seconds, at(0.5), at(0.99), errors, answered, tool=H2LOAD)
+    first_error = None if answered else "no call was answered"
+    result.extra = {"client_cpu_s": client_cpu_s, "seconds": seconds, "first_error": first_error}
     return result

@@ -43,7 +43,7 @@ import oip_rows  # noqa: E402
 import registry_scale  # noqa: E402
 import spread  # noqa: E402
 import traffic_split  # noqa: E402
-from load import Result, drive, drive_grpc, wrk_version  # noqa: E402
+from load import H2LOAD, Result, drive, drive_grpc, wrk_version  # noqa: E402
 from report import fmt  # noqa: E402
 from servers import Server, free_port, gateway_server  # noqa: E402
 
@@ -604,10 +604,16 @@ def _grpc_points(run: Run, server: str, port: int, body: Path, metrics_url: str 
     """Each of grpc_rows.POINTS against one server; with ``metrics_url`` (the gateway), the
     requests per predict call of each."""
     rows: list[dict[str, object]] = run.sections["grpc"]["rows"]  # type: ignore[index]
+    notes: list[str] = run.sections["grpc"]["notes"]  # type: ignore[index]
     _check_grpc(port, body)
     seconds = max(1.0, run.duration / 2)
     batches = ["gateway_batch_size_sum", "gateway_batch_size_count"]
     for label, connections, script, shared in grpc_rows.POINTS:
+        if script == H2LOAD and not shutil.which(H2LOAD):
+            note = "The h2load rows were skipped: h2load is not installed (`make bench` installs nghttp2-client)."
+            if note not in notes:
+                notes.append(note)
+            continue
         target = f"127.0.0.1:{port}"
         options = {"connections": connections, "cpus": run.load_cpus, "shared": shared, "script": script}
         if run.warmup:

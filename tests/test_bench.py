@@ -849,6 +849,89 @@ def test_grpc_targets_read_the_batch_size_and_the_ratios_to_the_floor_and_mlserv
     assert "| gateway | 32 connections | 4,000 |" in "\n".join(grpc_rows.render({"rows": rows}))
 
 
+def test_grpc_targets_read_the_h2load_rows_where_both_servers_have_them() -> None:
+    """The Python client limits the grpcio floor (it spends most of a CPU at the floor's rate):
+    the ratios come from the h2load point where the gateway and the other server both have it."""
+
+    def point(server: str, label: str, req_s: float) -> dict[str, Any]:
+        return _row(server, 32, req_s) | {"point": label, "requests": 100}
+
+    rows = [
+        point(grpc_rows.GATEWAY, grpc_rows.C32, 1000),
+        point(grpc_rows.FLOOR, grpc_rows.C32, 2000),
+        point(grpc_rows.MLSERVER, grpc_rows.C32, 200),
+        point(grpc_rows.GATEWAY, grpc_rows.C32_H2, 3000),
+        point(grpc_rows.FLOOR, grpc_rows.C32_H2, 3600),
+    ]
+    _, floor, mlserver = grpc_rows.targets({"rows": rows})
+    assert floor[1:] == ("0.83×", True) and grpc_rows.C32_H2 in floor[0]  # 3000 / 3600, not 1000 / 2000
+    assert mlserver[1:] == ("5.00×", True) and grpc_rows.C32_H2 not in mlserver[0]  # no h2load row for MLServer
+
+
+H2LOAD_OUTPUT = """finished in 2.00s, 6275.50 req/s, 631.72KB/s
+requests: 12560 total, 12560 started, 12551 done, 12551 succeeded, 9 failed, 9 errored, 0 timeout
+status codes: 12540 2xx, 0 3xx, 11 4xx, 0 5xx
+"""
+
+
+def test_h2load_output_reads_as_a_result_with_its_errors_and_percentiles() -> None:
+    latencies = sorted(float(ms) for ms in range(1, 101))
+    result = load_module.parse_h2load(H2LOAD_OUTPUT, latencies, client_cpu_s=0.5)
+    assert (result.requests, result.errors, result.req_s) == (12540, 20, 6270.0)  # 9 failed + 11 4xx
+    assert (result.p50_ms, result.p99_ms, result.tool) == (51.0, 100.0, "h2load")
+    assert result.extra == {"client_cpu_s": 0.5, "seconds": 2.0, "first_error": None}
+    none = load_module.parse_h2load(H2LOAD_OUTPUT.replace("12540 2xx", "0 2xx"), [], client_cpu_s=0.1)
+    assert math.isnan(none.p50_ms) and none.extra["first_error"] == "no call was answered"
+
+
+def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:
+    """drive_grpc(script="h2load") frames the serialized request as gRPC does: a real grpc
+    server parses every call's message as the ModelInferRequest the bench built (and would
+    answer a garbled one with an error h2load cannot see), on separate connections and on one
+    shared connection."""
+    if shutil.which("h2load") is None:
+        pytest.skip("h2load is not installed (apt-get install nghttp2-client; make bench installs it)")
+    from concurrent import futures
+
+    import grpc
+
+    from gateway.protocols.proto import grpc_service_pb2 as pb
+
+    body = oip_rows.write_bodies(tmp_path, bench.COLUMNS, bench.ROW).grpc
+    sent = pb.ModelInferRequest.FromString(body.read_bytes())
+    parsed: list[bool] = []
+
+    def infer(request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        parsed.append(request == sent)
+        return pb.ModelInferResponse(model_name=request.model_name)
+
+    handler = grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService",
+        {
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(
+                infer,
+                request_deserializer=pb.ModelInferRequest.FromString,
+                response_serializer=pb.ModelInferResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for shared in (False, True):
+            parsed.clear()
+            result = load_module.drive_grpc(
+                f"127.0.0.1:{port}", body, connections=4, duration=1, shared=shared, script=load_module.H2LOAD
+            )
+            assert result.requests > 0 and result.errors == 0 and result.tool == "h2load"
+            assert 0 < result.p50_ms <= result.p99_ms
+            assert len(parsed) >= result.requests and all(parsed)
+    finally:
+        server.stop(grace=None)
+
+
 def test_wrk_spreads_requests_over_paths_by_weight_as_loadgen_does(tmp_path: Path) -> None:
     """bench/post.lua draws each request's path by the weights load.drive gives it."""
     if shutil.which("wrk") is None:
