@@ -56,10 +56,19 @@ Request = Scoring | Call | TensorCall
 Outcome = bytes | Exception
 
 # Gathering requests that trickle in (TensorCall.trickles): a batch waits for the next one at
-# most twice the recent gap between such arrivals, and never longer than this. A wait that
+# most a few recent gaps between such arrivals, and never longer than this. A wait that
 # found no company makes the next ones rarer (every 2nd batch, 4th, ... up to every 1024th),
 # so a lone client's requests almost never wait; one that found company resets that.
-GATHER_MAX_WAIT = 0.001
+GATHER_MAX_WAIT = 0.002
+GATHER_GAPS = 4  # a wait for the next arrival: this many recent gaps between arrivals (at most GATHER_MAX_WAIT)
+# ... and only at a batch size where waits have lately brought one more (see gather): the share
+# of them that did (a moving average, _EWMA_COMPANY the newest wait's weight), below which a
+# batch of that size goes without waiting; each batch that went without waiting at a size
+# adds a little back, so the size is tried again now and then (callers come and go).
+_COMPANY_SIZES = 65
+_COMPANY_FLOOR = 0.25
+_EWMA_COMPANY = 0.25
+_COMPANY_BACK = 0.002
 _MAX_GATHER_SKIP = 1023
 _EWMA = 0.2  # weight of the newest arrival in the moving averages below
 
@@ -126,8 +135,11 @@ class VersionQueue:
     _skip: int = 0
     _misses: int = 0
     _arrival: asyncio.Future[bool] | None = None
+    _company: list[float] = field(default_factory=lambda: [1.0] * _COMPANY_SIZES)
     waits_in_vain: int = 0
     """Batches that waited for company and found none (a lone client's cost, for tests)."""
+    waits_timed_out: int = 0
+    """Waits for one more request that ran out after the batch had found company (for tests)."""
 
     def submit(self, request: Request, held: Held | None = None, *, background: bool = False) -> Job:
         """Queue a request, with what it holds until its work is over (see :class:`Job`); past
@@ -183,7 +195,7 @@ class VersionQueue:
                 await asyncio.sleep(self.max_wait)
                 batch += self._take(self.max_batch - len(batch))
             if batch and batch[0].trickles and len(batch) < self.max_batch:
-                batch += await self.gather(self.max_batch - len(batch))
+                batch += await self.gather(self.max_batch - len(batch), len(batch))
             if not batch:
                 continue
             self._together = len(batch) > 1 or bool(self._waiting)
@@ -214,22 +226,30 @@ class VersionQueue:
             if on_loop and self._waiting:
                 await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
-    async def gather(self, room: int) -> list[Job]:
+    async def gather(self, room: int, have: int = 1) -> list[Job]:
         """Requests that trickle in one per loop turn (``TensorCall.trickles``) joining a
-        batch: it waits for each next one up to twice the recent gap between arrivals (at most
-        ``GATHER_MAX_WAIT``) and goes as soon as one is late or it is full. When concurrent
+        batch: it waits for each next one up to ``GATHER_GAPS`` recent gaps between arrivals (at
+        most ``GATHER_MAX_WAIT``) and goes as soon as one is late or it is full. When concurrent
         clients have sent more (16 threads on one tritonclient), they come and share the
         batch; when a wait finds none (a lone client), the next waits get exponentially rarer,
-        and one that finds company makes them regular again."""
+        and one that finds company makes them regular again. Nor does a batch of ``have`` wait
+        where waits at its size have lately brought no one (``_company``): a caller waits for
+        one answer at a time, so four clients' batch of four waits in vain for a fifth."""
         gathered: list[Job] = []
         if self._skip:
             self._skip -= 1
             return gathered
         loop = asyncio.get_running_loop()
+        company, waited = self._company, False
         while len(gathered) < room:
+            size = min(have + len(gathered), _COMPANY_SIZES - 1)
+            if company[size] < _COMPANY_FLOOR:
+                company[size] += _COMPANY_BACK
+                break
+            waited = True
             arrival: asyncio.Future[bool] = loop.create_future()
             self._arrival = arrival
-            timer = loop.call_later(min(2 * self._gap, GATHER_MAX_WAIT), _settle, arrival)
+            timer = loop.call_later(min(GATHER_GAPS * self._gap, GATHER_MAX_WAIT), _settle, arrival)
             try:
                 arrived = await arrival
             finally:
@@ -237,11 +257,13 @@ class VersionQueue:
                 self._arrival = None
             more = self._take(room - len(gathered))
             gathered += more
+            company[size] += _EWMA_COMPANY * ((1.0 if more else 0.0) - company[size])
             if not arrived and not more:
+                self.waits_timed_out += 1 if gathered else 0
                 break
         if gathered:
             self._misses = 0
-        else:
+        elif waited:
             self.waits_in_vain += 1
             self._misses += 1
             self._skip = min(2**self._misses - 1, _MAX_GATHER_SKIP)
