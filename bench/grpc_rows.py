@@ -63,9 +63,12 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
         point = C32_H2 if _ratio(data, C32_H2, over) is not None else C32
         ratio = _ratio(data, point, over)
         name = f"grpc: gateway at {point} >= {target}x {over}"
-        out.append(
-            (name, "not measured" if ratio is None else f"{ratio:.2f}×", None if ratio is None else ratio >= target)
-        )
+        if ratio is None:
+            out.append((name, "not measured", None))
+            continue
+        errors = (find(data, GATEWAY, point) or {}).get("errors") or 0
+        said = f"{ratio:.2f}×" + (f" ({errors} errors)" if errors else "")
+        out.append((name, said, ratio >= target and not errors))
     return out
 
 

@@ -182,18 +182,25 @@ def drive_h2load(
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        latencies = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line)
+        rows = [line.split("\t") for line in log.read_text().splitlines() if line]  # start, status, microseconds
+        latencies = sorted(int(row[2]) / 1000 for row in rows if row[1].startswith("2"))
     return parse_h2load(done.stdout, latencies, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime))
 
 
 def parse_h2load(output: str, latencies_ms: list[float], client_cpu_s: float) -> Result:
-    """h2load's summary and its per-request log (latencies in ms, sorted) as a Result."""
-    seconds = float(re.search(r"finished in ([\d.]+)s", output).group(1))  # type: ignore[union-attr]
-    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", output)
+    """h2load's summary and its per-request log (the answered calls' latencies in ms, sorted)
+    as a Result. h2load counts a 4xx or 5xx answer as failed and a 3xx as succeeded; here a
+    call is answered with a 2xx, and everything else is an error (a run that answered nothing
+    is one even when h2load could not connect and so counted no request at all)."""
+    seconds = _ms(re.search(r"finished in (\S+?),", output).group(1)) / 1000  # type: ignore[union-attr]
+    counts = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", output)
     statuses = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
-    assert failed is not None and statuses is not None, output
-    answered = int(statuses.group(1))
-    errors = int(failed.group(1)) + sum(int(statuses.group(n)) for n in (2, 3, 4))
+    assert counts is not None and statuses is not None, output
+    redirected = int(statuses.group(2))
+    answered = int(counts.group(2)) - redirected
+    errors = int(counts.group(3)) + redirected
+    if not answered:
+        errors = max(errors, int(counts.group(1)), 1)
 
     def at(q: float) -> float:
         return latencies_ms[min(len(latencies_ms) - 1, int(q * len(latencies_ms)))] if latencies_ms else math.nan

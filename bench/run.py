@@ -626,9 +626,14 @@ def _grpc_points(run: Run, server: str, port: int, body: Path, metrics_url: str 
         if before is not None and metrics_url:
             after = metric_totals(metrics_url, batches)
             calls = after["gateway_batch_size_count"] - before["gateway_batch_size_count"]
-            entry["requests_per_batch"] = (
-                (after["gateway_batch_size_sum"] - before["gateway_batch_size_sum"]) / calls if calls else None
-            )
+            served = after["gateway_batch_size_sum"] - before["gateway_batch_size_sum"]
+            entry["requests_per_batch"] = served / calls if calls else None
+            if script == H2LOAD and served < result.requests:
+                # h2load counts a gRPC error (a 200 whose trailers say so) as an answer; every
+                # answer of the gateway's (prediction cache off) ran in a batch, so the calls
+                # answered that no batch served were errors
+                entry["errors"] = int(result.errors + result.requests - served)
+                entry["first_error"] = entry["first_error"] or "answered without a batch: a gRPC error"
         rows.append(entry)
         run.log(
             f"grpc {server} {label}: {result.req_s:.0f} req/s, p50 {result.p50_ms:.2f} ms, "

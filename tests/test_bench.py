@@ -866,22 +866,30 @@ def test_grpc_targets_read_the_h2load_rows_where_both_servers_have_them() -> Non
     _, floor, mlserver = grpc_rows.targets({"rows": rows})
     assert floor[1:] == ("0.83×", True) and grpc_rows.C32_H2 in floor[0]  # 3000 / 3600, not 1000 / 2000
     assert mlserver[1:] == ("5.00×", True) and grpc_rows.C32_H2 not in mlserver[0]  # no h2load row for MLServer
+    rows[3]["errors"] = 7  # fast, but with errors (h2load sees a gRPC error as an answer; run.py counts them)
+    assert grpc_rows.targets({"rows": rows})[1][1:] == ("0.83× (7 errors)", False)
 
 
+# h2load's own lines (1.52): a 4xx or 5xx answer counts as failed, a 3xx as succeeded.
 H2LOAD_OUTPUT = """finished in 2.00s, 6275.50 req/s, 631.72KB/s
-requests: 12560 total, 12560 started, 12551 done, 12551 succeeded, 9 failed, 9 errored, 0 timeout
-status codes: 12540 2xx, 0 3xx, 11 4xx, 0 5xx
+requests: 12560 total, 12560 started, 12560 done, 12544 succeeded, 16 failed, 0 errored, 0 timeout
+status codes: 12540 2xx, 4 3xx, 11 4xx, 5 5xx
+"""
+H2LOAD_REFUSED = """finished in 640us, 0.00 req/s, 0B/s
+requests: 5 total, 0 started, 0 done, 0 succeeded, 5 failed, 5 errored, 0 timeout
+status codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx
 """
 
 
 def test_h2load_output_reads_as_a_result_with_its_errors_and_percentiles() -> None:
     latencies = sorted(float(ms) for ms in range(1, 101))
     result = load_module.parse_h2load(H2LOAD_OUTPUT, latencies, client_cpu_s=0.5)
-    assert (result.requests, result.errors, result.req_s) == (12540, 20, 6270.0)  # 9 failed + 11 4xx
+    assert (result.requests, result.errors, result.req_s) == (12540, 20, 6270.0)  # 16 failed (4xx, 5xx) + 4 3xx
     assert (result.p50_ms, result.p99_ms, result.tool) == (51.0, 100.0, "h2load")
     assert result.extra == {"client_cpu_s": 0.5, "seconds": 2.0, "first_error": None}
-    none = load_module.parse_h2load(H2LOAD_OUTPUT.replace("12540 2xx", "0 2xx"), [], client_cpu_s=0.1)
-    assert math.isnan(none.p50_ms) and none.extra["first_error"] == "no call was answered"
+    refused = load_module.parse_h2load(H2LOAD_REFUSED, [], client_cpu_s=0.1)  # nothing listened
+    assert (refused.requests, refused.errors, refused.req_s) == (0, 5, 0.0) and math.isnan(refused.p50_ms)
+    assert refused.extra["first_error"] == "no call was answered"
 
 
 def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:

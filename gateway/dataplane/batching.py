@@ -239,6 +239,8 @@ class VersionQueue:
         if self._skip:
             self._skip -= 1
             return gathered
+        if self._arrival is not None:  # another worker is gathering (it waits on that future)
+            return gathered  # the arrivals are its: two would wake each other's waits
         loop = asyncio.get_running_loop()
         company, waited = self._company, False
         while len(gathered) < room:

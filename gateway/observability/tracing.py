@@ -36,7 +36,9 @@ cost through ``start_span`` and ``end``) and keeps the rest off the loop: a samp
 spans cost the loop 10.5 us, not 36 (``bench/tracing_cost.py``). The trace flags and state of a
 batch's spans are their parent's, as the parent-based sampler would have decided. The
 processor's queue (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``) counts
-these hand-overs: one a sampled request, one a batch with sampled requests in it.
+these hand-overs: one a sampled request, one a batch with sampled requests in it (2k + 3 spans
+for k of them); an export call still carries at most ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans.
+An ended request span takes no more changes, as the SDK's: the export thread reads it.
 """
 
 from __future__ import annotations
@@ -217,9 +219,10 @@ class _Building(SpanExporter):
     spans are made here, in the processor's thread, a few hundred at a time, just before they
     are encoded. Spans the SDK made (background work) pass through as they are."""
 
-    def __init__(self, exporter: SpanExporter, builder: _Builder) -> None:
+    def __init__(self, exporter: SpanExporter, builder: _Builder, most: int) -> None:
         self._exporter = exporter
         self._builder = builder
+        self._most = most  # spans an export call carries at most (a batch's facts make many)
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         made: list[ReadableSpan] = []
@@ -228,7 +231,11 @@ class _Building(SpanExporter):
                 made.append(item)
             else:
                 made.extend(item.readable(self._builder))
-        return self._exporter.export(made)
+        result = SpanExportResult.SUCCESS
+        for start in range(0, len(made), self._most):
+            if self._exporter.export(made[start : start + self._most]) is not SpanExportResult.SUCCESS:
+                result = SpanExportResult.FAILURE
+        return result
 
     def shutdown(self) -> None:
         self._exporter.shutdown()
@@ -314,27 +321,35 @@ class RequestSpan:
     def get_span_context(self) -> SpanContext:
         return self._context
 
+    # Once ended, the span is the export thread's to read: like the SDK's, it takes no more
+    # changes (a batch that ran past its request's timeout ends after the request did).
+
     def update_name(self, name: str) -> None:
-        self.name = name
+        if self._processor is not None:
+            self.name = name
 
     def set_attribute(self, key: str, value: Any) -> None:
-        self.attributes[key] = value
+        if self._processor is not None:
+            self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        self.attributes.update(attributes)
+        if self._processor is not None:
+            self.attributes.update(attributes)
 
     def set_status(self, status: Status) -> None:
-        self._status = status
+        if self._processor is not None:
+            self._status = status
 
     def end(self) -> None:
         processor, self._processor = self._processor, None
         if processor is None:
             return
         self._end_ns = time.time_ns()
+        self.attributes = {key: value for key, value in self.attributes.items() if value is not None}
         processor.on_end(cast(ReadableSpan, self))  # made one in the processor's thread (_Building)
 
     def readable(self, build: _Builder) -> list[ReadableSpan]:
-        attributes = {key: value for key, value in self.attributes.items() if value is not None}
+        attributes = self.attributes
         return [
             build.span(
                 self.name,
@@ -410,7 +425,9 @@ class Tracing:
         sampling, ids = Sampling.from_environ(environ), RandomIdGenerator()
         provider = TracerProvider(resource=resource, sampler=sampling.sampler, id_generator=ids)
         scope = InstrumentationScope(_SCOPE, "")  # what get_tracer(_SCOPE) gives its spans
-        processor = BatchSpanProcessor(_Building(exporter, _Builder(provider.resource, scope, ids)))
+        builder = _Builder(provider.resource, scope, ids)
+        # an export carries at most as many spans as the processor's batches hold facts
+        processor = BatchSpanProcessor(_Building(exporter, builder, _export_batch_size(os.environ)))
         provider.add_span_processor(processor)
         return cls(provider.get_tracer(scope.name), provider.shutdown, sampling=sampling, processor=processor, ids=ids)
 
@@ -524,6 +541,16 @@ class Tracing:
             return
         with self._tracer.start_as_current_span(name, attributes=attributes, record_exception=True) as span:
             yield span
+
+
+def _export_batch_size(environ: Mapping[str, str]) -> int:
+    """``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` as the batch span processor reads it (512 unless a
+    positive whole number is set; the processor itself logs a bad value)."""
+    try:
+        size = int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"))
+    except ValueError:
+        return 512
+    return size if size > 0 else 512
 
 
 def exporter_protocol(environ: Mapping[str, str]) -> str:

@@ -5,7 +5,7 @@ ones OpenTelemetry's own ratio sampler would keep (the same test on the same tra
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -161,3 +161,55 @@ def test_a_batch_with_two_sampled_requests_reads_as_one_trace_each(exporter: InM
     assert queues[first_id.span_id].end_time == ran.start_time
     assert ran.start_time - queues[first_id.span_id].start_time == 1_000
     assert ran.end_time - ran.start_time == 100_000
+
+
+def test_an_ended_request_span_takes_no_more_changes(exporter: InMemorySpanExporter) -> None:
+    """Once ended, a request span belongs to the export thread, which makes it a finished span
+    there: a batch that ran past its request's timeout (and sets the latency split on the span
+    in GATEWAY_TRACING_SPANS=requests) changes nothing, as with the SDK's own spans."""
+    from gateway.observability.tracing import BatchTiming, Member
+
+    tracing = Tracing.exporting_to(exporter, {"OTEL_TRACES_SAMPLER": "always_on"})
+    tracing.batch_spans = False
+    span = start(tracing)
+    assert span is not None
+    Tracing.end_request(span, 504, server_error=False, attributes={"gateway.model": "m"})
+    now = 1_000_000_000
+    tracing.batch_ran(model="m", version=1, members=[Member(span, now)], timing=BatchTiming(now, now + 10, 0, 0, 0))
+    span.set_attribute("late", True)
+    span.update_name("renamed")
+    tracing.close()
+    (exported,) = exporter.get_finished_spans()
+    assert exported.name == "POST" and dict(exported.attributes or {}) == {
+        "url.path": "/models/m/predict",
+        "gateway.model": "m",
+        "http.response.status_code": 504,
+    }
+
+
+def test_an_export_carries_no_more_spans_than_the_processors_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's facts become 2k + 3 spans for k sampled requests: the exporter still gets at
+    most OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans a call (a collector's message limit), and all."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from gateway.observability.tracing import BatchTiming, Member
+
+    calls: list[int] = []
+
+    class Counting(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            calls.append(len(spans))
+            return SpanExportResult.SUCCESS
+
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    tracing = Tracing.exporting_to(Counting(), {"OTEL_TRACES_SAMPLER": "always_on"})
+    spans = [start(tracing) for _ in range(3)]
+    now = 1_000_000_000
+    members = [Member(span, now) for span in spans]
+    tracing.batch_ran(model="m", version=1, members=members, timing=BatchTiming(now, now + 10, 0, 0, 0))
+    for span in spans:
+        assert span is not None
+        span.end()
+    tracing.close()
+    assert sum(calls) == 3 + 1 + 3 + 2 + 3  # queue spans, the batch that ran, its stages, the others' batch, requests
+    assert max(calls) <= 4
