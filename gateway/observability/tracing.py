@@ -33,7 +33,7 @@ processor, makes the finished spans (the SDK's ``ReadableSpan``, what processors
 span's end) in the processor's thread, a batch at a time, just before they are encoded. That
 skips a live span's sampler call, locks and attribute checks (about 40 us of the ~55 a span
 cost through ``start_span`` and ``end``) and keeps the rest off the loop: a sampled request's
-spans cost the loop 10.5 us, not 36 (``bench/tracing_cost.py``). The trace flags and state of a
+spans cost the loop 11-15 us, not 36-37 (``bench/tracing_cost.py``). The trace flags and state of a
 batch's spans are their parent's, as the parent-based sampler would have decided. The
 processor's queue (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``) counts
 these hand-overs: one a sampled request, one a batch with sampled requests in it (2k + 3 spans
@@ -345,11 +345,10 @@ class RequestSpan:
         if processor is None:
             return
         self._end_ns = time.time_ns()
-        self.attributes = {key: value for key, value in self.attributes.items() if value is not None}
         processor.on_end(cast(ReadableSpan, self))  # made one in the processor's thread (_Building)
 
     def readable(self, build: _Builder) -> list[ReadableSpan]:
-        attributes = self.attributes
+        attributes = {key: value for key, value in self.attributes.items() if value is not None}
         return [
             build.span(
                 self.name,
