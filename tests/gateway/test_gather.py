@@ -159,3 +159,19 @@ async def test_four_clients_in_one_batch_do_not_wait_for_a_fifth() -> None:
     assert sum(batches) == 4 * 100
     assert sum(batches) / len(batches) >= 3, f"{len(batches)} batches for {sum(batches)} calls"  # they still share
     assert queue.waits_timed_out <= len(batches) // 8, f"{queue.waits_timed_out} of {len(batches)} batches waited"
+
+
+async def test_batches_grow_again_when_more_clients_come() -> None:
+    """What a queue learned from four clients (a batch of four waits in vain) does not hold
+    sixteen back: when they come, batches of four or more form again."""
+    batches: list[int] = []
+    queue, executor = _queue(batches)
+    try:
+        await _clients(OneCallPerTurn(queue), clients=4, calls_each=100)
+        four = len(batches)
+        await _clients(OneCallPerTurn(queue), clients=16, calls_each=40)
+    finally:
+        executor.shutdown()
+    sixteen = batches[four:]
+    assert sum(sixteen) == 16 * 40
+    assert sum(sixteen) / len(sixteen) >= 4, f"{len(sixteen)} batches for {sum(sixteen)} calls"
