@@ -381,8 +381,6 @@ class Tracing:
         self.enabled = tracer is not None
         self._sampling = sampling
         self._propagator = TraceContextTextMapPropagator()
-        # perf_counter_ns -> wall clock ns, for spans whose times were taken before they were made
-        self._wall_offset = time.time_ns() - time.perf_counter_ns()
 
     @classmethod
     def off(cls) -> Tracing:
@@ -510,7 +508,10 @@ class Tracing:
             return
         queued = tuple((m.span.get_span_context(), m.queued_ns) for m in members if m.span is not None)
         if queued:
-            ran = _BatchRan(model, version, len(members), queued, timing, self._wall_offset)
+            # perf_counter_ns -> the wall clock's ns, taken now: a clock stepped since start
+            # would put the batch's spans apart from its requests' (time_ns at their start)
+            wall_offset = time.time_ns() - time.perf_counter_ns()
+            ran = _BatchRan(model, version, len(members), queued, timing, wall_offset)
             self._processor.on_end(cast(ReadableSpan, ran))  # made spans in the processor's thread (_Building)
 
     @staticmethod
