@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway.dataplane.loader import LoadedModel
-from gateway.errors import Overloaded
+from gateway.errors import Overloaded, ShuttingDown
 from gateway.metrics import GatewayMetrics
 from gateway.observability.context import current
 from gateway.observability.tracing import BatchTiming, Member, Tracing
@@ -191,11 +191,19 @@ class VersionQueue:
         loop = asyncio.get_running_loop()
         while self._waiting:
             batch = self._take(self.max_batch)
-            if self._together and len(batch) < self.max_batch and self.max_wait > 0:
-                await asyncio.sleep(self.max_wait)
-                batch += self._take(self.max_batch - len(batch))
-            if batch and batch[0].trickles and len(batch) < self.max_batch:
-                batch += await self.gather(self.max_batch - len(batch), len(batch))
+            try:
+                if self._together and len(batch) < self.max_batch and self.max_wait > 0:
+                    await asyncio.sleep(self.max_wait)
+                    batch += self._take(self.max_batch - len(batch))
+                if batch and batch[0].trickles and len(batch) < self.max_batch:
+                    await self.gather(batch)
+            except asyncio.CancelledError:  # the worker stopped (the loop closing) before any work began
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(ShuttingDown())
+                    if job.held is not None:
+                        job.held.release()
+                raise
             if not batch:
                 continue
             self._together = len(batch) > 1 or bool(self._waiting)
@@ -226,25 +234,26 @@ class VersionQueue:
             if on_loop and self._waiting:
                 await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
-    async def gather(self, room: int, have: int = 1) -> list[Job]:
+    async def gather(self, batch: list[Job]) -> None:
         """Requests that trickle in one per loop turn (``TensorCall.trickles``) joining a
         batch: it waits for each next one up to ``GATHER_GAPS`` recent gaps between arrivals (at
         most ``GATHER_MAX_WAIT``) and goes as soon as one is late or it is full. When concurrent
         clients have sent more (16 threads on one tritonclient), they come and share the
         batch; when a wait finds none (a lone client), the next waits get exponentially rarer,
-        and one that finds company makes them regular again. Nor does a batch of ``have`` wait
-        where waits at its size have lately brought no one (``_company``): a caller waits for
-        one answer at a time, so four clients' batch of four waits in vain for a fifth."""
-        gathered: list[Job] = []
+        and one that finds company makes them regular again. Nor does a batch wait at a size
+        where waits have lately brought no one (``_company``): a caller waits for one answer at
+        a time, so four clients' batch of four waits in vain for a fifth. What comes joins
+        ``batch`` as it comes (a worker stopped meanwhile still holds every job it took)."""
         if self._skip:
             self._skip -= 1
-            return gathered
+            return
         if self._arrival is not None:  # another worker is gathering (it waits on that future)
-            return gathered  # the arrivals are its: two would wake each other's waits
+            return  # the arrivals are its: two would wake each other's waits
+        had = len(batch)
         loop = asyncio.get_running_loop()
         company, waited = self._company, False
-        while len(gathered) < room:
-            size = min(have + len(gathered), _COMPANY_SIZES - 1)
+        while len(batch) < self.max_batch:
+            size = min(len(batch), _COMPANY_SIZES - 1)
             if company[size] < _COMPANY_FLOOR:
                 company[size] += _COMPANY_BACK
                 break
@@ -257,19 +266,18 @@ class VersionQueue:
             finally:
                 timer.cancel()
                 self._arrival = None
-            more = self._take(room - len(gathered))
-            gathered += more
+            more = self._take(self.max_batch - len(batch))
+            batch += more
             company[size] += _EWMA_COMPANY * ((1.0 if more else 0.0) - company[size])
             if not arrived and not more:
-                self.waits_timed_out += 1 if gathered else 0
+                self.waits_timed_out += 1 if len(batch) > had else 0
                 break
-        if gathered:
+        if len(batch) > had:
             self._misses = 0
         elif waited:
             self.waits_in_vain += 1
             self._misses += 1
             self._skip = min(2**self._misses - 1, _MAX_GATHER_SKIP)
-        return gathered
 
     def on_loop(self, size: int) -> bool:
         """Whether a batch of ``size`` requests runs right here on the event loop instead of in

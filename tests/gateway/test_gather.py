@@ -175,3 +175,33 @@ async def test_batches_grow_again_when_more_clients_come() -> None:
     sixteen = batches[four:]
     assert sum(sixteen) == 16 * 40
     assert sum(sixteen) / len(sixteen) >= 4, f"{len(sixteen)} batches for {sum(sixteen)} calls"
+
+
+async def test_a_worker_stopped_while_gathering_fails_its_jobs_and_returns_what_they_hold() -> None:
+    """A worker cancelled while it waits for company (the loop closing) still holds the jobs it
+    took: each caller is answered (ShuttingDown, not left to its timeout) and what its job
+    held (a version's lease) is returned."""
+    from gateway.errors import ShuttingDown
+
+    class Lease:
+        released = 0
+
+        def release(self) -> None:
+            Lease.released += 1
+
+    batches: list[int] = []
+    queue, executor = _queue(batches)
+    try:
+        call = TensorCall(lambda model: None, lambda model, rows: b"", lambda model: b"", trickles=True)
+        job = queue.submit(_Tagged(call, 1), Lease())
+        (worker,) = queue._workers
+        for _ in range(3):  # the worker takes the job and starts waiting for another
+            await asyncio.sleep(0)
+        assert queue._arrival is not None, "the worker is not gathering"
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker
+    finally:
+        executor.shutdown()
+    assert isinstance(job.future.exception(), ShuttingDown)
+    assert Lease.released == 1 and batches == []
