@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -106,38 +107,40 @@ async def _clients(transport: OneCallPerTurn, clients: int, calls_each: int) -> 
         server.cancel()
 
 
-async def test_sixteen_clients_on_one_call_per_turn_share_batches_of_four_or_more() -> None:
+Served = tuple[VersionQueue, list[int]]
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """A version's queue as _queue makes it, and the sizes of the batches it ran."""
     batches: list[int] = []
     queue, executor = _queue(batches)
-    try:
-        await _clients(OneCallPerTurn(queue), clients=16, calls_each=40)
-    finally:
-        executor.shutdown()
+    yield queue, batches
+    executor.shutdown()
+
+
+async def test_sixteen_clients_on_one_call_per_turn_share_batches_of_four_or_more(
+    served: Served,
+) -> None:
+    queue, batches = served
+    await _clients(OneCallPerTurn(queue), clients=16, calls_each=40)
     assert sum(batches) == 16 * 40
     assert sum(batches) / len(batches) >= 4, f"{len(batches)} batches for {sum(batches)} calls"
     assert queue.waits_in_vain <= 1  # company was found, so waits stayed regular
 
 
-async def test_without_the_trickle_mark_such_calls_mostly_go_alone() -> None:
+async def test_without_the_trickle_mark_such_calls_mostly_go_alone(served: Served) -> None:
     """The control: the same transport and clients, calls not marked as trickling in. (What
     the mark buys: without it the queue sees no company and does not wait for any.)"""
-    batches: list[int] = []
-    queue, executor = _queue(batches)
-    try:
-        await _clients(OneCallPerTurn(queue, trickles=False), clients=16, calls_each=40)
-    finally:
-        executor.shutdown()
+    queue, batches = served
+    await _clients(OneCallPerTurn(queue, trickles=False), clients=16, calls_each=40)
     assert sum(batches) == 16 * 40
     assert sum(batches) / len(batches) < 4
 
 
-async def test_one_client_never_waits_for_company() -> None:
-    batches: list[int] = []
-    queue, executor = _queue(batches)
-    try:
-        await _clients(OneCallPerTurn(queue), clients=1, calls_each=50)
-    finally:
-        executor.shutdown()
+async def test_one_client_never_waits_for_company(served: Served) -> None:
+    queue, batches = served
+    await _clients(OneCallPerTurn(queue), clients=1, calls_each=50)
     assert batches == [1] * 50
     # A wait that finds no company makes the next ones exponentially rarer (of 50 batches the
     # 1st, 3rd, 7th, 15th and 31st would wait, each at most GATHER_MAX_WAIT), and after a few
@@ -145,39 +148,31 @@ async def test_one_client_never_waits_for_company() -> None:
     assert 1 <= queue.waits_in_vain <= 5
 
 
-async def test_four_clients_in_one_batch_do_not_wait_for_a_fifth() -> None:
+async def test_four_clients_in_one_batch_do_not_wait_for_a_fifth(served: Served) -> None:
     """Four callers with one call in flight each: once all four are in a batch, a fifth cannot
     come before their answers, and waiting for it only delays them. After the first few such
     waits ran out, batches of four go at once; a wait at that size is tried again only now and
     then (every few dozen batches), in case more callers came."""
-    batches: list[int] = []
-    queue, executor = _queue(batches)
-    try:
-        await _clients(OneCallPerTurn(queue), clients=4, calls_each=100)
-    finally:
-        executor.shutdown()
+    queue, batches = served
+    await _clients(OneCallPerTurn(queue), clients=4, calls_each=100)
     assert sum(batches) == 4 * 100
     assert sum(batches) / len(batches) >= 3, f"{len(batches)} batches for {sum(batches)} calls"  # they still share
     assert queue.waits_timed_out <= len(batches) // 8, f"{queue.waits_timed_out} of {len(batches)} batches waited"
 
 
-async def test_batches_grow_again_when_more_clients_come() -> None:
+async def test_batches_grow_again_when_more_clients_come(served: Served) -> None:
     """What a queue learned from four clients (a batch of four waits in vain) does not hold
     sixteen back: when they come, batches of four or more form again."""
-    batches: list[int] = []
-    queue, executor = _queue(batches)
-    try:
-        await _clients(OneCallPerTurn(queue), clients=4, calls_each=100)
-        four = len(batches)
-        await _clients(OneCallPerTurn(queue), clients=16, calls_each=40)
-    finally:
-        executor.shutdown()
+    queue, batches = served
+    await _clients(OneCallPerTurn(queue), clients=4, calls_each=100)
+    four = len(batches)
+    await _clients(OneCallPerTurn(queue), clients=16, calls_each=40)
     sixteen = batches[four:]
     assert sum(sixteen) == 16 * 40
     assert sum(sixteen) / len(sixteen) >= 4, f"{len(sixteen)} batches for {sum(sixteen)} calls"
 
 
-async def test_a_worker_stopped_while_gathering_fails_its_jobs_and_returns_what_they_hold() -> None:
+async def test_a_worker_stopped_while_gathering_fails_its_jobs_and_returns_what_they_hold(served: Served) -> None:
     """A worker cancelled while it waits for company (the loop closing) still holds the jobs it
     took: each caller is answered (ShuttingDown, not left to its timeout) and what its job
     held (a version's lease) is returned."""
@@ -189,19 +184,15 @@ async def test_a_worker_stopped_while_gathering_fails_its_jobs_and_returns_what_
         def release(self) -> None:
             Lease.released += 1
 
-    batches: list[int] = []
-    queue, executor = _queue(batches)
-    try:
-        call = TensorCall(lambda model: None, lambda model, rows: b"", lambda model: b"", trickles=True)
-        job = queue.submit(_Tagged(call, 1), Lease())
-        (worker,) = queue._workers
-        for _ in range(3):  # the worker takes the job and starts waiting for another
-            await asyncio.sleep(0)
-        assert queue._arrival is not None, "the worker is not gathering"
-        worker.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await worker
-    finally:
-        executor.shutdown()
+    queue, batches = served
+    call = TensorCall(lambda model: None, lambda model, rows: b"", lambda model: b"", trickles=True)
+    job = queue.submit(_Tagged(call, 1), Lease())
+    (worker,) = queue._workers
+    for _ in range(3):  # the worker takes the job and starts waiting for another
+        await asyncio.sleep(0)
+    assert queue._arrival is not None, "the worker is not gathering"
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
     assert isinstance(job.future.exception(), ShuttingDown)
     assert Lease.released == 1 and batches == []
