@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from loadgen import zipf_weights
+from loadgen import percentile, zipf_weights
 
 HERE = Path(__file__).resolve().parent
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -183,13 +183,13 @@ def drive_h2load(
         done = subprocess.run(_taskset(cpus) + argv, capture_output=True, text=True, check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         rows = [line.split("\t") for line in log.read_text().splitlines() if line]  # start, status, microseconds
-        latencies = sorted(int(row[2]) / 1000 for row in rows if row[1].startswith("2"))
+        latencies = [int(row[2]) / 1000 for row in rows if row[1].startswith("2")]
     return parse_h2load(done.stdout, latencies, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime))
 
 
 def parse_h2load(output: str, latencies_ms: list[float], client_cpu_s: float) -> Result:
-    """h2load's summary and its per-request log (the answered calls' latencies in ms, sorted)
-    as a Result. h2load counts a 4xx or 5xx answer as failed and a 3xx as succeeded; here a
+    """h2load's summary and its per-request log (the answered calls' latencies in ms) as a
+    Result. h2load counts a 4xx or 5xx answer as failed and a 3xx as succeeded; here a
     call is answered with a 2xx, and everything else is an error (a run that answered nothing
     is one even when h2load could not connect and so counted no request at all)."""
     seconds = _ms(re.search(r"finished in (\S+?),", output).group(1)) / 1000  # type: ignore[union-attr]
@@ -201,11 +201,8 @@ def parse_h2load(output: str, latencies_ms: list[float], client_cpu_s: float) ->
     errors = int(counts.group(3)) + redirected
     if not answered:
         errors = max(errors, int(counts.group(1)), 1)
-
-    def at(q: float) -> float:
-        return latencies_ms[min(len(latencies_ms) - 1, int(q * len(latencies_ms)))] if latencies_ms else math.nan
-
-    result = Result(answered / seconds, at(0.5), at(0.99), errors, answered, tool=H2LOAD)
+    p50, p99 = percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99)
+    result = Result(answered / seconds, p50, p99, errors, answered, tool=H2LOAD)
     first_error = None if answered else "no call was answered"
     result.extra = {"client_cpu_s": client_cpu_s, "seconds": seconds, "first_error": first_error}
     return result
