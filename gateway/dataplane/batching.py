@@ -155,9 +155,8 @@ class VersionQueue:
         if loop is None:  # the loop this version serves on, looked up once: each look is a getpid()
             loop = self._loop = asyncio.get_running_loop()
         job = Job(request, loop.create_future(), time.perf_counter_ns(), held)
-        if self.tracing.enabled and (context := current()) is not None and context.span is not None:
-            if context.span.is_recording():
-                job.trace = context.span
+        if self.tracing.enabled and (context := current()) is not None:
+            job.trace = context.span  # set only while a sampled span records the request (RequestContext.traced)
         self._waiting.append(job)
         if isinstance(request, TensorCall) and request.trickles:
             job.trickles = True

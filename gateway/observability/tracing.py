@@ -423,8 +423,10 @@ class Tracing:
         provider = TracerProvider(resource=resource, sampler=sampling.sampler, id_generator=ids)
         scope = InstrumentationScope(_SCOPE, "")  # what get_tracer(_SCOPE) gives its spans
         builder = _Builder(provider.resource, scope, ids)
-        # an export carries at most as many spans as the processor's batches hold facts
-        processor = BatchSpanProcessor(_Building(exporter, builder, _export_batch_size(os.environ)))
+        # an export carries at most as many spans as the processor's batches hold facts: one
+        # size, read once, for both
+        most = _export_batch_size(os.environ)
+        processor = BatchSpanProcessor(_Building(exporter, builder, most or 512), max_export_batch_size=most)
         provider.add_span_processor(processor)
         return cls(provider.get_tracer(scope.name), provider.shutdown, sampling=sampling, processor=processor, ids=ids)
 
@@ -543,14 +545,13 @@ class Tracing:
             yield span
 
 
-def _export_batch_size(environ: Mapping[str, str]) -> int:
-    """``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` as the batch span processor reads it (512 unless a
-    positive whole number is set; the processor itself logs a bad value)."""
+def _export_batch_size(environ: Mapping[str, str]) -> int | None:
+    """``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512 unset), for the batch span processor to check;
+    None when it is not a whole number (the processor then logs that and takes 512)."""
     try:
-        size = int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"))
+        return int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"))
     except ValueError:
-        return 512
-    return size if size > 0 else 512
+        return None
 
 
 def exporter_protocol(environ: Mapping[str, str]) -> str:
