@@ -188,7 +188,9 @@ async def test_a_worker_stopped_while_gathering_fails_its_jobs_and_returns_what_
     call = TensorCall(lambda model: None, lambda model, rows: b"", lambda model: b"", trickles=True)
     job = queue.submit(_Tagged(call, 1), Lease())
     (worker,) = queue._workers
-    for _ in range(3):  # the worker takes the job and starts waiting for another
+    for _ in range(100):  # loop turns until the worker has taken the job and waits for another
+        if queue._arrival is not None:
+            break
         await asyncio.sleep(0)
     assert queue._arrival is not None, "the worker is not gathering"
     worker.cancel()
