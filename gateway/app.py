@@ -226,7 +226,8 @@ class GatewayApp(FastAPI):
             # The one check, before either lane: a route that skips it cannot exist (access.py).
             requirement = Requirement(Access.PREDICT, target[0]) if target is not None else self.access.classify(scope)
             try:
-                permit = await services.gate.admit(requirement, scope["headers"])
+                key, limits = services.gate.check(requirement, scope["headers"])
+                permit = await services.gate.acquire(key, limits) if limits else NO_PERMIT
             except GatewayError as exc:
                 answer = http_errors.answer_for(exc, scope["method"], scope["path"], oip=http_errors.speaks_oip(scope))
                 await http_errors.send_error(send, answer)

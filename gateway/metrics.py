@@ -153,14 +153,13 @@ class GatewayMetrics:
             registry=r,
         )
 
-        self.key_requests = Counter(
+        self.key_requests = LoopCounter(  # counted on the event loop, where the gate runs
             "gateway_key_requests",
             "Requests by API key name (never the secret) and outcome: allowed, forbidden (a scope "
             "the key lacks) or limited (429)",
             ["key", "outcome"],
             registry=r,
         )
-        self._key_children: dict[tuple[str, str], Any] = {}
         self.auth_failures = Counter(
             "gateway_auth_failures", "Requests answered 401, by reason: missing or unknown key", ["reason"], registry=r
         )
@@ -374,10 +373,7 @@ class GatewayMetrics:
         self._cache_error.inc()
 
     def key_used(self, key: str, outcome: str) -> None:
-        child = self._key_children.get((key, outcome))
-        if child is None:  # labels() takes a lock and builds tuples: once per label set
-            child = self._key_children[(key, outcome)] = self.key_requests.labels(key, outcome)
-        child.inc()
+        self.key_requests.inc((key, outcome))
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()

@@ -22,21 +22,34 @@ from registry_sync.keys import ApiKey, KeyStore, Scopes, digest_of
 
 log = logging.getLogger(__name__)
 
+_REMEMBERED = 1_000
+
 ADMIN_TOKEN_KEY = "admin-token"
 """The name ``GATEWAY_ADMIN_TOKEN`` goes by when keys are on: a key with the admin scope alone."""
 
 
-def credential(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The key a request sends: ``Authorization: Bearer <key>``, else ``X-API-Key: <key>``."""
-    bearer = api_key = None
+def _sent(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The first ``Authorization`` and the first ``X-API-Key`` header, as sent (the first of
+    each, as Starlette's ``Headers.get``)."""
+    authorization = api_key = None
     for name, value in headers:
-        if name == b"authorization" and bearer is None:
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                bearer = token.strip()
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value
         elif name == b"x-api-key" and api_key is None:
-            api_key = value.decode("latin-1").strip() or None
-    return bearer if bearer is not None else api_key
+            api_key = value
+    return authorization, api_key
+
+
+def _secret(authorization: bytes | None, api_key: bytes | None) -> str | None:
+    """The key a request sends: ``Authorization: Bearer <key>``, else ``X-API-Key: <key>``."""
+    if authorization is not None:
+        scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    if api_key is not None:
+        return api_key.decode("latin-1").strip() or None
+    return None
 
 
 def admin_token_key(token: str) -> ApiKey:
@@ -59,13 +72,43 @@ class KeyRing:
         self._interval = follow_interval_seconds
         self._fixed = {key.digest: key for key in fixed}
         self._by_digest: dict[str, ApiKey] = dict(self._fixed)
+        # The headers that carried a key found before -> that key: a request sends the same
+        # bytes every time, and parsing them and taking their sha256 was most of what a key
+        # cost a request. Replaced with the keys (``load``), so a revoked key is not found
+        # here either; a request that read the old pair writes into the old dict.
+        self._remembered: tuple[dict[str, ApiKey], dict[tuple[bytes | None, bytes | None], ApiKey]] = (
+            self._by_digest,
+            {},
+        )
         self._generation: int | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def identify(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[ApiKey | None, bool]:
+        """The active key a request's headers carry (see :func:`_secret`), or None; and
+        whether they carry a key at all (a missing key and an unknown one are told apart)."""
+        by_digest, remembered = self._remembered
+        sent = _sent(headers)
+        key = remembered.get(sent)
+        if key is not None:
+            return key, True
+        secret = _secret(*sent)
+        if secret is None:
+            return None, False
+        key = self._find(by_digest, secret)
+        if key is not None:  # only keys found: an unknown key's headers are the sender's to vary
+            if len(remembered) >= _REMEMBERED:  # a key's holder may vary the header it does not use
+                remembered.clear()
+            remembered[sent] = key
+        return key, True
+
     def find(self, secret: str) -> ApiKey | None:
         """The active key whose secret this is, or None."""
+        return self._find(self._by_digest, secret)
+
+    @staticmethod
+    def _find(by_digest: dict[str, ApiKey], secret: str) -> ApiKey | None:
         digest = digest_of(secret)
-        key = self._by_digest.get(digest)
+        key = by_digest.get(digest)
         # The lookup is by a hash the caller cannot steer; the comparison is constant-time anyway.
         if key is None or not hmac.compare_digest(key.digest, digest):
             return None
@@ -81,6 +124,7 @@ class KeyRing:
             return False
         generation, keys = self._store.active()
         self._by_digest = {**{key.digest: key for key in keys}, **self._fixed}
+        self._remembered = (self._by_digest, {})
         self._generation = generation
         log.info("API keys: %d active (generation %d)", len(keys), generation)
         return True

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from gateway.admission.access import Access, Requirement
-from gateway.admission.auth import KeyRing, credential
+from gateway.admission.auth import KeyRing
 from gateway.admission.limits import NO_PERMIT, Limit, Limiter, Permit
 from gateway.errors import Forbidden, RateLimited, Unauthenticated
 from gateway.metrics import GatewayMetrics
@@ -50,15 +50,25 @@ class Gate:
 
     async def admit(self, requirement: Requirement, headers: Iterable[tuple[bytes, bytes]]) -> Permit:
         """The request's permit (give it back when the answer is sent), or the error to answer."""
+        key, limits = self.check(requirement, headers)
+        return await self.acquire(key, limits) if limits else NO_PERMIT
+
+    def check(
+        self, requirement: Requirement, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[ApiKey | None, list[Limit]]:
+        """Who asks and whether they may (raises what to answer if not), and the limits their
+        permit must be acquired from; none (most requests): nothing to wait for, no permit."""
         key = None
         if self.keys is not None and requirement.access not in self._open:
             key = self._authenticate(headers)
             self._authorize(key, requirement)
         limits = self._limits(key, requirement)
-        if not limits:
-            if key is not None:
-                self._metrics.key_used(key.name, "allowed")
-            return NO_PERMIT
+        if not limits and key is not None:
+            self._metrics.key_used(key.name, "allowed")
+        return key, limits
+
+    async def acquire(self, key: ApiKey | None, limits: list[Limit]) -> Permit:
+        """A permit from ``limits`` (what :meth:`check` gave), or RateLimited."""
         try:
             permit = await self.limiter.acquire(limits)
         except RateLimited as exc:
@@ -72,11 +82,10 @@ class Gate:
 
     def _authenticate(self, headers: Iterable[tuple[bytes, bytes]]) -> ApiKey:
         assert self.keys is not None
-        secret = credential(headers)
-        key = self.keys.find(secret) if secret is not None else None
+        key, sent = self.keys.identify(headers)
         if key is None:
-            self._metrics.auth_failed("unknown" if secret is not None else "missing")
-            raise Unauthenticated(sent=secret is not None)
+            self._metrics.auth_failed("unknown" if sent else "missing")
+            raise Unauthenticated(sent=sent)
         return key
 
     def _authorize(self, key: ApiKey, requirement: Requirement) -> None:

@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 from fastapi.responses import PlainTextResponse
 
+from gateway.admission import auth
 from gateway.admission.access import Access, AccessMap, UndeclaredRoute, declared, routes
+from gateway.admission.auth import KeyRing, admin_token_key
 from gateway.app import create_app
 from gateway.cli import is_loopback, main
 from gateway.settings import GatewaySettings
@@ -245,6 +247,24 @@ async def test_metrics_auth_on_closes_health_and_metrics_to_callers_without_read
             assert (await gateway.client.get(path, headers=bearer(caller))).status_code == 403
             assert (await gateway.client.get(path, headers=bearer(scraper))).status_code == 200
         assert (await gateway.client.get("/docs")).status_code == 200
+
+
+def test_the_headers_of_a_found_key_are_remembered_and_no_others() -> None:
+    """A request's key is found from its headers' bytes once; an unknown key's are never kept,
+    and a key's holder varying the header it does not use cannot grow what is kept."""
+    ring = KeyRing(store=None, follow_interval_seconds=60, fixed=[admin_token_key(TOKEN)])  # type: ignore[arg-type]
+    sent = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    found, carried = ring.identify(sent)
+    assert found is not None and found.name == auth.ADMIN_TOKEN_KEY and carried
+    assert ring.identify(sent) == (found, True)
+    assert len(ring._remembered[1]) == 1
+    for n in range(3 * auth._REMEMBERED):
+        assert ring.identify([(b"x-api-key", f"rgw_guess-{n}".encode())]) == (None, True)
+        assert ring.identify([*sent, (b"x-api-key", f"other-{n}".encode())])[0] is found
+        assert len(ring._remembered[1]) <= auth._REMEMBERED
+    assert ring.identify([(b"authorization", f"Basic {TOKEN}".encode())]) == (None, False)
+    assert ring.identify([(b"x-api-key", b"  ")]) == (None, False)
+    assert ring.identify([(b"x-api-key", f" {TOKEN} ".encode())])[0] is found
 
 
 # --- keys change without a restart ------------------------------------------------------------
