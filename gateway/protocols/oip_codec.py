@@ -179,7 +179,7 @@ def column_rows(
         return None
     if parameters.get("content_type", "pd") != "pd" or type(inputs) is not list or len(inputs) != len(names):
         return None
-    datatype, allowed = _DATATYPE_OF.get(dtype), _KINDS.get(dtype.kind)
+    datatype, allowed = DATATYPE_OF.get(dtype), _KINDS.get(dtype.kind)
     if datatype is None or allowed is None:
         return None
     little = dtype.newbyteorder("<")
@@ -350,7 +350,7 @@ def _flatten(name: str, data: list[Any], count: int) -> list[Any]:
 
 
 _NATIVE = {datatype: dtype.newbyteorder("=") for datatype, dtype in DTYPES.items()}
-_DATATYPE_OF = {dtype: datatype for datatype, dtype in _NATIVE.items()}
+DATATYPE_OF = {dtype: datatype for datatype, dtype in _NATIVE.items()}
 _KINDS = {"b": frozenset({bool}), "i": frozenset({int}), "u": frozenset({int}), "f": frozenset({int, float})}
 _STRINGS = frozenset({str})
 
@@ -433,7 +433,7 @@ def model_metadata(name: str, versions: list[str], mlmodel: Model | None) -> dic
 def _datatype(dtype: np.dtype[Any]) -> str:
     if dtype.kind in "OSU":
         return BYTES
-    known = _DATATYPE_OF.get(dtype)  # every answer asks: a look-up first, then any byte order
+    known = DATATYPE_OF.get(dtype)  # every answer asks: a look-up first, then any byte order
     if known is not None:
         return known
     for datatype, candidate in DTYPES.items():

@@ -139,6 +139,8 @@ def _parameter(value: pb.InferParameter) -> Any:
 
 
 def _parameters(raw: Any) -> dict[str, Any]:
+    if not raw:  # most tensors have none: a map's items() view alone costs more than the check
+        return {}
     return {key: _parameter(value) for key, value in raw.items()}
 
 
@@ -156,15 +158,16 @@ def _set_parameter(target: pb.InferParameter, value: Any) -> None:
 def parse_request(message: pb.ModelInferRequest) -> oip_codec.InferRequest:
     """The codec's request from the protobuf one, every size checked as for REST's binary
     tensors: raw contents against shapes, typed contents against shapes."""
-    if not message.inputs:
+    tensors = message.inputs
+    if not tensors:
         raise MalformedRequest("'inputs' must be a non-empty list of tensors")
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    if raw and len(raw) != len(tensors):
         raise MalformedRequest(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; send one per input, or none"
+            f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs; send one per input, or none"
         )
     inputs = []
-    for position, tensor in enumerate(message.inputs):
+    for position, tensor in enumerate(tensors):
         name, datatype, shape, count = oip_codec.checked_header(
             tensor.name, tensor.datatype, list(tensor.shape), position
         )
@@ -181,8 +184,58 @@ def parse_request(message: pb.ModelInferRequest) -> oip_codec.InferRequest:
     names = [tensor.name for tensor in inputs]
     if len(set(names)) != len(names):
         raise MalformedRequest("Input names must be unique")
+    return oip_codec.InferRequest(reply_of(message), _parameters(message.parameters), inputs)
+
+
+def reply_of(message: pb.ModelInferRequest) -> oip_codec.Reply:
+    """What the answer must say back: the request's id and the outputs it asked for."""
     outputs = [oip_codec.RequestedOutput(wanted.name, None) for wanted in message.outputs] or None
-    return oip_codec.InferRequest(oip_codec.Reply(message.id or None, outputs), _parameters(message.parameters), inputs)
+    return oip_codec.Reply(message.id or None, outputs)
+
+
+def column_rows(message: pb.ModelInferRequest, names: Sequence[str], dtype: np.dtype[Any]) -> np.ndarray | None:
+    """A request that is nothing but a column model's columns in ``raw_input_contents`` (what
+    tritonclient sends), read in one step into rows: one per element, the columns in
+    ``names`` order, all of ``dtype``. The data plane's fast path for a model whose signature
+    is these columns; None for anything else: :func:`parse_request` then reads it (and names
+    what is wrong, if anything is).
+
+    An optimisation, never other rules (as REST's :func:`oip_codec.column_rows`): where it
+    answers, :func:`parse_request` and :func:`oip_codec.plain_tensors` would give the same
+    columns of the same dtype (the model's own content type, ``pd``, or none; shape ``[n]``
+    or ``[n, 1]``; no parameters on a tensor; each tensor's bytes exactly its size)."""
+    tensors, raw = message.inputs, message.raw_input_contents
+    if len(tensors) != len(names) or len(raw) != len(names):
+        return None
+    parameters = message.parameters
+    if parameters and (
+        len(parameters) > 1 or "content_type" not in parameters or _parameter(parameters["content_type"]) != "pd"
+    ):
+        return None
+    datatype = oip_codec.DATATYPE_OF.get(dtype)
+    if datatype is None:
+        return None
+    position_of = {name: position for position, name in enumerate(names)}
+    rows = -1
+    ordered: list[bytes] = [b""] * len(names)
+    for index, tensor in enumerate(tensors):
+        position = position_of.pop(tensor.name, None)  # popped: a name sent twice is declined
+        if position is None or tensor.datatype != datatype or tensor.parameters or tensor.HasField("contents"):
+            return None
+        shape = tensor.shape
+        if (
+            len(shape) not in (1, 2)
+            or (len(shape) == 2 and shape[1] != 1)
+            or shape[0] <= 0
+            or rows not in (-1, shape[0])
+        ):
+            return None
+        rows = shape[0]
+        ordered[position] = data = raw[index]
+        if len(data) != rows * dtype.itemsize:
+            return None
+    columns = np.frombuffer(b"".join(ordered), dtype=dtype.newbyteorder("<")).reshape(len(names), rows)
+    return columns.T.astype(dtype, order="C")  # laid out as column_stack lays columns out: rows of columns
 
 
 def _from_contents(name: str, datatype: str, count: int, contents: pb.InferTensorContents) -> np.ndarray:
@@ -207,13 +260,9 @@ def _from_contents(name: str, datatype: str, count: int, contents: pb.InferTenso
     return narrow
 
 
-def encode_response(
-    request: oip_codec.InferRequest, raw: Any, *, served: Resolved, raw_outputs: bool
-) -> pb.ModelInferResponse:
-    chosen, content_type = oip_codec.chosen_outputs(request.reply, raw)
-    response = pb.ModelInferResponse(
-        model_name=served.name, model_version=str(served.version), id=request.reply.id or ""
-    )
+def encode_response(reply: oip_codec.Reply, raw: Any, *, served: Resolved, raw_outputs: bool) -> pb.ModelInferResponse:
+    chosen, content_type = oip_codec.chosen_outputs(reply, raw)
+    response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=reply.id or "")
     _set_parameter(response.parameters["content_type"], content_type)
     raw_outputs = raw_outputs or any(output.datatype not in _TYPED_FIELDS for output, _ in chosen)
     for output, _ in chosen:
@@ -243,13 +292,20 @@ def _work(message: pb.ModelInferRequest, served: Resolved) -> TensorCall:
             parsed.append(parse_request(message))
         return parsed[0]
 
+    def tensors(model: LoadedModel) -> dict[str, Any] | np.ndarray | None:
+        fast = model.fast
+        if fast is not None and fast.columns is not None:  # plain columns: read in one step
+            rows = column_rows(message, *fast.columns)
+            if rows is not None:
+                return rows
+        return oip_codec.plain_tensors(request(), model.metadata)
+
     def encode(model: LoadedModel, answer: Any) -> bytes:
-        return _serialize(encode_response(request(), answer, served=served, raw_outputs=raw_outputs))
+        return _serialize(encode_response(reply_of(message), answer, served=served, raw_outputs=raw_outputs))
 
     def alone(model: LoadedModel) -> bytes:
         return encode(model, model.predict(oip_codec.to_model_input(request(), model.metadata)))
 
-    tensors = lambda model: oip_codec.plain_tensors(request(), model.metadata)  # noqa: E731
     return TensorCall(tensors, encode, alone, trickles=True)  # grpc.aio hands over a call a turn
 
 
