@@ -347,6 +347,7 @@ def _metadata(name: str, versions: list[str], mlmodel: Any) -> pb.ModelMetadataR
 # --- the services ------------------------------------------------------------------------
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Metadata = Sequence[tuple[str, str | bytes]]  # a call's invocation metadata, read once
 
 
 class InferenceServicer:
@@ -355,13 +356,13 @@ class InferenceServicer:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def _admit(self, context: grpc.aio.ServicerContext, requirement: Requirement) -> Permit:
+    async def _admit(self, metadata: Metadata, requirement: Requirement) -> Permit:
         gate = self._services.gate
         if not gate.active:
             return NO_PERMIT
         headers = [
             (key.lower().encode("latin-1"), value if isinstance(value, bytes) else value.encode("latin-1"))
-            for key, value in (context.invocation_metadata() or ())
+            for key, value in metadata
         ]
         return await gate.admit(requirement, headers)
 
@@ -375,7 +376,8 @@ class InferenceServicer:
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                permit = await self._admit(context, Requirement(access, model(request) if model else None))
+                requirement = Requirement(access, model(request) if model else None)
+                permit = await self._admit(context.invocation_metadata() or (), requirement)
             except Exception as exc:
                 await _abort(context, status_of(exc))
                 raise AssertionError("unreachable: abort raises") from exc
@@ -423,7 +425,7 @@ class InferenceServicer:
             request.traced(tracing.start_call("ModelInfer", metadata, _RPC))
         status = 500
         try:
-            answer = await self._infer(body, context)
+            answer = await self._infer(body, context, metadata)
             status = 200
             return answer
         except grpc.aio.AbortError:
@@ -439,7 +441,7 @@ class InferenceServicer:
                         attributes["gateway.arm"] = request.arm
                 tracing.end_request(request.span, status, server_error=status >= 500, attributes=attributes)
 
-    async def _infer(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _infer(self, body: bytes, context: grpc.aio.ServicerContext, metadata: Metadata) -> bytes:
         services = self._services
         started = time.perf_counter()
         permit = NO_PERMIT
@@ -449,8 +451,8 @@ class InferenceServicer:
                 message = pb.ModelInferRequest.FromString(body)
             except DecodeError as exc:
                 raise MalformedRequest(f"The request is not a ModelInferRequest: {exc}") from exc
-            permit = await self._admit(context, Requirement(Access.PREDICT, message.model_name))
-            route_key = self._route_key(context)
+            permit = await self._admit(metadata, Requirement(Access.PREDICT, message.model_name))
+            route_key = self._route_key(metadata)
             served = await self._choose(message.model_name, message.model_version, route_key)
             prediction = await _predict(services, served, message, body)
         except Exception as exc:
@@ -472,9 +474,9 @@ class InferenceServicer:
             context.set_trailing_metadata((("x-model-version", str(served.version)), ("x-model-route", served.route)))
         return prediction.body
 
-    def _route_key(self, context: grpc.aio.ServicerContext) -> str | None:
+    def _route_key(self, metadata: Metadata) -> str | None:
         wanted = self._services.settings.route_key_header.lower()
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key.lower() == wanted:
                 return value if isinstance(value, str) else value.decode("utf-8", "replace")
         return None
