@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.admission.access import Access, AccessMap, Requirement, declared
+from gateway.admission.access import Access, AccessMap, declared
 from gateway.admission.access import routes as access_routes
 from gateway.admission.limits import NO_PERMIT
 from gateway.errors import GatewayError
@@ -224,9 +224,14 @@ class GatewayApp(FastAPI):
             permit = NO_PERMIT
         else:
             # The one check, before either lane: a route that skips it cannot exist (access.py).
-            requirement = Requirement(Access.PREDICT, target[0]) if target is not None else self.access.classify(scope)
+            model: str | None
+            if target is not None:
+                access, model = Access.PREDICT, target[0]
+            else:
+                requirement = self.access.classify(scope)
+                access, model = requirement.access, requirement.model
             try:
-                key, limits = services.gate.check(requirement, scope["headers"])
+                key, limits = services.gate.check(access, model, scope["headers"])
                 permit = await services.gate.acquire(key, limits) if limits else NO_PERMIT
             except GatewayError as exc:
                 answer = http_errors.answer_for(exc, scope["method"], scope["path"], oip=http_errors.speaks_oip(scope))

@@ -50,19 +50,20 @@ class Gate:
 
     async def admit(self, requirement: Requirement, headers: Iterable[tuple[bytes, bytes]]) -> Permit:
         """The request's permit (give it back when the answer is sent), or the error to answer."""
-        key, limits = self.check(requirement, headers)
+        key, limits = self.check(requirement.access, requirement.model, headers)
         return await self.acquire(key, limits) if limits else NO_PERMIT
 
     def check(
-        self, requirement: Requirement, headers: Iterable[tuple[bytes, bytes]]
+        self, access: Access, model: str | None, headers: Iterable[tuple[bytes, bytes]]
     ) -> tuple[ApiKey | None, list[Limit]]:
         """Who asks and whether they may (raises what to answer if not), and the limits their
-        permit must be acquired from; none (most requests): nothing to wait for, no permit."""
+        permit must be acquired from; none (most requests): nothing to wait for, no permit.
+        A :class:`Requirement`'s two fields, passed apart: the predict lane makes none."""
         key = None
-        if self.keys is not None and requirement.access not in self._open:
+        if self.keys is not None and access not in self._open:
             key = self._authenticate(headers)
-            self._authorize(key, requirement)
-        limits = self._limits(key, requirement)
+            self._authorize(key, access, model)
+        limits = self._limits(key, access, model)
         if not limits and key is not None:
             self._metrics.key_used(key.name, "allowed")
         return key, limits
@@ -88,10 +89,10 @@ class Gate:
             raise Unauthenticated(sent=sent)
         return key
 
-    def _authorize(self, key: ApiKey, requirement: Requirement) -> None:
-        access, scopes = requirement.access, key.scopes
+    def _authorize(self, key: ApiKey, access: Access, model: str | None) -> None:
+        scopes = key.scopes
         if access is Access.PREDICT:
-            model = requirement.model or ""
+            model = model or ""
             allowed = self._predicts.get((key.digest, model))
             if allowed is None:
                 if len(self._predicts) >= _MAX_REMEMBERED:  # names are the callers' to choose
@@ -113,13 +114,12 @@ class Gate:
         self._metrics.key_used(key.name, "forbidden")
         raise Forbidden(key.name, missing)
 
-    def _limits(self, key: ApiKey | None, requirement: Requirement) -> list[Limit]:
+    def _limits(self, key: ApiKey | None, access: Access, model: str | None) -> list[Limit]:
         limits = []
         if key is not None and (key.rate is not None or key.concurrency is not None):
             limits.append(Limit("key", key.name, key.rate, key.concurrency))
-        model = requirement.model
         # Only models the catalog knows: a name nobody registered must not grow the counters
         # (its request is a 404, or one look at the registry, limited per model already).
-        if self._model_limits and model and requirement.access is Access.PREDICT and self._known_model(model):
+        if self._model_limits and model and access is Access.PREDICT and self._known_model(model):
             limits.append(Limit("model", model, self._model_rate, self._model_concurrency))
         return limits
