@@ -75,7 +75,9 @@ class KeyRing:
         # The headers that carried a key found before -> that key: a request sends the same
         # bytes every time, and parsing them and taking their sha256 was most of what a key
         # cost a request. Replaced with the keys (``load``), so a revoked key is not found
-        # here either; a request that read the old pair writes into the old dict.
+        # here either; a request that read the old pair writes into the old dict. Like the
+        # request itself, it holds the secret in this process's memory; its lookup hashes
+        # with Python's per-process random key, which a caller cannot steer.
         self._remembered: tuple[dict[str, ApiKey], dict[tuple[bytes | None, bytes | None], ApiKey]] = (
             self._by_digest,
             {},
@@ -101,12 +103,9 @@ class KeyRing:
             remembered[sent] = key
         return key, True
 
-    def find(self, secret: str) -> ApiKey | None:
-        """The active key whose secret this is, or None."""
-        return self._find(self._by_digest, secret)
-
     @staticmethod
     def _find(by_digest: dict[str, ApiKey], secret: str) -> ApiKey | None:
+        """The active key whose secret this is, or None."""
         digest = digest_of(secret)
         key = by_digest.get(digest)
         # The lookup is by a hash the caller cannot steer; the comparison is constant-time anyway.
