@@ -23,6 +23,7 @@ from registry_sync.keys import ApiKey, KeyStore, Scopes, digest_of
 log = logging.getLogger(__name__)
 
 _REMEMBERED = 1_000
+_REMEMBERED_BYTES = 512  # the two headers of a remembered key, at most (a secret is 47 characters)
 
 ADMIN_TOKEN_KEY = "admin-token"
 """The name ``GATEWAY_ADMIN_TOKEN`` goes by when keys are on: a key with the admin scope alone."""
@@ -71,15 +72,15 @@ class KeyRing:
         self._store = store
         self._interval = follow_interval_seconds
         self._fixed = {key.digest: key for key in fixed}
-        self._by_digest: dict[str, ApiKey] = dict(self._fixed)
         # The headers that carried a key found before -> that key: a request sends the same
         # bytes every time, and parsing them and taking their sha256 was most of what a key
         # cost a request. Replaced with the keys (``load``), so a revoked key is not found
         # here either; a request that read the old pair writes into the old dict. Like the
         # request itself, it holds the secret in this process's memory; its lookup hashes
-        # with Python's per-process random key, which a caller cannot steer.
+        # with Python's per-process random key, which a caller cannot steer. The keys by
+        # their digest and this dict are one pair, replaced in one assignment.
         self._remembered: tuple[dict[str, ApiKey], dict[tuple[bytes | None, bytes | None], ApiKey]] = (
-            self._by_digest,
+            dict(self._fixed),
             {},
         )
         self._generation: int | None = None
@@ -97,8 +98,11 @@ class KeyRing:
         if secret is None:
             return None, False
         key = self._find(by_digest, secret)
-        if key is not None:  # only keys found: an unknown key's headers are the sender's to vary
-            if len(remembered) >= _REMEMBERED:  # a key's holder may vary the header it does not use
+        # Only keys found (an unknown key's headers are the sender's to vary), and only headers
+        # of a key's size: a key's holder may vary or pad the headers it sends, and what is
+        # kept stays under _REMEMBERED pairs of _REMEMBERED_BYTES.
+        if key is not None and len(sent[0] or b"") + len(sent[1] or b"") <= _REMEMBERED_BYTES:
+            if len(remembered) >= _REMEMBERED:
                 remembered.clear()
             remembered[sent] = key
         return key, True
@@ -114,7 +118,7 @@ class KeyRing:
         return key
 
     def names(self) -> list[str]:
-        return sorted(key.name for key in self._by_digest.values())
+        return sorted(key.name for key in self._remembered[0].values())
 
     def load(self) -> bool:
         """Read the keys if their generation moved; True if it did. Blocks (a thread's work)."""
@@ -122,8 +126,7 @@ class KeyRing:
         if generation == self._generation:
             return False
         generation, keys = self._store.active()
-        self._by_digest = {**{key.digest: key for key in keys}, **self._fixed}
-        self._remembered = (self._by_digest, {})
+        self._remembered = ({**{key.digest: key for key in keys}, **self._fixed}, {})
         self._generation = generation
         log.info("API keys: %d active (generation %d)", len(keys), generation)
         return True
@@ -146,7 +149,7 @@ class KeyRing:
                 failing = False
             except RegistryError as exc:
                 if not failing:  # once per outage: the follower tries again every interval
-                    log.warning("cannot read the API keys (keeping the %d known): %s", len(self._by_digest), exc)
+                    log.warning("cannot read the API keys (keeping the %d known): %s", len(self._remembered[0]), exc)
                 failing = True
             except Exception:  # the follower must outlive any one bad pass
                 log.exception("following the API keys failed")

@@ -265,6 +265,23 @@ def test_the_headers_of_a_found_key_are_remembered_and_no_others() -> None:
     assert ring.identify([(b"authorization", f"Basic {TOKEN}".encode())]) == (None, False)
     assert ring.identify([(b"x-api-key", b"  ")]) == (None, False)
     assert ring.identify([(b"x-api-key", f" {TOKEN} ".encode())])[0] is found
+    # Padded headers still carry the key, but are not kept: what is kept stays small.
+    ring._remembered[1].clear()
+    padded = [(b"authorization", f"Bearer {TOKEN}".encode() + b" " * auth._REMEMBERED_BYTES)]
+    assert ring.identify(padded) == (found, True)
+    assert not ring._remembered[1]
+
+
+def test_the_first_authorization_and_the_first_x_api_key_header_are_read() -> None:
+    """As Starlette's Headers.get: a second header of either name is not looked at."""
+    ring = KeyRing(store=None, follow_interval_seconds=60, fixed=[admin_token_key(TOKEN)])  # type: ignore[arg-type]
+    bearer_second = [(b"authorization", b"Basic abc"), (b"authorization", f"Bearer {TOKEN}".encode())]
+    assert ring.identify(bearer_second) == (None, False)
+    key_second = [(b"x-api-key", b" "), (b"x-api-key", TOKEN.encode())]
+    assert ring.identify(key_second) == (None, False)
+    # A bearer wins over X-API-Key; a non-bearer Authorization leaves X-API-Key to be read.
+    assert ring.identify([(b"x-api-key", b"rgw_wrong"), (b"authorization", f"Bearer {TOKEN}".encode())])[0] is not None
+    assert ring.identify([(b"authorization", b"Basic abc"), (b"x-api-key", TOKEN.encode())])[0] is not None
 
 
 # --- keys change without a restart ------------------------------------------------------------
