@@ -213,7 +213,7 @@ def column_rows(message: pb.ModelInferRequest, names: Sequence[str], dtype: np.d
     ):
         return None
     datatype = oip_codec.DATATYPE_OF.get(dtype)
-    if datatype is None:
+    if datatype is None or dtype.kind not in "iuf" or not names:  # BOOL bytes have a check of their own
         return None
     position_of = {name: position for position, name in enumerate(names)}
     rows = -1

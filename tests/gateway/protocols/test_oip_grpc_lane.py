@@ -127,3 +127,14 @@ def test_a_request_the_full_parse_refuses_is_declined() -> None:
     assert oip_grpc.column_rows(message, _COLUMNS, np.dtype(np.float64)) is None
     with pytest.raises(MalformedRequest, match="unique"):
         oip_grpc.parse_request(message)
+
+
+def test_only_number_columns_take_the_lane() -> None:
+    """BOOL bytes have a check of their own (0 or 1) in the full parse; no columns, nothing."""
+    message = pb.ModelInferRequest(model_name="m")
+    message.inputs.add(name="a", datatype="BOOL", shape=[1])
+    message.raw_input_contents.append(b"\x02")
+    assert oip_grpc.column_rows(message, ["a"], np.dtype(np.bool_)) is None
+    with pytest.raises(MalformedRequest, match="0 or 1"):
+        oip_grpc.parse_request(message)
+    assert oip_grpc.column_rows(pb.ModelInferRequest(model_name="m"), [], np.dtype(np.float64)) is None
