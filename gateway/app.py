@@ -165,7 +165,9 @@ class GatewayApp(FastAPI):
         token = context.enter(request)
         tracing = services.tracing if services is not None else None
         if tracing is not None and tracing.enabled:
-            request.traced(tracing.start_request(scope["method"], scope["headers"], {"url.path": scope["path"]}))
+            span = tracing.start_request(scope["method"], scope["headers"], {"url.path": scope["path"]})
+            if span is not None:  # most requests: sampled out, before any span was made
+                request.traced(span)
         echoed = [(b"x-request-id", request.request_id.encode("ascii"))]
         if (trace_id := request.trace_id) is not None:
             echoed.append((b"x-trace-id", trace_id.encode("ascii")))

@@ -380,6 +380,7 @@ class Tracing:
         self._ids = ids
         self.enabled = tracer is not None
         self._sampling = sampling
+        self._root_bound = sampling.root_bound if sampling is not None else None
         self._propagator = TraceContextTextMapPropagator()
 
     @classmethod
@@ -447,6 +448,13 @@ class Tracing:
         for key, value in headers:
             if key in _PROPAGATED:
                 carrier[key.decode("latin-1")] = value.decode("latin-1")
+        if not carrier:  # most requests start a trace: the ratio's test first, in one call
+            bound = self._root_bound
+            if bound is not None:
+                trace_id = random.getrandbits(128) or 1
+                if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= bound:
+                    return None
+                return self._start(name, carrier, attributes, trace_id)
         return self._start(name, carrier, attributes)
 
     def start_call(
@@ -456,7 +464,9 @@ class Tracing:
         carrier = {key: value for key, value in metadata if key in ("traceparent", "tracestate")}
         return self._start(name, carrier, attributes)
 
-    def _start(self, name: str, carrier: dict[str, str], attributes: dict[str, Any]) -> RequestSpan | None:
+    def _start(
+        self, name: str, carrier: dict[str, str], attributes: dict[str, Any], drawn: int | None = None
+    ) -> RequestSpan | None:
         """Sampled as the SDK's ``start_span`` samples a server span (the provider's sampler,
         the caller's context), or None; the span is the gateway's own (see the module)."""
         assert self._sampling is not None and self._processor is not None and self._ids is not None
@@ -466,7 +476,7 @@ class Tracing:
             parent = None  # a traceparent that does not parse: a trace of its own
         trace_state = None
         if parent is None:  # this request starts a trace
-            trace_id = random.getrandbits(128) or 1
+            trace_id = drawn if drawn is not None else random.getrandbits(128) or 1
             bound = self._sampling.root_bound
             if bound is not None:  # TraceIdRatioBased's own test, before anything is made
                 if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= bound:
