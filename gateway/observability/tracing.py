@@ -448,13 +448,9 @@ class Tracing:
         for key, value in headers:
             if key in _PROPAGATED:
                 carrier[key.decode("latin-1")] = value.decode("latin-1")
-        if not carrier:  # most requests start a trace: the ratio's test first, in one call
-            bound = self._root_bound
-            if bound is not None:
-                trace_id = random.getrandbits(128) or 1
-                if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= bound:
-                    return None
-                return self._start(name, carrier, attributes, trace_id)
+        if not carrier and self._root_bound is not None:  # most requests: decided here, in one call
+            trace_id = self._root_id()
+            return None if trace_id is None else self._start(name, carrier, attributes, trace_id)
         return self._start(name, carrier, attributes)
 
     def start_call(
@@ -468,7 +464,8 @@ class Tracing:
         self, name: str, carrier: dict[str, str], attributes: dict[str, Any], drawn: int | None = None
     ) -> RequestSpan | None:
         """Sampled as the SDK's ``start_span`` samples a server span (the provider's sampler,
-        the caller's context), or None; the span is the gateway's own (see the module)."""
+        the caller's context), or None; the span is the gateway's own (see the module).
+        ``drawn``: a new trace's id that :meth:`_root_id` gave already."""
         assert self._sampling is not None and self._processor is not None and self._ids is not None
         context = self._propagator.extract(carrier) if carrier else None
         parent: SpanContext | None = get_current_span(context).get_span_context() if context else None
@@ -476,12 +473,11 @@ class Tracing:
             parent = None  # a traceparent that does not parse: a trace of its own
         trace_state = None
         if parent is None:  # this request starts a trace
-            trace_id = drawn if drawn is not None else random.getrandbits(128) or 1
-            bound = self._sampling.root_bound
-            if bound is not None:  # TraceIdRatioBased's own test, before anything is made
-                if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= bound:
-                    return None
-            else:
+            root_id = drawn if drawn is not None else self._root_id()
+            if root_id is None:
+                return None
+            trace_id = root_id
+            if self._root_bound is None:
                 decided = self._sampling.sampler.should_sample(None, trace_id, name, SpanKind.SERVER, attributes)
                 if decided.decision is not Decision.RECORD_AND_SAMPLE:
                     return None
@@ -500,6 +496,14 @@ class Tracing:
             trace_state=trace_state,
         )
         return RequestSpan(name, own, parent, dict(attributes), self._processor)
+
+    def _root_id(self) -> int | None:
+        """A new trace's id, or None where the ratio's bound samples it out: the test
+        ``TraceIdRatioBased`` makes, before anything is made."""
+        trace_id = random.getrandbits(128) or 1
+        if self._root_bound is not None and trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._root_bound:
+            return None
+        return trace_id
 
     @staticmethod
     def end_request(span: RequestSpan, status: int, *, server_error: bool, attributes: dict[str, Any]) -> None:
