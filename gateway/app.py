@@ -20,12 +20,12 @@ from gateway.http import errors as http_errors
 from gateway.http.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_responses
 from gateway.http.control_routes import router as control_router
 from gateway.http.health_routes import router as health_router
-from gateway.http.model_routes import router
+from gateway.http.model_routes import router as model_router
 from gateway.http.status_page import router as status_router
 from gateway.observability import context
 from gateway.process import Services
 from gateway.protocols import mlflow_predict as predict_endpoint
-from gateway.protocols import oip_grpc, oip_rest
+from gateway.protocols import mlflow_routes, oip_grpc, oip_rest
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 
@@ -89,7 +89,8 @@ def create_app(
     api_docs.install(app)
     app.include_router(health_router)  # first: these answer /health/* and /metrics in every role
     if settings.serves_models:  # a sync-only process serves no models
-        app.include_router(router)
+        app.include_router(mlflow_routes.router)
+        app.include_router(model_router)
         app.include_router(oip_rest.router)
     app.include_router(control_router)
     app.include_router(status_router)

@@ -27,14 +27,12 @@ from gateway.dataplane.policy import LoadingPolicy
 from gateway.dataplane.prediction_cache import make_cache
 from gateway.dataplane.predictor import BatchPolicy, InferenceService
 from gateway.errors import NotReady
-from gateway.http.traffic_report import TrafficReport
 from gateway.metrics import UNKNOWN, GatewayMetrics
 from gateway.observability.context import RequestContext, current, new_request_id
 from gateway.observability.logs import AccessLog
 from gateway.observability.records.record import Exchange, InferenceRecord
 from gateway.observability.records.recorder import Recorder, recorder_for
 from gateway.observability.tracing import Tracing, tracing_for
-from gateway.protocols.mlflow_scoring import BodyLimits
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.counts import TrafficCounts
@@ -43,9 +41,11 @@ from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import TrafficSplit
+from gateway.routing.traffic_report import TrafficReport
 from gateway.runtimes.environments import BuildOptions, EnvironmentStore
 from gateway.runtimes.placement import EnvironmentPolicy, Placer
 from gateway.settings import GatewaySettings
+from gateway.wire.mlflow_scoring import BodyLimits
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable

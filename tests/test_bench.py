@@ -501,8 +501,8 @@ def test_the_oip_bodies_carry_the_same_row_each_way(tmp_path: Path) -> None:
     import json
     import struct
 
-    from gateway.protocols import oip_codec
     from gateway.protocols.proto import grpc_service_pb2 as pb
+    from gateway.wire import oip_codec
 
     bodies = oip_rows.write_bodies(tmp_path, bench.COLUMNS, bench.ROW)
     document = json.loads(bodies.json.read_text())

@@ -22,8 +22,8 @@ import orjson
 from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
-from gateway.protocols.mlflow_scoring import JSON
 from gateway.runtimes.worker.raw import raw_predict
+from gateway.wire.mlflow_scoring import JSON
 
 log = logging.getLogger(__name__)
 

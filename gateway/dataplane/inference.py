@@ -26,7 +26,7 @@ from gateway.dataplane.fastpath import split_rows
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.warmup import warmup_request
 from gateway.errors import PredictFailed
-from gateway.protocols.mlflow_scoring import ScoringInput, decode, encode_predictions
+from gateway.wire.mlflow_scoring import ScoringInput, decode, encode_predictions
 from registry_sync.errors import described
 
 log = logging.getLogger(__name__)

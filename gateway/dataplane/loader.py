@@ -32,9 +32,9 @@ from gateway.errors import (
     VersionNotFound,
     VersionRefused,
 )
-from gateway.protocols.mlflow_scoring import BodyLimits, ScoringInput
 from gateway.runtimes.base import Placement, flavor_of
 from gateway.runtimes.placement import EnvironmentPolicy, PlacementRefused, Placer
+from gateway.wire.mlflow_scoring import BodyLimits, ScoringInput
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import (
     ArtifactDigestMismatch,

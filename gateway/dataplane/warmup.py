@@ -13,7 +13,7 @@ import orjson
 from mlflow.types import Schema, TensorSpec
 
 from gateway.dataplane.loader import LoadedModel
-from gateway.protocols.mlflow_scoring import JSON
+from gateway.wire.mlflow_scoring import JSON
 
 _DEFAULTS: dict[str, Any] = {
     "boolean": False,

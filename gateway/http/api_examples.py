@@ -16,9 +16,9 @@ from mlflow.models import Model
 
 from gateway import errors
 from gateway.http import errors as http_errors
-from gateway.http.schemas import ErrorBody
-from gateway.protocols.mlflow_scoring import JSON, decode
 from gateway.routing.selectors import parse_selector
+from gateway.wire.api_schemas import ErrorBody
+from gateway.wire.mlflow_scoring import JSON, decode
 from registry_sync.errors import RegistryUnavailable
 
 IRIS = "iris"
@@ -77,6 +77,8 @@ PREDICT_BODY: dict[str, Any] = {
     }
 }
 
+NAME_DESCRIPTION = "Registered model name"
+VERSION_DESCRIPTION = "A version number, an alias such as `champion`, or `latest`"
 NAME_EXAMPLES = {IRIS: {"summary": "The demo's iris classifier", "value": IRIS}}
 # Keys are words: a browser lists integer-like keys ("2") first, which would make the number
 # the example Swagger UI fills in.

@@ -13,9 +13,9 @@ from fastapi.responses import Response
 
 from gateway.admission.access import Access, requires
 from gateway.http.errors import error_response
-from gateway.http.schemas import ErrorBody, EventBody, EventList, SyncBody, utc_iso
+from gateway.http.request_body import read_body
 from gateway.process import Services
-from gateway.protocols.request_body import read_body
+from gateway.wire.api_schemas import ErrorBody, EventBody, EventList, SyncBody, utc_iso
 from registry_sync.webhooks import TOLERANCE_SECONDS, WebhookMalformed, WebhookRejected, verify
 
 router = APIRouter()

@@ -12,9 +12,9 @@ from mlflow.version import VERSION as MLFLOW_VERSION
 
 from gateway.admission.access import Access, requires
 from gateway.errors import NotReady
-from gateway.http.schemas import Health, ReadyHealth
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.process import Services
+from gateway.wire.api_schemas import Health, ReadyHealth
 
 router = APIRouter()
 

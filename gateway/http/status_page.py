@@ -18,9 +18,9 @@ from fastapi.responses import HTMLResponse
 
 from gateway.admission.access import Access, requires
 from gateway.errors import GatewayError
-from gateway.http.schemas import utc_iso
 from gateway.process import Services
 from gateway.status_report import Report, has_split, shown_models, size_text, version_rows
+from gateway.wire.api_schemas import utc_iso
 from registry_sync.errors import RegistryError
 
 router = APIRouter()

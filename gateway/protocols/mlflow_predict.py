@@ -5,7 +5,7 @@ Request and Response objects, dependency solving) cost about 100 µs a request o
 core, more than everything else a prediction does (profiled under load; see
 bench/README.md). So :class:`gateway.app.GatewayApp` hands the two predict paths to
 :func:`serve` before FastAPI sees them. FastAPI still declares both routes
-(gateway.http.model_routes), for /docs and for an app that mounts the router itself; they call the
+(gateway.protocols.mlflow_routes), for /docs and for an app that mounts the router itself; they call the
 same :func:`answer`, and errors take the same road (gateway.http.errors) either way.
 """
 
@@ -19,10 +19,10 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from gateway.http import errors as http_errors
+from gateway.http.request_body import read_body
 from gateway.observability.records.record import Exchange
 from gateway.process import Services
-from gateway.protocols.mlflow_scoring import parse_content_type
-from gateway.protocols.request_body import read_body
+from gateway.wire.mlflow_scoring import parse_content_type
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 

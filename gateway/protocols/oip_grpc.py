@@ -6,7 +6,7 @@ check goes through the same :class:`~gateway.admission.gate.Gate` as HTTP (``aut
 or ``x-api-key`` metadata, before any lookup or load), versions are chosen as on the REST
 routes (``model_version`` a number, an alias, ``latest``, or empty for the default), and
 inference runs through ``InferenceService.call`` with the same lease, queue, timeout and
-answer cache. Tensors go through :mod:`gateway.protocols.oip_codec`, so both protocols read
+answer cache. Tensors go through :mod:`gateway.wire.oip_codec`, so both protocols read
 and check them alike. A default-route ModelInfer is copied to the split's shadows once
 answered, like REST's (outputs compared by :func:`comparable`).
 
@@ -51,10 +51,10 @@ from gateway.http import errors as http_errors
 from gateway.observability.context import begin, current, enter, leave
 from gateway.observability.records.record import Exchange
 from gateway.process import Services
-from gateway.protocols import oip_codec
 from gateway.protocols.oip_rest import EXTENSIONS
 from gateway.protocols.proto import grpc_service_pb2 as pb
 from gateway.routing.catalog import Resolved
+from gateway.wire import oip_codec
 from registry_sync.errors import RegistryError
 
 log = logging.getLogger(__name__)

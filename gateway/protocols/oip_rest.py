@@ -47,12 +47,12 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.http import errors as http_errors
+from gateway.http.request_body import read_body
 from gateway.observability.records.record import Exchange
 from gateway.process import Services
-from gateway.protocols import oip_codec
 from gateway.protocols.mlflow_predict import header_text, header_value
-from gateway.protocols.request_body import read_body
 from gateway.routing.catalog import Resolved
+from gateway.wire import oip_codec
 
 EXTENSIONS = ["binary_tensor_data"]
 JSON = "application/json"

@@ -14,7 +14,11 @@ from mlflow.models import Model
 from gateway.dataplane.cache import CachedVersion, ModelCache
 from gateway.dataplane.predictor import InferenceService
 from gateway.errors import GatewayError, ModelLoadFailed, VersionNotFound, VersionNotReady, VersionRefused
-from gateway.http.schemas import (
+from gateway.registry_source import RegistrySource
+from gateway.routing.catalog import Catalog, ModelView
+from gateway.routing.selectors import parse_selector
+from gateway.runtimes.base import Placement
+from gateway.wire.api_schemas import (
     LoadState,
     ModelDetail,
     ModelList,
@@ -24,10 +28,6 @@ from gateway.http.schemas import (
     VersionSummary,
     utc_iso,
 )
-from gateway.registry_source import RegistrySource
-from gateway.routing.catalog import Catalog, ModelView
-from gateway.routing.selectors import parse_selector
-from gateway.runtimes.base import Placement
 from registry_sync.artifacts import ArtifactStore, VersionMetadata
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId

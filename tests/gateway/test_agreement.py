@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.dataplane.agreement import ULP_TOLERANCE, answer_dtype, compare, ulps_apart
-from gateway.protocols.mlflow_scoring import encode_predictions
+from gateway.wire.mlflow_scoring import encode_predictions
 
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)

@@ -15,8 +15,8 @@ from mlflow.models import Model
 
 from gateway.demo import IRIS
 from gateway.errors import DecodedTooLarge
-from gateway.protocols.mlflow_scoring import CSV, PARQUET, BodyLimits, decode
 from gateway.settings import GatewaySettings
+from gateway.wire.mlflow_scoring import CSV, PARQUET, BodyLimits, decode
 from tests.conftest import IRIS_COLUMNS, Registry, running_gateway
 
 PARQUET_TYPE = {"content-type": PARQUET}

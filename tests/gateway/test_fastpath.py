@@ -80,7 +80,7 @@ def both_paths(model: LoadedModel, body: bytes) -> tuple[bytes | None, bytes | E
 
 
 def _encode_fast(model: LoadedModel, array: np.ndarray) -> bytes:
-    from gateway.protocols.mlflow_scoring import encode_predictions
+    from gateway.wire.mlflow_scoring import encode_predictions
 
     return encode_predictions(model.predict_fast(array))
 
@@ -342,7 +342,7 @@ def _ulps_between_paths(model: LoadedModel, rows: np.ndarray) -> int:
     array = model.fast.decode(body, JSON)
     assert array is not None
     raw = model.predict_fast(array)
-    from gateway.protocols.mlflow_scoring import encode_predictions
+    from gateway.wire.mlflow_scoring import encode_predictions
 
     return compare(encode_predictions(raw), score(model, body, JSON), dtype=answer_dtype(raw), max_ulps=2**70).ulps
 

@@ -27,7 +27,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from gateway.errors import DecodedTooLarge, GatewayError
-from gateway.protocols.mlflow_scoring import CSV, INPUT_KEYS, JSON, LLM_KEYS, PARQUET, BodyLimits, ScoringInput, decode
+from gateway.wire.mlflow_scoring import CSV, INPUT_KEYS, JSON, LLM_KEYS, PARQUET, BodyLimits, ScoringInput, decode
 
 LIMITS = BodyLimits(max_rows=1_000, max_decoded_bytes=1 << 20)
 BOUND = 16 << 20  # what a decode may allocate, for bodies of a few KiB and a 1 MiB limit

@@ -1,7 +1,7 @@
 """The predict paths on bare ASGI answer exactly what FastAPI's declared routes answer.
 
 GatewayApp serves the two predict paths before FastAPI sees them; with
-``serves_predictions`` off, the same app routes them through FastAPI (gateway.http.model_routes).
+``serves_predictions`` off, the same app routes them through FastAPI (gateway.protocols.mlflow_routes).
 Every request here is sent both ways and must get the same status, body and headers.
 """
 

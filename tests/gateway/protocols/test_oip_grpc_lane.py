@@ -14,8 +14,9 @@ from mlflow.types.schema import ColSpec, Schema
 
 from gateway.dataplane.fastpath import FastPath, _column_tensors
 from gateway.errors import MalformedRequest
-from gateway.protocols import oip_codec, oip_grpc
+from gateway.protocols import oip_grpc
 from gateway.protocols.proto import grpc_service_pb2 as pb
+from gateway.wire import oip_codec
 
 _COLUMNS = ["a", "b", "c"]
 _DTYPES = {"double": np.dtype(np.float64), "long": np.dtype(np.int64)}

@@ -10,13 +10,13 @@ import anyio.to_thread
 
 from gateway.dataplane.predictor import InferenceService
 from gateway.errors import GatewayError, ModelNotFound
-from gateway.http.schemas import ArmCounts, ArmDetail, ArmStats, ArmTotal, ReplicaTraffic, TrafficDetail, utc_iso
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog
 from gateway.routing.counts import TrafficCounts
 from gateway.routing.guard import Guard
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import TrafficSplit
+from gateway.wire.api_schemas import ArmCounts, ArmDetail, ArmStats, ArmTotal, ReplicaTraffic, TrafficDetail, utc_iso
 from registry_sync.errors import RegistryError
 from registry_sync.repository import ArmCount, StateStore
 

@@ -12,7 +12,7 @@ import pytest
 from mlflow.models import Model
 
 from gateway.errors import MalformedRequest, UnsupportedMediaType
-from gateway.protocols.mlflow_scoring import CSV, JSON, PARQUET, decode, encode_predictions, parse_content_type
+from gateway.wire.mlflow_scoring import CSV, JSON, PARQUET, decode, encode_predictions, parse_content_type
 
 
 @pytest.mark.parametrize(

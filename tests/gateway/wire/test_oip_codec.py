@@ -15,7 +15,7 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from gateway.dataplane.fastpath import FastPath, _column_tensors
-from gateway.protocols import oip_codec
+from gateway.wire import oip_codec
 
 
 def _binary_request(inputs: list[tuple[str, str, list[int], bytes]], **extra: object) -> tuple[bytes, int]:

@@ -33,7 +33,7 @@ from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
 from gateway.errors import InvalidInput, MalformedRequest
-from gateway.protocols.mlflow_scoring import ScoringInput
+from gateway.wire.mlflow_scoring import ScoringInput
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),

@@ -1,0 +1,116 @@
+"""MLflow's scoring protocol declared to FastAPI: the predict routes, for /docs and for an app
+that mounts this router itself.
+
+:class:`gateway.app.GatewayApp` answers these paths on bare ASGI before FastAPI sees them
+(:mod:`gateway.protocols.mlflow_predict` says why); declared here, they call the same
+:func:`~gateway.protocols.mlflow_predict.answer`. They read their parameters themselves, so they
+are documented by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gateway.admission.access import Access, requires
+from gateway.errors import NoDefaultModel
+from gateway.http.api_examples import (
+    NAME_DESCRIPTION,
+    NAME_EXAMPLES,
+    PREDICT_BODY,
+    PREDICT_ERRORS,
+    VERSION_DESCRIPTION,
+    VERSION_EXAMPLES,
+    error_responses,
+)
+from gateway.process import Services
+from gateway.protocols import mlflow_predict
+from gateway.wire.api_schemas import PredictionBody
+
+
+def _documented(
+    name: str, where: str, description: str, examples: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """An OpenAPI parameter entry for a parameter the route reads itself."""
+    entry: dict[str, Any] = {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
+    if examples is not None:
+        entry["examples"] = examples
+    return entry | {"description": description}
+
+
+_NAME_DOC = _documented("name", "path", NAME_DESCRIPTION, NAME_EXAMPLES)
+_VERSION_DOC = _documented("version", "path", VERSION_DESCRIPTION, VERSION_EXAMPLES)
+_HEADER_DOC = _documented(
+    "X-Model-Version", "header", "A version number, an alias or `latest`; on the versioned path it must agree with it"
+)
+_PREDICT_RESPONSES = error_responses(PREDICT_ERRORS)
+
+router = APIRouter()
+
+
+@router.post(
+    "/models/{name}/versions/{version}/invocations",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _VERSION_DOC, _HEADER_DOC]},
+    tags=["predict"],
+    summary="The same, at the path of `mlflow models serve` (its /invocations, per model and version)",
+)
+@router.post(
+    "/models/{name}/versions/{version}/predict",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _VERSION_DOC, _HEADER_DOC]},
+    tags=["predict"],
+    summary="Predict with a chosen version",
+)
+@requires(Access.PREDICT)
+async def predict_version(request: Request) -> Response:
+    params = request.path_params
+    return await _predict(request, params["name"], params["version"])
+
+
+@router.post(
+    "/models/{name}/invocations",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _HEADER_DOC]},
+    tags=["predict"],
+    summary="The same, at the path of `mlflow models serve` (its /invocations, per model)",
+)
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _HEADER_DOC]},
+    tags=["predict"],
+    summary="Predict with the version in X-Model-Version, else the default alias, else latest",
+)
+@requires(Access.PREDICT)
+async def predict_default(request: Request) -> Response:
+    return await _predict(request, request.path_params["name"], None)
+
+
+@router.post(
+    "/invocations",
+    response_model=PredictionBody,
+    responses=_PREDICT_RESPONSES,
+    openapi_extra={**PREDICT_BODY, "parameters": [_HEADER_DOC]},
+    tags=["predict"],
+    summary="`mlflow models serve`'s own route: predict with GATEWAY_DEFAULT_MODEL",
+)
+@requires(Access.PREDICT)
+async def invocations(request: Request) -> Response:
+    services: Services = request.app.state.services
+    target = services.settings.default_target
+    if target is None:
+        raise NoDefaultModel()
+    return await _predict(request, *target)
+
+
+async def _predict(request: Request, name: str, version: str | None) -> Response:
+    services: Services = request.app.state.services
+    result = await mlflow_predict.answer(services, request.scope["headers"], request.receive, name, version)
+    return Response(result.body, media_type="application/json", headers=result.headers)

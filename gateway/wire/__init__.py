@@ -1,0 +1,4 @@
+"""What goes over the wire, as data: MLflow's scoring bodies (``mlflow_scoring``), the Open
+Inference Protocol's tensors and binary extension (``oip_codec``), and the JSON the control
+API answers with (``api_schemas``). Decoded and encoded here, with no I/O and nothing of the
+data plane: the data plane, routing and the protocol adapters all build on it."""
