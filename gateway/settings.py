@@ -25,8 +25,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gateway.dataplane.policy import TESTED_FLAVORS
 from gateway.errors import InvalidSelector
-from gateway.routing.selectors import parse_selector
 from gateway.runtimes.worker import devices
+from gateway.wire.selectors import parse_selector
 
 PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]

@@ -23,8 +23,8 @@ from gateway.errors import AliasNotFound, InvalidSelector, PredictTimeout, Selec
 from gateway.metrics import GatewayMetrics
 from gateway.observability.tracing import Tracing
 from gateway.routing.catalog import Catalog, Resolved
-from gateway.routing.selectors import Selector, parse_selector
 from gateway.routing.traffic import NAMED, SHADOW, TrafficSplit
+from gateway.wire.selectors import Selector, parse_selector
 from registry_sync.identity import VersionId
 
 

@@ -16,9 +16,9 @@ from mlflow.models import Model
 
 from gateway import errors
 from gateway.http import errors as http_errors
-from gateway.routing.selectors import parse_selector
 from gateway.wire.api_schemas import ErrorBody
 from gateway.wire.mlflow_scoring import JSON, decode
+from gateway.wire.selectors import parse_selector
 from registry_sync.errors import RegistryUnavailable
 
 IRIS = "iris"

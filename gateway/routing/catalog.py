@@ -29,7 +29,7 @@ from gateway.errors import (
     VersionNotReady,
     VersionRefused,
 )
-from gateway.routing.selectors import Selector
+from gateway.wire.selectors import Selector
 from registry_sync.identity import VersionId
 from registry_sync.repository import RouteState, Snapshot, StateStore, StateUnavailable, VersionState
 from registry_sync.traffic import ModelTraffic

@@ -16,7 +16,6 @@ from gateway.dataplane.predictor import InferenceService
 from gateway.errors import GatewayError, ModelLoadFailed, VersionNotFound, VersionNotReady, VersionRefused
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, ModelView
-from gateway.routing.selectors import parse_selector
 from gateway.runtimes.base import Placement
 from gateway.wire.api_schemas import (
     LoadState,
@@ -28,6 +27,7 @@ from gateway.wire.api_schemas import (
     VersionSummary,
     utc_iso,
 )
+from gateway.wire.selectors import parse_selector
 from registry_sync.artifacts import ArtifactStore, VersionMetadata
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId

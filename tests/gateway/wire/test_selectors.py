@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import InvalidSelector
-from gateway.routing.selectors import parse_selector
+from gateway.wire.selectors import parse_selector
 
 
 @pytest.mark.parametrize(("raw", "version"), [("1", 1), ("42", 42), (" 7 ", 7), ("0012", 12)])
