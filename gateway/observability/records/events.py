@@ -4,6 +4,7 @@ API; ``cloudevents.v1`` is its deprecated compatibility layer for SDK 1.x code).
 from __future__ import annotations
 
 import hashlib
+import random
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ def event_for(record: InferenceRecord, *, source: str, redact: Collection[str]) 
         data["outputs_omitted"] = outputs.omitted
     attributes: dict[str, Any] = {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": event_id(),
         "source": source,
         "type": EVENT_TYPE,
         "subject": f"{record.model}/versions/{record.version}",
@@ -63,6 +64,15 @@ def event_for(record: InferenceRecord, *, source: str, redact: Collection[str]) 
     if record.arm is not None:
         attributes["arm"] = record.arm
     return CloudEvent(attributes, data)
+
+
+def event_id() -> str:
+    """A version-4 UUID from the process's Mersenne Twister (seeded from the OS at start and
+    again in a forked child), not ``uuid.uuid4()``: that reads ``os.urandom``, a system call
+    per record, whose release and retake of the GIL in the writer thread interrupts the event
+    loop each time. An event's id must be unique for its source; it guards nothing, so it need
+    not be unpredictable (as the request ids, :func:`gateway.observability.context.new_request_id`)."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def route_key_hash(route_key: str | None) -> str | None:

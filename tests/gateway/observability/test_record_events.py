@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -263,3 +264,13 @@ def test_bodies_json_loads_refuses_are_refused_the_same_way(body: bytes) -> None
     with pytest.raises(ValueError) as theirs:
         json.loads(body)
     assert type(ours.value) is type(theirs.value)
+
+
+def test_event_ids_are_version_4_uuids_and_distinct() -> None:
+    """Ids come from the process's random generator (no system call a record), still as
+    version-4 UUIDs, one of their own for each event."""
+    ids = [JSONFormat().read(None, recorded(set())[0]).get_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:50]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
