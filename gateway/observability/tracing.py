@@ -44,7 +44,6 @@ An ended request span takes no more changes, as the SDK's: the export thread rea
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -78,6 +77,8 @@ from opentelemetry.trace import (
     get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway.observability.ids import random_bits
 
 PROTOCOLS = ("http/protobuf", "grpc")
 _SCOPE = "registry-gateway"
@@ -500,7 +501,7 @@ class Tracing:
     def _root_id(self) -> int | None:
         """A new trace's id, or None where the ratio's bound samples it out: the test
         ``TraceIdRatioBased`` makes, before anything is made."""
-        trace_id = random.getrandbits(128) or 1
+        trace_id = random_bits(128) or 1
         if self._root_bound is not None and trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._root_bound:
             return None
         return trace_id

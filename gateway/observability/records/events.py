@@ -4,7 +4,6 @@ API; ``cloudevents.v1`` is its deprecated compatibility layer for SDK 1.x code).
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from gateway.observability.ids import random_bits
 from gateway.observability.records.record import InferenceRecord
 from gateway.observability.records.redaction import base_media_type, recorded_inputs, recorded_outputs
 
@@ -67,12 +67,10 @@ def event_for(record: InferenceRecord, *, source: str, redact: Collection[str]) 
 
 
 def event_id() -> str:
-    """A version-4 UUID from the process's Mersenne Twister (seeded from the OS at start and
-    again in a forked child), not ``uuid.uuid4()``: that reads ``os.urandom``, a system call
-    per record, whose release and retake of the GIL in the writer thread interrupts the event
-    loop each time. An event's id must be unique for its source; it guards nothing, so it need
-    not be unpredictable (as the request ids, :func:`gateway.observability.context.new_request_id`)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    """A version-4 UUID from :mod:`gateway.observability.ids`, not ``uuid.uuid4()``, which reads
+    ``os.urandom`` (a system call a record in the writer thread). An event's id must be unique
+    for its source, not unpredictable."""
+    return str(uuid.UUID(int=random_bits(128), version=4))
 
 
 def route_key_hash(route_key: str | None) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,8 @@ import pytest
 from cloudevents.core.bindings.http import from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 
-from gateway.observability.records.events import EVENT_TYPE, event_for, serialized
+from gateway.observability.context import new_request_id
+from gateway.observability.records.events import EVENT_TYPE, event_for, event_id, serialized
 from gateway.observability.records.redaction import REDACTED, _parsed
 from tests.gateway.observability.records_support import a_record
 
@@ -267,10 +269,24 @@ def test_bodies_json_loads_refuses_are_refused_the_same_way(body: bytes) -> None
 
 
 def test_event_ids_are_version_4_uuids_and_distinct() -> None:
-    """Ids come from the process's random generator (no system call a record), still as
+    """Ids come from the gateway's own random generator (no system call a record), still as
     version-4 UUIDs, one of their own for each event."""
     ids = [JSONFormat().read(None, recorded(set())[0]).get_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
-    for text in ids[:50]:
+    for text in ids:
         parsed = uuid.UUID(text)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+def test_seeding_the_random_module_does_not_repeat_ids() -> None:
+    """A model or library that seeds Python's shared generator must not make the gateway's ids
+    repeat: event ids, request ids and new trace ids come from a generator of their own."""
+    state = random.getstate()
+    try:
+        drawn = []
+        for _ in range(2):
+            random.seed(0)
+            drawn.append((event_id(), new_request_id()))
+        assert drawn[0][0] != drawn[1][0] and drawn[0][1] != drawn[1][1]
+    finally:
+        random.setstate(state)
