@@ -4,7 +4,7 @@ FastAPI's per-request machinery (its middleware stack, matching over every route
 Request and Response objects, dependency solving) cost about 100 µs a request on one
 core, more than everything else a prediction does (profiled under load; see
 bench/README.md). So :class:`gateway.app.GatewayApp` hands the two predict paths to
-:func:`serve` before FastAPI sees them. FastAPI still declares both routes
+:func:`serve` before FastAPI sees them. FastAPI still declares the predict routes
 (gateway.protocols.mlflow_routes), for /docs and for an app that mounts the router itself; they call the
 same :func:`answer`, and errors take the same road (gateway.http.errors) either way.
 """
