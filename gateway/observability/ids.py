@@ -18,7 +18,7 @@ import random
 _generator = random.Random()
 os.register_at_fork(after_in_child=_generator.seed)  # no argument: from the OS again
 
-
-def random_bits(bits: int) -> int:
-    """``bits`` random bits as an integer (the C generator: no GIL released, thread-safe)."""
-    return _generator.getrandbits(bits)
+# ``random_bits(n)``: n random bits as an integer. The generator's own C method, bound once:
+# no Python frame of ours on the request path; it holds the GIL throughout, so it is
+# thread-safe, and a reseed after fork reseeds this same generator.
+random_bits = _generator.getrandbits
