@@ -9,6 +9,7 @@ are documented by hand.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -48,23 +49,35 @@ _HEADER_DOC = _documented(
 _PREDICT_RESPONSES = error_responses(PREDICT_ERRORS)
 
 router = APIRouter()
+_Route = Callable[[Request], Awaitable[Response]]
 
 
-@router.post(
+def _predict_route(path: str, summary: str, *parameters: dict[str, Any]) -> Callable[[_Route], _Route]:
+    """One predict route as /docs shows it: the scoring body, a prediction or the errors it
+    can answer, and ``parameters``, which the route reads itself."""
+    return router.post(
+        path,
+        response_model=PredictionBody,
+        responses=_PREDICT_RESPONSES,
+        openapi_extra={**PREDICT_BODY, "parameters": list(parameters)},
+        tags=["predict"],
+        summary=summary,
+    )
+
+
+@_predict_route(
     "/models/{name}/versions/{version}/invocations",
-    response_model=PredictionBody,
-    responses=_PREDICT_RESPONSES,
-    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _VERSION_DOC, _HEADER_DOC]},
-    tags=["predict"],
-    summary="The same, at the path of `mlflow models serve` (its /invocations, per model and version)",
+    "The same, at the path of `mlflow models serve` (its /invocations, per model and version)",
+    _NAME_DOC,
+    _VERSION_DOC,
+    _HEADER_DOC,
 )
-@router.post(
+@_predict_route(
     "/models/{name}/versions/{version}/predict",
-    response_model=PredictionBody,
-    responses=_PREDICT_RESPONSES,
-    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _VERSION_DOC, _HEADER_DOC]},
-    tags=["predict"],
-    summary="Predict with a chosen version",
+    "Predict with a chosen version",
+    _NAME_DOC,
+    _VERSION_DOC,
+    _HEADER_DOC,
 )
 @requires(Access.PREDICT)
 async def predict_version(request: Request) -> Response:
@@ -72,35 +85,24 @@ async def predict_version(request: Request) -> Response:
     return await _predict(request, params["name"], params["version"])
 
 
-@router.post(
+@_predict_route(
     "/models/{name}/invocations",
-    response_model=PredictionBody,
-    responses=_PREDICT_RESPONSES,
-    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _HEADER_DOC]},
-    tags=["predict"],
-    summary="The same, at the path of `mlflow models serve` (its /invocations, per model)",
+    "The same, at the path of `mlflow models serve` (its /invocations, per model)",
+    _NAME_DOC,
+    _HEADER_DOC,
 )
-@router.post(
+@_predict_route(
     "/models/{name}/predict",
-    response_model=PredictionBody,
-    responses=_PREDICT_RESPONSES,
-    openapi_extra={**PREDICT_BODY, "parameters": [_NAME_DOC, _HEADER_DOC]},
-    tags=["predict"],
-    summary="Predict with the version in X-Model-Version, else the default alias, else latest",
+    "Predict with the version in X-Model-Version, else the default alias, else latest",
+    _NAME_DOC,
+    _HEADER_DOC,
 )
 @requires(Access.PREDICT)
 async def predict_default(request: Request) -> Response:
     return await _predict(request, request.path_params["name"], None)
 
 
-@router.post(
-    "/invocations",
-    response_model=PredictionBody,
-    responses=_PREDICT_RESPONSES,
-    openapi_extra={**PREDICT_BODY, "parameters": [_HEADER_DOC]},
-    tags=["predict"],
-    summary="`mlflow models serve`'s own route: predict with GATEWAY_DEFAULT_MODEL",
-)
+@_predict_route("/invocations", "`mlflow models serve`'s own route: predict with GATEWAY_DEFAULT_MODEL", _HEADER_DOC)
 @requires(Access.PREDICT)
 async def invocations(request: Request) -> Response:
     services: Services = request.app.state.services
