@@ -248,6 +248,6 @@ def gateway_server(
         ready_path="/health/ready",
         predict_path=predict_path,
         log=log,
-        env=env,
+        env={"GATEWAY_DRAIN_SECONDS": "0", **env},  # stopped at once between the bench's sections
         cpus=cpus,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from gateway.http import api_docs
 from gateway.http import errors as http_errors
 from gateway.http.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_responses
 from gateway.http.control_routes import router as control_router
+from gateway.http.fleet_routes import router as fleet_router
 from gateway.http.health_routes import router as health_router
 from gateway.http.model_routes import router as model_router
 from gateway.http.status_page import router as status_router
@@ -39,8 +42,10 @@ works against `mlflow models serve` works here unchanged. Errors are
 `{"error_code", "message"}`.
 """
 
-# uvicorn has drained HTTP (its own graceful timeout) when the lifespan ends: gRPC calls still
-# running get this long more.
+log = logging.getLogger(__name__)
+
+# gRPC calls still running when gRPC stops accepting (at the end of the drain, or when the
+# lifespan ends) get this long more.
 _GRPC_GRACE_SECONDS = 5.0
 
 
@@ -61,19 +66,28 @@ def create_app(
         services = Services.build(settings, reader=reader)
         app.state.services = services
         grpc_server = None
+        grpc_stopping: list[asyncio.Task[None]] = []
         try:
             if settings.grpc_port is not None and settings.serves_models:
                 # before the services start: its health service answers while they warm
                 grpc_server = oip_grpc.GrpcServer(services, host=settings.grpc_host, port=settings.grpc_port)
                 await grpc_server.start()
                 app.state.grpc_address = grpc_server.address
+                stop_grpc = grpc_server.stop
+                services.drain.on_stop(
+                    lambda: grpc_stopping.append(asyncio.create_task(stop_grpc(_GRPC_GRACE_SECONDS)))
+                )
+            if services.drain.install():  # SIGTERM: not ready, keep serving GATEWAY_DRAIN_SECONDS, then stop
+                log.info("on SIGTERM, draining for %g s before stopping", settings.drain_seconds)
             if start_in_background:
                 services.start_soon()
             else:
                 await services.start()
             yield
         finally:
-            if grpc_server is not None:
+            if grpc_stopping:
+                await asyncio.gather(*grpc_stopping)  # stopped accepting when the drain ended
+            elif grpc_server is not None:
                 await grpc_server.stop(_GRPC_GRACE_SECONDS)
             await services.close()
 
@@ -93,6 +107,7 @@ def create_app(
         app.include_router(model_router)
         app.include_router(oip_rest.router)
     app.include_router(control_router)
+    app.include_router(fleet_router)
     app.include_router(status_router)
     app.serves_predictions = settings.serves_models
     app.default_target = settings.default_target
@@ -172,6 +187,9 @@ class GatewayApp(FastAPI):
         echoed = [(b"x-request-id", request.request_id.encode("ascii"))]
         if (trace_id := request.trace_id) is not None:
             echoed.append((b"x-trace-id", trace_id.encode("ascii")))
+        if services is not None and services.drain.draining:
+            # Kept-alive clients come back through the balancer, which sends them elsewhere.
+            echoed.append((b"connection", b"close"))
         status = 500  # what the access log says of a request that ended before an answer began
 
         async def answering(message: Message) -> None:

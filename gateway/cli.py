@@ -98,6 +98,9 @@ def serve(
     if grpc_port is not None:
         os.environ["GATEWAY_GRPC_PORT"] = str(grpc_port)
     os.environ["GATEWAY_GRPC_HOST"] = host  # gRPC binds where HTTP does, under the same --insecure check
+    # The replica's name in the fleet, stable across restarts of this command (what it served
+    # is kept under it); every worker shares it.
+    os.environ.setdefault("GATEWAY_REPLICA_ID", f"{socket.gethostname()}:{port}")
     settings = _load_settings()  # fail fast, before any worker starts
     if settings.auth == "off" and not is_loopback(host) and not insecure:
         raise click.ClickException(

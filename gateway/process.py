@@ -27,6 +27,9 @@ from gateway.dataplane.policy import LoadingPolicy
 from gateway.dataplane.prediction_cache import make_cache
 from gateway.dataplane.predictor import BatchPolicy, InferenceService
 from gateway.errors import NotReady
+from gateway.fleet.drain import Drain
+from gateway.fleet.membership import Membership
+from gateway.fleet.warming import StartPlan, WarmRule
 from gateway.metrics import UNKNOWN, GatewayMetrics
 from gateway.observability.context import RequestContext, current, new_request_id
 from gateway.observability.logs import AccessLog
@@ -49,6 +52,7 @@ from gateway.wire.mlflow_scoring import BodyLimits
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable
+from registry_sync.fleet import DRAINING, READY, FleetStore
 from registry_sync.identity import VersionId
 from registry_sync.keys import KeyStore
 from registry_sync.lease import Lease, lease_timing, new_holder_id
@@ -97,6 +101,9 @@ class Services:
     tracing: Tracing
     access_log: AccessLog | None
     records: Recorder | None  # GATEWAY_RECORDS_SINK's; None when unset
+    membership: Membership
+    drain: Drain
+    fleet: FleetStore
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
@@ -161,6 +168,20 @@ class Services:
                 raise RegistryUnavailable(report.error)
 
         catalog = Catalog(store, warm_aliases=settings.warm_aliases, look_again=look_again)
+        fleet = FleetStore(engine)
+        # Its member id is the one it campaigns for the sync lease with (the fleet view names the leader).
+        membership = Membership(
+            fleet,
+            cache if settings.serves_models else None,
+            member=lease.holder,
+            replica=settings.replica,
+            role=settings.role,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            recent_seconds=settings.warm_recent_seconds,
+        )
+        load_budget = (
+            LoadBudget(settings.max_loads_per_minute, metrics) if settings.max_loads_per_minute is not None else None
+        )
 
         def served_models() -> set[str]:
             return {key.name for key in cache.keys()} | {route.name for route in catalog.warm_routes()}
@@ -188,6 +209,8 @@ class Services:
             follow_interval_seconds=settings.follow_interval_seconds,
             actor=f"gateway@{actor}",
             tracing=tracing,
+            membership=membership,
+            load_budget=load_budget,
         )
 
         def on_synced(report: SyncReport) -> None:
@@ -230,11 +253,7 @@ class Services:
                 ttl_seconds=settings.prediction_cache_ttl_seconds,
                 metrics=metrics,
             ),
-            load_budget=(
-                LoadBudget(settings.max_loads_per_minute, metrics)
-                if settings.max_loads_per_minute is not None
-                else None
-            ),
+            load_budget=load_budget,
             split=split,
             tracing=tracing,
         )
@@ -271,7 +290,7 @@ class Services:
         )
         if (warning := source.default_warning()) is not None:
             log.warning("%s", warning)
-        return cls(
+        services = cls(
             settings=settings,
             reader=reader,
             metrics=metrics,
@@ -304,7 +323,11 @@ class Services:
             tracing=tracing,
             access_log=AccessLog() if settings.access_log else None,
             records=recorder_for(settings, metrics),
+            membership=membership,
+            drain=Drain(settings.drain_seconds, on_drain=lambda: services.begin_drain()),
+            fleet=fleet,
         )
+        return services
 
     def predict_finished(
         self,
@@ -375,6 +398,8 @@ class Services:
             self.records.start()
         if self.gate.keys is not None:
             self.gate.keys.start()  # keys were read at build; from now on, followed
+        await self.membership.report()  # in the fleet view while it starts
+        self.membership.start()
         self.stage = "taking the sync lease"
         leading = await self.poller.campaign()
         self.poller.keep_campaigning()  # renewed from now on, however long the warm-up takes
@@ -385,8 +410,9 @@ class Services:
         elif self.serves_models:
             await self._first_pass()
         if self.serves_models:
-            self.stage = "warming the warm aliases"
-            await self.reconciler.start()
+            self.stage = "warming what this replica serves"
+            plan = await self.reconciler.start(await self._warm_rule(), await self.membership.history())
+            self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             self.shadows.start()
             self.counts.start()
             if self.settings.env_worker_idle_seconds > 0:
@@ -409,6 +435,27 @@ class Services:
         gc.set_threshold(*_SERVING_GC_THRESHOLDS)
         self.ready = True
         self.stage = "ready"
+        if not self.drain.draining:
+            self.membership.set_state(READY)
+
+    async def _warm_rule(self) -> WarmRule:
+        """GATEWAY_WARM_START's rule; ``auto`` asks the fleet whether this process is alone."""
+        setting = self.settings.warm_start
+        others: list[str] = []
+        if setting == "auto" and self.settings.role == "all":
+            others = await self.membership.other_replicas()
+        return WarmRule.choose(
+            setting, role=self.settings.role, others=others, recent_seconds=self.settings.warm_recent_seconds
+        )
+
+    @property
+    def start_plan(self) -> StartPlan | None:
+        """What this process warmed at start, and why (None: still starting, or a sync-only process)."""
+        return self.reconciler.plan
+
+    def begin_drain(self) -> None:
+        """SIGTERM (gateway.fleet.drain): not ready from now on, and said so to the fleet."""
+        self.membership.set_state(DRAINING)
 
     async def _sync_while_starting(self, reason: str) -> bool:
         """One pass, waited for up to three registry timeouts (then it goes on behind); True
@@ -470,6 +517,8 @@ class Services:
     async def readiness(self) -> Readiness:
         """Ready once started and warm; a sync-only process also needs its database."""
         role, leader = self.settings.role, self.poller.leading
+        if self.drain.draining:
+            return Readiness(False, "draining: stopping soon, finishing the requests sent here", role, leader)
         if not self.ready:
             reason = self.stage
             if self.stage.startswith("warming") and (waiting := self.reconciler.unwarmed()):
@@ -502,6 +551,7 @@ class Services:
             await asyncio.gather(self._starting, return_exceptions=True)
         if self.gate.keys is not None:
             await self.gate.keys.stop()
+        await self.membership.stop()  # reported stopped; its replica's history stays
         await self.poller.stop()
         await self.reconciler.stop()
         await self.counts.stop()

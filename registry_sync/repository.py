@@ -539,7 +539,15 @@ class StateStore:
             for row in rows:
                 row["seen_at"] = now
             if rows:
-                session.execute(_upsert(session, rows))
+                session.execute(
+                    upsert(
+                        session,
+                        TrafficCountRow,
+                        rows,
+                        keys=["replica", "name", "arm", "version"],
+                        update=lambda new: {c: new.excluded[c] for c in (*_COUNT_COLUMNS, "seen_at")},
+                    )
+                )
             session.execute(delete(TrafficCountRow).where(TrafficCountRow.seen_at < now - forget_after))
 
     def replica_counts(self, name: str) -> list[ReplicaCounts]:
@@ -768,17 +776,18 @@ class StateStore:
             return _sync_request(row) if row is not None else None
 
 
-def _upsert(session: Session, rows: list[dict[str, Any]]) -> Any:
-    """INSERT ... ON CONFLICT (the key) DO UPDATE, on PostgreSQL and sqlite alike."""
+def upsert(session: Session, table: type[Any], rows: list[dict[str, Any]], *, keys: list[str], update: Any) -> Any:
+    """INSERT ... ON CONFLICT (``keys``) DO UPDATE, on PostgreSQL and sqlite alike. ``update``
+    maps each column to set to its new value, given the statement (whose ``excluded`` names
+    the row that was refused)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        statement: Any = postgresql.insert(TrafficCountRow).values(rows)
+        statement: Any = postgresql.insert(table).values(rows)
     elif dialect == "sqlite":
-        statement = sqlite.insert(TrafficCountRow).values(rows)
+        statement = sqlite.insert(table).values(rows)
     else:  # pragma: no cover - the gateway supports sqlite and PostgreSQL only
-        raise StateUnavailable(f"cannot upsert traffic counts on {dialect}")
-    updated = {column: statement.excluded[column] for column in (*_COUNT_COLUMNS, "seen_at")}
-    return statement.on_conflict_do_update(index_elements=["replica", "name", "arm", "version"], set_=updated)
+        raise StateUnavailable(f"cannot upsert {table.__tablename__} on {dialect}")
+    return statement.on_conflict_do_update(index_elements=keys, set_=update(statement))
 
 
 def _sync_request(row: SyncRequestRow) -> SyncRequest:

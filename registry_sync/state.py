@@ -22,6 +22,12 @@
 - ``traffic_counts``: what each serving process (replica) answered per model, arm and version
   since it started, as it last published it (every follow interval while the model has a
   split), stamped with the database's clock: ``GET /models/{name}/traffic`` sums them.
+- ``fleet_members``: every serving or syncing process of the fleet, as it last reported
+  itself (its heartbeat, on the database's clock): its replica, role, state (starting, ready,
+  draining, stopped), memory budget and what it holds (versions, bytes, last use).
+- ``replica_history``: what each replica (a stable name, across its restarts) served lately,
+  per version identity, with when it last answered a request for it: what it warms when it
+  starts again (docs/ARCHITECTURE.md: Warm what you serve).
 """
 
 from __future__ import annotations
@@ -203,3 +209,44 @@ class TrafficCountRow(Base):
     """Shadows only: copies that never ran (a full queue)."""
     seen_at: Mapped[float] = mapped_column(Float)
     """The database's clock at the replica's last publication, seconds since the epoch."""
+
+
+class FleetMemberRow(Base):
+    __tablename__ = "fleet_members"
+    __table_args__ = (Index("ix_fleet_members_replica", "replica"),)
+
+    member: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The process: ``host:pid:random``, new at every start (its sync lease holder id)."""
+    replica: Mapped[str] = mapped_column(String(256))
+    """The replica it serves as (``GATEWAY_REPLICA_ID``): stable across restarts, shared by the
+    workers of one ``serve --workers N``."""
+    role: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    """``starting``, ``ready``, ``draining`` or ``stopped``."""
+    warm_rule: Mapped[str] = mapped_column(Text, default="")
+    """What it warmed at start and which alias moves it follows, in words."""
+    started_at: Mapped[float] = mapped_column(Float)
+    """The database's clock when the process first reported, seconds since the epoch."""
+    seen_at: Mapped[float] = mapped_column(Float)
+    """The database's clock at its last report (its heartbeat)."""
+    max_models: Mapped[int] = mapped_column(Integer, default=0)
+    budget_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    loaded_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    holdings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """The versions it holds: name, version, bytes, last_served (its clock, or null), in_use."""
+
+
+class ReplicaHistoryRow(Base):
+    __tablename__ = "replica_history"
+
+    replica: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """With name, number and source, the version's identity: a number the registry re-created
+    is another version, which the replica never served."""
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Its measured size when last held: what warming it again will take."""
+    last_served: Mapped[float] = mapped_column(Float)
+    """When the replica last answered a request with it (the replica's clock, seconds since the epoch)."""

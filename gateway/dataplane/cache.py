@@ -44,6 +44,7 @@ class _Entry:
     model: LoadedModel
     in_use: int = 0
     last_used: float = field(default_factory=time.time)
+    last_served: float | None = None  # a request's last use (warm-ups do not count)
     uses: int = 0
     discard: bool = False  # unload as soon as the last lease returns
 
@@ -65,6 +66,7 @@ class CachedVersion:
     load_seconds: float
     loaded_at: float
     last_used: float
+    last_served: float | None  # when a request last used it (None: only loaded or warmed)
     in_use: int
     uses: int
     fast: bool  # the fast path serves the bodies it reads; else pyfunc serves them all
@@ -121,14 +123,15 @@ class ModelCache:
 
     # --- the request path ----------------------------------------------------------
 
-    async def acquire(self, key: VersionId, *, budget: LoadBudget | None = None) -> Lease:
+    async def acquire(self, key: VersionId, *, budget: LoadBudget | None = None, serving: bool = True) -> Lease:
         """A lease on the loaded version, loading it first if needed; a load this starts is
-        counted against ``budget`` (LoadsThrottled when it is spent)."""
+        counted against ``budget`` (LoadsThrottled when it is spent). ``serving``: for a
+        request (what a replica served, and warms again after a restart); False for a warm-up."""
         name = key.name
         entry = self._entries.get(key)
         if entry is not None:
             self._metrics.cache_hit(name)
-            return self._lease(key, entry)
+            return self._lease(key, entry, serving)
         if self._closed:
             raise ShuttingDown()
         pending = self._pending.get(key)
@@ -150,13 +153,17 @@ class ModelCache:
             else:
                 pending.waiters -= 1
             raise
+        if serving:
+            entry.last_served = time.time()
         return Lease(self, entry)
 
-    def _lease(self, key: Key, entry: _Entry) -> Lease:
+    def _lease(self, key: Key, entry: _Entry, serving: bool) -> Lease:
         self._entries.move_to_end(key)
         entry.in_use += 1
         entry.uses += 1
-        entry.last_used = time.time()
+        entry.last_used = now = time.time()
+        if serving:
+            entry.last_served = now
         return Lease(self, entry)
 
     def _release(self, entry: _Entry) -> None:
@@ -372,6 +379,12 @@ class ModelCache:
     def loaded_bytes(self) -> int:
         return self._bytes
 
+    def has_room(self, *, estimate: int = 0, also_coming: int = 0) -> bool:
+        """Whether one more version (``estimate`` bytes, 0 when unknown) fits without evicting
+        anything, counting loads under way and ``also_coming`` more that will be."""
+        models = len(self._entries) + len(self._pending) + also_coming + 1
+        return models <= self.max_models and self._bytes + self._reserved_bytes + estimate <= self.max_bytes
+
     def digests(self) -> set[str]:
         """sha256 of every loaded version's artifacts (their blobs must stay on disk).
         Called from loader threads: list() copies the entries in one step under the GIL."""
@@ -431,6 +444,7 @@ def _describe(entry: _Entry) -> CachedVersion:
         load_seconds=model.load_seconds,
         loaded_at=model.loaded_at,
         last_used=entry.last_used,
+        last_served=entry.last_served,
         in_use=entry.in_use,
         uses=entry.uses,
         fast=model.fast is not None,

@@ -38,8 +38,9 @@ async def readiness(request: Request) -> Response:
     if services is None:
         return Response(Health(status="starting").model_dump_json(), status_code=503, media_type="application/json")
     state = await services.readiness()
+    stopping = services.drain.draining or state.reason == "shutting down"
     health = ReadyHealth(
-        status="ok" if state.ready else "stopping" if state.reason == "shutting down" else "starting",
+        status="ok" if state.ready else "stopping" if stopping else "starting",
         reason=state.reason,
         role=state.role,
         leader=state.leader,

@@ -37,6 +37,8 @@ from registry_sync.traffic import ModelTraffic
 log = logging.getLogger(__name__)
 
 LookAgain = Callable[[str], Awaitable[None]]
+TakeOver = Callable[[str, str], Awaitable[None]]
+"""Have a warm alias this process does not hold swapped to here (name, alias), and wait."""
 _LOOK_AGAIN_SECONDS = 1.0
 _MAX_LOOKS = 4  # look-agains in flight at once; more misses answer from what is known
 _REMEMBERED_LOOKS = 4096
@@ -53,6 +55,8 @@ class Resolved:
     """For a request that named no version: ``default`` or ``canary`` (gateway.routing.traffic)."""
     fallback: Resolved | None = None
     """A canary's default version: it answers instead if the canary was unloaded meanwhile."""
+    unheld: bool = False
+    """A warm alias this process does not serve warm yet: the request takes it over first."""
 
     @property
     def name(self) -> str:
@@ -101,6 +105,12 @@ class Catalog:
         self._looked: OrderedDict[str, float] = OrderedDict()
         self._looks = asyncio.Semaphore(_MAX_LOOKS)
         self._refreshing = asyncio.Lock()
+        self._take_over: TakeOver | None = None
+
+    def take_over_with(self, take_over: TakeOver) -> None:
+        """Who swaps a warm alias this process does not hold when a request names it (the
+        reconciler); without one, such a request is served what the fleet served last."""
+        self._take_over = take_over
 
     # --- following the database ------------------------------------------------------
 
@@ -204,6 +214,13 @@ class Catalog:
         self._served.setdefault((name, alias), version)
         self._resolved = {}
 
+    def release(self, name: str, alias: str) -> None:
+        """Stop serving a warm alias from what this process swapped to: its next request takes
+        it over at its target (a move this process did not follow must not leave it serving
+        the version before)."""
+        if self._served.pop((name, alias), None) is not None:
+            self._resolved = {}
+
     # --- reading ---------------------------------------------------------------------
 
     def model_names(self) -> list[str]:
@@ -225,13 +242,18 @@ class Catalog:
         return name in self._by_model
 
     async def resolve(self, name: str, selector: Selector, *, look_again: bool = True) -> Resolved:
-        """The version ``selector`` means now; ``look_again=False`` answers a miss from memory."""
+        """The version ``selector`` means now; ``look_again=False`` answers a miss from memory.
+        A warm alias this process does not hold is taken over first (the request waits)."""
         try:
-            return self._resolve(name, selector)
+            resolved = self._resolve(name, selector)
         except _MISSES:
             if not look_again or not await self.look_again(name):
                 raise
-        return self._resolve(name, selector)
+            resolved = self._resolve(name, selector)
+        if resolved.unheld and self._take_over is not None:
+            await self._take_over(name, resolved.alias or "")
+            resolved = self._resolve(name, selector)
+        return resolved
 
     async def look_again(self, name: str) -> bool:
         """Have the sync read ``name`` from the registry now; False if it could not try."""
@@ -280,4 +302,5 @@ class Catalog:
             raise VersionRefused(name, version, state.refused_reason)
         if not state.ready:
             raise VersionNotReady(name, version, state.status)
-        return Resolved(state.id, alias)
+        unheld = alias is not None and alias in self.warm_aliases and (name, alias) not in self._served
+        return Resolved(state.id, alias, unheld=unheld)

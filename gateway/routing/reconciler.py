@@ -10,6 +10,12 @@ Canaries and shadows (``gateway.routing.traffic``) are warmed the same way befor
 traffic: loaded, verified and warmed with a predict, then marked warm in the split; one that
 was unloaded since is warmed again (meanwhile its share stays on the default version).
 
+Which aliases a process warms at all is the warm rule's (gateway.fleet.warming): at start,
+what fits of every warm alias (a lone ``serve``) or only what its replica served lately (a
+fleet's replica); while running, the moves of the models it holds or served lately. A warm
+alias it does not hold is taken over on its first request (:meth:`Reconciler.take`): the
+request waits for the same swap, and if that fails, for the version the fleet last served.
+
 Every replica swaps on its own and records its swap as an event; it does not bump the
 database's generation (the sync owns it), so replicas never set each other following.
 """
@@ -20,19 +26,24 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio.to_thread
 
+from gateway.admission.limits import LoadBudget
 from gateway.dataplane.cache import ModelCache
 from gateway.dataplane.inference import score
 from gateway.dataplane.warmup import warmup_request
 from gateway.errors import GatewayError
+from gateway.fleet.membership import Membership
+from gateway.fleet.warming import StartPlan, WarmRule, plan_start
 from gateway.metrics import GatewayMetrics
 from gateway.observability.tracing import Tracing
 from gateway.routing.catalog import Catalog
 from gateway.routing.traffic import TrafficSplit
 from registry_sync.errors import RegistryError
+from registry_sync.fleet import Served
 from registry_sync.identity import VersionId
 from registry_sync.repository import EventKind, RouteState, StateStore
 
@@ -55,6 +66,8 @@ class Reconciler:
         actor: str,
         split: TrafficSplit | None = None,
         tracing: Tracing | None = None,
+        membership: Membership | None = None,
+        load_budget: LoadBudget | None = None,
     ) -> None:
         self._catalog = catalog
         self._cache = cache
@@ -74,19 +87,43 @@ class Reconciler:
         self._tracing = tracing or Tracing.off()
         self._warming: dict[VersionId, asyncio.Task[None]] = {}
         self._warm_retry_at: dict[VersionId, float] = {}
+        self._membership = membership
+        self._load_budget = load_budget  # a warm alias taken over by a request is that request's cold load
+        self.rule = WarmRule("aliases", "not started", 0.0)
+        self.plan: StartPlan | None = None
+        self._starting: set[str] = set()  # models the start plan warms: followed while it runs
+        self._catalog.take_over_with(self.take)
 
-    async def start(self) -> None:
-        """Serve what the database says was served, warmed, before the process is ready."""
+    async def start(self, rule: WarmRule, history: list[Served] | None = None) -> StartPlan:
+        """Warm what the rule says before the process is ready: the warm aliases the start plan
+        chose at the version the database says was served (then swapped to their target if it
+        moved), and the versions this replica served lately."""
+        self.rule = rule
         await self._catalog.refresh()
+        plan = plan_start(
+            rule,
+            routes=self._catalog.warm_routes(),
+            target=self._planned,
+            history=history or [],
+            current=self._servable,
+            max_models=self._cache.max_models,
+            max_bytes=self._cache.max_bytes,
+        )
+        self.plan, self._starting = plan, plan.models
+        log.info("warm rule %s; at start: %s", rule.describe(), plan.summary)
         adopted = []
-        for route in self._catalog.warm_routes():
+        for route in plan.aliases:
             active = self._catalog.current_id(route.name, route.active_version) if route.active_version else None
             if active is not None:
                 self._catalog.adopt(route.name, route.alias, active)
                 adopted.append(route)
-        await asyncio.gather(*(self._warm_existing(route) for route in adopted))
+        await asyncio.gather(
+            *(self._warm_existing(route) for route in adopted), *(self._warm_served(v) for v in plan.versions)
+        )
         await self.reconcile(wait=True)
+        self._starting = set()
         self._loop = asyncio.create_task(self._follow(), name="reconciler")
+        return plan
 
     async def stop(self) -> None:
         tasks = [t for t in (self._loop, *self._swaps.values(), *self._warming.values()) if t is not None]
@@ -95,8 +132,52 @@ class Reconciler:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def unwarmed(self) -> list[str]:
-        """Warm aliases (``name@alias``) this process does not serve warm at their target yet."""
-        return sorted(f"{r.name}@{r.alias}" for r in self._catalog.warm_routes() if self._due(r) is not None)
+        """Warm aliases (``name@alias``) this process serves, or warms at start, that are not warm
+        at their target yet (the others are taken over by their first request)."""
+        return sorted(
+            f"{r.name}@{r.alias}"
+            for r in self._catalog.warm_routes()
+            if (
+                r.name in self._starting
+                or (r.name, r.alias) in self._swaps
+                or self._catalog.held(r.name, r.alias) is not None
+            )
+            and self._due(r) is not None
+        )
+
+    async def take(self, name: str, alias: str) -> None:
+        """A request for a warm alias this process does not hold: swap it to its target now and
+        wait (once however many requests wait: they share the swap); if that fails, serve the
+        version the fleet served last for it, when that one may serve."""
+        route = self._catalog.route(name, alias)
+        if route is None or self._catalog.held(name, alias) is not None:
+            return
+        key = (name, alias)
+        task = self._swaps.get(key)
+        if task is None:
+            target = self._target(route)
+            failed = self._retry_at.get(key)
+            recently_failed = failed is not None and failed[0] > time.monotonic() and failed[1] == target
+            if target is not None and not recently_failed:
+                if self._load_budget is not None and not self._cache.holds(target):
+                    self._load_budget.take(name, target.version)  # LoadsThrottled: 503, nothing started
+                task = self._start_swap(route, target)
+        if task is not None:
+            await asyncio.shield(task)  # a request that gives up does not stop the swap
+        if self._catalog.held(name, alias) is None:
+            fallback = self._fallback(route)
+            if fallback is not None:
+                self._catalog.adopt(name, alias, fallback)
+                self.poke()  # the alias is held now: it is due again when its target can serve
+
+    def _fallback(self, route: RouteState) -> VersionId | None:
+        """What the fleet served last for a warm alias, if it may serve and is not the version
+        that just failed here."""
+        if route.active_version is None or self._catalog.refused(route.name, route.active_version):
+            return None
+        active = self._catalog.current_id(route.name, route.active_version)
+        failed = self._retry_at.get((route.name, route.alias))
+        return None if active is None or (failed is not None and failed[1] == active) else active
 
     def _due(self, route: RouteState) -> VersionId | None:
         """The version this warm alias must be swapped to here, or None when nothing is due."""
@@ -131,7 +212,7 @@ class Reconciler:
                 due = any(when <= time.monotonic() for when, _ in self._retry_at.values())
                 if changed:
                     self._forget_retries_of_moved_aliases()
-                if self._canaries_due():
+                if self._canaries_due(self._followed()):
                     due = True  # a canary unloaded (evicted) since it was warmed: warm it again
                 if changed or self._dirty or due:
                     self._dirty = False
@@ -158,6 +239,7 @@ class Reconciler:
         for loaded in self._cache.keys():
             if self._catalog.refused(loaded.name, loaded.version) or not self._catalog.is_current(loaded):
                 self._cache.discard(loaded)  # refused, deleted or re-created after it loaded: never again
+        followed = self._followed()
         for route in self._catalog.warm_routes():
             key = (route.name, route.alias)
             if key in self._swaps:
@@ -167,15 +249,41 @@ class Reconciler:
             target = self._due(route)
             if target is None:
                 continue
-            task = asyncio.create_task(self._swap(route, target), name=f"swap {route.name}@{route.alias}")
-            self._swaps[key] = task
-            task.add_done_callback(functools.partial(self._swap_done, key))
-        self._warm_canaries()
+            if not followed(route.name):
+                # Not held, not served lately, no room: not loaded for nobody. A request takes
+                # it over (take), never the version this process happened to serve before.
+                self._catalog.release(route.name, route.alias)
+                continue
+            self._start_swap(route, target)
+        self._warm_canaries(followed)
         return bool(self._swaps or self._warming)
 
-    def _canaries_due(self) -> list[VersionId]:
-        """Canary and shadow versions to warm here now: not warm (or unloaded), not warming,
-        not waiting to retry a failure."""
+    def _start_swap(self, route: RouteState, target: VersionId) -> asyncio.Task[None]:
+        key = (route.name, route.alias)
+        task = asyncio.create_task(self._swap(route, target), name=f"swap {route.name}@{route.alias}")
+        self._swaps[key] = task
+        task.add_done_callback(functools.partial(self._swap_done, key))
+        return task
+
+    def _followed(self) -> Callable[[str], bool]:
+        """Whose warm-alias moves and canaries this process follows now (the warm rule): models
+        it holds, served lately or is warming at start, and, under ``aliases``, any while the
+        cache has room for one more without evicting."""
+        models = {key.name for key in self._cache.keys()} | self._starting
+        if self._membership is not None:
+            models |= self._membership.served_lately()
+
+        def followed(name: str) -> bool:
+            if name in models:
+                return True
+            under_way = len(self._swaps) + len(self._warming)
+            return self.rule.mode == "aliases" and self._cache.has_room(also_coming=under_way)
+
+        return followed
+
+    def _canaries_due(self, followed: Callable[[str], bool]) -> list[VersionId]:
+        """Canary and shadow versions to warm here now: of a model this process follows, not warm
+        (or unloaded), not warming, not waiting to retry a failure."""
         if self._split is None:
             return []
         now = time.monotonic()
@@ -185,10 +293,11 @@ class Reconciler:
             if not self._split.ready(version)
             and version not in self._warming
             and self._warm_retry_at.get(version, 0.0) <= now
+            and followed(version.name)
         ]
 
-    def _warm_canaries(self) -> None:
-        for version in self._canaries_due():
+    def _warm_canaries(self, followed: Callable[[str], bool]) -> None:
+        for version in self._canaries_due(followed):  # of models served elsewhere: their share stays on the default
             task = asyncio.create_task(self._warm_canary(version), name=f"warm {version}")
             self._warming[version] = task
             task.add_done_callback(lambda _, v=version: self._warming.pop(v, None))  # type: ignore[misc]
@@ -258,7 +367,8 @@ class Reconciler:
         before = self._catalog.flip(name, alias, target)
         note = "a new version under the same number" if before is not None and before.version == target.version else ""
         self._metrics.swap_finished(name, outcome="success")
-        log.info("%s alias %s now serves version %s (was %s)", name, alias, target.version, previous)
+        was = f"was {previous}" if previous is not None else "first served here"
+        log.info("%s alias %s now serves version %s (%s)", name, alias, target.version, was)
         try:
             await anyio.to_thread.run_sync(
                 lambda: self._store.set_active(
@@ -267,6 +377,25 @@ class Reconciler:
             )
         except RegistryError as exc:
             log.warning("could not record the swap of %s@%s: %s", name, alias, exc)
+
+    def _planned(self, route: RouteState) -> VersionId | None:
+        """The version a warm alias will serve once warm here: its target, else what it serves."""
+        return self._target(route) or self._catalog.current_id(route.name, self._catalog.served_version(route))
+
+    def _servable(self, version: VersionId) -> VersionId | None:
+        """The registry's version under a served version's number, if it is still that version
+        and may serve (ready, not refused)."""
+        state = self._catalog.state(version.name, version.version)
+        if state is None or not state.ready or state.refused_reason or not state.id.same_version(version):
+            return None
+        return state.id
+
+    async def _warm_served(self, version: VersionId) -> None:
+        try:
+            await self._load_and_warm(version)
+        except (GatewayError, RegistryError) as exc:
+            reason = f"could not warm version {version.version}, served here before the restart: {exc}"
+            await self._record(EventKind.FAILED, version.name, version=version.version, reason=reason)
 
     async def _warm_existing(self, route: RouteState) -> None:
         held = self._catalog.held(route.name, route.alias)
@@ -278,7 +407,7 @@ class Reconciler:
             await self._record(EventKind.FAILED, route.name, version=held.version, alias=route.alias, reason=reason)
 
     async def _load_and_warm(self, version: VersionId) -> None:
-        lease = await self._cache.acquire(version)
+        lease = await self._cache.acquire(version, serving=False)
         try:
             request = warmup_request(lease.model)
             if request is not None:

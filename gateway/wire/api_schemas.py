@@ -270,3 +270,63 @@ class TrafficDetail(BaseModel):
     )
     total: list[ArmTotal] = Field(description="The counts summed over the replicas that are not stale")
     replicas_note: str | None = Field(None, description="Why other replicas are missing, if the database could not say")
+
+
+class FleetHolding(BaseModel):
+    """A version a process holds in memory, as it last reported."""
+
+    name: str
+    version: int
+    size_bytes: int
+    last_served: str | None = Field(description="When a request last used it (null: loaded or warmed only)")
+    in_use: int = Field(description="Requests using it at that report")
+
+
+class FleetProcess(BaseModel):
+    """One serving or syncing process (a worker of a replica), as it last reported itself."""
+
+    member: str = Field(description="host:pid:random, new at every start")
+    role: str = Field(description="all, gateway or sync")
+    state: str = Field(description="starting, ready, draining or stopped")
+    leader: bool = Field(description="Holds the sync lease now")
+    quiet: bool = Field(description="Not heard from for three heartbeats (and not stopped): hung, cut off or killed")
+    seen_seconds_ago: float = Field(description="Since its last report, on the state database's clock")
+    started_at: str
+    warm_rule: str = Field(description="What it warmed at start and which alias moves it follows")
+    loaded_bytes: int
+    budget_bytes: int = Field(description="GATEWAY_MAX_MEMORY_MB, in bytes (0 for a sync-only process)")
+    max_models: int = Field(description="GATEWAY_MAX_LOADED_MODELS (0 for a sync-only process)")
+    holdings: list[FleetHolding]
+
+
+class FleetReplica(BaseModel):
+    """A replica: every process that reports under one GATEWAY_REPLICA_ID (the workers of one
+    ``serve``), the newest first."""
+
+    replica: str
+    state: str = Field(
+        description="ready, starting, draining or stopped: the most serving of its live processes; "
+        "quiet when every one of them has gone quiet"
+    )
+    loaded_bytes: int = Field(description="Held by its live processes together")
+    budget_bytes: int = Field(description="Their budgets together")
+    models: list[str] = Field(description="Models its live processes hold a version of")
+    processes: list[FleetProcess]
+
+
+class FleetModel(BaseModel):
+    """Where a model is held: each replica and the versions it holds."""
+
+    name: str
+    replicas: dict[str, list[int]] = Field(examples=[{"gateway-1:8000": [3], "gateway-2:8000": [2, 3]}])
+
+
+class FleetView(BaseModel):
+    """``GET /fleet``: every process that reports to this state database, by replica, and which
+    replica holds which model (from their last reports: every GATEWAY_HEARTBEAT_SECONDS)."""
+
+    this_replica: str
+    this_member: str
+    quiet_after_seconds: float
+    replicas: list[FleetReplica]
+    models: list[FleetModel] = Field(description="Held models, by name; only what live processes hold")

@@ -53,6 +53,7 @@ EXPECTED = {
     ("GET", "/models/{name}/versions/{version}"): Access.READ,
     ("GET", "/models/{name}/traffic"): Access.READ,
     ("GET", "/events"): Access.READ,
+    ("GET", "/fleet"): Access.READ,
     ("GET", "/status"): Access.READ,
     ("POST", "/admin/sync"): Access.ADMIN,
     ("POST", "/webhooks/mlflow"): Access.WEBHOOK,

@@ -167,6 +167,9 @@ def gateway_server(
         "MLFLOW_TRACKING_URI": tracking_uri,
         "GATEWAY_ARTIFACT_CACHE_DIR": str(workdir / "cache"),
         "GATEWAY_DATABASE_URL": f"sqlite:///{workdir / 'state.db'}",
+        # Stopped at once on SIGTERM (a test stops dozens of gateways); the drain's own tests
+        # set a delay of their own.
+        "GATEWAY_DRAIN_SECONDS": "0",
         **(env or {}),
     }
     args = [str(BIN / "registry-gateway"), "serve", "--port", str(port), "--workers", str(workers)]
