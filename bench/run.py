@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import auth_cost  # noqa: E402
+import fleet  # noqa: E402
 import grpc_rows  # noqa: E402
 import interleaved  # noqa: E402
 import isolated_cost  # noqa: E402
@@ -68,6 +69,7 @@ SECTIONS = (
     "lane",
     "spread",
     "cold-sizes",
+    "fleet",
 )
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
@@ -676,6 +678,23 @@ def ensure_spread_models(tracking_uri: str, path: Path, log: Callable[[str], Non
             log_iris_version(name, c=0.1 + int(name.removeprefix("zipf-")) / 10)
 
 
+def fleet_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
+    """Three replicas behind each proxy, then a rolling restart behind an L4 balancer: bench/fleet.py."""
+    from gateway.demo import using_registry
+
+    ensure_spread_models(tracking_uri, WORK / "registry", run.log)
+    with using_registry(tracking_uri, WORK / "registry" / "artifacts") as client:
+        for name in fleet.models():  # a champion each: what a replica of old preloaded, every one of them
+            client.set_registered_model_alias(name, "champion", "1")
+    missing = [tool for tool in ("haproxy", "nginx") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"{' and '.join(missing)} not installed (apt-get install haproxy nginx-light)")
+    seconds = max(run.duration * 2, 10.0)
+    run.sections["fleet"] = fleet.run_section(
+        WORK / "fleet", VENV_BIN, tracking_uri, bodies["iris"], HERE.parent / "deploy", seconds=seconds, log=run.log
+    )
+
+
 def spread_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> None:
     """The same Zipf load over 1, 10 and 100 loaded models, interleaved: bench/spread.py."""
     ensure_spread_models(tracking_uri, WORK / "registry", run.log)
@@ -1197,6 +1216,7 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     out += grpc_rows.targets(run.sections.get("grpc"))  # type: ignore[arg-type]
     out += spread.targets(run.sections.get("spread"))  # type: ignore[arg-type]
     out += lane.targets(run.sections.get("lane"))  # type: ignore[arg-type]
+    out += fleet.targets(run.sections.get("fleet"))  # type: ignore[arg-type]
     return out
 
 
@@ -1333,6 +1353,7 @@ def render(run: Run, machine: dict[str, str]) -> str:
     lines += lane.render(run.sections.get("lane"))  # type: ignore[arg-type]
     lines += spread.render(run.sections.get("spread"))  # type: ignore[arg-type]
     lines += spread.render_cold(run.sections.get("cold-sizes"))  # type: ignore[arg-type]
+    lines += fleet.render(run.sections.get("fleet"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -1454,6 +1475,8 @@ def main() -> None:
         guarded(run, "spread", lambda: spread_section(run, tracking_uri, bodies))
     if "cold-sizes" in only:
         guarded(run, "cold-sizes", lambda: cold_sizes_section(run))
+    if "fleet" in only:
+        guarded(run, "fleet", lambda: fleet_section(run, tracking_uri, bodies))
     if "grpc" in only:
         reason = "--no-mlserver" if args.no_mlserver else ensure_mlserver(run)
         guarded(run, "grpc", lambda: grpc_section(run, tracking_uri, reason))

@@ -27,6 +27,7 @@ class Report:
     traffic: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> /models/{name}/traffic
     events: list[dict[str, Any]] = field(default_factory=list)
     not_shown: int = 0  # models left out past the limit
+    fleet: dict[str, Any] | None = None  # GET /fleet: every replica on the state database
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,7 @@ class Report:
             "traffic": self.traffic,
             "events": self.events,
             "models_not_shown": self.not_shown,
+            "fleet": self.fleet,
         }
 
 
@@ -80,6 +82,7 @@ def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events
             report.traffic[name] = traffic
     query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
     report.events = reader.get(f"/events?{query}")["events"]
+    report.fleet = reader.get("/fleet")
     return report
 
 
@@ -128,6 +131,9 @@ def render(report: Report) -> str:
                 f"  here: {stat.get('arm')} v{stat.get('version')}: {stat.get('requests', 0)} requests, "
                 f"{stat.get('errors', 0)} errors, {stat.get('client_errors', 0)} client errors"
             )
+    if report.fleet is not None:
+        lines.append("")
+        lines += fleet_lines(report.fleet)
     lines.append("")
     lines.append("recent events (newest first):")
     for event in report.events:
@@ -209,3 +215,60 @@ def runtime_of(version: dict[str, Any]) -> str:
 def size_text(size: int) -> str:
     """A size in the unit that shows it: KiB under a MiB, else MiB."""
     return f"{size / 2**10:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRow:
+    """One replica of the fleet as both renderings show it."""
+
+    replica: str
+    state: str
+    here: bool  # the replica the report was read from
+    processes: int  # live ones (its workers), of those it reported
+    memory: str  # held, of the budget
+    models: str  # the models it holds, a few named
+    heard: str  # since its last report
+    quiet: bool  # every process of it silent for three heartbeats
+
+
+def replica_rows(fleet: dict[str, Any]) -> list[ReplicaRow]:
+    """Serving replicas first (by name), then sync-only ones, then those stopped."""
+    rows = []
+    for replica in fleet.get("replicas", []):
+        processes = replica.get("processes", [])
+        live = [p for p in processes if p["state"] != "stopped" and not p["quiet"]]
+        models = replica.get("models", [])
+        shown = ", ".join(models[:4]) + (f" and {len(models) - 4} more" if len(models) > 4 else "")
+        budget = replica.get("budget_bytes", 0)
+        memory = f"{size_text(replica.get('loaded_bytes', 0))} of {size_text(budget)}" if budget else "-"
+        heard = min((p["seen_seconds_ago"] for p in processes), default=None)
+        roles = {p["role"] for p in processes}
+        rows.append(
+            ReplicaRow(
+                replica=replica["replica"],
+                state=replica["state"] + (" (sync)" if roles == {"sync"} else ""),
+                here=replica["replica"] == fleet.get("this_replica"),
+                processes=len(live),
+                memory=memory,
+                models=shown or "-",
+                heard=f"{heard:g} s ago" if heard is not None else "-",
+                quiet=replica["state"] == "quiet",
+            )
+        )
+    order = {"ready": 0, "draining": 1, "starting": 2, "quiet": 3, "stopped": 4}
+    return sorted(rows, key=lambda r: (order.get(r.state.split(" ")[0], 5), r.state.endswith("(sync)"), r.replica))
+
+
+def fleet_lines(fleet: dict[str, Any]) -> list[str]:
+    rows = replica_rows(fleet)
+    quiet = [row.replica for row in rows if row.quiet]
+    lines = [
+        f"fleet: {len(rows)} replicas on this state database"
+        + (f", {len(quiet)} gone quiet ({', '.join(quiet)})" if quiet else "")
+        + f"; this is {fleet.get('this_replica')}",
+        "REPLICA\tSTATE\tPROCESSES\tMEMORY\tMODELS\tLAST HEARD",
+    ]
+    for row in rows:
+        name = row.replica + (" (this one)" if row.here else "")
+        lines.append(f"{name}\t{row.state}\t{row.processes}\t{row.memory}\t{row.models}\t{row.heard}")
+    return lines

@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import auth_cost  # noqa: E402
+import fleet  # noqa: E402
 import floor_app  # noqa: E402
 import grpc_rows  # noqa: E402
 import interleaved  # noqa: E402
@@ -1092,3 +1093,79 @@ def test_a_process_cpu_is_read_by_thread_and_its_threads_named_by_py_spy() -> No
     finally:
         child.kill()
         child.wait()
+
+
+# --- the fleet section (bench/fleet.py) -------------------------------------------------------
+
+
+def _fleet_row(proxy: str, **overrides: Any) -> dict[str, Any]:
+    zipf = load_module.Result(req_s=3000.0, p50_ms=4.0, p99_ms=20.0, errors=0, requests=60_000, tool="wrk")
+    row = fleet.proxy_row(
+        proxy,
+        start_loads=0.0,
+        zipf=zipf,
+        loads={"zipf-00": 2.0, "zipf-01": 1.0, "zipf-02": 1.0, "untouched": 3.0},
+        requests={"zipf-00": 900.0, "zipf-01": 80.0, "zipf-02": 20.0, "untouched": 0.0},
+        hot={"gateway-1": 550.0, "gateway-2": 450.0, "gateway-3": 0.0},
+    )
+    return row | overrides
+
+
+def test_fleet_rows_count_loads_per_model_touched_and_the_hot_models_shares() -> None:
+    row = _fleet_row(fleet.BOUNDED)
+    assert (row["models_touched"], row["loads"]) == (3, 4.0)  # the untouched model's loads do not count
+    assert row["loads_per_model"] == pytest.approx(4 / 3)
+    assert row["hot_replicas"] == 2 and row["hot_shares"] == pytest.approx([0.55, 0.45, 0.0])
+
+
+def test_fleet_targets_judge_the_bounded_proxy_and_the_rolling_restart() -> None:
+    restart = {"requests": 5000, "failed": 0, "steady_p99_ms": 10.0, "restart_p99_ms": 25.0, "restart_seconds": 60.0}
+    restart |= {"steady_req_s": 3000.0, "restart_req_s": 2500.0}
+    data = {"proxies": [_fleet_row(fleet.BOUNDED), _fleet_row(fleet.NGINX, hot_replicas=1, hot_shares=[1.0])]}
+    verdicts = fleet.targets(data | {"restart": restart})
+    assert [ok for *_, ok in verdicts] == [True, False, True, True, True]  # 1.33 loads a model: over 1.3
+    hot = _fleet_row(fleet.BOUNDED, hot_replicas=2, hot_shares=[0.7, 0.3])
+    assert fleet.targets({"proxies": [hot]})[2][2] is False  # the busiest replica took 70%
+    late = restart | {"restart_p99_ms": 31.0, "failed": 2}
+    assert [ok for *_, ok in fleet.targets({"restart": late})] == [False, False]
+    assert fleet.targets({"proxies": [_fleet_row(fleet.BOUNDED, start_loads=36.0)]})[0][2] is False
+    report = "\n".join(fleet.render(data | {"restart": restart}))
+    assert "| haproxy, bounded | 0 | 3,000 |" in report and "| 55% / 45% / 0% |" in report
+
+
+SHIPPED_HAPROXY = (Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+
+
+def test_the_fleet_benchs_haproxy_runs_the_shipped_routing_on_loopback() -> None:
+    config = fleet.haproxy_config(SHIPPED_HAPROXY, http_port=9100, grpc_port=9101, gateways=[9001, 9002], sync=9009)
+    assert "bind 127.0.0.1:9100" in config and "bind 127.0.0.1:9101" in config
+    servers = [line.split()[1:3] for line in config.splitlines() if line.strip().startswith("server gateway-")]
+    assert servers == [["gateway-1", "127.0.0.1:9001"], ["gateway-2", "127.0.0.1:9002"]] * 2  # HTTP, then gRPC
+    assert "server sync 127.0.0.1:9009" in config
+    assert "hash-balance-factor" in config and "balance hash" in config
+    plain = "\n".join(line for line in fleet.round_robin(config).splitlines() if not line.lstrip().startswith("#"))
+    assert "hash-balance-factor" not in plain and "balance hash" not in plain and "balance hdr" not in plain
+    assert plain.count("balance roundrobin") == 2
+    if shutil.which("haproxy"):  # the rewritten file is still one HAProxy accepts
+        import subprocess
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
+            written.write(config)
+            written.flush()
+            checked = subprocess.run(["haproxy", "-c", "-f", written.name], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_fleet_bench_reads_loads_and_requests_from_metrics() -> None:
+    metrics = "\n".join(
+        [
+            'gateway_model_loads_total{model="a",outcome="success",version="1"} 2.0',
+            'gateway_model_loads_total{model="a",outcome="failure",version="2"} 5.0',
+            'gateway_model_loads_total{model="b",outcome="success",version="1"} 1.0',
+            'gateway_requests_total{model="a",status="200",version="1"} 7.0',
+            'gateway_requests_total{model="a",status="400",version="1"} 1.0',
+        ]
+    )
+    assert fleet.successful_loads(metrics) == {"a": 2.0, "b": 1.0}
+    assert fleet.counters(metrics, "gateway_requests", label="model") == {"a": 8.0}

@@ -4,11 +4,25 @@ model. Read on request, from the processes' last reports (gateway.fleet.membersh
 
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway.fleet.membership import Membership
 from gateway.wire.api_schemas import FleetHolding, FleetModel, FleetProcess, FleetReplica, FleetView, utc_iso
-from registry_sync.fleet import DRAINING, READY, STARTING, STOPPED, Member
+from registry_sync.fleet import DRAINING, READY, STARTING, STOPPED, FleetStore, Member
+from registry_sync.lease import Lease
 
 _STATE_ORDER = (READY, DRAINING, STARTING, STOPPED)  # a replica shows the most serving of its processes
+
+
+def read_fleet(store: FleetStore, lease: Lease, membership: Membership) -> FleetView:
+    """The fleet now, from the state database (blocking: call it in a thread). StateUnavailable
+    when the members cannot be read; the leader unknown when only the lease cannot."""
+    members = store.members()
+    try:
+        holder = lease.current()
+    except SQLAlchemyError:
+        holder = None
+    return fleet_view(members, leader=holder[0] if holder is not None else None, membership=membership)
 
 
 def fleet_view(members: list[Member], *, leader: str | None, membership: Membership) -> FleetView:

@@ -18,8 +18,9 @@ from fastapi.responses import HTMLResponse
 
 from gateway.admission.access import Access, requires
 from gateway.errors import GatewayError
+from gateway.fleet.view import read_fleet
 from gateway.process import Services
-from gateway.status_report import Report, has_split, shown_models, size_text, version_rows
+from gateway.status_report import Report, has_split, replica_rows, shown_models, size_text, version_rows
 from gateway.wire.api_schemas import utc_iso
 from registry_sync.errors import RegistryError
 
@@ -46,7 +47,10 @@ th{background:#f0f3f8;font-weight:600}.muted{color:#6b7385}.ok{color:#137333}.ba
 async def status_page(request: Request) -> HTMLResponse:
     services: Services = request.app.state.services
     report = await collect(services)
-    return HTMLResponse(render_html(report, budget=_budget(services), sync=await _last_sync(services)))
+    warm_rule = services.membership.warm_rule if services.serves_models else ""
+    return HTMLResponse(
+        render_html(report, budget=_budget(services), sync=await _last_sync(services), warm_rule=warm_rule)
+    )
 
 
 async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
@@ -88,7 +92,16 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
     report.events = [
         {"at": utc_iso(e.at), "model": e.name, "version": e.version, "kind": e.kind, "reason": e.reason} for e in rows
     ]
+    report.fleet = await _fleet(services)
     return report
+
+
+async def _fleet(services: Services) -> dict[str, Any] | None:
+    try:
+        view = await anyio.to_thread.run_sync(lambda: read_fleet(services.fleet, services.lease, services.membership))
+    except RegistryError:
+        return None  # the page still shows what this process knows
+    return view.model_dump(mode="json")
 
 
 def _budget(services: Services) -> dict[str, int]:
@@ -114,7 +127,7 @@ async def _last_sync(services: Services) -> str:
     return text
 
 
-def render_html(report: Report, *, budget: dict[str, int], sync: str) -> str:
+def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule: str = "") -> str:
     e = html.escape
     health = report.health
     ready = health.get("status") == "ok"
@@ -136,6 +149,8 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str) -> str:
     ]
     if health.get("note"):
         parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
+    if warm_rule:
+        parts.append(f"<p>Warm rule: {e(warm_rule)}</p>")
     parts.append("<h2>Models</h2>")
     parts.append("<table><tr><th>Model</th><th>Version</th><th>Aliases</th><th>State</th><th>Runs</th></tr>")
     for row in version_rows(report):
@@ -180,6 +195,8 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str) -> str:
                     f"<td>{stat.get('window', '')}</td></tr>"
                 )
             parts.append("</table>")
+    if report.fleet is not None:
+        parts += _fleet_html(report.fleet)
     parts.append("<h2>Recent events</h2><table><tr><th>When (UTC)</th><th>What</th><th>Model</th><th>Why</th></tr>")
     for event in report.events:
         where = event["model"] + (f" v{event['version']}" if event.get("version") is not None else "")
@@ -193,3 +210,24 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str) -> str:
         "<code>registry-gateway status</code>.</p></body></html>"
     )
     return "".join(parts)
+
+
+def _fleet_html(fleet: dict[str, Any]) -> list[str]:
+    e = html.escape
+    rows = replica_rows(fleet)
+    quiet = sum(row.quiet for row in rows)
+    parts = [
+        f"<h2>Fleet <span class=muted>({len(rows)} replicas on this state database"
+        + (f", {quiet} gone quiet" if quiet else "")
+        + ")</span></h2>",
+        "<table><tr><th>Replica</th><th>State</th><th>Processes</th><th>Memory</th><th>Models held</th>"
+        "<th>Last heard</th></tr>",
+    ]
+    for row in rows:
+        name = e(row.replica) + (' <span class="muted">(this one)</span>' if row.here else "")
+        parts.append(
+            f'<tr><td>{name}</td><td class="{"bad" if row.quiet else ""}">{e(row.state)}</td>'
+            f"<td>{row.processes}</td><td>{e(row.memory)}</td><td>{e(row.models)}</td><td>{e(row.heard)}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts

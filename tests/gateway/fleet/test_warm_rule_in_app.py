@@ -241,6 +241,10 @@ async def test_a_process_that_stops_reporting_is_shown_gone_quiet(
 
         shown = await eventually(quiet_ghost, "the ghost to go quiet", timeout=10)
         assert shown["processes"][0]["quiet"] is True and shown["models"] == []
+        # /status says so too, and names this replica and its warm rule
+        page = (await watcher.client.get("/status")).text
+        assert "1 gone quiet" in page and "ghost:8000" in page and "watcher:8000" in page
+        assert "(this one)" in page and "Warm rule: served (GATEWAY_WARM_START=served)" in page
         watcher_row = next(
             r for r in (await watcher.client.get("/fleet")).json()["replicas"] if r["replica"] == "watcher:8000"
         )
