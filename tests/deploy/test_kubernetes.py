@@ -32,7 +32,7 @@ import yaml
 from gateway.settings import GatewaySettings
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 NGINX = DEPLOY / "nginx"
