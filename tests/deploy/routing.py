@@ -124,7 +124,7 @@ def assert_invocations_go_with_the_default_model(fleet: Fleet) -> None:
         assert answer.status_code == 200 and answer.json()["replica"] == owner
 
 
-def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 3) -> Counter[str]:
+def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 2) -> Counter[str]:
     """`clients` concurrent clients on one model, `waves` times: how many of its requests each
     replica received. The replicas hold every request until all of a wave have arrived, so
     the proxy routes each while the others are in flight (the load its bound counts)."""
