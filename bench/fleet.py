@@ -112,6 +112,7 @@ def nginx_config(directory: Path, routing: str, *, port: int, gateways: list[int
     (directory / "registry-gateway.conf").write_text(routing)
     servers = "".join(f"    server 127.0.0.1:{p} max_fails=3 fail_timeout=10s;\n" for p in gateways)
     (directory / "upstream.conf").write_text(
+        'map $request_method $gateway_default_model {\n    default "";\n}\n'
         "upstream registry_gateways {\n    hash $gateway_hash_key consistent;\n"
         f"{servers}    keepalive 64;\n}}\nupstream registry_sync {{\n    server 127.0.0.1:{sync};\n}}\n"
     )

@@ -89,6 +89,7 @@ def nginx_config(directory: Path, *, port: int, gateways: list[str], syncs: list
     (directory / "registry-gateway.conf").write_text(routing)
     servers = "\n".join(f"    server {a} max_fails=3 fail_timeout=10s;" for a in gateways)
     (directory / "upstream.conf").write_text(
+        'map $request_method $gateway_default_model {\n    default "";\n}\n'  # /invocations: no default model
         "upstream registry_gateways {\n"
         "    hash $gateway_hash_key consistent;\n"
         f"{servers}\n"

@@ -1,0 +1,163 @@
+"""deploy/haproxy/haproxy.cfg, run by Debian's HAProxy on loopback in front of stub replicas.
+
+The file is used as shipped, with only its addresses moved to loopback and its health checks
+run every 100 ms instead of every second: model affinity on every protocol (MLflow and OIP
+REST paths, /invocations, X-Model-Name, gRPC's x-model-name metadata), the same replica for
+a model over HTTP and gRPC, a hot model spilling over (hash-balance-factor), retries, health
+checks, the sync-bound routes and request ids.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from tests.deploy import routing
+from tests.deploy.files import HAPROXY, dev_module
+from tests.deploy.proxies import debian_binary, free_port, running
+from tests.deploy.replicas import StubReplica
+
+CONFIG = HAPROXY / "haproxy.cfg"
+DEFAULT_MODEL = "fraud@champion"  # GATEWAY_DEFAULT_MODEL as the gateways take it: routed as "fraud"
+
+
+def loopback_config(directory: Path, *, http: int, grpc_port: int, replicas: dict[str, StubReplica]) -> Path:
+    """haproxy.cfg with its binds and servers moved to loopback, health checked every 100 ms."""
+    text = CONFIG.read_text()
+    text, binds = re.subn(r"^(\s*bind\s+):8080\b", rf"\g<1>127.0.0.1:{http}", text, flags=re.M)
+    text, grpc_binds = re.subn(r"^(\s*bind\s+):8081\b", rf"\g<1>127.0.0.1:{grpc_port}", text, flags=re.M)
+    assert (binds, grpc_binds) == (1, 1)
+
+    def server(match: re.Match[str]) -> str:
+        replica = replicas[match["name"]]
+        port = replica.grpc_port if match["port"] == "8001" else replica.http_port
+        options = re.sub(r"\bport 8000\b", f"port {replica.http_port}", match["options"])
+        return f"{match['lead']}server {match['name']} 127.0.0.1:{port}{options}"
+
+    text, servers = re.subn(
+        r"^(?P<lead>\s*)server\s+(?P<name>\S+)\s+(?P<host>[\w.-]+):(?P<port>\d+)(?P<options>.*)$",
+        server,
+        text,
+        flags=re.M,
+    )
+    assert servers == 7, "three gateways over HTTP and gRPC, and sync"
+    text = re.sub(r"\binter\s+\d+s\b", "inter 100ms", text)
+    conf = directory / "haproxy.cfg"
+    conf.write_text(text)
+    return conf
+
+
+@pytest.fixture(scope="module")
+def stubs() -> Iterator[dict[str, StubReplica]]:
+    replicas = {name: StubReplica(name) for name in routing.REPLICAS}
+    for name, replica in replicas.items():
+        replica.start()
+        if name != "sync":
+            replica.start_grpc()
+    yield replicas
+    for replica in replicas.values():
+        replica.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(stubs: dict[str, StubReplica], tmp_path_factory: pytest.TempPathFactory) -> Iterator[routing.Fleet]:
+    haproxy = debian_binary("haproxy", "haproxy")
+    directory = tmp_path_factory.mktemp("haproxy")
+    http, grpc_port = free_port(), free_port()
+    conf = loopback_config(directory, http=http, grpc_port=grpc_port, replicas=stubs)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    command = [haproxy, "-db", "-f", str(conf)]
+    env = {"GATEWAY_DEFAULT_MODEL": DEFAULT_MODEL}
+    with running(
+        command,
+        env=env,
+        log=directory / "haproxy.log",
+        what="haproxy",
+        answering=lambda: client.get("/health/ready").status_code == 200,
+    ):
+        yield routing.Fleet(
+            http=client, replicas=stubs, grpc=channel, grpc_target=f"127.0.0.1:{grpc_port}", default_model="fraud"
+        )
+    channel.close()
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset(fleet: routing.Fleet) -> Iterator[None]:
+    yield
+    fleet.reset()
+
+
+def test_haproxy_accepts_the_file_as_shipped() -> None:
+    haproxy = debian_binary("haproxy", "haproxy")
+    # The servers' names need not resolve when HAProxy starts (init-addr ... none).
+    result = subprocess.run([haproxy, "-c", "-f", str(CONFIG)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_protocol_sends_a_model_to_one_replica(fleet: routing.Fleet) -> None:
+    routing.assert_each_model_on_one_replica(fleet)
+
+
+def test_a_name_beyond_ascii_routes_alike(fleet: routing.Fleet) -> None:
+    routing.assert_a_name_beyond_ascii_routes_alike(fleet)
+
+
+def test_requests_without_a_model_spread(fleet: routing.Fleet) -> None:
+    routing.assert_requests_without_a_model_spread(fleet)
+
+
+def test_invocations_go_with_the_default_model(fleet: routing.Fleet) -> None:
+    routing.assert_invocations_go_with_the_default_model(fleet)
+
+
+def test_a_hot_model_spills_over_to_other_replicas(fleet: routing.Fleet) -> None:
+    received = routing.hot_model(fleet, "hot-model")
+    assert len(received) >= 2, f"one replica took every request: {received}"
+    total = sum(received.values())
+    assert max(received.values()) <= 0.6 * total, f"one replica took over 60%: {received}"
+
+
+def test_a_draining_replica_is_retried_on_another(fleet: routing.Fleet) -> None:
+    routing.assert_a_draining_replica_is_retried_on_another(fleet)
+
+
+def test_a_deadline_is_not_retried(fleet: routing.Fleet) -> None:
+    routing.assert_a_deadline_is_not_retried(fleet)
+
+
+def test_a_gone_replica_is_skipped(fleet: routing.Fleet) -> None:
+    routing.assert_a_gone_replica_is_skipped(fleet)
+
+
+def test_an_unready_replica_is_skipped(fleet: routing.Fleet) -> None:
+    routing.assert_an_unready_replica_is_skipped(fleet)
+
+
+def test_sync_work_goes_to_sync_and_request_ids_are_kept_or_made(fleet: routing.Fleet) -> None:
+    routing.assert_sync_work_goes_to_sync_and_request_ids_are_kept_or_made(
+        fleet, made=r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    )
+
+
+def test_tritonclient_sends_the_model_as_metadata(fleet: routing.Fleet, stubs: dict[str, StubReplica]) -> None:
+    """deploy/README.md's call, made by Triton's own client: `headers={"x-model-name": ...}`."""
+    triton = dev_module("tritonclient.grpc")
+    assert fleet.grpc_target is not None
+    client = triton.InferenceServerClient(fleet.grpc_target)
+    tensor = triton.InferInput("x", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+    owner = fleet.owner("iris")
+    for _ in range(3):
+        result = client.infer("iris", [tensor], headers={"x-model-name": "iris"})
+        assert result.get_response().parameters["replica"].string_param == owner
+    assert stubs[owner].grpc_seen[-1]["metadata"]["x-model-name"] == "iris"
+    client.close()
