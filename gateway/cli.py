@@ -414,24 +414,30 @@ def demo_registry(path: Path, base_url: str | None) -> None:
 
 
 @main.command()
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("where", metavar="DIRECTORY", required=False)
 @click.option("--model", default=None, help="Only this model's records.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="The last this many records.")
 @click.option("--json", "as_json", is_flag=True, help="The events themselves, one CloudEvent (JSON) a line.")
-def records(directory: Path | None, model: str | None, limit: int, as_json: bool) -> None:
-    """Inference records a file sink wrote in DIRECTORY (default: that of a file:// GATEWAY_RECORDS_SINK),
-    newest last. Reads only the files."""
+def records(where: str | None, model: str | None, limit: int, as_json: bool) -> None:
+    """Inference records a file sink wrote in DIRECTORY, a path or the file:///directory URL that
+    GATEWAY_RECORDS_SINK takes (default: that of a file:// GATEWAY_RECORDS_SINK), newest last.
+    Reads only the files."""
     from gateway.observability.records.listing import RecordsUnavailable, last_records, render
     from gateway.observability.records.sinks import InvalidSinkUrl, file_sink_directory
 
-    if directory is None:
-        sink = _load_settings().records_sink
-        if sink is None or not sink.startswith("file:"):
+    named = where is not None
+    if where is None:
+        where = _load_settings().records_sink
+        if where is None or not where.startswith("file:"):
             raise click.ClickException("name a directory, or set GATEWAY_RECORDS_SINK=file:///directory")
+    if where.startswith("file:"):
         try:
-            directory = file_sink_directory(sink)
+            directory = file_sink_directory(where)
         except InvalidSinkUrl as exc:
-            raise click.ClickException(str(exc)) from None
+            message = str(exc).removeprefix("GATEWAY_RECORDS_SINK ") if named else str(exc)
+            raise click.ClickException(message) from None
+    else:
+        directory = Path(where)
     try:
         found = last_records(directory, model=model, limit=limit)
     except RecordsUnavailable as exc:
