@@ -109,7 +109,7 @@ def serve(
             "create keys with 'registry-gateway keys create', bind 127.0.0.1, or pass --insecure "
             "if something in front of the gateway already authenticates callers."
         )
-    _say_database(settings.database_url)
+    _say_database(settings)
     _prepare_database(settings.database_url)
     logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
@@ -149,10 +149,17 @@ def database_shown(url: str) -> str:
         return url
 
 
-def _say_database(url: str) -> None:
+def _say_database(settings: GatewaySettings) -> None:
     """Every command that touches the state database says which (on stderr: stdout stays the
-    command's own output, a key's secret alone on its last line)."""
-    click.echo(f"state database: {database_shown(url)} (GATEWAY_DATABASE_URL)", err=True)
+    command's own output, a key's secret alone on its last line); with GATEWAY_LOG_FORMAT=json,
+    as a JSON log line like every other line on stderr."""
+    line = f"state database: {database_shown(settings.database_url)} (GATEWAY_DATABASE_URL)"
+    if settings.log_format == "json":
+        # handed to the handlers whatever the level (the CLI logs warnings only until serve is
+        # ready): in text it is always printed, so in JSON too
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (line,), None))
+    else:
+        click.echo(line, err=True)
 
 
 def _prepare_database(url: str) -> None:
@@ -185,7 +192,7 @@ def db_upgrade() -> None:
     from registry_sync.database import current_revision, head_revision, make_engine, upgrade
 
     settings = _load_settings()
-    _say_database(settings.database_url)
+    _say_database(settings)
     engine = make_engine(settings.database_url)
     try:
         before = current_revision(engine)
@@ -202,9 +209,9 @@ def db_current() -> None:
     """Print the schema revision of the state database and the one this version needs."""
     from registry_sync.database import current_revision, head_revision, make_engine
 
-    url = _load_settings().database_url
-    _say_database(url)
-    engine = make_engine(url)
+    settings = _load_settings()
+    _say_database(settings)
+    engine = make_engine(settings.database_url)
     try:
         click.echo(f"current: {current_revision(engine) or 'empty'}; needed: {head_revision()}")
     finally:
@@ -277,7 +284,7 @@ def _key_store() -> Iterator[KeyStore]:
     from registry_sync.keys import KeyStore
 
     settings = _load_settings()
-    _say_database(settings.database_url)
+    _say_database(settings)
     engine = make_engine(settings.database_url)
     try:
         try:
