@@ -63,6 +63,7 @@ class EventKind(StrEnum):
     WARMED = "warmed"
     SWAPPED = "swapped"
     FAILED = "failed"
+    RECOVERED = "recovered"  # what failed (and was told once) works again, or no longer matters
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
     TRAFFIC_SET = "traffic_set"
