@@ -378,7 +378,7 @@ class Reconciler:
                 f"swap of alias '{alias}' to version {target.version} failed, version {previous} keeps serving: {exc}"
             )
             self._retry_at[(name, alias)] = (time.monotonic() + RETRY_SECONDS, target)
-            if self._failing.news((name, alias), f"{target}: {exc}"):
+            if self._failing.news((name, alias), reason):
                 log.warning("%s %s", name, reason)
                 await self._record(EventKind.FAILED, name, version=target.version, alias=alias, reason=reason)
             else:
