@@ -254,8 +254,12 @@ def runtime_of(version: dict[str, Any]) -> str:
     if not runtime:
         return "-"
     if runtime["runtime"] == "isolated":
-        pids = ",".join(str(p) for p in runtime.get("worker_pids") or []) or "none"
-        return f"isolated env {runtime.get('environment')} (Python {runtime.get('python')}, workers {pids})"
+        if not runtime.get("environment"):  # refused before it had one: the state says why
+            return "isolated, no environment"
+        details = [f"Python {runtime['python']}"] if runtime.get("python") else []
+        pids = ",".join(str(p) for p in runtime.get("worker_pids") or [])
+        details.append(f"workers {pids}" if pids else "no worker running")
+        return f"isolated env {runtime['environment']} ({', '.join(details)})"
     return "in process"
 
 

@@ -203,12 +203,15 @@ class Inventory:
     def _summary(self, model: ModelView, version: int) -> VersionSummary:
         state = model.versions[version]
         cached = self._cache.get(state.id)
+        placement = self._placements(state.id)
+        # refused by its bytes (kept in the state database), or here: its environment cannot be built
+        refused = state.refused_reason or (placement.refused if placement is not None else None)
         return VersionSummary(
             version=version,
             status=state.status,
             aliases=sorted(a for a, v in model.aliases.items() if v == version),
             sha256=state.digest,
-            refused=state.refused_reason,
+            refused=refused,
             first_seen=utc_iso(state.created_at),
             loaded=_load_state(cached) if cached is not None else None,
             last_load_error=self._cache.last_failure(state.id),

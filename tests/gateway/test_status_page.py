@@ -12,8 +12,8 @@ from gateway.http.status_page import collect, render_html
 from gateway.status_report import Report, render
 from tests.conftest import Registry, empty_registry, running_gateway, settings_under
 from tests.gateway.protocols.conftest import served
-from tests.support.browser import dump_dom
 from tests.support import models as fault_models
+from tests.support.browser import dump_dom
 from tests.support.keys import add_key
 from tests.support.models import Doubler, FlakyLoad, log_pyfunc
 
@@ -84,6 +84,33 @@ async def test_an_alias_that_cannot_follow_mlflow_shows_where_mlflow_points_and_
     assert f"champion (MLflow: v{new})" in row
     assert f"  {name}@champion: MLflow points at v{new}, v{old} serves here: swap of alias 'champion'" in text
     assert f"alias_set    {name} v{new}: champion {old} -> {new}" in text  # the event names the alias
+
+
+def test_a_version_refused_before_it_had_an_environment_reads_without_none() -> None:
+    """What GET /models/{name} says of a version whose environment could not be built (no
+    environment, no Python, no worker), and of an isolated one not loaded: no None for people."""
+    refused = {
+        "version": 2,
+        "aliases": [],
+        "status": "READY",
+        "refused": "its environment could not be built: uv said no (GATEWAY_ENV_MANAGER=uv)",
+        "runtime": {"runtime": "isolated", "reason": "refused: uv said no", "environment": None, "python": None},
+    }
+    idle = {
+        "version": 1,
+        "aliases": ["champion"],
+        "status": "READY",
+        "refused": None,
+        "runtime": {"runtime": "isolated", "reason": "r", "environment": "e1", "python": "3.11.7", "worker_pids": []},
+    }
+    health = {"status": "ok", "registry": "r", "role": "all", "registered_models": 1}
+    report = Report(url="", health=health)
+    report.models = [{"name": "m", "default_version": 1, "versions": [refused, idle]}]
+    page = render_html(report, budget={"loaded_bytes": 0, "max_bytes": 1, "loaded": 0, "max_models": 1}, sync="never")
+    text = render(report)
+    for shown in (page, text):
+        assert "None" not in shown and "workers none" not in shown
+        assert "isolated, no environment" in shown and "isolated env e1 (Python 3.11.7, no worker running)" in shown
 
 
 def test_what_the_registry_names_is_escaped() -> None:
