@@ -307,6 +307,7 @@ class Services:
                 source=source,
                 sync_status=store.sync_status,
                 placements=placer.placement,
+                alias_failure=reconciler.failing,
             ),
             poller=poller,
             reconciler=reconciler,
