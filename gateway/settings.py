@@ -117,6 +117,20 @@ class GatewaySettings(BaseSettings):
     inference_threads: int = Field(default=4, ge=1)
     """Threads that run predict calls, except small fast-path batches (``inline_predict_ms``)."""
 
+    # --- streams (predict_stream over SSE and the OpenAI routes: docs/protocols.md) ---
+
+    max_streams: int = Field(default=1000, ge=1)
+    """Streams open at once in this process; past it a new stream is answered 503 (Retry-After)
+    at once. Each holds its version's lease and, while its model computes a chunk, a stream thread."""
+
+    stream_threads: int = Field(default=32, ge=1)
+    """Threads that step the models' generators (one chunk at a time per stream): the streams
+    computing a chunk at the same moment, not the streams open."""
+
+    stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    """A stream whose model yields nothing for this long is ended with an error event (504 if
+    nothing was sent yet), and its generator closed."""
+
     log_level: LogLevel = "info"
     """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""
 
