@@ -53,3 +53,17 @@ def log_model_from_code(name: str, code: Path, **kwargs: object) -> int:
         )
     sys.path.remove(str(HERE))
     return int(info.registered_model_version or 0)
+
+
+def save_model_from_code(path: Path, code: Path) -> Path:
+    """Save ``code`` as a model from code at ``path`` (no registry): for runtime tests."""
+    import sys
+
+    import mlflow
+
+    sys.path.insert(0, str(HERE))
+    try:
+        mlflow.pyfunc.save_model(str(path), python_model=str(code), code_paths=[str(WORDS)])
+    finally:
+        sys.path.remove(str(HERE))
+    return path

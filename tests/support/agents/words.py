@@ -20,8 +20,8 @@ def stream_words(text: str, options: dict[str, Any] | None, chunk: Callable[[int
                 time.sleep(float(options["stall"]))
             if options.get("delay"):
                 time.sleep(float(options["delay"]))
-            yield chunk(index, word if index == len(words) - 1 else word + " ")
             sent += 1
+            yield chunk(index, word if index == len(words) - 1 else word + " ")
         ended = "finished"
     except Exception:
         ended = "failed"
