@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from gateway.dataplane.policy import TESTED_FLAVORS
 from gateway.errors import InvalidSelector
 from gateway.runtimes.worker import devices
-from gateway.wire.selectors import parse_selector
+from gateway.wire.selectors import parse_selector, split_model_reference
 
 PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -57,13 +57,7 @@ def default_target(value: str) -> tuple[str, str | None]:
     """GATEWAY_DEFAULT_MODEL as (model name, version selector or None for its default route):
     ``name@alias`` and ``name/version`` split at the last ``@`` or ``/`` (MLflow allows neither
     in an alias; a version is digits or ``latest``)."""
-    if "@" in value:
-        name, alias = value.rsplit("@", 1)
-        return name, alias
-    if "/" in value:
-        name, version = value.rsplit("/", 1)
-        return name, version
-    return value, None
+    return split_model_reference(value)
 
 
 class GatewaySettings(BaseSettings):

@@ -124,7 +124,7 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
         body = await read_body(receive, content_length, services.settings.max_body_bytes)
         if (streamed := mlflow_stream.requested(media_type, body)) is not None:
             stream = await mlflow_stream.open_stream(services, served, streamed)
-            return Answer(b"", _headers(stream.served), StreamAnswer(stream, body, route_key, started))
+            return Answer(b"", served_headers(stream.served), StreamAnswer(stream, body, route_key, started))
         prediction = await services.inference.predict(served, body, media_type)
     except Exception as exc:
         services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
@@ -132,7 +132,7 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     exchange = Exchange("mlflow", media_type, body, prediction.body, route_key)
     services.predict_finished(served, status=200, started=started, exchange=exchange)
-    response_headers = _headers(served)
+    response_headers = served_headers(served)
     if served.route is not None:
         services.shadows.copy(
             served, prediction.body, lambda target: services.inference.predict(target, body, media_type)
@@ -140,7 +140,7 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     return Answer(prediction.body, response_headers)
 
 
-def _headers(served: Resolved) -> dict[str, str]:
+def served_headers(served: Resolved) -> dict[str, str]:
     """What every answer says of the version that served it."""
     headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": str(served.version)}
     if served.alias:

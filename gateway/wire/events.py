@@ -28,14 +28,21 @@ HEADERS = (
 )
 
 
+def plain(chunk: Any) -> Any:
+    """A chunk as data: a pydantic object (``ResponsesAgentStreamEvent``...) dumped as MLflow's
+    wrappers dump it, MLflow's dataclasses (``ChatCompletionChunk``) as their dicts."""
+    dump = getattr(chunk, "model_dump", None)
+    if callable(dump):
+        return dump(exclude_none=True)
+    to_dict = getattr(chunk, "to_dict", None)
+    if callable(to_dict) and not hasattr(chunk, "iloc"):  # not a pandas object
+        return to_dict()
+    return chunk
+
+
 def chunk_json(chunk: Any) -> bytes:
     """A chunk as JSON, as MLflow serialises that chunk's type."""
-    dump = getattr(chunk, "model_dump", None)
-    if callable(dump):  # a pydantic object (ResponsesAgentStreamEvent...), as MLflow's wrappers dump it
-        chunk = dump(exclude_none=True)
-    elif (to_dict := getattr(chunk, "to_dict", None)) is not None and callable(to_dict):
-        chunk = to_dict()  # MLflow's dataclasses (ChatCompletionChunk)
-    return encode_predictions(chunk, unwrapped=True)
+    return encode_predictions(plain(chunk), unwrapped=True)
 
 
 def data(payload: bytes) -> bytes:

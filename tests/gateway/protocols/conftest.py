@@ -55,6 +55,7 @@ def agents_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry = empty_registry(tmp_path_factory.mktemp("agents-registry"))
     for name, code in agents.MODELS.items():
         registry.versions[name] = [registry.log(agents.log_model_from_code, name, code)]
+    registry.client.set_registered_model_alias("agent", "champion", "1")
     return registry
 
 
