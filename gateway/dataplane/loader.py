@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,13 @@ class LoadedModel:
             return self.pyfunc.predict(request.data)
         except Exception as exc:
             raise self._predict_error(exc) from exc
+
+    def predict_stream(self, request: ScoringInput) -> Iterator[Any]:
+        """The model's ``predict_stream`` generator for one request, not started: each step of it
+        runs in a stream thread (gateway.dataplane.streaming), and its errors are worded there."""
+        if request.params:
+            return self.pyfunc.predict_stream(request.data, params=request.params)  # type: ignore[no-any-return]
+        return self.pyfunc.predict_stream(request.data)  # type: ignore[no-any-return]
 
     def predict_fast(self, array: Any) -> Any:
         assert self.fast is not None
