@@ -409,9 +409,10 @@ class GatewaySettings(BaseSettings):
     device: str = "auto"
     """Where PyTorch versions compute: ``auto`` (CUDA's first device where this host has one,
     else the CPU; ``MLFLOW_DEFAULT_PREDICTION_DEVICE``, when set, decides instead), ``cpu``,
-    ``cuda`` or ``cuda:N``. A version's MLflow tag ``gateway.device`` overrides it. A device
-    the host lacks, or one a version cannot be moved to, serves it from the CPU with the reason
-    in its status (``runtime.device_reason``), never a failed load. Other flavors run on the CPU."""
+    ``cuda`` or ``cuda:N``. A version's MLflow tag ``gateway.device`` overrides it. Only ``auto``
+    falls back to the CPU (with the reason in the version's status, ``runtime.device_reason``):
+    ``cuda``/``cuda:N`` on a host without that device stops the gateway at start, and a version
+    tagged for a device it cannot have fails to load, saying why. Other flavors run on the CPU."""
 
     log_format: Literal["text", "json"] = "text"
     """``text``: one readable line per event. ``json``: one JSON object per line (time, level,
