@@ -208,8 +208,24 @@ def runtime_of(version: dict[str, Any]) -> str:
         return "-"
     if runtime["runtime"] == "isolated":
         pids = ",".join(str(p) for p in runtime.get("worker_pids") or []) or "none"
-        return f"isolated env {runtime.get('environment')} (Python {runtime.get('python')}, workers {pids})"
+        text = f"isolated env {runtime.get('environment')} (Python {runtime.get('python')}, workers {pids})"
+        return text + sandbox_of(runtime.get("sandbox"))
     return "in process"
+
+
+def sandbox_of(sandbox: dict[str, Any] | None) -> str:
+    """The layers confining a version's workers, and those the host could not give."""
+    if not sandbox:
+        return ", no sandbox"
+    layers = ("environment", "filesystem", "network", "limits", "capabilities", "syscalls")
+    held = [
+        name for name in layers if not any(m == name or m.startswith(f"{name}.") for m in sandbox.get("missing", {}))
+    ]
+    text = f", sandbox: {', '.join(held)}"
+    missing = sandbox.get("missing") or {}
+    if missing:
+        text += "; without " + "; ".join(f"{name} ({why})" for name, why in missing.items())
+    return text
 
 
 def size_text(size: int) -> str:
