@@ -28,7 +28,7 @@ from gateway.http.status_page import router as status_router
 from gateway.observability import context
 from gateway.process import Services
 from gateway.protocols import mlflow_predict as predict_endpoint
-from gateway.protocols import mlflow_routes, oip_grpc, oip_rest
+from gateway.protocols import mlflow_routes, oip_grpc, oip_rest, openai_routes, openai_serving
 from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 
@@ -106,6 +106,7 @@ def create_app(
         app.include_router(mlflow_routes.router)
         app.include_router(model_router)
         app.include_router(oip_rest.router)
+        app.include_router(openai_routes.router)
     app.include_router(control_router)
     app.include_router(fleet_router)
     app.include_router(status_router)
@@ -232,6 +233,11 @@ class GatewayApp(FastAPI):
         target = oip_target = None
         if self.serves_predictions and scope["method"] == "POST":
             path = predict_endpoint.route_path(scope)
+            openai_route = openai_serving.match(path)
+            if openai_route is not None and services is not None:
+                # The model is in the body: that lane reads it, then asks the gate itself.
+                await openai_serving.serve(services, scope, receive, send, openai_route)
+                return
             target = predict_endpoint.match(path)
             if target is None and path == predict_endpoint.INVOCATIONS:
                 target = self.default_target  # unset: FastAPI's route says so (404)

@@ -109,7 +109,7 @@ def serve(
             "create keys with 'registry-gateway keys create', bind 127.0.0.1, or pass --insecure "
             "if something in front of the gateway already authenticates callers."
         )
-    _say_database(settings.database_url)
+    _say_database(settings)
     _prepare_database(settings.database_url)
     logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
@@ -149,10 +149,17 @@ def database_shown(url: str) -> str:
         return url
 
 
-def _say_database(url: str) -> None:
+def _say_database(settings: GatewaySettings) -> None:
     """Every command that touches the state database says which (on stderr: stdout stays the
-    command's own output, a key's secret alone on its last line)."""
-    click.echo(f"state database: {database_shown(url)} (GATEWAY_DATABASE_URL)", err=True)
+    command's own output, a key's secret alone on its last line); with GATEWAY_LOG_FORMAT=json,
+    as a JSON log line like every other line on stderr."""
+    line = f"state database: {database_shown(settings.database_url)} (GATEWAY_DATABASE_URL)"
+    if settings.log_format == "json":
+        # handed to the handlers whatever the level (the CLI logs warnings only until serve is
+        # ready): in text it is always printed, so in JSON too
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (line,), None))
+    else:
+        click.echo(line, err=True)
 
 
 def _prepare_database(url: str) -> None:
@@ -185,7 +192,7 @@ def db_upgrade() -> None:
     from registry_sync.database import current_revision, head_revision, make_engine, upgrade
 
     settings = _load_settings()
-    _say_database(settings.database_url)
+    _say_database(settings)
     engine = make_engine(settings.database_url)
     try:
         before = current_revision(engine)
@@ -202,9 +209,9 @@ def db_current() -> None:
     """Print the schema revision of the state database and the one this version needs."""
     from registry_sync.database import current_revision, head_revision, make_engine
 
-    url = _load_settings().database_url
-    _say_database(url)
-    engine = make_engine(url)
+    settings = _load_settings()
+    _say_database(settings)
+    engine = make_engine(settings.database_url)
     try:
         click.echo(f"current: {current_revision(engine) or 'empty'}; needed: {head_revision()}")
     finally:
@@ -277,7 +284,7 @@ def _key_store() -> Iterator[KeyStore]:
     from registry_sync.keys import KeyStore
 
     settings = _load_settings()
-    _say_database(settings.database_url)
+    _say_database(settings)
     engine = make_engine(settings.database_url)
     try:
         try:
@@ -414,24 +421,30 @@ def demo_registry(path: Path, base_url: str | None) -> None:
 
 
 @main.command()
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("where", metavar="DIRECTORY", required=False)
 @click.option("--model", default=None, help="Only this model's records.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="The last this many records.")
 @click.option("--json", "as_json", is_flag=True, help="The events themselves, one CloudEvent (JSON) a line.")
-def records(directory: Path | None, model: str | None, limit: int, as_json: bool) -> None:
-    """Inference records a file sink wrote in DIRECTORY (default: that of a file:// GATEWAY_RECORDS_SINK),
-    newest last. Reads only the files."""
+def records(where: str | None, model: str | None, limit: int, as_json: bool) -> None:
+    """Inference records a file sink wrote in DIRECTORY, a path or the file:///directory URL that
+    GATEWAY_RECORDS_SINK takes (default: that of a file:// GATEWAY_RECORDS_SINK), newest last.
+    Reads only the files."""
     from gateway.observability.records.listing import RecordsUnavailable, last_records, render
     from gateway.observability.records.sinks import InvalidSinkUrl, file_sink_directory
 
-    if directory is None:
-        sink = _load_settings().records_sink
-        if sink is None or not sink.startswith("file:"):
+    named = where is not None
+    if where is None:
+        where = _load_settings().records_sink
+        if where is None or not where.startswith("file:"):
             raise click.ClickException("name a directory, or set GATEWAY_RECORDS_SINK=file:///directory")
+    if where.startswith("file:"):
         try:
-            directory = file_sink_directory(sink)
+            directory = file_sink_directory(where)
         except InvalidSinkUrl as exc:
-            raise click.ClickException(str(exc)) from None
+            message = str(exc).removeprefix("GATEWAY_RECORDS_SINK ") if named else str(exc)
+            raise click.ClickException(message) from None
+    else:
+        directory = Path(where)
     try:
         found = last_records(directory, model=model, limit=limit)
     except RecordsUnavailable as exc:

@@ -238,6 +238,50 @@ class PredictFailed(GatewayError):
         super().__init__(f"Model '{name}' version {version} failed to predict: {reason}")
 
 
+class NotStreamable(GatewayError):
+    """Asked to stream (``"stream": true``, an OpenAI route's ``stream``) a version whose model
+    does not implement ``predict_stream``: the client's mistake (400), naming the version."""
+
+    def __init__(self, name: str, version: int) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(
+            f"Model '{name}' version {version} does not implement predict_stream, so it cannot stream; "
+            'send the request without "stream": true'
+        )
+
+
+class WrongInterface(GatewayError):
+    """An OpenAI route asked of a version whose model speaks another interface (400)."""
+
+    def __init__(self, name: str, version: int, *, route: str, wants: str, found: str) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(f"Model '{name}' version {version} is {found}; {route} serves {wants}")
+
+
+class StreamIdle(GatewayError):
+    """A stream's model yielded nothing for GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS: the stream is
+    ended with this as its error event (504 when nothing was sent yet)."""
+
+    def __init__(self, name: str, version: int, seconds: float) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(
+            f"Model '{name}' version {version} yielded nothing for {seconds:g} s "
+            "(GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS); the stream is ended"
+        )
+
+
+class StreamsExhausted(GatewayError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"This gateway process has {limit} streams open already (GATEWAY_MAX_STREAMS); retry shortly "
+            "or send to another replica"
+        )
+
+
 class WorkerUnavailable(GatewayError):
     """The worker process serving an isolated version died or is starting again: another
     replica, or this one a moment later, may answer (503, worth a retry)."""

@@ -254,6 +254,33 @@ class GatewayMetrics:
             "Bytes of inference records waiting for their sink (at most GATEWAY_RECORDS_QUEUE_MB)",
             registry=r,
         )
+        # Streams (predict_stream over SSE and the OpenAI routes: gateway/dataplane/streaming.py)
+        self.streams_open = Gauge(
+            "gateway_streams_open", "Streams open in this process (at most GATEWAY_MAX_STREAMS)", registry=r
+        )
+        self.stream_first_event_seconds = LoopHistogram(
+            "gateway_stream_first_event_seconds",
+            "Time from a stream's version being leased to its first chunk",
+            ["model", "version"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.stream_events = LoopCounter(
+            "gateway_stream_events", "Chunks streamed to clients", ["model", "version"], registry=r
+        )
+        self.stream_seconds = LoopHistogram(
+            "gateway_stream_duration_seconds",
+            "How long a stream stayed open, from its version leased to its end (whatever ended it)",
+            ["model", "version"],
+            buckets=(*_LATENCY_BUCKETS, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.streams_ended = Counter(
+            "gateway_streams_ended",
+            "Streams by how they ended: done, error, idle, disconnected, shutdown",
+            ["reason"],
+            registry=r,
+        )
 
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:

@@ -26,6 +26,7 @@ from gateway.dataplane.loader import LoadedModel, ModelLoader
 from gateway.dataplane.policy import LoadingPolicy
 from gateway.dataplane.prediction_cache import make_cache
 from gateway.dataplane.predictor import BatchPolicy, InferenceService
+from gateway.dataplane.streaming import Streams
 from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
 from gateway.fleet.membership import Membership
@@ -105,6 +106,7 @@ class Services:
     membership: Membership
     drain: Drain
     fleet: FleetStore
+    streams: Streams  # predict_stream's open streams (gateway.dataplane.streaming)
     ready: bool = False
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
@@ -308,6 +310,7 @@ class Services:
                 source=source,
                 sync_status=store.sync_status,
                 placements=placer.placement,
+                alias_failure=reconciler.failing,
             ),
             poller=poller,
             reconciler=reconciler,
@@ -327,7 +330,18 @@ class Services:
             membership=membership,
             drain=Drain(settings.drain_seconds, on_drain=lambda: services.begin_drain()),
             fleet=fleet,
+            streams=Streams(
+                cache,
+                metrics=metrics,
+                max_streams=settings.max_streams,
+                threads=settings.stream_threads,
+                idle_seconds=settings.stream_idle_timeout_seconds,
+                load_budget=load_budget,
+            ),
         )
+        # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
+        # open streams get their end event now, so their clients reconnect elsewhere at once.
+        services.drain.on_stop(services.streams.ending)
         return services
 
     def predict_finished(
@@ -542,6 +556,7 @@ class Services:
 
     async def close(self) -> None:
         self.ready = False
+        self.streams.end_all()  # streams still open (no drain ran) end with an event, not a cut
         if self._reaping is not None:
             self._reaping.cancel()
         self.stage = "shutting down"
@@ -559,6 +574,7 @@ class Services:
         await self.shadows.stop()
         await self.guard.settle()
         await self.inference.close()
+        self.streams.close()
         await self.cache.close()
         await anyio.to_thread.run_sync(self.placer.close)  # stops every worker process
         await self.gate.limiter.close()

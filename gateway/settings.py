@@ -28,7 +28,7 @@ from gateway.dataplane.policy import TESTED_FLAVORS
 from gateway.errors import InvalidSelector
 from gateway.runtimes.sandbox import REFUSED_PREFIXES, refused_pass_name
 from gateway.runtimes.worker import devices
-from gateway.wire.selectors import parse_selector
+from gateway.wire.selectors import parse_selector, split_model_reference
 
 PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -58,13 +58,7 @@ def default_target(value: str) -> tuple[str, str | None]:
     """GATEWAY_DEFAULT_MODEL as (model name, version selector or None for its default route):
     ``name@alias`` and ``name/version`` split at the last ``@`` or ``/`` (MLflow allows neither
     in an alias; a version is digits or ``latest``)."""
-    if "@" in value:
-        name, alias = value.rsplit("@", 1)
-        return name, alias
-    if "/" in value:
-        name, version = value.rsplit("/", 1)
-        return name, version
-    return value, None
+    return split_model_reference(value)
 
 
 class GatewaySettings(BaseSettings):
@@ -117,6 +111,20 @@ class GatewaySettings(BaseSettings):
 
     inference_threads: int = Field(default=4, ge=1)
     """Threads that run predict calls, except small fast-path batches (``inline_predict_ms``)."""
+
+    # --- streams (predict_stream over SSE and the OpenAI routes: docs/protocols.md) ---
+
+    max_streams: int = Field(default=1000, ge=1)
+    """Streams open at once in this process; past it a new stream is answered 503 (Retry-After)
+    at once. Each holds its version's lease and, while its model computes a chunk, a stream thread."""
+
+    stream_threads: int = Field(default=32, ge=1)
+    """Threads that step the models' generators (one chunk at a time per stream): the streams
+    computing a chunk at the same moment, not the streams open."""
+
+    stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    """A stream whose model yields nothing for this long is ended with an error event (504 if
+    nothing was sent yet), and its generator closed."""
 
     log_level: LogLevel = "info"
     """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""

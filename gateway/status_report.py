@@ -111,10 +111,16 @@ def render(report: Report) -> str:
     lines.append("")
     lines.append("MODEL\tVERSION\tALIASES\tSTATE\tRUNTIME")
     for row in version_rows(report):
-        aliases = ",".join(row.aliases) + (" (default)" if row.default else "")
+        aliases = ",".join(alias_text(alias, row) for alias in row.aliases) + (" (default)" if row.default else "")
         lines.append(f"{row.model}\t{row.version}\t{aliases or '-'}\t{row.state}\t{row.runtime}")
     if report.not_shown:
         lines.append(f"... and {report.not_shown} more models (--model NAME, or --limit N)")
+    behind = alias_rows(report)
+    if behind:
+        lines.append("")
+        lines.append("aliases not at MLflow's version here:")
+        for alias in behind:
+            lines.append(f"  {alias.model}@{alias.alias}: {alias.describe()}")
     for name, traffic in report.traffic.items():
         lines.append("")
         lines.append(f"traffic of {name} (default version {traffic.get('default_version')}):")
@@ -155,6 +161,45 @@ class VersionRow:
     state: str
     runtime: str
     failing: bool  # refused, or its last load failed and nothing is loaded
+    behind: dict[str, int] = field(default_factory=dict)  # its aliases MLflow points elsewhere: alias -> there
+
+
+def alias_text(alias: str, row: VersionRow) -> str:
+    """An alias in a version's row: ``champion``, or ``champion (MLflow: v2)`` when MLflow points
+    it at another version than this one, which serves it here meanwhile."""
+    return f"{alias} (MLflow: v{row.behind[alias]})" if alias in row.behind else alias
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRow:
+    """A warm alias served at another version than MLflow's, as both renderings show it."""
+
+    model: str
+    alias: str
+    registry_version: int
+    serving_version: int | None
+    reason: str
+    since: str | None
+
+    def describe(self) -> str:
+        serving = f"v{self.serving_version} serves" if self.serving_version is not None else "nothing serves"
+        since = f" (since {self.since[:19]}Z)" if self.since else ""
+        return f"MLflow points at v{self.registry_version}, {serving} here: {self.reason}{since}"
+
+
+def alias_rows(report: Report) -> list[AliasRow]:
+    return [
+        AliasRow(
+            model=detail["name"],
+            alias=alias,
+            registry_version=behind["registry_version"],
+            serving_version=behind.get("serving_version"),
+            reason=behind.get("reason") or "",
+            since=behind.get("since"),
+        )
+        for detail in report.models
+        for alias, behind in sorted(detail.get("aliases_behind", {}).items())
+    ]
 
 
 def version_rows(report: Report) -> list[VersionRow]:
@@ -162,6 +207,7 @@ def version_rows(report: Report) -> list[VersionRow]:
     rows = []
     for detail in report.models:
         default = detail.get("default_version")
+        behind = {alias: b["registry_version"] for alias, b in detail.get("aliases_behind", {}).items()}
         for version in detail["versions"]:
             if not worth_a_line(version, default):
                 continue
@@ -175,6 +221,7 @@ def version_rows(report: Report) -> list[VersionRow]:
                     state=state_of(version),
                     runtime=runtime_of(version),
                     failing=failing,
+                    behind={a: behind[a] for a in version["aliases"] if a in behind},
                 )
             )
     return rows
@@ -207,16 +254,20 @@ def runtime_of(version: dict[str, Any]) -> str:
     if not runtime:
         return "-"
     if runtime["runtime"] == "isolated":
-        pids = ",".join(str(p) for p in runtime.get("worker_pids") or []) or "none"
-        text = f"isolated env {runtime.get('environment')} (Python {runtime.get('python')}, workers {pids})"
-        return text + sandbox_of(runtime.get("sandbox"))
+        if not runtime.get("environment"):  # refused before it had one: the state says why
+            return "isolated, no environment"
+        details = [f"Python {runtime['python']}"] if runtime.get("python") else []
+        pids = ",".join(str(p) for p in runtime.get("worker_pids") or [])
+        details.append(f"workers {pids}" if pids else "no worker running")
+        text = f"isolated env {runtime['environment']} ({', '.join(details)})"
+        return text + (sandbox_of(runtime.get("sandbox")) if pids else "")
     return "in process"
 
 
 def sandbox_of(sandbox: dict[str, Any] | None) -> str:
-    """The layers confining a version's workers, and those the host could not give."""
+    """The layers confining a version's running workers, and those the host could not give."""
     if not sandbox:
-        return ", no sandbox"
+        return ", no sandbox (GATEWAY_SANDBOX=off)"
     layers = ("environment", "filesystem", "network", "limits", "capabilities", "syscalls")
     held = [
         name for name in layers if not any(m == name or m.startswith(f"{name}.") for m in sandbox.get("missing", {}))

@@ -63,6 +63,7 @@ class EventKind(StrEnum):
     WARMED = "warmed"
     SWAPPED = "swapped"
     FAILED = "failed"
+    RECOVERED = "recovered"  # what failed (and was told once) works again, or no longer matters
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
     TRAFFIC_SET = "traffic_set"
@@ -438,7 +439,7 @@ class StateStore:
             route.generation = generation
             changes.alias_moves.append((name, alias, version))
             changes.events += 1
-            reason = f"{before} -> {version}" if before is not None else f"-> {version}"
+            reason = f"{alias} {before} -> {version}" if before is not None else f"{alias} -> {version}"
             _event(session, EventKind.ALIAS_SET, name, version=version, alias=alias, reason=reason, actor=actor)
         for alias, route in routes.items():
             if alias not in aliases:
@@ -709,7 +710,8 @@ class StateStore:
                 )
                 .values(active_version=version)
             )
-            reason = f"{previous} -> {version}" if previous is not None else f"-> {version}"
+            # the alias named in the reason too: the pages and the CLI show the reason, not the field
+            reason = f"{alias} {previous} -> {version}" if previous is not None else f"{alias} -> {version}"
             if note:
                 reason = f"{reason} ({note})"
             _event(session, EventKind.SWAPPED, name, version=version, alias=alias, reason=reason, actor=actor)

@@ -1130,7 +1130,7 @@ def test_fleet_targets_judge_the_bounded_proxy_and_the_rolling_restart() -> None
     assert [ok for *_, ok in fleet.targets({"restart": late})] == [False, False]
     assert fleet.targets({"proxies": [_fleet_row(fleet.BOUNDED, start_loads=36.0)]})[0][2] is False
     report = "\n".join(fleet.render(data | {"restart": restart}))
-    assert "| haproxy, bounded | 0 | 3,000 |" in report and "| 55% / 45% / 0% |" in report
+    assert "| haproxy, as shipped | 0 | 3,000 |" in report and "| 55% / 45% / 0% |" in report
 
 
 SHIPPED_HAPROXY = (Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg").read_text()
@@ -1140,21 +1140,28 @@ def test_the_fleet_benchs_haproxy_runs_the_shipped_routing_on_loopback() -> None
     config = fleet.haproxy_config(SHIPPED_HAPROXY, http_port=9100, grpc_port=9101, gateways=[9001, 9002], sync=9009)
     assert "bind 127.0.0.1:9100" in config and "bind 127.0.0.1:9101" in config
     servers = [line.split()[1:3] for line in config.splitlines() if line.strip().startswith("server gateway-")]
-    assert servers == [["gateway-1", "127.0.0.1:9001"], ["gateway-2", "127.0.0.1:9002"]] * 2  # HTTP, then gRPC
+    # HTTP, then gRPC, then each for hot models
+    assert servers == [["gateway-1", "127.0.0.1:9001"], ["gateway-2", "127.0.0.1:9002"]] * 4
     assert "server sync 127.0.0.1:9009" in config
     assert "hash-balance-factor" in config and "balance hash" in config
+    hot = [line.split()[1] for line in config.splitlines() if line.strip().startswith("use_backend")]
+    assert hot == ["registry_sync", "registry_gateways_hot", "registry_gateways_grpc_hot"]
+    every = fleet.bound_on_every_model(config)
+    assert [line.split()[1] for line in every.splitlines() if line.strip().startswith("use_backend")] == hot[:1]
+    assert every.count("hash-balance-factor 150") == 4 == 2 * config.count("hash-balance-factor 150")
     plain = "\n".join(line for line in fleet.round_robin(config).splitlines() if not line.lstrip().startswith("#"))
     assert "hash-balance-factor" not in plain and "balance hash" not in plain and "balance hdr" not in plain
-    assert plain.count("balance roundrobin") == 2
-    if shutil.which("haproxy"):  # the rewritten file is still one HAProxy accepts
+    assert plain.count("balance roundrobin") == 4
+    if shutil.which("haproxy"):  # the rewritten files are still ones HAProxy accepts
         import subprocess
         import tempfile
 
-        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
-            written.write(config)
-            written.flush()
-            checked = subprocess.run(["haproxy", "-c", "-f", written.name], capture_output=True, text=True)
-            assert checked.returncode == 0, checked.stdout + checked.stderr
+        for text in (config, every, fleet.round_robin(config)):
+            with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
+                written.write(text)
+                written.flush()
+                checked = subprocess.run(["haproxy", "-c", "-f", written.name], capture_output=True, text=True)
+                assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_fleet_bench_reads_loads_and_requests_from_metrics() -> None:

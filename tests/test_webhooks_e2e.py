@@ -119,11 +119,11 @@ def test_an_alias_moved_in_mlflow_reaches_the_gateway_by_webhook(tmp_path: Path)
             events: list[dict[str, Any]] = http.get("/events", params={"model": NAME}).json()["events"]
             swapped = swap_events()
             assert swapped[0]["version"] == second
-            assert swapped[0]["reason"] == f"{first} -> {second}"
+            assert swapped[0]["reason"] == f"champion {first} -> {second}"
             moved = [e for e in events if e["kind"] == "alias_set" and e["version"] == second]
             assert len(moved) == 1
             assert moved[0]["actor"].endswith(":webhook model_version_alias.created")
-            assert moved[0]["reason"] == f"{first} -> {second}"
+            assert moved[0]["reason"] == f"champion {first} -> {second}"
             detail = http.get(f"/models/{NAME}").json()
             assert detail["aliases"] == detail["registry_aliases"] == {"champion": second}
     finally:

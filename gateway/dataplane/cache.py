@@ -23,6 +23,7 @@ from gateway.dataplane import frozen, heap
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
 from gateway.metrics import GatewayMetrics
+from gateway.observability.repeats import Repeats
 from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class ModelCache:
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._pending: dict[Key, _Pending] = {}
         self._failures: dict[Key, tuple[float, GatewayError]] = {}
+        self._failures_told: Repeats[Key] = Repeats()  # a retry failing alike is logged quietly
         self._tasks: set[asyncio.Task[None]] = set()
         self._bytes = 0
         self._reserved: dict[Key, int] = {}  # loads under way: what each estimated it will take
@@ -210,7 +212,10 @@ class ModelCache:
             self._release_reservation(key)
             error = exc if isinstance(exc, GatewayError) else ShuttingDown()
             self._metrics.load_finished(name, version, outcome="failure", seconds=time.perf_counter() - started)
-            log.warning("load of %s version %s failed: %s", name, version, error)
+            if self._failures_told.news(key, str(error)):
+                log.warning("load of %s version %s failed: %s", name, version, error)
+            else:
+                log.info("load of %s version %s failed again, as logged before", name, version)
             if isinstance(error, VersionRefused):
                 self._metrics.refusals.inc()
             # Kept for the retry window without its frames: they would keep the refused
@@ -226,6 +231,7 @@ class ModelCache:
         entry = _Entry(model=model, in_use=pending.waiters, uses=pending.waiters)
         del self._pending[key]
         self._failures.pop(key, None)
+        self._failures_told.clear(key)
         self._entries[key] = entry
         self._bytes += model.size_bytes
         if model.placement is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from gateway.errors import (
     VersionNotFound,
     VersionRefused,
 )
+from gateway.observability.repeats import Repeats
 from gateway.runtimes.base import Placement, flavor_of
 from gateway.runtimes.placement import EnvironmentPolicy, PlacementRefused, Placer
 from gateway.wire.mlflow_scoring import BodyLimits, ScoringInput
@@ -101,6 +102,13 @@ class LoadedModel:
         except Exception as exc:
             raise self._predict_error(exc) from exc
 
+    def predict_stream(self, request: ScoringInput) -> Iterator[Any]:
+        """The model's ``predict_stream`` generator for one request, not started: each step of it
+        runs in a stream thread (gateway.dataplane.streaming), and its errors are worded there."""
+        if request.params:
+            return self.pyfunc.predict_stream(request.data, params=request.params)  # type: ignore[no-any-return]
+        return self.pyfunc.predict_stream(request.data)  # type: ignore[no-any-return]
+
     def predict_fast(self, array: Any) -> Any:
         assert self.fast is not None
         try:
@@ -148,6 +156,10 @@ class ModelLoader:
         self._actor = actor
         self.policy = policy or LoadingPolicy()
         self._refusals_told: set[tuple[str, str]] = set()  # (version uid, reason) already in /events
+        # By version uid: a retry that fails alike is not told again (fetches: no event; the
+        # model's own loader: no WARNING); a fetch that works again says so in an event.
+        self._fetches_told: Repeats[str] = Repeats()
+        self._loads_told: Repeats[str] = Repeats()
 
     def _refused_by_policy(self, version: VersionId, policy: str, reason: str) -> PolicyRefused:
         """The error for a version this process's policy refuses, with one 'refused' event per
@@ -179,7 +191,10 @@ class ModelLoader:
             raise self._refused_by_policy(version, exc.policy, exc.reason) from None
 
     def _failed(self, version: VersionId, reason: str) -> None:
-        """An event for a fetch that failed (loads are retried at most once a retry window)."""
+        """An event for a fetch that failed (loads are retried at most once a retry window; one
+        that fails alike again is not told again)."""
+        if not self._fetches_told.news(version.uid, reason):
+            return
         try:
             self._store.record(
                 EventKind.FAILED, version.name, version=version.version, reason=reason, actor=self._actor
@@ -232,7 +247,10 @@ class ModelLoader:
             self._failed(version, reason)
             raise ModelLoadFailed(name, number, reason) from exc
         except Exception as exc:  # anything a model's own loader raises; its paths stay in the log
-            log.warning("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
+            if self._loads_told.news(version.uid, described(exc)):
+                log.warning("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
+            else:
+                log.info("%s failed to load again, as told", version)
             raise ModelLoadFailed(name, number, described(exc)) from exc
         pyfunc = loaded.model
         size = max(loaded.size_bytes, on_disk)  # the files bound what native libraries hold from below
@@ -260,6 +278,14 @@ class ModelLoader:
             ("fast path" if fast else "pyfunc")
             + ("" if in_process else f", worker of environment {placement.environment}"),
         )
+        self._loads_told.clear(version.uid)
+        failing = self._fetches_told.clear(version.uid)
+        if failing is not None:
+            reason = f"loaded: {failing.told()}"
+            try:
+                self._store.record(EventKind.RECOVERED, name, version=number, reason=reason, actor=self._actor)
+            except RegistryError:
+                log.warning("could not record that %s recovered", version)
         row_independent = flavor in ROW_INDEPENDENT_FLAVORS
         return LoadedModel(
             id=version,

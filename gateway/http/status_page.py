@@ -20,7 +20,16 @@ from gateway.admission.access import Access, requires
 from gateway.errors import GatewayError
 from gateway.fleet.view import read_fleet
 from gateway.process import Services
-from gateway.status_report import Report, has_split, replica_rows, shown_models, size_text, version_rows
+from gateway.status_report import (
+    Report,
+    alias_rows,
+    alias_text,
+    has_split,
+    replica_rows,
+    shown_models,
+    size_text,
+    version_rows,
+)
 from gateway.wire.api_schemas import utc_iso
 from registry_sync.errors import RegistryError
 
@@ -154,7 +163,12 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
     parts.append("<h2>Models</h2>")
     parts.append("<table><tr><th>Model</th><th>Version</th><th>Aliases</th><th>State</th><th>Runs</th></tr>")
     for row in version_rows(report):
-        pills = "".join(f'<span class="pill">{e(a)}</span>' for a in row.aliases)
+        pills = "".join(
+            f'<span class="pill bad">{e(alias_text(a, row))}</span>'
+            if a in row.behind
+            else f'<span class="pill">{e(a)}</span>'
+            for a in row.aliases
+        )
         if row.default:
             pills += '<span class="muted">default</span>'
         parts.append(
@@ -166,6 +180,18 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
         parts.append('<p class="muted">No model to show yet.</p>')
     if report.not_shown:
         parts.append(f'<p class="muted">… and {report.not_shown} more models (GET /models lists them all).</p>')
+    behind = alias_rows(report)
+    if behind:
+        parts.append("<h2>Aliases not at MLflow's version here</h2>")
+        parts.append("<table><tr><th>Model</th><th>Alias</th><th>MLflow</th><th>Serving</th><th>Why</th></tr>")
+        for alias in behind:
+            since = f' <span class="muted">(since {e(alias.since[:19])}Z)</span>' if alias.since else ""
+            serving = str(alias.serving_version) if alias.serving_version is not None else "–"
+            parts.append(
+                f"<tr><td>{e(alias.model)}</td><td>{e(alias.alias)}</td><td>{alias.registry_version}</td>"
+                f'<td>{serving}</td><td class="bad">{e(alias.reason)}{since}</td></tr>'
+            )
+        parts.append("</table>")
     for name, traffic in report.traffic.items():
         parts.append(
             f"<h2>Traffic of {e(name)} <span class=muted>(default version {traffic.get('default_version')})</span></h2>"

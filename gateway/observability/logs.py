@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
@@ -58,9 +59,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def iso_time(created: float) -> str:
+    """A record's time as the JSON lines write it: ISO 8601 in UTC, to the millisecond, with
+    its zone (``2026-11-25T12:15:43.123+00:00``)."""
+    return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
+
+
 class JsonLinesFormatter(JsonFormatter):
     """python-json-logger's formatter, as :func:`logging_config` sets it up (by its own name, so
-    the access log knows the lines it would make)."""
+    the access log knows the lines it would make): the time in ISO 8601 with its zone, and
+    without uvicorn's ``color_message`` (its message again, with ANSI color codes)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        return iso_time(record.created)
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data.pop("color_message", None)
 
 
 class GatewayStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -207,15 +222,14 @@ class AccessLog:
     ) -> str:
         """The line ``logging`` would write through :func:`logging_config`'s handler, with its
         line end (tests/gateway/observability/test_logs.py compares the two)."""
-        second = int(ended)
-        if second != self._second:  # the stamp logging.Formatter.formatTime makes, once a second
-            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        stamp = f"{self._stamp},{int((ended - second) * 1000):03d}"
         message = self._message(method, path, status, seconds, context, client)
         if kind == "text":
-            return f"{stamp} INFO {ACCESS_LOGGER}: {message}\n"
+            second = int(ended)
+            if second != self._second:  # the stamp logging.Formatter.formatTime makes, once a second
+                self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            return f"{self._stamp},{int((ended - second) * 1000):03d} INFO {ACCESS_LOGGER}: {message}\n"
         fields: dict[str, Any] = {
-            "time": stamp,
+            "time": iso_time(ended),
             "level": "INFO",
             "logger": ACCESS_LOGGER,
             "message": message,

@@ -18,10 +18,13 @@ from urllib.parse import quote
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.dataplane.streaming import Stream
 from gateway.http import errors as http_errors
 from gateway.http.request_body import read_body
 from gateway.observability.records.record import Exchange
 from gateway.process import Services
+from gateway.protocols import mlflow_stream
+from gateway.routing.catalog import Resolved
 from gateway.wire.mlflow_scoring import parse_content_type
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
@@ -31,6 +34,27 @@ RawHeaders = Iterable[tuple[bytes, bytes]]
 class Answer:
     body: bytes  # JSON
     headers: dict[str, str]
+    stream: StreamAnswer | None = None  # "stream": true: the events to send instead of ``body``
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAnswer:
+    stream: Stream
+    request_body: bytes
+    route_key: str | None
+    started: float
+
+    async def send(self, services: Services, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        await mlflow_stream.serve(
+            services,
+            self.stream,
+            receive,
+            send,
+            headers=headers,
+            request_body=self.request_body,
+            route_key=self.route_key,
+            started=self.started,
+        )
 
 
 # The last segment of a predict path: the gateway's own, and ``mlflow models serve``'s (its
@@ -98,6 +122,9 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
         media_type = parse_content_type(content_type)
         served = await services.inference.choose(name, path=version, header=selector, route_key=route_key)
         body = await read_body(receive, content_length, services.settings.max_body_bytes)
+        if (streamed := mlflow_stream.requested(media_type, body)) is not None:
+            stream = await mlflow_stream.open_stream(services, served, streamed)
+            return Answer(b"", served_headers(stream.served), StreamAnswer(stream, body, route_key, started))
         prediction = await services.inference.predict(served, body, media_type)
     except Exception as exc:
         services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
@@ -105,21 +132,31 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     exchange = Exchange("mlflow", media_type, body, prediction.body, route_key)
     services.predict_finished(served, status=200, started=started, exchange=exchange)
-    response_headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": str(served.version)}
-    if served.alias:
-        response_headers["X-Model-Alias"] = header_value(served.alias)
+    response_headers = served_headers(served)
     if served.route is not None:
-        response_headers["X-Model-Route"] = served.route
         services.shadows.copy(
             served, prediction.body, lambda target: services.inference.predict(target, body, media_type)
         )
     return Answer(prediction.body, response_headers)
 
 
+def served_headers(served: Resolved) -> dict[str, str]:
+    """What every answer says of the version that served it."""
+    headers = {"X-Model-Name": header_value(served.name), "X-Model-Version": str(served.version)}
+    if served.alias:
+        headers["X-Model-Alias"] = header_value(served.alias)
+    if served.route is not None:
+        headers["X-Model-Route"] = served.route
+    return headers
+
+
 async def serve(services: Services, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
-    """Answer one predict request on ASGI: the prediction, or the error's JSON."""
+    """Answer one predict request on ASGI: the prediction (or its stream), or the error's JSON."""
     try:
         result = await answer(services, scope["headers"], receive, name, version)
+        if result.stream is not None:
+            await result.stream.send(services, receive, send, result.headers)
+            return
         status, body, headers = 200, result.body, result.headers
     except Exception as exc:
         error = http_errors.answer_for(exc, scope["method"], scope["path"])

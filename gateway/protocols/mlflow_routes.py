@@ -27,7 +27,7 @@ from gateway.http.api_examples import (
     error_responses,
 )
 from gateway.process import Services
-from gateway.protocols import mlflow_predict
+from gateway.protocols import mlflow_predict, mlflow_stream
 from gateway.wire.api_schemas import PredictionBody
 
 
@@ -115,4 +115,14 @@ async def invocations(request: Request) -> Response:
 async def _predict(request: Request, name: str, version: str | None) -> Response:
     services: Services = request.app.state.services
     result = await mlflow_predict.answer(services, request.scope["headers"], request.receive, name, version)
+    if result.stream is not None:
+        answer = result.stream
+        return mlflow_stream.EventStreamResponse(
+            services,
+            answer.stream,
+            headers=result.headers,
+            request_body=answer.request_body,
+            route_key=answer.route_key,
+            started=answer.started,
+        )
     return Response(result.body, media_type="application/json", headers=result.headers)

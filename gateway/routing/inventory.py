@@ -14,10 +14,12 @@ from mlflow.models import Model
 from gateway.dataplane.cache import CachedVersion, ModelCache
 from gateway.dataplane.predictor import InferenceService
 from gateway.errors import GatewayError, ModelLoadFailed, VersionNotFound, VersionNotReady, VersionRefused
+from gateway.observability.repeats import Failing
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, ModelView
 from gateway.runtimes.base import Placement
 from gateway.wire.api_schemas import (
+    AliasBehind,
     LoadState,
     ModelDetail,
     ModelList,
@@ -47,7 +49,9 @@ class Inventory:
         source: RegistrySource,
         sync_status: Callable[[], SyncStatus],
         placements: Callable[[VersionId], Placement | None] = lambda version: None,
+        alias_failure: Callable[[str, str], Failing | None] = lambda name, alias: None,
     ) -> None:
+        self._alias_failure = alias_failure  # the swap failure holding a warm alias back (the reconciler's)
         self._placements = placements  # where each version runs, once decided (gateway.runtimes)
         self._catalog = catalog
         self._cache = cache
@@ -133,7 +137,29 @@ class Inventory:
             latest_version=model.latest_ready,
             default_version=default,
             versions=[self._summary(model, v) for v in sorted(model.versions, reverse=True)],
+            aliases_behind=self._behind(model),
         )
+
+    def _behind(self, model: ModelView) -> dict[str, AliasBehind]:
+        """The aliases served at another version than MLflow names, and why."""
+        behind = {}
+        for alias, wanted in model.registry_aliases.items():
+            serving = model.aliases.get(alias)
+            if serving == wanted:
+                continue
+            failing = self._alias_failure(model.name, alias)
+            state = model.versions.get(wanted)
+            since = None
+            if failing is not None:
+                reason, since = failing.text, utc_iso(failing.since)
+            elif state is not None and state.refused_reason:
+                reason = f"version {wanted} is refused: {state.refused_reason}"
+            elif state is None or not state.ready:
+                reason = f"version {wanted} is not ready ({state.status if state is not None else 'deleted'})"
+            else:
+                reason = f"the swap to version {wanted} is under way, or waits for the alias's first request here"
+            behind[alias] = AliasBehind(registry_version=wanted, serving_version=serving, reason=reason, since=since)
+        return behind
 
     async def version(self, name: str, selector: str) -> VersionDetail:
         chosen = parse_selector(selector)
@@ -178,12 +204,15 @@ class Inventory:
     def _summary(self, model: ModelView, version: int) -> VersionSummary:
         state = model.versions[version]
         cached = self._cache.get(state.id)
+        placement = self._placements(state.id)
+        # refused by its bytes (kept in the state database), or here: its environment cannot be built
+        refused = state.refused_reason or (placement.refused if placement is not None else None)
         return VersionSummary(
             version=version,
             status=state.status,
             aliases=sorted(a for a, v in model.aliases.items() if v == version),
             sha256=state.digest,
-            refused=state.refused_reason,
+            refused=refused,
             first_seen=utc_iso(state.created_at),
             loaded=_load_state(cached) if cached is not None else None,
             last_load_error=self._cache.last_failure(state.id),

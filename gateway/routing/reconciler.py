@@ -39,6 +39,7 @@ from gateway.errors import GatewayError
 from gateway.fleet.membership import Membership
 from gateway.fleet.warming import StartPlan, WarmRule, plan_start
 from gateway.metrics import GatewayMetrics
+from gateway.observability.repeats import Failing, Repeats
 from gateway.observability.tracing import Tracing
 from gateway.routing.catalog import Catalog
 from gateway.routing.traffic import TrafficSplit
@@ -82,6 +83,10 @@ class Reconciler:
         # Failed swaps wait before trying again (when, and the version that failed), unless
         # the alias moves meanwhile.
         self._retry_at: dict[tuple[str, str], tuple[float, VersionId]] = {}
+        # What each failing swap (and canary warm-up) said when it was told: a retry that fails
+        # the same way writes no event and no WARNING (gateway.observability.repeats).
+        self._failing: Repeats[tuple[str, str]] = Repeats()
+        self._failing_canaries: Repeats[VersionId] = Repeats()
         self._loop: asyncio.Task[None] | None = None
         self._split = split
         self._tracing = tracing or Tracing.off()
@@ -211,7 +216,7 @@ class Reconciler:
                 changed = await self._catalog.refresh()
                 due = any(when <= time.monotonic() for when, _ in self._retry_at.values())
                 if changed:
-                    self._forget_retries_of_moved_aliases()
+                    await self._forget_retries_of_moved_aliases()
                 if self._canaries_due(self._followed()):
                     due = True  # a canary unloaded (evicted) since it was warmed: warm it again
                 if changed or self._dirty or due:
@@ -310,10 +315,21 @@ class Reconciler:
         except (GatewayError, RegistryError) as exc:
             self._warm_retry_at[version] = time.monotonic() + RETRY_SECONDS
             reason = f"canary version {version.version} could not be warmed, it takes no traffic here: {exc}"
-            log.warning("%s %s", version.name, reason)
-            await self._record(EventKind.FAILED, version.name, version=version.version, reason=reason)
+            if self._failing_canaries.news(version, str(exc)):
+                log.warning("%s %s", version.name, reason)
+                await self._record(EventKind.FAILED, version.name, version=version.version, reason=reason)
+            else:
+                log.info("%s canary version %s failed to warm again, as told", version.name, version.version)
             return
         self._warm_retry_at.pop(version, None)
+        failing = self._failing_canaries.clear(version)
+        if failing is not None:
+            await self._record(
+                EventKind.RECOVERED,
+                version.name,
+                version=version.version,
+                reason=f"canary version {version.version} warmed, {failing.told()}",
+            )
         self._split.mark_warm(version)
 
     def _target(self, route: RouteState) -> VersionId | None:
@@ -329,13 +345,18 @@ class Reconciler:
             return None
         return fallback if self._catalog.is_current(fallback) else None
 
-    def _forget_retries_of_moved_aliases(self) -> None:
+    async def _forget_retries_of_moved_aliases(self) -> None:
         """A failed swap is tried again at once when its alias moved on (not for other changes,
-        such as the pin that very swap wrote)."""
+        such as the pin that very swap wrote); the failure it was in is over."""
         for key, (_, failed) in list(self._retry_at.items()):
             route = self._catalog.route(*key)
             if route is None or self._target(route) != failed:
                 del self._retry_at[key]
+                failing = self._failing.clear(key)
+                if failing is not None:
+                    name, alias = key
+                    reason = f"alias '{alias}' no longer waits for version {failed.version}: {failing.told()}"
+                    await self._record(EventKind.RECOVERED, name, version=failed.version, alias=alias, reason=reason)
 
     def _swap_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._swaps.get(key) is task:
@@ -356,11 +377,18 @@ class Reconciler:
             reason = (
                 f"swap of alias '{alias}' to version {target.version} failed, version {previous} keeps serving: {exc}"
             )
-            log.warning("%s %s", name, reason)
             self._retry_at[(name, alias)] = (time.monotonic() + RETRY_SECONDS, target)
-            await self._record(EventKind.FAILED, name, version=target.version, alias=alias, reason=reason)
+            if self._failing.news((name, alias), reason):
+                log.warning("%s %s", name, reason)
+                await self._record(EventKind.FAILED, name, version=target.version, alias=alias, reason=reason)
+            else:
+                log.info("%s swap of alias '%s' to version %s failed again, as told", name, alias, target.version)
             return
         self._retry_at.pop((name, alias), None)
+        failing = self._failing.clear((name, alias))
+        if failing is not None:
+            reason = f"alias '{alias}' can move to version {target.version} now: {failing.told()}"
+            await self._record(EventKind.RECOVERED, name, version=target.version, alias=alias, reason=reason)
         if self._catalog.refused(name, target.version) or not self._catalog.is_current(target):
             self._cache.discard(target)  # refused or re-created while it loaded: the reconcile after says why
             return
@@ -424,6 +452,10 @@ class Reconciler:
             version=version.version,
             reason="warmed with a predict" if request is not None else "loaded (nothing to warm with)",
         )
+
+    def failing(self, name: str, alias: str) -> Failing | None:
+        """The failure that keeps this warm alias from its target here, if one does."""
+        return self._failing.get((name, alias))
 
     async def _record(self, kind: EventKind, name: str, **fields: object) -> None:
         try:

@@ -56,6 +56,7 @@ class Placement:
     mismatches: tuple[str, ...] = ()  # the requirements this process did not meet
     device: str = "cpu"  # where it computes, once loaded
     device_reason: str | None = None  # why there (PyTorch versions)
+    refused: str | None = None  # why it cannot run here at all (its environment could not be built)
 
 
 def flavor_of(metadata: Model) -> str:

@@ -8,7 +8,8 @@ data, no pickle, so no tie to the gateway's Python or libraries).
 
 A worker that dies (a crash, the OOM killer, SIGKILL) fails the calls it had at once with
 :class:`~gateway.errors.WorkerUnavailable` (503), is started again, and loads its versions
-again; while it is down, calls for them are answered 503 straight away. A version's size is
+again; while it is down, calls for them are answered 503 straight away (a stream it was
+answering ends with that error as its event). A version's size is
 what its load added to the worker's RSS (for the first, the worker's whole RSS), so the
 cache's memory budget counts workers too; unloading the last version stops the worker.
 """
@@ -21,7 +22,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,40 @@ class WorkerGroup:
             raise _remote_exception(answer["error"])
         return wire.decode(answer["value"], out)
 
+    def stream(self, handle: str, data: Any, params: dict[str, Any] | None) -> Iterator[Any]:
+        """The version's predict_stream in one of the group's processes, a chunk a message as
+        the caller asks (worker/server.py's stream ops): nothing runs ahead of the reader, and
+        other calls to that process go between two chunks. Closed early, it closes the worker's
+        generator too. WorkerLost when the process dies under it."""
+        process = self._pick()
+        key = f"{handle}/{next(self._next)}"
+        buffers: list[Any] = []
+        header = {
+            "op": "stream_open",
+            "id": handle,
+            "stream": key,
+            "data": wire.encode(data, buffers),
+            "params": wire.encode(params, buffers) if params else None,
+        }
+        answer, _ = process.call(header, buffers)
+        if not answer.get("ok"):
+            raise _remote_exception(answer["error"])
+        over = False
+        try:
+            while True:
+                answer, out = process.call({"op": "stream_next", "stream": key}, [])
+                if not answer.get("ok"):
+                    over = True  # the worker dropped a generator that raised
+                    raise _remote_exception(answer["error"])
+                if answer.get("done"):
+                    over = True
+                    return
+                yield wire.decode(answer["value"], out)
+        finally:
+            if not over:
+                with contextlib.suppress(WorkerLost):
+                    process.call({"op": "stream_close", "stream": key}, [])
+
     def unload(self, handle: str) -> None:
         with self._lock:
             request = self.models.pop(handle, None)
@@ -275,6 +310,13 @@ class RemoteModel:
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         try:
             return self.group.predict(self.handle, data, params)
+        except WorkerLost as exc:
+            raise WorkerUnavailable(self._version.name, self._version.version, str(exc)) from exc
+
+    def predict_stream(self, data: Any, params: dict[str, Any] | None = None) -> Iterator[Any]:
+        """The worker's predict_stream, chunk by chunk (WorkerGroup.stream)."""
+        try:
+            yield from self.group.stream(self.handle, data, params)
         except WorkerLost as exc:
             raise WorkerUnavailable(self._version.name, self._version.version, str(exc)) from exc
 

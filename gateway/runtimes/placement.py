@@ -135,11 +135,16 @@ class Placer:
         try:
             env = self.isolated.store.ensure(requirements, loader_needs=loader_needs(metadata))
         except EnvironmentRefused as exc:
+            reason = f"its environment could not be built: {exc.reason}"
             self._remember(
                 version,
-                Placement("isolated", f"refused: {exc.reason}", mismatches=verdict.mismatches),
+                Placement(
+                    "isolated",
+                    f"refused: {exc.reason}",
+                    mismatches=verdict.mismatches,
+                    refused=f"{reason} (GATEWAY_ENV_MANAGER=uv)",  # as the 409's message words it
+                ),
             )
-            reason = f"its environment could not be built: {exc.reason}"
             raise PlacementRefused("GATEWAY_ENV_MANAGER=uv", reason) from exc
         placement = Placement(
             "isolated",

@@ -252,7 +252,7 @@ class WorkerSandbox:
     def watching(self, process: WorkerProcess, header: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
         """A predict call's CPU time, held to GATEWAY_SANDBOX_CPU_SECONDS (loads import whole
         libraries: they are not held to a predict's budget)."""
-        if str(header.get("op", "")).startswith("predict"):
+        if str(header.get("op", "")).startswith(("predict", "stream")):  # a stream's chunks: each call
             return self.watchdog.watching(process)
         return contextlib.nullcontext()
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.runtimes.sandbox import WorkerSandbox
 
 log = logging.getLogger(__name__)
+output_log = logging.getLogger("gateway.worker")  # what workers write on their stdout and stderr
 
 SERVER = Path(__file__).parent / "worker" / "server.py"
 _HELLO_TIMEOUT = 60.0  # seconds a new worker has to import MLflow and answer
@@ -101,6 +102,8 @@ class WorkerProcess:
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,  # relayed through logging (_relay): JSON logs stay JSON
+                stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # a Ctrl-C meant for the gateway is the gateway's to pass on
             )
@@ -109,6 +112,7 @@ class WorkerProcess:
         self._sock = ours
         self.started_at = time.monotonic()
         threading.Thread(target=self._watch, name=f"worker-watch {self.label}", daemon=True).start()
+        threading.Thread(target=self._relay, name=f"worker-output {self.label}", daemon=True).start()
         ours.settimeout(_HELLO_TIMEOUT)
         try:
             answer, _ = self.call({"op": "hello"}, [])
@@ -145,6 +149,18 @@ class WorkerProcess:
             why = self.over_limit or _exit_text(code)
             log.warning("worker %s (pid %s) exited with %s", self.label, proc.pid, why)
         self._on_exit(self, code)
+
+    def _relay(self) -> None:
+        """What the worker writes (Python's warnings, a model's prints, a failed load's
+        traceback) goes out through logging, a WARNING per line naming the worker."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        extra = {"worker": self.label, "worker_pid": proc.pid}
+        with proc.stdout:
+            for line in proc.stdout:
+                text = line.decode("utf-8", errors="replace").rstrip()
+                if text:
+                    output_log.warning("worker %s: %s", self.label, text, extra=extra)
 
     def call(self, header: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[memoryview]]:
         with self._lock:

@@ -125,10 +125,25 @@ class ModelSummary(BaseModel):
     )
 
 
+class AliasBehind(BaseModel):
+    """A warm alias this gateway serves at another version than the one MLflow names."""
+
+    registry_version: int = Field(description="The version MLflow's alias points at")
+    serving_version: int | None = Field(description="The version this gateway serves for it meanwhile")
+    reason: str = Field(
+        description="Why: a swap under way, the version is refused, or the swap to it fails (and is retried)"
+    )
+    since: str | None = Field(default=None, description="When the swap first failed (ISO 8601, UTC), if it fails")
+
+
 class ModelDetail(BaseModel):
     name: str
     aliases: dict[str, int]
     registry_aliases: dict[str, int]
+    aliases_behind: dict[str, AliasBehind] = Field(
+        default_factory=dict,
+        description="Aliases served at another version than MLflow's, and why (alias -> what and why)",
+    )
     latest_version: int | None
     default_version: int | None = Field(description="What /models/{name}/predict serves with no X-Model-Version header")
     versions: list[VersionSummary] = Field(description="Newest first")

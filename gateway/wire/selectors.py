@@ -59,3 +59,17 @@ def parse_selector(raw: str) -> Selector:
     if len(text) > _MAX_ALIAS:
         raise InvalidSelector(raw, f"an alias is at most {_MAX_ALIAS} characters long")
     return Selector("alias", text)
+
+
+def split_model_reference(value: str) -> tuple[str, str | None]:
+    """A model named as ``mlflow models serve``'s ``models:/`` URIs name one, less the scheme:
+    ``name`` (its default route), ``name@alias`` or ``name/version``, as (name, selector or None),
+    split at the last ``@`` or ``/`` (MLflow allows neither in an alias). GATEWAY_DEFAULT_MODEL
+    and the OpenAI routes' ``model`` read so."""
+    if "@" in value:
+        name, alias = value.rsplit("@", 1)
+        return name, alias
+    if "/" in value:
+        name, version = value.rsplit("/", 1)
+        return name, version
+    return value, None

@@ -192,7 +192,8 @@ def test_a_model_out_of_memory_is_500_not_400(conformance_run: Run) -> None:
     """Whatever a model raises is 400 BAD_REQUEST in both (the differential corpus: ZeroDivisionError,
     RuntimeError, AssertionError), but MemoryError says the process is in trouble, not the
     body: 500, worth retrying on another replica. MLflow answers it 400."""
-    assert (_mlflow(conformance_run, "params", "out of memory").status, "BAD_REQUEST") == (400, "BAD_REQUEST")
+    mlflow = _mlflow(conformance_run, "params", "out of memory")
+    assert (mlflow.status, mlflow.error_code) == (400, "BAD_REQUEST")
     for answer in _gateway(conformance_run, "params", "out of memory"):
         assert (answer.status, answer.error_code) == (500, "INTERNAL_ERROR")
     for case in ("divide by zero", "runtime error", "assertion error"):

@@ -3,15 +3,18 @@
 The file is used as shipped, with only its addresses moved to loopback and its health checks
 run every 100 ms instead of every second: model affinity on every protocol (MLflow and OIP
 REST paths, /invocations, X-Model-Name, gRPC's x-model-name metadata), the same replica for
-a model over HTTP and gRPC, a hot model spilling over (hash-balance-factor), retries, health
-checks, the sync-bound routes and request ids.
+a model over HTTP and gRPC, a hot model spilling over (hash-balance-factor) while a quiet one
+stays home, retries, health checks, the sync-bound routes and request ids.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import threading
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -23,6 +26,7 @@ from tests.deploy import routing
 from tests.deploy.files import HAPROXY, dev_module
 from tests.deploy.proxies import debian_binary, free_port, running
 from tests.deploy.replicas import StubReplica
+from tests.support.waiting import wait_until
 
 CONFIG = HAPROXY / "haproxy.cfg"
 DEFAULT_MODEL = "fraud@champion"  # GATEWAY_DEFAULT_MODEL as the gateways take it: routed as "fraud"
@@ -47,7 +51,7 @@ def loopback_config(directory: Path, *, http: int, grpc_port: int, replicas: dic
         text,
         flags=re.M,
     )
-    assert servers == 7, "three gateways over HTTP and gRPC, and sync"
+    assert servers == 13, "three gateways over HTTP and gRPC, each also for hot models, and sync"
     text = re.sub(r"\binter\s+\d+s\b", "inter 100ms", text)
     conf = directory / "haproxy.cfg"
     conf.write_text(text)
@@ -119,11 +123,58 @@ def test_invocations_go_with_the_default_model(fleet: routing.Fleet) -> None:
     routing.assert_invocations_go_with_the_default_model(fleet)
 
 
+def make_hot(fleet: routing.Fleet, model: str, requests: int = 150) -> None:
+    """Give `model` most of the last 10 s's requests, as a hot model has: HAProxy spreads a model
+    only once it takes a tenth of them or more (the tests before sent hundreds for others)."""
+    for _ in range(requests):
+        assert fleet.predict(model, json={"inputs": [[1]]}).status_code == 200
+
+
 def test_a_hot_model_spills_over_to_other_replicas(fleet: routing.Fleet) -> None:
+    make_hot(fleet, "hot-model")
     received = routing.hot_model(fleet, "hot-model")
     assert len(received) >= 2, f"one replica took every request: {received}"
     total = sum(received.values())
     assert max(received.values()) <= 0.6 * total, f"one replica took over 60%: {received}"
+
+
+def test_a_quiet_model_stays_home_while_a_hot_one_spills(fleet: routing.Fleet) -> None:
+    """Only a hot model spreads: a model with a small share of the requests goes to its home
+    replica even while that replica holds the bound of hot requests in flight and more (with
+    the bound on every model, it would be loaded on a second replica, evicting one of that
+    replica's own models: a fleet whose caches fit their shares then thrashes)."""
+    make_hot(fleet, "hot-model")
+    home = fleet.owner("hot-model")
+    quiet = next(f"quiet-{i}" for i in range(50) if fleet.owner(f"quiet-{i}") == home)
+    gate = threading.Event()
+    for name in routing.GATEWAYS:
+        fleet.replicas[name].gate = gate
+    base = str(fleet.http.base_url)
+
+    def call(path: str) -> httpx.Response:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            return client.post(path, json={"inputs": [[1]]})
+
+    def arrived(path: str) -> Counter[str]:
+        return Counter(
+            name for name in routing.GATEWAYS for seen in fleet.replicas[name].seen if seen["path"] == path
+        )
+
+    hot_path, quiet_path = "/models/hot-model/predict", f"/models/{quiet}/predict"
+    before = arrived(hot_path)
+    with ThreadPoolExecutor(18) as pool:
+        hot = [pool.submit(call, hot_path) for _ in range(12)]
+        try:
+            wait_until(lambda: sum((arrived(hot_path) - before).values()) == 12, timeout=15, what="12 hot requests")
+            held = arrived(hot_path) - before
+            assert held[home] >= 2 and len(held) >= 2, f"the hot model did not spill: {held}"
+            answers = [pool.submit(call, quiet_path) for _ in range(6)]
+            wait_until(lambda: sum(arrived(quiet_path).values()) == 6, timeout=15, what="the quiet requests")
+        finally:
+            gate.set()
+        assert {answer.result().json()["replica"] for answer in answers} == {home}
+        assert all(f.result().status_code == 200 for f in hot)
+    assert set(arrived(quiet_path)) == {home}
 
 
 def test_a_draining_replica_is_retried_on_another(fleet: routing.Fleet) -> None:

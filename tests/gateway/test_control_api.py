@@ -227,7 +227,7 @@ async def test_a_webhook_makes_the_gateway_read_that_model_now(
             return next((e for e in fresh if e["kind"] == "alias_set" and e["alias"] == "x"), None)
 
         event = await eventually(alias_set, f"the webhook's sync to see {HINTED}@x")
-        assert event["version"] == second and event["reason"] == f"-> {second}"
+        assert event["version"] == second and event["reason"] == f"x -> {second}"
         assert event["actor"].endswith(":webhook model_version_alias.created")
 
         async def shown() -> dict[str, Any] | None:
@@ -338,7 +338,7 @@ async def test_admin_sync_picks_up_a_change_and_serves_it_when_it_answers(
         assert moved.json()["alias_moves"] == 1
         latest = (await events(hooked, model=SYNCED, limit=1))[0]
         assert (latest["kind"], latest["alias"], latest["version"]) == ("alias_set", "y", first)
-        assert latest["reason"] == f"{second} -> {first}" and latest["actor"].endswith(":admin")
+        assert latest["reason"] == f"y {second} -> {first}" and latest["actor"].endswith(":admin")
 
         # A sync of another model does not see this one's change.
         registry.client.delete_registered_model_alias(SYNCED, "y")

@@ -123,7 +123,7 @@ async def test_a_model_deleted_and_registered_again_serves_the_new_versions(
         replaced = [e for e in events if e["kind"] == "replaced"]
         assert replaced and replaced[0]["version"] == 1, [e["kind"] for e in events]
         swapped = next(e for e in events if e["kind"] == "swapped")  # the newest first
-        assert swapped["reason"] == "1 -> 1 (a new version under the same number)"
+        assert swapped["reason"] == "champion 1 -> 1 (a new version under the same number)"
 
 
 async def test_a_deleted_version_stops_serving_at_once(

@@ -136,6 +136,34 @@ REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("deeper path", "POST", f"/models/{IRIS}/versions/1/predict/x", {"content": GOOD, "headers": JSON}),
 ]
 
+# What each answers, whichever way it goes: (status, error_code)
+EXPECTED: dict[str, tuple[int, str | None]] = {
+    "a prediction": (200, None),
+    "by alias": (200, None),
+    "by header": (200, None),
+    "default alias": (200, None),
+    "csv with charset": (200, None),
+    "path and header disagree": (400, "INVALID_PARAMETER_VALUE"),
+    "unknown model": (404, "RESOURCE_DOES_NOT_EXIST"),
+    "unknown alias": (404, "RESOURCE_DOES_NOT_EXIST"),
+    "bad selector": (400, "INVALID_PARAMETER_VALUE"),
+    "no content type": (415, "BAD_REQUEST"),
+    "xml": (415, "BAD_REQUEST"),
+    "two content types, the first wins": (415, "BAD_REQUEST"),
+    "not json": (400, "BAD_REQUEST"),
+    "empty body": (400, "BAD_REQUEST"),
+    "an extra key": (400, "BAD_REQUEST"),
+    "too large": (413, "REQUEST_LIMIT_EXCEEDED"),
+    "bad content-length": (400, "BAD_REQUEST"),
+    "percent-encoded name": (200, None),
+    "empty name": (404, "ENDPOINT_NOT_FOUND"),
+    "empty version": (404, "ENDPOINT_NOT_FOUND"),
+    "trailing slash": (200, None),
+    "GET": (405, "METHOD_NOT_ALLOWED"),
+    "PUT": (405, "METHOD_NOT_ALLOWED"),
+    "deeper path": (404, "ENDPOINT_NOT_FOUND"),
+}
+
 
 @pytest.mark.parametrize(("what", "method", "url", "kwargs"), REQUESTS, ids=[r[0] for r in REQUESTS])
 def test_the_lane_answers_as_fastapi_would(
@@ -143,8 +171,17 @@ def test_the_lane_answers_as_fastapi_would(
 ) -> None:
     response = both_ways(client, method, url, **kwargs)
     assert response.headers["content-type"].startswith("application/json"), response.text
-    if response.status_code >= 400 and response.status_code != 307:
+    status, error_code = EXPECTED[what]  # the same answer both ways, and the right one: not a 500 in both
+    assert response.status_code == status, response.text
+    if status >= 400:
         assert set(response.json()) == {"error_code", "message"}
+        assert response.json()["error_code"] == error_code
+    else:
+        assert len(response.json()["predictions"]) in (1, 2)
+
+
+def test_every_request_has_its_expected_answer() -> None:
+    assert set(EXPECTED) == {what for what, *_ in REQUESTS}
 
 
 @pytest.mark.parametrize("url", [f"/models/{IRIS}/versions/1/predict", f"/models/{IRIS}/predict"])

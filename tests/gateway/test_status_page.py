@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from gateway.demo import IRIS, log_iris_version
-from gateway.http.status_page import render_html
-from gateway.status_report import Report
+from gateway.http.status_page import collect, render_html
+from gateway.status_report import Report, render
 from tests.conftest import Registry, empty_registry, running_gateway, settings_under
 from tests.gateway.protocols.conftest import served
+from tests.support import models as fault_models
 from tests.support.browser import dump_dom
 from tests.support.keys import add_key
+from tests.support.models import Doubler, FlakyLoad, log_pyfunc
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +53,64 @@ async def test_the_page_needs_the_read_scope(split_registry: Registry, tmp_path:
         assert (await gw.client.get("/status")).status_code == 401
         assert (await gw.client.get("/status", headers={"Authorization": f"Bearer {caller}"})).status_code == 403
         assert (await gw.client.get("/status", headers={"Authorization": f"Bearer {reader}"})).status_code == 200
+
+
+async def test_an_alias_that_cannot_follow_mlflow_shows_where_mlflow_points_and_why(tmp_path: Path) -> None:
+    """MLflow moves a warm alias to a version that fails to load: the old one keeps serving,
+    and the page, the CLI's report and GET /models/{name} all say that MLflow points elsewhere
+    and why; the events name the alias."""
+    name = "unfollowed"
+    registry = empty_registry(tmp_path / "registry")
+    old = registry.log(log_pyfunc, name, Doubler())
+    new = registry.log(log_pyfunc, name, FlakyLoad())
+    registry.client.set_registered_model_alias(name, "champion", str(old))
+    settings = settings_under(tmp_path / "gw", warm_aliases=["champion"], admin_token="t0ken")
+    async with running_gateway(settings, registry.tracking_uri) as gw:
+        fault_models.FAIL_LOADS.set()
+        registry.client.set_registered_model_alias(name, "champion", str(new))
+        synced = await gw.client.post("/admin/sync", params={"model": name}, headers={"Authorization": "Bearer t0ken"})
+        assert synced.status_code == 200, synced.text
+        detail = (await gw.client.get(f"/models/{name}")).json()
+        page = (await gw.client.get("/status")).text
+        text = render(await collect(gw.services))
+        fault_models.FAIL_LOADS.clear()
+    assert detail["aliases"] == {"champion": old} and detail["registry_aliases"] == {"champion": new}
+    behind = detail["aliases_behind"]["champion"]
+    assert (behind["registry_version"], behind["serving_version"]) == (new, old)
+    assert "corrupt" in behind["reason"] and behind["since"]
+    assert "Aliases not at MLflow's version here" in page and f"champion (MLflow: v{new})" in page
+    assert "weights file is corrupt" in page
+    row = next(line for line in text.splitlines() if line.startswith(f"{name}\t{old}\t"))
+    assert f"champion (MLflow: v{new})" in row
+    assert f"  {name}@champion: MLflow points at v{new}, v{old} serves here: swap of alias 'champion'" in text
+    assert f"alias_set    {name} v{new}: champion {old} -> {new}" in text  # the event names the alias
+
+
+def test_a_version_refused_before_it_had_an_environment_reads_without_none() -> None:
+    """What GET /models/{name} says of a version whose environment could not be built (no
+    environment, no Python, no worker), and of an isolated one not loaded: no None for people."""
+    refused = {
+        "version": 2,
+        "aliases": [],
+        "status": "READY",
+        "refused": "its environment could not be built: uv said no (GATEWAY_ENV_MANAGER=uv)",
+        "runtime": {"runtime": "isolated", "reason": "refused: uv said no", "environment": None, "python": None},
+    }
+    idle = {
+        "version": 1,
+        "aliases": ["champion"],
+        "status": "READY",
+        "refused": None,
+        "runtime": {"runtime": "isolated", "reason": "r", "environment": "e1", "python": "3.11.7", "worker_pids": []},
+    }
+    health = {"status": "ok", "registry": "r", "role": "all", "registered_models": 1}
+    report = Report(url="", health=health)
+    report.models = [{"name": "m", "default_version": 1, "versions": [refused, idle]}]
+    page = render_html(report, budget={"loaded_bytes": 0, "max_bytes": 1, "loaded": 0, "max_models": 1}, sync="never")
+    text = render(report)
+    for shown in (page, text):
+        assert "None" not in shown and "workers none" not in shown
+        assert "isolated, no environment" in shown and "isolated env e1 (Python 3.11.7, no worker running)" in shown
 
 
 def test_what_the_registry_names_is_escaped() -> None:

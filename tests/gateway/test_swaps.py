@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -144,6 +145,41 @@ async def test_a_failed_swap_leaves_the_old_version_serving(registry: Registry, 
         fault_models.FAIL_LOADS.clear()
         await sync(gateway, name)
         assert await served(gateway, name) == new
+
+
+async def test_a_swap_failing_alike_on_every_retry_is_told_once_and_its_end_too(
+    registry: Registry, make_warm_gateway, name: str, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """Each sync retries the failed swap at once (as the 30 s retry would): the same failure
+    writes one 'failed' event and its WARNINGs once, not once a retry; when the swap goes
+    through, a 'recovered' event says so."""
+    old = registry.log(log_pyfunc, name, Doubler())
+    new = registry.log(log_pyfunc, name, FlakyLoad())
+    registry.client.set_registered_model_alias(name, "champion", str(old))
+    async with make_warm_gateway() as gateway:
+        fault_models.FAIL_LOADS.set()
+        registry.client.set_registered_model_alias(name, "champion", str(new))
+
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and name in r.getMessage()]
+
+        with caplog.at_level(logging.INFO):
+            await sync(gateway, name)
+            told = warnings()
+            assert any("keeps serving" in line for line in told), told
+            for _ in range(3):
+                await sync(gateway, name)
+            assert await served(gateway, name) == old
+            assert warnings() == told  # the retries failed alike: nothing more at WARNING
+            assert metric(gateway, "gateway_swaps_total", model=name, outcome="failure") == 4
+            assert (await event_kinds(gateway, name)).count("failed") == 1
+            fault_models.FAIL_LOADS.clear()
+            await sync(gateway, name)
+        assert await served(gateway, name) == new
+        events = (await gateway.client.get("/events", params={"model": name})).json()["events"]
+        recovered = [e for e in events if e["kind"] == "recovered"]
+        assert len(recovered) == 1 and recovered[0]["alias"] == "champion", events
+        assert recovered[0]["version"] == new and "failed 4 times since" in recovered[0]["reason"]
 
 
 async def test_a_refused_version_never_serves_and_the_alias_stays(

@@ -296,8 +296,8 @@ def test_alias_set_moved_and_deleted(store: StateStore) -> None:
     assert deleted.generation == moved.generation + 1
     assert deleted.routes == {}
     assert [k for k in kinds(store) if k[0].startswith("alias")] == [
-        ("alias_set", "iris", 1, "champion", "-> 1"),
-        ("alias_set", "iris", 2, "champion", "1 -> 2"),
+        ("alias_set", "iris", 1, "champion", "champion -> 1"),
+        ("alias_set", "iris", 2, "champion", "champion 1 -> 2"),
         ("alias_deleted", "iris", 2, "champion", ""),
     ]
 
@@ -584,8 +584,8 @@ def test_set_active_records_the_swap(store: StateStore) -> None:
     assert store.snapshot().routes[("iris", "champion")].active_version == 2
     swaps = [e for e in store.events(limit=1000) if e.kind == EventKind.SWAPPED]
     assert [(e.version, e.alias, e.reason, e.actor) for e in swaps] == [
-        (2, "champion", "1 -> 2", "gw-1"),
-        (1, "champion", "-> 1", "gw-1"),
+        (2, "champion", "champion 1 -> 2", "gw-1"),
+        (1, "champion", "champion -> 1", "gw-1"),
     ]
 
 

@@ -11,7 +11,9 @@ Messages (``op`` in the header): ``hello`` -> pid, Python and MLflow versions, R
 after loading (and the device it computes on, and why: ``devices.py``); ``predict`` (``id``, ``data``,
 ``params``) -> ``value``; ``fast`` (``id``, ``flavor``, ``names``) -> whether the flavor's own
 predict takes arrays of those columns (``raw.py``); ``predict_fast`` (``id``, ``data``: one
-array) -> ``value``; ``unload`` (``id``) -> RSS. A failure answers ``error``:
+array) -> ``value``; ``unload`` (``id``) -> RSS; ``stream_open`` (``id``, ``stream``, ``data``,
+``params``), then ``stream_next`` (``stream``) -> ``value`` or ``done``, and ``stream_close``
+(``stream``): a predict_stream, a chunk a message (:meth:`Worker.stream`). A failure answers ``error``:
 the exception's type and message, and for MLflow's own its error code.
 """
 
@@ -67,10 +69,26 @@ def error_of(exc: BaseException) -> dict[str, Any]:
     return error
 
 
+STREAM_OPS = frozenset({"stream_open", "stream_next", "stream_close"})
+
+
+def plain(chunk: Any) -> Any:
+    """A chunk as data the wire carries: a pydantic object dumped as MLflow dumps its own
+    (``None`` fields left out), MLflow's dataclasses (``ChatCompletionChunk``) as their dicts."""
+    dump = getattr(chunk, "model_dump", None)
+    if callable(dump):
+        return dump(exclude_none=True)
+    to_dict = getattr(chunk, "to_dict", None)
+    if callable(to_dict) and not hasattr(chunk, "iloc"):
+        return to_dict()
+    return chunk
+
+
 class Worker:
     def __init__(self, confined: dict[str, Any] | None = None, memory_bytes: int = 0) -> None:
         self.confined = confined  # what sandbox.apply enforced; None: not sandboxed
         self.memory_bytes = memory_bytes  # the address space models may add, set at hello
+        self.streams: dict[str, Any] = {}  # the gateway's stream id -> its generator
         self.models: dict[str, Any] = {}
         self.fast: dict[str, Any] = {}  # id -> the flavor's own predict on an array
 
@@ -121,7 +139,39 @@ class Worker:
             self.models.pop(header["id"], None)
             gc.collect()
             return {"rss": rss_bytes()}, []
+        if op in STREAM_OPS:
+            return self.stream(op, header, buffers)
         raise ValueError(f"unknown op {op!r}")
+
+    def stream(self, op: str, header: dict[str, Any], buffers: list[memoryview]) -> tuple[dict[str, Any], list[Any]]:
+        """A model's predict_stream, a chunk a message, as the gateway asks for them:
+        ``stream_open`` starts it, each ``stream_next`` answers its next chunk (``value``) or
+        ``done``, ``stream_close`` closes it early (GeneratorExit in the model's code). Between
+        two messages of a stream, the worker answers any other message."""
+        key = header["stream"]
+        if op == "stream_open":
+            model = self.models[header["id"]]
+            data = wire.decode(header["data"], buffers)
+            params = wire.decode(header["params"], buffers) if header.get("params") else None
+            generator = model.predict_stream(data, params=params) if params else model.predict_stream(data)
+            self.streams[key] = iter(generator)
+            return {}, []
+        if op == "stream_close":
+            generator = self.streams.pop(key, None)
+            if generator is not None and hasattr(generator, "close"):
+                generator.close()
+            return {}, []
+        generator = self.streams[key]
+        try:
+            chunk = next(generator)
+        except StopIteration:
+            del self.streams[key]
+            return {"done": True}, []
+        except BaseException:
+            del self.streams[key]  # a generator that raised is over
+            raise
+        out: list[Any] = []
+        return {"value": wire.encode(plain(chunk), out)}, out
 
 
 def main(argv: list[str]) -> int:

@@ -8,6 +8,7 @@ import logging
 import logging.config
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,7 @@ def test_serve_logs_json_lines_with_its_own_access_log(server_registry: Registry
             text = process.log.read_text()
             if not text.endswith("\n"):  # the writer is part-way through its last line
                 text = text[: text.rfind("\n") + 1]
-            lines = [line for line in text.splitlines() if line.strip() and not line.startswith("state database:")]
-            return [json.loads(line) for line in lines]  # every whole line: JSON
+            return [json.loads(line) for line in text.splitlines() if line.strip()]  # every whole line: JSON
 
         until_sync(lambda: any(r.get("request_id") == "json-1" for r in logged()), what="the access line")
     finally:
@@ -142,6 +142,11 @@ def test_serve_logs_json_lines_with_its_own_access_log(server_registry: Registry
     assert len(access) == 1, records
     assert access[0]["model"] == IRIS and access[0]["version"] == 1 and access[0]["status"] == 200
     assert any(r["logger"].startswith("uvicorn") for r in records)
+    assert any(r["logger"] == "gateway.cli" and r["message"].startswith("state database: ") for r in records)
+    assert not [r for r in records if "color_message" in r]  # uvicorn's copy with ANSI codes
+    for record in records:  # ISO 8601, with its zone, the same on every line (the access log's own too)
+        stamp = datetime.fromisoformat(record["time"])
+        assert stamp.utcoffset() == timedelta(0) and record["time"].endswith("+00:00"), record
 
 
 def until_sync(predicate: Callable[[], bool], *, what: str) -> None:

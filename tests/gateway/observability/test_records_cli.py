@@ -86,6 +86,20 @@ def test_the_sinks_directory_is_the_default(records: Path) -> None:
     assert code == 0 and "req-11" in out
 
 
+@pytest.mark.parametrize("form", ["file://{dir}", "file://localhost{dir}"])
+def test_the_sinks_url_names_its_directory(records: Path, form: str) -> None:
+    """The argument takes what GATEWAY_RECORDS_SINK takes, as well as a bare directory."""
+    code, out, err = run(form.format(dir=records), "--limit", "1")
+    assert code == 0, err
+    assert "req-11" in out
+
+
+def test_a_url_that_is_no_directory_is_refused_plainly() -> None:
+    code, _, err = run("file://elsewhere/records")
+    assert code != 0
+    assert err.startswith("Error: ") and "file:///absolute/directory" in err, err
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [

@@ -23,7 +23,9 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
+from gateway.http.status_page import collect
 from gateway.runtimes.environments import EnvironmentStore
+from gateway.status_report import render
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
 from tests.support.servers import gateway_server
 from tests.support.waiting import eventually, wait_until
@@ -167,6 +169,12 @@ async def test_an_uninstallable_requirement_refuses_the_version_and_the_last_one
         assert "GATEWAY_ENV_MANAGER=uv" in body["message"]
         runtime = await runtime_of(gw.client, "fits", 2)
         assert runtime["runtime"] == "isolated" and runtime["reason"].startswith("refused:")
+        detail = (await gw.client.get("/models/fits/versions/2")).json()
+        assert detail["refused"] is not None and "its environment could not be built" in detail["refused"]
+        assert detail["refused"] in body["message"]  # what the 409 says is refused, the version says too
+        shown = render(await collect(gw.services, limit=100))
+        row = next(line for line in shown.splitlines() if line.startswith("fits\t2\t"))
+        assert "None" not in row and "refused: its environment could not be built" in row, row
         events = (await gw.client.get("/events", params={"model": "fits"})).json()["events"]
         assert any(e["kind"] == "refused" and "this-package-does-not-exist" in (e["reason"] or "") for e in events)
         served = await gw.client.post("/models/fits/predict", json=ask("pid"))

@@ -1,0 +1,224 @@
+"""``"stream": true`` on MLflow's scoring routes: ``predict_stream`` as server-sent events, for
+the deterministic agents and chat models of tests/support/agents (issue 44)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.settings import GatewaySettings
+from tests.conftest import Gateway, Registry, running_gateway, settings_under
+from tests.gateway.protocols.conftest import served_app
+from tests.support.waiting import eventually, until
+
+pytestmark = pytest.mark.anyio
+
+ASK = [{"role": "user", "content": "the quick brown fox"}]
+BODIES: dict[str, dict[str, Any]] = {
+    "agent": {"input": ASK},
+    "chat": {"messages": ASK},
+    "chat-agent": {"messages": ASK},
+    "words": {"prompt": "the quick brown fox"},
+}
+
+
+def events(text: str) -> list[tuple[str | None, str]]:
+    """(event type, data) of each server-sent event in ``text``."""
+    found = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        kind = None
+        data = []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data.append(line.removeprefix("data: "))
+        found.append((kind, "\n".join(data)))
+    return found
+
+
+def without_times(chunk: Any) -> Any:
+    """A ChatModel's chunks carry the second they were made: not part of what is compared."""
+    return {k: v for k, v in chunk.items() if k != "created"} if isinstance(chunk, dict) else chunk
+
+
+def with_options(name: str, **options: Any) -> dict[str, Any]:
+    body = dict(BODIES[name])
+    if name == "agent" or name == "chat-agent":
+        body["custom_inputs"] = options
+    elif name == "chat":
+        body["custom_inputs"] = options
+    else:
+        body["options"] = options
+    return body
+
+
+@pytest.fixture(scope="module")
+def settings_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stream-gateway")
+
+
+@pytest.fixture
+def make_gateway(agents_registry: Registry, tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Gateway]]:
+    def make(**overrides: Any) -> AbstractAsyncContextManager[Gateway]:
+        return running_gateway(settings_under(tmp_path, **overrides), agents_registry.tracking_uri)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+async def gateway(agents_registry: Registry, settings_root: Path) -> AsyncIterator[Gateway]:
+    settings = settings_under(settings_root, stream_idle_timeout_seconds=1.0)
+    async with running_gateway(settings, agents_registry.tracking_uri) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.parametrize("name", list(BODIES))
+async def test_each_streaming_interface_streams_its_chunks_as_mlflow_yields_them(
+    gateway: Gateway, agents_registry: Registry, name: str
+) -> None:
+    reference = [without_times(c) for c in agents_registry.pyfunc(name, 1).predict_stream(BODIES[name])]
+    response = await gateway.client.post(f"/models/{name}/invocations", json={**BODIES[name], "stream": True})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["X-Model-Name"] == name and response.headers["X-Model-Version"] == "1"
+    sent = events(response.text)
+    assert sent[-1] == (None, "[DONE]")
+    assert all(kind is None for kind, _ in sent)
+    assert [without_times(json.loads(data)) for _, data in sent[:-1]] == reference
+    assert len(reference) >= 4  # a chunk a word
+
+
+async def test_every_predict_path_streams(gateway: Gateway, agents_registry: Registry, make_gateway: Any) -> None:
+    body = {**BODIES["agent"], "stream": True}
+    answers = [
+        await gateway.client.post(path, json=body)
+        for path in (
+            "/models/agent/predict",
+            "/models/agent/versions/1/predict",
+            "/models/agent/versions/1/invocations",
+        )
+    ]
+    async with make_gateway(default_model="agent") as gw:
+        answers.append(await gw.client.post("/invocations", json=body))
+    texts = {a.text for a in answers}
+    assert len(texts) == 1 and all(a.status_code == 200 for a in answers)
+    # the same body without "stream" is answered whole, as mlflow models serve answers it
+    whole = await gateway.client.post("/models/agent/invocations", json=BODIES["agent"])
+    assert whole.status_code == 200 and whole.json()["output"][0]["content"][0]["text"] == "the quick brown fox"
+
+
+async def test_a_version_without_predict_stream_is_400_naming_it(gateway: Gateway) -> None:
+    response = await gateway.client.post("/models/plain/invocations", json={"prompt": "hi", "stream": True})
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "'plain' version 1 does not implement predict_stream" in response.json()["message"]
+    assert (await gateway.client.post("/models/plain/invocations", json={"prompt": "hi"})).json() == ["HI"]
+
+
+async def test_an_error_mid_stream_is_an_error_event_then_the_end(gateway: Gateway) -> None:
+    body = {**with_options("agent", fail_at=2), "stream": True}
+    response = await gateway.client.post("/models/agent/invocations", json=body)
+    assert response.status_code == 200
+    sent = events(response.text)
+    assert [kind for kind, _ in sent] == [None, None, "error"]  # two words, the error, no [DONE]
+    error = json.loads(sent[-1][1])
+    assert error["error_code"] == "BAD_REQUEST" and "ValueError: the model failed before word 2" in error["message"]
+
+
+async def test_an_error_before_the_first_chunk_is_an_http_error(gateway: Gateway) -> None:
+    body = {**with_options("agent", fail_at=0), "stream": True}
+    response = await gateway.client.post("/models/agent/invocations", json=body)
+    assert response.status_code == 400 and "ValueError" in response.json()["message"]
+    assert response.headers["content-type"] == "application/json"
+
+
+async def test_a_stream_idle_past_the_timeout_ends_with_an_error_while_the_loop_serves_others(
+    gateway: Gateway,
+) -> None:
+    body = {**with_options("words", stall=3), "stream": True}  # idle timeout: 1 s
+    stalled = asyncio.create_task(gateway.client.post("/models/words/invocations", json=body))
+    await until(lambda: gateway.services.streams.open_count == 1, "the stream to open")
+    # the generator sleeps in a stream thread: the event loop answers meanwhile
+    other = await gateway.client.post("/models/agent/invocations", json={**BODIES["agent"], "stream": True})
+    assert other.status_code == 200 and events(other.text)[-1] == (None, "[DONE]")
+    response = await stalled
+    sent = events(response.text)
+    assert [kind for kind, _ in sent] == [None, "error"]
+    error = json.loads(sent[-1][1])
+    assert error["error_code"] == "DEADLINE_EXCEEDED" and "GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS" in error["message"]
+
+
+async def test_open_streams_get_an_end_event_when_the_process_stops(gateway: Gateway, tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    body = {**with_options("agent", repeat=400, delay=0.01, closed_file=str(closed)), "stream": True}
+    running = asyncio.create_task(gateway.client.post("/models/agent/invocations", json=body))
+    streams = gateway.services.streams
+    await until(lambda: any(s.events > 3 for s in streams._open), "the stream to send a few events")
+    # what the drain calls when its delay is over (gateway.fleet.drain), before uvicorn's graceful timeout
+    assert gateway.services.streams.ending in gateway.services.drain._stopping
+    assert gateway.services.streams.end_all() == 1
+    answer = await running
+    assert answer.status_code == 200, answer.text
+    sent = events(answer.text)
+    assert sent[-1][0] == "error", sent[-3:]
+    assert json.loads(sent[-1][1])["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert len(sent) < 400
+    await eventually(lambda: _read(closed), "the generator to be closed")
+    assert closed.read_text().startswith("cancelled")
+    gateway.services.streams._ending = None  # this module's gateway goes on serving
+
+
+async def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+def test_a_client_that_goes_away_closes_the_generator(agents_registry: Registry, tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    body = {**with_options("agent", repeat=2000, delay=0.005, closed_file=str(closed)), "stream": True}
+    with served_app(settings_under(tmp_path), agents_registry) as (url, app):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            with client.stream("POST", "/models/agent/invocations", json=body) as response:
+                assert response.status_code == 200
+                lines = response.iter_lines()
+                assert next(lines).startswith("data: ")
+            # the connection is closed: the generator is closed, long before its 8000 words
+            from tests.support.waiting import wait_until
+
+            wait_until(closed.exists, timeout=20, what="the generator to be closed")
+            ended, sent = closed.read_text().split()
+            assert ended == "cancelled" and int(sent) < 8000
+            wait_until(lambda: app.state.services.streams.open_count == 0, timeout=20, what="the stream to end")
+
+
+async def test_streams_are_bounded_per_process_and_count_against_concurrency_limits(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
+) -> None:
+    long = {**with_options("words", repeat=1000, delay=0.01), "stream": True}
+    for overrides, status in (({"max_streams": 1}, 503), ({"model_concurrency": 1}, 429)):
+        async with make_gateway(**overrides) as gw:
+            first = asyncio.create_task(gw.client.post("/models/words/invocations", json=long))
+            streams = gw.services.streams
+            await until(lambda s=streams: any(o.events for o in s._open), "the first stream to send")
+            second = await gw.client.post("/models/words/invocations", json=long)
+            assert second.status_code == status, second.text
+            gw.services.streams.end_all()
+            assert events((await first).text)[-1][0] == "error"
+
+
+def settings_for(root: Path, **overrides: Any) -> GatewaySettings:
+    return settings_under(root, **overrides)

@@ -1,0 +1,122 @@
+"""The OpenAI-compatible routes, spoken by the official ``openai`` Python client: /v1/responses
+for a ResponsesAgent, /v1/chat/completions for a ChatModel, a ChatAgent and a chat-format
+pyfunc, /v1/models; streaming and not; ``model`` as name, name@alias and name/version, through
+the same keys, scopes and limits as every request (issue 44)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Registry, settings_under
+from tests.gateway.protocols.conftest import served_app
+from tests.support.keys import add_key
+
+TEXT = "the quick brown fox"
+MESSAGES: list[Any] = [{"role": "user", "content": TEXT}]
+CHATS = ["chat", "chat-agent", "words"]
+
+
+@pytest.fixture(scope="module")
+def gateway_url(agents_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with served_app(settings_under(tmp_path_factory.mktemp("openai-gateway")), agents_registry) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(gateway_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+@pytest.mark.parametrize("model", ["agent", "agent@champion", "agent/1"])
+def test_a_responses_agent_answers_the_responses_api(client: openai.OpenAI, model: str) -> None:
+    raw = client.responses.with_raw_response.create(model=model, input=TEXT)
+    assert raw.headers["X-Model-Name"] == "agent" and raw.headers["X-Model-Version"] == "1"
+    response = raw.parse()
+    assert response.output_text == TEXT
+    assert response.model == model and response.object == "response"
+
+
+def test_a_responses_agent_streams_the_responses_api(client: openai.OpenAI) -> None:
+    stream = client.responses.create(model="agent", input=[{"role": "user", "content": TEXT}], stream=True)
+    events = list(stream)
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["the ", "quick ", "brown ", "fox"]
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == TEXT
+
+
+@pytest.mark.parametrize("model", CHATS)
+def test_chat_models_answer_chat_completions(client: openai.OpenAI, model: str) -> None:
+    completion = client.chat.completions.create(model=model, messages=MESSAGES)
+    assert completion.choices[0].message.content == TEXT
+    assert completion.object == "chat.completion" and completion.model == model
+
+
+@pytest.mark.parametrize("model", CHATS)
+def test_chat_models_stream_chat_completions(client: openai.OpenAI, model: str) -> None:
+    chunks = list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == TEXT
+    assert len(chunks) >= 4 and chunks[-1].choices[0].finish_reason == "stop"
+    assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
+
+
+def test_an_error_mid_stream_raises_in_the_client(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="chat", messages=MESSAGES, stream=True, extra_body={"custom_inputs": {"fail_at": 2}}
+    )
+    received = []
+    with pytest.raises(openai.APIError, match="the model failed before word 2"):
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+    assert received == ["the ", "quick "]
+
+
+def test_the_wrong_interface_and_unknown_models_are_openai_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="is a ResponsesAgent; /v1/chat/completions serves"):
+        client.chat.completions.create(model="agent", messages=MESSAGES)
+    with pytest.raises(openai.BadRequestError, match="is a ChatModel; /v1/responses serves ResponsesAgent"):
+        client.responses.create(model="chat", input=TEXT)
+    with pytest.raises(openai.BadRequestError, match="does not implement predict_stream"):
+        list(client.chat.completions.create(model="plain", messages=MESSAGES, stream=True))
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="nobody-registered-this", messages=MESSAGES)
+    assert missing.value.body["code"] == "RESOURCE_DOES_NOT_EXIST"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError, match="no alias 'nope'"):
+        client.responses.create(model="agent@nope", input=TEXT)
+
+
+def test_the_model_list_names_each_model_and_its_aliases(client: openai.OpenAI) -> None:
+    ids = {model.id for model in client.models.list()}
+    assert {"agent", "agent@champion", "chat", "chat-agent", "words", "plain"} <= ids
+
+
+def test_keys_scopes_and_limits_hold_on_the_openai_routes(agents_registry: Registry, tmp_path: Path) -> None:
+    settings = settings_under(tmp_path, auth="keys")
+    chat_only = add_key(settings, "chat-only", "predict:chat*")
+    single = add_key(settings, "single", "predict:*", concurrency=1)
+    with served_app(settings, agents_registry) as (url, _):
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0) as anonymous:
+            with pytest.raises(openai.AuthenticationError):
+                anonymous.chat.completions.create(model="chat", messages=MESSAGES)
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=chat_only, max_retries=0) as scoped:
+            assert scoped.chat.completions.create(model="chat", messages=MESSAGES).choices[0].message.content == TEXT
+            with pytest.raises(openai.PermissionDeniedError, match="predict"):
+                scoped.responses.create(model="agent", input=TEXT)
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=single, max_retries=0) as limited:
+            # an open stream holds the key's one place until it ends
+            long = {"custom_inputs": {"repeat": 500, "delay": 0.01}}
+            stream = limited.chat.completions.create(model="chat", messages=MESSAGES, stream=True, extra_body=long)
+            first = next(iter(stream))
+            assert first.choices[0].delta.content == "the "
+            with pytest.raises(openai.RateLimitError):
+                limited.chat.completions.create(model="chat", messages=MESSAGES)
+            stream.close()
+        with httpx.Client(base_url=url) as plain_http:
+            assert plain_http.get("/v1/models").status_code == 401

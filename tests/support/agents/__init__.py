@@ -1,0 +1,69 @@
+"""Deterministic agents and chat models, logged from code (MLflow's models-from-code) by the
+streaming tests: no weights, each answer a function of its input. Each streams the words of
+the last user message back, a chunk a word; what a test needs of one call goes in its options
+(a ResponsesAgent's ``custom_inputs``, a chat model's ``custom_inputs`` or params, a pyfunc's
+input dict):
+
+- ``repeat``: the words that many times over (a long stream);
+- ``delay``: seconds before each chunk;
+- ``fail_at``: raise ``ValueError`` before the chunk of that index (an error mid-stream);
+- ``stall``: seconds to sleep before the second chunk (the idle timeout);
+- ``closed_file``: a path the generator writes when it ends: ``cancelled <n>`` when closed
+  early after n chunks (GeneratorExit), ``finished <n>`` when it ran to its end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESPONSES_AGENT = HERE / "responses_agent.py"
+CHAT_MODEL = HERE / "chat_model.py"
+CHAT_AGENT = HERE / "chat_agent.py"
+STREAM_PYFUNC = HERE / "stream_pyfunc.py"
+PLAIN_PYFUNC = HERE / "plain_pyfunc.py"
+# The registry the streaming tests share: model name -> its code.
+MODELS = {
+    "agent": RESPONSES_AGENT,
+    "chat": CHAT_MODEL,
+    "chat-agent": CHAT_AGENT,
+    "words": STREAM_PYFUNC,
+    "plain": PLAIN_PYFUNC,
+}
+WORDS = HERE / "words.py"
+
+
+def log_model_from_code(name: str, code: Path, **kwargs: object) -> int:
+    """Log ``code`` as a model from code (with the shared ``words.py`` beside it) and register it
+    as ``name``; its version number. Call inside ``Registry.log``."""
+    import sys
+
+    import mlflow
+
+    # MLflow runs the code once at log time, before code_paths are anywhere on the path; at load
+    # time they are (its code/ folder).
+    sys.path.insert(0, str(HERE))
+    with mlflow.start_run(run_name=name):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            code_paths=[str(WORDS)],
+            registered_model_name=name,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    sys.path.remove(str(HERE))
+    return int(info.registered_model_version or 0)
+
+
+def save_model_from_code(path: Path, code: Path) -> Path:
+    """Save ``code`` as a model from code at ``path`` (no registry): for runtime tests."""
+    import sys
+
+    import mlflow
+
+    sys.path.insert(0, str(HERE))
+    try:
+        mlflow.pyfunc.save_model(str(path), python_model=str(code), code_paths=[str(WORDS)])
+    finally:
+        sys.path.remove(str(HERE))
+    return path

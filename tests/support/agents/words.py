@@ -1,0 +1,32 @@
+"""The one behaviour every test model shares: the words to stream, and the options."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+def stream_words(text: str, options: dict[str, Any] | None, chunk: Callable[[int, str], Any]) -> Iterator[Any]:
+    options = options or {}
+    words = text.split() * int(options.get("repeat", 1))
+    sent = 0
+    ended = "cancelled"
+    try:
+        for index, word in enumerate(words):
+            if options.get("fail_at") is not None and int(options["fail_at"]) == index:
+                raise ValueError(f"the model failed before word {index}")
+            if index == 1 and options.get("stall"):
+                time.sleep(float(options["stall"]))
+            if options.get("delay"):
+                time.sleep(float(options["delay"]))
+            sent += 1
+            yield chunk(index, word if index == len(words) - 1 else word + " ")
+        ended = "finished"
+    except Exception:
+        ended = "failed"
+        raise
+    finally:
+        if options.get("closed_file"):
+            with open(options["closed_file"], "w") as handle:
+                handle.write(f"{ended} {sent}")
