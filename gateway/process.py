@@ -48,6 +48,7 @@ from gateway.routing.traffic import TrafficSplit
 from gateway.routing.traffic_report import TrafficReport
 from gateway.runtimes.environments import BuildOptions, EnvironmentStore
 from gateway.runtimes.placement import EnvironmentPolicy, Placer
+from gateway.runtimes.sandbox import SandboxPolicy, check_host
 from gateway.runtimes.worker import devices
 from gateway.settings import GatewaySettings
 from gateway.wire.mlflow_scoring import BodyLimits
@@ -651,7 +652,27 @@ def placer_for(settings: GatewaySettings, tracing: Tracing | None = None) -> Pla
         max_workers=settings.env_max_workers,
         processes=settings.env_processes,
         device=settings.device,
+        sandbox=sandbox_policy(settings),
     )
+
+
+def sandbox_policy(settings: GatewaySettings) -> SandboxPolicy:
+    """Isolated workers' sandbox, as the settings say; GATEWAY_SANDBOX=required on a host that
+    lacks a layer stops the start here (SandboxUnavailable)."""
+    memory_mb = settings.max_memory_mb if settings.sandbox_memory_mb is None else settings.sandbox_memory_mb
+    policy = SandboxPolicy(
+        mode=settings.sandbox,
+        root=settings.artifact_cache_dir / "sandboxes",  # hard links to blobs/: one file system
+        env_pass=tuple(settings.env_pass),
+        allow_network=settings.sandbox_allow_network,
+        memory_bytes=int(memory_mb * 2**20),
+        cpu_seconds=settings.sandbox_cpu_seconds,
+        max_open_files=settings.sandbox_max_open_files,
+        max_processes=settings.sandbox_max_processes,
+    )
+    if settings.env_manager == "uv":
+        check_host(policy)
+    return policy
 
 
 def _checked(loader: ModelLoader, tracing: Tracing) -> LoadFn:

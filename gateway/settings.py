@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gateway.dataplane.policy import TESTED_FLAVORS
 from gateway.errors import InvalidSelector
+from gateway.runtimes.sandbox import REFUSED_PREFIXES, refused_pass_name
 from gateway.runtimes.worker import devices
 from gateway.wire.selectors import parse_selector, split_model_reference
 
@@ -415,6 +416,41 @@ class GatewaySettings(BaseSettings):
     env_max_concurrent_builds: int = Field(default=2, ge=1)
     """Environment builds running at once in this process (each in a loader thread)."""
 
+    # --- the sandbox of isolated workers (docs/security.md: Untrusted models) ---
+
+    sandbox: Literal["best-effort", "required", "off"] = "best-effort"
+    """What confines isolated workers (GATEWAY_ENV_ISOLATE=always puts every version in one):
+    an environment from an allow list, Landlock (read-only its interpreter and its versions'
+    files), no network, rlimits, seccomp. ``best-effort``: what the host offers, the rest said
+    at start and in the status; ``required``: the gateway does not start (and a worker does not
+    load) without every layer; ``off``: workers get the gateway's environment, as before."""
+
+    env_pass: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated names of variables a sandboxed worker gets from the gateway's environment,
+    for models that truly need one; never the gateway's own (``GATEWAY_*``, ``MLFLOW_*``,
+    ``AWS_*``...), which are refused."""
+
+    sandbox_allow_network: bool = False
+    """Honour the ``gateway.network=allow`` version tag: such versions get workers of their own
+    with the network open. Off: the tag is ignored (and the status says so)."""
+
+    sandbox_memory_mb: float | None = Field(default=None, ge=0)
+    """Address space a sandboxed worker may map beyond what it maps once started (the
+    interpreter and MLflow), in MiB; past it the worker exits and its callers get 503. Unset:
+    GATEWAY_MAX_MEMORY_MB (no worker may hold more than the whole budget); 0: no limit (PyTorch
+    on CUDA reserves far more address space than it uses)."""
+
+    sandbox_cpu_seconds: float = Field(default=300, ge=0)
+    """CPU time (all its threads) one call to a sandboxed worker may use before the gateway kills
+    the worker (its callers get 503, it is started again); 0: no limit."""
+
+    sandbox_max_open_files: int = Field(default=1024, ge=0)
+    """RLIMIT_NOFILE of a sandboxed worker; 0: the gateway's own."""
+
+    sandbox_max_processes: int = Field(default=0, ge=0)
+    """0: a sandboxed worker starts no process (seccomp denies fork, execve and clones that are
+    not threads); N: RLIMIT_NPROC N in its own user namespace (threads count, root is exempt)."""
+
     # --- devices (docs/operations.md: PyTorch on a GPU) ---
 
     device: str = "auto"
@@ -497,7 +533,7 @@ class GatewaySettings(BaseSettings):
             return [alias.strip() for alias in value.split(",") if alias.strip()]
         return value
 
-    @field_validator("allowed_flavors", "allowed_artifact_uris", "records_redact", mode="before")
+    @field_validator("allowed_flavors", "allowed_artifact_uris", "records_redact", "env_pass", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -517,6 +553,17 @@ class GatewaySettings(BaseSettings):
         for prefix in value:
             if ":" not in prefix and not prefix.startswith("/"):
                 raise ValueError(f"'{prefix}' is not a URI prefix (s3://bucket/path, mlflow-artifacts:/, file:///dir)")
+        return value
+
+    @field_validator("env_pass")
+    @classmethod
+    def _passable(cls, value: list[str]) -> list[str]:
+        refused = [name for name in value if refused_pass_name(name)]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: the gateway's own settings and credentials never reach a worker "
+                f"(names starting {', '.join(REFUSED_PREFIXES)})"
+            )
         return value
 
     @field_validator("replica_id")

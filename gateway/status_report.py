@@ -259,8 +259,24 @@ def runtime_of(version: dict[str, Any]) -> str:
         details = [f"Python {runtime['python']}"] if runtime.get("python") else []
         pids = ",".join(str(p) for p in runtime.get("worker_pids") or [])
         details.append(f"workers {pids}" if pids else "no worker running")
-        return f"isolated env {runtime['environment']} ({', '.join(details)})"
+        text = f"isolated env {runtime['environment']} ({', '.join(details)})"
+        return text + (sandbox_of(runtime.get("sandbox")) if pids else "")
     return "in process"
+
+
+def sandbox_of(sandbox: dict[str, Any] | None) -> str:
+    """The layers confining a version's running workers, and those the host could not give."""
+    if not sandbox:
+        return ", no sandbox (GATEWAY_SANDBOX=off)"
+    layers = ("environment", "filesystem", "network", "limits", "capabilities", "syscalls")
+    held = [
+        name for name in layers if not any(m == name or m.startswith(f"{name}.") for m in sandbox.get("missing", {}))
+    ]
+    text = f", sandbox: {', '.join(held)}"
+    missing = sandbox.get("missing") or {}
+    if missing:
+        text += "; without " + "; ".join(f"{name} ({why})" for name, why in missing.items())
+    return text
 
 
 def size_text(size: int) -> str:

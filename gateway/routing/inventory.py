@@ -121,6 +121,7 @@ class Inventory:
             device_reason=placement.device_reason,
             worker_pid=pid,
             worker_pids=pids,
+            sandbox=getattr(loaded.pyfunc, "sandbox", None) if loaded is not None else None,
         )
 
     async def model(self, name: str) -> ModelDetail:

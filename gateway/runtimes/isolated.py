@@ -33,6 +33,7 @@ from mlflow.protos import databricks_pb2
 from gateway.errors import WorkersExhausted, WorkerUnavailable
 from gateway.runtimes.base import DeviceRequest, Loaded
 from gateway.runtimes.environments import Environment, EnvironmentStore
+from gateway.runtimes.sandbox import CpuWatchdog, NetworkChoice, SandboxPolicy, WorkerSandbox
 from gateway.runtimes.worker import wire
 from gateway.runtimes.workers import WorkerLost, WorkerProcess
 from registry_sync.identity import VersionId
@@ -71,8 +72,12 @@ class WorkerGroup:
     """The worker processes of one environment (``GATEWAY_ENV_PROCESSES`` of them, each holding
     every version loaded on the environment) and those versions."""
 
-    def __init__(self, runtime: IsolatedRuntime, env: Environment, *, processes: int = 1) -> None:
+    def __init__(
+        self, runtime: IsolatedRuntime, env: Environment, *, processes: int = 1, sandbox: WorkerSandbox | None = None
+    ) -> None:
         self.env = env
+        self.key = env.key + ("+network" if sandbox is not None and sandbox.network.allowed else "")
+        self.sandbox = sandbox  # None: GATEWAY_SANDBOX=off
         self._runtime = runtime
         self._lock = threading.Lock()  # guards processes, models, restarts
         self.processes: list[WorkerProcess | None] = [None] * max(1, processes)
@@ -114,7 +119,9 @@ class WorkerGroup:
         return live
 
     def _start(self, slot: int) -> WorkerProcess:
-        process = WorkerProcess(self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited)
+        process = WorkerProcess(
+            self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited, sandbox=self.sandbox
+        )
         if self._in_use is None:  # prune leaves the environment alone while its workers run
             self._in_use = contextlib.ExitStack()
             self._in_use.enter_context(self._runtime.store.in_use(self.env.key))
@@ -125,6 +132,8 @@ class WorkerGroup:
     def load(self, handle: str, path: Path, device: DeviceRequest | None = None) -> tuple[int, dict[str, Any]]:
         """Load on every process of the group (starting them): the bytes their RSS grew by, and
         the first one's answer (for a PyTorch version, the device it computes on and why)."""
+        if self.sandbox is not None:  # it reads only what its sandbox's view holds
+            path = self.sandbox.expose(path)
         request: dict[str, Any] = {"op": "load", "id": handle, "path": str(path)}
         if device is not None:
             request.update(device=device.spec, device_source=device.source)
@@ -141,6 +150,7 @@ class WorkerGroup:
                     self.stop()
                 else:
                     self._unload_everywhere(handle)
+                    self._withdraw(request)
                 raise _remote_exception(answer["error"])
             process.rss = int(answer.get("rss", 0))
             grown += max(process.rss - before, 0)
@@ -208,13 +218,18 @@ class WorkerGroup:
 
     def unload(self, handle: str) -> None:
         with self._lock:
-            self.models.pop(handle, None)
+            request = self.models.pop(handle, None)
             self.fast.pop(handle, None)
             last = not self.models
         if last:
             self.stop()
             return
         self._unload_everywhere(handle)
+        self._withdraw(request)
+
+    def _withdraw(self, request: dict[str, Any] | None) -> None:
+        if self.sandbox is not None and request is not None:
+            self.sandbox.withdraw(Path(request["path"]))
 
     def _unload_everywhere(self, handle: str) -> None:
         for process in self._live():
@@ -236,6 +251,8 @@ class WorkerGroup:
         if self._in_use is not None:
             self._in_use.close()
             self._in_use = None
+        if self.sandbox is not None:
+            self.sandbox.close()
 
     def _exited(self, process: WorkerProcess, code: int) -> None:
         """From the process's watch thread: start it again and reload its versions (and their
@@ -255,7 +272,9 @@ class WorkerGroup:
                 self.processes[slot] = None
                 return
             try:
-                replacement = WorkerProcess(self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited)
+                replacement = WorkerProcess(
+                    self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited, sandbox=self.sandbox
+                )
                 replacement.start()
                 for handle, request in self.models.items():
                     answer, _ = replacement.call(request, [])
@@ -324,12 +343,21 @@ class RemoteModel:
     def worker_pids(self) -> list[int]:
         return self.group.pids()
 
+    @property
+    def sandbox(self) -> dict[str, Any] | None:
+        """What its workers are confined to (gateway/runtimes/sandbox.py), for its status."""
+        return self.group.sandbox.describe() if self.group.sandbox is not None else None
+
 
 class IsolatedRuntime:
     kind = "isolated"
 
-    def __init__(self, store: EnvironmentStore, *, max_workers: int, processes: int = 1) -> None:
+    def __init__(
+        self, store: EnvironmentStore, *, max_workers: int, processes: int = 1, sandbox: SandboxPolicy | None = None
+    ) -> None:
         self.store = store
+        self.sandbox = sandbox or SandboxPolicy(mode="off")
+        self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds)
         self.max_workers = max_workers
         self.processes = processes  # per environment
         self._groups: dict[str, WorkerGroup] = {}
@@ -340,15 +368,27 @@ class IsolatedRuntime:
         self._lifecycle = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-life")
 
     def load(
-        self, version: VersionId, path: Path, env: Environment, metadata: Model, device: DeviceRequest | None = None
+        self,
+        version: VersionId,
+        path: Path,
+        env: Environment,
+        metadata: Model,
+        device: DeviceRequest | None = None,
+        network: NetworkChoice | None = None,
     ) -> Loaded:
-        """Load in a worker of ``env``; given a ``device`` (a PyTorch version), on the device it resolves to there."""
+        """Load in a worker of ``env``; given a ``device`` (a PyTorch version), on the device it
+        resolves to there. Versions allowed the network get workers of their own."""
+        network = network or NetworkChoice(False, "no network (the default)")
+        key = env.key + ("+network" if self.sandbox.on and network.allowed else "")
         with self._lock:
-            group = self._groups.get(env.key)
+            group = self._groups.get(key)
             if group is None:
                 if (len(self._groups) + 1) * self.processes > self.max_workers:
                     raise WorkersExhausted(version.name, version.version, self.max_workers)
-                group = self._groups[env.key] = WorkerGroup(self, env, processes=self.processes)
+                sandbox = None
+                if self.sandbox.on:
+                    sandbox = WorkerSandbox(self.sandbox, network, label=env.key[:12], watchdog=self.watchdog)
+                group = self._groups[key] = WorkerGroup(self, env, processes=self.processes, sandbox=sandbox)
         handle = f"{version.uid}#{next(self._ids)}"
         try:
             grown, answer = group.load(handle, path, device)
@@ -365,8 +405,8 @@ class IsolatedRuntime:
 
     def forget(self, group: WorkerGroup) -> None:
         with self._lock:
-            if self._groups.get(group.env.key) is group:
-                del self._groups[group.env.key]
+            if self._groups.get(group.key) is group:
+                del self._groups[group.key]
 
     def workers(self) -> list[WorkerGroup]:
         with self._lock:

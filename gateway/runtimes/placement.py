@@ -21,6 +21,7 @@ from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore, 
 from gateway.runtimes.inprocess import InProcessRuntime
 from gateway.runtimes.isolated import IsolatedRuntime
 from gateway.runtimes.requirements import Match, RequirementsUnreadable, Verdict, check, read_requirements
+from gateway.runtimes.sandbox import SandboxPolicy, SandboxUnavailable, network_choice
 from gateway.runtimes.worker import devices
 from registry_sync.identity import VersionId
 
@@ -74,10 +75,11 @@ class Placer:
         max_workers: int,
         processes: int = 1,
         device: str = "auto",
+        sandbox: SandboxPolicy | None = None,
     ) -> Placer:
         isolated = None
         if policy.manager == "uv" and store is not None:
-            isolated = IsolatedRuntime(store, max_workers=max_workers, processes=processes)
+            isolated = IsolatedRuntime(store, max_workers=max_workers, processes=processes, sandbox=sandbox)
         return cls(policy, in_process=InProcessRuntime(), isolated=isolated, device=device)
 
     def placement(self, version: VersionId) -> Placement | None:
@@ -90,7 +92,7 @@ class Placer:
         ``tags``: its registry tags). Blocks (an environment build can take minutes): loader
         threads only."""
         device = self.device_request(version, tags or {}) if flavor_of(metadata) == "pytorch" else None
-        loaded, placement = self._place_and_load(version, path, digest, metadata, device)
+        loaded, placement = self._place_and_load(version, path, digest, metadata, device, tags or {})
         placement = dataclasses.replace(placement, device=loaded.device, device_reason=loaded.device_reason)
         self._remember(version, placement)
         return loaded, placement
@@ -108,7 +110,13 @@ class Placer:
             return DeviceRequest(self.device, f"GATEWAY_DEVICE={self.device} (its tag {DEVICE_TAG}: {exc})")
 
     def _place_and_load(
-        self, version: VersionId, path: Path, digest: str, metadata: Model, device: DeviceRequest | None
+        self,
+        version: VersionId,
+        path: Path,
+        digest: str,
+        metadata: Model,
+        device: DeviceRequest | None,
+        tags: dict[str, str],
     ) -> tuple[Loaded, Placement]:
         try:
             requirements = read_requirements(path)
@@ -147,7 +155,11 @@ class Placer:
             mismatches=verdict.mismatches,
         )
         self._remember(version, placement)
-        return self.isolated.load(version, path, env, metadata, device), placement
+        network = network_choice(self.isolated.sandbox, tags)
+        try:
+            return self.isolated.load(version, path, env, metadata, device, network), placement
+        except SandboxUnavailable as exc:
+            raise PlacementRefused("GATEWAY_SANDBOX=required", str(exc)) from exc
 
     def _local(self, version: VersionId, verdict: Verdict, digest: str) -> Placement:
         if verdict.satisfied:

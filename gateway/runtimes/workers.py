@@ -10,6 +10,7 @@ gone (it watches its parent's pid: a SIGKILLed gateway leaves no worker behind).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,9 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gateway.runtimes.sandbox import EXIT_OVER_MEMORY
 from gateway.runtimes.worker import wire
+
+if TYPE_CHECKING:
+    from gateway.runtimes.sandbox import WorkerSandbox
 
 log = logging.getLogger(__name__)
 output_log = logging.getLogger("gateway.worker")  # what workers write on their stdout and stderr
@@ -40,8 +45,17 @@ class WorkerProcess:
     message at a time, and every caller (loader, inference and lifecycle threads) waits its
     turn on the lock."""
 
-    def __init__(self, python: Path, *, label: str, on_exit: Callable[[WorkerProcess, int], None]) -> None:
+    def __init__(
+        self,
+        python: Path,
+        *,
+        label: str,
+        on_exit: Callable[[WorkerProcess, int], None],
+        sandbox: WorkerSandbox | None = None,
+    ) -> None:
         self.python = python
+        self.sandbox = sandbox  # None: the gateway's environment, no sandbox (GATEWAY_SANDBOX=off)
+        self.over_limit: str | None = None  # why the sandbox's watchdog killed it
         self.label = label
         self._on_exit = on_exit
         self._lock = threading.Lock()
@@ -67,7 +81,12 @@ class WorkerProcess:
 
     def start(self) -> dict[str, Any]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        if self.sandbox is not None:  # an allow list, and a policy it applies to itself before any load
+            env = self.sandbox.environment(self.python)
+            sandboxed = ["--sandbox", self.sandbox.worker_policy()]
+        else:
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+            sandboxed = []
         try:
             self._proc = subprocess.Popen(
                 [
@@ -79,6 +98,7 @@ class WorkerProcess:
                     str(theirs.fileno()),
                     "--parent-pid",
                     str(os.getpid()),
+                    *sandboxed,
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
@@ -100,6 +120,12 @@ class WorkerProcess:
             ours.settimeout(None)
         self.hello = answer
         self.rss = int(answer.get("rss", 0))
+        if self.sandbox is not None:
+            try:
+                self.sandbox.accept(answer)  # GATEWAY_SANDBOX=required: a layer missing stops it here
+            except Exception:
+                self.stop()
+                raise
         log.info(
             "worker %s started: pid %s, Python %s, MLflow %s",
             self.label,
@@ -120,7 +146,8 @@ class WorkerProcess:
             except OSError:
                 pass
         if not self._stopping:
-            log.warning("worker %s (pid %s) exited with %s", self.label, proc.pid, _exit_text(code))
+            why = self.over_limit or _exit_text(code)
+            log.warning("worker %s (pid %s) exited with %s", self.label, proc.pid, why)
         self._on_exit(self, code)
 
     def _relay(self) -> None:
@@ -140,11 +167,14 @@ class WorkerProcess:
             sock = self._sock
             if sock is None or self._stopping:
                 raise WorkerLost(f"worker {self.label} is not running")
+            watching = self.sandbox.watching(self, header) if self.sandbox is not None else contextlib.nullcontext()
             try:
-                wire.send(sock, header, buffers)
-                return wire.receive(sock)
+                with watching:
+                    wire.send(sock, header, buffers)
+                    return wire.receive(sock)
             except (OSError, wire.Closed, ValueError) as exc:
-                raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {type(exc).__name__}") from exc
+                why = self.over_limit or (None if self._stopping else _why_gone(self._proc)) or type(exc).__name__
+                raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {why}") from exc
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; closes the socket."""
@@ -165,7 +195,18 @@ class WorkerProcess:
             sock.close()
 
 
+def _why_gone(proc: subprocess.Popen[bytes] | None) -> str | None:
+    """A sandboxed worker past its memory limit exits by itself: say so to the caller."""
+    try:
+        code = proc.wait(timeout=1.0) if proc is not None else None
+    except subprocess.TimeoutExpired:
+        return None
+    return _exit_text(code) if code == EXIT_OVER_MEMORY else None
+
+
 def _exit_text(code: int) -> str:
+    if code == EXIT_OVER_MEMORY:
+        return "status 86: over its memory limit (GATEWAY_SANDBOX_MEMORY_MB)"
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"

@@ -76,6 +76,12 @@ class RuntimeState(BaseModel):
     worker_pids: list[int] = Field(
         default_factory=list, description="Every worker process holding it (GATEWAY_ENV_PROCESSES)"
     )
+    sandbox: dict[str, Any] | None = Field(
+        default=None,
+        description="What its workers are confined to (GATEWAY_SANDBOX; docs/security.md): each layer "
+        "(environment, filesystem, network, limits, syscalls) with how it is enforced or why not, and "
+        "``missing``: the layers this host could not provide. None: in process, or GATEWAY_SANDBOX=off",
+    )
 
 
 class VersionSummary(BaseModel):

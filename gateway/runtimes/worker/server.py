@@ -29,8 +29,14 @@ import time
 import traceback
 from typing import Any
 
-import raw  # type: ignore[import-not-found]  # beside this file, in the worker's own process
-import wire  # type: ignore[import-not-found]
+import sandbox  # type: ignore[import-not-found]  # beside this file, in the worker's own process
+
+# The sandbox goes on before NumPy is imported (by raw and wire): its BLAS starts threads, and a
+# process with threads can no longer enter a user namespace of its own.
+CONFINED, MEMORY_BYTES = sandbox.apply_from_arguments(sys.argv[1:])
+
+import raw  # type: ignore[import-not-found]  # noqa: E402
+import wire  # type: ignore[import-not-found]  # noqa: E402
 
 _WATCH_SECONDS = 0.2
 
@@ -79,7 +85,9 @@ def plain(chunk: Any) -> Any:
 
 
 class Worker:
-    def __init__(self) -> None:
+    def __init__(self, confined: dict[str, Any] | None = None, memory_bytes: int = 0) -> None:
+        self.confined = confined  # what sandbox.apply enforced; None: not sandboxed
+        self.memory_bytes = memory_bytes  # the address space models may add, set at hello
         self.streams: dict[str, Any] = {}  # the gateway's stream id -> its generator
         self.models: dict[str, Any] = {}
         self.fast: dict[str, Any] = {}  # id -> the flavor's own predict on an array
@@ -89,12 +97,16 @@ class Worker:
         if op == "hello":
             import mlflow
 
-            return {
+            hello = {
                 "pid": os.getpid(),
                 "python": "{}.{}.{}".format(*sys.version_info[:3]),
                 "mlflow": mlflow.__version__,
                 "rss": rss_bytes(),
-            }, []
+            }
+            if self.confined is not None:  # MLflow imported: the budget is what models may add
+                self.confined["limits"]["memory"] = sandbox.limit_memory(self.memory_bytes)
+                hello["sandbox"] = self.confined
+            return hello, []
         if op == "load":
             import mlflow.pyfunc
 
@@ -166,12 +178,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--sandbox", help="the policy it applied to itself at import (JSON)")
     args = parser.parse_args(argv)
     if os.getppid() != args.parent_pid:
         return 0  # the gateway died before we started
+    worker = Worker(CONFINED, MEMORY_BYTES)
     threading.Thread(target=watch_parent, args=(args.parent_pid,), daemon=True).start()
     sock = socket.socket(fileno=args.fd)
-    worker = Worker()
     while True:
         try:
             header, buffers = wire.receive(sock)
@@ -181,6 +194,8 @@ def main(argv: list[str]) -> int:
             answer, out = worker.handle(header, buffers)
             answer["ok"] = True
         except Exception as exc:  # the model's, or MLflow's: the gateway decides what it means
+            if isinstance(exc, MemoryError) and worker.confined is not None and worker.memory_bytes > 0:
+                os._exit(sandbox.EXIT_OVER_MEMORY)  # past its limit, its state suspect: 503, and another starts
             if header.get("op") == "load":
                 traceback.print_exc(file=sys.stderr)
             answer, out = {"ok": False, "error": error_of(exc)}, []

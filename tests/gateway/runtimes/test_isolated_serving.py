@@ -94,6 +94,12 @@ async def predict(client: httpx.AsyncClient, name: str, version: int, *packages:
     return response.json()["predictions"]  # type: ignore[no-any-return]
 
 
+def in_scratch(root: Path, name: str) -> bool:
+    """A file the reporter wrote in its worker's scratch folder (gateway/runtimes/sandbox.py), the one
+    place a sandboxed worker may write, under the artifact cache of settings_under(root)."""
+    return any((root / "artifact-cache" / "sandboxes").glob(f"*/scratch/{name}"))
+
+
 async def runtime_of(client: httpx.AsyncClient, name: str, version: int) -> dict[str, Any]:
     response = await client.get(f"/models/{name}/versions/{version}")
     assert response.status_code == 200, response.text
@@ -181,11 +187,13 @@ async def test_a_killed_worker_answers_its_requests_in_flight_503_and_comes_back
 ) -> None:
     async with make_gateway() as gw:
         pid = int((await predict(gw.client, "pinned", 1, "pid"))[0])
-        hold = tmp_path / "held"
         in_flight = asyncio.ensure_future(
-            gw.client.post("/models/pinned/versions/1/predict", json=ask("pid", hold_file=str(hold), hold_seconds=60.0))
+            gw.client.post("/models/pinned/versions/1/predict", json=ask("pid", hold_file="held", hold_seconds=60.0))
         )
-        await asyncio.to_thread(wait_until, hold.exists, timeout=30, what="the request to reach the worker")
+
+        await asyncio.to_thread(
+            wait_until, lambda: in_scratch(tmp_path, "held"), timeout=30, what="the request to reach the worker"
+        )
         os.kill(pid, signal.SIGKILL)
         async with asyncio.timeout(10):  # a hang guard, not a measurement: it answers at once
             answer = await in_flight
@@ -352,13 +360,12 @@ async def test_with_two_processes_a_request_goes_to_the_one_not_busy(
         await predict(gw.client, "tabulated", 1, "pid")
         pids = (await runtime_of(gw.client, "tabulated", 1))["worker_pids"]
         assert len(set(pids)) == 2
-        hold = tmp_path / "held"
         held = asyncio.ensure_future(
-            gw.client.post(
-                "/models/tabulated/versions/1/predict", json=ask("pid", hold_file=str(hold), hold_seconds=3.0)
-            )
+            gw.client.post("/models/tabulated/versions/1/predict", json=ask("pid", hold_file="held", hold_seconds=3.0))
         )
-        await asyncio.to_thread(wait_until, hold.exists, timeout=30, what="the held request to reach a worker")
+        await asyncio.to_thread(
+            wait_until, lambda: in_scratch(tmp_path, "held"), timeout=30, what="the held request to reach a worker"
+        )
         other = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
         assert not held.done()  # answered by the other process while the first still holds
         first = int((await held).json()["predictions"][0])

@@ -6,14 +6,15 @@ requirements by tests/gateway/runtimes, it shows which environment served a requ
 - ``import:<module>``: the module imported, then "imported";
 - ``python``: the interpreter's version; ``pid``: the serving process's id.
 
-Params ``hold_file`` and ``hold_seconds``: create that file, then wait that long before
-answering (a request a test can catch in flight).
+Params ``hold_file`` and ``hold_seconds``: create that file (a relative name: in its TMPDIR),
+then wait that long before answering (a request a test can catch in flight).
 """
 
 import importlib
 import importlib.metadata
 import os
 import sys
+import tempfile
 import time
 
 import mlflow
@@ -23,8 +24,8 @@ from mlflow.pyfunc import PythonModel
 class Reporter(PythonModel):
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         params = params or {}
-        if params.get("hold_file"):
-            with open(params["hold_file"], "w"):
+        if params.get("hold_file"):  # a relative name: in its TMPDIR (a sandboxed worker's scratch)
+            with open(os.path.join(tempfile.gettempdir(), params["hold_file"]), "w"):
                 pass
             time.sleep(float(params.get("hold_seconds") or 0))
         out = []

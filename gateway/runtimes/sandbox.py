@@ -1,0 +1,411 @@
+"""The sandbox of isolated workers, seen from the gateway: what a worker may see, reach and use.
+
+Whoever can register a model version can run code when it loads (pickle, ``PythonModel``,
+models-from-code). A worker is the boundary: it starts with an environment built from an allow
+list (locale, ``PATH`` to its interpreter, thread settings, what ``GATEWAY_ENV_PASS`` names),
+never the gateway's own; then, before it loads anything, it locks itself in
+(``worker/sandbox.py``: Landlock, a network namespace, rlimits, seccomp). This module decides
+the policy, gives each group of workers a folder of its own (``view``: hard links to the
+verified files of the versions it serves, nothing else of the artifact cache; ``scratch``: its
+``HOME`` and ``TMPDIR``), probes what the host offers, holds a call's CPU time to its limit from
+outside the worker (a model cannot stop a watchdog it does not run), and reports all of it for
+``/models/<name>/versions/<v>`` and ``/status``.
+
+What fails and what the caller sees: a worker past its address-space limit exits
+(``EXIT_OVER_MEMORY``), one past a call's CPU time is killed; either way its callers are
+answered 503 and it is started again, as for any dead worker (``isolated.py``). With
+``GATEWAY_SANDBOX=required``, a host lacking a layer stops the gateway at start
+(:class:`SandboxUnavailable`), and a worker that could not apply one is stopped and its load
+fails; ``best-effort`` says what is missing, in the log and the status; ``off`` gives workers
+the gateway's environment and no sandbox, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from gateway.runtimes.workers import WorkerProcess
+
+log = logging.getLogger(__name__)
+
+SandboxMode = Literal["off", "best-effort", "required"]
+NETWORK_TAG = "gateway.network"  # a version's opt-in: "allow", honoured only with GATEWAY_SANDBOX_ALLOW_NETWORK
+EXIT_OVER_MEMORY = 86  # as worker/sandbox.py exits
+
+# What a worker's environment may hold of the gateway's: nothing secret, nothing of its config.
+_PASSED = (
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "TORCH_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "NVIDIA_VISIBLE_DEVICES",
+)
+_PASSED_PREFIXES = ("LC_",)
+# Names GATEWAY_ENV_PASS may not name: the gateway's own settings and credentials.
+REFUSED_PREFIXES = ("GATEWAY_", "MLFLOW_", "AWS_", "AZURE_", "GOOGLE_APPLICATION_CREDENTIALS", "PGPASSWORD")
+_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", "/dev/dri")
+
+
+class SandboxUnavailable(Exception):
+    """GATEWAY_SANDBOX=required, and the host (or a worker) lacks a layer."""
+
+    def __init__(self, missing: dict[str, str]) -> None:
+        self.missing = missing
+        parts = "; ".join(f"{layer}: {why}" for layer, why in missing.items())
+        super().__init__(
+            f"GATEWAY_SANDBOX=required, but this host cannot sandbox isolated workers ({parts}); "
+            "set GATEWAY_SANDBOX=best-effort to run with what it has"
+        )
+
+
+def refused_pass_name(name: str) -> bool:
+    """Whether GATEWAY_ENV_PASS may not hand ``name`` to workers (the gateway's own credentials)."""
+    return name.upper().startswith(REFUSED_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxPolicy:
+    """The settings' sandbox (GATEWAY_SANDBOX*): one per gateway process."""
+
+    mode: SandboxMode = "best-effort"
+    root: Path | None = None  # where groups' folders go: beside the artifact cache's blobs (hard links)
+    env_pass: tuple[str, ...] = ()
+    allow_network: bool = False  # honour a version's gateway.network=allow tag
+    memory_bytes: int = 0  # address space a worker may add to what it maps at start; 0: no limit
+    cpu_seconds: float = 0  # CPU time one call may use; 0: no limit
+    max_open_files: int = 1024
+    max_processes: int = 0  # 0: none (seccomp); else RLIMIT_NPROC
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkChoice:
+    allowed: bool
+    reason: str
+
+
+def network_choice(policy: SandboxPolicy, tags: dict[str, str]) -> NetworkChoice:
+    """A version's network: denied, unless tagged ``gateway.network=allow`` and the setting lets it."""
+    tagged = str(tags.get(NETWORK_TAG, "")).strip().lower()
+    if tagged != "allow":
+        return NetworkChoice(False, "no network (the default)")
+    if not policy.allow_network:
+        return NetworkChoice(False, f"tagged {NETWORK_TAG}=allow, ignored: GATEWAY_SANDBOX_ALLOW_NETWORK is off")
+    return NetworkChoice(True, f"tagged {NETWORK_TAG}=allow, and GATEWAY_SANDBOX_ALLOW_NETWORK is on")
+
+
+# --- what the host offers ---
+
+_support: dict[str, dict[str, Any]] | None = None
+_support_lock = threading.Lock()
+
+
+def host_support() -> dict[str, dict[str, Any]]:
+    """Each layer: ``{"available": bool, "how" | "why_not": str}``, probed once per process."""
+    global _support
+    with _support_lock:
+        if _support is None:
+            _support = _probe()
+        return _support
+
+
+def _probe() -> dict[str, dict[str, Any]]:
+    support: dict[str, dict[str, Any]] = {"environment": {"available": True, "how": "an allow list"}}
+    if sys.platform != "linux":
+        why = f"not Linux ({sys.platform})"
+        return support | {k: {"available": False, "why_not": why} for k in ("filesystem", "network", "syscalls")}
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = int(libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    if abi >= 1:
+        support["filesystem"] = {"available": True, "how": f"Landlock ABI {abi}"}
+    else:
+        support["filesystem"] = {"available": False, "why_not": "the kernel has no Landlock (or it is disabled)"}
+    namespaces = _try_namespaces()
+    if namespaces is None:
+        support["network"] = {"available": True, "how": "a user and network namespace per worker"}
+    elif abi >= 4:
+        support["network"] = {"available": True, "how": f"Landlock TCP rules (no namespaces: {namespaces})"}
+    else:
+        support["network"] = {"available": False, "why_not": f"no namespaces ({namespaces}) and Landlock ABI {abi} < 4"}
+    if platform.machine() == "x86_64" and Path("/proc/sys/kernel/seccomp/actions_avail").exists():
+        support["syscalls"] = {"available": True, "how": "seccomp filter"}
+    else:
+        support["syscalls"] = {"available": False, "why_not": f"no seccomp filter for {platform.machine()}"}
+    support["limits"] = {"available": True, "how": "rlimits and a CPU watchdog"}
+    if os.geteuid() == 0:
+        support["limits"]["note"] = "RLIMIT_NPROC does not bind root: GATEWAY_SANDBOX_MAX_PROCESSES>0 is not enforced"
+    return support
+
+
+def _try_namespaces() -> str | None:
+    """None if an unprivileged process here can enter a user and network namespace, else why not."""
+    code = (
+        "import ctypes,os,sys;l=ctypes.CDLL(None,use_errno=True);"
+        "sys.exit(0 if l.unshare(0x10000000|0x40000000)==0 else ctypes.get_errno())"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-E", "-s", "-c", code], env={}, timeout=30, capture_output=True)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else f"unshare: {os.strerror(done.returncode)}"
+
+
+def missing_layers(policy: SandboxPolicy) -> dict[str, str]:
+    """The layers ``policy`` wants that this host cannot give, and why."""
+    if not policy.on:
+        return {}
+    missing = {k: str(v["why_not"]) for k, v in host_support().items() if not v["available"]}
+    if policy.max_processes > 0 and os.geteuid() == 0:
+        missing["processes"] = "RLIMIT_NPROC does not bind root (GATEWAY_SANDBOX_MAX_PROCESSES)"
+    return missing
+
+
+def check_host(policy: SandboxPolicy) -> None:
+    """At start: refuse (required) or say (best-effort) what the host cannot provide."""
+    missing = missing_layers(policy)
+    if not missing:
+        return
+    if policy.mode == "required":
+        raise SandboxUnavailable(missing)
+    for layer, why in missing.items():
+        log.warning("isolated workers run without the %s layer of their sandbox: %s", layer, why)
+
+
+# --- one group's sandbox ---
+
+
+class WorkerSandbox:
+    """The sandbox of one group of workers (one environment, one network choice): its folder,
+    the environment and policy each of its processes starts with, and what they reported."""
+
+    def __init__(self, policy: SandboxPolicy, network: NetworkChoice, *, label: str, watchdog: CpuWatchdog) -> None:
+        self.policy = policy
+        self.network = network
+        self.watchdog = watchdog
+        root = policy.root or Path(tempfile.gettempdir()) / "registry-gateway-sandboxes"
+        self.folder = root / f"{label}-{uuid.uuid4().hex[:8]}"
+        self.view = self.folder / "models"
+        self.scratch = self.folder / "scratch"
+        self.view.mkdir(parents=True, exist_ok=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._exposed: dict[Path, int] = {}
+        self.report: dict[str, Any] = {}  # the first worker's, as it said at hello
+
+    def environment(self, python: Path) -> dict[str, str]:
+        """A worker's whole environment: the allow list, never the gateway's secrets."""
+        env = {k: v for k, v in os.environ.items() if k in _PASSED or k.startswith(_PASSED_PREFIXES)}
+        env.update((k, os.environ[k]) for k in self.policy.env_pass if k in os.environ)
+        env["PATH"] = os.pathsep.join([str(python.parent), "/usr/local/bin", "/usr/bin", "/bin"])
+        env["HOME"] = env["TMPDIR"] = str(self.scratch)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # its environment is read-only to it
+        return env
+
+    def worker_policy(self) -> str:
+        """The policy the worker applies to itself (``worker/sandbox.py``), as its argument."""
+        devices = [d for d in _DEVICES if os.path.exists(d)]
+        devices += [str(p) for p in Path("/dev").glob("nvidia[0-9]*")]
+        return json.dumps(
+            {
+                "network": "allow" if self.network.allowed else "deny",
+                "network_reason": self.network.reason,
+                "view": str(self.view),
+                "scratch": str(self.scratch),
+                "devices": devices,
+                "max_open_files": self.policy.max_open_files,
+                "max_processes": self.policy.max_processes,
+                "memory_bytes": self.policy.memory_bytes,
+            }
+        )
+
+    def watching(self, process: WorkerProcess, header: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+        """A predict call's CPU time, held to GATEWAY_SANDBOX_CPU_SECONDS (loads import whole
+        libraries: they are not held to a predict's budget)."""
+        if str(header.get("op", "")).startswith(("predict", "stream")):  # a stream's chunks: each call
+            return self.watchdog.watching(process)
+        return contextlib.nullcontext()
+
+    def accept(self, hello: dict[str, Any]) -> None:
+        """What a new worker says it enforced; under ``required``, anything missing stops it."""
+        report = dict(hello.get("sandbox") or {})
+        missing = {name: str(layer.get("why_not")) for name, layer in _layers(report) if not layer.get("enforced")}
+        if self.network.allowed:
+            missing.pop("network", None)
+        if self.policy.memory_bytes <= 0:
+            missing.pop("limits.memory", None)
+        if self.policy.max_open_files <= 0:
+            missing.pop("limits.open_files", None)
+        if self.policy.mode == "required" and missing:
+            raise SandboxUnavailable(missing)
+        with self._lock:
+            self.report = report
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/models/<name>/versions/<v>`` shows: each layer, and what the host lacked."""
+        report = self.report
+        limits = dict(report.get("limits") or {})
+        if self.policy.cpu_seconds > 0:
+            limits["cpu_per_call"] = {
+                "enforced": True,
+                "how": f"{self.policy.cpu_seconds:g} CPU seconds a call, then the worker is killed (503)",
+            }
+        else:
+            limits["cpu_per_call"] = {"enforced": False, "why_not": "GATEWAY_SANDBOX_CPU_SECONDS=0"}
+        passed = sorted(n for n in self.policy.env_pass if n in os.environ)
+        network = dict(report.get("network") or {})
+        network["reason"] = self.network.reason
+        described = {
+            "mode": self.policy.mode,
+            "environment": {
+                "enforced": True,
+                "how": "an allow list: locale, PATH to its interpreter, thread settings, HOME and TMPDIR "
+                "in its scratch folder" + (f", and GATEWAY_ENV_PASS: {', '.join(passed)}" if passed else ""),
+                "passed": passed,
+            },
+            "filesystem": report.get("filesystem") or {"enforced": False, "why_not": "not started yet"},
+            "network": network,
+            "limits": limits,
+            "capabilities": report.get("capabilities") or {"enforced": False, "why_not": "not started yet"},
+            "syscalls": report.get("syscalls") or {"enforced": False, "why_not": "not started yet"},
+        }
+        described["missing"] = {
+            name: str(layer.get("why_not"))
+            for name, layer in _layers(described)
+            if not layer.get("enforced") and not (name == "network" and self.network.allowed)
+        }
+        return described
+
+    def expose(self, path: Path) -> Path:
+        """The version's verified files, as the worker may read them: hard links in its view."""
+        target = self.view / path.name
+        with self._lock:
+            count = self._exposed.get(target, 0)
+            if count == 0 and not target.exists():
+                staging = self.view / f".{path.name}.{uuid.uuid4().hex[:6]}"
+                shutil.copytree(path, staging, copy_function=_link_or_copy, symlinks=False)
+                os.replace(staging, target)
+            self._exposed[target] = count + 1
+        return target
+
+    def withdraw(self, exposed: Path) -> None:
+        with self._lock:
+            count = self._exposed.get(exposed, 0) - 1
+            if count > 0:
+                self._exposed[exposed] = count
+                return
+            self._exposed.pop(exposed, None)
+        shutil.rmtree(exposed, ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _layers(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name in ("filesystem", "network", "capabilities", "syscalls"):
+        if isinstance(report.get(name), dict):
+            yield name, report[name]
+    for name, layer in (report.get("limits") or {}).items():
+        if isinstance(layer, dict):
+            yield f"limits.{name}", layer
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system, or links refused: a copy (the bytes were verified)
+        shutil.copy2(source, destination)
+
+
+# --- CPU time per call ---
+
+
+class CpuWatchdog:
+    """Kills a worker whose current call used more than ``seconds`` of CPU time (all its threads),
+    read from ``/proc/<pid>/stat`` by a thread of the gateway's own."""
+
+    def __init__(self, seconds: float, *, interval: float = 0.25) -> None:
+        self.seconds = seconds
+        self._interval = interval
+        self._calls: dict[int, tuple[WorkerProcess, float]] = {}  # pid -> (process, CPU at the call's start)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @contextlib.contextmanager
+    def watching(self, process: WorkerProcess) -> Iterator[None]:
+        pid = process.pid
+        if self.seconds <= 0 or pid is None:
+            yield
+            return
+        start = self.cpu_seconds(pid)
+        with self._lock:
+            self._calls[pid] = (process, start if start is not None else 0.0)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="worker-cpu-watchdog", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls.pop(pid, None)
+
+    def cpu_seconds(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._ticks  # utime, stime
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                calls = list(self._calls.items())
+            for pid, (process, start) in calls:
+                used = self.cpu_seconds(pid)
+                if used is not None and used - start > self.seconds:
+                    log.error(
+                        "worker %s (pid %s) used %.1f s of CPU in one call, past "
+                        "GATEWAY_SANDBOX_CPU_SECONDS=%g: killed",
+                        process.label,
+                        pid,
+                        used - start,
+                        self.seconds,
+                    )
+                    process.over_limit = f"over its CPU time limit ({self.seconds:g} s a call)"
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    with self._lock:
+                        self._calls.pop(pid, None)

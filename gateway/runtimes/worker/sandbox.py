@@ -1,0 +1,362 @@
+"""The sandbox a worker puts itself in before it loads any model: stdlib only (this file runs on
+the interpreter of a model's own environment, beside ``server.py``), applied once, never lifted.
+
+The gateway chose the policy (``gateway/runtimes/sandbox.py``) and built the worker's
+environment from an allow list before starting it; here the worker, still single-threaded and
+holding nothing of any model, applies the layers the kernel offers, in this order:
+
+1. **limits**: ``RLIMIT_NOFILE``, ``RLIMIT_NPROC`` (it binds within the worker's own user
+   namespace, never for root), ``RLIMIT_CORE`` 0; the address-space limit comes later, at
+   ``hello`` (:func:`limit_memory`), once the interpreter and MLflow are imported, so that
+   the budget is what models may add.
+2. **network**: a user and network namespace of its own (only a loopback, down): nothing it
+   opens reaches any host, loopback included. Where unprivileged namespaces are refused,
+   Landlock's TCP rules (ABI 4) deny every ``connect`` and ``bind`` instead.
+3. **filesystem** (Landlock): read-only the interpreter, its environment, this folder, the
+   system's libraries (``/usr``, ``/lib``, ``/etc``, ``/proc``, ``/sys``) and the versions'
+   verified files as the gateway links them into ``view``; read-write its own ``scratch``
+   (``HOME``, ``TMPDIR``); nothing else, so no state database, no other version's files, no
+   configuration. Since ABI 6 it can neither signal nor connect to the abstract sockets of
+   processes outside its sandbox, and Landlock denies ptrace of them at any ABI, which is
+   what keeps ``/proc/<gateway>/environ`` and ``/proc/<gateway>/mem`` closed.
+4. **system calls** (seccomp, x86-64): ``ptrace``, ``mount``, ``bpf``, ``unshare``, module
+   and key management, ``io_uring``... fail with ``EPERM``; with no processes allowed, so do
+   ``fork``, a ``clone`` that is not a thread, and ``execve``; with no network, creating a
+   Unix socket (a path such as PostgreSQL's is not a network namespace's to hide).
+
+Each layer reports ``{"enforced": bool, "how" or "why_not": str}``; a missing one is the
+gateway's to accept (``best-effort``) or refuse (``required``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import resource
+import struct
+import sys
+from typing import Any
+
+EXIT_OVER_MEMORY = 86  # the worker's exit status when a model went past its address-space limit
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+# --- Landlock (linux/landlock.h) ---
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # the same on every architecture
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH, _RULE_NET_PORT = 1, 2
+_FS_EXECUTE = 1 << 0
+_FS_WRITE_FILE = 1 << 1
+_FS_READ_FILE = 1 << 2
+_FS_READ_DIR = 1 << 3
+_FS_REMOVE_DIR = 1 << 4
+_FS_REMOVE_FILE = 1 << 5
+_FS_MAKE_CHAR = 1 << 6
+_FS_MAKE_DIR = 1 << 7
+_FS_MAKE_REG = 1 << 8
+_FS_MAKE_SOCK = 1 << 9
+_FS_MAKE_FIFO = 1 << 10
+_FS_MAKE_BLOCK = 1 << 11
+_FS_MAKE_SYM = 1 << 12
+_FS_REFER = 1 << 13  # ABI 2
+_FS_TRUNCATE = 1 << 14  # ABI 3
+_FS_IOCTL_DEV = 1 << 15  # ABI 5
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+_READ = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# --- namespaces ---
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+
+# --- seccomp (x86-64 only: the numbers below are that architecture's) ---
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
+_EPERM, _ENOSYS = 1, 38
+_CLONE_THREAD = 0x00010000
+_AF_UNIX = 1
+_DENIED = {  # name -> x86-64 number: what no model needs, and what a model breaking out would
+    "ptrace": 101, "syslog": 103, "acct": 163, "settimeofday": 164, "mount": 165, "umount2": 166,
+    "swapon": 167, "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173, "init_module": 175,
+    "delete_module": 176, "quotactl": 179, "chroot": 161, "pivot_root": 155, "adjtimex": 159,
+    "clock_settime": 227, "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250,
+    "unshare": 272, "perf_event_open": 298, "fanotify_init": 300, "name_to_handle_at": 303,
+    "open_by_handle_at": 304, "clock_adjtime": 305, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320, "bpf": 321,
+    "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    "fspick": 433, "pidfd_getfd": 438, "mount_setattr": 442,
+}  # fmt: skip
+_PROCESSES = {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322}
+_CLONE, _CLONE3, _SOCKET = 56, 435, 41
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 where it has none (or it is disabled)."""
+    abi = _libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    return max(int(abi), 0)
+
+
+def _enforced(how: str, **more: Any) -> dict[str, Any]:
+    return {"enforced": True, "how": how, **more}
+
+
+def _missing(why: str, **more: Any) -> dict[str, Any]:
+    return {"enforced": False, "why_not": why, **more}
+
+
+def apply_from_arguments(argv: list[str]) -> tuple[dict[str, Any] | None, int]:
+    """``--sandbox <policy JSON>`` among the worker's arguments: applied, and what was enforced
+    with the memory budget for :func:`limit_memory`; (None, 0) without it."""
+    if "--sandbox" not in argv or argv.index("--sandbox") + 1 >= len(argv):
+        return None, 0
+    policy = json.loads(argv[argv.index("--sandbox") + 1])
+    return apply(policy), int(policy.get("memory_bytes") or 0)
+
+
+def apply(policy: dict[str, Any]) -> dict[str, Any]:
+    """Apply every layer ``policy`` asks for, as far as this kernel allows; what was enforced.
+
+    ``policy``: ``network`` ("deny" | "allow"), ``view`` and ``scratch`` (folders), ``devices``
+    (paths given read-write, e.g. a GPU's), ``max_open_files``, ``max_processes`` (0: none).
+    Must run before any thread starts (a multi-threaded process cannot enter a user namespace).
+    """
+    report: dict[str, Any] = {}
+    report["limits"] = _limits(policy)
+    net_via_namespace = False
+    if policy.get("network") == "deny":
+        report["network"], net_via_namespace = _network_namespace()
+    else:
+        report["network"] = {"enforced": False, "why_not": "allowed: " + str(policy.get("network_reason", "tagged"))}
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    report["filesystem"], landlock_net = _landlock(policy, deny_tcp=policy.get("network") == "deny")
+    if policy.get("network") == "deny":
+        if net_via_namespace and landlock_net:
+            report["network"]["how"] += "; Landlock denies TCP connect and bind too"
+        elif landlock_net:
+            report["network"] = _enforced(
+                "Landlock denies every TCP connect and bind (no network namespace: "
+                + report["network"]["why_not"]
+                + "); UDP is not covered"
+            )
+    report["capabilities"] = _drop_capabilities()
+    report["syscalls"] = _seccomp(policy)
+    return report
+
+
+def _drop_capabilities() -> dict[str, Any]:
+    """No capability left, in any namespace: a worker started by a root gateway keeps uid 0 but
+    cannot override file permissions or read another process's memory with it."""
+    for cap in range(64):
+        _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # fails past the last capability: fine
+    header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    data = ctypes.create_string_buffer(24)  # two (effective, permitted, inheritable) sets, all zero
+    if _libc.capset(ctypes.c_char_p(header), data) != 0:
+        return _missing(f"capset failed ({os.strerror(ctypes.get_errno())})")
+    return _enforced("none: bounding, permitted and effective sets emptied")
+
+
+def _limits(policy: dict[str, Any]) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    files = int(policy.get("max_open_files") or 0)
+    if files > 0:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        files = min(files, hard) if hard != resource.RLIM_INFINITY else files
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+        limits["open_files"] = _enforced(f"RLIMIT_NOFILE {files}")
+    else:
+        limits["open_files"] = _missing("GATEWAY_SANDBOX_MAX_OPEN_FILES=0")
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    processes = int(policy.get("max_processes") or 0)
+    if processes > 0:
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+        if os.geteuid() == 0:
+            limits["processes"] = _missing(f"RLIMIT_NPROC {processes} set, but it does not bind root")
+        else:
+            limits["processes"] = _enforced(f"RLIMIT_NPROC {processes} (threads too, in its own user namespace)")
+    # processes == 0 is seccomp's (no fork, no clone but threads, no execve): reported there
+    return limits
+
+
+def limit_memory(budget_bytes: int) -> dict[str, Any]:
+    """RLIMIT_AS at what the worker maps now (the interpreter, MLflow) plus ``budget_bytes``."""
+    if budget_bytes <= 0:
+        return _missing("GATEWAY_SANDBOX_MEMORY_MB=0")
+    with open("/proc/self/statm") as statm:
+        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = mapped + budget_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return _enforced(
+        f"RLIMIT_AS {limit // 2**20} MiB: {mapped // 2**20} MiB mapped at start + {budget_bytes // 2**20} MiB; "
+        "past it the worker exits and its callers are answered 503",
+        bytes=limit,
+    )
+
+
+def _network_namespace() -> tuple[dict[str, Any], bool]:
+    uid, gid = os.geteuid(), os.getegid()
+    if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        return _missing(f"no user and network namespace: unshare failed ({os.strerror(errno)})"), False
+    try:  # the same ids inside: files keep their owners, and RLIMIT_NPROC counts this namespace only
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+    except OSError as exc:  # still in a network namespace of its own; ids show as nobody
+        return _enforced(f"a network namespace of its own (ids unmapped: {exc.strerror})"), True
+    return _enforced("a user and network namespace of its own: no interface but a loopback, down"), True
+
+
+def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any], bool]:
+    abi = landlock_abi()
+    if abi < 1:
+        return _missing("the kernel has no Landlock (or it is disabled)"), False
+    handled_fs = (1 << 13) - 1  # ABI 1: bits 0-12
+    if abi >= 2:
+        handled_fs |= _FS_REFER
+    if abi >= 3:
+        handled_fs |= _FS_TRUNCATE
+    if abi >= 5:
+        handled_fs |= _FS_IOCTL_DEV
+    handled_net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if deny_tcp and abi >= 4 else 0
+    scoped = (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0
+    attr = struct.pack("QQQ", handled_fs, handled_net, scoped)
+    size = 8 if abi < 4 else (16 if abi < 6 else 24)
+    buf = ctypes.create_string_buffer(attr[:size], size)
+    ruleset = _libc.syscall(_SYS_CREATE_RULESET, buf, ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return _missing(f"landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"), False
+    readable, writable = [], []
+    try:
+        for path in read_only_paths(policy):
+            if _allow(ruleset, path, _READ & handled_fs):
+                readable.append(path)
+        everything = handled_fs & ~(_FS_IOCTL_DEV | _FS_MAKE_CHAR | _FS_MAKE_BLOCK)
+        for path in [str(policy.get("scratch") or "")] + list(policy.get("writable") or []):
+            if path and _allow(ruleset, path, everything):
+                writable.append(path)
+        for path in ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"] + list(
+            policy.get("devices") or []
+        ):
+            if _allow(ruleset, path, (_FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV) & handled_fs):
+                writable.append(path)
+        if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+            return _missing(f"landlock_restrict_self failed ({os.strerror(ctypes.get_errno())})"), False
+    finally:
+        os.close(ruleset)
+    scope = "; no signal to, nor abstract socket of, any process outside it" if scoped else ""
+    return (
+        _enforced(
+            f"Landlock ABI {abi}: read-only {len(readable)} paths, read-write its scratch{scope}",
+            read_only=readable,
+            read_write=writable,
+        ),  # fmt: skip
+        bool(handled_net),
+    )
+
+
+def read_only_paths(policy: dict[str, Any]) -> list[str]:
+    """The interpreter, its environment, this folder, the system's libraries, the view."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)), here]
+    paths += [os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys"]
+    if policy.get("view"):
+        paths.append(str(policy["view"]))
+    seen: list[str] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in seen and os.path.exists(real):
+            seen.append(real)
+    return seen
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _allow(ruleset: int, path: str, access: int) -> bool:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not os.path.isdir(path):  # a file takes only the rights that apply to files
+            access &= _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
+        rule = _PathBeneath(access, fd)
+        done = _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
+                             ctypes.byref(rule), ctypes.c_uint32(0))  # fmt: skip
+        return bool(done == 0)
+    finally:
+        os.close(fd)
+
+
+def _seccomp(policy: dict[str, Any]) -> dict[str, Any]:
+    if platform.machine() != "x86_64":
+        return _missing(f"the seccomp filter knows only x86-64's system calls, not {platform.machine()}'s")
+    no_processes = int(policy.get("max_processes") or 0) == 0
+    no_unix = policy.get("network") == "deny"
+    program = _filter(no_processes=no_processes, no_unix=no_unix)
+    blob = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(blob, len(blob))
+
+    class _Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = _Prog(len(program), ctypes.cast(buf, ctypes.c_void_p))
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        return _missing(f"seccomp refused the filter ({os.strerror(ctypes.get_errno())})")
+    denied = sorted(_DENIED) + (sorted(_PROCESSES) + ["clone (but threads)", "clone3"] if no_processes else [])
+    if no_unix:
+        denied.append("socket(AF_UNIX)")
+    how = "seccomp: " + ", ".join(denied) + " fail with EPERM"
+    report = _enforced(how, denied=denied)
+    if no_processes:
+        report["processes"] = "none: fork, vfork, clone of a process and execve fail"
+    return report
+
+
+def _filter(*, no_processes: bool, no_unix: bool) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program: (code, jt, jf, k) per instruction, jumps relative."""
+    ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
+    errno = _RET_ERRNO | _EPERM
+    out: list[tuple[int, int, int, int]] = [
+        (ld_w_abs, 0, 0, 4),  # arch
+        (jeq_k, 1, 0, _AUDIT_ARCH_X86_64),
+        (ret_k, 0, 0, _RET_KILL_PROCESS),
+        (ld_w_abs, 0, 0, 0),  # nr
+        (jge_k, 0, 1, 0x40000000),  # the x32 ABI: none of it
+        (ret_k, 0, 0, errno),
+    ]
+    numbers = sorted(_DENIED.values()) + (sorted(_PROCESSES.values()) if no_processes else [])
+    for nr in numbers:
+        out += [(jeq_k, 0, 1, nr), (ret_k, 0, 0, errno)]
+    if no_processes:
+        out += [(jeq_k, 0, 1, _CLONE3), (ret_k, 0, 0, _RET_ERRNO | _ENOSYS)]  # glibc falls back to clone
+        out += [
+            (jeq_k, 0, 3, _CLONE),
+            (ld_w_abs, 0, 0, 16),  # flags (low half)
+            (jset_k, 1, 0, _CLONE_THREAD),
+            (ret_k, 0, 0, errno),
+            (ld_w_abs, 0, 0, 0),  # back to nr for what follows (a thread's clone lands here too)
+        ]
+    if no_unix:
+        out += [
+            (jeq_k, 0, 3, _SOCKET),
+            (ld_w_abs, 0, 0, 16),  # domain
+            (jeq_k, 0, 1, _AF_UNIX),
+            (ret_k, 0, 0, errno),
+        ]
+    out.append((ret_k, 0, 0, _RET_ALLOW))
+    return out

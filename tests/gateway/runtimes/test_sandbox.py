@@ -1,0 +1,281 @@
+"""Untrusted models (issue 43): with GATEWAY_ENV_ISOLATE=always every version runs in a sandboxed
+worker that holds no secret, reads no state, reaches no network and stays within its limits.
+
+The model is tests/support/env_models/prober.py: from inside ``predict`` it tries each escape
+and says what happened. The same probes are run once with GATEWAY_SANDBOX=off, where each
+escape must succeed: that is what makes a denial here the sandbox's doing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from gateway.process import sandbox_policy
+from gateway.runtimes import sandbox as gateway_sandbox
+from gateway.runtimes.sandbox import SandboxUnavailable
+from gateway.settings import SettingsError, load_settings
+from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
+from tests.gateway.runtimes.test_isolated_serving import OTHER_SKLEARN
+
+pytestmark = pytest.mark.anyio
+
+PROBER = Path(__file__).parents[2] / "support" / "env_models" / "prober.py"
+REQUIREMENTS = [f"scikit-learn=={OTHER_SKLEARN}"]  # as test_isolated_serving's: uv's cache has them
+SECRETS = {
+    "GATEWAY_ADMIN_TOKEN": "admin-token-secret",
+    "GATEWAY_WEBHOOK_SECRET": "webhook-secret",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "MLFLOW_TRACKING_TOKEN": "mlflow-token-secret",
+}
+PASSED = "MODEL_SERVICE_KEY"  # what a model truly needs, named by GATEWAY_ENV_PASS
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def log_prober(name: str, tags: dict[str, str] | None = None) -> int:
+    signature = infer_signature(pd.DataFrame({"probe": ["env:HOME"]}), ["x"])
+    with mlflow.start_run(run_name=name):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PROBER),
+            registered_model_name=name,
+            signature=signature,
+            pip_requirements=REQUIREMENTS,
+        )
+    version = int(info.registered_model_version)
+    for key, value in (tags or {}).items():
+        mlflow.MlflowClient().set_model_version_tag(name, str(version), key, value)
+    return version
+
+
+@pytest.fixture(scope="module")
+def probe_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    registry = empty_registry(tmp_path_factory.mktemp("probe-registry"))
+    registry.log(log_prober, "prober")
+    registry.log(log_prober, "caller", {"gateway.network": "allow"})  # a model that calls out, opted in
+    return registry
+
+
+@pytest.fixture(scope="module")
+def module_env() -> Iterator[None]:
+    """The gateway's secrets, in its environment as a deployment would have them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SECRETS.items():
+            patch.setenv(name, value)
+        patch.setenv(PASSED, "passed-on-purpose")
+        yield
+
+
+@pytest.fixture(scope="module")
+def listener() -> Iterator[int]:
+    """A TCP port on loopback, listening: what a model must not reach (as PostgreSQL's 5432)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+@asynccontextmanager
+async def gateway_for(registry: Registry, root: Path, env_dir: Path, **overrides: Any) -> AsyncIterator[Gateway]:
+    values: dict[str, Any] = {
+        "env_isolate": "always",
+        "env_dir": env_dir,
+        "env_pass": [PASSED],
+        "sandbox_allow_network": True,
+        "sandbox_memory_mb": 256,
+        "sandbox_cpu_seconds": 3,
+    }
+    values.update(overrides)
+    async with running_gateway(settings_under(root, **values), registry.tracking_uri) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("envs")
+
+
+@pytest.fixture(scope="module")
+async def sandboxed(
+    probe_registry: Registry, env_dir: Path, module_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Gateway]:
+    async with gateway_for(probe_registry, tmp_path_factory.mktemp("sandboxed"), env_dir) as gw:
+        yield gw
+
+
+async def probe(gw: Gateway, name: str, *probes: str) -> list[str]:
+    body = {"dataframe_split": {"columns": ["probe"], "data": [[p] for p in probes]}}
+    response = await gw.client.post(f"/models/{name}/versions/1/predict", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]  # type: ignore[no-any-return]
+
+
+def state_db(gw: Gateway) -> str:
+    return str(gw.services.settings.database_url).removeprefix("sqlite:///")
+
+
+def escapes(gw: Gateway, port: int) -> dict[str, str]:
+    """Each escape, as a probe; the sandbox must stop every one."""
+    cache = gw.services.settings.artifact_cache_dir
+    found = {f"env:{name}" for name in SECRETS} | {"env:GATEWAY_DATABASE_URL"}
+    probes = {p: p for p in sorted(found)}
+    # /proc/<pid>/environ shows what the gateway started with (not what a test set since): PATH
+    probes["gateway's environ"] = "parent-env:PATH"
+    probes["state db"] = f"read:{state_db(gw)}"
+    probes["artifact cache"] = f"list:{cache / 'blobs'}"
+    probes["tests"] = f"read:{__file__}"  # the repository, configuration beside it
+    probes["loopback"] = f"connect:127.0.0.1:{port}"
+    probes["postgres"] = "connect:127.0.0.1:5432"
+    probes["unix socket"] = "unix:/var/run/postgresql/.s.PGSQL.5432"
+    probes["fork"] = "fork:20"
+    probes["signal"] = "signal-parent"
+    return probes
+
+
+async def run_escapes(gw: Gateway, port: int) -> dict[str, str]:
+    probes = escapes(gw, port)
+    return dict(zip(probes, await probe(gw, "prober", *probes.values()), strict=True))
+
+
+async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_nothing(
+    sandboxed: Gateway, listener: int
+) -> None:
+    seen = await run_escapes(sandboxed, listener)
+    for name in [*SECRETS, "GATEWAY_DATABASE_URL"]:
+        assert seen[f"env:{name}"] == "<absent>", (name, seen)
+    assert seen["gateway's environ"].startswith("PermissionError"), seen  # no ptrace access to the gateway
+    for what in ("state db", "artifact cache", "tests"):
+        assert seen[what].startswith("PermissionError"), (what, seen)
+    for what in ("loopback", "postgres"):
+        assert not seen[what] == "connected", (what, seen)
+    assert seen["unix socket"].startswith("PermissionError"), seen
+    assert seen["fork"] == "started 0", seen
+    assert seen["signal"].startswith("PermissionError"), seen
+    # what it legitimately needs still works: a variable named for it, its scratch folder
+    passed, home = await probe(sandboxed, "prober", f"env:{PASSED}", "env:HOME")
+    assert passed == "passed-on-purpose"
+    assert Path(home).parent.parent == sandboxed.services.settings.artifact_cache_dir / "sandboxes"
+    assert (await probe(sandboxed, "prober", f"read:{home}"))[0].startswith("IsADirectoryError")
+
+
+async def test_without_the_sandbox_the_same_escapes_succeed(
+    probe_registry: Registry, env_dir: Path, module_env: None, listener: int, tmp_path: Path
+) -> None:
+    async with gateway_for(probe_registry, tmp_path, env_dir, sandbox="off") as gw:
+        seen = await run_escapes(gw, listener)
+        runtime = (await gw.client.get("/models/prober/versions/1")).json()["runtime"]
+    for name, value in SECRETS.items():
+        assert seen[f"env:{name}"] == value
+    assert seen["gateway's environ"].startswith("/"), seen  # its PATH, read from /proc/<gateway>/environ
+    assert seen["env:GATEWAY_DATABASE_URL"].startswith("sqlite:///")
+    for what in ("state db", "tests", "loopback"):
+        assert seen[what] in ("read", "connected"), (what, seen)
+    assert seen["artifact cache"] and not seen["artifact cache"].startswith("PermissionError"), seen
+    assert seen["fork"] == "started 20", seen
+    assert seen["signal"] == "signalled", seen
+    assert runtime["runtime"] == "isolated" and runtime["sandbox"] is None
+
+
+async def test_the_version_and_the_status_page_say_what_confines_its_worker(sandboxed: Gateway) -> None:
+    await probe(sandboxed, "prober", "env:HOME")
+    runtime = (await sandboxed.client.get("/models/prober/versions/1")).json()["runtime"]
+    box = runtime["sandbox"]
+    assert box["mode"] == "best-effort"
+    assert box["environment"]["passed"] == [PASSED]
+    assert box["filesystem"]["enforced"] and box["filesystem"]["how"].startswith("Landlock ABI")
+    assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
+    assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
+    assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
+    assert box["syscalls"]["enforced"] and "ptrace" in box["syscalls"]["denied"]
+    assert box["missing"] == {}  # this host offers every layer (docs/security.md)
+    page = (await sandboxed.client.get("/status")).text
+    assert "sandbox: environment, filesystem, network, limits, capabilities, syscalls" in page
+
+
+async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allows(
+    sandboxed: Gateway, listener: int, probe_registry: Registry, env_dir: Path, tmp_path: Path
+) -> None:
+    assert await probe(sandboxed, "caller", f"connect:127.0.0.1:{listener}", f"env:{PASSED}") == [
+        "connected",
+        "passed-on-purpose",
+    ]
+    runtime = (await sandboxed.client.get("/models/caller/versions/1")).json()["runtime"]
+    assert not runtime["sandbox"]["network"]["enforced"]
+    assert "GATEWAY_SANDBOX_ALLOW_NETWORK is on" in runtime["sandbox"]["network"]["reason"]
+    assert runtime["sandbox"]["filesystem"]["enforced"]  # only the network opens
+    workers = sandboxed.services.placer.isolated.workers()  # type: ignore[union-attr]
+    assert sorted(group.key.endswith("+network") for group in workers) == [False, True]
+    async with gateway_for(probe_registry, tmp_path, env_dir, sandbox_allow_network=False) as gw:
+        (answer,) = await probe(gw, "caller", f"connect:127.0.0.1:{listener}")
+        assert answer != "connected"
+        runtime = (await gw.client.get("/models/caller/versions/1")).json()["runtime"]
+        assert "ignored: GATEWAY_SANDBOX_ALLOW_NETWORK is off" in runtime["sandbox"]["network"]["reason"]
+
+
+async def test_a_worker_past_its_memory_limit_answers_503_and_is_started_again(sandboxed: Gateway) -> None:
+    await probe(sandboxed, "prober", "env:NO_SUCH_VARIABLE")
+    before = (await sandboxed.client.get("/models/prober/versions/1")).json()["runtime"]["worker_pid"]
+    body = {"dataframe_split": {"columns": ["probe"], "data": [["alloc:1024"]]}}
+    answer = await sandboxed.client.post("/models/prober/versions/1/predict", json=body)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "over its memory limit" in answer.json()["message"]
+    assert (await sandboxed.client.get("/health/live")).status_code == 200
+    assert await probe_eventually(sandboxed, "alloc:16") == ["allocated"]  # within its limit: fine
+    after = (await sandboxed.client.get("/models/prober/versions/1")).json()["runtime"]["worker_pid"]
+    assert after != before
+
+
+async def test_a_call_past_its_cpu_time_is_killed_with_503(sandboxed: Gateway) -> None:
+    body = {"dataframe_split": {"columns": ["probe"], "data": [["spin:60"]]}}
+    answer = await sandboxed.client.post("/models/prober/versions/1/predict", json=body)
+    assert answer.status_code == 503, answer.text
+    assert "over its CPU time limit" in answer.json()["message"]
+    assert await probe_eventually(sandboxed, "spin:0.1") == ["spun"]
+
+
+async def probe_eventually(gw: Gateway, *probes: str) -> list[str]:
+    """The worker is started again in the background: 503 until it is."""
+    from tests.support.waiting import eventually
+
+    async def attempt() -> list[str] | None:
+        body = {"dataframe_split": {"columns": ["probe"], "data": [[p] for p in probes]}}
+        response = await gw.client.post("/models/prober/versions/1/predict", json=body)
+        return response.json()["predictions"] if response.status_code == 200 else None
+
+    result = await eventually(attempt, "the worker to be started again", timeout=60)
+    assert result is not None
+    return result
+
+
+def test_required_refuses_to_start_where_a_layer_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    support = dict(gateway_sandbox.host_support())
+    # A fault this host cannot produce: it has Landlock (docs/security.md)
+    support["filesystem"] = {"available": False, "why_not": "the kernel has no Landlock (or it is disabled)"}
+    monkeypatch.setattr(gateway_sandbox, "_support", support)
+    with pytest.raises(SandboxUnavailable, match="filesystem: the kernel has no Landlock"):
+        sandbox_policy(settings_under(tmp_path, sandbox="required"))
+    sandbox_policy(settings_under(tmp_path, sandbox="best-effort"))
+    assert "without the filesystem layer of their sandbox" in caplog.text
+
+
+def test_env_pass_never_hands_over_the_gateways_own_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ENV_PASS", "MODEL_SERVICE_KEY,GATEWAY_ADMIN_TOKEN")
+    with pytest.raises(SettingsError, match="GATEWAY_ADMIN_TOKEN.*never reach a worker"):
+        load_settings()
+    monkeypatch.setenv("GATEWAY_ENV_PASS", "MODEL_SERVICE_KEY")
+    assert load_settings().env_pass == ["MODEL_SERVICE_KEY"]

@@ -1,0 +1,96 @@
+"""A model from code (nothing pickled) that tries, from inside ``predict``, to get out of its
+worker: each row of its ``probe`` column names one attempt, and the answer says what happened.
+Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sandbox.
+
+- ``env:NAME``: the variable as the worker sees it, or ``<absent>``;
+- ``parent-env:NAME``: the same, read from the gateway's ``/proc/<ppid>/environ``;
+- ``read:PATH``: ``read`` if the file could be read, else the error;
+- ``list:PATH``: the folder's entries, or the error;
+- ``connect:HOST:PORT``: ``connected``, or the error (``unix:PATH``: a Unix socket's);
+- ``fork:N``: how many of N child processes started (each killed and reaped at once);
+- ``alloc:MiB``: allocates and touches that much, then ``allocated`` (a MemoryError is raised);
+- ``spin:SECONDS``: burns that much CPU time, then ``spun``;
+- ``signal-parent``: sends signal 0 to the gateway.
+"""
+
+import os
+import signal
+import socket
+import time
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def probe(what: str) -> str:
+    kind, _, arg = what.partition(":")
+    try:
+        if kind == "env":
+            return os.environ.get(arg, "<absent>")
+        if kind == "parent-env":
+            with open(f"/proc/{os.getppid()}/environ", "rb") as f:
+                pairs = dict(p.split(b"=", 1) for p in f.read().split(b"\0") if b"=" in p)
+            return pairs.get(arg.encode(), b"<absent>").decode()
+        if kind == "read":
+            with open(arg, "rb") as f:
+                f.read(16)
+            return "read"
+        if kind == "list":
+            return ",".join(sorted(os.listdir(arg)))
+        if kind == "connect":
+            host, port = arg.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5):
+                return "connected"
+        if kind == "unix":
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(arg)
+                return "connected"
+        if kind == "fork":
+            children = []
+            try:
+                for _ in range(int(arg)):
+                    pid = os.fork()
+                    if pid == 0:
+                        time.sleep(60)
+                        os._exit(0)
+                    children.append(pid)
+            except OSError:
+                pass
+            finally:
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+            return f"started {len(children)}"
+        if kind == "alloc":
+            import numpy as np
+
+            block = np.ones(int(arg) * 2**20, dtype=np.uint8)
+            return "allocated" if block[-1] == 1 else "?"
+        if kind == "spin":
+            end = time.process_time() + float(arg)
+            while time.process_time() < end:
+                pass
+            return "spun"
+        if kind == "signal-parent":
+            os.kill(os.getppid(), 0)
+            return "signalled"
+        if kind == "":
+            return ""  # the warm-up's row
+        return f"unknown probe {what!r}"
+    except MemoryError:  # as a model that runs out would: the worker's to handle
+        raise
+    except Exception as exc:  # what stopped it is the answer
+        return _error(exc)
+
+
+class Prober(PythonModel):
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        return [probe(str(p)) for p in model_input["probe"]]
+
+
+mlflow.models.set_model(Prober())
