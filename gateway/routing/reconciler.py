@@ -153,7 +153,8 @@ class Reconciler:
     async def take(self, name: str, alias: str) -> None:
         """A request for a warm alias this process does not hold: swap it to its target now and
         wait (once however many requests wait: they share the swap); if that fails, serve the
-        version the fleet served last for it, when that one may serve."""
+        version the fleet served last for it, when that one may serve. The model's canaries are
+        warmed and waited for too."""
         route = self._catalog.route(name, alias)
         if route is None or self._catalog.held(name, alias) is not None:
             return
@@ -174,6 +175,13 @@ class Reconciler:
             if fallback is not None:
                 self._catalog.adopt(name, alias, fallback)
                 self.poke()  # the alias is held now: it is due again when its target can serve
+        # Its canaries too, before the request is answered: a key lands on the same version on
+        # every replica, so one that takes a model over serves its split from the first request
+        # (a canary's share would otherwise stay on the default version until it warmed here).
+        self._warm_canaries(lambda model: model == name)
+        warming = [task for version, task in self._warming.items() if version.name == name]
+        if warming:
+            await asyncio.shield(asyncio.gather(*warming, return_exceptions=True))
 
     def _fallback(self, route: RouteState) -> VersionId | None:
         """What the fleet served last for a warm alias, if it may serve and is not the version
