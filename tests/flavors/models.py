@@ -498,9 +498,20 @@ FLAVORS: list[Flavor] = [
         pickled=True,
         fast=True,
     ),
-    Flavor("xgboost", "xgboost", log_xgboost, DIABETES_BODY, "float32", _columns(_diabetes_rows(), "FP64")),
-    Flavor("lightgbm", "lightgbm", log_lightgbm, IRIS_BODY, "int64", _columns(_iris_rows(), "FP64"), pickled=True),
-    Flavor("catboost", "catboost", log_catboost, DIABETES_BODY, "float64", _columns(_diabetes_rows(), "FP64")),
+    Flavor("xgboost", "xgboost", log_xgboost, DIABETES_BODY, "float32", _columns(_diabetes_rows(), "FP64"), fast=True),
+    Flavor(
+        "lightgbm",
+        "lightgbm",
+        log_lightgbm,
+        IRIS_BODY,
+        "int64",
+        _columns(_iris_rows(), "FP64"),
+        pickled=True,
+        fast=True,
+    ),
+    Flavor(
+        "catboost", "catboost", log_catboost, DIABETES_BODY, "float64", _columns(_diabetes_rows(), "FP64"), fast=True
+    ),
     Flavor(
         "statsmodels",
         "statsmodels",

@@ -270,3 +270,56 @@ def test_one_flavor_serves_from_an_environment_of_its_own(
         _agrees(flavor, references[ISOLATED].answer, read_answer(answer))
         runtime = http.get(f"/models/{flavor.name}/versions/{versions[ISOLATED]}").json()["runtime"]
         assert runtime["runtime"] == "isolated", runtime
+
+
+@pytest.mark.parametrize("form", ["records", "columns reordered", "one row"])
+@pytest.mark.parametrize("key", ["xgboost", "lightgbm", "catboost"])
+def test_the_tree_fast_paths_answer_as_mlflow_on_other_bodies(
+    client: httpx.Client, matrix: tuple[Registry, dict[str, int]], key: str, form: str
+) -> None:
+    """XGBoost, LightGBM and CatBoost predict on the decoded array, never a frame: bodies the
+    fast path reads otherwise (records, columns in another order, one row) answer as MLflow does."""
+    registry, versions = matrix
+    flavor = BY_KEY[key]
+    split = flavor.body["dataframe_split"]
+    columns, rows = split["columns"], split["data"]
+    if form == "records":
+        body: dict[str, Any] = {"dataframe_records": [dict(zip(columns, row, strict=True)) for row in rows]}
+    elif form == "columns reordered":
+        order = list(reversed(range(len(columns))))
+        body = {
+            "dataframe_split": {"columns": [columns[i] for i in order], "data": [[r[i] for i in order] for r in rows]}
+        }
+    else:
+        body = {"dataframe_split": {"columns": columns, "data": rows[:1]}}
+    pyfunc = registry.pyfunc(flavor.name, versions[key])
+    expected = asyncio.run(reference_answers(pyfunc, [Case(form, json.dumps(body).encode())]))[form]
+    answer = client.post(f"/models/{flavor.name}/versions/{versions[key]}/predict", json=body)
+    _agrees(flavor, expected, read_answer(answer))
+    assert client.get(f"/models/{flavor.name}/versions/{versions[key]}").json()["loaded"]["path"] == "fast"
+
+
+@pytest.mark.parametrize("key", ["xgboost", "lightgbm", "catboost"])
+def test_the_tree_flavors_batch_and_each_request_gets_its_own_rows(
+    gateway: str, matrix: tuple[Registry, dict[str, int]], references: dict[str, Reference], key: str
+) -> None:
+    """Row-independent like sklearn: concurrent requests share a predict call (batching is on
+    by default for these flavors), and each gets exactly MLflow's answer for its own row."""
+    registry, versions = matrix
+    flavor = BY_KEY[key]
+    split = flavor.body["dataframe_split"]
+    expected = references[key].answer.document["predictions"]
+    url = f"/models/{flavor.name}/versions/{versions[key]}/predict"
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+            bodies = [{"dataframe_split": {"columns": split["columns"], "data": [row]}} for row in split["data"]]
+            return await asyncio.gather(*(http.post(url, json=body) for body in bodies * 4))
+
+    answers = asyncio.run(burst())
+    for index, answer in enumerate(answers):
+        row = index % len(split["data"])
+        assert answer.status_code == 200, answer.text
+        document = {"predictions": answer.json()["predictions"]}
+        reference = {"predictions": expected[row : row + 1]}
+        assert same_document(reference, document, flavor.dtype, _bound(expected[row : row + 1], flavor.dtype))
