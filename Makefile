@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO := $(CURDIR)/demo
-# torch is pinned exactly: a looser spec pulls GBs of CUDA wheels.
-EXTRAS ?= torch,dev
+# torch is pinned exactly: a looser spec pulls GBs of CUDA wheels. flavors: the libraries of
+# the flavor matrix the tests serve (XGBoost, LightGBM, CatBoost, statsmodels, Prophet, ONNX,
+# Keras, transformers...).
+EXTRAS ?= torch,dev,flavors
 # e.g. SERVE_ARGS=--insecure to serve HOST=0.0.0.0 without API keys (a trusted network)
 SERVE_ARGS ?=
 

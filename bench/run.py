@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import auth_cost  # noqa: E402
+import flavor_rows  # noqa: E402
 import fleet  # noqa: E402
 import grpc_rows  # noqa: E402
 import interleaved  # noqa: E402
@@ -70,6 +71,7 @@ SECTIONS = (
     "spread",
     "cold-sizes",
     "fleet",
+    "flavors",
 )
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.7, 3.0, 5.2, 2.3]
@@ -1167,6 +1169,28 @@ def isolated_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> No
         data["gateway_rss_mb"] = {"before": before, "after": _own_rss_mb(there)}
 
 
+def flavors_section(run: Run) -> None:
+    """Every flavor of the matrix, the gateway against mlflow models serve: bench/flavor_rows.py."""
+
+    def mlflow_server(tracking_uri: str, model_uri: str, env: dict[str, str]) -> Server:
+        port = free_port()
+        argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+        return Server(
+            "mlflow models serve",
+            [*argv, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            port=port,
+            ready_path="/ping",
+            predict_path="/invocations",
+            log=WORK / "mlflow-serve-flavors.log",
+            env={"MLFLOW_TRACKING_URI": tracking_uri, **env},
+            cpus=run.server_cpus,
+        )
+
+    run.sections["flavors"] = flavor_rows.section(
+        run, work=WORK, gateway=gateway, mlflow_server=mlflow_server, drive=drive
+    )
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -1217,6 +1241,7 @@ def targets(run: Run) -> list[tuple[str, str, bool | None]]:
     out += spread.targets(run.sections.get("spread"))  # type: ignore[arg-type]
     out += lane.targets(run.sections.get("lane"))  # type: ignore[arg-type]
     out += fleet.targets(run.sections.get("fleet"))  # type: ignore[arg-type]
+    out += flavor_rows.targets(run.sections.get("flavors"))  # type: ignore[arg-type]
     return out
 
 
@@ -1354,6 +1379,7 @@ def render(run: Run, machine: dict[str, str]) -> str:
     lines += spread.render(run.sections.get("spread"))  # type: ignore[arg-type]
     lines += spread.render_cold(run.sections.get("cold-sizes"))  # type: ignore[arg-type]
     lines += fleet.render(run.sections.get("fleet"))  # type: ignore[arg-type]
+    lines += flavor_rows.render(run.sections.get("flavors"))  # type: ignore[arg-type]
     if run.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run.notes]
     return "\n".join(lines) + "\n"
@@ -1477,6 +1503,8 @@ def main() -> None:
         guarded(run, "cold-sizes", lambda: cold_sizes_section(run))
     if "fleet" in only:
         guarded(run, "fleet", lambda: fleet_section(run, tracking_uri, bodies))
+    if "flavors" in only:
+        guarded(run, "flavors", lambda: flavors_section(run))
     if "grpc" in only:
         reason = "--no-mlserver" if args.no_mlserver else ensure_mlserver(run)
         guarded(run, "grpc", lambda: grpc_section(run, tracking_uri, reason))

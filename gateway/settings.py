@@ -296,9 +296,9 @@ class GatewaySettings(BaseSettings):
 
     prediction_cache: str = "off"
     """Cache answers of deterministic versions by version sha256 and request body: ``off``,
-    ``memory`` (this process) or a ``redis://`` URL (shared by replicas). sklearn and pytorch
-    versions count as deterministic unless tagged ``gateway.deterministic=false``; other
-    flavors only when tagged ``gateway.deterministic=true``."""
+    ``memory`` (this process) or a ``redis://`` URL (shared by replicas). sklearn, pytorch,
+    xgboost, lightgbm and catboost versions count as deterministic unless tagged
+    ``gateway.deterministic=false``; other flavors only when tagged ``gateway.deterministic=true``."""
 
     prediction_cache_max_mb: float = Field(default=64, gt=0)
     """Memory budget of ``GATEWAY_PREDICTION_CACHE=memory``, in MiB (least recently used go first)."""

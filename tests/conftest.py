@@ -62,6 +62,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 SLOW_FILES_FIRST = (
     "tests/test_topology.py",
     "tests/test_e2e.py",
+    "tests/flavors/test_matrix.py",
     "tests/gateway/runtimes/test_isolated_serving.py",
     "tests/gateway/runtimes/test_isolated_conformance.py",
     "tests/test_s3.py",

@@ -27,6 +27,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import auth_cost  # noqa: E402
+import flavor_rows  # noqa: E402
 import fleet  # noqa: E402
 import floor_app  # noqa: E402
 import grpc_rows  # noqa: E402
@@ -1181,3 +1182,44 @@ def test_the_fleet_bench_reads_loads_and_requests_from_metrics() -> None:
     )
     assert fleet.successful_loads(metrics) == {"a": 2.0, "b": 1.0}
     assert fleet.counters(metrics, "gateway_requests", label="model") == {"a": 8.0}
+
+
+def _flavor_row(flavor: str, server: str, connections: int, req_s: float, p50_ms: float) -> dict[str, Any]:
+    return {"flavor": flavor, "server": server, "connections": connections, "req_s": req_s, "p50_ms": p50_ms}
+
+
+def test_the_flavor_rows_judge_each_flavor_against_mlflow_and_the_builds_against_blocking() -> None:
+    gateway, mlflow = flavor_rows.GATEWAY, flavor_rows.MLFLOW
+    data: dict[str, Any] = {
+        "rows": [
+            _flavor_row("xgboost", gateway, 1, 900, 1.1),
+            _flavor_row("xgboost", gateway, 32, 2000, 15),
+            _flavor_row("xgboost", mlflow, 1, 300, 3.0),
+            _flavor_row("xgboost", mlflow, 32, 400, 80),
+            _flavor_row("prophet", gateway, 32, 50, 600),
+            _flavor_row("prophet", mlflow, 32, 100, 300),
+        ],
+        "first": [
+            {"flavor": "sklearn", "seconds": 8.0, "slowest_other_ms": None},
+            {"flavor": "xgboost", "seconds": 12.5, "slowest_other_ms": 40.0, "other_answers": 200},
+        ],
+        "notes": ["mlflow models serve, keras: a note"],
+    }
+    assert flavor_rows.ratios(data) == {"xgboost": 5.0, "prophet": 0.5}
+    verdicts = {name.split(":")[1].split(",")[0].strip(): (value, ok) for name, value, ok in flavor_rows.targets(data)}
+    assert verdicts["the gateway's c32 throughput >= mlflow models serve's"] == ("behind on prophet", False)
+    assert verdicts["a loaded version's slowest answer while another flavor's environment builds <= 1000 ms"] == (
+        "40 ms",
+        True,
+    )
+    report = "\n".join(flavor_rows.render(data))
+    assert "| `xgboost` | 1.10 ms | 3.00 ms | 2000 | 400 | 5.00× | 12.5 s | 40 ms |" in report
+    assert "| `prophet` | — | — | 50 | 100 | 0.50× | — | — |" in report
+    assert "a note" in report and flavor_rows.render(None) == [] and flavor_rows.targets(None) == []
+
+
+def test_the_flavor_bench_measures_the_suites_own_matrix() -> None:
+    from tests.flavors.models import FLAVORS
+
+    assert [flavor.key for flavor in flavor_rows.flavors()] == [flavor.key for flavor in FLAVORS]
+    assert "flavors" in bench.SECTIONS

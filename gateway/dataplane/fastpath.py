@@ -1,5 +1,6 @@
-"""A hot path for sklearn and pytorch versions: JSON straight into a typed array, then the
-flavor's own predict, with no per-request pandas frame and no pyfunc schema enforcement.
+"""A hot path for sklearn, XGBoost, LightGBM, CatBoost and pytorch versions: JSON straight
+into a typed array, then the flavor's own predict, with no per-request pandas frame and no
+pyfunc schema enforcement.
 
 It is an optimisation, never a second set of rules. ``decode`` accepts only bodies whose
 meaning is beyond doubt (exact column names, plain JSON numbers of the column's type,
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _ROW_KEYS = ("dataframe_records", "instances", "inputs")
 _INT64 = (-(2**63), 2**63 - 1)
+# The flavors that predict on an array of the signature's columns (runtimes/worker/raw.py).
+COLUMN_FLAVORS = ("sklearn", "xgboost", "lightgbm", "catboost")
 # Column types the fast path builds arrays of; every other type goes through pyfunc.
 _COLUMN_DTYPES = {DataType.double: np.dtype(np.float64), DataType.long: np.dtype(np.int64)}
 
@@ -108,7 +111,7 @@ def assemble(metadata: Model, flavor: str, ask: AskRaw, *, on_cpu: bool) -> Fast
     if schema is None or metadata.get_params_schema() is not None:  # type: ignore[no-untyped-call]
         return None
     try:
-        if flavor == "sklearn":
+        if flavor in COLUMN_FLAVORS:
             return _sklearn(ask, schema, on_cpu=on_cpu)
         if flavor == "pytorch":
             return _pytorch(ask, schema, on_cpu=on_cpu)
@@ -125,16 +128,16 @@ def reason(fast: FastPath | None, metadata: Model, flavor: str) -> str:
             return f"fast path: {flavor} on one tensor"
         types = {np.dtype(np.float64): "double", np.dtype(np.int64): "long"}
         return f"fast path: {flavor} on {types.get(fast.columns[1], fast.columns[1].name)} columns"
-    if flavor not in ("sklearn", "pytorch"):
-        return f"pyfunc: no fast path for {flavor} models (only sklearn and pytorch have one)"
+    if flavor not in (*COLUMN_FLAVORS, "pytorch"):
+        return f"pyfunc: no fast path for {flavor} models (only {', '.join(COLUMN_FLAVORS)} and pytorch have one)"
     if metadata.get_input_schema() is None:  # type: ignore[no-untyped-call]
         return "pyfunc: no fast path without an input signature"
     if metadata.get_params_schema() is not None:  # type: ignore[no-untyped-call]
         return "pyfunc: no fast path for a signature with params"
-    if flavor == "sklearn":
+    if flavor in COLUMN_FLAVORS:
         return (
-            "pyfunc: no fast path for this signature (the sklearn one takes required columns, all double or all long, "
-            "in the order the estimator was fitted with)"
+            f"pyfunc: no fast path for this signature (the {flavor} one takes required columns, all double or all "
+            "long, in the order the model was fitted with)"
         )
     return (
         "pyfunc: no fast path for this signature (the pytorch one takes one unnamed tensor, and no forecasting model)"

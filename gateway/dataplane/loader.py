@@ -51,7 +51,7 @@ from registry_sync.repository import EventKind, StateStore, VersionState
 log = logging.getLogger(__name__)
 
 # Flavors whose predict treats rows independently: batching and caching are safe by default.
-ROW_INDEPENDENT_FLAVORS = frozenset({"sklearn", "pytorch"})
+ROW_INDEPENDENT_FLAVORS = frozenset({"sklearn", "pytorch", "xgboost", "lightgbm", "catboost"})
 # Version tags that override the defaults ("true" / "false").
 BATCHING_TAG = "gateway.batching"
 DETERMINISTIC_TAG = "gateway.deterministic"

@@ -13,6 +13,7 @@ import mlflow.pyfunc
 from mlflow.models import Model
 from mlflow.models.model import MODEL_CODE_PATH
 
+from gateway.runtimes import frameworks
 from gateway.runtimes.base import DeviceRequest, Loaded, flavor_of
 from gateway.runtimes.sizing import object_graph_bytes
 from gateway.runtimes.worker import devices
@@ -39,6 +40,7 @@ class InProcessRuntime:
 
     def load(self, path: Path, metadata: Model, device: DeviceRequest | None = None) -> Loaded:
         """Load with MLflow; given a ``device`` (a PyTorch version), on the device it resolves to here."""
+        frameworks.prepare(metadata)  # Keras's backend, from the version's own MLmodel
         # Flavors whose loading is not thread-safe load one at a time.
         with _serial_loads if loads_serially(metadata) else nullcontext():
             if device is not None:

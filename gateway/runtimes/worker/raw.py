@@ -1,11 +1,13 @@
 """The flavor's own predict on a plain array, for the fast path: scikit-learn's estimator
-method, a PyTorch module under inference mode. Shared by the gateway (in-process versions) and the isolated worker
+method, a PyTorch module under inference mode, XGBoost's, LightGBM's and CatBoost's own
+predict. Shared by the gateway (in-process versions) and the isolated worker
 (its versions), so it imports nothing but the standard library and keeps to Python 3.8.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,67 @@ def raw_predict(pyfunc: Any, flavor: str, names: list[str] | None) -> Callable[[
         if getattr(wrapper, "_is_forecasting_model", True):
             return None
         return torch_predict(wrapper.pytorch_model, str(wrapper.device))
+    if flavor in _TREE_PREDICTS and names is not None:
+        return _TREE_PREDICTS[flavor](pyfunc.get_raw_model(), names)
     return None
+
+
+def _xgboost_predict(model: Any, names: list[str]) -> Callable[[Any], Any] | None:
+    """What MLflow's XGBoost pyfunc computes for a frame of ``names``, on the array of those
+    columns: the model's predict (a Booster's, in place, without building a DMatrix)."""
+    import xgboost
+
+    booster = model if isinstance(model, xgboost.Booster) else model.get_booster()
+    if booster.feature_names is not None and list(booster.feature_names) != names:
+        return None  # pyfunc matches a frame's columns by name; an array goes by position
+    if isinstance(model, xgboost.Booster):
+        return functools.partial(model.inplace_predict, validate_features=False)
+    if isinstance(model, xgboost.XGBModel):
+        return functools.partial(model.predict, validate_features=False)
+    return None
+
+
+def _lightgbm_predict(model: Any, names: list[str]) -> Callable[[Any], Any] | None:
+    """What MLflow's LightGBM pyfunc computes for a frame of ``names``, through the Booster
+    (the scikit-learn wrapper warns on every array from a model fitted with names): a
+    classifier's labels as LGBMClassifier.predict takes them, from its probabilities."""
+    import lightgbm
+    import numpy as np
+
+    booster = model if isinstance(model, lightgbm.Booster) else getattr(model, "booster_", None)
+    # LightGBM keeps names with their spaces as underscores; it takes columns by position
+    if booster is None or list(booster.feature_name()) != [name.replace(" ", "_") for name in names]:
+        return None
+    if isinstance(model, lightgbm.LGBMClassifier):
+        if callable(getattr(model, "objective_", None)) or callable(getattr(model, "objective", None)):
+            return None  # a custom objective: predict answers raw scores, pyfunc knows
+        classes = model.classes_
+
+        def labels(array: Any) -> Any:
+            scores = np.asarray(booster.predict(array))
+            index = (scores > 0.5).astype(np.int64) if scores.ndim == 1 else np.argmax(scores, axis=1)
+            return classes[index]
+
+        return labels
+    if isinstance(model, (lightgbm.Booster, lightgbm.LGBMRegressor)):
+        return booster.predict  # type: ignore[no-any-return]
+    return None
+
+
+def _catboost_predict(model: Any, names: list[str]) -> Callable[[Any], Any] | None:
+    """What MLflow's CatBoost pyfunc computes for a frame of ``names``: the model's predict, which
+    takes an array's columns by position."""
+    fitted = getattr(model, "feature_names_", None)
+    if fitted is None or list(fitted) != names or getattr(model, "get_cat_feature_indices", list)():
+        return None  # categorical features: a float array is not what pyfunc hands it
+    return model.predict  # type: ignore[no-any-return]
+
+
+_TREE_PREDICTS: dict[str, Callable[[Any, list[str]], Callable[[Any], Any] | None]] = {
+    "xgboost": _xgboost_predict,
+    "lightgbm": _lightgbm_predict,
+    "catboost": _catboost_predict,
+}
 
 
 def torch_predict(module: Any, device: str) -> Callable[[Any], Any]:
