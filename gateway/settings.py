@@ -121,7 +121,8 @@ class GatewaySettings(BaseSettings):
     """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""
 
     access_log: bool = True
-    """A line per request in the log (uvicorn's access log). Off saves formatting and writing
+    """A line per request in the log: the gateway's own access log (uvicorn's is always off),
+    naming the model, version and arm that answered. Off saves formatting and writing
     that line, about a third of what a small prediction costs on one core
     (docs/performance.md); the request metrics count every request either way."""
 

@@ -66,7 +66,9 @@ async def prometheus(request: Request) -> Response:
 # and bodies ("\n" on 200), answered from the gateway's readiness.
 
 
-@router.get("/ping", tags=["health"], response_class=Response, summary="`mlflow models serve`'s probe: 200 when ready")
+@router.get(
+    "/ping", tags=["health"], response_class=Response, summary="The probe of mlflow models serve: 200 when ready"
+)
 @router.get("/health", tags=["health"], response_class=Response, summary="The same as /ping, as in MLflow")
 @requires(Access.PROBE)
 async def ping(request: Request) -> Response:
@@ -78,7 +80,9 @@ async def ping(request: Request) -> Response:
     return Response("\n", media_type="application/json")
 
 
-@router.get("/version", tags=["health"], response_class=Response, summary="MLflow's version, as `mlflow models serve`")
+@router.get(
+    "/version", tags=["health"], response_class=Response, summary="MLflow's version, as mlflow models serve answers it"
+)
 @requires(Access.PROBE)
 async def mlflow_version() -> Response:
     return Response(MLFLOW_VERSION, media_type="application/json")
