@@ -49,6 +49,7 @@ async def readiness(request: Request) -> Response:
     if services.serves_models:
         health.loaded_models = len(services.cache.keys())
         health.loaded_bytes = services.cache.loaded_bytes
+        health.worker_processes, health.worker_bytes = services.worker_memory()
         health.registered_models = services.inventory.known_models()
         if state.ready:  # an empty registry is still ready (it may be new), but says so
             health.note = await services.inventory.empty_note()
