@@ -12,6 +12,9 @@ DEMO := $(CURDIR)/demo
 EXTRAS ?= torch,dev,flavors
 # e.g. SERVE_ARGS=--insecure to serve HOST=0.0.0.0 without API keys (a trusted network)
 SERVE_ARGS ?=
+# the demo's bearer token for POST /admin/sync (the README's tour uses it): change it to serve
+# the demo beyond this machine
+ADMIN_TOKEN ?= demo-admin
 
 .PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env mlflow2-env interop-envs
 
@@ -85,6 +88,8 @@ demo: demo-registry
 	@echo "  $(BIN)/registry-gateway keys list"
 	MLFLOW_TRACKING_URI=sqlite:///$(DEMO)/mlflow.db \
 	GATEWAY_ARTIFACT_CACHE_DIR=$(DEMO)/artifact-cache \
+	GATEWAY_DEFAULT_MODEL=iris \
+	GATEWAY_ADMIN_TOKEN=$(ADMIN_TOKEN) \
 	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
 lint: install

@@ -31,6 +31,11 @@ def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
     return features, target
 
 
+# A versicolor on which the demo's two iris versions disagree: version 1 (C=0.05) answers 2,
+# version 2 (C=10) answers 1. The README's tour sends it, so a promotion shows in the answer.
+DISAGREEING_ROW = (7.0, 3.2, 4.7, 1.4)
+
+
 def log_iris_version(name: str = IRIS, *, c: float = 1.0, serialization_format: str | None = None) -> int:
     """Train a LogisticRegression on iris (regularised by ``c``), register it, return the version.
     ``serialization_format``: MLflow's (``skops`` by default in MLflow 3; ``cloudpickle``...)."""
@@ -109,7 +114,7 @@ class DemoRegistry:
         json = "-H 'Content-Type: application/json'"
         split = (
             '{"dataframe_split": {"columns": ["sepal length (cm)", "sepal width (cm)", '
-            '"petal length (cm)", "petal width (cm)"], "data": [[6.7, 3.0, 5.2, 2.3]]}}'
+            f'"petal length (cm)", "petal width (cm)"], "data": [{list(DISAGREEING_ROW)}]}}}}'
         )
         lines = [
             f"  curl -s {base_url}/models | python3 -m json.tool",

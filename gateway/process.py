@@ -530,6 +530,11 @@ class Services:
         finally:
             self.held_until_ready -= 1
 
+    def worker_memory(self) -> tuple[int, int]:
+        """Isolated worker processes running, and their own memory (gateway.runtimes.isolated)."""
+        isolated = self.placer.isolated
+        return isolated.baseline_bytes() if isolated is not None else (0, 0)
+
     async def readiness(self) -> Readiness:
         """Ready once started and warm; a sync-only process also needs its database."""
         role, leader = self.settings.role, self.poller.leading

@@ -70,7 +70,9 @@ class GatewaySettings(BaseSettings):
     """Most model versions held in memory at once; the least recently used goes first."""
 
     max_memory_mb: float = Field(default=2048, gt=0)
-    """Memory budget for loaded models, in MiB, using each model's measured size."""
+    """Memory budget for loaded models, in MiB, using each model's measured size (for one in an
+    isolated worker, what its load added to the worker; the workers' own memory is counted
+    apart, bounded by GATEWAY_ENV_MAX_WORKERS)."""
 
     default_alias: str = "champion"
     """Alias served by ``/models/{name}/predict`` when no ``X-Model-Version`` header is sent.
@@ -130,7 +132,8 @@ class GatewaySettings(BaseSettings):
     """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""
 
     access_log: bool = True
-    """A line per request in the log (uvicorn's access log). Off saves formatting and writing
+    """A line per request in the log: the gateway's own access log (uvicorn's is always off),
+    naming the model, version and arm that answered. Off saves formatting and writing
     that line, about a third of what a small prediction costs on one core
     (docs/performance.md); the request metrics count every request either way."""
 
@@ -386,7 +389,8 @@ class GatewaySettings(BaseSettings):
 
     env_max_workers: int = Field(default=8, ge=1)
     """Worker processes alive at once in this gateway process (GATEWAY_ENV_PROCESSES per
-    environment); a version needing more is answered 503 until another's last version goes."""
+    environment); a version needing more is answered 503 until another's last version goes.
+    Each costs its own memory (a few hundred MiB), apart from GATEWAY_MAX_MEMORY_MB: /status shows it."""
 
     env_processes: int = Field(default=1, ge=1, le=64)
     """Worker processes per environment, each holding every version loaded on it; a batch goes

@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.sizes import readable
+
 
 class StatusUnavailable(Exception):
     """The gateway could not be read: not running there, refused the key, answered garbage."""
@@ -106,6 +108,9 @@ def render(report: Report) -> str:
         f"registry {health.get('registry')}: {health.get('registered_models', '?')} models; "
         f"{health.get('loaded_models', 0)} versions loaded here, {size_text(health.get('loaded_bytes', 0))}",
     ]
+    workers = workers_text(health)
+    if workers:
+        lines.append(workers)
     if health.get("note"):
         lines.append(f"note: {health['note']}")
     lines.append("")
@@ -280,8 +285,19 @@ def sandbox_of(sandbox: dict[str, Any] | None) -> str:
 
 
 def size_text(size: int) -> str:
-    """A size in the unit that shows it: KiB under a MiB, else MiB."""
-    return f"{size / 2**10:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
+    """A size in the unit that shows it (gateway.sizes)."""
+    return readable(size)
+
+
+def workers_text(health: dict[str, Any]) -> str | None:
+    """The isolated workers' own memory, which no version's size includes, or None if none runs."""
+    if not health.get("worker_processes"):
+        return None
+    count = health["worker_processes"]
+    return (
+        f"{count} isolated worker process{'es' if count != 1 else ''}, {size_text(health.get('worker_bytes', 0))} "
+        "of their own (each one's RSS at start; apart from the versions and the memory budget)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from gateway.demo import IRIS, TORCH, build_demo_registry, torch_available
+from gateway.demo import DISAGREEING_ROW, IRIS, TORCH, build_demo_registry, torch_available, using_registry
 from tests.conftest import iris_split, running_gateway
 
 
@@ -32,3 +34,35 @@ async def test_demo_registry_serves_what_the_readme_promises(tmp_path: Path, mak
             response = await gateway.client.post(f"/models/{TORCH}/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]})
             assert response.status_code == 200
             assert len(response.json()["predictions"][0]) == 3
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.anyio
+async def test_the_tours_promotion_shows_at_once_in_the_answer(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """The README's tour, step 1 and 5, as `make demo` serves it: its row gets another answer
+    from v1 than from v2, and after the promotion in MLflow, /admin/sync (with the token the
+    Makefile sets) answers once champion serves v2, so the very next request shows it."""
+    readme, makefile = (ROOT / "README.md").read_text(), (ROOT / "Makefile").read_text()
+    body = json.loads(re.search(r"^ROW='(.+)'$", readme, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    token = re.search(r"/admin/sync\?model=iris' -H 'Authorization: Bearer (\S+)'", readme).group(1)  # type: ignore[union-attr]
+    assert f"ADMIN_TOKEN ?= {token}" in makefile and "GATEWAY_ADMIN_TOKEN=$(ADMIN_TOKEN)" in makefile
+    assert "GATEWAY_DEFAULT_MODEL=iris" in makefile  # the /docs examples of POST /invocations answer
+    assert body["dataframe_split"]["data"] == [list(DISAGREEING_ROW)]
+    demo = build_demo_registry(tmp_path / "demo")
+    settings = make_settings(warm_aliases=["champion"], admin_token=token, default_model=IRIS)
+    async with running_gateway(settings, demo.tracking_uri) as gateway:
+        client = gateway.client
+        champion = await client.post(f"/models/{IRIS}/predict", json=body)
+        challenger = await client.post(f"/models/{IRIS}/versions/challenger/predict", json=body)
+        assert (champion.json(), challenger.json()) == ({"predictions": [2]}, {"predictions": [1]})  # as the tour says
+        assert (await client.post("/invocations", json=body)).json() == {"predictions": [2]}
+        with using_registry(demo.tracking_uri) as mlflow_client:
+            mlflow_client.set_registered_model_alias(IRIS, "champion", "2")
+        synced = await client.post("/admin/sync", params={"model": IRIS}, headers={"Authorization": f"Bearer {token}"})
+        assert synced.status_code == 200, synced.text
+        promoted = await client.post(f"/models/{IRIS}/predict", json=body)
+        assert (promoted.headers["x-model-version"], promoted.json()) == ("2", {"predictions": [1]})
+        events = (await client.get("/events", params={"model": IRIS, "limit": 4})).json()["events"]
+        assert {"alias_set", "warmed", "swapped"} <= {e["kind"] for e in events}, events

@@ -6,6 +6,7 @@ import ast
 import re
 from pathlib import Path
 
+import click
 import pytest
 
 from gateway.settings import GatewaySettings
@@ -21,6 +22,50 @@ def test_every_setting_is_in_the_settings_reference() -> None:
     reference = (ROOT / "docs" / "settings.md").read_text()
     for field in GatewaySettings.model_fields:
         assert f"`GATEWAY_{field.upper()}`" in reference, f"GATEWAY_{field.upper()} is missing from docs/settings.md"
+
+
+def _options(command: click.Command) -> list[str]:
+    return [opt for p in command.params if isinstance(p, click.Option) for opt in p.opts if opt != "--help"]
+
+
+def test_the_user_guide_lists_every_command_and_its_options() -> None:
+    from gateway.cli import main
+
+    start = USER_GUIDE.index("<!-- the commands of gateway/cli.py")
+    listed = USER_GUIDE[start : USER_GUIDE.index("<!-- end of the commands -->", start)]
+    named = set(re.findall(r"`([a-z][a-z-]*(?: [a-z-]+)?)`", listed))
+    for name, command in main.commands.items():
+        subcommands = getattr(command, "commands", {})
+        if not subcommands:
+            assert name in named, f"registry-gateway {name} is missing from docs/user-guide.md's list"
+        for sub in subcommands:
+            assert f"{name} {sub}" in named, f"registry-gateway {name} {sub} is missing from docs/user-guide.md"
+        for inner in [command, *subcommands.values()]:
+            for option in _options(inner):
+                assert f"`{option}`" in listed, f"{name}'s {option} is missing from docs/user-guide.md's list"
+    known = set(main.commands) | {f"{n} {s}" for n, c in main.commands.items() for s in getattr(c, "commands", {})}
+    listed_commands = {n for n in named if n.split()[0] not in ("registry-gateway", "make")}
+    assert listed_commands <= known, (
+        f"docs/user-guide.md lists commands gateway/cli.py lacks: {listed_commands - known}"
+    )
+
+
+def test_the_test_counts_in_the_docs_are_the_suites(request: pytest.FixtureRequest) -> None:
+    """The README's "about N tests" (and docs/development.md's) within 5% of what this run
+    collected, when it collected the whole suite (make test, CI); any other run skips."""
+    config = request.config
+    here = Path(config.invocation_params.dir)
+    whole = all((here / arg.split("::")[0]).resolve() in (ROOT, ROOT / "tests") for arg in config.args) and not (
+        config.option.keyword or config.option.markexpr or config.option.deselect or getattr(config.option, "lf", False)
+    )
+    if not whole:
+        pytest.skip("only a run of the whole suite knows its count (make test)")
+    collected = len(request.session.items)
+    for page in ("README.md", "docs/development.md"):
+        stated = [int(n.replace(",", "")) for n in re.findall(r"about ([\d,]+) tests", (ROOT / page).read_text())]
+        assert stated, f"{page} states no 'about N tests'"
+        for count in stated:
+            assert abs(count - collected) <= 0.05 * collected, f"{page} says about {count} tests; {collected} collected"
 
 
 def test_the_readme_is_a_guide_with_the_two_commands() -> None:

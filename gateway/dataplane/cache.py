@@ -24,6 +24,7 @@ from gateway.dataplane.loader import LoadedModel
 from gateway.errors import GatewayError, ModelLoadFailed, ModelTooLarge, ShuttingDown, VersionRefused
 from gateway.metrics import GatewayMetrics
 from gateway.observability.repeats import Repeats
+from gateway.sizes import readable
 from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class ModelCache:
                 continue
             self._drop(key, entry)
             self._metrics.evicted(key.name, key.version)
-            log.info("evicted %s (%.1f KiB)", key, entry.model.size_bytes / 1024)
+            log.info("evicted %s (%s)", key, readable(entry.model.size_bytes))
         if self._over_budget():
             log.warning(
                 "model cache over budget while every candidate is in use: %d models, %.1f MiB",

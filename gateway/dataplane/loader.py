@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.observability.repeats import Repeats
 from gateway.runtimes.base import Placement, flavor_of
 from gateway.runtimes.placement import EnvironmentPolicy, PlacementRefused, Placer
+from gateway.sizes import readable
 from gateway.wire.mlflow_scoring import BodyLimits, ScoringInput
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.errors import (
@@ -270,9 +271,9 @@ class ModelLoader:
         else:
             fast_reason = f"pyfunc: tagged {FAST_PATH_TAG}={str(tags[FAST_PATH_TAG]).strip()}"
         log.info(
-            "loaded %s: %.1f KiB in %.2f s (%s, %s)",
+            "loaded %s: %s in %.2f s (%s, %s)",
             version,
-            size / 1024,
+            readable(size),
             seconds,
             flavor,
             ("fast path" if fast else "pyfunc")

@@ -49,6 +49,7 @@ async def readiness(request: Request) -> Response:
     if services.serves_models:
         health.loaded_models = len(services.cache.keys())
         health.loaded_bytes = services.cache.loaded_bytes
+        health.worker_processes, health.worker_bytes = services.worker_memory()
         health.registered_models = services.inventory.known_models()
         if state.ready:  # an empty registry is still ready (it may be new), but says so
             health.note = await services.inventory.empty_note()
@@ -66,7 +67,9 @@ async def prometheus(request: Request) -> Response:
 # and bodies ("\n" on 200), answered from the gateway's readiness.
 
 
-@router.get("/ping", tags=["health"], response_class=Response, summary="`mlflow models serve`'s probe: 200 when ready")
+@router.get(
+    "/ping", tags=["health"], response_class=Response, summary="The probe of mlflow models serve: 200 when ready"
+)
 @router.get("/health", tags=["health"], response_class=Response, summary="The same as /ping, as in MLflow")
 @requires(Access.PROBE)
 async def ping(request: Request) -> Response:
@@ -78,7 +81,9 @@ async def ping(request: Request) -> Response:
     return Response("\n", media_type="application/json")
 
 
-@router.get("/version", tags=["health"], response_class=Response, summary="MLflow's version, as `mlflow models serve`")
+@router.get(
+    "/version", tags=["health"], response_class=Response, summary="MLflow's version, as mlflow models serve answers it"
+)
 @requires(Access.PROBE)
 async def mlflow_version() -> Response:
     return Response(MLFLOW_VERSION, media_type="application/json")

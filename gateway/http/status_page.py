@@ -29,6 +29,7 @@ from gateway.status_report import (
     shown_models,
     size_text,
     version_rows,
+    workers_text,
 )
 from gateway.wire.api_schemas import utc_iso
 from registry_sync.errors import RegistryError
@@ -82,6 +83,7 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
         "loaded_bytes": services.cache.loaded_bytes,
         "note": listing.get("note"),
     }
+    health["worker_processes"], health["worker_bytes"] = services.worker_memory()
     names, report.not_shown = shown_models(listing["models"], limit)
     for name in names:
         try:
@@ -156,6 +158,9 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
         f"{e(size_text(budget['loaded_bytes']))} of {e(size_text(budget['max_bytes']))} "
         f"({budget['loaded']} of at most {budget['max_models']} versions loaded)</p>",
     ]
+    workers = workers_text(health)
+    if workers:
+        parts.append(f"<p>Workers: {e(workers)}</p>")
     if health.get("note"):
         parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
     if warm_rule:

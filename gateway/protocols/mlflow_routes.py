@@ -67,7 +67,7 @@ def _predict_route(path: str, summary: str, *parameters: dict[str, Any]) -> Call
 
 @_predict_route(
     "/models/{name}/versions/{version}/invocations",
-    "The same, at the path of `mlflow models serve` (its /invocations, per model and version)",
+    "The same, at the path of mlflow models serve (its /invocations, per model and version)",
     _NAME_DOC,
     _VERSION_DOC,
     _HEADER_DOC,
@@ -87,7 +87,7 @@ async def predict_version(request: Request) -> Response:
 
 @_predict_route(
     "/models/{name}/invocations",
-    "The same, at the path of `mlflow models serve` (its /invocations, per model)",
+    "The same, at the path of mlflow models serve (its /invocations, per model)",
     _NAME_DOC,
     _HEADER_DOC,
 )
@@ -102,7 +102,9 @@ async def predict_default(request: Request) -> Response:
     return await _predict(request, request.path_params["name"], None)
 
 
-@_predict_route("/invocations", "`mlflow models serve`'s own route: predict with GATEWAY_DEFAULT_MODEL", _HEADER_DOC)
+@_predict_route(
+    "/invocations", "The route of mlflow models serve itself: predict with GATEWAY_DEFAULT_MODEL", _HEADER_DOC
+)
 @requires(Access.PREDICT)
 async def invocations(request: Request) -> Response:
     services: Services = request.app.state.services

@@ -9,9 +9,11 @@ data, no pickle, so no tie to the gateway's Python or libraries).
 A worker that dies (a crash, the OOM killer, SIGKILL) fails the calls it had at once with
 :class:`~gateway.errors.WorkerUnavailable` (503), is started again, and loads its versions
 again; while it is down, calls for them are answered 503 straight away (a stream it was
-answering ends with that error as its event). A version's size is
-what its load added to the worker's RSS (for the first, the worker's whole RSS), so the
-cache's memory budget counts workers too; unloading the last version stops the worker.
+answering ends with that error as its event). A version's size is what its load added to the
+worker's RSS; the worker's own RSS at start (an interpreter with MLflow, pandas and NumPy: a
+few hundred MiB) is counted once per worker, apart from the versions and the cache's memory
+budget (:meth:`IsolatedRuntime.baseline_bytes`, shown on ``/status``), and bounded by
+GATEWAY_ENV_MAX_WORKERS; unloading the last version stops the worker.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class WorkerGroup:
         grown = 0
         first: dict[str, Any] = {}
         for process in processes:
-            before = 0 if fresh else process.rss
+            before = process.rss  # a fresh worker's own RSS is not the version's
             answer, _ = process.call(request, [])
             if not answer.get("ok"):
                 if fresh and not self.models:
@@ -402,6 +404,11 @@ class IsolatedRuntime:
             device=str(answer.get("device") or "cpu"),
             device_reason=answer.get("device_reason"),
         )
+
+    def baseline_bytes(self) -> tuple[int, int]:
+        """The worker processes running, and their own RSS at start (not their versions')."""
+        live = [process for group in self.workers() for process in group.processes if process and process.alive]
+        return len(live), sum(process.baseline for process in live)
 
     def forget(self, group: WorkerGroup) -> None:
         with self._lock:

@@ -65,6 +65,7 @@ class WorkerProcess:
         self.started_at = 0.0
         self.hello: dict[str, Any] = {}  # what it said when it started: pid, Python, MLflow
         self.rss = 0  # bytes, as it last reported (after starting, each load and unload)
+        self.baseline = 0  # bytes, its RSS at start: its own, before any version (counted apart from them)
 
     @property
     def pid(self) -> int | None:
@@ -119,7 +120,7 @@ class WorkerProcess:
         finally:
             ours.settimeout(None)
         self.hello = answer
-        self.rss = int(answer.get("rss", 0))
+        self.rss = self.baseline = int(answer.get("rss", 0))
         if self.sandbox is not None:
             try:
                 self.sandbox.accept(answer)  # GATEWAY_SANDBOX=required: a layer missing stops it here

@@ -195,6 +195,14 @@ class ReadyHealth(Health):
 
     loaded_models: int | None = Field(default=None, description="Versions in memory (null in the sync role)")
     loaded_bytes: int | None = Field(default=None, description="Their measured size (null in the sync role)")
+    worker_processes: int | None = Field(
+        default=None, description="Isolated worker processes running (versions on environments of their own)"
+    )
+    worker_bytes: int | None = Field(
+        default=None,
+        description="Those workers' own memory (each one's RSS at start, before any version), counted once per "
+        "worker apart from loaded_bytes and GATEWAY_MAX_MEMORY_MB; GATEWAY_ENV_MAX_WORKERS bounds it",
+    )
     role: str = Field(examples=["all"], description="all, gateway or sync (serve --role)")
     leader: bool = Field(description="Whether this process holds the sync leader lease now")
     reason: str | None = Field(default=None, description="What it waits for (503 only)")

@@ -128,3 +128,17 @@ def test_the_docs_render_offline_in_chromium(served: str, page: str, rendered: s
     dom = dump_dom(f"{served}{page}", tmp_path / "profile", wait_ms=10000)
     assert "registry-gateway" in dom, dom[-2000:]
     assert rendered in dom, f"{page} did not draw the operations"
+
+
+@pytest.mark.anyio
+async def test_route_summaries_are_plain_text(client: httpx.AsyncClient) -> None:
+    """Swagger UI and ReDoc show an operation's summary as it is: a backtick there shows as a
+    backtick (descriptions are Markdown, summaries are not)."""
+    spec = (await client.get("/openapi.json")).json()
+    summaries = {
+        f"{method.upper()} {path}": operation.get("summary", "")
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert len(summaries) > 20
+    assert not {where: s for where, s in summaries.items() if "`" in s}

@@ -136,3 +136,14 @@ def test_the_page_renders_in_chromium_with_every_other_host_unreachable(
     with served(settings_under(tmp_path / "gw", warm_aliases=["champion"]), split_registry) as address:
         dom = dump_dom(f"http://{address}/status", tmp_path / "profile")
     assert "<h1>registry-gateway</h1>" in dom and "Traffic of iris" in dom and "champion" in dom, dom[-2000:]
+
+
+def test_sizes_read_in_the_unit_that_shows_them() -> None:
+    from gateway.sizes import readable
+
+    assert [readable(n) for n in (512, 13_107, 289_340 * 1024, 3 * 2**30)] == [
+        "512 B",
+        "12.8 KiB",
+        "282.6 MiB",
+        "3.0 GiB",
+    ]

@@ -256,18 +256,29 @@ def test_no_worker_outlives_a_sigkilled_gateway(env_registry: Registry, env_dir:
             process.stop()
 
 
-async def test_a_workers_rss_counts_against_the_budget_and_evicting_its_last_version_stops_it(
+async def test_a_worker_counts_its_own_memory_once_apart_from_its_versions_and_stops_with_the_last(
     make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
 ) -> None:
+    """A version in a worker is charged what its load added to the worker's RSS, not the
+    interpreter with MLflow, pandas and NumPy (a few hundred MiB) that every worker is: that is
+    counted once per worker, apart from the budget, and shown on /status and by the CLI."""
     async with make_gateway(max_loaded_models=1) as gw:
         worker = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
         loaded = (await gw.client.get("/models/tabulated/versions/1")).json()["loaded"]
-        # the worker's whole RSS (an interpreter with MLflow, pandas and NumPy imported), not its files
-        assert loaded["size_bytes"] > 50 * 2**20, loaded
-        assert gw.services.cache.loaded_bytes == loaded["size_bytes"]
+        health = (await gw.client.get("/health/ready")).json()
+        assert health["worker_processes"] == 1 and health["worker_bytes"] > 50 * 2**20, health
+        assert loaded["size_bytes"] < health["worker_bytes"] / 4, (loaded, health)  # its own, not the worker's
+        assert gw.services.cache.loaded_bytes == loaded["size_bytes"] == health["loaded_bytes"]
+        shown = render(await collect(gw.services))
+        assert "1 isolated worker process, " in shown and " MiB of their own" in shown, shown
+        assert "KiB KiB" not in shown and "None" not in shown
+        page = (await gw.client.get("/status")).text
+        assert "Workers: 1 isolated worker process" in page
         await predict(gw.client, "fits", 1, "pid")  # in process: the worker's only version is evicted
         await asyncio.to_thread(wait_until, lambda: _gone(worker), timeout=10, what="the idle worker to stop")
         assert gw.services.placer.isolated.workers() == []  # type: ignore[union-attr]
+        health = (await gw.client.get("/health/ready")).json()
+        assert (health["worker_processes"], health["worker_bytes"]) == (0, 0)
 
 
 def test_a_version_logged_with_another_python_runs_on_that_python_when_the_host_has_one(
