@@ -214,7 +214,7 @@ class WorkerSandbox:
         self.network = network
         self.watchdog = watchdog
         root = policy.root or Path(tempfile.gettempdir()) / "registry-gateway-sandboxes"
-        self.folder = root / f"{label}-{uuid.uuid4().hex[:8]}"
+        self.folder = root / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid: see sweep
         self.view = self.folder / "models"
         self.scratch = self.folder / "scratch"
         self.view.mkdir(parents=True, exist_ok=True)
@@ -329,6 +329,24 @@ class WorkerSandbox:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def sweep(root: Path) -> list[Path]:
+    """Remove the folders a gateway left behind when it was killed (named after its pid, which
+    is gone); those of live gateways sharing the artifact cache stay."""
+    removed = []
+    for folder in root.glob("*-*-*") if root.is_dir() else []:
+        try:
+            pid = int(folder.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # another user's live process
+            continue
+    return removed
 
 
 def _layers(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ escape must succeed: that is what makes a denial here the sandbox's doing.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -279,3 +280,15 @@ def test_env_pass_never_hands_over_the_gateways_own_credentials(monkeypatch: pyt
         load_settings()
     monkeypatch.setenv("GATEWAY_ENV_PASS", "MODEL_SERVICE_KEY")
     assert load_settings().env_pass == ["MODEL_SERVICE_KEY"]
+
+
+def test_the_folders_of_a_killed_gateway_are_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = tmp_path / f"abc-{int(gone.stdout)}-0001", tmp_path / f"abc-{os.getpid()}-0002"
+    for folder in (dead, alive):
+        (folder / "scratch").mkdir(parents=True)
+    assert gateway_sandbox.sweep(tmp_path) == [dead]
+    assert alive.exists() and not dead.exists()
