@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
 import os
@@ -370,12 +371,15 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 class CpuWatchdog:
     """Kills a worker whose current call used more than ``seconds`` of CPU time (all its threads),
-    read from ``/proc/<pid>/stat`` by a thread of the gateway's own."""
+    read from ``/proc/<pid>/stat`` by a thread of the gateway's own every ``interval``: a call
+    is counted from the first time the watchdog sees it, so it may use up to one interval more."""
 
     def __init__(self, seconds: float, *, interval: float = 0.25) -> None:
         self.seconds = seconds
         self._interval = interval
-        self._calls: dict[int, tuple[WorkerProcess, float]] = {}  # pid -> (process, CPU at the call's start)
+        # pid -> (process, its CPU time when the watchdog first saw the call: up to one interval late)
+        self._calls: dict[int, tuple[WorkerProcess, float | None, int]] = {}  # ... and which call
+        self._count = itertools.count()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -386,9 +390,8 @@ class CpuWatchdog:
         if self.seconds <= 0 or pid is None:
             yield
             return
-        start = self.cpu_seconds(pid)
-        with self._lock:
-            self._calls[pid] = (process, start if start is not None else 0.0)
+        with self._lock:  # the CPU at its start is read by the watchdog when it first sees the call:
+            self._calls[pid] = (process, None, next(self._count))  # a short call costs no read of /proc
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="worker-cpu-watchdog", daemon=True)
                 self._thread.start()
@@ -411,9 +414,17 @@ class CpuWatchdog:
             time.sleep(self._interval)
             with self._lock:
                 calls = list(self._calls.items())
-            for pid, (process, start) in calls:
+            for pid, (process, start, call) in calls:
                 used = self.cpu_seconds(pid)
-                if used is not None and used - start > self.seconds:
+                if used is None:
+                    continue
+                with self._lock:
+                    if self._calls.get(pid, (None, None, -1))[2] != call:
+                        continue  # that call is over (another may have begun)
+                    if start is None:
+                        self._calls[pid] = (process, used, call)
+                        continue
+                if used - start > self.seconds:
                     log.error(
                         "worker %s (pid %s) used %.1f s of CPU in one call, past "
                         "GATEWAY_SANDBOX_CPU_SECONDS=%g: killed",
