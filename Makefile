@@ -11,7 +11,7 @@ EXTRAS ?= torch,dev
 # e.g. SERVE_ARGS=--insecure to serve HOST=0.0.0.0 without API keys (a trusted network)
 SERVE_ARGS ?=
 
-.PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env interop-envs
+.PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env mlflow2-env interop-envs
 
 # uv installs (a dependency of the gateway, which builds models' environments with it): it
 # resolves and installs these ~190 packages in well under a minute where pip took 4 to 7.
@@ -60,9 +60,18 @@ $(MLSERVER_VENV)/.installed: envs/mlserver.txt envs/project_pins.py $(VENV)/.ins
 	$(UV_INSTALL) $(MLSERVER_VENV)/bin/python -r envs/mlserver.txt $(PROJECT_PINS)
 	touch $@
 
+# MLflow 2.22 (server and client), for the registries of the past (tests/test_mlflow2.py).
+MLFLOW2_VENV := .venv-mlflow2
+$(MLFLOW2_VENV)/.installed: envs/mlflow2.txt
+	rm -rf $(MLFLOW2_VENV)
+	$(PYTHON) -m venv $(MLFLOW2_VENV)
+	$(UV_INSTALL) $(MLFLOW2_VENV)/bin/python -r envs/mlflow2.txt
+	touch $@
+
 kserve-env: $(KSERVE_VENV)/.installed $(KSERVE_VENV)/.bytecode
 mlserver-env: $(MLSERVER_VENV)/.installed $(MLSERVER_VENV)/.bytecode
-interop-envs: kserve-env mlserver-env
+mlflow2-env: $(MLFLOW2_VENV)/.installed $(MLFLOW2_VENV)/.bytecode
+interop-envs: kserve-env mlserver-env mlflow2-env
 
 demo-registry: install
 	$(BIN)/registry-gateway demo-registry --path $(DEMO) --base-url http://$(HOST):$(PORT)
@@ -120,4 +129,4 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(KSERVE_VENV) $(MLSERVER_VENV) $(DEMO) gateway-state.db .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(KSERVE_VENV) $(MLSERVER_VENV) $(MLFLOW2_VENV) $(DEMO) gateway-state.db .pytest_cache .mypy_cache .ruff_cache *.egg-info

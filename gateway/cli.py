@@ -102,6 +102,13 @@ def serve(
     # is kept under it); every worker shares it.
     os.environ.setdefault("GATEWAY_REPLICA_ID", f"{socket.gethostname()}:{port}")
     settings = _load_settings()  # fail fast, before any worker starts
+    if settings.role != "sync":
+        from gateway.runtimes.worker import devices
+
+        try:
+            devices.require(settings.device, f"GATEWAY_DEVICE={settings.device}")
+        except devices.DeviceUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
     if settings.auth == "off" and not is_loopback(host) and not insecure:
         raise click.ClickException(
             f"refusing to serve on {host} with GATEWAY_AUTH=off: anyone who can reach the port could call "

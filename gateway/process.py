@@ -49,6 +49,7 @@ from gateway.routing.traffic_report import TrafficReport
 from gateway.runtimes.environments import BuildOptions, EnvironmentStore
 from gateway.runtimes.placement import EnvironmentPolicy, Placer
 from gateway.runtimes.sandbox import SandboxPolicy, check_host
+from gateway.runtimes.worker import devices
 from gateway.settings import GatewaySettings
 from gateway.wire.mlflow_scoring import BodyLimits
 from registry_sync.artifacts import ArtifactStore
@@ -639,7 +640,11 @@ def environment_store(settings: GatewaySettings, tracing: Tracing | None = None)
 
 
 def placer_for(settings: GatewaySettings, tracing: Tracing | None = None) -> Placer:
-    """Where this process's versions run: here, or in workers on environments built with uv."""
+    """Where this process's versions run: here, or in workers on environments built with uv.
+    A CUDA device GATEWAY_DEVICE names that this host lacks stops the process here
+    (``devices.DeviceUnavailable``): only ``auto`` falls back to the CPU."""
+    if settings.role != "sync":
+        devices.require(settings.device, f"GATEWAY_DEVICE={settings.device}")
     policy = EnvironmentPolicy(manager=settings.env_manager, isolate=settings.env_isolate, match=settings.env_match)
     return Placer.build(
         policy,

@@ -200,14 +200,17 @@ class GatewaySettings(BaseSettings):
     # --- what the gateway loads ---
     allowed_flavors: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(TESTED_FLAVORS))
     """Comma-separated flavors a version may load with (the one whose loader MLflow runs:
-    ``sklearn``, ``pytorch``, ``python_function`` for a PythonModel or models-from-code...);
-    ``*`` allows every flavor. Default: the flavors the gateway is tested with. Another
-    flavor answers 409 naming this setting, and ``/events`` has a ``refused`` event."""
+    ``sklearn``, ``xgboost``, ``transformers``..., ``python_function`` for a PythonModel or
+    models-from-code, ``custom_loader`` for a loader module of the model's own); ``*`` allows
+    every flavor. Default: every flavor of the tested matrix (docs/user-guide.md: Flavors), not
+    ``custom_loader`` nor flavors the gateway is not tested with. Another flavor answers 409
+    naming this setting, and ``/events`` has a ``refused`` event."""
 
     allow_pickle: bool = True
     """``false``: refuse (409, an event) versions whose loading unpickles bytes: scikit-learn
     saved with pickle or cloudpickle, PyTorch saved with ``torch.save``, a pickled PythonModel,
-    a skops model that trusts types its own MLmodel lists. On by default because MLflow's
+    statsmodels, a LightGBM scikit-learn model, transformers weights in ``.bin`` files, a skops
+    model that trusts types its own MLmodel lists. On by default because MLflow's
     default for many flavors is pickle: it trusts whoever can write the registry and its
     artifact store to run code in the gateway (docs/security.md: "What the gateway loads")."""
 
@@ -453,9 +456,10 @@ class GatewaySettings(BaseSettings):
     device: str = "auto"
     """Where PyTorch versions compute: ``auto`` (CUDA's first device where this host has one,
     else the CPU; ``MLFLOW_DEFAULT_PREDICTION_DEVICE``, when set, decides instead), ``cpu``,
-    ``cuda`` or ``cuda:N``. A version's MLflow tag ``gateway.device`` overrides it. A device
-    the host lacks, or one a version cannot be moved to, serves it from the CPU with the reason
-    in its status (``runtime.device_reason``), never a failed load. Other flavors run on the CPU."""
+    ``cuda`` or ``cuda:N``. A version's MLflow tag ``gateway.device`` overrides it. Only ``auto``
+    falls back to the CPU (with the reason in the version's status, ``runtime.device_reason``):
+    ``cuda``/``cuda:N`` on a host without that device stops the gateway at start, and a version
+    tagged for a device it cannot have fails to load, saying why. Other flavors run on the CPU."""
 
     log_format: Literal["text", "json"] = "text"
     """``text``: one readable line per event. ``json``: one JSON object per line (time, level,

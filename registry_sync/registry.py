@@ -98,6 +98,10 @@ class RegistryReader:
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
         self.tracking_uri: str = self._client._tracking_client.tracking_uri
         self.registry_uri: str = self._client._registry_uri or self.tracking_uri
+        # Whether the registry takes ``name IN (...)`` in a version search: MLflow 3 does; 2.x
+        # answers INVALID_PARAMETER_VALUE ("Only the 'run_id' attribute supports comparison with
+        # a list"). Unknown until asked; then one search per name for a 2.x registry.
+        self._name_lists: bool | None = None
 
     def model_names(self) -> list[str]:
         with _boundary():
@@ -124,12 +128,27 @@ class RegistryReader:
         found: dict[str, dict[int, VersionRecord]] = {name: {} for name in wanted}
         with _boundary():
             for start in range(0, len(wanted), _NAMES_PER_CALL):
-                batch = wanted[start : start + _NAMES_PER_CALL]
-                quoted = ", ".join(_quote(name) for name in batch)
-                for record in self._paged_versions(None, filter_string=f"name IN ({quoted})"):
+                for record in self._versions_named(wanted[start : start + _NAMES_PER_CALL]):
                     if record.name in found:
                         found[record.name][record.version] = record
         return found
+
+    def _versions_named(self, batch: list[str]) -> list[VersionRecord]:
+        """The versions of a batch of models: one search where the registry takes a list of
+        names, one per name where it does not (an MLflow 2.x server)."""
+        if self._name_lists is not False:
+            quoted = ", ".join(_quote(name) for name in batch)
+            try:
+                records = list(self._paged_versions(None, filter_string=f"name IN ({quoted})"))
+            except MlflowException as exc:
+                if self._name_lists or not _refuses_name_lists(exc):
+                    raise
+                log.info("the registry %s takes no list of names (MLflow 2.x): one search per model", self.registry_uri)
+                self._name_lists = False
+            else:
+                self._name_lists = True
+                return records
+        return [record for name in batch for record in self._paged_versions(name)]
 
     def get_model(self, name: str) -> ModelRecord:
         with _boundary(name):
@@ -178,6 +197,11 @@ class RegistryReader:
 
 
 _NAMES_PER_CALL = 100  # models per search_model_versions call when reading some models
+
+
+def _refuses_name_lists(exc: MlflowException) -> bool:
+    """MLflow 2.x's answer to ``name IN (...)`` in a version search."""
+    return exc.error_code == "INVALID_PARAMETER_VALUE" and "list" in str(exc.message)
 
 
 def _quote(name: str) -> str:

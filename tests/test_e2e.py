@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.demo import IRIS, log_iris_version, using_registry
 from tests.conftest import Registry, iris_split
 from tests.support.servers import LOOPBACK, SERVED_SKLEARN_FORMAT, Process, gateway_server, mlflow_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -126,17 +127,33 @@ def test_loaded_models_keep_serving_when_mlflow_goes_away(tmp_path: Path) -> Non
 
 
 def test_several_workers_serve(iris_registry: Registry, tmp_path: Path) -> None:
-    process, base = gateway_server(tracking_uri=iris_registry.tracking_uri, workdir=tmp_path, workers=2)
+    """`serve --workers 2`: both processes answer. New connections spread over them until each
+    reports (GET /fleet, a heartbeat every 0.5 s) that a request used the version it holds;
+    nothing is warmed at start, so only an answered request loads it."""
+    env = {"GATEWAY_WARM_ALIASES": "", "GATEWAY_HEARTBEAT_SECONDS": "0.5"}
+    process, base = gateway_server(tracking_uri=iris_registry.tracking_uri, workdir=tmp_path, env=env, workers=2)
     process.start()
+    sent = 0
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
-            for _ in range(6):  # new connections spread over the workers
-                response = client.post(f"/models/{IRIS}/predict", json=ROW, headers={"connection": "close"})
-                assert response.status_code == 200
+
+            def both_answered() -> bool:
+                nonlocal sent
+                for _ in range(4):  # new connections: the kernel hands each to either worker
+                    response = client.post(f"/models/{IRIS}/predict", json=ROW, headers={"connection": "close"})
+                    assert response.status_code == 200, response.text
+                    sent += 1
+                replicas = client.get("/fleet").json()["replicas"]
+                processes = [p for r in replicas for p in r["processes"] if p["state"] != "stopped"]
+                assert len(processes) <= 2, processes
+                served = [p for p in processes if any(h["name"] == IRIS and h["last_served"] for h in p["holdings"])]
+                return len(served) == 2
+
+            wait_until(both_answered, timeout=90, interval=0.2, what="both workers to answer a request")
     finally:
         process.stop()
     # the access log is on by default: a line per request, whichever worker answered
-    assert (tmp_path / "gateway.log").read_text().count(f'"POST /models/{IRIS}/predict" 200 ') == 6
+    assert (tmp_path / "gateway.log").read_text().count(f'"POST /models/{IRIS}/predict" 200 ') == sent
 
 
 def test_the_access_log_can_be_turned_off(iris_registry: Registry, tmp_path: Path) -> None:

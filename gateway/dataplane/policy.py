@@ -17,10 +17,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # settings import this module: no MLflow import for a constant
     from mlflow.models import Model
 
-# The flavors the gateway is tested with (docs/security.md: "What the gateway loads").
-TESTED_FLAVORS = ("sklearn", "pytorch", "python_function")
+# The flavors the gateway is tested with, each served and compared with MLflow's own pyfunc
+# (tests/flavors; docs/user-guide.md: "Flavors"; docs/security.md: "What the gateway loads").
+TESTED_FLAVORS = (
+    "sklearn",
+    "pytorch",
+    "python_function",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "statsmodels",
+    "prophet",
+    "onnx",
+    "keras",
+    "transformers",
+    "sentence_transformers",
+)
 ANY_FLAVOR = "*"
+# A pyfunc whose loader module is the model's own (``mlflow.pyfunc.save_model(loader_module=...)``,
+# shipped in its code_paths): code the gateway has never seen, admitted only by name.
+CUSTOM_LOADER = "custom_loader"
 _PICKLE_FORMATS = frozenset({"pickle", "cloudpickle", "joblib"})
+# Files a flavor's weights or objects are pickled in (torch.save, joblib...), by suffix.
+_PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
 
 
 class PolicyViolation(Exception):
@@ -56,8 +75,8 @@ class LoadingPolicy:
 
 def loading_flavor(metadata: Model) -> str:
     """The flavor whose loader MLflow runs: ``sklearn``, ``pytorch``... for MLflow's own
-    loader modules, ``python_function`` for a PythonModel, models-from-code or any loader
-    module of the model's own."""
+    loader modules, ``python_function`` for a PythonModel or models-from-code, and
+    ``custom_loader`` for a loader module of the model's own."""
     conf = metadata.flavors.get("python_function")
     if conf is None:
         others = [name for name in metadata.flavors if name != "python_function"]
@@ -69,7 +88,7 @@ def loading_flavor(metadata: Model) -> str:
         return "python_function"
     if module.startswith("mlflow."):
         return module.removeprefix("mlflow.").split(".")[0]
-    return "python_function"
+    return CUSTOM_LOADER if module else "python_function"
 
 
 def pickled(metadata: Model, path: Path, flavor: str) -> str | None:
@@ -92,6 +111,26 @@ def pickled(metadata: Model, path: Path, flavor: str) -> str | None:
         if (data / "model.pt2").exists():
             return _pt2_pickles(data / "model.pt2")
         return "it is a PyTorch model in no format the gateway can check"
+    if flavor == "lightgbm":
+        if str(conf.get("data", "")).endswith(".lgb"):
+            return None  # a Booster, in LightGBM's own text format
+        fmt = str(conf.get("serialization_format", "cloudpickle"))
+        if fmt != "skops":
+            return f"it is a LightGBM scikit-learn model serialized with {fmt}"
+        return (
+            "it is a skops model that trusts types its own MLmodel lists" if conf.get("skops_trusted_types") else None
+        )
+    if flavor in ("xgboost", "catboost", "prophet", "onnx", "keras"):
+        # their own formats: UBJSON/JSON trees, CatBoost's binary, Prophet's JSON, ONNX
+        # protobuf, a .keras archive Keras loads in its safe mode
+        return None
+    if flavor == CUSTOM_LOADER:
+        return None  # code, kept out by GATEWAY_ALLOWED_FLAVORS alone (custom_loader)
+    if flavor == "statsmodels":
+        return "it is a statsmodels model, which statsmodels saves with pickle"
+    if flavor in ("transformers", "sentence_transformers"):
+        found = _pickled_files(path)
+        return f"its weights include {found}, saved with torch.save (pickle)" if found else None
     if flavor == "python_function":
         pyfunc = metadata.flavors.get("python_function") or {}
         model_file = str(pyfunc.get("python_model", ""))
@@ -101,11 +140,20 @@ def pickled(metadata: Model, path: Path, flavor: str) -> str | None:
             return None
         if model_file or "cloudpickle_version" in pyfunc:
             return "it is a Python model pickled with cloudpickle"
-        return None  # a loader module of its own: code, as above
+        return None
     fmt = str(conf.get("serialization_format", ""))
     if fmt and fmt not in _PICKLE_FORMATS:
         return None
     return f"its flavor '{flavor}' is not known to load without pickle"
+
+
+def _pickled_files(path: Path) -> str | None:
+    """The first file under ``path`` whose suffix says it is pickled (a ``pytorch_model.bin``
+    beside or instead of safetensors), as a path relative to it."""
+    for file in sorted(path.rglob("*")):
+        if file.suffix in _PICKLED_SUFFIXES and file.is_file():
+            return str(file.relative_to(path))
+    return None
 
 
 def _pt2_pickles(archive: Path) -> str | None:

@@ -364,6 +364,28 @@ class RequestSpan:
         ]
 
 
+class StreamSpan(RequestSpan):
+    """A stream's span under its request's: open from the stream's start to its end (events
+    sent, time to the first, how it ended as attributes); internal, not a server span."""
+
+    __slots__ = ()
+
+    def readable(self, build: _Builder) -> list[ReadableSpan]:
+        attributes = {key: value for key, value in self.attributes.items() if value is not None}
+        return [
+            build.span(
+                self.name,
+                self._context,
+                self._parent,
+                self._start_ns,
+                self._end_ns,
+                attributes,
+                kind=SpanKind.INTERNAL,
+                status=self._status,
+            )
+        ]
+
+
 class Tracing:
     def __init__(
         self,
@@ -505,6 +527,20 @@ class Tracing:
         if self._root_bound is not None and trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._root_bound:
             return None
         return trace_id
+
+    def start_stream(self, request: RequestSpan, attributes: dict[str, Any]) -> StreamSpan | None:
+        """A stream's span, a child of its (sampled) request's; the caller ends it."""
+        if self._processor is None or self._ids is None:
+            return None
+        parent = request.get_span_context()
+        own = SpanContext(
+            parent.trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=parent.trace_flags,
+            trace_state=parent.trace_state,
+        )
+        return StreamSpan("stream", own, parent, dict(attributes), self._processor)
 
     @staticmethod
     def end_request(span: RequestSpan, status: int, *, server_error: bool, attributes: dict[str, Any]) -> None:

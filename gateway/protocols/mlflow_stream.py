@@ -16,12 +16,14 @@ import json
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Status, StatusCode
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.streaming import Stream
 from gateway.http import errors as http_errors
+from gateway.observability.context import current
 from gateway.observability.records.record import Exchange
 from gateway.process import Services
 from gateway.protocols.event_stream import Dialect, send_events
@@ -95,25 +97,38 @@ async def serve(
     recorded when it ends. Closes the stream."""
     served = stream.served
     raw = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
-    attributes = {"gateway.model": served.name, "gateway.version": served.version, "gateway.protocol": protocol}
-    with services.tracing.span("model.stream", attributes) as span:
-        try:
-            outcome = await send_events(
-                stream, receive, send, headers=raw, dialect=dialect, keep=services.records is not None
-            )
-        except Exception as exc:  # before the first chunk: an HTTP error
-            stream.close()
-            services.metrics.streams_ended.labels("error").inc()
-            answer = http_errors.answer_for(exc, "POST", protocol)
-            services.predict_finished(served, status=answer.status, started=started, error=exc)
-            await http_errors.send_error(send, _shaped(answer, dialect))
-            return
+    request = current()
+    span = None
+    if request is not None and request.span is not None:  # a sampled request: the stream's span under it
+        attributes = {"gateway.model": served.name, "gateway.version": served.version, "gateway.protocol": protocol}
+        span = services.tracing.start_stream(request.span, attributes)
+    try:
+        outcome = await send_events(
+            stream, receive, send, headers=raw, dialect=dialect, keep=services.records is not None
+        )
+    except Exception as exc:  # before the first chunk: an HTTP error
         stream.close()
+        services.metrics.streams_ended.labels("error").inc()
         if span is not None:
-            span.set_attribute("gateway.stream.events", stream.events)
-            span.set_attribute("gateway.stream.end", outcome.reason)
-            if (first := stream.first_event_seconds) is not None:
-                span.set_attribute("gateway.stream.first_event_seconds", first)
+            span.set_attribute("gateway.stream.end", "error")
+            span.set_status(Status(StatusCode.ERROR))
+            span.end()
+        answer = http_errors.answer_for(exc, "POST", protocol)
+        services.predict_finished(served, status=answer.status, started=started, error=exc)
+        await http_errors.send_error(send, _shaped(answer, dialect))
+        return
+    stream.close()
+    if span is not None:
+        span.set_attributes(
+            {
+                "gateway.stream.events": stream.events,
+                "gateway.stream.end": outcome.reason,
+                "gateway.stream.first_event_seconds": stream.first_event_seconds,
+            }
+        )
+        if outcome.reason == "error":
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
     services.metrics.streams_ended.labels(outcome.reason).inc()
     model, kept = stream.model, outcome.kept
     exchange = None

@@ -156,9 +156,7 @@ def test_a_quiet_model_stays_home_while_a_hot_one_spills(fleet: routing.Fleet) -
             return client.post(path, json={"inputs": [[1]]})
 
     def arrived(path: str) -> Counter[str]:
-        return Counter(
-            name for name in routing.GATEWAYS for seen in fleet.replicas[name].seen if seen["path"] == path
-        )
+        return Counter(name for name in routing.GATEWAYS for seen in fleet.replicas[name].seen if seen["path"] == path)
 
     hot_path, quiet_path = "/models/hot-model/predict", f"/models/{quiet}/predict"
     before = arrived(hot_path)

@@ -74,6 +74,10 @@ EXPECTED = {
     ("GET", "/v2/models/{name}/versions/{version}/ready"): Access.PREDICT,
     ("POST", "/v2/models/{name}/infer"): Access.PREDICT,
     ("POST", "/v2/models/{name}/versions/{version}/infer"): Access.PREDICT,
+    # OpenAI's routes: the model is in the body; their lane asks the gate once it has read it
+    ("POST", "/v1/responses"): Access.PREDICT,
+    ("POST", "/v1/chat/completions"): Access.PREDICT,
+    ("GET", "/v1/models"): Access.READ,
 }
 
 
@@ -89,7 +93,7 @@ def test_every_route_of_the_app_declares_its_access(make_settings: Callable[...,
         methods = getattr(route, "methods", None) or {"*"}
         for method in methods - {"HEAD"}:
             found[(method, route.path)] = access
-    served = ("/models", "/v2", "/invocations")  # what a sync-only process does not serve
+    served = ("/models", "/v2", "/invocations", "/v1")  # what a sync-only process does not serve
     expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(served)}
     assert found == expected  # a new route is a decision: add it here with the access it needs
 

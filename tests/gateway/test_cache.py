@@ -37,13 +37,15 @@ class Loads:
         self.gate.set()
         self.entered = threading.Event()
         self.fail: set[tuple[str, int]] = set()
+        self.gated: set[tuple[str, int]] | None = None  # the loads the gate holds (None: every one)
 
     def __call__(self, key: VersionId, reserve: Reserve) -> LoadedModel:
         name, version = key.name, key.version
         self.calls[(name, version)] += 1
         reserve(self.estimate)  # as the loader does once the files are verified, before loading them
         self.entered.set()
-        assert self.gate.wait(timeout=30)
+        if self.gated is None or (name, version) in self.gated:
+            assert self.gate.wait(timeout=30)
         if (name, version) in self.fail:
             raise ModelLoadFailed(name, version, "injected")
         return LoadedModel(
@@ -135,12 +137,16 @@ async def test_a_slow_load_blocks_neither_hits_nor_other_loads() -> None:
     loads = Loads()
     cache = make_cache(loads)
     (await cache.acquire(vid("fast", 1))).release()
+    loads.gated = {("slow", 1)}
     loads.gate.clear()
     loads.entered.clear()
     slow = asyncio.create_task(cache.acquire(vid("slow", 1)))
     await until(loads.entered.is_set, "the slow load to start")
     lease = await cache.acquire(vid("fast", 1))  # a hit, while the slow load is held
     lease.release()
+    other = await cache.acquire(vid("other", 1))  # another version's load, start to end meanwhile
+    other.release()
+    assert loads.calls[("other", 1)] == 1 and ("other", 1) in loaded_keys(cache)
     assert not slow.done()
     loads.gate.set()
     (await slow).release()

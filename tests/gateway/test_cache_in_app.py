@@ -108,11 +108,24 @@ async def test_memory_budget_uses_measured_sizes(make_gateway) -> None:  # type:
 
 
 async def test_a_model_bigger_than_the_budget_gets_503_and_others_serve(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    async with make_gateway(max_memory_mb=0.001) as gateway:
-        response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
+    paths = {"iris": (f"/models/{IRIS}/versions/1/predict", ROW), "doubler": ("/models/doubler/versions/1/predict", X)}
+    async with make_gateway() as probe:
+        for path, body in paths.values():
+            assert (await probe.client.post(path, json=body)).status_code == 200
+        held = {name: loaded(probe.services.cache, key, 1) for name, key in (("iris", IRIS), ("doubler", "doubler"))}
+        sizes = {name: entry.size_bytes for name, entry in held.items() if entry is not None}
+    small, big = sorted(sizes, key=sizes.__getitem__)
+    assert sizes[big] > 1.2 * sizes[small], sizes  # else no budget holds one and not the other
+    budget_mb = (sizes[small] + sizes[big]) / 2 / 2**20
+    async with make_gateway(max_memory_mb=budget_mb) as gateway:
+        assert (await gateway.client.post(paths[small][0], json=paths[small][1])).status_code == 200
+        response = await gateway.client.post(paths[big][0], json=paths[big][1])
         assert response.status_code == 503
         assert response.json()["error_code"] == "RESOURCE_EXHAUSTED"
-        assert "'iris' version 1" in response.json()["message"]
+        assert "version 1" in response.json()["message"] and big in response.json()["message"]
+        # the other model still serves, and stayed loaded: the refused load evicted nothing
+        assert (await gateway.client.post(paths[small][0], json=paths[small][1])).status_code == 200
+        assert [name for name, _ in loaded_keys(gateway.services.cache)] == [IRIS if small == "iris" else "doubler"]
 
 
 async def test_a_failed_load_is_503_naming_the_version_and_can_be_retried(gateway: Gateway) -> None:

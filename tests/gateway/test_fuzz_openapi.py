@@ -3,7 +3,8 @@
 The in-process app runs its lifespan on the session's sqlite registry, once with
 ``GATEWAY_AUTH=off`` and once with keys on and a valid key (every scope) sent. Whatever is
 generated, the answer is never a 5xx, every error body is JSON in the documented shape
-(``{"error_code", "message"}``, or the Open Inference Protocol's ``{"error"}`` under ``/v2``)
+(``{"error_code", "message"}``, or the Open Inference Protocol's ``{"error"}`` under ``/v2``,
+or OpenAI's ``{"error": {...}}`` on its routes)
 with no traceback in it, and no case outlives its timeout.
 
 Bounded for CI: derandomized (a fixed seed) with a few examples per operation. A longer run
@@ -60,6 +61,12 @@ def assert_error_shape(path: str, status: int, body: Any) -> None:
     if path == "/v2" or path.startswith("/v2/"):
         assert "error" in body and isinstance(body["error"], str), body
         message = body["error"]
+        extra = set(body) - {"error"}
+    elif path in ("/v1/responses", "/v1/chat/completions"):  # OpenAI's shape (gateway.protocols.openai_serving)
+        error = body.get("error")
+        assert isinstance(error, dict) and set(error) == {"message", "type", "code", "param"}, body
+        assert isinstance(error["message"], str) and isinstance(error["code"], str), body
+        message = error["message"]
         extra = set(body) - {"error"}
     else:
         assert {"error_code", "message"} <= set(body), body

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from mlflow.models import Model
 
-from gateway.dataplane.policy import LoadingPolicy, PolicyViolation, loading_flavor
+from gateway.dataplane.policy import CUSTOM_LOADER, TESTED_FLAVORS, LoadingPolicy, PolicyViolation, loading_flavor
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import uri_within
@@ -71,11 +71,10 @@ def test_settings_read_the_policy_from_the_environment(monkeypatch: pytest.Monke
     settings = GatewaySettings()
     assert settings.allowed_flavors == ["sklearn", "pytorch"] and settings.allow_pickle is False
     assert settings.allowed_artifact_uris == ["s3://models/", "mlflow-artifacts:/"]
-    assert GatewaySettings.model_fields["allowed_flavors"].default_factory() == [  # type: ignore[call-arg,misc]
-        "sklearn",
-        "pytorch",
-        "python_function",
-    ]
+    assert GatewaySettings.model_fields["allowed_flavors"].default_factory() == list(  # type: ignore[call-arg,misc]
+        TESTED_FLAVORS
+    )
+    assert CUSTOM_LOADER not in TESTED_FLAVORS  # a loader module of the model's own: only by name
 
 
 # --- what counts as pickle, on models saved for real ------------------------------------
@@ -156,6 +155,41 @@ def test_a_model_as_code_is_python_function_and_not_pickle(tmp_path: Path) -> No
     _check(path)  # pickle off: nothing pickled
     with pytest.raises(PolicyViolation, match="'python_function' is not one of the allowed flavors"):
         LoadingPolicy.of(["sklearn"], allow_pickle=True).check(metadata, path)
+
+
+CUSTOM_LOADER_MODULE = """
+class _Halver:
+    def predict(self, model_input, params=None):
+        return model_input / 2
+
+
+def _load_pyfunc(path):
+    return _Halver()
+"""
+
+
+def test_a_loader_module_of_the_models_own_is_admitted_only_by_name(tmp_path: Path) -> None:
+    """``mlflow.pyfunc.save_model(loader_module=..., code_paths=...)``: code the model ships and
+    MLflow imports with nothing of its own between; not in the default list, whatever pickle says."""
+    import mlflow.pyfunc
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "halving_loader.py").write_text(CUSTOM_LOADER_MODULE)
+    (tmp_path / "weights.txt").write_text("none")
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(
+        path,
+        loader_module="halving_loader",
+        data_path=str(tmp_path / "weights.txt"),
+        code_paths=[str(tmp_path / "code" / "halving_loader.py")],
+        pip_requirements=["pandas"],
+    )
+    metadata = Model.load(str(path / "MLmodel"))
+    assert loading_flavor(metadata) == CUSTOM_LOADER
+    with pytest.raises(PolicyViolation, match="'custom_loader' is not one of the allowed flavors"):
+        LoadingPolicy(allow_pickle=True).check(metadata, path)  # the default flavors
+    LoadingPolicy.of([*TESTED_FLAVORS, CUSTOM_LOADER], allow_pickle=False).check(metadata, path)  # code, not pickle
+    LoadingPolicy.of(["*"], allow_pickle=True).check(metadata, path)
 
 
 # --- artifact locations -------------------------------------------------------------------

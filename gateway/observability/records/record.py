@@ -18,7 +18,7 @@ class InferenceRecord:
     arm: str | None  # the route: "default", "canary", "shadow", "named" or None
     request_id: str
     route_key: str | None
-    protocol: str  # "mlflow" (MLflow scoring) or "oip" (Open Inference Protocol REST JSON)
+    protocol: str  # "mlflow" (MLflow scoring), "oip" (Open Inference Protocol REST JSON) or "openai"
     media_type: str  # the request body's media type (application/json, text/csv, ...)
     request: bytes
     response: bytes

@@ -9,8 +9,11 @@ MLflow's pyfunc picks a device by itself (``model_config["device"]``, else
 ``_load_pyfunc``), and refuses a program exported with ``torch.export`` (its default ``pt2``
 format) on any device other than the one its weights were saved on. So the gateway always
 names the device, and where MLflow cannot load a version there it loads it on the CPU and
-moves it; where that fails too, the version serves from the CPU with the reason, never a
-failed load.
+moves it. Only ``auto`` falls back to the CPU (with the reason in the version's status): a
+device named outright (``cuda``, ``cuda:N``, by GATEWAY_DEVICE or a version's tag) that this
+host lacks, or that a version cannot be moved to, is ``DeviceUnavailable``: at start for
+GATEWAY_DEVICE (``require``), a failed load for a tag. An operator who asked for a GPU must
+not find out from latency.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import os
 from typing import Any
 
 CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+class DeviceUnavailable(RuntimeError):
+    """A device named outright that this host (or this version) cannot compute on."""
 
 
 def parse(spec: str) -> str:
@@ -32,9 +39,50 @@ def parse(spec: str) -> str:
     raise ValueError(f"{spec!r} is not a device ({CHOICES})")
 
 
+def cuda_devices() -> tuple[int, str]:
+    """How many CUDA devices this host has, and who says so: torch where this interpreter has it
+    and finds them, else the NVIDIA driver's own listing (a worker's environment may bring a CUDA
+    torch where this one has a CPU build, or none)."""
+    found, said = 0, "no NVIDIA driver on this host"
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        if torch.cuda.is_available():
+            return torch.cuda.device_count(), f"torch {torch.__version__}"
+        said = f"torch {torch.__version__} finds no CUDA device and the NVIDIA driver lists none"
+    listing = "/proc/driver/nvidia/gpus"
+    if os.path.isdir(listing):
+        found = len(os.listdir(listing))
+        if found:
+            said = "the NVIDIA driver"
+    return found, said
+
+
+def require(spec: str, source: str) -> None:
+    """Stop (``DeviceUnavailable``) unless this host has the device ``spec`` (parsed) names:
+    ``auto`` and ``cpu`` always pass; ``cuda`` needs one CUDA device, ``cuda:N`` N + 1."""
+    if not spec.startswith("cuda"):
+        return
+    index = 0 if spec == "cuda" else int(spec[5:])
+    count, said = cuda_devices()
+    if index >= count:
+        raise DeviceUnavailable(_lacking(spec, source, count, said))
+
+
+def _lacking(spec: str, source: str, count: int, said: str) -> str:
+    has = f"has {count} CUDA device(s) ({said})" if count else f"has no CUDA device ({said})"
+    return (
+        f"{source} asks for {spec}, but this host {has}. Set GATEWAY_DEVICE=auto to use a GPU "
+        "where there is one and the CPU elsewhere, or cpu"
+    )
+
+
 def resolve(spec: str, source: str) -> tuple[str, str]:
     """The device ``spec`` (parsed) stands for on this host, and why, in words; ``source`` says
-    who asked (``GATEWAY_DEVICE=auto``, ``tagged gateway.device=cuda:1``)."""
+    who asked (``GATEWAY_DEVICE=auto``, ``tagged gateway.device=cuda:1``). A CUDA device named
+    outright that this interpreter cannot use is ``DeviceUnavailable``."""
     import torch
 
     if spec == "auto":
@@ -45,18 +93,23 @@ def resolve(spec: str, source: str) -> tuple[str, str]:
             except ValueError:
                 chosen = "auto"
             if chosen != "auto":
-                return resolve(chosen, f"{source} and MLFLOW_DEFAULT_PREDICTION_DEVICE={default}")
+                said = f"{source} and MLFLOW_DEFAULT_PREDICTION_DEVICE={default}"
+                try:
+                    return resolve(chosen, said)
+                except DeviceUnavailable:  # auto: the one spec that falls back
+                    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+                    found = f"torch {torch.__version__} finds {count} CUDA device(s)"
+                    return "cpu", f"{said}, but {found}: serving on the CPU"
         if torch.cuda.is_available():
             return "cuda:0", f"{source}: this host has CUDA"
         return "cpu", f"{source}: this host has no CUDA device"
     if spec == "cpu":
         return "cpu", source
     index = 0 if spec == "cuda" else int(spec[5:])
-    if not torch.cuda.is_available():
-        return "cpu", f"{source}, but torch {torch.__version__} finds no CUDA device on this host: serving on the CPU"
-    count = torch.cuda.device_count()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if index >= count:
-        return "cpu", f"{source}, but this host has {count} CUDA device(s): serving on the CPU"
+        said = f"torch {torch.__version__} here" + ("" if count else ", which finds no CUDA device")
+        raise DeviceUnavailable(_lacking(spec, source, count, said))
     return f"cuda:{index}", source
 
 
@@ -80,8 +133,10 @@ def load(path: str, spec: str, source: str) -> tuple[Any, str, str]:
     try:
         move(pyfunc, path, device)
     except Exception as exc:
-        pyfunc = _load(path, "cpu")  # a half-moved module would answer nothing
         why = f"it could not be placed on {device} ({refused}; moving it there: {_said(exc)})"
+        if spec != "auto":  # asked for by name: the CPU would be a silent slowdown
+            raise DeviceUnavailable(f"{source}, but {why}") from None
+        pyfunc = _load(path, "cpu")  # a half-moved module would answer nothing
         return pyfunc, "cpu", f"{reason}; {why}: serving on the CPU"
     return pyfunc, device, f"{reason}; loaded on the CPU and moved ({refused})"
 

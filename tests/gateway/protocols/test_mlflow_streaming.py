@@ -222,3 +222,41 @@ async def test_streams_are_bounded_per_process_and_count_against_concurrency_lim
 
 def settings_for(root: Path, **overrides: Any) -> GatewaySettings:
     return settings_under(root, **overrides)
+
+
+async def test_a_stream_is_measured_traced_and_recorded_with_mlflows_reducer(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.otlp import OtlpReceiver
+
+    sink = tmp_path / "records"
+    with OtlpReceiver() as receiver:
+        for key, value in receiver.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        async with make_gateway(tracing="otlp", records_sink=f"file://{sink}") as gw:
+            headers = {"X-Request-ID": "stream-1"}
+            body = {**BODIES["agent"], "stream": True}
+            response = await gw.client.post("/models/agent/invocations", json=body, headers=headers)
+            assert response.status_code == 200
+            sample = gw.services.metrics.registry.get_sample_value
+            labels = {"model": "agent", "version": "1"}
+            assert sample("gateway_stream_events_total", labels) == 5
+            assert sample("gateway_stream_first_event_seconds_count", labels) == 1
+            assert sample("gateway_stream_duration_seconds_count", labels) == 1
+            assert sample("gateway_streams_ended_total", {"reason": "done"}) == 1
+            assert sample("gateway_streams_open") == 0
+            await until(lambda: (sink / "records.jsonl").exists(), "the record")
+        spans = receiver.wait_for(lambda found: any(s.name == "stream" for s in found))
+    (stream,) = [s for s in spans if s.name == "stream"]
+    (server,) = [s for s in spans if s.span_id == stream.parent_span_id]
+    assert server.kind == "SERVER" and stream.kind == "INTERNAL"
+    assert stream.attributes["gateway.stream.events"] == 5 and stream.attributes["gateway.stream.end"] == "done"
+    assert stream.attributes["gateway.stream.first_event_seconds"] > 0
+    (line,) = (sink / "records.jsonl").read_text().splitlines()
+    record = json.loads(line)["data"]
+    assert record["request_id"] == "stream-1" and record["inputs"]["stream"] is True
+    # MLflow's own output reducer: the response the stream adds up to
+    assert record["outputs"]["output"][0]["content"][0]["text"] == "the quick brown fox"

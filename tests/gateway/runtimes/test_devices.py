@@ -1,10 +1,13 @@
-"""Where PyTorch versions compute: GATEWAY_DEVICE, the ``gateway.device`` tag, and a device the
-host lacks or a version cannot move to serving from the CPU with the reason, never a failed
-load (issue 27). Tests marked ``gpu`` need CUDA and skip without it; the rest hold on any host."""
+"""Where PyTorch versions compute: GATEWAY_DEVICE, the ``gateway.device`` tag (issue 27), and an
+honest device (issue 41): only ``auto`` falls back to the CPU; a CUDA device named outright
+that the host lacks stops the gateway at start (GATEWAY_DEVICE) or fails the version's load (a
+tag), in words. Tests marked ``gpu`` need CUDA and skip without it; the rest hold on any host."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from gateway.runtimes.workers import WorkerProcess
 from gateway.settings import GatewaySettings
 from tests.conftest import Registry, empty_registry, running_gateway
 from tests.support.numeric import mlp_error_bound
+from tests.support.servers import BIN
 
 pytestmark = pytest.mark.torch
 if not torch_available():
@@ -31,6 +35,7 @@ import torch  # noqa: E402
 from mlflow.models import Model  # noqa: E402
 
 CUDA = torch.cuda.is_available()
+DRIVER_GPUS = devices.cuda_devices()[0]  # torch's, or the NVIDIA driver's where torch here has no CUDA
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (this host has none)")
 without_cuda = pytest.mark.skipif(CUDA, reason="checks what a host without CUDA does")
 ROWS = np.random.default_rng(7).random((5, 4), dtype=np.float32)
@@ -95,10 +100,43 @@ def test_anything_else_is_refused_by_name(spec: str) -> None:
 
 @without_cuda
 @pytest.mark.parametrize("spec", ["cuda", "cuda:0", "cuda:3"])
-def test_a_cuda_device_this_host_lacks_means_the_cpu_with_the_reason(spec: str) -> None:
-    device, reason = devices.resolve(spec, f"GATEWAY_DEVICE={spec}")
-    assert device == "cpu"
-    assert reason.startswith(f"GATEWAY_DEVICE={spec}, but torch") and "no CUDA device" in reason
+def test_a_cuda_device_this_torch_lacks_is_refused_in_words(spec: str) -> None:
+    with pytest.raises(devices.DeviceUnavailable) as refused:
+        devices.resolve(spec, f"GATEWAY_DEVICE={spec}")
+    said = str(refused.value)
+    assert said.startswith(f"GATEWAY_DEVICE={spec} asks for {spec}, but this host has no CUDA device (torch ")
+    assert "GATEWAY_DEVICE=auto" in said
+
+
+@pytest.mark.skipif(DRIVER_GPUS > 0, reason="checks what a host without any CUDA device does")
+def test_gateway_device_cuda_on_a_host_without_one_stops_serve_at_start() -> None:
+    """As a misspelled device does: non-zero, one line, before any worker or database."""
+    for spec in ("cuda", "cuda:1"):
+        devices.require("auto", "GATEWAY_DEVICE=auto")
+        devices.require("cpu", "GATEWAY_DEVICE=cpu")
+        with pytest.raises(devices.DeviceUnavailable, match=f"asks for {spec}, but this host has no CUDA device"):
+            devices.require(spec, f"GATEWAY_DEVICE={spec}")
+    result = subprocess.run(
+        [str(BIN / "registry-gateway"), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GATEWAY_DEVICE": "cuda:1", "GATEWAY_DATABASE_URL": "sqlite:////nonexistent/dir/x.db"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("Error: GATEWAY_DEVICE=cuda:1 asks for cuda:1, but this host has no CUDA device")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(DRIVER_GPUS > 0, reason="checks what a host without any CUDA device does")
+async def test_an_app_built_for_a_gpu_this_host_lacks_does_not_start(
+    torch_registry: Registry, make_settings: Callable[..., Any]
+) -> None:
+    """The same check where an ASGI server builds the app without the command (app_factory)."""
+    with pytest.raises(devices.DeviceUnavailable, match="GATEWAY_DEVICE=cuda asks for cuda"):
+        async with running_gateway(make_settings(device="cuda"), torch_registry.tracking_uri):
+            pass
 
 
 @without_cuda
@@ -160,23 +198,19 @@ def test_the_in_process_runtime_reports_the_device_and_why(saved: Path) -> None:
 @without_cuda
 def test_a_worker_places_its_pytorch_versions_by_the_same_rules(formats: dict[str, Path]) -> None:
     """The isolated worker (its own interpreter: here the gateway's, for want of a torch
-    environment that is not GBs of CUDA) loads on the device it is sent and says where and why;
-    one worker holds a version of each format."""
+    environment that is not GBs of CUDA) loads on the device it is sent and says where and why,
+    or refuses a device named outright that it lacks; one worker holds a version of each format."""
     worker = WorkerProcess(Path(sys.executable), label="devices", on_exit=lambda process, code: None)
     worker.start()
     try:
         for handle, saved in formats.items():
-            load = {
-                "op": "load",
-                "id": handle,
-                "path": str(saved),
-                "device": "cuda:0",
-                "device_source": "GATEWAY_DEVICE=cuda:0",
-            }
-            answer, _ = worker.call(load, [])
+            load = {"op": "load", "id": handle, "path": str(saved), "device": "cuda:0"}
+            answer, _ = worker.call({**load, "device_source": "tagged gateway.device=cuda:0"}, [])
+            assert not answer["ok"] and "tagged gateway.device=cuda:0 asks for cuda:0, but" in str(answer), answer
+            answer, _ = worker.call({**load, "device": "auto", "device_source": "GATEWAY_DEVICE=auto"}, [])
             assert answer["ok"], answer
             assert answer["device"] == "cpu"
-            assert answer["device_reason"].startswith("GATEWAY_DEVICE=cuda:0, but torch")
+            assert answer["device_reason"] == "GATEWAY_DEVICE=auto: this host has no CUDA device"
             buffers: list[Any] = []
             answer, out = worker.call({"op": "predict", "id": handle, "data": wire.encode(ROWS, buffers)}, buffers)
             assert answer["ok"], answer
@@ -204,17 +238,25 @@ def tagged(torch_registry: Registry) -> Iterator[Callable[[str], tuple[str, int]
 
 @pytest.mark.anyio
 @without_cuda
-async def test_a_version_tagged_for_a_gpu_serves_from_the_cpu_here_and_says_why(
+async def test_a_version_tagged_for_a_gpu_this_host_lacks_is_refused_and_auto_serves_from_the_cpu(
     torch_registry: Registry, tagged: Callable[[str], tuple[str, int]], make_settings: Callable[..., Any]
 ) -> None:
-    name, version = tagged("cuda:0")
+    """A tag that names a GPU is asked for by name: its load fails, saying why, rather than
+    serving slower than asked. The same network tagged ``auto`` serves from the CPU, and says so."""
+    refused, refused_version = tagged("cuda:0")
+    name, version = tagged("auto")
     async with running_gateway(make_settings(), torch_registry.tracking_uri) as gateway:
+        answer = await gateway.client.post(
+            f"/models/{refused}/versions/{refused_version}/predict", json={"inputs": ROWS.tolist()}
+        )
+        assert 500 <= answer.status_code < 600, answer.text
+        said = "tagged gateway.device=cuda:0 asks for cuda:0, but this host has no CUDA device"
+        assert said in answer.json()["message"]
         answer = await gateway.client.post(f"/models/{name}/versions/{version}/predict", json={"inputs": ROWS.tolist()})
         assert answer.status_code == 200, answer.text
         runtime = (await gateway.client.get(f"/models/{name}/versions/{version}")).json()["runtime"]
         assert runtime["device"] == "cpu"
-        assert runtime["device_reason"].startswith("tagged gateway.device=cuda:0, but torch")
-        assert "serving on the CPU" in runtime["device_reason"]
+        assert runtime["device_reason"] == "tagged gateway.device=auto: this host has no CUDA device"
         labels = {"model": name, "version": str(version), "runtime": "in_process", "environment": "", "device": "cpu"}
         assert gateway.services.metrics.registry.get_sample_value("gateway_version_runtime", labels) == 1
         reference = torch_registry.pyfunc(name, version)
