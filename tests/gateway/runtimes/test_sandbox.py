@@ -272,6 +272,13 @@ def test_required_refuses_to_start_where_a_layer_is_missing(
         sandbox_policy(settings_under(tmp_path, sandbox="required"))
     sandbox_policy(settings_under(tmp_path, sandbox="best-effort"))
     assert "without the filesystem layer of their sandbox" in caplog.text
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    monkeypatch.setenv("GATEWAY_SANDBOX", "required")
+    refused = CliRunner().invoke(main, ["serve", "--port", "1"])
+    assert refused.exit_code == 1 and "GATEWAY_SANDBOX=required" in refused.output, refused.output
 
 
 def test_env_pass_never_hands_over_the_gateways_own_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
