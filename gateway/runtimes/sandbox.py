@@ -270,7 +270,17 @@ class WorkerSandbox:
         if self.policy.mode == "required" and missing:
             raise SandboxUnavailable(missing)
         with self._lock:
+            first = not self.report
             self.report = report
+        if first:
+            filesystem = report.get("filesystem") or {}
+            log.info(
+                "sandbox of %s: reads %s; writes %s; missing: %s",
+                self.folder.name,
+                ", ".join(filesystem.get("read_only", [])) or "-",
+                ", ".join(filesystem.get("read_write", [])) or "-",
+                ", ".join(missing) or "nothing",
+            )
 
     def describe(self) -> dict[str, Any]:
         """What ``/models/<name>/versions/<v>`` shows: each layer, and what the host lacked."""
@@ -294,7 +304,8 @@ class WorkerSandbox:
                 "in its scratch folder" + (f", and GATEWAY_ENV_PASS: {', '.join(passed)}" if passed else ""),
                 "passed": passed,
             },
-            "filesystem": report.get("filesystem") or {"enforced": False, "why_not": "not started yet"},
+            # the paths it may read stay in the log (invariant 8: no path of the host leaves the process)
+            "filesystem": _without_paths(report.get("filesystem")) or {"enforced": False, "why_not": "not started yet"},
             "network": network,
             "limits": limits,
             "capabilities": report.get("capabilities") or {"enforced": False, "why_not": "not started yet"},
@@ -348,6 +359,10 @@ def sweep(root: Path) -> list[Path]:
         except PermissionError:  # another user's live process
             continue
     return removed
+
+
+def _without_paths(layer: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {k: v for k, v in layer.items() if k not in ("read_only", "read_write")} if layer else None
 
 
 def _layers(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -196,6 +196,7 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["mode"] == "best-effort"
     assert box["environment"]["passed"] == [PASSED]
     assert box["filesystem"]["enforced"] and box["filesystem"]["how"].startswith("Landlock ABI")
+    assert "read_only" not in box["filesystem"]  # the host's paths stay in the log (invariant 8)
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
