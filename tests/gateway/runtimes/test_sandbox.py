@@ -300,3 +300,28 @@ def test_the_folders_of_a_killed_gateway_are_swept_and_a_live_ones_kept(tmp_path
         (folder / "scratch").mkdir(parents=True)
     assert gateway_sandbox.sweep(tmp_path) == [dead]
     assert alive.exists() and not dead.exists()
+
+
+def test_a_worker_that_could_not_apply_a_layer_is_refused_under_required(tmp_path: Path) -> None:
+    hello = {
+        "sandbox": {
+            "limits": {"open_files": {"enforced": True, "how": "RLIMIT_NOFILE 1024"}},
+            "network": {"enforced": True, "how": "a user and network namespace of its own"},
+            "filesystem": {"enforced": False, "why_not": "landlock_restrict_self failed (Operation not permitted)"},
+            "capabilities": {"enforced": True, "how": "none"},
+            "syscalls": {"enforced": True, "how": "seccomp"},
+        }
+    }
+    hello["sandbox"]["limits"]["memory"] = {"enforced": True, "how": "RLIMIT_AS"}
+    no_network = gateway_sandbox.NetworkChoice(False, "no network (the default)")
+    for mode in ("required", "best-effort"):
+        policy = gateway_sandbox.SandboxPolicy(mode=mode, root=tmp_path, memory_bytes=2**30)  # type: ignore[arg-type]
+        box = gateway_sandbox.WorkerSandbox(policy, no_network, label=mode, watchdog=gateway_sandbox.CpuWatchdog(0))
+        if mode == "required":
+            with pytest.raises(SandboxUnavailable, match="filesystem: landlock_restrict_self failed"):
+                box.accept(hello)
+        else:
+            box.accept(hello)
+            described = box.describe()
+            assert set(described["missing"]) == {"filesystem", "limits.cpu_per_call"}
+        box.close()

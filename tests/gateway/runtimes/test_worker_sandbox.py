@@ -96,3 +96,32 @@ def test_with_a_user_namespace_the_worker_is_in_a_network_of_its_own(tmp_path: P
     assert out["report"]["network"]["how"].startswith("a user and network namespace of its own")
     assert out["seen"]["connect"] in ("PermissionError", "ConnectionRefusedError", "OSError")
     assert out["report"]["capabilities"]["enforced"]
+
+
+def test_processes_allowed_by_the_setting_are_bounded_by_rlimit_nproc_except_for_root(tmp_path: Path) -> None:
+    import os
+
+    script = (
+        "import json, os, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import sandbox\n"
+        "report = sandbox.apply(json.loads(sys.argv[2]))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(json.dumps(report))\n"
+    )
+    policy = {"network": "deny", "scratch": str(tmp_path), "max_open_files": 0, "max_processes": 64}
+    done = subprocess.run(
+        [sys.executable, "-E", "-s", "-c", script, str(WORKER), json.dumps(policy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr  # a fork is allowed: seccomp leaves processes alone
+    report = json.loads(done.stdout)
+    assert "processes" not in report["syscalls"]
+    assert report["limits"]["processes"]["enforced"] is (os.geteuid() != 0)
+    assert report["limits"]["open_files"] == {"enforced": False, "why_not": "GATEWAY_SANDBOX_MAX_OPEN_FILES=0"}
