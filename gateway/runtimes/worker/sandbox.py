@@ -99,6 +99,8 @@ _CLONE, _CLONE3, _SOCKET = 56, 435, 41
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 where it has none (or it is disabled)."""
+    if not sys.platform.startswith("linux"):
+        return 0
     abi = _libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
     return max(int(abi), 0)
 
@@ -129,6 +131,10 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
     """
     report: dict[str, Any] = {}
     report["limits"] = _limits(policy)
+    if not sys.platform.startswith("linux"):  # Landlock, namespaces and seccomp are Linux's
+        why = f"not Linux ({sys.platform})"
+        report.update({name: _missing(why) for name in ("network", "filesystem", "capabilities", "syscalls")})
+        return report
     net_via_namespace = False
     if policy.get("network") == "deny":
         report["network"], net_via_namespace = _network_namespace()
