@@ -25,7 +25,13 @@ log = logging.getLogger("gateway.cli")
 
 # MLflow's HTTP client retries for minutes by default; a gateway would rather answer
 # 503 quickly and serve what it already has. Users can still set these themselves.
-_MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# MLflow's client as a server's: short retries and timeouts, and no download progress bars
+# (tqdm's, drawn on stderr: not a log line, and not JSON under GATEWAY_LOG_FORMAT=json).
+_MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def _load_settings() -> GatewaySettings:
