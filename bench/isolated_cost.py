@@ -1,8 +1,9 @@
 """What serving a version in an isolated worker costs (issue 24): ``--only isolated``.
 
-Two gateways on the bench registry, each pinned like the other sections: one serving iris v1
-in process (its requirements fit), one with ``GATEWAY_ENV_ISOLATE=always`` serving the same
-files from a worker on an environment built with uv. Their points alternate over
+Three gateways on the bench registry, each pinned like the other sections: one serving iris v1
+in process (its requirements fit), one with ``GATEWAY_ENV_ISOLATE=always`` and
+``GATEWAY_SANDBOX=off`` serving the same files from a worker on an environment built with uv,
+and one with the sandbox on (issue 43: the default, every layer this host has). Their points alternate over
 ``ROUNDS`` rounds at 1 and 32 connections; each ratio is the median of the per-round ratios.
 Beside them: an environment build from a warm uv cache (a fresh environment directory, the
 cache of an earlier build), whether a second version with the same requirements added a build
@@ -18,22 +19,26 @@ from typing import Any
 
 ROUNDS = 3
 CONNECTIONS = (1, 32)
-IN_PROCESS, ISOLATED = "in process", "isolated worker"
+IN_PROCESS, ISOLATED, SANDBOXED = "in process", "isolated worker", "isolated + sandbox"
+SERVERS = (IN_PROCESS, ISOLATED, SANDBOXED)
 THROUGHPUT_TARGET = 0.6  # isolated c32 req/s at least this share of in-process
 P50_OVERHEAD_MS = 0.3  # isolated c1 p50 at most this above in-process
 BUILD_SECONDS = 10.0  # a scikit-learn environment from a warm uv cache
+SANDBOX_P50_OVERHEAD_MS = 0.1  # sandboxed c1 p50 at most this above the unsandboxed worker's
 
 
 def _points(data: dict[str, Any], server: str, connections: int) -> list[dict[str, Any]]:
     return [r for r in data["rows"] if r["server"] == server and r["connections"] == connections]
 
 
-def ratios(data: dict[str, Any], connections: int, key: str) -> list[float]:
-    """Per round: isolated's ``key`` over in-process's (req/s), or minus (p50 ms)."""
+def ratios(
+    data: dict[str, Any], connections: int, key: str, server: str = ISOLATED, base: str = IN_PROCESS
+) -> list[float]:
+    """Per round: ``server``'s ``key`` over ``base``'s (req/s), or minus (p50 ms)."""
     out = []
     for index in range(ROUNDS):
-        mine = [r for r in _points(data, ISOLATED, connections) if r["round"] == index]
-        theirs = [r for r in _points(data, IN_PROCESS, connections) if r["round"] == index]
+        mine = [r for r in _points(data, server, connections) if r["round"] == index]
+        theirs = [r for r in _points(data, base, connections) if r["round"] == index]
         if mine and theirs and mine[0]["requests"] and theirs[0]["requests"]:
             if key == "req_s":
                 out.append(mine[0]["req_s"] / theirs[0]["req_s"])
@@ -59,6 +64,13 @@ def targets(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
         median = statistics.median(overhead)
         out.append((name, f"+{median:.3f} ms", median <= P50_OVERHEAD_MS))
     else:
+        out.append((name, "not measured", False))
+    boxed = ratios(data, 1, "p50_ms", SANDBOXED, ISOLATED)
+    name = f"sandbox: c1 p50 overhead over the unsandboxed worker <= {SANDBOX_P50_OVERHEAD_MS} ms (median of rounds)"
+    if boxed:
+        median = statistics.median(boxed)
+        out.append((name, f"{median:+.3f} ms", median <= SANDBOX_P50_OVERHEAD_MS))
+    elif _points(data, SANDBOXED, 1):
         out.append((name, "not measured", False))
     build = data.get("warm_build_seconds")
     out.append(
@@ -102,21 +114,21 @@ def render(data: dict[str, Any] | None) -> list[str]:
     )
     lines += [
         "",
-        "| connections | in process req/s | isolated req/s | ratio | in process p50 | isolated p50 |",
-        "|--:|--:|--:|--:|--:|--:|",
+        "| connections | server | req/s | ratio to in process | p50 | p99 |",
+        "|--:|:--|--:|--:|--:|--:|",
     ]
     for connections in CONNECTIONS:
-        here = _points(data, IN_PROCESS, connections)
-        there = _points(data, ISOLATED, connections)
-        if not here or not there:
-            continue
-        rate = ratios(data, connections, "req_s")
-        lines.append(
-            f"| {connections} | {statistics.median(r['req_s'] for r in here):.0f} | "
-            f"{statistics.median(r['req_s'] for r in there):.0f} | "
-            f"{statistics.median(rate):.2f}× | {statistics.median(r['p50_ms'] for r in here):.2f} ms | "
-            f"{statistics.median(r['p50_ms'] for r in there):.2f} ms |"
-        )
+        for server in SERVERS:
+            points = _points(data, server, connections)
+            if not points:
+                continue
+            rate = ratios(data, connections, "req_s", server) if server != IN_PROCESS else [1.0]
+            lines.append(
+                f"| {connections} | {server} | {statistics.median(r['req_s'] for r in points):.0f} | "
+                f"{statistics.median(rate) if rate else float('nan'):.2f}× | "
+                f"{statistics.median(r['p50_ms'] for r in points):.2f} ms | "
+                f"{statistics.median(r['p99_ms'] for r in points):.2f} ms |"
+            )
     lines.append("")
     for name, value, ok in targets(data):
         mark = "" if ok is None else (" ✅" if ok else " ❌")

@@ -1141,16 +1141,27 @@ def isolated_section(run: Run, tracking_uri: str, bodies: dict[str, Path]) -> No
     body = bodies["iris"]
     env = {"GATEWAY_ENV_DIR": str(envs), "UV_CACHE_DIR": os.environ["UV_CACHE_DIR"], "GATEWAY_WARM_ALIASES": ""}
     here = gateway(tracking_uri, "isolated-baseline", cpus=run.server_cpus, env=env)
-    there = gateway(tracking_uri, "isolated", cpus=run.server_cpus, env={**env, "GATEWAY_ENV_ISOLATE": "always"})
-    with here, there:
+    isolate = {**env, "GATEWAY_ENV_ISOLATE": "always"}
+    there = gateway(tracking_uri, "isolated", cpus=run.server_cpus, env={**isolate, "GATEWAY_SANDBOX": "off"})
+    boxed = gateway(tracking_uri, "sandboxed", cpus=run.server_cpus, env={**isolate, "GATEWAY_SANDBOX": "best-effort"})
+    with here, there, boxed:
         before = _own_rss_mb(there)
-        for server in (here, there):
+        for server in (here, there, boxed):
             post(server.url + server.predict_path, body.read_bytes())
         if _runtime(there, 1).get("runtime") != "isolated" or _runtime(here, 1).get("runtime") != "in_process":
-            raise RuntimeError("the two gateways do not serve iris v1 where the section means to")
+            raise RuntimeError("the gateways do not serve iris v1 where the section means to")
+        sandbox = _runtime(boxed, 1).get("sandbox")
+        if not isinstance(sandbox, dict) or _runtime(there, 1).get("sandbox") is not None:
+            raise RuntimeError("the sandboxed gateway's worker is not sandboxed, or the other's is")
+        data["sandbox_missing"] = sandbox.get("missing")
+        servers = (
+            (isolated_cost.IN_PROCESS, here),
+            (isolated_cost.ISOLATED, there),
+            (isolated_cost.SANDBOXED, boxed),
+        )
         for index in range(isolated_cost.ROUNDS):
             for connections in isolated_cost.CONNECTIONS:
-                for label, server in ((isolated_cost.IN_PROCESS, here), (isolated_cost.ISOLATED, there)):
+                for label, server in servers:
                     result = measure(run, server, body, connections)
                     entry = {"server": label, "connections": connections, "round": index, **result.as_dict()}
                     data["rows"].append(entry)  # type: ignore[attr-defined]

@@ -115,6 +115,14 @@ def serve(
             devices.require(settings.device, f"GATEWAY_DEVICE={settings.device}")
         except devices.DeviceUnavailable as exc:
             raise click.ClickException(str(exc)) from None
+    if settings.role != "sync" and settings.sandbox == "required":
+        from gateway.process import sandbox_policy
+        from gateway.runtimes.sandbox import SandboxUnavailable
+
+        try:
+            sandbox_policy(settings)  # a host that lacks a layer of isolated workers' sandbox
+        except SandboxUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
     if settings.auth == "off" and not is_loopback(host) and not insecure:
         raise click.ClickException(
             f"refusing to serve on {host} with GATEWAY_AUTH=off: anyone who can reach the port could call "

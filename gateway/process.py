@@ -675,7 +675,7 @@ def sandbox_policy(settings: GatewaySettings) -> SandboxPolicy:
         max_open_files=settings.sandbox_max_open_files,
         max_processes=settings.sandbox_max_processes,
     )
-    if settings.env_manager == "uv":
+    if settings.env_manager == "uv" and settings.role != "sync":  # a sync process loads no model
         check_host(policy)
     return policy
 

@@ -35,7 +35,7 @@ from mlflow.protos import databricks_pb2
 from gateway.errors import WorkersExhausted, WorkerUnavailable
 from gateway.runtimes.base import DeviceRequest, Loaded
 from gateway.runtimes.environments import Environment, EnvironmentStore
-from gateway.runtimes.sandbox import CpuWatchdog, NetworkChoice, SandboxPolicy, WorkerSandbox
+from gateway.runtimes.sandbox import CpuWatchdog, NetworkChoice, SandboxPolicy, WorkerSandbox, sweep
 from gateway.runtimes.worker import wire
 from gateway.runtimes.workers import WorkerLost, WorkerProcess
 from registry_sync.identity import VersionId
@@ -360,6 +360,8 @@ class IsolatedRuntime:
         self.store = store
         self.sandbox = sandbox or SandboxPolicy(mode="off")
         self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds)
+        if self.sandbox.on and self.sandbox.root is not None:
+            sweep(self.sandbox.root)
         self.max_workers = max_workers
         self.processes = processes  # per environment
         self._groups: dict[str, WorkerGroup] = {}

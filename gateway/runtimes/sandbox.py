@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
 import os
@@ -214,7 +215,7 @@ class WorkerSandbox:
         self.network = network
         self.watchdog = watchdog
         root = policy.root or Path(tempfile.gettempdir()) / "registry-gateway-sandboxes"
-        self.folder = root / f"{label}-{uuid.uuid4().hex[:8]}"
+        self.folder = root / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid: see sweep
         self.view = self.folder / "models"
         self.scratch = self.folder / "scratch"
         self.view.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,17 @@ class WorkerSandbox:
         if self.policy.mode == "required" and missing:
             raise SandboxUnavailable(missing)
         with self._lock:
+            first = not self.report
             self.report = report
+        if first:
+            filesystem = report.get("filesystem") or {}
+            log.info(
+                "sandbox of %s: reads %s; writes %s; missing: %s",
+                self.folder.name,
+                ", ".join(filesystem.get("read_only", [])) or "-",
+                ", ".join(filesystem.get("read_write", [])) or "-",
+                ", ".join(missing) or "nothing",
+            )
 
     def describe(self) -> dict[str, Any]:
         """What ``/models/<name>/versions/<v>`` shows: each layer, and what the host lacked."""
@@ -293,7 +304,8 @@ class WorkerSandbox:
                 "in its scratch folder" + (f", and GATEWAY_ENV_PASS: {', '.join(passed)}" if passed else ""),
                 "passed": passed,
             },
-            "filesystem": report.get("filesystem") or {"enforced": False, "why_not": "not started yet"},
+            # the paths it may read stay in the log (invariant 8: no path of the host leaves the process)
+            "filesystem": _without_paths(report.get("filesystem")) or {"enforced": False, "why_not": "not started yet"},
             "network": network,
             "limits": limits,
             "capabilities": report.get("capabilities") or {"enforced": False, "why_not": "not started yet"},
@@ -331,6 +343,28 @@ class WorkerSandbox:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def sweep(root: Path) -> list[Path]:
+    """Remove the folders a gateway left behind when it was killed (named after its pid, which
+    is gone); those of live gateways sharing the artifact cache stay."""
+    removed = []
+    for folder in root.glob("*-*-*") if root.is_dir() else []:
+        try:
+            pid = int(folder.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # another user's live process
+            continue
+    return removed
+
+
+def _without_paths(layer: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {k: v for k, v in layer.items() if k not in ("read_only", "read_write")} if layer else None
+
+
 def _layers(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name in ("filesystem", "network", "capabilities", "syscalls"):
         if isinstance(report.get(name), dict):
@@ -352,12 +386,15 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 class CpuWatchdog:
     """Kills a worker whose current call used more than ``seconds`` of CPU time (all its threads),
-    read from ``/proc/<pid>/stat`` by a thread of the gateway's own."""
+    read from ``/proc/<pid>/stat`` by a thread of the gateway's own every ``interval``: a call
+    is counted from the first time the watchdog sees it, so it may use up to one interval more."""
 
     def __init__(self, seconds: float, *, interval: float = 0.25) -> None:
         self.seconds = seconds
         self._interval = interval
-        self._calls: dict[int, tuple[WorkerProcess, float]] = {}  # pid -> (process, CPU at the call's start)
+        # pid -> (process, its CPU time when the watchdog first saw the call: up to one interval late)
+        self._calls: dict[int, tuple[WorkerProcess, float | None, int]] = {}  # ... and which call
+        self._count = itertools.count()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -368,9 +405,8 @@ class CpuWatchdog:
         if self.seconds <= 0 or pid is None:
             yield
             return
-        start = self.cpu_seconds(pid)
-        with self._lock:
-            self._calls[pid] = (process, start if start is not None else 0.0)
+        with self._lock:  # the CPU at its start is read by the watchdog when it first sees the call:
+            self._calls[pid] = (process, None, next(self._count))  # a short call costs no read of /proc
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="worker-cpu-watchdog", daemon=True)
                 self._thread.start()
@@ -393,9 +429,17 @@ class CpuWatchdog:
             time.sleep(self._interval)
             with self._lock:
                 calls = list(self._calls.items())
-            for pid, (process, start) in calls:
+            for pid, (process, start, call) in calls:
                 used = self.cpu_seconds(pid)
-                if used is not None and used - start > self.seconds:
+                if used is None:
+                    continue
+                with self._lock:
+                    if self._calls.get(pid, (None, None, -1))[2] != call:
+                        continue  # that call is over (another may have begun)
+                    if start is None:
+                        self._calls[pid] = (process, used, call)
+                        continue
+                if used - start > self.seconds:
                     log.error(
                         "worker %s (pid %s) used %.1f s of CPU in one call, past "
                         "GATEWAY_SANDBOX_CPU_SECONDS=%g: killed",

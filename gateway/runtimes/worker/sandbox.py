@@ -21,8 +21,9 @@ holding nothing of any model, applies the layers the kernel offers, in this orde
    what keeps ``/proc/<gateway>/environ`` and ``/proc/<gateway>/mem`` closed.
 4. **system calls** (seccomp, x86-64): ``ptrace``, ``mount``, ``bpf``, ``unshare``, module
    and key management, ``io_uring``... fail with ``EPERM``; with no processes allowed, so do
-   ``fork``, a ``clone`` that is not a thread, and ``execve``; with no network, creating a
-   Unix socket (a path such as PostgreSQL's is not a network namespace's to hide).
+   ``fork``, a ``clone`` that is not a thread, and ``execve``; with no network, creating any
+   socket (a Unix socket's path, such as PostgreSQL's, is not a network namespace's to hide,
+   and Landlock's rules, where they stand in for the namespace, cover TCP only).
 
 Each layer reports ``{"enforced": bool, "how" or "why_not": str}``; a missing one is the
 gateway's to accept (``best-effort``) or refuse (``required``).
@@ -80,7 +81,6 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 _EPERM, _ENOSYS = 1, 38
 _CLONE_THREAD = 0x00010000
-_AF_UNIX = 1
 _DENIED = {  # name -> x86-64 number: what no model needs, and what a model breaking out would
     "ptrace": 101, "syslog": 103, "acct": 163, "settimeofday": 164, "mount": 165, "umount2": 166,
     "swapon": 167, "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173, "init_module": 175,
@@ -99,6 +99,8 @@ _CLONE, _CLONE3, _SOCKET = 56, 435, 41
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 where it has none (or it is disabled)."""
+    if not sys.platform.startswith("linux"):
+        return 0
     abi = _libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
     return max(int(abi), 0)
 
@@ -129,6 +131,10 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
     """
     report: dict[str, Any] = {}
     report["limits"] = _limits(policy)
+    if not sys.platform.startswith("linux"):  # Landlock, namespaces and seccomp are Linux's
+        why = f"not Linux ({sys.platform})"
+        report.update({name: _missing(why) for name in ("network", "filesystem", "capabilities", "syscalls")})
+        return report
     net_via_namespace = False
     if policy.get("network") == "deny":
         report["network"], net_via_namespace = _network_namespace()
@@ -144,7 +150,7 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
             report["network"] = _enforced(
                 "Landlock denies every TCP connect and bind (no network namespace: "
                 + report["network"]["why_not"]
-                + "); UDP is not covered"
+                + "); UDP is left to the seccomp layer, which refuses new sockets"
             )
     report["capabilities"] = _drop_capabilities()
     report["syscalls"] = _seccomp(policy)
@@ -306,8 +312,8 @@ def _seccomp(policy: dict[str, Any]) -> dict[str, Any]:
     if platform.machine() != "x86_64":
         return _missing(f"the seccomp filter knows only x86-64's system calls, not {platform.machine()}'s")
     no_processes = int(policy.get("max_processes") or 0) == 0
-    no_unix = policy.get("network") == "deny"
-    program = _filter(no_processes=no_processes, no_unix=no_unix)
+    no_sockets = policy.get("network") == "deny"
+    program = _filter(no_processes=no_processes, no_sockets=no_sockets)
     blob = b"".join(struct.pack("HBBI", *insn) for insn in program)
     buf = ctypes.create_string_buffer(blob, len(blob))
 
@@ -318,8 +324,8 @@ def _seccomp(policy: dict[str, Any]) -> dict[str, Any]:
     if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         return _missing(f"seccomp refused the filter ({os.strerror(ctypes.get_errno())})")
     denied = sorted(_DENIED) + (sorted(_PROCESSES) + ["clone (but threads)", "clone3"] if no_processes else [])
-    if no_unix:
-        denied.append("socket(AF_UNIX)")
+    if no_sockets:
+        denied.append("socket (any family: UDP, Unix, netlink too)")
     how = "seccomp: " + ", ".join(denied) + " fail with EPERM"
     report = _enforced(how, denied=denied)
     if no_processes:
@@ -327,7 +333,7 @@ def _seccomp(policy: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _filter(*, no_processes: bool, no_unix: bool) -> list[tuple[int, int, int, int]]:
+def _filter(*, no_processes: bool, no_sockets: bool) -> list[tuple[int, int, int, int]]:
     """A classic BPF program: (code, jt, jf, k) per instruction, jumps relative."""
     ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
     errno = _RET_ERRNO | _EPERM
@@ -351,12 +357,7 @@ def _filter(*, no_processes: bool, no_unix: bool) -> list[tuple[int, int, int, i
             (ret_k, 0, 0, errno),
             (ld_w_abs, 0, 0, 0),  # back to nr for what follows (a thread's clone lands here too)
         ]
-    if no_unix:
-        out += [
-            (jeq_k, 0, 3, _SOCKET),
-            (ld_w_abs, 0, 0, 16),  # domain
-            (jeq_k, 0, 1, _AF_UNIX),
-            (ret_k, 0, 0, errno),
-        ]
+    if no_sockets:  # its socket to the gateway is inherited; socketpair() reaches no one
+        out += [(jeq_k, 0, 1, _SOCKET), (ret_k, 0, 0, errno)]
     out.append((ret_k, 0, 0, _RET_ALLOW))
     return out

@@ -8,6 +8,7 @@ escape must succeed: that is what makes a denial here the sandbox's doing.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -195,6 +196,7 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["mode"] == "best-effort"
     assert box["environment"]["passed"] == [PASSED]
     assert box["filesystem"]["enforced"] and box["filesystem"]["how"].startswith("Landlock ABI")
+    assert "read_only" not in box["filesystem"]  # the host's paths stay in the log (invariant 8)
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
@@ -271,6 +273,13 @@ def test_required_refuses_to_start_where_a_layer_is_missing(
         sandbox_policy(settings_under(tmp_path, sandbox="required"))
     sandbox_policy(settings_under(tmp_path, sandbox="best-effort"))
     assert "without the filesystem layer of their sandbox" in caplog.text
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    monkeypatch.setenv("GATEWAY_SANDBOX", "required")
+    refused = CliRunner().invoke(main, ["serve", "--port", "1"])
+    assert refused.exit_code == 1 and "GATEWAY_SANDBOX=required" in refused.output, refused.output
 
 
 def test_env_pass_never_hands_over_the_gateways_own_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,3 +288,40 @@ def test_env_pass_never_hands_over_the_gateways_own_credentials(monkeypatch: pyt
         load_settings()
     monkeypatch.setenv("GATEWAY_ENV_PASS", "MODEL_SERVICE_KEY")
     assert load_settings().env_pass == ["MODEL_SERVICE_KEY"]
+
+
+def test_the_folders_of_a_killed_gateway_are_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = tmp_path / f"abc-{int(gone.stdout)}-0001", tmp_path / f"abc-{os.getpid()}-0002"
+    for folder in (dead, alive):
+        (folder / "scratch").mkdir(parents=True)
+    assert gateway_sandbox.sweep(tmp_path) == [dead]
+    assert alive.exists() and not dead.exists()
+
+
+def test_a_worker_that_could_not_apply_a_layer_is_refused_under_required(tmp_path: Path) -> None:
+    hello = {
+        "sandbox": {
+            "limits": {"open_files": {"enforced": True, "how": "RLIMIT_NOFILE 1024"}},
+            "network": {"enforced": True, "how": "a user and network namespace of its own"},
+            "filesystem": {"enforced": False, "why_not": "landlock_restrict_self failed (Operation not permitted)"},
+            "capabilities": {"enforced": True, "how": "none"},
+            "syscalls": {"enforced": True, "how": "seccomp"},
+        }
+    }
+    hello["sandbox"]["limits"]["memory"] = {"enforced": True, "how": "RLIMIT_AS"}
+    no_network = gateway_sandbox.NetworkChoice(False, "no network (the default)")
+    for mode in ("required", "best-effort"):
+        policy = gateway_sandbox.SandboxPolicy(mode=mode, root=tmp_path, memory_bytes=2**30)  # type: ignore[arg-type]
+        box = gateway_sandbox.WorkerSandbox(policy, no_network, label=mode, watchdog=gateway_sandbox.CpuWatchdog(0))
+        if mode == "required":
+            with pytest.raises(SandboxUnavailable, match="filesystem: landlock_restrict_self failed"):
+                box.accept(hello)
+        else:
+            box.accept(hello)
+            described = box.describe()
+            assert set(described["missing"]) == {"filesystem", "limits.cpu_per_call"}
+        box.close()
