@@ -1,0 +1,218 @@
+"""Streams (issue 44): ``python bench/streams.py [--streams 500]``.
+
+Two measures on one `registry-gateway serve` process serving a ResponsesAgent logged from code
+(tests/support/agents: it streams a message back, a chunk a word):
+
+1. **Time to first event at one stream**: the time from sending a streaming request (a new
+   connection each, as a chat client opens one) to its first ``data:`` event, through the
+   gateway, against calling the same model's ``predict_stream`` in process (MLflow's pyfunc,
+   loaded here) to its first chunk; medians of ``ROUNDS`` sequential calls each, alternated.
+2. **Concurrent streams**: ``--streams`` streams opened at once (each its own connection), each
+   of ``WORDS`` chunks ``DELAY`` s apart; how many ended with ``data: [DONE]`` (none dropped is
+   all of them), how long the slowest took, and the gateway's RSS before, at its peak while
+   they ran (sampled every 50 ms), and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import free_port, gateway_server  # noqa: E402
+
+ROUNDS = 200
+WORDS = 20
+DELAY = 0.02  # seconds between two chunks: a model generating 50 tokens a second
+ASK = [{"role": "user", "content": "the quick brown fox jumps over the lazy dog"}]
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def first_event_through_gateway(client: httpx.Client) -> float:
+    """Seconds from sending a streaming request to reading its first event, on ``client``'s
+    kept-alive connection (a new httpx client costs ~20 ms of its own: its SSL context)."""
+    body = {"input": ASK, "stream": True}
+    began = time.perf_counter()
+    with client.stream("POST", "/models/agent/invocations", json=body) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if line.startswith("data: "):
+                elapsed = time.perf_counter() - began
+                for _ in lines:  # the rest, so the connection is kept
+                    pass
+                return elapsed
+    raise RuntimeError("no event")
+
+
+def _first_event_mean_ms(client: httpx.Client) -> float:
+    """The gateway's own gateway_stream_first_event_seconds (lease to first chunk), its mean."""
+    total = count = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("gateway_stream_first_event_seconds_sum{"):
+            total = float(line.split()[-1])
+        elif line.startswith("gateway_stream_first_event_seconds_count{"):
+            count = float(line.split()[-1])
+    return total / count * 1000 if count else float("nan")
+
+
+def whole_answer_through_gateway(client: httpx.Client) -> float:
+    """The same body answered whole (no stream), for reference."""
+    began = time.perf_counter()
+    response = client.post("/models/agent/invocations", json={"input": ASK})
+    response.raise_for_status()
+    return time.perf_counter() - began
+
+
+def first_chunk_in_process(model: Any) -> float:
+    began = time.perf_counter()
+    stream = model.predict_stream({"input": ASK})
+    next(iter(stream))
+    elapsed = time.perf_counter() - began
+    stream.close()
+    return elapsed
+
+
+async def _one_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, float]:
+    began = time.perf_counter()
+    try:
+        async with client.stream("POST", "/models/agent/invocations", json=body) as response:
+            last = ""
+            async for line in response.aiter_lines():
+                if line:
+                    last = line
+            return last == "data: [DONE]" and response.status_code == 200, time.perf_counter() - began
+    except httpx.HTTPError:
+        return False, time.perf_counter() - began
+
+
+async def concurrent(url: str, streams: int, pid: int) -> dict[str, Any]:
+    body = {"input": ASK, "custom_inputs": {"repeat": WORDS // 9 + 1, "delay": DELAY}, "stream": True}
+    peak = _rss_mb(pid)
+    sampling = True
+
+    def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, _rss_mb(pid))
+            time.sleep(0.05)
+
+    before = _rss_mb(pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        outcomes = await asyncio.gather(*(_one_stream(client, body) for _ in range(streams)))
+    wall = time.perf_counter() - began
+    sampling = False
+    sampler.join()
+    return {
+        "streams": streams,
+        "completed": sum(ok for ok, _ in outcomes),
+        "slowest_s": max(seconds for _, seconds in outcomes),
+        "wall_s": wall,
+        "rss_before_mb": before,
+        "rss_peak_mb": peak,
+        "rss_after_mb": _rss_mb(pid),
+        "chunks_each": len(("the quick brown fox jumps over the lazy dog".split()) * (WORDS // 9 + 1)) + 1,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument(
+        "--mlflow-traces",
+        action="store_true",
+        help="leave MLflow's own tracing of the agent on (it logs a trace per call to the tracking store)",
+    )
+    args = parser.parse_args()
+    if not args.mlflow_traces:  # here and in the gateway it starts (its environment is this one's)
+        os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = "0"
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    from gateway.demo import using_registry
+    from tests.support import agents
+    from tests.support.mlflow_db import new_mlflow_db
+
+    tracking_uri = new_mlflow_db(work / "mlflow.db")
+    with using_registry(tracking_uri, work / "artifacts"):
+        agents.log_model_from_code("agent", agents.RESPONSES_AGENT)
+    import mlflow.pyfunc
+
+    with using_registry(tracking_uri, work / "artifacts"):
+        model = mlflow.pyfunc.load_model("models:/agent/1")
+    port = free_port()
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "GATEWAY_DATABASE_URL": f"sqlite:///{work / 'state.db'}",
+        "GATEWAY_ARTIFACT_CACHE_DIR": str(work / "artifacts-cache"),
+        "GATEWAY_ACCESS_LOG": "false",
+        "GATEWAY_POLL_INTERVAL_SECONDS": "3600",
+        "GATEWAY_MAX_STREAMS": str(max(args.streams, 1000)),
+        "GATEWAY_STREAM_THREADS": "64",
+        "PYTHONPATH": str(ROOT),
+    }
+    venv_bin = Path(sys.executable).parent
+    server = gateway_server(
+        "streams", venv_bin, port=port, predict_path="/models/agent/invocations", log=work / "gateway.log", env=env
+    )
+    server.start()
+    try:
+        assert server.process is not None
+        client = httpx.Client(base_url=server.url, timeout=30)
+        for _ in range(20):  # warm: the version loads, the connection's code paths run once
+            first_event_through_gateway(client)
+            whole_answer_through_gateway(client)
+            first_chunk_in_process(model)
+        gateway, in_process, whole = [], [], []
+        for _ in range(args.rounds):
+            gateway.append(first_event_through_gateway(client))
+            in_process.append(first_chunk_in_process(model))
+            whole.append(whole_answer_through_gateway(client))
+        inside = _first_event_mean_ms(client)
+        client.close()
+        first = {
+            "gateway_inside_mean_ms": inside,
+            "rounds": args.rounds,
+            "gateway_p50_ms": statistics.median(gateway) * 1000,
+            "in_process_p50_ms": statistics.median(in_process) * 1000,
+            "whole_answer_p50_ms": statistics.median(whole) * 1000,
+        }
+        first["overhead_p50_ms"] = first["gateway_p50_ms"] - first["in_process_p50_ms"]
+        many = asyncio.run(concurrent(server.url, args.streams, server.process.pid))
+    finally:
+        server.stop()
+    result = {
+        "first_event": first,
+        "concurrent": many,
+        "cpus": os.cpu_count(),
+        "mlflow_traces": args.mlflow_traces,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
