@@ -11,6 +11,11 @@ Two measures on one `registry-gateway serve` process serving a ResponsesAgent lo
    of ``WORDS`` chunks ``DELAY`` s apart; how many ended with ``data: [DONE]`` (none dropped is
    all of them), how long the slowest took, and the gateway's RSS before, at its peak while
    they ran (sampled every 50 ms), and after.
+3. **A slow reader**: one stream of 180,001 chunks whose reader takes the first event, then
+   reads nothing for 1 s (then 3 s) and goes away: how many chunks the model was asked for
+   meanwhile (the generator counts them when it is closed).
+4. **Disconnect to close**: a client closes its connection after the first event; the time until
+   the model's generator was closed (its ``finally`` ran), over 20 streams.
 """
 
 from __future__ import annotations
@@ -91,6 +96,40 @@ def first_chunk_in_process(model: Any) -> float:
     elapsed = time.perf_counter() - began
     stream.close()
     return elapsed
+
+
+def slow_reader(url: str, work: Path, pause: float = 3.0) -> dict[str, Any]:
+    """One stream of many chunks whose reader takes the first event, then reads nothing for
+    ``pause`` seconds and goes away: how many chunks the model was asked for meanwhile (the
+    generator says how many it yielded when it is closed), against how many it had."""
+    closed = work / f"slow-reader-closed-{pause:g}"
+    words = 9 * 20_000
+    body = {"input": ASK, "custom_inputs": {"repeat": 20_000, "closed_file": str(closed)}, "stream": True}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        with client.stream("POST", "/models/agent/invocations", json=body) as response:
+            next(response.iter_lines())
+            time.sleep(pause)
+    while not closed.exists():
+        time.sleep(0.01)
+    ended, yielded = closed.read_text().split()
+    return {"pause_s": pause, "chunks_in_stream": words + 1, "chunks_yielded": int(yielded), "ended": ended}
+
+
+def disconnect_to_close(url: str, work: Path, rounds: int = 20) -> dict[str, Any]:
+    """Seconds from a client closing its stream's connection to the model's generator being closed."""
+    seconds = []
+    for index in range(rounds):
+        closed = work / f"closed-{index}"
+        custom = {"repeat": 1000, "delay": 0.01, "closed_file": str(closed)}
+        body = {"input": ASK, "custom_inputs": custom, "stream": True}
+        with httpx.Client(base_url=url, timeout=60) as client:
+            with client.stream("POST", "/models/agent/invocations", json=body) as response:
+                next(response.iter_lines())
+            gone = time.perf_counter()
+        while not closed.exists():
+            time.sleep(0.001)
+        seconds.append(time.perf_counter() - gone)
+    return {"rounds": rounds, "p50_ms": statistics.median(seconds) * 1000, "max_ms": max(seconds) * 1000}
 
 
 async def _one_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, float]:
@@ -203,11 +242,15 @@ def main() -> None:
         }
         first["overhead_p50_ms"] = first["gateway_p50_ms"] - first["in_process_p50_ms"]
         many = asyncio.run(concurrent(server.url, args.streams, server.process.pid))
+        slow = [slow_reader(server.url, work, pause) for pause in (1.0, 3.0)]
+        closing = disconnect_to_close(server.url, work)
     finally:
         server.stop()
     result = {
         "first_event": first,
         "concurrent": many,
+        "slow_reader": slow,
+        "disconnect_to_close": closing,
         "cpus": os.cpu_count(),
         "mlflow_traces": args.mlflow_traces,
     }

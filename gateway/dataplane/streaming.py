@@ -172,7 +172,9 @@ class Stream:
         if self.first_at is None:
             self.first_at = time.perf_counter()
         self.events += 1
-        self._ask()  # the next one while this one is sent: at most one chunk ahead of the reader
+        # The next chunk is asked for by the next call, once this one is handed to the server:
+        # asked now, the model would compute it while the event loop sends this one, and take
+        # the GIL from it (a switch interval is 5 ms), delaying the first event most of all.
         return chunk
 
     def interrupt(self, error: BaseException) -> None:
@@ -196,6 +198,11 @@ class Stream:
             self._step = None
         self._lease.release()
         self._owner._ended(self)
+
+    @property
+    def idle_seconds(self) -> float | None:
+        """How long the stream may wait on its model, or on its reader (GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS)."""
+        return self._owner.idle_seconds
 
     @property
     def first_event_seconds(self) -> float | None:
