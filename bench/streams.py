@@ -81,6 +81,13 @@ def _first_event_mean_ms(client: httpx.Client) -> float:
     return total / count * 1000 if count else float("nan")
 
 
+def ping(client: httpx.Client) -> float:
+    """``GET /ping`` on the same connection: the floor of any answer (HTTP, the client, the app)."""
+    began = time.perf_counter()
+    client.get("/ping").raise_for_status()
+    return time.perf_counter() - began
+
+
 def whole_answer_through_gateway(client: httpx.Client) -> float:
     """The same body answered whole (no stream), for reference."""
     began = time.perf_counter()
@@ -226,11 +233,12 @@ def main() -> None:
             first_event_through_gateway(client)
             whole_answer_through_gateway(client)
             first_chunk_in_process(model)
-        gateway, in_process, whole = [], [], []
+        gateway, in_process, whole, floor = [], [], [], []
         for _ in range(args.rounds):
             gateway.append(first_event_through_gateway(client))
             in_process.append(first_chunk_in_process(model))
             whole.append(whole_answer_through_gateway(client))
+            floor.append(ping(client))
         inside = _first_event_mean_ms(client)
         client.close()
         first = {
@@ -239,6 +247,7 @@ def main() -> None:
             "gateway_p50_ms": statistics.median(gateway) * 1000,
             "in_process_p50_ms": statistics.median(in_process) * 1000,
             "whole_answer_p50_ms": statistics.median(whole) * 1000,
+            "ping_p50_ms": statistics.median(floor) * 1000,
         }
         first["overhead_p50_ms"] = first["gateway_p50_ms"] - first["in_process_p50_ms"]
         many = asyncio.run(concurrent(server.url, args.streams, server.process.pid))
