@@ -180,6 +180,9 @@ async def test_open_streams_get_an_end_event_when_the_process_stops(gateway: Gat
     assert len(sent) < 400
     await eventually(lambda: _read(closed), "the generator to be closed")
     assert closed.read_text().startswith("cancelled")
+    # the version's lease went back with the generator (never before: a step may still run)
+    (held,) = [k for k in gateway.services.cache.keys() if k.name == "agent"]
+    await until(lambda: gateway.services.cache.get(held).in_use == 0, "the lease back")  # type: ignore[union-attr]
     gateway.services.streams._ending = None  # this module's gateway goes on serving
 
 
