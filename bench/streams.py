@@ -81,6 +81,50 @@ def _first_event_mean_ms(client: httpx.Client) -> float:
     return total / count * 1000 if count else float("nan")
 
 
+class RawClient:
+    """One kept-alive HTTP/1.1 connection spoken by hand: the time to the first event without an
+    HTTP library's own cost in it (httpx spends about a millisecond a request here)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def _request(self, method: str, path: str, body: bytes = b"") -> bytes:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def _read_until(self, marker: bytes) -> None:
+        while marker not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("connection closed")
+            self.buffer += data
+
+    def first_event(self, body: bytes) -> float:
+        """Seconds to the first ``data:`` of a streamed answer; then reads it to its end."""
+        began = time.perf_counter()
+        self.sock.sendall(self._request("POST", "/models/agent/invocations", body))
+        self._read_until(b"data: ")
+        elapsed = time.perf_counter() - began
+        self._read_until(b"0\r\n\r\n")  # the chunked body's end
+        self.buffer = self.buffer[self.buffer.index(b"0\r\n\r\n") + 5 :]
+        return elapsed
+
+    def ping(self) -> float:
+        began = time.perf_counter()
+        self.sock.sendall(self._request("GET", "/ping"))
+        self._read_until(b"\r\n\r\n\n")  # /ping answers a newline, with a content-length
+        elapsed = time.perf_counter() - began
+        self.buffer = self.buffer[self.buffer.index(b"\r\n\r\n\n") + 5 :]
+        return elapsed
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def ping(client: httpx.Client) -> float:
     """``GET /ping`` on the same connection: the floor of any answer (HTTP, the client, the app)."""
     began = time.perf_counter()
@@ -239,6 +283,16 @@ def main() -> None:
             in_process.append(first_chunk_in_process(model))
             whole.append(whole_answer_through_gateway(client))
             floor.append(ping(client))
+        raw = RawClient(server.port)
+        streamed = json.dumps({"input": ASK, "stream": True}).encode()
+        for _ in range(20):
+            raw.first_event(streamed)
+            raw.ping()
+        raw_first, raw_ping = [], []
+        for _ in range(args.rounds):
+            raw_first.append(raw.first_event(streamed))
+            raw_ping.append(raw.ping())
+        raw.close()
         inside = _first_event_mean_ms(client)
         client.close()
         first = {
@@ -248,8 +302,11 @@ def main() -> None:
             "in_process_p50_ms": statistics.median(in_process) * 1000,
             "whole_answer_p50_ms": statistics.median(whole) * 1000,
             "ping_p50_ms": statistics.median(floor) * 1000,
+            "raw_socket_gateway_p50_ms": statistics.median(raw_first) * 1000,
+            "raw_socket_ping_p50_ms": statistics.median(raw_ping) * 1000,
         }
         first["overhead_p50_ms"] = first["gateway_p50_ms"] - first["in_process_p50_ms"]
+        first["raw_socket_overhead_p50_ms"] = first["raw_socket_gateway_p50_ms"] - first["in_process_p50_ms"]
         many = asyncio.run(concurrent(server.url, args.streams, server.process.pid))
         slow = [slow_reader(server.url, work, pause) for pause in (1.0, 3.0)]
         closing = disconnect_to_close(server.url, work)
