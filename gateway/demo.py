@@ -19,8 +19,12 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from gateway import demo_models
+
 IRIS = "iris"
 TORCH = "tiny-torch"
+AGENT = "echo-agent"  # a ResponsesAgent (gateway/demo_models): streams, and answers OpenAI's Responses API
+CHAT = "echo-chat"  # a ChatModel: streams, and answers OpenAI's Chat Completions
 EXPERIMENT = "registry-gateway-demo"
 
 
@@ -126,6 +130,12 @@ class DemoRegistry:
         if TORCH in self.models:
             body = '{"inputs": [[0.1, 0.2, 0.3, 0.4]]}'
             lines.append(f"  curl -s {base_url}/models/{TORCH}/predict {json} -d '{body}'")
+        if AGENT in self.models:
+            ask = '{"input": [{"role": "user", "content": "streamed a word at a time"}], "stream": true}'
+            lines.append(f"  curl -sN {base_url}/models/{AGENT}/invocations {json} -d '{ask}'")
+        if CHAT in self.models:
+            chat = '{"model": "' + CHAT + '", "messages": [{"role": "user", "content": "hello there"}], "stream": true}'
+            lines.append(f"  curl -sN {base_url}/v1/chat/completions {json} -d '{chat}'")
         lines += [
             f"  curl -s {base_url}/metrics | grep gateway_",
             "",
@@ -154,4 +164,10 @@ def build_demo_registry(path: Path) -> DemoRegistry:
             demo.models[TORCH] = {a: int(v) for a, v in client.get_registered_model(TORCH).aliases.items()}
         else:
             demo.notes.append("torch is not installed: pip install '.[torch]' in the checkout for the torch model")
+        for name, code in ((AGENT, demo_models.ECHO_AGENT), (CHAT, demo_models.ECHO_CHAT)):
+            if name not in existing:
+                with mlflow.start_run(run_name=name):
+                    info = mlflow.pyfunc.log_model(name="model", python_model=str(code), registered_model_name=name)
+                client.set_registered_model_alias(name, "champion", str(info.registered_model_version))
+            demo.models[name] = {a: int(v) for a, v in client.get_registered_model(name).aliases.items()}
     return demo

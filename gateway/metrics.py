@@ -277,7 +277,7 @@ class GatewayMetrics:
         )
         self.streams_ended = Counter(
             "gateway_streams_ended",
-            "Streams by how they ended: done, error, idle, disconnected, shutdown",
+            "Streams by how they ended: done, error, idle, disconnected, slow_reader, shutdown",
             ["reason"],
             registry=r,
         )

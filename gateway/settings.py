@@ -126,7 +126,8 @@ class GatewaySettings(BaseSettings):
 
     stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
     """A stream whose model yields nothing for this long is ended with an error event (504 if
-    nothing was sent yet), and its generator closed."""
+    nothing was sent yet), and its generator closed; one whose client reads nothing for this long
+    is closed."""
 
     log_level: LogLevel = "info"
     """Log level of the gateway and uvicorn: critical, error, warning, info, debug or trace."""

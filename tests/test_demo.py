@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import DISAGREEING_ROW, IRIS, TORCH, build_demo_registry, torch_available, using_registry
+from gateway.demo import (
+    AGENT,
+    CHAT,
+    DISAGREEING_ROW,
+    IRIS,
+    TORCH,
+    build_demo_registry,
+    torch_available,
+    using_registry,
+)
 from tests.conftest import iris_split, running_gateway
 
 
@@ -29,6 +38,16 @@ async def test_demo_registry_serves_what_the_readme_promises(tmp_path: Path, mak
         )
         assert champion.status_code == challenger.status_code == 200
         assert (champion.headers["x-model-version"], challenger.headers["x-model-version"]) == ("1", "2")
+        # the agent and the chat model stream, as the printed lines show
+        assert demo.models[AGENT] == demo.models[CHAT] == {"champion": 1}
+        ask = {"input": [{"role": "user", "content": "streamed a word at a time"}], "stream": True}
+        streamed = await gateway.client.post(f"/models/{AGENT}/invocations", json=ask)
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        assert streamed.text.count("response.output_text.delta") == 6 and streamed.text.endswith("data: [DONE]\n\n")
+        chat = {"model": CHAT, "messages": [{"role": "user", "content": "hello there"}], "stream": True}
+        chunks = await gateway.client.post("/v1/chat/completions", json=chat)
+        assert chunks.text.count("chat.completion.chunk") == 3 and chunks.text.endswith("data: [DONE]\n\n")
+        assert any(AGENT in line and '"stream": true' in line for line in printed)
         if torch_available():
             assert demo.models[TORCH] == {"champion": 1}
             response = await gateway.client.post(f"/models/{TORCH}/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]})

@@ -1,13 +1,14 @@
 """A model's ``predict_stream``, served: the generator runs in threads, never on the event loop.
 
-A stream holds its version's lease from its first chunk to its end (a version is never
-unloaded under a stream), and one of the process's ``GATEWAY_MAX_STREAMS`` places; past them,
-a new stream is refused at once (503, :class:`~gateway.errors.StreamsExhausted`), never
-queued. Each step of the generator (``next``, then ``close``) runs in one of the stream
-threads (``GATEWAY_STREAM_THREADS``), one step at a time per stream; the next chunk is asked
-for as soon as the last one is handed over, and no sooner, so a stream holds at most one chunk
-the client has not read, however slow the reader: what a slow reader costs is the transport's
-own buffer (uvicorn pauses sending past its high-water mark, and the stream waits for it).
+A stream holds its version's lease from its start until its generator is closed (a version is
+never unloaded under a stream, nor under a step still running after the stream ended), and one
+of the process's ``GATEWAY_MAX_STREAMS`` places; past them, a new stream is refused at once
+(503, :class:`~gateway.errors.StreamsExhausted`), never queued. Each step of the generator
+(``next``, then ``close``) runs in one of the stream threads (``GATEWAY_STREAM_THREADS``), one
+step at a time per stream; the next chunk is asked for as soon as the last one is handed over,
+and no sooner, so a stream holds at most one chunk the client has not read, however slow the
+reader: what a slow reader costs is the transport's own buffer (uvicorn pauses sending past its
+high-water mark, and the stream waits for it; past the idle timeout, the reader is let go).
 
 A stream ends when the generator does, when it raises, when it yields nothing for
 ``GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS`` (:class:`~gateway.errors.StreamIdle`), when its caller
@@ -66,8 +67,14 @@ class ChunkSource:
     """One generator, stepped from threads one step at a time; :meth:`close` may be called from
     anywhere, any number of times, and closes it in a stream thread when no step is running."""
 
-    def __init__(self, start: Callable[[], Iterator[Any]], executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        start: Callable[[], Iterator[Any]],
+        executor: ThreadPoolExecutor,
+        on_closed: Callable[[], None] = lambda: None,
+    ) -> None:
         self._start = start
+        self._on_closed = on_closed  # called once, from whichever thread closed it
         # Every step in one context, whichever thread runs it: a generator that sets a context
         # variable in one step and resets it in a later one (MLflow's predict_stream sets its
         # prediction context so) must find its own token there.
@@ -123,6 +130,7 @@ class ChunkSource:
             log.warning("closing a stream's generator raised %s: %s", type(exc).__name__, exc)
         finally:
             self.closed.set()
+            self._on_closed()
 
 
 class Stream:
@@ -172,7 +180,9 @@ class Stream:
         if self.first_at is None:
             self.first_at = time.perf_counter()
         self.events += 1
-        self._ask()  # the next one while this one is sent: at most one chunk ahead of the reader
+        # The next chunk is asked for by the next call, once this one is handed to the server:
+        # asked now, the model would compute it while the event loop sends this one, and take
+        # the GIL from it (a switch interval is 5 ms), delaying the first event most of all.
         return chunk
 
     def interrupt(self, error: BaseException) -> None:
@@ -194,8 +204,14 @@ class Stream:
         if self._step is not None:
             self._step.cancel()  # the step itself finishes in its thread; nobody waits on it now
             self._step = None
-        self._lease.release()
+        # The lease is given back when the generator is closed (ChunkSource's on_closed): a step
+        # still running in its thread keeps the version loaded until it returns.
         self._owner._ended(self)
+
+    @property
+    def idle_seconds(self) -> float | None:
+        """How long the stream may wait on its model, or on its reader (GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS)."""
+        return self._owner.idle_seconds
 
     @property
     def first_event_seconds(self) -> float | None:
@@ -245,7 +261,15 @@ class Streams:
         if len(self._open) >= self.max_streams:  # others opened while this one leased
             lease.release()
             raise StreamsExhausted(self.max_streams)
-        stream = Stream(self, served, lease, ChunkSource(lambda: start(model), self.executor))
+        loop = asyncio.get_running_loop()
+
+        def give_back() -> None:  # the lease goes back once no step of the model runs any more
+            try:
+                loop.call_soon_threadsafe(lease.release)
+            except RuntimeError:  # the loop is closed: the process is gone
+                pass
+
+        stream = Stream(self, served, lease, ChunkSource(lambda: start(model), self.executor, give_back))
         self._open.add(stream)
         self._metrics.streams_open.set(len(self._open))
         return stream

@@ -9,7 +9,7 @@ read (:class:`Dialect`: MLflow's scoring routes send each chunk as MLflow serial
   input, a version that does not stream) still gets an HTTP error and its status;
 - one ``http.response.body`` message per chunk, sent before the next is asked for: a slow reader
   holds the stream back (uvicorn's send waits while its transport is over its high-water mark)
-  instead of making the gateway buffer;
+  instead of making the gateway buffer; one that takes nothing for the idle timeout is let go;
 - a client that goes away (``http.disconnect``, or a send that fails) cancels the stream, which
   closes the model's generator;
 - an error after the first chunk (the model raised, nothing came for the idle timeout, the
@@ -47,7 +47,8 @@ class Dialect:
 
 @dataclass(slots=True)
 class Outcome:
-    """How a stream ended (``done``, ``error``, ``idle``, ``shutdown``, ``disconnected``), the
+    """How a stream ended (``done``, ``error``, ``idle``, ``shutdown``, ``disconnected``,
+    ``slow_reader``), the
     error when one ended it, and the chunks kept for the inference record (when asked to)."""
 
     reason: str = "done"
@@ -91,7 +92,20 @@ async def send_events(
         while not ended:
             if outcome.kept is not None:
                 outcome.kept.append(chunk)
-            await send({"type": "http.response.body", "body": dialect.chunk(chunk), "more_body": True})
+            message = {"type": "http.response.body", "body": dialect.chunk(chunk), "more_body": True}
+            try:
+                # A reader that takes nothing for the idle timeout is let go: it would hold the
+                # stream, its lease and its permit as long as it liked.
+                await asyncio.wait_for(send(message), timeout=stream.idle_seconds)
+            except TimeoutError:
+                log.info(
+                    "stream of %s: the client read nothing for %g s; closing it",
+                    stream.served.name,
+                    stream.idle_seconds,
+                )
+                stream.cancel()
+                outcome.reason = "slow_reader"
+                return outcome
             try:
                 chunk = await stream.next()
             except StopAsyncIteration:

@@ -180,6 +180,9 @@ async def test_open_streams_get_an_end_event_when_the_process_stops(gateway: Gat
     assert len(sent) < 400
     await eventually(lambda: _read(closed), "the generator to be closed")
     assert closed.read_text().startswith("cancelled")
+    # the version's lease went back with the generator (never before: a step may still run)
+    (held,) = [k for k in gateway.services.cache.keys() if k.name == "agent"]
+    await until(lambda: gateway.services.cache.get(held).in_use == 0, "the lease back")  # type: ignore[union-attr]
     gateway.services.streams._ending = None  # this module's gateway goes on serving
 
 
@@ -260,3 +263,29 @@ async def test_a_stream_is_measured_traced_and_recorded_with_mlflows_reducer(
     assert record["request_id"] == "stream-1" and record["inputs"]["stream"] is True
     # MLflow's own output reducer: the response the stream adds up to
     assert record["outputs"]["output"][0]["content"][0]["text"] == "the quick brown fox"
+
+
+def test_a_reader_that_takes_nothing_holds_the_model_back_then_is_let_go(
+    agents_registry: Registry, tmp_path: Path
+) -> None:
+    """The model is asked for a chunk only once the last was handed to the server, and the server
+    takes no more while its client reads nothing: 40 MB of chunks never pile up in the gateway;
+    after the idle timeout the reader is let go and the generator closed, its connection still open."""
+    from tests.support.waiting import wait_until
+
+    closed = tmp_path / "closed"
+    word = "w" * 2000
+    body = {
+        "input": [{"role": "user", "content": word}],
+        "custom_inputs": {"repeat": 20_000, "closed_file": str(closed)},
+        "stream": True,
+    }
+    with served_app(settings_under(tmp_path, stream_idle_timeout_seconds=1.0), agents_registry) as (url, app):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            with client.stream("POST", "/models/agent/invocations", json=body) as response:
+                assert next(response.iter_lines()).startswith("data: ")
+                # reads nothing more, and keeps the connection open
+                wait_until(closed.exists, timeout=30, what="the gateway to let the reader go")
+                ended, sent = closed.read_text().split()
+                assert ended == "cancelled" and int(sent) < 20_000
+                wait_until(lambda: app.state.services.streams.open_count == 0, timeout=20, what="the stream to end")

@@ -10,6 +10,7 @@ tests as between the gateways of one host.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -27,8 +28,9 @@ from gateway.http.status_page import collect
 from gateway.runtimes.environments import EnvironmentStore
 from gateway.status_report import render
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
+from tests.support import agents
 from tests.support.servers import gateway_server
-from tests.support.waiting import eventually, wait_until
+from tests.support.waiting import eventually, until, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -60,6 +62,8 @@ def env_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     log_reporter(registry, "pinned", [f"scikit-learn=={OTHER_SKLEARN}"])
     log_reporter(registry, "pinned-again", [f"scikit_learn == {OTHER_SKLEARN}"])  # the same set, spelled otherwise
     log_reporter(registry, "tabulated", ["tabulate==0.9.0"])
+    # the same requirements (so the same environment and worker): a ResponsesAgent that streams
+    registry.log(agents.log_model_from_code, "streamed", agents.RESPONSES_AGENT, pip_requirements=["tabulate==0.9.0"])
     log_reporter(registry, "fits", ["mlflow"])  # what the gateway has: served in process
     log_reporter(registry, "fits", ["this-package-does-not-exist-registry-gateway==1.0"])
     registry.client.set_registered_model_alias("fits", "champion", "1")
@@ -140,6 +144,31 @@ async def test_a_version_needing_a_package_the_gateway_lacks_gets_it(
     async with make_gateway() as gw:
         assert await predict(gw.client, "tabulated", 1, "tabulate", "import:tabulate") == ["0.9.0", "imported"]
         assert "tabulate==0.9.0 (not installed)" in (await runtime_of(gw.client, "tabulated", 1))["mismatches"]
+
+
+async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it_there(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
+) -> None:
+    """predict_stream in a worker, through the gateway (issue 44): the worker's chunks as events."""
+    ask = [{"role": "user", "content": "one two three"}]
+    async with make_gateway() as gw:
+        response = await gw.client.post("/models/streamed/invocations", json={"input": ask, "stream": True})
+        assert response.status_code == 200, response.text
+        assert (await runtime_of(gw.client, "streamed", 1))["runtime"] == "isolated"
+        events = [block.removeprefix("data: ") for block in response.text.split("\n\n") if block]
+        assert events[-1] == "[DONE]"
+        deltas = [json.loads(e).get("delta") for e in events[:-1]]
+        assert deltas == ["one ", "two ", "three", None]  # then the whole message as one item
+        # ended early (here: by the process stopping), the worker's generator is closed
+        closed = tmp_path / "closed"
+        custom = {"repeat": 1000, "delay": 0.01, "closed_file": str(closed)}
+        body = {"input": ask, "custom_inputs": custom, "stream": True}
+        running = asyncio.create_task(gw.client.post("/models/streamed/invocations", json=body))
+        await until(lambda: any(s.events > 2 for s in gw.services.streams._open), "the stream to send")
+        gw.services.streams.end_all()
+        assert (await running).text.rstrip().splitlines()[-1].startswith('data: {"error_code"')
+        wait_until(closed.exists, timeout=20, what="the worker to close the generator")
+        assert closed.read_text().startswith("cancelled")
 
 
 async def test_two_versions_with_one_set_of_requirements_share_an_environment_and_a_worker(

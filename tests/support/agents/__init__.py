@@ -67,3 +67,24 @@ def save_model_from_code(path: Path, code: Path) -> Path:
     finally:
         sys.path.remove(str(HERE))
     return path
+
+
+TINY_GENERATOR = HERE / "tiny_generator.py"
+TINY_WORDS = "the a quick brown fox jumps over lazy dog cat runs far".split()
+
+
+def tiny_transformer(path: Path) -> Path:
+    """A GPT-2 of two small layers from a config, random weights under a fixed seed, and a word
+    tokenizer over :data:`TINY_WORDS`, saved at ``path`` as transformers saves them."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {word: index for index, word in enumerate(["[UNK]", *TINY_WORDS])}
+    words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(str(path))
+    torch.manual_seed(44)
+    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(str(path))
+    return path
