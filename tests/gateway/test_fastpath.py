@@ -448,7 +448,8 @@ async def test_the_version_says_which_path_serves_it_and_why(ridges: Ridges, tmp
             (RIDGE, 3): ("pyfunc", "pyfunc: tagged gateway.fast_path=false"),
             ("doubler", 1): (
                 "pyfunc",
-                "pyfunc: no fast path for pyfunc.model models (only sklearn, xgboost, lightgbm, catboost and pytorch have one)",
+                "pyfunc: no fast path for pyfunc.model models "
+                "(only sklearn, xgboost, lightgbm, catboost and pytorch have one)",
             ),
         }
         for (name, version), (path, reason) in expected.items():
