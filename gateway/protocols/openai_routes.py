@@ -57,7 +57,7 @@ class _Lane(Response):
 @router.post(
     openai_serving.RESPONSES,
     tags=["openai"],
-    summary="OpenAI's Responses API, for ResponsesAgent versions (`model`: name, name@alias or name/version)",
+    summary="OpenAI's Responses API, for ResponsesAgent versions (model: name, name@alias or name/version)",
     openapi_extra=_BODY_DOC,
 )
 @requires(Access.PREDICT)
