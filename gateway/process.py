@@ -49,6 +49,7 @@ from gateway.routing.traffic_report import TrafficReport
 from gateway.runtimes.environments import BuildOptions, EnvironmentStore
 from gateway.runtimes.placement import EnvironmentPolicy, Placer
 from gateway.runtimes.sandbox import SandboxPolicy, check_host
+from gateway.runtimes.sandbox import summary as sandbox_summary
 from gateway.runtimes.worker import devices
 from gateway.settings import GatewaySettings
 from gateway.wire.mlflow_scoring import BodyLimits
@@ -529,6 +530,11 @@ class Services:
                 await asyncio.sleep(0.05)
         finally:
             self.held_until_ready -= 1
+
+    def sandbox_summary(self) -> str | None:
+        """What confines isolated workers on this host, in a line (gateway.runtimes.sandbox)."""
+        isolated = self.placer.isolated
+        return sandbox_summary(isolated.sandbox) if isolated is not None else None
 
     def worker_memory(self) -> tuple[int, int]:
         """Isolated worker processes running, and their own memory (gateway.runtimes.isolated)."""

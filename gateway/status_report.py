@@ -111,6 +111,8 @@ def render(report: Report) -> str:
     workers = workers_text(health)
     if workers:
         lines.append(workers)
+    if health.get("sandbox"):
+        lines.append(f"isolated workers' sandbox: {health['sandbox']}")
     if health.get("note"):
         lines.append(f"note: {health['note']}")
     lines.append("")

@@ -50,6 +50,7 @@ async def readiness(request: Request) -> Response:
         health.loaded_models = len(services.cache.keys())
         health.loaded_bytes = services.cache.loaded_bytes
         health.worker_processes, health.worker_bytes = services.worker_memory()
+        health.sandbox = services.sandbox_summary()
         health.registered_models = services.inventory.known_models()
         if state.ready:  # an empty registry is still ready (it may be new), but says so
             health.note = await services.inventory.empty_note()

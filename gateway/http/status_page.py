@@ -84,6 +84,7 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
         "note": listing.get("note"),
     }
     health["worker_processes"], health["worker_bytes"] = services.worker_memory()
+    health["sandbox"] = services.sandbox_summary()
     names, report.not_shown = shown_models(listing["models"], limit)
     for name in names:
         try:
@@ -161,6 +162,8 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
     workers = workers_text(health)
     if workers:
         parts.append(f"<p>Workers: {e(workers)}</p>")
+    if health.get("sandbox"):
+        parts.append(f"<p>Sandbox of isolated workers: {e(str(health['sandbox']))}</p>")
     if health.get("note"):
         parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
     if warm_rule:

@@ -203,6 +203,16 @@ def check_host(policy: SandboxPolicy) -> None:
         log.warning("isolated workers run without the %s layer of their sandbox: %s", layer, why)
 
 
+def summary(policy: SandboxPolicy) -> str:
+    """One line for /health/ready and /status: the mode, and what this host cannot give."""
+    if not policy.on:
+        return "off: isolated workers get the gateway's environment and no sandbox (GATEWAY_SANDBOX=off)"
+    missing = missing_layers(policy)
+    if not missing:
+        return f"{policy.mode}: every layer (environment, filesystem, network, limits, capabilities, syscalls)"
+    return f"{policy.mode}, without " + "; ".join(f"{layer} ({why})" for layer, why in missing.items())
+
+
 # --- one group's sandbox ---
 
 

@@ -203,6 +203,12 @@ class ReadyHealth(Health):
         description="Those workers' own memory (each one's RSS at start, before any version), counted once per "
         "worker apart from loaded_bytes and GATEWAY_MAX_MEMORY_MB; GATEWAY_ENV_MAX_WORKERS bounds it",
     )
+    sandbox: str | None = Field(
+        default=None,
+        description="What confines isolated workers here (GATEWAY_SANDBOX), and the layers this host cannot "
+        "provide; null without isolated workers (GATEWAY_ENV_MANAGER=local, the sync role)",
+        examples=["best-effort: every layer (environment, filesystem, network, limits, capabilities, syscalls)"],
+    )
     role: str = Field(examples=["all"], description="all, gateway or sync (serve --role)")
     leader: bool = Field(description="Whether this process holds the sync leader lease now")
     reason: str | None = Field(default=None, description="What it waits for (503 only)")

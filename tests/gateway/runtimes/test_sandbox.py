@@ -204,6 +204,9 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["missing"] == {}  # this host offers every layer (docs/security.md)
     page = (await sandboxed.client.get("/status")).text
     assert "sandbox: environment, filesystem, network, limits, capabilities, syscalls" in page
+    assert "Sandbox of isolated workers: best-effort: every layer" in page
+    health = (await sandboxed.client.get("/health/ready")).json()
+    assert health["sandbox"].startswith("best-effort: every layer (environment, filesystem, network")
 
 
 async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allows(
@@ -271,8 +274,11 @@ def test_required_refuses_to_start_where_a_layer_is_missing(
     monkeypatch.setattr(gateway_sandbox, "_support", support)
     with pytest.raises(SandboxUnavailable, match="filesystem: the kernel has no Landlock"):
         sandbox_policy(settings_under(tmp_path, sandbox="required"))
-    sandbox_policy(settings_under(tmp_path, sandbox="best-effort"))
+    policy = sandbox_policy(settings_under(tmp_path, sandbox="best-effort"))
     assert "without the filesystem layer of their sandbox" in caplog.text
+    assert gateway_sandbox.summary(policy) == (
+        "best-effort, without filesystem (the kernel has no Landlock (or it is disabled))"
+    )
     from click.testing import CliRunner
 
     from gateway.cli import main
