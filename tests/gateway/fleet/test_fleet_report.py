@@ -59,6 +59,6 @@ def test_the_fleet_section_orders_replicas_and_names_the_quiet_ones() -> None:
     assert section[1] == "REPLICA\tSTATE\tPROCESSES\tMEMORY\tMODELS\tLAST HEARD"
     rows = [line.split("\t") for line in section[2:6]]
     assert [row[0] for row in rows] == ["a:8000", "s:8000", "b:8000 (this one)", "c:8000"]
-    assert rows[0] == ["a:8000", "ready", "1", "3.0 MiB of 2048.0 MiB", "iris, m1, m2, m3 and 2 more", "0.4 s ago"]
+    assert rows[0] == ["a:8000", "ready", "1", "3.0 MiB of 2.0 GiB", "iris, m1, m2, m3 and 2 more", "0.4 s ago"]
     assert rows[1][1] == "ready (sync)" and rows[1][3] == "-"
     assert rows[3][1:3] == ["quiet", "0"] and rows[3][5] == "42 s ago"
