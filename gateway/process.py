@@ -142,18 +142,16 @@ class Services:
         lease = Lease(engine, ttl_seconds=ttl, holder=new_holder_id())
         loaders = ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="load")
         placer = placer_for(settings, tracing)
+        loader = ModelLoader(
+            artifacts,
+            store,
+            actor=f"gateway@{actor}",
+            policy=LoadingPolicy.of(settings.allowed_flavors, allow_pickle=settings.allow_pickle),
+            body_limits=BodyLimits(settings.max_body_rows, settings.max_decoded_bytes),
+            placer=placer,
+        )
         cache = ModelCache(
-            _checked(
-                ModelLoader(
-                    artifacts,
-                    store,
-                    actor=f"gateway@{actor}",
-                    policy=LoadingPolicy.of(settings.allowed_flavors, allow_pickle=settings.allow_pickle),
-                    body_limits=BodyLimits(settings.max_body_rows, settings.max_decoded_bytes),
-                    placer=placer,
-                ),
-                tracing,
-            ),
+            _checked(loader, tracing),
             max_models=settings.max_loaded_models,
             max_bytes=settings.max_memory_bytes,
             metrics=metrics,
@@ -313,6 +311,7 @@ class Services:
                 sync_status=store.sync_status,
                 placements=placer.placement,
                 alias_failure=reconciler.failing,
+                refused_here=loader.refused_here,
             ),
             poller=poller,
             reconciler=reconciler,

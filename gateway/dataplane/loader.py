@@ -157,6 +157,7 @@ class ModelLoader:
         self._actor = actor
         self.policy = policy or LoadingPolicy()
         self._refusals_told: set[tuple[str, str]] = set()  # (version uid, reason) already in /events
+        self._policy_refusals: dict[str, str] = {}  # version uid -> why this process's policy refuses it
         # By version uid: a retry that fails alike is not told again (fetches: no event; the
         # model's own loader: no WARNING); a fetch that works again says so in an event.
         self._fetches_told: Repeats[str] = Repeats()
@@ -167,6 +168,7 @@ class ModelLoader:
         version and reason (requests retry it; the event log must not grow with them). The
         refusal is not written on the version: another policy may load the very same bytes."""
         error = PolicyRefused(version.name, version.version, policy=policy, reason=reason)
+        self._policy_refusals[version.uid] = error.reason
         told = (version.uid, error.reason)
         if told not in self._refusals_told:
             self._refusals_told.add(told)
@@ -179,6 +181,10 @@ class ModelLoader:
                 self._refusals_told.discard(told)
                 log.warning("could not record the refusal of %s: %s", version, error.reason)
         return error
+
+    def refused_here(self, version: VersionId) -> str | None:
+        """Why this process's loading policy refused ``version`` when it last tried, if it did."""
+        return self._policy_refusals.get(version.uid)
 
     def _check_policy(self, version: VersionId, path: Path, digest: str) -> Model:
         """The version's MLmodel, once the policy lets it load (read once per load: the runtime

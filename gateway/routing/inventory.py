@@ -50,7 +50,9 @@ class Inventory:
         sync_status: Callable[[], SyncStatus],
         placements: Callable[[VersionId], Placement | None] = lambda version: None,
         alias_failure: Callable[[str, str], Failing | None] = lambda name, alias: None,
+        refused_here: Callable[[VersionId], str | None] = lambda version: None,
     ) -> None:
+        self._refused_here = refused_here  # refused by this process's loading policy (the loader's)
         self._alias_failure = alias_failure  # the swap failure holding a warm alias back (the reconciler's)
         self._placements = placements  # where each version runs, once decided (gateway.runtimes)
         self._catalog = catalog
@@ -205,8 +207,13 @@ class Inventory:
         state = model.versions[version]
         cached = self._cache.get(state.id)
         placement = self._placements(state.id)
-        # refused by its bytes (kept in the state database), or here: its environment cannot be built
-        refused = state.refused_reason or (placement.refused if placement is not None else None)
+        # refused by its bytes (kept in the state database), or here: by the loading policy, or
+        # its environment cannot be built
+        refused = (
+            state.refused_reason
+            or self._refused_here(state.id)
+            or (placement.refused if placement is not None else None)
+        )
         return VersionSummary(
             version=version,
             status=state.status,

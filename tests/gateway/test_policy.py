@@ -61,7 +61,10 @@ async def test_a_flavor_outside_the_allowed_list_is_refused(
         refused = await gateway.client.post("/models/doubler/versions/1/predict", json=X)
         assert refused.status_code == 409 and refused.json()["policy"] == "GATEWAY_ALLOWED_FLAVORS"
         assert "'python_function'" in refused.json()["message"]
+        detail = (await gateway.client.get("/models/doubler/versions/1")).json()
+        assert detail["refused"] and detail["refused"] in refused.json()["message"]  # the version says why too
         assert (await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=IRIS_ROW)).status_code == 200
+        assert (await gateway.client.get(f"/models/{IRIS}/versions/1")).json()["refused"] is None
 
 
 def test_settings_read_the_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
