@@ -264,6 +264,7 @@ def main() -> None:
         "GATEWAY_MAX_STREAMS": str(max(args.streams, 1000)),
         "GATEWAY_STREAM_THREADS": "64",
         "PYTHONPATH": str(ROOT),
+        "GATEWAY_MLFLOW_TRACES": "true" if args.mlflow_traces else "false",
     }
     venv_bin = Path(sys.executable).parent
     server = gateway_server(

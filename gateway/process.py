@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+import mlflow.tracing as mlflow_tracing
 from sqlalchemy import Engine
 
 from gateway.admission.auth import KeyRing, admin_token_key
@@ -123,6 +124,8 @@ class Services:
         source = RegistrySource.of(reader, chosen=chosen)
         if settings.tune_allocator:
             heap.tune()  # before the loader threads allocate: arenas are per thread
+        if not settings.mlflow_traces:
+            mlflow_tracing.disable()  # GATEWAY_MLFLOW_TRACES: no trace per call to the registry's server
         metrics = GatewayMetrics()
         metrics.memory_budget.set(settings.max_memory_bytes)
         tracing = tracing_for(settings.tracing, spans=settings.tracing_spans)

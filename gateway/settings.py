@@ -484,6 +484,13 @@ class GatewaySettings(BaseSettings):
     for a tracing backend that stores or bills by the span. It measured no cheaper for the
     gateway itself (docs/observability.md: What it costs)."""
 
+    mlflow_traces: bool = False
+    """MLflow's own traces of the models served in this process (a ``ResponsesAgent`` traces every
+    call, as does code under ``@mlflow.trace``), which MLflow logs per call to the tracking server
+    it knows (here, the registry's): about 25 ms a request (bench/README.md, Streams), and a
+    trace per served request in the registry's experiments. Off (the default): MLflow's tracing
+    is disabled in the gateway's process; the gateway's own traces (``tracing``) do not depend on it."""
+
     records_sink: str | None = None
     """Where inference records (each sampled request's inputs and outputs, as CloudEvents) go:
     ``file:///dir`` (rotating JSON-lines files), ``http(s)://...`` (batched POSTs) or

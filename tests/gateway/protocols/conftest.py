@@ -74,3 +74,16 @@ def served_app(settings: GatewaySettings, registry: Registry) -> Iterator[tuple[
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def traces_kept_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A tracking store of the module's own for MLflow's traces of the agents run in the test's
+    process: a ResponsesAgent logs one per call, and with no tracking URI set (a fixture's
+    ``using_registry`` unsets it, and turns MLflow's tracing back on) they would land in
+    ./mlflow.db, in the checkout."""
+    from tests.support.mlflow_db import new_mlflow_db
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", new_mlflow_db(tmp_path_factory.mktemp("traces") / "mlflow.db"))
+        yield

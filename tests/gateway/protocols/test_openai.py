@@ -20,6 +20,7 @@ from tests.support.keys import add_key
 TEXT = "the quick brown fox"
 MESSAGES: list[Any] = [{"role": "user", "content": TEXT}]
 CHATS = ["chat", "chat-agent", "words"]
+pytestmark = pytest.mark.usefixtures("traces_kept_here")
 
 
 @pytest.fixture(scope="module")

@@ -147,9 +147,14 @@ async def test_a_version_needing_a_package_the_gateway_lacks_gets_it(
 
 
 async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it_there(
-    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+    env_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """predict_stream in a worker, through the gateway (issue 44): the worker's chunks as events."""
+    # The worker's own MLflow traces the agent's calls: to the registry's store, not ./mlflow.db
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_registry.tracking_uri)
     ask = [{"role": "user", "content": "one two three"}]
     async with make_gateway() as gw:
         response = await gw.client.post("/models/streamed/invocations", json={"input": ask, "stream": True})

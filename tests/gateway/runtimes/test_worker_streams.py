@@ -19,6 +19,7 @@ from gateway.runtimes.environments import BuildOptions, Environment, Environment
 from gateway.runtimes.isolated import IsolatedRuntime, RemoteModel
 from registry_sync.identity import VersionId
 from tests.support import agents
+from tests.support.mlflow_db import new_mlflow_db
 from tests.support.waiting import wait_until
 
 VERSION = VersionId("agent", 1, "models:/m-test", 0)
@@ -26,8 +27,13 @@ ASK = {"input": [{"role": "user", "content": "one two three four"}]}
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return agents.save_model_from_code(tmp_path_factory.mktemp("worker-streams") / "agent", agents.RESPONSES_AGENT)
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("worker-streams")
+    # No registry here: without a tracking URI, MLflow 3 would keep the agent's traces in
+    # ./mlflow.db, the checkout's own folder.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", new_mlflow_db(root / "mlflow.db"))
+        yield agents.save_model_from_code(root / "agent", agents.RESPONSES_AGENT)
 
 
 @pytest.fixture(scope="module")

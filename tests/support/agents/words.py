@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,8 @@ def stream_words(text: str, options: dict[str, Any] | None, chunk: Callable[[int
         ended = "failed"
         raise
     finally:
-        if options.get("closed_file"):
-            with open(options["closed_file"], "w") as handle:
+        if options.get("closed_file"):  # whole or not at all: a test waits for it to exist
+            partial = f"{options['closed_file']}.partial"
+            with open(partial, "w") as handle:
                 handle.write(f"{ended} {sent}")
+            os.replace(partial, options["closed_file"])
