@@ -67,6 +67,7 @@ _PASSED = (
     "CUDA_VISIBLE_DEVICES",
     "CUDA_DEVICE_ORDER",
     "NVIDIA_VISIBLE_DEVICES",
+    "GATEWAY_MLFLOW_TRACES",  # whether MLflow's own per-call traces stay on (worker/server.py)
 )
 _PASSED_PREFIXES = ("LC_",)
 # Names GATEWAY_ENV_PASS may not name: the gateway's own settings and credentials.

@@ -97,6 +97,14 @@ class Worker:
         if op == "hello":
             import mlflow
 
+            if os.environ.get("GATEWAY_MLFLOW_TRACES", "").strip().lower() not in ("1", "true", "yes", "on"):
+                # As in the gateway's process (GATEWAY_MLFLOW_TRACES): no trace per call logged to a
+                # tracking store. A sandboxed worker has none it may reach; MLflow's default, a
+                # ./mlflow.db it creates, is not writable to it, and an agent's calls failed on it.
+                import mlflow.tracing
+
+                mlflow.tracing.disable()
+
             hello = {
                 "pid": os.getpid(),
                 "python": "{}.{}.{}".format(*sys.version_info[:3]),

@@ -147,14 +147,9 @@ async def test_a_version_needing_a_package_the_gateway_lacks_gets_it(
 
 
 async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it_there(
-    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
-    env_registry: Registry,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
 ) -> None:
     """predict_stream in a worker, through the gateway (issue 44): the worker's chunks as events."""
-    # The worker's own MLflow traces the agent's calls: to the registry's store, not ./mlflow.db
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_registry.tracking_uri)
     ask = [{"role": "user", "content": "one two three"}]
     async with make_gateway() as gw:
         response = await gw.client.post("/models/streamed/invocations", json={"input": ask, "stream": True})
@@ -164,15 +159,16 @@ async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it
         assert events[-1] == "[DONE]"
         deltas = [json.loads(e).get("delta") for e in events[:-1]]
         assert deltas == ["one ", "two ", "three", None]  # then the whole message as one item
-        # ended early (here: by the process stopping), the worker's generator is closed
-        closed = tmp_path / "closed"
-        custom = {"repeat": 1000, "delay": 0.01, "closed_file": str(closed)}
+        # ended early (here: by the process stopping), the worker's generator is closed; it says
+        # so in its scratch folder, the one place a sandboxed worker may write
+        custom = {"repeat": 1000, "delay": 0.01, "closed_file": "closed"}
         body = {"input": ask, "custom_inputs": custom, "stream": True}
         running = asyncio.create_task(gw.client.post("/models/streamed/invocations", json=body))
         await until(lambda: any(s.events > 2 for s in gw.services.streams._open), "the stream to send")
         gw.services.streams.end_all()
         assert (await running).text.rstrip().splitlines()[-1].startswith('data: {"error_code"')
-        wait_until(closed.exists, timeout=20, what="the worker to close the generator")
+        wait_until(lambda: in_scratch(tmp_path, "closed"), timeout=20, what="the worker to close the generator")
+        (closed,) = (tmp_path / "artifact-cache" / "sandboxes").glob("*/scratch/closed")
         assert closed.read_text().startswith("cancelled")
 
 

@@ -8,8 +8,9 @@ input dict):
 - ``delay``: seconds before each chunk;
 - ``fail_at``: raise ``ValueError`` before the chunk of that index (an error mid-stream);
 - ``stall``: seconds to sleep before the second chunk (the idle timeout);
-- ``closed_file``: a path the generator writes when it ends: ``cancelled <n>`` when closed
-  early after n chunks (GeneratorExit), ``finished <n>`` when it ran to its end.
+- ``closed_file``: a path the generator writes when it ends (a bare name: in its TMPDIR, which
+  is a sandboxed worker's scratch folder): ``cancelled <n>`` when closed early after n chunks
+  (GeneratorExit), ``finished <n>`` when it ran to its end.
 """
 
 from __future__ import annotations
