@@ -1223,3 +1223,45 @@ def test_the_flavor_bench_measures_the_suites_own_matrix() -> None:
 
     assert [flavor.key for flavor in flavor_rows.flavors()] == [flavor.key for flavor in FLAVORS]
     assert "flavors" in bench.SECTIONS
+
+
+def test_the_fleet_figures_in_the_docs_are_the_results_file_they_cite() -> None:
+    """bench/README.md's fleet table and deploy/README.md's sentence quote the run they name."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## A fleet (`--only fleet`") :]
+    section = section[: section.index("\n## ")]
+    (cited,) = set(re.findall(r"bench/results/(\d{8}T\d{6}Z)\.md", section))
+    data = json.loads((root / "bench" / "results" / f"{cited}.json").read_text())["fleet"]
+    names = {
+        fleet.BOUNDED: "HAProxy as shipped",
+        fleet.EVERY_MODEL: "HAProxy, bound on every model",
+        fleet.ROUND_ROBIN: "HAProxy, round robin",
+        fleet.NGINX: "nginx, hash",
+    }
+    for row in data["proxies"]:
+        shares = " / ".join(f"{share * 100:.0f}%" for share in row["hot_shares"])
+        line = (
+            f"| {names[row['proxy']]} | {row['zipf_req_s']:,.0f} | {row['loads']:g} | "
+            f"{row['loads_per_model']:.2f} | {shares} |"
+        )
+        assert line in section, line
+    restart = data["restart"]
+    assert f"0 failed\nof {restart['requests']:,} requests" in section and restart["failed"] == 0
+    ratio = restart["restart_p99_ms"] / restart["steady_p99_ms"]
+    assert (
+        f"p99 {restart['restart_p99_ms']:.0f} ms against {restart['steady_p99_ms']:.0f} ms steady ({ratio:.2f}×)"
+        in section
+    )
+    rows = {row["proxy"]: row for row in data["proxies"]}
+    deploy = " ".join((root / "deploy" / "README.md").read_text().split())
+    every, shipped = rows[fleet.EVERY_MODEL], rows[fleet.BOUNDED]
+    assert f"`bench/results/{cited}.md`" in deploy
+    assert (
+        f"cost {every['loads']:g} loads for 60 models and {every['zipf_req_s']:,.0f} requests a second, the bound on "
+        f"hot models only {shipped['loads']:g} loads"
+    ) in deploy
+    assert f"and {shipped['zipf_req_s']:,.0f} requests a second" in deploy
