@@ -170,10 +170,10 @@ class DecodedTooLarge(GatewayError):
 class UnsupportedMediaType(GatewayError):
     def __init__(self, content_type: str | None) -> None:
         self.content_type = content_type
-        shown = content_type or "none"
+        # a body without the header said "Content type 'none'", as if a client had sent "none"
+        what = f"Content type '{content_type}' is not supported" if content_type else "No Content-Type header was sent"
         super().__init__(
-            f"Content type '{shown}' is not supported; send 'application/json' or 'text/csv' "
-            "(or 'application/vnd.apache.parquet'), in UTF-8"
+            f"{what}; send 'application/json' or 'text/csv' (or 'application/vnd.apache.parquet'), in UTF-8"
         )
 
 

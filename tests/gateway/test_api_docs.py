@@ -142,3 +142,14 @@ async def test_route_summaries_are_plain_text(client: httpx.AsyncClient) -> None
     }
     assert len(summaries) > 20
     assert not {where: s for where, s in summaries.items() if "`" in s}
+
+
+@pytest.mark.anyio
+async def test_the_user_guide_names_every_group_of_the_docs_page(client: httpx.AsyncClient) -> None:
+    """docs/user-guide.md says which groups `docs.png` shows: the page's tags, every one."""
+    spec = (await client.get("/openapi.json")).json()
+    tags = {tag for operations in spec["paths"].values() for op in operations.values() for tag in op.get("tags", [])}
+    guide = " ".join((Path(__file__).parents[2] / "docs" / "user-guide.md").read_text().split())
+    sentence = guide.split("`docs.png` shows the operations grouped under ", 1)[1].split(";", 1)[0]
+    named = {name.strip() for name in sentence.replace(" and ", ", ").split(",")}
+    assert named == tags, f"the guide names {sorted(named)}, the page groups {sorted(tags)}"

@@ -49,6 +49,20 @@ def test_content_types_mlflow_refuses(header: str | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        (None, "No Content-Type header was sent"),
+        ("", "No Content-Type header was sent"),
+        ("text/plain", "Content type 'text/plain' is not supported"),
+    ],
+)
+def test_a_refused_content_type_is_named_and_a_missing_one_said_missing(header: str | None, says: str) -> None:
+    with pytest.raises(UnsupportedMediaType) as refused:
+        parse_content_type(header)
+    assert str(refused.value).startswith(f"{says}; send 'application/json'"), str(refused.value)
+
+
+@pytest.mark.parametrize(
     ("raw", "expected"),
     [
         (np.array([1, 2]), [1, 2]),
