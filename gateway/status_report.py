@@ -250,7 +250,7 @@ def state_of(version: dict[str, Any]) -> str:
         return f"refused: {version['refused']}"
     loaded = version.get("loaded")
     if loaded:
-        return f"loaded {size_text(loaded['size_bytes'])}, {loaded['uses']} uses, {loaded['in_use']} in use"
+        return f"loaded {size_text(loaded['size_bytes'])}, {counted(loaded['uses'], 'use')}, {loaded['in_use']} in use"
     if version.get("last_load_error"):
         return f"failed: {version['last_load_error']}"
     return f"not loaded ({version.get('status', '?')})"
@@ -344,11 +344,16 @@ def replica_rows(fleet: dict[str, Any]) -> list[ReplicaRow]:
     return sorted(rows, key=lambda r: (order.get(r.state.split(" ")[0], 5), r.state.endswith("(sync)"), r.replica))
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 replica``, ``3 replicas``: a count and its noun, in the number it takes."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def fleet_lines(fleet: dict[str, Any]) -> list[str]:
     rows = replica_rows(fleet)
     quiet = [row.replica for row in rows if row.quiet]
     lines = [
-        f"fleet: {len(rows)} replicas on this state database"
+        f"fleet: {counted(len(rows), 'replica')} on this state database"
         + (f", {len(quiet)} gone quiet ({', '.join(quiet)})" if quiet else "")
         + f"; this is {fleet.get('this_replica')}",
         "REPLICA\tSTATE\tPROCESSES\tMEMORY\tMODELS\tLAST HEARD",

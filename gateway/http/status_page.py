@@ -24,6 +24,7 @@ from gateway.status_report import (
     Report,
     alias_rows,
     alias_text,
+    counted,
     has_split,
     replica_rows,
     shown_models,
@@ -251,7 +252,7 @@ def _fleet_html(fleet: dict[str, Any]) -> list[str]:
     rows = replica_rows(fleet)
     quiet = sum(row.quiet for row in rows)
     parts = [
-        f"<h2>Fleet <span class=muted>({len(rows)} replicas on this state database"
+        f"<h2>Fleet <span class=muted>({counted(len(rows), 'replica')} on this state database"
         + (f", {quiet} gone quiet" if quiet else "")
         + ")</span></h2>",
         "<table><tr><th>Replica</th><th>State</th><th>Processes</th><th>Memory</th><th>Models held</th>"

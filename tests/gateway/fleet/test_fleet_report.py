@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.status_report import Report, render
+from gateway.status_report import Report, counted, fleet_lines, render
 
 
 def process(state: str, *, role: str = "gateway", quiet: bool = False, seen: float = 1.0) -> dict[str, Any]:
@@ -62,3 +62,9 @@ def test_the_fleet_section_orders_replicas_and_names_the_quiet_ones() -> None:
     assert rows[0] == ["a:8000", "ready", "1", "3.0 MiB of 2.0 GiB", "iris, m1, m2, m3 and 2 more", "0.4 s ago"]
     assert rows[1][1] == "ready (sync)" and rows[1][3] == "-"
     assert rows[3][1:3] == ["quiet", "0"] and rows[3][5] == "42 s ago"
+
+
+def test_a_count_of_one_reads_in_the_singular() -> None:
+    assert (counted(1, "replica"), counted(3, "replica"), counted(0, "use")) == ("1 replica", "3 replicas", "0 uses")
+    lone = {"this_replica": "a:8000", "replicas": [{"replica": "a:8000", "state": "ready", "processes": []}]}
+    assert fleet_lines(lone)[0] == "fleet: 1 replica on this state database; this is a:8000"
