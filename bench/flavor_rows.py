@@ -170,6 +170,7 @@ def first_answers(
             "GATEWAY_WARM_ALIASES": "",
             "GATEWAY_ENV_ISOLATE": "always",
             "GATEWAY_ENV_DIR": str(envs),
+            "GATEWAY_ENV_MAX_WORKERS": str(len(rows) + 2),  # one environment (and worker) per flavor
             "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(cache)),
             # where uv finds torch's CPU build (an operator's UV_INDEX/UV_FIND_LINKS): the versions
             # pin this host's torch, 2.13.0+cpu, which the package index does not have
