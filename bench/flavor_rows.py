@@ -170,8 +170,13 @@ def first_answers(
             "GATEWAY_WARM_ALIASES": "",
             "GATEWAY_ENV_ISOLATE": "always",
             "GATEWAY_ENV_DIR": str(envs),
+            "GATEWAY_ENV_MAX_WORKERS": str(len(rows) + 2),  # one environment (and worker) per flavor
             "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(cache)),
+            # where uv finds torch's CPU build (an operator's UV_INDEX/UV_FIND_LINKS): the versions
+            # pin this host's torch, 2.13.0+cpu, which the package index does not have
+            "UV_FIND_LINKS": os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS", ""),
             "KERAS_BACKEND": "torch",
+            "GATEWAY_ENV_PASS": "KERAS_BACKEND",  # a sandboxed worker's environment is an allow list
         }
         timed = label == "flavors-isolated"
         with gateway(tracking_uri, label, cpus=run.server_cpus, env=env) as gw:
@@ -264,7 +269,9 @@ def render(data: dict[str, Any] | None) -> list[str]:
         "version in process, the fast path where it serves) against `mlflow models serve --env-manager local "
         "--workers 1` on the same version and body. The first answer is from a gateway with "
         "`GATEWAY_ENV_ISOLATE=always`: an environment of the flavor's own, built from a warm uv cache, a worker "
-        "started, the version loaded; beside it, the slowest answer of a version already loaded there meanwhile."
+        "started, the version loaded (uv told where torch's CPU wheel is); beside it, the slowest answer of a version "
+        "already loaded there meanwhile. A `PythonModel` pickled by reference to the logging process's module "
+        "(`python-model`) cannot load in a worker, as with `mlflow models serve`."
     )
     lines += [
         "",
