@@ -176,7 +176,6 @@ def first_answers(
             # pin this host's torch, 2.13.0+cpu, which the package index does not have
             "UV_FIND_LINKS": os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS", ""),
             "KERAS_BACKEND": "torch",
-            "GATEWAY_ENV_PASS": "KERAS_BACKEND",  # a sandboxed worker's environment is an allow list
         }
         timed = label == "flavors-isolated"
         with gateway(tracking_uri, label, cpus=run.server_cpus, env=env) as gw:

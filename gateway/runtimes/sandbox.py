@@ -68,6 +68,7 @@ _PASSED = (
     "CUDA_DEVICE_ORDER",
     "NVIDIA_VISIBLE_DEVICES",
     "GATEWAY_MLFLOW_TRACES",  # whether MLflow's own per-call traces stay on (worker/server.py)
+    "KERAS_BACKEND",  # Keras 3's backend, chosen once per process (gateway/runtimes/frameworks.py)
 )
 _PASSED_PREFIXES = ("LC_",)
 # Names GATEWAY_ENV_PASS may not name: the gateway's own settings and credentials.
