@@ -91,7 +91,25 @@ def _check(model: LoadedModel, route: str) -> str | None:
             wants="ChatModel, ChatAgent and chat-format pyfunc versions (use /v1/responses)",
             found=openai_shapes.interface(task),
         )
+    if route == CHAT and task is None:
+        names = _input_names(model)
+        if names is not None and "messages" not in names:  # a pyfunc, but not of the chat format
+            raise WrongInterface(
+                model.name,
+                model.version,
+                route=CHAT,
+                wants="ChatModel, ChatAgent and chat-format pyfunc versions (a `messages` input)",
+                found=f"a pyfunc whose signature takes {', '.join(map(str, names))}",
+            )
     return task
+
+
+def _input_names(model: LoadedModel) -> list[str] | None:
+    """The names of the inputs the version's signature declares; None when it declares none."""
+    signature = model.metadata.signature
+    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+        return None
+    return [str(name) for name in signature.inputs.input_names()]
 
 
 def _input(document: dict[str, Any], route: str, task: str | None) -> ScoringInput:

@@ -121,3 +121,21 @@ def test_keys_scopes_and_limits_hold_on_the_openai_routes(agents_registry: Regis
             stream.close()
         with httpx.Client(base_url=url) as plain_http:
             assert plain_http.get("/v1/models").status_code == 401
+
+
+def test_a_pyfunc_whose_signature_takes_no_messages_is_told_so_by_chat_completions(
+    agents_registry: Registry, client: openai.OpenAI
+) -> None:
+    """Not MLflow's schema enforcement failing on a `messages` column: the interface, in words."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from tests.support import agents
+
+    signature = ModelSignature(inputs=Schema([ColSpec("double", "sepal_length"), ColSpec("double", "sepal_width")]))
+    agents_registry.log(agents.log_model_from_code, "tabular", agents.MODELS["plain"], signature=signature)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tabular", messages=MESSAGES)
+    assert "is a pyfunc whose signature takes sepal_length, sepal_width; /v1/chat/completions serves" in str(
+        refused.value
+    )
