@@ -127,7 +127,11 @@ def assert_invocations_go_with_the_default_model(fleet: Fleet) -> None:
 def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 2) -> Counter[str]:
     """`clients` concurrent clients on one model, `waves` times: how many of its requests each
     replica received. The replicas hold every request until all of a wave have arrived, so
-    the proxy routes each while the others are in flight (the load its bound counts)."""
+    the proxy routes each while the others are in flight (the load its bound counts). Each
+    request is sent once the one before has reached its replica: a proxy counts a request as
+    load once it is on an upstream connection, not while that connection is being opened
+    (Envoy's pending requests), so requests sent all at once could all be routed before any
+    counted, more or less of them as the machine is busy."""
     path = f"/models/{model}/predict"
     received: Counter[str] = Counter()
 
@@ -147,8 +151,15 @@ def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 2) ->
                 with httpx.Client(base_url=base, timeout=30) as client:
                     return client.post(path, json={"inputs": [[1]]})
 
-            answers = pool.map(call, range(clients))
+            sent = []
             try:
+                for n in range(clients):
+                    sent.append(pool.submit(call, n))
+                    wait_until(
+                        lambda before=before, n=n: sum(k - before[name] for name, k in arrived()) > n,  # type: ignore[misc]
+                        timeout=15,
+                        what=f"request {n + 1} at a replica",
+                    )
                 wait_until(
                     lambda before=before: sum(n - before[name] for name, n in arrived()) >= clients,  # type: ignore[misc]
                     timeout=15,
@@ -156,7 +167,7 @@ def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 2) ->
                 )
             finally:
                 gate.set()
-            assert [a.status_code for a in answers] == [200] * clients
+            assert [f.result().status_code for f in sent] == [200] * clients
         received.update({name: n - before[name] for name, n in arrived()})
         assert sum(received.values()) % clients == 0, f"a request reached two replicas: {received}"
     for name in GATEWAYS:
