@@ -293,6 +293,7 @@ class RequestSpan:
     span in the processor's thread (:class:`_Building`)."""
 
     __slots__ = ("name", "_context", "_parent", "_start_ns", "_end_ns", "attributes", "_status", "_processor")
+    KIND = SpanKind.SERVER
 
     def __init__(
         self,
@@ -358,7 +359,7 @@ class RequestSpan:
                 self._start_ns,
                 self._end_ns,
                 attributes,
-                kind=SpanKind.SERVER,
+                kind=self.KIND,
                 status=self._status,
             )
         ]
@@ -369,21 +370,7 @@ class StreamSpan(RequestSpan):
     sent, time to the first, how it ended as attributes); internal, not a server span."""
 
     __slots__ = ()
-
-    def readable(self, build: _Builder) -> list[ReadableSpan]:
-        attributes = {key: value for key, value in self.attributes.items() if value is not None}
-        return [
-            build.span(
-                self.name,
-                self._context,
-                self._parent,
-                self._start_ns,
-                self._end_ns,
-                attributes,
-                kind=SpanKind.INTERNAL,
-                status=self._status,
-            )
-        ]
+    KIND = SpanKind.INTERNAL
 
 
 class Tracing:
