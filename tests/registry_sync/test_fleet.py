@@ -4,26 +4,14 @@ reports and heartbeats, each replica's history, and who counts as another replic
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
 
-from registry_sync.database import make_engine, upgrade
 from registry_sync.fleet import DRAINING, READY, STOPPED, FleetStore, Holding, MemberReport, Served
 from tests.support.versions import vid
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def engine(state_url: str) -> Iterator[Engine]:
-    engine = make_engine(state_url)
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ as a script meets it (in-process, through the command's own main)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,11 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from gateway.cli import main
-from registry_sync.database import make_engine, upgrade
+from registry_sync.database import make_engine
 from registry_sync.keys import InvalidKeySpec, KeyExists, KeyNotFound, KeyStore, Scopes, digest_of
 from registry_sync.repository import StateStore
 from registry_sync.state import ApiKeyRow
 from tests.support.postgres import postgres_database
-
-
-@pytest.fixture
-def engine(state_url: str) -> Iterator[Engine]:
-    engine = make_engine(state_url)
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
