@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -124,6 +123,17 @@ def assert_invocations_go_with_the_default_model(fleet: Fleet) -> None:
         assert answer.status_code == 200 and answer.json()["replica"] == owner
 
 
+def arrived(fleet: Fleet, path: str) -> Counter[str]:
+    """How many requests for `path` each gateway replica has received (held ones too)."""
+    return Counter(name for name in GATEWAYS for seen in fleet.replicas[name].seen if seen["path"] == path)
+
+
+def post(base: str, path: str) -> httpx.Response:
+    """A prediction on a connection of its own (a client of its own, as concurrent callers are)."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        return client.post(path, json={"inputs": [[1]]})
+
+
 def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 2) -> Counter[str]:
     """`clients` concurrent clients on one model, `waves` times: how many of its requests each
     replica received. The replicas hold every request until all of a wave have arrived, so
@@ -134,41 +144,26 @@ def hot_model(fleet: Fleet, model: str, *, clients: int = 12, waves: int = 2) ->
     counted, more or less of them as the machine is busy."""
     path = f"/models/{model}/predict"
     received: Counter[str] = Counter()
-
-    def arrived() -> Iterator[tuple[str, int]]:
-        for name in GATEWAYS:
-            yield name, sum(1 for seen in fleet.replicas[name].seen if seen["path"] == path)
-
     for _ in range(waves):
-        before = dict(arrived())
+        before = arrived(fleet, path)
         gate = threading.Event()
         for name in GATEWAYS:
             fleet.replicas[name].gate = gate
         base = str(fleet.http.base_url)
         with ThreadPoolExecutor(clients) as pool:
-
-            def call(_: int, base: str = base) -> httpx.Response:
-                with httpx.Client(base_url=base, timeout=30) as client:
-                    return client.post(path, json={"inputs": [[1]]})
-
             sent = []
             try:
                 for n in range(clients):
-                    sent.append(pool.submit(call, n))
+                    sent.append(pool.submit(post, base, path))
                     wait_until(
-                        lambda before=before, n=n: sum(k - before[name] for name, k in arrived()) > n,  # type: ignore[misc]
+                        lambda before=before, n=n: (arrived(fleet, path) - before).total() > n,  # type: ignore[misc]
                         timeout=15,
                         what=f"request {n + 1} at a replica",
                     )
-                wait_until(
-                    lambda before=before: sum(n - before[name] for name, n in arrived()) >= clients,  # type: ignore[misc]
-                    timeout=15,
-                    what=f"{clients} requests in flight",
-                )
             finally:
                 gate.set()
             assert [f.result().status_code for f in sent] == [200] * clients
-        received.update({name: n - before[name] for name, n in arrived()})
+        received.update(arrived(fleet, path) - before)
         assert sum(received.values()) % clients == 0, f"a request reached two replicas: {received}"
     for name in GATEWAYS:
         fleet.replicas[name].gate = None

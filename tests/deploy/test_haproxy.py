@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -150,29 +149,23 @@ def test_a_quiet_model_stays_home_while_a_hot_one_spills(fleet: routing.Fleet) -
     for name in routing.GATEWAYS:
         fleet.replicas[name].gate = gate
     base = str(fleet.http.base_url)
-
-    def call(path: str) -> httpx.Response:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            return client.post(path, json={"inputs": [[1]]})
-
-    def arrived(path: str) -> Counter[str]:
-        return Counter(name for name in routing.GATEWAYS for seen in fleet.replicas[name].seen if seen["path"] == path)
-
     hot_path, quiet_path = "/models/hot-model/predict", f"/models/{quiet}/predict"
-    before = arrived(hot_path)
+    before = routing.arrived(fleet, hot_path)
     with ThreadPoolExecutor(18) as pool:
-        hot = [pool.submit(call, hot_path) for _ in range(12)]
+        hot = [pool.submit(routing.post, base, hot_path) for _ in range(12)]
         try:
-            wait_until(lambda: sum((arrived(hot_path) - before).values()) == 12, timeout=15, what="12 hot requests")
-            held = arrived(hot_path) - before
+            wait_until(
+                lambda: (routing.arrived(fleet, hot_path) - before).total() == 12, timeout=15, what="12 hot requests"
+            )
+            held = routing.arrived(fleet, hot_path) - before
             assert held[home] >= 2 and len(held) >= 2, f"the hot model did not spill: {held}"
-            answers = [pool.submit(call, quiet_path) for _ in range(6)]
-            wait_until(lambda: sum(arrived(quiet_path).values()) == 6, timeout=15, what="the quiet requests")
+            answers = [pool.submit(routing.post, base, quiet_path) for _ in range(6)]
+            wait_until(lambda: routing.arrived(fleet, quiet_path).total() == 6, timeout=15, what="the quiet requests")
         finally:
             gate.set()
         assert {answer.result().json()["replica"] for answer in answers} == {home}
         assert all(f.result().status_code == 200 for f in hot)
-    assert set(arrived(quiet_path)) == {home}
+    assert set(routing.arrived(fleet, quiet_path)) == {home}
 
 
 def test_a_draining_replica_is_retried_on_another(fleet: routing.Fleet) -> None:
