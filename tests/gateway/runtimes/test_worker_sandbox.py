@@ -9,6 +9,7 @@ unprivileged process. Started that way, the worker must fall back to Landlock's 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,10 +21,16 @@ import pytest
 
 WORKER = Path(__file__).parents[3] / "gateway" / "runtimes" / "worker"
 SCRIPT = """
-import json, os, socket, sys, threading, time
+import ctypes, json, os, socket, struct, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 if sys.argv[3] == "threaded":  # as a process some library already started a thread in
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+if sys.argv[3] == "docker":  # as Docker's default seccomp profile: no unshare, no mount
+    libc = ctypes.CDLL(None, use_errno=True)
+    program = [(0x20, 0, 0, 0), (0x15, 2, 0, 272), (0x15, 1, 0, 165), (0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x50001)]
+    blob = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
+    prog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(blob))
+    assert libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.c_char_p(prog), 0, 0) == 0
 import sandbox
 policy = json.loads(sys.argv[2])
 report = sandbox.apply(policy)
@@ -39,6 +46,13 @@ seen = {
     "read outside": attempt("read", lambda: open(policy["outside"]).read()),
     "read view": attempt("read", lambda: open(os.path.join(policy["view"], "MLmodel")).read()),
 }
+def fill(*sizes):
+    for n, size in enumerate(sizes):
+        with open(os.path.join(policy["scratch"], f"file-{n}"), "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+disk = int(policy["disk_bytes"])
+seen["a file over the disk's size"] = attempt("write", lambda: fill(disk + 4096))
+seen["two files of 3/4 of it"] = attempt("write", lambda: fill(disk * 3 // 4, disk * 3 // 4))
 print(json.dumps({"report": report, "seen": seen}))
 """
 
@@ -51,7 +65,7 @@ def listener() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def confined(tmp_path: Path, port: int, *, threaded: bool, network: str = "deny") -> dict[str, dict[str, object]]:
+def confined(tmp_path: Path, port: int, *, threaded: bool, network: str = "deny", mode: str = "") -> Any:
     view, scratch, outside = tmp_path / "view", tmp_path / "scratch", tmp_path / "state.db"
     view.mkdir(exist_ok=True)
     scratch.mkdir(exist_ok=True)
@@ -65,8 +79,9 @@ def confined(tmp_path: Path, port: int, *, threaded: bool, network: str = "deny"
         "max_processes": 0,
         "port": port,
         "outside": str(outside),
+        "disk_bytes": 8 * 2**20,
     }
-    return run_script(SCRIPT, json.dumps(policy), "threaded" if threaded else "-")  # type: ignore[no-any-return]
+    return run_script(SCRIPT, json.dumps(policy), mode or ("threaded" if threaded else "-"))
 
 
 def run_script(script: str, *args: str) -> Any:
@@ -87,7 +102,30 @@ def test_without_a_user_namespace_landlock_still_denies_every_tcp_connect(tmp_pa
     network = out["report"]["network"]
     assert network["enforced"] and network["how"].startswith("Landlock denies every TCP connect and bind")
     assert "unshare failed (Invalid argument)" in network["how"]
-    assert out["seen"] == {"connect": "PermissionError", "read outside": "PermissionError", "read view": "ok"}
+    assert out["seen"] == {
+        "connect": "PermissionError",
+        "read outside": "PermissionError",
+        "read view": "ok",
+        "a file over the disk's size": "OSError",  # EFBIG: RLIMIT_FSIZE
+        # ENOSPC: its tmpfs, which root mounts without a user namespace; others cannot
+        "two files of 3/4 of it": "OSError" if os.geteuid() == 0 else "ok",
+    }
+
+
+def test_where_unshare_and_mount_are_refused_the_disk_is_bounded_per_file_and_shown_missing(
+    tmp_path: Path, listener: int
+) -> None:
+    """Docker's default seccomp profile refuses both: no namespace, so no tmpfs; the worker says so."""
+    out = confined(tmp_path, listener, threaded=False, mode="docker")
+    assert out["report"]["network"]["how"].startswith("Landlock denies every TCP connect and bind")
+    disk = out["report"]["limits"]["disk"]
+    assert not disk["enforced"], disk
+    assert disk["why_not"] == (
+        "no mount namespace: unshare failed (Operation not permitted); "
+        "no file over 8 MiB (RLIMIT_FSIZE) only, their total unbounded"
+    )
+    assert out["seen"]["a file over the disk's size"] == "OSError"  # each file is still bounded
+    assert out["seen"]["two files of 3/4 of it"] == "ok"  # their total is not: what the status says
 
 
 def test_the_same_probes_pass_where_the_policy_allows_the_network(tmp_path: Path, listener: int) -> None:
@@ -105,8 +143,6 @@ def test_with_a_user_namespace_the_worker_is_in_a_network_of_its_own(tmp_path: P
 
 
 def test_processes_allowed_by_the_setting_are_bounded_by_rlimit_nproc_except_for_root(tmp_path: Path) -> None:
-    import os
-
     script = (
         "import json, os, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
