@@ -115,6 +115,7 @@ _SELF_ONLY = {
     "sched_setattr": (314, ((0, 0),)),
     "migrate_pages": (256, ((0, 0),)),
     "move_pages": (279, ((0, 0),)),
+    "get_robust_list": (274, ((0, 0),)),  # another's futex list: Landlock's ptrace rule, where there is Landlock
     "setpriority": (141, ((0, _PRIO_PROCESS), (1, 0))),  # not a process group, not a user
     "getpriority": (140, ((0, _PRIO_PROCESS), (1, 0))),
     "ioprio_set": (251, ((0, _IOPRIO_WHO_PROCESS), (1, 0))),

@@ -196,6 +196,9 @@ CALLS = {
     "sched_setparam": lambda pid: os.sched_setparam(pid, os.sched_getparam(pid)),
     "ioprio_set": ioprio,
     "move_pages": lambda pid: checked(libc.syscall(279, pid, 0, None, None, None, 0)),  # no page: a no-op
+    "get_robust_list": lambda pid: checked(
+        libc.syscall(274, pid, ctypes.byref(ctypes.c_void_p()), ctypes.byref(ctypes.c_size_t()))
+    ),
 }
 MEMORY = {
     "memfd_create": lambda: os.close(os.memfd_create("x")),
