@@ -679,6 +679,7 @@ def sandbox_policy(settings: GatewaySettings) -> SandboxPolicy:
         env_pass=tuple(settings.env_pass),
         allow_network=settings.sandbox_allow_network,
         memory_bytes=int(memory_mb * 2**20),
+        disk_bytes=int(settings.sandbox_disk_mb * 2**20),
         cpu_seconds=settings.sandbox_cpu_seconds,
         max_open_files=settings.sandbox_max_open_files,
         max_processes=settings.sandbox_max_processes,

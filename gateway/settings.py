@@ -445,6 +445,12 @@ class GatewaySettings(BaseSettings):
     GATEWAY_MAX_MEMORY_MB (no worker may hold more than the whole budget); 0: no limit (PyTorch
     on CUDA reserves far more address space than it uses)."""
 
+    sandbox_disk_mb: float = Field(default=512, ge=0)
+    """What a sandboxed worker may write, in MiB: its scratch folder (``HOME``, ``TMPDIR``) is a
+    tmpfs of this size in a mount namespace of its own (in memory, gone with the worker; where
+    the host refuses one, the folder stays on the artifact cache's disk and the status says the
+    total is unbounded), and no file it writes may be larger (RLIMIT_FSIZE). 0: no limit."""
+
     sandbox_cpu_seconds: float = Field(default=300, ge=0)
     """CPU time (all its threads) one call to a sandboxed worker may use before the gateway kills
     the worker (its callers get 503, it is started again); 0: no limit."""

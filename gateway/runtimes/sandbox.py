@@ -102,6 +102,7 @@ class SandboxPolicy:
     env_pass: tuple[str, ...] = ()
     allow_network: bool = False  # honour a version's gateway.network=allow tag
     memory_bytes: int = 0  # address space a worker may add to what it maps at start; 0: no limit
+    disk_bytes: int = 0  # its scratch tmpfs's size, and RLIMIT_FSIZE; 0: no limit
     cpu_seconds: float = 0  # CPU time one call may use; 0: no limit
     max_open_files: int = 1024
     max_processes: int = 0  # 0: none (seccomp); else RLIMIT_NPROC
@@ -154,7 +155,7 @@ def _probe() -> dict[str, dict[str, Any]]:
         support["filesystem"] = {"available": True, "how": f"Landlock ABI {abi}"}
     else:
         support["filesystem"] = {"available": False, "why_not": "the kernel has no Landlock (or it is disabled)"}
-    namespaces = _try_namespaces()
+    namespaces, tmpfs = _try_namespaces()
     if namespaces is None:
         support["network"] = {"available": True, "how": "a user and network namespace per worker"}
     elif abi >= 4:
@@ -166,22 +167,38 @@ def _probe() -> dict[str, dict[str, Any]]:
     else:
         support["syscalls"] = {"available": False, "why_not": f"no seccomp filter for {platform.machine()}"}
     support["limits"] = {"available": True, "how": "rlimits and a CPU watchdog"}
+    if tmpfs is None:
+        support["limits"]["disk"] = "a tmpfs of GATEWAY_SANDBOX_DISK_MB as each worker's scratch folder"
+    else:
+        support["limits"]["disk_why_not"] = f"no tmpfs of a worker's own ({tmpfs}): only each file is bounded"
     if os.geteuid() == 0:
         support["limits"]["note"] = "RLIMIT_NPROC does not bind root: GATEWAY_SANDBOX_MAX_PROCESSES>0 is not enforced"
     return support
 
 
-def _try_namespaces() -> str | None:
-    """None if an unprivileged process here can enter a user and network namespace, else why not."""
+def _try_namespaces() -> tuple[str | None, str | None]:
+    """Whether an unprivileged process here can enter a user and network namespace, and mount
+    a tmpfs in a mount namespace of its own (as ``worker/sandbox.py`` does): None for each
+    that it can, else why not."""
     code = (
-        "import ctypes,os,sys;l=ctypes.CDLL(None,use_errno=True);"
-        "sys.exit(0 if l.unshare(0x10000000|0x40000000)==0 else ctypes.get_errno())"
+        "import ctypes,os,sys;l=ctypes.CDLL(None,use_errno=True);u,g=os.geteuid(),os.getegid()\n"
+        "if l.unshare(0x10000000|0x40000000|0x20000)!=0:sys.exit(ctypes.get_errno())\n"
+        "open('/proc/self/setgroups','w').write('deny');open('/proc/self/uid_map','w').write(f'{u} {u} 1')\n"
+        "open('/proc/self/gid_map','w').write(f'{g} {g} 1')\n"
+        "ok=l.mount(b'none',b'/',None,ctypes.c_ulong(0x44000),None)==0 and "
+        "l.mount(b'tmpfs',b'/tmp',b'tmpfs',ctypes.c_ulong(6),b'size=1m')==0\n"
+        "sys.exit(0 if ok else 128+ctypes.get_errno())"
     )
     try:
         done = subprocess.run([sys.executable, "-E", "-s", "-c", code], env={}, timeout=30, capture_output=True)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    return None if done.returncode == 0 else f"unshare: {os.strerror(done.returncode)}"
+        return str(exc), str(exc)
+    if done.returncode == 0:
+        return None, None
+    if done.returncode > 128:
+        return None, f"mount: {os.strerror(done.returncode - 128)}"
+    why = f"unshare: {os.strerror(done.returncode)}"
+    return why, why
 
 
 def missing_layers(policy: SandboxPolicy) -> dict[str, str]:
@@ -191,6 +208,9 @@ def missing_layers(policy: SandboxPolicy) -> dict[str, str]:
     missing = {k: str(v["why_not"]) for k, v in host_support().items() if not v["available"]}
     if policy.max_processes > 0 and os.geteuid() == 0:
         missing["processes"] = "RLIMIT_NPROC does not bind root (GATEWAY_SANDBOX_MAX_PROCESSES)"
+    disk_why_not = host_support().get("limits", {}).get("disk_why_not")
+    if policy.disk_bytes > 0 and disk_why_not:
+        missing["disk"] = str(disk_why_not)
     return missing
 
 
@@ -211,8 +231,28 @@ def summary(policy: SandboxPolicy) -> str:
         return "off: isolated workers get the gateway's environment and no sandbox (GATEWAY_SANDBOX=off)"
     missing = missing_layers(policy)
     if not missing:
-        return f"{policy.mode}: every layer (environment, filesystem, network, limits, capabilities, syscalls)"
-    return f"{policy.mode}, without " + "; ".join(f"{layer} ({why})" for layer, why in missing.items())
+        layers = f"{policy.mode}: every layer (environment, filesystem, network, limits, capabilities, syscalls)"
+    else:
+        layers = f"{policy.mode}, without " + "; ".join(f"{layer} ({why})" for layer, why in missing.items())
+    return f"{layers}; {bounds(policy, scratch_tmpfs='disk' not in missing, seccomp='syscalls' not in missing)}"
+
+
+def bounds(policy: SandboxPolicy, *, scratch_tmpfs: bool, seccomp: bool) -> str:
+    """What bounds a worker's memory and disk, in words (for /status and /health/ready)."""
+    mib = 2**20
+    if policy.memory_bytes > 0:
+        memory = f"memory: {policy.memory_bytes // mib} MiB of address space past its start (RLIMIT_AS)"
+    else:
+        memory = "memory: no address-space limit (GATEWAY_SANDBOX_MEMORY_MB=0)"
+    if seccomp:
+        memory += ", no memfd or SysV shared memory (seccomp)"
+    if policy.disk_bytes <= 0:
+        disk = "disk: no limit (GATEWAY_SANDBOX_DISK_MB=0)"
+    elif scratch_tmpfs:
+        disk = f"disk: none; its scratch a {policy.disk_bytes // mib} MiB tmpfs (memory, beside the above)"
+    else:
+        disk = f"disk: each file at most {policy.disk_bytes // mib} MiB (RLIMIT_FSIZE), the total unbounded"
+    return f"{memory}; {disk}"
 
 
 # --- one group's sandbox ---
@@ -259,6 +299,7 @@ class WorkerSandbox:
                 "max_open_files": self.policy.max_open_files,
                 "max_processes": self.policy.max_processes,
                 "memory_bytes": self.policy.memory_bytes,
+                "disk_bytes": self.policy.disk_bytes,
             }
         )
 
@@ -279,6 +320,8 @@ class WorkerSandbox:
             missing.pop("limits.memory", None)
         if self.policy.max_open_files <= 0:
             missing.pop("limits.open_files", None)
+        if self.policy.disk_bytes <= 0:
+            missing.pop("limits.disk", None)
         if self.policy.mode == "required" and missing:
             raise SandboxUnavailable(missing)
         with self._lock:

@@ -6,12 +6,14 @@ environment from an allow list before starting it; here the worker, still single
 holding nothing of any model, applies the layers the kernel offers, in this order:
 
 1. **limits**: ``RLIMIT_NOFILE``, ``RLIMIT_NPROC`` (it binds within the worker's own user
-   namespace, never for root), ``RLIMIT_CORE`` 0; the address-space limit comes later, at
-   ``hello`` (:func:`limit_memory`), once the interpreter and MLflow are imported, so that
-   the budget is what models may add.
+   namespace, never for root), ``RLIMIT_CORE`` 0, ``RLIMIT_FSIZE``; the address-space limit
+   comes later, at ``hello`` (:func:`limit_memory`), once the interpreter and MLflow are
+   imported, so that the budget is what models may add.
 2. **network**: a user and network namespace of its own (only a loopback, down): nothing it
    opens reaches any host, loopback included. Where unprivileged namespaces are refused,
-   Landlock's TCP rules (ABI 4) deny every ``connect`` and ``bind`` instead.
+   Landlock's TCP rules (ABI 4) deny every ``connect`` and ``bind`` instead. Then a mount
+   namespace of its own (:func:`mount_namespace`), where ``scratch`` is a tmpfs of
+   ``disk_bytes``.
 3. **filesystem** (Landlock): read-only the interpreter, its environment, this folder, the
    system's libraries (``/usr``, ``/lib``, ``/etc``, ``/proc``, ``/sys``) and the versions'
    verified files as the gateway links them into ``view``; read-write its own ``scratch``
@@ -20,7 +22,9 @@ holding nothing of any model, applies the layers the kernel offers, in this orde
    processes outside its sandbox, and Landlock denies ptrace of them at any ABI, which is
    what keeps ``/proc/<gateway>/environ`` and ``/proc/<gateway>/mem`` closed.
 4. **system calls** (seccomp, x86-64): ``ptrace``, ``mount``, ``bpf``, ``unshare``, module
-   and key management, ``io_uring``... fail with ``EPERM``; with no processes allowed, so do
+   and key management, ``io_uring``, ``memfd_create`` and SysV shared memory... fail with
+   ``EPERM``; so do ``prlimit64``, ``setpriority``, ``sched_setaffinity``... naming any process
+   but the worker itself (``_SELF_ONLY``); with no processes allowed, so do
    ``fork``, a ``clone`` that is not a thread, and ``execve``; with no network, creating any
    socket (a Unix socket's path, such as PostgreSQL's, is not a network namespace's to hide,
    and Landlock's rules, where they stand in for the namespace, cover TCP only).
@@ -73,7 +77,8 @@ _PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # --- namespaces ---
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_CLONE_NEWUSER, _CLONE_NEWNET, _CLONE_NEWNS = 0x10000000, 0x40000000, 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 14, 1 << 18
 
 # --- seccomp (x86-64 only: the numbers below are that architecture's) ---
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
@@ -81,6 +86,7 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 _EPERM, _ENOSYS = 1, 38
 _CLONE_THREAD = 0x00010000
+_PRIO_PROCESS, _IOPRIO_WHO_PROCESS = 0, 1
 _DENIED = {  # name -> x86-64 number: what no model needs, and what a model breaking out would
     "ptrace": 101, "syslog": 103, "acct": 163, "settimeofday": 164, "mount": 165, "umount2": 166,
     "swapon": 167, "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173, "init_module": 175,
@@ -92,7 +98,32 @@ _DENIED = {  # name -> x86-64 number: what no model needs, and what a model brea
     "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     "fspick": 433, "pidfd_getfd": 438, "mount_setattr": 442,
+    # another process by a handle: signal it, take its files, reclaim or advise its memory
+    "pidfd_send_signal": 424, "pidfd_open": 434, "process_madvise": 440, "process_mrelease": 448,
+    # memory RLIMIT_AS does not count (written, never mapped), and SysV's outlives the worker
+    "memfd_create": 319, "shmget": 29, "msgget": 68, "mq_open": 240,
 }  # fmt: skip
+# name -> (x86-64 number, ((argument, the only value allowed), ...)): allowed on the worker itself
+# (pid 0, "who" 0), refused on any other process (the gateway, another model's worker), which
+# keeps the gateway's uid and so would pass the kernel's own permission check. Arguments are
+# compared on their low 32 bits: each is an int (pid_t), which the kernel truncates the same way.
+_SELF_ONLY = {
+    "prlimit64": (302, ((0, 0),)),  # libc's getrlimit and setrlimit pass pid 0
+    "sched_setaffinity": (203, ((0, 0),)),  # BLAS and PyTorch pin with pid 0
+    "sched_setscheduler": (144, ((0, 0),)),
+    "sched_setparam": (142, ((0, 0),)),
+    "sched_setattr": (314, ((0, 0),)),
+    "migrate_pages": (256, ((0, 0),)),
+    "move_pages": (279, ((0, 0),)),
+    "get_robust_list": (274, ((0, 0),)),  # another's futex list: Landlock's ptrace rule, where there is Landlock
+    "setpriority": (141, ((0, _PRIO_PROCESS), (1, 0))),  # not a process group, not a user
+    "getpriority": (140, ((0, _PRIO_PROCESS), (1, 0))),
+    "ioprio_set": (251, ((0, _IOPRIO_WHO_PROCESS), (1, 0))),
+    "ioprio_get": (252, ((0, _IOPRIO_WHO_PROCESS), (1, 0))),
+    # posix_fallocate (mode 0) stays within RLIMIT_FSIZE; FALLOC_FL_KEEP_SIZE would reserve
+    # blocks past it, on a scratch folder that is not a tmpfs of its own
+    "fallocate": (285, ((1, 0),)),
+}
 _PROCESSES = {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322}
 _CLONE, _CLONE3, _SOCKET = 56, 435, 41
 
@@ -140,6 +171,14 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
         report["network"], net_via_namespace = _network_namespace()
     else:
         report["network"] = {"enforced": False, "why_not": "allowed: " + str(policy.get("network_reason", "tagged"))}
+    if report["limits"]["disk"]["enforced"]:
+        scratch = mount_namespace(policy)
+        if scratch["enforced"]:
+            report["limits"]["disk"]["how"] = scratch["how"] + "; " + report["limits"]["disk"]["how"]
+        else:  # each file is bounded, their total is not
+            report["limits"]["disk"] = _missing(
+                scratch["why_not"] + "; " + report["limits"]["disk"]["how"] + " only, their total unbounded"
+            )
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     report["filesystem"], landlock_net = _landlock(policy, deny_tcp=policy.get("network") == "deny")
@@ -180,6 +219,12 @@ def _limits(policy: dict[str, Any]) -> dict[str, Any]:
     else:
         limits["open_files"] = _missing("GATEWAY_SANDBOX_MAX_OPEN_FILES=0")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    disk = int(policy.get("disk_bytes") or 0)
+    if disk > 0:  # a write past it fails with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (disk, disk))
+        limits["disk"] = _enforced(f"no file over {disk // 2**20} MiB (RLIMIT_FSIZE)", bytes=disk)
+    else:
+        limits["disk"] = _missing("GATEWAY_SANDBOX_DISK_MB=0")
     processes = int(policy.get("max_processes") or 0)
     if processes > 0:
         resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
@@ -211,16 +256,50 @@ def _network_namespace() -> tuple[dict[str, Any], bool]:
     if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         return _missing(f"no user and network namespace: unshare failed ({os.strerror(errno)})"), False
-    try:  # the same ids inside: files keep their owners, and RLIMIT_NPROC counts this namespace only
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"{gid} {gid} 1")
+    try:
+        _map_ids(uid, gid)
     except OSError as exc:  # still in a network namespace of its own; ids show as nobody
         return _enforced(f"a network namespace of its own (ids unmapped: {exc.strerror})"), True
     return _enforced("a user and network namespace of its own: no interface but a loopback, down"), True
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    """The same ids inside a new user namespace: files keep their owners, and RLIMIT_NPROC
+    counts this namespace only. The kernel compares these ids, not the namespace's, when the
+    worker names another process: seccomp, not the namespace, keeps it off the gateway's."""
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+
+
+def mount_namespace(policy: dict[str, Any]) -> dict[str, Any]:
+    """A mount namespace of the worker's own, where its ``scratch`` folder is a tmpfs of
+    ``disk_bytes``: what it writes there (``HOME``, ``TMPDIR``) is bounded in total, never
+    reaches the artifact cache's disk, and is gone with the worker. Before Landlock (which
+    forbids mounting) and seccomp; inside the user namespace of :func:`_network_namespace` where
+    there is one, else in one of its own (a version allowed the network has none)."""
+    disk, scratch = int(policy.get("disk_bytes") or 0), str(policy.get("scratch") or "")
+    if disk <= 0 or not scratch:
+        return _missing("GATEWAY_SANDBOX_DISK_MB=0: its scratch folder is on the artifact cache's disk")
+    uid, gid = os.geteuid(), os.getegid()
+    if _libc.unshare(_CLONE_NEWNS) != 0:  # no CAP_SYS_ADMIN here: in a user namespace of its own
+        if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+            return _missing(f"no mount namespace: unshare failed ({os.strerror(ctypes.get_errno())})")
+        try:
+            _map_ids(uid, gid)
+        except OSError as exc:
+            return _missing(f"no mount namespace: its ids could not be mapped ({exc.strerror})")
+    # nothing mounted here reaches the gateway's namespace
+    if _libc.mount(b"none", b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None) != 0:
+        return _missing(f"mount namespace: making / private failed ({os.strerror(ctypes.get_errno())})")
+    options = f"size={disk},mode=0700".encode()
+    flags = ctypes.c_ulong(_MS_NOSUID | _MS_NODEV)
+    if _libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", flags, options) != 0:
+        return _missing(f"mount namespace: no tmpfs on its scratch folder ({os.strerror(ctypes.get_errno())})")
+    return _enforced(f"its scratch folder a tmpfs of {disk // 2**20} MiB of its own (memory, not the disk's)")
 
 
 def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any], bool]:
@@ -326,38 +405,66 @@ def _seccomp(policy: dict[str, Any]) -> dict[str, Any]:
     denied = sorted(_DENIED) + (sorted(_PROCESSES) + ["clone (but threads)", "clone3"] if no_processes else [])
     if no_sockets:
         denied.append("socket (any family: UDP, Unix, netlink too)")
-    how = "seccomp: " + ", ".join(denied) + " fail with EPERM"
-    report = _enforced(how, denied=denied)
+    on_others = sorted(name for name in _SELF_ONLY if name != "fallocate")
+    how = (
+        "seccomp: " + ", ".join(denied) + " fail with EPERM; so do " + ", ".join(on_others)
+        + " on any process but the worker itself, and fallocate but posix_fallocate's"
+    )  # fmt: skip
+    report = _enforced(how, denied=denied, self_only=on_others)
     if no_processes:
         report["processes"] = "none: fork, vfork, clone of a process and execve fail"
     return report
 
 
+_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_NR, _ARCH = 0, 4  # offsets in struct seccomp_data; the arguments start at 16, 8 bytes each
+
+
+def _arg(index: int) -> int:
+    """The offset of an argument's low 32 bits (x86-64 is little-endian)."""
+    return 16 + 8 * index
+
+
+def _refuse(nr: int, errno: int = _EPERM) -> list[tuple[int, int, int, int]]:
+    return [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, _RET_ERRNO | errno)]
+
+
+def _only_when(nr: int, equal: tuple[tuple[int, int], ...]) -> list[tuple[int, int, int, int]]:
+    """``nr`` allowed when every (argument, value) holds, refused otherwise: a block that
+    returns once the number matched (the accumulator is reloaded only inside it)."""
+    checks: list[tuple[int, int, int, int]] = []
+    for k, (index, value) in enumerate(equal):  # a failed comparison jumps to the refusal at the end
+        checks += [(_LD_W_ABS, 0, 0, _arg(index)), (_JEQ_K, 0, 2 * (len(equal) - k) - 1, value)]
+    block = [*checks, (_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_ERRNO | _EPERM)]
+    return [(_JEQ_K, 0, len(block), nr), *block]
+
+
 def _filter(*, no_processes: bool, no_sockets: bool) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program: (code, jt, jf, k) per instruction, jumps relative."""
-    ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
-    errno = _RET_ERRNO | _EPERM
+    """A classic BPF program: (code, jt, jf, k) per instruction, jumps relative. The system
+    call's number stays in the accumulator from one rule to the next; a rule that loads an
+    argument returns before the next rule."""
     out: list[tuple[int, int, int, int]] = [
-        (ld_w_abs, 0, 0, 4),  # arch
-        (jeq_k, 1, 0, _AUDIT_ARCH_X86_64),
-        (ret_k, 0, 0, _RET_KILL_PROCESS),
-        (ld_w_abs, 0, 0, 0),  # nr
-        (jge_k, 0, 1, 0x40000000),  # the x32 ABI: none of it
-        (ret_k, 0, 0, errno),
+        (_LD_W_ABS, 0, 0, _ARCH),
+        (_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64),
+        (_RET_K, 0, 0, _RET_KILL_PROCESS),
+        (_LD_W_ABS, 0, 0, _NR),
+        (_JGE_K, 0, 1, 0x40000000),  # the x32 ABI: none of it
+        (_RET_K, 0, 0, _RET_ERRNO | _EPERM),
     ]
-    numbers = sorted(_DENIED.values()) + (sorted(_PROCESSES.values()) if no_processes else [])
-    for nr in numbers:
-        out += [(jeq_k, 0, 1, nr), (ret_k, 0, 0, errno)]
-    if no_processes:
-        out += [(jeq_k, 0, 1, _CLONE3), (ret_k, 0, 0, _RET_ERRNO | _ENOSYS)]  # glibc falls back to clone
-        out += [
-            (jeq_k, 0, 3, _CLONE),
-            (ld_w_abs, 0, 0, 16),  # flags (low half)
-            (jset_k, 1, 0, _CLONE_THREAD),
-            (ret_k, 0, 0, errno),
-            (ld_w_abs, 0, 0, 0),  # back to nr for what follows (a thread's clone lands here too)
-        ]
+    for nr in sorted(_DENIED.values()) + (sorted(_PROCESSES.values()) if no_processes else []):
+        out += _refuse(nr)
     if no_sockets:  # its socket to the gateway is inherited; socketpair() reaches no one
-        out += [(jeq_k, 0, 1, _SOCKET), (ret_k, 0, 0, errno)]
-    out.append((ret_k, 0, 0, _RET_ALLOW))
+        out += _refuse(_SOCKET)
+    if no_processes:
+        out += _refuse(_CLONE3, _ENOSYS)  # glibc falls back to clone
+        out += [
+            (_JEQ_K, 0, 4, _CLONE),
+            (_LD_W_ABS, 0, 0, _arg(0)),  # flags (low half)
+            (_JSET_K, 1, 0, _CLONE_THREAD),
+            (_RET_K, 0, 0, _RET_ERRNO | _EPERM),
+            (_RET_K, 0, 0, _RET_ALLOW),  # a thread
+        ]
+    for nr, equal in sorted(_SELF_ONLY.values()):
+        out += _only_when(nr, equal)
+    out.append((_RET_K, 0, 0, _RET_ALLOW))
     return out

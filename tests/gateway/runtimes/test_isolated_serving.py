@@ -98,10 +98,17 @@ async def predict(client: httpx.AsyncClient, name: str, version: int, *packages:
     return response.json()["predictions"]  # type: ignore[no-any-return]
 
 
-def in_scratch(root: Path, name: str) -> bool:
+def in_scratch(root: Path, name: str) -> Path | None:
     """A file the reporter wrote in its worker's scratch folder (gateway/runtimes/sandbox.py), the one
-    place a sandboxed worker may write, under the artifact cache of settings_under(root)."""
-    return any((root / "artifact-cache" / "sandboxes").glob(f"*/scratch/{name}"))
+    place a sandboxed worker may write, under the artifact cache of settings_under(root). The folder
+    is a tmpfs in the worker's own mount namespace: seen through ``/proc/<worker>/root``."""
+    workers = [pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()]
+    for scratch in (root / "artifact-cache" / "sandboxes").glob("*/scratch"):
+        for pid in workers:
+            found = Path(f"/proc/{pid}/root{scratch}") / name
+            if found.exists():
+                return found
+    return None
 
 
 async def runtime_of(client: httpx.AsyncClient, name: str, version: int) -> dict[str, Any]:
@@ -168,8 +175,8 @@ async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it
         gw.services.streams.end_all()
         assert (await running).text.rstrip().splitlines()[-1].startswith('data: {"error_code"')
         wait_until(lambda: in_scratch(tmp_path, "closed"), timeout=20, what="the worker to close the generator")
-        (closed,) = (tmp_path / "artifact-cache" / "sandboxes").glob("*/scratch/closed")
-        assert closed.read_text().startswith("cancelled")
+        closed = in_scratch(tmp_path, "closed")
+        assert closed is not None and closed.read_text().startswith("cancelled")
 
 
 async def test_two_versions_with_one_set_of_requirements_share_an_environment_and_a_worker(

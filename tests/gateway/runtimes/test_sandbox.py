@@ -3,7 +3,9 @@ worker that holds no secret, reads no state, reaches no network and stays within
 
 The model is tests/support/env_models/prober.py: from inside ``predict`` it tries each escape
 and says what happened. The same probes are run once with GATEWAY_SANDBOX=off, where each
-escape must succeed: that is what makes a denial here the sandbox's doing.
+escape must succeed: that is what makes a denial here the sandbox's doing. Whatever a probe
+connects to is a listener the test opens itself (a TCP port on loopback, a Unix socket in a
+folder anyone may read), so that a refusal cannot come from nothing listening.
 """
 
 from __future__ import annotations
@@ -88,6 +90,20 @@ def listener() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def unix_listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Unix socket on a path, listening (as PostgreSQL's ``.s.PGSQL.5432``), in a folder
+    every user may search: only the sandbox stands between a worker and it."""
+    folder = tmp_path_factory.mktemp("unix")
+    folder.chmod(0o755)
+    path = folder / "s.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        path.chmod(0o777)
+        server.listen(16)
+        yield str(path)
+
+
 @asynccontextmanager
 async def gateway_for(registry: Registry, root: Path, env_dir: Path, **overrides: Any) -> AsyncIterator[Gateway]:
     values: dict[str, Any] = {
@@ -97,6 +113,7 @@ async def gateway_for(registry: Registry, root: Path, env_dir: Path, **overrides
         "sandbox_allow_network": True,
         "sandbox_memory_mb": 256,
         "sandbox_cpu_seconds": 3,
+        "sandbox_disk_mb": 64,
     }
     values.update(overrides)
     async with running_gateway(settings_under(root, **values), registry.tracking_uri) as gw:
@@ -127,7 +144,7 @@ def state_db(gw: Gateway) -> str:
     return str(gw.services.settings.database_url).removeprefix("sqlite:///")
 
 
-def escapes(gw: Gateway, port: int) -> dict[str, str]:
+def escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
     """Each escape, as a probe; the sandbox must stop every one."""
     cache = gw.services.settings.artifact_cache_dir
     found = {f"env:{name}" for name in SECRETS} | {"env:GATEWAY_DATABASE_URL"}
@@ -138,32 +155,45 @@ def escapes(gw: Gateway, port: int) -> dict[str, str]:
     probes["artifact cache"] = f"list:{cache / 'blobs'}"
     probes["tests"] = f"read:{__file__}"  # the repository, configuration beside it
     probes["loopback"] = f"connect:127.0.0.1:{port}"
-    probes["postgres"] = "connect:127.0.0.1:5432"
-    probes["unix socket"] = "unix:/var/run/postgresql/.s.PGSQL.5432"
+    probes["unix socket"] = f"unix:{unix_path}"
     probes["fork"] = "fork:20"
     probes["signal"] = "signal-parent"
+    for call in MEDDLING:  # each sets the gateway's own value again: harmless where it succeeds
+        probes[f"{call} gateway"] = f"{call}:parent"
+    probes["memfd"] = "memfd:300"  # past the 256 MiB of gateway_for, never mapped: RLIMIT_AS misses it
+    probes["shm"] = "shm:"
+    probes["disk"] = "fallocate:40,40"  # each under the 64 MiB of gateway_for, not both
+    probes["big file"] = "fallocate:80"
     return probes
 
 
-async def run_escapes(gw: Gateway, port: int) -> dict[str, str]:
-    probes = escapes(gw, port)
+MEDDLING = ("prlimit", "renice", "affinity", "scheduler")  # prober.py: set another process's limits, nice...
+
+
+async def run_escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
+    probes = escapes(gw, port, unix_path)
     return dict(zip(probes, await probe(gw, "prober", *probes.values()), strict=True))
 
 
 async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_nothing(
-    sandboxed: Gateway, listener: int
+    sandboxed: Gateway, listener: int, unix_listener: str
 ) -> None:
-    seen = await run_escapes(sandboxed, listener)
+    seen = await run_escapes(sandboxed, listener, unix_listener)
     for name in [*SECRETS, "GATEWAY_DATABASE_URL"]:
         assert seen[f"env:{name}"] == "<absent>", (name, seen)
     assert seen["gateway's environ"].startswith("PermissionError"), seen  # no ptrace access to the gateway
     for what in ("state db", "artifact cache", "tests"):
         assert seen[what].startswith("PermissionError"), (what, seen)
-    for what in ("loopback", "postgres"):
-        assert not seen[what] == "connected", (what, seen)
+    assert seen["loopback"] != "connected", seen
     assert seen["unix socket"].startswith("PermissionError"), seen
     assert seen["fork"] == "started 0", seen
     assert seen["signal"].startswith("PermissionError"), seen
+    for call in MEDDLING:  # the gateway keeps its limits, its nice value, its CPUs, its scheduling
+        assert seen[f"{call} gateway"].startswith("PermissionError"), (call, seen)
+    assert seen["memfd"].startswith("PermissionError"), seen
+    assert seen["shm"].startswith("PermissionError"), seen  # Landlock: /dev/shm is not its to write
+    assert seen["disk"] == "allocated 1: OSError: No space left on device", seen  # the tmpfs's total
+    assert seen["big file"] == "allocated 0: OSError: File too large", seen  # RLIMIT_FSIZE
     # what it legitimately needs still works: a variable named for it, its scratch folder
     passed, home = await probe(sandboxed, "prober", f"env:{PASSED}", "env:HOME")
     assert passed == "passed-on-purpose"
@@ -172,21 +202,38 @@ async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_not
 
 
 async def test_without_the_sandbox_the_same_escapes_succeed(
-    probe_registry: Registry, env_dir: Path, module_env: None, listener: int, tmp_path: Path
+    probe_registry: Registry, env_dir: Path, module_env: None, listener: int, unix_listener: str, tmp_path: Path
 ) -> None:
     async with gateway_for(probe_registry, tmp_path, env_dir, sandbox="off") as gw:
-        seen = await run_escapes(gw, listener)
+        seen = await run_escapes(gw, listener, unix_listener)
         runtime = (await gw.client.get("/models/prober/versions/1")).json()["runtime"]
     for name, value in SECRETS.items():
         assert seen[f"env:{name}"] == value
     assert seen["gateway's environ"].startswith("/"), seen  # its PATH, read from /proc/<gateway>/environ
     assert seen["env:GATEWAY_DATABASE_URL"].startswith("sqlite:///")
-    for what in ("state db", "tests", "loopback"):
+    for what in ("state db", "tests", "loopback", "unix socket"):
         assert seen[what] in ("read", "connected"), (what, seen)
     assert seen["artifact cache"] and not seen["artifact cache"].startswith("PermissionError"), seen
     assert seen["fork"] == "started 20", seen
     assert seen["signal"] == "signalled", seen
+    for call in MEDDLING:
+        assert seen[f"{call} gateway"] == "set", (call, seen)
+    assert seen["memfd"] == "held 300 MiB", seen
+    assert seen["shm"] == "created", seen
+    assert (seen["disk"], seen["big file"]) == ("allocated 2", "allocated 1"), seen
     assert runtime["runtime"] == "isolated" and runtime["sandbox"] is None
+
+
+async def test_a_sandboxed_worker_tunes_itself_but_no_other_models_worker(sandboxed: Gateway) -> None:
+    """BLAS and PyTorch pin and renice their own threads (pid 0): allowed. Another model's worker
+    (``caller``, in a group of its own) is refused like the gateway, and keeps serving."""
+    await probe(sandboxed, "caller", "env:HOME")
+    other = (await sandboxed.client.get("/models/caller/versions/1")).json()["runtime"]["worker_pid"]
+    mine = await probe(sandboxed, "prober", *(f"{call}:0" for call in MEDDLING))
+    assert mine == ["set"] * len(MEDDLING)
+    theirs = await probe(sandboxed, "prober", *(f"{call}:{other}" for call in MEDDLING))
+    assert all(answer.startswith("PermissionError") for answer in theirs), theirs
+    assert await probe(sandboxed, "caller", "env:NO_SUCH_VARIABLE") == ["<absent>"]
 
 
 async def test_the_version_and_the_status_page_say_what_confines_its_worker(sandboxed: Gateway) -> None:
@@ -200,13 +247,18 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
+    assert box["limits"]["disk"]["how"].startswith("its scratch folder a tmpfs of 64 MiB of its own")
     assert box["syscalls"]["enforced"] and "ptrace" in box["syscalls"]["denied"]
+    assert {"prlimit64", "setpriority", "sched_setaffinity"} <= set(box["syscalls"]["self_only"])
     assert box["missing"] == {}  # this host offers every layer (docs/security.md)
     page = (await sandboxed.client.get("/status")).text
     assert "sandbox: environment, filesystem, network, limits, capabilities, syscalls" in page
     assert "Sandbox of isolated workers: best-effort: every layer" in page
     health = (await sandboxed.client.get("/health/ready")).json()
     assert health["sandbox"].startswith("best-effort: every layer (environment, filesystem, network")
+    bounds = "memory: 256 MiB of address space past its start (RLIMIT_AS), no memfd or SysV shared memory"
+    assert bounds in health["sandbox"] and bounds in page
+    assert health["sandbox"].endswith("disk: none; its scratch a 64 MiB tmpfs (memory, beside the above)")
 
 
 async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allows(
@@ -276,8 +328,16 @@ def test_required_refuses_to_start_where_a_layer_is_missing(
         sandbox_policy(settings_under(tmp_path, sandbox="required"))
     policy = sandbox_policy(settings_under(tmp_path, sandbox="best-effort"))
     assert "without the filesystem layer of their sandbox" in caplog.text
-    assert gateway_sandbox.summary(policy) == (
-        "best-effort, without filesystem (the kernel has no Landlock (or it is disabled))"
+    assert gateway_sandbox.summary(policy).startswith(
+        "best-effort, without filesystem (the kernel has no Landlock (or it is disabled)); memory: "
+    )
+    # no tmpfs of a worker's own (a host refusing mount namespaces): the disk is missing, and the
+    # status says what still bounds it
+    support["limits"] = {"available": True, "how": "rlimits", "disk_why_not": "no tmpfs of a worker's own (x)"}
+    with pytest.raises(SandboxUnavailable, match="disk: no tmpfs of a worker's own"):
+        sandbox_policy(settings_under(tmp_path, sandbox="required", sandbox_disk_mb=64))
+    assert gateway_sandbox.summary(sandbox_policy(settings_under(tmp_path, sandbox_disk_mb=64))).endswith(
+        "disk: each file at most 64 MiB (RLIMIT_FSIZE), the total unbounded"
     )
     from click.testing import CliRunner
 

@@ -10,10 +10,18 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
 - ``fork:N``: how many of N child processes started (each killed and reaped at once);
 - ``alloc:MiB``: allocates and touches that much, then ``allocated`` (a MemoryError is raised);
 - ``spin:SECONDS``: burns that much CPU time, then ``spun``;
-- ``signal-parent``: sends signal 0 to the gateway.
+- ``signal-parent``: sends signal 0 to the gateway;
+- ``prlimit:PID``, ``renice:PID``, ``affinity:PID``, ``scheduler:PID`` (``parent``: the gateway;
+  ``0``: the worker itself): set that process's RLIMIT_CORE, nice value, CPU affinity or
+  scheduling policy to what it is already (``set``; harmless where it succeeds), or the error;
+- ``memfd:MiB``: writes that much into a memfd, then ``held N MiB`` (the memfd is closed);
+- ``fallocate:MiB,MiB...``: one file each in ``TMPDIR`` with ``posix_fallocate``, then
+  ``allocated N`` or ``allocated N: <error>`` (the files are removed);
+- ``shm:``: creates a file in ``/dev/shm`` (as ``shm_open`` does), then ``created`` (removed).
 """
 
 import os
+import resource
 import signal
 import socket
 import time
@@ -79,6 +87,23 @@ def probe(what: str) -> str:
         if kind == "signal-parent":
             os.kill(os.getppid(), 0)
             return "signalled"
+        if kind in ("prlimit", "renice", "affinity", "scheduler"):
+            return _meddle(kind, os.getppid() if arg == "parent" else int(arg))
+        if kind == "memfd":
+            fd = os.memfd_create("probe")
+            try:
+                for _ in range(int(arg)):
+                    os.write(fd, b"x" * 2**20)
+            finally:
+                os.close(fd)
+            return f"held {arg} MiB"
+        if kind == "fallocate":
+            return _fallocate([int(size) for size in arg.split(",")])
+        if kind == "shm":
+            path = f"/dev/shm/probe-{os.getpid()}"
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            os.unlink(path)
+            return "created"
         if kind == "":
             return ""  # the warm-up's row
         return f"unknown probe {what!r}"
@@ -86,6 +111,40 @@ def probe(what: str) -> str:
         raise
     except Exception as exc:  # what stopped it is the answer
         return _error(exc)
+
+
+def _meddle(kind: str, pid: int) -> str:
+    """Set another process's (or its own, pid 0) setting to the value it has: proves the call
+    would have been allowed, changes nothing."""
+    if kind == "prlimit":
+        resource.prlimit(pid, resource.RLIMIT_CORE, resource.prlimit(pid, resource.RLIMIT_CORE))
+    elif kind == "renice":
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid))
+    elif kind == "affinity":
+        os.sched_setaffinity(pid, os.sched_getaffinity(pid))
+    else:
+        os.sched_setscheduler(pid, os.sched_getscheduler(pid), os.sched_getparam(pid))
+    return "set"
+
+
+def _fallocate(sizes: list[int]) -> str:
+    folder = os.environ.get("TMPDIR") or "/tmp"
+    paths = []
+    try:
+        for size in sizes:
+            path = os.path.join(folder, f"probe-{os.getpid()}-{len(paths)}")
+            paths.append(path)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size * 2**20)
+            except OSError as exc:
+                return f"allocated {len(paths) - 1}: {_error(exc)}"
+            finally:
+                os.close(fd)
+        return f"allocated {len(paths)}"
+    finally:
+        for path in paths:
+            os.unlink(path)
 
 
 class Prober(PythonModel):
