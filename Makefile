@@ -16,7 +16,7 @@ SERVE_ARGS ?=
 # the demo beyond this machine
 ADMIN_TOKEN ?= demo-admin
 
-.PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env mlflow2-env interop-envs
+.PHONY: install demo demo-registry fleet serve test lint format clean bench protos docs kserve-env mlserver-env mlflow2-env interop-envs
 
 # uv installs (a dependency of the gateway, which builds models' environments with it): it
 # resolves and installs these ~190 packages in well under a minute where pip took 4 to 7.
@@ -91,6 +91,13 @@ demo: demo-registry
 	GATEWAY_DEFAULT_MODEL=iris \
 	GATEWAY_ADMIN_TOKEN=$(ADMIN_TOKEN) \
 	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+
+# A fleet on loopback (docs/operations.md, "Running at scale"): a sync, two gateways and HAProxy
+# from deploy/haproxy/haproxy.cfg; needs MLFLOW_TRACKING_URI, GATEWAY_DATABASE_URL (PostgreSQL)
+# and haproxy. FLEET_ARGS: its options (deploy/local_fleet.py --help).
+FLEET_ARGS ?=
+fleet: install
+	$(BIN)/python deploy/local_fleet.py $(FLEET_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
