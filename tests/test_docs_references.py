@@ -9,8 +9,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +35,10 @@ def _relative(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    yield from enumerate(path.read_text().splitlines(), start=1)
+def _all_lines(paths: list[Path]) -> Iterator[tuple[Path, int, str]]:
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            yield path, number, line
 
 
 def slug(heading: str) -> str:
@@ -60,10 +60,9 @@ def _page(name: str, where: Path) -> Path:
     return from_root if from_root.is_file() else where.parent / name
 
 
-@pytest.mark.parametrize("path", NAMING, ids=_relative)
-def test_every_gateway_variable_named_is_a_setting(path: Path) -> None:
+def test_every_gateway_variable_named_is_a_setting() -> None:
     wrong = []
-    for number, line in _lines(path):
+    for path, number, line in _all_lines(NAMING):
         for match in NAME.finditer(line):
             name = match.group(0)
             if name.endswith("_*"):
@@ -81,10 +80,9 @@ def test_the_allowed_names_are_still_no_settings_and_still_named() -> None:
     assert set(NOT_SETTINGS) <= named, f"allowed but named nowhere: {set(NOT_SETTINGS) - named}"
 
 
-@pytest.mark.parametrize("path", [*PAGES, ROOT / "deploy" / "README.md"], ids=_relative)
-def test_every_anchor_a_page_links_is_a_heading(path: Path) -> None:
+def test_every_anchor_a_page_links_is_a_heading() -> None:
     wrong = []
-    for number, line in _lines(path):
+    for path, number, line in _all_lines([*PAGES, ROOT / "deploy" / "README.md"]):
         for target in LINK.findall(line):
             if "#" not in target or "://" in target:
                 continue
@@ -95,10 +93,9 @@ def test_every_anchor_a_page_links_is_a_heading(path: Path) -> None:
     assert not wrong, f"links to no heading: {wrong}"
 
 
-@pytest.mark.parametrize("path", [*PAGES, *DEPLOY, ROOT / "Makefile"], ids=_relative)
-def test_every_section_a_file_refers_to_is_a_heading(path: Path) -> None:
+def test_every_section_a_file_refers_to_is_a_heading() -> None:
     wrong = []
-    for number, line in _lines(path):
+    for path, number, line in _all_lines([*PAGES, *DEPLOY, ROOT / "Makefile"]):
         for name, section in SECTION_REFERENCE.findall(line):
             page = _page(name, path)
             if not page.is_file() or not any(h.startswith(section) for h in headings(page)):
@@ -106,12 +103,13 @@ def test_every_section_a_file_refers_to_is_a_heading(path: Path) -> None:
     assert not wrong, f"refer to sections that are not there: {wrong}"
 
 
-@pytest.mark.parametrize("path", PAGES, ids=_relative)
-def test_no_table_is_empty(path: Path) -> None:
-    lines = path.read_text().splitlines() + [""]
-    empty = [
-        number + 1
-        for number, line in enumerate(lines[:-1])
-        if re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", line.strip()) and not lines[number + 1].startswith("|")
-    ]
-    assert not empty, f"{_relative(path)}: a table with no row under its header at lines {empty}"
+def test_no_table_is_empty() -> None:
+    empty = []
+    for path in PAGES:
+        lines = path.read_text().splitlines() + [""]
+        empty += [
+            f"{_relative(path)}:{number + 1}"
+            for number, line in enumerate(lines[:-1])
+            if re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", line.strip()) and not lines[number + 1].startswith("|")
+        ]
+    assert not empty, f"tables with no row under their header: {empty}"
