@@ -16,7 +16,7 @@ SERVE_ARGS ?=
 # the demo beyond this machine
 ADMIN_TOKEN ?= demo-admin
 
-.PHONY: install demo demo-registry serve test lint format clean bench protos docs kserve-env mlserver-env mlflow2-env interop-envs
+.PHONY: install demo demo-registry fleet serve test lint format clean bench protos docs kserve-env mlserver-env mlflow2-env interop-envs
 
 # uv installs (a dependency of the gateway, which builds models' environments with it): it
 # resolves and installs these ~190 packages in well under a minute where pip took 4 to 7.
@@ -36,9 +36,9 @@ $(VENV)/.installed: pyproject.toml
 # what it imports, so every process compiled MLflow, pandas, torch... from source again: a
 # `registry-gateway serve` start took 25 s of CPU where it takes 12 s from bytecode, and this
 # was about half of the test suite's CPU time. (A file that does not compile, such as torch's
-# Python 3.12 samples, is left to Python as before.)
+# Python 3.12 samples, is left to Python as before.) It says what it does and how far it is.
 %/.bytecode: %/.installed
-	$*/bin/python -c "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_path('purelib'), quiet=2, workers=0)"
+	$*/bin/python envs/bytecode.py
 	touch $@
 
 install: $(VENV)/.installed $(VENV)/.bytecode
@@ -91,6 +91,13 @@ demo: demo-registry
 	GATEWAY_DEFAULT_MODEL=iris \
 	GATEWAY_ADMIN_TOKEN=$(ADMIN_TOKEN) \
 	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+
+# A fleet on loopback (docs/operations.md, "Running at scale"): a sync, two gateways and HAProxy
+# from deploy/haproxy/haproxy.cfg; needs MLFLOW_TRACKING_URI, GATEWAY_DATABASE_URL (PostgreSQL)
+# and haproxy. FLEET_ARGS: its options (deploy/local_fleet.py --help).
+FLEET_ARGS ?=
+fleet: install
+	$(BIN)/python deploy/local_fleet.py $(FLEET_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -215,7 +215,8 @@ class GatewayApp(FastAPI):
             if query := scope.get("query_string"):
                 path = f"{path}?{query.decode('latin-1')}"
             client = scope.get("client")
-            where = f"{client[0]}:{client[1]}" if client else None
+            # A client named by a trusted proxy's X-Forwarded-For has no known port (uvicorn: 0).
+            where = (f"{client[0]}:{client[1]}" if client[1] else client[0]) if client else None
             services.access_log.request_done(scope["method"], path, status, seconds, request, where)
         if request.span is not None:
             route = scope.get("route")

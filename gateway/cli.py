@@ -146,6 +146,7 @@ def serve(
         access_log=False,  # the gateway writes its own (gateway.observability.logs), naming model and version
         timeout_graceful_shutdown=graceful_timeout,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

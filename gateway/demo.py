@@ -2,6 +2,7 @@
 
 It holds an sklearn iris classifier with two versions (aliases ``champion`` -> 1 and
 ``challenger`` -> 2) and, when torch is installed, a small torch network ``tiny-torch``.
+Each start puts the aliases back where the README's tour begins.
 The helpers that log those models are also what the test suite trains with.
 """
 
@@ -26,6 +27,14 @@ TORCH = "tiny-torch"
 AGENT = "echo-agent"  # a ResponsesAgent (gateway/demo_models): streams, and answers OpenAI's Responses API
 CHAT = "echo-chat"  # a ChatModel: streams, and answers OpenAI's Chat Completions
 EXPERIMENT = "registry-gateway-demo"
+# Where each model's aliases point when the demo starts, as the README's tour expects (its
+# step 5 moves champion): set again on every start.
+START_ALIASES = {
+    IRIS: {"champion": 1, "challenger": 2},
+    TORCH: {"champion": 1},
+    AGENT: {"champion": 1},
+    CHAT: {"champion": 1},
+}
 
 
 def iris_frame() -> tuple[pd.DataFrame, pd.Series]:
@@ -152,22 +161,35 @@ def build_demo_registry(path: Path) -> DemoRegistry:
     with using_registry(tracking_uri, path / "artifacts") as client:
         existing = {model.name: model for model in client.search_registered_models()}
         if IRIS not in existing:
-            first = log_iris_version(IRIS, c=0.05)
-            second = log_iris_version(IRIS, c=10.0)
-            client.set_registered_model_alias(IRIS, "champion", str(first))
-            client.set_registered_model_alias(IRIS, "challenger", str(second))
-        demo.models[IRIS] = {a: int(v) for a, v in client.get_registered_model(IRIS).aliases.items()}
+            log_iris_version(IRIS, c=0.05)  # version 1, the champion
+            log_iris_version(IRIS, c=10.0)  # version 2, the challenger
+        demo.models[IRIS] = _start_aliases(client, IRIS, demo)
         if torch_available():
             if TORCH not in existing:
-                version = log_torch_version(TORCH)
-                client.set_registered_model_alias(TORCH, "champion", str(version))
-            demo.models[TORCH] = {a: int(v) for a, v in client.get_registered_model(TORCH).aliases.items()}
+                log_torch_version(TORCH)
+            demo.models[TORCH] = _start_aliases(client, TORCH, demo)
         else:
             demo.notes.append("torch is not installed: pip install '.[torch]' in the checkout for the torch model")
         for name, code in ((AGENT, demo_models.ECHO_AGENT), (CHAT, demo_models.ECHO_CHAT)):
             if name not in existing:
                 with mlflow.start_run(run_name=name):
-                    info = mlflow.pyfunc.log_model(name="model", python_model=str(code), registered_model_name=name)
-                client.set_registered_model_alias(name, "champion", str(info.registered_model_version))
-            demo.models[name] = {a: int(v) for a, v in client.get_registered_model(name).aliases.items()}
+                    mlflow.pyfunc.log_model(name="model", python_model=str(code), registered_model_name=name)
+            demo.models[name] = _start_aliases(client, name, demo)
     return demo
+
+
+def _start_aliases(client: MlflowClient, name: str, demo: DemoRegistry) -> dict[str, int]:
+    """Point ``name``'s aliases where the tour starts (a tour run before moved champion), and
+    drop any other; a note says what moved back."""
+    start = START_ALIASES[name]
+    found = {alias: int(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    for alias in found.keys() - start.keys():
+        client.delete_registered_model_alias(name, alias)
+    for alias, version in start.items():
+        if found.get(alias) != version:
+            client.set_registered_model_alias(name, alias, str(version))
+    moved = {alias: version for alias, version in found.items() if start.get(alias) != version}
+    if moved:
+        shown = ", ".join(f"{alias} was {version}" for alias, version in sorted(moved.items()))
+        demo.notes.append(f"{name}: aliases reset to where the tour starts ({shown})")
+    return dict(start)

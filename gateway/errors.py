@@ -10,6 +10,11 @@ from __future__ import annotations
 class GatewayError(Exception):
     """Base of everything the gateway raises on purpose."""
 
+    # Logged at WARNING already (a load's failure, by the cache or the warm-up that asked for
+    # it): whoever meets it again (an answer, a swap) logs it at INFO, so one failure is one
+    # WARNING.
+    told: bool = False
+
 
 # --- the model or version asked for --------------------------------------------------
 

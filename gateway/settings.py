@@ -138,6 +138,14 @@ class GatewaySettings(BaseSettings):
     that line, about a third of what a small prediction costs on one core
     (docs/performance.md); the request metrics count every request either way."""
 
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    """Comma-separated addresses (or networks, e.g. ``10.0.0.0/8``; ``*`` for any) of proxies
+    whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` the gateway believes: a request from one
+    of them is logged with the client the header names (its port unknown); from anyone else,
+    with the address it came from, whatever it sends. The default trusts a proxy on this host
+    (deploy/local_fleet.py); behind HAProxy, Envoy or nginx elsewhere, name them (compose: ``*``,
+    where only the proxy reaches the gateways). uvicorn's ``--forwarded-allow-ips``."""
+
     database_url: str = Field(default_factory=_default_database_url)
     """The state database (versions seen, pinned digests, routes, events, API keys): a SQLAlchemy
     URL. sqlite (the default, ``gateway-state.db`` in the directory the command runs in, upgraded

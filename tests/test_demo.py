@@ -85,3 +85,17 @@ async def test_the_tours_promotion_shows_at_once_in_the_answer(tmp_path: Path, m
         assert (promoted.headers["x-model-version"], promoted.json()) == ("2", {"predictions": [1]})
         events = (await client.get("/events", params={"model": IRIS, "limit": 4})).json()["events"]
         assert {"alias_set", "warmed", "swapped"} <= {e["kind"] for e in events}, events
+
+
+def test_a_new_start_puts_the_aliases_back_where_the_tour_begins(tmp_path: Path) -> None:
+    """Issue 49: `make demo` run again kept the aliases the tour had moved (champion -> 2), so
+    the tour's step 1 answered [1], not the README's [2]."""
+    build_demo_registry(tmp_path / "demo")
+    with using_registry(f"sqlite:///{tmp_path / 'demo' / 'mlflow.db'}") as client:
+        client.set_registered_model_alias(IRIS, "champion", "2")  # the tour's step 5
+        client.set_registered_model_alias(IRIS, "mine", "1")
+    again = build_demo_registry(tmp_path / "demo")
+    assert again.models[IRIS] == {"champion": 1, "challenger": 2}
+    with using_registry(again.tracking_uri) as client:
+        assert {a: int(v) for a, v in client.get_registered_model(IRIS).aliases.items()} == again.models[IRIS]
+    assert any("iris: aliases reset" in note and "champion was 2" in note for note in again.notes), again.notes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,3 +172,28 @@ def test_the_access_log_can_be_turned_off(iris_registry: Registry, tmp_path: Pat
     log = (tmp_path / "gateway.log").read_text()
     assert "Application startup complete" in log  # the rest of the log is still there
     assert f"/models/{IRIS}/predict" not in log
+
+
+def test_a_trusted_proxys_forwarded_client_is_logged_and_no_one_elses(iris_registry: Registry, tmp_path: Path) -> None:
+    """Issue 49: behind HAProxy the access log named the client `127.0.0.1:0`. A proxy at an
+    address of GATEWAY_FORWARDED_ALLOW_IPS (here 127.0.0.2) names the client; a caller from
+    any other address (127.0.0.1) is logged as itself whatever X-Forwarded-For it sends."""
+    process, base = gateway_server(
+        tracking_uri=iris_registry.tracking_uri, workdir=tmp_path, env={"GATEWAY_FORWARDED_ALLOW_IPS": "127.0.0.2"}
+    )
+    process.start()
+    try:
+        proxy = httpx.Client(base_url=base, timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        with proxy, httpx.Client(base_url=base, timeout=60) as stranger:
+            forwarded = {"X-Forwarded-For": "203.0.113.7"}
+            assert proxy.post(f"/models/{IRIS}/predict", json=ROW, headers=forwarded).status_code == 200
+            spoofed = {"X-Forwarded-For": "198.51.100.9"}
+            assert stranger.post(f"/models/{IRIS}/predict", json=ROW, headers=spoofed).status_code == 200
+            log = tmp_path / "gateway.log"
+            wait_until(lambda: log.read_text().count(f"/models/{IRIS}/predict") == 2, timeout=10, what="two lines")
+    finally:
+        process.stop()
+    lines = [line for line in log.read_text().splitlines() if f"/models/{IRIS}/predict" in line]
+    assert any(f'203.0.113.7 "POST /models/{IRIS}/predict" 200' in line for line in lines), lines
+    assert any(re.search(rf'127\.0\.0\.1:[1-9]\d* "POST /models/{IRIS}/predict" 200', line) for line in lines), lines
+    assert not any("198.51.100.9" in line for line in lines), lines

@@ -55,6 +55,7 @@ class _Entry:
 class _Pending:
     future: asyncio.Future[_Entry]
     waiters: int = 0
+    warm: bool = False  # started by a warm-up, which tells a failure itself (with what it was for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ class ModelCache:
             if budget is not None:
                 budget.take(name, key.version)
             self._metrics.cache_miss(name)
-            pending = self._start_load(key)
+            pending = self._start_load(key, warm=not serving)
         else:
             self._metrics.cache_hit(name)  # joins a load already under way
         pending.waiters += 1
@@ -188,8 +189,8 @@ class ModelCache:
             raise error.with_traceback(None)  # each raise starts a fresh traceback
         del self._failures[key]
 
-    def _start_load(self, key: Key) -> _Pending:
-        pending = _Pending(asyncio.get_running_loop().create_future())
+    def _start_load(self, key: Key, *, warm: bool) -> _Pending:
+        pending = _Pending(asyncio.get_running_loop().create_future(), warm=warm)
         self._pending[key] = pending
         task = asyncio.create_task(self._run_load(key, pending), name=f"load {key.name} v{key.version}")
         self._tasks.add(task)
@@ -213,10 +214,14 @@ class ModelCache:
             self._release_reservation(key)
             error = exc if isinstance(exc, GatewayError) else ShuttingDown()
             self._metrics.load_finished(name, version, outcome="failure", seconds=time.perf_counter() - started)
-            if self._failures_told.news(key, str(error)):
-                log.warning("load of %s version %s failed: %s", name, version, error)
-            else:
+            if not self._failures_told.news(key, str(error)):
                 log.info("load of %s version %s failed again, as logged before", name, version)
+                error.told = True
+            elif pending.warm:
+                log.info("load of %s version %s for a warm-up failed (the warm-up tells it): %s", name, version, error)
+            else:
+                log.warning("load of %s version %s failed: %s", name, version, error)
+                error.told = True
             if isinstance(error, VersionRefused):
                 self._metrics.refusals.inc()
             # Kept for the retry window without its frames: they would keep the refused

@@ -172,7 +172,7 @@ class ModelLoader:
         told = (version.uid, error.reason)
         if told not in self._refusals_told:
             self._refusals_told.add(told)
-            log.warning("%s", error)
+            log.info("%s", error)  # the cache, or the warm-up that asked, tells it at WARNING
             try:
                 self._store.record(
                     EventKind.REFUSED, version.name, version=version.version, reason=error.reason, actor=self._actor
@@ -254,8 +254,8 @@ class ModelLoader:
             self._failed(version, reason)
             raise ModelLoadFailed(name, number, reason) from exc
         except Exception as exc:  # anything a model's own loader raises; its paths stay in the log
-            if self._loads_told.news(version.uid, described(exc)):
-                log.warning("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
+            if self._loads_told.news(version.uid, described(exc)):  # the cache tells it at WARNING
+                log.info("%s failed to load from %s: %s: %s", version, path, type(exc).__name__, exc)
             else:
                 log.info("%s failed to load again, as told", version)
             raise ModelLoadFailed(name, number, described(exc)) from exc

@@ -174,7 +174,8 @@ def answer_for(exc: BaseException, method: str, path: str, *, oip: bool = False)
     if isinstance(exc, errors.GatewayError | registry_errors.RegistryError):
         answer = classify(exc)
         if answer.status >= 500:
-            log.warning("%s %s -> %d: %s", method, path, answer.status, exc)
+            told = isinstance(exc, errors.GatewayError) and exc.told  # a load's failure: one WARNING
+            log.log(logging.INFO if told else logging.WARNING, "%s %s -> %d: %s", method, path, answer.status, exc)
         return _from(exc, answer, oip=oip)
     log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return error_answer(500, "INTERNAL_ERROR", "Internal error; the gateway logged the details", oip=oip)

@@ -324,7 +324,7 @@ class Reconciler:
             self._warm_retry_at[version] = time.monotonic() + RETRY_SECONDS
             reason = f"canary version {version.version} could not be warmed, it takes no traffic here: {exc}"
             if self._failing_canaries.news(version, str(exc)):
-                log.warning("%s %s", version.name, reason)
+                _tell(version.name, reason, exc)
                 await self._record(EventKind.FAILED, version.name, version=version.version, reason=reason)
             else:
                 log.info("%s canary version %s failed to warm again, as told", version.name, version.version)
@@ -387,7 +387,7 @@ class Reconciler:
             )
             self._retry_at[(name, alias)] = (time.monotonic() + RETRY_SECONDS, target)
             if self._failing.news((name, alias), reason):
-                log.warning("%s %s", name, reason)
+                _tell(name, reason, exc)
                 await self._record(EventKind.FAILED, name, version=target.version, alias=alias, reason=reason)
             else:
                 log.info("%s swap of alias '%s' to version %s failed again, as told", name, alias, target.version)
@@ -431,6 +431,7 @@ class Reconciler:
             await self._load_and_warm(version)
         except (GatewayError, RegistryError) as exc:
             reason = f"could not warm version {version.version}, served here before the restart: {exc}"
+            _tell(version.name, reason, exc)
             await self._record(EventKind.FAILED, version.name, version=version.version, reason=reason)
 
     async def _warm_existing(self, route: RouteState) -> None:
@@ -440,6 +441,7 @@ class Reconciler:
             await self._load_and_warm(held)
         except (GatewayError, RegistryError) as exc:
             reason = f"could not warm version {held.version} of alias '{route.alias}' at startup: {exc}"
+            _tell(route.name, reason, exc)
             await self._record(EventKind.FAILED, route.name, version=held.version, alias=route.alias, reason=reason)
 
     async def _load_and_warm(self, version: VersionId) -> None:
@@ -472,3 +474,13 @@ class Reconciler:
             )
         except RegistryError as exc:
             log.warning("could not record %s event for %s: %s", kind.value, name, exc)
+
+
+def _tell(name: str, reason: str, exc: Exception) -> None:
+    """A warm-up's failure at WARNING, once: at INFO where the cache told it already (the load
+    was a request's, which this warm-up joined). Told, the error stays quiet where it is met again."""
+    if isinstance(exc, GatewayError):
+        told, exc.told = exc.told, True
+    else:
+        told = False
+    log.log(logging.INFO if told else logging.WARNING, "%s %s", name, reason)

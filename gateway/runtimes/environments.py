@@ -10,7 +10,8 @@ directory renamed into place when complete, and kept under ``<env_dir>/<key>``.
 uv is the ``uv`` package's own binary; its cache lives beside the environments (same file
 system: installs are hard links) and is never bypassed. Interpreters are never downloaded.
 Requirement lines are data: pip options, direct references and local paths are refused
-unless allowed, and the index comes from uv's own configuration (``UV_INDEX``, uv.toml...).
+unless allowed, and the index comes from uv's own configuration (``UV_INDEX``, uv.toml...),
+else from pip's (gateway/runtimes/package_index.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from gateway.runtimes.package_index import package_index
 from gateway.runtimes.requirements import MLFLOW_DISTRIBUTIONS, Requirements, installed_release, python_minor
 
 log = logging.getLogger(__name__)
@@ -43,15 +45,6 @@ log = logging.getLogger(__name__)
 _COMPLETE = "environment.json"  # written last: an environment without it was never finished
 _REQUESTS = ".requests"  # what each request resolved to (see EnvironmentStore._known)
 _TAIL = 1200  # characters of uv's error kept for the version's status and the audit log
-_INDEX_VARIABLES = (
-    "UV_INDEX",
-    "UV_DEFAULT_INDEX",
-    "UV_INDEX_URL",
-    "UV_EXTRA_INDEX_URL",
-    "UV_FIND_LINKS",
-    "UV_INDEX_STRATEGY",
-    "UV_CONFIG_FILE",
-)
 
 
 class EnvironmentRefused(Exception):
@@ -157,7 +150,7 @@ class EnvironmentStore:
         request = {
             "lines": list(lines),
             "python": python_minor(python),
-            "index": {name: os.environ.get(name, "") for name in _INDEX_VARIABLES},
+            "index": package_index().identity,
             "sdist": self.options.allow_sdist,
             "require_python": self.options.require_python,
         }
@@ -234,7 +227,7 @@ class EnvironmentStore:
         env.setdefault("UV_NO_PROGRESS", "1")
         return env
 
-    def _run(self, args: list[str], *, what: str) -> str:
+    def _run(self, args: list[str], *, what: str, asked: str | None = None) -> str:
         try:
             done = subprocess.run(
                 [self.uv, *args],
@@ -250,13 +243,15 @@ class EnvironmentStore:
             ) from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip()[-_TAIL:]
-            raise EnvironmentRefused(f"{what} failed: {tail}")
+            where = f", looking in {asked}" if asked else ""
+            raise EnvironmentRefused(f"{what} failed{where}: {tail}")
         return done.stdout
 
     def _binary_flags(self) -> list[str]:
         return [] if self.options.allow_sdist else ["--only-binary", ":all:"]
 
     def _compile(self, lines: tuple[str, ...], python_version: str) -> str:
+        index = package_index()
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".compile-") as scratch:
             source = Path(scratch) / "requirements.in"
             source.write_text("\n".join(lines) + "\n")
@@ -271,8 +266,10 @@ class EnvironmentStore:
                     "--no-annotate",
                     "--quiet",
                     *self._binary_flags(),
+                    *index.options,
                 ],
                 what="resolving the requirements (uv pip compile)",
+                asked=index.asked,
             )
         return "\n".join(sorted(line.strip() for line in out.splitlines() if line.strip())) + "\n"
 
@@ -281,7 +278,7 @@ class EnvironmentStore:
             "resolved": resolved,
             "python": python_version,
             "platform": f"{sys.platform}-{platform.machine()}",
-            "index": {name: os.environ.get(name, "") for name in _INDEX_VARIABLES},
+            "index": package_index().identity,
             "sdist": self.options.allow_sdist,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
@@ -308,6 +305,7 @@ class EnvironmentStore:
                 what="creating the environment (uv venv)",
             )
             (staging / "resolved.txt").write_text(resolved)
+            index = package_index()
             self._run(
                 [
                     "pip",
@@ -318,8 +316,10 @@ class EnvironmentStore:
                     "-r",
                     str(staging / "resolved.txt"),
                     *self._binary_flags(),
+                    *index.options,
                 ],
                 what="installing the requirements (uv pip install)",
+                asked=index.asked,
             )
             env = staging / "env"
             (env / "resolved.txt").write_text(resolved)

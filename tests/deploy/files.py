@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +23,15 @@ HAPROXY = DEPLOY / "haproxy"
 ENVOY = DEPLOY / "envoy"
 # Variables the containers may get besides GATEWAY_* settings.
 FOREIGN_ENV = re.compile(r"^(MLFLOW_\w+|AWS_\w+|HOME)$")
+
+
+def deploy_module(name: str) -> ModuleType:
+    """A script of deploy/ as a module (deploy/ is no package): deploy_module("local_fleet")."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", DEPLOY / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def dev_module(name: str) -> ModuleType:

@@ -255,3 +255,49 @@ async def test_requests_flow_through_many_alias_moves(registry: Registry, make_w
         flipped_during = {v for t, v in timeline if started < t <= ended}
         assert version in {serving_at_start} | flipped_during, (started, ended, version, timeline)
     assert {version for *_, version in answers} == set(versions)
+
+
+# A load that fails is one WARNING, whoever asked for it (issue 49: the first failure of a load
+# logged up to three, from the loader, the cache and the reconciler). The loader's own line,
+# with the files' path, stays at INFO; a failure alike again is INFO too.
+
+
+def _warnings_about(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING and name in r.getMessage()
+    ]
+
+
+async def test_a_request_whose_load_fails_is_one_warning(
+    registry: Registry, make_gateway: Callable[..., Any], name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = registry.log(log_pyfunc, name, FlakyLoad())
+    async with make_gateway() as gateway:
+        fault_models.FAIL_LOADS.set()
+        try:
+            with caplog.at_level(logging.INFO):
+                answer = await gateway.client.post(f"/models/{name}/versions/{version}/predict", json=X)
+                assert answer.status_code == 503, answer.text
+        finally:
+            fault_models.FAIL_LOADS.clear()
+        told = _warnings_about(caplog, name)
+        assert len(told) == 1 and "corrupt" in told[0], told
+        assert any("failed to load from" in r.getMessage() for r in caplog.records if name in r.getMessage())
+
+
+async def test_a_swap_whose_load_fails_is_one_warning(
+    registry: Registry, make_warm_gateway: Callable[..., Any], name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = registry.log(log_pyfunc, name, Doubler())
+    new = registry.log(log_pyfunc, name, FlakyLoad())
+    registry.client.set_registered_model_alias(name, "champion", str(old))
+    async with make_warm_gateway() as gateway:
+        fault_models.FAIL_LOADS.set()
+        try:
+            registry.client.set_registered_model_alias(name, "champion", str(new))
+            with caplog.at_level(logging.INFO):
+                await sync(gateway, name)
+        finally:
+            fault_models.FAIL_LOADS.clear()
+        told = _warnings_about(caplog, name)
+        assert len(told) == 1 and "keeps serving" in told[0] and "corrupt" in told[0], told

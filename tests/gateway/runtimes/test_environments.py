@@ -3,7 +3,11 @@ listed and pruned by `registry-gateway envs`."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
+import zipfile
 from pathlib import Path
 
 import mlflow
@@ -12,6 +16,7 @@ from click.testing import CliRunner
 
 from gateway.cli import main
 from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore
+from gateway.runtimes.package_index import UV_INDEX_VARIABLES, package_index
 from gateway.runtimes.requirements import Requirements
 from tests.gateway.runtimes.test_isolated_serving import REPORTER, SIGNATURE
 
@@ -102,3 +107,73 @@ def test_a_request_resolved_once_finds_its_environment_again_without_asking_uv(
     monkeypatch.undo()
     rebuilt = EnvironmentStore(tmp_path / "envs").ensure(request)  # pruned: resolved and built again
     assert rebuilt.key == first.key and rebuilt.python.exists()
+
+
+def tiny_wheel(folder: Path, name: str, version: str = "1.0") -> Path:
+    """A pure-Python wheel built here (``<name>.VALUE == 1``), as a wheel folder on a host holds."""
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": "VALUE = 1\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    digest = lambda text: base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()  # noqa: E731
+    record = "".join(f"{path},sha256={digest(text)},{len(text.encode())}\n" for path, text in files.items())
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in {**files, f"{info}/RECORD": record + f"{info}/RECORD,,\n"}.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture
+def only_pips_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No uv index setting, no pip setting but what a test gives, an empty uv cache."""
+    for name in (*UV_INDEX_VARIABLES, "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user uv.toml or pip.conf
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+
+
+def test_a_build_takes_pips_find_links_where_uv_has_no_index_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, only_pips_settings: None
+) -> None:
+    """Issue 49, point 14: a host whose pip finds its wheels in a folder (PIP_FIND_LINKS, as
+    `make install` found torch's CPU wheel) built nothing in isolation: uv never looked there."""
+    tiny_wheel(tmp_path / "wheels", "rg-probe-find-links")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    env = EnvironmentStore(tmp_path / "envs").ensure(Requirements(None, ("rg-probe-find-links==1.0",), "r.txt"))
+    assert "rg-probe-find-links==1.0" in (env.path / "resolved.txt").read_text()
+
+
+def test_a_build_takes_the_index_settings_of_pip_conf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, only_pips_settings: None
+) -> None:
+    tiny_wheel(tmp_path / "wheels", "rg-probe-pip-conf")
+    conf = tmp_path / "pip.conf"
+    conf.write_text(f"[global]\nfind-links = {tmp_path / 'wheels'}\n\n[install]\nno-index = false\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    env = EnvironmentStore(tmp_path / "envs").ensure(Requirements(None, ("rg-probe-pip-conf==1.0",), "r.txt"))
+    assert "rg-probe-pip-conf==1.0" in (env.path / "resolved.txt").read_text()
+
+
+def test_a_failed_build_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, only_pips_settings: None
+) -> None:
+    (tmp_path / "no-wheels").mkdir()
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    monkeypatch.setenv("PIP_NO_INDEX", "true")
+    with pytest.raises(EnvironmentRefused) as refused:
+        EnvironmentStore(tmp_path / "envs").ensure(Requirements(None, ("rg-probe-nowhere==1.0",), "r.txt"))
+    message = str(refused.value)
+    assert f"find-links {tmp_path / 'no-wheels'} (PIP_FIND_LINKS)" in message, message
+    assert "no index (PIP_NO_INDEX)" in message and "rg-probe-nowhere" in message, message
+
+
+def test_uvs_own_settings_leave_pips_unread(tmp_path: Path) -> None:
+    index = package_index({"UV_DEFAULT_INDEX": "http://mirror.invalid/simple", "PIP_FIND_LINKS": "/w"}, home=tmp_path)
+    assert index.options == () and "UV_DEFAULT_INDEX=http://mirror.invalid/simple" in index.asked
+    assert "pip" not in index.identity  # the environments' keys as before: uv's settings alone
