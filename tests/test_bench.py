@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.postgres import in_ci
+from tests.support.ci import missing
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -902,10 +902,7 @@ def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:
     answer a garbled one with an error h2load cannot see), on separate connections and on one
     shared connection."""
     if shutil.which("h2load") is None:
-        message = "h2load is not installed (apt-get install nghttp2-client; make bench and .ci/run install it)"
-        if in_ci():
-            pytest.fail(f"{message}; CI=true: this test must run, not skip", pytrace=False)
-        pytest.skip(message)
+        missing("h2load is not installed (apt-get install nghttp2-client; make bench and .ci/run install it)")
     from concurrent import futures
 
     import grpc
@@ -950,7 +947,7 @@ def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:
 def test_wrk_spreads_requests_over_paths_by_weight_as_loadgen_does(tmp_path: Path) -> None:
     """bench/post.lua draws each request's path by the weights load.drive gives it."""
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install wrk; make bench installs it)")
+        missing("wrk is not installed (apt-get install wrk; make bench and .ci/run install it)")
     hits: collections.Counter[str] = collections.Counter()
 
     class Count(http.server.BaseHTTPRequestHandler):
@@ -1074,7 +1071,7 @@ def test_a_process_cpu_is_read_by_thread_and_its_threads_named_by_py_spy() -> No
     import servers
 
     if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
-        pytest.skip("py-spy is not installed (the dev extra)")
+        missing("py-spy is not installed (the dev extra)")
     child = subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
@@ -1158,16 +1155,19 @@ def test_the_fleet_benchs_haproxy_runs_the_shipped_routing_on_loopback() -> None
     plain = "\n".join(line for line in fleet.round_robin(config).splitlines() if not line.lstrip().startswith("#"))
     assert "hash-balance-factor" not in plain and "balance hash" not in plain and "balance hdr" not in plain
     assert plain.count("balance roundrobin") == 4
-    if shutil.which("haproxy"):  # the rewritten files are still ones HAProxy accepts
-        import subprocess
-        import tempfile
+    # the rewritten files are still ones HAProxy accepts
+    import subprocess
+    import tempfile
 
-        for text in (config, every, fleet.round_robin(config)):
-            with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
-                written.write(text)
-                written.flush()
-                checked = subprocess.run(["haproxy", "-c", "-f", written.name], capture_output=True, text=True)
-                assert checked.returncode == 0, checked.stdout + checked.stderr
+    from tests.deploy.proxies import debian_binary
+
+    haproxy = debian_binary("haproxy", "haproxy")
+    for text in (config, every, fleet.round_robin(config)):
+        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
+            written.write(text)
+            written.flush()
+            checked = subprocess.run([haproxy, "-c", "-f", written.name], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_fleet_bench_reads_loads_and_requests_from_metrics() -> None:

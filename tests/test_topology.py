@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -36,7 +35,8 @@ from registry_sync.database import make_engine, upgrade
 from registry_sync.lease import Lease
 from registry_sync.state import LeaseRow
 from tests.conftest import Registry, iris_split
-from tests.support.postgres import in_ci, postgres_database
+from tests.deploy.proxies import debian_binary
+from tests.support.postgres import postgres_database
 from tests.support.s3 import moto_s3
 from tests.support.servers import LOOPBACK, SERVED_SKLEARN_FORMAT, Process, free_port, gateway_server, mlflow_server
 from tests.support.waiting import wait_until
@@ -47,15 +47,6 @@ DEPLOY_NGINX = Path(__file__).parent.parent / "deploy" / "nginx"
 POLL_SECONDS = 2.0
 DRAIN_SECONDS = 2.0  # longer than the L4 balancer's health checks take to see a replica go
 ROW = iris_split([[6.7, 3.0, 5.2, 2.3]])
-
-
-def debian_binary(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None)
-    if found is None:
-        if in_ci():
-            pytest.fail(f"{name} is not installed (apt-get install {name}); CI=true: the topology test must run")
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
-    return found
 
 
 def l4_balancer_config(directory: Path, *, port: int, gateways: list[str]) -> Path:
@@ -136,8 +127,8 @@ def served_requests(base: str) -> float:
 
 
 def test_the_whole_topology_on_loopback(tmp_path: Path) -> None:
-    nginx = debian_binary("nginx")
-    haproxy = debian_binary("haproxy")
+    nginx = debian_binary("nginx", "nginx-light")
+    haproxy = debian_binary("haproxy", "haproxy")
     with ExitStack() as stack:
         state_url = stack.enter_context(postgres_database())
         engine = make_engine(state_url)

@@ -16,17 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.postgres import in_ci
+from tests.support.ci import missing
 from tests.support.waiting import wait_until
 
 
 def _missing(what: str, install: str) -> str:
-    message = f"{what} is not installed ({install})"
-    if in_ci():
-        pytest.fail(f"{message}; CI=true: the deploy tests must run, not skip", pytrace=False)
-    pytest.skip(message)
+    missing(f"{what} is not installed ({install})")
 
 
 def debian_binary(name: str, package: str) -> str:

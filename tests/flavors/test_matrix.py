@@ -35,16 +35,13 @@ from tests.conformance.harness import Answer, read_answer, reference_answers, sa
 from tests.conftest import Registry, empty_registry, settings_under
 from tests.flavors.models import FLAVORS, NOT_SERVED, Flavor
 from tests.gateway.protocols.conftest import served
-from tests.support.postgres import in_ci
+from tests.support.ci import missing
 
 LIBRARIES = ("xgboost", "lightgbm", "catboost", "statsmodels", "prophet", "onnxruntime", "skl2onnx", "keras")
 LIBRARIES += ("transformers", "sentence_transformers", "torch")
 _missing = [name for name in LIBRARIES if importlib.util.find_spec(name) is None]
 if _missing:
-    _message = f"the flavors extra is not installed ({', '.join(_missing)}): pip install '.[flavors]' (make install)"
-    if in_ci():
-        pytest.fail(f"{_message}. CI=true: the matrix must run in CI, not skip.", pytrace=False)
-    pytest.skip(_message, allow_module_level=True)
+    missing(f"the flavors extra is not installed ({', '.join(_missing)}): pip install '.[flavors]'", module=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 BY_KEY = {flavor.key: flavor for flavor in FLAVORS}

@@ -30,6 +30,7 @@ from gateway.dataplane.inference import check_fast_path, score, score_batch
 from gateway.dataplane.loader import FAST_PATH_TAG, LoadedModel, flavor_of
 from gateway.demo import IRIS, TORCH, torch_available
 from tests.conftest import IRIS_COLUMNS, Registry, empty_registry, running_gateway, settings_under
+from tests.support.ci import missing
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.versions import vid
 
@@ -62,7 +63,7 @@ def iris(sqlite_registry: Registry) -> LoadedModel:
 @pytest.fixture(scope="module")
 def tiny_torch(sqlite_registry: Registry) -> LoadedModel:
     if not torch_available():
-        pytest.skip("torch is not installed (pip install '.[torch]')")
+        missing("torch is not installed (pip install '.[torch]')")
     model = loaded(sqlite_registry, TORCH, 1)
     assert model.fast is not None, "the demo's torch model should take the fast path"
     return model

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("transformers")
+from tests.support.ci import importable
+
+importable("transformers", "pip install '.[flavors]'")
 
 from tests.conftest import Registry, empty_registry, running_gateway, settings_under  # noqa: E402
 from tests.support import agents  # noqa: E402
