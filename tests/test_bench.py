@@ -1219,10 +1219,28 @@ def test_the_flavor_rows_judge_each_flavor_against_mlflow_and_the_builds_against
 
 
 def test_the_flavor_bench_measures_the_suites_own_matrix() -> None:
+    """The newest stored flavors run measured every flavor the suite checks, on both servers at
+    each connection count, and the first answer of each (or says why not): a flavor added to
+    tests/flavors/models.py without a run of the bench, or a run that dropped one, fails here."""
+    import json
+
     from tests.flavors.models import FLAVORS
 
-    assert [flavor.key for flavor in flavor_rows.flavors()] == [flavor.key for flavor in FLAVORS]
     assert "flavors" in bench.SECTIONS
+    stored = sorted(p for p in (Path(__file__).resolve().parents[1] / "bench" / "results").glob("*.json"))
+    newest = next(p for p in reversed(stored) if "flavors" in json.loads(p.read_text()))
+    data = json.loads(newest.read_text())["flavors"]
+    measured = {(row["flavor"], row["server"], row["connections"]) for row in data["rows"]}
+    wanted = {
+        (flavor.key, server, connections)
+        for flavor in FLAVORS
+        for server in (flavor_rows.GATEWAY, flavor_rows.MLFLOW)
+        for connections in flavor_rows.CONNECTIONS
+    }
+    noted = " ".join(data["notes"])
+    assert [w for w in sorted(wanted - measured) if f", {w[0]}:" not in noted] == [], newest.name
+    first = {row["flavor"] for row in data["first"]}
+    assert [f.key for f in FLAVORS if f.key not in first and f"first answer, {f.key} " not in noted] == [], newest.name
 
 
 def test_the_fleet_figures_in_the_docs_are_the_results_file_they_cite() -> None:
