@@ -1283,3 +1283,46 @@ def test_the_fleet_figures_in_the_docs_are_the_results_file_they_cite() -> None:
         f"hot models only {shipped['loads']:g} loads"
     ) in deploy
     assert f"and {shipped['zipf_req_s']:,.0f} requests a second" in deploy
+
+
+def test_the_stream_figures_in_the_docs_are_the_results_file_they_cite() -> None:
+    """bench/README.md's Streams table quotes the stored run it names, figure by figure (as the
+    fleet's does): a figure typed by hand, or a run claimed that is not stored, fails here."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## Streams (`bench/streams.py`") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    (cited,) = set(re.findall(r"`bench/results/(streams-[\w-]+)\.json`", section))
+    data = json.loads((root / "bench" / "results" / f"{cited}.json").read_text())
+    first, many, traced = data["first_event"], data["concurrent"], data["with_mlflow_traces"]
+    readers, closing = data["slow_reader"], data["disconnect_to_close"]
+    rss = many["rss_peak_mb"] - many["rss_before_mb"]
+    expected = [
+        f"(p50 of {first['rounds']}) | {first['raw_socket_gateway_p50_ms']:.2f} ms | "
+        f"{first['in_process_p50_ms']:.2f} ms (`predict_stream` to its first chunk) | "
+        f"overhead **{first['raw_socket_overhead_p50_ms']:.2f} ms**",
+        f"`GET /ping` on that connection (p50) | {first['raw_socket_ping_p50_ms']:.2f} ms |",
+        f"the same first event read with httpx (p50) | {first['gateway_p50_ms']:.2f} ms |",
+        f"(`/ping` with it: {first['ping_p50_ms']:.2f} ms)",
+        f"lease to first chunk, mean) | {first['gateway_inside_mean_ms']:.2f} ms |",
+        f"the same body answered whole (p50, httpx) | {first['whole_answer_p50_ms']:.2f} ms |",
+        f"| {many['streams']} concurrent streams on one process, {many['chunks_each']} chunks each",
+        f"| {many['completed']} of {many['streams']} ended with `[DONE]`, none dropped; "
+        f"slowest {many['slowest_s']:.1f} s |",
+        f"RSS {many['rss_before_mb']:.0f} MB before, {many['rss_peak_mb']:.0f} MB at its peak (+{rss:.0f} MB, "
+        f"~{rss * 1024 / many['streams']:.0f} KB a stream)",
+        " / ".join(f"{r['pause_s']:g} s" for r in readers)
+        + f" ({readers[0]['chunks_in_stream']:,} chunks in the stream)",
+        "the model was asked for " + " / ".join(f"{r['chunks_yielded']:,}" for r in readers) + " chunks",
+        f"(p50, max of {closing['rounds']}) | {closing['p50_ms']:.1f} ms, {closing['max_ms']:.1f} ms |",
+        f"`with_mlflow_traces` in the JSON) | {traced['gateway_p50_ms']:.1f} ms | "
+        f"{traced['in_process_p50_ms']:.1f} ms |",
+    ]
+    assert [line for line in expected if line not in section] == []
+    assert all(r["ended"] == "cancelled" for r in readers) and many["completed"] == many["streams"]
+    # every run the section speaks of is stored: no "over four runs" where the JSON holds two
+    counted = re.findall(r"over (\w+) runs", section)
+    assert counted == [], f"runs counted in the text, not in {cited}.json: {counted}"
