@@ -7,16 +7,21 @@ installs the Debian packages and ``make install`` the wheel.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
+from tests.deploy.files import HAPROXY
 from tests.support.ci import missing
 from tests.support.waiting import wait_until
 
@@ -74,3 +79,67 @@ def running(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class Ports(Protocol):
+    """Where a replica answers on loopback: a stub (tests/deploy/replicas.py) or a real gateway."""
+
+    @property
+    def http_port(self) -> int: ...
+
+    @property
+    def grpc_port(self) -> int: ...
+
+
+def haproxy_on_loopback(directory: Path, *, http: int, grpc_port: int, replicas: Mapping[str, Ports]) -> Path:
+    """haproxy.cfg with its binds and servers moved to loopback, health checked every 100 ms."""
+    text = (HAPROXY / "haproxy.cfg").read_text()
+    text, binds = re.subn(r"^(\s*bind\s+):8080\b", rf"\g<1>127.0.0.1:{http}", text, flags=re.M)
+    text, grpc_binds = re.subn(r"^(\s*bind\s+):8081\b", rf"\g<1>127.0.0.1:{grpc_port}", text, flags=re.M)
+    assert (binds, grpc_binds) == (1, 1)
+
+    def server(match: re.Match[str]) -> str:
+        replica = replicas[match["name"]]
+        port = replica.grpc_port if match["port"] == "8001" else replica.http_port
+        options = re.sub(r"\bport 8000\b", f"port {replica.http_port}", match["options"])
+        return f"{match['lead']}server {match['name']} 127.0.0.1:{port}{options}"
+
+    text, servers = re.subn(
+        r"^(?P<lead>\s*)server\s+(?P<name>\S+)\s+(?P<host>[\w.-]+):(?P<port>\d+)(?P<options>.*)$",
+        server,
+        text,
+        flags=re.M,
+    )
+    assert servers == 13, "three gateways over HTTP and gRPC, each also for hot models, and sync"
+    text = re.sub(r"\binter\s+\d+s\b", "inter 100ms", text)
+    conf = directory / "haproxy.cfg"
+    conf.write_text(text)
+    return conf
+
+
+def envoy_endpoints(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
+
+
+def envoy_on_loopback(
+    directory: Path, original: dict[str, Any], *, http: int, grpc_port: int, replicas: Mapping[str, Ports]
+) -> Path:
+    """envoy.yaml with its listeners and endpoints moved to loopback, health checked every 100 ms."""
+    config = copy.deepcopy(original)
+    ports = {"http": http, "grpc": grpc_port}
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": ports[listener["name"]]}
+    for cluster in config["static_resources"]["clusters"]:
+        cluster["type"] = "STATIC"
+        for check in cluster.get("health_checks", []):
+            check["interval"] = check["no_traffic_interval"] = "0.1s"
+        for endpoint in envoy_endpoints(cluster):
+            address = endpoint["endpoint"]["address"]["socket_address"]
+            stub = replicas[address["address"]]
+            address["address"] = "127.0.0.1"
+            address["port_value"] = stub.grpc_port if address["port_value"] == 8001 else stub.http_port
+            if "health_check_config" in endpoint["endpoint"]:
+                endpoint["endpoint"]["health_check_config"]["port_value"] = stub.http_port
+    path = directory / "envoy.json"
+    path.write_text(json.dumps(config))
+    return path

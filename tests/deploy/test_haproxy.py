@@ -9,12 +9,10 @@ stays home, retries, health checks, the sync-bound routes and request ids.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import httpx
@@ -23,38 +21,12 @@ import pytest
 
 from tests.deploy import routing
 from tests.deploy.files import HAPROXY, dev_module
-from tests.deploy.proxies import debian_binary, free_port, running
+from tests.deploy.proxies import debian_binary, free_port, haproxy_on_loopback, running
 from tests.deploy.replicas import StubReplica
 from tests.support.waiting import wait_until
 
 CONFIG = HAPROXY / "haproxy.cfg"
 DEFAULT_MODEL = "fraud@champion"  # GATEWAY_DEFAULT_MODEL as the gateways take it: routed as "fraud"
-
-
-def loopback_config(directory: Path, *, http: int, grpc_port: int, replicas: dict[str, StubReplica]) -> Path:
-    """haproxy.cfg with its binds and servers moved to loopback, health checked every 100 ms."""
-    text = CONFIG.read_text()
-    text, binds = re.subn(r"^(\s*bind\s+):8080\b", rf"\g<1>127.0.0.1:{http}", text, flags=re.M)
-    text, grpc_binds = re.subn(r"^(\s*bind\s+):8081\b", rf"\g<1>127.0.0.1:{grpc_port}", text, flags=re.M)
-    assert (binds, grpc_binds) == (1, 1)
-
-    def server(match: re.Match[str]) -> str:
-        replica = replicas[match["name"]]
-        port = replica.grpc_port if match["port"] == "8001" else replica.http_port
-        options = re.sub(r"\bport 8000\b", f"port {replica.http_port}", match["options"])
-        return f"{match['lead']}server {match['name']} 127.0.0.1:{port}{options}"
-
-    text, servers = re.subn(
-        r"^(?P<lead>\s*)server\s+(?P<name>\S+)\s+(?P<host>[\w.-]+):(?P<port>\d+)(?P<options>.*)$",
-        server,
-        text,
-        flags=re.M,
-    )
-    assert servers == 13, "three gateways over HTTP and gRPC, each also for hot models, and sync"
-    text = re.sub(r"\binter\s+\d+s\b", "inter 100ms", text)
-    conf = directory / "haproxy.cfg"
-    conf.write_text(text)
-    return conf
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +46,7 @@ def fleet(stubs: dict[str, StubReplica], tmp_path_factory: pytest.TempPathFactor
     haproxy = debian_binary("haproxy", "haproxy")
     directory = tmp_path_factory.mktemp("haproxy")
     http, grpc_port = free_port(), free_port()
-    conf = loopback_config(directory, http=http, grpc_port=grpc_port, replicas=stubs)
+    conf = haproxy_on_loopback(directory, http=http, grpc_port=grpc_port, replicas=stubs)
     client = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     command = [haproxy, "-db", "-f", str(conf)]
