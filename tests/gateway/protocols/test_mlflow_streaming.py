@@ -170,7 +170,10 @@ async def test_a_stream_idle_past_the_timeout_ends_with_an_error_while_the_loop_
     assert error["error_code"] == "DEADLINE_EXCEEDED" and "GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS" in error["message"]
 
 
-async def test_open_streams_get_an_end_event_when_the_process_stops(gateway: Gateway, tmp_path: Path) -> None:
+async def test_open_streams_get_an_end_event_when_the_drain_ends_them(gateway: Gateway, tmp_path: Path) -> None:
+    """What the drain calls when its delay is over (registered with it: checked), called here
+    directly, the process left running: each open stream gets its end event and its generator
+    is closed."""
     closed = tmp_path / "closed"
     body = {**with_options("agent", repeat=400, delay=0.01, closed_file=str(closed)), "stream": True}
     running = asyncio.create_task(gateway.client.post("/models/agent/invocations", json=body))
