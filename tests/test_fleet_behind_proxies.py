@@ -15,11 +15,10 @@ Which replica answered is read from each replica's own /metrics.
 from __future__ import annotations
 
 import signal
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from tests.deploy.proxies import (
 )
 from tests.support.models import Doubler, FileGated, log_pyfunc
 from tests.support.postgres import postgres_database
+from tests.support.request_loop import RequestLoop, Session, http_session
 from tests.support.servers import Process, assert_warmed_before_served, gateway_server, model_counters
 from tests.support.waiting import wait_until
 
@@ -255,52 +255,7 @@ def test_a_hot_model_spills_over_on_http_and_grpc(fleet: Fleet, front: str) -> N
         assert max(answered.values()) <= 0.75 * answered.total(), f"{front} {protocol}: {dict(answered)}"
 
 
-class Load:
-    """Clients calling through the proxies in a loop (each on its kept-alive connection or
-    channel), recording each answer's status, or the error that stood for one."""
-
-    def __init__(self, sessions: list[Callable[[], AbstractContextManager[Callable[[], int]]]]) -> None:
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, args=(s,)) for s in sessions]
-        self.statuses: list[int] = []
-        self.failures: list[str] = []
-
-    @property
-    def count(self) -> int:
-        return len(self.statuses) + len(self.failures)
-
-    def wait_for(self, count: int) -> None:
-        wait_until(lambda: self.count >= count, timeout=120, what=f"{count} requests")
-
-    def _loop(self, session: Callable[[], AbstractContextManager[Callable[[], int]]]) -> None:
-        with session() as call:
-            while not self._stop.is_set():
-                try:
-                    self.statuses.append(call())
-                except (httpx.TransportError, grpc.RpcError) as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-
-def http_session(base: str, model: str) -> Callable[[], AbstractContextManager[Callable[[], int]]]:
-    @contextmanager
-    def session() -> Iterator[Callable[[], int]]:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            yield lambda: http.post(f"/models/{model}/predict", json=ROW).status_code
-
-    return session
-
-
-def grpc_session(target: str, model: str) -> Callable[[], AbstractContextManager[Callable[[], int]]]:
+def grpc_session(target: str, model: str) -> Session:
     @contextmanager
     def session() -> Iterator[Callable[[], int]]:
         with grpc.insecure_channel(target) as channel:
@@ -317,8 +272,9 @@ def test_a_rolling_restart_under_load_fails_no_request(fleet: Fleet) -> None:
     sessions = []
     for index, model in enumerate(MODELS):
         front = fleet.fronts["haproxy" if index % 2 == 0 else "envoy"]
-        sessions.append(http_session(front.http, model) if index < 4 else grpc_session(front.grpc_target, model))
-    with Load(sessions) as load:
+        path = f"/models/{model}/predict"
+        sessions.append(http_session(front.http, path, ROW) if index < 4 else grpc_session(front.grpc_target, model))
+    with RequestLoop(sessions) as load:
         load.wait_for(60)
         for name, replica in fleet.replicas.items():  # one replica at a time, as a rolling update does
             served = [m for m in MODELS if replica.counter("gateway_requests_total", m) > 0]
