@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.postgres import in_ci
+from tests.support.ci import missing
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -902,10 +902,7 @@ def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:
     answer a garbled one with an error h2load cannot see), on separate connections and on one
     shared connection."""
     if shutil.which("h2load") is None:
-        message = "h2load is not installed (apt-get install nghttp2-client; make bench and .ci/run install it)"
-        if in_ci():
-            pytest.fail(f"{message}; CI=true: this test must run, not skip", pytrace=False)
-        pytest.skip(message)
+        missing("h2load is not installed (apt-get install nghttp2-client; make bench and .ci/run install it)")
     from concurrent import futures
 
     import grpc
@@ -950,7 +947,7 @@ def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:
 def test_wrk_spreads_requests_over_paths_by_weight_as_loadgen_does(tmp_path: Path) -> None:
     """bench/post.lua draws each request's path by the weights load.drive gives it."""
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install wrk; make bench installs it)")
+        missing("wrk is not installed (apt-get install wrk; make bench and .ci/run install it)")
     hits: collections.Counter[str] = collections.Counter()
 
     class Count(http.server.BaseHTTPRequestHandler):
@@ -1074,7 +1071,7 @@ def test_a_process_cpu_is_read_by_thread_and_its_threads_named_by_py_spy() -> No
     import servers
 
     if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
-        pytest.skip("py-spy is not installed (the dev extra)")
+        missing("py-spy is not installed (the dev extra)")
     child = subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
@@ -1159,16 +1156,19 @@ def test_the_fleet_benchs_haproxy_runs_the_shipped_routing_on_loopback() -> None
     plain = "\n".join(line for line in fleet.round_robin(config).splitlines() if not line.lstrip().startswith("#"))
     assert "hash-balance-factor" not in plain and "balance hash" not in plain and "balance hdr" not in plain
     assert plain.count("balance roundrobin") == 4
-    if shutil.which("haproxy"):  # the rewritten files are still ones HAProxy accepts
-        import subprocess
-        import tempfile
+    # the rewritten files are still ones HAProxy accepts
+    import subprocess
+    import tempfile
 
-        for text in (config, every, fleet.round_robin(config)):
-            with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
-                written.write(text)
-                written.flush()
-                checked = subprocess.run(["haproxy", "-c", "-f", written.name], capture_output=True, text=True)
-                assert checked.returncode == 0, checked.stdout + checked.stderr
+    from tests.deploy.proxies import debian_binary
+
+    haproxy = debian_binary("haproxy", "haproxy")
+    for text in (config, every, fleet.round_robin(config)):
+        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as written:
+            written.write(text)
+            written.flush()
+            checked = subprocess.run([haproxy, "-c", "-f", written.name], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_fleet_bench_reads_loads_and_requests_from_metrics() -> None:
@@ -1220,10 +1220,28 @@ def test_the_flavor_rows_judge_each_flavor_against_mlflow_and_the_builds_against
 
 
 def test_the_flavor_bench_measures_the_suites_own_matrix() -> None:
+    """The newest stored flavors run measured every flavor the suite checks, on both servers at
+    each connection count, and the first answer of each (or says why not): a flavor added to
+    tests/flavors/models.py without a run of the bench, or a run that dropped one, fails here."""
+    import json
+
     from tests.flavors.models import FLAVORS
 
-    assert [flavor.key for flavor in flavor_rows.flavors()] == [flavor.key for flavor in FLAVORS]
     assert "flavors" in bench.SECTIONS
+    stored = sorted(p for p in (Path(__file__).resolve().parents[1] / "bench" / "results").glob("*.json"))
+    newest = next(p for p in reversed(stored) if "flavors" in json.loads(p.read_text()))
+    data = json.loads(newest.read_text())["flavors"]
+    measured = {(row["flavor"], row["server"], row["connections"]) for row in data["rows"]}
+    wanted = {
+        (flavor.key, server, connections)
+        for flavor in FLAVORS
+        for server in (flavor_rows.GATEWAY, flavor_rows.MLFLOW)
+        for connections in flavor_rows.CONNECTIONS
+    }
+    noted = " ".join(data["notes"])
+    assert [w for w in sorted(wanted - measured) if f", {w[0]}:" not in noted] == [], newest.name
+    first = {row["flavor"] for row in data["first"]}
+    assert [f.key for f in FLAVORS if f.key not in first and f"first answer, {f.key} " not in noted] == [], newest.name
 
 
 def test_the_fleet_figures_in_the_docs_are_the_results_file_they_cite() -> None:
@@ -1266,3 +1284,46 @@ def test_the_fleet_figures_in_the_docs_are_the_results_file_they_cite() -> None:
         f"hot models only {shipped['loads']:g} loads"
     ) in deploy
     assert f"and {shipped['zipf_req_s']:,.0f} requests a second" in deploy
+
+
+def test_the_stream_figures_in_the_docs_are_the_results_file_they_cite() -> None:
+    """bench/README.md's Streams table quotes the stored run it names, figure by figure (as the
+    fleet's does): a figure typed by hand, or a run claimed that is not stored, fails here."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## Streams (`bench/streams.py`") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    (cited,) = set(re.findall(r"`bench/results/(streams-[\w-]+)\.json`", section))
+    data = json.loads((root / "bench" / "results" / f"{cited}.json").read_text())
+    first, many, traced = data["first_event"], data["concurrent"], data["with_mlflow_traces"]
+    readers, closing = data["slow_reader"], data["disconnect_to_close"]
+    rss = many["rss_peak_mb"] - many["rss_before_mb"]
+    expected = [
+        f"(p50 of {first['rounds']}) | {first['raw_socket_gateway_p50_ms']:.2f} ms | "
+        f"{first['in_process_p50_ms']:.2f} ms (`predict_stream` to its first chunk) | "
+        f"overhead **{first['raw_socket_overhead_p50_ms']:.2f} ms**",
+        f"`GET /ping` on that connection (p50) | {first['raw_socket_ping_p50_ms']:.2f} ms |",
+        f"the same first event read with httpx (p50) | {first['gateway_p50_ms']:.2f} ms |",
+        f"(`/ping` with it: {first['ping_p50_ms']:.2f} ms)",
+        f"lease to first chunk, mean) | {first['gateway_inside_mean_ms']:.2f} ms |",
+        f"the same body answered whole (p50, httpx) | {first['whole_answer_p50_ms']:.2f} ms |",
+        f"| {many['streams']} concurrent streams on one process, {many['chunks_each']} chunks each",
+        f"| {many['completed']} of {many['streams']} ended with `[DONE]`, none dropped; "
+        f"slowest {many['slowest_s']:.1f} s |",
+        f"RSS {many['rss_before_mb']:.0f} MB before, {many['rss_peak_mb']:.0f} MB at its peak (+{rss:.0f} MB, "
+        f"~{rss * 1024 / many['streams']:.0f} KB a stream)",
+        " / ".join(f"{r['pause_s']:g} s" for r in readers)
+        + f" ({readers[0]['chunks_in_stream']:,} chunks in the stream)",
+        "the model was asked for " + " / ".join(f"{r['chunks_yielded']:,}" for r in readers) + " chunks",
+        f"(p50, max of {closing['rounds']}) | {closing['p50_ms']:.1f} ms, {closing['max_ms']:.1f} ms |",
+        f"`with_mlflow_traces` in the JSON) | {traced['gateway_p50_ms']:.1f} ms | "
+        f"{traced['in_process_p50_ms']:.1f} ms |",
+    ]
+    assert [line for line in expected if line not in section] == []
+    assert all(r["ended"] == "cancelled" for r in readers) and many["completed"] == many["streams"]
+    # every run the section speaks of is stored: no "over four runs" where the JSON holds two
+    counted = re.findall(r"over (\w+) runs", section)
+    assert counted == [], f"runs counted in the text, not in {cited}.json: {counted}"

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from registry_sync.registry import RegistryReader
 from tests.conftest import running_gateway, settings_under
 from tests.support.mlflow2 import log_iris_2x, mlflow2_server
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -39,7 +39,7 @@ def registry2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         second = log_iris_2x(uri, NAME, c=10.0, rows=ROWS)
         assert first["mlflow"] == "2.22.0"
         MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, "champion", str(first["version"]))
-        yield {"uri": uri, "versions": [first, second]}
+        yield {"uri": uri, "versions": [first, second], "log": server.log}
     finally:
         server.stop()
 
@@ -51,7 +51,18 @@ def test_a_poll_reads_a_2x_registry(registry2: dict[str, Any]) -> None:
     versions = reader.versions_of([NAME, "not-registered"])  # what a poll asks for the models that changed
     assert sorted(versions[NAME]) == [1, 2] and versions["not-registered"] == {}
     assert all(record.ready for record in versions[NAME].values())
-    assert reader.versions_of([NAME]) == {NAME: versions[NAME]}  # again, one search per name from now on
+    # again: one search per name from now on (the server's access log counts them), no list tried
+    log: Path = registry2["log"]
+    before = searches(log)
+    assert reader.versions_of([NAME, "not-registered"]) == {NAME: versions[NAME], "not-registered": {}}
+    wait_until(lambda: len(searches(log)) >= len(before) + 2, timeout=10, what="the searches in the access log")
+    new = searches(log)[len(before) :]
+    assert len(new) == 2 and all("+IN+" not in line and "%20IN%20" not in line for line in new), new
+
+
+def searches(log: Path) -> list[str]:
+    """The version searches the server answered, one access-log line each."""
+    return [line for line in log.read_text().splitlines() if "/model-versions/search" in line]
 
 
 async def test_the_gateway_serves_2x_versions_and_follows_an_alias_moved_on_a_2x_server(

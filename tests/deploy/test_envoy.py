@@ -5,8 +5,6 @@ checks), then the routing live on loopback in front of stub replicas, as HAProxy
 
 from __future__ import annotations
 
-import copy
-import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from tests.deploy import routing
 from tests.deploy.files import ENVOY, load_yaml
-from tests.deploy.proxies import envoy_binary, free_port, running
+from tests.deploy.proxies import envoy_binary, envoy_endpoints, envoy_on_loopback, free_port, running
 from tests.deploy.replicas import StubReplica
 
 CONFIG = ENVOY / "envoy.yaml"
@@ -40,10 +38,6 @@ def _listener(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _clusters(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {cluster["name"]: cluster for cluster in bootstrap["static_resources"]["clusters"]}
-
-
-def _endpoints(cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
 
 
 def test_envoy_validates_the_file_with_nothing_deprecated(tmp_path: Path) -> None:
@@ -95,35 +89,11 @@ def test_gateway_clusters_bound_the_load_check_readiness_and_share_a_ring(bootst
         assert check["interval"] == check["no_traffic_interval"] == "1s"
         assert check["http_health_check"]["path"] == "/health/ready"
         assert check["http_health_check"]["codec_client_type"] == "HTTP1"
-        endpoints = _endpoints(cluster)
+        endpoints = envoy_endpoints(cluster)
         rings.append([e["metadata"]["filter_metadata"]["envoy.lb"]["hash_key"] for e in endpoints])
         for endpoint in endpoints:  # checked where the gateway answers HTTP
             assert endpoint["endpoint"].get("health_check_config", {}).get("port_value", 8000) == 8000
     assert rings[0] == rings[1] and len(set(rings[0])) == len(rings[0]), rings
-
-
-def loopback_bootstrap(
-    directory: Path, original: dict[str, Any], *, http: int, grpc_port: int, replicas: dict[str, StubReplica]
-) -> Path:
-    """envoy.yaml with its listeners and endpoints moved to loopback, health checked every 100 ms."""
-    config = copy.deepcopy(original)
-    ports = {"http": http, "grpc": grpc_port}
-    for listener in config["static_resources"]["listeners"]:
-        listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": ports[listener["name"]]}
-    for cluster in config["static_resources"]["clusters"]:
-        cluster["type"] = "STATIC"
-        for check in cluster.get("health_checks", []):
-            check["interval"] = check["no_traffic_interval"] = "0.1s"
-        for endpoint in _endpoints(cluster):
-            address = endpoint["endpoint"]["address"]["socket_address"]
-            stub = replicas[address["address"]]
-            address["address"] = "127.0.0.1"
-            address["port_value"] = stub.grpc_port if address["port_value"] == 8001 else stub.http_port
-            if "health_check_config" in endpoint["endpoint"]:
-                endpoint["endpoint"]["health_check_config"]["port_value"] = stub.http_port
-    path = directory / "envoy.json"
-    path.write_text(json.dumps(config))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +115,7 @@ def fleet(
     envoy = envoy_binary()
     directory = tmp_path_factory.mktemp("envoy")
     http, grpc_port = free_port(), free_port()
-    conf = loopback_bootstrap(directory, bootstrap, http=http, grpc_port=grpc_port, replicas=stubs)
+    conf = envoy_on_loopback(directory, bootstrap, http=http, grpc_port=grpc_port, replicas=stubs)
     client = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     command = [envoy, "-c", str(conf), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]

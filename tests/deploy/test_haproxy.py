@@ -22,31 +22,13 @@ import numpy as np
 import pytest
 
 from tests.deploy import routing
-from tests.deploy.files import HAPROXY, deploy_module, dev_module
-from tests.deploy.proxies import debian_binary, free_port, running
+from tests.deploy.files import HAPROXY, dev_module
+from tests.deploy.proxies import debian_binary, free_port, haproxy_on_loopback, running
 from tests.deploy.replicas import StubReplica
 from tests.support.waiting import wait_until
 
 CONFIG = HAPROXY / "haproxy.cfg"
-LOCAL_FLEET = deploy_module("local_fleet")
 DEFAULT_MODEL = "fraud@champion"  # GATEWAY_DEFAULT_MODEL as the gateways take it: routed as "fraud"
-
-
-def loopback_config(directory: Path, *, http: int, grpc_port: int, replicas: dict[str, StubReplica]) -> Path:
-    """haproxy.cfg with its binds and servers moved to loopback, health checked every 100 ms."""
-    gateways = {name: (replicas[name].http_port, replicas[name].grpc_port) for name in routing.GATEWAYS}
-    text = LOCAL_FLEET.haproxy_on_loopback(
-        CONFIG.read_text(),
-        http=http,
-        grpc=grpc_port,
-        gateways=gateways,
-        sync=replicas["sync"].http_port,
-        check_interval="100ms",
-    )
-    assert len(re.findall(r"^\s*server .* 127\.0\.0\.1:", text, flags=re.M)) == 13, "3 gateways x 4 backends, sync"
-    conf = directory / "haproxy.cfg"
-    conf.write_text(text)
-    return conf
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +48,7 @@ def fleet(stubs: dict[str, StubReplica], tmp_path_factory: pytest.TempPathFactor
     haproxy = debian_binary("haproxy", "haproxy")
     directory = tmp_path_factory.mktemp("haproxy")
     http, grpc_port = free_port(), free_port()
-    conf = loopback_config(directory, http=http, grpc_port=grpc_port, replicas=stubs)
+    conf = haproxy_on_loopback(directory, http=http, grpc_port=grpc_port, replicas=stubs)
     client = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     command = [haproxy, "-db", "-f", str(conf)]
@@ -104,7 +86,7 @@ def test_haproxy_accepts_the_file_as_shipped_without_a_warning(tmp_path: Path, s
     "http-request rule placed after a use_backend rule" warnings.)"""
     shipped = _warnings(CONFIG)
     assert [w for w in shipped if "could not resolve address" not in w] == []
-    assert _warnings(loopback_config(tmp_path, http=free_port(), grpc_port=free_port(), replicas=stubs)) == []
+    assert _warnings(haproxy_on_loopback(tmp_path, http=free_port(), grpc_port=free_port(), replicas=stubs)) == []
 
 
 def test_every_protocol_sends_a_model_to_one_replica(fleet: routing.Fleet) -> None:
@@ -135,7 +117,7 @@ def make_hot(fleet: routing.Fleet, model: str, requests: int = 150) -> None:
 def fresh(stubs: dict[str, StubReplica], tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
     """HAProxy of its own, its stick tables empty (no model seen yet): a client and its log."""
     http, grpc_port = free_port(), free_port()
-    conf = loopback_config(tmp_path, http=http, grpc_port=grpc_port, replicas=stubs)
+    conf = haproxy_on_loopback(tmp_path, http=http, grpc_port=grpc_port, replicas=stubs)
     log = tmp_path / "haproxy.log"
     with httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30) as client:
         command = [debian_binary("haproxy", "haproxy"), "-db", "-f", str(conf)]

@@ -28,6 +28,7 @@ from tests.deploy.files import (
     role,
 )
 from tests.deploy.proxies import debian_binary
+from tests.support.ci import missing
 
 PROXY_CONFIG = K8S / "proxy" / "haproxy.cfg"
 HEADLESS = "registry-gateway-pods"
@@ -109,9 +110,9 @@ def test_manifests_match_the_kubernetes_schemas(manifests: list[dict[str, Any]],
 
 
 def test_kubectl_kustomize_renders_the_same_objects(manifests: list[dict[str, Any]]) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed (its built-in kustomize renders deploy/k8s)")
+    kubectl = shutil.which("kubectl") or missing(
+        "kubectl is not installed (apt-get install kubernetes-client; its built-in kustomize renders deploy/k8s)"
+    )
     rendered = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False)
     assert rendered.returncode == 0, rendered.stderr
     objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]

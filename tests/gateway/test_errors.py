@@ -19,6 +19,7 @@ from gateway.demo import IRIS, TORCH, torch_available
 from gateway.http import errors as http_errors
 from registry_sync.registry import RegistryReader
 from tests.conftest import IRIS_COLUMNS, Registry, iris_split
+from tests.support.ci import needs
 
 PREDICT = f"/models/{IRIS}/versions/1/predict"
 GOOD = iris_split([[5.1, 3.5, 1.4, 0.2]])
@@ -218,7 +219,7 @@ def test_unknown_model_metadata_is_404(client: TestClient) -> None:
     assert_error(client.get(f"/models/{IRIS}/versions/42"), 404, mentions=("42",))
 
 
-@pytest.mark.skipif(not torch_available(), reason="torch is not installed (the [torch] extra)")
+@needs(torch_available(), "torch is not installed (the [torch] extra)")
 def test_wrong_tensor_shapes_get_400(client: TestClient) -> None:
     path = f"/models/{TORCH}/versions/1/predict"
     assert_error(client.post(path, json={"inputs": [[1.0, 2.0]]}), 400, mentions=("shape",))

@@ -15,6 +15,7 @@ from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import uri_within
 from tests.conftest import Registry, empty_registry, iris_split, running_gateway
+from tests.support.ci import needs
 from tests.support.models import Doubler, log_pyfunc
 
 pytestmark = pytest.mark.anyio
@@ -116,7 +117,7 @@ def test_skops_counts_as_pickle_only_when_it_trusts_types_it_names_itself(tmp_pa
 
 
 @pytest.mark.torch
-@pytest.mark.skipif(not torch_available(), reason="needs torch")
+@needs(torch_available(), "needs torch")
 def test_pytorch_saved_with_torch_save_is_refused_without_pickle(tmp_path: Path) -> None:
     import mlflow.pytorch
     import torch

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, iris_split
+from tests.support.ci import needs
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +66,7 @@ async def test_ints_are_accepted_for_double_columns_like_mlflow_serve(gateway: G
     assert len(response.json()["predictions"]) == 1
 
 
-@pytest.mark.skipif(not torch_available(), reason="torch is not installed (the [torch] extra)")
+@needs(torch_available(), "torch is not installed (the [torch] extra)")
 async def test_torch_model_predicts_what_pyfunc_predicts(gateway: Gateway, registry: Registry) -> None:
     rows = np.random.default_rng(7).random((5, 4), dtype=np.float32)
     reference = registry.pyfunc(TORCH, 1)

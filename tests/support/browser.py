@@ -6,20 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.support.postgres import in_ci
+from tests.support.ci import missing
 
 
 def chromium() -> str:
     """Debian's Chromium: skipped without it on a developer's machine; in CI (``.ci/run``
     installs it) pages must be seen in a browser, so a missing one fails."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if in_ci():
-            pytest.fail("Chromium is not installed (apt-get install chromium); CI=true: the pages must be seen")
-        pytest.skip("needs Chromium (apt-get install chromium)")
-    return found
+    return found or missing("Chromium is not installed (apt-get install chromium): the pages must be seen")
 
 
 def dump_dom(url: str, profile: Path, *, wait_ms: int = 0) -> str:

@@ -178,3 +178,25 @@ def gateway_server(
         args, env=full_env, log=workdir / "gateway.log", health_url=f"{base}/health/ready", name="gateway"
     )
     return process, base
+
+
+def model_counters(base: str, model: str, *metrics: str) -> list[float]:
+    """Each counter's series for `model` summed, from one scrape of a gateway's /metrics (one:
+    a request between two scrapes would be counted in one and not in the other)."""
+    lines = LOOPBACK.get(f"{base}/metrics", timeout=10).text.splitlines()
+    return [
+        sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(f"{m}{{") and f'model="{model}"' in line)
+        for m in metrics
+    ]
+
+
+def assert_warmed_before_served(base: str, model: str, what: str) -> None:
+    """A gateway just started held `model` before any request for it: it was loaded (once a
+    version), and every request found its version loaded (a cache hit; a request that joined
+    the warm-up's load under way is one too), so the loads were the warm-up's, not a request's."""
+    loads, hits, requests = model_counters(
+        base, model, "gateway_cache_misses_total", "gateway_cache_hits_total", "gateway_requests_total"
+    )
+    assert loads >= 1 and hits >= requests, (
+        f"{what}: {model} loaded {loads:g} times; {hits:g} requests found it loaded, of {requests:g}"
+    )

@@ -223,9 +223,18 @@ async def test_a_restarted_replica_warms_the_versions_it_served_and_the_fleet_sh
 async def test_a_process_that_stops_reporting_is_shown_gone_quiet(
     registry: Registry, state: Callable[..., GatewaySettings]
 ) -> None:
-    from registry_sync.fleet import READY, MemberReport
+    """Gone quiet is judged on the database's clock: the ghost's last report is moved ten
+    minutes back there (ten minutes it said nothing; forgotten only after an hour), while the
+    watcher beats every minute, so it cannot go quiet during the test however busy the host
+    (quiet after three beats missed)."""
+    from sqlalchemy import update
 
-    async with gateway(state("watcher:8000", warm_start="served"), registry) as watcher:
+    from registry_sync.database import make_engine
+    from registry_sync.fleet import READY, MemberReport
+    from registry_sync.state import FleetMemberRow
+
+    settings = state("watcher:8000", warm_start="served", heartbeat_seconds=60)
+    async with gateway(settings, registry) as watcher:
         # a replica that reported once and then nothing (killed, hung, cut off from the database)
         watcher.services.fleet.report(
             MemberReport(member="ghost:1:x", replica="ghost:8000", role="gateway", state=READY),
@@ -233,22 +242,32 @@ async def test_a_process_that_stops_reporting_is_shown_gone_quiet(
             forget_after=3600,
             history_seconds=3600,
         )
+        engine = make_engine(settings.database_url)
+        try:
+            with engine.begin() as connection:
+                aged = connection.execute(
+                    update(FleetMemberRow)
+                    .where(FleetMemberRow.member == "ghost:1:x")
+                    .values(seen_at=FleetMemberRow.seen_at - 600)
+                )
+                assert aged.rowcount == 1
+        finally:
+            engine.dispose()
 
-        async def quiet_ghost() -> dict[str, Any] | None:
+        async def watcher_ready() -> dict[str, Any] | None:  # its state change is reported at once
             found = (await watcher.client.get("/fleet")).json()
-            ghost = next(r for r in found["replicas"] if r["replica"] == "ghost:8000")
-            return ghost if ghost["state"] == "quiet" else None  # three heartbeats of 0.2 s without a word
+            row = next((r for r in found["replicas"] if r["replica"] == "watcher:8000"), None)
+            return found if row is not None and row["state"] == "ready" else None
 
-        shown = await eventually(quiet_ghost, "the ghost to go quiet", timeout=10)
-        assert shown["processes"][0]["quiet"] is True and shown["models"] == []
+        found = await eventually(watcher_ready, "the watcher to report itself ready", timeout=20)
+        ghost = next(r for r in found["replicas"] if r["replica"] == "ghost:8000")
+        assert ghost["state"] == "quiet" and ghost["processes"][0]["quiet"] is True and ghost["models"] == []
+        watcher_row = next(r for r in found["replicas"] if r["replica"] == "watcher:8000")
+        assert not watcher_row["processes"][0]["quiet"]
         # /status says so too, and names this replica and its warm rule
         page = (await watcher.client.get("/status")).text
         assert "1 gone quiet" in page and "ghost:8000" in page and "watcher:8000" in page
         assert "(this one)" in page and "Warm rule: served (GATEWAY_WARM_START=served)" in page
-        watcher_row = next(
-            r for r in (await watcher.client.get("/fleet")).json()["replicas"] if r["replica"] == "watcher:8000"
-        )
-        assert watcher_row["state"] == "ready" and not watcher_row["processes"][0]["quiet"]
 
 
 def _held(replica: Replica, name: str) -> int | None:

@@ -21,6 +21,7 @@ from gateway.protocols.proto import grpc_service_pb2 as pb
 from gateway.protocols.proto import grpc_service_pb2_grpc as pb_grpc
 from tests.conftest import IRIS_COLUMNS, Registry, empty_registry, settings_under
 from tests.gateway.protocols.conftest import served
+from tests.support.ci import needs
 from tests.support.keys import add_key
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.servers import free_port
@@ -162,7 +163,7 @@ def test_typed_contents_in_typed_contents_out(
 
 
 @pytest.mark.torch
-@pytest.mark.skipif(not torch_available(), reason="needs the [torch] extra")
+@needs(torch_available(), "needs the [torch] extra")
 def test_torch_answers_as_pyfunc_does(client: triton.InferenceServerClient, sqlite_registry: Registry) -> None:
     rows = np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)
     tensor = triton.InferInput("input-0", list(rows.shape), "FP32")

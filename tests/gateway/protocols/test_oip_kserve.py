@@ -21,6 +21,7 @@ import pytest
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from tests.conftest import IRIS_COLUMNS, Registry, settings_under
 from tests.gateway.protocols.conftest import served
+from tests.support.ci import needs
 from tests.support.envs import env_bin
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.servers import free_port
@@ -213,7 +214,7 @@ def test_the_id_is_echoed_and_outputs_are_chosen(kserve: KServeClients, wire: st
 
 
 @pytest.mark.torch
-@pytest.mark.skipif(not torch_available(), reason="needs the [torch] extra")
+@needs(torch_available(), "needs the [torch] extra")
 @pytest.mark.parametrize("wire", list(WIRES))
 def test_torch_answers_as_pyfunc_does(kserve: KServeClients, sqlite_registry: Registry, wire: str) -> None:
     rows = np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)

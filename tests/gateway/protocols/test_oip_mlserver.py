@@ -39,6 +39,7 @@ from gateway.protocols.proto import grpc_service_pb2 as pb
 from gateway.protocols.proto import grpc_service_pb2_grpc as pb_grpc
 from tests.conftest import IRIS_COLUMNS, Registry, settings_under
 from tests.gateway.protocols.conftest import served
+from tests.support.ci import missing
 from tests.support.envs import env_bin
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.servers import Process
@@ -139,7 +140,7 @@ class Versions:
 
 def _needs(model: str, versions: Versions) -> None:
     if model not in versions.numbers:
-        pytest.skip(f"{model} needs the [torch] extra")
+        missing(f"{model} needs the [torch] extra")
 
 
 @pytest.fixture(scope="session")  # session: set up before the session's registry, as pytest orders by scope

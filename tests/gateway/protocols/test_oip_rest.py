@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
 from tests.conftest import IRIS_COLUMNS, Registry
+from tests.support.ci import needs
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 
 ROWS = iris_frame()[0].iloc[[0, 60, 120, 149]].to_numpy()  # rows of each class
@@ -125,7 +126,7 @@ def test_iris_answers_as_pyfunc_does(
 
 
 @pytest.mark.torch
-@pytest.mark.skipif(not torch_available(), reason="needs the [torch] extra")
+@needs(torch_available(), "needs the [torch] extra")
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_torch_answers_as_pyfunc_does(
     client: triton.InferenceServerClient, sqlite_registry: Registry, binary: bool

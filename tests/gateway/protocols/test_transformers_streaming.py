@@ -1,6 +1,8 @@
-"""A transformers text-generation model from the registry, streamed a token at a time over SSE
-(issue 44): a tiny GPT-2 built from a config with random weights, no download. Runs where
-transformers is installed (the flavor matrix's extra installs it); skipped elsewhere."""
+"""A PythonModel (models from code, tests/support/agents/tiny_generator.py) that generates with
+a transformers GPT-2 from the registry, streamed a token at a time over SSE (issue 44): a tiny
+GPT-2 built from a config with random weights, no download. Not a version logged with
+``mlflow.transformers.log_model``: its own ``predict_stream`` yields the tokens. Runs where
+transformers is installed (the flavor matrix's extra installs it); fails under CI without it."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("transformers")
+from tests.support.ci import importable
+
+importable("transformers", "pip install '.[flavors]'")
 
 from tests.conftest import Registry, empty_registry, running_gateway, settings_under  # noqa: E402
 from tests.support import agents  # noqa: E402
@@ -44,7 +48,7 @@ def greedy(weights: Path) -> list[str]:
     return [" " + tokenizer.decode(token) for token in out[0, ids.shape[1] :]]
 
 
-async def test_a_tiny_transformer_streams_its_greedy_generation_token_by_token(
+async def test_a_python_model_wrapping_a_tiny_transformer_streams_its_greedy_generation_token_by_token(
     generator: tuple[Registry, Path], tmp_path: Path
 ) -> None:
     registry, weights = generator

@@ -23,12 +23,13 @@ from gateway.runtimes.worker import devices, raw, wire
 from gateway.runtimes.workers import WorkerProcess
 from gateway.settings import GatewaySettings
 from tests.conftest import Registry, empty_registry, running_gateway
+from tests.support.ci import missing
 from tests.support.numeric import mlp_error_bound
 from tests.support.servers import BIN
 
 pytestmark = pytest.mark.torch
 if not torch_available():
-    pytest.skip("torch is not installed (pip install '.[torch]')", allow_module_level=True)
+    missing("torch is not installed (pip install '.[torch]')", module=True)
 
 import mlflow.pytorch  # noqa: E402 - after the skip: torch is optional
 import torch  # noqa: E402

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.anyio
 
 REPORTER = Path(__file__).parents[2] / "support" / "env_models" / "reporter.py"
 SIGNATURE = infer_signature(
-    pd.DataFrame({"package": ["numpy"]}), ["1.0"], params={"hold_file": "", "hold_seconds": 0.0}
+    pd.DataFrame({"package": ["numpy"]}), ["1.0"], params={"hold_file": "", "release_file": "", "hold_seconds": 0.0}
 )
 OTHER_SKLEARN = "1.5.2"  # not the gateway's (tests/gateway/runtimes: pyproject pins scikit-learn>=1.4)
 
@@ -109,6 +109,12 @@ def in_scratch(root: Path, name: str) -> Path | None:
             if found.exists():
                 return found
     return None
+
+
+def scratch_with(root: Path, name: str) -> Path:
+    """The scratch folder of the worker that wrote `name` (see in_scratch)."""
+    (found,) = (root / "artifact-cache" / "sandboxes").glob(f"*/scratch/{name}")
+    return found.parent
 
 
 async def runtime_of(client: httpx.AsyncClient, name: str, version: int) -> dict[str, Any]:
@@ -408,13 +414,13 @@ async def test_with_two_processes_a_request_goes_to_the_one_not_busy(
         await predict(gw.client, "tabulated", 1, "pid")
         pids = (await runtime_of(gw.client, "tabulated", 1))["worker_pids"]
         assert len(set(pids)) == 2
-        held = asyncio.ensure_future(
-            gw.client.post("/models/tabulated/versions/1/predict", json=ask("pid", hold_file="held", hold_seconds=3.0))
-        )
+        hold = ask("pid", hold_file="held", release_file="release", hold_seconds=120.0)  # until released
+        held = asyncio.ensure_future(gw.client.post("/models/tabulated/versions/1/predict", json=hold))
         await asyncio.to_thread(
             wait_until, lambda: in_scratch(tmp_path, "held"), timeout=30, what="the held request to reach a worker"
         )
         other = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
         assert not held.done()  # answered by the other process while the first still holds
+        (scratch_with(tmp_path, "held") / "release").touch()
         first = int((await held).json()["predictions"][0])
         assert {first, other} == set(pids)

@@ -1,4 +1,4 @@
-"""A transformers text-generation model streamed a token at a time: a tiny GPT-2 built from a
+"""A PythonModel wrapping a transformers GPT-2, streamed a token at a time: a tiny GPT-2 built from a
 config with random weights (no download), loaded from the version's artifacts, generating
 greedily (``argmax``, as ``generate(do_sample=False)`` does) and yielding each new token's text."""
 

@@ -7,7 +7,9 @@ requirements by tests/gateway/runtimes, it shows which environment served a requ
 - ``python``: the interpreter's version; ``pid``: the serving process's id.
 
 Params ``hold_file`` and ``hold_seconds``: create that file (a relative name: in its TMPDIR),
-then wait that long before answering (a request a test can catch in flight).
+then wait that long before answering (a request a test can catch in flight); with
+``release_file`` too, wait only until that file appears there (``hold_seconds`` at most): the
+test lets it go when it has seen what it wanted, however slow the host.
 """
 
 import importlib
@@ -27,7 +29,12 @@ class Reporter(PythonModel):
         if params.get("hold_file"):  # a relative name: in its TMPDIR (a sandboxed worker's scratch)
             with open(os.path.join(tempfile.gettempdir(), params["hold_file"]), "w"):
                 pass
-            time.sleep(float(params.get("hold_seconds") or 0))
+            deadline = time.monotonic() + float(params.get("hold_seconds") or 0)
+            release = params.get("release_file")
+            while time.monotonic() < deadline and not (
+                release and os.path.exists(os.path.join(tempfile.gettempdir(), release))
+            ):
+                time.sleep(0.01)
         out = []
         for package in model_input["package"]:
             if package == "python":

@@ -38,6 +38,9 @@ def mlflow2_server(root: Path) -> Process:
         str(port),
         "--workers",
         "1",
+        # each request a line of server.log: what a test counts of the calls the server answered
+        "--gunicorn-opts",
+        "--access-logfile -",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PYTHONPATH"}
     return Process(
