@@ -122,6 +122,18 @@ def apply_from_arguments(argv: list[str]) -> tuple[dict[str, Any] | None, int]:
     return apply(policy), int(policy.get("memory_bytes") or 0)
 
 
+def announce(argv: list[str], confined: dict[str, Any] | None) -> None:
+    """Send the gateway, on the socket of ``--fd``, what :func:`apply` enforced, framed as
+    ``wire.send`` frames a message without buffers (``wire`` imports NumPy: not yet).
+
+    Called before ``site`` runs anything of the environment: no .pth file can have changed it."""
+    fd = int(argv[argv.index("--fd") + 1])
+    head = json.dumps({"op": "confined", "sandbox": confined}, separators=(",", ":")).encode()
+    frame = struct.pack("!II", len(head), 0) + head
+    while frame:
+        frame = frame[os.write(fd, frame) :]
+
+
 def apply(policy: dict[str, Any]) -> dict[str, Any]:
     """Apply every layer ``policy`` asks for, as far as this kernel allows; what was enforced.
 
@@ -276,6 +288,8 @@ def read_only_paths(policy: dict[str, Any]) -> list[str]:
     here = os.path.dirname(os.path.realpath(__file__))
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)), here]
     paths += [os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    # its environment: under -S, sys.prefix is still the base interpreter's until site runs
+    paths += [os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))]
     paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys"]
     if policy.get("view"):
         paths.append(str(policy["view"]))

@@ -308,26 +308,39 @@ def test_the_folders_of_a_killed_gateway_are_swept_and_a_live_ones_kept(tmp_path
     assert alive.exists() and not dead.exists()
 
 
-def test_a_worker_that_could_not_apply_a_layer_is_refused_under_required(tmp_path: Path) -> None:
-    hello = {
-        "sandbox": {
-            "limits": {"open_files": {"enforced": True, "how": "RLIMIT_NOFILE 1024"}},
-            "network": {"enforced": True, "how": "a user and network namespace of its own"},
-            "filesystem": {"enforced": False, "why_not": "landlock_restrict_self failed (Operation not permitted)"},
-            "capabilities": {"enforced": True, "how": "none"},
-            "syscalls": {"enforced": True, "how": "seccomp"},
-        }
+def test_layers_a_worker_claims_and_the_kernel_contradicts_are_missing(tmp_path: Path) -> None:
+    """What a forged report (issue 48: a .pth file's fake sandbox module) says is checked from
+    outside: a real process that applied nothing, claiming every layer, has every checkable one
+    missing, and under ``required`` is refused."""
+    import subprocess
+    import sys
+
+    claims = {
+        "limits": {
+            "open_files": {"enforced": True, "how": "RLIMIT_NOFILE 1024"},
+            "memory": {"enforced": True, "how": "RLIMIT_AS", "bytes": 2**30},
+        },
+        "network": {"enforced": True, "how": "a user and network namespace of its own"},
+        "filesystem": {"enforced": True, "how": "Landlock ABI 7"},
+        "capabilities": {"enforced": True, "how": "none"},
+        "syscalls": {"enforced": True, "how": "seccomp"},
     }
-    hello["sandbox"]["limits"]["memory"] = {"enforced": True, "how": "RLIMIT_AS"}
+    hello = {"sandbox": {"limits": {"memory": claims["limits"]["memory"]}}}
+    contradicted = {"network", "filesystem", "capabilities", "syscalls", "limits.memory", "limits.open_files"}
     no_network = gateway_sandbox.NetworkChoice(False, "no network (the default)")
-    for mode in ("required", "best-effort"):
-        policy = gateway_sandbox.SandboxPolicy(mode=mode, root=tmp_path, memory_bytes=2**30)  # type: ignore[arg-type]
-        box = gateway_sandbox.WorkerSandbox(policy, no_network, label=mode, watchdog=gateway_sandbox.CpuWatchdog(0))
-        if mode == "required":
-            with pytest.raises(SandboxUnavailable, match="filesystem: landlock_restrict_self failed"):
-                box.accept(hello)
-        else:
-            box.accept(hello)
-            described = box.describe()
-            assert set(described["missing"]) == {"filesystem", "limits.cpu_per_call"}
-        box.close()
+    unconfined = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        for mode in ("required", "best-effort"):
+            policy = gateway_sandbox.SandboxPolicy(mode=mode, root=tmp_path, memory_bytes=2**30)  # type: ignore[arg-type]
+            box = gateway_sandbox.WorkerSandbox(policy, no_network, label=mode, watchdog=gateway_sandbox.CpuWatchdog(0))
+            if mode == "required":
+                with pytest.raises(SandboxUnavailable, match="network: contradicted from outside"):
+                    box.accept(claims, hello, unconfined.pid)
+            else:
+                box.accept(claims, hello, unconfined.pid)
+                missing = box.describe()["missing"]
+                assert set(missing) == contradicted | {"limits.cpu_per_call"}, missing
+                assert all(missing[name].startswith("contradicted from outside") for name in contradicted), missing
+            box.close()
+    finally:
+        unconfined.communicate(b"")

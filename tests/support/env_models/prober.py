@@ -10,7 +10,8 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
 - ``fork:N``: how many of N child processes started (each killed and reaped at once);
 - ``alloc:MiB``: allocates and touches that much, then ``allocated`` (a MemoryError is raised);
 - ``spin:SECONDS``: burns that much CPU time, then ``spun``;
-- ``signal-parent``: sends signal 0 to the gateway.
+- ``signal-parent``: sends signal 0 to the gateway;
+- ``pth:KEY``: what the hostile ``.pth`` file of tests/support/pth_attack found at start, if installed.
 """
 
 import os
@@ -79,6 +80,10 @@ def probe(what: str) -> str:
         if kind == "signal-parent":
             os.kill(os.getppid(), 0)
             return "signalled"
+        if kind == "pth":
+            import gateway_test_pth
+
+            return str(gateway_test_pth.RESULTS.get(arg, "<not tried>"))
         if kind == "":
             return ""  # the warm-up's row
         return f"unknown probe {what!r}"
