@@ -664,6 +664,7 @@ def placer_for(settings: GatewaySettings, tracing: Tracing | None = None) -> Pla
         environment_store(settings, tracing),
         max_workers=settings.env_max_workers,
         processes=settings.env_processes,
+        sharing=settings.env_worker_sharing,
         device=settings.device,
         sandbox=sandbox_policy(settings),
     )

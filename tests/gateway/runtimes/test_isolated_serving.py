@@ -172,16 +172,16 @@ async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it
         assert closed.read_text().startswith("cancelled")
 
 
-async def test_two_versions_with_one_set_of_requirements_share_an_environment_and_a_worker(
+async def test_two_models_with_one_set_of_requirements_share_an_environment_never_a_worker(
     make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], env_dir: Path
 ) -> None:
     async with make_gateway() as gw:
         first = await predict(gw.client, "pinned", 1, "pid", "scikit-learn")
         second = await predict(gw.client, "pinned-again", 1, "pid", "scikit-learn")
-        assert first == second  # one worker process, one release
+        assert first[1] == second[1] and first[0] != second[0]  # one release, two processes (issue 48)
         one, other = await runtime_of(gw.client, "pinned", 1), await runtime_of(gw.client, "pinned-again", 1)
         assert one["environment"] == other["environment"]
-        assert len(gw.services.placer.isolated.workers()) == 1  # type: ignore[union-attr]
+        assert len(gw.services.placer.isolated.workers()) == 2  # type: ignore[union-attr]
     keys = [env.key for env in EnvironmentStore(env_dir).environments()]
     assert keys.count(one["environment"]) == 1
 

@@ -30,6 +30,7 @@ from tests.gateway.runtimes.test_isolated_serving import OTHER_SKLEARN
 pytestmark = pytest.mark.anyio
 
 PROBER = Path(__file__).parents[2] / "support" / "env_models" / "prober.py"
+FORGER = Path(__file__).parents[2] / "support" / "env_models" / "forger.py"
 REQUIREMENTS = [f"scikit-learn=={OTHER_SKLEARN}"]  # as test_isolated_serving's: uv's cache has them
 SECRETS = {
     "GATEWAY_ADMIN_TOKEN": "admin-token-secret",
@@ -45,12 +46,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def log_prober(name: str, tags: dict[str, str] | None = None) -> int:
+def log_prober(name: str, tags: dict[str, str] | None = None, model: Path = PROBER) -> int:
     signature = infer_signature(pd.DataFrame({"probe": ["env:HOME"]}), ["x"])
     with mlflow.start_run(run_name=name):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(PROBER),
+            python_model=str(model),
             registered_model_name=name,
             signature=signature,
             pip_requirements=REQUIREMENTS,
@@ -66,6 +67,8 @@ def probe_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry = empty_registry(tmp_path_factory.mktemp("probe-registry"))
     registry.log(log_prober, "prober")
     registry.log(log_prober, "caller", {"gateway.network": "allow"})  # a model that calls out, opted in
+    registry.log(log_prober, "neighbour")  # another team's model, on the same requirements
+    registry.log(log_prober, "forger", model=FORGER)  # a model that lies about its size
     return registry
 
 
@@ -116,9 +119,9 @@ async def sandboxed(
         yield gw
 
 
-async def probe(gw: Gateway, name: str, *probes: str) -> list[str]:
+async def probe(gw: Gateway, name: str, *probes: str, version: int = 1) -> list[str]:
     body = {"dataframe_split": {"columns": ["probe"], "data": [[p] for p in probes]}}
-    response = await gw.client.post(f"/models/{name}/versions/1/predict", json=body)
+    response = await gw.client.post(f"/models/{name}/versions/{version}/predict", json=body)
     assert response.status_code == 200, response.text
     return response.json()["predictions"]  # type: ignore[no-any-return]
 
@@ -227,6 +230,27 @@ async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allo
         assert answer != "connected"
         runtime = (await gw.client.get("/models/caller/versions/1")).json()["runtime"]
         assert "ignored: GATEWAY_SANDBOX_ALLOW_NETWORK is off" in runtime["sandbox"]["network"]["reason"]
+
+
+async def test_two_models_on_one_environment_never_share_a_worker_process(sandboxed: Gateway) -> None:
+    """Issue 48: a hostile model answered from the same process as another team's model, whose
+    predict, inputs and outputs it could reach. Each model has its own worker, on one environment."""
+    prober_pid, prober_models = await probe(sandboxed, "prober", "pid", "models")
+    neighbour_pid, neighbour_models = await probe(sandboxed, "neighbour", "pid", "models")
+    assert prober_pid != neighbour_pid
+    assert (prober_models, neighbour_models) == ("1", "1")  # each sees its own model, not the other's
+    environment = [(await sandboxed.client.get(f"/models/{n}/versions/1")).json()["runtime"]["environment"]
+                   for n in ("prober", "neighbour")]  # fmt: skip
+    assert environment[0] == environment[1]  # built once, shared
+
+
+async def test_a_versions_size_is_measured_from_outside_not_what_its_worker_says(sandboxed: Gateway) -> None:
+    """Issue 48: a model that replaces its worker's RSS report with 1 PiB does not get that size."""
+    (said,) = await probe(sandboxed, "forger", "")
+    assert int(said) == 2**50  # the worker's own figure is forged
+    version = (await sandboxed.client.get("/models/forger/versions/1")).json()
+    size = version["loaded"]["size_bytes"]
+    assert 0 <= size < 2**32, version["loaded"]  # what /proc shows its load added: MiB, not a PiB
 
 
 async def test_a_worker_past_its_memory_limit_answers_503_and_is_started_again(sandboxed: Gateway) -> None:

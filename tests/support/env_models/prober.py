@@ -11,6 +11,8 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
 - ``alloc:MiB``: allocates and touches that much, then ``allocated`` (a MemoryError is raised);
 - ``spin:SECONDS``: burns that much CPU time, then ``spun``;
 - ``signal-parent``: sends signal 0 to the gateway;
+- ``pid``: its worker's process id; ``models``: how many loaded models that process holds (any
+  model's code could reach each one's predict, inputs and outputs);
 - ``pth:KEY``: what the hostile ``.pth`` file of tests/support/pth_attack found at start, if installed.
 """
 
@@ -80,6 +82,12 @@ def probe(what: str) -> str:
         if kind == "signal-parent":
             os.kill(os.getppid(), 0)
             return "signalled"
+        if kind == "pid":
+            return str(os.getpid())
+        if kind == "models":
+            import gc
+
+            return str(sum(isinstance(o, mlflow.pyfunc.PyFuncModel) for o in gc.get_objects()))
         if kind == "pth":
             import gateway_test_pth
 
