@@ -6,7 +6,8 @@ environment runs; a model's code runs later in the same process and could rewrit
 worker says after that, and a worker whose start was subverted could say anything. So each
 layer the kernel exposes is checked here from outside: its namespaces (``/proc/<pid>/ns``,
 against the gateway's own), ``NoNewPrivs``, ``Seccomp`` and the capability sets
-(``/proc/<pid>/status``), its limits (``/proc/<pid>/limits``). A layer the worker claims and
+(``/proc/<pid>/status``), its limits (``/proc/<pid>/limits``), the read-only mount of its
+view (``/proc/<pid>/mountinfo``). A layer the worker claims and
 the kernel contradicts is missing. Landlock shows nowhere outside the process: the
 filesystem layer stands on the report sent before the environment's code ran, and on
 ``NoNewPrivs`` (without it, or CAP_SYS_ADMIN, Landlock cannot be entered).
@@ -32,6 +33,7 @@ class Observed:
     own_namespaces: dict[str, bool] = field(default_factory=dict)  # "net" -> differs from the gateway's
     status: dict[str, str] = field(default_factory=dict)  # /proc/<pid>/status, field -> value
     limits: dict[str, tuple[str, str]] = field(default_factory=dict)  # "Max open files" -> (soft, hard)
+    read_only_mounts: frozenset[str] = frozenset()  # mount points, as /proc/<pid>/mountinfo shows them
     error: str | None = None  # why nothing could be read
 
 
@@ -47,9 +49,18 @@ def observe(pid: int) -> Observed:
             status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
         with open(f"/proc/{pid}/limits") as f:
             limits = {line[:26].strip(): (line[26:47].strip(), line[47:68].strip()) for line in list(f)[1:]}
+        with open(f"/proc/{pid}/mountinfo") as f:  # mount point (octal escapes), then its options
+            fields = [line.split() for line in f]
     except OSError as exc:
         return Observed(error=f"/proc of the worker unreadable ({exc.strerror})")
-    return Observed(namespaces, {k: v.strip() for k, v in status.items()}, limits)
+    read_only = frozenset(
+        _unescape(row[4]) for row in fields if len(row) > 5 and "ro" in row[5].split(",")
+    )  # fmt: skip
+    return Observed(namespaces, {k: v.strip() for k, v in status.items()}, limits, read_only)
+
+
+def _unescape(path: str) -> str:
+    return path.encode().decode("unicode_escape") if "\\" in path else path
 
 
 def rss_bytes(pid: int | None) -> int | None:
@@ -66,7 +77,9 @@ def rss_bytes(pid: int | None) -> int | None:
     return None
 
 
-def contradictions(report: dict[str, Any], seen: Observed, *, open_files: int, memory_bytes: int) -> dict[str, str]:
+def contradictions(
+    report: dict[str, Any], seen: Observed, *, open_files: int, memory_bytes: int, view: str
+) -> dict[str, str]:
     """Each layer ``report`` says is enforced and the kernel says is not: why not. A limit is
     held to what the gateway asked for (``open_files``; ``memory_bytes`` beyond the most the
     worker ever mapped, ``VmPeak``), not to the figure the worker claims."""
@@ -83,6 +96,10 @@ def contradictions(report: dict[str, Any], seen: Observed, *, open_files: int, m
             why = f"claimed a seccomp filter; /proc shows Seccomp {seen.status.get('Seccomp', '?')}"
         elif name == "capabilities" and any(int(seen.status.get(s, "1"), 16) for s in ("CapEff", "CapPrm", "CapBnd")):
             why = "claimed no capability; /proc shows some left"
+        elif name == "filesystem.view" and not (
+            seen.own_namespaces.get("mnt") and os.path.realpath(view) in seen.read_only_mounts
+        ):
+            why = "claimed a read-only mount of its view; /proc/<pid>/mountinfo shows none"
         elif name == "filesystem" and not no_new_privs:
             why = "claimed Landlock; /proc shows NoNewPrivs 0, without which Landlock cannot be entered"
         elif name == "limits.open_files":
@@ -109,6 +126,9 @@ def layers(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name in ("filesystem", "network", "capabilities", "syscalls"):
         if isinstance(report.get(name), dict):
             yield name, report[name]
+            for part, layer in report[name].items():  # e.g. filesystem.view, its read-only mount
+                if isinstance(layer, dict):
+                    yield f"{name}.{part}", layer
     for name, layer in (report.get("limits") or {}).items():
         if isinstance(layer, dict):
             yield f"limits.{name}", layer

@@ -286,8 +286,11 @@ class WorkerSandbox:
         if isinstance(memory, dict):  # set at hello, after its environment's code ran: checked below
             report.setdefault("limits", {})["memory"] = memory
         seen = observe(pid)
-        asked = {"open_files": self.policy.max_open_files, "memory_bytes": self.policy.memory_bytes}
-        for name, why in contradictions(report, seen, **asked).items():
+        policy = self.policy
+        asked = contradictions(
+            report, seen, open_files=policy.max_open_files, memory_bytes=policy.memory_bytes, view=str(self.view)
+        )
+        for name, why in asked.items():
             log.error("worker %s of %s: %s: %s", pid, self.folder.name, name, why)
             _replace(report, name, {"enforced": False, "why_not": f"contradicted from outside: {why}"})
         missing = {name: str(layer.get("why_not")) for name, layer in layers(report) if not layer.get("enforced")}
@@ -396,8 +399,10 @@ def _without_paths(layer: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _replace(report: dict[str, Any], name: str, layer: dict[str, Any]) -> None:
-    if name.startswith("limits."):
-        report.setdefault("limits", {})[name.removeprefix("limits.")] = layer
+    """Put ``layer`` in place of ``name``'s (``limits.memory``: a part of a layer)."""
+    parent, _, part = name.partition(".")
+    if part:
+        report.setdefault(parent, {})[part] = layer
     else:
         report[name] = layer
 

@@ -72,8 +72,20 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# --- namespaces ---
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+# --- namespaces and mounts ---
+_CLONE_NEWUSER, _CLONE_NEWNET, _CLONE_NEWNS = 0x10000000, 0x40000000, 0x00020000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    1,
+    2,
+    4,
+    8,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
+# statvfs's ST_* flag -> mount's MS_* flag, for the flags a bind mount must keep in a user namespace
+_KEPT_FLAGS = ((8, _MS_NOEXEC), (1024, 1024), (2048, 2048), (4096, 1 << 21))  # noexec, noatime, nodiratime, relatime
 
 # --- seccomp (x86-64 only: the numbers below are that architecture's) ---
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
@@ -154,7 +166,10 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
         report["network"] = {"enforced": False, "why_not": "allowed: " + str(policy.get("network_reason", "tagged"))}
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    view = _read_only_view(policy, in_user_namespace=net_via_namespace)
     report["filesystem"], landlock_net = _landlock(policy, deny_tcp=policy.get("network") == "deny")
+    if isinstance(report["filesystem"], dict):
+        report["filesystem"]["view"] = view
     if policy.get("network") == "deny":
         if net_via_namespace and landlock_net:
             report["network"]["how"] += "; Landlock denies TCP connect and bind too"
@@ -223,16 +238,52 @@ def _network_namespace() -> tuple[dict[str, Any], bool]:
     if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         return _missing(f"no user and network namespace: unshare failed ({os.strerror(errno)})"), False
-    try:  # the same ids inside: files keep their owners, and RLIMIT_NPROC counts this namespace only
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"{gid} {gid} 1")
+    try:
+        _map_ids(uid, gid)
     except OSError as exc:  # still in a network namespace of its own; ids show as nobody
         return _enforced(f"a network namespace of its own (ids unmapped: {exc.strerror})"), True
     return _enforced("a user and network namespace of its own: no interface but a loopback, down"), True
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    """The same ids inside a new user namespace: files keep their owners, and RLIMIT_NPROC
+    counts this namespace only."""
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+
+
+def _read_only_view(policy: dict[str, Any], *, in_user_namespace: bool) -> dict[str, Any]:
+    """Its models' files (hard links to the artifact cache's verified blobs, which share their
+    inode's mode, times and extended attributes) on a read-only bind mount of the view, in a
+    mount namespace of its own: chmod, utime and setxattr fail there, and the blobs keep theirs.
+    Landlock does not cover a file's metadata; a mount does, and needs no privilege in a user
+    namespace of the worker's own (entered here if the network layer did not)."""
+    view = str(policy.get("view") or "")
+    if not view or not os.path.isdir(view):
+        return _missing("no view folder")
+    if _libc.unshare(_CLONE_NEWNS) != 0:
+        uid, gid = os.geteuid(), os.getegid()
+        if in_user_namespace or _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+            return _missing(f"no mount namespace: unshare failed ({os.strerror(ctypes.get_errno())})")
+        try:
+            _map_ids(uid, gid)
+        except OSError as exc:
+            return _missing(f"no mount namespace: its user namespace's ids ({exc.strerror})")
+    kept = os.statvfs(view).f_flag  # a bind's flags locked by the mount it comes from must stay
+    flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+    flags |= sum(ms for st, ms in _KEPT_FLAGS if kept & st)
+    for source, target, kind, how in (
+        (b"none", b"/", _MS_REC | _MS_PRIVATE, "making its mounts private"),  # nothing leaks to the host's
+        (view.encode(), view.encode(), _MS_BIND | _MS_REC, "binding the view"),
+        (None, view.encode(), flags, "remounting the view read-only"),
+    ):
+        if _libc.mount(source, target, None, ctypes.c_ulong(kind), None) != 0:
+            return _missing(f"{how} failed ({os.strerror(ctypes.get_errno())})")
+    return _enforced("its models' files on a read-only bind mount: no chmod, utime or setxattr reaches the cache")
 
 
 def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any], bool]:

@@ -145,7 +145,20 @@ def escapes(gw: Gateway, port: int) -> dict[str, str]:
     probes["unix socket"] = "unix:/var/run/postgresql/.s.PGSQL.5432"
     probes["fork"] = "fork:20"
     probes["signal"] = "signal-parent"
+    probes["metadata"] = "metadata"  # of its own model file: a hard link to a verified blob
     return probes
+
+
+def blobs_changed(gw: Gateway) -> list[str]:
+    """The artifact cache's blobs that a model's metadata probe changed (world-writable, dated
+    1970, or given its extended attribute)."""
+    changed = []
+    for blob in (gw.services.settings.artifact_cache_dir / "blobs").rglob("*"):
+        if blob.is_file() and (
+            blob.stat().st_mode & 0o002 or blob.stat().st_mtime == 0 or "user.gateway-test" in os.listxattr(blob)
+        ):
+            changed.append(blob.name)
+    return changed
 
 
 async def run_escapes(gw: Gateway, port: int) -> dict[str, str]:
@@ -167,6 +180,8 @@ async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_not
     assert seen["unix socket"].startswith("PermissionError"), seen
     assert seen["fork"] == "started 0", seen
     assert seen["signal"].startswith("PermissionError"), seen
+    assert seen["metadata"] == ", ".join(f"{c}: Read-only file system" for c in ("chmod", "utime", "setxattr"))
+    assert blobs_changed(sandboxed) == []
     # what it legitimately needs still works: a variable named for it, its scratch folder
     passed, home = await probe(sandboxed, "prober", f"env:{PASSED}", "env:HOME")
     assert passed == "passed-on-purpose"
@@ -180,6 +195,7 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     async with gateway_for(probe_registry, tmp_path, env_dir, sandbox="off") as gw:
         seen = await run_escapes(gw, listener)
         runtime = (await gw.client.get("/models/prober/versions/1")).json()["runtime"]
+        changed = blobs_changed(gw)
     for name, value in SECRETS.items():
         assert seen[f"env:{name}"] == value
     assert seen["gateway's environ"].startswith("/"), seen  # its PATH, read from /proc/<gateway>/environ
@@ -189,6 +205,9 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     assert seen["artifact cache"] and not seen["artifact cache"].startswith("PermissionError"), seen
     assert seen["fork"] == "started 20", seen
     assert seen["signal"] == "signalled", seen
+    # a trusted model's files are the cache's own: its metadata changes reach the blob
+    assert seen["metadata"] == "chmod changed, utime changed, setxattr changed", seen
+    assert len(changed) == 1, changed
     assert runtime["runtime"] == "isolated" and runtime["sandbox"] is None
 
 
@@ -200,6 +219,7 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["environment"]["passed"] == [PASSED]
     assert box["filesystem"]["enforced"] and box["filesystem"]["how"].startswith("Landlock ABI")
     assert "read_only" not in box["filesystem"]  # the host's paths stay in the log (invariant 8)
+    assert box["filesystem"]["view"]["how"].startswith("its models' files on a read-only bind mount")
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
@@ -345,12 +365,13 @@ def test_layers_a_worker_claims_and_the_kernel_contradicts_are_missing(tmp_path:
             "memory": {"enforced": True, "how": "RLIMIT_AS", "bytes": 2**30},
         },
         "network": {"enforced": True, "how": "a user and network namespace of its own"},
-        "filesystem": {"enforced": True, "how": "Landlock ABI 7"},
+        "filesystem": {"enforced": True, "how": "Landlock ABI 7", "view": {"enforced": True, "how": "read-only"}},
         "capabilities": {"enforced": True, "how": "none"},
         "syscalls": {"enforced": True, "how": "seccomp"},
     }
     hello = {"sandbox": {"limits": {"memory": claims["limits"]["memory"]}}}
-    contradicted = {"network", "filesystem", "capabilities", "syscalls", "limits.memory", "limits.open_files"}
+    contradicted = {"network", "filesystem", "filesystem.view", "capabilities", "syscalls"}
+    contradicted |= {"limits.memory", "limits.open_files"}
     no_network = gateway_sandbox.NetworkChoice(False, "no network (the default)")
     unconfined = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:

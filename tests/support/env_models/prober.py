@@ -11,6 +11,8 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
 - ``alloc:MiB``: allocates and touches that much, then ``allocated`` (a MemoryError is raised);
 - ``spin:SECONDS``: burns that much CPU time, then ``spun``;
 - ``signal-parent``: sends signal 0 to the gateway;
+- ``metadata``: chmod 0666, utime to the epoch and a ``user.`` extended attribute on its own
+  model file (this file, as loaded from its version's folder): what succeeded, or each error;
 - ``pid``: its worker's process id; ``models``: how many loaded models that process holds (any
   model's code could reach each one's predict, inputs and outputs);
 - ``pth:KEY``: what the hostile ``.pth`` file of tests/support/pth_attack found at start, if installed.
@@ -27,6 +29,21 @@ from mlflow.pyfunc import PythonModel
 
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _change_metadata(path: str) -> list[str]:
+    done = []
+    for name, change in (
+        ("chmod", lambda: os.chmod(path, 0o666)),
+        ("utime", lambda: os.utime(path, (0, 0))),
+        ("setxattr", lambda: os.setxattr(path, "user.gateway-test", b"changed")),
+    ):
+        try:
+            change()
+            done.append(f"{name} changed")
+        except OSError as exc:
+            done.append(f"{name}: {exc.strerror}")
+    return done
 
 
 def probe(what: str) -> str:
@@ -82,6 +99,8 @@ def probe(what: str) -> str:
         if kind == "signal-parent":
             os.kill(os.getppid(), 0)
             return "signalled"
+        if kind == "metadata":
+            return ", ".join(_change_metadata(__file__))
         if kind == "pid":
             return str(os.getpid())
         if kind == "models":
