@@ -13,8 +13,11 @@ holding nothing of any model, applies the layers the kernel offers, in this orde
    opens reaches any host, loopback included. Where unprivileged namespaces are refused,
    Landlock's TCP rules (ABI 4) deny every ``connect`` and ``bind`` instead.
 3. **filesystem** (Landlock): read-only the interpreter, its environment, this folder, the
-   system's libraries (``/usr``, ``/lib``, ``/etc``, ``/proc``, ``/sys``) and the versions'
-   verified files as the gateway links them into ``view``; read-write its own ``scratch``
+   system's libraries (``/usr``, ``/lib``, ``/sys``), what of ``/etc`` they read (``_ETC``: not
+   ``/etc/shadow``), its own ``/proc/<pid>`` and the machine's ``/proc`` files (``_PROC``: no
+   other process's) and the versions' verified files as the gateway links them into ``view``,
+   itself a read-only bind mount in a mount namespace of the worker's own (no chmod, utime or
+   setxattr reaches the artifact cache's blobs through those hard links); read-write its own ``scratch``
    (``HOME``, ``TMPDIR``); nothing else, so no state database, no other version's files, no
    configuration. Since ABI 6 it can neither signal nor connect to the abstract sockets of
    processes outside its sandbox, and Landlock denies ptrace of them at any ABI, which is
@@ -306,6 +309,10 @@ def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any]
     if ruleset < 0:
         return _missing(f"landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"), False
     readable, writable = [], []
+    # A rule holds the inode of /proc/<pid>; procfs makes a new one if the dentry is ever evicted
+    # (memory pressure), which would lock the worker out of its own /proc: an open fd pins it.
+    if not _pinned:
+        _pinned.append(os.open(f"/proc/{os.getpid()}", os.O_PATH | os.O_CLOEXEC))
     try:
         for path in read_only_paths(policy):
             if _allow(ruleset, path, _READ & handled_fs):
@@ -334,14 +341,30 @@ def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any]
     )
 
 
+# What of /etc the interpreter, NumPy's and SciPy's libraries, SSL and name lookups read.
+_ETC = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "ssl", "ca-certificates",
+    "ca-certificates.conf", "pki", "crypto-policies", "gnutls", "hosts", "host.conf", "resolv.conf",
+    "nsswitch.conf", "gai.conf", "services", "protocols", "passwd", "group", "mime.types", "os-release",
+    "lsb-release", "debian_version", "fonts", "OpenCL", "nvidia", "magic",
+)  # fmt: skip
+# What of /proc, beside its own /proc/<pid>: the machine's, not another process's.
+_PROC = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "sys", "driver/nvidia")
+_pinned: list[int] = []  # its own /proc/<pid>, held open: see _landlock
+
+
 def read_only_paths(policy: dict[str, Any]) -> list[str]:
-    """The interpreter, its environment, this folder, the system's libraries, the view."""
+    """The interpreter, its environment, this folder, the system's libraries, what of /etc
+    they read (not /etc/shadow: with a root gateway the worker's uid could), its own /proc
+    entries and the machine's (not another process's: cmdline, environ, open files), the view."""
     here = os.path.dirname(os.path.realpath(__file__))
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)), here]
     paths += [os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
     # its environment: under -S, sys.prefix is still the base interpreter's until site runs
     paths += [os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))]
-    paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys"]
+    paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sys"]
+    paths += [f"/etc/{name}" for name in _ETC]  # not /etc/shadow, nor any other secret a root gateway reads
+    paths += [f"/proc/{os.getpid()}"] + [f"/proc/{name}" for name in _PROC]  # no other process's entries
     if policy.get("view"):
         paths.append(str(policy["view"]))
     seen: list[str] = []

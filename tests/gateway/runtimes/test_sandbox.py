@@ -146,6 +146,9 @@ def escapes(gw: Gateway, port: int) -> dict[str, str]:
     probes["fork"] = "fork:20"
     probes["signal"] = "signal-parent"
     probes["metadata"] = "metadata"  # of its own model file: a hard link to a verified blob
+    probes["shadow"] = "read:/etc/shadow"  # readable to a root gateway's workers, capabilities or not
+    probes["gateway's cmdline"] = f"read:/proc/{os.getpid()}/cmdline"
+    probes["processes"] = "list:/proc"
     return probes
 
 
@@ -182,6 +185,8 @@ async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_not
     assert seen["signal"].startswith("PermissionError"), seen
     assert seen["metadata"] == ", ".join(f"{c}: Read-only file system" for c in ("chmod", "utime", "setxattr"))
     assert blobs_changed(sandboxed) == []
+    for what in ("shadow", "gateway's cmdline", "processes"):
+        assert seen[what].startswith("PermissionError"), (what, seen)
     # what it legitimately needs still works: a variable named for it, its scratch folder
     passed, home = await probe(sandboxed, "prober", f"env:{PASSED}", "env:HOME")
     assert passed == "passed-on-purpose"
@@ -208,6 +213,9 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     # a trusted model's files are the cache's own: its metadata changes reach the blob
     assert seen["metadata"] == "chmod changed, utime changed, setxattr changed", seen
     assert len(changed) == 1, changed
+    assert seen["shadow"] == ("read" if os.geteuid() == 0 else "PermissionError: Permission denied"), seen
+    assert seen["gateway's cmdline"] == "read", seen
+    assert str(os.getpid()) in seen["processes"].split(","), seen
     assert runtime["runtime"] == "isolated" and runtime["sandbox"] is None
 
 
