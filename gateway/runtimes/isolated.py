@@ -431,6 +431,15 @@ class IsolatedRuntime:
         sharer = version.name if self.sharing == "model" else f"{version.name}/{version.version}"
         return f"{env.key}@{sharer}" + ("+network" if self.sandbox.on and network.allowed else "")
 
+    def sandbox_missing(self) -> dict[str, str]:
+        """The layers some running worker lacks, as checked from outside (for /health/ready)."""
+        missing: dict[str, str] = {}
+        for group in self.workers():
+            if group.sandbox is not None and group.pids():
+                missing.update(group.sandbox.describe()["missing"])
+        missing.pop("limits.cpu_per_call", None)  # a setting, said by the host's summary
+        return missing
+
     def baseline_bytes(self) -> tuple[int, int]:
         """The worker processes running, and their own RSS at start (not their versions')."""
         live = [process for group in self.workers() for process in group.processes if process and process.alive]

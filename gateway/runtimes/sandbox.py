@@ -208,11 +208,13 @@ def check_host(policy: SandboxPolicy) -> None:
         log.warning("isolated workers run without the %s layer of their sandbox: %s", layer, why)
 
 
-def summary(policy: SandboxPolicy) -> str:
-    """One line for /health/ready and /status: the mode, and what this host cannot give."""
+def summary(policy: SandboxPolicy, running: dict[str, str] | None = None) -> str:
+    """One line for /health/ready and /status: the mode, what this host cannot give, and what
+    running workers lack as the gateway sees them from outside (``running``: the union of their
+    :meth:`WorkerSandbox.describe`'s ``missing``, checks a worker cannot forge)."""
     if not policy.on:
         return "off: isolated workers get the gateway's environment and no sandbox (GATEWAY_SANDBOX=off)"
-    missing = missing_layers(policy)
+    missing = missing_layers(policy) | {f"{layer} in running workers": why for layer, why in (running or {}).items()}
     if not missing:
         return f"{policy.mode}: every layer (environment, filesystem, network, limits, capabilities, syscalls)"
     return f"{policy.mode}, without " + "; ".join(f"{layer} ({why})" for layer, why in missing.items())

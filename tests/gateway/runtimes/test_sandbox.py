@@ -394,6 +394,10 @@ def test_layers_a_worker_claims_and_the_kernel_contradicts_are_missing(tmp_path:
                 missing = box.describe()["missing"]
                 assert set(missing) == contradicted | {"limits.cpu_per_call"}, missing
                 assert all(missing[name].startswith("contradicted from outside") for name in contradicted), missing
+                line = gateway_sandbox.summary(policy, missing)  # /health/ready's, with this worker running
+                assert line.startswith(
+                    "best-effort, without filesystem in running workers (contradicted from outside"
+                ), line
             box.close()
     finally:
         unconfined.communicate(b"")
