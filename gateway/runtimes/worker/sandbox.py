@@ -349,7 +349,7 @@ _ETC = (
     "lsb-release", "debian_version", "fonts", "OpenCL", "nvidia", "magic",
 )  # fmt: skip
 # What of /proc, beside its own /proc/<pid>: the machine's, not another process's.
-_PROC = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "sys", "driver/nvidia")
+_PROC = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "devices", "sys", "driver/nvidia")
 _pinned: list[int] = []  # its own /proc/<pid>, held open: see _landlock
 
 
