@@ -536,7 +536,7 @@ class Services:
     def sandbox_summary(self) -> str | None:
         """What confines isolated workers on this host, in a line (gateway.runtimes.sandbox)."""
         isolated = self.placer.isolated
-        return sandbox_summary(isolated.sandbox) if isolated is not None else None
+        return sandbox_summary(isolated.sandbox, isolated.sandbox_missing()) if isolated is not None else None
 
     def worker_memory(self) -> tuple[int, int]:
         """Isolated worker processes running, and their own memory (gateway.runtimes.isolated)."""
@@ -664,6 +664,7 @@ def placer_for(settings: GatewaySettings, tracing: Tracing | None = None) -> Pla
         environment_store(settings, tracing),
         max_workers=settings.env_max_workers,
         processes=settings.env_processes,
+        sharing=settings.env_worker_sharing,
         device=settings.device,
         sandbox=sandbox_policy(settings),
     )

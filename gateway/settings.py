@@ -405,6 +405,12 @@ class GatewaySettings(BaseSettings):
     """Worker processes per environment, each holding every version loaded on it; a batch goes
     to one that is not busy. More than one lets an isolated version use several cores."""
 
+    env_worker_sharing: Literal["model", "version"] = "model"
+    """Which isolated versions may share a worker process: the versions of one model (``model``),
+    or none (``version``: a process per version). Versions of different models never share one,
+    even on the same environment (which is built once and shared): in one process, a model's
+    code could read or patch another's inputs, outputs and memory."""
+
     env_worker_idle_seconds: float = Field(default=0, ge=0)
     """Unload an isolated version no request used for this long (its worker stops with its last
     version; the next request loads it again, a cold load). 0: never, only the memory budget

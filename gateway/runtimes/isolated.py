@@ -1,16 +1,19 @@
 """The isolated runtime: versions served by a worker process on their own environment.
 
-One worker process per environment, shared by every version loaded on it. The gateway keeps
-decoding, batching and encoding; a worker only loads (``mlflow.pyfunc.load_model`` on the same
-verified files the in-process runtime would load) and predicts, one call per batch, the
-batch's frame or tensors passing as raw buffers (``worker/wire.py``: no JSON round trip of the
-data, no pickle, so no tie to the gateway's Python or libraries).
+One worker process per environment and model (GATEWAY_ENV_WORKER_SHARING: or per version),
+shared by the model's versions loaded on it; different models never share a process, only
+the environment it runs on. The gateway keeps decoding, batching and encoding; a worker only
+loads (``mlflow.pyfunc.load_model`` on the same verified files the in-process runtime would
+load) and predicts, one call per batch, the batch's frame or tensors passing as raw buffers
+(``worker/wire.py``: no JSON round trip of the data, no pickle, so no tie to the gateway's
+Python or libraries).
 
 A worker that dies (a crash, the OOM killer, SIGKILL) fails the calls it had at once with
 :class:`~gateway.errors.WorkerUnavailable` (503), is started again, and loads its versions
 again; while it is down, calls for them are answered 503 straight away (a stream it was
 answering ends with that error as its event). A version's size is what its load added to the
-worker's RSS; the worker's own RSS at start (an interpreter with MLflow, pandas and NumPy: a
+worker's RSS, as the kernel shows it (``/proc/<pid>/status``, never a figure the worker sends);
+the worker's own RSS at start (an interpreter with MLflow, pandas and NumPy: a
 few hundred MiB) is counted once per worker, apart from the versions and the cache's memory
 budget (:meth:`IsolatedRuntime.baseline_bytes`, shown on ``/status``), and bounded by
 GATEWAY_ENV_MAX_WORKERS; unloading the last version stops the worker.
@@ -26,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -42,6 +45,7 @@ from registry_sync.identity import VersionId
 
 log = logging.getLogger(__name__)
 
+WorkerSharing = Literal["model", "version"]  # GATEWAY_ENV_WORKER_SHARING
 _RESTARTS = 3  # a worker dying this many times within _RESTART_WINDOW is not started again
 _RESTART_WINDOW = 60.0
 
@@ -75,10 +79,16 @@ class WorkerGroup:
     every version loaded on the environment) and those versions."""
 
     def __init__(
-        self, runtime: IsolatedRuntime, env: Environment, *, processes: int = 1, sandbox: WorkerSandbox | None = None
+        self,
+        runtime: IsolatedRuntime,
+        env: Environment,
+        *,
+        key: str,
+        processes: int = 1,
+        sandbox: WorkerSandbox | None = None,
     ) -> None:
         self.env = env
-        self.key = env.key + ("+network" if sandbox is not None and sandbox.network.allowed else "")
+        self.key = key  # IsolatedRuntime.group_key
         self.sandbox = sandbox  # None: GATEWAY_SANDBOX=off
         self._runtime = runtime
         self._lock = threading.Lock()  # guards processes, models, restarts
@@ -154,7 +164,7 @@ class WorkerGroup:
                     self._unload_everywhere(handle)
                     self._withdraw(request)
                 raise _remote_exception(answer["error"])
-            process.rss = int(answer.get("rss", 0))
+            process.rss = process.measured_rss(int(answer.get("rss", 0)))
             grown += max(process.rss - before, 0)
             first = first or answer
         with self._lock:
@@ -238,7 +248,7 @@ class WorkerGroup:
             with contextlib.suppress(WorkerLost):
                 answer, _ = process.call({"op": "unload", "id": handle}, [])
                 if answer.get("ok"):
-                    process.rss = int(answer.get("rss", 0))
+                    process.rss = process.measured_rss(int(answer.get("rss", 0)))
 
     def stop(self) -> None:
         with self._lock:
@@ -355,9 +365,16 @@ class IsolatedRuntime:
     kind = "isolated"
 
     def __init__(
-        self, store: EnvironmentStore, *, max_workers: int, processes: int = 1, sandbox: SandboxPolicy | None = None
+        self,
+        store: EnvironmentStore,
+        *,
+        max_workers: int,
+        processes: int = 1,
+        sharing: WorkerSharing = "model",
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.store = store
+        self.sharing = sharing  # GATEWAY_ENV_WORKER_SHARING
         self.sandbox = sandbox or SandboxPolicy(mode="off")
         self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds)
         if self.sandbox.on and self.sandbox.root is not None:
@@ -383,7 +400,7 @@ class IsolatedRuntime:
         """Load in a worker of ``env``; given a ``device`` (a PyTorch version), on the device it
         resolves to there. Versions allowed the network get workers of their own."""
         network = network or NetworkChoice(False, "no network (the default)")
-        key = env.key + ("+network" if self.sandbox.on and network.allowed else "")
+        key = self.group_key(version, env, network)
         with self._lock:
             group = self._groups.get(key)
             if group is None:
@@ -392,7 +409,7 @@ class IsolatedRuntime:
                 sandbox = None
                 if self.sandbox.on:
                     sandbox = WorkerSandbox(self.sandbox, network, label=env.key[:12], watchdog=self.watchdog)
-                group = self._groups[key] = WorkerGroup(self, env, processes=self.processes, sandbox=sandbox)
+                group = self._groups[key] = WorkerGroup(self, env, key=key, processes=self.processes, sandbox=sandbox)
         handle = f"{version.uid}#{next(self._ids)}"
         try:
             grown, answer = group.load(handle, path, device)
@@ -406,6 +423,22 @@ class IsolatedRuntime:
             device=str(answer.get("device") or "cpu"),
             device_reason=answer.get("device_reason"),
         )
+
+    def group_key(self, version: VersionId, env: Environment, network: NetworkChoice) -> str:
+        """Which versions share worker processes: those of one environment, one model (one
+        version, with GATEWAY_ENV_WORKER_SHARING=version) and one network choice. Never two
+        models: in one process, a model's code could reach the other's data and memory."""
+        sharer = version.name if self.sharing == "model" else f"{version.name}/{version.version}"
+        return f"{env.key}@{sharer}" + ("+network" if self.sandbox.on and network.allowed else "")
+
+    def sandbox_missing(self) -> dict[str, str]:
+        """The layers some running worker lacks, as checked from outside (for /health/ready)."""
+        missing: dict[str, str] = {}
+        for group in self.workers():
+            if group.sandbox is not None and group.pids():
+                missing.update(group.sandbox.describe()["missing"])
+        missing.pop("limits.cpu_per_call", None)  # a setting, said by the host's summary
+        return missing
 
     def baseline_bytes(self) -> tuple[int, int]:
         """The worker processes running, and their own RSS at start (not their versions')."""

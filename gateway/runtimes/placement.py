@@ -19,7 +19,7 @@ from mlflow.models import Model
 from gateway.runtimes.base import DeviceRequest, Loaded, Placement, flavor_of
 from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore, loader_needs
 from gateway.runtimes.inprocess import InProcessRuntime
-from gateway.runtimes.isolated import IsolatedRuntime
+from gateway.runtimes.isolated import IsolatedRuntime, WorkerSharing
 from gateway.runtimes.requirements import Match, RequirementsUnreadable, Verdict, check, read_requirements
 from gateway.runtimes.sandbox import SandboxPolicy, SandboxUnavailable, network_choice
 from gateway.runtimes.worker import devices
@@ -74,12 +74,15 @@ class Placer:
         *,
         max_workers: int,
         processes: int = 1,
+        sharing: WorkerSharing = "model",
         device: str = "auto",
         sandbox: SandboxPolicy | None = None,
     ) -> Placer:
         isolated = None
         if policy.manager == "uv" and store is not None:
-            isolated = IsolatedRuntime(store, max_workers=max_workers, processes=processes, sandbox=sandbox)
+            isolated = IsolatedRuntime(
+                store, max_workers=max_workers, processes=processes, sharing=sharing, sandbox=sandbox
+            )
         return cls(policy, in_process=InProcessRuntime(), isolated=isolated, device=device)
 
     def placement(self, version: VersionId) -> Placement | None:

@@ -23,6 +23,7 @@ the gateway's environment and no sandbox, as before.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import itertools
 import json
@@ -41,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from gateway.runtimes.confinement import contradictions, layers, observe
 
 if TYPE_CHECKING:
     from gateway.runtimes.workers import WorkerProcess
@@ -225,11 +228,13 @@ def check_host(policy: SandboxPolicy) -> None:
         log.warning("isolated workers run without the %s layer of their sandbox: %s", layer, why)
 
 
-def summary(policy: SandboxPolicy) -> str:
-    """One line for /health/ready and /status: the mode, and what this host cannot give."""
+def summary(policy: SandboxPolicy, running: dict[str, str] | None = None) -> str:
+    """One line for /health/ready and /status: the mode, what this host cannot give, and what
+    running workers lack as the gateway sees them from outside (``running``: the union of their
+    :meth:`WorkerSandbox.describe`'s ``missing``, checks a worker cannot forge)."""
     if not policy.on:
         return "off: isolated workers get the gateway's environment and no sandbox (GATEWAY_SANDBOX=off)"
-    missing = missing_layers(policy)
+    missing = missing_layers(policy) | {f"{layer} in running workers": why for layer, why in (running or {}).items()}
     if not missing:
         layers = f"{policy.mode}: every layer (environment, filesystem, network, limits, capabilities, syscalls)"
     else:
@@ -310,10 +315,28 @@ class WorkerSandbox:
             return self.watchdog.watching(process)
         return contextlib.nullcontext()
 
-    def accept(self, hello: dict[str, Any]) -> None:
-        """What a new worker says it enforced; under ``required``, anything missing stops it."""
-        report = dict(hello.get("sandbox") or {})
-        missing = {name: str(layer.get("why_not")) for name, layer in _layers(report) if not layer.get("enforced")}
+    def accept(self, confined: dict[str, Any] | None, hello: dict[str, Any], pid: int) -> None:
+        """What a new worker enforced: what it said before its environment's code ran
+        (``confined``), its memory limit as set at ``hello``, each as far as the kernel shows
+        it from outside (``confinement.py``: a claim the kernel contradicts is missing);
+        under ``required``, anything missing stops it."""
+        report = copy.deepcopy(confined) if isinstance(confined, dict) else {}
+        if not report:
+            why = "the worker reported no sandbox"
+            report = {name: {"enforced": False, "why_not": why} for name in ("filesystem", "network", "syscalls")}
+            report["capabilities"] = {"enforced": False, "why_not": why}
+        memory = ((hello.get("sandbox") or {}).get("limits") or {}).get("memory")
+        if isinstance(memory, dict):  # set at hello, after its environment's code ran: checked below
+            report.setdefault("limits", {})["memory"] = memory
+        seen = observe(pid)
+        policy = self.policy
+        asked = contradictions(
+            report, seen, open_files=policy.max_open_files, memory_bytes=policy.memory_bytes, view=str(self.view)
+        )
+        for name, why in asked.items():
+            log.error("worker %s of %s: %s: %s", pid, self.folder.name, name, why)
+            _replace(report, name, {"enforced": False, "why_not": f"contradicted from outside: {why}"})
+        missing = {name: str(layer.get("why_not")) for name, layer in layers(report) if not layer.get("enforced")}
         if self.network.allowed:
             missing.pop("network", None)
         if self.policy.memory_bytes <= 0:
@@ -368,7 +391,7 @@ class WorkerSandbox:
         }
         described["missing"] = {
             name: str(layer.get("why_not"))
-            for name, layer in _layers(described)
+            for name, layer in layers(described)
             if not layer.get("enforced") and not (name == "network" and self.network.allowed)
         }
         return described
@@ -420,13 +443,13 @@ def _without_paths(layer: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in layer.items() if k not in ("read_only", "read_write")} if layer else None
 
 
-def _layers(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for name in ("filesystem", "network", "capabilities", "syscalls"):
-        if isinstance(report.get(name), dict):
-            yield name, report[name]
-    for name, layer in (report.get("limits") or {}).items():
-        if isinstance(layer, dict):
-            yield f"limits.{name}", layer
+def _replace(report: dict[str, Any], name: str, layer: dict[str, Any]) -> None:
+    """Put ``layer`` in place of ``name``'s (``limits.memory``: a part of a layer)."""
+    parent, _, part = name.partition(".")
+    if part:
+        report.setdefault(parent, {})[part] = layer
+    else:
+        report[name] = layer
 
 
 def _link_or_copy(source: str, destination: str) -> None:

@@ -1,9 +1,10 @@
 """Worker processes, seen from the gateway: start one on an environment's interpreter, talk to
 it, and notice when it dies.
 
-A worker is ``<env>/bin/python -E -s gateway/runtimes/worker/server.py``: the environment's
-own interpreter and packages, none of the gateway's (``-E`` ignores PYTHONPATH, ``-s`` the
-user's site-packages; only the worker's own folder is on its path). It talks over one end of
+A worker is ``<env>/bin/python -I -S -B gateway/runtimes/worker/server.py``: the environment's
+own interpreter and packages, none of the gateway's (``-I`` ignores PYTHON* variables and the
+user's site-packages; ``-S`` leaves ``site`` to the worker, which runs it once its sandbox is
+on, so no ``.pth`` file of the environment runs before: issue 48). It talks over one end of
 a socketpair it inherits, and exits when the gateway closes the other end or its parent is
 gone (it watches its parent's pid: a SIGKILLed gateway leaves no worker behind).
 """
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.runtimes.confinement import rss_bytes
 from gateway.runtimes.sandbox import EXIT_OVER_MEMORY
 from gateway.runtimes.worker import wire
 
@@ -64,7 +66,7 @@ class WorkerProcess:
         self._stopping = False
         self.started_at = 0.0
         self.hello: dict[str, Any] = {}  # what it said when it started: pid, Python, MLflow
-        self.rss = 0  # bytes, as it last reported (after starting, each load and unload)
+        self.rss = 0  # bytes, as /proc last showed it (after starting, each load and unload)
         self.baseline = 0  # bytes, its RSS at start: its own, before any version (counted apart from them)
 
     @property
@@ -92,8 +94,9 @@ class WorkerProcess:
             self._proc = subprocess.Popen(
                 [
                     str(self.python),
-                    "-E",
-                    "-s",
+                    "-I",  # no PYTHON* variable, no user site, not even its own folder on the path
+                    "-S",  # no site: the environment's .pth files run only once its sandbox is on
+                    "-B",
                     str(SERVER),
                     "--fd",
                     str(theirs.fileno()),
@@ -116,14 +119,16 @@ class WorkerProcess:
         threading.Thread(target=self._relay, name=f"worker-output {self.label}", daemon=True).start()
         ours.settimeout(_HELLO_TIMEOUT)
         try:
+            confined = self._confined()
             answer, _ = self.call({"op": "hello"}, [])
         finally:
             ours.settimeout(None)
         self.hello = answer
-        self.rss = self.baseline = int(answer.get("rss", 0))
+        self.rss = self.baseline = self.measured_rss(int(answer.get("rss", 0)))
         if self.sandbox is not None:
             try:
-                self.sandbox.accept(answer)  # GATEWAY_SANDBOX=required: a layer missing stops it here
+                # GATEWAY_SANDBOX=required: a layer missing (or contradicted by /proc) stops it here
+                self.sandbox.accept(confined, answer, self.pid or 0)
             except Exception:
                 self.stop()
                 raise
@@ -135,6 +140,27 @@ class WorkerProcess:
             answer.get("mlflow"),
         )
         return answer
+
+    def _confined(self) -> dict[str, Any] | None:
+        """The worker's first message, unasked: what its sandbox enforced, sent before any code
+        of its environment ran (worker/sandbox.py's ``announce``)."""
+        with self._lock:
+            assert self._sock is not None
+            try:
+                first, _ = wire.receive(self._sock)
+            except (OSError, wire.Closed, ValueError) as exc:
+                why = _why_gone(self._proc) or type(exc).__name__
+                raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {why}") from exc
+        if first.get("op") != "confined":
+            raise WorkerLost(f"worker {self.label} (pid {self.pid}) began with {first.get('op')!r}, not 'confined'")
+        sandbox = first.get("sandbox")
+        return sandbox if isinstance(sandbox, dict) else None
+
+    def measured_rss(self, reported: int = 0) -> int:
+        """Its resident memory as the kernel counts it (/proc/<pid>/status), never the figure
+        the worker sends, which a model's code could change; ``reported`` where there is no /proc."""
+        measured = rss_bytes(self.pid)
+        return measured if measured is not None else reported
 
     def _watch(self) -> None:
         proc = self._proc

@@ -13,10 +13,13 @@ holding nothing of any model, applies the layers the kernel offers, in this orde
    opens reaches any host, loopback included. Where unprivileged namespaces are refused,
    Landlock's TCP rules (ABI 4) deny every ``connect`` and ``bind`` instead. Then a mount
    namespace of its own (:func:`mount_namespace`), where ``scratch`` is a tmpfs of
-   ``disk_bytes``.
+   ``disk_bytes`` and ``view`` a read-only bind mount.
 3. **filesystem** (Landlock): read-only the interpreter, its environment, this folder, the
-   system's libraries (``/usr``, ``/lib``, ``/etc``, ``/proc``, ``/sys``) and the versions'
-   verified files as the gateway links them into ``view``; read-write its own ``scratch``
+   system's libraries (``/usr``, ``/lib``, ``/sys``), what of ``/etc`` they read (``_ETC``: not
+   ``/etc/shadow``), its own ``/proc/<pid>`` and the machine's ``/proc`` files (``_PROC``: no
+   other process's) and the versions' verified files as the gateway links them into ``view``,
+   itself a read-only bind mount in a mount namespace of the worker's own (no chmod, utime or
+   setxattr reaches the artifact cache's blobs through those hard links); read-write its own ``scratch``
    (``HOME``, ``TMPDIR``); nothing else, so no state database, no other version's files, no
    configuration. Since ABI 6 it can neither signal nor connect to the abstract sockets of
    processes outside its sandbox, and Landlock denies ptrace of them at any ABI, which is
@@ -76,9 +79,20 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# --- namespaces ---
+# --- namespaces and mounts ---
 _CLONE_NEWUSER, _CLONE_NEWNET, _CLONE_NEWNS = 0x10000000, 0x40000000, 0x00020000
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 1 << 1, 1 << 2, 1 << 14, 1 << 18
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    1,
+    2,
+    4,
+    8,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
+# statvfs's ST_* flag -> mount's MS_* flag, for the flags a bind mount must keep in a user namespace
+_KEPT_FLAGS = ((8, _MS_NOEXEC), (1024, 1024), (2048, 2048), (4096, 1 << 21))  # noexec, noatime, nodiratime, relatime
 
 # --- seccomp (x86-64 only: the numbers below are that architecture's) ---
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
@@ -153,6 +167,18 @@ def apply_from_arguments(argv: list[str]) -> tuple[dict[str, Any] | None, int]:
     return apply(policy), int(policy.get("memory_bytes") or 0)
 
 
+def announce(argv: list[str], confined: dict[str, Any] | None) -> None:
+    """Send the gateway, on the socket of ``--fd``, what :func:`apply` enforced, framed as
+    ``wire.send`` frames a message without buffers (``wire`` imports NumPy: not yet).
+
+    Called before ``site`` runs anything of the environment: no .pth file can have changed it."""
+    fd = int(argv[argv.index("--fd") + 1])
+    head = json.dumps({"op": "confined", "sandbox": confined}, separators=(",", ":")).encode()
+    frame = struct.pack("!II", len(head), 0) + head
+    while frame:
+        frame = frame[os.write(fd, frame) :]
+
+
 def apply(policy: dict[str, Any]) -> dict[str, Any]:
     """Apply every layer ``policy`` asks for, as far as this kernel allows; what was enforced.
 
@@ -171,8 +197,9 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
         report["network"], net_via_namespace = _network_namespace()
     else:
         report["network"] = {"enforced": False, "why_not": "allowed: " + str(policy.get("network_reason", "tagged"))}
+    mounts = mount_namespace(in_user_namespace=net_via_namespace)
     if report["limits"]["disk"]["enforced"]:
-        scratch = mount_namespace(policy)
+        scratch = _scratch_tmpfs(policy, mounts)
         if scratch["enforced"]:
             report["limits"]["disk"]["how"] = scratch["how"] + "; " + report["limits"]["disk"]["how"]
         else:  # each file is bounded, their total is not
@@ -181,7 +208,10 @@ def apply(policy: dict[str, Any]) -> dict[str, Any]:
             )
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    view = _read_only_view(policy, mounts)
     report["filesystem"], landlock_net = _landlock(policy, deny_tcp=policy.get("network") == "deny")
+    if isinstance(report["filesystem"], dict):
+        report["filesystem"]["view"] = view
     if policy.get("network") == "deny":
         if net_via_namespace and landlock_net:
             report["network"]["how"] += "; Landlock denies TCP connect and bind too"
@@ -275,31 +305,61 @@ def _map_ids(uid: int, gid: int) -> None:
         f.write(f"{gid} {gid} 1")
 
 
-def mount_namespace(policy: dict[str, Any]) -> dict[str, Any]:
-    """A mount namespace of the worker's own, where its ``scratch`` folder is a tmpfs of
-    ``disk_bytes``: what it writes there (``HOME``, ``TMPDIR``) is bounded in total, never
-    reaches the artifact cache's disk, and is gone with the worker. Before Landlock (which
-    forbids mounting) and seccomp; inside the user namespace of :func:`_network_namespace` where
-    there is one, else in one of its own (a version allowed the network has none)."""
-    disk, scratch = int(policy.get("disk_bytes") or 0), str(policy.get("scratch") or "")
-    if disk <= 0 or not scratch:
-        return _missing("GATEWAY_SANDBOX_DISK_MB=0: its scratch folder is on the artifact cache's disk")
-    uid, gid = os.geteuid(), os.getegid()
+def mount_namespace(*, in_user_namespace: bool) -> str | None:
+    """Enter a mount namespace of the worker's own, its mounts private (nothing mounted here
+    reaches the gateway's namespace): None, or why not. Before Landlock (which forbids
+    mounting) and seccomp; inside the user namespace of :func:`_network_namespace` where there
+    is one, else in one of its own (a version allowed the network has none), where mounting
+    needs no privilege. :func:`_scratch_tmpfs` and :func:`_read_only_view` mount in it."""
     if _libc.unshare(_CLONE_NEWNS) != 0:  # no CAP_SYS_ADMIN here: in a user namespace of its own
-        if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
-            return _missing(f"no mount namespace: unshare failed ({os.strerror(ctypes.get_errno())})")
+        uid, gid = os.geteuid(), os.getegid()
+        if in_user_namespace or _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+            return f"no mount namespace: unshare failed ({os.strerror(ctypes.get_errno())})"
         try:
             _map_ids(uid, gid)
         except OSError as exc:
-            return _missing(f"no mount namespace: its ids could not be mapped ({exc.strerror})")
-    # nothing mounted here reaches the gateway's namespace
+            return f"no mount namespace: its user namespace's ids could not be mapped ({exc.strerror})"
     if _libc.mount(b"none", b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None) != 0:
-        return _missing(f"mount namespace: making / private failed ({os.strerror(ctypes.get_errno())})")
+        return f"mount namespace: making its mounts private failed ({os.strerror(ctypes.get_errno())})"
+    return None
+
+
+def _scratch_tmpfs(policy: dict[str, Any], mounts: str | None) -> dict[str, Any]:
+    """Its ``scratch`` folder a tmpfs of ``disk_bytes``: what it writes there (``HOME``,
+    ``TMPDIR``) is bounded in total, never reaches the artifact cache's disk, and is gone with
+    the worker. ``mounts``: :func:`mount_namespace`'s answer."""
+    disk, scratch = int(policy.get("disk_bytes") or 0), str(policy.get("scratch") or "")
+    if disk <= 0 or not scratch:
+        return _missing("GATEWAY_SANDBOX_DISK_MB=0: its scratch folder is on the artifact cache's disk")
+    if mounts is not None:
+        return _missing(mounts)
     options = f"size={disk},mode=0700".encode()
     flags = ctypes.c_ulong(_MS_NOSUID | _MS_NODEV)
     if _libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", flags, options) != 0:
         return _missing(f"mount namespace: no tmpfs on its scratch folder ({os.strerror(ctypes.get_errno())})")
     return _enforced(f"its scratch folder a tmpfs of {disk // 2**20} MiB of its own (memory, not the disk's)")
+
+
+def _read_only_view(policy: dict[str, Any], mounts: str | None) -> dict[str, Any]:
+    """Its models' files (hard links to the artifact cache's verified blobs, which share their
+    inode's mode, times and extended attributes) on a read-only bind mount of the view: chmod,
+    utime and setxattr fail there, and the blobs keep theirs. Landlock does not cover a file's
+    metadata; a mount does. ``mounts``: :func:`mount_namespace`'s answer."""
+    view = str(policy.get("view") or "")
+    if not view or not os.path.isdir(view):
+        return _missing("no view folder")
+    if mounts is not None:
+        return _missing(mounts)
+    kept = os.statvfs(view).f_flag  # a bind's flags locked by the mount it comes from must stay
+    flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+    flags |= sum(ms for st, ms in _KEPT_FLAGS if kept & st)
+    for source, target, kind, how in (
+        (view.encode(), view.encode(), _MS_BIND | _MS_REC, "binding the view"),
+        (None, view.encode(), flags, "remounting the view read-only"),
+    ):
+        if _libc.mount(source, target, None, ctypes.c_ulong(kind), None) != 0:
+            return _missing(f"{how} failed ({os.strerror(ctypes.get_errno())})")
+    return _enforced("its models' files on a read-only bind mount: no chmod, utime or setxattr reaches the cache")
 
 
 def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any], bool]:
@@ -322,6 +382,10 @@ def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any]
     if ruleset < 0:
         return _missing(f"landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"), False
     readable, writable = [], []
+    # A rule holds the inode of /proc/<pid>; procfs makes a new one if the dentry is ever evicted
+    # (memory pressure), which would lock the worker out of its own /proc: an open fd pins it.
+    if not _pinned:
+        _pinned.append(os.open(f"/proc/{os.getpid()}", os.O_PATH | os.O_CLOEXEC))
     try:
         for path in read_only_paths(policy):
             if _allow(ruleset, path, _READ & handled_fs):
@@ -350,12 +414,30 @@ def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any]
     )
 
 
+# What of /etc the interpreter, NumPy's and SciPy's libraries, SSL and name lookups read.
+_ETC = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "ssl", "ca-certificates",
+    "ca-certificates.conf", "pki", "crypto-policies", "gnutls", "hosts", "host.conf", "resolv.conf",
+    "nsswitch.conf", "gai.conf", "services", "protocols", "passwd", "group", "mime.types", "os-release",
+    "lsb-release", "debian_version", "fonts", "OpenCL", "nvidia", "magic",
+)  # fmt: skip
+# What of /proc, beside its own /proc/<pid>: the machine's, not another process's.
+_PROC = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "devices", "sys", "driver/nvidia")
+_pinned: list[int] = []  # its own /proc/<pid>, held open: see _landlock
+
+
 def read_only_paths(policy: dict[str, Any]) -> list[str]:
-    """The interpreter, its environment, this folder, the system's libraries, the view."""
+    """The interpreter, its environment, this folder, the system's libraries, what of /etc
+    they read (not /etc/shadow: with a root gateway the worker's uid could), its own /proc
+    entries and the machine's (not another process's: cmdline, environ, open files), the view."""
     here = os.path.dirname(os.path.realpath(__file__))
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)), here]
     paths += [os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
-    paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys"]
+    # its environment: under -S, sys.prefix is still the base interpreter's until site runs
+    paths += [os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))]
+    paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sys"]
+    paths += [f"/etc/{name}" for name in _ETC]  # not /etc/shadow, nor any other secret a root gateway reads
+    paths += [f"/proc/{os.getpid()}"] + [f"/proc/{name}" for name in _PROC]  # no other process's entries
     if policy.get("view"):
         paths.append(str(policy["view"]))
     seen: list[str] = []

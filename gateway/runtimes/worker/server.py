@@ -1,10 +1,13 @@
 """An isolated worker: loads model versions with its environment's MLflow and predicts.
 
-Run by the gateway as ``<env>/bin/python -E -s server.py --fd N --parent-pid P``, never
+Run by the gateway as ``<env>/bin/python -I -S -B server.py --fd N --parent-pid P``, never
 imported by it: this file runs on the interpreter of a model's own environment, beside
-``wire.py`` and nothing else of the gateway's (Python puts this folder first on its path).
+``wire.py`` and nothing else of the gateway's (it puts its own folder first on its path).
 It answers one message at a time on the socket it inherits, and exits when the gateway
 closes that socket or the gateway's process is gone.
+
+First, unasked, it sends ``{"op": "confined", "sandbox": ...}``: what its sandbox enforced, said
+before any code of its environment ran (``sandbox.announce``).
 
 Messages (``op`` in the header): ``hello`` -> pid, Python and MLflow versions, RSS;
 ``load`` (``id``, ``path``, for a PyTorch version ``device`` and ``device_source``) -> RSS
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import site
 import socket
 import sys
 import threading
@@ -29,11 +33,19 @@ import time
 import traceback
 from typing import Any
 
-import sandbox  # type: ignore[import-not-found]  # beside this file, in the worker's own process
+# -I leaves this folder off the path, and -S every site-packages folder: nothing of the model's
+# environment (a .pth file, sitecustomize) has run yet, nor may it until the sandbox is on.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sandbox  # type: ignore[import-not-found]  # noqa: E402  # beside this file, in the worker's own process
 
 # The sandbox goes on before NumPy is imported (by raw and wire): its BLAS starts threads, and a
 # process with threads can no longer enter a user namespace of its own.
 CONFINED, MEMORY_BYTES = sandbox.apply_from_arguments(sys.argv[1:])
+# Said to the gateway before any code of the environment runs: what it reads here no .pth file
+# could have written (what it can, the gateway checks again from outside: /proc/<pid>).
+sandbox.announce(sys.argv[1:], CONFINED)
+site.main()  # now the environment's site-packages, its .pth files and sitecustomize, sandboxed
 
 import raw  # type: ignore[import-not-found]  # noqa: E402
 import wire  # type: ignore[import-not-found]  # noqa: E402

@@ -185,18 +185,37 @@ async def test_a_version_in_a_worker_streams_over_sse_and_a_disconnect_closes_it
         assert closed is not None and closed.read_text().startswith("cancelled")
 
 
-async def test_two_versions_with_one_set_of_requirements_share_an_environment_and_a_worker(
+async def test_two_models_with_one_set_of_requirements_share_an_environment_never_a_worker(
     make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], env_dir: Path
 ) -> None:
     async with make_gateway() as gw:
         first = await predict(gw.client, "pinned", 1, "pid", "scikit-learn")
         second = await predict(gw.client, "pinned-again", 1, "pid", "scikit-learn")
-        assert first == second  # one worker process, one release
+        assert first[1] == second[1] and first[0] != second[0]  # one release, two processes (issue 48)
         one, other = await runtime_of(gw.client, "pinned", 1), await runtime_of(gw.client, "pinned-again", 1)
         assert one["environment"] == other["environment"]
-        assert len(gw.services.placer.isolated.workers()) == 1  # type: ignore[union-attr]
+        assert len(gw.services.placer.isolated.workers()) == 2  # type: ignore[union-attr]
     keys = [env.key for env in EnvironmentStore(env_dir).environments()]
     assert keys.count(one["environment"]) == 1
+
+
+def test_a_models_versions_share_its_workers_unless_the_setting_gives_each_its_own(tmp_path: Path) -> None:
+    """GATEWAY_ENV_WORKER_SHARING: which versions one group of worker processes serves."""
+    from gateway.runtimes.environments import Environment
+    from gateway.runtimes.isolated import IsolatedRuntime
+    from gateway.runtimes.sandbox import NetworkChoice
+    from registry_sync.identity import VersionId
+
+    env = Environment("k" * 20, tmp_path, "3.11.7", None)
+    denied = NetworkChoice(False, "no network (the default)")
+    v1, v2, other = (VersionId(n, v, f"models:/m-{n}{v}", None) for n, v in (("a", 1), ("a", 2), ("b", 1)))
+    for sharing, together in (("model", True), ("version", False)):
+        runtime = IsolatedRuntime(EnvironmentStore(tmp_path), max_workers=8, sharing=sharing)  # type: ignore[arg-type]
+        try:
+            assert (runtime.group_key(v1, env, denied) == runtime.group_key(v2, env, denied)) is together
+            assert runtime.group_key(v1, env, denied) != runtime.group_key(other, env, denied)  # never two models
+        finally:
+            runtime.close()
 
 
 async def test_an_uninstallable_requirement_refuses_the_version_and_the_last_one_keeps_serving(

@@ -32,6 +32,7 @@ from tests.gateway.runtimes.test_isolated_serving import OTHER_SKLEARN
 pytestmark = pytest.mark.anyio
 
 PROBER = Path(__file__).parents[2] / "support" / "env_models" / "prober.py"
+FORGER = Path(__file__).parents[2] / "support" / "env_models" / "forger.py"
 REQUIREMENTS = [f"scikit-learn=={OTHER_SKLEARN}"]  # as test_isolated_serving's: uv's cache has them
 SECRETS = {
     "GATEWAY_ADMIN_TOKEN": "admin-token-secret",
@@ -47,12 +48,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def log_prober(name: str, tags: dict[str, str] | None = None) -> int:
+def log_prober(name: str, tags: dict[str, str] | None = None, model: Path = PROBER) -> int:
     signature = infer_signature(pd.DataFrame({"probe": ["env:HOME"]}), ["x"])
     with mlflow.start_run(run_name=name):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(PROBER),
+            python_model=str(model),
             registered_model_name=name,
             signature=signature,
             pip_requirements=REQUIREMENTS,
@@ -68,6 +69,8 @@ def probe_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry = empty_registry(tmp_path_factory.mktemp("probe-registry"))
     registry.log(log_prober, "prober")
     registry.log(log_prober, "caller", {"gateway.network": "allow"})  # a model that calls out, opted in
+    registry.log(log_prober, "neighbour")  # another team's model, on the same requirements
+    registry.log(log_prober, "forger", model=FORGER)  # a model that lies about its size
     return registry
 
 
@@ -133,9 +136,9 @@ async def sandboxed(
         yield gw
 
 
-async def probe(gw: Gateway, name: str, *probes: str) -> list[str]:
+async def probe(gw: Gateway, name: str, *probes: str, version: int = 1) -> list[str]:
     body = {"dataframe_split": {"columns": ["probe"], "data": [[p] for p in probes]}}
-    response = await gw.client.post(f"/models/{name}/versions/1/predict", json=body)
+    response = await gw.client.post(f"/models/{name}/versions/{version}/predict", json=body)
     assert response.status_code == 200, response.text
     return response.json()["predictions"]  # type: ignore[no-any-return]
 
@@ -164,10 +167,26 @@ def escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
     probes["shm"] = "shm:"
     probes["disk"] = "fallocate:40,40"  # each under the 64 MiB of gateway_for, not both
     probes["big file"] = "fallocate:80"
+    probes["metadata"] = "metadata"  # of its own model file: a hard link to a verified blob
+    probes["shadow"] = "read:/etc/shadow"  # readable to a root gateway's workers, capabilities or not
+    probes["gateway's cmdline"] = f"read:/proc/{os.getpid()}/cmdline"
+    probes["processes"] = "list:/proc"
     return probes
 
 
 MEDDLING = ("prlimit", "renice", "affinity", "scheduler")  # prober.py: set another process's limits, nice...
+
+
+def blobs_changed(gw: Gateway) -> list[str]:
+    """The artifact cache's blobs that a model's metadata probe changed (world-writable, dated
+    1970, or given its extended attribute)."""
+    changed = []
+    for blob in (gw.services.settings.artifact_cache_dir / "blobs").rglob("*"):
+        if blob.is_file() and (
+            blob.stat().st_mode & 0o002 or blob.stat().st_mtime == 0 or "user.gateway-test" in os.listxattr(blob)
+        ):
+            changed.append(blob.name)
+    return changed
 
 
 async def run_escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
@@ -194,6 +213,10 @@ async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_not
     assert seen["shm"].startswith("PermissionError"), seen  # Landlock: /dev/shm is not its to write
     assert seen["disk"] == "allocated 1: OSError: No space left on device", seen  # the tmpfs's total
     assert seen["big file"] == "allocated 0: OSError: File too large", seen  # RLIMIT_FSIZE
+    assert seen["metadata"] == ", ".join(f"{c}: Read-only file system" for c in ("chmod", "utime", "setxattr"))
+    assert blobs_changed(sandboxed) == []
+    for what in ("shadow", "gateway's cmdline", "processes"):
+        assert seen[what].startswith("PermissionError"), (what, seen)
     # what it legitimately needs still works: a variable named for it, its scratch folder
     passed, home = await probe(sandboxed, "prober", f"env:{PASSED}", "env:HOME")
     assert passed == "passed-on-purpose"
@@ -207,6 +230,7 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     async with gateway_for(probe_registry, tmp_path, env_dir, sandbox="off") as gw:
         seen = await run_escapes(gw, listener, unix_listener)
         runtime = (await gw.client.get("/models/prober/versions/1")).json()["runtime"]
+        changed = blobs_changed(gw)
     for name, value in SECRETS.items():
         assert seen[f"env:{name}"] == value
     assert seen["gateway's environ"].startswith("/"), seen  # its PATH, read from /proc/<gateway>/environ
@@ -221,6 +245,12 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     assert seen["memfd"] == "held 300 MiB", seen
     assert seen["shm"] == "created", seen
     assert (seen["disk"], seen["big file"]) == ("allocated 2", "allocated 1"), seen
+    # a trusted model's files are the cache's own: its metadata changes reach the blob
+    assert seen["metadata"] == "chmod changed, utime changed, setxattr changed", seen
+    assert len(changed) == 1, changed
+    assert seen["shadow"] == ("read" if os.geteuid() == 0 else "PermissionError: Permission denied"), seen
+    assert seen["gateway's cmdline"] == "read", seen
+    assert str(os.getpid()) in seen["processes"].split(","), seen
     assert runtime["runtime"] == "isolated" and runtime["sandbox"] is None
 
 
@@ -244,6 +274,7 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["environment"]["passed"] == [PASSED]
     assert box["filesystem"]["enforced"] and box["filesystem"]["how"].startswith("Landlock ABI")
     assert "read_only" not in box["filesystem"]  # the host's paths stay in the log (invariant 8)
+    assert box["filesystem"]["view"]["how"].startswith("its models' files on a read-only bind mount")
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
@@ -279,6 +310,27 @@ async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allo
         assert answer != "connected"
         runtime = (await gw.client.get("/models/caller/versions/1")).json()["runtime"]
         assert "ignored: GATEWAY_SANDBOX_ALLOW_NETWORK is off" in runtime["sandbox"]["network"]["reason"]
+
+
+async def test_two_models_on_one_environment_never_share_a_worker_process(sandboxed: Gateway) -> None:
+    """Issue 48: a hostile model answered from the same process as another team's model, whose
+    predict, inputs and outputs it could reach. Each model has its own worker, on one environment."""
+    prober_pid, prober_models = await probe(sandboxed, "prober", "pid", "models")
+    neighbour_pid, neighbour_models = await probe(sandboxed, "neighbour", "pid", "models")
+    assert prober_pid != neighbour_pid
+    assert (prober_models, neighbour_models) == ("1", "1")  # each sees its own model, not the other's
+    environment = [(await sandboxed.client.get(f"/models/{n}/versions/1")).json()["runtime"]["environment"]
+                   for n in ("prober", "neighbour")]  # fmt: skip
+    assert environment[0] == environment[1]  # built once, shared
+
+
+async def test_a_versions_size_is_measured_from_outside_not_what_its_worker_says(sandboxed: Gateway) -> None:
+    """Issue 48: a model that replaces its worker's RSS report with 1 PiB does not get that size."""
+    (said,) = await probe(sandboxed, "forger", "")
+    assert int(said) == 2**50  # the worker's own figure is forged
+    version = (await sandboxed.client.get("/models/forger/versions/1")).json()
+    size = version["loaded"]["size_bytes"]
+    assert 0 <= size < 2**32, version["loaded"]  # what /proc shows its load added: MiB, not a PiB
 
 
 async def test_a_worker_past_its_memory_limit_answers_503_and_is_started_again(sandboxed: Gateway) -> None:
@@ -368,26 +420,44 @@ def test_the_folders_of_a_killed_gateway_are_swept_and_a_live_ones_kept(tmp_path
     assert alive.exists() and not dead.exists()
 
 
-def test_a_worker_that_could_not_apply_a_layer_is_refused_under_required(tmp_path: Path) -> None:
-    hello = {
-        "sandbox": {
-            "limits": {"open_files": {"enforced": True, "how": "RLIMIT_NOFILE 1024"}},
-            "network": {"enforced": True, "how": "a user and network namespace of its own"},
-            "filesystem": {"enforced": False, "why_not": "landlock_restrict_self failed (Operation not permitted)"},
-            "capabilities": {"enforced": True, "how": "none"},
-            "syscalls": {"enforced": True, "how": "seccomp"},
-        }
+def test_layers_a_worker_claims_and_the_kernel_contradicts_are_missing(tmp_path: Path) -> None:
+    """What a forged report (issue 48: a .pth file's fake sandbox module) says is checked from
+    outside: a real process that applied nothing, claiming every layer, has every checkable one
+    missing, and under ``required`` is refused."""
+    import subprocess
+    import sys
+
+    claims = {
+        "limits": {
+            "open_files": {"enforced": True, "how": "RLIMIT_NOFILE 1024"},
+            "memory": {"enforced": True, "how": "RLIMIT_AS", "bytes": 2**30},
+        },
+        "network": {"enforced": True, "how": "a user and network namespace of its own"},
+        "filesystem": {"enforced": True, "how": "Landlock ABI 7", "view": {"enforced": True, "how": "read-only"}},
+        "capabilities": {"enforced": True, "how": "none"},
+        "syscalls": {"enforced": True, "how": "seccomp"},
     }
-    hello["sandbox"]["limits"]["memory"] = {"enforced": True, "how": "RLIMIT_AS"}
+    hello = {"sandbox": {"limits": {"memory": claims["limits"]["memory"]}}}
+    contradicted = {"network", "filesystem", "filesystem.view", "capabilities", "syscalls"}
+    contradicted |= {"limits.memory", "limits.open_files"}
     no_network = gateway_sandbox.NetworkChoice(False, "no network (the default)")
-    for mode in ("required", "best-effort"):
-        policy = gateway_sandbox.SandboxPolicy(mode=mode, root=tmp_path, memory_bytes=2**30)  # type: ignore[arg-type]
-        box = gateway_sandbox.WorkerSandbox(policy, no_network, label=mode, watchdog=gateway_sandbox.CpuWatchdog(0))
-        if mode == "required":
-            with pytest.raises(SandboxUnavailable, match="filesystem: landlock_restrict_self failed"):
-                box.accept(hello)
-        else:
-            box.accept(hello)
-            described = box.describe()
-            assert set(described["missing"]) == {"filesystem", "limits.cpu_per_call"}
-        box.close()
+    unconfined = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        for mode in ("required", "best-effort"):
+            policy = gateway_sandbox.SandboxPolicy(mode=mode, root=tmp_path, memory_bytes=2**30)  # type: ignore[arg-type]
+            box = gateway_sandbox.WorkerSandbox(policy, no_network, label=mode, watchdog=gateway_sandbox.CpuWatchdog(0))
+            if mode == "required":
+                with pytest.raises(SandboxUnavailable, match="network: contradicted from outside"):
+                    box.accept(claims, hello, unconfined.pid)
+            else:
+                box.accept(claims, hello, unconfined.pid)
+                missing = box.describe()["missing"]
+                assert set(missing) == contradicted | {"limits.cpu_per_call"}, missing
+                assert all(missing[name].startswith("contradicted from outside") for name in contradicted), missing
+                line = gateway_sandbox.summary(policy, missing)  # /health/ready's, with this worker running
+                assert line.startswith(
+                    "best-effort, without filesystem in running workers (contradicted from outside"
+                ), line
+            box.close()
+    finally:
+        unconfined.communicate(b"")

@@ -18,6 +18,11 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
 - ``fallocate:MiB,MiB...``: one file each in ``TMPDIR`` with ``posix_fallocate``, then
   ``allocated N`` or ``allocated N: <error>`` (the files are removed);
 - ``shm:``: creates a file in ``/dev/shm`` (as ``shm_open`` does), then ``created`` (removed).
+- ``metadata``: chmod 0666, utime to the epoch and a ``user.`` extended attribute on its own
+  model file (this file, as loaded from its version's folder): what succeeded, or each error;
+- ``pid``: its worker's process id; ``models``: how many loaded models that process holds (any
+  model's code could reach each one's predict, inputs and outputs);
+- ``pth:KEY``: what the hostile ``.pth`` file of tests/support/pth_attack found at start, if installed.
 """
 
 import os
@@ -32,6 +37,21 @@ from mlflow.pyfunc import PythonModel
 
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _change_metadata(path: str) -> list[str]:
+    done = []
+    for name, change in (
+        ("chmod", lambda: os.chmod(path, 0o666)),
+        ("utime", lambda: os.utime(path, (0, 0))),
+        ("setxattr", lambda: os.setxattr(path, "user.gateway-test", b"changed")),
+    ):
+        try:
+            change()
+            done.append(f"{name} changed")
+        except OSError as exc:
+            done.append(f"{name}: {exc.strerror}")
+    return done
 
 
 def probe(what: str) -> str:
@@ -104,6 +124,18 @@ def probe(what: str) -> str:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
             os.unlink(path)
             return "created"
+        if kind == "metadata":
+            return ", ".join(_change_metadata(__file__))
+        if kind == "pid":
+            return str(os.getpid())
+        if kind == "models":
+            import gc
+
+            return str(sum(isinstance(o, mlflow.pyfunc.PyFuncModel) for o in gc.get_objects()))
+        if kind == "pth":
+            import gateway_test_pth
+
+            return str(gateway_test_pth.RESULTS.get(arg, "<not tried>"))
         if kind == "":
             return ""  # the warm-up's row
         return f"unknown probe {what!r}"
