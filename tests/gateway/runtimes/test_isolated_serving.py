@@ -111,12 +111,6 @@ def in_scratch(root: Path, name: str) -> Path | None:
     return None
 
 
-def scratch_with(root: Path, name: str) -> Path:
-    """The scratch folder of the worker that wrote `name` (see in_scratch)."""
-    (found,) = (root / "artifact-cache" / "sandboxes").glob(f"*/scratch/{name}")
-    return found.parent
-
-
 async def runtime_of(client: httpx.AsyncClient, name: str, version: int) -> dict[str, Any]:
     response = await client.get(f"/models/{name}/versions/{version}")
     assert response.status_code == 200, response.text
@@ -440,6 +434,8 @@ async def test_with_two_processes_a_request_goes_to_the_one_not_busy(
         )
         other = int((await predict(gw.client, "tabulated", 1, "pid"))[0])
         assert not held.done()  # answered by the other process while the first still holds
-        (scratch_with(tmp_path, "held") / "release").touch()
+        held_file = in_scratch(tmp_path, "held")  # in the holding worker's own scratch (a tmpfs of its own)
+        assert held_file is not None
+        (held_file.parent / "release").touch()
         first = int((await held).json()["predictions"][0])
         assert {first, other} == set(pids)
