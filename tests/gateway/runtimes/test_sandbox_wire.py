@@ -20,13 +20,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import pandas as pd
 import pytest
-from mlflow.models import infer_signature
 
 from tests.conftest import Gateway, Registry, empty_registry
-from tests.gateway.runtimes.test_sandbox import REQUIREMENTS, gateway_for
+from tests.gateway.runtimes.test_sandbox import gateway_for, log_prober
 from tests.support.peak_memory import peak_growth
 from tests.support.versions import entry
 from tests.support.waiting import eventually, until
@@ -45,30 +42,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def log_hostile(name: str, tags: dict[str, str] | None = None, config: dict[str, Any] | None = None) -> int:
-    signature = infer_signature(pd.DataFrame({"attack": [""]}), ["x"])
-    with mlflow.start_run(run_name=name):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(HOSTILE),
-            registered_model_name=name,
-            signature=signature,
-            pip_requirements=REQUIREMENTS,
-            model_config=config,
-        )
-    version = int(info.registered_model_version)
-    for key, value in (tags or {}).items():
-        mlflow.MlflowClient().set_model_version_tag(name, str(version), key, value)
-    return version
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry = empty_registry(tmp_path_factory.mktemp("hostile-registry"))
-    registry.log(log_hostile, "hostile")
-    registry.log(log_hostile, "spinner", None, {"spin_on_load": SPIN_ON_LOAD})
+    hostile = {"code": HOSTILE, "column": "attack"}
+    registry.log(log_prober, "hostile", **hostile)
+    registry.log(log_prober, "spinner", config={"spin_on_load": SPIN_ON_LOAD}, **hostile)
     # Another team's model, on a worker of its own (versions allowed the network get their own)
-    registry.log(log_hostile, "bystander", {"gateway.network": "allow"})
+    registry.log(log_prober, "bystander", {"gateway.network": "allow"}, **hostile)
     return registry
 
 
