@@ -6,11 +6,19 @@ can touch: one worker process on this interpreter, sandboxed or not, answering `
 one-row model (a models-from-code pyfunc: tests/support/env_models/prober.py, no probe) over
 its socket. Blocks of calls alternate between the two workers; the figure is the median over
 blocks of each block's median round trip, and the difference per block.
+
+``--tree DIR`` measures another checkout's gateway (its worker, wire and sandbox; e.g. the main
+branch's, to compare code: run it and this tree's alternately); the run is stored as
+``bench/results/sandbox-calls-<UTC time>.json`` (what docs/security.md cites).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +28,10 @@ import mlflow
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+_parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+_parser.add_argument("--tree", type=Path, default=HERE.parent, help="the checkout whose gateway is measured")
+ARGS = _parser.parse_args()
+sys.path.insert(0, str(ARGS.tree.resolve()))
 
 from gateway.runtimes.sandbox import CpuWatchdog, NetworkChoice, SandboxPolicy, WorkerSandbox  # noqa: E402
 from gateway.runtimes.worker import wire  # noqa: E402
@@ -69,6 +80,26 @@ def main() -> None:
     print(f"| sandbox | {statistics.median(boxed):.0f} µs |")
     difference = statistics.median(b - p for b, p in zip(boxed, plain, strict=True))
     print(f"difference per block, median: {difference:+.0f} µs")
+    tree = ARGS.tree.resolve()
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain"], capture_output=True, text=True).stdout
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    result = {
+        "tree": str(tree),
+        "commit": commit.strip(),
+        "dirty": bool(dirty.strip()),
+        "blocks": BLOCKS,
+        "calls": CALLS,
+        "load_average": os.getloadavg()[0],
+        "plain_us": statistics.median(plain),
+        "sandbox_us": statistics.median(boxed),
+        "difference_us": difference,
+        "plain_blocks_us": plain,
+        "sandbox_blocks_us": boxed,
+    }
+    out = HERE / "results" / f"sandbox-calls-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"stored in {out.relative_to(HERE.parent)}")
 
 
 if __name__ == "__main__":

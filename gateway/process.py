@@ -682,6 +682,11 @@ def sandbox_policy(settings: GatewaySettings) -> SandboxPolicy:
         memory_bytes=int(memory_mb * 2**20),
         disk_bytes=int(settings.sandbox_disk_mb * 2**20),
         cpu_seconds=settings.sandbox_cpu_seconds,
+        call_seconds=settings.predict_timeout_seconds
+        if settings.sandbox_call_seconds is None
+        else settings.sandbox_call_seconds,
+        max_answer_bytes=int((settings.sandbox_max_answer_mb or settings.max_decoded_mb) * 2**20),
+        max_line_bytes=settings.sandbox_log_line_bytes,
         max_open_files=settings.sandbox_max_open_files,
         max_processes=settings.sandbox_max_processes,
     )

@@ -466,8 +466,25 @@ class GatewaySettings(BaseSettings):
     total is unbounded), and no file it writes may be larger (RLIMIT_FSIZE). 0: no limit."""
 
     sandbox_cpu_seconds: float = Field(default=300, ge=0)
-    """CPU time (all its threads) one call to a sandboxed worker may use before the gateway kills
-    the worker (its callers get 503, it is started again); 0: no limit."""
+    """CPU time (all its threads) a sandboxed worker may use in one call, in one load, or between
+    two calls (a thread its model started) before the gateway kills the worker (its callers get
+    503, it is started again); 0: no limit."""
+
+    sandbox_call_seconds: float | None = Field(default=None, ge=0)
+    """Wall time one predict call to a sandboxed worker (or one chunk of a stream) may take
+    before the gateway kills the worker (its callers get 503, it is started again): a model
+    that sleeps holds only its own worker, and not for longer than this. Unset:
+    GATEWAY_PREDICT_TIMEOUT_SECONDS (past it no caller waits for the answer); 0: no limit."""
+
+    sandbox_max_answer_mb: float | None = Field(default=None, gt=0)
+    """Largest answer, in MiB, the gateway reads from an isolated worker (a predict's output, a
+    stream's chunk). A worker announcing more (a model's code can write to its socket) is
+    killed before any of it is read, its callers get 503, and it is started again. Unset:
+    GATEWAY_MAX_DECODED_MB."""
+
+    sandbox_log_line_bytes: int = Field(default=64 * 1024, ge=256)
+    """Longest line of an isolated worker's output (a model's prints, a traceback) the gateway
+    logs; the rest of a longer line is read and dropped, and the log line says how much."""
 
     sandbox_max_open_files: int = Field(default=1024, ge=0)
     """RLIMIT_NOFILE of a sandboxed worker; 0: the gateway's own."""

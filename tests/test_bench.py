@@ -1327,3 +1327,22 @@ def test_the_stream_figures_in_the_docs_are_the_results_file_they_cite() -> None
     # every run the section speaks of is stored: no "over four runs" where the JSON holds two
     counted = re.findall(r"over (\w+) runs", section)
     assert counted == [], f"runs counted in the text, not in {cited}.json: {counted}"
+
+
+def test_the_sandbox_cost_in_the_security_docs_is_the_results_file_it_cites() -> None:
+    """docs/security.md's per-call cost of the sandbox quotes each bench/sandbox_calls.py run it
+    names (this tree's and the main branch's, run alternately), figure for figure."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = " ".join((root / "docs" / "security.md").read_text().split())
+    cited = re.findall(r"`bench/results/(sandbox-calls-\d{8}T\d{6}Z)\.json`", text)
+    assert len(cited) >= 2, cited
+    for name in cited:
+        run = json.loads((root / "bench" / "results" / f"{name}.json").read_text())
+        quoted = (
+            f"`bench/results/{name}.json`: {run['plain_us']:.0f} µs without the sandbox, "
+            f"{run['sandbox_us']:.0f} µs with it, {run['difference_us']:+.0f} µs a call"
+        )
+        assert quoted in text, quoted

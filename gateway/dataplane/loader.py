@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,12 @@ class LoadedModel:
     @property
     def version(self) -> int:
         return self.id.version
+
+    def calls_on(self, shared: Executor) -> Executor:
+        """Where its predict calls run: for a version served by a worker process, its worker's
+        own threads (waiting on one holds none of the shared pool's), else ``shared``."""
+        own: Executor | None = getattr(self.pyfunc, "executor", None)
+        return own or shared
 
     def predict(self, request: ScoringInput) -> Any:
         try:

@@ -173,7 +173,7 @@ class InferenceService:
             queue = VersionQueue(
                 model=model,
                 run=score_batch,
-                executor=self._executor,
+                executor=model.calls_on(self._executor),
                 metrics=self._metrics,
                 max_batch=self._batching.max_batch if batching else 1,
                 max_wait=self._batching.max_wait if batching else 0.0,

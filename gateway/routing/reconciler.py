@@ -453,7 +453,9 @@ class Reconciler:
                 loop = asyncio.get_running_loop()
                 attributes = {"gateway.model": version.name, "gateway.version": version.version}
                 with self._tracing.span("model.warmup", attributes):
-                    await loop.run_in_executor(self._executor, score, lease.model, body, media_type)
+                    await loop.run_in_executor(
+                        lease.model.calls_on(self._executor), score, lease.model, body, media_type
+                    )
         finally:
             lease.release()
         await self._record(

@@ -17,6 +17,10 @@ the worker's own RSS at start (an interpreter with MLflow, pandas and NumPy: a
 few hundred MiB) is counted once per worker, apart from the versions and the cache's memory
 budget (:meth:`IsolatedRuntime.baseline_bytes`, shown on ``/status``), and bounded by
 GATEWAY_ENV_MAX_WORKERS; unloading the last version stops the worker.
+
+The data plane's calls to a group's workers wait on threads of the group's own (a thread per
+process: :attr:`RemoteModel.executor`), never on the shared predict pool: a model that sleeps
+holds its own worker, not every other model's predict (issue 48).
 """
 
 from __future__ import annotations
@@ -99,6 +103,11 @@ class WorkerGroup:
         self._deaths: list[float] = []
         self.broken: str | None = None  # why it is no longer started again
         self._in_use: contextlib.ExitStack | None = None  # the environment's use lock, while running
+        # Where the data plane's calls to these workers wait (RemoteModel.executor): a thread per
+        # process, so a worker that is slow to answer holds none of the shared predict pool.
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.processes), thread_name_prefix=f"worker-calls {self.label}"
+        )
 
     @property
     def label(self) -> str:
@@ -130,10 +139,19 @@ class WorkerGroup:
             raise WorkerLost(self.broken or f"a worker of environment {self.label} is restarting")
         return live
 
-    def _start(self, slot: int) -> WorkerProcess:
-        process = WorkerProcess(
-            self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited, sandbox=self.sandbox
+    def _process(self, slot: int) -> WorkerProcess:
+        policy = self._runtime.sandbox
+        return WorkerProcess(
+            self.env.python,
+            label=f"{self.label}/{slot}",
+            on_exit=self._exited,
+            sandbox=self.sandbox,
+            max_answer_bytes=policy.max_answer_bytes or None,
+            max_line_bytes=policy.max_line_bytes,
         )
+
+    def _start(self, slot: int) -> WorkerProcess:
+        process = self._process(slot)
         if self._in_use is None:  # prune leaves the environment alone while its workers run
             self._in_use = contextlib.ExitStack()
             self._in_use.enter_context(self._runtime.store.in_use(self.env.key))
@@ -189,10 +207,11 @@ class WorkerGroup:
             "data": wire.encode(data, buffers),
             "params": wire.encode(params, buffers) if params else None,
         }
-        answer, out = self._pick().call(header, buffers)
+        process = self._pick()
+        answer, out = process.call(header, buffers)
         if not answer.get("ok"):
             raise _remote_exception(answer["error"])
-        return wire.decode(answer["value"], out)
+        return process.decode(answer["value"], out)
 
     def stream(self, handle: str, data: Any, params: dict[str, Any] | None) -> Iterator[Any]:
         """The version's predict_stream in one of the group's processes, a chunk a message as
@@ -222,7 +241,7 @@ class WorkerGroup:
                 if answer.get("done"):
                     over = True
                     return
-                yield wire.decode(answer["value"], out)
+                yield process.decode(answer["value"], out)
         finally:
             if not over:
                 with contextlib.suppress(WorkerLost):
@@ -284,9 +303,7 @@ class WorkerGroup:
                 self.processes[slot] = None
                 return
             try:
-                replacement = WorkerProcess(
-                    self.env.python, label=f"{self.label}/{slot}", on_exit=self._exited, sandbox=self.sandbox
-                )
+                replacement = self._process(slot)
                 replacement.start()
                 for handle, request in self.models.items():
                     answer, _ = replacement.call(request, [])
@@ -347,6 +364,12 @@ class RemoteModel:
             raise WorkerUnavailable(self._version.name, self._version.version, str(exc)) from exc
 
     @property
+    def executor(self) -> concurrent.futures.Executor:
+        """Where its predict calls wait for the worker (LoadedModel.calls_on): its group's own
+        threads, not the shared predict pool, which a model that sleeps would otherwise hold."""
+        return self.group.executor
+
+    @property
     def worker_pid(self) -> int | None:
         process = self.group.process
         return process.pid if process is not None else None
@@ -376,7 +399,7 @@ class IsolatedRuntime:
         self.store = store
         self.sharing = sharing  # GATEWAY_ENV_WORKER_SHARING
         self.sandbox = sandbox or SandboxPolicy(mode="off")
-        self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds)
+        self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds, call_seconds=self.sandbox.call_seconds)
         if self.sandbox.on and self.sandbox.root is not None:
             sweep(self.sandbox.root)
         self.max_workers = max_workers

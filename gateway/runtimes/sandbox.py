@@ -109,6 +109,10 @@ class SandboxPolicy:
     cpu_seconds: float = 0  # CPU time one call may use; 0: no limit
     max_open_files: int = 1024
     max_processes: int = 0  # 0: none (seccomp); else RLIMIT_NPROC
+    call_seconds: float = 0  # wall time one predict call (a stream's chunk) may take; 0: no limit
+    # What the gateway reads of what any worker sends, sandboxed or not (workers.py):
+    max_answer_bytes: int = 0  # a frame (an answer, a stream's chunk); 0: no bound
+    max_line_bytes: int = 64 * 1024  # a line of its output; the rest of a longer one is dropped
 
     @property
     def on(self) -> bool:
@@ -309,11 +313,12 @@ class WorkerSandbox:
         )
 
     def watching(self, process: WorkerProcess, header: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
-        """A predict call's CPU time, held to GATEWAY_SANDBOX_CPU_SECONDS (loads import whole
-        libraries: they are not held to a predict's budget)."""
-        if str(header.get("op", "")).startswith(("predict", "stream")):  # a stream's chunks: each call
-            return self.watchdog.watching(process)
-        return contextlib.nullcontext()
+        """A call's CPU time (a predict, a stream's chunk, a load), held to
+        GATEWAY_SANDBOX_CPU_SECONDS, and a predict's wall time to GATEWAY_SANDBOX_CALL_SECONDS;
+        from its end, the CPU its worker uses until the next call (the watchdog's spans)."""
+        op = str(header.get("op", ""))
+        doing = "call" if op.startswith(("predict", "stream")) else None if op == "hello" else "load"
+        return self.watchdog.watching(process, doing)
 
     def accept(self, confined: dict[str, Any] | None, hello: dict[str, Any], pid: int) -> None:
         """What a new worker enforced: what it said before its environment's code ran
@@ -367,7 +372,8 @@ class WorkerSandbox:
         if self.policy.cpu_seconds > 0:
             limits["cpu_per_call"] = {
                 "enforced": True,
-                "how": f"{self.policy.cpu_seconds:g} CPU seconds a call, then the worker is killed (503)",
+                "how": f"{self.policy.cpu_seconds:g} CPU seconds a call, a load, or between two calls, "
+                "then the worker is killed (503)",
             }
         else:
             limits["cpu_per_call"] = {"enforced": False, "why_not": "GATEWAY_SANDBOX_CPU_SECONDS=0"}
@@ -463,36 +469,50 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 
 class CpuWatchdog:
-    """Kills a worker whose current call used more than ``seconds`` of CPU time (all its threads),
-    read from ``/proc/<pid>/stat`` by a thread of the gateway's own every ``interval``: a call
-    is counted from the first time the watchdog sees it, so it may use up to one interval more."""
+    """Kills a worker that uses more than ``seconds`` of CPU time (all its threads) in one call,
+    one load, or between two calls (a thread a model started runs on after its call), or whose
+    predict call takes more than ``call_seconds`` of wall time (a model that sleeps). Read from
+    ``/proc/<pid>/stat`` by a thread of the gateway's own every ``interval``, for each worker
+    from the end of its hello to its exit: a span (a call, a load, the time between calls) is
+    counted from the first time the watchdog sees it, so it may use up to one interval more."""
 
-    def __init__(self, seconds: float, *, interval: float = 0.25) -> None:
+    def __init__(self, seconds: float, *, call_seconds: float = 0, interval: float = 0.25) -> None:
         self.seconds = seconds
+        self.call_seconds = call_seconds
         self._interval = interval
-        # pid -> (process, its CPU time when the watchdog first saw the call: up to one interval late)
-        self._calls: dict[int, tuple[WorkerProcess, float | None, int]] = {}  # ... and which call
+        # pid -> its current span: (process, what it is doing, its CPU time when the watchdog
+        # first saw the span (None until then), when the span began, which span)
+        self._spans: dict[int, tuple[WorkerProcess, str, float | None, float, int]] = {}
         self._count = itertools.count()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
+    @property
+    def on(self) -> bool:
+        return self.seconds > 0 or self.call_seconds > 0
+
     @contextlib.contextmanager
-    def watching(self, process: WorkerProcess) -> Iterator[None]:
+    def watching(self, process: WorkerProcess, doing: str | None) -> Iterator[None]:
+        """A span of ``doing`` (``call``: CPU and wall time held; ``load``: CPU time; None: not
+        watched, as a worker's hello), and from its end the time until the next one."""
         pid = process.pid
-        if self.seconds <= 0 or pid is None:
+        if not self.on or pid is None:
             yield
             return
-        with self._lock:  # the CPU at its start is read by the watchdog when it first sees the call:
-            self._calls[pid] = (process, None, next(self._count))  # a short call costs no read of /proc
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="worker-cpu-watchdog", daemon=True)
-                self._thread.start()
+        if doing is not None:
+            self._begin(pid, process, doing)  # its CPU at the start is read when the watchdog first sees it
         try:
             yield
         finally:
-            with self._lock:
-                self._calls.pop(pid, None)
+            self._begin(pid, process, "idle")
+
+    def _begin(self, pid: int, process: WorkerProcess, doing: str) -> None:
+        with self._lock:
+            self._spans[pid] = (process, doing, None, time.monotonic(), next(self._count))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="worker-cpu-watchdog", daemon=True)
+                self._thread.start()
 
     def cpu_seconds(self, pid: int) -> float | None:
         try:
@@ -506,28 +526,35 @@ class CpuWatchdog:
         while True:
             time.sleep(self._interval)
             with self._lock:
-                calls = list(self._calls.items())
-            for pid, (process, start, call) in calls:
-                used = self.cpu_seconds(pid)
-                if used is None:
-                    continue
+                spans = list(self._spans.items())
+            for pid, (process, doing, start, began, span) in spans:
+                used = self.cpu_seconds(pid) if process.alive else None
                 with self._lock:
-                    if self._calls.get(pid, (None, None, -1))[2] != call:
-                        continue  # that call is over (another may have begun)
-                    if start is None:
-                        self._calls[pid] = (process, used, call)
+                    current = self._spans.get(pid)
+                    if current is None or current[4] != span:
+                        continue  # that span is over (another may have begun)
+                    if used is None:  # exited, or stopped: nothing more to watch
+                        del self._spans[pid]
                         continue
-                if used - start > self.seconds:
-                    log.error(
-                        "worker %s (pid %s) used %.1f s of CPU in one call, past "
-                        "GATEWAY_SANDBOX_CPU_SECONDS=%g: killed",
-                        process.label,
-                        pid,
-                        used - start,
-                        self.seconds,
-                    )
-                    process.over_limit = f"over its CPU time limit ({self.seconds:g} s a call)"
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    with self._lock:
-                        self._calls.pop(pid, None)
+                    if start is None:
+                        self._spans[pid] = (process, doing, used, began, span)
+                        continue
+                why = self._over(doing, used - start, time.monotonic() - began)
+                if why is not None:
+                    self._kill(pid, process, why)
+
+    def _over(self, doing: str, cpu: float, wall: float) -> str | None:
+        if self.seconds > 0 and cpu > self.seconds:
+            when = {"call": "in one call", "load": "loading a version", "idle": "between two calls"}[doing]
+            return f"over its CPU time limit ({cpu:.1f} s {when}, GATEWAY_SANDBOX_CPU_SECONDS={self.seconds:g})"
+        if doing == "call" and self.call_seconds > 0 and wall > self.call_seconds:
+            return f"over its call time limit ({wall:.1f} s, GATEWAY_SANDBOX_CALL_SECONDS={self.call_seconds:g})"
+        return None
+
+    def _kill(self, pid: int, process: WorkerProcess, why: str) -> None:
+        log.error("worker %s (pid %s) killed: %s", process.label, pid, why)
+        process.over_limit = why
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with self._lock:
+            self._spans.pop(pid, None)

@@ -7,6 +7,13 @@ user's site-packages; ``-S`` leaves ``site`` to the worker, which runs it once i
 on, so no ``.pth`` file of the environment runs before: issue 48). It talks over one end of
 a socketpair it inherits, and exits when the gateway closes the other end or its parent is
 gone (it watches its parent's pid: a SIGKILLed gateway leaves no worker behind).
+
+A worker runs a model's code, which can write to its socket and its stdout as it likes: the
+gateway reads no more of an answer than ``max_answer_bytes`` (a frame announcing more is
+refused before any of it is read), no more of an output line than ``max_line_bytes`` (the rest
+of the line is dropped, and the log says how much), and a worker whose answer breaks the wire
+protocol (too large, malformed, an array whose bytes do not match its dtype and shape) is
+killed: its callers get 503 and it is started again, as for any dead worker.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ output_log = logging.getLogger("gateway.worker")  # what workers write on their 
 SERVER = Path(__file__).parent / "worker" / "server.py"
 _HELLO_TIMEOUT = 60.0  # seconds a new worker has to import MLflow and answer
 _STOP_GRACE = 2.0
+MAX_LINE_BYTES = 64 * 1024  # GATEWAY_SANDBOX_LOG_LINE_BYTES' default
 
 
 class WorkerLost(Exception):
@@ -54,8 +62,12 @@ class WorkerProcess:
         label: str,
         on_exit: Callable[[WorkerProcess, int], None],
         sandbox: WorkerSandbox | None = None,
+        max_answer_bytes: int | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.python = python
+        self.max_answer_bytes = max_answer_bytes  # None: no bound on a frame from the worker
+        self.max_line_bytes = max_line_bytes
         self.sandbox = sandbox  # None: the gateway's environment, no sandbox (GATEWAY_SANDBOX=off)
         self.over_limit: str | None = None  # why the sandbox's watchdog killed it
         self.label = label
@@ -179,13 +191,24 @@ class WorkerProcess:
 
     def _relay(self) -> None:
         """What the worker writes (Python's warnings, a model's prints, a failed load's
-        traceback) goes out through logging, a WARNING per line naming the worker."""
+        traceback) goes out through logging, a WARNING per line naming the worker; a line longer
+        than ``max_line_bytes`` is cut there, and the rest of it read and dropped."""
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         extra = {"worker": self.label, "worker_pid": proc.pid}
+        limit = self.max_line_bytes
         with proc.stdout:
-            for line in proc.stdout:
+            while line := proc.stdout.readline(limit + 1):
+                dropped = 0
+                if len(line) > limit and not line.endswith(b"\n"):  # cut: the rest of it goes
+                    line, dropped = line[:limit], len(line) - limit
+                    while rest := proc.stdout.readline(limit):
+                        dropped += len(rest.rstrip(b"\n"))
+                        if rest.endswith(b"\n"):
+                            break
                 text = line.decode("utf-8", errors="replace").rstrip()
+                if dropped:
+                    text += f" [... {dropped} more bytes of this line dropped: GATEWAY_SANDBOX_LOG_LINE_BYTES={limit}]"
                 if text:
                     output_log.warning("worker %s: %s", self.label, text, extra=extra)
 
@@ -198,10 +221,36 @@ class WorkerProcess:
             try:
                 with watching:
                     wire.send(sock, header, buffers)
-                    return wire.receive(sock)
-            except (OSError, wire.Closed, ValueError) as exc:
+                    answer, out = wire.receive(sock, self.max_answer_bytes)
+                if not isinstance(answer, dict):
+                    raise wire.WireError(f"an answer that is not an object: {type(answer).__name__}")
+                return answer, out
+            except (wire.WireError, ValueError) as exc:  # what it sent cannot be trusted, nor what it sends next
+                if self._stopping:
+                    raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: stopped") from exc
+                raise self.condemn(f"its answer broke the wire protocol ({exc})") from exc
+            except (OSError, wire.Closed) as exc:
                 why = self.over_limit or (None if self._stopping else _why_gone(self._proc)) or type(exc).__name__
                 raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {why}") from exc
+
+    def decode(self, node: Any, buffers: list[memoryview]) -> Any:
+        """A value the worker answered; one that makes no sense (an array its bytes do not
+        fill, a dtype that is not plain data, a malformed node) condemns the worker."""
+        try:
+            return wire.decode(node, buffers)
+        except Exception as exc:
+            raise self.condemn(f"its answer broke the wire protocol ({type(exc).__name__}: {exc})") from exc
+
+    def condemn(self, why: str) -> WorkerLost:
+        """Kill the worker for ``why`` (it is started again, as after any death), and the
+        error its caller raises."""
+        self.over_limit = why
+        log.error("worker %s (pid %s) killed: %s", self.label, self.pid, why)
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+        return WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {why}")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; closes the socket."""

@@ -9,11 +9,18 @@ A frame is ``u32 header length | u32 buffer count | u64 length of each buffer | 
 buffers``. Values (a predict's input, its output, params) are described in the header as a
 tree of tagged nodes; arrays and columns of fixed-size types travel as their raw bytes
 (``dtype.str`` keeps their byte order), everything else as JSON.
+
+The gateway does not trust what a worker sends (a model's code runs there, and can write to
+the socket itself): :func:`receive` takes a bound on a frame's bytes and refuses a frame that
+announces more before reading (or allocating) any of it, and a large buffer is read into
+memory mapped lazily, so the gateway holds only the bytes that truly arrived; :func:`decode`
+builds an array only from bytes that were sent, exactly as many as its dtype and shape need.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import socket
 import struct
 from typing import Any
@@ -25,10 +32,15 @@ _PREFIX = struct.Struct("!II")
 _LENGTH = struct.Struct("!Q")
 _RAW_KINDS = frozenset("biufcmMSU")  # dtype kinds whose bytes are the whole value
 MAX_HEADER = 64 * 2**20
+_LAZY = 1 << 20  # buffers from this size are read into anonymous memory, mapped as it arrives
 
 
 class WireError(Exception):
     """A value that cannot cross to a worker (no pickle), or a frame that makes no sense."""
+
+
+class TooLarge(WireError):
+    """A frame announcing more bytes than the receiver's bound."""
 
 
 class Closed(Exception):
@@ -48,17 +60,29 @@ def send(sock: socket.socket, header: dict[str, Any], buffers: list[Any]) -> Non
             sock.sendall(view)
 
 
-def receive(sock: socket.socket) -> tuple[dict[str, Any], list[memoryview]]:
+def receive(sock: socket.socket, max_bytes: int | None = None) -> tuple[dict[str, Any], list[memoryview]]:
+    """A frame: its header and buffers. Given ``max_bytes``, a frame whose lengths (header,
+    buffer table, buffers) add up to more is refused (:class:`TooLarge`) as soon as they are
+    known, before its header or any buffer is read."""
     head_length, count = _PREFIX.unpack(_exactly(sock, _PREFIX.size))
     if head_length > MAX_HEADER:
-        raise WireError("frame header too large")
-    lengths = [_LENGTH.unpack(_exactly(sock, _LENGTH.size))[0] for _ in range(count)]
+        raise TooLarge(f"frame header of {head_length} bytes, more than {MAX_HEADER}")
+    if max_bytes is not None and head_length + count * _LENGTH.size > max_bytes:
+        raise TooLarge(f"frame of {count} buffers and a {head_length}-byte header, more than {max_bytes} bytes")
+    table = _exactly(sock, count * _LENGTH.size)
+    lengths = [_LENGTH.unpack_from(table, i * _LENGTH.size)[0] for i in range(count)]
+    if max_bytes is not None:
+        total = head_length + len(table) + sum(lengths)
+        if total > max_bytes:
+            raise TooLarge(f"frame of {total} bytes, more than {max_bytes}")
     header = json.loads(bytes(_exactly(sock, head_length)))
     return header, [_exactly(sock, n) for n in lengths]
 
 
 def _exactly(sock: socket.socket, size: int) -> memoryview:
-    data = bytearray(size)
+    # A large buffer is mapped, not allocated: its pages are touched (and counted in RSS) only
+    # as bytes arrive, never for what a frame merely announced.
+    data = bytearray(size) if size < _LAZY else mmap.mmap(-1, size)
     view = memoryview(data)
     got = 0
     while got < size:
@@ -156,17 +180,35 @@ def _array(array: np.ndarray, buffers: list[Any]) -> dict[str, Any]:
 
 
 def _from_array(node: dict[str, Any], buffers: list[memoryview]) -> np.ndarray:
-    shape = tuple(node["shape"])
+    shape = _shape(node["shape"])
     if node["dtype"] == "O":
         out = np.empty(len(node["items"]), dtype=object)
         for i, item in enumerate(node["items"]):
             out[i] = decode(item, buffers)
         return out.reshape(shape)
-    dtype = np.dtype(node["dtype"])
+    try:
+        dtype = np.dtype(node["dtype"])
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"no dtype {node['dtype']!r}") from exc
+    if dtype.kind not in _RAW_KINDS or dtype.fields or dtype.subdtype or dtype.hasobject or not dtype.itemsize:
+        raise WireError(f"an array of dtype {dtype} cannot be received as raw bytes")
     raw = buffers[node["b"]]
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(raw):
+        raise WireError(f"an array of shape {shape} and dtype {dtype} sent with {len(raw)} bytes")
+    if not count:
+        return np.zeros(shape, dtype=dtype)  # no byte sent, none needed
     # The frame's buffer is ours alone: the array owns it without a copy, and stays writable
     # (pyfunc and pandas may write into what they are given).
-    return np.frombuffer(raw, dtype=dtype).reshape(shape) if len(raw) else np.empty(shape, dtype=dtype)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise WireError(f"an array shape must be a list of sizes, not {shape!r}")
+    return tuple(shape)
 
 
 def _column(series: pd.Series, buffers: list[Any]) -> dict[str, Any]:

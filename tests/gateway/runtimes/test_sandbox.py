@@ -48,15 +48,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def log_prober(name: str, tags: dict[str, str] | None = None, model: Path = PROBER) -> int:
-    signature = infer_signature(pd.DataFrame({"probe": ["env:HOME"]}), ["x"])
+def log_prober(
+    name: str,
+    tags: dict[str, str] | None = None,
+    *,
+    code: Path = PROBER,
+    column: str = "probe",
+    config: dict[str, Any] | None = None,
+) -> int:
+    """The prober (or another model from ``code`` taking one string ``column``) as a version."""
+    signature = infer_signature(pd.DataFrame({column: [""]}), ["x"])
     with mlflow.start_run(run_name=name):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(model),
+            python_model=str(code),
             registered_model_name=name,
             signature=signature,
             pip_requirements=REQUIREMENTS,
+            model_config=config,
         )
     version = int(info.registered_model_version)
     for key, value in (tags or {}).items():
@@ -70,7 +79,7 @@ def probe_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry.log(log_prober, "prober")
     registry.log(log_prober, "caller", {"gateway.network": "allow"})  # a model that calls out, opted in
     registry.log(log_prober, "neighbour")  # another team's model, on the same requirements
-    registry.log(log_prober, "forger", model=FORGER)  # a model that lies about its size
+    registry.log(log_prober, "forger", code=FORGER)  # a model that lies about its size
     return registry
 
 

@@ -3,7 +3,9 @@ what cannot cross without pickle is refused by name."""
 
 from __future__ import annotations
 
+import json
 import socket
+import struct
 import threading
 from typing import Any
 
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 
 from gateway.runtimes.worker import wire
+from tests.support.peak_memory import peak_growth
 
 
 def round_trip(value: Any) -> Any:
@@ -91,3 +94,72 @@ def test_a_closed_socket_is_closed_not_a_hang() -> None:
         ours.close()
         with pytest.raises(wire.Closed):
             wire.receive(theirs)
+
+
+# --- what a hostile worker may send (issue 48, points 3 and 4) ---
+
+
+def raw_frame(header: dict[str, Any], lengths: list[int]) -> bytes:
+    """A frame's prefix, buffer table and header, as a worker's code could write them itself."""
+    head = json.dumps(header).encode()
+    return struct.pack("!II", len(head), len(lengths)) + b"".join(struct.pack("!Q", n) for n in lengths) + head
+
+
+def test_a_frame_announcing_more_than_the_bound_is_refused_before_anything_is_allocated() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.settimeout(10)  # a receiver that waits for the announced bytes fails the test, not hangs it
+        ours.sendall(raw_frame({"ok": True}, [2**30]))  # 1 GiB announced, not a byte of it sent
+        with peak_growth() as peak, pytest.raises(wire.TooLarge, match="more than 1048576"):
+            wire.receive(theirs, max_bytes=2**20)
+        assert peak.growth < 2**20
+        ours.sendall(struct.pack("!II", 2, 2**20))  # a buffer table larger than the bound (none of it sent)
+        with pytest.raises(wire.TooLarge):
+            wire.receive(theirs, max_bytes=2**20)
+
+
+def test_an_announced_buffer_takes_memory_only_as_its_bytes_arrive() -> None:
+    """Within the bound (or with none, as in a worker), a buffer announced and never sent holds
+    none of the receiver's memory."""
+    ours, theirs = socket.socketpair()
+
+    def send() -> None:
+        with ours:
+            ours.sendall(raw_frame({"ok": True}, [512 * 2**20]) + b"x" * 2**20)
+
+    with theirs:
+        with peak_growth() as peak, pytest.raises(wire.Closed):
+            sender = threading.Thread(target=send)
+            sender.start()
+            wire.receive(theirs)
+        sender.join()
+    assert peak.growth < 64 * 2**20  # 1 MiB arrived, of 512 announced
+
+
+@pytest.mark.parametrize(
+    ("node", "buffer"),
+    [
+        ({"t": "array", "dtype": "<f8", "shape": [300_000], "b": 0}, b""),  # no byte: np.empty once
+        ({"t": "array", "dtype": "<f8", "shape": [4], "b": 0}, b"\0" * 8),  # fewer than it needs
+        ({"t": "array", "dtype": "<f8", "shape": [1], "b": 0}, b"\0" * 16),  # more
+        ({"t": "array", "dtype": "|O", "shape": [2], "b": 0}, b"\0" * 16),  # pointers
+        ({"t": "array", "dtype": "|O", "shape": [2], "b": 0}, b""),
+        ({"t": "array", "dtype": "|V8", "shape": [1], "b": 0}, b"\0" * 8),
+        ({"t": "array", "dtype": "<i4,<i4", "shape": [1], "b": 0}, b"\0" * 8),  # a record
+        ({"t": "array", "dtype": "(2,)<i4", "shape": [1], "b": 0}, b"\0" * 8),  # a sub-array
+        ({"t": "array", "dtype": "no such dtype", "shape": [1], "b": 0}, b"\0" * 8),
+        ({"t": "array", "dtype": "S0", "shape": [10**9], "b": 0}, b""),
+        ({"t": "array", "dtype": "<f8", "shape": [-1], "b": 0}, b"\0" * 8),
+        ({"t": "array", "dtype": "<f8", "shape": [2.0], "b": 0}, b"\0" * 16),
+        ({"t": "scalar", "dtype": "<f8", "v": {"t": "array", "dtype": "<f8", "shape": [1], "b": 0}}, b""),
+    ],
+)
+def test_an_array_is_built_only_from_the_bytes_that_were_sent(node: dict[str, Any], buffer: bytes) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode(node, [memoryview(bytearray(buffer))])
+
+
+def test_empty_arrays_still_cross() -> None:
+    for array in [np.zeros((0, 4)), np.array([], dtype="<U3"), np.zeros((3, 0), dtype=np.int8)]:
+        back = round_trip(array)
+        assert back.dtype == array.dtype and back.shape == array.shape
