@@ -299,11 +299,14 @@ async def server_ready(request: Request) -> Response:
 
 
 async def _choose(request: Request, version: str | None) -> tuple[Services, Resolved]:
+    """The version a metadata or readiness read names: looked up, never loaded here."""
     services: Services = request.app.state.services
     if not services.ready:
         await services.until_ready()
     selector = request.headers.get("x-model-version")
-    served = await services.inference.choose(request.path_params["name"], path=version, header=selector)
+    served = await services.inference.choose(
+        request.path_params["name"], path=version, header=selector, take_over=False
+    )
     return services, served
 
 

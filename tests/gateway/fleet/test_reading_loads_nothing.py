@@ -1,0 +1,103 @@
+"""Looking at a replica never changes what it holds: the pages and listings a person or a
+monitor reads (/status, /models, /models/<name>, a version's detail, /fleet, OIP metadata)
+show what is held and what MLflow points at, and load nothing. A sync process and a
+``--role gateway`` replica share one state database over a real registry."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from registry_sync.registry import RegistryReader
+from registry_sync.repository import EventKind
+from tests.conftest import Gateway, Registry, empty_registry, settings_under
+from tests.support.models import Doubler, log_pyfunc
+from tests.support.versions import loaded_keys
+
+pytestmark = pytest.mark.anyio
+
+X = {"dataframe_records": [{"x": 1.5}]}
+ADMIN = {"Authorization": "Bearer t0ken"}
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return empty_registry(tmp_path_factory.mktemp("reading-registry"))
+
+
+@asynccontextmanager
+async def process(settings: GatewaySettings, registry: Registry) -> AsyncIterator[Gateway]:
+    app = create_app(settings, reader=RegistryReader(tracking_uri=registry.tracking_uri))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica", timeout=60) as client:
+            yield Gateway(client, app.state.services)
+
+
+def fleet_settings(root: Path, replica: str, role: str) -> GatewaySettings:
+    return settings_under(
+        root,
+        replica_id=replica,
+        role=role,
+        warm_aliases=["champion"],
+        follow_interval_seconds=0.1,
+        heartbeat_seconds=0.2,
+        admin_token="t0ken",
+    )
+
+
+async def test_reading_a_replica_loads_nothing_and_a_later_predict_still_serves(
+    registry: Registry, tmp_path: Path
+) -> None:
+    names = []
+    for _ in range(2):
+        name = f"read-{next(_names):02d}"
+        version = registry.log(log_pyfunc, name, Doubler())
+        registry.client.set_registered_model_alias(name, "champion", str(version))
+        names.append(name)
+    async with (
+        process(fleet_settings(tmp_path, "sync:8001", "sync"), registry) as sync,
+        process(fleet_settings(tmp_path, "g1:8000", "gateway"), registry) as replica,
+    ):
+        assert (await sync.client.post("/admin/sync", headers=ADMIN)).status_code == 200
+        await replica.services.catalog.refresh()
+        assert loaded_keys(replica.services.cache) == []  # a new fleet replica warms nothing
+        first = names[0]
+        reads = [
+            "/status",
+            "/models",
+            f"/models/{first}",
+            f"/models/{first}/versions/champion",
+            f"/models/{first}/versions/1",
+            "/fleet",
+            f"/v2/models/{first}",
+            f"/v2/models/{first}/versions/champion",
+            f"/v2/models/{first}/ready",
+        ]
+        for path in reads:
+            response = await replica.client.get(path)
+            assert response.status_code == 200, (path, response.text)
+        shown = (await replica.client.get(f"/models/{first}")).json()
+        assert shown["registry_aliases"] == {"champion": 1} and shown["default_version"] == 1
+        assert all(v["loaded"] is None for v in shown["versions"])  # shown as not held
+        await replica.services.reconciler.settle()
+        assert loaded_keys(replica.services.cache) == []
+        assert replica.services.catalog.held(first, "champion") is None  # not taken over either
+        loads = [e for e in replica.services.store.events(name=None, limit=200) if e.name in names]
+        assert [e for e in loads if e.kind in (EventKind.WARMED, EventKind.SWAPPED)] == []
+        # the fleet's holdings say the same: nothing held on g1
+        fleet = (await replica.client.get("/fleet")).json()
+        assert {m["name"] for m in fleet["models"]} & set(names) == set()
+        # and a request still takes its alias over and is served
+        response = await replica.client.post(f"/models/{first}/predict", json=X)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-model-version"] == "1"
+        assert loaded_keys(replica.services.cache) == [(first, 1)]
