@@ -22,30 +22,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.admission.access import Access, requires
 from gateway.errors import GatewayError
+from gateway.http.api_examples import CHAT_BODY, RESPONSES_BODY
 from gateway.process import Services
 from gateway.protocols import openai_serving
 from gateway.wire import openai_shapes
 
 router = APIRouter()
-
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "model": {"type": "string", "description": "`name`, `name@alias` or `name/version`"},
-                        "stream": {"type": "boolean", "description": "Server-sent events instead of one answer"},
-                    },
-                    "additionalProperties": True,
-                }
-            }
-        },
-    }
-}
 
 
 class _Lane(Response):
@@ -64,7 +46,7 @@ class _Lane(Response):
     openai_serving.RESPONSES,
     tags=["openai"],
     summary="OpenAI's Responses API, for ResponsesAgent versions (model: name, name@alias or name/version)",
-    openapi_extra=_BODY_DOC,
+    openapi_extra=RESPONSES_BODY,
 )
 @requires(Access.PREDICT)
 async def responses(request: Request) -> Response:
@@ -75,7 +57,7 @@ async def responses(request: Request) -> Response:
     openai_serving.CHAT,
     tags=["openai"],
     summary="OpenAI's Chat Completions, for ChatModel, ChatAgent and chat-format pyfunc versions",
-    openapi_extra=_BODY_DOC,
+    openapi_extra=CHAT_BODY,
 )
 @requires(Access.PREDICT)
 async def chat_completions(request: Request) -> Response:

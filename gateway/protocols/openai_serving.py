@@ -182,11 +182,13 @@ class _Request:
 
     def _chat(self, inner: Iterator[Any]) -> Iterator[Any]:
         ended = False
+        announced: set[int] = set()
         try:
             for chunk in inner:
                 shaped = openai_shapes.completion_chunk(
                     events.plain(chunk), model=self.model, completion_id=self.answer_id, created=self.created
                 )
+                shaped = openai_shapes.role_once(shaped, announced)
                 ended = ended or openai_shapes.finished(shaped)
                 yield shaped
             if not ended:
