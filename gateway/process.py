@@ -111,6 +111,7 @@ class Services:
     fleet: FleetStore
     streams: Streams  # predict_stream's open streams (gateway.dataplane.streaming)
     ready: bool = False
+    serving: bool = False  # requests are answered: the catalog is read, though warming may go on
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -430,7 +431,12 @@ class Services:
             await self._first_pass()
         if self.serves_models:
             self.stage = "warming what this replica serves"
-            plan = await self.reconciler.start(await self._warm_rule(), await self.membership.history())
+            plan = await self.reconciler.plan_start(await self._warm_rule(), await self.membership.history())
+            # The catalog is read: requests are answered from here on, what is warm at once and
+            # the rest as a cold load would be, while /health/ready stays 503 until the warm set
+            # is warm (a balancer sends nothing here meanwhile; a lone serve is not kept idle).
+            self.serving = True
+            await self.reconciler.warm_start()
             self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             self.shadows.start()
             self.counts.start()
@@ -521,12 +527,13 @@ class Services:
 
     async def until_ready(self) -> None:
         """Hold a request that reached a process still starting (a new replica, a worker uvicorn
-        just restarted) until it is warm, rather than answer from a half-read catalog; past
-        GATEWAY_REGISTRY_TIMEOUT_SECONDS, or when stopping, NotReady (503, Retry-After)."""
+        just restarted) until its catalog is read, rather than answer from a half-read one; it is
+        served while the warm set warms (``serving``). Past GATEWAY_REGISTRY_TIMEOUT_SECONDS, or
+        when stopping, NotReady (503, Retry-After)."""
         deadline = time.monotonic() + self.settings.registry_timeout_seconds
         self.held_until_ready += 1
         try:
-            while not self.ready:
+            while not (self.ready or self.serving):
                 if self.stage == "shutting down" or time.monotonic() >= deadline:
                     raise NotReady(self.stage)
                 await asyncio.sleep(0.05)
@@ -569,7 +576,7 @@ class Services:
             self.cache.unload_idle(idle, which=lambda m: m.placement is not None and m.placement.runtime == "isolated")
 
     async def close(self) -> None:
-        self.ready = False
+        self.ready = self.serving = False
         self.streams.end_all()  # streams still open (no drain ran) end with an event, not a cut
         if self._reaping is not None:
             self._reaping.cancel()
