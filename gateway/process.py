@@ -185,6 +185,7 @@ class Services:
             role=settings.role,
             heartbeat_seconds=settings.heartbeat_seconds,
             recent_seconds=settings.warm_recent_seconds,
+            served_aliases=catalog.served_aliases,
         )
         load_budget = (
             LoadBudget(settings.max_loads_per_minute, metrics) if settings.max_loads_per_minute is not None else None

@@ -205,6 +205,13 @@ class Catalog:
         """The version this process swapped to (or adopted) for a warm alias, if any."""
         return self._served.get((name, alias))
 
+    def served_aliases(self) -> dict[VersionId, list[str]]:
+        """The warm aliases this process serves, by the version each serves (the fleet report's)."""
+        by_version: dict[VersionId, list[str]] = {}
+        for (_, alias), version in sorted(self._served.items()):
+            by_version.setdefault(version, []).append(alias)
+        return by_version
+
     def previous(self, name: str, alias: str) -> VersionId | None:
         """The version this alias served before the current one, in this process."""
         return self._previous.get((name, alias))

@@ -418,6 +418,8 @@ class Reconciler:
             self._cache.discard(target)  # refused or re-created while it loaded: the reconcile after says why
             return
         before = self._catalog.flip(name, alias, target)
+        if self._membership is not None:
+            self._membership.report_soon()  # the fleet's view of who serves what: now, not a beat later
         note = "a new version under the same number" if before is not None and before.version == target.version else ""
         self._metrics.swap_finished(name, outcome="success")
         was = f"was {previous}" if previous is not None else "first served here"

@@ -182,6 +182,9 @@ class SyncBody(BaseModel):
     seconds: float
     generation: int
     error: str | None
+    fleet_behind: list[str] = []
+    """Replicas holding a synced model that did not report its warm aliases at their targets
+    within ``fleet_timeout`` (empty: every one serves them; gateway.fleet.catchup)."""
 
 
 class Health(BaseModel):

@@ -6,52 +6,25 @@ show what is held and what MLflow points at, and load nothing. A sync process an
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.settings import GatewaySettings
-from registry_sync.registry import RegistryReader
 from registry_sync.repository import EventKind
-from tests.conftest import Gateway, Registry, empty_registry, settings_under
+from tests.conftest import Registry, empty_registry
+from tests.gateway.fleet.processes import ADMIN, fleet_settings, process
 from tests.support.models import Doubler, log_pyfunc
 from tests.support.versions import loaded_keys
 
 pytestmark = pytest.mark.anyio
 
 X = {"dataframe_records": [{"x": 1.5}]}
-ADMIN = {"Authorization": "Bearer t0ken"}
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return empty_registry(tmp_path_factory.mktemp("reading-registry"))
-
-
-@asynccontextmanager
-async def process(settings: GatewaySettings, registry: Registry) -> AsyncIterator[Gateway]:
-    app = create_app(settings, reader=RegistryReader(tracking_uri=registry.tracking_uri))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica", timeout=60) as client:
-            yield Gateway(client, app.state.services)
-
-
-def fleet_settings(root: Path, replica: str, role: str) -> GatewaySettings:
-    return settings_under(
-        root,
-        replica_id=replica,
-        role=role,
-        warm_aliases=["champion"],
-        follow_interval_seconds=0.1,
-        heartbeat_seconds=0.2,
-        admin_token="t0ken",
-    )
 
 
 async def test_reading_a_replica_loads_nothing_and_a_later_predict_still_serves(
