@@ -27,6 +27,7 @@ from gateway.dataplane.loader import LoadedModel, ModelLoader
 from gateway.dataplane.policy import LoadingPolicy
 from gateway.dataplane.prediction_cache import make_cache
 from gateway.dataplane.predictor import BatchPolicy, InferenceService
+from gateway.dataplane.priming import Primer
 from gateway.dataplane.streaming import Streams
 from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
@@ -114,7 +115,9 @@ class Services:
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
+    primer: Primer | None = None  # the registry's libraries, imported once ready (serving processes)
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
+    _priming: asyncio.Task[None] | None = field(default=None, repr=False)
     _reaping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -345,6 +348,7 @@ class Services:
                 load_budget=load_budget,
             ),
         )
+        services.primer = Primer(services.priming_versions, services.inventory.mlmodel)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         services.drain.on_stop(services.streams.ending)
@@ -463,6 +467,22 @@ class Services:
         self.stage = "ready"
         if not self.drain.draining:
             self.membership.set_state(READY)
+        if self.serves_models and self.primer is not None:
+            self._priming = asyncio.create_task(self.primer.run(), name="priming imports")
+
+    def priming_versions(self) -> list[tuple[str, int]]:
+        """What the primer reads the flavors of: each model's default version (the default alias,
+        else latest) and each warm alias's target."""
+        default = self.settings.default_alias
+        chosen: list[tuple[str, int]] = []
+        for name in self.catalog.model_names():
+            model = self.catalog.model(name)
+            version = model.registry_aliases.get(default, model.latest_ready)
+            wanted = [version] + [
+                model.registry_aliases[a] for a in sorted(self.catalog.warm_aliases & set(model.registry_aliases))
+            ]
+            chosen += [(name, v) for v in dict.fromkeys(wanted) if v is not None and v in model.versions]
+        return chosen
 
     async def _warm_rule(self) -> WarmRule:
         """GATEWAY_WARM_START's rule; ``auto`` asks the fleet whether this process is alone."""
@@ -587,6 +607,9 @@ class Services:
         if self._starting is not None:
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
+        if self._priming is not None:
+            self._priming.cancel()  # an import under way in its thread finishes there, unwaited
+            await asyncio.gather(self._priming, return_exceptions=True)
         if self.gate.keys is not None:
             await self.gate.keys.stop()
         await self.membership.stop()  # reported stopped; its replica's history stays

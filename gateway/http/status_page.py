@@ -85,6 +85,8 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
         "note": listing.get("note"),
     }
     health["worker_processes"], health["worker_bytes"] = services.worker_memory()
+    if services.primer is not None and services.ready:
+        health["primed"] = services.primer.describe()
     health["sandbox"] = services.sandbox_summary()
     names, report.not_shown = shown_models(listing["models"], limit)
     for name in names:
@@ -169,6 +171,8 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
         parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
     if warm_rule:
         parts.append(f"<p>Warm rule: {e(warm_rule)}</p>")
+    if health.get("primed"):
+        parts.append(f"<p>Libraries primed for the registry's flavors: {e(str(health['primed']))}</p>")
     parts.append("<h2>Models</h2>")
     parts.append("<table><tr><th>Model</th><th>Version</th><th>Aliases</th><th>State</th><th>Runs</th></tr>")
     for row in version_rows(report):
