@@ -410,6 +410,11 @@ class Services:
         """The route key's header name as ASGI gives it (lower case bytes)."""
         return self.settings.route_key_header.lower().encode("latin-1")
 
+    @functools.cached_property
+    def replica_header(self) -> bytes:
+        """This process's replica id as the X-Gateway-Replica header carries it."""
+        return self.settings.replica.encode("latin-1", "replace")
+
     @property
     def serves_models(self) -> bool:
         return self.settings.serves_models
