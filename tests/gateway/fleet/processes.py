@@ -3,17 +3,12 @@ its lifespan, sharing one sqlite state database and artifact cache under a test'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from registry_sync.registry import RegistryReader
-from tests.conftest import Gateway, Registry, settings_under
+from tests.conftest import Gateway, Registry, running_gateway, settings_under
 
 ADMIN = {"Authorization": "Bearer t0ken"}
 
@@ -30,10 +25,6 @@ def fleet_settings(root: Path, replica: str, role: str, **overrides: Any) -> Gat
     return settings_under(root, **(values | overrides))
 
 
-@asynccontextmanager
-async def process(settings: GatewaySettings, registry: Registry) -> AsyncIterator[Gateway]:
-    app = create_app(settings, reader=RegistryReader(tracking_uri=registry.tracking_uri))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica", timeout=60) as client:
-            yield Gateway(client, app.state.services)
+def process(settings: GatewaySettings, registry: Registry) -> AbstractAsyncContextManager[Gateway]:
+    """One process of the fleet: the app with its lifespan, and an in-process client."""
+    return running_gateway(settings, registry.tracking_uri)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry_sync.repository import EventKind
-from tests.conftest import Registry, empty_registry
+from tests.conftest import empty_registry
 from tests.gateway.fleet.processes import ADMIN, fleet_settings, process
 from tests.support.models import Doubler, log_pyfunc
 from tests.support.versions import loaded_keys
@@ -22,14 +22,8 @@ X = {"dataframe_records": [{"x": 1.5}]}
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    return empty_registry(tmp_path_factory.mktemp("reading-registry"))
-
-
-async def test_reading_a_replica_loads_nothing_and_a_later_predict_still_serves(
-    registry: Registry, tmp_path: Path
-) -> None:
+async def test_reading_a_replica_loads_nothing_and_a_later_predict_still_serves(tmp_path: Path) -> None:
+    registry = empty_registry(tmp_path / "registry")
     names = []
     for _ in range(2):
         name = f"read-{next(_names):02d}"
