@@ -186,6 +186,8 @@ class GatewayApp(FastAPI):
             if span is not None:  # most requests: sampled out, before any span was made
                 request.traced(span)
         echoed = [(b"x-request-id", request.request_id.encode("ascii"))]
+        if services is not None:  # which process answered, through a balancer too (registry-gateway status)
+            echoed.append((b"x-gateway-replica", services.replica_header))
         if (trace_id := request.trace_id) is not None:
             echoed.append((b"x-trace-id", trace_id.encode("ascii")))
         if services is not None and services.drain.draining:

@@ -27,6 +27,7 @@ from gateway.dataplane.loader import LoadedModel, ModelLoader
 from gateway.dataplane.policy import LoadingPolicy
 from gateway.dataplane.prediction_cache import make_cache
 from gateway.dataplane.predictor import BatchPolicy, InferenceService
+from gateway.dataplane.priming import Primer
 from gateway.dataplane.streaming import Streams
 from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
@@ -111,9 +112,12 @@ class Services:
     fleet: FleetStore
     streams: Streams  # predict_stream's open streams (gateway.dataplane.streaming)
     ready: bool = False
+    serving: bool = False  # requests are answered: the catalog is read, though warming may go on
     stage: str = "starting"  # what startup is doing, for /health/ready
     held_until_ready: int = 0  # requests waiting for startup to finish
+    primer: Primer | None = None  # the registry's libraries, imported once ready (serving processes)
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
+    _priming: asyncio.Task[None] | None = field(default=None, repr=False)
     _reaping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -184,6 +188,7 @@ class Services:
             role=settings.role,
             heartbeat_seconds=settings.heartbeat_seconds,
             recent_seconds=settings.warm_recent_seconds,
+            served_aliases=catalog.served_aliases,
         )
         load_budget = (
             LoadBudget(settings.max_loads_per_minute, metrics) if settings.max_loads_per_minute is not None else None
@@ -343,6 +348,7 @@ class Services:
                 load_budget=load_budget,
             ),
         )
+        services.primer = Primer(services.priming_versions, services.inventory.mlmodel)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         services.drain.on_stop(services.streams.ending)
@@ -404,6 +410,11 @@ class Services:
         """The route key's header name as ASGI gives it (lower case bytes)."""
         return self.settings.route_key_header.lower().encode("latin-1")
 
+    @functools.cached_property
+    def replica_header(self) -> bytes:
+        """This process's replica id as the X-Gateway-Replica header carries it."""
+        return self.settings.replica.encode("latin-1", "replace")
+
     @property
     def serves_models(self) -> bool:
         return self.settings.serves_models
@@ -430,7 +441,12 @@ class Services:
             await self._first_pass()
         if self.serves_models:
             self.stage = "warming what this replica serves"
-            plan = await self.reconciler.start(await self._warm_rule(), await self.membership.history())
+            plan = await self.reconciler.plan_start(await self._warm_rule(), await self.membership.history())
+            # The catalog is read: requests are answered from here on, what is warm at once and
+            # the rest as a cold load would be, while /health/ready stays 503 until the warm set
+            # is warm (a balancer sends nothing here meanwhile; a lone serve is not kept idle).
+            self.serving = True
+            await self.reconciler.warm_start()
             self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             self.shadows.start()
             self.counts.start()
@@ -456,6 +472,22 @@ class Services:
         self.stage = "ready"
         if not self.drain.draining:
             self.membership.set_state(READY)
+        if self.serves_models and self.primer is not None:
+            self._priming = asyncio.create_task(self.primer.run(), name="priming imports")
+
+    def priming_versions(self) -> list[tuple[str, int]]:
+        """What the primer reads the flavors of: each model's default version (the default alias,
+        else latest) and each warm alias's target."""
+        default = self.settings.default_alias
+        chosen: list[tuple[str, int]] = []
+        for name in self.catalog.model_names():
+            model = self.catalog.model(name)
+            version = model.registry_aliases.get(default, model.latest_ready)
+            wanted = [version] + [
+                model.registry_aliases[a] for a in sorted(self.catalog.warm_aliases & set(model.registry_aliases))
+            ]
+            chosen += [(name, v) for v in dict.fromkeys(wanted) if v is not None and v in model.versions]
+        return chosen
 
     async def _warm_rule(self) -> WarmRule:
         """GATEWAY_WARM_START's rule; ``auto`` asks the fleet whether this process is alone."""
@@ -521,12 +553,13 @@ class Services:
 
     async def until_ready(self) -> None:
         """Hold a request that reached a process still starting (a new replica, a worker uvicorn
-        just restarted) until it is warm, rather than answer from a half-read catalog; past
-        GATEWAY_REGISTRY_TIMEOUT_SECONDS, or when stopping, NotReady (503, Retry-After)."""
+        just restarted) until its catalog is read, rather than answer from a half-read one; it is
+        served while the warm set warms (``serving``). Past GATEWAY_REGISTRY_TIMEOUT_SECONDS, or
+        when stopping, NotReady (503, Retry-After)."""
         deadline = time.monotonic() + self.settings.registry_timeout_seconds
         self.held_until_ready += 1
         try:
-            while not self.ready:
+            while not (self.ready or self.serving):
                 if self.stage == "shutting down" or time.monotonic() >= deadline:
                     raise NotReady(self.stage)
                 await asyncio.sleep(0.05)
@@ -569,7 +602,7 @@ class Services:
             self.cache.unload_idle(idle, which=lambda m: m.placement is not None and m.placement.runtime == "isolated")
 
     async def close(self) -> None:
-        self.ready = False
+        self.ready = self.serving = False
         self.streams.end_all()  # streams still open (no drain ran) end with an event, not a cut
         if self._reaping is not None:
             self._reaping.cancel()
@@ -579,6 +612,9 @@ class Services:
         if self._starting is not None:
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
+        if self._priming is not None:
+            self._priming.cancel()  # an import under way in its thread finishes there, unwaited
+            await asyncio.gather(self._priming, return_exceptions=True)
         if self.gate.keys is not None:
             await self.gate.keys.stop()
         await self.membership.stop()  # reported stopped; its replica's history stays

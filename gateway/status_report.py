@@ -3,6 +3,12 @@ routes (readiness, models, versions, traffic, events) and printed as text or JSO
 
 It reads only what it shows: the models that hold loaded versions first, at most ``limit`` of
 them (a registry of 10,000 models is normal), one request each for their details and splits.
+
+Each section says which process it comes from: every answer names its replica
+(``X-Gateway-Replica``), so a report read through a balancer, whose answers come from several
+replicas, says so rather than mixing one replica's cache with another's name. A ``--role sync``
+process serves no models: its report is its readiness, the fleet (what each replica holds, from
+the state database) and the events.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class Report:
     events: list[dict[str, Any]] = field(default_factory=list)
     not_shown: int = 0  # models left out past the limit
     fleet: dict[str, Any] | None = None  # GET /fleet: every replica on the state database
+    sources: dict[str, list[str]] = field(default_factory=dict)  # section -> the replicas that answered it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +47,7 @@ class Report:
             "events": self.events,
             "models_not_shown": self.not_shown,
             "fleet": self.fleet,
+            "sources": self.sources,
         }
 
 
@@ -48,13 +56,16 @@ class Reader:
         self.url = url.rstrip("/")
         self._headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
         self._timeout = timeout
+        self.answered: list[str] = []  # the replica of each answer, in order (X-Gateway-Replica)
 
     def get(self, path: str, *, allow: tuple[int, ...] = ()) -> Any:
         request = urllib.request.Request(self.url + path, headers=self._headers)
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as answer:
+                self.answered.append(answer.headers.get("x-gateway-replica") or "?")
                 return json.loads(answer.read())
         except urllib.error.HTTPError as exc:
+            self.answered.append(exc.headers.get("x-gateway-replica") or "?")
             body = exc.read()
             if exc.code in allow:
                 return json.loads(body)
@@ -72,16 +83,20 @@ class Reader:
 
 def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events: int = 10) -> Report:
     report = Report(reader.url, reader.get("/health/ready", allow=(503,)))
-    if model is not None:
-        names = [model]
-    else:
-        names, report.not_shown = shown_models(reader.get("/models")["models"], limit)
-    for name in names:
-        quoted = urllib.parse.quote(name, safe="")
-        report.models.append(reader.get(f"/models/{quoted}"))
-        traffic = reader.get(f"/models/{quoted}/traffic")
-        if has_split(traffic):
-            report.traffic[name] = traffic
+    report.sources["health"] = reader.answered[-1:]
+    if report.health.get("role") != "sync":  # a sync process serves no models: no /models there
+        start = len(reader.answered)
+        if model is not None:
+            names = [model]
+        else:
+            names, report.not_shown = shown_models(reader.get("/models")["models"], limit)
+        for name in names:
+            quoted = urllib.parse.quote(name, safe="")
+            report.models.append(reader.get(f"/models/{quoted}"))
+            traffic = reader.get(f"/models/{quoted}/traffic")
+            if has_split(traffic):
+                report.traffic[name] = traffic
+        report.sources["models"] = sorted(set(reader.answered[start:]))
     query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
     report.events = reader.get(f"/events?{query}")["events"]
     report.fleet = reader.get("/fleet")
@@ -101,13 +116,23 @@ def has_split(traffic: dict[str, Any]) -> bool:
 
 def render(report: Report) -> str:
     health = report.health
+    replica = health.get("replica") or "?"
     lines = [
         f"gateway {report.url}: {health.get('status')}"
         + (f" ({health['reason']})" if health.get("reason") else "")
-        + f", role {health.get('role')}, sync leader {'yes' if health.get('leader') else 'no'}",
-        f"registry {health.get('registry')}: {health.get('registered_models', '?')} models; "
-        f"{health.get('loaded_models', 0)} versions loaded here, {size_text(health.get('loaded_bytes', 0))}",
+        + f", replica {replica}, role {health.get('role')}, sync leader {'yes' if health.get('leader') else 'no'}",
     ]
+    if health.get("role") == "sync":
+        lines.append(
+            f"registry {health.get('registry')}: this sync process serves no models; "
+            "what each replica holds is in the fleet below"
+        )
+    else:
+        lines.append(
+            f"registry {health.get('registry')}: {health.get('registered_models', '?')} models; "
+            f"{health.get('loaded_models', 0)} versions loaded on {replica}, {size_text(health.get('loaded_bytes', 0))}"
+        )
+        lines += _sources_lines(report, replica)
     workers = workers_text(health)
     if workers:
         lines.append(workers)
@@ -115,6 +140,9 @@ def render(report: Report) -> str:
         lines.append(f"isolated workers' sandbox: {health['sandbox']}")
     if health.get("note"):
         lines.append(f"note: {health['note']}")
+    if health.get("role") == "sync":
+        lines += _fleet_and_events(report)
+        return "\n".join(lines)
     lines.append("")
     lines.append("MODEL\tVERSION\tALIASES\tSTATE\tRUNTIME")
     for row in version_rows(report):
@@ -144,17 +172,35 @@ def render(report: Report) -> str:
                 f"  here: {stat.get('arm')} v{stat.get('version')}: {stat.get('requests', 0)} requests, "
                 f"{stat.get('errors', 0)} errors, {stat.get('client_errors', 0)} client errors"
             )
+    lines += _fleet_and_events(report)
+    return "\n".join(lines)
+
+
+def _sources_lines(report: Report, replica: str) -> list[str]:
+    """A warning when the models' answers came from other replicas than the readiness's (a
+    balancer in front): each replica's cache is its own."""
+    others = [r for r in report.sources.get("models", []) if r != replica]
+    if not others:
+        return []
+    return [
+        f"note: through a balancer: the models below were read from {', '.join(report.sources['models'])}, "
+        f"not only {replica}; what is loaded is each answering replica's own (--url one replica to see its cache)"
+    ]
+
+
+def _fleet_and_events(report: Report) -> list[str]:
+    lines = []
     if report.fleet is not None:
         lines.append("")
         lines += fleet_lines(report.fleet)
     lines.append("")
-    lines.append("recent events (newest first):")
+    lines.append("recent events (newest first), from the state database:")
     for event in report.events:
         where = event["model"] + (f" v{event['version']}" if event.get("version") is not None else "")
         lines.append(f"  {event['at'][:19]}Z {event['kind']:<12} {where}: {event.get('reason') or ''}".rstrip())
     if not report.events:
         lines.append("  none")
-    return "\n".join(lines)
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

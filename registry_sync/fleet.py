@@ -41,6 +41,7 @@ class Holding:
     size_bytes: int
     last_served: float | None  # when a request last used it, the process's clock (None: only warmed)
     in_use: int = 0
+    aliases: tuple[str, ...] = ()  # the warm aliases the process serves with it (swapped to, flipped)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class Holding:
             "size_bytes": self.size_bytes,
             "last_served": self.last_served,
             "in_use": self.in_use,
+            "aliases": list(self.aliases),
         }
 
     @classmethod
@@ -59,6 +61,7 @@ class Holding:
             size_bytes=int(raw.get("size_bytes") or 0),
             last_served=float(raw["last_served"]) if raw.get("last_served") is not None else None,
             in_use=int(raw.get("in_use") or 0),
+            aliases=tuple(str(a) for a in raw.get("aliases") or ()),  # absent in a report before 49
         )
 
 

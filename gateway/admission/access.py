@@ -35,6 +35,9 @@ class Access(StrEnum):
     """The ``admin`` scope: ``/admin/*``."""
     PREDICT = "predict"
     """A ``predict:<glob>`` scope matching the model named in the path."""
+    LIST = "list"
+    """The ``read`` scope or any ``predict:<glob>``: a listing that shows a key only the models
+    it may call (``GET /v1/models``, which OpenAI's clients call with a predict key)."""
     KEY = "key"
     """Any valid key: a path no route answers (a 404 for a caller with a key, 401 otherwise)."""
 

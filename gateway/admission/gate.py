@@ -109,10 +109,24 @@ class Gate:
             if scopes.admin:
                 return
             missing = "admin"
+        elif access is Access.LIST:
+            if scopes.read or scopes.predict:
+                return
+            missing = "read or predict:<glob>"
         else:  # KEY: a path no route answers; any key may hear that it is not there
             return
         self._metrics.key_used(key.name, "forbidden")
         raise Forbidden(key.name, missing)
+
+    def listed(self, headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], bool]:
+        """Which models a listing shows the caller (admitted already): every one without keys or
+        with the ``read`` scope, else those its ``predict:`` scopes match."""
+        if self.keys is None:
+            return lambda model: True
+        key, _ = self.keys.identify(headers)
+        if key is None or key.scopes.read:
+            return lambda model: key is not None
+        return key.scopes.can_predict
 
     def _limits(self, key: ApiKey | None, access: Access, model: str | None) -> list[Limit]:
         limits = []

@@ -73,34 +73,41 @@ class InferenceService:
         self._tracing = tracing or Tracing.off()
 
     async def choose(
-        self, name: str, *, path: str | None = None, header: str | None = None, route_key: str | None = None
+        self,
+        name: str,
+        *,
+        path: str | None = None,
+        header: str | None = None,
+        route_key: str | None = None,
+        take_over: bool = True,
     ) -> Resolved:
         """The concrete version a request is for (see docs/user-guide.md: Choosing a version). A request
-        that names a version gets exactly it; the default route may go to a canary."""
+        that names a version gets exactly it; the default route may go to a canary. ``take_over=False``
+        for a read that only looks (metadata, a listing): it never has a warm alias loaded here."""
         # An X-Model-Version sent empty is a selector, a malformed one (400), not "no header":
         # serving the default version would hide the client's mistake.
         if path is not None or header is not None:
-            return replace(await self._named(name, path=path, header=header), route=NAMED)
-        default = await self.default_version(name)
+            return replace(await self._named(name, path=path, header=header, take_over=take_over), route=NAMED)
+        default = await self.default_version(name, take_over=take_over)
         return self._split.pick(default, route_key) if self._split is not None else default
 
-    async def _named(self, name: str, *, path: str | None, header: str | None) -> Resolved:
+    async def _named(self, name: str, *, path: str | None, header: str | None, take_over: bool) -> Resolved:
         if path is not None:
-            chosen = await self._resolve(name, path)
+            chosen = await self._resolve(name, path, take_over=take_over)
             if header is not None:
-                other = await self._resolve(name, header)
+                other = await self._resolve(name, header, take_over=take_over)
                 if other.version != chosen.version:
                     raise SelectorConflict(
                         name=name, path=path, header=header, path_version=chosen.version, header_version=other.version
                     )
             return chosen
         assert header is not None
-        return await self._resolve(name, header)
+        return await self._resolve(name, header, take_over=take_over)
 
-    async def _resolve(self, name: str, raw: str) -> Resolved:
+    async def _resolve(self, name: str, raw: str, *, take_over: bool) -> Resolved:
         selector = parse_selector(raw)
         try:
-            return await self._catalog.resolve(name, selector)
+            return await self._catalog.resolve(name, selector, take_over=take_over)
         except AliasNotFound:
             # "-1" names no alias of this model: it was meant as a version number, and none is below 1
             if selector.negative_number:
@@ -109,14 +116,15 @@ class InferenceService:
                 ) from None
             raise
 
-    async def default_version(self, name: str) -> Resolved:
-        """The default alias's version (else latest), before any traffic split."""
+    async def default_version(self, name: str, *, take_over: bool = True) -> Resolved:
+        """The default alias's version (else latest), before any traffic split; ``take_over``
+        as for choose."""
         if not self._catalog.knows(name):
             await self._catalog.look_again(name)  # registered a moment ago?
         try:
             # A known model without the default alias is served at latest: not a miss
             # worth asking the registry about again.
-            return await self._catalog.resolve(name, self._default, look_again=False)
+            return await self._catalog.resolve(name, self._default, look_again=False, take_over=take_over)
         except AliasNotFound:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 

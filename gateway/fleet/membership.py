@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import anyio.to_thread
 
@@ -41,7 +42,9 @@ class Membership:
         role: str,
         heartbeat_seconds: float,
         recent_seconds: float,
+        served_aliases: Callable[[], dict[VersionId, list[str]]] = dict,
     ) -> None:
+        self._served_aliases = served_aliases  # the catalog's: which warm alias each held version serves
         self._store = store
         self._cache = cache  # None: a sync-only process holds no models
         self.member = member
@@ -103,6 +106,11 @@ class Membership:
     def set_state(self, state: str) -> None:
         """Starting, ready, draining or stopped: reported at once (the next beat comes early)."""
         self.state = state
+        self._wake.set()
+
+    def report_soon(self) -> None:
+        """Report now rather than at the next beat: a warm alias flipped here (an admin sync
+        elsewhere waits for the fleet's reports of it)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -171,11 +179,13 @@ class Membership:
         if self._cache is None:
             return [], []
         holdings, served = [], []
+        aliases = self._served_aliases()
         for key in self._cache.keys():
             held = self._cache.get(key)
             if held is None:
                 continue
-            holdings.append(Holding(key.name, key.version, held.size_bytes, held.last_served, held.in_use))
+            serving = tuple(aliases.get(key, ()))
+            holdings.append(Holding(key.name, key.version, held.size_bytes, held.last_served, held.in_use, serving))
             if held.last_served is not None:
                 self._note(key.name, held.last_served)
                 if held.last_served > self._reported.get(key, 0.0):

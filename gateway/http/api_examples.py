@@ -77,6 +77,85 @@ PREDICT_BODY: dict[str, Any] = {
     }
 }
 
+# The Open Inference Protocol's infer body for iris: a tensor a column, named as its signature.
+OIP_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "The Open Inference Protocol's (KServe v2) JSON: a model with named columns takes one "
+            "tensor per column, named as in its signature; a tensor model its tensor (GET the model's "
+            "metadata, `/v2/models/{name}`, for names, shapes and datatypes). Binary tensors: the "
+            "Inference-Header-Content-Length header."
+        ),
+        "content": {
+            JSON: {
+                "schema": {"type": "object"},
+                "examples": {
+                    "columns": {
+                        "summary": "The demo's iris: a tensor a column, two rows",
+                        "value": {
+                            "inputs": [
+                                {"name": column, "shape": [2], "datatype": "FP64", "data": [first, second]}
+                                for column, first, second in zip(
+                                    IRIS_COLUMNS, [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], strict=True
+                                )
+                            ]
+                        },
+                    },
+                },
+            }
+        },
+    }
+}
+
+CHAT_MODEL = "echo-chat"  # the demo's ChatModel (gateway.demo)
+RESPONSES_AGENT = "echo-agent"  # the demo's ResponsesAgent
+
+
+def _openai_body(examples: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "OpenAI's body; `model` is `name`, `name@alias` or `name/version`. "
+            "The examples are for the demo's models.",
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["model"],
+                        "properties": {
+                            "model": {"type": "string", "description": "`name`, `name@alias` or `name/version`"},
+                            "stream": {"type": "boolean", "description": "Server-sent events instead of one answer"},
+                        },
+                        "additionalProperties": True,
+                    },
+                    "examples": examples,
+                }
+            },
+        }
+    }
+
+
+_HELLO = [{"role": "user", "content": "hello there"}]
+CHAT_BODY = _openai_body(
+    {
+        "chat": {"summary": "A chat completion", "value": {"model": CHAT_MODEL, "messages": _HELLO}},
+        "stream": {
+            "summary": "Streamed, as server-sent events",
+            "value": {"model": f"{CHAT_MODEL}@champion", "messages": _HELLO, "stream": True},
+        },
+    }
+)
+RESPONSES_BODY = _openai_body(
+    {
+        "text": {"summary": "A string input", "value": {"model": RESPONSES_AGENT, "input": "hello there"}},
+        "messages": {
+            "summary": "Messages, streamed",
+            "value": {"model": f"{RESPONSES_AGENT}@champion", "input": _HELLO, "stream": True},
+        },
+    }
+)
+
 NAME_DESCRIPTION = "Registered model name"
 VERSION_DESCRIPTION = "A version number, an alias such as `champion`, or `latest`"
 NAME_EXAMPLES = {IRIS: {"summary": "The demo's iris classifier", "value": IRIS}}
@@ -87,6 +166,20 @@ VERSION_EXAMPLES = {
     "number": {"summary": "A version number", "value": "2"},
     "latest": {"summary": "The highest READY version", "value": "latest"},
 }
+
+
+def documented_parameter(
+    name: str, where: str, description: str, examples: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """An OpenAPI parameter entry for a parameter the route reads itself."""
+    entry: dict[str, Any] = {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
+    if examples is not None:
+        entry["examples"] = examples
+    return entry | {"description": description}
+
+
+NAME_PARAMETER = documented_parameter("name", "path", NAME_DESCRIPTION, NAME_EXAMPLES)
+VERSION_PARAMETER = documented_parameter("version", "path", VERSION_DESCRIPTION, VERSION_EXAMPLES)
 
 # --- errors ----------------------------------------------------------------------------------
 

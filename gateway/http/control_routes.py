@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from gateway.admission.access import Access, requires
+from gateway.fleet.catchup import Behind, wait_for_fleet
 from gateway.http.errors import error_response
 from gateway.http.request_body import read_body
 from gateway.process import Services
@@ -85,7 +86,22 @@ async def admin_sync(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     model: Annotated[list[str] | None, Query(description="Only these models (repeatable)")] = None,
-    wait: Annotated[bool, Query(description="Also wait for the warm swaps the sync started")] = True,
+    wait: Annotated[
+        bool,
+        Query(
+            description="Also wait for the warm swaps the sync started: here, and on every replica of the "
+            "fleet that holds a synced model (their reports in the state database; see fleet_timeout)"
+        ),
+    ] = True,
+    fleet_timeout: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=600,
+            description="At most this many seconds waiting for the other replicas (those still behind "
+            "are named in fleet_behind); 0: only this process's swaps",
+        ),
+    ] = 30.0,
     verify: Annotated[
         bool,
         Query(
@@ -115,12 +131,33 @@ async def admin_sync(
         return Response(orjson.dumps(body), status_code=202, media_type="application/json")
     if not report.ok:
         return error_response(503, "TEMPORARILY_UNAVAILABLE", f"Sync failed: {report.error}", retry_after=5)
+    synced = SyncBody.model_validate(report, from_attributes=True)
     if wait and services.serves_models:
         await services.catalog.refresh()
         await services.reconciler.reconcile(wait=True, retry_now=True)
         await services.catalog.refresh()  # what the swaps pinned or refused, in the next reads
-    return Response(
-        SyncBody.model_validate(report, from_attributes=True).model_dump_json(), media_type="application/json"
+    if wait and fleet_timeout > 0:
+        synced.fleet_behind = [b.text() for b in await _fleet_catch_up(services, model, fleet_timeout)]
+    return Response(synced.model_dump_json(), media_type="application/json")
+
+
+async def _fleet_catch_up(services: Services, models: list[str] | None, timeout: float) -> list[Behind]:
+    """Wait for the other replicas to serve the synced models' warm aliases at their targets."""
+    catalog = services.catalog
+    await catalog.refresh()
+    routes = []
+    for route in catalog.warm_routes():
+        state = catalog.state(route.name, route.version)
+        if (models is None or route.name in models) and state is not None and state.ready and not state.refused_reason:
+            routes.append(route)
+    if not routes:
+        return []
+    return await wait_for_fleet(
+        services.fleet,
+        routes,
+        quiet_after=services.membership.quiet_after_seconds,
+        exclude=services.membership.member,
+        timeout=timeout,
     )
 
 

@@ -45,6 +45,7 @@ async def readiness(request: Request) -> Response:
         role=state.role,
         leader=state.leader,
         registry=services.inventory.source.uri,
+        replica=services.settings.replica,
     )
     if services.serves_models:
         health.loaded_models = len(services.cache.keys())

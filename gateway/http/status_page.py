@@ -73,10 +73,26 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
         "role": state.role,
         "leader": state.leader,
         "registry": services.inventory.source.uri,
+        "replica": services.settings.replica,
     }
     report = Report(url="", health=health)
-    if not services.serves_models:
-        return report
+    if services.serves_models:
+        await _models(services, report, limit)
+    # the events and the fleet are the state database's: whole from any process, a sync one too
+    try:
+        rows = await anyio.to_thread.run_sync(lambda: services.store.events(name=None, limit=SHOWN_EVENTS))
+    except RegistryError:
+        rows = []
+    report.events = [
+        {"at": utc_iso(e.at), "model": e.name, "version": e.version, "kind": e.kind, "reason": e.reason} for e in rows
+    ]
+    report.fleet = await _fleet(services)
+    return report
+
+
+async def _models(services: Services, report: Report, limit: int) -> None:
+    """The models this process serves, and what it holds of them."""
+    health = report.health
     listing = (await services.inventory.models()).model_dump(mode="json")
     health |= {
         "registered_models": len(listing["models"]),
@@ -85,6 +101,8 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
         "note": listing.get("note"),
     }
     health["worker_processes"], health["worker_bytes"] = services.worker_memory()
+    if services.primer is not None and services.ready:
+        health["primed"] = services.primer.describe()
     health["sandbox"] = services.sandbox_summary()
     names, report.not_shown = shown_models(listing["models"], limit)
     for name in names:
@@ -98,15 +116,6 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
             continue  # deleted from the registry since the listing
         if traffic is not None and has_split(traffic):
             report.traffic[name] = traffic
-    try:
-        rows = await anyio.to_thread.run_sync(lambda: services.store.events(name=None, limit=SHOWN_EVENTS))
-    except RegistryError:
-        rows = []
-    report.events = [
-        {"at": utc_iso(e.at), "model": e.name, "version": e.version, "kind": e.kind, "reason": e.reason} for e in rows
-    ]
-    report.fleet = await _fleet(services)
-    return report
 
 
 async def _fleet(services: Services) -> dict[str, Any] | None:
@@ -153,13 +162,18 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
         "<h1>registry-gateway</h1>",
         f'<p><b class="{"ok" if ready else "bad"}">{"ready" if ready else e(str(health.get("status")))}</b>'
         + (f" ({e(str(health['reason']))})" if health.get("reason") else "")
+        + f" · replica <b>{e(str(health.get('replica') or '?'))}</b> (this page is this process's)"
         + f" · role {e(str(health.get('role')))} · sync leader {'yes' if health.get('leader') else 'no'}"
         + f" · registry <code>{e(str(health.get('registry')))}</code></p>",
         f"<p>Last registry sync: {e(sync)}</p>",
-        f'<p>Memory budget: <span class="bar"><span style="width:{min(share, 1) * 100:.1f}%"></span></span> '
-        f"{e(size_text(budget['loaded_bytes']))} of {e(size_text(budget['max_bytes']))} "
-        f"({budget['loaded']} of at most {budget['max_models']} versions loaded)</p>",
     ]
+    sync_only = health.get("role") == "sync"
+    if not sync_only:
+        parts.append(
+            f'<p>Memory budget: <span class="bar"><span style="width:{min(share, 1) * 100:.1f}%"></span></span> '
+            f"{e(size_text(budget['loaded_bytes']))} of {e(size_text(budget['max_bytes']))} "
+            f"({budget['loaded']} of at most {budget['max_models']} versions loaded here)</p>"
+        )
     workers = workers_text(health)
     if workers:
         parts.append(f"<p>Workers: {e(workers)}</p>")
@@ -169,6 +183,16 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
         parts.append(f'<p class="muted">{e(str(health["note"]))}</p>')
     if warm_rule:
         parts.append(f"<p>Warm rule: {e(warm_rule)}</p>")
+    if health.get("primed"):
+        parts.append(f"<p>Libraries primed for the registry's flavors: {e(str(health['primed']))}</p>")
+    if sync_only:
+        parts.append(
+            '<p class="muted">This sync process serves no models: the fleet below shows what each replica '
+            "holds; the events are the state database's.</p>"
+        )
+        parts += _fleet_html(report.fleet) if report.fleet is not None else []
+        parts += _events_html(report)
+        return "".join(parts)
     parts.append("<h2>Models</h2>")
     parts.append("<table><tr><th>Model</th><th>Version</th><th>Aliases</th><th>State</th><th>Runs</th></tr>")
     for row in version_rows(report):
@@ -232,7 +256,14 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
             parts.append("</table>")
     if report.fleet is not None:
         parts += _fleet_html(report.fleet)
-    parts.append("<h2>Recent events</h2><table><tr><th>When (UTC)</th><th>What</th><th>Model</th><th>Why</th></tr>")
+    parts += _events_html(report)
+    return "".join(parts)
+
+
+def _events_html(report: Report) -> list[str]:
+    """The recent events and the page's foot."""
+    e = html.escape
+    parts = ["<h2>Recent events</h2><table><tr><th>When (UTC)</th><th>What</th><th>Model</th><th>Why</th></tr>"]
     for event in report.events:
         where = event["model"] + (f" v{event['version']}" if event.get("version") is not None else "")
         parts.append(
@@ -244,7 +275,7 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
         f'<p class="muted">Reloads every {REFRESH_SECONDS} s. The same in a terminal: '
         "<code>registry-gateway status</code>.</p></body></html>"
     )
-    return "".join(parts)
+    return parts
 
 
 def _fleet_html(fleet: dict[str, Any]) -> list[str]:

@@ -18,32 +18,18 @@ from fastapi.responses import Response
 from gateway.admission.access import Access, requires
 from gateway.errors import NoDefaultModel
 from gateway.http.api_examples import (
-    NAME_DESCRIPTION,
-    NAME_EXAMPLES,
+    NAME_PARAMETER,
     PREDICT_BODY,
     PREDICT_ERRORS,
-    VERSION_DESCRIPTION,
-    VERSION_EXAMPLES,
+    VERSION_PARAMETER,
+    documented_parameter,
     error_responses,
 )
 from gateway.process import Services
 from gateway.protocols import mlflow_predict, mlflow_stream
 from gateway.wire.api_schemas import PredictionBody
 
-
-def _documented(
-    name: str, where: str, description: str, examples: dict[str, dict[str, str]] | None = None
-) -> dict[str, Any]:
-    """An OpenAPI parameter entry for a parameter the route reads itself."""
-    entry: dict[str, Any] = {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
-    if examples is not None:
-        entry["examples"] = examples
-    return entry | {"description": description}
-
-
-_NAME_DOC = _documented("name", "path", NAME_DESCRIPTION, NAME_EXAMPLES)
-_VERSION_DOC = _documented("version", "path", VERSION_DESCRIPTION, VERSION_EXAMPLES)
-_HEADER_DOC = _documented(
+_HEADER_DOC = documented_parameter(
     "X-Model-Version", "header", "A version number, an alias or `latest`; on the versioned path it must agree with it"
 )
 _PREDICT_RESPONSES = error_responses(PREDICT_ERRORS)
@@ -68,15 +54,15 @@ def _predict_route(path: str, summary: str, *parameters: dict[str, Any]) -> Call
 @_predict_route(
     "/models/{name}/versions/{version}/invocations",
     "The same, at the path of mlflow models serve (its /invocations, per model and version)",
-    _NAME_DOC,
-    _VERSION_DOC,
+    NAME_PARAMETER,
+    VERSION_PARAMETER,
     _HEADER_DOC,
 )
 @_predict_route(
     "/models/{name}/versions/{version}/predict",
     "Predict with a chosen version",
-    _NAME_DOC,
-    _VERSION_DOC,
+    NAME_PARAMETER,
+    VERSION_PARAMETER,
     _HEADER_DOC,
 )
 @requires(Access.PREDICT)
@@ -88,13 +74,13 @@ async def predict_version(request: Request) -> Response:
 @_predict_route(
     "/models/{name}/invocations",
     "The same, at the path of mlflow models serve (its /invocations, per model)",
-    _NAME_DOC,
+    NAME_PARAMETER,
     _HEADER_DOC,
 )
 @_predict_route(
     "/models/{name}/predict",
     "Predict with the version in X-Model-Version, else the default alias, else latest",
-    _NAME_DOC,
+    NAME_PARAMETER,
     _HEADER_DOC,
 )
 @requires(Access.PREDICT)

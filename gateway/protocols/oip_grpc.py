@@ -366,10 +366,15 @@ class InferenceServicer:
         ]
         return await gate.admit(requirement, headers)
 
-    async def _choose(self, name: str, version: str, route_key: str | None = None) -> Resolved:
+    async def _choose(
+        self, name: str, version: str, route_key: str | None = None, *, take_over: bool = True
+    ) -> Resolved:
+        """``take_over=False`` for a metadata or readiness read: looked up, never loaded here."""
         if not self._services.ready:
             await self._services.until_ready()
-        return await self._services.inference.choose(name, path=version or None, route_key=route_key)
+        return await self._services.inference.choose(
+            name, path=version or None, route_key=route_key, take_over=take_over
+        )
 
     def _guarded(self, access: Access, handler: Handler, *, model: Callable[[Any], str] | None = None) -> Handler:
         """``handler`` behind the gate, its errors as status codes."""
@@ -402,13 +407,13 @@ class InferenceServicer:
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         try:
-            await self._choose(request.name, request.version)  # unknown: NOT_FOUND
+            await self._choose(request.name, request.version, take_over=False)  # unknown: NOT_FOUND
         except (NotReady, ShuttingDown, VersionNotReady, VersionRefused):  # known, and not servable now
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        served = await self._choose(request.name, request.version)
+        served = await self._choose(request.name, request.version, take_over=False)
         mlmodel = await self._services.inventory.mlmodel(served.name, served.version)
         return _metadata(served.name, [str(served.version)], mlmodel)
 

@@ -47,6 +47,7 @@ from gateway.errors import (
     VersionRefused,
 )
 from gateway.http import errors as http_errors
+from gateway.http.api_examples import NAME_PARAMETER, OIP_INFER_BODY, VERSION_PARAMETER
 from gateway.http.request_body import read_body
 from gateway.observability.records.record import Exchange
 from gateway.process import Services
@@ -299,11 +300,14 @@ async def server_ready(request: Request) -> Response:
 
 
 async def _choose(request: Request, version: str | None) -> tuple[Services, Resolved]:
+    """The version a metadata or readiness read names: looked up, never loaded here."""
     services: Services = request.app.state.services
     if not services.ready:
         await services.until_ready()
     selector = request.headers.get("x-model-version")
-    served = await services.inference.choose(request.path_params["name"], path=version, header=selector)
+    served = await services.inference.choose(
+        request.path_params["name"], path=version, header=selector, take_over=False
+    )
     return services, served
 
 
@@ -353,13 +357,21 @@ async def _infer(request: Request, version: str | None) -> Response:
     return Response(result.body, headers=result.headers)
 
 
-@router.post("/models/{name}/infer", summary="Infer with the default version (or X-Model-Version)")
+@router.post(
+    "/models/{name}/infer",
+    summary="Infer with the default version (or X-Model-Version)",
+    openapi_extra={**OIP_INFER_BODY, "parameters": [NAME_PARAMETER]},
+)
 @requires(Access.PREDICT)
 async def model_infer(request: Request) -> Response:
     return await _infer(request, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Infer with a version, alias or latest")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Infer with a version, alias or latest",
+    openapi_extra={**OIP_INFER_BODY, "parameters": [NAME_PARAMETER, VERSION_PARAMETER]},
+)
 @requires(Access.PREDICT)
 async def version_infer(request: Request) -> Response:
     return await _infer(request, request.path_params["version"])

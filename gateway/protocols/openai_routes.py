@@ -4,7 +4,12 @@ gateway.protocols.openai_serving, as it does the predict paths).
 
 ``GET /v1/models`` lists what this gateway serves the way OpenAI's clients read it: each
 registered model by its name, and each of its aliases as ``name@alias``: what the POST routes'
-``model`` takes (``name/3`` names a version, too). It needs the ``read`` scope, as ``/models`` does.
+``model`` takes (``name/3`` names a version, too). It lists only what those routes can call:
+a name or alias whose version speaks OpenAI (openai_serving.speaks_openai: agents, chat models,
+chat-format pyfuncs; never a flavor's model such as scikit-learn's iris), and of those only the
+models the caller's key may predict (any ``predict:`` scope lists what it matches, as OpenAI's
+clients list with the key they call with; the ``read`` scope lists all). Nothing is loaded: a
+version's MLmodel is read from the artifact cache.
 """
 
 from __future__ import annotations
@@ -16,30 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.admission.access import Access, requires
+from gateway.errors import GatewayError
+from gateway.http.api_examples import CHAT_BODY, RESPONSES_BODY
 from gateway.process import Services
 from gateway.protocols import openai_serving
 from gateway.wire import openai_shapes
 
 router = APIRouter()
-
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "model": {"type": "string", "description": "`name`, `name@alias` or `name/version`"},
-                        "stream": {"type": "boolean", "description": "Server-sent events instead of one answer"},
-                    },
-                    "additionalProperties": True,
-                }
-            }
-        },
-    }
-}
 
 
 class _Lane(Response):
@@ -58,7 +46,7 @@ class _Lane(Response):
     openai_serving.RESPONSES,
     tags=["openai"],
     summary="OpenAI's Responses API, for ResponsesAgent versions (model: name, name@alias or name/version)",
-    openapi_extra=_BODY_DOC,
+    openapi_extra=RESPONSES_BODY,
 )
 @requires(Access.PREDICT)
 async def responses(request: Request) -> Response:
@@ -69,21 +57,38 @@ async def responses(request: Request) -> Response:
     openai_serving.CHAT,
     tags=["openai"],
     summary="OpenAI's Chat Completions, for ChatModel, ChatAgent and chat-format pyfunc versions",
-    openapi_extra=_BODY_DOC,
+    openapi_extra=CHAT_BODY,
 )
 @requires(Access.PREDICT)
 async def chat_completions(request: Request) -> Response:
     return _Lane(request.app.state.services, openai_serving.CHAT)
 
 
-@router.get("/v1/models", tags=["openai"], summary="What this gateway serves, as OpenAI's model list")
-@requires(Access.READ)
+@router.get("/v1/models", tags=["openai"], summary="The models this gateway's OpenAI routes serve, as OpenAI's list")
+@requires(Access.LIST)
 async def models(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
+    may_call = services.gate.listed(request.headers.raw)
     listed = await services.inventory.models()
     entries: list[tuple[str, int]] = []
     for model in listed.models:
-        entries.append((model.name, 0))
-        entries += [(f"{model.name}@{alias}", 0) for alias in sorted(model.aliases)]
+        if not may_call(model.name):
+            continue
+        try:
+            default: int | None = (await services.inference.default_version(model.name, take_over=False)).version
+        except GatewayError:
+            default = None
+        if default is not None and await _speaks_openai(services, model.name, default):
+            entries.append((model.name, 0))
+        for alias in sorted(model.aliases):
+            if await _speaks_openai(services, model.name, model.aliases[alias]):
+                entries.append((f"{model.name}@{alias}", 0))
     body: dict[str, Any] = openai_shapes.models_list(entries)
     return JSONResponse(body)
+
+
+async def _speaks_openai(services: Services, name: str, version: int) -> bool:
+    try:
+        return openai_serving.speaks_openai(await services.inventory.mlmodel(name, version))
+    except GatewayError:
+        return False  # deleted since the listing, or its files unreadable: nothing to call

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from mlflow.models import Model
 from starlette.types import Receive, Scope, Send
 
 from gateway.admission.access import Access
@@ -41,6 +42,8 @@ from gateway.wire.selectors import split_model_reference
 
 RESPONSES = "/v1/responses"
 CHAT = "/v1/chat/completions"
+# A PythonModel's pyfunc loaders: pickled, or logged from code (and MLflow's agent loaders)
+_PYTHON_MODEL_LOADERS = ("mlflow.pyfunc.model", "mlflow.pyfunc.loaders.")
 ROUTES = frozenset({RESPONSES, CHAT})
 
 
@@ -67,14 +70,27 @@ OPENAI = Dialect(
 )
 
 
-def _task(model: LoadedModel) -> str | None:
-    meta = model.metadata.metadata or {}
+def _task(mlmodel: Model) -> str | None:
+    meta = mlmodel.metadata or {}
     return meta.get("task") if isinstance(meta.get("task"), str) else None
+
+
+def speaks_openai(mlmodel: Model) -> bool:
+    """Whether a version (its MLmodel) takes a route of this lane: a ResponsesAgent, ChatModel or
+    ChatAgent, or a PythonModel whose signature names a ``messages`` input or no input at all
+    (nothing says it cannot). A flavor's model (scikit-learn's iris) takes columns: it does not."""
+    if _task(mlmodel) in openai_shapes.INTERFACES:
+        return True
+    loader = str(mlmodel.flavors.get("python_function", {}).get("loader_module", ""))
+    if not loader.startswith(_PYTHON_MODEL_LOADERS):
+        return False
+    names = _input_names(mlmodel)
+    return names is None or "messages" in names
 
 
 def _check(model: LoadedModel, route: str) -> str | None:
     """The version's interface, if ``route`` serves it; else WrongInterface (400)."""
-    task = _task(model)
+    task = _task(model.metadata)
     if route == RESPONSES and task != openai_shapes.RESPONSES_AGENT:
         raise WrongInterface(
             model.name,
@@ -92,7 +108,7 @@ def _check(model: LoadedModel, route: str) -> str | None:
             found=openai_shapes.interface(task),
         )
     if route == CHAT and task is None:
-        names = _input_names(model)
+        names = _input_names(model.metadata)
         if names is not None and "messages" not in names:  # a pyfunc, but not of the chat format
             raise WrongInterface(
                 model.name,
@@ -104,9 +120,9 @@ def _check(model: LoadedModel, route: str) -> str | None:
     return task
 
 
-def _input_names(model: LoadedModel) -> list[str] | None:
+def _input_names(mlmodel: Model) -> list[str] | None:
     """The names of the inputs the version's signature declares; None when it declares none."""
-    signature = model.metadata.signature
+    signature = mlmodel.signature
     if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
         return None
     return [str(name) for name in signature.inputs.input_names()]
@@ -166,11 +182,13 @@ class _Request:
 
     def _chat(self, inner: Iterator[Any]) -> Iterator[Any]:
         ended = False
+        announced: set[int] = set()
         try:
             for chunk in inner:
                 shaped = openai_shapes.completion_chunk(
                     events.plain(chunk), model=self.model, completion_id=self.answer_id, created=self.created
                 )
+                shaped = openai_shapes.role_once(shaped, announced)
                 ended = ended or openai_shapes.finished(shaped)
                 yield shaped
             if not ended:

@@ -205,6 +205,13 @@ class Catalog:
         """The version this process swapped to (or adopted) for a warm alias, if any."""
         return self._served.get((name, alias))
 
+    def served_aliases(self) -> dict[VersionId, list[str]]:
+        """The warm aliases this process serves, by the version each serves (the fleet report's)."""
+        by_version: dict[VersionId, list[str]] = {}
+        for (_, alias), version in sorted(self._served.items()):
+            by_version.setdefault(version, []).append(alias)
+        return by_version
+
     def previous(self, name: str, alias: str) -> VersionId | None:
         """The version this alias served before the current one, in this process."""
         return self._previous.get((name, alias))
@@ -241,16 +248,20 @@ class Catalog:
     def knows(self, name: str) -> bool:
         return name in self._by_model
 
-    async def resolve(self, name: str, selector: Selector, *, look_again: bool = True) -> Resolved:
+    async def resolve(
+        self, name: str, selector: Selector, *, look_again: bool = True, take_over: bool = True
+    ) -> Resolved:
         """The version ``selector`` means now; ``look_again=False`` answers a miss from memory.
-        A warm alias this process does not hold is taken over first (the request waits)."""
+        A warm alias this process does not hold is taken over first (the request waits), unless
+        ``take_over=False``: a read (a listing, a status page) is answered what the alias would
+        serve and loads nothing."""
         try:
             resolved = self._resolve(name, selector)
         except _MISSES:
             if not look_again or not await self.look_again(name):
                 raise
             resolved = self._resolve(name, selector)
-        if resolved.unheld and self._take_over is not None:
+        if resolved.unheld and take_over and self._take_over is not None:
             await self._take_over(name, resolved.alias or "")
             resolved = self._resolve(name, selector)
         return resolved

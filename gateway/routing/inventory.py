@@ -128,7 +128,7 @@ class Inventory:
 
     async def model(self, name: str) -> ModelDetail:
         try:
-            default: int | None = (await self._service.default_version(name)).version
+            default: int | None = (await self._service.default_version(name, take_over=False)).version
         except GatewayError:
             default = None
         model = self._catalog.model(name)
@@ -169,11 +169,11 @@ class Inventory:
             assert chosen.version is not None
             number = chosen.version
             try:
-                await self._service.choose(name, path=selector)  # looks again if unknown
+                await self._service.choose(name, path=selector, take_over=False)  # looks again if unknown
             except (VersionNotReady, VersionRefused):
                 pass  # it exists: shown whatever its state, unlike for predict
         else:
-            number = (await self._service.choose(name, path=selector)).version
+            number = (await self._service.choose(name, path=selector, take_over=False)).version
         model = self._catalog.model(name)
         if number not in model.versions:
             raise VersionNotFound(name, number)

@@ -97,12 +97,22 @@ class Reconciler:
         self.rule = WarmRule("aliases", "not started", 0.0)
         self.plan: StartPlan | None = None
         self._starting: set[str] = set()  # models the start plan warms: followed while it runs
+        self._adopted: list[RouteState] = []  # the warm aliases plan_start held, for warm_start
         self._catalog.take_over_with(self.take)
 
     async def start(self, rule: WarmRule, history: list[Served] | None = None) -> StartPlan:
         """Warm what the rule says before the process is ready: the warm aliases the start plan
         chose at the version the database says was served (then swapped to their target if it
         moved), and the versions this replica served lately."""
+        plan = await self.plan_start(rule, history)
+        await self.warm_start()
+        return plan
+
+    async def plan_start(self, rule: WarmRule, history: list[Served] | None = None) -> StartPlan:
+        """start's first half: read the catalog, choose what to warm, and hold the warm aliases
+        it warms at the version the database says was served. From here on a request can be
+        answered: one for a version being warmed joins its load (the cache loads a version
+        once), one for a warm alias not held takes it over (:meth:`take`)."""
         self.rule = rule
         await self._catalog.refresh()
         plan = plan_start(
@@ -122,13 +132,20 @@ class Reconciler:
             if active is not None:
                 self._catalog.adopt(route.name, route.alias, active)
                 adopted.append(route)
+        self._adopted = adopted
+        return plan
+
+    async def warm_start(self) -> None:
+        """start's second half: load and warm what plan_start chose, then follow the database."""
+        plan, adopted = self.plan, self._adopted
+        assert plan is not None, "plan_start first"
         await asyncio.gather(
             *(self._warm_existing(route) for route in adopted), *(self._warm_served(v) for v in plan.versions)
         )
         await self.reconcile(wait=True)
         self._starting = set()
+        self._adopted = []
         self._loop = asyncio.create_task(self._follow(), name="reconciler")
-        return plan
 
     async def stop(self) -> None:
         tasks = [t for t in (self._loop, *self._swaps.values(), *self._warming.values()) if t is not None]
@@ -401,6 +418,8 @@ class Reconciler:
             self._cache.discard(target)  # refused or re-created while it loaded: the reconcile after says why
             return
         before = self._catalog.flip(name, alias, target)
+        if self._membership is not None:
+            self._membership.report_soon()  # the fleet's view of who serves what: now, not a beat later
         note = "a new version under the same number" if before is not None and before.version == target.version else ""
         self._metrics.swap_finished(name, outcome="success")
         was = f"was {previous}" if previous is not None else "first served here"

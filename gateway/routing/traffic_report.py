@@ -48,7 +48,7 @@ class TrafficReport:
         if not self._catalog.knows(name):
             raise ModelNotFound(name)
         try:
-            default: int | None = (await self._inference.default_version(name)).version
+            default: int | None = (await self._inference.default_version(name, take_over=False)).version
         except GatewayError:
             default = None
         traffic = self._catalog.split(name)

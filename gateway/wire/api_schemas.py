@@ -182,6 +182,9 @@ class SyncBody(BaseModel):
     seconds: float
     generation: int
     error: str | None
+    fleet_behind: list[str] = []
+    """Replicas holding a synced model that did not report its warm aliases at their targets
+    within ``fleet_timeout`` (empty: every one serves them; gateway.fleet.catchup)."""
 
 
 class Health(BaseModel):
@@ -193,6 +196,7 @@ class Health(BaseModel):
 class ReadyHealth(Health):
     """``/health/ready``: also what this process is, and while not ready, why."""
 
+    replica: str | None = Field(default=None, description="This process's replica id (GATEWAY_REPLICA_ID)")
     loaded_models: int | None = Field(default=None, description="Versions in memory (null in the sync role)")
     loaded_bytes: int | None = Field(default=None, description="Their measured size (null in the sync role)")
     worker_processes: int | None = Field(

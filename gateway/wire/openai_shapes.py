@@ -146,6 +146,22 @@ def completion_chunk(chunk: Any, *, model: str, completion_id: str, created: int
     return document
 
 
+def role_once(chunk: dict[str, Any], announced: set[int]) -> dict[str, Any]:
+    """``chunk`` with a choice's ``delta.role`` kept only in its first delta, as OpenAI streams it
+    (a ChatModel's chunks repeat ``"role": "assistant"`` in each); ``announced`` holds the choice
+    indexes whose role went out already, and grows."""
+    choices = []
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get("delta"), dict) and "role" in choice["delta"]:
+            index = choice.get("index", 0)
+            if index in announced:
+                choice = {**choice, "delta": {k: v for k, v in choice["delta"].items() if k != "role"}}
+            elif choice["delta"]["role"] is not None:
+                announced.add(index)
+        choices.append(choice)
+    return {**chunk, "choices": choices} if "choices" in chunk else chunk
+
+
 def final_chunk(*, model: str, completion_id: str, created: int) -> dict[str, Any]:
     """The last chunk of a stream whose chunks gave no ``finish_reason``: OpenAI's ``stop``."""
     return {

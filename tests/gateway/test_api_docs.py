@@ -153,3 +153,26 @@ async def test_the_user_guide_names_every_group_of_the_docs_page(client: httpx.A
     sentence = guide.split("`docs.png` shows the operations grouped under ", 1)[1].split(";", 1)[0]
     named = {name.strip() for name in sentence.replace(" and ", ", ").split(",")}
     assert named == tags, f"the guide names {sorted(named)}, the page groups {sorted(tags)}"
+
+
+@pytest.mark.anyio
+async def test_every_operation_that_takes_a_body_shows_an_example_of_it(client: httpx.AsyncClient) -> None:
+    """/docs fills its "Try it out" box from these: MLflow's predict routes, OIP's infer and
+    OpenAI's routes alike (the examples run as they are: tests/gateway/test_models_api.py for
+    the iris ones, tests/gateway/protocols/test_openai.py for OpenAI's). Its path parameters are
+    shown too: Swagger UI cannot send a request whose path it cannot fill."""
+    spec = (await client.get("/openapi.json")).json()
+    taking = {"/v1/chat/completions", "/v1/responses"} | {
+        path for path in spec["paths"] if path.endswith(("/infer", "/predict", "/invocations"))
+    }
+    assert len(taking) >= 8
+    bare = {}
+    for path, operations in spec["paths"].items():
+        operation = operations.get("post", {})
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is None and path not in taking:
+            continue  # takes no JSON body (/admin/sync, the webhook's signed bytes)
+        named = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        if body is None or not body.get("examples") or named != {p[1:-1] for p in path.split("/") if p[:1] == "{"}:
+            bare[path] = sorted(named)
+    assert bare == {}

@@ -77,7 +77,7 @@ EXPECTED = {
     # OpenAI's routes: the model is in the body; their lane asks the gate once it has read it
     ("POST", "/v1/responses"): Access.PREDICT,
     ("POST", "/v1/chat/completions"): Access.PREDICT,
-    ("GET", "/v1/models"): Access.READ,
+    ("GET", "/v1/models"): Access.LIST,
 }
 
 

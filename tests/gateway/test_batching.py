@@ -201,21 +201,24 @@ async def test_garbage_settings_for_the_cache_are_refused() -> None:
 
 
 async def test_a_request_to_a_process_still_starting_waits_for_it_then_503s(make_gateway: Callable[..., Any]) -> None:
+    """Held until the catalog is read (``serving``; the warm-up may go on: see
+    tests/gateway/test_serving_while_warming.py), then answered; 503 past the timeout."""
     async with make_gateway(registry_timeout_seconds=0.3) as gateway:
         services = gateway.services
-        services.ready, services.stage = False, "warming iris@champion"
+        stage = "waiting for the sync leader's first pass over the registry"
+        services.ready, services.serving, services.stage = False, False, stage
         try:
             waiting = asyncio.create_task(gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW))
             await until(lambda: services.held_until_ready == 1, what="the request to wait for startup")
             assert not waiting.done()  # held, not answered from a catalog not yet read
-            services.ready = True
+            services.serving = True
             assert (await waiting).status_code == 200
-            services.ready = False  # and one that stays unready past the timeout
+            services.serving = False  # and one that stays unready past the timeout
             response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)
         finally:
-            services.ready = True
+            services.ready = services.serving = True
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
-        assert "warming iris@champion" in response.json()["message"]
+        assert stage in response.json()["message"]
 
 
 async def test_a_request_given_up_while_queued_is_never_run_and_its_lease_comes_back(

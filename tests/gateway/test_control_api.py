@@ -46,6 +46,7 @@ SYNC_FIELDS = {
     "seconds",
     "generation",
     "error",
+    "fleet_behind",
 }
 EVENT_FIELDS = {"id", "at", "model", "version", "alias", "kind", "reason", "actor"}
 

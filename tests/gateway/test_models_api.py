@@ -134,6 +134,15 @@ async def test_openapi_examples_run_as_they_are(gateway: Gateway) -> None:
         response = await gateway.client.post(path, content=content["text/csv"]["example"], headers=CSV)
         assert response.status_code == 200, (path, response.text)
     assert tried >= 8
+    for template in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        operation = spec["paths"][template]["post"]
+        path = template
+        for parameter in operation["parameters"]:
+            path = path.replace("{" + parameter["name"] + "}", _example(parameter))
+        for key, example in operation["requestBody"]["content"]["application/json"]["examples"].items():
+            response = await gateway.client.post(path, json=example["value"])
+            assert response.status_code == 200, (path, key, response.text)
+            assert [len(output["data"]) for output in response.json()["outputs"]] == [2]  # its two rows
     for template in ("/models/{name}", "/models/{name}/versions/{version}"):
         path = template
         for parameter in spec["paths"][template]["get"]["parameters"]:

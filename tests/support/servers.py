@@ -80,17 +80,37 @@ class Process:
     def rss_bytes(self) -> int:
         """The resident memory of the process and whatever it started (its process group), read
         from /proc (Linux)."""
-        assert self._proc is not None
-        group, total = self._proc.pid, 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        total = 0
+        for entry in self._group():
             try:
-                if os.getpgid(int(entry.name)) == group:
-                    total += int((entry / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                total += int((entry / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, ValueError):  # gone meanwhile
                 continue
         return total
+
+    def mapped_files(self) -> set[str]:
+        """The files mapped into the process and whatever it started (the shared libraries of
+        the modules imported there), from /proc (Linux)."""
+        mapped: set[str] = set()
+        for entry in self._group():
+            try:
+                fields = [line.split(None, 5) for line in (entry / "maps").read_text().splitlines()]
+            except OSError:  # gone meanwhile
+                continue
+            mapped |= {parts[5] for parts in fields if len(parts) == 6}
+        return mapped
+
+    def _group(self) -> list[Path]:
+        """/proc's entries of the processes in this one's process group."""
+        assert self._proc is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and os.getpgid(int(entry.name)) == self._proc.pid:
+                    found.append(entry)
+            except OSError:  # gone meanwhile
+                continue
+        return found
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self._proc is None:

@@ -66,6 +66,8 @@ def test_chat_models_stream_chat_completions(client: openai.OpenAI, model: str) 
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == TEXT
     assert len(chunks) >= 4 and chunks[-1].choices[0].finish_reason == "stop"
     assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
+    # the role once, in the first delta, as OpenAI sends it
+    assert [c.choices[0].delta.role for c in chunks] == ["assistant"] + [None] * (len(chunks) - 1)
 
 
 def test_an_error_mid_stream_raises_in_the_client(client: openai.OpenAI) -> None:
@@ -96,6 +98,69 @@ def test_the_wrong_interface_and_unknown_models_are_openai_errors(client: openai
 def test_the_model_list_names_each_model_and_its_aliases(client: openai.OpenAI) -> None:
     ids = {model.id for model in client.models.list()}
     assert {"agent", "agent@champion", "chat", "chat-agent", "words", "plain"} <= ids
+
+
+def test_the_model_list_shows_a_key_the_models_it_may_call_and_only_those_that_speak_openai(
+    agents_registry: Registry, tmp_path: Path
+) -> None:
+    """OpenAI's client lists with the key it calls with: a predict key lists what it may call
+    (no read scope needed); a tabular pyfunc and scikit-learn's iris take no chat input and are
+    not listed, though /models shows them."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from gateway.demo import log_iris_version
+    from tests.support import agents
+
+    columns = ModelSignature(inputs=Schema([ColSpec("double", "x")]))
+    agents_registry.log(agents.log_model_from_code, "listed-columns", agents.MODELS["plain"], signature=columns)
+    agents_registry.log(log_iris_version, "listed-iris", c=1.0)
+    agents_registry.client.set_registered_model_alias("listed-iris", "champion", "1")
+    settings = settings_under(tmp_path, auth="keys")
+    keys = {
+        "chat-only": add_key(settings, "chat-only", "predict:chat*"),
+        "every": add_key(settings, "every", "predict:*"),
+        "reader": add_key(settings, "reader", "read"),
+        "admin": add_key(settings, "admin", "admin"),
+    }
+    speaking = {"agent", "agent@champion", "chat", "chat-agent", "words", "plain"}
+    with served_app(settings, agents_registry) as (url, _):
+
+        def listed(key: str) -> set[str]:
+            with openai.OpenAI(base_url=f"{url}/v1", api_key=keys[key], max_retries=0) as client:
+                return {model.id for model in client.models.list()}
+
+        assert listed("chat-only") == {"chat", "chat-agent"}
+        every = listed("every")
+        assert speaking <= every and not {i for i in every if i.startswith("listed-")}
+        assert listed("reader") == every
+        with pytest.raises(openai.PermissionDeniedError, match="read or predict"):
+            listed("admin")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['reader']}"}) as plain_http:
+            shown = {m["name"] for m in plain_http.get("/models").json()["models"]}
+        assert {"listed-columns", "listed-iris"} <= shown
+
+
+def test_the_docs_examples_run_as_they_are_on_the_demos_models(agents_registry: Registry, gateway_url: str) -> None:
+    """/docs's bodies for the OpenAI routes name the demo's echo-chat and echo-agent."""
+    from gateway import demo_models
+    from gateway.demo import AGENT, CHAT
+    from tests.support import agents
+
+    for name, code in ((AGENT, demo_models.ECHO_AGENT), (CHAT, demo_models.ECHO_CHAT)):
+        agents_registry.log(agents.log_model_from_code, name, code)
+        agents_registry.client.set_registered_model_alias(name, "champion", "1")
+    with httpx.Client(base_url=gateway_url, timeout=60) as http:
+        spec = http.get("/openapi.json").json()
+        tried = 0
+        for path in ("/v1/chat/completions", "/v1/responses"):
+            examples = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]
+            for key, example in examples.items():
+                response = http.post(path, json=example["value"])
+                assert response.status_code == 200, (path, key, response.text)
+                assert "hello" in response.text and "there" in response.text, (path, key)  # whole, or a word a chunk
+                tried += 1
+    assert tried == 4
 
 
 def test_keys_scopes_and_limits_hold_on_the_openai_routes(agents_registry: Registry, tmp_path: Path) -> None:
