@@ -134,7 +134,7 @@ class EnvironmentStore:
             key = self._key(resolved, python_version)
             final = self.root / key
             with self._locked(key):
-                if base_interpreter(final) is None:
+                if not (final / _COMPLETE).is_file():
                     with self._span("environment.build", {"gateway.environment": key, "python": python_version}):
                         self._build(key, final, interpreter, resolved, requirements, python_version)
         _touch(final / _COMPLETE)
@@ -163,8 +163,6 @@ class EnvironmentStore:
             info = json.loads((self.root / key / _COMPLETE).read_text())
         except (OSError, ValueError, KeyError):
             return None  # never resolved here, or its environment was pruned since
-        if base_interpreter(self.root / key) is None:
-            return None  # built before its interpreter was recorded: built again
         _touch(self.root / key / _COMPLETE)
         return Environment(key, self.root / key, str(info["python"]), requested_python, known.get("note"))
 
@@ -419,30 +417,22 @@ class EnvironmentStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def base_interpreter(env: Path) -> str | None:
-    """The interpreter ``env``'s workers start on, as recorded when it was built (before its
-    requirements were installed); None for an environment not finished, or built before this
-    was recorded (issue 48: such an environment is built again)."""
-    try:
-        interpreter = json.loads((env / _COMPLETE).read_text()).get("interpreter")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return interpreter if isinstance(interpreter, str) and os.path.isfile(interpreter) else None
-
-
 def worker_interpreter(python: Path) -> Path:
     """What a worker of the environment whose interpreter is ``python`` (``<env>/bin/python``)
-    starts: never a file of the environment, which a requirement's wheel may have added (CPython
-    reads ``bin/python._pth`` and ``pyvenv.cfg`` before any code of the worker's runs). One the
-    gateway built: its recorded base interpreter. Another (the gateway's own, in tests and
-    bench): the interpreter ``python`` resolves to."""
+    starts: never a file in the environment, beside which a requirement's wheel may have put
+    files (CPython reads ``bin/python._pth`` and ``pyvenv.cfg`` before any code of the worker's
+    runs). The base interpreter recorded when the environment was built, before any requirement
+    was installed; for one built before that was recorded (or not built by the gateway: its own,
+    in tests and bench), the interpreter ``python`` links to."""
     env = python.parent.parent
-    if (env / _COMPLETE).exists():
-        recorded = base_interpreter(env)
-        if recorded is None:
-            raise EnvironmentRefused(f"environment {env.name} has no recorded interpreter: build it again")
-        return Path(recorded)
-    return Path(os.path.realpath(python))
+    try:
+        recorded = json.loads((env / _COMPLETE).read_text()).get("interpreter")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    interpreter = Path(recorded if isinstance(recorded, str) else os.path.realpath(python))
+    if interpreter.is_relative_to(os.path.realpath(env)):
+        raise EnvironmentRefused(f"environment {env.name}: its interpreter {interpreter} is a file of its own")
+    return interpreter
 
 
 def loader_needs(metadata: Any) -> tuple[str, ...]:
