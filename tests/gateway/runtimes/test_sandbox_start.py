@@ -140,7 +140,11 @@ async def required(
 
 
 async def test_a_requirements_pth_file_runs_only_inside_the_sandbox(required: Gateway, hostile_env: Path) -> None:
-    seen = await attacks(required)
+    body = {"dataframe_split": {"columns": ["probe"], "data": [[f"pth:{a}"] for a in ATTACKS]}}
+    response = await required.client.post("/models/prober/versions/1/predict", json=body)
+    assert not hostile_env.exists(), "written before the sandbox, whether or not the worker was then refused"
+    assert response.status_code == 200, response.text
+    seen = dict(zip(ATTACKS, response.json()["predictions"], strict=True))
     assert seen["environ"].startswith("PermissionError"), seen
     assert seen["write"].startswith("PermissionError"), seen
     assert seen["connect"] != "connected", seen
