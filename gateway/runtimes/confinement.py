@@ -78,11 +78,18 @@ def rss_bytes(pid: int | None) -> int | None:
 
 
 def contradictions(
-    report: dict[str, Any], seen: Observed, *, open_files: int, memory_bytes: int, view: str
+    report: dict[str, Any],
+    seen: Observed,
+    *,
+    open_files: int,
+    memory_bytes: int,
+    view: str,
+    memory_ceiling: int | None = None,
 ) -> dict[str, str]:
-    """Each layer ``report`` says is enforced and the kernel says is not: why not. A limit is
-    held to what the gateway asked for (``open_files``; ``memory_bytes`` beyond the most the
-    worker ever mapped, ``VmPeak``), not to the figure the worker claims."""
+    """Each layer ``report`` says is enforced and the kernel says is not: why not. A limit, soft
+    and hard, is held to what the gateway asked for (``open_files``; ``memory_bytes`` beyond the
+    most the worker ever mapped, ``VmPeak``, and never past ``memory_ceiling``, the limit it set
+    before its environment's code ran), not to the figure the worker claims."""
     claimed = [(name, layer) for name, layer in layers(report) if layer.get("enforced")]
     if seen.error:
         return {name: seen.error for name, _ in claimed}
@@ -106,7 +113,8 @@ def contradictions(
             why = _over(seen, "Max open files", open_files)
         elif name == "limits.memory":
             peak = int(seen.status.get("VmPeak", "0 kB").split()[0]) * 1024
-            why = _over(seen, "Max address space", peak + memory_bytes)
+            most = peak + memory_bytes if memory_ceiling is None else min(peak + memory_bytes, memory_ceiling)
+            why = _over(seen, "Max address space", most)
         if why:
             found[name] = why
     return found
@@ -116,8 +124,8 @@ def _over(seen: Observed, row: str, most: int) -> str | None:
     soft, hard = seen.limits.get(row, (_UNLIMITED, _UNLIMITED))
     if soft == _UNLIMITED or hard == _UNLIMITED:
         return f"claimed; /proc shows {row} unlimited"
-    if int(soft) > most:
-        return f"claimed; /proc shows {row} {soft}, over the {most} asked for"
+    if int(soft) > most or int(hard) > most:  # a hard limit above lets the soft one be raised later
+        return f"claimed; /proc shows {row} {soft} (hard {hard}), over the {most} asked for"
     return None
 
 

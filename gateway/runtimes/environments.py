@@ -304,6 +304,10 @@ class EnvironmentStore:
                 ["venv", "--quiet", "--relocatable", "--python", interpreter, str(staging / "env")],
                 what="creating the environment (uv venv)",
             )
+            # The interpreter its workers start on, resolved before any requirement is installed:
+            # a wheel may add files to bin/ (a python._pth, which CPython reads at start) and to
+            # the environment's root (pyvenv.cfg), so nothing there is read before the sandbox.
+            base = os.path.realpath(staging / "env" / "bin" / "python")
             (staging / "resolved.txt").write_text(resolved)
             index = package_index()
             self._run(
@@ -326,6 +330,7 @@ class EnvironmentStore:
             info = {
                 "key": key,
                 "python": python_version,
+                "interpreter": base,
                 "requirements": list(requirements.lines),
                 "built_at": time.time(),
                 "build_seconds": round(time.monotonic() - started, 3),
@@ -410,6 +415,24 @@ class EnvironmentStore:
                 return True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def worker_interpreter(python: Path) -> Path:
+    """What a worker of the environment whose interpreter is ``python`` (``<env>/bin/python``)
+    starts: never a file in the environment, beside which a requirement's wheel may have put
+    files (CPython reads ``bin/python._pth`` and ``pyvenv.cfg`` before any code of the worker's
+    runs). The base interpreter recorded when the environment was built, before any requirement
+    was installed; for one built before that was recorded (or not built by the gateway: its own,
+    in tests and bench), the interpreter ``python`` links to."""
+    env = python.parent.parent
+    try:
+        recorded = json.loads((env / _COMPLETE).read_text()).get("interpreter")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    interpreter = Path(recorded if isinstance(recorded, str) else os.path.realpath(python))
+    if interpreter.is_relative_to(os.path.realpath(env)):
+        raise EnvironmentRefused(f"environment {env.name}: its interpreter {interpreter} is a file of its own")
+    return interpreter
 
 
 def loader_needs(metadata: Any) -> tuple[str, ...]:

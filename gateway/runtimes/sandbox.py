@@ -330,13 +330,23 @@ class WorkerSandbox:
             why = "the worker reported no sandbox"
             report = {name: {"enforced": False, "why_not": why} for name in ("filesystem", "network", "syscalls")}
             report["capabilities"] = {"enforced": False, "why_not": why}
+        # Its memory limit: a ceiling set before its environment's code ran (in ``confined``), then
+        # lowered at hello, after that code ran: whatever hello says, /proc is held to both.
+        ceiling = ((report.get("limits") or {}).get("memory") or {}).get("bytes")
         memory = ((hello.get("sandbox") or {}).get("limits") or {}).get("memory")
-        if isinstance(memory, dict):  # set at hello, after its environment's code ran: checked below
+        if self.policy.memory_bytes > 0 and not isinstance(memory, dict):
+            memory = {"enforced": False, "why_not": "no memory limit reported at hello"}
+        if isinstance(memory, dict):  # checked below
             report.setdefault("limits", {})["memory"] = memory
         seen = observe(pid)
         policy = self.policy
         asked = contradictions(
-            report, seen, open_files=policy.max_open_files, memory_bytes=policy.memory_bytes, view=str(self.view)
+            report,
+            seen,
+            open_files=policy.max_open_files,
+            memory_bytes=policy.memory_bytes,
+            memory_ceiling=ceiling if isinstance(ceiling, int) else None,
+            view=str(self.view),
         )
         for name, why in asked.items():
             log.error("worker %s of %s: %s: %s", pid, self.folder.name, name, why)

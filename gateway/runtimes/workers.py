@@ -1,10 +1,13 @@
 """Worker processes, seen from the gateway: start one on an environment's interpreter, talk to
 it, and notice when it dies.
 
-A worker is ``<env>/bin/python -I -S -B gateway/runtimes/worker/server.py``: the environment's
-own interpreter and packages, none of the gateway's (``-I`` ignores PYTHON* variables and the
-user's site-packages; ``-S`` leaves ``site`` to the worker, which runs it once its sandbox is
-on, so no ``.pth`` file of the environment runs before: issue 48). It talks over one end of
+A worker is ``<base python> -I -S -B gateway/runtimes/worker/server.py --environment <env>``: the
+interpreter the environment was built on (never ``<env>/bin/python``: CPython reads
+``bin/python._pth`` and ``pyvenv.cfg`` beside it before any code of the worker's runs, and a
+requirement's wheel can put files there) with the environment's packages, none of the
+gateway's (``-I`` ignores PYTHON* variables and the user's site-packages; ``-S`` leaves ``site``
+to the worker, which runs it on the environment once its sandbox is on, so no ``.pth`` file of
+the environment runs before: issue 48). It talks over one end of
 a socketpair it inherits, and exits when the gateway closes the other end or its parent is
 gone (it watches its parent's pid: a SIGKILLed gateway leaves no worker behind).
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.runtimes.confinement import rss_bytes
+from gateway.runtimes.environments import worker_interpreter
 from gateway.runtimes.sandbox import EXIT_OVER_MEMORY
 from gateway.runtimes.worker import wire
 
@@ -105,7 +109,7 @@ class WorkerProcess:
         try:
             self._proc = subprocess.Popen(
                 [
-                    str(self.python),
+                    str(worker_interpreter(self.python)),  # not the environment's: see the module's docstring
                     "-I",  # no PYTHON* variable, no user site, not even its own folder on the path
                     "-S",  # no site: the environment's .pth files run only once its sandbox is on
                     "-B",
@@ -114,6 +118,8 @@ class WorkerProcess:
                     str(theirs.fileno()),
                     "--parent-pid",
                     str(os.getpid()),
+                    "--environment",
+                    str(self.python.parent.parent),
                     *sandboxed,
                 ],
                 pass_fds=[theirs.fileno()],

@@ -6,9 +6,10 @@ environment from an allow list before starting it; here the worker, still single
 holding nothing of any model, applies the layers the kernel offers, in this order:
 
 1. **limits**: ``RLIMIT_NOFILE``, ``RLIMIT_NPROC`` (it binds within the worker's own user
-   namespace, never for root), ``RLIMIT_CORE`` 0, ``RLIMIT_FSIZE``; the address-space limit
-   comes later, at ``hello`` (:func:`limit_memory`), once the interpreter and MLflow are
-   imported, so that the budget is what models may add.
+   namespace, never for root), ``RLIMIT_CORE`` 0, ``RLIMIT_FSIZE``, ``RLIMIT_AS`` at a ceiling
+   (what it maps now, its budget and a start-up allowance: :func:`startup_bytes`), lowered at
+   ``hello`` (:func:`limit_memory`), once the interpreter and MLflow are imported, so that the
+   budget is what models may add.
 2. **network**: a user and network namespace of its own (only a loopback, down): nothing it
    opens reaches any host, loopback included. Where unprivileged namespaces are refused,
    Landlock's TCP rules (ABI 4) deny every ``connect`` and ``bind`` instead. Then a mount
@@ -164,6 +165,8 @@ def apply_from_arguments(argv: list[str]) -> tuple[dict[str, Any] | None, int]:
     if "--sandbox" not in argv or argv.index("--sandbox") + 1 >= len(argv):
         return None, 0
     policy = json.loads(argv[argv.index("--sandbox") + 1])
+    if "--environment" in argv:  # read, not written: the interpreter is the base one, not its
+        policy["environment"] = argv[argv.index("--environment") + 1]
     return apply(policy), int(policy.get("memory_bytes") or 0)
 
 
@@ -249,6 +252,8 @@ def _limits(policy: dict[str, Any]) -> dict[str, Any]:
     else:
         limits["open_files"] = _missing("GATEWAY_SANDBOX_MAX_OPEN_FILES=0")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    memory = int(policy.get("memory_bytes") or 0)
+    limits["memory"] = _memory_ceiling(memory) if memory > 0 else _missing("GATEWAY_SANDBOX_MEMORY_MB=0")
     disk = int(policy.get("disk_bytes") or 0)
     if disk > 0:  # a write past it fails with EFBIG (Python ignores SIGXFSZ)
         resource.setrlimit(resource.RLIMIT_FSIZE, (disk, disk))
@@ -266,13 +271,40 @@ def _limits(policy: dict[str, Any]) -> dict[str, Any]:
     return limits
 
 
+def startup_bytes() -> int:
+    """Address space a worker may add while it starts (site, NumPy and its BLAS threads, MLflow),
+    beside its budget: its hard RLIMIT_AS until ``hello`` is what it maps before ``site`` plus
+    both, so a requirement's code that runs in ``site`` is bounded too (issue 48)."""
+    return 2**30 + (os.cpu_count() or 1) * 96 * 2**20
+
+
+def _mapped() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_ceiling(budget_bytes: int) -> dict[str, Any]:
+    """RLIMIT_AS, soft and hard, before anything of the environment runs: :func:`limit_memory`
+    can only lower it (a .pth file that stubs that out leaves this in place, and the gateway
+    holds the limit it sees to this figure, which it got before any such file ran)."""
+    mapped = _mapped()
+    ceiling = mapped + budget_bytes + startup_bytes()
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+    return _enforced(
+        f"RLIMIT_AS {ceiling // 2**20} MiB until started: {mapped // 2**20} MiB mapped before site "
+        f"+ {budget_bytes // 2**20} MiB + {startup_bytes() // 2**20} MiB to start",
+        bytes=ceiling,
+    )
+
+
 def limit_memory(budget_bytes: int) -> dict[str, Any]:
-    """RLIMIT_AS at what the worker maps now (the interpreter, MLflow) plus ``budget_bytes``."""
+    """RLIMIT_AS at what the worker maps now (the interpreter, MLflow) plus ``budget_bytes``,
+    never above the ceiling set before ``site`` ran (:func:`_memory_ceiling`)."""
     if budget_bytes <= 0:
         return _missing("GATEWAY_SANDBOX_MEMORY_MB=0")
-    with open("/proc/self/statm") as statm:
-        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    limit = mapped + budget_bytes
+    mapped = _mapped()
+    _, ceiling = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mapped + budget_bytes if ceiling == resource.RLIM_INFINITY else min(mapped + budget_bytes, ceiling)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     return _enforced(
         f"RLIMIT_AS {limit // 2**20} MiB: {mapped // 2**20} MiB mapped at start + {budget_bytes // 2**20} MiB; "
@@ -435,6 +467,8 @@ def read_only_paths(policy: dict[str, Any]) -> list[str]:
     paths += [os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
     # its environment: under -S, sys.prefix is still the base interpreter's until site runs
     paths += [os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))]
+    if policy.get("environment"):  # started on the base interpreter: its environment is apart
+        paths.append(str(policy["environment"]))
     paths += ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sys"]
     paths += [f"/etc/{name}" for name in _ETC]  # not /etc/shadow, nor any other secret a root gateway reads
     paths += [f"/proc/{os.getpid()}"] + [f"/proc/{name}" for name in _PROC]  # no other process's entries

@@ -1,7 +1,8 @@
 """An isolated worker: loads model versions with its environment's MLflow and predicts.
 
-Run by the gateway as ``<env>/bin/python -I -S -B server.py --fd N --parent-pid P``, never
-imported by it: this file runs on the interpreter of a model's own environment, beside
+Run by the gateway as ``<base python> -I -S -B server.py --fd N --parent-pid P --environment
+<env>`` (``workers.py``), never imported by it: this file runs on the interpreter a model's own
+environment was built on, with that environment's packages (:func:`enter_environment`), beside
 ``wire.py`` and nothing else of the gateway's (it puts its own folder first on its path).
 It answers one message at a time on the socket it inherits, and exits when the gateway
 closes that socket or the gateway's process is gone.
@@ -45,7 +46,24 @@ CONFINED, MEMORY_BYTES = sandbox.apply_from_arguments(sys.argv[1:])
 # Said to the gateway before any code of the environment runs: what it reads here no .pth file
 # could have written (what it can, the gateway checks again from outside: /proc/<pid>).
 sandbox.announce(sys.argv[1:], CONFINED)
-site.main()  # now the environment's site-packages, its .pth files and sitecustomize, sandboxed
+
+
+def enter_environment(argv: list[str]) -> None:
+    """Make this interpreter the environment's (``--environment``), as a venv's own would be, and
+    run ``site`` on it: its site-packages, their .pth files, its sitecustomize. The gateway
+    starts the base interpreter, never ``<env>/bin/python`` (whose ``python._pth`` and
+    ``pyvenv.cfg`` CPython would read before this file runs), so only now, sandboxed, does
+    anything of the environment's run."""
+    if "--environment" in argv:
+        env = argv[argv.index("--environment") + 1]
+        sys.prefix = sys.exec_prefix = env
+        site.PREFIXES = [env]  # its site-packages, not the base interpreter's
+    site.main()
+    if "--environment" in argv:
+        sys.executable = os.path.join(sys.prefix, "bin", "python")  # what a venv's says
+
+
+enter_environment(sys.argv[1:])
 
 import raw  # type: ignore[import-not-found]  # noqa: E402
 import wire  # type: ignore[import-not-found]  # noqa: E402
@@ -199,6 +217,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--sandbox", help="the policy it applied to itself at import (JSON)")
+    parser.add_argument("--environment", help="the environment whose packages it runs (entered at import)")
     args = parser.parse_args(argv)
     if os.getppid() != args.parent_pid:
         return 0  # the gateway died before we started
