@@ -29,6 +29,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,8 @@ class RemoteError(Exception):
 
 
 _remote_types: dict[str, type[RemoteError]] = {}
+MAX_REMOTE_TYPES = 256  # names a worker picks: past this many, new ones are plain RemoteError
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
 def _remote_exception(error: dict[str, Any]) -> Exception:
@@ -68,14 +71,25 @@ def _remote_exception(error: dict[str, Any]) -> Exception:
     if code is not None:
         try:
             return MlflowException(message, error_code=databricks_pb2.ErrorCode.Value(code))
-        except ValueError:
+        except (ValueError, TypeError):
             return MlflowException(message)
     if name == "MemoryError":
         return MemoryError(message)
     kind = _remote_types.get(name)
     if kind is None:
+        if not _NAME.fullmatch(name) or len(_remote_types) >= MAX_REMOTE_TYPES:
+            return RemoteError(message)  # a name a class cannot have (a NUL), or one too many
         kind = _remote_types[name] = type(name, (RemoteError,), {"__module__": "worker"})
     return kind(message)
+
+
+def _failure(process: WorkerProcess, answer: dict[str, Any]) -> Exception:
+    """What a call the worker answered not ``ok`` raises: the model's exception, or, where the
+    answer holds no error object, :class:`WorkerLost` for a worker that broke the protocol."""
+    error = answer.get("error")
+    if not isinstance(error, dict):
+        return process.condemn(f"its answer broke the wire protocol (a failure without an error object: {error!r:.80})")
+    return _remote_exception(error)
 
 
 class WorkerGroup:
@@ -176,12 +190,13 @@ class WorkerGroup:
             before = process.rss  # a fresh worker's own RSS is not the version's
             answer, _ = process.call(request, [])
             if not answer.get("ok"):
+                failure = _failure(process, answer)
                 if fresh and not self.models:
                     self.stop()
                 else:
                     self._unload_everywhere(handle)
                     self._withdraw(request)
-                raise _remote_exception(answer["error"])
+                raise failure
             process.rss = process.measured_rss(int(answer.get("rss", 0)))
             grown += max(process.rss - before, 0)
             first = first or answer
@@ -210,8 +225,8 @@ class WorkerGroup:
         process = self._pick()
         answer, out = process.call(header, buffers)
         if not answer.get("ok"):
-            raise _remote_exception(answer["error"])
-        return process.decode(answer["value"], out)
+            raise _failure(process, answer)
+        return process.decode(answer.get("value"), out)
 
     def stream(self, handle: str, data: Any, params: dict[str, Any] | None) -> Iterator[Any]:
         """The version's predict_stream in one of the group's processes, a chunk a message as
@@ -230,18 +245,18 @@ class WorkerGroup:
         }
         answer, _ = process.call(header, buffers)
         if not answer.get("ok"):
-            raise _remote_exception(answer["error"])
+            raise _failure(process, answer)
         over = False
         try:
             while True:
                 answer, out = process.call({"op": "stream_next", "stream": key}, [])
                 if not answer.get("ok"):
                     over = True  # the worker dropped a generator that raised
-                    raise _remote_exception(answer["error"])
+                    raise _failure(process, answer)
                 if answer.get("done"):
                     over = True
                     return
-                yield process.decode(answer["value"], out)
+                yield process.decode(answer.get("value"), out)
         finally:
             if not over:
                 with contextlib.suppress(WorkerLost):
@@ -308,7 +323,9 @@ class WorkerGroup:
                 for handle, request in self.models.items():
                     answer, _ = replacement.call(request, [])
                     if not answer.get("ok"):
-                        log.error("worker %s: could not load %s again: %s", replacement.label, handle, answer["error"])
+                        log.error(
+                            "worker %s: could not load %s again: %s", replacement.label, handle, answer.get("error")
+                        )
                     elif handle in self.fast:
                         flavor, names = self.fast[handle]
                         replacement.call({"op": "fast", "id": handle, "flavor": flavor, "names": names}, [])

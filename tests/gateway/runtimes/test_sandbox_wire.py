@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from gateway.runtimes import isolated
 from tests.conftest import Gateway, Registry, empty_registry
 from tests.gateway.runtimes.test_sandbox import gateway_for, log_prober
 from tests.support.peak_memory import peak_growth
@@ -180,3 +181,32 @@ async def test_a_thread_burning_cpu_between_calls_gets_its_worker_killed(
 async def test_a_load_that_spins_is_killed(gw: Gateway) -> None:
     refused(await attack(gw, "spinner", ""), "loading a version")
     assert (await gw.client.get("/health/live")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        'answer:{"ok": true}',  # no value
+        'answer:{"ok": false, "error": "not an object"}',
+        "nested:100000",  # past the interpreter's recursion limit, in the gateway's JSON decoder
+    ],
+)
+async def test_a_malformed_answer_kills_the_worker_with_503_never_a_500(gw: Gateway, what: str) -> None:
+    """Review of issue 48, point 8: each of these was a KeyError, AttributeError or RecursionError
+    in the gateway (500), and the worker that sent it lived on."""
+    assert (await attack(gw, "hostile", "")).status_code == 200
+    before = await worker_pid(gw, "hostile")
+    refused(await attack(gw, "hostile", what), "broke the wire protocol")
+    await served_again(gw, "hostile", before)
+
+
+async def test_an_error_type_no_class_can_be_named_is_the_models_error(gw: Gateway) -> None:
+    answer = await attack(gw, "hostile", 'answer:{"ok": false, "error": {"type": "Bad\\u0000Name", "message": "m"}}')
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].endswith("RemoteError: m"), answer.json()
+
+
+def test_the_error_types_a_worker_names_are_bounded() -> None:
+    for n in range(2 * isolated.MAX_REMOTE_TYPES):
+        assert str(isolated._remote_exception({"type": f"Made{n}", "message": "m"})) == "m"
+    assert len(isolated._remote_types) <= isolated.MAX_REMOTE_TYPES
