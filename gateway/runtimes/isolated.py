@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -51,6 +51,17 @@ from registry_sync.identity import VersionId
 log = logging.getLogger(__name__)
 
 WorkerSharing = Literal["model", "version"]  # GATEWAY_ENV_WORKER_SHARING
+
+
+class GroupKey(NamedTuple):
+    """What a group of worker processes is for (IsolatedRuntime.group_key)."""
+
+    environment: str
+    model: str
+    version: int | None  # None: every version of the model (GATEWAY_ENV_WORKER_SHARING=model)
+    network: bool
+
+
 _RESTARTS = 3  # a worker dying this many times within _RESTART_WINDOW is not started again
 _RESTART_WINDOW = 60.0
 
@@ -101,7 +112,7 @@ class WorkerGroup:
         runtime: IsolatedRuntime,
         env: Environment,
         *,
-        key: str,
+        key: GroupKey,
         processes: int = 1,
         sandbox: WorkerSandbox | None = None,
     ) -> None:
@@ -421,7 +432,7 @@ class IsolatedRuntime:
             sweep(self.sandbox.root)
         self.max_workers = max_workers
         self.processes = processes  # per environment
-        self._groups: dict[str, WorkerGroup] = {}
+        self._groups: dict[GroupKey, WorkerGroup] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         # Unloads are called from the event loop (the cache's eviction); a worker may be busy
@@ -464,12 +475,14 @@ class IsolatedRuntime:
             device_reason=answer.get("device_reason"),
         )
 
-    def group_key(self, version: VersionId, env: Environment, network: NetworkChoice) -> str:
+    def group_key(self, version: VersionId, env: Environment, network: NetworkChoice) -> GroupKey:
         """Which versions share worker processes: those of one environment, one model (one
         version, with GATEWAY_ENV_WORKER_SHARING=version) and one network choice. Never two
-        models: in one process, a model's code could reach the other's data and memory."""
-        sharer = version.name if self.sharing == "model" else f"{version.name}/{version.version}"
-        return f"{env.key}@{sharer}" + ("+network" if self.sandbox.on and network.allowed else "")
+        models: in one process, a model's code could reach the other's data and memory. A
+        tuple, not a string joined from names a registry user picks (a model named
+        ``victim+network`` once landed in network-allowed ``victim``'s worker)."""
+        sharer = None if self.sharing == "model" else version.version
+        return GroupKey(env.key, version.name, sharer, self.sandbox.on and network.allowed)
 
     def sandbox_missing(self) -> dict[str, str]:
         """The layers some running worker lacks, as checked from outside (for /health/ready)."""

@@ -313,7 +313,7 @@ async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allo
     assert "GATEWAY_SANDBOX_ALLOW_NETWORK is on" in runtime["sandbox"]["network"]["reason"]
     assert runtime["sandbox"]["filesystem"]["enforced"]  # only the network opens
     workers = sandboxed.services.placer.isolated.workers()  # type: ignore[union-attr]
-    assert sorted(group.key.endswith("+network") for group in workers) == [False, True]
+    assert sorted(group.key.network for group in workers) == [False, True]
     async with gateway_for(probe_registry, tmp_path, env_dir, sandbox_allow_network=False) as gw:
         (answer,) = await probe(gw, "caller", f"connect:127.0.0.1:{listener}")
         assert answer != "connected"

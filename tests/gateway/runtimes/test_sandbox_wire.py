@@ -51,6 +51,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry.log(log_prober, "spinner", config={"spin_on_load": SPIN_ON_LOAD}, **hostile)
     # Another team's model, on a worker of its own (versions allowed the network get their own)
     registry.log(log_prober, "bystander", {"gateway.network": "allow"}, **hostile)
+    # Named so that the group key, once a string joined from names, was the bystander's
+    registry.log(log_prober, "bystander+network", **hostile)
     return registry
 
 
@@ -210,3 +212,13 @@ def test_the_error_types_a_worker_names_are_bounded() -> None:
     for n in range(2 * isolated.MAX_REMOTE_TYPES):
         assert str(isolated._remote_exception({"type": f"Made{n}", "message": "m"})) == "m"
     assert len(isolated._remote_types) <= isolated.MAX_REMOTE_TYPES
+
+
+async def test_a_model_named_to_collide_gets_a_worker_of_its_own(gw: Gateway) -> None:
+    """Review of issue 48, point 5: ``bystander+network`` (no network tag), on the same
+    environment, was served by network-allowed ``bystander``'s worker."""
+    assert (await attack(gw, "bystander", "")).status_code == 200
+    assert (await attack(gw, "bystander+network", "")).status_code == 200
+    assert await worker_pid(gw, "bystander") != await worker_pid(gw, "bystander+network")
+    version = (await gw.client.get("/models/bystander+network/versions/1")).json()
+    assert version["runtime"]["sandbox"]["network"]["enforced"], version["runtime"]
