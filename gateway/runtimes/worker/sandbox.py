@@ -25,7 +25,7 @@ holding nothing of any model, applies the layers the kernel offers, in this orde
    processes outside its sandbox, and Landlock denies ptrace of them at any ABI, which is
    what keeps ``/proc/<gateway>/environ`` and ``/proc/<gateway>/mem`` closed.
 4. **system calls** (seccomp, x86-64): ``ptrace``, ``mount``, ``bpf``, ``unshare``, module
-   and key management, ``io_uring``, ``memfd_create`` and SysV shared memory... fail with
+   and key management, ``io_uring``, ``memfd_create``, ``memfd_secret`` and SysV shared memory... fail with
    ``EPERM``; so do ``prlimit64``, ``setpriority``, ``sched_setaffinity``... naming any process
    but the worker itself (``_SELF_ONLY``); with no processes allowed, so do
    ``fork``, a ``clone`` that is not a thread, and ``execve``; with no network, creating any
@@ -115,7 +115,7 @@ _DENIED = {  # name -> x86-64 number: what no model needs, and what a model brea
     # another process by a handle: signal it, take its files, reclaim or advise its memory
     "pidfd_send_signal": 424, "pidfd_open": 434, "process_madvise": 440, "process_mrelease": 448,
     # memory RLIMIT_AS does not count (written, never mapped), and SysV's outlives the worker
-    "memfd_create": 319, "shmget": 29, "msgget": 68, "mq_open": 240,
+    "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "mq_open": 240,
 }  # fmt: skip
 # name -> (x86-64 number, ((argument, the only value allowed), ...)): allowed on the worker itself
 # (pid 0, "who" 0), refused on any other process (the gateway, another model's worker), which
@@ -414,10 +414,12 @@ def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any]
     )
 
 
-# What of /etc the interpreter, NumPy's and SciPy's libraries, SSL and name lookups read.
+# What of /etc the interpreter, NumPy's and SciPy's libraries, SSL and name lookups read: of
+# /etc/ssl and /etc/pki the certificates and OpenSSL's configuration, never their private keys.
 _ETC = (
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "ssl", "ca-certificates",
-    "ca-certificates.conf", "pki", "crypto-policies", "gnutls", "hosts", "host.conf", "resolv.conf",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "ssl/certs",
+    "ssl/openssl.cnf", "ca-certificates", "ca-certificates.conf", "pki/tls/certs", "pki/tls/cert.pem",
+    "pki/tls/openssl.cnf", "pki/ca-trust", "crypto-policies", "gnutls", "hosts", "host.conf", "resolv.conf",
     "nsswitch.conf", "gai.conf", "services", "protocols", "passwd", "group", "mime.types", "os-release",
     "lsb-release", "debian_version", "fonts", "OpenCL", "nvidia", "magic",
 )  # fmt: skip

@@ -15,6 +15,8 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
   ``0``: the worker itself): set that process's RLIMIT_CORE, nice value, CPU affinity or
   scheduling policy to what it is already (``set``; harmless where it succeeds), or the error;
 - ``memfd:MiB``: writes that much into a memfd, then ``held N MiB`` (the memfd is closed);
+- ``memfd-secret``: creates a ``memfd_secret`` (memory RLIMIT_AS does not count either), then
+  ``created`` (closed) or the error;
 - ``fallocate:MiB,MiB...``: one file each in ``TMPDIR`` with ``posix_fallocate``, then
   ``allocated N`` or ``allocated N: <error>`` (the files are removed);
 - ``shm:``: creates a file in ``/dev/shm`` (as ``shm_open`` does), then ``created`` (removed).
@@ -117,6 +119,8 @@ def probe(what: str) -> str:
             finally:
                 os.close(fd)
             return f"held {arg} MiB"
+        if kind == "memfd-secret":
+            return _memfd_secret()
         if kind == "fallocate":
             return _fallocate([int(size) for size in arg.split(",")])
         if kind == "shm":
@@ -157,6 +161,19 @@ def _meddle(kind: str, pid: int) -> str:
     else:
         os.sched_setscheduler(pid, os.sched_getscheduler(pid), os.sched_getparam(pid))
     return "set"
+
+
+def _memfd_secret() -> str:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(447, 0)  # memfd_secret(0), x86-64's number: no Python wrapper
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    os.close(fd)
+    return "created"
 
 
 def _fallocate(sizes: list[int]) -> str:
