@@ -427,7 +427,9 @@ class IsolatedRuntime:
         self.store = store
         self.sharing = sharing  # GATEWAY_ENV_WORKER_SHARING
         self.sandbox = sandbox or SandboxPolicy(mode="off")
-        self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds, call_seconds=self.sandbox.call_seconds)
+        self.watchdog = CpuWatchdog(
+            self.sandbox.cpu_seconds, call_seconds=self.sandbox.call_seconds, load_seconds=self.sandbox.load_seconds
+        )
         if self.sandbox.on and self.sandbox.root is not None:
             sweep(self.sandbox.root)
         self.max_workers = max_workers
@@ -436,8 +438,12 @@ class IsolatedRuntime:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         # Unloads are called from the event loop (the cache's eviction); a worker may be busy
-        # answering a batch, so they wait their turn here instead.
-        self._lifecycle = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-life")
+        # answering a batch, so they wait their turn here instead: a thread per worker the
+        # gateway may run, so that one whose unload sleeps (a model's __del__) holds up no other
+        # model's eviction (and not past GATEWAY_SANDBOX_LOAD_SECONDS).
+        self._lifecycle = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, max_workers), thread_name_prefix="worker-life"
+        )
 
     def load(
         self,

@@ -49,6 +49,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     hostile = {"code": HOSTILE, "column": "attack"}
     registry.log(log_prober, "hostile", **hostile)
     registry.log(log_prober, "spinner", config={"spin_on_load": SPIN_ON_LOAD}, **hostile)
+    registry.log(log_prober, "sleeper", config={"sleep_on_load": 3600}, **hostile)
     # Another team's model, on a worker of its own (versions allowed the network get their own)
     registry.log(log_prober, "bystander", {"gateway.network": "allow"}, **hostile)
     # Named so that the group key, once a string joined from names, was the bystander's
@@ -222,3 +223,11 @@ async def test_a_model_named_to_collide_gets_a_worker_of_its_own(gw: Gateway) ->
     assert await worker_pid(gw, "bystander") != await worker_pid(gw, "bystander+network")
     version = (await gw.client.get("/models/bystander+network/versions/1")).json()
     assert version["runtime"]["sandbox"]["network"]["enforced"], version["runtime"]
+
+
+@pytest.mark.parametrize("gw", [{"sandbox_load_seconds": 2}], indirect=True)
+async def test_a_load_that_sleeps_is_killed_at_its_wall_time(gw: Gateway) -> None:
+    """Review of issue 48, point 4: a load that sleeps (using no CPU) held a load thread, and
+    its caller, for as long as it liked."""
+    refused(await attack(gw, "sleeper", ""), "over its load time limit")
+    assert (await gw.client.get("/health/live")).status_code == 200

@@ -12,7 +12,8 @@ tests/gateway/runtimes/test_sandbox_wire.py in a sandboxed worker.
 - ``nested:DEPTH``: writes an answer whose header is a list nested DEPTH deep.
 
 After writing on the socket it sleeps: what it wrote is the gateway's answer. With the model
-config ``{"spin_on_load": SECONDS}``, loading it burns that much CPU time first.
+config ``{"spin_on_load": SECONDS}``, loading it burns that much CPU time first; with
+``{"sleep_on_load": SECONDS}``, loading it sleeps that long.
 """
 
 import json
@@ -75,6 +76,7 @@ def attack(what: str) -> str:
 class Hostile(PythonModel):
     def load_context(self, context):  # type: ignore[no-untyped-def]
         _spin(float((context.model_config or {}).get("spin_on_load", 0)))
+        time.sleep(float((context.model_config or {}).get("sleep_on_load", 0)))
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         return [attack(str(a)) for a in model_input["attack"]]
