@@ -140,6 +140,7 @@ _SELF_ONLY = {
 }
 _PROCESSES = {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322}
 _CLONE, _CLONE3, _SOCKET = 56, 435, 41
+_BYTES_PER_INODE, _MIN_INODES = 16384, 1024  # the scratch tmpfs's files: one per 16 KiB of its size
 
 
 def landlock_abi() -> int:
@@ -333,11 +334,15 @@ def _scratch_tmpfs(policy: dict[str, Any], mounts: str | None) -> dict[str, Any]
         return _missing("GATEWAY_SANDBOX_DISK_MB=0: its scratch folder is on the artifact cache's disk")
     if mounts is not None:
         return _missing(mounts)
-    options = f"size={disk},mode=0700".encode()
+    # Its inodes too: empty files take no size, yet each takes kernel memory tmpfs does not count
+    inodes = max(_MIN_INODES, disk // _BYTES_PER_INODE)
+    options = f"size={disk},nr_inodes={inodes},mode=0700".encode()
     flags = ctypes.c_ulong(_MS_NOSUID | _MS_NODEV)
     if _libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", flags, options) != 0:
         return _missing(f"mount namespace: no tmpfs on its scratch folder ({os.strerror(ctypes.get_errno())})")
-    return _enforced(f"its scratch folder a tmpfs of {disk // 2**20} MiB of its own (memory, not the disk's)")
+    return _enforced(
+        f"its scratch folder a tmpfs of {disk // 2**20} MiB of its own (memory, not the disk's), {inodes} files at most"
+    )
 
 
 def _read_only_view(policy: dict[str, Any], mounts: str | None) -> dict[str, Any]:

@@ -177,6 +177,7 @@ def escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
     probes["shm"] = "shm:"
     probes["disk"] = "fallocate:40,40"  # each under the 64 MiB of gateway_for, not both
     probes["big file"] = "fallocate:80"
+    probes["inodes"] = "files:20000"  # empty files: no size, yet kernel memory (4096 in 64 MiB)
     probes["metadata"] = "metadata"  # of its own model file: a hard link to a verified blob
     probes["shadow"] = "read:/etc/shadow"  # readable to a root gateway's workers, capabilities or not
     probes["tls keys"] = "list:/etc/ssl/private"  # beside the certificates a worker may read
@@ -225,6 +226,7 @@ async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_not
     assert seen["shm"].startswith("PermissionError"), seen  # Landlock: /dev/shm is not its to write
     assert seen["disk"] == "allocated 1: OSError: No space left on device", seen  # the tmpfs's total
     assert seen["big file"] == "allocated 0: OSError: File too large", seen  # RLIMIT_FSIZE
+    assert seen["inodes"].endswith("OSError: No space left on device"), seen  # nr_inodes
     assert seen["metadata"] == ", ".join(f"{c}: Read-only file system" for c in ("chmod", "utime", "setxattr"))
     assert blobs_changed(sandboxed) == []
     for what in ("shadow", "tls keys", "gateway's cmdline", "processes"):
@@ -257,7 +259,7 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     assert seen["memfd"] == "held 300 MiB", seen
     assert seen["memfd_secret"] == "created", seen
     assert seen["shm"] == "created", seen
-    assert (seen["disk"], seen["big file"]) == ("allocated 2", "allocated 1"), seen
+    assert (seen["disk"], seen["big file"], seen["inodes"]) == ("allocated 2", "allocated 1", "created 20000"), seen
     # a trusted model's files are the cache's own: its metadata changes reach the blob
     assert seen["metadata"] == "chmod changed, utime changed, setxattr changed", seen
     assert len(changed) == 1, changed
@@ -293,7 +295,9 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
-    assert box["limits"]["disk"]["how"].startswith("its scratch folder a tmpfs of 64 MiB of its own")
+    assert box["limits"]["disk"]["how"].startswith(
+        "its scratch folder a tmpfs of 64 MiB of its own (memory, not the disk's), 4096 files at most"
+    )
     assert box["syscalls"]["enforced"] and "ptrace" in box["syscalls"]["denied"]
     assert {"prlimit64", "setpriority", "sched_setaffinity"} <= set(box["syscalls"]["self_only"])
     assert box["missing"] == {}  # this host offers every layer (docs/security.md)
