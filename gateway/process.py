@@ -721,6 +721,7 @@ def sandbox_policy(settings: GatewaySettings) -> SandboxPolicy:
         call_seconds=settings.predict_timeout_seconds
         if settings.sandbox_call_seconds is None
         else settings.sandbox_call_seconds,
+        load_seconds=settings.sandbox_load_seconds,
         max_answer_bytes=int((settings.sandbox_max_answer_mb or settings.max_decoded_mb) * 2**20),
         max_line_bytes=settings.sandbox_log_line_bytes,
         max_open_files=settings.sandbox_max_open_files,

@@ -476,6 +476,11 @@ class GatewaySettings(BaseSettings):
     that sleeps holds only its own worker, and not for longer than this. Unset:
     GATEWAY_PREDICT_TIMEOUT_SECONDS (past it no caller waits for the answer); 0: no limit."""
 
+    sandbox_load_seconds: float = Field(default=600, ge=0)
+    """Wall time one load or unload in a sandboxed worker (a model's ``load_context``, its
+    ``__del__``) may take before the gateway kills the worker: a model that sleeps there holds
+    a load thread (or an eviction) no longer than this. 0: no limit."""
+
     sandbox_max_answer_mb: float | None = Field(default=None, gt=0)
     """Largest answer, in MiB, the gateway reads from an isolated worker (a predict's output, a
     stream's chunk). A worker announcing more (a model's code can write to its socket) is

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from gateway.admission.limits import LoadBudget
@@ -70,7 +70,7 @@ class ChunkSource:
     def __init__(
         self,
         start: Callable[[], Iterator[Any]],
-        executor: ThreadPoolExecutor,
+        executor: Executor,
         on_closed: Callable[[], None] = lambda: None,
     ) -> None:
         self._start = start
@@ -80,7 +80,7 @@ class ChunkSource:
         # prediction context so) must find its own token there.
         self._context = contextvars.copy_context()
         self._generator: Iterator[Any] | None = None
-        self._executor = executor
+        self.executor = executor  # where its steps run
         self._lock = threading.Lock()
         self._running = False
         self._closing = False
@@ -116,7 +116,7 @@ class ChunkSource:
             running = self._running
         if not running:
             try:
-                self._executor.submit(self._context.run, self._close)
+                self.executor.submit(self._context.run, self._close)
             except RuntimeError:  # the pool is shut down: the process is stopping; close it here
                 self._context.run(self._close)
 
@@ -152,7 +152,7 @@ class Stream:
         self._closed = False
 
     def _ask(self) -> None:
-        self._step = self._loop.run_in_executor(self._owner.executor, self.source.step)
+        self._step = self._loop.run_in_executor(self.source.executor, self.source.step)
 
     async def next(self) -> Any:
         """The next chunk. Raises StopAsyncIteration at the end; StreamIdle when none came for
@@ -269,7 +269,10 @@ class Streams:
             except RuntimeError:  # the loop is closed: the process is gone
                 pass
 
-        stream = Stream(self, served, lease, ChunkSource(lambda: start(model), self.executor, give_back))
+        # An isolated worker's chunks wait on its group's threads (LoadedModel.calls_on), never the
+        # shared stream pool, which streams of one model that sleeps would otherwise hold.
+        source = ChunkSource(lambda: start(model), model.calls_on(self.executor), give_back)
+        stream = Stream(self, served, lease, source)
         self._open.add(stream)
         self._metrics.streams_open.set(len(self._open))
         return stream

@@ -29,11 +29,12 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -50,6 +51,17 @@ from registry_sync.identity import VersionId
 log = logging.getLogger(__name__)
 
 WorkerSharing = Literal["model", "version"]  # GATEWAY_ENV_WORKER_SHARING
+
+
+class GroupKey(NamedTuple):
+    """What a group of worker processes is for (IsolatedRuntime.group_key)."""
+
+    environment: str
+    model: str
+    version: int | None  # None: every version of the model (GATEWAY_ENV_WORKER_SHARING=model)
+    network: bool
+
+
 _RESTARTS = 3  # a worker dying this many times within _RESTART_WINDOW is not started again
 _RESTART_WINDOW = 60.0
 
@@ -60,6 +72,8 @@ class RemoteError(Exception):
 
 
 _remote_types: dict[str, type[RemoteError]] = {}
+MAX_REMOTE_TYPES = 256  # names a worker picks: past this many, new ones are plain RemoteError
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
 def _remote_exception(error: dict[str, Any]) -> Exception:
@@ -68,14 +82,25 @@ def _remote_exception(error: dict[str, Any]) -> Exception:
     if code is not None:
         try:
             return MlflowException(message, error_code=databricks_pb2.ErrorCode.Value(code))
-        except ValueError:
+        except (ValueError, TypeError):
             return MlflowException(message)
     if name == "MemoryError":
         return MemoryError(message)
     kind = _remote_types.get(name)
     if kind is None:
+        if not _NAME.fullmatch(name) or len(_remote_types) >= MAX_REMOTE_TYPES:
+            return RemoteError(message)  # a name a class cannot have (a NUL), or one too many
         kind = _remote_types[name] = type(name, (RemoteError,), {"__module__": "worker"})
     return kind(message)
+
+
+def _failure(process: WorkerProcess, answer: dict[str, Any]) -> Exception:
+    """What a call the worker answered not ``ok`` raises: the model's exception, or, where the
+    answer holds no error object, :class:`WorkerLost` for a worker that broke the protocol."""
+    error = answer.get("error")
+    if not isinstance(error, dict):
+        return process.condemn(f"its answer broke the wire protocol (a failure without an error object: {error!r:.80})")
+    return _remote_exception(error)
 
 
 class WorkerGroup:
@@ -87,7 +112,7 @@ class WorkerGroup:
         runtime: IsolatedRuntime,
         env: Environment,
         *,
-        key: str,
+        key: GroupKey,
         processes: int = 1,
         sandbox: WorkerSandbox | None = None,
     ) -> None:
@@ -176,12 +201,13 @@ class WorkerGroup:
             before = process.rss  # a fresh worker's own RSS is not the version's
             answer, _ = process.call(request, [])
             if not answer.get("ok"):
+                failure = _failure(process, answer)
                 if fresh and not self.models:
                     self.stop()
                 else:
                     self._unload_everywhere(handle)
                     self._withdraw(request)
-                raise _remote_exception(answer["error"])
+                raise failure
             process.rss = process.measured_rss(int(answer.get("rss", 0)))
             grown += max(process.rss - before, 0)
             first = first or answer
@@ -210,8 +236,8 @@ class WorkerGroup:
         process = self._pick()
         answer, out = process.call(header, buffers)
         if not answer.get("ok"):
-            raise _remote_exception(answer["error"])
-        return process.decode(answer["value"], out)
+            raise _failure(process, answer)
+        return process.decode(answer.get("value"), out)
 
     def stream(self, handle: str, data: Any, params: dict[str, Any] | None) -> Iterator[Any]:
         """The version's predict_stream in one of the group's processes, a chunk a message as
@@ -230,18 +256,18 @@ class WorkerGroup:
         }
         answer, _ = process.call(header, buffers)
         if not answer.get("ok"):
-            raise _remote_exception(answer["error"])
+            raise _failure(process, answer)
         over = False
         try:
             while True:
                 answer, out = process.call({"op": "stream_next", "stream": key}, [])
                 if not answer.get("ok"):
                     over = True  # the worker dropped a generator that raised
-                    raise _remote_exception(answer["error"])
+                    raise _failure(process, answer)
                 if answer.get("done"):
                     over = True
                     return
-                yield process.decode(answer["value"], out)
+                yield process.decode(answer.get("value"), out)
         finally:
             if not over:
                 with contextlib.suppress(WorkerLost):
@@ -308,7 +334,9 @@ class WorkerGroup:
                 for handle, request in self.models.items():
                     answer, _ = replacement.call(request, [])
                     if not answer.get("ok"):
-                        log.error("worker %s: could not load %s again: %s", replacement.label, handle, answer["error"])
+                        log.error(
+                            "worker %s: could not load %s again: %s", replacement.label, handle, answer.get("error")
+                        )
                     elif handle in self.fast:
                         flavor, names = self.fast[handle]
                         replacement.call({"op": "fast", "id": handle, "flavor": flavor, "names": names}, [])
@@ -399,17 +427,23 @@ class IsolatedRuntime:
         self.store = store
         self.sharing = sharing  # GATEWAY_ENV_WORKER_SHARING
         self.sandbox = sandbox or SandboxPolicy(mode="off")
-        self.watchdog = CpuWatchdog(self.sandbox.cpu_seconds, call_seconds=self.sandbox.call_seconds)
+        self.watchdog = CpuWatchdog(
+            self.sandbox.cpu_seconds, call_seconds=self.sandbox.call_seconds, load_seconds=self.sandbox.load_seconds
+        )
         if self.sandbox.on and self.sandbox.root is not None:
             sweep(self.sandbox.root)
         self.max_workers = max_workers
         self.processes = processes  # per environment
-        self._groups: dict[str, WorkerGroup] = {}
+        self._groups: dict[GroupKey, WorkerGroup] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         # Unloads are called from the event loop (the cache's eviction); a worker may be busy
-        # answering a batch, so they wait their turn here instead.
-        self._lifecycle = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-life")
+        # answering a batch, so they wait their turn here instead: a thread per worker the
+        # gateway may run, so that one whose unload sleeps (a model's __del__) holds up no other
+        # model's eviction (and not past GATEWAY_SANDBOX_LOAD_SECONDS).
+        self._lifecycle = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, max_workers), thread_name_prefix="worker-life"
+        )
 
     def load(
         self,
@@ -447,12 +481,14 @@ class IsolatedRuntime:
             device_reason=answer.get("device_reason"),
         )
 
-    def group_key(self, version: VersionId, env: Environment, network: NetworkChoice) -> str:
+    def group_key(self, version: VersionId, env: Environment, network: NetworkChoice) -> GroupKey:
         """Which versions share worker processes: those of one environment, one model (one
         version, with GATEWAY_ENV_WORKER_SHARING=version) and one network choice. Never two
-        models: in one process, a model's code could reach the other's data and memory."""
-        sharer = version.name if self.sharing == "model" else f"{version.name}/{version.version}"
-        return f"{env.key}@{sharer}" + ("+network" if self.sandbox.on and network.allowed else "")
+        models: in one process, a model's code could reach the other's data and memory. A
+        tuple, not a string joined from names a registry user picks (a model named
+        ``victim+network`` once landed in network-allowed ``victim``'s worker)."""
+        sharer = None if self.sharing == "model" else version.version
+        return GroupKey(env.key, version.name, sharer, self.sandbox.on and network.allowed)
 
     def sandbox_missing(self) -> dict[str, str]:
         """The layers some running worker lacks, as checked from outside (for /health/ready)."""

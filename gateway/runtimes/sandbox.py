@@ -110,6 +110,7 @@ class SandboxPolicy:
     max_open_files: int = 1024
     max_processes: int = 0  # 0: none (seccomp); else RLIMIT_NPROC
     call_seconds: float = 0  # wall time one predict call (a stream's chunk) may take; 0: no limit
+    load_seconds: float = 0  # wall time one load or unload may take; 0: no limit
     # What the gateway reads of what any worker sends, sandboxed or not (workers.py):
     max_answer_bytes: int = 0  # a frame (an answer, a stream's chunk); 0: no bound
     max_line_bytes: int = 64 * 1024  # a line of its output; the rest of a longer one is dropped
@@ -314,8 +315,9 @@ class WorkerSandbox:
 
     def watching(self, process: WorkerProcess, header: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
         """A call's CPU time (a predict, a stream's chunk, a load), held to
-        GATEWAY_SANDBOX_CPU_SECONDS, and a predict's wall time to GATEWAY_SANDBOX_CALL_SECONDS;
-        from its end, the CPU its worker uses until the next call (the watchdog's spans)."""
+        GATEWAY_SANDBOX_CPU_SECONDS, a predict's wall time to GATEWAY_SANDBOX_CALL_SECONDS, a
+        load's or an unload's to GATEWAY_SANDBOX_LOAD_SECONDS; from its end, the CPU its worker
+        uses until the next call (the watchdog's spans)."""
         op = str(header.get("op", ""))
         doing = "call" if op.startswith(("predict", "stream")) else None if op == "hello" else "load"
         return self.watchdog.watching(process, doing)
@@ -481,14 +483,18 @@ def _link_or_copy(source: str, destination: str) -> None:
 class CpuWatchdog:
     """Kills a worker that uses more than ``seconds`` of CPU time (all its threads) in one call,
     one load, or between two calls (a thread a model started runs on after its call), or whose
-    predict call takes more than ``call_seconds`` of wall time (a model that sleeps). Read from
+    predict call takes more than ``call_seconds`` of wall time (a model that sleeps), or whose
+    load or unload takes more than ``load_seconds``. Read from
     ``/proc/<pid>/stat`` by a thread of the gateway's own every ``interval``, for each worker
     from the end of its hello to its exit: a span (a call, a load, the time between calls) is
     counted from the first time the watchdog sees it, so it may use up to one interval more."""
 
-    def __init__(self, seconds: float, *, call_seconds: float = 0, interval: float = 0.25) -> None:
+    def __init__(
+        self, seconds: float, *, call_seconds: float = 0, load_seconds: float = 0, interval: float = 0.25
+    ) -> None:
         self.seconds = seconds
         self.call_seconds = call_seconds
+        self.load_seconds = load_seconds
         self._interval = interval
         # pid -> its current span: (process, what it is doing, its CPU time when the watchdog
         # first saw the span (None until then), when the span began, which span)
@@ -500,7 +506,7 @@ class CpuWatchdog:
 
     @property
     def on(self) -> bool:
-        return self.seconds > 0 or self.call_seconds > 0
+        return self.seconds > 0 or self.call_seconds > 0 or self.load_seconds > 0
 
     @contextlib.contextmanager
     def watching(self, process: WorkerProcess, doing: str | None) -> Iterator[None]:
@@ -559,6 +565,8 @@ class CpuWatchdog:
             return f"over its CPU time limit ({cpu:.1f} s {when}, GATEWAY_SANDBOX_CPU_SECONDS={self.seconds:g})"
         if doing == "call" and self.call_seconds > 0 and wall > self.call_seconds:
             return f"over its call time limit ({wall:.1f} s, GATEWAY_SANDBOX_CALL_SECONDS={self.call_seconds:g})"
+        if doing == "load" and self.load_seconds > 0 and wall > self.load_seconds:
+            return f"over its load time limit ({wall:.1f} s, GATEWAY_SANDBOX_LOAD_SECONDS={self.load_seconds:g})"
         return None
 
     def _kill(self, pid: int, process: WorkerProcess, why: str) -> None:

@@ -166,7 +166,7 @@ class WorkerProcess:
             assert self._sock is not None
             try:
                 first, _ = wire.receive(self._sock)
-            except (OSError, wire.Closed, ValueError) as exc:
+            except (OSError, wire.Closed, wire.WireError, ValueError) as exc:
                 why = _why_gone(self._proc) or type(exc).__name__
                 raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {why}") from exc
         if first.get("op") != "confined":
@@ -231,13 +231,13 @@ class WorkerProcess:
                 if not isinstance(answer, dict):
                     raise wire.WireError(f"an answer that is not an object: {type(answer).__name__}")
                 return answer, out
-            except (wire.WireError, ValueError) as exc:  # what it sent cannot be trusted, nor what it sends next
-                if self._stopping:
-                    raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: stopped") from exc
-                raise self.condemn(f"its answer broke the wire protocol ({exc})") from exc
             except (OSError, wire.Closed) as exc:
                 why = self.over_limit or (None if self._stopping else _why_gone(self._proc)) or type(exc).__name__
                 raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: {why}") from exc
+            except Exception as exc:  # what it sent cannot be trusted, nor what it sends next
+                if self._stopping:
+                    raise WorkerLost(f"worker {self.label} (pid {self.pid}) is gone: stopped") from exc
+                raise self.condemn(f"its answer broke the wire protocol ({type(exc).__name__}: {exc})") from exc
 
     def decode(self, node: Any, buffers: list[memoryview]) -> Any:
         """A value the worker answered; one that makes no sense (an array its bytes do not

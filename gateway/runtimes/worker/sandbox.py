@@ -26,7 +26,7 @@ holding nothing of any model, applies the layers the kernel offers, in this orde
    processes outside its sandbox, and Landlock denies ptrace of them at any ABI, which is
    what keeps ``/proc/<gateway>/environ`` and ``/proc/<gateway>/mem`` closed.
 4. **system calls** (seccomp, x86-64): ``ptrace``, ``mount``, ``bpf``, ``unshare``, module
-   and key management, ``io_uring``, ``memfd_create`` and SysV shared memory... fail with
+   and key management, ``io_uring``, ``memfd_create``, ``memfd_secret`` and SysV shared memory... fail with
    ``EPERM``; so do ``prlimit64``, ``setpriority``, ``sched_setaffinity``... naming any process
    but the worker itself (``_SELF_ONLY``); with no processes allowed, so do
    ``fork``, a ``clone`` that is not a thread, and ``execve``; with no network, creating any
@@ -116,7 +116,7 @@ _DENIED = {  # name -> x86-64 number: what no model needs, and what a model brea
     # another process by a handle: signal it, take its files, reclaim or advise its memory
     "pidfd_send_signal": 424, "pidfd_open": 434, "process_madvise": 440, "process_mrelease": 448,
     # memory RLIMIT_AS does not count (written, never mapped), and SysV's outlives the worker
-    "memfd_create": 319, "shmget": 29, "msgget": 68, "mq_open": 240,
+    "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "mq_open": 240,
 }  # fmt: skip
 # name -> (x86-64 number, ((argument, the only value allowed), ...)): allowed on the worker itself
 # (pid 0, "who" 0), refused on any other process (the gateway, another model's worker), which
@@ -141,6 +141,7 @@ _SELF_ONLY = {
 }
 _PROCESSES = {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322}
 _CLONE, _CLONE3, _SOCKET = 56, 435, 41
+_BYTES_PER_INODE, _MIN_INODES = 16384, 1024  # the scratch tmpfs's files: one per 16 KiB of its size
 
 
 def landlock_abi() -> int:
@@ -365,11 +366,15 @@ def _scratch_tmpfs(policy: dict[str, Any], mounts: str | None) -> dict[str, Any]
         return _missing("GATEWAY_SANDBOX_DISK_MB=0: its scratch folder is on the artifact cache's disk")
     if mounts is not None:
         return _missing(mounts)
-    options = f"size={disk},mode=0700".encode()
+    # Its inodes too: empty files take no size, yet each takes kernel memory tmpfs does not count
+    inodes = max(_MIN_INODES, disk // _BYTES_PER_INODE)
+    options = f"size={disk},nr_inodes={inodes},mode=0700".encode()
     flags = ctypes.c_ulong(_MS_NOSUID | _MS_NODEV)
     if _libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", flags, options) != 0:
         return _missing(f"mount namespace: no tmpfs on its scratch folder ({os.strerror(ctypes.get_errno())})")
-    return _enforced(f"its scratch folder a tmpfs of {disk // 2**20} MiB of its own (memory, not the disk's)")
+    return _enforced(
+        f"its scratch folder a tmpfs of {disk // 2**20} MiB of its own (memory, not the disk's), {inodes} files at most"
+    )
 
 
 def _read_only_view(policy: dict[str, Any], mounts: str | None) -> dict[str, Any]:
@@ -446,10 +451,12 @@ def _landlock(policy: dict[str, Any], *, deny_tcp: bool) -> tuple[dict[str, Any]
     )
 
 
-# What of /etc the interpreter, NumPy's and SciPy's libraries, SSL and name lookups read.
+# What of /etc the interpreter, NumPy's and SciPy's libraries, SSL and name lookups read: of
+# /etc/ssl and /etc/pki the certificates and OpenSSL's configuration, never their private keys.
 _ETC = (
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "ssl", "ca-certificates",
-    "ca-certificates.conf", "pki", "crypto-policies", "gnutls", "hosts", "host.conf", "resolv.conf",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "ssl/certs",
+    "ssl/openssl.cnf", "ca-certificates", "ca-certificates.conf", "pki/tls/certs", "pki/tls/cert.pem",
+    "pki/tls/openssl.cnf", "pki/ca-trust", "crypto-policies", "gnutls", "hosts", "host.conf", "resolv.conf",
     "nsswitch.conf", "gai.conf", "services", "protocols", "passwd", "group", "mime.types", "os-release",
     "lsb-release", "debian_version", "fonts", "OpenCL", "nvidia", "magic",
 )  # fmt: skip

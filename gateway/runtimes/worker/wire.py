@@ -13,8 +13,13 @@ tree of tagged nodes; arrays and columns of fixed-size types travel as their raw
 The gateway does not trust what a worker sends (a model's code runs there, and can write to
 the socket itself): :func:`receive` takes a bound on a frame's bytes and refuses a frame that
 announces more before reading (or allocating) any of it, and a large buffer is read into
-memory mapped lazily, so the gateway holds only the bytes that truly arrived; :func:`decode`
-builds an array only from bytes that were sent, exactly as many as its dtype and shape need.
+memory mapped lazily, so the gateway holds only the bytes that truly arrived. Within the bound,
+no small frame may decode into much more than its size: the JSON header is held to a share of
+the bound (decoded, JSON takes some 20 times its bytes), the buffers to one per kilobyte of it
+(an empty one is one shared view), and :func:`decode` builds an array only from bytes that were
+sent, exactly as many as its dtype and shape need, uses each buffer once, refuses an empty array
+whose shape lists more than ``MAX_EMPTY_CELLS`` cells, a 0-d column, and an index longer (or
+shorter) than the data it indexes.
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ _PREFIX = struct.Struct("!II")
 _LENGTH = struct.Struct("!Q")
 _RAW_KINDS = frozenset("biufcmMSU")  # dtype kinds whose bytes are the whole value
 MAX_HEADER = 64 * 2**20
+HEADER_SHARE = 32  # a bounded frame's header may be this fraction of the bound (JSON decodes to ~20x)
+BUFFER_BYTES = 1024  # a bounded frame may list one buffer per this many bytes of the bound
+MAX_EMPTY_CELLS = 1 << 16  # an empty array's shape, its zero sizes left out, may list this many cells
 _LAZY = 1 << 20  # buffers from this size are read into anonymous memory, mapped as it arrives
+_EMPTY = memoryview(b"")  # every empty buffer of a frame: one view, not one object per buffer
 
 
 class WireError(Exception):
@@ -63,10 +72,16 @@ def send(sock: socket.socket, header: dict[str, Any], buffers: list[Any]) -> Non
 def receive(sock: socket.socket, max_bytes: int | None = None) -> tuple[dict[str, Any], list[memoryview]]:
     """A frame: its header and buffers. Given ``max_bytes``, a frame whose lengths (header,
     buffer table, buffers) add up to more is refused (:class:`TooLarge`) as soon as they are
-    known, before its header or any buffer is read."""
+    known, before its header or any buffer is read; so is one whose header is over
+    ``max_bytes / HEADER_SHARE``, or that lists more than one buffer per ``BUFFER_BYTES`` of
+    ``max_bytes``. A header that is not JSON (or nests past the interpreter's recursion limit)
+    is a :class:`WireError`."""
     head_length, count = _PREFIX.unpack(_exactly(sock, _PREFIX.size))
-    if head_length > MAX_HEADER:
-        raise TooLarge(f"frame header of {head_length} bytes, more than {MAX_HEADER}")
+    max_header = MAX_HEADER if max_bytes is None else min(MAX_HEADER, max(max_bytes // HEADER_SHARE, 4096))
+    if head_length > max_header:
+        raise TooLarge(f"frame header of {head_length} bytes, more than {max_header}")
+    if max_bytes is not None and count > max(max_bytes // BUFFER_BYTES, 16):
+        raise TooLarge(f"frame of {count} buffers, more than {max(max_bytes // BUFFER_BYTES, 16)}")
     if max_bytes is not None and head_length + count * _LENGTH.size > max_bytes:
         raise TooLarge(f"frame of {count} buffers and a {head_length}-byte header, more than {max_bytes} bytes")
     table = _exactly(sock, count * _LENGTH.size)
@@ -75,8 +90,11 @@ def receive(sock: socket.socket, max_bytes: int | None = None) -> tuple[dict[str
         total = head_length + len(table) + sum(lengths)
         if total > max_bytes:
             raise TooLarge(f"frame of {total} bytes, more than {max_bytes}")
-    header = json.loads(bytes(_exactly(sock, head_length)))
-    return header, [_exactly(sock, n) for n in lengths]
+    try:
+        header = json.loads(bytes(_exactly(sock, head_length)))
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"a frame header that is not JSON ({type(exc).__name__})") from exc
+    return header, [_exactly(sock, n) if n else _EMPTY for n in lengths]
 
 
 def _exactly(sock: socket.socket, size: int) -> memoryview:
@@ -131,6 +149,27 @@ def encode(value: Any, buffers: list[Any]) -> Any:
 
 
 def decode(node: Any, buffers: list[memoryview]) -> Any:
+    """The value ``node`` describes, built from ``buffers``; a node that makes no sense is a
+    :class:`WireError` (or the error its malformed part raises: the caller condemns both)."""
+    return _decode(node, _Once(buffers))
+
+
+class _Once:
+    """A frame's buffers, each of which one node may take: a header naming one buffer many
+    times would make many values (a ``bytes`` node copies) of bytes sent once."""
+
+    def __init__(self, buffers: list[memoryview]) -> None:
+        self._buffers = buffers
+        self._taken: set[int] = set()
+
+    def take(self, index: Any) -> memoryview:
+        if type(index) is not int or not 0 <= index < len(self._buffers) or index in self._taken:
+            raise WireError(f"buffer {index!r} is not one of the frame's, or was taken already")
+        self._taken.add(index)
+        return self._buffers[index]
+
+
+def _decode(node: Any, buffers: _Once) -> Any:
     kind = node["t"]
     if kind == "j":
         return node["v"]
@@ -139,26 +178,28 @@ def decode(node: Any, buffers: list[memoryview]) -> Any:
     if kind == "scalar":
         return _from_array(node["v"], buffers)[0]
     if kind == "frame":
-        columns = _from_index(node["columns"], buffers)
-        index = _from_index(node["index"], buffers)
         data = {i: _from_column(c, buffers) for i, c in enumerate(node["data"])}
+        rows = {len(column) for column in data.values()}
+        if len(rows) > 1:
+            raise WireError(f"a frame whose columns have {sorted(rows)} rows")
+        columns = _from_index(node["columns"], buffers, len(data))
+        index = _from_index(node["index"], buffers, rows.pop() if rows else None)
         frame = pd.DataFrame(data, index=index) if data else pd.DataFrame(index=index)
         frame.columns = columns
         return frame
     if kind == "series":
+        values = _from_column(node["data"], buffers)
         return pd.Series(
-            _from_column(node["data"], buffers),
-            index=_from_index(node["index"], buffers),
-            name=decode(node["name"], buffers),
+            values, index=_from_index(node["index"], buffers, len(values)), name=_decode(node["name"], buffers)
         )
     if kind == "dict":
-        return {_key(decode(k, buffers)): decode(v, buffers) for k, v in node["items"]}
+        return {_key(_decode(k, buffers)): _decode(v, buffers) for k, v in node["items"]}
     if kind == "list":
-        return [decode(v, buffers) for v in node["items"]]
+        return [_decode(v, buffers) for v in node["items"]]
     if kind == "tuple":
-        return tuple(decode(v, buffers) for v in node["items"])
+        return tuple(_decode(v, buffers) for v in node["items"])
     if kind == "bytes":
-        return bytes(buffers[node["b"]])
+        return bytes(buffers.take(node["b"]))
     if kind == "timestamp":
         return pd.Timestamp(node["v"])
     raise WireError(f"unknown node {kind!r}")
@@ -179,12 +220,12 @@ def _array(array: np.ndarray, buffers: list[Any]) -> dict[str, Any]:
     raise WireError(f"an array of dtype {array.dtype} cannot be sent to an isolated worker")
 
 
-def _from_array(node: dict[str, Any], buffers: list[memoryview]) -> np.ndarray:
+def _from_array(node: dict[str, Any], buffers: _Once) -> np.ndarray:
     shape = _shape(node["shape"])
     if node["dtype"] == "O":
         out = np.empty(len(node["items"]), dtype=object)
         for i, item in enumerate(node["items"]):
-            out[i] = decode(item, buffers)
+            out[i] = _decode(item, buffers)
         return out.reshape(shape)
     try:
         dtype = np.dtype(node["dtype"])
@@ -192,7 +233,7 @@ def _from_array(node: dict[str, Any], buffers: list[memoryview]) -> np.ndarray:
         raise WireError(f"no dtype {node['dtype']!r}") from exc
     if dtype.kind not in _RAW_KINDS or dtype.fields or dtype.subdtype or dtype.hasobject or not dtype.itemsize:
         raise WireError(f"an array of dtype {dtype} cannot be received as raw bytes")
-    raw = buffers[node["b"]]
+    raw = buffers.take(node["b"])
     count = 1
     for n in shape:
         count *= n
@@ -206,8 +247,16 @@ def _from_array(node: dict[str, Any], buffers: list[memoryview]) -> np.ndarray:
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
+    """A shape; an empty one's other sizes may not list more than ``MAX_EMPTY_CELLS`` cells
+    (no byte pays for them, and ``tolist`` makes a list for each: ``(10**9, 0)`` is a billion)."""
     if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
         raise WireError(f"an array shape must be a list of sizes, not {shape!r}")
+    if 0 in shape:
+        cells = 1
+        for n in shape:
+            cells *= max(n, 1)
+        if cells > MAX_EMPTY_CELLS:
+            raise WireError(f"an empty array of shape {shape!r}: more than {MAX_EMPTY_CELLS} empty cells")
     return tuple(shape)
 
 
@@ -221,8 +270,10 @@ def _column(series: pd.Series, buffers: list[Any]) -> dict[str, Any]:
     return {"values": _array(np.asarray(values, dtype=object), buffers), "pandas": str(dtype)}
 
 
-def _from_column(node: dict[str, Any], buffers: list[memoryview]) -> Any:
+def _from_column(node: dict[str, Any], buffers: _Once) -> Any:
     values = _from_array(node["values"], buffers)
+    if values.ndim != 1:  # a 0-d column is one value pandas would repeat down any index
+        raise WireError(f"a column of {values.ndim} dimensions")
     dtype = node.get("pandas")
     if dtype is None or dtype == "object":
         return values
@@ -241,10 +292,17 @@ def _index(index: pd.Index, buffers: list[Any]) -> dict[str, Any]:
     return {"values": _column(pd.Series(index), buffers), "name": name}
 
 
-def _from_index(node: dict[str, Any], buffers: list[memoryview]) -> pd.Index:
+def _from_index(node: dict[str, Any], buffers: _Once, length: int | None) -> pd.Index:
+    """An index, as long as the ``length`` of what it indexes (None: a frame without columns,
+    whose rows only an index of sent values may give: a range of a billion costs nothing to
+    announce)."""
     if "range" in node:
         start, stop, step = node["range"]
-        return pd.RangeIndex(start, stop, step, name=decode(node["name"], buffers))
-    if "tuples" in node:
-        return pd.MultiIndex.from_tuples(decode(node["tuples"], buffers), names=decode(node["names"], buffers))
-    return pd.Index(_from_column(node["values"], buffers), name=decode(node["name"], buffers))
+        index = pd.RangeIndex(start, stop, step, name=_decode(node["name"], buffers))
+    elif "tuples" in node:
+        index = pd.MultiIndex.from_tuples(_decode(node["tuples"], buffers), names=_decode(node["names"], buffers))
+    else:
+        index = pd.Index(_from_column(node["values"], buffers), name=_decode(node["name"], buffers))
+    if len(index) != (length if length is not None else 0 if "range" in node else len(index)):
+        raise WireError(f"an index of {len(index)} entries for {length} rows")
+    return index

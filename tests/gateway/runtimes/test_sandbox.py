@@ -173,11 +173,14 @@ def escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
     for call in MEDDLING:  # each sets the gateway's own value again: harmless where it succeeds
         probes[f"{call} gateway"] = f"{call}:parent"
     probes["memfd"] = "memfd:300"  # past the 256 MiB of gateway_for, never mapped: RLIMIT_AS misses it
+    probes["memfd_secret"] = "memfd-secret"  # memory outside the address space too
     probes["shm"] = "shm:"
     probes["disk"] = "fallocate:40,40"  # each under the 64 MiB of gateway_for, not both
     probes["big file"] = "fallocate:80"
+    probes["inodes"] = "files:20000"  # empty files: no size, yet kernel memory (4096 in 64 MiB)
     probes["metadata"] = "metadata"  # of its own model file: a hard link to a verified blob
     probes["shadow"] = "read:/etc/shadow"  # readable to a root gateway's workers, capabilities or not
+    probes["tls keys"] = "list:/etc/ssl/private"  # beside the certificates a worker may read
     probes["gateway's cmdline"] = f"read:/proc/{os.getpid()}/cmdline"
     probes["processes"] = "list:/proc"
     return probes
@@ -219,12 +222,14 @@ async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_not
     for call in MEDDLING:  # the gateway keeps its limits, its nice value, its CPUs, its scheduling
         assert seen[f"{call} gateway"].startswith("PermissionError"), (call, seen)
     assert seen["memfd"].startswith("PermissionError"), seen
+    assert seen["memfd_secret"].startswith("PermissionError"), seen
     assert seen["shm"].startswith("PermissionError"), seen  # Landlock: /dev/shm is not its to write
     assert seen["disk"] == "allocated 1: OSError: No space left on device", seen  # the tmpfs's total
     assert seen["big file"] == "allocated 0: OSError: File too large", seen  # RLIMIT_FSIZE
+    assert seen["inodes"].endswith("OSError: No space left on device"), seen  # nr_inodes
     assert seen["metadata"] == ", ".join(f"{c}: Read-only file system" for c in ("chmod", "utime", "setxattr"))
     assert blobs_changed(sandboxed) == []
-    for what in ("shadow", "gateway's cmdline", "processes"):
+    for what in ("shadow", "tls keys", "gateway's cmdline", "processes"):
         assert seen[what].startswith("PermissionError"), (what, seen)
     # what it legitimately needs still works: a variable named for it, its scratch folder
     passed, home = await probe(sandboxed, "prober", f"env:{PASSED}", "env:HOME")
@@ -252,12 +257,15 @@ async def test_without_the_sandbox_the_same_escapes_succeed(
     for call in MEDDLING:
         assert seen[f"{call} gateway"] == "set", (call, seen)
     assert seen["memfd"] == "held 300 MiB", seen
+    assert seen["memfd_secret"] == "created", seen
     assert seen["shm"] == "created", seen
-    assert (seen["disk"], seen["big file"]) == ("allocated 2", "allocated 1"), seen
+    assert (seen["disk"], seen["big file"], seen["inodes"]) == ("allocated 2", "allocated 1", "created 20000"), seen
     # a trusted model's files are the cache's own: its metadata changes reach the blob
     assert seen["metadata"] == "chmod changed, utime changed, setxattr changed", seen
     assert len(changed) == 1, changed
     assert seen["shadow"] == ("read" if os.geteuid() == 0 else "PermissionError: Permission denied"), seen
+    if Path("/etc/ssl/private").is_dir():  # Debian's: root's (and group ssl-cert's) to list
+        assert not seen["tls keys"].startswith("PermissionError") or os.geteuid() != 0, seen
     assert seen["gateway's cmdline"] == "read", seen
     assert str(os.getpid()) in seen["processes"].split(","), seen
     assert runtime["runtime"] == "isolated" and runtime["sandbox"] is None
@@ -287,7 +295,9 @@ async def test_the_version_and_the_status_page_say_what_confines_its_worker(sand
     assert box["network"]["enforced"] and box["network"]["reason"] == "no network (the default)"
     assert box["limits"]["memory"]["enforced"] and box["limits"]["cpu_per_call"]["enforced"]
     assert box["limits"]["open_files"]["how"] == "RLIMIT_NOFILE 1024"
-    assert box["limits"]["disk"]["how"].startswith("its scratch folder a tmpfs of 64 MiB of its own")
+    assert box["limits"]["disk"]["how"].startswith(
+        "its scratch folder a tmpfs of 64 MiB of its own (memory, not the disk's), 4096 files at most"
+    )
     assert box["syscalls"]["enforced"] and "ptrace" in box["syscalls"]["denied"]
     assert {"prlimit64", "setpriority", "sched_setaffinity"} <= set(box["syscalls"]["self_only"])
     assert box["missing"] == {}  # this host offers every layer (docs/security.md)
@@ -313,7 +323,7 @@ async def test_a_version_tagged_for_the_network_reaches_it_when_the_setting_allo
     assert "GATEWAY_SANDBOX_ALLOW_NETWORK is on" in runtime["sandbox"]["network"]["reason"]
     assert runtime["sandbox"]["filesystem"]["enforced"]  # only the network opens
     workers = sandboxed.services.placer.isolated.workers()  # type: ignore[union-attr]
-    assert sorted(group.key.endswith("+network") for group in workers) == [False, True]
+    assert sorted(group.key.network for group in workers) == [False, True]
     async with gateway_for(probe_registry, tmp_path, env_dir, sandbox_allow_network=False) as gw:
         (answer,) = await probe(gw, "caller", f"connect:127.0.0.1:{listener}")
         assert answer != "connected"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from gateway.runtimes import isolated
 from tests.conftest import Gateway, Registry, empty_registry
 from tests.gateway.runtimes.test_sandbox import gateway_for, log_prober
 from tests.support.peak_memory import peak_growth
@@ -48,8 +49,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     hostile = {"code": HOSTILE, "column": "attack"}
     registry.log(log_prober, "hostile", **hostile)
     registry.log(log_prober, "spinner", config={"spin_on_load": SPIN_ON_LOAD}, **hostile)
+    registry.log(log_prober, "sleeper", config={"sleep_on_load": 3600}, **hostile)
     # Another team's model, on a worker of its own (versions allowed the network get their own)
     registry.log(log_prober, "bystander", {"gateway.network": "allow"}, **hostile)
+    # Named so that the group key, once a string joined from names, was the bystander's
+    registry.log(log_prober, "bystander+network", **hostile)
     return registry
 
 
@@ -179,4 +183,51 @@ async def test_a_thread_burning_cpu_between_calls_gets_its_worker_killed(
 
 async def test_a_load_that_spins_is_killed(gw: Gateway) -> None:
     refused(await attack(gw, "spinner", ""), "loading a version")
+    assert (await gw.client.get("/health/live")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        'answer:{"ok": true}',  # no value
+        'answer:{"ok": false, "error": "not an object"}',
+        "nested:100000",  # past the interpreter's recursion limit, in the gateway's JSON decoder
+    ],
+)
+async def test_a_malformed_answer_kills_the_worker_with_503_never_a_500(gw: Gateway, what: str) -> None:
+    """Review of issue 48, point 8: each of these was a KeyError, AttributeError or RecursionError
+    in the gateway (500), and the worker that sent it lived on."""
+    assert (await attack(gw, "hostile", "")).status_code == 200
+    before = await worker_pid(gw, "hostile")
+    refused(await attack(gw, "hostile", what), "broke the wire protocol")
+    await served_again(gw, "hostile", before)
+
+
+async def test_an_error_type_no_class_can_be_named_is_the_models_error(gw: Gateway) -> None:
+    answer = await attack(gw, "hostile", 'answer:{"ok": false, "error": {"type": "Bad\\u0000Name", "message": "m"}}')
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].endswith("RemoteError: m"), answer.json()
+
+
+def test_the_error_types_a_worker_names_are_bounded() -> None:
+    for n in range(2 * isolated.MAX_REMOTE_TYPES):
+        assert str(isolated._remote_exception({"type": f"Made{n}", "message": "m"})) == "m"
+    assert len(isolated._remote_types) <= isolated.MAX_REMOTE_TYPES
+
+
+async def test_a_model_named_to_collide_gets_a_worker_of_its_own(gw: Gateway) -> None:
+    """Review of issue 48, point 5: ``bystander+network`` (no network tag), on the same
+    environment, was served by network-allowed ``bystander``'s worker."""
+    assert (await attack(gw, "bystander", "")).status_code == 200
+    assert (await attack(gw, "bystander+network", "")).status_code == 200
+    assert await worker_pid(gw, "bystander") != await worker_pid(gw, "bystander+network")
+    version = (await gw.client.get("/models/bystander+network/versions/1")).json()
+    assert version["runtime"]["sandbox"]["network"]["enforced"], version["runtime"]
+
+
+@pytest.mark.parametrize("gw", [{"sandbox_load_seconds": 2}], indirect=True)
+async def test_a_load_that_sleeps_is_killed_at_its_wall_time(gw: Gateway) -> None:
+    """Review of issue 48, point 4: a load that sleeps (using no CPU) held a load thread, and
+    its caller, for as long as it liked."""
+    refused(await attack(gw, "sleeper", ""), "over its load time limit")
     assert (await gw.client.get("/health/live")).status_code == 200

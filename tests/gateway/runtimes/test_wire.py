@@ -3,6 +3,7 @@ what cannot cross without pickle is refused by name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -163,3 +164,90 @@ def test_empty_arrays_still_cross() -> None:
     for array in [np.zeros((0, 4)), np.array([], dtype="<U3"), np.zeros((3, 0), dtype=np.int8)]:
         back = round_trip(array)
         assert back.dtype == array.dtype and back.shape == array.shape
+
+
+# --- small frames that would decode into much more than their size (issue 48, review point 3) ---
+
+
+def receive_sent(frame: bytes, max_bytes: int | None) -> tuple[dict[str, Any], list[memoryview]]:
+    """``frame`` (and then EOF) as the receiver reads it, the sender on a thread of its own."""
+    ours, theirs = socket.socketpair()
+
+    def send() -> None:
+        with ours, contextlib.suppress(OSError):
+            ours.sendall(frame)
+
+    sender = threading.Thread(target=send)
+    try:
+        theirs.settimeout(10)
+        sender.start()
+        return wire.receive(theirs, max_bytes)
+    finally:
+        theirs.close()  # a sender still writing what the receiver refused gets EPIPE
+        sender.join()
+
+
+def test_a_frame_listing_millions_of_empty_buffers_is_refused_within_the_bound() -> None:
+    """4M empty buffers: a 32 MiB table under a 64 MiB bound, which as a view each would take
+    the receiver about a gigabyte."""
+    count = 4 * 2**20
+    frame = struct.pack("!II", 2, count) + bytes(8 * count) + b"{}"
+    with peak_growth() as peak, pytest.raises(wire.TooLarge, match="buffers, more than"):
+        receive_sent(frame, 64 * 2**20)
+    assert peak.growth < 128 * 2**20, f"{peak.growth >> 20} MiB"
+    _, buffers = receive_sent(struct.pack("!II", 2, 1000) + bytes(8 * 1000) + b"{}", 64 * 2**20)
+    assert len({id(b) for b in buffers}) == 1  # every empty buffer is one shared view
+
+
+def test_a_header_past_its_share_of_the_bound_is_refused_before_it_is_read() -> None:
+    """A header of ``[{},{},...]`` decodes to some 20 times its bytes."""
+    head = b"[" + b"{}," * (2**20) + b"{}]"
+    with pytest.raises(wire.TooLarge, match="frame header of"):
+        receive_sent(struct.pack("!II", len(head), 0) + head, 16 * 2**20)
+
+
+def test_a_header_nested_past_the_recursion_limit_is_a_wire_error() -> None:
+    head = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(wire.WireError, match="not JSON"):
+        receive_sent(struct.pack("!II", len(head), 0) + head, 16 * 2**20)
+
+
+ARRAY = {"t": "array", "dtype": "<f8", "shape": [2], "b": 0}
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        # a billion rows announced by a range index, no column to pay for them
+        {"t": "frame", "columns": {"range": [0, 0, 1], "name": {"t": "j", "v": None}},
+         "index": {"range": [0, 10**9, 1], "name": {"t": "j", "v": None}}, "data": []},
+        # an index longer than its columns
+        {"t": "frame", "columns": {"range": [0, 1, 1], "name": {"t": "j", "v": None}},
+         "index": {"range": [0, 10**9, 1], "name": {"t": "j", "v": None}}, "data": [{"values": ARRAY}]},
+        # more column names than columns
+        {"t": "frame", "columns": {"range": [0, 10**6, 1], "name": {"t": "j", "v": None}},
+         "index": {"range": [0, 2, 1], "name": {"t": "j", "v": None}}, "data": [{"values": ARRAY}]},
+        {"t": "series", "name": {"t": "j", "v": None}, "index": {"range": [0, 10**9, 1], "name": {"t": "j", "v": None}},
+         "data": {"values": ARRAY}},
+        # a 0-d column: one value pandas repeats down the index
+        {"t": "series", "name": {"t": "j", "v": None}, "index": {"range": [0, 10**7, 1], "name": {"t": "j", "v": None}},
+         "data": {"values": {"t": "array", "dtype": "<c16", "shape": [], "b": 0}}},
+        # an empty array whose tolist() is a billion lists
+        {"t": "array", "dtype": "<f8", "shape": [10**9, 0], "b": 1},
+        {"t": "array", "dtype": "O", "shape": [10**9, 0], "items": []},
+        # one buffer, many values: each bytes node a copy of it
+        {"t": "list", "items": [{"t": "bytes", "b": 0}] * 3},
+        {"t": "bytes", "b": 5},
+    ],
+)  # fmt: skip
+def test_a_small_answer_never_decodes_into_much_more(node: dict[str, Any]) -> None:
+    buffers = [memoryview(bytearray(16)), memoryview(b"")]
+    with peak_growth() as peak, pytest.raises(wire.WireError):
+        wire.decode(node, buffers)
+    assert peak.growth < 64 * 2**20, f"{peak.growth >> 20} MiB"
+
+
+def test_frames_without_columns_and_empty_shapes_still_cross() -> None:
+    for value in [pd.DataFrame(index=[1, 2, 3]), pd.DataFrame(), pd.Series([], dtype=float), np.zeros((100, 0))]:
+        back = round_trip(value)
+        assert type(back) is type(value) and back.shape == value.shape

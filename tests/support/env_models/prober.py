@@ -15,8 +15,12 @@ Logged by tests/gateway/runtimes/test_sandbox.py; served with and without the sa
   ``0``: the worker itself): set that process's RLIMIT_CORE, nice value, CPU affinity or
   scheduling policy to what it is already (``set``; harmless where it succeeds), or the error;
 - ``memfd:MiB``: writes that much into a memfd, then ``held N MiB`` (the memfd is closed);
+- ``memfd-secret``: creates a ``memfd_secret`` (memory RLIMIT_AS does not count either), then
+  ``created`` (closed) or the error;
 - ``fallocate:MiB,MiB...``: one file each in ``TMPDIR`` with ``posix_fallocate``, then
   ``allocated N`` or ``allocated N: <error>`` (the files are removed);
+- ``files:N``: creates N empty files in ``TMPDIR``, then ``created N`` or ``created K: <error>``
+  (they are removed);
 - ``shm:``: creates a file in ``/dev/shm`` (as ``shm_open`` does), then ``created`` (removed).
 - ``metadata``: chmod 0666, utime to the epoch and a ``user.`` extended attribute on its own
   model file (this file, as loaded from its version's folder): what succeeded, or each error;
@@ -117,6 +121,10 @@ def probe(what: str) -> str:
             finally:
                 os.close(fd)
             return f"held {arg} MiB"
+        if kind == "memfd-secret":
+            return _memfd_secret()
+        if kind == "files":
+            return _files(int(arg))
         if kind == "fallocate":
             return _fallocate([int(size) for size in arg.split(",")])
         if kind == "shm":
@@ -157,6 +165,36 @@ def _meddle(kind: str, pid: int) -> str:
     else:
         os.sched_setscheduler(pid, os.sched_getscheduler(pid), os.sched_getparam(pid))
     return "set"
+
+
+def _memfd_secret() -> str:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(447, 0)  # memfd_secret(0), x86-64's number: no Python wrapper
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    os.close(fd)
+    return "created"
+
+
+def _files(count: int) -> str:
+    folder = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"files-{os.getpid()}")
+    os.mkdir(folder)
+    made = 0
+    try:
+        for made in range(count):
+            os.close(os.open(os.path.join(folder, str(made)), os.O_CREAT | os.O_WRONLY, 0o600))
+        made = count
+        return f"created {count}"
+    except OSError as exc:
+        return f"created {made}: {_error(exc)}"
+    finally:
+        for n in range(made):
+            os.unlink(os.path.join(folder, str(n)))
+        os.rmdir(folder)
 
 
 def _fallocate(sizes: list[int]) -> str:
