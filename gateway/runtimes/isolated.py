@@ -72,7 +72,7 @@ class RemoteError(Exception):
 
 
 _remote_types: dict[str, type[RemoteError]] = {}
-MAX_REMOTE_TYPES = 256  # names a worker picks: past this many, new ones are plain RemoteError
+MAX_REMOTE_TYPES = 256  # classes kept for the names workers pick: past this many, made per error
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
@@ -86,11 +86,16 @@ def _remote_exception(error: dict[str, Any]) -> Exception:
             return MlflowException(message)
     if name == "MemoryError":
         return MemoryError(message)
+    if not _NAME.fullmatch(name):
+        return RemoteError(message)  # a name a class cannot have (a NUL)
     kind = _remote_types.get(name)
     if kind is None:
-        if not _NAME.fullmatch(name) or len(_remote_types) >= MAX_REMOTE_TYPES:
-            return RemoteError(message)  # a name a class cannot have (a NUL), or one too many
-        kind = _remote_types[name] = type(name, (RemoteError,), {"__module__": "worker"})
+        kind = type(name, (RemoteError,), {"__module__": "worker"})
+        # Kept for the next error of that name while fewer than the bound are: past it the class is
+        # made for this error alone, so a worker naming many types neither grows this process nor
+        # takes their names from every other model's errors.
+        if len(_remote_types) < MAX_REMOTE_TYPES:
+            _remote_types[name] = kind
     return kind(message)
 
 

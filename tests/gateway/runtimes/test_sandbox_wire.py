@@ -210,9 +210,13 @@ async def test_an_error_type_no_class_can_be_named_is_the_models_error(gw: Gatew
 
 
 def test_the_error_types_a_worker_names_are_bounded() -> None:
+    """The classes kept stay bounded, and past the bound every error still carries its own type's
+    name (a hostile worker's many names once turned every later ValueError into RemoteError)."""
     for n in range(2 * isolated.MAX_REMOTE_TYPES):
-        assert str(isolated._remote_exception({"type": f"Made{n}", "message": "m"})) == "m"
+        made = isolated._remote_exception({"type": f"Made{n}", "message": "m"})
+        assert (type(made).__name__, str(made)) == (f"Made{n}", "m")
     assert len(isolated._remote_types) <= isolated.MAX_REMOTE_TYPES
+    assert type(isolated._remote_exception({"type": "ValueError", "message": "m"})).__name__ == "ValueError"
 
 
 async def test_a_model_named_to_collide_gets_a_worker_of_its_own(gw: Gateway) -> None:
