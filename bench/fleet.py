@@ -35,6 +35,7 @@ bench/run.py calls :func:`run_section`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -43,6 +44,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from load import Result, drive
@@ -77,28 +79,28 @@ def paths(count: int = MODELS) -> list[str]:
 # --- the proxies' configurations --------------------------------------------------------
 
 
+def _local_fleet() -> ModuleType:
+    """deploy/local_fleet.py (deploy/ is no package), whose rewrite of the shipped file users run."""
+    path = Path(__file__).resolve().parents[1] / "deploy" / "local_fleet.py"
+    spec = importlib.util.spec_from_file_location("deploy_local_fleet", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def haproxy_config(shipped: str, *, http_port: int, grpc_port: int, gateways: list[int], sync: int) -> str:
     """deploy/haproxy/haproxy.cfg with its frontends on loopback ports and its servers on the
-    replicas' loopback ports (the gRPC backend's too: the bench sends no gRPC)."""
-    text = re.sub(r"^(\s*bind\s+):8080\b", rf"\g<1>127.0.0.1:{http_port}", shipped, flags=re.M)
-    text = re.sub(r"^(\s*bind\s+):8081\b", rf"\g<1>127.0.0.1:{grpc_port}", text, flags=re.M)
-    text = re.sub(r"^(\s*log\s+stdout.*)$", r"#\1", text, flags=re.M)  # quiet: one line a request
-
-    def server(match: re.Match[str]) -> str:
-        index = int(match.group(2)) - 1
-        port = gateways[index] if index < len(gateways) else free_port()
-        rest = re.sub(r"\bport \d+", f"port {port}", match.group(4))
-        return f"{match.group(1)}server gateway-{match.group(2)} 127.0.0.1:{port}{rest}"
-
-    text = re.sub(r"^(\s*)server gateway-(\d+) gateway-\d+:(\d+)(.*)$", server, text, flags=re.M)
-    text = re.sub(r"^(\s*server sync) sync:\d+", rf"\1 127.0.0.1:{sync}", text, flags=re.M)
-    kept = [f"gateway-{i + 1}" for i in range(len(gateways))]
-    lines = [
-        line
-        for line in text.splitlines()
-        if not (m := re.match(r"\s*server (gateway-\d+) ", line)) or m.group(1) in kept
-    ]
-    return "\n".join(lines) + "\n"
+    replicas' loopback ports (the gRPC backend's too: the bench sends no gRPC), rewritten as
+    `make fleet` does (deploy/local_fleet.py), without a log line a request."""
+    text = _local_fleet().haproxy_on_loopback(
+        shipped,
+        http=http_port,
+        grpc=grpc_port,
+        gateways={f"gateway-{i + 1}": (port, port) for i, port in enumerate(gateways)},
+        sync=sync,
+    )
+    return re.sub(r"^(\s*log\s+stdout.*)$", r"#\1", text, flags=re.M)  # quiet: one line a request
 
 
 def bound_on_every_model(config: str) -> str:
