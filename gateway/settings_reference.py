@@ -21,7 +21,7 @@ _DEFAULT_TEXT = {
 }
 HEADER = """# Settings reference
 
-Generated from `gateway/settings.py` by `make docs` (`python -m gateway.settings_reference`):
+Generated from `gateway/settings/` (a module per concern) by `make docs` (`python -m gateway.settings_reference`):
 do not edit by hand. Every setting is an environment variable (any case); an invalid value
 stops every command at once with one line per bad variable. MLflow's own variables keep their
 names (`MLFLOW_TRACKING_URI`, `MLFLOW_REGISTRY_URI`, `MLFLOW_S3_ENDPOINT_URL`, `AWS_*`).

@@ -71,7 +71,7 @@ def test_every_gateway_variable_named_is_a_setting() -> None:
                 ok = name in SETTINGS or name in NOT_SETTINGS
             if not ok:
                 wrong.append(f"{_relative(path)}:{number}: {name}")
-    assert not wrong, f"names no setting (gateway/settings.py) has: {wrong}"
+    assert not wrong, f"names no setting (gateway/settings/) has: {wrong}"
 
 
 def test_the_allowed_names_are_still_no_settings_and_still_named() -> None:
