@@ -85,6 +85,7 @@ SLOW_FILES_FIRST = (
     "tests/test_demo.py",
     "tests/gateway/test_cache.py",
     "tests/gateway/protocols/test_mlflow_streaming.py",
+    "tests/gateway/protocols/test_transformers_streaming.py",
 )
 
 

@@ -77,9 +77,10 @@ def _task(mlmodel: Model) -> str | None:
 
 def speaks_openai(mlmodel: Model) -> bool:
     """Whether a version (its MLmodel) takes a route of this lane: a ResponsesAgent, ChatModel or
-    ChatAgent, or a PythonModel whose signature names a ``messages`` input or no input at all
-    (nothing says it cannot). A flavor's model (scikit-learn's iris) takes columns: it does not."""
-    if _task(mlmodel) in openai_shapes.INTERFACES:
+    ChatAgent, a transformers pipeline logged as ``llm/v1/chat``, or a PythonModel whose signature
+    names a ``messages`` input or no input at all (nothing says it cannot). A flavor's model
+    (scikit-learn's iris) takes columns: it does not."""
+    if _task(mlmodel) in openai_shapes.INTERFACES or _task(mlmodel) == openai_shapes.TRANSFORMERS_CHAT:
         return True
     loader = str(mlmodel.flavors.get("python_function", {}).get("loader_module", ""))
     if not loader.startswith(_PYTHON_MODEL_LOADERS):

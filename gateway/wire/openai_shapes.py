@@ -8,7 +8,9 @@ and chat interfaces map to, and back. No I/O; gateway.protocols.openai_serving s
 - ``POST /v1/chat/completions`` serves a ``ChatModel`` (its answers and chunks are Chat
   Completions' already), a ``ChatAgent`` (its messages and delta chunks become choices) and
   pyfuncs that take chat ``messages`` (dicts with ``choices`` pass through, text is the
-  assistant's content).
+  assistant's content), and a transformers text-generation pipeline MLflow logged as
+  ``llm/v1/chat`` (its one-completion list is that completion). Not streamed: MLflow's
+  transformers flavor has no ``predict_stream``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ RESPONSES_AGENT = "agent/v1/responses"  # MLflow's metadata task of each interfa
 CHAT_MODEL = "agent/v1/chat"
 CHAT_AGENT = "agent/v2/chat"
 INTERFACES = {RESPONSES_AGENT: "a ResponsesAgent", CHAT_MODEL: "a ChatModel", CHAT_AGENT: "a ChatAgent"}
+# A transformers text-generation pipeline logged by MLflow's transformers flavor with
+# task="llm/v1/chat": it takes Chat Completions' body and answers a list of one chat.completion.
+TRANSFORMERS_CHAT = "llm/v1/chat"
 
 # What a request says to the gateway, not to the model.
 _ROUTING_KEYS = frozenset({"model", "stream", "stream_options"})
@@ -110,6 +115,8 @@ def _text(value: Any) -> str:
 
 def completion(output: Any, *, model: str, completion_id: str) -> dict[str, Any]:
     """A chat answer as Chat Completions' ``chat.completion``."""
+    if isinstance(output, list) and len(output) == 1 and isinstance(output[0], dict) and "choices" in output[0]:
+        output = output[0]  # MLflow's transformers flavor (llm/v1/chat): a completion per input, listed
     if isinstance(output, dict) and "choices" in output:
         document = dict(output)
     elif isinstance(output, dict) and "messages" in output:  # a ChatAgent's answer

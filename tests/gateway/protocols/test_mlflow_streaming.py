@@ -306,23 +306,30 @@ def test_a_reader_that_takes_nothing_holds_the_model_back_then_is_let_go(
     agents_registry: Registry, tmp_path: Path
 ) -> None:
     """The model is asked for a chunk only once the last was handed to the server, and the server
-    takes no more while its client reads nothing: of 40 MB of chunks no more are made than a
+    takes no more while its client reads nothing: of 32 MB of chunks no more are made than a
     loopback connection's kernel buffers (measured here, doubled), the transport's and the
-    client's buffers and the stream's own two hold; after the idle timeout the reader is let go and the
-    generator closed, its connection still open."""
+    client's buffers and the stream's own two hold; after the idle timeout the reader is let go
+    (a slow reader, not a disconnect: its connection stayed open) and the generator closed.
+
+    Chunks of 32 KB: the buffers hold a few hundred of them at most, fewer than a model that is
+    not held back makes in the idle timeout's second (a read-ahead made 3,500 of 2 KB, where the
+    buffers held 2,800: too close to tell apart on a busy host)."""
     from tests.support.waiting import wait_until
 
     closed = tmp_path / "closed"
-    word = "w" * 2000
+    word = "w" * 32_000
     body = {
         "input": [{"role": "user", "content": word}],
-        "custom_inputs": {"repeat": 20_000, "closed_file": str(closed)},
+        "custom_inputs": {"repeat": 1_000, "closed_file": str(closed)},
         "stream": True,
     }
     with served_app(settings_under(tmp_path, stream_idle_timeout_seconds=1.0), agents_registry) as (url, app):
+        ended_as = app.state.services.metrics.registry.get_sample_value
         with httpx.Client(base_url=url, timeout=60) as client:
             with client.stream("POST", "/models/agent/invocations", json=body) as response:
-                first = next(response.iter_lines())
+                # kept while it waits: a line iterator dropped is closed, and closes the connection
+                lines = response.iter_lines()
+                first = next(lines)
                 assert first.startswith("data: ")
                 event_bytes = len(first.encode()) + 2  # "data: ...", then the blank line that ends it
                 # reads nothing more, and keeps the connection open
@@ -332,6 +339,12 @@ def test_a_reader_that_takes_nothing_holds_the_model_back_then_is_let_go(
                 buffers = 2 * loopback_capacity() + TRANSPORT_HIGH_WATER + CLIENT_READ
                 held = buffers // event_bytes + STREAM_HOLDS + 1
                 assert ended == "cancelled" and int(sent) <= held, (
-                    f"{sent} chunks of {event_bytes} bytes made for a reader that took one; the buffers hold {held}"
+                    f"{ended} after {sent} chunks of {event_bytes} bytes made for a reader that took one; "
+                    f"the buffers hold {held}"
                 )
-                wait_until(lambda: app.state.services.streams.open_count == 0, timeout=20, what="the stream to end")
+                wait_until(
+                    lambda: ended_as("gateway_streams_ended_total", {"reason": "slow_reader"}) == 1,
+                    timeout=20,
+                    what="the stream to end as a slow reader's",
+                )
+                assert app.state.services.streams.open_count == 0

@@ -13,11 +13,15 @@ The versions: the session's iris (a column signature of doubles, INT64 labels), 
 ``tiny-torch`` (a float32 tensor in and out) where torch is installed, and three logged here:
 a tensor signature (``np``), a pipeline over columns of five dtypes (INT64, FP32, FP64, BYTES,
 BOOL) answering string labels, and a model as code answering a frame (one output
-per column). Every number compared is exact by construction: labels of rows checked to be far
+per column). And rows of the flavor matrix (tests/flavors/models.py) whose libraries MLServer's
+environment holds, logged by the matrix's own loggers and asked the matrix's own OIP body: there
+the per-flavor shapes and datatypes the matrix pins are MLServer's too. Every number compared
+is exact by construction: labels of rows checked to be far
 from a tie (so no rounding in either process can flip them), integers, strings, and doubles
 that are doubled (exact in binary floating point); except the torch network's float32
 outputs, which each server computes with the kernels it picks: those must agree within twice
-the rounding bound of the network on those rows (tests/support/numeric.py)."""
+the rounding bound of the network on those rows (tests/support/numeric.py), and the matrix
+rows' floats, each server's own computation of the same pyfunc: within 4 ulps of their dtype."""
 
 from __future__ import annotations
 
@@ -43,6 +47,10 @@ from tests.support.ci import missing
 from tests.support.envs import env_bin
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
 from tests.support.servers import Process
+
+# The flavor matrix's rows MLServer's environment can load (scikit-learn, a model from code,
+# code_paths, a LoggedModel): served by both under these names, asked the matrix's OIP body.
+MATRIX_KEYS = ("sklearn", "code-paths", "logged-model", "models-from-code")
 
 TENSOR = "oip-tensor"
 MIXED = "oip-mixed"
@@ -150,18 +158,37 @@ def mlserver_bin() -> Path:
     return env_bin(".venv-mlserver", "mlserver-env")
 
 
+def matrix_row(key: str) -> Any:
+    from tests.flavors.models import FLAVORS
+
+    (flavor,) = [flavor for flavor in FLAVORS if flavor.key == key]
+    return flavor
+
+
+def matrix_name(key: str) -> str:
+    return f"oip-matrix-{key}"
+
+
 @pytest.fixture(scope="module")
-def versions(mlserver_bin: Path, sqlite_registry: Registry) -> Versions:
+def versions(mlserver_bin: Path, sqlite_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Versions:
     tensor, tensor_model = sqlite_registry.log(_log_tensor)
     mixed, pipeline = sqlite_registry.log(_log_mixed)
     columns = sqlite_registry.log(_log_columns)
+    scratch = tmp_path_factory.mktemp("oip-matrix")
+    matrix = {}
+    for key in MATRIX_KEYS:
+        (scratch / key).mkdir()
+        matrix[matrix_name(key)] = sqlite_registry.log(matrix_row(key).log, matrix_name(key), scratch / key)
     # The labels compared below are exact only if no row is within rounding of a tie; the
     # pipeline's encoding (one-hot, and passthrough of ints, float32 and bools into float64) is exact.
     iris = sqlite_registry.pyfunc(IRIS, sqlite_registry.versions[IRIS][0])
     assert_far_from_ties(iris.get_raw_model(), IRIS_ROWS)
     assert_far_from_ties(tensor_model, IRIS_ROWS.to_numpy())
     assert_far_from_ties(pipeline[-1], pipeline[:-1].transform(MIXED_ROWS))
-    numbers = {IRIS: sqlite_registry.versions[IRIS][0], TENSOR: tensor, MIXED: mixed, COLUMNS: columns}
+    matrix_iris = sqlite_registry.pyfunc(matrix_name("sklearn"), matrix[matrix_name("sklearn")])
+    iris_rows = pd.DataFrame({t["name"]: t["data"] for t in matrix_row("sklearn").oip["inputs"]})
+    assert_far_from_ties(matrix_iris.get_raw_model(), iris_rows)
+    numbers = {IRIS: sqlite_registry.versions[IRIS][0], TENSOR: tensor, MIXED: mixed, COLUMNS: columns, **matrix}
     if not torch_available():
         return Versions(numbers)
     numbers[TORCH] = sqlite_registry.versions[TORCH][0]
@@ -452,3 +479,38 @@ def test_model_metadata_is_the_same(servers: Servers, versions: Versions, model:
     assert ours.pop("platform") == "mlflow" and theirs.pop("platform") == ""
     assert ours == theirs
     assert servers.gateway.get(path + "/ready").status_code == servers.mlserver.get(path + "/ready").status_code == 200
+
+
+# The OIP datatypes of floats, as numpy reads them: what an ulp of each is.
+FLOAT_DTYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+
+
+@pytest.mark.parametrize("key", MATRIX_KEYS)
+def test_a_flavor_matrix_row_gets_mlservers_outputs(servers: Servers, versions: Versions, key: str) -> None:
+    """The matrix's OIP body for the row, to both servers: the same outputs (name, datatype,
+    shape, parameters), their data exact, floats within 4 ulps of their dtype."""
+    name, body = matrix_name(key), matrix_row(key).oip
+    path = f"/v2/models/{name}/versions/{versions.numbers[name]}/infer"
+    theirs, ours = servers.mlserver.post(path, json=body), servers.gateway.post(path, json=body)
+    assert theirs.status_code == 200, f"MLServer: {theirs.text[-2000:]}"
+    assert ours.status_code == 200, f"gateway: {ours.text}"
+    expected = comparable(theirs.json(), body, mlserver=True, rest=True)
+    answer = comparable(ours.json(), body, mlserver=False, rest=True)
+    assert answer.keys() == expected.keys()
+    for field in answer.keys() - {"outputs"}:
+        assert answer[field] == expected[field], field
+    assert [o["name"] for o in answer["outputs"]] == [o["name"] for o in expected["outputs"]]
+    for output, reference in zip(answer["outputs"], expected["outputs"], strict=True):
+        assert {**output, "data": None} == {**reference, "data": None}, (output["name"], output, reference)
+        dtype = FLOAT_DTYPES.get(reference["datatype"])
+        if dtype is None:
+            assert output["data"] == reference["data"], output["name"]
+            continue
+        desired = np.asarray(reference["data"], dtype=dtype)
+        assert_within(output["data"], desired, 4 * np.spacing(np.abs(desired)).astype(np.float64))
+
+
+def test_the_docs_count_the_payloads_and_name_the_matrix_rows() -> None:
+    text = " ".join((Path(__file__).resolve().parents[3] / "docs" / "protocols.md").read_text().split())
+    assert f"The same {len(PAYLOADS)} V2 payloads" in text
+    assert "(" + ", ".join(f"`{key}`" for key in MATRIX_KEYS) + ")" in text
