@@ -1,6 +1,7 @@
 """Where records go (``GATEWAY_RECORDS_SINK``): rotating JSON-lines files, an HTTP endpoint
 (CloudEvents' HTTP binding), a Redis stream, or the inference tables (Parquet: ``tables.py``).
-A sink is called by the recorder's one writer thread only; ``write`` raises :class:`SinkFailed` and the recorder counts and backs off."""
+A sink is called by the recorder's one writer thread only; ``write`` raises
+:class:`SinkFailed` and the recorder counts and backs off."""
 
 from __future__ import annotations
 
