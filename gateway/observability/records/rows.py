@@ -128,6 +128,32 @@ def prediction_partition(model: str, version: str, day: str) -> Partition:
     return Partition(("predictions", f"model={_segment(model)}", f"version={_segment(version)}", f"date={day}"))
 
 
+class Partitions:
+    """Partitions and days looked up once (the writer's: every record needs its own)."""
+
+    def __init__(self) -> None:
+        self._days: dict[int, str] = {}
+        self._partitions: dict[tuple[str, str, str], Partition] = {}
+
+    def day(self, moment: float) -> str:
+        number = int(moment // 86400)
+        found = self._days.get(number)
+        if found is None:
+            if len(self._days) > 64:
+                self._days.clear()
+            found = self._days[number] = day_of(moment)
+        return found
+
+    def prediction(self, model: str, version: str, moment: float) -> Partition:
+        key = (model, version, self.day(moment))
+        found = self._partitions.get(key)
+        if found is None:
+            if len(self._partitions) > 10_000:
+                self._partitions.clear()
+            found = self._partitions[key] = prediction_partition(*key)
+        return found
+
+
 def label_partition(day: str) -> Partition:
     return Partition(("labels", f"date={day}"))
 
@@ -288,8 +314,33 @@ def _typed(rows: Any, key: str | int, kind: pa.DataType) -> list[Any] | None:
         if not all(isinstance(row, dict) for row in rows):
             return None
         values = [row.get(key) for row in rows]
+    check = _CHECKS.get(kind)
+    if check is not None:  # plain Python: pa.array per value list cost more than the rest of a row
+        return values if all(value is None or check(value) for value in values) else None
     try:
         pa.array(values, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
         return None
     return values
+
+
+def _number(value: Any) -> bool:
+    return (type(value) is float) or (type(value) is int and -(2**63) <= value < 2**63)
+
+
+def _int64(value: Any) -> bool:
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
+def _int32(value: Any) -> bool:
+    return type(value) is int and -(2**31) <= value < 2**31
+
+
+_CHECKS: dict[pa.DataType, Any] = {
+    pa.float64(): _number,
+    pa.float32(): _number,
+    pa.int64(): _int64,
+    pa.int32(): _int32,
+    pa.bool_(): lambda value: type(value) is bool,
+    pa.string(): lambda value: type(value) is str,
+}

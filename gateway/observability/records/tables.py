@@ -54,11 +54,11 @@ from gateway.observability.records.rows import (
     LABEL_SCHEMA,
     PREDICTION_FIELDS,
     Partition,
+    Partitions,
     TypedColumns,
     day_of,
     label_partition,
     label_row,
-    prediction_partition,
     prediction_row,
     typed_columns,
 )
@@ -226,6 +226,7 @@ class TableSink:
         self._kept: list[_Kept] = []
         self._seq = 0
         self._schemas: dict[int, tuple[Any, pa.Schema, TypedColumns]] = {}
+        self._partitions = Partitions()
 
     # --- what the recorder calls ---
 
@@ -236,7 +237,7 @@ class TableSink:
             return Entry(label_partition(day_of(item.received_at)), row, len(row["label"]), LABEL_SCHEMA)
         schema, columns = self._schema(item.signature)
         row = prediction_row(item, redact=self._redact | redact, columns=columns, replica=self.replica)
-        partition = prediction_partition(item.model, str(item.version), day_of(item.time))
+        partition = self._partitions.prediction(item.model, str(item.version), item.time)
         return Entry(partition, row, len(item.request) + len(item.response) + 256, schema)
 
     def write(self, entries: list[Entry]) -> None:
@@ -337,7 +338,15 @@ class TableSink:
     def _add_row_group(self, current: _OpenFile) -> None:
         if not current.waiting:
             return
-        table = pa.Table.from_pylist(current.waiting, schema=current.schema)
+        try:
+            table = pa.Table.from_pylist(current.waiting, schema=current.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            # A typed value that passed rows.py's plain checks and not Arrow's (a float past
+            # float32's range, say): the group's typed columns go null; the JSON text keeps them.
+            typed = current.schema.names[len(PREDICTION_FIELDS) :] if current.schema != LABEL_SCHEMA else []
+            for row in current.waiting:
+                row.update(dict.fromkeys(typed))
+            table = pa.Table.from_pylist(current.waiting, schema=current.schema)
         try:
             if current.writer is None:
                 current.writer = pq.ParquetWriter(current.local, current.schema, compression=_COMPRESSION)
