@@ -23,6 +23,7 @@ import pytest
 from gateway.demo import log_iris_version
 from gateway.observability.records.record import InferenceRecord, LabelRecord
 from gateway.observability.records.rows import LABEL_SCHEMA
+from gateway.observability.records.sinks import InvalidSinkUrl, sink_for
 from gateway.observability.records.tables import FolderDestination, TableSink
 from gateway.settings import GatewaySettings
 from registry_sync.traffic import SHADOW_TAG
@@ -337,3 +338,16 @@ async def test_tables_on_s3_then_s3_down_costs_records_never_requests(
             )
 
         await until(lambda: dropped() > 0, what="records dropped and counted")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("parquet+s3:///prefix", "names no bucket"),
+        ("parquet+file://elsewhere/dir", "parquet+file:///absolute/directory"),
+        ("parquet+ftp://host/dir", "parquet+file:///dir or parquet+s3://bucket/prefix"),
+    ],
+)
+def test_a_table_sink_url_that_names_nothing_usable_says_why(url: str, reason: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidSinkUrl, match=re.escape(reason)):
+        sink_for(url, settings_under(tmp_path))
