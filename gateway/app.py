@@ -179,6 +179,7 @@ class GatewayApp(FastAPI):
             return
         services: Services | None = getattr(self.state, "services", None)
         request = context.begin(_header(scope["headers"], context.REQUEST_ID_HEADER))
+        request.path = scope["path"]
         token = context.enter(request)
         tracing = services.tracing if services is not None else None
         if tracing is not None and tracing.enabled:
@@ -262,6 +263,8 @@ class GatewayApp(FastAPI):
                 access, model = requirement.access, requirement.model
             try:
                 key, limits = services.gate.check(access, model, scope["headers"])
+                if key is not None and (request := context.current()) is not None:
+                    request.key_id = key.name
                 permit = await services.gate.acquire(key, limits) if limits else NO_PERMIT
             except GatewayError as exc:
                 answer = http_errors.answer_for(exc, scope["method"], scope["path"], oip=http_errors.speaks_oip(scope))

@@ -277,6 +277,7 @@ class Services:
             count_client_errors=settings.canary_count_client_errors,
         )
         guard = Guard(split, store, metrics, limits=limits, actor=f"gateway@{actor}")
+        records = recorder_for(settings, metrics)
         shadows = ShadowQueue(
             inference,
             split,
@@ -285,6 +286,7 @@ class Services:
             concurrency=settings.shadow_concurrency,
             tolerance=settings.shadow_tolerance,
             pause_after_failures=settings.shadow_pause_after_failures,
+            records=records,
         )
         # This process's counts, published for /traffic's sum over replicas: its id is the one
         # it campaigns for the sync lease with.
@@ -335,7 +337,7 @@ class Services:
             traffic_report=TrafficReport(catalog, split, guard, inference, metrics, counts, store, shadows),
             tracing=tracing,
             access_log=AccessLog() if settings.access_log else None,
-            records=recorder_for(settings, metrics),
+            records=records,
             membership=membership,
             drain=Drain(settings.drain_seconds, on_drain=lambda: services.begin_drain()),
             fleet=fleet,
@@ -378,15 +380,28 @@ class Services:
             if request is not None:  # for the access log and the request's span
                 request.model, request.version, request.arm = served.name, served.version, served.route
             if self.records is not None and exchange is not None:
-                self._record(served, exchange, status, seconds, request)
+                self._record(served, exchange, status, seconds, request, error)
 
     def _record(
-        self, served: Resolved, exchange: Exchange, status: int, seconds: float, request: RequestContext | None
+        self,
+        served: Resolved,
+        exchange: Exchange,
+        status: int,
+        seconds: float,
+        request: RequestContext | None,
+        error: BaseException | None,
     ) -> None:
         assert self.records is not None
+        if error is not None and not self.records.tables:
+            return  # failed requests are rows of the inference tables only; events are of answers
         model = self.cache.peek(served.id)
         if not self.records.sampled(model.records_sample if model is not None else None):
             return
+        if request is not None:
+            request.recorded = True  # its shadows are recorded too
+        answer = exchange.response
+        if exchange.answer_json is not None and error is None:
+            answer = exchange.answer_json(answer)
         record = InferenceRecord(
             model=served.name,
             version=served.version,
@@ -397,11 +412,18 @@ class Services:
             protocol=exchange.protocol,
             media_type=exchange.media_type,
             request=exchange.request,
-            response=exchange.answer_json(exchange.response) if exchange.answer_json else exchange.response,
+            response=answer,
             status=status,
             latency_seconds=seconds,
             time=request.time if request is not None else time.time() - seconds,
             trace_id=request.trace_id if request is not None else None,
+            route=request.path if request is not None else None,
+            error_code=exchange.error_code,
+            error=type(error).__name__ if error is not None else None,
+            key_id=request.key_id if request is not None else None,
+            queue_seconds=request.queue_seconds if request is not None else None,
+            predict_seconds=request.predict_seconds if request is not None else None,
+            signature=model.metadata.signature if model is not None else None,
         )
         self.records.offer(record)
 

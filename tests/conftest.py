@@ -72,6 +72,7 @@ SLOW_FILES_FIRST = (
     "tests/gateway/runtimes/test_isolated_conformance.py",
     "tests/gateway/test_fuzz_openapi.py",
     "tests/gateway/test_traffic.py",
+    "tests/gateway/observability/test_tables.py",  # new (issue 50): two gateways, moto_server, ~70 s
     "tests/gateway/runtimes/test_environments.py",
     "tests/gateway/test_predict.py",
     "tests/test_mlflow2.py",

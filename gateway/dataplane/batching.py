@@ -25,7 +25,7 @@ import numpy as np
 from gateway.dataplane.loader import LoadedModel
 from gateway.errors import Overloaded, ShuttingDown
 from gateway.metrics import GatewayMetrics
-from gateway.observability.context import current
+from gateway.observability.context import RequestContext, current
 from gateway.observability.tracing import BatchTiming, Member, Tracing
 
 Scoring = tuple[bytes, str]  # an MLflow scoring body and its media type: batched, fast path
@@ -108,6 +108,7 @@ class Job:
     held: Held | None = None
     trace: Any = None  # the request's span (open), when tracing samples it
     trickles: bool = False  # TensorCall.trickles
+    context: RequestContext | None = None  # its request's, told its latency split once the batch ran
 
 
 @dataclass(eq=False)
@@ -154,9 +155,9 @@ class VersionQueue:
         loop = self._loop
         if loop is None:  # the loop this version serves on, looked up once: each look is a getpid()
             loop = self._loop = asyncio.get_running_loop()
-        job = Job(request, loop.create_future(), time.perf_counter_ns(), held)
-        if self.tracing.enabled and (context := current()) is not None:
-            job.trace = context.span  # set only while a sampled span records the request (RequestContext.traced)
+        job = Job(request, loop.create_future(), time.perf_counter_ns(), held, context=current())
+        if self.tracing.enabled and job.context is not None:
+            job.trace = job.context.span  # set only while a sampled span records the request (RequestContext.traced)
         self._waiting.append(job)
         if isinstance(request, TensorCall) and request.trickles:
             job.trickles = True
@@ -298,6 +299,9 @@ class VersionQueue:
         model, version = self.model.name, self.model.version
         self.metrics.batch_finished(model, size=len(batch), fast=fast, on_loop=on_loop)
         waits = [(started - job.queued_ns) / 1e9 for job in batch]
+        for job, wait in zip(batch, waits, strict=True):
+            if job.context is not None:  # for its inference record
+                job.context.queue_seconds, job.context.predict_seconds = wait, stages.compute
         self.metrics.batch_timed(
             model, version, waits=waits, compute=stages.compute, decode=stages.decode, encode=stages.encode
         )

@@ -128,6 +128,10 @@ class InferenceService:
         except AliasNotFound:
             return await self._catalog.resolve(name, Selector("latest", "latest"))
 
+    def loaded(self, version: VersionId) -> LoadedModel | None:
+        """The version as loaded here, or None; never loads it."""
+        return self._cache.peek(version)
+
     def batches(self, version: VersionId) -> bool:
         """Whether this loaded version's requests share batches (then one inference thread
         runs them all, a batch at a time); False for a version not loaded here."""

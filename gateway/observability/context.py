@@ -34,6 +34,12 @@ class RequestContext:
     version: int | None = None
     arm: str | None = None  # the route that chose the version: default, canary, named, ...
     status: int | None = None  # the HTTP status of an error answered outside HTTP (a gRPC abort)
+    path: str | None = None  # the path asked for, for the inference tables' ``route``
+    key_id: str | None = None  # the API key's name, once the gate identified one
+    # The latency split, set by the version queue once its batch ran (the inference tables'):
+    queue_seconds: float | None = None  # its wait in the queue
+    predict_seconds: float | None = None  # the batch's own predict
+    recorded: bool = False  # its inference record was sampled (its shadows are recorded too)
 
     trace_id: str | None = None  # 32 hex digits, while a sampled span records the request
 

@@ -25,6 +25,7 @@ from gateway.observability.records.record import Exchange
 from gateway.process import Services
 from gateway.protocols import mlflow_stream
 from gateway.routing.catalog import Resolved
+from gateway.routing.shadow import ShadowRecord
 from gateway.wire.mlflow_scoring import parse_content_type
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
@@ -107,6 +108,7 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     content_type = content_length = selector = route_key = None
     route_header = services.route_key_header
     served = None
+    media_type, body = "", b""
     for key, value in headers:  # the first of each, as Starlette's Headers.get
         if key == b"content-type" and content_type is None:
             content_type = value.decode("latin-1")
@@ -127,7 +129,9 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
             return Answer(b"", served_headers(stream.served), StreamAnswer(stream, body, route_key, started))
         prediction = await services.inference.predict(served, body, media_type)
     except Exception as exc:
-        services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
+        error = http_errors.classify(exc)
+        failed = Exchange("mlflow", media_type, body, b"", route_key, error_code=error.code)
+        services.predict_finished(served, status=error.status, started=started, error=exc, exchange=failed)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     exchange = Exchange("mlflow", media_type, body, prediction.body, route_key)
@@ -135,7 +139,10 @@ async def answer(services: Services, headers: RawHeaders, receive: Receive, name
     response_headers = served_headers(served)
     if served.route is not None:
         services.shadows.copy(
-            served, prediction.body, lambda target: services.inference.predict(target, body, media_type)
+            served,
+            prediction.body,
+            lambda target: services.inference.predict(target, body, media_type),
+            record=ShadowRecord.of(exchange, http_errors.classify),
         )
     return Answer(prediction.body, response_headers)
 

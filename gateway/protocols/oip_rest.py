@@ -53,6 +53,7 @@ from gateway.observability.records.record import Exchange
 from gateway.process import Services
 from gateway.protocols.mlflow_predict import header_text, header_value
 from gateway.routing.catalog import Resolved
+from gateway.routing.shadow import ShadowRecord
 from gateway.wire import oip_codec
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -202,6 +203,7 @@ async def answer(
     content_length = selector = encoding = header_length = accept = route_key = None
     route_header = services.route_key_header
     served = None
+    body, json_length = b"", None
     for key, value in headers:
         if key == b"content-length" and content_length is None:
             content_length = value.decode("latin-1")
@@ -228,14 +230,21 @@ async def answer(
         body = _decompressed(await read_body(receive, content_length, limit), encoding, limit)
         prediction = await _predict(services, served, body, json_length)
     except Exception as exc:
-        services.predict_finished(served, status=http_errors.classify(exc).status, started=started, error=exc)
+        error = http_errors.classify(exc)
+        media_type = "application/json" if json_length is None else "application/octet-stream"  # binary extension
+        failed = Exchange("oip", media_type, body, b"", route_key, error_code=error.code)
+        services.predict_finished(served, status=error.status, started=started, error=exc, exchange=failed)
         raise
     served = prediction.served  # a canary unloaded meanwhile was answered by its default version
     media_type = "application/json" if json_length is None else "application/octet-stream"  # binary extension
     exchange = Exchange("oip", media_type, body, prediction.body, route_key, answer_json=_answer_json)
     services.predict_finished(served, status=200, started=started, exchange=exchange)
     services.shadows.copy(
-        served, prediction.body, lambda target: _predict(services, target, body, json_length), decode=comparable
+        served,
+        prediction.body,
+        lambda target: _predict(services, target, body, json_length),
+        decode=comparable,
+        record=ShadowRecord.of(exchange, http_errors.classify),
     )
     (document_length,) = _PREFIX.unpack_from(prediction.body)
     payload = prediction.body[_PREFIX.size :]

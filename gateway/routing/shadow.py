@@ -33,13 +33,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.dataplane.predictor import InferenceService, Prediction
 from gateway.errors import Overloaded
 from gateway.metrics import GatewayMetrics
+from gateway.observability.context import current
+from gateway.observability.records.record import Exchange, InferenceRecord
+from gateway.observability.records.recorder import Recorder
 from gateway.routing.catalog import Resolved
 from gateway.routing.traffic import CANARY, DEFAULT, SHADOW, TrafficSplit
 from registry_sync.identity import VersionId
@@ -52,12 +55,45 @@ Decode = Callable[[bytes], Any]
 """An answer of the request's protocol as plain values, to compare."""
 
 
+class ErrorAnswer(Protocol):
+    """How a protocol answers an error: gateway.http.errors.HttpError."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def code(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRecord:
+    """What a shadow's inference record takes from its primary (whose record was sampled): the
+    request as received, who asked, and how the protocol would have answered a failure
+    (``classify``: gateway.http.errors', handed down by the adapter). The shadow's row has
+    the primary's request id, with arm ``shadow``."""
+
+    exchange: Exchange
+    request_id: str
+    key_id: str | None
+    route: str | None
+    classify: Callable[[BaseException], ErrorAnswer]
+
+    @staticmethod
+    def of(exchange: Exchange, classify: Callable[[BaseException], ErrorAnswer]) -> ShadowRecord | None:
+        """For the request being served, when its own record was sampled; else None."""
+        request = current()
+        if request is None or not request.recorded:
+            return None
+        return ShadowRecord(exchange, request.request_id, request.key_id, request.path, classify)
+
+
 @dataclass(frozen=True, slots=True)
 class ShadowRequest:
     target: Resolved
     run: Run
     primary: bytes  # the primary's answer, to compare with
     decode: Decode = orjson.loads
+    record: ShadowRecord | None = None
 
 
 @dataclass(slots=True)
@@ -114,8 +150,10 @@ class ShadowQueue:
         tolerance: float,
         concurrency: int = 1,
         pause_after_failures: int = 0,
+        records: Recorder | None = None,
     ) -> None:
         self._inference = inference
+        self._records = records  # a table sink's: shadows are rows of the inference tables
         self._split = split
         self._metrics = metrics
         self._tolerance = tolerance
@@ -139,16 +177,27 @@ class ShadowQueue:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
 
-    def copy(self, primary: Resolved, answer: bytes, run: Run, decode: Decode = orjson.loads) -> None:
+    def copy(
+        self,
+        primary: Resolved,
+        answer: bytes,
+        run: Run,
+        decode: Decode = orjson.loads,
+        *,
+        record: ShadowRecord | None = None,
+    ) -> None:
         """After a default-route answer (``primary``, answered ``answer``): send the same
-        request to each shadow the split chooses for it. Never waits."""
+        request to each shadow the split chooses for it. Never waits. ``record``: the
+        primary's, when it was recorded (its shadows then are too, where the sink takes them)."""
         if (primary.route != DEFAULT and primary.route != CANARY) or not self._workers:
             return  # a request that named its version is never copied; stopped, nothing is
+        if self._records is None or not self._records.tables:
+            record = None
         for target in self._split.shadows(primary):
             if self.paused_for(target.id) is not None:
                 self._drop(target)
             else:
-                self.submit(ShadowRequest(target, run, answer, decode))
+                self.submit(ShadowRequest(target, run, answer, decode, record))
 
     def paused_for(self, version: VersionId) -> float | None:
         """Seconds left of this version's pause, or None when its shadows run."""
@@ -209,7 +258,7 @@ class ShadowQueue:
             self._drop(target)
             return
         counts = self._counts(target)
-        started, began = time.perf_counter(), self._clock()
+        started, began, now = time.perf_counter(), self._clock(), time.time()
         try:
             # No await between the check above and the lease: it cannot be unloaded in between.
             prediction = await request.run(target)
@@ -219,11 +268,16 @@ class ShadowQueue:
         except Exception as exc:
             counts.ran += 1
             counts.failed += 1
-            self._metrics.arm_finished(model=target.name, arm=SHADOW, ok=False, seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._metrics.arm_finished(model=target.name, arm=SHADOW, ok=False, seconds=seconds)
             log.debug("shadow request to %s failed: %s", target.id, exc)
             self._failed(target, started=began)
+            if request.record is not None:
+                self._record(request.record, target, None, exc, now, seconds)
             return
         self._answered(target, started=began)
+        if request.record is not None:
+            self._record(request.record, target, prediction.body, None, now, time.perf_counter() - started)
         counts.ran += 1
         self._metrics.arm_finished(model=target.name, arm=SHADOW, ok=True, seconds=time.perf_counter() - started)
         try:
@@ -235,6 +289,46 @@ class ShadowQueue:
         else:
             counts.differed += 1
         self._metrics.shadow_compared(target.name, agree=same)
+
+    def _record(
+        self,
+        record: ShadowRecord,
+        target: Resolved,
+        answer: bytes | None,
+        error: BaseException | None,
+        at: float,
+        seconds: float,
+    ) -> None:
+        """The shadow's row of the inference tables: its answer (or its failure, as the
+        primary's protocol would have answered it), never compared here."""
+        assert self._records is not None
+        exchange = record.exchange
+        failed = record.classify(error) if error is not None else None
+        if answer is not None and exchange.answer_json is not None:
+            answer = exchange.answer_json(answer)
+        model = self._inference.loaded(target.id)
+        self._records.offer(
+            InferenceRecord(
+                model=target.name,
+                version=target.version,
+                alias=None,
+                arm=SHADOW,
+                request_id=record.request_id,
+                route_key=exchange.route_key,
+                protocol=exchange.protocol,
+                media_type=exchange.media_type,
+                request=exchange.request,
+                response=answer or b"",
+                status=failed.status if failed is not None else 200,
+                latency_seconds=seconds,
+                time=at,
+                route=record.route,
+                error_code=failed.code if failed is not None else None,
+                error=type(error).__name__ if error is not None else None,
+                key_id=record.key_id,
+                signature=model.metadata.signature if model is not None else None,
+            )
+        )
 
     def _answered(self, target: Resolved, *, started: float) -> None:
         """An answer ends the version's failures in a row and its pauses (the next pause would

@@ -39,9 +39,12 @@ class ObservabilitySettings(SettingsSection):
     is disabled in the gateway's process; the gateway's own traces (``tracing``) do not depend on it."""
 
     records_sink: str | None = None
-    """Where inference records (each sampled request's inputs and outputs, as CloudEvents) go:
+    """Where inference records (each sampled request's inputs and outputs) go. As CloudEvents:
     ``file:///dir`` (rotating JSON-lines files), ``http(s)://...`` (batched POSTs) or
-    ``redis://host:port/db?stream=name`` (a Redis stream). Unset (the default): none are made."""
+    ``redis://host:port/db?stream=name`` (a Redis stream). As inference tables (Parquet,
+    hive-partitioned by model, version and date; failed requests, shadows and labels too):
+    ``parquet+file:///dir`` or ``parquet+s3://bucket/prefix`` (with the artifact store's
+    ``AWS_*`` and ``MLFLOW_S3_ENDPOINT_URL``). Unset (the default): none are made."""
 
     records_sample: float = Field(default=1.0, ge=0, le=1)
     """The share of requests recorded when a sink is set; a version's MLflow tag
@@ -72,14 +75,26 @@ class ObservabilitySettings(SettingsSection):
     records_redis_maxlen: int = Field(default=100_000, ge=1)
     """A Redis stream sink's approximate length bound (``XADD ... MAXLEN ~``)."""
 
+    records_table_roll_mb: float = Field(default=64, gt=0)
+    """Size at which an inference table's file (one per partition being written) is closed and
+    published, and the next begun."""
+
+    records_table_roll_seconds: float = Field(default=60, gt=0)
+    """Longest an inference table's file stays open: its rows become visible to readers when it
+    is closed and published, at the latest this long after its first row."""
+
     @field_validator("records_sink")
     @classmethod
     def _records_sink(cls, value: str | None) -> str | None:
         if value is None or not value.strip() or value.strip().lower() == "off":
             return None
         value = value.strip()
-        if not value.startswith(("file://", "http://", "https://", "redis://", "rediss://")):
-            raise ValueError("must be file:///dir, an http(s):// URL or redis://host:port/db?stream=name")
+        schemes = ("file://", "http://", "https://", "redis://", "rediss://", "parquet+file://", "parquet+s3://")
+        if not value.lower().startswith(schemes):
+            raise ValueError(
+                "must be file:///dir, an http(s):// URL, redis://host:port/db?stream=name, "
+                "parquet+file:///dir or parquet+s3://bucket/prefix"
+            )
         return value
 
     @field_validator("log_format", "tracing", "tracing_spans", "records_http_mode", mode="before")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,14 @@ class InferenceRecord:
     latency_seconds: float
     time: float
     trace_id: str | None = None  # 32 hex digits when tracing is on
+    # For the inference tables (``tables.py``); the CloudEvents sinks ignore them.
+    route: str | None = None  # the path asked for (``/models/iris/versions/champion/predict``)
+    error_code: str | None = None  # the error answer's code (``BAD_REQUEST``); None when answered
+    error: str | None = None  # the condition that failed it, by name (``ModelRaised``)
+    key_id: str | None = None  # the API key's name, never its secret; None without keys
+    queue_seconds: float | None = None  # its wait in its version's queue, when it queued
+    predict_seconds: float | None = None  # its batch's own predict (shared by the batch)
+    signature: Any = None  # the version's ModelSignature, for typed columns (None: none logged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +50,17 @@ class Exchange:
     response: bytes
     route_key: str | None = None
     answer_json: Callable[[bytes], bytes] | None = None
+    error_code: str | None = None  # a failed request's: the error answer's code (its body is not kept)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRecord:
+    """A label for a request answered earlier (ground truth), for the inference tables'
+    ``labels``: handed over by the feedback code through ``Recorder.offer_labels``. ``label``
+    is any JSON value (the shape of one output row); ``received_at`` is ``time.time()``."""
+
+    request_id: str
+    model: str
+    version: str
+    label: Any
+    received_at: float

@@ -1,5 +1,5 @@
 """The recorder: takes records on the request path and has one writer thread turn them into
-CloudEvents and write them to the sink.
+what its sink writes (CloudEvents, or rows of the inference tables) and write them.
 
 The request path pays for a sampling draw and, for a sampled request, an append under a lock
 that is never held for more than popping a batch (the writer takes what waits every
@@ -7,6 +7,9 @@ that is never held for more than popping a batch (the writer takes what waits ev
 parses anything and never raises. Records wait in a queue bounded in bytes (their bodies plus
 a constant), counting those being written: a slow or dead sink costs at most that much
 memory, and what does not fit is dropped and counted (``gateway_records_dropped_total``).
+
+With a table sink (``tables.py``) the recorder also takes labels (``offer_labels``: the
+feedback code's, off the request path), in the same queue and within the same bound.
 """
 
 from __future__ import annotations
@@ -19,15 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gateway.observability.records.events import event_for
-from gateway.observability.records.record import InferenceRecord
+from gateway.observability.records.record import InferenceRecord, LabelRecord
 from gateway.observability.records.sinks import Sink, SinkFailed, sink_for
 
 if TYPE_CHECKING:
-    from cloudevents.core.v1.event import CloudEvent
-
     from gateway.metrics import GatewayMetrics
     from gateway.settings import GatewaySettings
 
@@ -54,6 +54,12 @@ def record_size(record: InferenceRecord) -> int:
     return len(record.request) + len(record.response) + RECORD_OVERHEAD_BYTES
 
 
+def label_size(label: LabelRecord) -> int:
+    """What a label counts against the queue's bound (its JSON is not made yet: a guess by its
+    text, bounded below like a record's)."""
+    return len(label.request_id) + len(repr(label.label)) + RECORD_OVERHEAD_BYTES
+
+
 class Recorder:
     """Inference records from the request path to a sink, off it. ``start`` starts the writer
     thread, ``close`` flushes what it can within its timeout and stops it."""
@@ -76,7 +82,7 @@ class Recorder:
         self._max_bytes = max_bytes
         self._batch_size = batch_size
         self._source = source
-        self._queue: deque[tuple[InferenceRecord, int]] = deque()
+        self._queue: deque[tuple[InferenceRecord | LabelRecord, int]] = deque()
         self._held = 0  # bytes of records queued or being written; changed under _lock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -86,7 +92,12 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
         self._sink_errors = _Complaint(f"the {sink.kind} sink failed")
-        self._unreadable = _Complaint("a record could not be made into an event")
+        self._unreadable = _Complaint("a record could not be made into an event or a row")
+
+    @property
+    def tables(self) -> bool:
+        """Whether the sink is the inference tables: it takes failed requests, shadows and labels."""
+        return self._sink.tables
 
     @property
     def queued_bytes(self) -> int:
@@ -103,10 +114,27 @@ class Recorder:
             return False
         return random.random() < ratio
 
+    def offer_labels(self, labels: list[LabelRecord]) -> int:
+        """Queue labels for the inference tables' ``labels``; how many were queued (the rest
+        dropped and counted, as records are: ``queue_full``, ``shutdown``). None are taken
+        without a table sink (0). Never blocks, never raises: for the feedback code, which
+        keeps its own copy of each label (the state database) before calling this."""
+        if not self._sink.tables:
+            return 0
+        return sum(self._offered(label, label_size(label)) for label in labels)
+
     def offer(self, record: InferenceRecord) -> None:
         """Queue a record for the writer, or drop it and count why. Never blocks, never raises."""
         try:
             size = record_size(record)
+        except Exception:
+            log.debug("inference record not queued", exc_info=True)
+            self._metrics.records_were_dropped("unreadable")
+            return
+        self._offered(record, size)
+
+    def _offered(self, record: InferenceRecord | LabelRecord, size: int) -> bool:
+        try:
             wake = False
             with self._lock:
                 if self._closed:
@@ -121,14 +149,17 @@ class Recorder:
                     wake = len(self._queue) == self._batch_size
             if reason:
                 self._metrics.records_were_dropped(reason)
-            elif wake:
+                return False
+            if wake:
                 self._wake.set()
+            return True
         except Exception:  # a record must never fail the request it describes
             log.debug("inference record not queued", exc_info=True)
             try:
                 self._metrics.records_were_dropped("unreadable")
             except Exception:
                 pass
+            return False
 
     def start(self) -> None:
         """Start the writer thread (once; not after close)."""
@@ -173,6 +204,7 @@ class Recorder:
                     continue
                 if self._stopping.is_set():
                     break
+                self._tick()
                 self._wake.wait(FLUSH_SECONDS)
         except Exception:  # a bug here must not end the thread silently with records held
             log.exception("the inference records writer stopped")
@@ -180,10 +212,19 @@ class Recorder:
             self._drop_rest()
             self._close_sink()
 
-    def _take(self) -> list[tuple[InferenceRecord, int]]:
+    def _tick(self) -> None:
+        """The sink's time-based work (a table sink's files rolled by age), when idle."""
+        try:
+            self._sink.tick()
+        except SinkFailed as exc:
+            self._failed(exc, 0)
+        except Exception as exc:
+            self._failed(exc, 0)
+
+    def _take(self) -> list[tuple[InferenceRecord | LabelRecord, int]]:
         if self._stopping.is_set() and time.monotonic() >= self._deadline:
             return []
-        batch: list[tuple[InferenceRecord, int]] = []
+        batch: list[tuple[InferenceRecord | LabelRecord, int]] = []
         total = 0
         with self._lock:
             while self._queue and len(batch) < self._batch_size and total < _WRITE_MAX_BYTES:
@@ -192,11 +233,11 @@ class Recorder:
                 total += item[1]
         return batch
 
-    def _write(self, batch: list[tuple[InferenceRecord, int]]) -> bool:
+    def _write(self, batch: list[tuple[InferenceRecord | LabelRecord, int]]) -> bool:
         """Convert and write one batch; False when the sink failed (after backing off)."""
         try:
-            events = self._events(batch)
-            failure, written = self._written(events) if events else (None, 0)
+            entries = self._entries(batch)
+            failure, written = self._written(entries) if entries else (None, 0)
         finally:
             with self._lock:
                 self._held -= sum(size for _, size in batch)
@@ -207,33 +248,39 @@ class Recorder:
                 self._sink_errors.recovered()
             self._backoff = 0.0
             return True
-        self._metrics.records_were_dropped("sink_error", len(events) - written)
-        self._sink_errors.dropped(len(events) - written, failure)
+        self._failed(failure, len(entries) - written)
+        return False
+
+    def _failed(self, failure: Exception, unwritten: int) -> None:
+        """Count what the sink's failure cost, and back off."""
+        lost = unwritten + (failure.lost if isinstance(failure, SinkFailed) else 0)
+        if lost:
+            self._metrics.records_were_dropped("sink_error", lost)
+        self._sink_errors.dropped(lost, failure)
         self._backoff = min(_MAX_BACKOFF_SECONDS, self._backoff * 2 or _FIRST_BACKOFF_SECONDS)
         # Records that arrive meanwhile queue up to the bound (the batch's bytes are already
         # released), then offer() drops them: the outage costs memory only up to the bound.
         self._stopping.wait(self._backoff)
-        return False
 
-    def _written(self, events: list[CloudEvent]) -> tuple[Exception | None, int]:
-        """(what failed or None, how many of the events the sink took)."""
+    def _written(self, entries: list[Any]) -> tuple[Exception | None, int]:
+        """(what failed or None, how many of the entries the sink took)."""
         try:
-            self._sink.write(events)
+            self._sink.write(entries)
         except SinkFailed as exc:
             return exc, exc.written
         except Exception as exc:  # a sink must raise SinkFailed; one that does not keeps the thread
             return exc, 0
-        return None, len(events)
+        return None, len(entries)
 
-    def _events(self, batch: list[tuple[InferenceRecord, int]]) -> list[CloudEvent]:
-        events = []
+    def _entries(self, batch: list[tuple[InferenceRecord | LabelRecord, int]]) -> list[Any]:
+        entries = []
         for record, _ in batch:
             try:
-                events.append(event_for(record, source=self._source, redact=self._redact))
+                entries.append(self._sink.entry(record, source=self._source, redact=self._redact))
             except Exception as exc:  # e.g. JSON nested past the recursion limit
                 self._metrics.records_were_dropped("unreadable")
                 self._unreadable.dropped(1, exc)
-        return events
+        return entries
 
     def _drop_rest(self) -> None:
         with self._lock:

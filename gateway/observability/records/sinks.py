@@ -1,6 +1,7 @@
 """Where records go (``GATEWAY_RECORDS_SINK``): rotating JSON-lines files, an HTTP endpoint
-(CloudEvents' HTTP binding) or a Redis stream. A sink is called by the recorder's one writer
-thread only; ``write`` raises :class:`SinkFailed` and the recorder counts and backs off."""
+(CloudEvents' HTTP binding), a Redis stream, or the inference tables (Parquet: ``tables.py``).
+A sink is called by the recorder's one writer thread only; ``write`` raises
+:class:`SinkFailed` and the recorder counts and backs off."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from gateway.observability.records.events import (
     BATCH_CONTENT_TYPE,
     EVENT_FORMAT,
+    event_for,
     serialized,
     serialized_batch,
 )
+from gateway.observability.records.record import InferenceRecord, LabelRecord
 
 if TYPE_CHECKING:
     from cloudevents.core.v1.event import CloudEvent
@@ -30,11 +33,13 @@ REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class SinkFailed(Exception):
-    """A write that did not (entirely) land; ``written`` of its events did, in order."""
+    """A write that did not (entirely) land; ``written`` of its events did, in order. ``lost``:
+    records of earlier writes given up for good (a table sink's file that could not be uploaded)."""
 
-    def __init__(self, message: str, *, written: int = 0) -> None:
+    def __init__(self, message: str, *, written: int = 0, lost: int = 0) -> None:
         super().__init__(message)
         self.written = written
+        self.lost = lost
 
 
 class InvalidSinkUrl(ValueError):
@@ -45,16 +50,56 @@ class InvalidSinkUrl(ValueError):
 
 
 class Sink(Protocol):
-    kind: str  # "file", "http" or "redis": the label of gateway_records_written_total
+    kind: str  # "file", "http", "redis" or "parquet": the label of gateway_records_written_total
+    tables: bool  # takes failed requests, shadows and labels (the inference tables), not only answers
 
-    def write(self, events: list[CloudEvent]) -> None: ...
+    def entry(self, item: InferenceRecord | LabelRecord, *, source: str, redact: frozenset[str]) -> Any:
+        """What ``write`` takes for one record (in the writer thread); raises if it cannot be made."""
+        ...
+
+    def write(self, entries: list[Any]) -> None: ...
+
+    def tick(self) -> None:
+        """Called by the writer when it has nothing to write (every FLUSH_SECONDS): time-based work."""
+        ...
 
     def close(self) -> None: ...
 
 
+class EventSink:
+    """What the CloudEvents sinks share: a record is an event; nothing is done by time."""
+
+    tables = False
+
+    def entry(self, item: InferenceRecord | LabelRecord, *, source: str, redact: frozenset[str]) -> CloudEvent:
+        assert isinstance(item, InferenceRecord), "labels go to the inference tables only"
+        return event_for(item, source=source, redact=redact)
+
+    def tick(self) -> None:
+        pass
+
+
 def sink_for(url: str, settings: GatewaySettings) -> Sink:
-    """The sink a URL names: ``file:///dir``, ``http(s)://...``, ``redis://host:port/db?stream=name``."""
+    """The sink a URL names: ``file:///dir``, ``http(s)://...``, ``redis://host:port/db?stream=name``,
+    ``parquet+file:///dir`` or ``parquet+s3://bucket/prefix`` (the inference tables)."""
     scheme = urlsplit(url).scheme.lower()
+    if scheme.startswith("parquet+"):
+        from gateway.observability.records.tables import TableSink, destination_for
+
+        try:
+            destination = destination_for(url)
+        except ValueError as exc:
+            raise InvalidSinkUrl(url, str(exc)) from exc
+        except OSError as exc:
+            raise InvalidSinkUrl(url, f"cannot write there: {exc.strerror or exc}") from exc
+        return TableSink(
+            destination,
+            replica=settings.replica,
+            redact=settings.records_redact,
+            roll_bytes=int(settings.records_table_roll_mb * 1024 * 1024),
+            roll_seconds=settings.records_table_roll_seconds,
+            keep_bytes=settings.records_queue_bytes,
+        )
     if scheme == "file":
         directory = file_sink_directory(url)
         try:
@@ -71,7 +116,11 @@ def sink_for(url: str, settings: GatewaySettings) -> Sink:
         return HttpSink(url, mode=settings.records_http_mode)
     if scheme in ("redis", "rediss"):
         return RedisSink(url, maxlen=settings.records_redis_maxlen)
-    raise InvalidSinkUrl(url, "must be file:///dir, an http(s):// URL or redis://host:port/db?stream=name")
+    raise InvalidSinkUrl(
+        url,
+        "must be file:///dir, an http(s):// URL, redis://host:port/db?stream=name, "
+        "parquet+file:///dir or parquet+s3://bucket/prefix",
+    )
 
 
 def file_sink_directory(url: str) -> Path:
@@ -91,7 +140,7 @@ def shown(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class FileSink:
+class FileSink(EventSink):
     """``records.jsonl`` in a directory, one structured event a line, rotated to
     ``records.jsonl.1`` ... ``.N`` (N = ``backups``) before a write would take it past
     ``max_bytes``; with no backups the file starts again empty.
@@ -169,7 +218,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class HttpSink:
+class HttpSink(EventSink):
     """POSTs to a URL over one keep-alive client. ``structured``: a batch per request
     (``application/cloudevents-batch+json``); ``binary``: an event per request, its attributes
     in ``ce-*`` headers and its data as the body. An answer other than 2xx is a failure."""
@@ -213,7 +262,7 @@ class HttpSink:
         self._client.close()
 
 
-class RedisSink:
+class RedisSink(EventSink):
     """``XADD`` to a stream, one pipeline a write, trimmed with ``MAXLEN ~ maxlen``. Each entry
     has the structured event (``event``) and, to filter on without parsing it, ``model`` and
     ``version``."""

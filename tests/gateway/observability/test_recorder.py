@@ -17,7 +17,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from gateway.metrics import GatewayMetrics
 from gateway.observability.records.recorder import Recorder, record_size, recorder_for
-from gateway.observability.records.sinks import FILE_NAME, FileSink, HttpSink, Sink, sink_for
+from gateway.observability.records.sinks import FILE_NAME, EventSink, FileSink, HttpSink, Sink, sink_for
 from gateway.settings import GatewaySettings
 from tests.gateway.observability.records_support import a_record, receiver, silent_server
 from tests.support.waiting import wait_until
@@ -152,7 +152,7 @@ def test_after_close_records_are_dropped_as_shutdown(tmp_path: Path, metrics: Ga
     assert not (tmp_path / FILE_NAME).exists()
 
 
-class FlakySink:
+class FlakySink(EventSink):
     """A sink with a bug (it raises something other than SinkFailed) once: a fault no real
     sink can be made to produce on purpose."""
 
