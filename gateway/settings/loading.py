@@ -65,5 +65,5 @@ class LoadingSettings(SettingsSection):
 
     @field_validator("allowed_flavors", "allowed_artifact_uris", mode="before")
     @classmethod
-    def _split_commas(cls, value: object) -> object:
+    def _split_flavors_and_uris(cls, value: object) -> object:
         return comma_list(value)

@@ -108,5 +108,5 @@ class ObservabilitySettings(SettingsSection):
 
     @field_validator("records_redact", mode="before")
     @classmethod
-    def _split_commas(cls, value: object) -> object:
+    def _split_redact(cls, value: object) -> object:
         return comma_list(value)

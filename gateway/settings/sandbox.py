@@ -88,5 +88,5 @@ class SandboxSettings(SettingsSection):
 
     @field_validator("env_pass", mode="before")
     @classmethod
-    def _split_commas(cls, value: object) -> object:
+    def _split_env_pass(cls, value: object) -> object:
         return comma_list(value)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
+from gateway.settings import SECTIONS, GatewaySettings, SettingsError, doubts, load_settings
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,31 @@ def test_a_warm_alias_no_request_can_name_is_doubted() -> None:
     assert len(found) == 2 and all(line.startswith("GATEWAY_WARM_ALIASES: ") for line in found)
     assert "'3'" in found[0] and "'latest'" in found[1]
     assert doubts(GatewaySettings(warm_aliases=["champion", "challenger"]), {}) == []
+
+
+def test_no_two_sections_name_a_validator_alike() -> None:
+    # The composed class keeps one method per name: a section's validator named like another's
+    # is silently dropped (GATEWAY_ENV_PASS once stopped being split at commas so).
+    seen: dict[str, str] = {}
+    for section in SECTIONS:
+        for name in section.__pydantic_decorators__.field_validators:
+            assert name not in seen, f"{section.__name__}.{name} hides {seen[name]}.{name}"
+            seen[name] = section.__name__
+    assert set(seen) == set(GatewaySettings.__pydantic_decorators__.field_validators)
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("GATEWAY_ALLOWED_FLAVORS", "allowed_flavors"),
+        ("GATEWAY_ALLOWED_ARTIFACT_URIS", "allowed_artifact_uris"),
+        ("GATEWAY_RECORDS_REDACT", "records_redact"),
+        ("GATEWAY_ENV_PASS", "env_pass"),
+        ("GATEWAY_WARM_ALIASES", "warm_aliases"),
+    ],
+)
+def test_comma_separated_settings_are_split_in_every_section(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, " s3://a/ , /b ,")
+    assert getattr(load_settings(), field) == ["s3://a/", "/b"]
