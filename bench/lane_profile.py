@@ -45,7 +45,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model cache (lease, LRU)", ("gateway/dataplane/cache.py", "gateway/dataplane/loader.py")),
     ("admission (keys, limits)", ("gateway/admission/",)),
     ("routing and selectors", ("gateway/routing/", "gateway/wire/selectors.py")),
-    ("the data plane's seam (counts, guard)", ("gateway/process.py",)),
+    ("the data plane's seam (counts, guard)", ("gateway/process.py", "gateway/rooms/")),
     ("protocol adapter (headers, answer)", ("gateway/protocols/",)),
     ("gateway ASGI app", ("gateway/app.py", "gateway/http/")),
     ("HTTP (uvicorn, httptools)", ("uvicorn/", "httptools", "h11")),
