@@ -5,7 +5,7 @@ shadow queue that runs copies of default-route requests on shadow versions, this
 counts published for ``/traffic``'s sum over replicas (under the member id it campaigns for
 the sync lease with), and the report ``/traffic`` answers with. Started once the warm set is
 warm; stopped after the reconciler and before the inference service closes (the shadows still
-queued are dropped, the guard's last rollbacks written).
+queued are not run, the guard's last rollbacks are written).
 """
 
 from __future__ import annotations
