@@ -8,7 +8,7 @@ whose per-key rate (``--rate 1000000``) never trips, to price the limiter. Keys 
 ``registry-gateway keys create`` against the gateway's ``GATEWAY_DATABASE_URL`` before it
 starts; the secret is the last line of its output.
 
-This module holds the pure parts (the secret, verdicts, report); bench/run.py drives.
+This module holds the pure parts (the secret, verdicts, report); bench/sections/auth.py drives.
 """
 
 from __future__ import annotations

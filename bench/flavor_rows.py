@@ -10,7 +10,7 @@ cache filled by an earlier build), and while each of those builds, the slowest a
 version already loaded on the same gateway: the first request of a flavor whose environment
 is not built yet must not block other models.
 
-The pure parts (verdicts, report) are here beside the driver; bench/run.py hands it its helpers.
+The pure parts (verdicts, report) are here beside the driver; bench/sections/flavors.py hands it its helpers.
 """
 
 from __future__ import annotations

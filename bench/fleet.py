@@ -29,7 +29,7 @@ behind HAProxy as shipped; the hot model served by at least two replicas, none a
 the rolling restart with 0 failed requests and its p99 within 3× the steady one.
 
 The pure parts (plans, configurations, verdicts, report) are tested in tests/test_bench.py;
-bench/run.py calls :func:`run_section`.
+bench/sections/fleet.py calls :func:`run_section`.
 """
 
 from __future__ import annotations

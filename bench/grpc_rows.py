@@ -11,7 +11,7 @@ channels, one call in flight each: bench/grpc_load.py); 16 calls in flight on ON
 the one shared connection again from h2load (a client in C, where installed: ``make bench``).
 For the gateway, the requests per predict call (``gateway_batch_size``) of each point.
 
-This module holds the pure parts (verdicts, report); bench/run.py drives.
+This module holds the pure parts (verdicts, report); bench/sections/grpc.py drives.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ visits each in turn, round after round, rotating which goes first so that none a
 the same one. Each point is divided by the baseline's point of its own round; a verdict takes
 the median of those ratios over the rounds, and the table shows their range beside it.
 
-Pure parts only (the order of a round, ratios, verdicts, the table); bench/run.py drives.
+Pure parts only (the order of a round, ratios, verdicts, the table); bench/harness.py (``interleaved_points``) and
+bench/sections/spread.py drive.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Beside them: an environment build from a warm uv cache (a fresh environment dire
 cache of an earlier build), whether a second version with the same requirements added a build
 or a process, and the isolated gateway's own RSS before and after its versions loaded.
 
-This module holds the pure parts (verdicts, report); bench/run.py drives.
+This module holds the pure parts (verdicts, report); bench/sections/isolated.py drives.
 """
 
 from __future__ import annotations

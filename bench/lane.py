@@ -12,7 +12,7 @@ the server CPU, wrk on the other. Targets: at 32 connections the gateway >= 0.5x
 req/s; at 1 connection its p50 within 0.2 ms of the floor's; the access log on costs <= 10%
 of the gateway's c32 req/s. Each over the rounds' medians of per-round figures.
 
-This module holds the pure parts (labels, verdicts, report); bench/run.py drives.
+This module holds the pure parts (labels, verdicts, report); bench/sections/lane.py drives.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ async def measure(tracking_uri: str, body: bytes, args: argparse.Namespace) -> d
 def main() -> None:
     # The gateway first: bench/run.py puts this checkout on the path, ahead of PYTHONPATH.
     gateway = importlib.import_module("gateway")
-    import run as bench
+    import harness
     import uvloop
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,8 +135,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="A setting (repeat).")
     args = parser.parse_args()
-    tracking_uri = bench.build_registry(bench.WORK / "registry")
-    body = bench.write_bodies(bench.WORK)["iris"].read_bytes()
+    tracking_uri = harness.build_registry(harness.WORK / "registry")
+    body = harness.write_bodies(harness.WORK)["iris"].read_bytes()
     os.sched_setaffinity(0, {0})  # one core, as the bench's servers
     results = uvloop.run(measure(tracking_uri, body, args))
     print(f"the gateway of {Path(gateway.__file__).parent.parent}, {' '.join(args.env) or 'default settings'}:")

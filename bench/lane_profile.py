@@ -45,7 +45,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model cache (lease, LRU)", ("gateway/dataplane/cache.py", "gateway/dataplane/loader.py")),
     ("admission (keys, limits)", ("gateway/admission/",)),
     ("routing and selectors", ("gateway/routing/", "gateway/wire/selectors.py")),
-    ("the data plane's seam (counts, guard)", ("gateway/process.py",)),
+    ("the data plane's seam (counts, guard)", ("gateway/process.py", "gateway/rooms/")),
     ("protocol adapter (headers, answer)", ("gateway/protocols/",)),
     ("gateway ASGI app", ("gateway/app.py", "gateway/http/")),
     ("HTTP (uvicorn, httptools)", ("uvicorn/", "httptools", "h11")),
@@ -96,7 +96,7 @@ def render(results: dict[int, tuple[collections.Counter[str], collections.Counte
 
 
 def main() -> None:
-    import run as bench
+    import harness
     from load import drive
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,18 +110,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
-    spy = shutil.which("py-spy") or str(bench.VENV_BIN / "py-spy")
-    tracking_uri = bench.build_registry(bench.WORK / "registry")
-    body = bench.write_bodies(bench.WORK)["iris"]
-    env = {"GATEWAY_ACCESS_LOG": "false", **bench.QUIET_POLL, **extra}
+    spy = shutil.which("py-spy") or str(harness.VENV_BIN / "py-spy")
+    tracking_uri = harness.build_registry(harness.WORK / "registry")
+    body = harness.write_bodies(harness.WORK)["iris"]
+    env = {"GATEWAY_ACCESS_LOG": "false", **harness.QUIET_POLL, **extra}
     results = {}
-    with bench.gateway(tracking_uri, "profile", cpus="0", env=env) as gw:
+    with harness.gateway(tracking_uri, "profile", cpus="0", env=env) as gw:
         url = f"{gw.url}/models/iris/predict"
-        bench.post(url, body.read_bytes())
+        harness.post(url, body.read_bytes())
         assert gw.process is not None
         for connections in (1, 32):
             drive(url, body, connections=connections, duration=2, cpus="1")  # warm-up
-            out = bench.WORK / f"lane-profile-c{connections}.txt"
+            out = harness.WORK / f"lane-profile-c{connections}.txt"
             load: dict[str, float] = {}
 
             def loaded(c: int = connections, into: dict[str, float] = load) -> None:
@@ -136,7 +136,7 @@ def main() -> None:
             by_category, innermost, total = breakdown(out.read_text())
             results[connections] = (by_category, innermost, total, load["req_s"])
     report = render(results)
-    path = bench.RESULTS / f"lane-profile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
+    path = harness.RESULTS / f"lane-profile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
     path.write_text(report)
     print(report)
     print(f"wrote {path.relative_to(HERE.parent)}")

@@ -5,9 +5,9 @@ dashboards read them), so their cost is measured where it is paid: the very call
 on the default route makes (``request_finished``, ``arm_finished`` (the canary guard's per-arm
 counts), ``cache_hit``, its queue wait) and its share of one batch's (``batch_finished``,
 ``batch_timed``), with the labels the bench's requests carry, timed in a loop on a real
-``GatewayMetrics``. bench/run.py divides that by the time a request takes at 32 connections on
-one core (one over the default point's req/s in the same run): the share of the lane's CPU
-the metrics take.
+``GatewayMetrics``. bench/sections/observability.py divides that by the time a request takes
+at 32 connections on one core (one over the default point's req/s in the same run): the share
+of the lane's CPU the metrics take.
 
 ``python bench/metrics_cost.py`` prints the microseconds per request.
 """

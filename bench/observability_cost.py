@@ -10,7 +10,7 @@ records of 10% of requests to a file sink (``GATEWAY_RECORDS_SINK=file://``,
 ``GATEWAY_RECORDS_SAMPLE=0.1``); the access log off (``GATEWAY_ACCESS_LOG=false``: what the
 default's line costs).
 
-This module holds the pure parts (verdicts, report); bench/run.py drives.
+This module holds the pure parts (verdicts, report); bench/sections/observability.py drives.
 """
 
 from __future__ import annotations

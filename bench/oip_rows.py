@@ -8,7 +8,7 @@ tensor extension (what tritonclient sends by default) and OIP gRPC (``ModelInfer
 the same version: its V2 REST with the same JSON body, and its gRPC with the same message.
 REST load is wrk (or bench/loadgen.py); gRPC load is bench/grpc_load.py.
 
-This module holds the bodies, the verdicts and the report; bench/run.py starts the servers.
+This module holds the bodies, the verdicts and the report; bench/sections/oip.py starts the servers.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def write_bodies(work: Path, columns: list[str], row: list[float]) -> Bodies:
 
 # --- verdicts ------------------------------------------------------------------------------
 #
-# The gateway's points run in rounds (bench/run.py: OIP_ROUNDS), every protocol once a round
+# The gateway's points run in rounds (bench/sections/oip.py: OIP_ROUNDS), every protocol once a round
 # at each connection count, so that a point is compared with the MLflow-protocol point of its
 # own round, seconds away, not minutes: on a shared VM one run drifts by 10-20%. A row's ratio
 # is the median of its rounds' ratios. MLServer's points are one round, after the gateway's.

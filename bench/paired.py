@@ -79,7 +79,7 @@ def _by_thread_name(gateway: Any, before: dict[int, float], requests: int) -> di
 
 
 def main() -> None:
-    import run as bench
+    import harness
     from load import drive
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,8 +99,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
-    tracking_uri = bench.build_registry(bench.WORK / "registry")
-    body = bench.write_bodies(bench.WORK)["iris"]
+    tracking_uri = harness.build_registry(harness.WORK / "registry")
+    body = harness.write_bodies(harness.WORK)["iris"]
     os.sched_setaffinity(0, {1})  # this process, and the receiver's threads, on the load CPU
     rounds: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:
@@ -114,18 +114,18 @@ def main() -> None:
             extra = {"GATEWAY_AUTH": "keys", **extra}
         if args.b_tree is not None:  # ahead of the editable install on B's import path
             extra = {"PYTHONPATH": str(args.b_tree.resolve()), **extra}
-        quiet = bench.QUIET_POLL
-        second = bench.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra})
+        quiet = harness.QUIET_POLL
+        second = harness.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra})
         headers: list[dict[str, str]] = [{}, {}]
         if args.keys:  # made before B starts: a gateway reads its keys at start
             import auth_cost
 
-            headers[1] = auth_cost.bearer(bench._create_key(second, auth_cost.KEY))
-        a = stack.enter_context(bench.gateway(tracking_uri, "paired-a", cpus="0", env=quiet))
+            headers[1] = auth_cost.bearer(harness.create_key(second, auth_cost.KEY))
+        a = stack.enter_context(harness.gateway(tracking_uri, "paired-a", cpus="0", env=quiet))
         b = stack.enter_context(second)
         urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
         for url, sent in zip(urls, headers, strict=True):
-            bench.post(url, body.read_bytes(), sent)
+            harness.post(url, body.read_bytes(), sent)
         threads_before = [g.thread_cpu_seconds() for g in (a, b)]
         served = [0, 0]
         for n in range(1, args.rounds + 1):

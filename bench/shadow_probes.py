@@ -1,7 +1,7 @@
 """Two iris versions the traffic bench shadows to, to show that a slow or failing shadow
 changes neither the primary's answers nor its p99 (issue 14).
 
-bench/run.py logs them once into its registry as pyfunc models with this file as their code
+bench/sections/traffic.py logs them once into its registry as pyfunc models with this file as their code
 (``code_paths``), so the gateway imports it when it loads them; keep it free of bench imports.
 """
 

@@ -13,7 +13,7 @@ previous version and loads its own. The first pass also downloads each version i
 artifact cache; the later passes load from it (what an LRU miss costs once a host has seen a
 version).
 
-This module holds the pure parts (plans, verdicts, report); bench/run.py drives.
+This module holds the pure parts (plans, verdicts, report); bench/sections/spread.py and cold_sizes.py drive.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ their mean, and the verdict takes the median over the rounds: on a shared VM the
 no-split point has measured 12% apart within one run, so one point against one baseline
 says more about the machine than about the split.
 
-This module holds the pure parts (reading /traffic, verdicts, report); bench/run.py drives.
+This module holds the pure parts (reading /traffic, verdicts, report); bench/sections/traffic.py drives.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def serve(
         except devices.DeviceUnavailable as exc:
             raise click.ClickException(str(exc)) from None
     if settings.role != "sync" and settings.sandbox == "required":
-        from gateway.process import sandbox_policy
+        from gateway.rooms.runtimes import sandbox_policy
         from gateway.runtimes.sandbox import SandboxUnavailable
 
         try:
@@ -356,7 +356,7 @@ def envs() -> None:
 @envs.command("list")
 def envs_list() -> None:
     """Every built environment: key, Python, size, last use, requirements."""
-    from gateway.process import environment_store
+    from gateway.rooms.runtimes import environment_store
 
     store = environment_store(_load_settings())
     found = store.environments()
@@ -381,7 +381,7 @@ def envs_build(model: str) -> None:
 
     from mlflow.models import Model
 
-    from gateway.process import environment_store
+    from gateway.rooms.runtimes import environment_store
     from gateway.runtimes.environments import EnvironmentRefused, loader_needs
     from gateway.runtimes.requirements import check, read_requirements
 
@@ -411,7 +411,7 @@ def envs_build(model: str) -> None:
 def envs_prune(everything: bool) -> None:
     """Remove environments no worker runs on, least recently used first, down to
     GATEWAY_ENV_MAX_DISK_MB (or all of them with --all)."""
-    from gateway.process import environment_store
+    from gateway.rooms.runtimes import environment_store
 
     store = environment_store(_load_settings())
     removed = store.prune(everything=everything)

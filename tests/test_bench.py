@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import importlib
 import math
 import shutil
 import statistics
@@ -31,6 +32,7 @@ import flavor_rows  # noqa: E402
 import fleet  # noqa: E402
 import floor_app  # noqa: E402
 import grpc_rows  # noqa: E402
+import harness  # noqa: E402
 import interleaved  # noqa: E402
 import lane  # noqa: E402
 import load as load_module  # noqa: E402
@@ -44,6 +46,7 @@ import spread  # noqa: E402
 import tracing_cost  # noqa: E402
 import traffic_split  # noqa: E402
 from load import parse_wrk  # noqa: E402
+from sections.workers import workers_plan  # noqa: E402
 
 WRK_OUTPUT = """Running 12s test @ http://127.0.0.1:8811/models/iris/versions/1/predict
   1 threads and 1 connections
@@ -71,11 +74,21 @@ def test_wrk_output_is_read_with_its_units_and_errors() -> None:
     assert result.errors == 2 + 1 + 4
 
 
+def test_each_section_run_py_names_is_a_module_of_bench_sections() -> None:
+    """A module a section (issue 49, point 16): every ``--only`` name is bench/sections/<name>.py
+    (``-`` as ``_``) with the ``section`` function run.py calls, and no module is left that
+    run.py cannot run."""
+    modules = {path.stem for path in (BENCH / "sections").glob("*.py")} - {"__init__"}
+    assert modules == {name.replace("-", "_") for name in bench.SECTIONS}
+    for name in sorted(modules):
+        assert callable(importlib.import_module(f"sections.{name}").section), name
+
+
 def test_workers_get_dedicated_cores_only_where_the_load_generator_also_fits() -> None:
-    assert bench.workers_plan(2) == ([1, 2], False)
-    assert bench.workers_plan(3) == ([1, 2], False)
-    assert bench.workers_plan(4) == ([1, 2], True)
-    assert bench.workers_plan(16) == ([1, 2, 4, 8], True)
+    assert workers_plan(2) == ([1, 2], False)
+    assert workers_plan(3) == ([1, 2], False)
+    assert workers_plan(4) == ([1, 2], True)
+    assert workers_plan(16) == ([1, 2, 4, 8], True)
 
 
 def _row(server: str, connections: int, req_s: float, p50: float = 1.0, p99: float = 5.0) -> dict[str, Any]:
@@ -92,13 +105,13 @@ def _workers(n: int, req_s: float, per_cpu: float) -> dict[str, Any]:
 
 
 def test_targets_are_judged_against_the_issue_thresholds() -> None:
-    run = bench.Run(duration=1, warmup=0, connections=[1, 32], pin=True)
+    run = harness.Run(duration=1, warmup=0, connections=[1, 32], pin=True)
     run.main = [
         _row("gateway", 1, 2000, p50=0.70),
         _row("gateway", 32, 6000, p99=26.0),
         _row("mlflow models serve", 32, 1000),
-        _row(bench.FLOOR, 1, 5000, p50=0.21),
-        _row(bench.FLOOR, 32, 10000),
+        _row(harness.FLOOR, 1, 5000, p50=0.21),
+        _row(harness.FLOOR, 32, 10000),
     ]
     run.sections["workers"] = [_workers(1, 5000, 5000), _workers(2, 7000, 4900)]
     run.sections["workers_dedicated"] = True
@@ -112,7 +125,7 @@ def test_targets_are_judged_against_the_issue_thresholds() -> None:
 
 
 def test_without_dedicated_cores_the_workers_target_is_not_judged() -> None:
-    run = bench.Run(duration=1, warmup=0, connections=[32], pin=True)
+    run = harness.Run(duration=1, warmup=0, connections=[32], pin=True)
     run.sections["workers"] = [_workers(1, 5000, 5000), _workers(2, 9000, 4800)]
     run.sections["workers_dedicated"] = False
     [(line, value, ok)] = bench.targets(run)
@@ -508,17 +521,17 @@ def test_the_oip_bodies_carry_the_same_row_each_way(tmp_path: Path) -> None:
     from gateway.protocols.proto import grpc_service_pb2 as pb
     from gateway.wire import oip_codec
 
-    bodies = oip_rows.write_bodies(tmp_path, bench.COLUMNS, bench.ROW)
+    bodies = oip_rows.write_bodies(tmp_path, harness.COLUMNS, harness.ROW)
     document = json.loads(bodies.json.read_text())
-    assert [i["data"] for i in document["inputs"]] == [[v] for v in bench.ROW]
+    assert [i["data"] for i in document["inputs"]] == [[v] for v in harness.ROW]
     binary = bodies.binary.read_bytes()
     request = oip_codec.parse_request(binary, bodies.binary_header_length)  # what the gateway reads
-    assert [t.name for t in request.inputs] == bench.COLUMNS
-    assert struct.unpack("<4d", binary[bodies.binary_header_length :]) == tuple(bench.ROW)
+    assert [t.name for t in request.inputs] == harness.COLUMNS
+    assert struct.unpack("<4d", binary[bodies.binary_header_length :]) == tuple(harness.ROW)
     for path, version in ((bodies.grpc, "1"), (bodies.grpc_unversioned, "")):
         message = pb.ModelInferRequest.FromString(path.read_bytes())
         assert (message.model_name, message.model_version) == ("iris", version)
-        assert [struct.unpack("<d", raw)[0] for raw in message.raw_input_contents] == bench.ROW
+        assert [struct.unpack("<d", raw)[0] for raw in message.raw_input_contents] == harness.ROW
 
 
 def _oip(server: str, protocol: str, connections: int, req_s: float) -> dict[str, Any]:
@@ -909,7 +922,7 @@ def test_h2load_sends_the_request_as_a_grpc_client_does(tmp_path: Path) -> None:
 
     from gateway.protocols.proto import grpc_service_pb2 as pb
 
-    body = oip_rows.write_bodies(tmp_path, bench.COLUMNS, bench.ROW).grpc
+    body = oip_rows.write_bodies(tmp_path, harness.COLUMNS, harness.ROW).grpc
     sent = pb.ModelInferRequest.FromString(body.read_bytes())
     parsed: list[bool] = []
 

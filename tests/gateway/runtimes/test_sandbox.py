@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
-from gateway.process import sandbox_policy
+from gateway.rooms.runtimes import sandbox_policy
 from gateway.runtimes import sandbox as gateway_sandbox
 from gateway.runtimes.sandbox import SandboxUnavailable
 from gateway.settings import SettingsError, load_settings
