@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 import mlflow.tracing as mlflow_tracing
+from mlflow.models import Model
 from sqlalchemy import Engine
 
 from gateway.admission.auth import KeyRing, admin_token_key
@@ -39,10 +40,13 @@ from gateway.observability.logs import AccessLog
 from gateway.observability.records.record import Exchange, InferenceRecord
 from gateway.observability.records.recorder import Recorder, recorder_for
 from gateway.observability.tracing import Tracing, tracing_for
+from gateway.quality.capture import Answered, PredictionKeeper
+from gateway.quality.feedback import FeedbackService
+from gateway.quality.monitor import QualityMonitor
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.counts import TrafficCounts
-from gateway.routing.guard import Guard, GuardLimits, failure_of
+from gateway.routing.guard import Guard, GuardLimits, QualityLimits, failure_of
 from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
@@ -58,6 +62,7 @@ from gateway.wire.mlflow_scoring import BodyLimits
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable
+from registry_sync.feedback import FeedbackStore
 from registry_sync.fleet import DRAINING, READY, FleetStore
 from registry_sync.identity import VersionId
 from registry_sync.keys import KeyStore
@@ -111,6 +116,9 @@ class Services:
     drain: Drain
     fleet: FleetStore
     streams: Streams  # predict_stream's open streams (gateway.dataplane.streaming)
+    feedback: FeedbackService  # POST /feedback (gateway.quality.feedback)
+    quality: QualityMonitor  # live quality per version and arm, read at an interval
+    keeper: PredictionKeeper | None  # answers kept for labels; None: GATEWAY_FEEDBACK_SAMPLE=0
     ready: bool = False
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
     stage: str = "starting"  # what startup is doing, for /health/ready
@@ -301,6 +309,39 @@ class Services:
         )
         if (warning := source.default_warning()) is not None:
             log.warning("%s", warning)
+        feedback_store = FeedbackStore(engine)
+
+        def signature(version: VersionId) -> Model | None:
+            loaded = cache.peek(version)
+            return loaded.metadata if loaded is not None else None
+
+        keeper = (
+            PredictionKeeper(
+                feedback_store,
+                metrics,
+                sample=settings.feedback_sample,
+                max_bytes=int(settings.feedback_buffer_mb * 2**20),
+                retention_seconds=settings.feedback_retention_hours * 3600,
+                signature=signature,
+            )
+            if settings.feedback_sample > 0 and settings.serves_models
+            else None
+        )
+        quality = QualityMonitor(
+            feedback_store,
+            catalog,
+            inference,
+            split,
+            guard,
+            metrics,
+            window=settings.quality_window,
+            interval_seconds=settings.quality_interval_seconds,
+            limits=QualityLimits(
+                min_labels=settings.guard_min_labels,
+                max_quality_drop=settings.guard_max_quality_drop,
+                confidence=settings.guard_quality_confidence,
+            ),
+        )
         services = cls(
             settings=settings,
             reader=reader,
@@ -347,6 +388,11 @@ class Services:
                 idle_seconds=settings.stream_idle_timeout_seconds,
                 load_budget=load_budget,
             ),
+            # The inference tables take the accepted labels too: pass their recorder as
+            # ``tables=`` here once they exist (gateway.quality.feedback.LabelSink).
+            feedback=FeedbackService(feedback_store, metrics, max_items=settings.feedback_max_items),
+            quality=quality,
+            keeper=keeper,
         )
         services.primer = Primer(services.priming_versions, services.inventory.mlmodel)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
@@ -379,6 +425,15 @@ class Services:
                 request.model, request.version, request.arm = served.name, served.version, served.route
             if self.records is not None and exchange is not None:
                 self._record(served, exchange, status, seconds, request)
+            if (
+                self.keeper is not None
+                and exchange is not None
+                and request is not None
+                and status < 400
+                and exchange.protocol == "mlflow"
+            ):
+                arm = served.route or "named"
+                self.keeper.offer(Answered(request.request_id, served.id, arm, exchange.response, request.time))
 
     def _record(
         self, served: Resolved, exchange: Exchange, status: int, seconds: float, request: RequestContext | None
@@ -450,6 +505,9 @@ class Services:
             self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             self.shadows.start()
             self.counts.start()
+            self.quality.start()
+            if self.keeper is not None:
+                self.keeper.start()
             if self.settings.env_worker_idle_seconds > 0:
                 self._reaping = asyncio.create_task(self._reap_idle_workers(), name="idle workers")
         if synced:
@@ -621,6 +679,9 @@ class Services:
         await self.poller.stop()
         await self.reconciler.stop()
         await self.counts.stop()
+        await self.quality.stop()
+        if self.keeper is not None:
+            await self.keeper.stop()  # what waits is written before the engine goes
         await self.shadows.stop()
         await self.guard.settle()
         await self.inference.close()
