@@ -12,17 +12,10 @@ from gateway.http.api_examples import PREDICT_ERRORS, error_responses
 from gateway.http.model_routes import NameParam, VersionParam
 from gateway.http.request_body import read_body
 from gateway.process import Services
-from gateway.wire.api_schemas import (
-    ArmQualityBody,
-    ErrorBody,
-    FeedbackAnswer,
-    QualityList,
-    QualityRow,
-    VersionQualityBody,
-    utc_iso,
-)
+from gateway.quality.monitor import arm_body, describe
+from gateway.wire.api_schemas import ArmQualityBody, ErrorBody, FeedbackAnswer, QualityList, VersionQualityBody
 from gateway.wire.selectors import parse_selector
-from registry_sync.quality import Scored, task_of_tag
+from registry_sync.quality import task_of_tag
 
 router = APIRouter()
 
@@ -50,11 +43,6 @@ async def post_feedback(request: Request) -> Response:
     return Response(text, media_type="application/json")
 
 
-def _arm(arm: str, scored: Scored) -> ArmQualityBody:
-    f = scored.figures
-    return ArmQualityBody(arm=arm, task=f.task, labels=f.labels, window=f.window, metrics=f.metrics)
-
-
 @router.get(
     "/models/{name}/versions/{version}/quality",
     response_model=VersionQualityBody,
@@ -75,8 +63,8 @@ async def get_version_quality(request: Request, name: NameParam, version: Versio
 
     def read() -> list[ArmQualityBody]:
         arms = sorted({arm for identity, arm in store.labelled() if identity.same_version(resolved.id)})
-        found = [_arm("all", store.scored(resolved.id, arm=None, window=window, task=task))]
-        return found + [_arm(arm, store.scored(resolved.id, arm=arm, window=window, task=task)) for arm in arms]
+        found = [arm_body("all", store.scored(resolved.id, arm=None, window=window, task=task))]
+        return found + [arm_body(arm, store.scored(resolved.id, arm=arm, window=window, task=task)) for arm in arms]
 
     arms = await anyio.to_thread.run_sync(read)
     return VersionQualityBody(model=name, version=resolved.version, arms=arms)
@@ -86,15 +74,9 @@ async def get_version_quality(request: Request, name: NameParam, version: Versio
     "/quality",
     response_model=QualityList,
     tags=["quality"],
-    summary="Every version and arm with labels, as this process last computed them",
+    summary="Every version and arm with labels (of one model: ?model=), as this process last computed them",
 )
 @requires(Access.READ)
-async def list_quality(request: Request) -> QualityList:
+async def list_quality(request: Request, model: str | None = None) -> QualityList:
     services: Services = request.app.state.services
-    monitor = services.quality
-    rows = [
-        QualityRow(model=q.id.name, version=q.id.version, **_arm(q.arm, q.scored).model_dump())
-        for q in sorted(monitor.latest.values(), key=lambda q: (q.id.name, q.id.version, q.arm))
-    ]
-    read_at = utc_iso(monitor.read_at) if monitor.read_at is not None else None
-    return QualityList(read_at=read_at, interval_seconds=monitor.interval_seconds, rows=rows)
+    return describe(services.quality, model)

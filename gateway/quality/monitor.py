@@ -25,6 +25,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog
 from gateway.routing.guard import Guard, QualityLimits, quality_breach, quality_limits
 from gateway.routing.traffic import CANARY, DEFAULT, TrafficSplit
+from gateway.wire.api_schemas import ArmQualityBody, QualityList, QualityRow, utc_iso
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore
 from registry_sync.identity import VersionId
@@ -141,3 +142,20 @@ class QualityMonitor:
 
     def of_model(self, name: str) -> list[ArmQuality]:
         return sorted((q for q in self.latest.values() if q.id.name == name), key=lambda q: (q.id.version, q.arm))
+
+
+def arm_body(arm: str, scored: Scored) -> ArmQualityBody:
+    f = scored.figures
+    return ArmQualityBody(arm=arm, task=f.task, labels=f.labels, window=f.window, metrics=f.metrics)
+
+
+def describe(monitor: QualityMonitor, name: str | None = None) -> QualityList:
+    """What ``GET /quality`` and the status page show: every version and arm with labels (of
+    one model, if ``name``), as last computed."""
+    rows = [
+        QualityRow(model=q.id.name, version=q.id.version, **arm_body(q.arm, q.scored).model_dump())
+        for q in sorted(monitor.latest.values(), key=lambda q: (q.id.name, q.id.version, q.arm))
+        if name is None or q.id.name == name
+    ]
+    read_at = utc_iso(monitor.read_at) if monitor.read_at is not None else None
+    return QualityList(read_at=read_at, interval_seconds=monitor.interval_seconds, rows=rows)

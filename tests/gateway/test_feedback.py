@@ -10,7 +10,9 @@ trained on shuffled labels (as fast, and wrong two times in three).
 from __future__ import annotations
 
 import itertools
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +20,10 @@ import pytest
 from sklearn import metrics
 
 from gateway.demo import iris_frame
+from gateway.http import status_page
 from gateway.routing.guard import QualityLimits, quality_breach
 from gateway.settings import GatewaySettings
+from gateway.status_report import render
 from registry_sync.database import make_engine, upgrade
 from registry_sync.feedback import FeedbackStore, KeptPrediction
 from registry_sync.quality import CLASSIFICATION, REGRESSION, Labelled, score
@@ -188,6 +192,11 @@ async def test_labels_are_answered_per_item_scored_as_scikit_learn_scores_and_su
         assert [(r["model"], r["arm"], r["labels"]) for r in listed["rows"]] == [(name, "default", len(rows))]
         bad = await gateway.client.get(f"/models/{name}/versions/0/quality", headers=caller)
         assert bad.status_code == 400
+        page = await gateway.client.get("/status", headers=caller)
+        assert "Live quality" in page.text and name in page.text
+        text = render(await status_page.collect(gateway.services))  # what `registry-gateway status` prints
+        accuracy = figures["metrics"]["accuracy"]
+        assert f"{name} v{v1} default: {len(rows)} labels (classification): accuracy {accuracy:.4g}" in text
 
     async with running_gateway(settings, registry.tracking_uri) as restarted:
         again = await post_labels(restarted, items[:1], **labeller)
@@ -290,3 +299,41 @@ async def test_feedback_sent_to_another_replica_counts_on_postgresql(
                 assert await replica.services.quality.refresh()
                 [figures] = replica.services.quality.of_model(name)
                 assert (figures.id.version, figures.arm, figures.scored.figures.labels) == (v1, "default", len(items))
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user-guide.md"
+
+
+def guide_commands() -> list[list[str]]:
+    text = GUIDE.read_text()
+    start = text.index("<!-- feedback commands: run by tests/gateway/test_feedback.py -->")
+    block = text[start : text.index("<!-- end of the feedback commands -->", start)]
+    return [shlex.split(line) for line in block.splitlines() if line.startswith("curl ")]
+
+
+async def test_the_user_guides_feedback_commands_work_as_written(
+    registry: Registry, make_settings: Callable[..., GatewaySettings]
+) -> None:
+    version = registry.log(log_iris, "iris", shuffled=False)
+    registry.client.set_registered_model_alias("iris", "champion", str(version))
+    commands = guide_commands()
+    assert len(commands) == 3
+    async with running_gateway(settings_for(make_settings), registry.tracking_uri) as gateway:
+        answers = []
+        for words in commands:
+            url = next(w for w in words if w.startswith("localhost:8080/"))
+            headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
+            body = next((words[i + 1] for i, w in enumerate(words) if w == "-d"), None)
+            path = url.removeprefix("localhost:8080")
+            if body is None:
+                answer = await gateway.client.get(path, headers=headers)
+            else:
+                answer = await gateway.client.post(path, content=body, headers=headers)
+            assert answer.status_code == 200, (words, answer.text)
+            answers.append(answer.json())
+            assert gateway.services.keeper is not None
+            await gateway.services.keeper.flush()
+        accepted = {"request_id": "order-1234", "status": "accepted", "model": "iris", "version": version}
+        assert answers[1] == {"counts": {"accepted": 1}, "results": [accepted | {"arm": "default"}]}
+        assert answers[2]["model"] == "iris" and answers[2]["arms"][0]["labels"] == 1
+        assert answers[2]["arms"][0]["metrics"]["accuracy"] == (1.0 if answers[0]["predictions"] == [0] else 0.0)
