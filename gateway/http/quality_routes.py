@@ -26,7 +26,7 @@ _MAX_FEEDBACK_BYTES = 8 * 1024 * 1024
 @router.post(
     "/feedback",
     response_model=FeedbackAnswer,
-    tags=["quality"],
+    tags=["models"],
     summary="Labels (ground truth) for answers already given, by request id; answered per item",
     responses={
         400: {"model": ErrorBody, "description": "The body is not JSON, or neither a label nor an array of them"},
@@ -49,7 +49,7 @@ async def post_feedback(request: Request) -> Response:
     responses=error_responses(
         PREDICT_ERRORS, "bad_selector", "negative_version", "unknown_model", "unknown_version", "unknown_alias"
     ),
-    tags=["quality"],
+    tags=["models"],
     summary="A version's live quality over its latest labels, per arm and all together",
 )
 @requires(Access.READ)
@@ -73,7 +73,7 @@ async def get_version_quality(request: Request, name: NameParam, version: Versio
 @router.get(
     "/quality",
     response_model=QualityList,
-    tags=["quality"],
+    tags=["models"],
     summary="Every version and arm with labels (of one model: ?model=), as this process last computed them",
 )
 @requires(Access.READ)
