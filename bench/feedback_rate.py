@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the gateway's own packages, for the state database
 
 import httpx  # noqa: E402
-from servers import free_port, gateway_server  # noqa: E402
+from servers import Server, free_port  # noqa: E402
 
 from registry_sync.database import make_engine, upgrade  # noqa: E402
 from registry_sync.feedback import FeedbackStore, KeptPrediction  # noqa: E402
@@ -100,14 +100,27 @@ def main() -> int:
             "GATEWAY_FEEDBACK_MAX_ITEMS": str(max(args.batch, 1000)),
             "GATEWAY_ACCESS_LOG": "false",
         }
-        server = gateway_server(
-            "gateway", Path(sys.executable).parent, port=port, predict_path="/", log=state / "gateway.log", env=env
+        # This checkout's gateway (the venv's `registry-gateway` may be another checkout's).
+        argv = [sys.executable, "-c", "from gateway.cli import main; main()", "serve"]
+        server = Server(
+            "gateway",
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
+            port=port,
+            ready_path="/health/ready",
+            predict_path="/",
+            log=state / "gateway.log",
+            env=env | {"PYTHONPATH": str(ROOT), "GATEWAY_DRAIN_SECONDS": "0"},
+            cwd=ROOT,
         )
-        with server:
-            seconds, latencies, counts = asyncio.run(
-                send(server.url, ids, batch=args.batch, connections=args.connections)
-            )
-            cpu = server.cpu_seconds()
+        try:
+            with server:
+                seconds, latencies, counts = asyncio.run(
+                    send(server.url, ids, batch=args.batch, connections=args.connections)
+                )
+                cpu = server.cpu_seconds()
+        except Exception:
+            print((state / "gateway.log").read_text()[-3000:], file=sys.stderr)
+            raise
     rate = counts.get("accepted", 0) / seconds
     ordered = sorted(latencies)
     result = {

@@ -75,12 +75,29 @@ class Outcome:
 
 
 def _insert(session: Session, table: type[Any]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, for executemany: one statement compiled once and
+    cached, whatever the number of rows (a multi-row VALUES is compiled anew each time, and
+    cost 20 ms a batch of 100)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(table)
+        return postgresql.insert(table.__table__).on_conflict_do_nothing()
     if dialect == "sqlite":
-        return sqlite.insert(table)
+        return sqlite.insert(table.__table__).on_conflict_do_nothing()
     raise StateUnavailable(f"cannot insert into {table.__tablename__} on {dialect}")  # pragma: no cover
+
+
+_PREDICTION_COLUMNS = [
+    FeedbackPredictionRow.request_id,
+    FeedbackPredictionRow.name,
+    FeedbackPredictionRow.version,
+    FeedbackPredictionRow.source,
+    FeedbackPredictionRow.created_ms,
+    FeedbackPredictionRow.arm,
+    FeedbackPredictionRow.task,
+    FeedbackPredictionRow.prediction,
+    FeedbackPredictionRow.probabilities,
+    FeedbackPredictionRow.expires_at,
+]
 
 
 class FeedbackStore:
@@ -112,28 +129,22 @@ class FeedbackStore:
             for p in predictions
         ]
         with self._session() as session:
-            session.execute(_insert(session, FeedbackPredictionRow).values(rows).on_conflict_do_nothing())
+            session.connection().execute(_insert(session, FeedbackPredictionRow), rows)
 
     def record_labels(self, items: Sequence[LabelItem], *, now: float) -> list[Outcome]:
         """Join each label to its prediction, check it and insert the accepted ones, in one
         transaction; an outcome per item, in order."""
         ids = list(dict.fromkeys(item.request_id for item in items))
         with self._session() as session:
-            found = select(FeedbackPredictionRow).where(FeedbackPredictionRow.request_id.in_(ids))
-            kept = {row.request_id: row for row in session.scalars(found)}
+            found = select(*_PREDICTION_COLUMNS).where(FeedbackPredictionRow.request_id.in_(ids))
+            kept = {row.request_id: row for row in session.connection().execute(found)}
             outcomes: list[Outcome] = []
             accepted: dict[str, dict[str, Any]] = {}
             for item in items:
                 outcomes.append(self._judge(item, kept.get(item.request_id), accepted, now))
             if accepted:
-                inserted = set(
-                    session.scalars(
-                        _insert(session, FeedbackLabelRow)
-                        .values(list(accepted.values()))
-                        .on_conflict_do_nothing()
-                        .returning(FeedbackLabelRow.request_id)
-                    )
-                )
+                statement = _insert(session, FeedbackLabelRow).returning(FeedbackLabelRow.request_id)
+                inserted = set(session.connection().execute(statement, list(accepted.values())).scalars())
                 outcomes = [
                     Outcome(o.request_id, DUPLICATE, "a label for this request was received before")
                     if o.status == ACCEPTED and o.request_id not in inserted
@@ -143,9 +154,7 @@ class FeedbackStore:
             return outcomes
 
     @staticmethod
-    def _judge(
-        item: LabelItem, row: FeedbackPredictionRow | None, accepted: dict[str, dict[str, Any]], now: float
-    ) -> Outcome:
+    def _judge(item: LabelItem, row: Any, accepted: dict[str, dict[str, Any]], now: float) -> Outcome:
         rid = item.request_id
         if row is None:
             return Outcome(rid, UNKNOWN, "no answer with this request id was kept for feedback")
