@@ -205,18 +205,21 @@ def _log_loss(rows: Sequence[Labelled]) -> float | None:
     return float(-np.mean(np.log(np.clip(np.array(chosen), eps, 1 - eps))))
 
 
-def live_quality(store_or_engine: Any, model: str, version: str, *, arm: str | None = None) -> QualityFigures:
+def live_quality(
+    store_or_engine: Any, model: str, version: str, *, arm: str | None = None, window: int = DEFAULT_WINDOW
+) -> QualityFigures:
     """The live quality of ``model``'s version ``version`` (its number, as text: the version now
-    under that number, by identity) over its latest :data:`DEFAULT_WINDOW` labels, of one arm
-    (``default``, ``canary``, ``named``...) or all. A version without labels has ``labels`` 0
-    and no metrics. Reads the state database (a :class:`~registry_sync.repository.StateStore`
-    or an engine); :class:`~registry_sync.errors.StateUnavailable` when it cannot."""
+    under that number, by identity) over its latest ``window`` labels (GATEWAY_QUALITY_WINDOW,
+    to agree with the gateways' figures), of one arm (``default``, ``canary``, ``named``...) or
+    all. A version without labels has ``labels`` 0 and no metrics. Reads the state database (a
+    :class:`~registry_sync.repository.StateStore` or an engine);
+    :class:`~registry_sync.repository.StateUnavailable` when it cannot."""
     from registry_sync.feedback import FeedbackStore  # the store's module imports this one
 
     engine: Engine = store_or_engine if isinstance(store_or_engine, Engine) else store_or_engine.engine
     feedback = FeedbackStore(engine)
     found = feedback.version_identity(model, int(version))
     if found is None:
-        return QualityFigures(None, 0, {}, DEFAULT_WINDOW)
+        return QualityFigures(None, 0, {}, window)
     identity, tags = found
-    return feedback.scored(identity, arm=arm, window=DEFAULT_WINDOW, task=task_of_tag(tags)).figures
+    return feedback.scored(identity, arm=arm, window=window, task=task_of_tag(tags)).figures

@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 from sklearn import metrics
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from registry_sync.feedback import FeedbackStore, KeptPrediction, LabelItem
 from registry_sync.identity import VersionId
-from registry_sync.quality import CLASSIFICATION, REGRESSION, Labelled, label_problem, score
+from registry_sync.quality import (
+    CLASSIFICATION,
+    REGRESSION,
+    Labelled,
+    QualityFigures,
+    label_problem,
+    live_quality,
+    score,
+)
+from registry_sync.state import ModelVersionRow
 from tests.support.numeric import gamma
 
 HOUR = 3600.0
@@ -74,6 +84,13 @@ def test_live_quality_is_scikit_learns_on_the_labels_joined_to_their_answers(eng
         assert close(figures.metrics[name], float(reference), window * 3), (name, figures.metrics[name], reference)
 
     assert store.scored(CLASSIFIER, arm="canary", window=window).figures.labels == 0  # another arm
+    # What the sync leader's MLflow write-back reads: the version now under the number, by identity.
+    with Session(engine) as session, session.begin():
+        session.add(ModelVersionRow(name="clf", version=1, source=CLASSIFIER.source, created_ms=1, status="READY"))
+    everything = store.scored(CLASSIFIER, arm="default", window=1000).figures
+    assert live_quality(engine, "clf", "1", arm="default") == everything and everything.labels == n
+    assert live_quality(engine, "clf", "1", arm="default", window=window) == figures
+    assert live_quality(engine, "clf", "2") == QualityFigures(None, 0, {}, 1000)  # no such version
     regression = store.scored(REGRESSOR, arm=None, window=n).figures
     rows, _ = store.window(REGRESSOR, arm=None, window=n)
     y_true, y_pred = [r.label for r in rows], [r.prediction for r in rows]
