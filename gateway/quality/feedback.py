@@ -79,12 +79,15 @@ class FeedbackService:
         return {"counts": statuses, "results": [_result(o) for o in outcomes]}
 
     def _count(self, outcomes: list[Outcome]) -> None:
+        counted: dict[tuple[str, str, str, str], int] = {}  # one increment per series, not per label
         for outcome in outcomes:
             if outcome.status == ACCEPTED:
-                model, version, arm = outcome.name or UNKNOWN, str(outcome.version), outcome.arm or UNKNOWN
+                key = (outcome.name or UNKNOWN, str(outcome.version), outcome.arm or UNKNOWN, ACCEPTED)
             else:
-                model = version = arm = UNKNOWN
-            self._metrics.labels_received(model=model, version=version, arm=arm, status=outcome.status)
+                key = (UNKNOWN, UNKNOWN, UNKNOWN, outcome.status)
+            counted[key] = counted.get(key, 0) + 1
+        for (model, version, arm, status), count in counted.items():
+            self._metrics.labels_received(model=model, version=version, arm=arm, status=status, count=count)
 
 
 def _result(outcome: Outcome) -> dict[str, Any]:
