@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 import mlflow.tracing as mlflow_tracing
-from mlflow.models import Model
 from sqlalchemy import Engine
 
 from gateway.admission.auth import KeyRing, admin_token_key
@@ -40,13 +39,13 @@ from gateway.observability.logs import AccessLog
 from gateway.observability.records.record import Exchange, InferenceRecord
 from gateway.observability.records.recorder import Recorder, recorder_for
 from gateway.observability.tracing import Tracing, tracing_for
-from gateway.quality.capture import Answered, PredictionKeeper
+from gateway.quality.capture import Answered, PredictionKeeper, keeper_for
 from gateway.quality.feedback import FeedbackService
 from gateway.quality.monitor import QualityMonitor
 from gateway.registry_source import RegistrySource
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.counts import TrafficCounts
-from gateway.routing.guard import Guard, GuardLimits, QualityLimits, failure_of
+from gateway.routing.guard import Guard, GuardLimits, failure_of
 from gateway.routing.inventory import Inventory
 from gateway.routing.reconciler import Reconciler
 from gateway.routing.shadow import ShadowQueue
@@ -310,38 +309,7 @@ class Services:
         if (warning := source.default_warning()) is not None:
             log.warning("%s", warning)
         feedback_store = FeedbackStore(engine)
-
-        def signature(version: VersionId) -> Model | None:
-            loaded = cache.peek(version)
-            return loaded.metadata if loaded is not None else None
-
-        keeper = (
-            PredictionKeeper(
-                feedback_store,
-                metrics,
-                sample=settings.feedback_sample,
-                max_bytes=int(settings.feedback_buffer_mb * 2**20),
-                retention_seconds=settings.feedback_retention_hours * 3600,
-                signature=signature,
-            )
-            if settings.feedback_sample > 0 and settings.serves_models
-            else None
-        )
-        quality = QualityMonitor(
-            feedback_store,
-            catalog,
-            inference,
-            split,
-            guard,
-            metrics,
-            window=settings.quality_window,
-            interval_seconds=settings.quality_interval_seconds,
-            limits=QualityLimits(
-                min_labels=settings.guard_min_labels,
-                max_quality_drop=settings.guard_max_quality_drop,
-                confidence=settings.guard_quality_confidence,
-            ),
-        )
+        quality = QualityMonitor.of(settings, feedback_store, catalog, inference, split, guard, metrics)
         services = cls(
             settings=settings,
             reader=reader,
@@ -392,7 +360,7 @@ class Services:
             # ``tables=`` here once they exist (gateway.quality.feedback.LabelSink).
             feedback=FeedbackService(feedback_store, metrics, max_items=settings.feedback_max_items),
             quality=quality,
-            keeper=keeper,
+            keeper=keeper_for(settings, feedback_store, metrics, cache.peek),
         )
         services.primer = Primer(services.priming_versions, services.inventory.mlmodel)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:

@@ -35,6 +35,7 @@ from mlflow.models import Model
 from mlflow.types.schema import ColSpec, DataType, TensorSpec
 
 from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore, KeptPrediction
 from registry_sync.identity import VersionId
@@ -234,3 +235,28 @@ class PredictionKeeper:
             deleted += done
             if done == 0:
                 return deleted
+
+
+def keeper_for(
+    settings: GatewaySettings,
+    store: FeedbackStore,
+    metrics: GatewayMetrics,
+    loaded: Callable[[VersionId], Any],
+) -> PredictionKeeper | None:
+    """The settings' keeper (None where no answer is kept: GATEWAY_FEEDBACK_SAMPLE=0, or a
+    process that serves no models); ``loaded``: the cache's peek, for a version's signature."""
+    if settings.feedback_sample <= 0 or not settings.serves_models:
+        return None
+
+    def signature(version: VersionId) -> Model | None:
+        model = loaded(version)
+        return model.metadata if model is not None else None
+
+    return PredictionKeeper(
+        store,
+        metrics,
+        sample=settings.feedback_sample,
+        max_bytes=int(settings.feedback_buffer_mb * 2**20),
+        retention_seconds=settings.feedback_retention_hours * 3600,
+        signature=signature,
+    )

@@ -25,6 +25,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog
 from gateway.routing.guard import Guard, QualityLimits, quality_breach, quality_limits
 from gateway.routing.traffic import CANARY, DEFAULT, TrafficSplit
+from gateway.settings import GatewaySettings
 from gateway.wire.api_schemas import ArmQualityBody, QualityList, QualityRow, utc_iso
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore
@@ -70,6 +71,35 @@ class QualityMonitor:
         self.read_at: float | None = None  # time.time() of the last successful read
         self._failing = False
         self._loop: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        settings: GatewaySettings,
+        store: FeedbackStore,
+        catalog: Catalog,
+        inference: InferenceService,
+        split: TrafficSplit,
+        guard: Guard,
+        metrics: GatewayMetrics,
+    ) -> QualityMonitor:
+        """The monitor as the settings say (window, interval, the guard's quality limits)."""
+        limits = QualityLimits(
+            min_labels=settings.guard_min_labels,
+            max_quality_drop=settings.guard_max_quality_drop,
+            confidence=settings.guard_quality_confidence,
+        )
+        return cls(
+            store,
+            catalog,
+            inference,
+            split,
+            guard,
+            metrics,
+            window=settings.quality_window,
+            interval_seconds=settings.quality_interval_seconds,
+            limits=limits,
+        )
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="quality monitor")
