@@ -399,6 +399,7 @@ class Services:
                 and request is not None
                 and status < 400
                 and exchange.protocol == "mlflow"
+                and exchange.answer_json is None  # a stream's answer is its chunks: no row to label
             ):
                 arm = served.route or "named"
                 self.keeper.offer(Answered(request.request_id, served.id, arm, exchange.response, request.time))
