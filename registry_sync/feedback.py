@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+import orjson
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,6 +75,10 @@ class Outcome:
     arm: str | None = None
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _insert(session: Session, table: type[Any]) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING, for executemany: one statement compiled once and
     cached, whatever the number of rows (a multi-row VALUES is compiled anew each time, and
@@ -121,8 +126,8 @@ class FeedbackStore:
                 "created_ms": p.id.created_ms,
                 "arm": p.arm,
                 "task": p.task,
-                "prediction": p.prediction,
-                "probabilities": p.probabilities,
+                "prediction": _json(p.prediction),
+                "probabilities": None if p.probabilities is None else _json(p.probabilities),
                 "answered_at": p.answered_at,
                 "expires_at": p.answered_at + retention_seconds,
             }
@@ -164,7 +169,7 @@ class FeedbackStore:
             return Outcome(rid, INVALID, f"the request was answered by model '{row.name}', not '{item.model}'")
         if item.version is not None and item.version != row.version:
             return Outcome(rid, INVALID, f"the request was answered by version {row.version}, not {item.version}")
-        if (problem := label_problem(row.prediction, item.label)) is not None:
+        if (problem := label_problem(orjson.loads(row.prediction), item.label)) is not None:
             return Outcome(rid, INVALID, problem)
         if rid in accepted:
             return Outcome(rid, DUPLICATE, "this request id came twice in the batch; the first label counts")
@@ -178,7 +183,7 @@ class FeedbackStore:
             "task": row.task,
             "prediction": row.prediction,
             "probabilities": row.probabilities,
-            "label": item.label,
+            "label": _json(item.label),
             "received_at": now,
         }
         return Outcome(rid, ACCEPTED, None, row.name, row.version, row.arm)
@@ -238,8 +243,12 @@ class FeedbackStore:
         query = query.order_by(FeedbackLabelRow.received_at.desc(), FeedbackLabelRow.request_id).limit(window)
         with self._session() as session:
             rows = session.execute(query).all()
-        task: Task | None = rows[0][3] if rows else None
-        return [Labelled(p, probabilities, label) for p, probabilities, label, _ in rows], task
+        task = cast(Task | None, rows[0][3] if rows else None)  # written by keep() as a Task
+        labelled = [
+            Labelled(orjson.loads(p), orjson.loads(chances) if chances is not None else None, orjson.loads(label))
+            for p, chances, label, _ in rows
+        ]
+        return labelled, task
 
     def scored(self, identity: VersionId, *, arm: str | None, window: int, task: Task | None = None) -> Scored:
         """The window scored; ``task`` (a version's tag) overrides the one recorded."""

@@ -272,9 +272,11 @@ class FeedbackPredictionRow(Base):
     """The route that chose the version: ``default``, ``canary``, ``named``..."""
     task: Mapped[str] = mapped_column(String(16))
     """``classification`` or ``regression``: from the version's signature, else the answer's type."""
-    prediction: Mapped[Any] = mapped_column(JSON)
-    """The answer's one output row (its ``prediction`` field where it also carries probabilities)."""
-    probabilities: Mapped[Any] = mapped_column(JSON, nullable=True)
+    prediction: Mapped[str] = mapped_column(Text)
+    """The answer's one output row (its ``prediction`` field where it also carries probabilities),
+    as JSON text: copied into its label's row as it is, never parsed and dumped again (a JSON
+    column's round trip cost more than the rest of ``POST /feedback`` on PostgreSQL)."""
+    probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
     answered_at: Mapped[float] = mapped_column(Float)
     """When the request arrived (the serving process's clock, seconds since the epoch)."""
     expires_at: Mapped[float] = mapped_column(Float)
@@ -295,8 +297,9 @@ class FeedbackLabelRow(Base):
     created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     arm: Mapped[str] = mapped_column(String(16))
     task: Mapped[str] = mapped_column(String(16))
-    prediction: Mapped[Any] = mapped_column(JSON)
-    probabilities: Mapped[Any] = mapped_column(JSON, nullable=True)
-    label: Mapped[Any] = mapped_column(JSON)
+    prediction: Mapped[str] = mapped_column(Text)
+    probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
+    label: Mapped[str] = mapped_column(Text)
+    """The label as JSON text (prediction and probabilities likewise)."""
     received_at: Mapped[float] = mapped_column(Float)
     """When the label was accepted (the receiving process's clock, seconds since the epoch)."""

@@ -26,8 +26,8 @@ def _joined() -> list[sa.Column[object]]:
         sa.Column("created_ms", sa.BigInteger(), nullable=True),
         sa.Column("arm", sa.String(length=16), nullable=False),
         sa.Column("task", sa.String(length=16), nullable=False),
-        sa.Column("prediction", sa.JSON(), nullable=False),
-        sa.Column("probabilities", sa.JSON(), nullable=True),
+        sa.Column("prediction", sa.Text(), nullable=False),  # JSON text: copied, never re-encoded
+        sa.Column("probabilities", sa.Text(), nullable=True),
     ]
 
 
@@ -43,7 +43,7 @@ def upgrade() -> None:
     op.create_table(
         "feedback_labels",
         *_joined(),
-        sa.Column("label", sa.JSON(), nullable=False),
+        sa.Column("label", sa.Text(), nullable=False),
         sa.Column("received_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("request_id"),
     )
