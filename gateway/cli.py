@@ -253,7 +253,7 @@ def keys() -> None:
     "--scopes",
     required=True,
     help="Comma-separated: predict:<glob> (models whose names match, e.g. predict:iris*), "
-    "read (/models, versions, /events), admin (/admin/*).",
+    "read (/models, versions, /events), admin (/admin/*), feedback (POST /feedback: labels).",
 )
 @click.option("--rate", type=float, default=None, help="Requests a second, with bursts of as many (unset: no limit).")
 @click.option("--concurrency", type=int, default=None, help="Requests in flight at once (unset: no limit).")

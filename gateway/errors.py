@@ -172,6 +172,17 @@ class DecodedTooLarge(GatewayError):
         super().__init__(f"The {what} body holds {found}, past the limit of {limit} ({setting})")
 
 
+class TooManyLabels(GatewayError):
+    def __init__(self, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        self.fields = {"limit": "GATEWAY_FEEDBACK_MAX_ITEMS"}
+        super().__init__(
+            f"The feedback batch holds {count} labels, past the limit of {limit} (GATEWAY_FEEDBACK_MAX_ITEMS): "
+            "send it in smaller batches"
+        )
+
+
 class UnsupportedMediaType(GatewayError):
     def __init__(self, content_type: str | None) -> None:
         self.content_type = content_type

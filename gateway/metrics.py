@@ -282,6 +282,42 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Ground truth and live quality (gateway/quality/): computed at an interval, never per request
+        self.feedback_labels = Counter(
+            "gateway_feedback_labels",
+            "Labels received (POST /feedback) by model, version, arm and outcome: accepted, duplicate, "
+            "invalid, expired (model, version and arm are _unknown for unknown request ids)",
+            ["model", "version", "arm", "status"],
+            registry=r,
+        )
+        self.feedback_dropped = Counter(
+            "gateway_feedback_dropped",
+            "Predictions not kept for feedback, by reason: buffer_full (the state database is slower "
+            "than traffic, or down), write_error, not_one_row (an answer of several rows, or not JSON)",
+            ["reason"],
+            registry=r,
+        )
+        self.quality = Gauge(
+            "gateway_quality",
+            "Live quality of a version and arm over its latest labels (GATEWAY_QUALITY_WINDOW): accuracy, "
+            "precision_macro, recall_macro, f1_macro, log_loss; or mae, rmse",
+            ["model", "version", "arm", "metric"],
+            registry=r,
+        )
+        self.quality_labels = Gauge(
+            "gateway_quality_labels",
+            "Labels in the window live quality is computed over, by model, version and arm",
+            ["model", "version", "arm"],
+            registry=r,
+        )
+        self._quality_shown: set[tuple[str, ...]] = set()
+        self.quality_rollbacks = Counter(
+            "gateway_quality_rollbacks",
+            "Canaries the guard rolled back on live quality (also in gateway_canary_rollbacks)",
+            ["model"],
+            registry=r,
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -381,6 +417,26 @@ class GatewayMetrics:
     def follow_records_queue(self, queued_bytes: Callable[[], int]) -> None:
         """``gateway_records_queued_bytes`` reads ``queued_bytes`` at every scrape."""
         self.records_queued_bytes.set_function(lambda: float(queued_bytes()))
+
+    def labels_received(self, *, model: str, version: str, arm: str, status: str, count: int = 1) -> None:
+        self._child(self.feedback_labels, model, version, arm, status).inc(count)
+
+    def feedback_was_dropped(self, reason: str, count: int = 1) -> None:
+        self._child(self.feedback_dropped, reason).inc(count)
+
+    def quality_now(self, figures: dict[tuple[str, str, str], tuple[int, dict[str, float]]]) -> None:
+        """Replace the quality gauges with these figures by (model, version, arm): a version
+        that left (no labels in the window, or gone from the registry) leaves the gauges."""
+        shown: set[tuple[str, ...]] = set()
+        for (model, version, arm), (labels, metrics) in figures.items():
+            self.quality_labels.labels(model, version, arm).set(labels)
+            shown.add((model, version, arm))
+            for metric, value in metrics.items():
+                self.quality.labels(model, version, arm, metric).set(value)
+                shown.add((model, version, arm, metric))
+        for gone in self._quality_shown - shown:  # removed after the new ones are set: no gap
+            (self.quality if len(gone) == 4 else self.quality_labels).remove(*gone)
+        self._quality_shown = shown
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: labels() takes a lock and builds tuples."""

@@ -38,10 +38,14 @@ from gateway.observability.logs import AccessLog
 from gateway.observability.records.record import Exchange
 from gateway.observability.records.recorder import Recorder
 from gateway.observability.tracing import Tracing
+from gateway.quality.capture import Answered, PredictionKeeper
+from gateway.quality.feedback import FeedbackService
+from gateway.quality.monitor import QualityMonitor
 from gateway.rooms.admission import AdmissionRoom
 from gateway.rooms.fleet import FleetRoom
 from gateway.rooms.models import ModelsRoom
 from gateway.rooms.observability import ObservabilityRoom
+from gateway.rooms.quality import QualityRoom
 from gateway.rooms.records import RecordsRoom
 from gateway.rooms.routing import RoutingRoom
 from gateway.rooms.runtimes import RuntimesRoom
@@ -94,6 +98,7 @@ class Rooms:
     admission: AdmissionRoom
     traffic: TrafficRoom
     records: RecordsRoom
+    quality: QualityRoom
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None) -> Rooms:
@@ -128,10 +133,13 @@ class Rooms:
             log.warning("%s", warning)
         records = RecordsRoom.build(settings, seen.metrics)
         traffic = TrafficRoom.build(settings, state=state, routing=routing, seen=seen, records=records, actor=actor)
+        quality = QualityRoom.build(
+            settings, state=state, models=models, routing=routing, traffic=traffic, records=records, seen=seen
+        )
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         fleet.drain.on_stop(models.streams.ending)
-        return cls(seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records)
+        return cls(seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality)
 
 
 @dataclass(eq=False)
@@ -167,6 +175,9 @@ class Services:
     drain: Drain
     fleet: FleetStore
     streams: Streams  # predict_stream's open streams (gateway.dataplane.streaming)
+    feedback: FeedbackService  # POST /feedback (gateway.quality.feedback)
+    quality: QualityMonitor  # live quality per version and arm, read at an interval
+    keeper: PredictionKeeper | None  # answers kept for labels; None: GATEWAY_FEEDBACK_SAMPLE=0
     rooms: Rooms = field(repr=False)
     ready: bool = False
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
@@ -210,6 +221,9 @@ class Services:
             drain=rooms.fleet.drain,
             fleet=rooms.fleet.fleet,
             streams=models.streams,
+            feedback=rooms.quality.feedback,
+            quality=rooms.quality.monitor,
+            keeper=rooms.quality.keeper,
             rooms=rooms,
             primer=routing.primer,
         )
@@ -246,6 +260,17 @@ class Services:
                     request=request,
                     loaded=self.cache.peek(served.id),
                     error=error,
+                )
+            if (
+                self.keeper is not None
+                and exchange is not None
+                and request is not None
+                and status < 400
+                and exchange.protocol == "mlflow"
+                and exchange.answer_json is None  # a stream's answer is its chunks: no row to label
+            ):
+                self.rooms.quality.keep(
+                    Answered(request.request_id, served.id, served.route or "named", exchange.response, request.time)
                 )
 
     @functools.cached_property
@@ -290,6 +315,7 @@ class Services:
             await self.reconciler.warm_start()
             self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             rooms.traffic.start()
+            rooms.quality.start()
             if (idle := self.settings.env_worker_idle_seconds) > 0:
                 self._reaping = asyncio.create_task(rooms.models.reap_idle_workers(idle), name="idle workers")
         if synced:
@@ -399,6 +425,7 @@ class Services:
         await rooms.fleet.stop()  # reported stopped; its replica's history stays
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
+        await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued
         await rooms.traffic.stop()  # counts, shadows, the guard's last rollbacks
         await rooms.routing.close()  # the inference service's queues
         await rooms.models.stop()  # streams, then every loaded version

@@ -36,6 +36,7 @@ class Report:
     events: list[dict[str, Any]] = field(default_factory=list)
     not_shown: int = 0  # models left out past the limit
     fleet: dict[str, Any] | None = None  # GET /fleet: every replica on the state database
+    quality: list[dict[str, Any]] = field(default_factory=list)  # GET /quality's rows: live quality on labels
     sources: dict[str, list[str]] = field(default_factory=dict)  # section -> the replicas that answered it
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,6 +48,7 @@ class Report:
             "events": self.events,
             "models_not_shown": self.not_shown,
             "fleet": self.fleet,
+            "quality": self.quality,
             "sources": self.sources,
         }
 
@@ -97,6 +99,8 @@ def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events
             if has_split(traffic):
                 report.traffic[name] = traffic
         report.sources["models"] = sorted(set(reader.answered[start:]))
+        query = f"?{urllib.parse.urlencode({'model': model})}" if model is not None else ""
+        report.quality = reader.get(f"/quality{query}")["rows"]
     query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
     report.events = reader.get(f"/events?{query}")["events"]
     report.fleet = reader.get("/fleet")
@@ -172,8 +176,23 @@ def render(report: Report) -> str:
                 f"  here: {stat.get('arm')} v{stat.get('version')}: {stat.get('requests', 0)} requests, "
                 f"{stat.get('errors', 0)} errors, {stat.get('client_errors', 0)} client errors"
             )
+    lines += quality_lines(report.quality)
     lines += _fleet_and_events(report)
     return "\n".join(lines)
+
+
+def quality_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Live quality on labels, a line per version and arm (nothing without labels)."""
+    if not rows:
+        return []
+    lines = ["", "live quality over the latest labels (POST /feedback), from the state database:"]
+    for row in rows:
+        figures = ", ".join(f"{metric} {value:.4g}" for metric, value in row.get("metrics", {}).items())
+        lines.append(
+            f"  {row['model']} v{row['version']} {row['arm']}: {row['labels']} labels "
+            f"({row.get('task') or 'task unknown'}){': ' + figures if figures else ''}"
+        )
+    return lines
 
 
 def _sources_lines(report: Report, replica: str) -> list[str]:

@@ -52,25 +52,29 @@ class KeyNotFound(ApiKeyError):
 @dataclass(frozen=True, slots=True)
 class Scopes:
     """What a key may do: predict with the models whose names match one of ``predict``
-    (shell globs, case-sensitive), ``read`` (``/models``, versions, ``/events``) and
-    ``admin`` (``/admin/*``). Each is separate: ``admin`` does not imply the others."""
+    (shell globs, case-sensitive), ``read`` (``/models``, versions, ``/events``),
+    ``admin`` (``/admin/*``) and ``feedback`` (``POST /feedback``: labels for answers already
+    given). Each is separate: ``admin`` does not imply the others."""
 
     predict: tuple[str, ...] = ()
     read: bool = False
     admin: bool = False
+    feedback: bool = False
 
     @classmethod
     def parse(cls, text: str | list[str]) -> Scopes:
-        """``'predict:iris*,read,admin'`` (or the stored list), or InvalidKeySpec saying why."""
+        """``'predict:iris*,read,admin,feedback'`` (or the stored list), or InvalidKeySpec saying why."""
         items = text.split(",") if isinstance(text, str) else text
         predict: list[str] = []
-        read = admin = False
+        read = admin = feedback = False
         for raw in items:
             item = raw.strip()
             if item == "read":
                 read = True
             elif item == "admin":
                 admin = True
+            elif item == "feedback":
+                feedback = True
             elif item.startswith("predict:") and item.removeprefix("predict:").strip():
                 pattern = item.removeprefix("predict:").strip()
                 if pattern not in predict:
@@ -80,10 +84,10 @@ class Scopes:
                     "scope 'predict' needs model names: 'predict:<glob>', e.g. predict:* for every model"
                 )
             elif item:
-                raise InvalidKeySpec(f"unknown scope '{item}': use predict:<glob>, read or admin")
-        scopes = cls(tuple(predict), read, admin)
+                raise InvalidKeySpec(f"unknown scope '{item}': use predict:<glob>, read, admin or feedback")
+        scopes = cls(tuple(predict), read, admin, feedback)
         if not scopes.as_list():
-            raise InvalidKeySpec("a key needs at least one scope: predict:<glob>, read or admin")
+            raise InvalidKeySpec("a key needs at least one scope: predict:<glob>, read, admin or feedback")
         return scopes
 
     def can_predict(self, model: str) -> bool:
@@ -91,7 +95,10 @@ class Scopes:
 
     def as_list(self) -> list[str]:
         return (
-            [f"predict:{p}" for p in self.predict] + (["read"] if self.read else []) + (["admin"] if self.admin else [])
+            [f"predict:{p}" for p in self.predict]
+            + (["read"] if self.read else [])
+            + (["admin"] if self.admin else [])
+            + (["feedback"] if self.feedback else [])
         )
 
     def __str__(self) -> str:

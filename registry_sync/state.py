@@ -28,6 +28,12 @@
 - ``replica_history``: what each replica (a stable name, across its restarts) served lately,
   per version identity, with when it last answered a request for it: what it warms when it
   starts again (docs/ARCHITECTURE.md: Warm what you serve).
+- ``feedback_predictions``: the answers that may get a label (a sampled share): request id to
+  the version identity and arm that answered, and its prediction (one output row) and
+  probabilities, until ``expires_at`` (GATEWAY_FEEDBACK_RETENTION_HOURS).
+- ``feedback_labels``: the labels received (``POST /feedback``), one per request id, with a copy
+  of what they are joined to, so that live quality reads one table and a label outlives its
+  prediction row.
 """
 
 from __future__ import annotations
@@ -250,3 +256,50 @@ class ReplicaHistoryRow(Base):
     """Its measured size when last held: what warming it again will take."""
     last_served: Mapped[float] = mapped_column(Float)
     """When the replica last answered a request with it (the replica's clock, seconds since the epoch)."""
+
+
+class FeedbackPredictionRow(Base):
+    __tablename__ = "feedback_predictions"
+    __table_args__ = (Index("ix_feedback_predictions_expires_at", "expires_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """With name, number and source, the version's identity (a re-created number is another version)."""
+    arm: Mapped[str] = mapped_column(String(16))
+    """The route that chose the version: ``default``, ``canary``, ``named``..."""
+    task: Mapped[str] = mapped_column(String(16))
+    """``classification`` or ``regression``: from the version's signature, else the answer's type."""
+    prediction: Mapped[str] = mapped_column(Text)
+    """The answer's one output row (its ``prediction`` field where it also carries probabilities),
+    as JSON text: copied into its label's row as it is, never parsed and dumped again (a JSON
+    column's round trip cost more than the rest of ``POST /feedback`` on PostgreSQL)."""
+    probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answered_at: Mapped[float] = mapped_column(Float)
+    """When the request arrived (the serving process's clock, seconds since the epoch)."""
+    expires_at: Mapped[float] = mapped_column(Float)
+    """Past it a label is answered ``expired``; the row is deleted a retention later."""
+
+
+class FeedbackLabelRow(Base):
+    __tablename__ = "feedback_labels"
+    __table_args__ = (
+        Index("ix_feedback_labels_version", "name", "version", "received_at"),
+        Index("ix_feedback_labels_received_at", "received_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    arm: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(16))
+    prediction: Mapped[str] = mapped_column(Text)
+    probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
+    label: Mapped[str] = mapped_column(Text)
+    """The label as JSON text (prediction and probabilities likewise)."""
+    received_at: Mapped[float] = mapped_column(Float)
+    """When the label was accepted (the receiving process's clock, seconds since the epoch)."""

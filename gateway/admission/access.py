@@ -33,6 +33,8 @@ class Access(StrEnum):
     """The ``read`` scope: models, versions, events."""
     ADMIN = "admin"
     """The ``admin`` scope: ``/admin/*``."""
+    FEEDBACK = "feedback"
+    """The ``feedback`` scope: ``POST /feedback`` (labels for answers already given)."""
     PREDICT = "predict"
     """A ``predict:<glob>`` scope matching the model named in the path."""
     LIST = "list"

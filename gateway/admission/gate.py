@@ -109,6 +109,10 @@ class Gate:
             if scopes.admin:
                 return
             missing = "admin"
+        elif access is Access.FEEDBACK:
+            if scopes.feedback:
+                return
+            missing = "feedback"
         elif access is Access.LIST:
             if scopes.read or scopes.predict:
                 return

@@ -21,6 +21,7 @@ from starlette.types import Scope, Send
 
 from gateway import errors
 from registry_sync import errors as registry_errors
+from registry_sync.repository import StateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.ModelRaised, HttpError(400, "BAD_REQUEST")),
     (errors.PayloadTooLarge, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
     (errors.DecodedTooLarge, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
+    (errors.TooManyLabels, HttpError(413, "REQUEST_LIMIT_EXCEEDED")),
     (errors.UnsupportedMediaType, HttpError(415, "BAD_REQUEST")),
     (errors.UnsupportedEncoding, HttpError(415, "BAD_REQUEST")),
     (errors.ModelLoadFailed, _UNAVAILABLE),
@@ -75,6 +77,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (ClientDisconnect, HttpError(400, "BAD_REQUEST")),
     (registry_errors.RegisteredModelNotFound, _NOT_FOUND),
     (registry_errors.RegistryUnavailable, _UNAVAILABLE),
+    (StateUnavailable, _UNAVAILABLE),  # POST /feedback with the state database down: try again
     (registry_errors.ArtifactFetchFailed, _UNAVAILABLE),
     (registry_errors.ArtifactLocationRefused, HttpError(409, "INVALID_STATE")),
 )

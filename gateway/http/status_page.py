@@ -20,6 +20,7 @@ from gateway.admission.access import Access, requires
 from gateway.errors import GatewayError
 from gateway.fleet.view import read_fleet
 from gateway.process import Services
+from gateway.quality.monitor import describe
 from gateway.status_report import (
     Report,
     alias_rows,
@@ -87,6 +88,8 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
         {"at": utc_iso(e.at), "model": e.name, "version": e.version, "kind": e.kind, "reason": e.reason} for e in rows
     ]
     report.fleet = await _fleet(services)
+    if services.serves_models:
+        report.quality = describe(services.quality).model_dump(mode="json")["rows"]
     return report
 
 
@@ -254,6 +257,16 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
                     f"<td>{stat.get('window', '')}</td></tr>"
                 )
             parts.append("</table>")
+    if report.quality:
+        parts.append("<h2>Live quality <span class=muted>(latest labels, POST /feedback)</span></h2>")
+        parts.append("<table><tr><th>Model</th><th>Version</th><th>Arm</th><th>Labels</th><th>Figures</th></tr>")
+        for quality in report.quality:
+            figures = ", ".join(f"{metric} {value:.4g}" for metric, value in quality["metrics"].items())
+            parts.append(
+                f"<tr><td>{e(quality['model'])}</td><td>{quality['version']}</td><td>{e(quality['arm'])}</td>"
+                f"<td>{quality['labels']}</td><td>{e(figures)}</td></tr>"
+            )
+        parts.append("</table>")
     if report.fleet is not None:
         parts += _fleet_html(report.fleet)
     parts += _events_html(report)

@@ -16,6 +16,16 @@ client sending bad bodies to the canary would roll a healthy one back, and to th
 would hide a failing one. Such answers are counted per arm (``client_errors``) but kept out
 of the window (as successes they would dilute its error rate), unless
 ``count_client_errors`` (``GATEWAY_CANARY_COUNT_CLIENT_ERRORS``) judges them as errors too.
+
+It judges quality too, on labels (:func:`quality_breach`), when the quality monitor
+(``gateway.quality.monitor``) hands it the windows it read from the state database, at an
+interval and never per request: labels sent to any replica count on every replica. When the
+canary and the default version both have ``min_labels`` labels in their windows (the version
+tag ``gateway.guard.min_labels``, else GATEWAY_GUARD_MIN_LABELS), a drop past
+``max_quality_drop`` that is significant at ``confidence`` rolls the canary back like a 5xx
+excess: a one-sided two-proportion z-test on accuracy for a classifier, a one-sided Welch
+t-test on the absolute errors for a regressor (whose drop is the MAE's rise, as a fraction
+of the default's). The event names both figures, the test and its p-value.
 """
 
 from __future__ import annotations
@@ -28,12 +38,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio.to_thread
+import numpy as np
+from scipy import stats
 
 from gateway.errors import ModelRaised
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Resolved
 from gateway.routing.traffic import CANARY, DEFAULT, TrafficSplit
 from registry_sync.errors import RegistryError
+from registry_sync.quality import CLASSIFICATION, REGRESSION, Scored
 from registry_sync.repository import StateStore
 
 log = logging.getLogger(__name__)
@@ -177,6 +190,14 @@ class Guard:
             if reason is not None:
                 self._roll_back(served.name, served.version, served.fallback.version, reason)
 
+    def roll_back_on_quality(self, name: str, version: int, default: int, reason: str) -> None:
+        """The quality monitor found the canary ``version`` worse than ``default`` (``reason``)."""
+        arm = self._split.arm(name, version)
+        if arm is None or self._split.weight(name, arm) <= 0:
+            return  # taken off already (here, or by the database)
+        self._metrics.quality_rollbacks.labels(name).inc()
+        self._roll_back(name, version, default, reason)
+
     def _roll_back(self, name: str, version: int, default: int, reason: str) -> None:
         self._split.take_off(name, version)  # here at once; the other replicas via the database
         if (window := self._windows.get((name, CANARY, version))) is not None:
@@ -223,5 +244,72 @@ def breach(limits: GuardLimits, canary: Window, default: Window | None) -> str |
             f"p99 latency {mine * 1000:.1f} ms over the last {len(canary.answers)} requests is more than "
             f"GATEWAY_CANARY_MAX_LATENCY_RATIO={limits.max_latency_ratio:g} times the default version's "
             f"{theirs * 1000:.1f} ms (and {limits.min_latency_delta * 1000:g} ms or more above it)"
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class QualityLimits:
+    min_labels: int = 200
+    max_quality_drop: float = 0.05
+    confidence: float = 0.99
+
+
+MIN_LABELS_TAG = "gateway.guard.min_labels"
+MAX_QUALITY_DROP_TAG = "gateway.guard.max_quality_drop"
+
+
+def quality_limits(defaults: QualityLimits, tags: dict[str, str]) -> QualityLimits:
+    """The canary's own limits: its version tags where they are numbers in range, else the settings'."""
+    min_labels, max_drop = defaults.min_labels, defaults.max_quality_drop
+    try:
+        if MIN_LABELS_TAG in tags and int(tags[MIN_LABELS_TAG]) >= 2:
+            min_labels = int(tags[MIN_LABELS_TAG])
+    except ValueError:
+        pass
+    try:
+        if MAX_QUALITY_DROP_TAG in tags and 0 <= float(tags[MAX_QUALITY_DROP_TAG]) < float("inf"):
+            max_drop = float(tags[MAX_QUALITY_DROP_TAG])
+    except ValueError:
+        pass
+    return QualityLimits(min_labels, max_drop, defaults.confidence)
+
+
+def quality_breach(limits: QualityLimits, canary: Scored, default: Scored) -> str | None:
+    """Why the canary must lose its weight on its labels, or None: both windows hold
+    ``min_labels`` labels of one task, the canary is worse by more than ``max_quality_drop``,
+    and the difference is significant at ``confidence``."""
+    c, d = canary.figures, default.figures
+    if c.labels < limits.min_labels or d.labels < limits.min_labels or c.task != d.task:
+        return None
+    alpha = 1 - limits.confidence
+    if c.task == CLASSIFICATION and canary.correct is not None and default.correct is not None:
+        n1, n2 = len(canary.correct), len(default.correct)
+        p1, p2 = float(np.mean(canary.correct)), float(np.mean(default.correct))
+        if p2 - p1 <= limits.max_quality_drop:
+            return None
+        pooled = (float(np.sum(canary.correct)) + float(np.sum(default.correct))) / (n1 + n2)
+        spread = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        p_value = float(stats.norm.sf((p2 - p1) / spread)) if spread > 0 else 0.0
+        if p_value >= alpha:
+            return None
+        return (
+            f"accuracy {p1:.3f} over its last {n1} labels is below the default version's {p2:.3f} "
+            f"(last {n2} labels) by more than max_quality_drop={limits.max_quality_drop:g}; one-sided "
+            f"two-proportion z-test p={p_value:.2g} < {alpha:g} (confidence {limits.confidence:g})"
+        )
+    if c.task == REGRESSION and canary.errors is not None and default.errors is not None:
+        mine, theirs = float(np.mean(canary.errors)), float(np.mean(default.errors))
+        if mine - theirs <= limits.max_quality_drop * theirs:
+            return None
+        test = stats.ttest_ind(canary.errors, default.errors, equal_var=False, alternative="greater")
+        p_value = float(test.pvalue)
+        if not p_value < alpha:  # NaN (no spread at all) is no evidence
+            return None
+        return (
+            f"MAE {mine:.4g} over its last {len(canary.errors)} labels is above the default version's "
+            f"{theirs:.4g} (last {len(default.errors)} labels) by more than max_quality_drop="
+            f"{limits.max_quality_drop:g} of it; one-sided Welch t-test on the absolute errors "
+            f"p={p_value:.2g} < {alpha:g} (confidence {limits.confidence:g})"
         )
     return None

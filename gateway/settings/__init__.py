@@ -33,6 +33,7 @@ from gateway.settings.http_server import HttpServerSettings
 from gateway.settings.loading import LoadingSettings
 from gateway.settings.observability import ObservabilitySettings
 from gateway.settings.performance import PerformanceSettings
+from gateway.settings.quality import QualitySettings
 from gateway.settings.sandbox import SandboxSettings
 from gateway.settings.section import PREFIX, LogLevel, SettingsSection, default_target
 from gateway.settings.serving import ServingSettings
@@ -68,6 +69,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     SandboxSettings,
     DeviceSettings,
     ObservabilitySettings,
+    QualitySettings,
 )
 
 
@@ -78,6 +80,7 @@ class SettingsError(Exception):
 # pydantic collects a class's fields from its bases last to first: the sections are listed
 # in reverse so that the fields keep SECTIONS' order (tests/test_settings_reference.py checks it).
 class GatewaySettings(
+    QualitySettings,
     ObservabilitySettings,
     DeviceSettings,
     SandboxSettings,

@@ -369,3 +369,54 @@ class FleetView(BaseModel):
     quiet_after_seconds: float
     replicas: list[FleetReplica]
     models: list[FleetModel] = Field(description="Held models, by name; only what live processes hold")
+
+
+class FeedbackResult(BaseModel):
+    """What became of one label."""
+
+    request_id: str
+    status: Literal["accepted", "unknown", "expired", "duplicate", "invalid"]
+    reason: str | None = Field(default=None, description="Why it was not accepted (absent when accepted)")
+    model: str | None = Field(default=None, description="The model that answered the request (accepted labels)")
+    version: int | None = None
+    arm: str | None = Field(default=None, description="The route that chose the version: default, canary, named")
+
+
+class FeedbackAnswer(BaseModel):
+    """``POST /feedback``: a result per item, in the order sent, and how many of each status."""
+
+    counts: dict[str, int] = Field(examples=[{"accepted": 99, "unknown": 1}])
+    results: list[FeedbackResult]
+
+
+class ArmQualityBody(BaseModel):
+    """Live quality of a version on one arm (or ``all`` of them) over its latest labels."""
+
+    arm: str = Field(description="default, canary, named, or all (every arm together)")
+    task: Literal["classification", "regression"] | None
+    labels: int = Field(description="Labels in the window (at most window)")
+    window: int = Field(description="The latest this many labels count (GATEWAY_QUALITY_WINDOW)")
+    metrics: dict[str, float] = Field(
+        examples=[{"accuracy": 0.96, "precision_macro": 0.96, "recall_macro": 0.96, "f1_macro": 0.96}]
+    )
+
+
+class VersionQualityBody(BaseModel):
+    """``GET /models/{name}/versions/{version}/quality``: read from the state database now."""
+
+    model: str
+    version: int
+    arms: list[ArmQualityBody]
+
+
+class QualityRow(ArmQualityBody):
+    model: str
+    version: int
+
+
+class QualityList(BaseModel):
+    """``GET /quality``: every version and arm with labels, as this process last computed them."""
+
+    read_at: str | None = Field(description="When the windows were last read (every GATEWAY_QUALITY_INTERVAL_SECONDS)")
+    interval_seconds: float
+    rows: list[QualityRow]

@@ -39,6 +39,10 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
 # --- every route declares its access ------------------------------------------------------
 
 EXPECTED = {
+    # ground truth and live quality (issue 50): labels have a scope of their own
+    ("POST", "/feedback"): Access.FEEDBACK,
+    ("GET", "/quality"): Access.READ,
+    ("GET", "/models/{name}/versions/{version}/quality"): Access.READ,
     ("POST", "/models/{name}/versions/{version}/predict"): Access.PREDICT,
     ("POST", "/models/{name}/predict"): Access.PREDICT,
     # mlflow models serve's own routes: /invocations serves GATEWAY_DEFAULT_MODEL
@@ -93,7 +97,8 @@ def test_every_route_of_the_app_declares_its_access(make_settings: Callable[...,
         methods = getattr(route, "methods", None) or {"*"}
         for method in methods - {"HEAD"}:
             found[(method, route.path)] = access
-    served = ("/models", "/v2", "/invocations", "/v1")  # what a sync-only process does not serve
+    # what a sync-only process does not serve (it answers nothing a label could be for)
+    served = ("/models", "/v2", "/invocations", "/v1", "/feedback", "/quality")
     expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(served)}
     assert found == expected  # a new route is a decision: add it here with the access it needs
 

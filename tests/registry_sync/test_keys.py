@@ -34,6 +34,7 @@ def test_scopes_parse_and_match_model_names_by_glob() -> None:
     assert not scopes.can_predict("torch-ab") and not scopes.can_predict("doubler")
     assert Scopes.parse(scopes.as_list()) == scopes
     assert not Scopes.parse("read").can_predict("iris")
+    assert Scopes.parse("feedback") == Scopes(feedback=True) and Scopes.parse("feedback").as_list() == ["feedback"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,256 @@
+"""Ground truth in the state database: the answers that may get a label, and the labels.
+
+A serving process keeps what a label needs to be joined (request id to the version identity
+and arm that answered, its prediction and probabilities) for a sampled share of its answers,
+in batches (:meth:`FeedbackStore.keep`): a request id seen twice keeps its first answer. A
+label (:meth:`FeedbackStore.record_labels`) is looked up, checked against its prediction and
+inserted in one transaction, so that two replicas given the same label at once accept it once
+(the other answers ``duplicate``); it is in the database before ``POST /feedback`` answers.
+Each label row carries a copy of what it was joined to: live quality reads one table, and a
+label outlives its prediction's row. On PostgreSQL every replica sees every other's rows.
+
+Rows past their time are deleted in batches (:meth:`FeedbackStore.delete_expired`): a
+prediction a retention after it expired (until then its label is answered ``expired``, after
+that ``unknown``), a label a retention after it was received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import orjson
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry_sync.identity import VersionId
+from registry_sync.quality import Labelled, Scored, Task, label_problem, score
+from registry_sync.repository import StateUnavailable, transaction
+from registry_sync.state import FeedbackLabelRow, FeedbackPredictionRow, ModelVersionRow
+
+Status = Literal["accepted", "unknown", "expired", "duplicate", "invalid"]
+ACCEPTED: Status = "accepted"
+UNKNOWN: Status = "unknown"
+EXPIRED: Status = "expired"
+DUPLICATE: Status = "duplicate"
+INVALID: Status = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class KeptPrediction:
+    """An answer that may get a label: who answered it and what it said."""
+
+    request_id: str
+    id: VersionId
+    arm: str
+    task: Task
+    prediction: Any
+    probabilities: Any
+    answered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LabelItem:
+    """One label as a caller sent it; ``model`` and ``version``, if given, must be those that answered."""
+
+    request_id: str
+    label: Any
+    model: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one label: its status, the reason when it was not accepted, and for an
+    accepted one, the version that answered it."""
+
+    request_id: str
+    status: Status
+    reason: str | None = None
+    name: str | None = None
+    version: int | None = None
+    arm: str | None = None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _insert(session: Session, table: type[Any]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, for executemany: one statement compiled once and
+    cached, whatever the number of rows (a multi-row VALUES is compiled anew each time, and
+    cost 20 ms a batch of 100)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table.__table__).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table.__table__).on_conflict_do_nothing()
+    raise StateUnavailable(f"cannot insert into {table.__tablename__} on {dialect}")  # pragma: no cover
+
+
+_PREDICTION_COLUMNS = [
+    FeedbackPredictionRow.request_id,
+    FeedbackPredictionRow.name,
+    FeedbackPredictionRow.version,
+    FeedbackPredictionRow.source,
+    FeedbackPredictionRow.created_ms,
+    FeedbackPredictionRow.arm,
+    FeedbackPredictionRow.task,
+    FeedbackPredictionRow.prediction,
+    FeedbackPredictionRow.probabilities,
+    FeedbackPredictionRow.expires_at,
+]
+
+
+class FeedbackStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def _session(self) -> AbstractContextManager[Session]:
+        return transaction(self._sessions)
+
+    def keep(self, predictions: Sequence[KeptPrediction], *, retention_seconds: float) -> None:
+        """Insert these predictions; a request id already kept keeps its first answer."""
+        if not predictions:
+            return
+        rows = [
+            {
+                "request_id": p.request_id,
+                "name": p.id.name,
+                "version": p.id.version,
+                "source": p.id.source,
+                "created_ms": p.id.created_ms,
+                "arm": p.arm,
+                "task": p.task,
+                "prediction": _json(p.prediction),
+                "probabilities": None if p.probabilities is None else _json(p.probabilities),
+                "answered_at": p.answered_at,
+                "expires_at": p.answered_at + retention_seconds,
+            }
+            for p in predictions
+        ]
+        with self._session() as session:
+            session.connection().execute(_insert(session, FeedbackPredictionRow), rows)
+
+    def record_labels(self, items: Sequence[LabelItem], *, now: float) -> list[Outcome]:
+        """Join each label to its prediction, check it and insert the accepted ones, in one
+        transaction; an outcome per item, in order."""
+        ids = list(dict.fromkeys(item.request_id for item in items))
+        with self._session() as session:
+            found = select(*_PREDICTION_COLUMNS).where(FeedbackPredictionRow.request_id.in_(ids))
+            kept = {row.request_id: row for row in session.connection().execute(found)}
+            outcomes: list[Outcome] = []
+            accepted: dict[str, dict[str, Any]] = {}
+            for item in items:
+                outcomes.append(self._judge(item, kept.get(item.request_id), accepted, now))
+            if accepted:
+                statement = _insert(session, FeedbackLabelRow).returning(FeedbackLabelRow.request_id)
+                inserted = set(session.connection().execute(statement, list(accepted.values())).scalars())
+                outcomes = [
+                    Outcome(o.request_id, DUPLICATE, "a label for this request was received before")
+                    if o.status == ACCEPTED and o.request_id not in inserted
+                    else o
+                    for o in outcomes
+                ]
+            return outcomes
+
+    @staticmethod
+    def _judge(item: LabelItem, row: Any, accepted: dict[str, dict[str, Any]], now: float) -> Outcome:
+        rid = item.request_id
+        if row is None:
+            return Outcome(rid, UNKNOWN, "no answer with this request id was kept for feedback")
+        if row.expires_at < now:
+            return Outcome(rid, EXPIRED, "the answer waited for its label longer than GATEWAY_FEEDBACK_RETENTION_HOURS")
+        if item.model is not None and item.model != row.name:
+            return Outcome(rid, INVALID, f"the request was answered by model '{row.name}', not '{item.model}'")
+        if item.version is not None and item.version != row.version:
+            return Outcome(rid, INVALID, f"the request was answered by version {row.version}, not {item.version}")
+        if (problem := label_problem(orjson.loads(row.prediction), item.label)) is not None:
+            return Outcome(rid, INVALID, problem)
+        if rid in accepted:
+            return Outcome(rid, DUPLICATE, "this request id came twice in the batch; the first label counts")
+        accepted[rid] = {
+            "request_id": rid,
+            "name": row.name,
+            "version": row.version,
+            "source": row.source,
+            "created_ms": row.created_ms,
+            "arm": row.arm,
+            "task": row.task,
+            "prediction": row.prediction,
+            "probabilities": row.probabilities,
+            "label": _json(item.label),
+            "received_at": now,
+        }
+        return Outcome(rid, ACCEPTED, None, row.name, row.version, row.arm)
+
+    def delete_expired(self, *, now: float, retention_seconds: float, batch: int = 1000) -> int:
+        """Delete up to ``batch`` predictions that expired a retention ago and as many labels
+        received a retention ago; the rows deleted (call again until it returns 0)."""
+        deleted = 0
+        with self._session() as session:
+            for table, column in (
+                (FeedbackPredictionRow, FeedbackPredictionRow.expires_at),
+                (FeedbackLabelRow, FeedbackLabelRow.received_at),
+            ):
+                cutoff = now - retention_seconds
+                ids = select(table.request_id).where(column < cutoff).limit(batch)
+                result = session.execute(
+                    delete(table).where(table.request_id.in_(ids)).execution_options(synchronize_session=False)
+                )
+                deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return deleted
+
+    def version_identity(self, name: str, version: int) -> tuple[VersionId, dict[str, str]] | None:
+        """The version now under this number (by identity) and its tags; None if unknown or deleted."""
+        with self._session() as session:
+            row = session.get(ModelVersionRow, (name, version))
+            if row is None or row.deleted:
+                return None
+            return VersionId(row.name, row.version, row.source, row.created_ms), dict(row.tags or {})
+
+    def labelled(self) -> list[tuple[VersionId, str]]:
+        """Every (version identity, arm) that has labels."""
+        with self._session() as session:
+            found = session.execute(
+                select(
+                    FeedbackLabelRow.name,
+                    FeedbackLabelRow.version,
+                    FeedbackLabelRow.source,
+                    FeedbackLabelRow.created_ms,
+                    FeedbackLabelRow.arm,
+                ).distinct()
+            ).all()
+        return [(VersionId(n, v, s, c), arm) for n, v, s, c, arm in found]
+
+    def window(self, identity: VersionId, *, arm: str | None, window: int) -> tuple[list[Labelled], Task | None]:
+        """The latest ``window`` labels of a version (and arm), and the task their answers recorded."""
+        query = select(
+            FeedbackLabelRow.prediction, FeedbackLabelRow.probabilities, FeedbackLabelRow.label, FeedbackLabelRow.task
+        ).where(
+            FeedbackLabelRow.name == identity.name,
+            FeedbackLabelRow.version == identity.version,
+            FeedbackLabelRow.source == identity.source,
+        )
+        if identity.created_ms is not None:
+            query = query.where(FeedbackLabelRow.created_ms == identity.created_ms)
+        if arm is not None:
+            query = query.where(FeedbackLabelRow.arm == arm)
+        query = query.order_by(FeedbackLabelRow.received_at.desc(), FeedbackLabelRow.request_id).limit(window)
+        with self._session() as session:
+            rows = session.execute(query).all()
+        task = cast(Task | None, rows[0][3] if rows else None)  # written by keep() as a Task
+        labelled = [
+            Labelled(orjson.loads(p), orjson.loads(chances) if chances is not None else None, orjson.loads(label))
+            for p, chances, label, _ in rows
+        ]
+        return labelled, task
+
+    def scored(self, identity: VersionId, *, arm: str | None, window: int, task: Task | None = None) -> Scored:
+        """The window scored; ``task`` (a version's tag) overrides the one recorded."""
+        rows, recorded = self.window(identity, arm=arm, window=window)
+        return score(rows, task or recorded, window=window)
