@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 import mlflow.tracing as mlflow_tracing
+from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
 from gateway.admission.auth import KeyRing, admin_token_key
@@ -31,6 +32,7 @@ from gateway.dataplane.priming import Primer
 from gateway.dataplane.streaming import Streams
 from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
+from gateway.fleet.figures import FiguresPublisher
 from gateway.fleet.membership import Membership
 from gateway.fleet.warming import StartPlan, WarmRule
 from gateway.metrics import UNKNOWN, GatewayMetrics
@@ -58,6 +60,7 @@ from gateway.wire.mlflow_scoring import BodyLimits
 from registry_sync.artifacts import ArtifactStore
 from registry_sync.database import check_schema, is_sqlite, make_engine
 from registry_sync.errors import RegistryError, RegistryUnavailable
+from registry_sync.figures import FiguresStore
 from registry_sync.fleet import DRAINING, READY, FleetStore
 from registry_sync.identity import VersionId
 from registry_sync.keys import KeyStore
@@ -66,6 +69,7 @@ from registry_sync.poller import Poller
 from registry_sync.registry import RegistryReader
 from registry_sync.repository import StateStore
 from registry_sync.sync import Synchronizer, SyncReport
+from registry_sync.writeback import OperationalFigures, Writeback
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,8 @@ class Services:
     drain: Drain
     fleet: FleetStore
     streams: Streams  # predict_stream's open streams (gateway.dataplane.streaming)
+    figures: FiguresPublisher  # this process's per-version figures, for the fleet's sum
+    writeback: Writeback  # the leader's production figures to MLflow (GATEWAY_MLFLOW_WRITEBACK_SECONDS)
     ready: bool = False
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
     stage: str = "starting"  # what startup is doing, for /health/ready
@@ -291,6 +297,16 @@ class Services:
         counts = TrafficCounts(
             catalog, guard, shadows, store, replica=lease.holder, interval_seconds=settings.follow_interval_seconds
         )
+        figures = FiguresStore(engine)
+        writeback = Writeback(
+            MlflowClient(tracking_uri=reader.tracking_uri, registry_uri=reader.registry_uri),
+            store,
+            OperationalFigures(figures),
+            experiment=settings.mlflow_writeback_experiment,
+            tag=settings.mlflow_writeback_tag,
+            interval_seconds=settings.mlflow_writeback_seconds,
+            leading=lambda: poller.leading,
+        )
         log.info(
             "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",
             source.uri,
@@ -347,6 +363,10 @@ class Services:
                 idle_seconds=settings.stream_idle_timeout_seconds,
                 load_budget=load_budget,
             ),
+            figures=FiguresPublisher(
+                metrics, figures, replica=lease.holder, interval_seconds=settings.follow_interval_seconds
+            ),
+            writeback=writeback,
         )
         services.primer = Primer(services.priming_versions, services.inventory.mlmodel)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
@@ -450,6 +470,7 @@ class Services:
             self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             self.shadows.start()
             self.counts.start()
+            self.figures.start()
             if self.settings.env_worker_idle_seconds > 0:
                 self._reaping = asyncio.create_task(self._reap_idle_workers(), name="idle workers")
         if synced:
@@ -461,6 +482,7 @@ class Services:
                 await self.catalog.refresh()
                 await self.reconciler.reconcile(wait=True)
         self.poller.start()
+        self.writeback.start()  # writes only while this process leads
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -618,9 +640,11 @@ class Services:
         if self.gate.keys is not None:
             await self.gate.keys.stop()
         await self.membership.stop()  # reported stopped; its replica's history stays
+        await self.writeback.stop()
         await self.poller.stop()
         await self.reconciler.stop()
         await self.counts.stop()
+        await self.figures.stop()
         await self.shadows.stop()
         await self.guard.settle()
         await self.inference.close()

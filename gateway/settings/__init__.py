@@ -38,6 +38,7 @@ from gateway.settings.section import PREFIX, LogLevel, SettingsSection, default_
 from gateway.settings.serving import ServingSettings
 from gateway.settings.sync import SyncSettings
 from gateway.settings.traffic import TrafficSettings
+from gateway.settings.writeback import WritebackSettings
 from gateway.wire.selectors import parse_selector
 
 __all__ = [
@@ -68,6 +69,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     SandboxSettings,
     DeviceSettings,
     ObservabilitySettings,
+    WritebackSettings,
 )
 
 
@@ -78,6 +80,7 @@ class SettingsError(Exception):
 # pydantic collects a class's fields from its bases last to first: the sections are listed
 # in reverse so that the fields keep SECTIONS' order (tests/test_settings_reference.py checks it).
 class GatewaySettings(
+    WritebackSettings,
     ObservabilitySettings,
     DeviceSettings,
     SandboxSettings,
