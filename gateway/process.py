@@ -303,7 +303,6 @@ class Services:
             store,
             OperationalFigures(figures),
             experiment=settings.mlflow_writeback_experiment,
-            tag=settings.mlflow_writeback_tag,
             interval_seconds=settings.mlflow_writeback_seconds,
             leading=lambda: poller.leading,
         )

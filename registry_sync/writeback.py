@@ -13,8 +13,9 @@ MLflow in one batch per version:
   needed), linked to the version's LoggedModel (``model_id``) when it has one: MLflow 3 shows
   them on the model's page and in ``MlflowClient().get_logged_model(id).metrics``. A version
   registered without a LoggedModel (MLflow 2.x) keeps them on that run alone.
-- the version tag ``gateway.production`` (``GATEWAY_MLFLOW_WRITEBACK_TAG``): the latest
-  figures and their time, as one JSON object, on the version's page and ``get_model_version``.
+- the version tag ``gateway.production``: the latest figures and their time, as one JSON
+  object, on the version's page and ``get_model_version`` (the sync does not follow this tag:
+  ``registry_sync/registry.py``).
 
 The window of a write is the time since the previous successful write of that version: each
 process's published counts are totals since it started, so the leader keeps what it last
@@ -45,6 +46,7 @@ from mlflow.tracking import MlflowClient
 
 from registry_sync.errors import RegistryError
 from registry_sync.figures import FiguresStore, VersionFigures
+from registry_sync.registry import PRODUCTION_TAG
 from registry_sync.repository import StateStore
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,6 @@ class Writeback:
         *,
         providers: Sequence[Provider] = (),
         experiment: str,
-        tag: str,
         interval_seconds: float,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -131,7 +132,6 @@ class Writeback:
         self._operational = operational
         self._providers = list(providers)
         self._experiment = experiment
-        self._tag = tag
         self._interval = interval_seconds
         self._leading = leading
         self._runs: dict[tuple[str, int], str] = {}
@@ -217,7 +217,7 @@ class Writeback:
             "window_seconds": round(now - since, 3) if since is not None else None,
             **{key: value for key, value in figures.items()},
         }
-        self._client.set_model_version_tag(name, str(version), self._tag, json.dumps(latest, sort_keys=True))
+        self._client.set_model_version_tag(name, str(version), PRODUCTION_TAG, json.dumps(latest, sort_keys=True))
         self._last_written[name, version] = now
 
     def _run_id(self, name: str, version: int) -> str:

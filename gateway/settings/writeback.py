@@ -22,6 +22,3 @@ class WritebackSettings(SettingsSection):
     """The MLflow experiment that holds one run per written-back version (``<model> v<version>``,
     created when first needed): the run each figure is logged through, and where a version
     without a LoggedModel keeps its figures."""
-
-    mlflow_writeback_tag: str = Field(default="gateway.production", min_length=1)
-    """The version tag that carries the latest figures and their time, as one JSON object."""
