@@ -15,14 +15,11 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score, f1_score
@@ -31,6 +28,7 @@ from gateway.demo import IRIS, iris_frame, log_iris_version, using_registry
 from registry_sync.writeback import logged_model_id
 from tests.conftest import iris_split, running_gateway, settings_under
 from tests.support.servers import BIN, SERVED_SKLEARN_FORMAT, Process, mlflow_server
+from tests.support.tables import Expected, iris_tables
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -181,85 +179,10 @@ def _requests_of_2x(client: MlflowClient) -> float:
 # --- registry-gateway evaluate -----------------------------------------------------------
 
 
-def _utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def write_tables(
-    root: Path, model: str, version: int, rows: list[dict[str, Any]], labels: list[dict[str, Any]]
-) -> None:
-    """The inference tables' layout (issue 50's contract), as the table sink writes it."""
-    for day in sorted({row["time"][:10] for row in rows}):
-        folder = root / "predictions" / f"model={model}" / f"version={version}" / f"date={day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        mine = [row for row in rows if row["time"].startswith(day)]
-        table = pa.table(
-            {
-                "request_id": [r["request_id"] for r in mine],
-                "time": pa.array([_utc(r["time"]) for r in mine], pa.timestamp("us", tz="UTC")),
-                "model": [model] * len(mine),
-                "version": [str(version)] * len(mine),
-                "arm": [r.get("arm", "default") for r in mine],
-                "status": pa.array([r["status"] for r in mine], pa.int32()),
-                "error_code": [r.get("error_code") for r in mine],
-                "inputs": [json.dumps(r["inputs"]) for r in mine],
-                "outputs": [json.dumps(r["outputs"]) if r.get("outputs") is not None else None for r in mine],
-            }
-        )
-        pq.write_table(table, folder / "part-0.parquet")
-    folder = root / "labels" / "date=2026-11-25"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table(
-            {
-                "request_id": [lab["request_id"] for lab in labels],
-                "model": [lab.get("model") for lab in labels],
-                "version": [lab.get("version") for lab in labels],
-                "label": [json.dumps(lab["label"]) for lab in labels],
-                "received_at": pa.array([_utc(lab["received_at"]) for lab in labels], pa.timestamp("us", tz="UTC")),
-            }
-        ),
-        folder / "part-0.parquet",
-    )
-
-
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int], list[int]]:
-    """iris v1's traffic of a day and the day before: answered, failed, multi-row; labels of
-    most, one twice (the later wins), one for another version (not this one's); what a correct
-    join gives, as (labels, predictions) of the rows to score."""
-    rng = np.random.default_rng(7)
+def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Expected]:
     root = tmp_path_factory.mktemp("tables")
-    rows, labels, truth, predicted = [], [], [], []
-    for n in range(60):
-        day = "2026-11-24" if n < 10 else "2026-11-25"
-        predicted_class, true_class = int(rng.integers(0, 3)), int(rng.integers(0, 3))
-        request = {"request_id": f"r{n}", "time": f"{day}T10:{n % 60:02d}:00", "status": 200, "inputs": [ROWS[0]]}
-        if n % 13 == 5:  # failed: no answer
-            rows.append(request | {"status": 503, "error_code": "UNAVAILABLE"})
-        elif n % 17 == 3:  # several rows: no single prediction to score
-            rows.append(request | {"outputs": [predicted_class, true_class]})
-        else:
-            rows.append(request | {"outputs": [predicted_class]})
-            if n % 7 == 6:
-                continue  # no label yet
-            if n % 11 == 2:  # labelled twice: the later one counts
-                labels.append({"request_id": f"r{n}", "label": (true_class + 1) % 3, "received_at": "2026-11-25T11:00"})
-            labels.append(
-                {
-                    "request_id": f"r{n}",
-                    "model": IRIS,
-                    "version": "1",
-                    "label": true_class,
-                    "received_at": "2026-11-25T12:00",
-                }
-            )
-            if n >= 10:  # --since 2026-11-25 leaves the first day out
-                truth.append(true_class)
-                predicted.append(predicted_class)
-    labels.append({"request_id": "r1", "model": IRIS, "version": "2", "label": 0, "received_at": "2026-11-25T13:00"})
-    write_tables(root, IRIS, 1, rows, labels)
-    return root, truth, predicted
+    return root, iris_tables(root, IRIS, ROWS)
 
 
 def _recipe() -> str:
@@ -272,10 +195,11 @@ def _recipe() -> str:
 
 
 def test_the_user_guides_evaluate_recipe_logs_the_metrics_sklearn_gives_on_the_same_joined_rows(
-    server: tuple[Process, str, Path], tables: tuple[Path, list[int], list[int]], tmp_path: Path
+    server: tuple[Process, str, Path], tables: tuple[Path, Expected], tmp_path: Path
 ) -> None:
     _, uri, _ = server
-    root, truth, predicted = tables
+    root, expected = tables
+    truth, predicted = expected.truth, expected.predicted
     (tmp_path / "tables").symlink_to(root)
     # The recipe as written, on this server (the guide's address is the default one).
     script = _recipe().replace("http://127.0.0.1:5000", uri)

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 import pandas as pd
 
@@ -60,10 +61,8 @@ class Joined:
 
 def joined(root: str, model: str, version: str, *, since: datetime | None = None, column: str | None = None) -> Joined:
     """The version's predictions since ``since`` (UTC), joined with their labels."""
-    from pyarrow import fs as pafs
-
     try:
-        filesystem, base = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+        filesystem, base = _filesystem(root)
     except Exception as exc:  # pyarrow raises ArrowInvalid or OSError for a URI it cannot open
         raise TablesUnavailable(f"cannot open the tables at {root}: {exc}") from exc
     base = base.rstrip("/")
@@ -149,6 +148,24 @@ def evaluate(
 # --- reading ------------------------------------------------------------------------
 
 _SEVERAL = object()  # an answer of more than one row
+
+
+def _filesystem(root: str) -> tuple[Any, str]:
+    """The filesystem the tables are on, and their root's path there. ``s3://`` with
+    ``MLFLOW_S3_ENDPOINT_URL`` set goes to that endpoint, as the artifact store's clients do
+    (credentials: the standard ``AWS_*`` variables)."""
+    from pyarrow import fs as pafs
+
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    if root.startswith("s3://") and endpoint:
+        parsed = urlparse(endpoint)
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        s3 = pafs.S3FileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https", region=region)
+        return s3, root.removeprefix("s3://")
+    if "://" in root:
+        filesystem, path = pafs.FileSystem.from_uri(root)
+        return filesystem, str(path)
+    return pafs.LocalFileSystem(), root
 
 
 def _version_dir(filesystem: Any, base: str, model: str, version: str) -> str:
