@@ -305,6 +305,7 @@ class Services:
             experiment=settings.mlflow_writeback_experiment,
             interval_seconds=settings.mlflow_writeback_seconds,
             leading=lambda: poller.leading,
+            on_pass=metrics.writeback_finished,
         )
         log.info(
             "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",

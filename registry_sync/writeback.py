@@ -25,7 +25,8 @@ logged: its first write covers what the processes it sees (those published withi
 hour) answered since they started.
 
 Failure: nothing here is on a request's path (its own task; MLflow's client in a thread). MLflow
-unreachable ends the pass at the first failing call, is counted (``failures``), warned once
+unreachable ends the pass at the first failing call, is counted (``failures``, and
+``gateway_mlflow_writebacks_total{outcome="failure"}``), warned once
 until a write succeeds again, and retried at the next interval. A provider that raises is
 skipped for that version and logged once per provider.
 """
@@ -126,6 +127,7 @@ class Writeback:
         experiment: str,
         interval_seconds: float,
         leading: Callable[[], bool] = lambda: True,
+        on_pass: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
         self._state = state
@@ -134,6 +136,7 @@ class Writeback:
         self._experiment = experiment
         self._interval = interval_seconds
         self._leading = leading
+        self._on_pass = on_pass  # told of each pass that wrote (True) or failed (False): a metric
         self._runs: dict[tuple[str, int], str] = {}
         self._experiment_id: str | None = None
         self._last_written: dict[tuple[str, int], float] = {}
@@ -182,9 +185,13 @@ class Writeback:
         if self._failing:
             log.info("writing production figures back to MLflow again")
             self._failing = False
+        if report.written and self._on_pass is not None:
+            self._on_pass(True)
         return report
 
     def _failed(self, report: WritebackReport, error: str) -> WritebackReport:
+        if self._on_pass is not None:
+            self._on_pass(False)
         self.failures += 1
         if not self._failing:
             log.warning("production figures not written back (trying again every %g s): %s", self._interval, error)

@@ -161,6 +161,10 @@ async def test_mlflow_down_fails_no_request_warns_once_and_the_next_write_logs_w
             warnings = [r for r in caplog.records if r.name == "registry_sync.writeback"]
             assert len(warnings) == 1, [r.getMessage() for r in warnings]
             assert "not written back" in warnings[0].getMessage()
+            failed = gateway.services.metrics.registry.get_sample_value(
+                "gateway_mlflow_writebacks_total", {"outcome": "failure"}
+            )
+            assert failed is not None and failed >= 3
         finally:
             await asyncio.to_thread(process.start)
         await until(lambda: _requests_of_2x(client) >= logged + 6, "the write-back once MLflow is back", timeout=60)
