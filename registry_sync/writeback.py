@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "production_"
 _LOGGED_MODEL = "models:/m-"  # an MLflow 3 version's source names its LoggedModel
-_RUN_TAGS = ("gateway.writeback.model", "gateway.writeback.version")
+# A run per version identity (docs/ARCHITECTURE.md, invariant 1): a number the registry
+# re-created gets a run of its own, not the old version's.
+_RUN_TAGS = ("gateway.writeback.model", "gateway.writeback.version", "gateway.writeback.created_ms")
 
 Provider = Callable[[str, str], Mapping[str, float]]
 """Figures of one version (model name, version number) named without the ``production_``
@@ -137,7 +139,7 @@ class Writeback:
         self._interval = interval_seconds
         self._leading = leading
         self._on_pass = on_pass  # told of each pass that wrote (True) or failed (False): a metric
-        self._runs: dict[tuple[str, int], str] = {}
+        self._runs: dict[tuple[str, int, str], str] = {}
         self._experiment_id: str | None = None
         self._last_written: dict[tuple[str, int], float] = {}
         self._failing = False
@@ -217,7 +219,8 @@ class Writeback:
         ms = int(now * 1000)
         step = int(now)  # seconds: a step that only goes up, whichever process leads
         metrics = [Metric(PREFIX + key, float(value), ms, step, model_id=model_id) for key, value in figures.items()]
-        self._client.log_batch(self._run_id(name, version), metrics=metrics)
+        created = str(state.created_ms) if state is not None and state.created_ms is not None else ""
+        self._client.log_batch(self._run_id(name, version, created), metrics=metrics)
         since = self._last_written.get((name, version))
         latest = {
             "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
@@ -227,8 +230,8 @@ class Writeback:
         self._client.set_model_version_tag(name, str(version), PRODUCTION_TAG, json.dumps(latest, sort_keys=True))
         self._last_written[name, version] = now
 
-    def _run_id(self, name: str, version: int) -> str:
-        known = self._runs.get((name, version))
+    def _run_id(self, name: str, version: int, created: str) -> str:
+        known = self._runs.get((name, version, created))
         if known is not None:
             return known
         experiment_id = self._experiment_id
@@ -238,20 +241,19 @@ class Writeback:
             if experiment_id is None:
                 experiment_id = self._client.create_experiment(self._experiment)
             self._experiment_id = experiment_id
-        quoted = name.replace("'", "\\'")
+        tags = dict(zip(_RUN_TAGS, (name, str(version), created), strict=True))
         found = self._client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{_RUN_TAGS[0]}` = '{quoted}' and tags.`{_RUN_TAGS[1]}` = '{version}'",
+            filter_string=" and ".join(f"tags.`{key}` = '{_quoted(value)}'" for key, value in tags.items()),
             max_results=1,
         )
         if found:
             run_id = str(found[0].info.run_id)
         else:
-            run = self._client.create_run(
-                experiment_id,
-                run_name=f"{name} v{version}",
-                tags={_RUN_TAGS[0]: name, _RUN_TAGS[1]: str(version)},
-            )
-            run_id = str(run.info.run_id)
-        self._runs[name, version] = run_id
+            run_id = str(self._client.create_run(experiment_id, run_name=f"{name} v{version}", tags=tags).info.run_id)
+        self._runs[name, version, created] = run_id
         return run_id
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
