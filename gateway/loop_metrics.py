@@ -93,7 +93,7 @@ class LoopHistogram:
         """Each series' bucket counts now (upper bound as ``le`` -> observations in that bucket,
         not cumulative) and its sum; read on the event loop's thread, where they are updated."""
         return {
-            labels: (dict(zip(self._bucket_names, (int(c) for c in series.counts), strict=True)), series.sum)
+            labels: (dict(zip(self._bucket_names, series.counts, strict=True)), series.sum)
             for labels, series in list(self._series.items())
         }
 

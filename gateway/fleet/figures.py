@@ -38,18 +38,22 @@ class FiguresPublisher:
 
     def figures(self) -> list[VersionFigures]:
         """This process's figures now, per version it answered with (on the event loop)."""
-        found: dict[tuple[str, str], VersionFigures] = {}
+        counts: dict[tuple[str, str], list[int]] = {}  # (model, version) -> [requests, 5xx]
         for (model, version, status), count in self._metrics.requests.values().items():
             if model == UNKNOWN or not version.isdigit():
                 continue
-            was = found.get((model, version)) or VersionFigures(model, int(version))
-            errors = int(count) if status.isdigit() and int(status) >= 500 else 0
-            found[model, version] = was + VersionFigures(model, int(version), int(count), errors)
-        for (model, version), (buckets, total) in self._metrics.latency.buckets().items():
-            if (model, version) in found:
-                f = found[model, version]
-                found[model, version] = VersionFigures(f.name, f.version, f.requests, f.errors, buckets, total)
-        return sorted(found.values(), key=lambda f: (f.name, f.version))
+            found = counts.get((model, version))
+            if found is None:
+                found = counts[model, version] = [0, 0]
+            found[0] += int(count)
+            if status >= "500" and len(status) == 3:  # an HTTP status: three digits
+                found[1] += int(count)
+        latency = self._metrics.latency.buckets()
+        figures = []
+        for (model, version), (requests, errors) in counts.items():
+            buckets, total = latency.get((model, version), ({}, 0.0))
+            figures.append(VersionFigures(model, int(version), requests, errors, buckets, total))
+        return sorted(figures, key=lambda f: (f.name, f.version))
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="version figures")
