@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -480,6 +481,82 @@ def records(where: str | None, model: str | None, limit: int, as_json: bool) -> 
         )
     if found.skipped:
         click.echo(f"skipped {found.skipped} lines that are not records", err=True)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--tables", required=True, help="The inference tables' root: a directory or a URI (s3://bucket/prefix).")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Only requests from this time on (UTC).",
+)
+@click.option(
+    "--model-type",
+    type=click.Choice(["classifier", "regressor"]),
+    default=None,
+    help="How MLflow scores the predictions (default: regressor when a label is a non-integral number).",
+)
+@click.option("--column", default=None, help="The output column scored, when a row has several.")
+@click.option(
+    "--experiment",
+    default="registry-gateway evaluations",
+    show_default=True,
+    help="The MLflow experiment the evaluation's run goes to.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The run's id and metrics as one JSON object.")
+def evaluate(
+    model: str,
+    version: str,
+    tables: str,
+    since: datetime | None,
+    model_type: str | None,
+    column: str | None,
+    experiment: str,
+    as_json: bool,
+) -> None:
+    """Score VERSION of MODEL on its production predictions joined with their labels from the
+    inference tables, with mlflow.models.evaluate (the predictions already made: no model is
+    loaded), and log the metrics to a run in MLflow (MLFLOW_TRACKING_URI), linked to the
+    version's LoggedModel when it has one."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from gateway.observability.records.evaluation import TablesUnavailable, joined, model_type_of
+    from gateway.observability.records.evaluation import evaluate as run_evaluation
+    from registry_sync.writeback import logged_model_id
+
+    for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    when = since.replace(tzinfo=UTC) if since is not None else None
+    try:
+        rows = joined(tables, model, version, since=when, column=column)
+        click.echo(rows.describe(), err=True)
+        registered = MlflowClient().get_model_version(model, version)
+        model_id = registered.model_id or logged_model_id(registered.source or "")
+        run_id, metrics = run_evaluation(
+            rows,
+            model=model,
+            version=version,
+            model_type=model_type or model_type_of(rows.frame),  # type: ignore[arg-type]
+            experiment=experiment,
+            model_id=model_id,
+            described={"tables": tables, "since": when.isoformat() if when is not None else ""},
+        )
+    except TablesUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except MlflowException as exc:
+        raise click.ClickException(f"MLflow: {exc.message}") from None
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, "model_id": model_id, "metrics": metrics}, sort_keys=True))
+        return
+    click.echo(f"run {run_id}" + (f" (LoggedModel {model_id})" if model_id else ""))
+    for key, figure in sorted(metrics.items()):
+        click.echo(f"  {key}: {figure:.6g}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ class LoopCounter:
         else:
             value[0] += amount
 
+    def values(self) -> dict[Labels, float]:
+        """Each series' value now (read on the event loop's thread, where it is updated)."""
+        return {labels: value for labels, (value, _) in list(self._values.items())}
+
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self.name, self._documentation, labels=self.labelnames)]
 
@@ -84,6 +88,14 @@ class LoopHistogram:
             series = self._series[labels] = _Series(len(self._bounds) + 1)
         series.counts[bisect.bisect_left(self._bounds, value)] += 1  # the first bound >= value
         series.sum += value
+
+    def buckets(self) -> dict[Labels, tuple[dict[str, int], float]]:
+        """Each series' bucket counts now (upper bound as ``le`` -> observations in that bucket,
+        not cumulative) and its sum; read on the event loop's thread, where they are updated."""
+        return {
+            labels: (dict(zip(self._bucket_names, series.counts, strict=True)), series.sum)
+            for labels, series in list(self._series.items())
+        }
 
     def describe(self) -> list[Metric]:
         return [HistogramMetricFamily(self.name, self._documentation, labels=self.labelnames)]

@@ -106,6 +106,12 @@ class GatewayMetrics:
             "gateway_sync_seconds", "Time of one registry sync pass", buckets=_LOAD_BUCKETS, registry=r
         )
         self.refusals = Counter("gateway_refusals", "Versions refused for a sha256 mismatch", registry=r)
+        self.writebacks = Counter(
+            "gateway_mlflow_writebacks",
+            "The sync leader's write-backs of production figures to MLflow, by outcome (success, failure)",
+            ["outcome"],
+            registry=r,
+        )
         self.last_sync_age = Gauge(
             "gateway_sync_last_success_age_seconds",
             "Seconds since the last successful registry sync (+Inf before the first)",
@@ -330,6 +336,9 @@ class GatewayMetrics:
     def follow_downloads(self, downloaded: Callable[[], int]) -> None:
         """``gateway_artifact_downloaded_bytes`` reads ``downloaded`` at every scrape."""
         self.artifact_bytes.set_function(lambda: float(downloaded()))
+
+    def writeback_finished(self, ok: bool) -> None:
+        self.writebacks.labels("success" if ok else "failure").inc()
 
     def swap_finished(self, model: str, *, outcome: str) -> None:
         self.swaps.labels(model, outcome).inc()

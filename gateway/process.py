@@ -52,6 +52,7 @@ from gateway.rooms.runtimes import RuntimesRoom
 from gateway.rooms.state import StateRoom
 from gateway.rooms.sync import SyncRoom
 from gateway.rooms.traffic import TrafficRoom
+from gateway.rooms.writeback import WritebackRoom
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.counts import TrafficCounts
 from gateway.routing.guard import Guard, failure_of
@@ -99,6 +100,7 @@ class Rooms:
     traffic: TrafficRoom
     records: RecordsRoom
     quality: QualityRoom
+    writeback: WritebackRoom
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None) -> Rooms:
@@ -136,10 +138,11 @@ class Rooms:
         quality = QualityRoom.build(
             settings, state=state, models=models, routing=routing, traffic=traffic, records=records, seen=seen
         )
+        writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         fleet.drain.on_stop(models.streams.ending)
-        return cls(seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality)
+        return cls(seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, writeback)
 
 
 @dataclass(eq=False)
@@ -316,6 +319,7 @@ class Services:
             self.membership.warm_rule = f"{self.reconciler.rule.describe()}; at start, {plan.summary}"
             rooms.traffic.start()
             rooms.quality.start()
+            rooms.writeback.start_publishing()
             if (idle := self.settings.env_worker_idle_seconds) > 0:
                 self._reaping = asyncio.create_task(rooms.models.reap_idle_workers(idle), name="idle workers")
         if synced:
@@ -327,6 +331,7 @@ class Services:
                 await self.catalog.refresh()
                 await self.reconciler.reconcile(wait=True)
         self.poller.start()
+        rooms.writeback.start_writing()
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -423,6 +428,7 @@ class Services:
         rooms = self.rooms
         await rooms.admission.stop()  # the keys are no longer followed
         await rooms.fleet.stop()  # reported stopped; its replica's history stays
+        await rooms.writeback.stop()  # the leader's write-back, this process's figures
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued

@@ -23,6 +23,10 @@ from registry_sync.identity import VersionId
 log = logging.getLogger(__name__)
 
 READY = "READY"
+# The version tag the leader's write-back sets (registry_sync/writeback.py): the gateway's own
+# figures, changed every write-back interval. Not read into the state database: following it
+# would make a tags_changed event and a new generation per version at every write.
+PRODUCTION_TAG = "gateway.production"
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 # A name MLflow rejects outright (``a:b``, ``..``) cannot name a model: not found, not an outage.
@@ -189,7 +193,7 @@ class RegistryReader:
                     created_ms=mv.creation_timestamp,
                     updated_ms=mv.last_updated_timestamp,
                     description=mv.description or "",
-                    tags=dict(mv.tags or {}),
+                    tags={key: value for key, value in (mv.tags or {}).items() if key != PRODUCTION_TAG},
                 )
             token = page.token
             if not token:

@@ -34,6 +34,10 @@
 - ``feedback_labels``: the labels received (``POST /feedback``), one per request id, with a copy
   of what they are joined to, so that live quality reads one table and a label outlives its
   prediction row.
+- ``version_figures``: what each serving process answered per version since it started
+  (requests, 5xx errors, its latency histogram's bucket counts), as it last published it (every
+  follow interval while it changed), stamped with the database's clock: summable over the fleet,
+  for the sync leader's write-back of production figures to MLflow.
 """
 
 from __future__ import annotations
@@ -303,3 +307,25 @@ class FeedbackLabelRow(Base):
     """The label as JSON text (prediction and probabilities likewise)."""
     received_at: Mapped[float] = mapped_column(Float)
     """When the label was accepted (the receiving process's clock, seconds since the epoch)."""
+
+
+class VersionFiguresRow(Base):
+    __tablename__ = "version_figures"
+    __table_args__ = (Index("ix_version_figures_name_version", "name", "version"),)
+
+    replica: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The serving process: ``host:pid:random``, new at every start (so its counts never go down)."""
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Prediction requests it answered with this version since it started, any status."""
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    """... of which answered 5xx."""
+    latency: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    """Its latency histogram: each bucket's upper bound in seconds (``le`` as Prometheus writes
+    it, ``+Inf`` last) -> the requests in that bucket (not cumulative): summed bucket by bucket
+    over replicas, a fleet's quantiles come from the sum."""
+    latency_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    """Seconds, over those requests."""
+    seen_at: Mapped[float] = mapped_column(Float)
+    """The database's clock at the process's last publication, seconds since the epoch."""

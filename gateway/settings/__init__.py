@@ -39,6 +39,7 @@ from gateway.settings.section import PREFIX, LogLevel, SettingsSection, default_
 from gateway.settings.serving import ServingSettings
 from gateway.settings.sync import SyncSettings
 from gateway.settings.traffic import TrafficSettings
+from gateway.settings.writeback import WritebackSettings
 from gateway.wire.selectors import parse_selector
 
 __all__ = [
@@ -70,6 +71,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     DeviceSettings,
     ObservabilitySettings,
     QualitySettings,
+    WritebackSettings,
 )
 
 
@@ -81,6 +83,7 @@ class SettingsError(Exception):
 # in reverse so that the fields keep SECTIONS' order (tests/test_settings_reference.py checks it).
 class GatewaySettings(
     QualitySettings,
+    WritebackSettings,
     ObservabilitySettings,
     DeviceSettings,
     SandboxSettings,

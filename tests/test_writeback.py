@@ -1,0 +1,238 @@
+"""Production figures written back to a real `mlflow server` by the sync leader, and
+``registry-gateway evaluate`` scoring a version's labelled predictions with MLflow's tools.
+
+One server for the module: iris version 1 logged as MLflow 3 logs it (a LoggedModel), and
+``iris-2x`` version 1 registered as MLflow 2.x did (files logged to a run, no LoggedModel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import accuracy_score, f1_score
+
+from gateway.demo import IRIS, iris_frame, log_iris_version, using_registry
+from registry_sync.writeback import logged_model_id
+from tests.conftest import iris_split, running_gateway, settings_under
+from tests.support.servers import BIN, SERVED_SKLEARN_FORMAT, Process, mlflow_server
+from tests.support.tables import Expected, iris_tables
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+IRIS_2X = "iris-2x"
+EXPERIMENT = "registry-gateway production"
+ROOT = Path(__file__).parent.parent
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str, Path]]:
+    root = tmp_path_factory.mktemp("writeback-mlflow")
+    process = mlflow_server(root)
+    process.start()
+    uri = process.health_url.removesuffix("/health")
+    with using_registry(uri) as client:
+        version = log_iris_version(IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
+        assert version == 1
+        _register_as_mlflow_2x(client)
+    try:
+        yield process, uri, root
+    finally:
+        process.stop()
+
+
+def _register_as_mlflow_2x(client: MlflowClient) -> None:
+    """A version whose files were logged to a run and registered from there (MLflow 2.x's way):
+    its source is the run's artifacts, and no LoggedModel stands behind it."""
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = iris_frame()
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(features, target)
+    with tempfile.TemporaryDirectory() as saved, mlflow.start_run(run_name="iris-2x") as run:
+        mlflow.sklearn.save_model(model, f"{saved}/model", serialization_format=SERVED_SKLEARN_FORMAT)
+        mlflow.log_artifacts(f"{saved}/model", "model")
+    client.create_registered_model(IRIS_2X)
+    made = client.create_model_version(IRIS_2X, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    assert logged_model_id(made.source) is None and not made.model_id
+
+
+def _production_run(client: MlflowClient, name: str, version: int) -> Any:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, "the write-back made no experiment"
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"run_name = '{name} v{version}'")
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+async def _runs(client: MlflowClient) -> tuple[str, str]:
+    """The production runs of iris v1 and iris-2x v1, once the write-back has made them."""
+
+    def made() -> bool:
+        try:
+            _production_run(client, IRIS, 1), _production_run(client, IRIS_2X, 1)
+        except AssertionError:
+            return False
+        return True
+
+    await until(made, "the write-back's runs", timeout=60)
+    return _production_run(client, IRIS, 1).info.run_id, _production_run(client, IRIS_2X, 1).info.run_id
+
+
+def _requests_logged(client: MlflowClient, *runs: str) -> tuple[float, ...]:
+    return tuple(sum(_history(client, run, "production_requests")) for run in runs)
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)]
+
+
+async def _send(gateway: Any, name: str, count: int) -> None:
+    for n in range(count):
+        response = await gateway.client.post(f"/models/{name}/versions/1/predict", json=iris_split([ROWS[n % 3]]))
+        assert response.status_code == 200, response.text
+
+
+async def test_the_leaders_write_back_puts_production_figures_on_the_versions_logged_model_and_the_2x_run(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    _, uri, _ = server
+    client = MlflowClient(uri)
+    model_id = logged_model_id(client.get_model_version(IRIS, "1").source)
+    assert model_id is not None
+    settings = settings_under(tmp_path, mlflow_writeback_seconds=0.2, follow_interval_seconds=0.1)
+    async with running_gateway(settings, uri) as gateway:
+        await _send(gateway, IRIS, 7)
+        await _send(gateway, IRIS_2X, 4)
+        run, run_2x = await _runs(client)
+        await until(lambda: _requests_logged(client, run, run_2x) >= (7, 4), "the write-back of both", timeout=60)
+        assert _requests_logged(client, run, run_2x) == (7, 4)
+        # More traffic: only it is logged next (each write holds the requests since the last).
+        await _send(gateway, IRIS, 3)
+        await until(lambda: _requests_logged(client, run, run_2x) >= (10, 4), "the next write", timeout=60)
+        assert _requests_logged(client, run, run_2x) == (10, 4)
+        # The tag the write-back sets is the gateway's own: a sync pass makes nothing of it.
+        assert (await gateway.services.poller.sync([IRIS, IRIS_2X], reason="after the write-back")).ok
+        kinds = {e.kind for name in (IRIS, IRIS_2X) for e in gateway.services.store.events(name=name)}
+        assert "tags_changed" not in kinds, kinds
+
+    on_model = [m for m in client.get_logged_model(model_id).metrics or [] if m.key.startswith("production_")]
+    assert sum(m.value for m in on_model if m.key == "production_requests") == 10
+    assert {m.run_id for m in on_model} == {run}
+    assert {m.value for m in on_model if m.key == "production_error_rate"} == {0.0}
+    assert all(0 < m.value < 60_000 for m in on_model if m.key == "production_p99_ms")
+    assert {m.key for m in on_model} == {"production_requests", "production_error_rate", "production_p99_ms"}
+    # The 2.x version: no LoggedModel, its figures on its run, its latest in the version tag.
+    assert set(client.get_run(run_2x).data.metrics) == {m.key for m in on_model}
+    latest = json.loads(client.get_model_version(IRIS_2X, "1").tags["gateway.production"])
+    assert latest["error_rate"] == 0.0 and latest["p99_ms"] > 0 and latest["time"].startswith("20")
+    assert latest["requests"] == _history(client, run_2x, "production_requests")[-1]
+
+
+async def test_mlflow_down_fails_no_request_warns_once_and_the_next_write_logs_what_was_missed(
+    server: tuple[Process, str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    process, uri, _ = server
+    client = MlflowClient(uri)
+    settings = settings_under(tmp_path, mlflow_writeback_seconds=0.1, follow_interval_seconds=0.05)
+    logged = _requests_of_2x(client)
+    async with running_gateway(settings, uri) as gateway:
+        await _send(gateway, IRIS_2X, 1)  # loaded, and logged, before MLflow goes away
+        await until(lambda: _requests_of_2x(client) >= logged + 1, "the first write", timeout=60)
+        writeback = gateway.services.rooms.writeback.writeback
+        await asyncio.to_thread(process.stop)
+        try:
+            with caplog.at_level(logging.WARNING, logger="registry_sync.writeback"):
+                await _send(gateway, IRIS_2X, 5)  # answered, MLflow down
+                await until(lambda: writeback.failures >= 3, "three failed write-backs", timeout=60)
+            warnings = [r for r in caplog.records if r.name == "registry_sync.writeback"]
+            assert len(warnings) == 1, [r.getMessage() for r in warnings]
+            assert "not written back" in warnings[0].getMessage()
+            failed = gateway.services.metrics.registry.get_sample_value(
+                "gateway_mlflow_writebacks_total", {"outcome": "failure"}
+            )
+            assert failed is not None and failed >= 3
+        finally:
+            await asyncio.to_thread(process.start)
+        await until(lambda: _requests_of_2x(client) >= logged + 6, "the write-back once MLflow is back", timeout=60)
+    # The answers of the outage were not lost, nor counted twice: one write after it holds all five.
+    assert _requests_of_2x(client) == logged + 6
+    assert _history(client, _production_run(client, IRIS_2X, 1).info.run_id, "production_requests")[-1] == 5.0
+
+
+def _requests_of_2x(client: MlflowClient) -> float:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None or not client.search_runs([experiment.experiment_id], f"run_name = '{IRIS_2X} v1'"):
+        return 0.0
+    return sum(_history(client, _production_run(client, IRIS_2X, 1).info.run_id, "production_requests"))
+
+
+# --- registry-gateway evaluate -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Expected]:
+    root = tmp_path_factory.mktemp("tables")
+    return root, iris_tables(root, IRIS, ROWS)
+
+
+def _recipe() -> str:
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    start = guide.index("<!-- recipe: evaluate -->")
+    block = guide[start : guide.index("<!-- end of recipe -->", start)]
+    found = re.search(r"```bash\n(.*?)```", block, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_user_guides_evaluate_recipe_logs_the_metrics_sklearn_gives_on_the_same_joined_rows(
+    server: tuple[Process, str, Path], tables: tuple[Path, Expected], tmp_path: Path
+) -> None:
+    _, uri, _ = server
+    root, expected = tables
+    truth, predicted = expected.truth, expected.predicted
+    (tmp_path / "tables").symlink_to(root)
+    # The recipe as written, on this server (the guide's address is the default one).
+    script = _recipe().replace("http://127.0.0.1:5000", uri)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert f"{len(truth)} labelled predictions" in done.stderr
+    tolerance = 4 * np.finfo(np.float64).eps
+    assert answer["metrics"]["accuracy_score"] == pytest.approx(accuracy_score(truth, predicted), abs=tolerance)
+    assert answer["metrics"]["f1_score"] == pytest.approx(f1_score(truth, predicted, average="weighted"), abs=tolerance)
+    assert answer["metrics"]["example_count"] == len(truth)
+    # Logged to MLflow: the run, and the LoggedModel of iris v1.
+    client = MlflowClient(uri)
+    run = client.get_run(answer["run_id"])
+    assert run.data.metrics["accuracy_score"] == answer["metrics"]["accuracy_score"]
+    assert answer["model_id"] == logged_model_id(client.get_model_version(IRIS, "1").source)
+    on_model = {m.key: m.value for m in client.get_logged_model(answer["model_id"]).metrics or []}
+    assert on_model["accuracy_score"] == answer["metrics"]["accuracy_score"]
+
+
+def test_evaluate_says_what_is_missing_rather_than_failing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", IRIS, "1", "--tables", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"no predictions of {IRIS} version 1 under {tmp_path}" in result.output
