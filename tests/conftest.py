@@ -92,6 +92,15 @@ SLOW_FILES_FIRST = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist (3.x) hands out whole files ordered by how many tests each holds, most first,
+    # unless told not to: the order above was ignored, and the long files of one or two tests
+    # (the topology, the local fleet, the fleet behind proxies, MLflow 2) ran last, each leaving
+    # a core idle while the other finished it. The controller schedules; a worker has no say.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {path: n for n, path in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: files stay whole

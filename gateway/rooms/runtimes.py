@@ -57,6 +57,7 @@ def environment_store(settings: GatewaySettings, tracing: Tracing | None = None)
             http_timeout_seconds=settings.env_http_timeout_seconds,
             max_concurrent=settings.env_max_concurrent_builds,
             max_bytes=int(settings.env_max_disk_mb * 2**20),
+            compile_bytecode=settings.env_compile_bytecode,
         ),
         span=tracing.span if tracing is not None else None,
     )

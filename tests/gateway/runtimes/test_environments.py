@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
+import marshal
 import os
 import zipfile
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.runtimes.environments import EnvironmentRefused, EnvironmentStore
+from gateway.runtimes.environments import BuildOptions, EnvironmentRefused, EnvironmentStore
 from gateway.runtimes.package_index import UV_INDEX_VARIABLES, package_index
 from gateway.runtimes.requirements import Requirements
 from tests.gateway.runtimes.test_isolated_serving import REPORTER, SIGNATURE
@@ -36,6 +38,33 @@ def test_two_spellings_of_one_set_share_one_environment_built_once(tmp_path: Pat
     assert [env.key for env in store.environments()] == [first.key]
     other = store.ensure(Requirements("3.11", ("tabulate==0.8.10",), "requirements.txt"))
     assert other.key != first.key
+
+
+@pytest.mark.parametrize("compile_bytecode", [True, False])
+def test_an_environments_modules_are_compiled_once_as_it_is_built_running_none_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compile_bytecode: bool
+) -> None:
+    """GATEWAY_ENV_COMPILE_BYTECODE: its workers may not write to it (read-only to them, ``-B``),
+    so the build compiles what they will import, for the path the environment ends up at (not
+    the folder it was built in), and runs none of it: the hostile wheel of test_sandbox_start,
+    whose ``.pth`` file (and ``bin/python._pth``) would write PROBE_WRITE, stays unrun."""
+    from tests.gateway.runtimes.test_sandbox_start import WHEEL, build_wheel
+
+    written = tmp_path / "escaped.txt"
+    monkeypatch.setenv("UV_FIND_LINKS", str(build_wheel(tmp_path / "links").parent))
+    monkeypatch.setenv("PROBE_WRITE", str(written))
+    assert WHEEL.startswith("gateway_test_pth-1.0")
+    store = EnvironmentStore(tmp_path / "envs", BuildOptions(compile_bytecode=compile_bytecode))
+    env = store.ensure(Requirements("3.11", ("tabulate==0.9.0", "gateway-test-pth==1.0"), "requirements.txt"))
+    assert not written.exists(), "the build ran the environment's code"
+    for module in ("tabulate/__init__.py", "gateway_test_pth.py"):
+        sources = list(env.path.glob(f"lib/python*/site-packages/{module}"))
+        assert len(sources) == 1, sources
+        cached = Path(importlib.util.cache_from_source(str(sources[0])))
+        assert cached.is_file() is compile_bytecode, cached
+        if compile_bytecode:
+            code = marshal.loads(cached.read_bytes()[16:])  # after the header: flags, mtime, size
+            assert code.co_filename == str(sources[0])
 
 
 @pytest.mark.parametrize(

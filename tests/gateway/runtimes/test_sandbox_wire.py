@@ -70,6 +70,7 @@ async def gw(
     minute is not started again."""
     overrides = getattr(request, "param", {})
     values = {"sandbox_max_answer_mb": ANSWER_MB, "inference_threads": THREADS, "predict_timeout_seconds": TIMEOUT}
+    values["env_compile_bytecode"] = True  # one environment, a worker or two started by every test
     async with gateway_for(registry, tmp_path, env_dir, **values | overrides) as gateway:
         yield gateway
 
@@ -101,6 +102,7 @@ def refused(answer: Any, why: str) -> None:
     assert "predictions" not in body
 
 
+@pytest.mark.timeout(600)  # the module's first: its request builds the environment and compiles it
 async def test_a_frame_announcing_too_much_kills_the_worker_before_the_gateway_allocates(gw: Gateway) -> None:
     assert (await attack(gw, "hostile", "")).status_code == 200
     before = await worker_pid(gw, "hostile")
