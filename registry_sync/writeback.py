@@ -178,12 +178,19 @@ class Writeback:
             figures = self._figures(name, version)
             if not figures:
                 continue
+            now = time.time()
             try:
-                self._write(name, version, figures)
+                self._log_metrics(name, version, figures, now)
             except Exception as exc:  # MLflow's client raises MlflowException and requests' errors
                 return self._failed(report, f"writing {name} v{version} to MLflow: {type(exc).__name__}: {exc}")
+            # Logged: from here on these counts are MLflow's, whatever happens to the tag (MLflow
+            # going away between the two once made the next pass log them a second time).
             self._operational.logged(name, version)
             report.written.append(f"{name}/{version}")
+            try:
+                self._tag(name, version, figures, now)
+            except Exception as exc:
+                return self._failed(report, f"tagging {name} v{version} in MLflow: {type(exc).__name__}: {exc}")
         if self._failing:
             log.info("writing production figures back to MLflow again")
             self._failing = False
@@ -212,15 +219,16 @@ class Writeback:
                     self._failing_providers.add(index)
         return figures
 
-    def _write(self, name: str, version: int, figures: Mapping[str, float]) -> None:
+    def _log_metrics(self, name: str, version: int, figures: Mapping[str, float], now: float) -> None:
         state = self._state.version(name, version)
         model_id = logged_model_id(state.source) if state is not None else None
-        now = time.time()
         ms = int(now * 1000)
         step = int(now)  # seconds: a step that only goes up, whichever process leads
         metrics = [Metric(PREFIX + key, float(value), ms, step, model_id=model_id) for key, value in figures.items()]
         created = str(state.created_ms) if state is not None and state.created_ms is not None else ""
         self._client.log_batch(self._run_id(name, version, created), metrics=metrics)
+
+    def _tag(self, name: str, version: int, figures: Mapping[str, float], now: float) -> None:
         since = self._last_written.get((name, version))
         latest = {
             "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
