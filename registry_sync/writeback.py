@@ -33,7 +33,6 @@ skipped for that version and logged once per provider.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -47,6 +46,7 @@ from mlflow.tracking import MlflowClient
 
 from registry_sync.errors import RegistryError
 from registry_sync.figures import FiguresStore, VersionFigures
+from registry_sync.periodic import Periodic
 from registry_sync.registry import PRODUCTION_TAG
 from registry_sync.repository import StateStore
 
@@ -145,27 +145,18 @@ class Writeback:
         self._failing = False
         self._failing_providers: set[int] = set()
         self.failures = 0  # passes that MLflow (or the state database) failed
-        self._loop: asyncio.Task[None] | None = None
+        self._loop = Periodic("writing production figures back to MLflow", interval_seconds, self._pass, log=log)
 
     def start(self) -> None:
         if self._interval > 0:
-            self._loop = asyncio.create_task(self._run(), name="mlflow write-back")
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-            self._loop = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            if not self._leading():
-                continue
-            try:
-                await anyio.to_thread.run_sync(self.write_once)
-            except Exception:  # the loop must outlive any one pass
-                log.exception("writing production figures back to MLflow failed")
+    async def _pass(self) -> None:
+        if self._leading():
+            await anyio.to_thread.run_sync(self.write_once)
 
     def write_once(self) -> WritebackReport:
         """One pass: every version answered since its last write, a batch each (blocking)."""

@@ -12,7 +12,6 @@ totals, so nothing is lost, only late).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import anyio.to_thread
@@ -20,6 +19,7 @@ import anyio.to_thread
 from gateway.metrics import UNKNOWN, GatewayMetrics
 from registry_sync.errors import RegistryError
 from registry_sync.figures import FiguresStore, VersionFigures
+from registry_sync.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ class FiguresPublisher:
         self._interval = interval_seconds
         self._published: list[VersionFigures] = []
         self._failing = False
-        self._loop: asyncio.Task[None] | None = None
+        self._loop = Periodic("publishing version figures", interval_seconds, self.publish, log=log)
+        self._started = False
 
     def figures(self) -> list[VersionFigures]:
         """This process's figures now, per version it answered with (on the event loop)."""
@@ -56,23 +57,15 @@ class FiguresPublisher:
         return sorted(figures, key=lambda f: (f.name, f.version))
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._run(), name="version figures")
+        self._loop.start()
+        self._started = True
 
     async def stop(self) -> None:
-        if self._loop is None:
+        if not self._started:
             return
-        self._loop.cancel()
-        await asyncio.gather(self._loop, return_exceptions=True)
-        self._loop = None
+        self._started = False
+        await self._loop.stop()
         await self.publish()  # what the last interval answered is not lost to the fleet's sum
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.publish()
-            except Exception:  # the publisher must outlive any one bad pass
-                log.exception("publishing this process's version figures failed")
 
     async def publish(self) -> bool:
         """Write this process's figures if they changed since its last write; True when written."""

@@ -39,6 +39,7 @@ from gateway.settings import GatewaySettings
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore, KeptPrediction
 from registry_sync.identity import VersionId
+from registry_sync.periodic import Periodic
 from registry_sync.quality import CLASSIFICATION, REGRESSION, Task, task_of_value
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class PredictionKeeper:
         self._queue: deque[Answered] = deque()
         self._held = 0  # bytes queued or being written
         self._lock = threading.Lock()
-        self._loop: asyncio.Task[None] | None = None
+        self._loop = Periodic("writing the answers kept for feedback", FLUSH_SECONDS, self._pass, log=log)
         self._flushing = asyncio.Lock()
         self._cleaned_at = 0.0
         self._failing = False
@@ -149,26 +150,18 @@ class PredictionKeeper:
             self._metrics.feedback_was_dropped("buffer_full")
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._run(), name="feedback writer")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Write what waits (what it can), then stop."""
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-            self._loop = None
+        await self._loop.stop()
         await self.flush()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                await self.flush()
-                if time.monotonic() - self._cleaned_at >= CLEAN_SECONDS:
-                    self._cleaned_at = time.monotonic()
-                    await self.clean()
-            except Exception:  # the writer must outlive any one bad pass
-                log.exception("writing the answers kept for feedback failed")
+    async def _pass(self) -> None:
+        await self.flush()
+        if time.monotonic() - self._cleaned_at >= CLEAN_SECONDS:
+            self._cleaned_at = time.monotonic()
+            await self.clean()
 
     async def flush(self) -> int:
         """Write every answer waiting now; the rows kept."""

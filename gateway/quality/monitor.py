@@ -12,7 +12,6 @@ a failed read keeps the last figures and is logged once until a read succeeds.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from gateway.wire.api_schemas import ArmQualityBody, QualityList, QualityRow, ut
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore
 from registry_sync.identity import VersionId
+from registry_sync.periodic import Periodic
 from registry_sync.quality import Scored, task_of_tag
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class QualityMonitor:
         self.latest: dict[tuple[VersionId, str], ArmQuality] = {}
         self.read_at: float | None = None  # time.time() of the last successful read
         self._failing = False
-        self._loop: asyncio.Task[None] | None = None
+        self._loop = Periodic("computing live quality", interval_seconds, self.refresh, log=log)
 
     @classmethod
     def of(
@@ -102,21 +102,10 @@ class QualityMonitor:
         )
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._run(), name="quality monitor")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-            self._loop = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_seconds)
-            try:
-                await self.refresh()
-            except Exception:  # the monitor must outlive any one bad pass
-                log.exception("computing live quality failed")
+        await self._loop.stop()
 
     async def refresh(self) -> bool:
         """Read and score every window now, update the gauges, let the guard judge; False when

@@ -16,7 +16,6 @@ latencies stay per process (the ``stats`` of /traffic, and each replica's guard)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -27,6 +26,7 @@ from gateway.routing.guard import Guard
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import SHADOW
 from registry_sync.errors import RegistryError
+from registry_sync.periodic import Periodic
 from registry_sync.repository import ArmCount, StateStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class TrafficCounts:
         self._published: list[ArmCount] | None = None
         self._published_at = 0.0  # monotonic
         self._failing = False
-        self._loop: asyncio.Task[None] | None = None
+        self._loop = Periodic("publishing traffic counts", interval_seconds, self.publish, log=log)
 
     @property
     def stale_after_seconds(self) -> float:
@@ -78,21 +78,10 @@ class TrafficCounts:
         return sorted(found, key=lambda c: (c.name, c.arm, c.version))
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._run(), name="traffic counts")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-            self._loop = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.publish()
-            except Exception:  # the publisher must outlive any one bad pass
-                log.exception("publishing this replica's traffic counts failed")
+        await self._loop.stop()
 
     async def publish(self, *, force: bool = False) -> bool:
         """Write this replica's counts of the models with a split, if they changed since the

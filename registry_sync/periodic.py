@@ -1,0 +1,41 @@
+"""A pass run every interval on the event loop, until stopped: the background loops of the
+gateway and the sync (traffic counts, version figures, the quality monitor, the answers kept
+for feedback, the write-back to MLflow) each hand theirs to one :class:`Periodic`.
+
+A pass that raises is logged and the loop goes on: one bad pass never ends the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+
+class Periodic:
+    def __init__(
+        self, name: str, interval_seconds: float, step: Callable[[], Awaitable[object]], *, log: logging.Logger
+    ) -> None:
+        self.name = name  # the task's name, and what a failed pass's log line says failed
+        self._interval = interval_seconds
+        self._step = step
+        self._log = log
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait for it (a pass under way is cancelled with it)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._step()
+            except Exception:  # the loop must outlive any one bad pass
+                self._log.exception("%s: a pass failed", self.name)
