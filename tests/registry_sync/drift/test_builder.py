@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import mlflow
 import mlflow.data
 import mlflow.sklearn
@@ -28,6 +29,7 @@ from registry_sync.drift.sources import TAG
 from registry_sync.repository import EventKind
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, empty_registry, iris_split, running_gateway, settings_under
 from tests.support.s3 import moto_s3
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -284,3 +286,17 @@ async def test_a_predict_that_fails_keeps_the_inputs_and_says_why(registry: Regi
     assert all(isinstance(column, CategoricalColumn) for column in reference.profile.inputs)
     assert reference.profile.outputs == ()
     assert reference.outputs_reason is not None and reference.outputs_reason.startswith("predicting on the reference")
+
+
+async def test_the_leader_computes_references_on_its_own_at_the_interval(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    settings = settings_under(tmp_path, drift_reference_interval_seconds=0.05)
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+
+        async def computed() -> Reference | None:
+            return await anyio.to_thread.run_sync(reference_of, gateway, version)
+
+        reference = await eventually(computed, "the leader's drift pass")
+    assert reference.status == READY and reference.source_kind == "dataset"
