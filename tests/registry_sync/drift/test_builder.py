@@ -7,6 +7,7 @@ the version's outputs predicted through the gateway's own model cache.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from gateway.demo import IRIS, iris_frame
+from registry_sync.artifacts import local_path
 from registry_sync.drift.builder import NO_SOURCE, ReferenceBuilder
 from registry_sync.drift.profile import CategoricalColumn, NumericColumn
 from registry_sync.drift.references import FAILED, NONE, READY, Reference
@@ -300,3 +302,41 @@ async def test_the_leader_computes_references_on_its_own_at_the_interval(
 
         reference = await eventually(computed, "the leader's drift pass")
     assert reference.status == READY and reference.source_kind == "dataset"
+
+
+async def test_a_source_that_cannot_be_read_gives_way_to_the_next(registry: Registry, tmp_path: Path) -> None:
+    # Trained on another machine: the run's dataset names a file this host does not have.
+    elsewhere = tmp_path / "laptop" / "train.parquet"
+    version = log_iris(registry, training=str(elsewhere))
+    tagged = tmp_path / "reference.parquet"
+    registry.client.set_model_version_tag(IRIS, str(version), TAG, str(tagged))
+    async with gateway_on(registry, tmp_path) as gateway:
+        (failed,) = await builder_of(gateway).run_once()
+        assert failed.status == FAILED and (failed.source_kind, failed.source_uri) == ("dataset", str(elsewhere))
+        assert failed.reason is not None
+        assert f"dataset {elsewhere}: {elsewhere} does not exist" in failed.reason
+        assert f"tag {tagged}: {tagged} does not exist" in failed.reason
+
+        iris_frame()[0].to_parquet(tagged)
+        registry.client.set_model_version_tag(IRIS, str(version), "gateway.drift.note", "written")
+        await gateway.services.poller.run([IRIS], reason="test", timeout=60)
+        (ready,) = await builder_of(gateway).run_once()
+    assert ready.status == READY and (ready.source_kind, ready.source_uri) == ("tag", str(tagged))
+
+
+async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_again(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    source = registry.client.get_model_version(IRIS, str(version)).source
+    location = local_path(registry.client.get_logged_model(source.removeprefix("models:/")).artifact_location)
+    assert location is not None
+    away = tmp_path / "away"
+    async with gateway_on(registry, tmp_path) as gateway:
+        shutil.move(location, away)  # the artifact store loses the version's files for a while
+        assert await builder_of(gateway).run_once() == []
+        assert reference_of(gateway, version) is None and drift_events(gateway) == []
+
+        shutil.move(away, location)
+        (reference,) = await builder_of(gateway).run_once()
+    assert reference.status == READY
