@@ -178,6 +178,9 @@ class ReferenceBuilder:
         known = {
             (reference.version.name, reference.version.version): reference for reference in self._references.list()
         }
+        gone = [key for key in known if (held := snapshot.versions.get(key)) is None or held.deleted]
+        if gone:
+            self._references.forget(gone)  # deleted from the registry: its reference goes with it
         now = self._clock()
         due = []
         for key in sorted(served):

@@ -340,3 +340,18 @@ async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_aga
         shutil.move(away, location)
         (reference,) = await builder_of(gateway).run_once()
     assert reference.status == READY
+
+
+async def test_a_version_deleted_from_the_registry_loses_its_reference(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    async with gateway_on(registry, tmp_path) as gateway:
+        await builder_of(gateway).run_once()
+        references = gateway.services.rooms.drift.references
+        assert [reference.version.version for reference in references.list()] == [version]
+
+        registry.client.delete_model_version(IRIS, str(version))
+        await gateway.services.poller.run([IRIS], reason="test", timeout=60)
+        assert await builder_of(gateway).run_once() == []
+        assert references.list() == []
