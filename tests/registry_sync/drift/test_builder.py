@@ -355,3 +355,20 @@ async def test_a_version_deleted_from_the_registry_loses_its_reference(
         await gateway.services.poller.run([IRIS], reason="test", timeout=60)
         assert await builder_of(gateway).run_once() == []
         assert references.list() == []
+
+
+async def test_an_isolated_versions_outputs_are_predicted_in_its_worker(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    """GATEWAY_ENV_ISOLATE=always: the version runs in a worker on an environment uv builds
+    (from the package index, or uv's cache), and its reference's outputs come from there."""
+    version = log_iris(registry, training=str(training_parquet))
+    async with gateway_on(registry, tmp_path, env_isolate="always", env_dir=tmp_path / "envs") as gateway:
+        (reference,) = await builder_of(gateway).run_once()
+        state = gateway.services.store.version(IRIS, version)
+        assert state is not None
+        loaded = gateway.services.cache.peek(state.id)
+        assert loaded is not None and loaded.placement is not None and loaded.placement.runtime == "isolated"
+    assert reference.status == READY and reference.outputs_reason is None, reference.outputs_reason
+    assert reference.profile is not None
+    assert [column.name for column in reference.profile.outputs] == ["prediction"]
