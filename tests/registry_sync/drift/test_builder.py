@@ -24,12 +24,14 @@ from sklearn.linear_model import LogisticRegression
 
 from gateway.demo import IRIS, iris_frame
 from registry_sync.artifacts import local_path
+from registry_sync.database import make_engine, upgrade
 from registry_sync.drift.builder import NO_SOURCE, ReferenceBuilder
 from registry_sync.drift.profile import CategoricalColumn, NumericColumn
 from registry_sync.drift.references import FAILED, NONE, READY, Reference
 from registry_sync.drift.sources import TAG
 from registry_sync.repository import EventKind
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, empty_registry, iris_split, running_gateway, settings_under
+from tests.support.postgres import postgres_database
 from tests.support.s3 import moto_s3
 from tests.support.waiting import eventually
 
@@ -51,7 +53,10 @@ def log_iris(
         model = LogisticRegression(max_iter=1000).fit(features, target)
         with mlflow.start_run():
             if training is not None:
-                mlflow.log_input(mlflow.data.from_pandas(features, source=training), context="training")
+                # Named by its source: MLflow keeps one dataset per name and digest in an
+                # experiment, and the same rows logged again would keep the first source.
+                dataset = mlflow.data.from_pandas(features, source=training, name=training)
+                mlflow.log_input(dataset, context="training")
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -372,3 +377,23 @@ async def test_an_isolated_versions_outputs_are_predicted_in_its_worker(
     assert reference.status == READY and reference.outputs_reason is None, reference.outputs_reason
     assert reference.profile is not None
     assert [column.name for column in reference.profile.outputs] == ["prediction"]
+
+
+async def test_on_a_postgresql_state_database_a_failure_is_one_event_and_a_reference_is_read_back(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    broken = log_iris(registry, training=str(tmp_path / "missing.parquet"))  # now the champion
+    registry.client.set_registered_model_alias(IRIS, "first", str(version))
+    with postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        async with gateway_on(registry, tmp_path, database_url=url) as gateway:
+            computed = await builder_of(gateway).run_once()
+            assert [reference.status for reference in computed] == [READY, FAILED]
+            assert await builder_of(gateway).run_once() == []
+            reference = reference_of(gateway, version)
+            assert reference == computed[0] and reference.profile is not None
+            (event,) = drift_events(gateway)
+            assert event.version == broken and "does not exist" in event.reason
