@@ -20,6 +20,7 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from gateway.demo import IRIS, iris_frame
@@ -33,6 +34,7 @@ from registry_sync.repository import EventKind
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, empty_registry, iris_split, running_gateway, settings_under
 from tests.support.postgres import postgres_database
 from tests.support.s3 import moto_s3
+from tests.support.servers import mlflow_server
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -397,3 +399,26 @@ async def test_on_a_postgresql_state_database_a_failure_is_one_event_and_a_refer
             assert reference == computed[0] and reference.profile is not None
             (event,) = drift_events(gateway)
             assert event.version == broken and "does not exist" in event.reason
+
+
+@pytest.mark.server
+async def test_through_a_real_mlflow_servers_artifact_proxy(tmp_path: Path, training_parquet: Path) -> None:
+    """The artifact source and the run's dataset, with the registry and its artifacts behind
+    `mlflow server` (the version's artifacts at an ``mlflow-artifacts:`` URI)."""
+    server = mlflow_server(tmp_path / "server")
+    server.start()
+    try:
+        uri = server.health_url.removesuffix("/health")
+        registry = Registry("server", uri, tmp_path / "server", MlflowClient(tracking_uri=uri))
+        path = tmp_path / "reference.parquet"
+        iris_frame()[0].to_parquet(path)
+        by_artifact = log_iris(registry, artifact=path)
+        registry.client.set_registered_model_alias(IRIS, "artifact", str(by_artifact))
+        by_dataset = log_iris(registry, training=str(training_parquet))
+        async with gateway_on(registry, tmp_path) as gateway:
+            computed = {reference.version.version: reference for reference in await builder_of(gateway).run_once()}
+    finally:
+        server.stop()
+    assert (computed[by_artifact].status, computed[by_artifact].source_kind) == (READY, "artifact")
+    assert (computed[by_dataset].status, computed[by_dataset].source_kind) == (READY, "dataset")
+    assert all(reference.outputs_reason is None for reference in computed.values())
