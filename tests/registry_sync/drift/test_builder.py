@@ -7,6 +7,7 @@ the version's outputs predicted through the gateway's own model cache.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -332,7 +333,7 @@ async def test_a_source_that_cannot_be_read_gives_way_to_the_next(registry: Regi
 
 
 async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_again(
-    registry: Registry, tmp_path: Path, training_parquet: Path
+    registry: Registry, tmp_path: Path, training_parquet: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     version = log_iris(registry, training=str(training_parquet))
     source = registry.client.get_model_version(IRIS, str(version)).source
@@ -341,8 +342,12 @@ async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_aga
     away = tmp_path / "away"
     async with gateway_on(registry, tmp_path) as gateway:
         shutil.move(location, away)  # the artifact store loses the version's files for a while
-        assert await builder_of(gateway).run_once() == []
+        with caplog.at_level(logging.WARNING, logger="registry_sync.drift.builder"):
+            assert await builder_of(gateway).run_once() == []
+            assert await builder_of(gateway).run_once() == []
         assert reference_of(gateway, version) is None and drift_events(gateway) == []
+        warned = [record for record in caplog.records if record.name == "registry_sync.drift.builder"]
+        assert len(warned) == 1 and "drift references not computed now" in warned[0].getMessage()
 
         shutil.move(away, location)
         (reference,) = await builder_of(gateway).run_once()
