@@ -1,7 +1,8 @@
 """One gateway process: its rooms composed, started and closed in order.
 
 Each concern builds, starts and stops its own collaborators in a room (``gateway.rooms``):
-observability, state, runtimes, models, fleet, routing, sync, admission, traffic and records.
+observability, state, runtimes, models, fleet, routing, sync, admission, traffic, records,
+quality, write-back and drift.
 This module builds the rooms in the order their collaborators need each other, lays out the
 ``Services`` the protocol adapters and routes are handed, and keeps the order of the start
 (lease, first sync, warm-up, ready) and of the close. A new capability adds a room there, and
@@ -42,6 +43,7 @@ from gateway.quality.capture import Answered, PredictionKeeper
 from gateway.quality.feedback import FeedbackService
 from gateway.quality.monitor import QualityMonitor
 from gateway.rooms.admission import AdmissionRoom
+from gateway.rooms.drift import DriftRoom
 from gateway.rooms.fleet import FleetRoom
 from gateway.rooms.models import ModelsRoom
 from gateway.rooms.observability import ObservabilityRoom
@@ -101,6 +103,7 @@ class Rooms:
     records: RecordsRoom
     quality: QualityRoom
     writeback: WritebackRoom
+    drift: DriftRoom
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None) -> Rooms:
@@ -139,10 +142,13 @@ class Rooms:
             settings, state=state, models=models, routing=routing, traffic=traffic, records=records, seen=seen
         )
         writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen)
+        drift = DriftRoom.build(settings, state=state, models=models, sync=sync, actor=actor)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         fleet.drain.on_stop(models.streams.ending)
-        return cls(seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, writeback)
+        return cls(
+            seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, writeback, drift
+        )
 
 
 @dataclass(eq=False)
@@ -332,6 +338,7 @@ class Services:
                 await self.reconciler.reconcile(wait=True)
         self.poller.start()
         rooms.writeback.start_writing()
+        rooms.drift.start()  # the leader's drift references
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -429,6 +436,7 @@ class Services:
         await rooms.admission.stop()  # the keys are no longer followed
         await rooms.fleet.stop()  # reported stopped; its replica's history stays
         await rooms.writeback.stop()  # the leader's write-back, this process's figures
+        await rooms.drift.stop()  # the leader's drift references (a predict under way finishes unwaited)
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued
