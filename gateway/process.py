@@ -1,7 +1,8 @@
 """One gateway process: its rooms composed, started and closed in order.
 
 Each concern builds, starts and stops its own collaborators in a room (``gateway.rooms``):
-observability, state, runtimes, models, fleet, routing, sync, admission, traffic and records.
+observability, state, runtimes, models, fleet, routing, sync, admission, traffic, records,
+quality, drift and write-back.
 This module builds the rooms in the order their collaborators need each other, lays out the
 ``Services`` the protocol adapters and routes are handed, and keeps the order of the start
 (lease, first sync, warm-up, ready) and of the close. A new capability adds a room there, and
@@ -42,6 +43,7 @@ from gateway.quality.capture import Answered, PredictionKeeper
 from gateway.quality.feedback import FeedbackService
 from gateway.quality.monitor import QualityMonitor
 from gateway.rooms.admission import AdmissionRoom
+from gateway.rooms.drift import DriftRoom
 from gateway.rooms.fleet import FleetRoom
 from gateway.rooms.models import ModelsRoom
 from gateway.rooms.observability import ObservabilityRoom
@@ -100,6 +102,7 @@ class Rooms:
     traffic: TrafficRoom
     records: RecordsRoom
     quality: QualityRoom
+    drift: DriftRoom
     writeback: WritebackRoom
 
     @classmethod
@@ -138,11 +141,14 @@ class Rooms:
         quality = QualityRoom.build(
             settings, state=state, models=models, routing=routing, traffic=traffic, records=records, seen=seen
         )
-        writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen)
+        drift = DriftRoom.build(settings, state=state, models=models, sync=sync, seen=seen, actor=actor)
+        writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen, drift=drift)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         fleet.drain.on_stop(models.streams.ending)
-        return cls(seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, writeback)
+        return cls(
+            seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, drift, writeback
+        )
 
 
 @dataclass(eq=False)
@@ -275,6 +281,8 @@ class Services:
                 self.rooms.quality.keep(
                     Answered(request.request_id, served.id, served.route or "named", exchange.response, request.time)
                 )
+            if exchange is not None and error is None:
+                self.rooms.drift.offer(served, exchange, status)  # a draw, then an append: never raises
 
     @functools.cached_property
     def route_key_header(self) -> bytes:
@@ -332,6 +340,7 @@ class Services:
                 await self.reconciler.reconcile(wait=True)
         self.poller.start()
         rooms.writeback.start_writing()
+        rooms.drift.start()  # every process: the fleet's figures; the leader's events and write-back read them
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -432,6 +441,7 @@ class Services:
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued
+        await rooms.drift.stop()  # what was sampled is binned, the last windows published
         await rooms.traffic.stop()  # counts, shadows, the guard's last rollbacks
         await rooms.routing.close()  # the inference service's queues
         await rooms.models.stop()  # streams, then every loaded version

@@ -38,6 +38,10 @@
   (requests, 5xx errors, its latency histogram's bucket counts), as it last published it (every
   follow interval while it changed), stamped with the database's clock: summable over the fleet,
   for the sync leader's write-back of production figures to MLflow.
+- ``drift_windows``: each serving process's sliding window of sampled inputs and outputs per
+  version identity, binned on the version's drift reference (counts per bin, never rows), as it
+  last published it (every GATEWAY_DRIFT_INTERVAL_SECONDS), stamped with the database's clock:
+  the fleet's drift figures are the sum over processes that published recently.
 """
 
 from __future__ import annotations
@@ -327,5 +331,26 @@ class VersionFiguresRow(Base):
     over replicas, a fleet's quantiles come from the sum."""
     latency_sum: Mapped[float] = mapped_column(Float, default=0.0)
     """Seconds, over those requests."""
+    seen_at: Mapped[float] = mapped_column(Float)
+    """The database's clock at the process's last publication, seconds since the epoch."""
+
+
+class DriftWindowRow(Base):
+    __tablename__ = "drift_windows"
+    __table_args__ = (Index("ix_drift_windows_seen_at", "seen_at"),)
+
+    replica: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The serving process that sampled these rows (``host:pid:random``, new at every start)."""
+    uid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """The version identity's fingerprint (``VersionId.uid``); its parts are the columns below."""
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Its sliding window now (``registry_sync.drift.windows.WindowCounts.to_json``): per
+    input and output column, the rows per reference bin, missing and outliers; bins, not rows."""
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Rows in that window."""
     seen_at: Mapped[float] = mapped_column(Float)
     """The database's clock at the process's last publication, seconds since the epoch."""

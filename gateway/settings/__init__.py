@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.errors import InvalidSelector
 from gateway.settings.access import AccessSettings
 from gateway.settings.devices import DeviceSettings
+from gateway.settings.drift import DriftSettings
 from gateway.settings.environments import EnvironmentSettings
 from gateway.settings.fleet import FleetSettings
 from gateway.settings.grpc import GrpcSettings
@@ -72,6 +73,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     ObservabilitySettings,
     QualitySettings,
     WritebackSettings,
+    DriftSettings,
 )
 
 
@@ -82,6 +84,7 @@ class SettingsError(Exception):
 # pydantic collects a class's fields from its bases last to first: the sections are listed
 # in reverse so that the fields keep SECTIONS' order (tests/test_settings_reference.py checks it).
 class GatewaySettings(
+    DriftSettings,
     QualitySettings,
     WritebackSettings,
     ObservabilitySettings,
