@@ -29,6 +29,7 @@ from gateway.dataplane.cache import ModelCache
 from gateway.dataplane.predictor import InferenceService
 from gateway.dataplane.priming import Primer
 from gateway.dataplane.streaming import Streams
+from gateway.drift.monitor import DriftMonitor
 from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
 from gateway.fleet.membership import Membership
@@ -187,6 +188,7 @@ class Services:
     feedback: FeedbackService  # POST /feedback (gateway.quality.feedback)
     quality: QualityMonitor  # live quality per version and arm, read at an interval
     keeper: PredictionKeeper | None  # answers kept for labels; None: GATEWAY_FEEDBACK_SAMPLE=0
+    drift: DriftMonitor  # the fleet's drift figures per version, read at an interval
     rooms: Rooms = field(repr=False)
     ready: bool = False
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
@@ -233,6 +235,7 @@ class Services:
             feedback=rooms.quality.feedback,
             quality=rooms.quality.monitor,
             keeper=rooms.quality.keeper,
+            drift=rooms.drift.monitor,
             rooms=rooms,
             primer=routing.primer,
         )
