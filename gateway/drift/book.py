@@ -9,10 +9,11 @@ reference store's reads and of its ``save`` (a baseline's) on the live side.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from registry_sync.drift.profile import Profile
-from registry_sync.drift.references import ReferenceStore
+from registry_sync.drift.references import Reference, ReferenceStore
 from registry_sync.identity import VersionId
 
 READY, FAILED, NONE = "ready", "failed", "none"
@@ -52,7 +53,7 @@ class ReferenceBook:
         """Read every reference (blocking: in a thread)."""
         found: dict[VersionId, KnownReference] = {}
         for reference in self._store.list():
-            found[reference.id] = KnownReference(
+            found[reference.version] = KnownReference(
                 reference.status,
                 reference.source_kind,
                 reference.source_uri,
@@ -65,5 +66,6 @@ class ReferenceBook:
 
     def save_baseline(self, version: VersionId, profile: Profile) -> None:
         """A baseline profiled from the first requests served (blocking: in a thread)."""
-        self._store.save_baseline(version, profile)
-        self._known[version] = KnownReference(READY, BASELINE, None, None, profile, profile.rows, None)
+        now = time.time()
+        self._store.save(Reference(version, READY, now, source_kind=BASELINE, profile=profile))
+        self._known[version] = KnownReference(READY, BASELINE, None, None, profile, profile.rows, now)

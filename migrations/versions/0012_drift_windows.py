@@ -1,7 +1,7 @@
 """drift windows: each serving process's sampled inputs and outputs per version, binned
 
 Revision ID: 0012
-Revises: 0011_drift_references
+Revises: 0011
 Create Date: 2026-11-26 00:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0011_drift_references"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -8,6 +8,7 @@ processes on PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from gateway.settings import GatewaySettings
 from gateway.status_report import render
 from registry_sync.database import make_engine, upgrade
 from registry_sync.drift.profile import Profile, output_frame, profile_columns
-from registry_sync.drift.references import ReferenceStore
+from registry_sync.drift.references import Reference, ReferenceStore
 from registry_sync.identity import VersionId
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway
 from tests.support.postgres import postgres_database
@@ -72,15 +73,17 @@ def save_reference(gateway: Gateway, version: VersionId, registry: Registry, **f
     profile = Profile(
         profile_columns(FEATURES), profile_columns(output_frame(predictions)), len(FEATURES), len(FEATURES)
     )
-    store = ReferenceStore(gateway.services.store.engine)
-    store.save(
+    status = fields.get("status", "ready")
+    reference = Reference(
         version,
-        status=fields.get("status", "ready"),
+        status,
+        time.time(),
         source_kind="dataset",
         source_uri="file:///train.parquet",
         reason=fields.get("reason"),
-        profile=profile if fields.get("status", "ready") == "ready" else None,
+        profile=profile if status == "ready" else None,
     )
+    ReferenceStore(gateway.services.store.engine).save(reference)
     return profile
 
 
