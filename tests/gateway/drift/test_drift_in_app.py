@@ -8,10 +8,13 @@ processes on PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pandas as pd
 import pytest
 
@@ -23,6 +26,7 @@ from registry_sync.database import make_engine, upgrade
 from registry_sync.drift.profile import Profile, output_frame, profile_columns
 from registry_sync.drift.references import Reference, ReferenceStore
 from registry_sync.identity import VersionId
+from registry_sync.writeback import logged_model_id
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway
 from tests.support.postgres import postgres_database
 
@@ -227,3 +231,37 @@ async def test_the_fleet_window_is_the_sum_over_processes_on_postgresql(
             await one.services.drift.refresh()
             again = (await one.client.get(f"/models/{name}/versions/{v1}/drift")).json()
             assert again["features"] == body["features"]
+
+
+async def test_the_write_back_logs_drift_on_the_logged_model_and_its_detail_as_an_artifact(
+    registry: Registry, make_settings: Callable[..., GatewaySettings], tmp_path: Path
+) -> None:
+    name = f"iris-drift-{next(_names)}"
+    v1 = registry.log(log_iris, name)
+    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    async with running_gateway(settings_for(make_settings), registry.tracking_uri) as gateway:
+        version = gateway.services.catalog.current_id(name, v1)
+        assert version is not None
+        save_reference(gateway, version, registry)
+        assert await gateway.services.drift.refresh()
+        await send(gateway, name, FEATURES.sample(n=200, replace=True, random_state=2))
+        await settle(gateway)
+        rooms = gateway.services.rooms
+        assert await rooms.writeback.figures.publish()  # this process's request counts, for the leader
+        report = await anyio.to_thread.run_sync(rooms.writeback.writeback.write_once)
+        assert report.ok and f"{name}/{v1}" in report.written, report
+        body = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()
+
+    model_id = logged_model_id(version.source)
+    assert model_id is not None
+    logged = {m.key: m.value for m in registry.client.get_logged_model(model_id).metrics or []}
+    max_psi = max(f["psi"] for f in body["features"] if f["kind"] == "input")
+    assert logged["production_drift_max_psi"] == max_psi
+    assert logged["production_drift_rows"] == 200 and logged["production_drift_flagged"] == 0
+    key = "production_drift_psi_petal_length__cm_"
+    assert logged[key] == features_by_name(body)[SHIFTED]["psi"]
+    run_id = {m.run_id for m in registry.client.get_logged_model(model_id).metrics or []}.pop()
+    path = registry.client.download_artifacts(run_id, "gateway/drift.json", str(tmp_path))
+    detail = json.loads(Path(path).read_text())
+    assert detail["rows"] == 200 and detail["reference"]["source_kind"] == "dataset"
+    assert [f["feature"] for f in detail["features"]] == [f["feature"] for f in body["features"]]
