@@ -265,3 +265,34 @@ async def test_the_write_back_logs_drift_on_the_logged_model_and_its_detail_as_a
     detail = json.loads(Path(path).read_text())
     assert detail["rows"] == 200 and detail["reference"]["source_kind"] == "dataset"
     assert [f["feature"] for f in detail["features"]] == [f["feature"] for f in body["features"]]
+
+
+async def test_a_version_with_no_source_gets_a_baseline_of_its_first_requests_shown_as_weaker(
+    registry: Registry, make_settings: Callable[..., GatewaySettings]
+) -> None:
+    name = f"iris-drift-{next(_names)}"
+    v1 = registry.log(log_iris, name)
+    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    settings = settings_for(make_settings, drift_baseline_rows=50, drift_min_rows=20)
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+        version = gateway.services.catalog.current_id(name, v1)
+        assert version is not None
+        save_reference(gateway, version, registry, status="none", reason="no training dataset, tag or artifact")
+        assert await gateway.services.drift.refresh()
+        collecting = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()
+        assert collecting["status"] == "no_figures" and "baseline of the first 50 rows" in collecting["reason"]
+        await send(gateway, name, FEATURES.iloc[:60])
+        await settle(gateway)  # the baseline is profiled and saved
+        saved = ReferenceStore(gateway.services.store.engine).get(version)
+        assert saved is not None and saved.status == "ready" and saved.source_kind == "baseline"
+        assert saved.profile is not None and saved.profile.rows == 50
+        assert [c.name for c in saved.profile.outputs] == ["prediction"]
+        await send(gateway, name, FEATURES.iloc[60:100])
+        await settle(gateway)
+        body = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()
+        assert body["reference"]["source_kind"] == "baseline" and body["reference"]["weaker"]
+        assert body["window"]["rows"] == 40
+        listed = (await gateway.client.get("/drift")).json()["rows"]
+        assert [(r["model"], r["weaker"]) for r in listed] == [(name, True)]
+        text = render(await status_page.collect(gateway.services))
+        assert "(a baseline of its first requests: weaker)" in text
