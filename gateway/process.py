@@ -343,7 +343,7 @@ class Services:
                 await self.reconciler.reconcile(wait=True)
         self.poller.start()
         rooms.writeback.start_writing()
-        rooms.drift.start()  # every process: the fleet's figures; the leader's events and write-back read them
+        rooms.drift.start()  # the leader's references; every process's drift figures, sampled and read
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -441,10 +441,11 @@ class Services:
         await rooms.admission.stop()  # the keys are no longer followed
         await rooms.fleet.stop()  # reported stopped; its replica's history stays
         await rooms.writeback.stop()  # the leader's write-back, this process's figures
+        await rooms.drift.stop()  # the leader's references (a predict under way finishes unwaited); what was
+        # sampled is binned and the last windows published
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued
-        await rooms.drift.stop()  # what was sampled is binned, the last windows published
         await rooms.traffic.stop()  # counts, shadows, the guard's last rollbacks
         await rooms.routing.close()  # the inference service's queues
         await rooms.models.stop()  # streams, then every loaded version

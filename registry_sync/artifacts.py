@@ -110,6 +110,21 @@ class ArtifactStore:
             _rename_into_place(staging, final)
         return final
 
+    def fetch_file(self, version: VersionId, path: str, destination: Path) -> Path | None:
+        """One file of the version's artifacts (``drift/reference.parquet``...) into
+        ``destination``, None when the version has no such file; the same location policy as
+        a model's files (GATEWAY_ALLOWED_ARTIFACT_URIS). Not verified against the pin: it is
+        data about the version, never loaded as code."""
+        uri = self._located(version).rstrip("/")
+        folder, _, name = path.rpartition("/")
+        listed = mlflow.artifacts.list_artifacts(
+            artifact_uri=f"{uri}/{folder}" if folder else uri, tracking_uri=self._reader.tracking_uri
+        )
+        if not any(posixpath.basename(entry.path) == name and not entry.is_dir for entry in listed):
+            return None
+        destination.mkdir(parents=True, exist_ok=True)
+        return self._download(f"{uri}/{path}", destination)
+
     def source_digest(self, version: VersionId) -> str:
         """Digest of the version's artifacts as the store holds them now (fresh download)."""
         uri = self._located(version)

@@ -38,6 +38,9 @@
   (requests, 5xx errors, its latency histogram's bucket counts), as it last published it (every
   follow interval while it changed), stamped with the database's clock: summable over the fleet,
   for the sync leader's write-back of production figures to MLflow.
+- ``drift_references``: each version's drift reference (registry_sync/drift/references.py),
+  one row per (name, number) holding the identity it was computed for: ready (with its profile
+  as JSON), failed (with the reason) or none (no source: a baseline window fills it).
 - ``drift_windows``: each serving process's sliding window of sampled inputs and outputs per
   version identity, binned on the version's drift reference (counts per bin, never rows), as it
   last published it (every GATEWAY_DRIFT_INTERVAL_SECONDS), stamped with the database's clock:
@@ -333,6 +336,33 @@ class VersionFiguresRow(Base):
     """Seconds, over those requests."""
     seen_at: Mapped[float] = mapped_column(Float)
     """The database's clock at the process's last publication, seconds since the epoch."""
+
+
+class DriftReferenceRow(Base):
+    __tablename__ = "drift_references"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """With name, number and source, the version identity the reference is of: a version
+    re-created under the number replaces the row."""
+    status: Mapped[str] = mapped_column(String(16))
+    """``ready``, ``failed`` or ``none``."""
+    source_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """Where the reference came from: ``dataset``, ``tag``, ``artifact`` or ``baseline``."""
+    source_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why it failed, or why there is none."""
+    outputs_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why a ready reference has no profile of the version's outputs."""
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    sampled_from: Mapped[int] = mapped_column(BigInteger, default=0)
+    tags_digest: Mapped[str] = mapped_column(String(64), default="")
+    """sha256 of the version's ``gateway.drift.*`` tags when it was computed: a change retries it."""
+    computed_at: Mapped[float] = mapped_column(Float)
+    """Seconds since the epoch (the leader's clock)."""
 
 
 class DriftWindowRow(Base):

@@ -65,7 +65,10 @@ class ReferenceBook:
         self._known = found
 
     def save_baseline(self, version: VersionId, profile: Profile) -> None:
-        """A baseline profiled from the first requests served (blocking: in a thread)."""
+        """A baseline profiled from the first requests served (blocking: in a thread). It keeps
+        the row's tags digest, so the leader's builder does not take it for a changed version."""
         now = time.time()
-        self._store.save(Reference(version, READY, now, source_kind=BASELINE, profile=profile))
+        existing = self._store.get(version)
+        digest = existing.tags_digest if existing is not None else ""
+        self._store.save(Reference(version, READY, now, source_kind=BASELINE, profile=profile, tags_digest=digest))
         self._known[version] = KnownReference(READY, BASELINE, None, None, profile, profile.rows, now)

@@ -1,18 +1,30 @@
-"""The drift room: live traffic against each version's reference (gateway.drift).
+"""The drift room: each served version's reference (the data it was trained on), and live
+traffic compared with it (gateway.drift).
 
-A serving process samples answered requests (GATEWAY_DRIFT_SAMPLE: a draw and an append on the
-request path), bins them on the version's reference each second in a thread, keeps a sliding
-window per version, and publishes it to the state database; every process (a sync-only one
-too: the leader writes the events and the write-back) reads the fleet's windows and the
-references at GATEWAY_DRIFT_INTERVAL_SECONDS and judges them. Started with the traffic room;
-stopped before the state database closes (the last windows are published).
+The reference: the sync leader computes a version's reference once and keeps it in the state
+database (``registry_sync/drift/builder.py``, ``references.py``); every replica reads it from
+there. The profile of the version's outputs is predicted here, through this process's own
+inference path: the version leased from the model cache (loaded if it is not: as a warm-up is,
+not as a request) and its runtime's predict run on the version's own executor, so a version
+served by a sandboxed worker predicts in that worker. A process that serves no models predicts
+nothing: its references say so and hold the inputs alone.
+
+Live traffic: a serving process samples answered requests (GATEWAY_DRIFT_SAMPLE: a draw and an
+append on the request path), bins them on the version's reference each second in a thread,
+keeps a sliding window per version, and publishes it to the state database; every process (a
+sync-only one too: the leader writes the events and the write-back) reads the fleet's windows
+and the references at GATEWAY_DRIFT_INTERVAL_SECONDS and judges them. Stopped before the state
+database closes (what was sampled is binned, the last windows published).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pandas as pd
+from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec
 
 from gateway.drift.baseline import Baselines
@@ -27,6 +39,7 @@ from gateway.rooms.state import StateRoom
 from gateway.rooms.sync import SyncRoom
 from gateway.routing.catalog import Resolved
 from gateway.settings import GatewaySettings
+from registry_sync.drift.builder import Predict, ReferenceBuilder, ReferenceLimits
 from registry_sync.drift.references import ReferenceStore
 from registry_sync.drift.verdict import Thresholds, VersionDrift, document_of, metrics_of
 from registry_sync.drift.windows import WindowStore
@@ -47,7 +60,9 @@ def tabular_columns(metadata: object) -> list[str] | None:
 
 @dataclass(eq=False)
 class DriftRoom:
-    monitor: DriftMonitor
+    references: ReferenceStore  # every version's reference, read by any process
+    builder: ReferenceBuilder  # the leader's pass computing them
+    monitor: DriftMonitor  # the fleet's figures, read and judged at an interval
     sampler: DriftSampler | None  # None: a process that serves no models, or GATEWAY_DRIFT_SAMPLE=0
 
     @classmethod
@@ -61,7 +76,9 @@ class DriftRoom:
         seen: ObservabilityRoom,
         actor: str,
     ) -> DriftRoom:
-        book = ReferenceBook(ReferenceStore(state.engine))
+        references = ReferenceStore(state.engine)
+        builder = _builder(settings, references, state=state, models=models, sync=sync, actor=actor)
+        book = ReferenceBook(references)
         cache = models.cache
 
         def columns(version: VersionId) -> list[str] | None:
@@ -104,7 +121,7 @@ class DriftRoom:
             leading=lambda: poller.leading,
             actor=actor,
         )
-        return cls(monitor, sampler)
+        return cls(references, builder, monitor, sampler)
 
     def offer(self, served: Resolved, exchange: Exchange, status: int) -> None:
         """An answered request, for the sampler (a draw, then an append; never raises)."""
@@ -146,12 +163,61 @@ class DriftRoom:
         return None
 
     def start(self) -> None:
+        self.builder.start()  # computes references only while this process leads the sync
         self.monitor.start()
         if self.sampler is not None:
             self.sampler.start()
 
     async def stop(self) -> None:
+        await self.builder.stop()
         if self.sampler is not None:
             await self.sampler.stop()
             await self.sampler.flush()
         await self.monitor.stop()
+
+
+def _builder(
+    settings: GatewaySettings,
+    references: ReferenceStore,
+    *,
+    state: StateRoom,
+    models: ModelsRoom,
+    sync: SyncRoom,
+    actor: str,
+) -> ReferenceBuilder:
+    predict: Predict | None = None
+    if settings.serves_models:
+        cache, executor = models.cache, models.executor
+
+        async def predict_here(version: VersionId, frame: pd.DataFrame) -> object:
+            lease = await cache.acquire(version, serving=False)
+            try:
+                model = lease.model
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(model.calls_on(executor), model.pyfunc.predict, frame)
+            finally:
+                lease.release()
+
+        predict = predict_here
+    poller = sync.poller
+    builder = ReferenceBuilder(
+        state.store,
+        references,
+        state.artifacts,
+        MlflowClient(tracking_uri=state.reader.tracking_uri, registry_uri=state.reader.registry_uri),
+        limits=ReferenceLimits(
+            rows=settings.drift_reference_rows,
+            max_bytes=int(settings.drift_reference_max_mb * 2**20),
+            output_rows=settings.drift_output_rows,
+            bins=settings.drift_bins,
+            max_categories=settings.drift_max_categories,
+            retry_seconds=settings.drift_retry_seconds,
+        ),
+        scratch=settings.artifact_cache_dir / "drift",
+        interval_seconds=settings.drift_reference_interval_seconds,
+        predict=predict,
+        leading=lambda: poller.leading,
+        loaded=models.cache.keys,
+        actor=f"drift@{actor}",
+    )
+    return builder

@@ -210,3 +210,15 @@ def test_an_all_missing_reference_column_makes_every_live_value_an_outlier() -> 
 )
 def test_outputs_are_named_the_same_way_for_reference_and_live(predictions: object, names: list[str]) -> None:
     assert list(output_frame(predictions).columns) == names
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_a_value_that_breaks_binning_makes_its_column_outliers_not_an_error() -> None:
+    reference = profile_columns(rows(1, 100))
+    counts = bin_frame(reference, pd.DataFrame({"x": [0.0, 0.1], "colour": ["red", Unprintable()]}))
+    assert (counts["colour"].outliers, counts["colour"].rows) == (2, 2)
+    assert counts["x"].outliers == 0 and counts["x"].counts.sum() == 2
