@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass
 
 from registry_sync.drift.profile import Profile
-from registry_sync.drift.references import Reference, ReferenceStore
+from registry_sync.drift.references import READY, Reference, ReferenceStore, SourceKind
 from registry_sync.identity import VersionId
 
-READY, FAILED, NONE = "ready", "failed", "none"
-BASELINE = "baseline"  # the source kind of a reference profiled from the first requests served
+BASELINE: SourceKind = "baseline"  # the source kind of a reference profiled from the first requests served
 
 
 @dataclass(frozen=True, slots=True)

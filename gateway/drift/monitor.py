@@ -28,9 +28,10 @@ from collections.abc import Callable
 import anyio.to_thread
 
 from gateway.drift.baseline import Baselines
-from gateway.drift.book import READY, ReferenceBook
+from gateway.drift.book import ReferenceBook
 from gateway.drift.window import Windows
 from gateway.metrics import GatewayMetrics
+from registry_sync.drift.references import READY
 from registry_sync.drift.verdict import Thresholds, VersionDrift, judge
 from registry_sync.drift.windows import WindowStore
 from registry_sync.errors import RegistryError

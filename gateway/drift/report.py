@@ -4,7 +4,7 @@ the monitor last read (every GATEWAY_DRIFT_INTERVAL_SECONDS)."""
 
 from __future__ import annotations
 
-from gateway.drift.book import FAILED, NONE, READY, KnownReference
+from gateway.drift.book import KnownReference
 from gateway.drift.monitor import DriftMonitor
 from gateway.wire.api_schemas import (
     DriftFeatureBody,
@@ -16,6 +16,7 @@ from gateway.wire.api_schemas import (
     VersionDriftBody,
     utc_iso,
 )
+from registry_sync.drift.references import FAILED, NONE, READY
 from registry_sync.drift.verdict import VersionDrift, feature_json
 from registry_sync.identity import VersionId
 
@@ -59,17 +60,25 @@ def version_body(
     reference = monitor.book.get(version)
     drift = monitor.latest.get(version)
     read_at = utc_iso(monitor.read_at) if monitor.read_at is not None else None
-    base = {"model": version.name, "version": version.version, "reference": reference_body(reference)}
     if drift is None:
-        reason = _why_none(reference, tabular=tabular, baseline_rows=baseline_rows)
-        return VersionDriftBody(status="no_figures", reason=reason, read_at=read_at, **base)
+        return VersionDriftBody(
+            model=version.name,
+            version=version.version,
+            reference=reference_body(reference),
+            status="no_figures",
+            reason=_why_none(reference, tabular=tabular, baseline_rows=baseline_rows),
+            read_at=read_at,
+        )
     t = drift.thresholds
     window = drift.window
     status = status_of(drift)
-    reason = None
+    reason: str | None = None
     if status == "not_enough_rows":
         reason = f"{window.rows} rows in the fleet's window; {t.min_rows} are needed before a feature is flagged"
     return VersionDriftBody(
+        model=version.name,
+        version=version.version,
+        reference=reference_body(reference),
         status=status,  # type: ignore[arg-type]
         reason=reason,
         window=DriftWindowBody(
@@ -87,7 +96,6 @@ def version_body(
         flagged=list(drift.flagged),
         features=features_of(drift),
         read_at=read_at,
-        **base,
     )
 
 

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 import anyio.to_thread
 
 from gateway.drift.baseline import Baselines
-from gateway.drift.book import NONE, READY, ReferenceBook
+from gateway.drift.book import ReferenceBook
 from gateway.drift.window import Windows
 from gateway.metrics import GatewayMetrics
 from gateway.wire.drift_rows import Columns, frame_of, input_columns, output_columns, row_count
 from registry_sync.drift.profile import Profile
+from registry_sync.drift.references import NONE, READY
 from registry_sync.drift.statistics import bin_frame
 from registry_sync.drift.windows import WindowCounts
 from registry_sync.identity import VersionId

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from gateway.drift.baseline import Baselines
-from gateway.drift.book import BASELINE, NONE, READY, KnownReference
+from gateway.drift.book import BASELINE, KnownReference
 from gateway.drift.sampler import DriftSampler
 from gateway.drift.window import SLICES, SlidingWindow, Windows, window_bytes
 from gateway.metrics import GatewayMetrics
 from registry_sync.drift.profile import Profile, profile_columns
+from registry_sync.drift.references import NONE, READY
 from registry_sync.drift.statistics import bin_frame
 from registry_sync.drift.verdict import COLUMNS, Thresholds, judge
 from registry_sync.drift.windows import WindowCounts
