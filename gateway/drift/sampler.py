@@ -61,6 +61,11 @@ class Sampled:
     request: bytes
     response: bytes
     at: float
+    answer_json: Callable[[bytes], bytes] | None = None  # an answer not JSON as sent (OIP's binary extension)
+
+    def answer(self) -> bytes:
+        """The answer as JSON (off the request path)."""
+        return self.answer_json(self.response) if self.answer_json is not None else self.response
 
     @property
     def size(self) -> int:
@@ -103,11 +108,20 @@ class DriftSampler:
     def queued_bytes(self) -> int:
         return self._held
 
-    def offer(self, version: VersionId, *, protocol: str, media_type: str, request: bytes, response: bytes) -> None:
+    def offer(
+        self,
+        version: VersionId,
+        *,
+        protocol: str,
+        media_type: str,
+        request: bytes,
+        response: bytes,
+        answer_json: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         """Sample this answered request for drift, if drawn and it fits. Never blocks, never raises."""
         if self._sample <= 0.0 or (self._sample < 1.0 and random.random() >= self._sample):
             return
-        sampled = Sampled(version, protocol, media_type, request, response, self._clock())
+        sampled = Sampled(version, protocol, media_type, request, response, self._clock(), answer_json)
         size = sampled.size
         with self._lock:
             full = self._held + size > self._max_bytes
@@ -178,7 +192,11 @@ def _read(items: list[Sampled], input_names: list[str], output_names: list[str],
         inputs = input_columns(
             sampled.request, media_type=sampled.media_type, protocol=sampled.protocol, names=input_names
         )
-        outputs = output_columns(sampled.response, protocol=sampled.protocol, names=output_names)
+        try:
+            answer = sampled.answer()
+        except Exception:  # an answer drift cannot read: its inputs still count
+            answer = b""
+        outputs = output_columns(answer, protocol=sampled.protocol, names=output_names)
         rows = row_count(inputs)
         if inputs is None or rows is None:
             batch.unreadable += 1

@@ -127,14 +127,13 @@ class DriftRoom:
         """An answered request, for the sampler (a draw, then an append; never raises)."""
         if self.sampler is None or status >= 400 or exchange.protocol not in PROTOCOLS:
             return
-        if exchange.answer_json is not None:
-            return  # the OIP binary extension: not read for drift (a JSON answer would cost a conversion here)
         self.sampler.offer(
             served.id,
             protocol=exchange.protocol,
             media_type=exchange.media_type,
             request=exchange.request,
             response=exchange.response,
+            answer_json=exchange.answer_json,  # OIP's binary extension: made JSON off the path, if sampled
         )
 
     def metrics(self, model: str, version: str) -> Mapping[str, float]:

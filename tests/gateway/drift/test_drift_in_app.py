@@ -128,6 +128,14 @@ async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_r
         # a body that is not JSON is the client's 400, as it is with drift off.
         extra = FEATURES.head(10).assign(colour="red")
         await send(gateway, name, extra)
+        oip = {
+            "inputs": [
+                {"name": column, "shape": [10], "datatype": "FP64", "data": calm[column].head(10).tolist()}
+                for column in FEATURES.columns
+            ]
+        }
+        answered = await gateway.client.post(f"/v2/models/{name}/versions/{v1}/infer", json=oip)
+        assert answered.status_code == 200, answered.text
         garbage = await gateway.client.post(
             f"/models/{name}/predict", content=b"{nope", headers={"content-type": "application/json"}
         )
@@ -137,12 +145,14 @@ async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_r
         body = (await gateway.client.get(f"/models/{name}/versions/champion/drift")).json()
         assert body["status"] == "ok", body
         assert body["reference"]["source_kind"] == "dataset" and not body["reference"]["weaker"]
-        assert body["window"]["rows"] == 310 and body["window"]["requests"] == 31
+        assert body["window"]["rows"] == 320 and body["window"]["requests"] == 32
+        assert body["window"]["unreadable_requests"] == 0
         assert body["window"]["mismatched_requests"] == 1 and body["window"]["processes"] == 1
         features = {f["feature"]: f for f in body["features"]}
         assert set(features) == {*FEATURES.columns, "prediction"}
         assert features["prediction"]["kind"] == "output"
         assert not any(f["flagged"] for f in body["features"])
+        assert features["prediction"]["missing_share"] == 0  # every answer read, OIP's too
 
         shifted = calm.assign(**{SHIFTED: calm[SHIFTED] + 2 * FEATURES[SHIFTED].std()})
         await send(gateway, name, pd.concat([shifted] * 2))
@@ -160,7 +170,7 @@ async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_r
         assert sample("gateway_feature_drift", labels | {"statistic": "psi"}) == figures["psi"]
         assert sample("gateway_feature_drift", labels | {"statistic": "p_value"}) == figures["p_value"]
         assert sample("gateway_feature_outlier_share", labels) == figures["outlier_share"]
-        assert sample("gateway_drift_window_rows", {"model": name, "version": str(v1)}) == 910
+        assert sample("gateway_drift_window_rows", {"model": name, "version": str(v1)}) == 920
         scraped = (await gateway.client.get("/metrics")).text
         assert f'gateway_feature_drift{{feature="{SHIFTED}",model="{name}",statistic="psi",version="{v1}"}}' in scraped
 
@@ -169,7 +179,7 @@ async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_r
         page = await gateway.client.get("/status")
         assert "Drift" in page.text and SHIFTED in page.text
         text = render(await status_page.collect(gateway.services))
-        assert f"{name} v{v1}: drifting, 910 rows" in text and f"    {SHIFTED}: PSI" in text
+        assert f"{name} v{v1}: drifting, 920 rows" in text and f"    {SHIFTED}: PSI" in text
 
         # One event for the crossing, however many intervals it stays over.
         assert await gateway.services.drift.refresh()
