@@ -8,7 +8,8 @@ to that many (give or take its oldest slice) and nothing older than the window's
 
 Memory per version is bounded by its reference, whatever the traffic: ``SLICES`` times, per
 input and output column, an int64 per bin (a numeric column's 10 bins, a categorical column's
-categories plus "other") and a few counters (:func:`window_bytes`).
+categories plus "other") and a few counters (:func:`window_bytes`, an upper bound that
+tests/gateway/drift/test_window.py checks with tracemalloc).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from registry_sync.drift.windows import WindowCounts
 from registry_sync.identity import VersionId
 
 SLICES = 12
-COLUMN_OVERHEAD_BYTES = 240  # a ColumnCounts and its array's header, beside the counts
+COLUMN_OVERHEAD_BYTES = 320  # a ColumnCounts, its array's header and its dict entry, beside the counts
+SLICE_OVERHEAD_BYTES = 480  # a slice, its WindowCounts and their two dicts
 
 
 def window_bytes(profile: Profile) -> int:
@@ -32,7 +34,7 @@ def window_bytes(profile: Profile) -> int:
         bins = len(column.edges) + 1 if isinstance(column, NumericColumn) else len(column.categories) + 1
         assert isinstance(column, NumericColumn | CategoricalColumn)
         per_slice += 8 * bins + COLUMN_OVERHEAD_BYTES
-    return SLICES * (per_slice + COLUMN_OVERHEAD_BYTES)
+    return SLICES * (per_slice + SLICE_OVERHEAD_BYTES)
 
 
 @dataclass(slots=True)

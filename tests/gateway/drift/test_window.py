@@ -183,3 +183,35 @@ def test_window_counts_survive_json_and_add_up() -> None:
     assert WindowCounts.from_json(orjson.loads(orjson.dumps(one.to_json()))) == one
     two = one + one
     assert two.rows == 200 and all(two.inputs[n].rows == 200 for n in ("x", "y", "c"))
+
+
+def test_a_windows_memory_stays_under_its_bound_and_the_guide_states_the_bound() -> None:
+    import tracemalloc
+    from pathlib import Path
+
+    from gateway.demo import iris_frame
+    from gateway.drift.window import SLICES
+
+    features, target = iris_frame()
+    profile = Profile(
+        profile_columns(features), profile_columns(pd.DataFrame({"prediction": target.astype(str)})), 150, 150
+    )
+    frame = features.sample(n=2000, replace=True, random_state=0)
+    counts = WindowCounts(
+        bin_frame(profile.inputs, frame),
+        bin_frame(profile.outputs, pd.DataFrame({"prediction": ["0"] * 2000})),
+        2000,
+        200,
+    )
+    window = SlidingWindow(seconds=SLICES, max_rows=10**9)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for second in range(SLICES):
+        window.add(counts + counts, now=float(second))  # a new slice each time: the window at its fullest
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(window) == SLICES
+    bound = window_bytes(profile)
+    assert held <= bound, (held, bound)
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "user-guide.md").read_text()
+    assert f"{bound:,} bytes" in guide
