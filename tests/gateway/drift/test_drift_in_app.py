@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import anyio.to_thread
 import pandas as pd
 import pytest
 
-from gateway.demo import iris_frame
+from gateway.demo import iris_frame, log_iris_version
 from gateway.http import status_page
 from gateway.settings import GatewaySettings
 from gateway.status_report import render
@@ -37,25 +38,28 @@ SHIFTED = "petal length (cm)"
 _names = itertools.count()
 
 
-def log_iris(name: str) -> int:
-    import mlflow.sklearn
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(max_iter=1000).fit(FEATURES, TARGET)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=name,
-            input_example=FEATURES.head(2),
-            pip_requirements=["scikit-learn"],
-        )
-    return int(info.registered_model_version)
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return empty_registry(tmp_path_factory.mktemp("drift-registry"))
+
+
+def champion(registry: Registry) -> tuple[str, int]:
+    """A new iris model (LogisticRegression on all of iris) whose alias champion is its version 1."""
+    name = f"iris-drift-{next(_names)}"
+    v1 = registry.log(log_iris_version, name)
+    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    return name, v1
+
+
+@asynccontextmanager
+async def serving(
+    registry: Registry, settings: GatewaySettings, name: str, v1: int
+) -> AsyncIterator[tuple[Gateway, VersionId]]:
+    """A gateway serving ``name``, and the identity of its version ``v1``."""
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+        version = gateway.services.catalog.current_id(name, v1)
+        assert version is not None
+        yield gateway, version
 
 
 def settings_for(make_settings: Callable[..., GatewaySettings], **overrides: Any) -> GatewaySettings:
@@ -111,12 +115,8 @@ async def settle(gateway: Gateway) -> None:
 async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_requests_never_fail(
     registry: Registry, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    name = f"iris-drift-{next(_names)}"
-    v1 = registry.log(log_iris, name)
-    registry.client.set_registered_model_alias(name, "champion", str(v1))
-    async with running_gateway(settings_for(make_settings), registry.tracking_uri) as gateway:
-        version = gateway.services.catalog.current_id(name, v1)
-        assert version is not None
+    name, v1 = champion(registry)
+    async with serving(registry, settings_for(make_settings), name, v1) as (gateway, version):
         none_yet = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()
         assert none_yet["status"] == "no_figures" and "no reference yet" in none_yet["reason"]
 
@@ -194,12 +194,8 @@ def features_by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_a_failed_reference_says_why_and_the_version_serves(
     registry: Registry, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    name = f"iris-drift-{next(_names)}"
-    v1 = registry.log(log_iris, name)
-    registry.client.set_registered_model_alias(name, "champion", str(v1))
-    async with running_gateway(settings_for(make_settings), registry.tracking_uri) as gateway:
-        version = gateway.services.catalog.current_id(name, v1)
-        assert version is not None
+    name, v1 = champion(registry)
+    async with serving(registry, settings_for(make_settings), name, v1) as (gateway, version):
         save_reference(gateway, version, registry, status="failed", reason="s3://bucket/train.parquet: NoSuchKey")
         assert await gateway.services.drift.refresh()
         await send(gateway, name, FEATURES.head(50))
@@ -214,9 +210,7 @@ async def test_a_failed_reference_says_why_and_the_version_serves(
 async def test_the_fleet_window_is_the_sum_over_processes_on_postgresql(
     registry: Registry, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    name = f"iris-drift-{next(_names)}"
-    v1 = registry.log(log_iris, name)
-    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    name, v1 = champion(registry)
     with postgres_database() as url:
         engine = make_engine(url)
         upgrade(engine)
@@ -246,12 +240,8 @@ async def test_the_fleet_window_is_the_sum_over_processes_on_postgresql(
 async def test_the_write_back_logs_drift_on_the_logged_model_and_its_detail_as_an_artifact(
     registry: Registry, make_settings: Callable[..., GatewaySettings], tmp_path: Path
 ) -> None:
-    name = f"iris-drift-{next(_names)}"
-    v1 = registry.log(log_iris, name)
-    registry.client.set_registered_model_alias(name, "champion", str(v1))
-    async with running_gateway(settings_for(make_settings), registry.tracking_uri) as gateway:
-        version = gateway.services.catalog.current_id(name, v1)
-        assert version is not None
+    name, v1 = champion(registry)
+    async with serving(registry, settings_for(make_settings), name, v1) as (gateway, version):
         save_reference(gateway, version, registry)
         assert await gateway.services.drift.refresh()
         await send(gateway, name, FEATURES.sample(n=200, replace=True, random_state=2))
@@ -280,13 +270,9 @@ async def test_the_write_back_logs_drift_on_the_logged_model_and_its_detail_as_a
 async def test_a_version_with_no_source_gets_a_baseline_of_its_first_requests_shown_as_weaker(
     registry: Registry, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    name = f"iris-drift-{next(_names)}"
-    v1 = registry.log(log_iris, name)
-    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    name, v1 = champion(registry)
     settings = settings_for(make_settings, drift_baseline_rows=50, drift_min_rows=20)
-    async with running_gateway(settings, registry.tracking_uri) as gateway:
-        version = gateway.services.catalog.current_id(name, v1)
-        assert version is not None
+    async with serving(registry, settings, name, v1) as (gateway, version):
         save_reference(gateway, version, registry, status="none", reason="no training dataset, tag or artifact")
         assert await gateway.services.drift.refresh()
         collecting = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()
