@@ -292,3 +292,39 @@ async def test_a_version_with_no_source_gets_a_baseline_of_its_first_requests_sh
         assert [(r["model"], r["weaker"]) for r in listed] == [(name, True)]
         text = render(await status_page.collect(gateway.services))
         assert "(a baseline of its first requests: weaker)" in text
+
+
+async def test_the_leaders_reference_from_the_runs_training_dataset_is_what_live_traffic_is_judged_on(
+    registry: Registry, make_settings: Callable[..., GatewaySettings], tmp_path: Path
+) -> None:
+    training = tmp_path / "train.parquet"
+    FEATURES.to_parquet(training)
+    name = f"iris-drift-{next(_names)}"
+
+    def log() -> int:
+        import mlflow
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(max_iter=1000).fit(FEATURES, TARGET)
+        with mlflow.start_run():
+            mlflow.log_input(mlflow.data.from_pandas(FEATURES, source=str(training)), context="training")
+            info = mlflow.sklearn.log_model(
+                model, name="model", registered_model_name=name, input_example=FEATURES.head(2)
+            )
+        return int(info.registered_model_version)
+
+    v1 = registry.log(log)
+    registry.client.set_registered_model_alias(name, "champion", str(v1))
+    settings = settings_for(make_settings, drift_reference_interval_seconds=0)
+    async with serving(registry, settings, name, v1) as (gateway, _):
+        (computed,) = await gateway.services.rooms.drift.builder.run_once()
+        assert computed.status == "ready" and computed.source_kind == "dataset", computed
+        assert await gateway.services.drift.refresh()
+        calm = FEATURES.sample(n=300, replace=True, random_state=4)
+        await send(gateway, name, calm)
+        await send(gateway, name, calm.assign(**{SHIFTED: calm[SHIFTED] + 2 * FEATURES[SHIFTED].std()}))
+        await settle(gateway)
+        body = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()
+        assert body["reference"]["source_kind"] == "dataset" and body["reference"]["source_uri"]
+        assert {f["feature"] for f in body["features"]} == {*FEATURES.columns, "prediction"}
+        assert [f for f in body["flagged"] if not f.startswith("output:")] == [SHIFTED]
