@@ -30,6 +30,7 @@ class KnownReference:
     profile: Profile | None
     rows: int
     computed_at: float | None
+    outputs_reason: str | None = None  # why a ready reference has no profile of the outputs
 
     @property
     def weaker(self) -> bool:
@@ -60,6 +61,7 @@ class ReferenceBook:
                 reference.profile,
                 reference.rows,
                 reference.computed_at,
+                reference.outputs_reason,
             )
         self._known = found
 

@@ -17,6 +17,7 @@ from gateway.wire.api_schemas import (
     utc_iso,
 )
 from registry_sync.drift.references import FAILED, NONE, READY
+from registry_sync.drift.sources import NO_SIGNATURE
 from registry_sync.drift.verdict import VersionDrift, feature_json
 from registry_sync.identity import VersionId
 
@@ -31,6 +32,7 @@ def reference_body(reference: KnownReference | None) -> DriftReferenceBody | Non
         source_kind=reference.source_kind,
         source_uri=reference.source_uri,
         reason=reference.reason,
+        outputs_reason=reference.outputs_reason,
         rows=reference.rows,
         computed_at=utc_iso(reference.computed_at) if reference.computed_at is not None else None,
         weaker=reference.weaker,
@@ -105,14 +107,14 @@ def _why_none(reference: KnownReference | None, *, tabular: bool | None, baselin
     if reference is None:
         return "no reference yet: the sync leader has not profiled this version's training data"
     if reference.status == FAILED:
+        if (reference.reason or "").startswith(NO_SIGNATURE):
+            return reference.reason or NO_SIGNATURE
         return f"the reference could not be used: {reference.reason or 'no reason given'}"
     if reference.status == NONE:
+        found = reference.reason or "no reference source"
         if baseline_rows <= 0:
-            return f"no reference source ({reference.reason or 'none found'}) and baselines are off"
-        return (
-            f"no reference source ({reference.reason or 'none found'}): a baseline of the first {baseline_rows} "
-            "rows served is being collected"
-        )
+            return f"{found}; baselines are off (GATEWAY_DRIFT_BASELINE_ROWS=0)"
+        return f"{found}; a baseline of the first {baseline_rows} rows served is being collected"
     if reference.status == READY:
         return "no sampled request in the window yet (GATEWAY_DRIFT_SAMPLE)"
     return f"reference {reference.status}"

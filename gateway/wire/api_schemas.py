@@ -446,6 +446,9 @@ class DriftReferenceBody(BaseModel):
     )
     source_uri: str | None = None
     reason: str | None = Field(default=None, description="Why it failed, or why there is none")
+    outputs_reason: str | None = Field(
+        default=None, description="Why a ready reference has no profile of the outputs (no output figures)"
+    )
     rows: int = 0
     computed_at: str | None = None
     weaker: bool = Field(
