@@ -96,7 +96,7 @@ class DriftSampler:
         self._book = book
         self.windows = windows
         self.baselines = baselines
-        self._sample = sample
+        self.sample = sample
         self._max_bytes = max_bytes
         self._clock = clock
         self._queue: deque[Sampled] = deque()
@@ -119,9 +119,15 @@ class DriftSampler:
         answer_json: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """Sample this answered request for drift, if drawn and it fits. Never blocks, never raises."""
-        if self._sample <= 0.0 or (self._sample < 1.0 and random.random() >= self._sample):
-            return
-        sampled = Sampled(version, protocol, media_type, request, response, self._clock(), answer_json)
+        if self.drawn():
+            self.append(Sampled(version, protocol, media_type, request, response, self._clock(), answer_json))
+
+    def drawn(self) -> bool:
+        """The sampling draw (GATEWAY_DRIFT_SAMPLE)."""
+        return self.sample > 0.0 and (self.sample >= 1.0 or random.random() < self.sample)
+
+    def append(self, sampled: Sampled) -> None:
+        """Queue a drawn request if it fits (else drop and count it); never blocks."""
         size = sampled.size
         with self._lock:
             full = self._held + size > self._max_bytes

@@ -20,6 +20,7 @@ database closes (what was sampled is binned, the last windows published).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from mlflow.types.schema import ColSpec
 from gateway.drift.baseline import Baselines
 from gateway.drift.book import ReferenceBook
 from gateway.drift.monitor import DriftMonitor
-from gateway.drift.sampler import DriftSampler
+from gateway.drift.sampler import DriftSampler, Sampled
 from gateway.drift.window import Windows
 from gateway.observability.records.record import Exchange
 from gateway.rooms.models import ModelsRoom
@@ -124,16 +125,21 @@ class DriftRoom:
         return cls(references, builder, monitor, sampler)
 
     def offer(self, served: Resolved, exchange: Exchange, status: int) -> None:
-        """An answered request, for the sampler (a draw, then an append; never raises)."""
-        if self.sampler is None or status >= 400 or exchange.protocol not in PROTOCOLS:
+        """An answered request, for the sampler: the draw first (most requests stop there), then
+        an append; never raises."""
+        sampler = self.sampler
+        if sampler is None or not sampler.drawn() or status >= 400 or exchange.protocol not in PROTOCOLS:
             return
-        self.sampler.offer(
-            served.id,
-            protocol=exchange.protocol,
-            media_type=exchange.media_type,
-            request=exchange.request,
-            response=exchange.response,
-            answer_json=exchange.answer_json,  # OIP's binary extension: made JSON off the path, if sampled
+        sampler.append(
+            Sampled(
+                served.id,
+                exchange.protocol,
+                exchange.media_type,
+                exchange.request,
+                exchange.response,
+                time.time(),
+                exchange.answer_json,  # OIP's answer: made JSON off the path, once sampled
+            )
         )
 
     def metrics(self, model: str, version: str) -> Mapping[str, float]:
