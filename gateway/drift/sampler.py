@@ -186,7 +186,7 @@ class DriftSampler:
             self.baselines.add(version, batch.inputs, batch.outputs)
             return
         counts = _counts(profile, batch)
-        self.windows.add(version, counts, now)
+        self.windows.add(version, counts, now, reference=(reference.source_kind, reference.computed_at))
         if batch.unreadable:
             self._metrics.drift_was_dropped("unreadable", batch.unreadable)
 

@@ -49,6 +49,7 @@ class SlidingWindow:
         self.max_rows = max_rows
         self._step = seconds / SLICES
         self._slices: deque[_Slice] = deque()
+        self.reference: object = None  # what its counts were binned on (Windows.add)
 
     def add(self, counts: WindowCounts, now: float) -> None:
         if not self._slices or now - self._slices[-1].start >= self._step:
@@ -85,11 +86,15 @@ class Windows:
         self._windows: dict[VersionId, SlidingWindow] = {}
         self._lock = threading.Lock()
 
-    def add(self, version: VersionId, counts: WindowCounts, now: float) -> None:
+    def add(self, version: VersionId, counts: WindowCounts, now: float, *, reference: object = None) -> None:
+        """Add binned rows; ``reference`` says which reference they were binned on: when it
+        changes (a baseline replaced, tags that recomputed it), the window starts again, since
+        counts on other bins do not add up."""
         with self._lock:
             window = self._windows.get(version)
-            if window is None:
+            if window is None or window.reference != reference:
                 window = self._windows[version] = SlidingWindow(seconds=self._seconds, max_rows=self._max_rows)
+                window.reference = reference
             window.add(counts, now)
 
     def totals(self, now: float) -> dict[VersionId, WindowCounts]:

@@ -215,3 +215,12 @@ def test_a_windows_memory_stays_under_its_bound_and_the_guide_states_the_bound()
     assert held <= bound, (held, bound)
     guide = (Path(__file__).resolve().parents[3] / "docs" / "user-guide.md").read_text()
     assert f"{bound:,} bytes" in guide
+
+
+def test_a_new_reference_starts_the_window_again() -> None:
+    windows = Windows(seconds=3600, max_rows=10**9)
+    windows.add(VERSION, counts_of(TRAIN.iloc[:100]), now=0.0, reference=("baseline", 1.0))
+    windows.add(VERSION, counts_of(TRAIN.iloc[:100]), now=1.0, reference=("baseline", 1.0))
+    assert windows.totals(now=2.0)[VERSION].rows == 200
+    windows.add(VERSION, counts_of(TRAIN.iloc[:30]), now=3.0, reference=("dataset", 2.0))
+    assert windows.totals(now=4.0)[VERSION].rows == 30
