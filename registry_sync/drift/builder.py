@@ -29,8 +29,8 @@ kept when a recomputation still finds no source.
 Failure: nothing here is on a request's path; the blocking work (MLflow, files, S3, profiling)
 runs in a thread, the predict in the version's own executor. MLflow or the artifact store not
 answering about a version (its run, its MLmodel, its artifacts) decides nothing: the version
-is left for the next pass, warned once. The state database unavailable ends the pass
-(Periodic logs it) and the next interval tries again.
+is left for the next pass, warned once (registry_sync/periodic.py ``Outage``). The state
+database unavailable ends the pass (Periodic logs it) and the next interval tries again.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from registry_sync.drift.sources import (
 )
 from registry_sync.errors import ArtifactLocationRefused, RegistryError, RegistryUnavailable, described
 from registry_sync.identity import VersionId
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.repository import EventKind, StateStore, VersionState
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,11 @@ class ReferenceBuilder:
         self._loaded = loaded
         self._actor = actor
         self._clock = clock
-        self._unavailable: set[VersionId] = set()  # warned about: MLflow or the store did not answer
+        self._outage = Outage(  # MLflow or the artifact store not answering about a version
+            log,
+            "drift references not computed now (MLflow or the artifact store did not answer; trying again each pass)",
+            "computing drift references again",
+        )
         self._loop = Periodic("computing drift references", interval_seconds, self._pass, log=log)
 
     def start(self) -> None:
@@ -155,18 +159,16 @@ class ReferenceBuilder:
     async def run_once(self) -> list[Reference]:
         """One pass: the references computed (and saved) for the served versions due one. A
         version whose sources MLflow or the artifact store could not be asked about now is
-        left for the next pass (warned once until it works)."""
+        left for the next pass (warned once, until a version's sources can be asked again)."""
         due = await anyio.to_thread.run_sync(self._due)
         computed = []
         for state, existing in due:
             try:
                 reference = await self.build(state)
             except RegistryError as exc:
-                if state.id not in self._unavailable:
-                    log.warning("%s: drift reference not computed now (trying again each pass): %s", state.id, exc)
-                    self._unavailable.add(state.id)
+                self._outage.failed(f"{state.id}: {exc}")
                 continue
-            self._unavailable.discard(state.id)
+            self._outage.passed()
             computed.append(await anyio.to_thread.run_sync(self._keep, reference, existing))
         return computed
 
