@@ -2,9 +2,10 @@
 
 Every ``GATEWAY_DRIFT_REFERENCE_INTERVAL_SECONDS``, in the process that holds the sync lease
 (one writer however many replicas: the others read the state database), :meth:`ReferenceBuilder.run_once`
-looks at the versions served (those a route points at, as MLflow sets it or as gateways serve
-it, and those loaded in this process) that are READY and not refused, and computes the
-reference of each that has none for its identity:
+looks at the versions that are or may soon be served (those an alias points at, as MLflow sets
+it or as gateways serve it; a traffic split's arms; each model's latest READY version, which
+its default route serves without the default alias; those loaded in this process) that are
+READY and not refused, and computes the reference of each that has none for its identity:
 
 1. its signature's input columns, from its MLmodel (read without loading the model); without
    named columns the reference fails with "no tabular signature" (no event: a property of the
@@ -176,11 +177,17 @@ class ReferenceBuilder:
         snapshot = self._state.snapshot()
         served = {(route.name, route.version) for route in snapshot.routes.values()}
         served |= {(route.name, route.active_version) for route in snapshot.routes.values() if route.active_version}
+        served |= {(model.name, version) for model in snapshot.traffic.values() for version in model.arms}
         served |= {(version.name, version.version) for version in self._loaded()}
+        latest: dict[str, int] = {}  # what a model without its default alias serves
+        for (name, number), held in snapshot.versions.items():
+            if held.ready and not held.refused_reason and number > latest.get(name, 0):
+                latest[name] = number
+        served |= set(latest.items())
         known = {
             (reference.version.name, reference.version.version): reference for reference in self._references.list()
         }
-        gone = [key for key in known if (held := snapshot.versions.get(key)) is None or held.deleted]
+        gone = [key for key in known if (kept := snapshot.versions.get(key)) is None or kept.deleted]
         if gone:
             self._references.forget(gone)  # deleted from the registry: its reference goes with it
         now = self._clock()

@@ -427,3 +427,26 @@ async def test_through_a_real_mlflow_servers_artifact_proxy(tmp_path: Path, trai
     assert (computed[by_artifact].status, computed[by_artifact].source_kind) == (READY, "artifact")
     assert (computed[by_dataset].status, computed[by_dataset].source_kind) == (READY, "dataset")
     assert all(reference.outputs_reason is None for reference in computed.values())
+
+
+async def test_a_models_latest_version_gets_a_reference_without_an_alias(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    older = log_iris(registry, training=str(training_parquet))
+    newest = log_iris(registry, training=str(training_parquet))
+    registry.client.delete_registered_model_alias(IRIS, "champion")  # the default route serves latest
+    async with gateway_on(registry, tmp_path) as gateway:
+        computed = await builder_of(gateway).run_once()
+        assert [reference.version.version for reference in computed] == [newest]
+        assert reference_of(gateway, older) is None
+
+
+async def test_a_traffic_splits_arm_gets_a_reference(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    canary = log_iris(registry, training=str(training_parquet))
+    registry.client.set_model_version_tag(IRIS, str(canary), "gateway.traffic.weight", "10")
+    default = log_iris(registry, training=str(training_parquet))  # the champion, and latest
+    async with gateway_on(registry, tmp_path, role="sync") as gateway:  # loads nothing: the split alone names it
+        computed = await builder_of(gateway).run_once()
+    assert [reference.version.version for reference in computed] == [canary, default]
