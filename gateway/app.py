@@ -21,6 +21,7 @@ from gateway.http import api_docs
 from gateway.http import errors as http_errors
 from gateway.http.api_examples import AUTH_ERRORS, SECURITY_SCHEMES, error_responses
 from gateway.http.control_routes import router as control_router
+from gateway.http.drift_routes import router as drift_router
 from gateway.http.fleet_routes import router as fleet_router
 from gateway.http.health_routes import router as health_router
 from gateway.http.model_routes import router as model_router
@@ -109,6 +110,7 @@ def create_app(
         app.include_router(oip_rest.router)
         app.include_router(openai_routes.router)
         app.include_router(quality_router)
+        app.include_router(drift_router)
     app.include_router(control_router)
     app.include_router(fleet_router)
     app.include_router(status_router)

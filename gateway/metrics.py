@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
@@ -324,6 +324,54 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Drift (gateway/drift/): sampled on the request path, binned and judged off it
+        self.feature_drift = Gauge(
+            "gateway_feature_drift",
+            "Drift of a version's feature (an output: output:<name>) over the fleet's window against "
+            "its reference: psi, statistic (Kolmogorov-Smirnov or chi-square), p_value",
+            ["model", "version", "feature", "statistic"],
+            registry=r,
+        )
+        self.feature_outliers = Gauge(
+            "gateway_feature_outlier_share",
+            "Share of a feature's rows in the window that are outliers: outside the reference's range, "
+            "unseen categories, values not of the column's type",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.feature_missing = Gauge(
+            "gateway_feature_missing_share",
+            "Share of a feature's rows in the window that are missing (a request without the column included)",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.drift_rows = Gauge(
+            "gateway_drift_window_rows",
+            "Rows in a version's drift window over the fleet (sampled: GATEWAY_DRIFT_SAMPLE)",
+            ["model", "version"],
+            registry=r,
+        )
+        self.drift_flagged = Gauge(
+            "gateway_drift_flagged",
+            "Features of a version flagged as drifting now (0: none; see gateway/drift/monitor.py)",
+            ["model", "version"],
+            registry=r,
+        )
+        self.drift_mismatched = Gauge(
+            "gateway_drift_mismatched_share",
+            "Share of a version's sampled requests whose columns were not its reference's (missing or extra)",
+            ["model", "version"],
+            registry=r,
+        )
+        self._drift_shown: dict[Any, set[tuple[str, ...]]] = {}
+        self.drift_dropped = Counter(
+            "gateway_drift_dropped",
+            "Sampled requests not binned for drift, by reason: buffer_full, no_reference (none ready yet), "
+            "unreadable (not a table), error",
+            ["reason"],
+            registry=r,
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -446,6 +494,36 @@ class GatewayMetrics:
         for gone in self._quality_shown - shown:  # removed after the new ones are set: no gap
             (self.quality if len(gone) == 4 else self.quality_labels).remove(*gone)
         self._quality_shown = shown
+
+    def drift_was_dropped(self, reason: str, count: int = 1) -> None:
+        self._child(self.drift_dropped, reason).inc(count)
+
+    def drift_now(self, figures: Iterable[Any]) -> None:
+        """Replace the drift gauges with these versions' figures (``VersionDrift``): a version
+        that left (its window emptied, or gone from the registry) leaves the gauges."""
+        shown: dict[Any, set[tuple[str, ...]]] = {}
+
+        def put(gauge: Any, value: float | None, *labels: str) -> None:
+            if value is not None:
+                gauge.labels(*labels).set(value)
+                shown.setdefault(gauge, set()).add(labels)
+
+        for drift in figures:
+            model, version = drift.id.name, str(drift.id.version)
+            put(self.drift_rows, drift.window.rows, model, version)
+            put(self.drift_flagged, len(drift.flagged), model, version)
+            put(self.drift_mismatched, drift.mismatched_share, model, version)
+            for kind, feature in drift.worst_first():
+                name = feature.name if kind == "input" else f"output:{feature.name}"
+                put(self.feature_drift, feature.psi, model, version, name, "psi")
+                put(self.feature_drift, feature.statistic, model, version, name, "statistic")
+                put(self.feature_drift, feature.p_value, model, version, name, "p_value")
+                put(self.feature_outliers, feature.outlier_share, model, version, name)
+                put(self.feature_missing, feature.missing_share, model, version, name)
+        for gauge, labels in self._drift_shown.items():  # removed after the new ones are set: no gap
+            for gone in labels - shown.get(gauge, set()):
+                gauge.remove(*gone)
+        self._drift_shown = shown
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: labels() takes a lock and builds tuples."""

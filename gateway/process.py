@@ -2,7 +2,7 @@
 
 Each concern builds, starts and stops its own collaborators in a room (``gateway.rooms``):
 observability, state, runtimes, models, fleet, routing, sync, admission, traffic, records,
-quality, write-back and drift.
+quality, drift and write-back.
 This module builds the rooms in the order their collaborators need each other, lays out the
 ``Services`` the protocol adapters and routes are handed, and keeps the order of the start
 (lease, first sync, warm-up, ready) and of the close. A new capability adds a room there, and
@@ -29,6 +29,7 @@ from gateway.dataplane.cache import ModelCache
 from gateway.dataplane.predictor import InferenceService
 from gateway.dataplane.priming import Primer
 from gateway.dataplane.streaming import Streams
+from gateway.drift.monitor import DriftMonitor
 from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
 from gateway.fleet.membership import Membership
@@ -102,8 +103,8 @@ class Rooms:
     traffic: TrafficRoom
     records: RecordsRoom
     quality: QualityRoom
-    writeback: WritebackRoom
     drift: DriftRoom
+    writeback: WritebackRoom
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None) -> Rooms:
@@ -141,13 +142,13 @@ class Rooms:
         quality = QualityRoom.build(
             settings, state=state, models=models, routing=routing, traffic=traffic, records=records, seen=seen
         )
-        writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen)
-        drift = DriftRoom.build(settings, state=state, models=models, sync=sync, actor=actor)
+        drift = DriftRoom.build(settings, state=state, models=models, sync=sync, seen=seen, actor=actor)
+        writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen, drift=drift)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         fleet.drain.on_stop(models.streams.ending)
         return cls(
-            seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, writeback, drift
+            seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, drift, writeback
         )
 
 
@@ -187,6 +188,7 @@ class Services:
     feedback: FeedbackService  # POST /feedback (gateway.quality.feedback)
     quality: QualityMonitor  # live quality per version and arm, read at an interval
     keeper: PredictionKeeper | None  # answers kept for labels; None: GATEWAY_FEEDBACK_SAMPLE=0
+    drift: DriftMonitor  # the fleet's drift figures per version, read at an interval
     rooms: Rooms = field(repr=False)
     ready: bool = False
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
@@ -233,6 +235,7 @@ class Services:
             feedback=rooms.quality.feedback,
             quality=rooms.quality.monitor,
             keeper=rooms.quality.keeper,
+            drift=rooms.drift.monitor,
             rooms=rooms,
             primer=routing.primer,
         )
@@ -281,6 +284,8 @@ class Services:
                 self.rooms.quality.keep(
                     Answered(request.request_id, served.id, served.route or "named", exchange.response, request.time)
                 )
+            if exchange is not None and error is None:
+                self.rooms.drift.offer(served, exchange, status)  # a draw, then an append: never raises
 
     @functools.cached_property
     def route_key_header(self) -> bytes:
@@ -338,7 +343,7 @@ class Services:
                 await self.reconciler.reconcile(wait=True)
         self.poller.start()
         rooms.writeback.start_writing()
-        rooms.drift.start()  # the leader's drift references
+        rooms.drift.start()  # the leader's references; every process's drift figures, sampled and read
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -436,7 +441,8 @@ class Services:
         await rooms.admission.stop()  # the keys are no longer followed
         await rooms.fleet.stop()  # reported stopped; its replica's history stays
         await rooms.writeback.stop()  # the leader's write-back, this process's figures
-        await rooms.drift.stop()  # the leader's drift references (a predict under way finishes unwaited)
+        await rooms.drift.stop()  # the leader's references (a predict under way finishes unwaited); what was
+        # sampled is binned and the last windows published
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued

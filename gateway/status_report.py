@@ -37,6 +37,7 @@ class Report:
     not_shown: int = 0  # models left out past the limit
     fleet: dict[str, Any] | None = None  # GET /fleet: every replica on the state database
     quality: list[dict[str, Any]] = field(default_factory=list)  # GET /quality's rows: live quality on labels
+    drift: list[dict[str, Any]] = field(default_factory=list)  # GET /drift's rows: drifting first, worst features first
     sources: dict[str, list[str]] = field(default_factory=dict)  # section -> the replicas that answered it
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class Report:
             "models_not_shown": self.not_shown,
             "fleet": self.fleet,
             "quality": self.quality,
+            "drift": self.drift,
             "sources": self.sources,
         }
 
@@ -101,6 +103,7 @@ def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events
         report.sources["models"] = sorted(set(reader.answered[start:]))
         query = f"?{urllib.parse.urlencode({'model': model})}" if model is not None else ""
         report.quality = reader.get(f"/quality{query}")["rows"]
+        report.drift = reader.get(f"/drift{query}")["rows"]
     query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
     report.events = reader.get(f"/events?{query}")["events"]
     report.fleet = reader.get("/fleet")
@@ -177,6 +180,7 @@ def render(report: Report) -> str:
                 f"{stat.get('errors', 0)} errors, {stat.get('client_errors', 0)} client errors"
             )
     lines += quality_lines(report.quality)
+    lines += drift_lines(report.drift)
     lines += _fleet_and_events(report)
     return "\n".join(lines)
 
@@ -192,6 +196,30 @@ def quality_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"  {row['model']} v{row['version']} {row['arm']}: {row['labels']} labels "
             f"({row.get('task') or 'task unknown'}){': ' + figures if figures else ''}"
         )
+    return lines
+
+
+def drift_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Drift against each version's reference, drifting versions first, worst features first."""
+    if not rows:
+        return []
+    lines = ["", "drift of live traffic against each version's reference (GET /drift), over the fleet's window:"]
+    for row in rows:
+        reference = row.get("reference") or "unknown"
+        weaker = " (a baseline of its first requests: weaker)" if row.get("weaker") else ""
+        flagged = f", flagged: {', '.join(row['flagged'])}" if row.get("flagged") else ""
+        lines.append(
+            f"  {row['model']} v{row['version']}: {row['status']}, {row['rows']} rows, "
+            f"max PSI {row['max_psi']:.3g}{flagged}; reference {reference}{weaker}"
+        )
+        for feature in row.get("worst", []):
+            psi = "-" if feature.get("psi") is None else f"{feature['psi']:.3g}"
+            p = "-" if feature.get("p_value") is None else f"{feature['p_value']:.3g}"
+            lines.append(
+                f"    {feature['feature']}{' (output)' if feature['kind'] == 'output' else ''}: PSI {psi}, "
+                f"{feature['test']} p {p}, outliers {feature['outlier_share']:.1%}, missing "
+                f"{feature['missing_share']:.1%}{' FLAGGED' if feature.get('flagged') else ''}"
+            )
     return lines
 
 

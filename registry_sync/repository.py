@@ -69,6 +69,8 @@ class EventKind(StrEnum):
     TRAFFIC_SET = "traffic_set"
     TRAFFIC_REFUSED = "traffic_refused"
     ROLLED_BACK = "rolled_back"
+    DRIFTED = "drifted"  # a version's live traffic crossed a drift threshold (gateway/drift/monitor.py)
+    DRIFT_RECOVERED = "drift_recovered"  # ... and is back under every threshold
 
 
 class StateUnavailable(RegistryError):

@@ -41,6 +41,10 @@
 - ``drift_references``: each version's drift reference (registry_sync/drift/references.py),
   one row per (name, number) holding the identity it was computed for: ready (with its profile
   as JSON), failed (with the reason) or none (no source: a baseline window fills it).
+- ``drift_windows``: each serving process's sliding window of sampled inputs and outputs per
+  version identity, binned on the version's drift reference (counts per bin, never rows), as it
+  last published it (every GATEWAY_DRIFT_INTERVAL_SECONDS), stamped with the database's clock:
+  the fleet's drift figures are the sum over processes that published recently.
 """
 
 from __future__ import annotations
@@ -359,3 +363,24 @@ class DriftReferenceRow(Base):
     """sha256 of the version's ``gateway.drift.*`` tags when it was computed: a change retries it."""
     computed_at: Mapped[float] = mapped_column(Float)
     """Seconds since the epoch (the leader's clock)."""
+
+
+class DriftWindowRow(Base):
+    __tablename__ = "drift_windows"
+    __table_args__ = (Index("ix_drift_windows_seen_at", "seen_at"),)
+
+    replica: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The serving process that sampled these rows (``host:pid:random``, new at every start)."""
+    uid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """The version identity's fingerprint (``VersionId.uid``); its parts are the columns below."""
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Its sliding window now (``registry_sync.drift.windows.WindowCounts.to_json``): per
+    input and output column, the rows per reference bin, missing and outliers; bins, not rows."""
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Rows in that window."""
+    seen_at: Mapped[float] = mapped_column(Float)
+    """The database's clock at the process's last publication, seconds since the epoch."""

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio.to_thread
 from mlflow.entities import Metric
@@ -61,6 +62,10 @@ _RUN_TAGS = ("gateway.writeback.model", "gateway.writeback.version", "gateway.wr
 Provider = Callable[[str, str], Mapping[str, float]]
 """Figures of one version (model name, version number) named without the ``production_``
 prefix (``{"accuracy": 0.93}``); empty when it has none now."""
+
+Document = Callable[[str, str], Mapping[str, Any] | None]
+"""A JSON document about one version (model name, version number), logged as an artifact of
+its write-back run beside the metrics (drift's per-feature detail); None when it has none now."""
 
 
 def logged_model_id(source: str) -> str | None:
@@ -126,6 +131,7 @@ class Writeback:
         operational: OperationalFigures,
         *,
         providers: Sequence[Provider] = (),
+        documents: Sequence[tuple[str, Document]] = (),
         experiment: str,
         interval_seconds: float,
         leading: Callable[[], bool] = lambda: True,
@@ -135,6 +141,7 @@ class Writeback:
         self._state = state
         self._operational = operational
         self._providers = list(providers)
+        self._documents = list(documents)  # (artifact path, provider)
         self._experiment = experiment
         self._interval = interval_seconds
         self._leading = leading
@@ -148,6 +155,7 @@ class Writeback:
             "writing production figures back to MLflow again",
         )
         self._failing_providers: set[int] = set()
+        self._failing_documents: set[str] = set()
         self.failures = 0  # passes that MLflow (or the state database) failed
         self._loop = Periodic("writing production figures back to MLflow", interval_seconds, self._pass, log=log)
 
@@ -182,6 +190,10 @@ class Writeback:
             # going away between the two once made the next pass log them a second time).
             self._operational.logged(name, version)
             report.written.append(f"{name}/{version}")
+            try:
+                self._log_documents(name, version)
+            except Exception as exc:
+                return self._failed(report, f"logging {name} v{version}'s documents: {type(exc).__name__}: {exc}")
             try:
                 self._tag(name, version, figures, now)
             except Exception as exc:
@@ -218,6 +230,28 @@ class Writeback:
         metrics = [Metric(PREFIX + key, float(value), ms, step, model_id=model_id) for key, value in figures.items()]
         created = str(state.created_ms) if state is not None and state.created_ms is not None else ""
         self._client.log_batch(self._run_id(name, version, created), metrics=metrics)
+
+    def _log_documents(self, name: str, version: int) -> None:
+        documents = []
+        for path, provider in self._documents:
+            try:
+                document = provider(name, str(version))
+            except Exception:  # like a figure provider's: skipped for this version, logged once
+                if path not in self._failing_documents:
+                    log.exception(
+                        "a production document provider (%s) failed for %s v%d (skipped)", path, name, version
+                    )
+                    self._failing_documents.add(path)
+                continue
+            if document is not None:
+                documents.append((path, document))
+        if not documents:
+            return
+        state = self._state.version(name, version)
+        created = str(state.created_ms) if state is not None and state.created_ms is not None else ""
+        run_id = self._run_id(name, version, created)
+        for path, document in documents:
+            self._client.log_dict(run_id, dict(document), path)
 
     def _tag(self, name: str, version: int, figures: Mapping[str, float], now: float) -> None:
         since = self._last_written.get((name, version))

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from gateway.admission.access import Access, requires
+from gateway.drift.report import describe as describe_drift
 from gateway.errors import GatewayError
 from gateway.fleet.view import read_fleet
 from gateway.process import Services
@@ -90,6 +91,7 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
     report.fleet = await _fleet(services)
     if services.serves_models:
         report.quality = describe(services.quality).model_dump(mode="json")["rows"]
+        report.drift = describe_drift(services.drift).model_dump(mode="json")["rows"]
     return report
 
 
@@ -267,6 +269,7 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
                 f"<td>{quality['labels']}</td><td>{e(figures)}</td></tr>"
             )
         parts.append("</table>")
+    parts += _drift_html(report.drift)
     if report.fleet is not None:
         parts += _fleet_html(report.fleet)
     parts += _events_html(report)
@@ -307,6 +310,33 @@ def _fleet_html(fleet: dict[str, Any]) -> list[str]:
         parts.append(
             f'<tr><td>{name}</td><td class="{"bad" if row.quiet else ""}">{e(row.state)}</td>'
             f"<td>{row.processes}</td><td>{e(row.memory)}</td><td>{e(row.models)}</td><td>{e(row.heard)}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _drift_html(rows: list[dict[str, Any]]) -> list[str]:
+    """Drift against each version's reference: drifting versions first, their worst features first."""
+    if not rows:
+        return []
+    e = html.escape
+    parts = [
+        "<h2>Drift <span class=muted>(live traffic against each version's reference, GET /drift)</span></h2>",
+        "<table><tr><th>Model</th><th>Version</th><th>Status</th><th>Rows</th><th>Max PSI</th>"
+        "<th>Reference</th><th>Worst features</th></tr>",
+    ]
+    for row in rows:
+        reference = e(row.get("reference") or "unknown")
+        if row.get("weaker"):
+            reference += " <span class=muted>(first requests served: weaker)</span>"
+        worst = ", ".join(
+            f"{feature['feature']} {'-' if feature['psi'] is None else format(feature['psi'], '.3g')}"
+            + (" (flagged)" if feature["flagged"] else "")
+            for feature in row.get("worst", [])
+        )
+        parts.append(
+            f"<tr><td>{e(row['model'])}</td><td>{row['version']}</td><td>{e(row['status'])}</td>"
+            f"<td>{row['rows']}</td><td>{row['max_psi']:.3g}</td><td>{reference}</td><td>{e(worst)}</td></tr>"
         )
     parts.append("</table>")
     return parts

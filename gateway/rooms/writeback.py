@@ -3,8 +3,10 @@
 Every serving process publishes its per-version figures (requests, 5xx answers, latency
 buckets: summable over the fleet) to the state database at the follow interval; the sync
 leader sums them, adds each version's live quality (the labels' window), and logs them to
-MLflow at ``GATEWAY_MLFLOW_WRITEBACK_SECONDS``: metrics on the version's LoggedModel (a run of
-its own for a version without one) and a ``gateway.production`` version tag. Never on the
+MLflow at ``GATEWAY_MLFLOW_WRITEBACK_SECONDS``, with each version's drift figures (``gateway.drift``:
+metrics, and the per-feature detail as the run's JSON artifact ``gateway/drift.json``): metrics
+on the version's LoggedModel (a run of its own for a version without one) and a
+``gateway.production`` version tag. Never on the
 request path; MLflow down costs a warning and the next pass writes what was missed.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 
 from gateway.fleet.figures import FiguresPublisher
+from gateway.rooms.drift import DriftRoom
 from gateway.rooms.observability import ObservabilityRoom
 from gateway.rooms.state import StateRoom
 from gateway.rooms.sync import SyncRoom
@@ -23,6 +26,8 @@ from gateway.settings import GatewaySettings
 from registry_sync.figures import FiguresStore
 from registry_sync.quality import live_quality
 from registry_sync.writeback import OperationalFigures, Writeback
+
+DRIFT_ARTIFACT = "gateway/drift.json"  # the per-feature detail, on the version's write-back run
 
 
 @dataclass(eq=False)
@@ -32,7 +37,13 @@ class WritebackRoom:
 
     @classmethod
     def build(
-        cls, settings: GatewaySettings, *, state: StateRoom, sync: SyncRoom, seen: ObservabilityRoom
+        cls,
+        settings: GatewaySettings,
+        *,
+        state: StateRoom,
+        sync: SyncRoom,
+        seen: ObservabilityRoom,
+        drift: DriftRoom,
     ) -> WritebackRoom:
         store = FiguresStore(state.engine)
         engine, window = state.engine, settings.quality_window
@@ -46,7 +57,8 @@ class WritebackRoom:
             MlflowClient(tracking_uri=state.reader.tracking_uri, registry_uri=state.reader.registry_uri),
             state.store,
             OperationalFigures(store),
-            providers=[quality],
+            providers=[quality, drift.metrics],
+            documents=[(DRIFT_ARTIFACT, drift.document)],
             experiment=settings.mlflow_writeback_experiment,
             interval_seconds=settings.mlflow_writeback_seconds,
             leading=lambda: poller.leading,

@@ -420,3 +420,91 @@ class QualityList(BaseModel):
     read_at: str | None = Field(description="When the windows were last read (every GATEWAY_QUALITY_INTERVAL_SECONDS)")
     interval_seconds: float
     rows: list[QualityRow]
+
+
+class DriftFeatureBody(BaseModel):
+    """One feature's (or output's) drift over the fleet's window against the reference."""
+
+    feature: str = Field(examples=["petal length (cm)"])
+    kind: Literal["input", "output"]
+    psi: float | None = Field(description="Population stability index over the reference's bins (None: no value)")
+    test: Literal["ks", "chi2"] = Field(description="ks: Kolmogorov-Smirnov on the bins (numbers); chi2: categories")
+    statistic: float | None
+    p_value: float | None
+    missing_share: float
+    outlier_share: float = Field(description="Outside the reference's range, unseen categories, not of the type")
+    rows: int
+    flagged: bool
+
+
+class DriftReferenceBody(BaseModel):
+    """Where a version's reference came from, as the state database holds it."""
+
+    status: str = Field(description="ready, failed, or none (no source: a baseline is collected)")
+    source_kind: str | None = Field(
+        default=None, description="Where it came from; baseline: the first requests served (weaker)"
+    )
+    source_uri: str | None = None
+    reason: str | None = Field(default=None, description="Why it failed, or why there is none")
+    outputs_reason: str | None = Field(
+        default=None, description="Why a ready reference has no profile of the outputs (no output figures)"
+    )
+    rows: int = 0
+    computed_at: str | None = None
+    weaker: bool = Field(
+        default=False,
+        description="A baseline of the first requests served: says whether traffic moved since the version "
+        "began serving, not whether it looks like the data it was trained on",
+    )
+
+
+class DriftWindowBody(BaseModel):
+    rows: int = Field(description="Rows binned in the fleet's window (sampled: GATEWAY_DRIFT_SAMPLE)")
+    requests: int
+    mismatched_requests: int = Field(description="Requests whose columns were not the reference's (outliers)")
+    unreadable_requests: int = Field(description="Sampled requests that could not be read as a table")
+    processes: int = Field(description="Serving processes whose windows were summed")
+    seconds: float = Field(description="GATEWAY_DRIFT_WINDOW_SECONDS")
+    max_rows_per_process: int = Field(description="GATEWAY_DRIFT_WINDOW_ROWS")
+
+
+class DriftThresholdsBody(BaseModel):
+    psi: float
+    p_value: float
+    outlier_share: float
+    min_rows: int
+
+
+class VersionDriftBody(BaseModel):
+    """``GET /models/{name}/versions/{version}/drift``: as this process last computed it."""
+
+    model: str
+    version: int
+    status: Literal["ok", "drifting", "not_enough_rows", "no_figures"]
+    reason: str | None = Field(default=None, description="Why there are no figures, or not enough rows")
+    reference: DriftReferenceBody | None
+    window: DriftWindowBody | None = None
+    thresholds: DriftThresholdsBody | None = None
+    flagged: list[str] = Field(default_factory=list, description="Flagged features, worst first")
+    features: list[DriftFeatureBody] = Field(default_factory=list, description="Largest PSI first")
+    read_at: str | None = None
+
+
+class DriftRow(BaseModel):
+    model: str
+    version: int
+    status: Literal["ok", "drifting", "not_enough_rows"]
+    rows: int
+    max_psi: float
+    flagged: list[str]
+    reference: str | None = Field(description="The reference's source kind (baseline: weaker)")
+    weaker: bool
+    worst: list[DriftFeatureBody] = Field(description="The features with the largest PSI, worst first (up to 5)")
+
+
+class DriftList(BaseModel):
+    """``GET /drift``: every version with a drift window, drifting ones first, as last computed."""
+
+    read_at: str | None
+    interval_seconds: float
+    rows: list[DriftRow]
