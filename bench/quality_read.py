@@ -7,7 +7,7 @@ Self-contained (not part of ``bench/run.py``)::
     .venv/bin/python bench/quality_read.py --labels 1000000 --pairs 150   # sqlite, in a temporary folder
 
 Fills ``--labels`` labels over ``--pairs`` (version, arm) pairs with one INSERT ... SELECT (at
-schema 0010, before the pairs had a table), upgrades to the newest schema (0011 fills
+schema 0012, before the pairs had a table), upgrades to the newest schema (0013 fills
 ``feedback_arms`` from them: timed), then times, best of three, what the monitor does each
 interval: the pairs that have labels (``FeedbackStore.labelled``, from ``feedback_arms``) beside
 the DISTINCT over every label it replaced, and every pair's window of 1,000 labels. A PostgreSQL
@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         engine = make_engine(args.database_url or f"sqlite:///{Path(folder) / 'state.db'}")
-        migrate(engine, "0010")
+        migrate(engine, "0012")
         fill(engine, args.labels, args.pairs)
         upgraded = migrate(engine, "head")
         store = FeedbackStore(engine)

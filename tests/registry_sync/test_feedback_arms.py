@@ -70,7 +70,7 @@ def test_the_migration_fills_the_pairs_from_the_labels_already_received(state_ur
         config = _config(engine)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "0010")  # before the pairs had a table of their own
+            command.upgrade(config, "0012")  # before the pairs had a table of their own
         rows = [
             {
                 "request_id": f"{version.version}-{arm}-{i}",
@@ -88,7 +88,7 @@ def test_the_migration_fills_the_pairs_from_the_labels_already_received(state_ur
             for version, arm, count in ((OLD, "default", 2), (NEW, "canary", 1))
             for i in range(count)
         ]
-        with engine.begin() as connection:  # labels as 0010's code wrote them: no pairs
+        with engine.begin() as connection:  # labels as 0012's code wrote them: no pairs
             connection.execute(insert(FeedbackLabelRow), rows)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
