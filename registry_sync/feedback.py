@@ -12,6 +12,10 @@ label outlives its prediction's row. On PostgreSQL every replica sees every othe
 Rows past their time are deleted in batches (:meth:`FeedbackStore.delete_expired`): a
 prediction a retention after it expired (until then its label is answered ``expired``, after
 that ``unknown``), a label a retention after it was received.
+
+Which (version identity, arm) pairs have labels is kept beside them (``feedback_arms``), written
+with the labels at most every ``ANNOUNCE_SECONDS`` per pair and process: live quality reads that
+small table each interval, where a DISTINCT over the labels grew with the backlog.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry_sync.identity import VersionId
 from registry_sync.quality import Labelled, Scored, Task, label_problem, score
 from registry_sync.repository import StateUnavailable, transaction
-from registry_sync.state import FeedbackLabelRow, FeedbackPredictionRow, ModelVersionRow
+from registry_sync.state import FeedbackArmRow, FeedbackLabelRow, FeedbackPredictionRow, ModelVersionRow
+
+ANNOUNCE_SECONDS = 60.0  # a pair's last_label_at is refreshed at most this often per process
+NO_CREATION_TIME = -1  # feedback_arms.created_ms where the registry gave none (a key is never null)
 
 Status = Literal["accepted", "unknown", "expired", "duplicate", "invalid"]
 ACCEPTED: Status = "accepted"
@@ -105,10 +112,29 @@ _PREDICTION_COLUMNS = [
 ]
 
 
+def _upsert_arms(session: Session) -> Any:
+    """INSERT ... ON CONFLICT (the pair) DO UPDATE last_label_at, for executemany."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(FeedbackArmRow)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(FeedbackArmRow)
+    else:  # pragma: no cover
+        raise StateUnavailable(f"cannot insert into feedback_arms on {dialect}")
+    keys = ["name", "version", "source", "created_ms", "arm"]
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={"last_label_at": statement.excluded.last_label_at}
+    )
+
+
+Pair = tuple[str, int, str, int, str]  # name, version, source, created_ms (or -1), arm
+
+
 class FeedbackStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._announced: dict[Pair, float] = {}  # pair -> when this process last wrote it
 
     def _session(self) -> AbstractContextManager[Session]:
         return transaction(self._sessions)
@@ -156,7 +182,25 @@ class FeedbackStore:
                     else o
                     for o in outcomes
                 ]
+                self._announce(session, [accepted[rid] for rid in inserted], now)
             return outcomes
+
+    def _announce(self, session: Session, rows: Sequence[dict[str, Any]], now: float) -> None:
+        """The pairs these labels belong to, written where this process has not in a while."""
+        due = {}
+        for row in rows:
+            created = row["created_ms"] if row["created_ms"] is not None else NO_CREATION_TIME
+            pair: Pair = (row["name"], row["version"], row["source"], created, row["arm"])
+            if pair not in due and now - self._announced.get(pair, float("-inf")) >= ANNOUNCE_SECONDS:
+                due[pair] = now
+        if not due:
+            return
+        keys = ("name", "version", "source", "created_ms", "arm")
+        values = [dict(zip(keys, pair, strict=True)) | {"last_label_at": at} for pair, at in due.items()]
+        session.connection().execute(_upsert_arms(session), values)
+        if len(self._announced) > 10_000:  # pairs of versions long gone: start again
+            self._announced.clear()
+        self._announced.update(due)
 
     @staticmethod
     def _judge(item: LabelItem, row: Any, accepted: dict[str, dict[str, Any]], now: float) -> Outcome:
@@ -203,6 +247,9 @@ class FeedbackStore:
                     delete(table).where(table.request_id.in_(ids)).execution_options(synchronize_session=False)
                 )
                 deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+            # a pair none of whose labels is left (its last_label_at lags by up to ANNOUNCE_SECONDS)
+            gone = FeedbackArmRow.last_label_at < now - retention_seconds - ANNOUNCE_SECONDS
+            session.execute(delete(FeedbackArmRow).where(gone))
         return deleted
 
     def version_identity(self, name: str, version: int) -> tuple[VersionId, dict[str, str]] | None:
@@ -214,18 +261,19 @@ class FeedbackStore:
             return VersionId(row.name, row.version, row.source, row.created_ms), dict(row.tags or {})
 
     def labelled(self) -> list[tuple[VersionId, str]]:
-        """Every (version identity, arm) that has labels."""
+        """Every (version identity, arm) that has labels (for up to ``ANNOUNCE_SECONDS`` after
+        its last label is deleted, one whose window is empty)."""
         with self._session() as session:
             found = session.execute(
                 select(
-                    FeedbackLabelRow.name,
-                    FeedbackLabelRow.version,
-                    FeedbackLabelRow.source,
-                    FeedbackLabelRow.created_ms,
-                    FeedbackLabelRow.arm,
-                ).distinct()
+                    FeedbackArmRow.name,
+                    FeedbackArmRow.version,
+                    FeedbackArmRow.source,
+                    FeedbackArmRow.created_ms,
+                    FeedbackArmRow.arm,
+                )
             ).all()
-        return [(VersionId(n, v, s, c), arm) for n, v, s, c, arm in found]
+        return [(VersionId(n, v, s, None if c == NO_CREATION_TIME else c), arm) for n, v, s, c, arm in found]
 
     def window(self, identity: VersionId, *, arm: str | None, window: int) -> tuple[list[Labelled], Task | None]:
         """The latest ``window`` labels of a version (and arm), and the task their answers recorded."""

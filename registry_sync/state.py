@@ -316,6 +316,23 @@ class FeedbackLabelRow(Base):
     """When the label was accepted (the receiving process's clock, seconds since the epoch)."""
 
 
+class FeedbackArmRow(Base):
+    """A (version identity, arm) that has labels: what live quality reads each interval instead
+    of a DISTINCT over every label (a scan that grew with the backlog: 0.25 s a replica per
+    interval at a million labels on PostgreSQL). Written with the labels, at most once a
+    minute per pair and process (``last_label_at`` lags by up to that)."""
+
+    __tablename__ = "feedback_arms"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """The version's creation time; -1 where the registry gave none (a key column is never null)."""
+    arm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_label_at: Mapped[float] = mapped_column(Float)
+
+
 class VersionFiguresRow(Base):
     __tablename__ = "version_figures"
     __table_args__ = (Index("ix_version_figures_name_version", "name", "version"),)
