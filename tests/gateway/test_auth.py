@@ -43,6 +43,9 @@ EXPECTED = {
     ("POST", "/feedback"): Access.FEEDBACK,
     ("GET", "/quality"): Access.READ,
     ("GET", "/models/{name}/versions/{version}/quality"): Access.READ,
+    # drift (issue 51): figures anyone who may read the models may read
+    ("GET", "/drift"): Access.READ,
+    ("GET", "/models/{name}/versions/{version}/drift"): Access.READ,
     ("POST", "/models/{name}/versions/{version}/predict"): Access.PREDICT,
     ("POST", "/models/{name}/predict"): Access.PREDICT,
     # mlflow models serve's own routes: /invocations serves GATEWAY_DEFAULT_MODEL
@@ -98,7 +101,7 @@ def test_every_route_of_the_app_declares_its_access(make_settings: Callable[...,
         for method in methods - {"HEAD"}:
             found[(method, route.path)] = access
     # what a sync-only process does not serve (it answers nothing a label could be for)
-    served = ("/models", "/v2", "/invocations", "/v1", "/feedback", "/quality")
+    served = ("/models", "/v2", "/invocations", "/v1", "/feedback", "/quality", "/drift")
     expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(served)}
     assert found == expected  # a new route is a decision: add it here with the access it needs
 
