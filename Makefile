@@ -89,6 +89,7 @@ demo: demo-registry
 	MLFLOW_TRACKING_URI=sqlite:///$(DEMO)/mlflow.db \
 	GATEWAY_ARTIFACT_CACHE_DIR=$(DEMO)/artifact-cache \
 	GATEWAY_DEFAULT_MODEL=iris \
+	GATEWAY_FEEDBACK_SAMPLE=1 \
 	GATEWAY_ADMIN_TOKEN=$(ADMIN_TOKEN) \
 	$(BIN)/registry-gateway serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 

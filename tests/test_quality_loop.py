@@ -117,6 +117,7 @@ def common_env(s3: S3, prefix: str) -> dict[str, str]:
         "GATEWAY_RECORDS_SINK": f"parquet+s3://{s3.bucket}/{prefix}",
         "GATEWAY_RECORDS_TABLE_ROLL_SECONDS": "0.5",
         "GATEWAY_QUALITY_INTERVAL_SECONDS": "0.2",
+        "GATEWAY_FEEDBACK_SAMPLE": "1",  # every answer kept for its label (off by default)
         "GATEWAY_MLFLOW_WRITEBACK_SECONDS": "0.5",
         "GATEWAY_FOLLOW_INTERVAL_SECONDS": "0.2",
         "GATEWAY_CANARY_MIN_REQUESTS": "1000000",  # 5xx and latency never judged: quality alone

@@ -12,9 +12,13 @@ class QualitySettings(SettingsSection):
     """Ground truth (``POST /feedback``), live quality per version and arm, and the guard's
     quality rule (version tags ``gateway.guard.min_labels``, ``gateway.guard.max_quality_drop``)."""
 
-    feedback_sample: float = Field(default=1.0, ge=0, le=1)
+    feedback_sample: float = Field(default=0.0, ge=0, le=1)
     """Share of answered predict requests whose prediction is kept so that a label can be joined
-    to it later (``POST /feedback``); a request not kept answers ``unknown``. 0: feedback off."""
+    to it later (``POST /feedback``); a label for a request not kept answers ``unknown``. 0 (the
+    default): no answer is kept. Off unless asked for: each kept answer is a row written to the
+    state database, and keeping every answer cost a one-core gateway at c32 about 30% of its
+    throughput (``bench/paired.py --env GATEWAY_FEEDBACK_SAMPLE=1``, docs/user-guide.md):
+    keep the share the labels you will send need."""
 
     feedback_retention_hours: float = Field(default=168.0, gt=0)
     """How long a kept prediction waits for its label; a label sent later answers ``expired``

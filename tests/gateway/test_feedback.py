@@ -77,6 +77,7 @@ def settings_for(make_settings: Callable[..., GatewaySettings], **overrides: Any
         "lease_seconds": 5.0,
         "follow_interval_seconds": 0.1,
         "quality_interval_seconds": 3600,  # the tests refresh quality themselves
+        "feedback_sample": 1.0,  # every answer kept for its label (off by default)
     }
     return make_settings(**(values | overrides))
 
