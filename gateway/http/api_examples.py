@@ -279,13 +279,18 @@ AUTH_ERRORS: dict[str, tuple[str, BaseException]] = {
 }
 # Security schemes for the OpenAPI description: either header carries the same key.
 SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>`, or an identity provider's JWT with GATEWAY_AUTH=oidc",
+    },
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "`X-API-Key: <key>`"},
 }
 
 _DESCRIPTIONS = {
-    401: "GATEWAY_AUTH=keys and no API key, or an unknown or revoked one (WWW-Authenticate: Bearer)",
-    403: "The API key lacks the scope this route needs",
+    401: "GATEWAY_AUTH on and no API key or token, an unknown or revoked key, or a token that does not verify "
+    "(WWW-Authenticate: Bearer)",
+    403: "The API key or token lacks the scope this route needs",
     429: "A rate or concurrency limit of the key or the model is used up; Retry-After says when to come back",
     400: "Malformed body, wrong columns or types, a model that raised on the input, or a bad version selector",
     404: "Unknown model, version or alias",
