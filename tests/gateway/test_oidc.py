@@ -285,6 +285,7 @@ async def test_scopes_and_groups_decide_each_route(
         oidc_scopes_claim="scp",
         oidc_groups_claim="realm_access.roles",
         oidc_scope_map={"ml-readers": ["read"], "doubling-app": ["predict:doub*"]},
+        admin_token="admin-t0ken",
     )
     async with token_gateway(settings, registry) as gateway:
         client = gateway.client
@@ -306,6 +307,10 @@ async def test_scopes_and_groups_decide_each_route(
             headers=app,
         )
         assert chat.status_code == 403
+        # tokens only, but GATEWAY_ADMIN_TOKEN still opens /admin/* (and nothing else)
+        assert (await client.post("/admin/sync", headers=bearer("admin-t0ken"))).status_code == 200
+        assert (await client.get("/models", headers=bearer("admin-t0ken"))).status_code == 403
+        assert (await client.post("/admin/sync", headers=readers)).status_code == 403
 
 
 async def test_keys_and_tokens_together(
