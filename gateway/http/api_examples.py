@@ -269,6 +269,10 @@ PREDICT_ERRORS: dict[str, tuple[str, BaseException]] = {
 AUTH_ERRORS: dict[str, tuple[str, BaseException]] = {
     "no_key": ("No API key sent", errors.Unauthenticated(sent=False)),
     "unknown_key": ("An unknown or revoked API key", errors.Unauthenticated(sent=True)),
+    "invalid_token": (
+        "A token that does not verify (GATEWAY_AUTH=oidc), saying why",
+        errors.InvalidToken("expired", "it has expired (exp)"),
+    ),
     "missing_scope": ("The key lacks the scope the route needs", errors.Forbidden("reporting", "predict:iris")),
     "key_rate": (
         "The key's rate limit is used up (Retry-After)",

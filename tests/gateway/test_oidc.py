@@ -527,3 +527,13 @@ def test_the_access_log_names_the_caller() -> None:
     assert fields["key_id"] == "oidc:app-1"
     request.key_id = None  # GATEWAY_AUTH=off: the line as it was
     assert "key_id" not in log.format_line("text", "GET", "/models", 200, 0.001, time.time(), request, None)
+
+
+async def test_the_api_description_shows_a_refused_token_as_it_is_answered(
+    make_settings: Callable[..., GatewaySettings], registry: Registry, issuer: TestIssuer
+) -> None:
+    async with token_gateway(oidc_settings(make_settings, issuer), registry) as gateway:
+        schema = (await gateway.client.get("/openapi.json")).json()
+        examples = schema["paths"]["/models"]["get"]["responses"]["401"]["content"]["application/json"]["examples"]
+        expired = await gateway.client.get("/models", headers=bearer(issuer.token(exp=1)))
+        assert expired.json() == examples["invalid_token"]["value"]
