@@ -116,7 +116,7 @@ def create_app(
     app.include_router(status_router)
     app.serves_predictions = settings.serves_models
     app.default_target = settings.default_target
-    app.asks_for_keys = settings.auth == "keys"
+    app.asks_for_keys = settings.auth != "off"
     app.access = AccessMap.of(app)  # every route declared what it needs, or no app
     return app
 
@@ -137,7 +137,7 @@ class GatewayApp(FastAPI):
 
     serves_predictions = False
     default_target: tuple[str, str | None] | None = None  # what /invocations serves (GATEWAY_DEFAULT_MODEL)
-    asks_for_keys = False  # GATEWAY_AUTH=keys: the schema documents the keys (see _document_security)
+    asks_for_keys = False  # GATEWAY_AUTH on: the schema documents the keys (see _document_security)
     access = AccessMap([])
 
     def openapi(self) -> dict[str, Any]:
@@ -266,9 +266,7 @@ class GatewayApp(FastAPI):
                 requirement = self.access.classify(scope)
                 access, model = requirement.access, requirement.model
             try:
-                key, limits = services.gate.check(access, model, scope["headers"])
-                if key is not None and (request := context.current()) is not None:
-                    request.key_id = key.name
+                key, limits = await services.gate.check(access, model, scope["headers"])
                 permit = await services.gate.acquire(key, limits) if limits else NO_PERMIT
             except GatewayError as exc:
                 answer = http_errors.answer_for(exc, scope["method"], scope["path"], oip=http_errors.speaks_oip(scope))

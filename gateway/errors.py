@@ -114,13 +114,39 @@ class Unauthenticated(GatewayError):
     """No API key, or one no key in the state database has (unknown or revoked). The
     message never repeats what was sent."""
 
-    def __init__(self, *, sent: bool) -> None:
+    def __init__(self, *, sent: bool, keys: bool = True, tokens: bool = False) -> None:
         self.sent = sent
-        super().__init__(
-            "The API key is not valid (unknown or revoked)"
-            if sent
-            else "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-        )
+        if sent:
+            message = "The API key is not valid (unknown or revoked)"
+        elif keys and tokens:
+            message = (
+                "An API key or a token is required: send 'Authorization: Bearer <key or token>' or 'X-API-Key: <key>'"
+            )
+        elif tokens:
+            message = "A token from the identity provider is required: send 'Authorization: Bearer <token>'"
+        else:
+            message = "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        super().__init__(message)
+
+
+class InvalidToken(Unauthenticated):
+    """A bearer token (GATEWAY_AUTH=oidc or keys+oidc) that does not verify; ``reason`` says why
+    in one line and for metrics (``expired``, ``audience``...), never repeating the token."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.sent = True
+        GatewayError.__init__(self, f"The bearer token is not valid: {message}")
+
+
+class IssuerUnavailable(GatewayError):
+    """No signing key of the identity provider is known yet (its JWKS could not be fetched
+    since the process started): a token cannot be verified either way, so: try again."""
+
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__("The identity provider's signing keys could not be fetched yet; try again shortly")
 
 
 class Forbidden(GatewayError):
@@ -128,6 +154,19 @@ class Forbidden(GatewayError):
         self.key = key
         self.scope = scope
         super().__init__(f"The API key '{key}' lacks the scope {scope}")
+
+
+class InsufficientScope(Forbidden):
+    """A verified token whose claims give no scope the route needs."""
+
+    def __init__(self, subject: str, scope: str) -> None:
+        self.key = subject
+        self.scope = scope
+        GatewayError.__init__(
+            self,
+            f"The token of subject '{subject}' lacks the scope {scope} "
+            "(from its scopes claim or GATEWAY_OIDC_SCOPE_MAP)",
+        )
 
 
 class RateLimited(GatewayError):

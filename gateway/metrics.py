@@ -166,8 +166,19 @@ class GatewayMetrics:
             ["key", "outcome"],
             registry=r,
         )
+        self.token_requests = LoopCounter(
+            "gateway_token_requests",
+            "Requests with an identity provider's token (all subjects together: a label per caller "
+            "would grow without bound) by outcome: allowed, forbidden or limited",
+            ["outcome"],
+            registry=r,
+        )
         self.auth_failures = Counter(
-            "gateway_auth_failures", "Requests answered 401, by reason: missing or unknown key", ["reason"], registry=r
+            "gateway_auth_failures",
+            "Requests answered 401, by reason: missing or unknown key, or token_<why> for a token "
+            "(expired, not_yet_valid, audience, issuer, signature, algorithm, kid, malformed, too_large...)",
+            ["reason"],
+            registry=r,
         )
         self.limited_requests = Counter(
             "gateway_limited", "Requests answered 429, by the limit used up", ["limit"], registry=r
@@ -544,6 +555,9 @@ class GatewayMetrics:
 
     def key_used(self, key: str, outcome: str) -> None:
         self.key_requests.inc((key, outcome))
+
+    def token_used(self, outcome: str) -> None:
+        self.token_requests.inc((outcome,))
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()

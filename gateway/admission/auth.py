@@ -53,6 +53,12 @@ def _secret(authorization: bytes | None, api_key: bytes | None) -> str | None:
     return None
 
 
+def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token of the first ``Authorization`` header, if it sends one."""
+    authorization, _ = _sent(headers)
+    return _secret(authorization, None)
+
+
 def admin_token_key(token: str) -> ApiKey:
     return ApiKey(
         name=ADMIN_TOKEN_KEY,
@@ -68,8 +74,10 @@ def admin_token_key(token: str) -> ApiKey:
 
 
 class KeyRing:
-    def __init__(self, store: KeyStore, *, follow_interval_seconds: float, fixed: Iterable[ApiKey] = ()) -> None:
+    def __init__(self, store: KeyStore | None, *, follow_interval_seconds: float, fixed: Iterable[ApiKey] = ()) -> None:
         self._store = store
+        self.follows = store is not None
+        """False: only the fixed keys (GATEWAY_ADMIN_TOKEN with GATEWAY_AUTH=oidc), none from the database."""
         self._interval = follow_interval_seconds
         self._fixed = {key.digest: key for key in fixed}
         # The headers that carried a key found before -> that key: a request sends the same
@@ -122,6 +130,8 @@ class KeyRing:
 
     def load(self) -> bool:
         """Read the keys if their generation moved; True if it did. Blocks (a thread's work)."""
+        if self._store is None:
+            return False
         generation = self._store.generation()
         if generation == self._generation:
             return False
@@ -135,7 +145,7 @@ class KeyRing:
         return await anyio.to_thread.run_sync(self.load)
 
     def start(self) -> None:
-        if self._task is None:
+        if self._task is None and self._store is not None:
             self._task = asyncio.create_task(self._follow(), name="keys")
 
     async def _follow(self) -> None:

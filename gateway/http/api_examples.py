@@ -269,6 +269,10 @@ PREDICT_ERRORS: dict[str, tuple[str, BaseException]] = {
 AUTH_ERRORS: dict[str, tuple[str, BaseException]] = {
     "no_key": ("No API key sent", errors.Unauthenticated(sent=False)),
     "unknown_key": ("An unknown or revoked API key", errors.Unauthenticated(sent=True)),
+    "invalid_token": (
+        "A token that does not verify (GATEWAY_AUTH=oidc), saying why",
+        errors.InvalidToken("expired", "it has expired (exp)"),
+    ),
     "missing_scope": ("The key lacks the scope the route needs", errors.Forbidden("reporting", "predict:iris")),
     "key_rate": (
         "The key's rate limit is used up (Retry-After)",
@@ -279,13 +283,18 @@ AUTH_ERRORS: dict[str, tuple[str, BaseException]] = {
 }
 # Security schemes for the OpenAPI description: either header carries the same key.
 SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>`, or an identity provider's JWT with GATEWAY_AUTH=oidc",
+    },
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "`X-API-Key: <key>`"},
 }
 
 _DESCRIPTIONS = {
-    401: "GATEWAY_AUTH=keys and no API key, or an unknown or revoked one (WWW-Authenticate: Bearer)",
-    403: "The API key lacks the scope this route needs",
+    401: "GATEWAY_AUTH on and no API key or token, an unknown or revoked key, or a token that does not verify "
+    "(WWW-Authenticate: Bearer)",
+    403: "The API key or token lacks the scope this route needs",
     429: "A rate or concurrency limit of the key or the model is used up; Retry-After says when to come back",
     400: "Malformed body, wrong columns or types, a model that raised on the input, or a bad version selector",
     404: "Unknown model, version or alias",

@@ -35,6 +35,9 @@ class HttpError:
 
 
 _CHALLENGE = 'Bearer realm="registry-gateway"'
+# RFC 6750, section 3: what a bearer token's holder is told (the reason is in the body)
+_INVALID_TOKEN = 'Bearer realm="registry-gateway", error="invalid_token"'
+_NO_SCOPE = 'Bearer realm="registry-gateway", error="insufficient_scope"'
 _NOT_FOUND = HttpError(404, "RESOURCE_DOES_NOT_EXIST")
 _UNAVAILABLE = HttpError(503, "TEMPORARILY_UNAVAILABLE", retry_after=1)
 
@@ -47,7 +50,10 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.NoReadyVersion, _NOT_FOUND),
     (errors.VersionNotReady, HttpError(409, "INVALID_STATE")),
     (errors.VersionRefused, HttpError(409, "INVALID_STATE")),
+    (errors.InvalidToken, HttpError(401, "UNAUTHENTICATED", headers=(("WWW-Authenticate", _INVALID_TOKEN),))),
     (errors.Unauthenticated, HttpError(401, "UNAUTHENTICATED", headers=(("WWW-Authenticate", _CHALLENGE),))),
+    (errors.IssuerUnavailable, _UNAVAILABLE),
+    (errors.InsufficientScope, HttpError(403, "PERMISSION_DENIED", headers=(("WWW-Authenticate", _NO_SCOPE),))),
     (errors.Forbidden, HttpError(403, "PERMISSION_DENIED")),
     (errors.RateLimited, HttpError(429, "REQUEST_LIMIT_EXCEEDED")),
     (errors.LoadsThrottled, _UNAVAILABLE),

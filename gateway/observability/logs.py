@@ -247,6 +247,8 @@ class AccessLog:
             if context.model is not None:
                 message += f" model={context.model} version={context.version} arm={context.arm or '-'}"
             message += f" request_id={context.request_id}"
+            if context.key_id is not None:  # who asked: a key's name, or oidc:<sub> for a token
+                message += f" key_id={context.key_id}"
         return message
 
     @staticmethod
@@ -262,6 +264,8 @@ class AccessLog:
         }
         if context is not None:
             fields["request_id"] = context.request_id
+            if context.key_id is not None:
+                fields["key_id"] = context.key_id
             if context.model is not None:
                 fields.update(model=context.model, version=context.version, arm=context.arm)
             if (trace_id := context.trace_id) is not None:

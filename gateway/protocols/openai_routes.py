@@ -68,7 +68,7 @@ async def chat_completions(request: Request) -> Response:
 @requires(Access.LIST)
 async def models(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
-    may_call = services.gate.listed(request.headers.raw)
+    may_call = await services.gate.listed(request.headers.raw)
     listed = await services.inventory.models()
     entries: list[tuple[str, int]] = []
     for model in listed.models:

@@ -237,7 +237,7 @@ async def serve(services: Services, scope: Scope, receive: Receive, send: Send, 
         document, model = _read(body, route)
         name, selector = split_model_reference(model)
         if services.gate.active:  # the same check as every predict, on the model the body names
-            key, limits = services.gate.check(Access.PREDICT, name, headers)
+            key, limits = await services.gate.check(Access.PREDICT, name, headers)
             if limits:
                 permit = await services.gate.acquire(key, limits)
         admitted = True

@@ -33,6 +33,7 @@ from gateway.settings.grpc import GrpcSettings
 from gateway.settings.http_server import HttpServerSettings
 from gateway.settings.loading import LoadingSettings
 from gateway.settings.observability import ObservabilitySettings
+from gateway.settings.oidc import OidcSettings
 from gateway.settings.performance import PerformanceSettings
 from gateway.settings.quality import QualitySettings
 from gateway.settings.sandbox import SandboxSettings
@@ -62,6 +63,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     HttpServerSettings,
     SyncSettings,
     AccessSettings,
+    OidcSettings,
     LoadingSettings,
     FleetSettings,
     PerformanceSettings,
@@ -96,6 +98,7 @@ class GatewaySettings(
     PerformanceSettings,
     FleetSettings,
     LoadingSettings,
+    OidcSettings,
     AccessSettings,
     SyncSettings,
     HttpServerSettings,

@@ -12,16 +12,18 @@ from gateway.settings.section import SettingsSection
 class AccessSettings(SettingsSection):
     """Who may call what, and how much: API keys and the rate, concurrency and load limits."""
 
-    auth: Literal["off", "keys"] = "off"
+    auth: Literal["off", "keys", "oidc", "keys+oidc"] = "off"
     """``keys``: every request needs an API key (``registry-gateway keys create``) with the scope
     its route requires, sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; health
     and metrics stay open (``GATEWAY_METRICS_AUTH``), webhooks keep their own signature.
+    ``oidc``: the same, with a JWT from the identity provider (``GATEWAY_OIDC_*``) as
+    ``Authorization: Bearer <token>`` instead of a key; ``keys+oidc``: either.
     ``off``: anyone who reaches the port may call everything (``serve`` then binds only a
     loopback address unless ``--insecure``)."""
 
     metrics_auth: Literal["off", "on"] = "off"
     """``on``: ``/health/*`` and ``/metrics`` need a key with the ``read`` scope too (with
-    ``GATEWAY_AUTH=keys``). Off by default: probes and scrapers must not need keys."""
+    ``GATEWAY_AUTH`` on). Off by default: probes and scrapers must not need keys."""
 
     model_rate: float | None = Field(default=None, gt=0)
     """Predict requests a second per model, for every model (a token bucket with a burst of as

@@ -204,3 +204,27 @@ def test_a_pyfunc_whose_signature_takes_no_messages_is_told_so_by_chat_completio
     assert "is a pyfunc whose signature takes sepal_length, sepal_width; /v1/chat/completions serves" in str(
         refused.value
     )
+
+
+def test_the_openai_client_calls_with_an_identity_providers_token(agents_registry: Registry, tmp_path: Path) -> None:
+    """GATEWAY_AUTH=oidc (issue 53): the token goes where OpenAI's client puts its api_key."""
+    from tests.support.issuer import AUDIENCE, TestIssuer
+
+    issuer = TestIssuer()
+    issuer.add("k1", "ES256")
+    try:
+        settings = settings_under(tmp_path, auth="oidc", oidc_issuer=issuer.url, oidc_audience=AUDIENCE)
+        token = issuer.token("k1", scope="openid profile predict:chat*")
+        with served_app(settings, agents_registry) as (url, _):
+            with openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0) as client:
+                answer = client.chat.completions.create(model="chat", messages=MESSAGES)
+                assert answer.choices[0].message.content == TEXT
+                assert {model.id for model in client.models.list()} == {"chat", "chat-agent"}
+                with pytest.raises(openai.PermissionDeniedError, match="predict"):
+                    client.responses.create(model="agent", input=TEXT)
+            expired = issuer.token("k1", exp=1, scope="predict:*")
+            with openai.OpenAI(base_url=f"{url}/v1", api_key=expired, max_retries=0) as refused:
+                with pytest.raises(openai.AuthenticationError, match="expired"):
+                    refused.chat.completions.create(model="chat", messages=MESSAGES)
+    finally:
+        issuer.stop()
