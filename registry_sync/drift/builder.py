@@ -9,9 +9,10 @@ reference of each that has none for its identity:
 1. its signature's input columns, from its MLmodel (read without loading the model); without
    named columns the reference fails with "no tabular signature" (no event: a property of the
    version, shown on its drift page);
-2. the first source found (``sources.py``: the run's training dataset, the tag, the artifact),
-   read, checked against those columns and sampled; no source: status ``none`` (the first
-   requests served become a baseline, elsewhere);
+2. the first source that can be used (``sources.py``: the run's training dataset, the tag,
+   the artifact, in that order), read, checked against those columns and sampled; when
+   sources exist and none can be used, the reference fails with each one's reason; no source
+   at all: status ``none`` (the first requests served become a baseline, elsewhere);
 3. the profile of that sample, and of the version's outputs on up to
    ``GATEWAY_DRIFT_OUTPUT_ROWS`` of its rows, predicted through ``predict``: this process's
    own inference path (the version's runtime, in process or in its worker). Without one (a
@@ -26,8 +27,10 @@ those tags recomputes a ready reference too. A baseline reference (``source_kind
 kept when a recomputation still finds no source.
 
 Failure: nothing here is on a request's path; the blocking work (MLflow, files, S3, profiling)
-runs in a thread, the predict in the version's own executor. MLflow or the state database
-unavailable ends the pass (Periodic logs it) and the next interval tries again.
+runs in a thread, the predict in the version's own executor. MLflow or the artifact store not
+answering about a version (its run, its MLmodel, its artifacts) decides nothing: the version
+is left for the next pass, warned once. The state database unavailable ends the pass
+(Periodic logs it) and the next interval tries again.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Any
 
 import anyio.to_thread
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from registry_sync.artifacts import ArtifactStore, uri_within
@@ -61,7 +65,7 @@ from registry_sync.drift.sources import (
     signature_columns,
     training_dataset,
 )
-from registry_sync.errors import RegistryError, described
+from registry_sync.errors import ArtifactLocationRefused, RegistryError, RegistryUnavailable, described
 from registry_sync.identity import VersionId
 from registry_sync.periodic import Periodic
 from registry_sync.repository import EventKind, StateStore, VersionState
@@ -80,6 +84,10 @@ NO_SOURCE = (
     f"Parquet or CSV file, mlflow.log_input(..., context='training')), it has no {TAG} tag and no "
     f"{' or '.join(ARTIFACT_PATHS)} artifact; the first requests it serves become its baseline"
 )
+
+
+class NotThere(Exception):
+    """The version has no artifact at that path: the next source is tried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,7 @@ class ReferenceBuilder:
         self._loaded = loaded
         self._actor = actor
         self._clock = clock
+        self._unavailable: set[VersionId] = set()  # warned about: MLflow or the store did not answer
         self._loop = Periodic("computing drift references", interval_seconds, self._pass, log=log)
 
     def start(self) -> None:
@@ -144,13 +153,21 @@ class ReferenceBuilder:
             await self.run_once()
 
     async def run_once(self) -> list[Reference]:
-        """One pass: the references computed (and saved) for the served versions due one."""
+        """One pass: the references computed (and saved) for the served versions due one. A
+        version whose sources MLflow or the artifact store could not be asked about now is
+        left for the next pass (warned once until it works)."""
         due = await anyio.to_thread.run_sync(self._due)
         computed = []
-        for version, existing in due:
-            reference = await self.build(version)
-            reference = await anyio.to_thread.run_sync(self._keep, reference, existing)
-            computed.append(reference)
+        for state, existing in due:
+            try:
+                reference = await self.build(state)
+            except RegistryError as exc:
+                if state.id not in self._unavailable:
+                    log.warning("%s: drift reference not computed now (trying again each pass): %s", state.id, exc)
+                    self._unavailable.add(state.id)
+                continue
+            self._unavailable.discard(state.id)
+            computed.append(await anyio.to_thread.run_sync(self._keep, reference, existing))
         return computed
 
     def _due(self) -> list[tuple[VersionState, Reference | None]]:
@@ -161,6 +178,9 @@ class ReferenceBuilder:
         known = {
             (reference.version.name, reference.version.version): reference for reference in self._references.list()
         }
+        gone = [key for key in known if (held := snapshot.versions.get(key)) is None or held.deleted]
+        if gone:
+            self._references.forget(gone)  # deleted from the registry: its reference goes with it
         now = self._clock()
         due = []
         for key in sorted(served):
@@ -182,24 +202,17 @@ class ReferenceBuilder:
         return existing.status == FAILED and now >= existing.computed_at + self._limits.retry_seconds
 
     async def build(self, state: VersionState) -> Reference:
-        """The reference of one version (computed, not saved)."""
+        """The reference of one version (computed, not saved). MLflow or the artifact store
+        unavailable raises RegistryError: nothing is decided, the next pass tries again."""
         version, digest = state.id, drift_tags_digest(state.tags)
         now = self._clock()
         try:
             located, table = await anyio.to_thread.run_sync(self._read, state)
         except NoTabularSignature as exc:
             return Reference(version, FAILED, now, reason=str(exc), tags_digest=digest)
-        except (Unusable, RegistryError) as exc:
-            located = exc.located if isinstance(exc, Unusable) else None
-            return Reference(
-                version,
-                FAILED,
-                now,
-                source_kind=located.kind if located else None,
-                source_uri=located.uri if located else None,
-                reason=str(exc),
-                tags_digest=digest,
-            )
+        except Unusable as exc:
+            kind, uri = (exc.located.kind, exc.located.uri) if exc.located else (None, None)
+            return Reference(version, FAILED, now, kind, uri, reason=str(exc), tags_digest=digest)
         if located is None or table is None:
             return Reference(version, NONE, now, reason=NO_SOURCE, tags_digest=digest)
         inputs = profile_columns(table.frame, bins=self._limits.bins, max_categories=self._limits.max_categories)
@@ -217,52 +230,76 @@ class ReferenceBuilder:
         )
 
     def _read(self, state: VersionState) -> tuple[Located | None, Table | None]:
-        """The version's signature columns, its first source, and that source read (blocking)."""
-        metadata = self._artifacts.metadata(state.id, digest=state.digest)
+        """The first of the version's sources that can be used, read (blocking). When sources
+        exist and none can be used, Unusable about the first, with every one's reason."""
+        try:
+            metadata = self._artifacts.metadata(state.id, digest=state.digest)
+        except ArtifactLocationRefused as exc:
+            raise Unusable(f"its MLmodel was not read: {exc}") from exc
         columns = signature_columns(metadata.model)
         self._scratch.mkdir(parents=True, exist_ok=True)
+        failures: list[Unusable] = []
         with tempfile.TemporaryDirectory(dir=self._scratch, prefix="drift-") as directory:
-            located, local = self._locate(state, Path(directory))
-            if located is None:
-                return None, None
-            try:
-                table = read_reference(
-                    str(local) if local is not None else located.uri,
-                    columns=columns,
-                    rows=self._limits.rows,
-                    max_bytes=self._limits.max_bytes,
-                    scratch=Path(directory),
-                    name=located.uri,
-                )
-            except Unusable as exc:
-                raise Unusable(str(exc), located) from exc
-        return located, table
+            for located in self._sources(state):
+                try:
+                    return located, self._read_one(state, located, columns, Path(directory))
+                except NotThere:
+                    continue
+                except Unusable as exc:
+                    failures.append(Unusable(str(exc), located))
+        if not failures:
+            return None, None
+        if len(failures) == 1:
+            raise failures[0]
+        reasons = "; ".join(
+            f"{failure.located.kind} {failure.located.uri}: {failure}" for failure in failures if failure.located
+        )
+        raise Unusable(f"no source could be used ({reasons})", failures[0].located)
 
-    def _locate(self, state: VersionState, directory: Path) -> tuple[Located | None, Path | None]:
-        """The first source of the version's reference (and, for an artifact, its local copy)."""
+    def _sources(self, state: VersionState) -> list[Located]:
+        """The version's sources, in the order they are tried: its run's training dataset, the
+        tag, the artifact paths (those are only looked for when read)."""
+        found = []
         if state.run_id:
             try:
                 run = self._client.get_run(state.run_id)
-            except Exception as exc:  # MLflow's client raises MlflowException and requests' errors
-                raise RegistryError(f"reading the version's run {state.run_id}: {described(exc)}") from exc
-            located = training_dataset(run)
-            if located is not None:
-                self._check_location(located)
-                return located, None
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise RegistryUnavailable(f"reading the version's run {state.run_id}: {described(exc)}") from exc
+                run = None  # the run was deleted: its datasets with it
+            except Exception as exc:  # requests' errors: MLflow unreachable
+                raise RegistryUnavailable(f"reading the version's run {state.run_id}: {described(exc)}") from exc
+            if (dataset := training_dataset(run)) is not None:
+                found.append(dataset)
         if tagged := state.tags.get(TAG, "").strip():
-            located = Located("tag", tagged)
-            self._check_location(located)
-            return located, None
-        for path in ARTIFACT_PATHS:
+            found.append(Located("tag", tagged))
+        found.extend(Located("artifact", path) for path in ARTIFACT_PATHS)
+        return found
+
+    def _read_one(self, state: VersionState, located: Located, columns: list[str], directory: Path) -> Table:
+        """One source read; an absent artifact is NotThere (the next source is tried)."""
+        local: Path | None = None
+        if located.kind == "artifact":
             try:
-                local = self._artifacts.fetch_file(state.id, path, directory)
+                local = self._artifacts.fetch_file(state.id, located.uri, directory)
+            except ArtifactLocationRefused as exc:
+                raise Unusable(str(exc)) from exc
             except RegistryError:
                 raise
-            except Exception as exc:
-                raise Unusable(f"reading the artifact {path}: {described(exc)}", Located("artifact", path)) from exc
-            if local is not None:
-                return Located("artifact", path), local
-        return None, None
+            except Exception as exc:  # MLflow's artifact repositories raise their own and requests' errors
+                raise RegistryUnavailable(f"looking for the artifact {located.uri}: {described(exc)}") from exc
+            if local is None:
+                raise NotThere()
+        else:
+            self._check_location(located)
+        return read_reference(
+            str(local) if local is not None else located.uri,
+            columns=columns,
+            rows=self._limits.rows,
+            max_bytes=self._limits.max_bytes,
+            scratch=directory,
+            name=located.uri,
+        )
 
     def _check_location(self, located: Located) -> None:
         """A file named by a run or a tag is read only where the version's own artifacts may be

@@ -7,11 +7,13 @@ the version's outputs predicted through the gateway's own model cache.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import mlflow
 import mlflow.data
 import mlflow.sklearn
@@ -21,6 +23,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from gateway.demo import IRIS, iris_frame
+from registry_sync.artifacts import local_path
 from registry_sync.drift.builder import NO_SOURCE, ReferenceBuilder
 from registry_sync.drift.profile import CategoricalColumn, NumericColumn
 from registry_sync.drift.references import FAILED, NONE, READY, Reference
@@ -28,6 +31,7 @@ from registry_sync.drift.sources import TAG
 from registry_sync.repository import EventKind
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, empty_registry, iris_split, running_gateway, settings_under
 from tests.support.s3 import moto_s3
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -284,3 +288,87 @@ async def test_a_predict_that_fails_keeps_the_inputs_and_says_why(registry: Regi
     assert all(isinstance(column, CategoricalColumn) for column in reference.profile.inputs)
     assert reference.profile.outputs == ()
     assert reference.outputs_reason is not None and reference.outputs_reason.startswith("predicting on the reference")
+
+
+async def test_the_leader_computes_references_on_its_own_at_the_interval(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    settings = settings_under(tmp_path, drift_reference_interval_seconds=0.05)
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+
+        async def computed() -> Reference | None:
+            return await anyio.to_thread.run_sync(reference_of, gateway, version)
+
+        reference = await eventually(computed, "the leader's drift pass")
+    assert reference.status == READY and reference.source_kind == "dataset"
+
+
+async def test_a_source_that_cannot_be_read_gives_way_to_the_next(registry: Registry, tmp_path: Path) -> None:
+    # Trained on another machine: the run's dataset names a file this host does not have.
+    elsewhere = tmp_path / "laptop" / "train.parquet"
+    version = log_iris(registry, training=str(elsewhere))
+    tagged = tmp_path / "reference.parquet"
+    registry.client.set_model_version_tag(IRIS, str(version), TAG, str(tagged))
+    async with gateway_on(registry, tmp_path) as gateway:
+        (failed,) = await builder_of(gateway).run_once()
+        assert failed.status == FAILED and (failed.source_kind, failed.source_uri) == ("dataset", str(elsewhere))
+        assert failed.reason is not None
+        assert f"dataset {elsewhere}: {elsewhere} does not exist" in failed.reason
+        assert f"tag {tagged}: {tagged} does not exist" in failed.reason
+
+        iris_frame()[0].to_parquet(tagged)
+        registry.client.set_model_version_tag(IRIS, str(version), "gateway.drift.note", "written")
+        await gateway.services.poller.run([IRIS], reason="test", timeout=60)
+        (ready,) = await builder_of(gateway).run_once()
+    assert ready.status == READY and (ready.source_kind, ready.source_uri) == ("tag", str(tagged))
+
+
+async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_again(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    source = registry.client.get_model_version(IRIS, str(version)).source
+    location = local_path(registry.client.get_logged_model(source.removeprefix("models:/")).artifact_location)
+    assert location is not None
+    away = tmp_path / "away"
+    async with gateway_on(registry, tmp_path) as gateway:
+        shutil.move(location, away)  # the artifact store loses the version's files for a while
+        assert await builder_of(gateway).run_once() == []
+        assert reference_of(gateway, version) is None and drift_events(gateway) == []
+
+        shutil.move(away, location)
+        (reference,) = await builder_of(gateway).run_once()
+    assert reference.status == READY
+
+
+async def test_a_version_deleted_from_the_registry_loses_its_reference(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    async with gateway_on(registry, tmp_path) as gateway:
+        await builder_of(gateway).run_once()
+        references = gateway.services.rooms.drift.references
+        assert [reference.version.version for reference in references.list()] == [version]
+
+        registry.client.delete_model_version(IRIS, str(version))
+        await gateway.services.poller.run([IRIS], reason="test", timeout=60)
+        assert await builder_of(gateway).run_once() == []
+        assert references.list() == []
+
+
+async def test_an_isolated_versions_outputs_are_predicted_in_its_worker(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    """GATEWAY_ENV_ISOLATE=always: the version runs in a worker on an environment uv builds
+    (from the package index, or uv's cache), and its reference's outputs come from there."""
+    version = log_iris(registry, training=str(training_parquet))
+    async with gateway_on(registry, tmp_path, env_isolate="always", env_dir=tmp_path / "envs") as gateway:
+        (reference,) = await builder_of(gateway).run_once()
+        state = gateway.services.store.version(IRIS, version)
+        assert state is not None
+        loaded = gateway.services.cache.peek(state.id)
+        assert loaded is not None and loaded.placement is not None and loaded.placement.runtime == "isolated"
+    assert reference.status == READY and reference.outputs_reason is None, reference.outputs_reason
+    assert reference.profile is not None
+    assert [column.name for column in reference.profile.outputs] == ["prediction"]
