@@ -104,15 +104,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two workers (pytest-xdist), each taking whole test files, so a module's shared servers and
-# registries stay in one process; TEST_WORKERS=0 runs serially (one process, as `pytest` alone).
-# The slowest tests are listed at the end, so the suite's time (under 6 minutes on 2 cores) can
-# be kept an eye on from any CI log.
+# Twice as many workers (pytest-xdist) as cores, at most 8, each taking whole test files, so a
+# module's shared servers and registries stay in one process; TEST_WORKERS=0 runs serially (one
+# process, as `pytest` alone). Twice the cores: much of the suite waits on processes it started
+# (gateways, mlflow server, sandboxed workers, proxies) rather than computing (docs/development.md
+# has the suite's time with two and with four workers on 2 cores).
+# The slowest tests are listed at the end, so the suite's time can be kept an eye on from any
+# CI log.
 # The checkout's own bytecode is compiled first, as the venvs' is (.bytecode above): with
 # PYTHONDONTWRITEBYTECODE set, each gateway, sync and CLI process the tests start compiled
 # gateway/ and registry_sync/ from source again, about 0.4 s of the 5 s of CPU its imports take.
 # compileall skips what is current; a file edited since is compiled in memory, as before.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= $(shell n=$$(( $$(nproc) * 2 )); [ $$n -gt 8 ] && n=8; echo $$n)
 test: lint interop-envs
 	$(BIN)/python -m compileall -q gateway registry_sync migrations tests/support
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15 $(PYTEST_ARGS)

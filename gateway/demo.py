@@ -92,7 +92,11 @@ def log_torch_version(name: str = TORCH, *, seed: int = 0) -> int:
 @contextmanager
 def using_registry(tracking_uri: str, artifact_root: Path | None = None) -> Iterator[MlflowClient]:
     """Point MLflow's fluent API at one registry for the duration, then restore it."""
-    previous = mlflow.get_tracking_uri() if os.environ.get("MLFLOW_TRACKING_URI") else None
+    # mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI too and keeps the URI in a module global:
+    # restore the variable as it was and leave no global behind (restoring through
+    # set_tracking_uri(previous) would pin the global to a variable's value that its owner may
+    # unset later, and MLflow would go on following it).
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
     try:
         client = MlflowClient(tracking_uri=tracking_uri)
@@ -103,7 +107,9 @@ def using_registry(tracking_uri: str, artifact_root: Path | None = None) -> Iter
         mlflow.set_experiment(EXPERIMENT)
         yield client
     finally:
-        mlflow.set_tracking_uri(previous) if previous else mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 @dataclass

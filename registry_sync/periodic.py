@@ -39,3 +39,25 @@ class Periodic:
                 await self._step()
             except Exception:  # the loop must outlive any one bad pass
                 self._log.exception("%s: a pass failed", self.name)
+
+
+class Outage:
+    """A background pass that keeps failing, told once: a WARNING the first time it fails, an
+    INFO line the first time it works again, nothing in between (a pass every second against a
+    state database that is down would otherwise log a line a second)."""
+
+    def __init__(self, log: logging.Logger, failing: str, recovered: str) -> None:
+        self._log = log
+        self._failing = failing  # "could not publish this replica's traffic counts (trying again)"
+        self._recovered = recovered  # "publishing this replica's traffic counts again"
+        self.ongoing = False
+
+    def failed(self, reason: object) -> None:
+        if not self.ongoing:
+            self._log.warning("%s: %s", self._failing, reason)
+            self.ongoing = True
+
+    def passed(self) -> None:
+        if self.ongoing:
+            self._log.info("%s", self._recovered)
+            self.ongoing = False

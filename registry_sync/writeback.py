@@ -47,7 +47,7 @@ from mlflow.tracking import MlflowClient
 
 from registry_sync.errors import RegistryError
 from registry_sync.figures import FiguresStore, VersionFigures
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.registry import PRODUCTION_TAG
 from registry_sync.repository import StateStore
 
@@ -149,7 +149,11 @@ class Writeback:
         self._runs: dict[tuple[str, int, str], str] = {}
         self._experiment_id: str | None = None
         self._last_written: dict[tuple[str, int], float] = {}
-        self._failing = False
+        self._outage = Outage(
+            log,
+            f"production figures not written back (trying again every {interval_seconds:g} s)",
+            "writing production figures back to MLflow again",
+        )
         self._failing_providers: set[int] = set()
         self._failing_documents: set[str] = set()
         self.failures = 0  # passes that MLflow (or the state database) failed
@@ -194,9 +198,7 @@ class Writeback:
                 self._tag(name, version, figures, now)
             except Exception as exc:
                 return self._failed(report, f"tagging {name} v{version} in MLflow: {type(exc).__name__}: {exc}")
-        if self._failing:
-            log.info("writing production figures back to MLflow again")
-            self._failing = False
+        self._outage.passed()
         if report.written and self._on_pass is not None:
             self._on_pass(True)
         return report
@@ -205,9 +207,7 @@ class Writeback:
         if self._on_pass is not None:
             self._on_pass(False)
         self.failures += 1
-        if not self._failing:
-            log.warning("production figures not written back (trying again every %g s): %s", self._interval, error)
-            self._failing = True
+        self._outage.failed(error)
         report.error = error
         return report
 

@@ -77,6 +77,7 @@ SLOW_FILES_FIRST = (
     "tests/gateway/test_fuzz_openapi.py",
     "tests/gateway/test_traffic.py",
     "tests/gateway/observability/test_tables.py",  # new (issue 50): two gateways, moto_server, ~70 s
+    "tests/registry_sync/drift/test_builder.py",  # new (issue 51): 19 gateways, mlflow server, moto, a worker, ~95 s
     "tests/gateway/runtimes/test_environments.py",
     "tests/gateway/test_predict.py",
     "tests/test_mlflow2.py",

@@ -161,7 +161,9 @@ async def test_the_predicting_floor_batches_the_models_own_predict(tmp_path: Pat
 
     features, labels = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=500).fit(features, labels)
-    mlflow.sklearn.save_model(model, tmp_path / "iris", serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(
+        model, tmp_path / "iris", serialization_format="cloudpickle", pip_requirements=["scikit-learn"]
+    )
     app = floor_app.create_predicting_app(str(tmp_path / "iris"))
     rows = [features[i : i + n].tolist() for i, n in ((0, 1), (50, 2), (100, 3), (140, 1))]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://floor") as client:

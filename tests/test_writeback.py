@@ -63,7 +63,9 @@ def _register_as_mlflow_2x(client: MlflowClient) -> None:
     features, target = iris_frame()
     model = LogisticRegression(C=1.0, max_iter=1000).fit(features, target)
     with tempfile.TemporaryDirectory() as saved, mlflow.start_run(run_name="iris-2x") as run:
-        mlflow.sklearn.save_model(model, f"{saved}/model", serialization_format=SERVED_SKLEARN_FORMAT)
+        mlflow.sklearn.save_model(
+            model, f"{saved}/model", serialization_format=SERVED_SKLEARN_FORMAT, pip_requirements=["scikit-learn"]
+        )
         mlflow.log_artifacts(f"{saved}/model", "model")
     client.create_registered_model(IRIS_2X)
     made = client.create_model_version(IRIS_2X, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)

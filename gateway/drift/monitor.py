@@ -36,7 +36,7 @@ from registry_sync.drift.verdict import Thresholds, VersionDrift, judge
 from registry_sync.drift.windows import WindowStore
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.repository import EventKind, StateStore, VersionState
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,12 @@ class DriftMonitor:
         self.latest: dict[VersionId, VersionDrift] = {}
         self.read_at: float | None = None
         self._said: dict[VersionId, bool] = {}  # what the events last said: drifting or not
-        self._failing = False
+        self._outage = Outage(
+            log,
+            "could not read or publish drift windows (keeping the last figures)",
+            "reading and publishing drift windows again",
+        )
+        self._events_outage = Outage(log, "could not write drift events (next interval)", "writing drift events again")
         self._loop = Periodic("computing drift", interval_seconds, self.refresh, log=log)
 
     def start(self) -> None:
@@ -96,18 +101,18 @@ class DriftMonitor:
         try:
             latest = await anyio.to_thread.run_sync(self._pass)
         except RegistryError as exc:
-            if not self._failing:
-                log.warning("could not read or publish drift windows (keeping the last figures): %s", exc)
-                self._failing = True
+            self._outage.failed(exc)
             return False
-        self._failing = False
+        self._outage.passed()
         self.latest, self.read_at = latest, time.time()
         self._metrics.drift_now(latest.values())
         if self._leading():
             try:
                 await anyio.to_thread.run_sync(self._alarms, latest)
             except RegistryError as exc:
-                log.warning("could not write drift events (next interval): %s", exc)
+                self._events_outage.failed(exc)
+            else:
+                self._events_outage.passed()
         return True
 
     def _publish(self) -> None:

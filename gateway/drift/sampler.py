@@ -22,6 +22,7 @@ rows go to the baseline (:class:`gateway.drift.baseline.Baselines`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -102,6 +103,7 @@ class DriftSampler:
         self._queue: deque[Sampled] = deque()
         self._held = 0
         self._lock = threading.Lock()
+        self._flushing = asyncio.Lock()
         self._loop = Periodic("binning requests sampled for drift", FLUSH_SECONDS, self.flush, log=log)
 
     @property
@@ -144,18 +146,20 @@ class DriftSampler:
         await self._loop.stop()
 
     async def flush(self) -> int:
-        """Bin everything waiting now (in a thread); the requests taken."""
-        with self._lock:
-            batch = list(self._queue)
-            self._queue.clear()
-        if not batch:
-            return 0
-        try:
-            await anyio.to_thread.run_sync(self.bin, batch)
-        finally:
+        """Bin everything waiting now (in a thread); the requests taken. One flush at a time:
+        when it returns, what was queued before it is in the windows."""
+        async with self._flushing:
             with self._lock:
-                self._held -= sum(s.size for s in batch)
-        return len(batch)
+                batch = list(self._queue)
+                self._queue.clear()
+            if not batch:
+                return 0
+            try:
+                await anyio.to_thread.run_sync(self.bin, batch)
+            finally:
+                with self._lock:
+                    self._held -= sum(s.size for s in batch)
+            return len(batch)
 
     def bin(self, batch: list[Sampled]) -> None:
         """Group by version, read, bin and add to the windows (blocking)."""

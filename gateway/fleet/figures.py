@@ -19,7 +19,7 @@ import anyio.to_thread
 from gateway.metrics import UNKNOWN, GatewayMetrics
 from registry_sync.errors import RegistryError
 from registry_sync.figures import FiguresStore, VersionFigures
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,11 @@ class FiguresPublisher:
         self.replica = replica
         self._interval = interval_seconds
         self._published: list[VersionFigures] = []
-        self._failing = False
+        self._outage = Outage(
+            log,
+            "could not publish this process's version figures (trying again)",
+            "publishing this process's version figures again",
+        )
         self._loop = Periodic("publishing version figures", interval_seconds, self.publish, log=log)
         self._started = False
 
@@ -77,12 +81,8 @@ class FiguresPublisher:
                 lambda: self._store.publish(self.replica, figures, forget_after=FORGET_SECONDS)
             )
         except RegistryError as exc:
-            if not self._failing:
-                log.warning("could not publish this process's version figures (trying again): %s", exc)
-                self._failing = True
+            self._outage.failed(exc)
             return False
-        if self._failing:
-            log.info("publishing this process's version figures again")
-            self._failing = False
+        self._outage.passed()
         self._published = figures
         return True

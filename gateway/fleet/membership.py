@@ -24,6 +24,7 @@ from gateway.dataplane.cache import ModelCache
 from registry_sync.errors import RegistryError
 from registry_sync.fleet import STOPPED, FleetStore, Holding, MemberReport, Served
 from registry_sync.identity import VersionId
+from registry_sync.periodic import Outage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,11 @@ class Membership:
         self.warm_rule = ""
         self._served: dict[str, float] = {}  # model -> last request, this replica (history and since)
         self._reported: dict[VersionId, float] = {}  # last_served already written, per version
-        self._failing = False
+        self._outage = Outage(
+            log,
+            "could not report this process to the fleet (trying again)",
+            "reporting this process to the fleet again",
+        )
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -163,13 +168,9 @@ class Membership:
                 )
             )
         except RegistryError as exc:
-            if not self._failing:
-                log.warning("could not report this process to the fleet (trying again): %s", exc)
-                self._failing = True
+            self._outage.failed(exc)
             return False
-        if self._failing:
-            log.info("reporting this process to the fleet again")
-            self._failing = False
+        self._outage.passed()
         for used in served:
             self._reported[used.id] = used.last_served
         return True

@@ -114,7 +114,8 @@ async def serve(
             span.set_status(Status(StatusCode.ERROR))
             span.end()
         answer = http_errors.answer_for(exc, "POST", protocol)
-        services.predict_finished(served, status=answer.status, started=started, error=exc)
+        failed = Exchange(protocol, JSON, request_body, b"", route_key, error_code=http_errors.classify(exc).code)
+        services.predict_finished(served, status=answer.status, started=started, error=exc, exchange=failed)
         await http_errors.send_error(send, _shaped(answer, dialect))
         return
     stream.close()

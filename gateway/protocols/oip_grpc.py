@@ -451,6 +451,7 @@ class InferenceServicer:
         started = time.perf_counter()
         permit = NO_PERMIT
         served: Resolved | None = None
+        route_key: str | None = None
         try:
             try:
                 message = pb.ModelInferRequest.FromString(body)
@@ -462,7 +463,10 @@ class InferenceServicer:
             prediction = await _predict(services, served, message, body)
         except Exception as exc:
             error = status_of(exc)
-            services.predict_finished(served, status=error.http_status, started=started, error=exc)
+            failed = Exchange(
+                "oip-grpc", "application/x-protobuf", body, b"", route_key, error_code=http_errors.classify(exc).code
+            )
+            services.predict_finished(served, status=error.http_status, started=started, error=exc, exchange=failed)
             if (request := current()) is not None:
                 request.status = error.http_status
             permit.release()

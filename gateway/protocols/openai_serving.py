@@ -263,8 +263,9 @@ async def serve(services: Services, scope: Scope, receive: Receive, send: Send, 
         prediction = await services.inference.call(served, request.answer, kind=f"openai {route}", body=body)
     except Exception as exc:
         answer = openai_error(http_errors.answer_for(exc, scope["method"], scope["path"]))
-        if admitted:
-            services.predict_finished(served, status=answer.status, started=started, error=exc)
+        if admitted:  # the body was read: a row of the inference tables, as a failed request
+            failed = Exchange("openai", JSON, body, b"", route_key, error_code=http_errors.classify(exc).code)
+            services.predict_finished(served, status=answer.status, started=started, error=exc, exchange=failed)
         await http_errors.send_error(send, answer)
         return
     finally:

@@ -39,7 +39,7 @@ from gateway.settings import GatewaySettings
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore, KeptPrediction
 from registry_sync.identity import VersionId
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.quality import CLASSIFICATION, REGRESSION, Task, task_of_value
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,11 @@ class PredictionKeeper:
         self._loop = Periodic("writing the answers kept for feedback", FLUSH_SECONDS, self._pass, log=log)
         self._flushing = asyncio.Lock()
         self._cleaned_at = 0.0
-        self._failing = False
+        self._outage = Outage(
+            log,
+            "could not keep answers for feedback (dropped, counted; trying again)",
+            "keeping answers for feedback again",
+        )
 
     @property
     def queued_bytes(self) -> int:
@@ -202,11 +206,9 @@ class PredictionKeeper:
             self._store.keep(rows, retention_seconds=self.retention_seconds)
         except RegistryError as exc:
             self._metrics.feedback_was_dropped("write_error", len(rows))
-            if not self._failing:
-                log.warning("could not keep answers for feedback (dropped, counted; trying again): %s", exc)
-                self._failing = True
+            self._outage.failed(exc)
             return 0
-        self._failing = False
+        self._outage.passed()
         return len(rows)
 
     def _task(self, version: VersionId, prediction: Any) -> Task | None:

@@ -29,7 +29,7 @@ from gateway.wire.api_schemas import ArmQualityBody, QualityList, QualityRow, ut
 from registry_sync.errors import RegistryError
 from registry_sync.feedback import FeedbackStore
 from registry_sync.identity import VersionId
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.quality import Scored, task_of_tag
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,11 @@ class QualityMonitor:
         self.limits = limits
         self.latest: dict[tuple[VersionId, str], ArmQuality] = {}
         self.read_at: float | None = None  # time.time() of the last successful read
-        self._failing = False
+        self._outage = Outage(
+            log,
+            "could not read the labels for live quality (keeping the last figures)",
+            "reading the labels for live quality again",
+        )
         self._loop = Periodic("computing live quality", interval_seconds, self.refresh, log=log)
 
     @classmethod
@@ -113,11 +117,9 @@ class QualityMonitor:
         try:
             latest = await anyio.to_thread.run_sync(self._read)
         except RegistryError as exc:
-            if not self._failing:
-                log.warning("could not read the labels for live quality (keeping the last figures): %s", exc)
-                self._failing = True
+            self._outage.failed(exc)
             return False
-        self._failing = False
+        self._outage.passed()
         self.latest, self.read_at = latest, time.time()
         self._metrics.quality_now(
             {

@@ -26,7 +26,7 @@ from gateway.routing.guard import Guard
 from gateway.routing.shadow import ShadowQueue
 from gateway.routing.traffic import SHADOW
 from registry_sync.errors import RegistryError
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.repository import ArmCount, StateStore
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,11 @@ class TrafficCounts:
         self._interval = interval_seconds
         self._published: list[ArmCount] | None = None
         self._published_at = 0.0  # monotonic
-        self._failing = False
+        self._outage = Outage(
+            log,
+            "could not publish this replica's traffic counts (trying again)",
+            "publishing this replica's traffic counts again",
+        )
         self._loop = Periodic("publishing traffic counts", interval_seconds, self.publish, log=log)
 
     @property
@@ -95,12 +99,8 @@ class TrafficCounts:
                 lambda: self._store.publish_counts(self.replica, counts, forget_after=FORGET_SECONDS)
             )
         except RegistryError as exc:
-            if not self._failing:
-                log.warning("could not publish this replica's traffic counts (trying again): %s", exc)
-                self._failing = True
+            self._outage.failed(exc)
             return False
-        if self._failing:
-            log.info("publishing this replica's traffic counts again")
-            self._failing = False
+        self._outage.passed()
         self._published, self._published_at = counts, time.monotonic()
         return True

@@ -16,8 +16,9 @@ class DriftSettings(SettingsSection):
     # --- the reference (registry_sync/drift/builder.py) ---------------------------------
 
     drift_reference_interval_seconds: float = Field(default=60.0, ge=0)
-    """How often the sync leader looks for served versions (routed, or loaded in its process)
-    without a drift reference, and computes theirs: once per version identity, from the first
+    """How often the sync leader looks for served versions (an alias's, a traffic split's arms,
+    each model's latest, those loaded in its process) without a drift reference, and computes
+    theirs: once per version identity, from the first
     source found (the run's ``training`` dataset, the ``gateway.drift.reference`` tag, the
     artifact ``drift/reference.parquet`` or ``drift/reference.csv``). 0: no references are
     computed."""

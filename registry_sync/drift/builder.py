@@ -2,9 +2,10 @@
 
 Every ``GATEWAY_DRIFT_REFERENCE_INTERVAL_SECONDS``, in the process that holds the sync lease
 (one writer however many replicas: the others read the state database), :meth:`ReferenceBuilder.run_once`
-looks at the versions served (those a route points at, as MLflow sets it or as gateways serve
-it, and those loaded in this process) that are READY and not refused, and computes the
-reference of each that has none for its identity:
+looks at the versions that are or may soon be served (those an alias points at, as MLflow sets
+it or as gateways serve it; a traffic split's arms; each model's latest READY version, which
+its default route serves without the default alias; those loaded in this process) that are
+READY and not refused, and computes the reference of each that has none for its identity:
 
 1. its signature's input columns, from its MLmodel (read without loading the model); without
    named columns the reference fails with "no tabular signature" (no event: a property of the
@@ -29,8 +30,8 @@ kept when a recomputation still finds no source.
 Failure: nothing here is on a request's path; the blocking work (MLflow, files, S3, profiling)
 runs in a thread, the predict in the version's own executor. MLflow or the artifact store not
 answering about a version (its run, its MLmodel, its artifacts) decides nothing: the version
-is left for the next pass, warned once. The state database unavailable ends the pass
-(Periodic logs it) and the next interval tries again.
+is left for the next pass, warned once (registry_sync/periodic.py ``Outage``). The state
+database unavailable ends the pass (Periodic logs it) and the next interval tries again.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from registry_sync.drift.sources import (
 )
 from registry_sync.errors import ArtifactLocationRefused, RegistryError, RegistryUnavailable, described
 from registry_sync.identity import VersionId
-from registry_sync.periodic import Periodic
+from registry_sync.periodic import Outage, Periodic
 from registry_sync.repository import EventKind, StateStore, VersionState
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,11 @@ class ReferenceBuilder:
         self._loaded = loaded
         self._actor = actor
         self._clock = clock
-        self._unavailable: set[VersionId] = set()  # warned about: MLflow or the store did not answer
+        self._outage = Outage(  # MLflow or the artifact store not answering about a version
+            log,
+            "drift references not computed now (MLflow or the artifact store did not answer; trying again each pass)",
+            "computing drift references again",
+        )
         self._loop = Periodic("computing drift references", interval_seconds, self._pass, log=log)
 
     def start(self) -> None:
@@ -155,18 +160,16 @@ class ReferenceBuilder:
     async def run_once(self) -> list[Reference]:
         """One pass: the references computed (and saved) for the served versions due one. A
         version whose sources MLflow or the artifact store could not be asked about now is
-        left for the next pass (warned once until it works)."""
+        left for the next pass (warned once, until a version's sources can be asked again)."""
         due = await anyio.to_thread.run_sync(self._due)
         computed = []
         for state, existing in due:
             try:
                 reference = await self.build(state)
             except RegistryError as exc:
-                if state.id not in self._unavailable:
-                    log.warning("%s: drift reference not computed now (trying again each pass): %s", state.id, exc)
-                    self._unavailable.add(state.id)
+                self._outage.failed(f"{state.id}: {exc}")
                 continue
-            self._unavailable.discard(state.id)
+            self._outage.passed()
             computed.append(await anyio.to_thread.run_sync(self._keep, reference, existing))
         return computed
 
@@ -174,11 +177,17 @@ class ReferenceBuilder:
         snapshot = self._state.snapshot()
         served = {(route.name, route.version) for route in snapshot.routes.values()}
         served |= {(route.name, route.active_version) for route in snapshot.routes.values() if route.active_version}
+        served |= {(model.name, version) for model in snapshot.traffic.values() for version in model.arms}
         served |= {(version.name, version.version) for version in self._loaded()}
+        latest: dict[str, int] = {}  # what a model without its default alias serves
+        for (name, number), held in snapshot.versions.items():
+            if held.ready and not held.refused_reason and number > latest.get(name, 0):
+                latest[name] = number
+        served |= set(latest.items())
         known = {
             (reference.version.name, reference.version.version): reference for reference in self._references.list()
         }
-        gone = [key for key in known if (held := snapshot.versions.get(key)) is None or held.deleted]
+        gone = [key for key in known if (kept := snapshot.versions.get(key)) is None or kept.deleted]
         if gone:
             self._references.forget(gone)  # deleted from the registry: its reference goes with it
         now = self._clock()

@@ -33,8 +33,16 @@ async def test_without_mlflow_tracking_uri_the_default_registry_is_named_and_its
     make_settings: Callable[..., GatewaySettings],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    import mlflow.tracking._model_registry.utils as registry_uris
+    import mlflow.tracking._tracking_service.utils as tracking_uris
+
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(variable, raising=False)
+    # MLflow keeps a URI given to mlflow.set_tracking_uri/set_registry_uri in module globals: a
+    # test that ran before this one in the same process (another file on the same xdist worker)
+    # may have left one there, and this test would see that registry, not the default.
+    monkeypatch.setattr(tracking_uris, "_tracking_uri", None)
+    monkeypatch.setattr(registry_uris, "_registry_uri", None)
     monkeypatch.chdir(tmp_path)  # MLflow's default registry is ./mlflow.db
     default = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with caplog.at_level(logging.INFO, logger="gateway.process"):

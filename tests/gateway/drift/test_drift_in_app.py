@@ -7,6 +7,7 @@ processes on PostgreSQL."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import time
@@ -137,6 +138,15 @@ async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_r
         }
         answered = await gateway.client.post(f"/v2/models/{name}/versions/{v1}/infer", json=oip)
         assert answered.status_code == 200, answered.text
+        # A Parquet body is answered; drift cannot read it (counted unreadable, not binned).
+        parquet = io.BytesIO()
+        FEATURES.head(3).to_parquet(parquet)
+        answered = await gateway.client.post(
+            f"/models/{name}/predict",
+            content=parquet.getvalue(),
+            headers={"content-type": "application/vnd.apache.parquet"},
+        )
+        assert answered.status_code == 200, answered.text
         garbage = await gateway.client.post(
             f"/models/{name}/predict", content=b"{nope", headers={"content-type": "application/json"}
         )
@@ -146,8 +156,8 @@ async def test_drift_figures_flag_the_shifted_feature_on_every_surface_and_odd_r
         body = (await gateway.client.get(f"/models/{name}/versions/champion/drift")).json()
         assert body["status"] == "ok", body
         assert body["reference"]["source_kind"] == "dataset" and not body["reference"]["weaker"]
-        assert body["window"]["rows"] == 320 and body["window"]["requests"] == 32
-        assert body["window"]["unreadable_requests"] == 0
+        assert body["window"]["rows"] == 320 and body["window"]["requests"] == 33
+        assert body["window"]["unreadable_requests"] == 1
         assert body["window"]["mismatched_requests"] == 1 and body["window"]["processes"] == 1
         features = {f["feature"]: f for f in body["features"]}
         assert set(features) == {*FEATURES.columns, "prediction"}
@@ -248,7 +258,7 @@ async def test_the_write_back_logs_drift_on_the_logged_model_and_its_detail_as_a
         await send(gateway, name, FEATURES.sample(n=200, replace=True, random_state=2))
         await settle(gateway)
         rooms = gateway.services.rooms
-        assert await rooms.writeback.figures.publish()  # this process's request counts, for the leader
+        await rooms.writeback.figures.publish()  # this process's request counts (if its loop has not yet)
         report = await anyio.to_thread.run_sync(rooms.writeback.writeback.write_once)
         assert report.ok and f"{name}/{v1}" in report.written, report
         body = (await gateway.client.get(f"/models/{name}/versions/{v1}/drift")).json()

@@ -224,3 +224,13 @@ def test_a_new_reference_starts_the_window_again() -> None:
     assert windows.totals(now=2.0)[VERSION].rows == 200
     windows.add(VERSION, counts_of(TRAIN.iloc[:30]), now=3.0, reference=("dataset", 2.0))
     assert windows.totals(now=4.0)[VERSION].rows == 30
+
+
+async def test_an_unseen_category_is_counted_as_an_outlier_of_its_feature() -> None:
+    drift = sampler(READY_REFERENCE)
+    unseen = TRAIN.iloc[:10].assign(c=["z"] * 4 + ["a"] * 6)
+    drift.offer(VERSION, protocol="mlflow", media_type="application/json", request=body(unseen), response=answer(10))
+    await drift.flush()
+    counts = drift.windows.totals(now=100.0)[VERSION].inputs["c"]
+    assert (counts.outliers, counts.rows) == (4, 10)
+    assert counts.counts[-1] == 4  # in the "other" slot, which the reference never had

@@ -48,7 +48,9 @@ def noisy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     saved = folder / "model"
     with warnings.catch_warnings():  # MLflow's advice to add type hints to predict
         warnings.simplefilter("ignore")
-        mlflow.pyfunc.save_model(str(saved), python_model=str(code))
+        mlflow.pyfunc.save_model(
+            str(saved), python_model=str(code), pip_requirements=["mlflow"]
+        )  # not inferred: seconds
     return saved
 
 

@@ -7,6 +7,7 @@ the version's outputs predicted through the gateway's own model cache.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,17 +21,21 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from gateway.demo import IRIS, iris_frame
 from registry_sync.artifacts import local_path
+from registry_sync.database import make_engine, upgrade
 from registry_sync.drift.builder import NO_SOURCE, ReferenceBuilder
 from registry_sync.drift.profile import CategoricalColumn, NumericColumn
 from registry_sync.drift.references import FAILED, NONE, READY, Reference
 from registry_sync.drift.sources import TAG
 from registry_sync.repository import EventKind
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, empty_registry, iris_split, running_gateway, settings_under
+from tests.support.postgres import postgres_database
 from tests.support.s3 import moto_s3
+from tests.support.servers import mlflow_server
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +56,10 @@ def log_iris(
         model = LogisticRegression(max_iter=1000).fit(features, target)
         with mlflow.start_run():
             if training is not None:
-                mlflow.log_input(mlflow.data.from_pandas(features, source=training), context="training")
+                # Named by its source: MLflow keeps one dataset per name and digest in an
+                # experiment, and the same rows logged again would keep the first source.
+                dataset = mlflow.data.from_pandas(features, source=training, name=training)
+                mlflow.log_input(dataset, context="training")
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -325,7 +333,7 @@ async def test_a_source_that_cannot_be_read_gives_way_to_the_next(registry: Regi
 
 
 async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_again(
-    registry: Registry, tmp_path: Path, training_parquet: Path
+    registry: Registry, tmp_path: Path, training_parquet: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     version = log_iris(registry, training=str(training_parquet))
     source = registry.client.get_model_version(IRIS, str(version)).source
@@ -334,8 +342,12 @@ async def test_artifacts_out_of_reach_decide_nothing_and_the_next_pass_tries_aga
     away = tmp_path / "away"
     async with gateway_on(registry, tmp_path) as gateway:
         shutil.move(location, away)  # the artifact store loses the version's files for a while
-        assert await builder_of(gateway).run_once() == []
+        with caplog.at_level(logging.WARNING, logger="registry_sync.drift.builder"):
+            assert await builder_of(gateway).run_once() == []
+            assert await builder_of(gateway).run_once() == []
         assert reference_of(gateway, version) is None and drift_events(gateway) == []
+        warned = [record for record in caplog.records if record.name == "registry_sync.drift.builder"]
+        assert len(warned) == 1 and "drift references not computed now" in warned[0].getMessage()
 
         shutil.move(away, location)
         (reference,) = await builder_of(gateway).run_once()
@@ -372,3 +384,69 @@ async def test_an_isolated_versions_outputs_are_predicted_in_its_worker(
     assert reference.status == READY and reference.outputs_reason is None, reference.outputs_reason
     assert reference.profile is not None
     assert [column.name for column in reference.profile.outputs] == ["prediction"]
+
+
+async def test_on_a_postgresql_state_database_a_failure_is_one_event_and_a_reference_is_read_back(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    version = log_iris(registry, training=str(training_parquet))
+    broken = log_iris(registry, training=str(tmp_path / "missing.parquet"))  # now the champion
+    registry.client.set_registered_model_alias(IRIS, "first", str(version))
+    with postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        async with gateway_on(registry, tmp_path, database_url=url) as gateway:
+            computed = await builder_of(gateway).run_once()
+            assert [reference.status for reference in computed] == [READY, FAILED]
+            assert await builder_of(gateway).run_once() == []
+            reference = reference_of(gateway, version)
+            assert reference == computed[0] and reference.profile is not None
+            (event,) = drift_events(gateway)
+            assert event.version == broken and "does not exist" in event.reason
+
+
+@pytest.mark.server
+async def test_through_a_real_mlflow_servers_artifact_proxy(tmp_path: Path, training_parquet: Path) -> None:
+    """The artifact source and the run's dataset, with the registry and its artifacts behind
+    `mlflow server` (the version's artifacts at an ``mlflow-artifacts:`` URI)."""
+    server = mlflow_server(tmp_path / "server")
+    server.start()
+    try:
+        uri = server.health_url.removesuffix("/health")
+        registry = Registry("server", uri, tmp_path / "server", MlflowClient(tracking_uri=uri))
+        path = tmp_path / "reference.parquet"
+        iris_frame()[0].to_parquet(path)
+        by_artifact = log_iris(registry, artifact=path)
+        registry.client.set_registered_model_alias(IRIS, "artifact", str(by_artifact))
+        by_dataset = log_iris(registry, training=str(training_parquet))
+        async with gateway_on(registry, tmp_path) as gateway:
+            computed = {reference.version.version: reference for reference in await builder_of(gateway).run_once()}
+    finally:
+        server.stop()
+    assert (computed[by_artifact].status, computed[by_artifact].source_kind) == (READY, "artifact")
+    assert (computed[by_dataset].status, computed[by_dataset].source_kind) == (READY, "dataset")
+    assert all(reference.outputs_reason is None for reference in computed.values())
+
+
+async def test_a_models_latest_version_gets_a_reference_without_an_alias(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    older = log_iris(registry, training=str(training_parquet))
+    newest = log_iris(registry, training=str(training_parquet))
+    registry.client.delete_registered_model_alias(IRIS, "champion")  # the default route serves latest
+    async with gateway_on(registry, tmp_path) as gateway:
+        computed = await builder_of(gateway).run_once()
+        assert [reference.version.version for reference in computed] == [newest]
+        assert reference_of(gateway, older) is None
+
+
+async def test_a_traffic_splits_arm_gets_a_reference(
+    registry: Registry, tmp_path: Path, training_parquet: Path
+) -> None:
+    canary = log_iris(registry, training=str(training_parquet))
+    registry.client.set_model_version_tag(IRIS, str(canary), "gateway.traffic.weight", "10")
+    default = log_iris(registry, training=str(training_parquet))  # the champion, and latest
+    async with gateway_on(registry, tmp_path, role="sync") as gateway:  # loads nothing: the split alone names it
+        computed = await builder_of(gateway).run_once()
+    assert [reference.version.version for reference in computed] == [canary, default]

@@ -44,6 +44,9 @@ def log_model_from_code(name: str, code: Path, **kwargs: object) -> int:
     # MLflow runs the code once at log time, before code_paths are anywhere on the path; at load
     # time they are (its code/ folder).
     sys.path.insert(0, str(HERE))
+    # Named, not inferred: MLflow infers requirements by loading the model in a subprocess of
+    # its own, seconds of CPU per model logged (and these need nothing but MLflow).
+    kwargs.setdefault("pip_requirements", ["mlflow"])
     with mlflow.start_run(run_name=name):
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -64,7 +67,9 @@ def save_model_from_code(path: Path, code: Path) -> Path:
 
     sys.path.insert(0, str(HERE))
     try:
-        mlflow.pyfunc.save_model(str(path), python_model=str(code), code_paths=[str(WORDS)])
+        mlflow.pyfunc.save_model(
+            str(path), python_model=str(code), code_paths=[str(WORDS)], pip_requirements=["mlflow"]
+        )
     finally:
         sys.path.remove(str(HERE))
     return path
