@@ -241,7 +241,9 @@ def test_a_reference_that_cannot_be_read_shows_its_reason_and_the_version_still_
     assert body["status"] == "no_figures", body
     assert MISSING_FILE in body["reference"]["reason"] and MISSING_FILE in body["reason"], body
     assert body["reason"].startswith("the reference could not be used"), body
-    assert len(events(world, BROKEN, "failed")) == 1  # one event, not one per pass
+    # One event (the reference is saved, then the event written: waited for, not raced).
+    wait_until(lambda: bool(events(world, BROKEN, "failed")), timeout=TIMEOUT, what=f"{BROKEN}'s failed event")
+    assert len(events(world, BROKEN, "failed")) == 1
 
 
 def test_an_unseen_category_is_counted_as_an_outlier(world: World) -> None:
@@ -302,9 +304,9 @@ def test_a_feature_shifted_by_two_standard_deviations_is_flagged_alone_and_shown
     assert gauges[("gateway_drift_window_rows", None, None)] == MIN_ROWS
     assert gauges[("gateway_drift_flagged", None, None)] == len(body["flagged"])
 
-    # One event for the crossing.
-    (drifted,) = events(world, DRIFTING, "drifted")
-    assert SHIFTED in drifted["reason"]
+    # An event for the crossing (written by the leader after the figures it judged are shown).
+    wait_until(lambda: bool(events(world, DRIFTING, "drifted")), timeout=TIMEOUT, what="the drifted event")
+    judged_at = drift(world, DRIFTING, 1)["read_at"]
 
     # MLflow: the write-back puts the same figures on the version's LoggedModel.
     client = MlflowClient(world.tracking_uri)
@@ -329,6 +331,12 @@ def test_a_feature_shifted_by_two_standard_deviations_is_flagged_alone_and_shown
         return logged == expected
 
     wait_until(written, timeout=TIMEOUT, what=f"the drift figures on {DRIFTING}'s LoggedModel", interval=0.5)
+
+    # Passes of the drift monitor later, still one event for the crossing: not one per pass.
+    again = f"a pass of the drift monitor after {judged_at}"
+    wait_until(lambda: drift(world, DRIFTING, 1)["read_at"] != judged_at, timeout=TIMEOUT, what=again)
+    (drifted,) = events(world, DRIFTING, "drifted")
+    assert SHIFTED in drifted["reason"]
 
     # The user guide states the detection this test sees, and what it is at the defaults.
     guide = section("Drift")
