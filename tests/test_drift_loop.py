@@ -11,6 +11,9 @@ gateway shows (tests/support/waiting.py), never on time.
 
 - Traffic drawn from the training data, 20 windows of ``MIN_ROWS`` rows: no alarm (the bound,
   derived from the thresholds, in :func:`test_traffic_drawn_from_the_training_data_raises_no_alarm_over_20_windows`).
+  The 20 windows are those of 20 versions registered from one logged model (one run, one
+  training dataset: the same reference), a window each: disjoint windows at once, where one
+  version's successive windows would wait on the window's clock (its slices) to move.
 - One feature shifted by two standard deviations: flagged, alone among the inputs, at the
   ``DETECTED_AT``-th request and not before, on the drift route, ``/status``, ``/metrics`` and
   the version's LoggedModel in MLflow (the write-back).
@@ -47,7 +50,7 @@ FEATURES, TARGET = iris_frame()
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "user-guide.md"
 TIMEOUT = 120.0  # for what a busy 2-core host does in seconds
 
-MIN_ROWS = 100  # GATEWAY_DRIFT_MIN_ROWS: a window judged at all holds this many rows
+MIN_ROWS = 100  # GATEWAY_DRIFT_MIN_ROWS: a feature can be flagged only in a window of this many rows
 ROWS_PER_REQUEST = 10  # the shifted traffic's requests
 # Every request is sampled (GATEWAY_DRIFT_SAMPLE=1) and the window (an hour, 20,000 rows per
 # process: the defaults) keeps them all, so a feature can first be flagged once MIN_ROWS rows are
