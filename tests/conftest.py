@@ -67,6 +67,7 @@ SLOW_FILES_FIRST = (
     "tests/gateway/runtimes/test_sandbox_wire.py",  # new (issue 48)
     "tests/deploy/test_local_fleet.py",  # new (issue 49): a fleet of processes, ~40 s
     "tests/test_quality_loop.py",  # new (issue 50's Done when): two worlds of real processes, ~110 s
+    "tests/test_drift_loop.py",  # new (issue 51's Done when): an mlflow server and one gateway, ~45 s
     "tests/gateway/test_feedback.py",  # new (issue 50): five gateways over iris models, ~110 s on a busy 2-core host
     "tests/gateway/fleet/test_sync_waits_for_the_fleet.py",  # new (issue 49)
     "tests/flavors/test_matrix.py",
