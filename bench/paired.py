@@ -15,7 +15,11 @@ With ``--otlp``, B exports its traces to an OTLP receiver in this process, on th
 with ``--keys``, B has API keys on (``GATEWAY_AUTH=keys``) and its load sends a key made with
 ``registry-gateway keys create`` (as bench/auth_cost.py); with ``--b-tree DIR``, B runs the
 code of another checkout (``git worktree add DIR COMMIT``) with this one's environment, so two
-commits are compared the same way. Prints each round and the summary; ``--json`` writes them
+commits are compared the same way. With ``--oidc`` (issue 53's comparison), A has API keys on
+and its load sends a key, and B takes OIDC tokens (``GATEWAY_AUTH=oidc``) from an identity
+provider run in this process (tests/support/issuer.py: discovery and a JWKS on loopback, an
+RS256 token valid for the run) and its load sends a token: B/A is what a token costs over a key.
+Prints each round and the summary; ``--json`` writes them
 to a file.
 """
 
@@ -28,6 +32,7 @@ import os
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +91,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="A setting of B (repeat).")
     parser.add_argument("--otlp", action="store_true", help="B exports OTLP/HTTP to a receiver in this process.")
     parser.add_argument("--keys", action="store_true", help="B has API keys on; its load sends a key.")
+    parser.add_argument("--oidc", action="store_true", help="A takes a key, B an OIDC token (issue 53).")
     parser.add_argument(
         "--b-tree", type=Path, default=None, metavar="DIR", help="B imports the gateway from this checkout."
     )
@@ -112,6 +118,17 @@ def main() -> None:
             extra = {**receiver.env(), **extra}
         if args.keys:
             extra = {"GATEWAY_AUTH": "keys", **extra}
+        token = None
+        if args.oidc:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.support.issuer import AUDIENCE, TestIssuer
+
+            issuer = TestIssuer()
+            stack.callback(issuer.stop)
+            issuer.add("k1")
+            token = issuer.token("k1", exp=int(time.time()) + 3600)
+            oidc = {"GATEWAY_AUTH": "oidc", "GATEWAY_OIDC_ISSUER": issuer.url, "GATEWAY_OIDC_AUDIENCE": AUDIENCE}
+            extra = {**oidc, **extra}
         if args.b_tree is not None:  # ahead of the editable install on B's import path
             extra = {"PYTHONPATH": str(args.b_tree.resolve()), **extra}
         quiet = harness.QUIET_POLL
@@ -121,7 +138,16 @@ def main() -> None:
             import auth_cost
 
             headers[1] = auth_cost.bearer(harness.create_key(second, auth_cost.KEY))
-        a = stack.enter_context(harness.gateway(tracking_uri, "paired-a", cpus="0", env=quiet))
+        if token is not None:
+            headers[1] = {"Authorization": f"Bearer {token}"}
+        first = harness.gateway(
+            tracking_uri, "paired-a", cpus="0", env={**quiet, "GATEWAY_AUTH": "keys"} if args.oidc else quiet
+        )
+        if args.oidc:  # A: the same load with an API key, made before A starts
+            import auth_cost
+
+            headers[0] = auth_cost.bearer(harness.create_key(first, auth_cost.KEY))
+        a = stack.enter_context(first)
         b = stack.enter_context(second)
         urls = [f"{g.url}/models/iris/predict" for g in (a, b)]
         for url, sent in zip(urls, headers, strict=True):
@@ -172,6 +198,7 @@ def main() -> None:
             *args.env,
             *(["(OTLP)"] if args.otlp else []),
             *(["(keys on)"] if args.keys else []),
+            *(["(A: an API key, B: an OIDC token)"] if args.oidc else []),
             *([f"(the code of {args.b_tree})"] if args.b_tree else []),
         ]
     )
