@@ -56,6 +56,7 @@ DEPLOY_NGINX = Path(__file__).parent.parent / "deploy" / "nginx"
 POLL_SECONDS = 2.0
 DRAIN_SECONDS = 2.0  # longer than the L4 balancer's health checks take to see a replica go
 ROW = iris_split([[6.7, 3.0, 5.2, 2.3]])
+CUT_SHORT = "RemoteProtocolError: peer closed connection without sending complete message body"
 
 
 def l4_balancer_config(directory: Path, *, port: int, gateways: list[str]) -> Path:
@@ -293,9 +294,13 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
             gateways[owner][0].stop(signal.SIGKILL)
             at_kill = load.count
             load.wait_for(at_kill + 80)
-        assert load.failures == [] and set(load.statuses) == {200}, {
-            s: load.statuses.count(s) for s in set(load.statuses)
-        }
+        # An answer whose headers had left the killed gateway and whose body had not (uvicorn
+        # writes the two apart, microseconds apart) reaches the client cut short: nginx cannot
+        # retry a response it has begun (seen once in 2026-11-26's CI run). At most one per
+        # connection of the loop; every other request is answered 200.
+        cut = [f for f in load.failures if f.startswith(CUT_SHORT)]
+        assert len(cut) <= 4 and [f for f in load.failures if f not in cut] == [], load.failures[:5]
+        assert set(load.statuses) == {200}, {s: load.statuses.count(s) for s in set(load.statuses)}
         # the requests answered after the kill were answered by the survivors (nginx retried there)
         assert sum(served_requests(base) for base in survivors) - served_before >= load.count - at_kill - 4
         subprocess.run([nginx, "-p", str(tmp_path), "-c", str(conf), "-s", "quit"], check=False, timeout=10)
