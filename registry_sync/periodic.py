@@ -2,7 +2,9 @@
 gateway and the sync (traffic counts, version figures, the quality monitor, the answers kept
 for feedback, the write-back to MLflow) each hand theirs to one :class:`Periodic`.
 
-A pass that raises is logged and the loop goes on: one bad pass never ends the loop.
+A pass that raises is logged and the loop goes on: one bad pass never ends the loop. An
+interval of 0 is a loop that never starts (a setting's "off"); ``when`` skips the passes of a
+process that should not run them now (the sync leader's loops: ``when=leading``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,24 @@ from collections.abc import Awaitable, Callable
 
 class Periodic:
     def __init__(
-        self, name: str, interval_seconds: float, step: Callable[[], Awaitable[object]], *, log: logging.Logger
+        self,
+        name: str,
+        interval_seconds: float,
+        step: Callable[[], Awaitable[object]],
+        *,
+        log: logging.Logger,
+        when: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name  # the task's name, and what a failed pass's log line says failed
         self._interval = interval_seconds
         self._step = step
         self._log = log
+        self._when = when
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         """Cancel the loop and wait for it (a pass under way is cancelled with it)."""
@@ -35,6 +45,8 @@ class Periodic:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            if self._when is not None and not self._when():
+                continue
             try:
                 await self._step()
             except Exception:  # the loop must outlive any one bad pass

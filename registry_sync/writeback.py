@@ -143,8 +143,6 @@ class Writeback:
         self._providers = list(providers)
         self._documents = list(documents)  # (artifact path, provider)
         self._experiment = experiment
-        self._interval = interval_seconds
-        self._leading = leading
         self._on_pass = on_pass  # told of each pass that wrote (True) or failed (False): a metric
         self._runs: dict[tuple[str, int, str], str] = {}
         self._experiment_id: str | None = None
@@ -157,18 +155,19 @@ class Writeback:
         self._failing_providers: set[int] = set()
         self._failing_documents: set[str] = set()
         self.failures = 0  # passes that MLflow (or the state database) failed
-        self._loop = Periodic("writing production figures back to MLflow", interval_seconds, self._pass, log=log)
+        self._loop = Periodic(
+            "writing production figures back to MLflow",
+            interval_seconds,
+            lambda: anyio.to_thread.run_sync(self.write_once),
+            log=log,
+            when=leading,
+        )
 
     def start(self) -> None:
-        if self._interval > 0:
-            self._loop.start()
+        self._loop.start()
 
     async def stop(self) -> None:
         await self._loop.stop()
-
-    async def _pass(self) -> None:
-        if self._leading():
-            await anyio.to_thread.run_sync(self.write_once)
 
     def write_once(self) -> WritebackReport:
         """One pass: every version answered since its last write, a batch each (blocking)."""

@@ -132,10 +132,8 @@ class ReferenceBuilder:
         self._client = client
         self._limits = limits
         self._scratch = scratch
-        self._interval = interval_seconds
         self._predict = predict
         self._no_predict_reason = no_predict_reason
-        self._leading = leading
         self._loaded = loaded
         self._actor = actor
         self._clock = clock
@@ -144,18 +142,13 @@ class ReferenceBuilder:
             "drift references not computed now (MLflow or the artifact store did not answer; trying again each pass)",
             "computing drift references again",
         )
-        self._loop = Periodic("computing drift references", interval_seconds, self._pass, log=log)
+        self._loop = Periodic("computing drift references", interval_seconds, self.run_once, log=log, when=leading)
 
     def start(self) -> None:
-        if self._interval > 0:
-            self._loop.start()
+        self._loop.start()
 
     async def stop(self) -> None:
         await self._loop.stop()
-
-    async def _pass(self) -> None:
-        if self._leading():
-            await self.run_once()
 
     async def run_once(self) -> list[Reference]:
         """One pass: the references computed (and saved) for the served versions due one. A

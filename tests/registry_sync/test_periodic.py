@@ -26,3 +26,39 @@ def test_an_outage_is_told_once_and_its_end_once(caplog: pytest.LogCaptureFixtur
         ("INFO", "publishing the counts again"),
         ("WARNING", "could not publish the counts (trying again): down again"),
     ]
+
+
+@pytest.mark.anyio
+async def test_a_loop_runs_its_passes_only_when_asked_and_never_at_interval_zero() -> None:
+    import asyncio
+
+    from registry_sync.periodic import Periodic
+
+    passes: list[bool] = []
+    asked = 0
+    leading = False
+    skipped_thrice, ran = asyncio.Event(), asyncio.Event()
+
+    def when() -> bool:
+        nonlocal asked
+        asked += 1
+        if asked == 3:
+            skipped_thrice.set()
+        return leading
+
+    async def step() -> None:
+        passes.append(leading)
+        ran.set()
+
+    log = logging.getLogger("tests.periodic")
+    off = Periodic("off", 0, step, log=log)
+    off.start()  # interval 0: a loop that never starts
+    loop = Periodic("leader only", 0.01, step, log=log, when=when)
+    loop.start()
+    await asyncio.wait_for(skipped_thrice.wait(), timeout=10)  # three intervals, not leading
+    assert passes == []
+    leading = True
+    await asyncio.wait_for(ran.wait(), timeout=10)
+    await loop.stop()
+    await off.stop()
+    assert passes and all(passes)
