@@ -42,6 +42,7 @@ class ReferenceBook:
     def __init__(self, store: ReferenceStore) -> None:
         self._store = store
         self._known: dict[VersionId, KnownReference] = {}
+        self._stamps: dict[tuple[str, int], float] = {}  # computed_at of each reference held
 
     def get(self, version: VersionId) -> KnownReference | None:
         return self._known.get(version)
@@ -50,9 +51,14 @@ class ReferenceBook:
         return dict(self._known)
 
     def refresh(self) -> None:
-        """Read every reference (blocking: in a thread)."""
-        found: dict[VersionId, KnownReference] = {}
-        for reference in self._store.list():
+        """Bring every reference up to date (blocking: in a thread): a light read of when each
+        was computed, then the profiles of those new or recomputed since the last refresh only
+        (a registry of many versions is not read and parsed whole every interval)."""
+        stamps = self._store.stamps()
+        changed = [key for key, at in stamps.items() if self._stamps.get(key) != at]
+        unchanged = stamps.keys() - set(changed)  # a reference gone from the database goes here too
+        found = {v: known for v, known in self._known.items() if (v.name, v.version) in unchanged}
+        for reference in self._store.of(changed):
             found[reference.version] = KnownReference(
                 reference.status,
                 reference.source_kind,
@@ -63,7 +69,7 @@ class ReferenceBook:
                 reference.computed_at,
                 reference.outputs_reason,
             )
-        self._known = found
+        self._known, self._stamps = found, stamps
 
     def save_baseline(self, version: VersionId, profile: Profile) -> None:
         """A baseline profiled from the first requests served (blocking: in a thread). It keeps

@@ -123,6 +123,23 @@ class ReferenceStore:
         with self._session() as session:
             return [_reference(row) for row in session.scalars(query)]
 
+    def stamps(self) -> dict[tuple[str, int], float]:
+        """When each reference kept was computed, by (name, number): a light read (no profile)
+        for a reader that keeps the references and fetches only those that changed."""
+        query = select(DriftReferenceRow.name, DriftReferenceRow.version, DriftReferenceRow.computed_at)
+        with self._session() as session:
+            return {(name, version): at for name, version, at in session.execute(query)}
+
+    def of(self, keys: Sequence[tuple[str, int]]) -> Sequence[Reference]:
+        """The references of these (name, number), those kept."""
+        if not keys:
+            return []
+        query = select(DriftReferenceRow).where(
+            tuple_(DriftReferenceRow.name, DriftReferenceRow.version).in_(list(keys))
+        )
+        with self._session() as session:
+            return [_reference(row) for row in session.scalars(query)]
+
     def forget(self, keys: Sequence[tuple[str, int]]) -> int:
         """Drop the references of these (name, number): versions deleted from the registry."""
         if not keys:

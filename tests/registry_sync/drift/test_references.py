@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,31 @@ def test_unusable_files_say_why(tmp_path: Path, write: object, reason: str) -> N
 def test_only_local_and_s3_files_are_read(tmp_path: Path) -> None:
     with pytest.raises(Unusable, match="cannot read https: URIs"):
         read_reference("https://example.com/x.csv", columns=["x"], rows=100, max_bytes=2**30, scratch=tmp_path)
+
+
+def test_the_book_reads_the_profiles_of_new_or_recomputed_references_only(engine: Engine) -> None:
+    """Every process refreshes its references each drift interval: a light read of when each was
+    computed, then only those that changed (a big registry is not read and parsed whole)."""
+    from gateway.drift.book import ReferenceBook
+
+    fetched: list[list[tuple[str, int]]] = []
+
+    class Counted(ReferenceStore):
+        def of(self, keys: Sequence[tuple[str, int]]) -> Sequence[Reference]:
+            fetched.append(sorted(keys))
+            return super().of(keys)
+
+    store = Counted(engine)
+    other = VersionId("iris", 4, "models:/m-x", None)
+    store.save(Reference(VERSION, READY, 12.5, "dataset", "s3://data/train.parquet", profile=a_profile()))
+    store.save(Reference(other, NONE, 14.0, reason="no source"))
+    book = ReferenceBook(store)
+    book.refresh()
+    book.refresh()  # nothing changed: nothing fetched
+    store.save(Reference(other, FAILED, 15.0, "tag", "/nowhere.csv", reason="gone"))
+    book.refresh()
+    assert fetched == [[("iris", 3), ("iris", 4)], [], [("iris", 4)]]
+    assert {v.version: k.status for v, k in book.known().items()} == {3: READY, 4: FAILED}
+    store.forget([("iris", 3)])
+    book.refresh()
+    assert [v.version for v in book.known()] == [4]  # a reference gone from the database goes
