@@ -16,6 +16,8 @@ import click
 import httpx
 import orjson
 
+from gateway.jobs.views import rows_text
+
 _ENDED = frozenset({"succeeded", "partial", "failed", "cancelled"})
 
 
@@ -39,8 +41,7 @@ class JobsClient:
 
 
 def _line(job: dict[str, Any]) -> str:
-    total = job.get("rows_total")
-    rows = f"{job['rows_done']}/{total}" if total is not None else str(job["rows_done"])
+    rows = rows_text(job)
     failed = f", {job['chunks_failed']} chunks failed" if job.get("chunks_failed") else ""
     error = f" ({job['error']})" if job.get("error") else ""
     return (

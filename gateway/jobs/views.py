@@ -50,3 +50,9 @@ def job_document(job: Job) -> dict[str, Any]:
     elif job.has_result:
         document["result"] = f"/jobs/{job.id}/result"
     return document
+
+
+def rows_text(job: dict[str, Any]) -> str:
+    """``done/total`` rows of a job document (``done`` alone while the total is unknown)."""
+    total = job.get("rows_total")
+    return f"{job['rows_done']}/{total}" if total is not None else str(job["rows_done"])
