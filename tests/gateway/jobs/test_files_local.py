@@ -174,5 +174,5 @@ def test_types_given_are_kept_and_a_value_not_of_its_type_fails_the_chunk(tmp_pa
     table = pa.table({"zip": ["007", "12"], "x": ["1.5", "oops"]})
     [chunk] = plan_chunks(find_inputs(str(write(table, tmp_path / name)), max_files=1), target_rows=9, target_bytes=99)
     assert read_chunk(chunk, columns=["zip"], types={"zip": pa.string()})["zip"].to_pylist() == ["007", "12"]
-    with pytest.raises(InputUnreadable, match="oops"):
+    with pytest.raises(InputUnreadable, match=r"oops|Column\(/x\)"):
         read_chunk(chunk, types={"x": pa.float64()})
