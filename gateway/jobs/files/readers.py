@@ -2,16 +2,19 @@
 chunk's memory is bounded by the chunk whatever the file's size (about twice the range's bytes
 for text: the bytes and the table; the row groups' decoded columns for Parquet).
 
-Types: Parquet keeps the file's. CSV and JSON lines are typed by pyarrow's inference over the
-chunk's own rows (one block the size of the chunk, so a float late in the range still makes the
-column float), so the same column can come back ``int64`` in one chunk and ``double`` in
-another, or ``null`` where a chunk holds no value at all; the model's signature decides the
-types it is called with.
+Types: ``types`` (a column's name to an Arrow type, the model signature's, say) are taken as
+given: CSV and JSON-lines text is parsed as that type (``"007"`` stays a string), Parquet
+columns are cast to it. Any other column keeps Parquet's type, or is typed by pyarrow's
+inference over the chunk's own rows (one block the size of the chunk, so a float late in the
+range still makes the column float): the same column can then come back ``int64`` in one chunk
+and ``double`` in another, ``null`` where a chunk holds no value, and a string of digits as a
+number. A value that is not of its given type fails the chunk (InputUnreadable).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -31,24 +34,41 @@ _MIN_BLOCK = 1 << 20  # pyarrow's own default block size
 _ODD_QUOTES = re.compile(rb'^(?:[^"\n]*"[^"\n]*")*[^"\n]*"[^"\n]*$', re.MULTILINE)
 
 
-def read_chunk(spec: ChunkSpec, *, columns: list[str] | None = None) -> pa.Table:
-    """The chunk's rows, in file order, with ``columns`` only (every column if None). Raises
-    InputUnreadable (with the chunk's range), InputNotFound, or InputUnavailable (transient)."""
+def read_chunk(
+    spec: ChunkSpec, *, columns: list[str] | None = None, types: Mapping[str, pa.DataType] | None = None
+) -> pa.Table:
+    """The chunk's rows, in file order, with ``columns`` only (every column if None), typed
+    by ``types`` where it names them (see the module's doc). Raises InputUnreadable (with the
+    chunk's range), InputNotFound, or InputUnavailable (transient)."""
+    types = dict(types or {})
     where = locate(spec.file.uri)
     client = s3_client() if spec.file.uri.startswith("s3://") else None
     try:
         if spec.file.format == "parquet":
             table = _parquet(spec, where, columns, client)
         elif spec.file.format == "csv":
-            table = _csv(spec, where, columns, client)
+            table = _csv(spec, where, columns, types, client)
         else:
-            table = _jsonl(spec, where, columns, client)
+            table = _jsonl(spec, where, columns, types, client)
+        return _typed(spec, table, types)
     except JobFileError:
         raise
     except pa.ArrowException as exc:
         raise _unreadable(spec, str(exc)) from exc
     except Exception as exc:  # OSError, boto3's
         raise read_failure(spec.file.uri, exc, format=spec.file.format, range=spec.range) from exc
+
+
+def _typed(spec: ChunkSpec, table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """``table`` with the columns ``types`` names cast to their types (a no-op for text, parsed
+    as them already); InputUnreadable naming the column when a value is not of its type."""
+    for index, field in enumerate(table.schema):
+        wanted = types.get(field.name)
+        if wanted is not None and field.type != wanted:
+            try:
+                table = table.set_column(index, field.name, table.column(index).cast(wanted))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise _unreadable(spec, f"column '{field.name}' is not {wanted}: {exc}") from exc
     return table
 
 
@@ -75,7 +95,9 @@ def _check_columns(spec: ChunkSpec, names: list[str], columns: list[str] | None)
         raise _unreadable(spec, f"no column {', '.join(map(repr, missing))} (it has {', '.join(names)})")
 
 
-def _csv(spec: ChunkSpec, where: Located, columns: list[str] | None, client: Any) -> pa.Table:
+def _csv(
+    spec: ChunkSpec, where: Located, columns: list[str] | None, types: dict[str, pa.DataType], client: Any
+) -> pa.Table:
     names, _ = csv_header(spec.file, where, client)
     _check_columns(spec, names, columns)
     data = read_range(where, spec.start, spec.stop, client)
@@ -91,15 +113,23 @@ def _csv(spec: ChunkSpec, where: Located, columns: list[str] | None, client: Any
         # One block for the whole range: types are inferred from every row of the chunk.
         read_options=pacsv.ReadOptions(column_names=names, block_size=max(len(data) + 1, _MIN_BLOCK)),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(include_columns=columns),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=columns, column_types={name: kind for name, kind in types.items() if name in names}
+        ),
     )
 
 
-def _jsonl(spec: ChunkSpec, where: Located, columns: list[str] | None, client: Any) -> pa.Table:
+def _jsonl(
+    spec: ChunkSpec, where: Located, columns: list[str] | None, types: dict[str, pa.DataType], client: Any
+) -> pa.Table:
     data = read_range(where, spec.start, spec.stop, client)
+    # The types given are parsed as such; fields they do not name are inferred.
+    parse = pajson.ParseOptions(explicit_schema=pa.schema(types) if types else None, unexpected_field_behavior="infer")
     try:
         table = pajson.read_json(
-            pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=max(len(data) + 1, _MIN_BLOCK))
+            pa.BufferReader(data),
+            read_options=pajson.ReadOptions(block_size=max(len(data) + 1, _MIN_BLOCK)),
+            parse_options=parse,
         )
     except pa.ArrowInvalid as exc:
         raise _unreadable(spec, _bad_line(spec, data) or str(exc)) from exc

@@ -80,6 +80,12 @@ def s3_failure(exc: Exception) -> tuple[str, bool | None]:
     """A boto3 failure's code and whether it is transient (None: the object is missing)."""
     from botocore.exceptions import ClientError
 
+    # boto3's transfers (upload_file) raise their own error over the ClientError that says why.
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ClientError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ClientError):
+        exc = cause
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

@@ -43,10 +43,11 @@ def write(table: pa.Table, path: Path, *, row_group_size: int = 100) -> Path:
 
 
 def read_plan(spec: str | list[str], *, target_rows: int, target_bytes: int) -> tuple[list[ChunkSpec], pa.Table]:
-    """The plan of ``spec`` and the rows of its chunks, read one by one and concatenated, every
-    chunk's columns cast to the first's types (text is typed per chunk)."""
+    """The plan of ``spec`` and the rows of its chunks, read one by one with the types of
+    :func:`rows`, and concatenated."""
     files: list[InputFile] = find_inputs(spec, max_files=100)
     chunks = plan_chunks(files, target_rows=target_rows, target_bytes=target_bytes)
-    tables = [read_chunk(chunk) for chunk in chunks]
     schema = rows(1).schema
-    return chunks, pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+    types = dict(zip(schema.names, schema.types, strict=True))
+    tables = [read_chunk(chunk, types=types).select(schema.names) for chunk in chunks]
+    return chunks, pa.concat_tables([schema.empty_table(), *tables])

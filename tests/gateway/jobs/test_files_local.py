@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gateway.jobs.files.chunks import ChunkSpec, plan_chunks
-from gateway.jobs.files.errors import InputNotFound, InvalidLocation, JobFileError, TooManyInputs
+from gateway.jobs.files.errors import InputNotFound, InputUnreadable, InvalidLocation, JobFileError, TooManyInputs
 from gateway.jobs.files.locations import InputFile, find_inputs
 from gateway.jobs.files.readers import read_chunk
 from gateway.jobs.files.writers import OutputLocation
@@ -167,3 +167,12 @@ def test_a_full_disk_is_transient_and_leaves_no_half_part(tmp_path: Path, monkey
 def test_input_file_is_what_find_inputs_returns(tmp_path: Path) -> None:
     path = write(rows(3), tmp_path / "in.ndjson")
     assert find_inputs(str(path), max_files=1) == [InputFile(path.as_uri(), path.stat().st_size, "jsonl")]
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl", "in.parquet"])
+def test_types_given_are_kept_and_a_value_not_of_its_type_fails_the_chunk(tmp_path: Path, name: str) -> None:
+    table = pa.table({"zip": ["007", "12"], "x": ["1.5", "oops"]})
+    [chunk] = plan_chunks(find_inputs(str(write(table, tmp_path / name)), max_files=1), target_rows=9, target_bytes=99)
+    assert read_chunk(chunk, columns=["zip"], types={"zip": pa.string()})["zip"].to_pylist() == ["007", "12"]
+    with pytest.raises(InputUnreadable, match=r"oops|Column\(/x\)"):
+        read_chunk(chunk, types={"x": pa.float64()})
