@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gateway.demo import IRIS
-from tests.conftest import IRIS_COLUMNS, Gateway, Registry, iris_split
+from gateway.settings import GatewaySettings
+from tests.conftest import IRIS_COLUMNS, Gateway, Registry, empty_registry, iris_split, running_gateway
 from tests.support import models as fault_models
 from tests.support.waiting import eventually, until
 
@@ -206,3 +207,29 @@ async def test_garbage_submissions_are_refused_naming_the_problem(
         assert answer.json()["error_code"] == "INVALID_PARAMETER_VALUE" and named in answer.json()["message"]
         assert (await gateway.client.get("/jobs/no-such-job")).status_code == 404
         assert (await gateway.client.get("/jobs")).json() == {"jobs": []}
+
+
+async def test_a_version_deleted_while_its_job_runs_fails_the_job_with_that_reason(
+    tmp_path: Path, make_settings: Callable[..., GatewaySettings]
+) -> None:
+    registry = empty_registry(tmp_path / "registry")
+    registry.log(fault_models.log_pyfunc, "vanishing", fault_models.GatedPredict())
+    pq.write_table(pa.table({"x": pa.array(np.arange(1.0, 501.0))}), tmp_path / "x.parquet", row_group_size=100)
+    fault_models.PREDICT_GATE.clear()
+    settings = make_settings(admin_token="t0ken", **JOB_SETTINGS)
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+        submitted = await gateway.client.post(
+            "/models/vanishing/versions/1/jobs",
+            json={"input": str(tmp_path / "x.parquet"), "output": str(tmp_path / "out")},
+        )
+        assert submitted.status_code == 202, submitted.text
+        await until(fault_models.PREDICT_ENTERED.is_set, "the job's first chunk to predict")
+        registry.client.delete_model_version("vanishing", "1")
+        synced = await gateway.client.post(
+            "/admin/sync", params={"model": "vanishing"}, headers={"Authorization": "Bearer t0ken"}
+        )
+        assert synced.status_code == 200, synced.text
+        fault_models.PREDICT_GATE.set()
+        done = await ended(gateway, submitted.json()["id"])
+    assert done["state"] == "failed" and "has no version 1" in done["error"], done
+    assert done["rows_done"] < 500  # the chunks after the deletion were not scored
