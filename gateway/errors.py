@@ -265,6 +265,22 @@ class JobsFull(GatewayError):
         super().__init__(f"{limit} jobs are queued or running already (GATEWAY_JOBS_MAX_OPEN): submit again later")
 
 
+class ChunkRejected(GatewayError):
+    """A job's chunk that cannot be scored as it is (its input, its columns, its rows):
+    ``reason`` says where (file, range, rows) and why. The chunk fails; never an HTTP answer."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = " ".join(reason.split())
+        super().__init__(self.reason)
+
+
+class VersionReplaced(GatewayError):
+    """A job's pinned version was deleted and registered again under its number: the job fails."""
+
+    def __init__(self, pinned: object) -> None:
+        super().__init__(f"{pinned} was deleted and registered again since the job was submitted")
+
+
 class JobResultMissing(GatewayError):
     """``GET /jobs/<id>/result`` of a job with no result (yet, or ever: a file job, a failure)."""
 

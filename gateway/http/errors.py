@@ -85,6 +85,8 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.JobNotFound, _NOT_FOUND),
     (errors.JobsFull, HttpError(429, "REQUEST_LIMIT_EXCEEDED", retry_after=5)),
     (errors.JobResultMissing, HttpError(409, "INVALID_STATE")),
+    (errors.ChunkRejected, HttpError(400, "INVALID_PARAMETER_VALUE")),  # a chunk's failure: never an answer
+    (errors.VersionReplaced, HttpError(409, "INVALID_STATE")),  # a job's failure: never an answer
     (job_files.InputUnavailable, _UNAVAILABLE),  # the input's store did not answer: not the caller's fault
     (job_files.OutputUnwritable, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (job_files.JobFileError, HttpError(400, "INVALID_PARAMETER_VALUE")),

@@ -101,12 +101,22 @@ async def list_jobs(request: Request, model: str | None = None, state: JobState 
     return _json({"jobs": [job_document(job) for job in jobs]})
 
 
-@router.get("/jobs/{job_id}", responses=_FOLLOWED, tags=["jobs"], summary="A job's state, progress and failures")
+@router.api_route(
+    "/jobs/{job_id}",
+    methods=["GET", "DELETE"],
+    responses=_FOLLOWED,
+    tags=["jobs"],
+    summary="GET: a job's state, progress and failures. DELETE: cancel it (the key that submitted it, or admin); "
+    "its chunks stop within a heartbeat",
+)
 @requires(Access.LIST)
-async def get_job(request: Request, job_id: str) -> Response:
+async def job(request: Request, job_id: str) -> Response:
+    # One route for both methods: a 405 names every method the path takes (Allow), as for any path.
     services: Services = request.app.state.services
-    job = await services.jobs.read(job_id, await services.gate.caller(request.scope["headers"]))
-    return _json(job_document(job))
+    caller = await services.gate.caller(request.scope["headers"])
+    if request.method == "DELETE":
+        return _json(job_document(await services.jobs.cancel(job_id, caller)))
+    return _json(job_document(await services.jobs.read(job_id, caller)))
 
 
 @router.get(
@@ -120,16 +130,3 @@ async def get_job_result(request: Request, job_id: str) -> Response:
     services: Services = request.app.state.services
     result = await services.jobs.result(job_id, await services.gate.caller(request.scope["headers"]))
     return Response(result, media_type="application/json")
-
-
-@router.delete(
-    "/jobs/{job_id}",
-    responses=_FOLLOWED,
-    tags=["jobs"],
-    summary="Cancel a job (the key that submitted it, or admin): its chunks stop within a heartbeat",
-)
-@requires(Access.LIST)
-async def cancel_job(request: Request, job_id: str) -> Response:
-    services: Services = request.app.state.services
-    job = await services.jobs.cancel(job_id, await services.gate.caller(request.scope["headers"]))
-    return _json(job_document(job))

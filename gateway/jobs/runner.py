@@ -35,8 +35,8 @@ from gateway import errors
 from gateway.dataplane.predictor import InferenceService
 from gateway.jobs.callback import Callbacks
 from gateway.jobs.files.chunks import ChunkSpec
-from gateway.jobs.files.errors import JobFileError, OutputUnwritable
-from gateway.jobs.scoring import ChunkRejected, ChunkScorer, FileJob
+from gateway.jobs.files.errors import JobFileError, OutputUnwritable, one_line
+from gateway.jobs.scoring import ChunkScorer, FileJob
 from gateway.jobs.views import job_document
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog, Resolved
@@ -69,11 +69,6 @@ _NOT_NOW = (
 # The chunk's own input: that chunk fails.
 _BAD_INPUT = (errors.InvalidInput, errors.ModelRaised, errors.MalformedRequest, errors.PredictTimeout)
 _HOUSEKEEPING_SECONDS = 60.0
-
-
-class VersionReplaced(errors.GatewayError):
-    def __init__(self, pinned: VersionId) -> None:
-        super().__init__(f"{pinned} was deleted and registered again since the job was submitted")
 
 
 class JobRunner:
@@ -206,7 +201,7 @@ class JobRunner:
         except asyncio.CancelledError:
             self._metrics.job_chunk_ended("lost", model=model)
             raise
-        except (*_GONE, VersionReplaced, OutputUnwritable) as exc:
+        except (*_GONE, errors.VersionReplaced, OutputUnwritable) as exc:
             reason = str(exc)
             ending = await self._store_call(lambda: self._store.fail_job(job_id, reason))
         except (*_NOT_NOW, StateUnavailable) as exc:
@@ -217,7 +212,7 @@ class JobRunner:
                 await self._give_back(claimed, exc.reason)
                 return
             ending = await self._fail_chunk(claimed, exc.reason)
-        except ChunkRejected as exc:
+        except errors.ChunkRejected as exc:
             ending = await self._fail_chunk(claimed, exc.reason)
         except _BAD_INPUT as exc:
             ending = await self._fail_chunk(claimed, str(exc))
@@ -230,14 +225,14 @@ class JobRunner:
     async def _pinned(self, pinned: VersionId) -> Resolved:
         resolved = await self._catalog.resolve(pinned.name, parse_selector(str(pinned.version)), take_over=False)
         if not resolved.id.same_version(pinned):
-            raise VersionReplaced(pinned)
+            raise errors.VersionReplaced(pinned)
         return resolved
 
     async def _inline(self, served: Resolved, claimed: Claimed) -> bytes:
         body = orjson.dumps(claimed.job_spec["request"])
         prediction = await self._inference.predict(served, body, "application/json", background=True)
         if len(prediction.body) > self._max_result:
-            raise ChunkRejected(
+            raise errors.ChunkRejected(
                 f"the answer is {len(prediction.body)} bytes, over GATEWAY_JOBS_MAX_RESULT_BYTES ({self._max_result}); "
                 "send such inputs as a file job"
             )
@@ -245,7 +240,8 @@ class JobRunner:
 
     async def _fail_chunk(self, claimed: Claimed, reason: str) -> Ending | None:
         self._metrics.job_chunk_ended("failed", model=claimed.version.name)
-        return await self._store_call(lambda: self._store.fail_chunk(claimed.job_id, claimed.index, reason))
+        stored = one_line(reason)  # a model's message can quote a whole input
+        return await self._store_call(lambda: self._store.fail_chunk(claimed.job_id, claimed.index, stored))
 
     async def _give_back(self, claimed: Claimed, reason: str) -> None:
         log.info("job %s chunk %d given back (%s)", claimed.job_id, claimed.index, reason)

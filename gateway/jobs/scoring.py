@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.predictor import InferenceService
-from gateway.errors import GatewayError, InvalidInput, ModelRaised
+from gateway.errors import ChunkRejected, InvalidInput, ModelRaised
 from gateway.jobs.files.chunks import ChunkSpec
 from gateway.jobs.files.errors import JobFileError, OutputUnwritable, one_line
 from gateway.jobs.files.readers import read_chunk
@@ -38,15 +38,6 @@ from gateway.routing.catalog import Resolved
 from gateway.wire.mlflow_scoring import ScoringInput
 
 _FIRST_BACKOFF = 0.5  # seconds before the first retry of an output write
-
-
-class ChunkRejected(GatewayError):
-    """This chunk cannot be scored as it is (its input, its columns, its rows): ``reason`` says
-    where (file, range, rows) and why."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = one_line(reason)
-        super().__init__(self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +93,7 @@ class ChunkScorer:
         except JobFileError as exc:
             if exc.transient:
                 raise
-            raise ChunkRejected(exc.reason) from exc
+            raise ChunkRejected(one_line(exc.reason)) from exc
         if job.id_column is not None and job.id_column not in table.column_names:
             raise ChunkRejected(f"{chunk.file.uri} ({chunk.range}): no id column '{job.id_column}'")
         parts = []

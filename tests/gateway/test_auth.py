@@ -51,8 +51,8 @@ EXPECTED = {
     ("POST", "/models/{name}/versions/{version}/jobs"): Access.PREDICT,
     ("GET", "/jobs"): Access.LIST,
     ("GET", "/jobs/{job_id}"): Access.LIST,
-    ("GET", "/jobs/{job_id}/result"): Access.LIST,
     ("DELETE", "/jobs/{job_id}"): Access.LIST,
+    ("GET", "/jobs/{job_id}/result"): Access.LIST,
     ("POST", "/models/{name}/versions/{version}/predict"): Access.PREDICT,
     ("POST", "/models/{name}/predict"): Access.PREDICT,
     # mlflow models serve's own routes: /invocations serves GATEWAY_DEFAULT_MODEL
