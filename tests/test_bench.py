@@ -1365,3 +1365,28 @@ def test_the_sandbox_cost_in_the_security_docs_is_the_results_file_it_cites() ->
             f"{run['sandbox_us']:.0f} µs with it, {run['difference_us']:+.0f} µs a call"
         )
         assert quoted in text, quoted
+
+
+def test_the_job_p99_figures_in_the_docs_are_the_results_files_they_cite() -> None:
+    """bench/README.md's jobs p99 table quotes the stored runs it names, figure by figure."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## A request's p99 during a job") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    cited = re.findall(r"`bench/results/(jobs-p99-[\w-]+)\.json`", section)
+    assert len(cited) == 2
+    for name in cited:
+        run = json.loads((root / "bench" / "results" / f"{name}.json").read_text())
+        rates = sorted(run["job_rows_per_s"])
+        row = (
+            f"`bench/results/{name}.json` | {run['idle_p99_ms_median']:.2f} ms | {run['job_p99_ms_median']:.2f} ms | "
+            f"{run['ratio_median']:.2f} | {min(run['job_requests'])}-{max(run['job_requests'])} | "
+            f"{rates[0]:,}-{rates[-1]:,} |"
+        )
+        assert row in section, row
+        assert run["repeat"] == len(run["idle_p99_ms"]) == 3 and run["rows"] == 1_000_000
+    defaults = json.loads((root / "bench" / "results" / f"{cited[0]}.json").read_text())
+    assert f"not met** on this host: {defaults['ratio_median']:.1f} times" in section.replace("\n", " ")
