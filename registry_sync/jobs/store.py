@@ -169,8 +169,9 @@ class JobStore:
                 if candidate is None:
                     return None
                 job_id, index, attempts = str(candidate[0]), int(candidate[1]), int(candidate[2])
-                if attempts >= self._max_attempts:  # its processes kept dying under it
-                    self._fail(connection, job_id, index, f"claimed {attempts} times without finishing")
+                if attempts >= self._max_attempts:  # its processes kept dying under it (or giving it back)
+                    reason = f"claimed {attempts} times without finishing"
+                    self._fail(connection, job_id, index, reason, owned=False)
                     continue
                 now = db_now()
                 taken = cast(
@@ -272,9 +273,9 @@ class JobStore:
             self._lock(connection, job_id)
             return self._end_job(connection, job_id, CANCELLED, "cancelled")
 
-    def _fail(self, connection: Connection, job_id: str, index: int, reason: str) -> Ending:
+    def _fail(self, connection: Connection, job_id: str, index: int, reason: str, *, owned: bool = True) -> Ending:
         self._lock(connection, job_id)
-        if not self._end_chunk(connection, job_id, index, state=CHUNK_FAILED, rows=None, failure=reason):
+        if not self._end_chunk(connection, job_id, index, state=CHUNK_FAILED, rows=None, failure=reason, owned=owned):
             return Ending(False)
         connection.execute(update(JobRow).where(JobRow.id == job_id).values(chunks_failed=JobRow.chunks_failed + 1))
         if connection.scalar(select(JobRow.fail_fast).where(JobRow.id == job_id)):
@@ -289,15 +290,26 @@ class JobStore:
         connection.execute(update(JobRow).where(JobRow.id == job_id).values(id=JobRow.id))
 
     def _end_chunk(
-        self, connection: Connection, job_id: str, index: int, *, state: str, rows: int | None, failure: str | None
+        self,
+        connection: Connection,
+        job_id: str,
+        index: int,
+        *,
+        state: str,
+        rows: int | None,
+        failure: str | None,
+        owned: bool = True,
     ) -> bool:
+        """End a chunk this process holds (``owned``), or, for one claimed too often, whoever held it."""
+        query = update(JobChunkRow).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
+        if owned:
+            query = query.where(JobChunkRow.state == RUNNING, JobChunkRow.holder == self.holder)
+        else:
+            query = query.where(JobChunkRow.state.in_(_OPEN))
         ended = cast(
             CursorResult[Any],
             connection.execute(
-                update(JobChunkRow)
-                .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, JobChunkRow.state == RUNNING)
-                .where(JobChunkRow.holder == self.holder)
-                .values(state=state, rows=rows, failure=failure, lease_until=None, finished_at=db_now())
+                query.values(state=state, rows=rows, failure=failure, lease_until=None, finished_at=db_now())
             ),
         )
         return ended.rowcount == 1
