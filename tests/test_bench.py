@@ -1365,3 +1365,27 @@ def test_the_sandbox_cost_in_the_security_docs_is_the_results_file_it_cites() ->
             f"{run['sandbox_us']:.0f} µs with it, {run['difference_us']:+.0f} µs a call"
         )
         assert quoted in text, quoted
+
+
+def test_the_job_figures_in_the_bench_readme_are_the_results_file_they_cite() -> None:
+    """bench/README.md's file-scoring table (bench/jobs.py, issue 52) quotes the stored run it
+    names, arm by arm: rows a second (median and best) and the median against the floor."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## Scoring a file (`bench/jobs.py`") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    (cited,) = set(re.findall(r"`bench/results/(jobs-[\w-]+-\d{8})\.json`", section))
+    run = json.loads((root / "bench" / "results" / f"{cited}.json").read_text())
+    floor = run["arms"]["floor"]["rows_per_s_median"]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
+    assert set(rows) == {f"`{name}`" for name in run["arms"]}, (set(rows), set(run["arms"]))
+    for name, arm in run["arms"].items():
+        quoted = (
+            f"| {arm['rows_per_s_median']:,} | {arm['rows_per_s_best']:,} | "
+            f"{arm['rows_per_s_median'] / floor:.2f} | {len(arm['seconds'])} |"
+        )
+        assert quoted in rows[f"`{name}`"], (name, quoted)
+    assert f"{run['rows']:,} rows" in section and f"{run['row_groups']} row groups" in section
