@@ -1389,3 +1389,11 @@ def test_the_job_figures_in_the_bench_readme_are_the_results_file_they_cite() ->
         )
         assert quoted in rows[f"`{name}`"], (name, quoted)
     assert f"{run['rows']:,} rows" in section and f"{run['row_groups']} row groups" in section
+    # the spread of the rounds quoted in the prose, and the gateway against the floor
+    text = " ".join(section.split())
+    for name, quoted in re.findall(r"the (\w+)'s (?:\w+ rounds took )?(\d+\.\d\d to \d+\.\d\d) s", text):
+        seconds = run["arms"][name]["seconds"]
+        assert quoted == f"{min(seconds):.2f} to {max(seconds):.2f}", (name, quoted)
+    if "gateway" in run["arms"]:
+        ratio = run["arms"]["gateway"]["rows_per_s_median"] / floor
+        assert f"The gateway's median is {ratio:.2f} of the floor's" in text
