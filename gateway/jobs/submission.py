@@ -91,9 +91,10 @@ def file_job(
     params = document.get("params")
     if params is not None and not isinstance(params, dict):
         raise InvalidJob('"params" must be a JSON object')
-    output = OutputLocation.parse(str(_text(document, "output", required=True)), output_format)
+    roots = settings.jobs_roots or None
+    output = OutputLocation.parse(str(_text(document, "output", required=True)), output_format, roots=roots)
     output.check_writable()
-    files = find_inputs(inputs, format=input_format, max_files=settings.jobs_max_files)
+    files = find_inputs(inputs, format=input_format, max_files=settings.jobs_max_files, roots=roots)
     chunks = plan_chunks(files, target_rows=settings.jobs_chunk_rows, target_bytes=settings.jobs_chunk_bytes)
     if len(chunks) > settings.jobs_max_chunks:
         raise InvalidJob(

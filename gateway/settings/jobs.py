@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
-from gateway.settings.section import SettingsSection
+from gateway.settings.section import SettingsSection, comma_list
 
 
 class JobsSettings(SettingsSection):
@@ -41,6 +42,12 @@ class JobsSettings(SettingsSection):
     """``fail``: a job fails at its first bad chunk (the rest are cancelled). ``finish``: the job
     runs every chunk and ends ``partial``, its bad chunks listed with their range and reason."""
 
+    jobs_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated folders (absolute paths or ``file:///``) and S3 prefixes (``s3://bucket/prefix``)
+    a file job may read its inputs from and write its output under; empty (the default): wherever
+    this process's own filesystem and S3 credentials reach. Set it wherever a caller with a
+    ``predict:`` scope is not trusted with every file the gateway can read and write."""
+
     jobs_max_open: int = Field(default=1000, ge=1)
     """Jobs queued or running at once, fleet-wide: a submission past it is answered 429."""
 
@@ -64,6 +71,11 @@ class JobsSettings(SettingsSection):
     jobs_output_retries: int = Field(default=4, ge=0)
     """Retries, with exponential backoff from 0.5 s, of a chunk's output write that failed for a
     reason that may pass; then the job fails (its input untouched)."""
+
+    @field_validator("jobs_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        return comma_list(value)
 
     jobs_callback_secret: SecretStr | None = None
     """The HMAC secret that signs job callbacks (``X-Gateway-Signature``, as MLflow signs its

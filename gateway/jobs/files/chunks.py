@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gateway.jobs.files.errors import InputUnreadable
+from gateway.jobs.files.errors import InputUnreadable, JobFileError
 from gateway.jobs.files.locations import FORMATS, InputFile
 from gateway.jobs.files.storage import Located, locate, open_seekable, read_failure, read_range, s3_client
 
@@ -102,13 +102,13 @@ def plan_chunks(files: list[InputFile], *, target_rows: int, target_bytes: int) 
             else:
                 begin = csv_header(file, where, client)[1] if file.format == "csv" else 0
                 chunks += _text_chunks(file, where, begin, target_bytes, client)
-        except InputUnreadable:
+        except JobFileError:
             raise
-        except (OSError, pa.ArrowException) as exc:
-            if isinstance(exc, pa.ArrowException) or not isinstance(exc, FileNotFoundError):
-                raise InputUnreadable(file.uri, format=file.format, range="footer", detail=str(exc)) from exc
+        except FileNotFoundError as exc:
             raise read_failure(file.uri, exc, format=file.format, range="") from exc
-        except Exception as exc:  # boto3's
+        except pa.ArrowException as exc:  # what pyarrow found there is no Parquet footer
+            raise InputUnreadable(file.uri, format=file.format, range="footer", detail=str(exc)) from exc
+        except Exception as exc:  # an OSError, boto3's
             raise read_failure(file.uri, exc, format=file.format, range="") from exc
     return chunks
 

@@ -11,13 +11,23 @@ compressed as a whole (``.csv.gz``) is not read, since its chunks are byte range
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.jobs.files.errors import InputNotFound, InvalidLocation, TooManyInputs
-from gateway.jobs.files.storage import Located, S3Object, locate, read_failure, s3_client, size_of, uri_of, walk
+from gateway.jobs.files.storage import (
+    Located,
+    S3Object,
+    locate,
+    read_failure,
+    s3_client,
+    size_of,
+    uri_of,
+    walk,
+    within,
+)
 
 FORMATS = ("parquet", "csv", "jsonl")
 EXTENSIONS = {
@@ -96,9 +106,14 @@ def _split_glob(where: Located) -> tuple[Located, str] | None:
     return Path(base or "/"), glob
 
 
-def _matches(item: str, format: str | None, client: Any) -> list[InputFile]:
+_OUTSIDE = "outside the folders and S3 prefixes jobs may use"
+
+
+def _matches(item: str, format: str | None, client: Any, roots: Sequence[str] | None) -> list[InputFile]:
     where = locate(item)
     split = _split_glob(where)
+    if not within(split[0] if split is not None else where, roots):
+        raise InvalidLocation(item, _OUTSIDE)
     if split is not None:
         base, glob = split
         pattern = glob_pattern(glob)
@@ -150,10 +165,13 @@ def _listed(
     return found
 
 
-def find_inputs(spec: str | list[str], *, format: str | None = None, max_files: int) -> list[InputFile]:
+def find_inputs(
+    spec: str | list[str], *, format: str | None = None, max_files: int, roots: Sequence[str] | None = None
+) -> list[InputFile]:
     """Every input file ``spec`` names (see the module's doc), sorted by URI, each once.
     Raises InputNotFound when an item matches nothing, TooManyInputs past ``max_files``,
-    InvalidLocation for a URI or format that cannot be read."""
+    InvalidLocation for a URI or format that cannot be read, or a location outside ``roots``
+    (folders and S3 prefixes; None: anywhere the process's credentials reach)."""
     items = [spec] if isinstance(spec, str) else list(spec)
     if not items:
         raise InvalidLocation("[]", "names no input")
@@ -161,9 +179,12 @@ def find_inputs(spec: str | list[str], *, format: str | None = None, max_files: 
     client = s3_client() if any(item.lower().startswith("s3://") for item in items) else None
     files: dict[str, InputFile] = {}
     for item in items:
-        matched = _matches(item, format, client)
+        matched = _matches(item, format, client, roots)
         if not matched:
             raise InputNotFound(item)
+        for file in matched:
+            if not within(locate(file.uri), roots):  # a link out of a root
+                raise InvalidLocation(file.uri, _OUTSIDE)
         for file in matched:
             files[file.uri] = file
         if len(files) > max_files:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,25 @@ def locate(uri: str) -> Located:
     if not path.startswith("/"):
         raise InvalidLocation(uri, "must be absolute")
     return Path(path)
+
+
+def within(where: Located, roots: Sequence[str] | None) -> bool:
+    """Whether ``where`` lies in one of ``roots`` (folders and S3 prefixes; None: anywhere). A
+    local path is taken as the filesystem resolves it, so a symbolic link inside a root that
+    points out of it is out of it."""
+    if roots is None:
+        return True
+    for root in roots:
+        base = locate(root)
+        if isinstance(where, Path) and isinstance(base, Path):
+            real, top = os.path.realpath(where), os.path.realpath(base).rstrip("/")
+            if real == top or real.startswith(top + "/"):
+                return True
+        elif isinstance(where, S3Object) and isinstance(base, S3Object) and where.bucket == base.bucket:
+            prefix = base.key.strip("/")
+            if not prefix or where.key.strip("/") == prefix or where.key.startswith(prefix + "/"):
+                return True
+    return False
 
 
 def uri_of(where: Located) -> str:

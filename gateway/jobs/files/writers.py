@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from gateway.jobs.files.errors import InvalidLocation, JobFileError, OutputUnwritable
 from gateway.jobs.files.locations import FORMATS, checked_format
-from gateway.jobs.files.storage import S3Object, locate, s3_client, s3_failure, uri_of
+from gateway.jobs.files.storage import S3Object, locate, s3_client, s3_failure, uri_of, within
 
 # Local failures that will not go away by waiting: anything else (a full disk, an I/O error)
 # is worth the runner's retry.
@@ -51,13 +51,16 @@ class OutputLocation:
     format: str
 
     @classmethod
-    def parse(cls, uri: str, format: str) -> OutputLocation:
-        """The location, its URI normalised; InvalidLocation for a URI or format that cannot be one."""
+    def parse(cls, uri: str, format: str, *, roots: Sequence[str] | None = None) -> OutputLocation:
+        """The location, its URI normalised; InvalidLocation for a URI or format that cannot be
+        one, or a location outside ``roots`` (folders and S3 prefixes; None: anywhere)."""
         if checked_format(format) is None:
             raise InvalidLocation(str(format), f"not a format of job files (one of {', '.join(FORMATS)})")
         where = locate(uri.rstrip("/") if uri.rstrip("/") else uri)
         if isinstance(where, S3Object) and not where.key.strip("/"):
             where = S3Object(where.bucket, "")
+        if not within(where, roots):
+            raise InvalidLocation(uri, "outside the folders and S3 prefixes jobs may use")
         return cls(uri_of(where).rstrip("/"), format)
 
     # --- where ---

@@ -176,3 +176,23 @@ def test_types_given_are_kept_and_a_value_not_of_its_type_fails_the_chunk(tmp_pa
     assert read_chunk(chunk, columns=["zip"], types={"zip": pa.string()})["zip"].to_pylist() == ["007", "12"]
     with pytest.raises(InputUnreadable, match=r"oops|Column\(/x\)"):
         read_chunk(chunk, types={"x": pa.float64()})
+
+
+def test_roots_bound_where_inputs_are_read_and_outputs_written(tmp_path: Path) -> None:
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    write(rows(3), allowed / "in" / "a.csv")
+    write(rows(3), other / "secret.csv")
+    (allowed / "in" / "link.csv").symlink_to(other / "secret.csv")  # a link out of the root
+    roots = [str(allowed), "s3://bucket/jobs/"]
+    found = find_inputs(f"{allowed}/in/a.csv", max_files=10, roots=roots)
+    assert [f.uri for f in found] == [(allowed / "in" / "a.csv").as_uri()]
+    for spec in (str(other / "secret.csv"), f"{tmp_path}/*/secret.csv", f"{allowed}/../other", f"{allowed}/in"):
+        with pytest.raises(InvalidLocation, match="outside the folders and S3 prefixes"):
+            find_inputs(spec, max_files=10, roots=roots)
+    with pytest.raises(InvalidLocation, match="outside"):
+        find_inputs("s3://bucket/jobsecret/x.csv", max_files=10, roots=roots)
+    assert OutputLocation.parse(f"{allowed}/out", "csv", roots=roots).uri == (allowed / "out").as_uri()
+    assert OutputLocation.parse("s3://bucket/jobs/out", "csv", roots=roots).uri == "s3://bucket/jobs/out"
+    for uri in (str(other), f"{allowed}/../other", "s3://bucket/job", "s3://other/jobs/out"):
+        with pytest.raises(InvalidLocation, match="outside"):
+            OutputLocation.parse(uri, "csv", roots=roots)

@@ -121,3 +121,36 @@ def test_an_endpoint_that_does_not_answer_is_transient(
     with pytest.raises(JobFileError) as raised:
         OutputLocation.parse(f"{bucket}/out", "csv").commit(0, rows(2))
     assert raised.value.transient is True
+
+
+@pytest.mark.parametrize("name", ["big.parquet", "big.csv", "big.jsonl"])
+def test_a_chunk_reads_its_own_bytes_of_the_object_only(
+    s3: S3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    from gateway.jobs.files import readers, storage
+
+    _upload(s3, tmp_path, f"ranged/{name}", rows(40_000), row_group_size=2000)
+    size = (tmp_path / name).stat().st_size
+    chunks = plan_chunks(find_inputs(f"{bucket}/ranged/{name}", max_files=1), target_rows=2000, target_bytes=size // 20)
+    assert len(chunks) >= 19
+    fetched: list[int] = []
+    real = storage.read_range
+
+    def counted(where: storage.Located, start: int, stop: int, client: object = None) -> bytes:
+        data = real(where, start, stop, client)  # the real ranged GET, counted
+        fetched.append(len(data))
+        return data
+
+    monkeypatch.setattr(storage, "read_range", counted)
+    monkeypatch.setattr(readers, "read_range", counted)
+    middle = chunks[len(chunks) // 2]
+    assert read_chunk(middle).num_rows > 0
+    if name.endswith("parquet"):
+        metadata = pq.ParquetFile(tmp_path / name).metadata
+        groups = [metadata.row_group(g) for g in range(middle.start, middle.stop)]
+        own = sum(g.column(c).total_compressed_size for g in groups for c in range(g.num_columns))
+    else:
+        own = middle.stop - middle.start
+    # Its bytes, and one read of at most 64 KiB that locates them: a Parquet file's tail, where
+    # pyarrow looks for the footer, or the window where the CSV header's line ends.
+    assert own <= sum(fetched) <= own + 64 * 1024 < size // 2

@@ -132,3 +132,23 @@ async def test_the_callback_is_signed_as_mlflow_webhooks_are(
     assert headers["x-gateway-signature"] == expected
     document = orjson.loads(body)
     assert (document["id"], document["state"]) == (submitted.json()["id"], "succeeded")
+
+
+async def test_roots_bound_where_a_job_reads_and_writes(
+    sqlite_registry: Registry, make_settings: Callable[..., GatewaySettings], tmp_path: Path
+) -> None:
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    for folder in (allowed, other):
+        folder.mkdir()
+        pq.write_table(iris_rows(10), folder / "in.parquet")
+    settings = make_settings(jobs_roots=str(allowed), **JOB_SETTINGS)
+    async with running_gateway(settings, sqlite_registry.tracking_uri) as gateway:
+
+        async def submit(source: Path, output: Path) -> Any:
+            return await gateway.client.post(f"/models/{IRIS}/jobs", json={"input": str(source), "output": str(output)})
+
+        assert (await submit(allowed / "in.parquet", allowed / "out")).status_code == 202
+        for source, output in ((other / "in.parquet", allowed / "o1"), (allowed / "in.parquet", other / "o2")):
+            refused = await submit(source, output)
+            assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert not (other / "o2").exists()
