@@ -24,6 +24,7 @@ from gateway.http.control_routes import router as control_router
 from gateway.http.drift_routes import router as drift_router
 from gateway.http.fleet_routes import router as fleet_router
 from gateway.http.health_routes import router as health_router
+from gateway.http.job_routes import router as job_router
 from gateway.http.model_routes import router as model_router
 from gateway.http.quality_routes import router as quality_router
 from gateway.http.status_page import router as status_router
@@ -111,6 +112,7 @@ def create_app(
         app.include_router(openai_routes.router)
         app.include_router(quality_router)
         app.include_router(drift_router)
+        app.include_router(job_router)
     app.include_router(control_router)
     app.include_router(fleet_router)
     app.include_router(status_router)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from gateway.jobs import cli as jobs_cli
 from gateway.observability.logs import logging_config
 from gateway.observability.tracing import TracingError, exporter_protocol
 from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
@@ -558,6 +559,8 @@ def evaluate(
     for key, figure in sorted(metrics.items()):
         click.echo(f"  {key}: {figure:.6g}")
 
+
+main.add_command(jobs_cli.jobs)
 
 if __name__ == "__main__":
     main()

@@ -246,6 +246,51 @@ class InvalidInput(GatewayError):
     """The body was readable but does not fit the model (MLflow: INVALID_PARAMETER_VALUE)."""
 
 
+# --- jobs (gateway.jobs) -------------------------------------------------------------------
+
+
+class InvalidJob(GatewayError):
+    """A job's submission that cannot be run as sent (its body names the problem)."""
+
+
+class JobNotFound(GatewayError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"No job '{job_id}' (never submitted, or deleted after its retention)")
+
+
+class JobsFull(GatewayError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"{limit} jobs are queued or running already (GATEWAY_JOBS_MAX_OPEN): submit again later")
+
+
+class ChunkRejected(GatewayError):
+    """A job's chunk that cannot be scored as it is (its input, its columns, its rows):
+    ``reason`` says where (file, range, rows) and why. The chunk fails; never an HTTP answer."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = " ".join(reason.split())
+        super().__init__(self.reason)
+
+
+class VersionReplaced(GatewayError):
+    """A job's pinned version was deleted and registered again under its number: the job fails."""
+
+    def __init__(self, pinned: object) -> None:
+        super().__init__(f"{pinned} was deleted and registered again since the job was submitted")
+
+
+class JobResultMissing(GatewayError):
+    """``GET /jobs/<id>/result`` of a job with no result (yet, or ever: a file job, a failure)."""
+
+    def __init__(self, job_id: str, state: str, kind: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        what = "writes its output to files" if kind == "files" else f"has no result: it is {state}"
+        super().__init__(f"Job '{job_id}' {what}")
+
+
 # --- loading and predicting --------------------------------------------------------
 
 

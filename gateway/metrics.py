@@ -383,6 +383,30 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Jobs (gateway/jobs/): the fleet's queue as this process last read it, and its own work
+        self.jobs = Gauge(
+            "gateway_jobs",
+            "Jobs in the state database by state (queued, running, ...), fleet-wide, as last read here",
+            ["state"],
+            registry=r,
+        )
+        self.job_chunks_running = Gauge(
+            "gateway_job_chunks_running", "Job chunks this process is scoring now", registry=r
+        )
+        self.job_rows = Counter(
+            "gateway_job_rows", "Rows this process scored for jobs (rate(): rows per second)", ["model"], registry=r
+        )
+        self.job_chunks = Counter(
+            "gateway_job_chunks",
+            "Job chunks this process ended, by outcome: done, failed (bad input), lost (cancelled or taken over), "
+            "given_back (its version could not be loaded now)",
+            ["outcome"],
+            registry=r,
+        )
+        self.job_failures = Counter(
+            "gateway_job_failures", "Jobs that ended failed or partial here, by model", ["model"], registry=r
+        )
+
     def _last_sync_age(self) -> float:
         if self.last_sync_success is None:
             return float("inf")
@@ -505,6 +529,15 @@ class GatewayMetrics:
         for gone in self._quality_shown - shown:  # removed after the new ones are set: no gap
             (self.quality if len(gone) == 4 else self.quality_labels).remove(*gone)
         self._quality_shown = shown
+
+    def jobs_now(self, counts: dict[str, int], states: Iterable[str]) -> None:
+        for state in states:
+            self.jobs.labels(state).set(counts.get(state, 0))
+
+    def job_chunk_ended(self, outcome: str, *, model: str, rows: int = 0) -> None:
+        self.job_chunks.labels(outcome).inc()
+        if rows:
+            self.job_rows.labels(model).inc(rows)
 
     def drift_was_dropped(self, reason: str, count: int = 1) -> None:
         self._child(self.drift_dropped, reason).inc(count)

@@ -2,7 +2,7 @@
 
 Each concern builds, starts and stops its own collaborators in a room (``gateway.rooms``):
 observability, state, runtimes, models, fleet, routing, sync, admission, traffic, records,
-quality, drift and write-back.
+quality, drift, write-back and jobs.
 This module builds the rooms in the order their collaborators need each other, lays out the
 ``Services`` the protocol adapters and routes are handed, and keeps the order of the start
 (lease, first sync, warm-up, ready) and of the close. A new capability adds a room there, and
@@ -34,6 +34,7 @@ from gateway.errors import NotReady
 from gateway.fleet.drain import Drain
 from gateway.fleet.membership import Membership
 from gateway.fleet.warming import StartPlan
+from gateway.jobs.service import JobService
 from gateway.metrics import UNKNOWN, GatewayMetrics
 from gateway.observability.context import current
 from gateway.observability.logs import AccessLog
@@ -46,6 +47,7 @@ from gateway.quality.monitor import QualityMonitor
 from gateway.rooms.admission import AdmissionRoom
 from gateway.rooms.drift import DriftRoom
 from gateway.rooms.fleet import FleetRoom
+from gateway.rooms.jobs import JobsRoom
 from gateway.rooms.models import ModelsRoom
 from gateway.rooms.observability import ObservabilityRoom
 from gateway.rooms.quality import QualityRoom
@@ -105,6 +107,7 @@ class Rooms:
     quality: QualityRoom
     drift: DriftRoom
     writeback: WritebackRoom
+    jobs: JobsRoom
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None) -> Rooms:
@@ -144,11 +147,25 @@ class Rooms:
         )
         drift = DriftRoom.build(settings, state=state, models=models, sync=sync, seen=seen, actor=actor)
         writeback = WritebackRoom.build(settings, state=state, sync=sync, seen=seen, drift=drift)
+        jobs = JobsRoom.build(settings, state=state, models=models, routing=routing, seen=seen, actor=actor)
         # When the drain's delay is over, uvicorn waits --graceful-timeout for requests in flight:
         # open streams get their end event now, so their clients reconnect elsewhere at once.
         fleet.drain.on_stop(models.streams.ending)
         return cls(
-            seen, state, runtimes, models, fleet, routing, sync, admission, traffic, records, quality, drift, writeback
+            seen,
+            state,
+            runtimes,
+            models,
+            fleet,
+            routing,
+            sync,
+            admission,
+            traffic,
+            records,
+            quality,
+            drift,
+            writeback,
+            jobs,
         )
 
 
@@ -189,6 +206,7 @@ class Services:
     quality: QualityMonitor  # live quality per version and arm, read at an interval
     keeper: PredictionKeeper | None  # answers kept for labels; None: GATEWAY_FEEDBACK_SAMPLE=0
     drift: DriftMonitor  # the fleet's drift figures per version, read at an interval
+    jobs: JobService  # asynchronous predictions and batch jobs (gateway.jobs)
     rooms: Rooms = field(repr=False)
     ready: bool = False
     serving: bool = False  # requests are answered: the catalog is read, though warming may go on
@@ -236,6 +254,7 @@ class Services:
             quality=rooms.quality.monitor,
             keeper=rooms.quality.keeper,
             drift=rooms.drift.monitor,
+            jobs=rooms.jobs.service,
             rooms=rooms,
             primer=routing.primer,
         )
@@ -344,6 +363,7 @@ class Services:
         self.poller.start()
         rooms.writeback.start_writing()
         rooms.drift.start()  # the leader's references; every process's drift figures, sampled and read
+        rooms.jobs.start()  # claims chunks once the catalog is read (a serving process), keeps the queue tidy
         # Everything alive now (the imported libraries, the warm models) lives as long as the
         # process: keep it out of the cyclic GC's reach, or each full collection walks millions
         # of objects and stalls every request for 100-400 ms (measured: bench/README.md).
@@ -445,6 +465,7 @@ class Services:
         # sampled is binned and the last windows published
         await rooms.sync.stop()
         await rooms.routing.stop()  # the reconciler
+        await rooms.jobs.stop()  # chunks held here go back to the queue before the queues close
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued
         await rooms.traffic.stop()  # counts, shadows, the guard's last rollbacks
         await rooms.routing.close()  # the inference service's queues

@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.jobs.views import rows_text
 from gateway.sizes import readable
 
 
@@ -38,6 +39,7 @@ class Report:
     fleet: dict[str, Any] | None = None  # GET /fleet: every replica on the state database
     quality: list[dict[str, Any]] = field(default_factory=list)  # GET /quality's rows: live quality on labels
     drift: list[dict[str, Any]] = field(default_factory=list)  # GET /drift's rows: drifting first, worst features first
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # GET /jobs: the latest jobs, open ones shown first
     sources: dict[str, list[str]] = field(default_factory=dict)  # section -> the replicas that answered it
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class Report:
             "fleet": self.fleet,
             "quality": self.quality,
             "drift": self.drift,
+            "jobs": self.jobs,
             "sources": self.sources,
         }
 
@@ -104,6 +107,7 @@ def collect(reader: Reader, *, model: str | None = None, limit: int = 20, events
         query = f"?{urllib.parse.urlencode({'model': model})}" if model is not None else ""
         report.quality = reader.get(f"/quality{query}")["rows"]
         report.drift = reader.get(f"/drift{query}")["rows"]
+        report.jobs = reader.get(f"/jobs{query}")["jobs"]
     query = urllib.parse.urlencode({"limit": events} | ({"model": model} if model else {}))
     report.events = reader.get(f"/events?{query}")["events"]
     report.fleet = reader.get("/fleet")
@@ -181,6 +185,7 @@ def render(report: Report) -> str:
             )
     lines += quality_lines(report.quality)
     lines += drift_lines(report.drift)
+    lines += job_lines(report.jobs)
     lines += _fleet_and_events(report)
     return "\n".join(lines)
 
@@ -196,6 +201,27 @@ def quality_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"  {row['model']} v{row['version']} {row['arm']}: {row['labels']} labels "
             f"({row.get('task') or 'task unknown'}){': ' + figures if figures else ''}"
         )
+    return lines
+
+
+JOBS_SHOWN = 10
+
+
+def shown_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open jobs first, then the latest ended ones, at most JOBS_SHOWN."""
+    open_first = sorted(jobs, key=lambda job: job["state"] not in ("queued", "running"))
+    return open_first[:JOBS_SHOWN]
+
+
+def job_lines(jobs: list[dict[str, Any]]) -> list[str]:
+    """The latest jobs, open ones first (GET /jobs)."""
+    if not jobs:
+        return []
+    lines = ["", "jobs (GET /jobs), open ones first:"]
+    for job in shown_jobs(jobs):
+        failed = f", {job['chunks_failed']} chunks failed" if job.get("chunks_failed") else ""
+        what = f"{job['id']} {job['model']} v{job['version']} {job['kind']}"
+        lines.append(f"  {what}: {job['state']}, rows {rows_text(job)}{failed}")
     return lines
 
 

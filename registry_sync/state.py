@@ -45,6 +45,11 @@
   version identity, binned on the version's drift reference (counts per bin, never rows), as it
   last published it (every GATEWAY_DRIFT_INTERVAL_SECONDS), stamped with the database's clock:
   the fleet's drift figures are the sum over processes that published recently.
+- ``jobs``: the asynchronous prediction and batch scoring jobs (registry_sync/jobs/store.py):
+  the version pinned at submission, the request or the file spec, state, counts, timings, an
+  inline job's result, until ``expires_at``.
+- ``job_chunks``: the queue itself: each job's chunks, claimed by one serving process at a time
+  under a lease (``holder``, ``lease_until`` on the database's clock), done once.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, false
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -401,3 +406,67 @@ class DriftWindowRow(Base):
     """Rows in that window."""
     seen_at: Mapped[float] = mapped_column(Float)
     """The database's clock at the process's last publication, seconds since the epoch."""
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_model_state", "model", "state"), Index("ix_jobs_expires_at", "expires_at"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``inline`` (one predict body) or ``files`` (input files to an output location)."""
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """With model, version and source: the version identity pinned at submission."""
+    alias: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """The alias the caller named, resolved to ``version`` at submission."""
+    owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """The API key (its name) that submitted it; None when keys are off."""
+    state: Mapped[str] = mapped_column(String(16))
+    """``planning``, ``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The submission: an inline job's request (as text) and media type, a file job's input,
+    output, format, id column, params and callback."""
+    fail_fast: Mapped[bool] = mapped_column(Boolean, default=False)
+    rows_total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the job failed (or was cancelled), in one line."""
+    result: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """An inline job's answer (the predict response's JSON), at most GATEWAY_JOBS_MAX_RESULT_BYTES."""
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """finished_at + GATEWAY_JOBS_RETENTION_HOURS: the row and its chunks are deleted after."""
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its callback was sent (or there is none)."""
+
+
+class JobChunkRow(Base):
+    __tablename__ = "job_chunks"
+    __table_args__ = (Index("ix_job_chunks_state", "state", "lease_until"),)
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    """The job's, copied: a process prefers the chunks of the versions it holds."""
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The chunk's input (gateway.jobs.files.chunks.ChunkSpec.to_json); empty for an inline job."""
+    state: Mapped[str] = mapped_column(String(16))
+    """``queued``, ``running``, ``done``, ``failed`` or ``cancelled``."""
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The database's clock: past it, a running chunk is taken again by any process."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why it failed, with its input range."""
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)

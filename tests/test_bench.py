@@ -1365,3 +1365,60 @@ def test_the_sandbox_cost_in_the_security_docs_is_the_results_file_it_cites() ->
             f"{run['sandbox_us']:.0f} µs with it, {run['difference_us']:+.0f} µs a call"
         )
         assert quoted in text, quoted
+
+
+def test_the_job_p99_figures_in_the_docs_are_the_results_files_they_cite() -> None:
+    """bench/README.md's jobs p99 table quotes the stored runs it names, figure by figure."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## A request's p99 during a job") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    cited = re.findall(r"`bench/results/(jobs-p99-[\w-]+)\.json`", section)
+    assert len(cited) == 2
+    for name in cited:
+        run = json.loads((root / "bench" / "results" / f"{name}.json").read_text())
+        rates = sorted(run["job_rows_per_s"])
+        row = (
+            f"`bench/results/{name}.json` | {run['idle_p99_ms_median']:.2f} ms | {run['job_p99_ms_median']:.2f} ms | "
+            f"{run['ratio_median']:.2f} | {min(run['job_requests'])}-{max(run['job_requests'])} | "
+            f"{rates[0]:,}-{rates[-1]:,} |"
+        )
+        assert row in section, row
+        assert run["repeat"] == len(run["idle_p99_ms"]) == 3 and run["rows"] == 1_000_000
+    defaults = json.loads((root / "bench" / "results" / f"{cited[0]}.json").read_text())
+    assert f"not met** on this host: {defaults['ratio_median']:.1f} times" in section.replace("\n", " ")
+
+
+def test_the_job_figures_in_the_bench_readme_are_the_results_file_they_cite() -> None:
+    """bench/README.md's file-scoring table (bench/jobs.py, issue 52) quotes the stored run it
+    names, arm by arm: rows a second (median and best) and the median against the floor."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "bench" / "README.md").read_text()
+    section = readme[readme.index("## Scoring a file (`bench/jobs.py`") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    (cited,) = set(re.findall(r"`bench/results/(jobs-[\w-]+-\d{8})\.json`", section))
+    run = json.loads((root / "bench" / "results" / f"{cited}.json").read_text())
+    floor = run["arms"]["floor"]["rows_per_s_median"]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
+    assert set(rows) == {f"`{name}`" for name in run["arms"]}, (set(rows), set(run["arms"]))
+    for name, arm in run["arms"].items():
+        quoted = (
+            f"| {arm['rows_per_s_median']:,} | {arm['rows_per_s_best']:,} | "
+            f"{arm['rows_per_s_median'] / floor:.2f} | {len(arm['seconds'])} |"
+        )
+        assert quoted in rows[f"`{name}`"], (name, quoted)
+    assert f"{run['rows']:,} rows" in section and f"{run['row_groups']} row groups" in section
+    # the spread of the rounds quoted in the prose, and the gateway against the floor
+    text = " ".join(section.split())
+    for name, quoted in re.findall(r"the (\w+)'s (?:\w+ rounds took )?(\d+\.\d\d to \d+\.\d\d) s", text):
+        seconds = run["arms"][name]["seconds"]
+        assert quoted == f"{min(seconds):.2f} to {max(seconds):.2f}", (name, quoted)
+    if "gateway" in run["arms"]:
+        ratio = run["arms"]["gateway"]["rows_per_s_median"] / floor
+        assert f"The gateway's median is {ratio:.2f} of the floor's" in text

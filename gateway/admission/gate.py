@@ -157,6 +157,15 @@ class Gate:
             raise InsufficientScope(key.subject, missing)
         raise Forbidden(key.name, missing)
 
+    async def caller(self, headers: Iterable[tuple[bytes, bytes]]) -> Caller | None:
+        """Who sends a request admitted already (its key or token), or None without keys or tokens."""
+        if self.keys is None and self.tokens is None:
+            return None
+        try:
+            return await self._authenticate(headers)
+        except Unauthenticated:
+            return None
+
     async def listed(self, headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], bool]:
         """Which models a listing shows the caller (admitted already): every one without keys or
         with the ``read`` scope, else those its ``predict:`` scopes match."""

@@ -138,30 +138,36 @@ class InferenceService:
         model = self._cache.peek(version)
         return model is not None and model.batching and self._batching.max_batch > 1
 
-    async def predict(self, served: Resolved, body: bytes, media_type: str) -> Prediction:
-        """An MLflow scoring body: batched with its version's other requests, fast path if it can."""
-        return await self._run(served, (body, media_type), media_type, body)
+    async def predict(self, served: Resolved, body: bytes, media_type: str, *, background: bool = False) -> Prediction:
+        """An MLflow scoring body: batched with its version's other requests, fast path if it can.
+        ``background`` (a job's): it queues behind requests, in at most half the queue."""
+        return await self._run(served, (body, media_type), media_type, body, background=background)
 
-    async def call(self, served: Resolved, work: Call | TensorCall, *, kind: str, body: bytes) -> Prediction:
+    async def call(
+        self, served: Resolved, work: Call | TensorCall, *, kind: str | None, body: bytes, background: bool = False
+    ) -> Prediction:
         """Another protocol's request: ``work`` decodes, predicts and encodes in the inference
         thread, with the same lease, queue, timeout and answer cache. ``kind`` and ``body``
-        key the cache: together they must say everything ``work`` answers from."""
-        return await self._run(served, work, kind, body)
+        key the cache: together they must say everything ``work`` answers from (None: never
+        cached, a job's chunk). ``background`` as for predict."""
+        return await self._run(served, work, kind, body, background=background)
 
-    async def _run(self, served: Resolved, request: Request, kind: str, body: bytes) -> Prediction:
+    async def _run(
+        self, served: Resolved, request: Request, kind: str | None, body: bytes, *, background: bool
+    ) -> Prediction:
         if served.fallback is not None and not self._cache.holds(served.id):
             served = served.fallback  # a canary unloaded since it was chosen: never a cold load for a split
         lease = await self._cache.acquire(served.id, budget=self._load_budget)
         try:
             model = lease.model
             key = None
-            if self._answers is not None and model.deterministic and model.digest:
+            if self._answers is not None and model.deterministic and model.digest and kind is not None:
                 key = cache_key(model.digest, kind, body)
                 cached = await self._answers.get(key)
                 if cached is not None:
                     lease.release()
                     return Prediction(cached, served)
-            job = self._queue(model).submit(request, lease, background=served.route == SHADOW)
+            job = self._queue(model).submit(request, lease, background=background or served.route == SHADOW)
         except BaseException:
             lease.release()
             raise

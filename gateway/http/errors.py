@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Scope, Send
 
 from gateway import errors
+from gateway.jobs.files import errors as job_files
 from registry_sync import errors as registry_errors
 from registry_sync.repository import StateUnavailable
 
@@ -80,6 +81,15 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.StreamsExhausted, HttpError(503, "RESOURCE_EXHAUSTED", retry_after=1)),
     (errors.PredictTimeout, HttpError(504, "DEADLINE_EXCEEDED")),
     (errors.PredictFailed, HttpError(500, "INTERNAL_ERROR")),
+    (errors.InvalidJob, HttpError(400, "INVALID_PARAMETER_VALUE")),
+    (errors.JobNotFound, _NOT_FOUND),
+    (errors.JobsFull, HttpError(429, "REQUEST_LIMIT_EXCEEDED", retry_after=5)),
+    (errors.JobResultMissing, HttpError(409, "INVALID_STATE")),
+    (errors.ChunkRejected, HttpError(400, "INVALID_PARAMETER_VALUE")),  # a chunk's failure: never an answer
+    (errors.VersionReplaced, HttpError(409, "INVALID_STATE")),  # a job's failure: never an answer
+    (job_files.InputUnavailable, _UNAVAILABLE),  # the input's store did not answer: not the caller's fault
+    (job_files.OutputUnwritable, HttpError(400, "INVALID_PARAMETER_VALUE")),
+    (job_files.JobFileError, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (ClientDisconnect, HttpError(400, "BAD_REQUEST")),
     (registry_errors.RegisteredModelNotFound, _NOT_FOUND),
     (registry_errors.RegistryUnavailable, _UNAVAILABLE),

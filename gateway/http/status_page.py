@@ -20,6 +20,7 @@ from gateway.admission.access import Access, requires
 from gateway.drift.report import describe as describe_drift
 from gateway.errors import GatewayError
 from gateway.fleet.view import read_fleet
+from gateway.jobs.views import job_document, rows_text
 from gateway.process import Services
 from gateway.quality.monitor import describe
 from gateway.status_report import (
@@ -29,6 +30,7 @@ from gateway.status_report import (
     counted,
     has_split,
     replica_rows,
+    shown_jobs,
     shown_models,
     size_text,
     version_rows,
@@ -92,6 +94,10 @@ async def collect(services: Services, *, limit: int = SHOWN_MODELS) -> Report:
     if services.serves_models:
         report.quality = describe(services.quality).model_dump(mode="json")["rows"]
         report.drift = describe_drift(services.drift).model_dump(mode="json")["rows"]
+        try:
+            report.jobs = [job_document(job) for job in await services.jobs.list(None, model=None, state=None)]
+        except RegistryError:
+            report.jobs = []
     return report
 
 
@@ -270,6 +276,7 @@ def render_html(report: Report, *, budget: dict[str, int], sync: str, warm_rule:
             )
         parts.append("</table>")
     parts += _drift_html(report.drift)
+    parts += _jobs_html(report.jobs)
     if report.fleet is not None:
         parts += _fleet_html(report.fleet)
     parts += _events_html(report)
@@ -310,6 +317,25 @@ def _fleet_html(fleet: dict[str, Any]) -> list[str]:
         parts.append(
             f'<tr><td>{name}</td><td class="{"bad" if row.quiet else ""}">{e(row.state)}</td>'
             f"<td>{row.processes}</td><td>{e(row.memory)}</td><td>{e(row.models)}</td><td>{e(row.heard)}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _jobs_html(jobs: list[dict[str, Any]]) -> list[str]:
+    if not jobs:
+        return []
+    e = html.escape
+    parts = [
+        "<h2>Jobs <span class=muted>(GET /jobs: open ones first)</span></h2>",
+        "<table><tr><th>Job</th><th>Model</th><th>Version</th><th>Kind</th><th>State</th><th>Rows</th>"
+        "<th>Chunks failed</th></tr>",
+    ]
+    for job in shown_jobs(jobs):
+        rows = rows_text(job)
+        parts.append(
+            f"<tr><td>{e(job['id'])}</td><td>{e(job['model'])}</td><td>{job['version']}</td><td>{job['kind']}</td>"
+            f"<td>{e(job['state'])}</td><td>{rows}</td><td>{job['chunks_failed']}</td></tr>"
         )
     parts.append("</table>")
     return parts

@@ -31,6 +31,7 @@ from gateway.settings.environments import EnvironmentSettings
 from gateway.settings.fleet import FleetSettings
 from gateway.settings.grpc import GrpcSettings
 from gateway.settings.http_server import HttpServerSettings
+from gateway.settings.jobs import JobsSettings
 from gateway.settings.loading import LoadingSettings
 from gateway.settings.observability import ObservabilitySettings
 from gateway.settings.oidc import OidcSettings
@@ -76,6 +77,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     QualitySettings,
     WritebackSettings,
     DriftSettings,
+    JobsSettings,
 )
 
 
@@ -86,6 +88,7 @@ class SettingsError(Exception):
 # pydantic collects a class's fields from its bases last to first: the sections are listed
 # in reverse so that the fields keep SECTIONS' order (tests/test_settings_reference.py checks it).
 class GatewaySettings(
+    JobsSettings,
     DriftSettings,
     QualitySettings,
     WritebackSettings,

@@ -46,6 +46,13 @@ EXPECTED = {
     # drift (issue 51): figures anyone who may read the models may read
     ("GET", "/drift"): Access.READ,
     ("GET", "/models/{name}/versions/{version}/drift"): Access.READ,
+    # jobs (issue 52): submitting is predicting; reading a job takes read, or the key that submitted it
+    ("POST", "/models/{name}/jobs"): Access.PREDICT,
+    ("POST", "/models/{name}/versions/{version}/jobs"): Access.PREDICT,
+    ("GET", "/jobs"): Access.LIST,
+    ("GET", "/jobs/{job_id}"): Access.LIST,
+    ("DELETE", "/jobs/{job_id}"): Access.LIST,
+    ("GET", "/jobs/{job_id}/result"): Access.LIST,
     ("POST", "/models/{name}/versions/{version}/predict"): Access.PREDICT,
     ("POST", "/models/{name}/predict"): Access.PREDICT,
     # mlflow models serve's own routes: /invocations serves GATEWAY_DEFAULT_MODEL
@@ -101,7 +108,7 @@ def test_every_route_of_the_app_declares_its_access(make_settings: Callable[...,
         for method in methods - {"HEAD"}:
             found[(method, route.path)] = access
     # what a sync-only process does not serve (it answers nothing a label could be for)
-    served = ("/models", "/v2", "/invocations", "/v1", "/feedback", "/quality", "/drift")
+    served = ("/models", "/v2", "/invocations", "/v1", "/feedback", "/quality", "/drift", "/jobs")
     expected = {k: v for k, v in EXPECTED.items() if role == "all" or not k[1].startswith(served)}
     assert found == expected  # a new route is a decision: add it here with the access it needs
 

@@ -1,0 +1,275 @@
+"""Run jobs' chunks in a serving process: claim, score, finish; a heartbeat keeps the claims.
+
+Order of events for one chunk:
+1. claim (registry_sync/jobs/store.py): the oldest job's next chunk, those of versions loaded
+   here first, at most GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS at once;
+2. the version pinned at submission is looked up again: deleted, refused, or re-created under
+   its number (another identity), the job fails with that reason;
+3. score it (an inline job: its predict body, as a request would be, behind requests; a file
+   chunk: gateway.jobs.scoring);
+4. finish it: its rows count once, and the last chunk's end ends the job (and sends its
+   callback, if it has one).
+
+Meanwhile a heartbeat renews the claims every third of GATEWAY_JOBS_LEASE_SECONDS and hears of
+chunks no longer this process's (their job cancelled or failed): their tasks are cancelled. A
+process that dies holds its chunks until their lease lapses; another process claims them then
+and does them again (the output part of a chunk is written whole, under its index: never twice).
+
+What cannot be done now (the version cannot be loaded at the moment, the input's store or the
+state database do not answer, this process is stopping) gives the chunk back to the queue: it is
+claimed again, up to GATEWAY_JOBS_MAX_ATTEMPTS times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterable
+
+import anyio.to_thread
+import orjson
+
+from gateway import errors
+from gateway.dataplane.predictor import InferenceService
+from gateway.jobs.callback import Callbacks
+from gateway.jobs.files.chunks import ChunkSpec
+from gateway.jobs.files.errors import JobFileError, OutputUnwritable, one_line
+from gateway.jobs.scoring import ChunkScorer, FileJob
+from gateway.jobs.views import job_document
+from gateway.metrics import GatewayMetrics
+from gateway.routing.catalog import Catalog, Resolved
+from gateway.settings import GatewaySettings
+from gateway.wire.selectors import parse_selector
+from registry_sync.errors import RegistryError
+from registry_sync.identity import VersionId
+from registry_sync.jobs.records import FAILED, INLINE, PARTIAL, STATES, Claimed, Ending
+from registry_sync.jobs.store import JobStore
+from registry_sync.repository import StateUnavailable
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]  # (job id, chunk index)
+
+# The version is gone for good: the job fails with the reason.
+_GONE = (errors.ModelNotFound, errors.VersionNotFound, errors.VersionRefused, errors.VersionNotReady)
+# Not now: the chunk goes back to the queue.
+_NOT_NOW = (
+    errors.Overloaded,
+    errors.ShuttingDown,
+    errors.ModelLoadFailed,
+    errors.LoadsThrottled,
+    errors.WorkerUnavailable,
+    errors.WorkersExhausted,
+    errors.ModelTooLarge,
+    errors.NotReady,
+    RegistryError,
+)
+# The chunk's own input: that chunk fails.
+_BAD_INPUT = (errors.InvalidInput, errors.ModelRaised, errors.MalformedRequest, errors.PredictTimeout)
+_HOUSEKEEPING_SECONDS = 60.0
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        inference: InferenceService,
+        catalog: Catalog,
+        metrics: GatewayMetrics,
+        settings: GatewaySettings,
+        *,
+        held: Callable[[], Iterable[VersionId]],
+        runs_chunks: bool,
+    ) -> None:
+        self._store = store
+        self._inference = inference
+        self._catalog = catalog
+        self._metrics = metrics
+        self._held = held
+        self._max = settings.jobs_max_chunks_per_process if runs_chunks else 0
+        self._lease = settings.jobs_lease_seconds
+        self._poll = settings.jobs_poll_seconds
+        self._max_result = settings.jobs_max_result_bytes
+        self._scorer = ChunkScorer(
+            inference, batch_rows=settings.jobs_batch_rows, output_retries=settings.jobs_output_retries
+        )
+        self.callbacks = Callbacks(settings.jobs_callback_secret)
+        self._running: dict[Key, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._notifying: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="jobs housekeeping"))
+        if self._max > 0:
+            self._tasks.append(asyncio.create_task(self._claiming(), name="jobs claiming"))
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="jobs heartbeat"))
+
+    def wake(self) -> None:
+        """A job was submitted here: look for chunks now, not at the next poll."""
+        self._wake.set()
+
+    def drop(self, job_id: str) -> None:
+        """The job ended elsewhere (cancelled here): stop its chunks now."""
+        for (running_job, _), task in list(self._running.items()):
+            if running_job == job_id and task is not asyncio.current_task():
+                task.cancel()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        held = list(self._running)
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._running.values(), *self._notifying, return_exceptions=True)
+        for job_id, index in held:  # another process takes them at once, not a lease later
+            with contextlib.suppress(StateUnavailable):
+                await anyio.to_thread.run_sync(self._store.give_back, job_id, index)
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    async def _claiming(self) -> None:
+        while True:
+            self._wake.clear()
+            while len(self._running) < self._max:
+                held = {(version.name, version.version) for version in self._held()}
+                try:
+                    claimed = await anyio.to_thread.run_sync(functools.partial(self._store.claim, held=held))
+                except StateUnavailable as exc:
+                    log.warning("cannot claim job chunks now: %s", exc)
+                    break
+                if claimed is None:
+                    break
+                key = (claimed.job_id, claimed.index)
+                task = asyncio.create_task(self._run(claimed), name=f"job {claimed.job_id} chunk {claimed.index}")
+                self._running[key] = task
+                task.add_done_callback(lambda _, key=key: self._ended(key))  # type: ignore[misc]
+                self._metrics.job_chunks_running.set(len(self._running))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    def _ended(self, key: Key) -> None:
+        self._running.pop(key, None)
+        self._metrics.job_chunks_running.set(len(self._running))
+        self._wake.set()  # room for another
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            if not self._running:
+                continue
+            try:
+                still = await anyio.to_thread.run_sync(self._store.renew, set(self._running))
+            except StateUnavailable as exc:
+                log.warning("cannot renew job chunk leases: %s", exc)
+                continue
+            for key, task in list(self._running.items()):
+                if key not in still:
+                    task.cancel()  # cancelled or failed with its job, or taken over
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                deleted = await anyio.to_thread.run_sync(self._store.delete_expired)
+                if deleted:
+                    log.info("deleted %d jobs past their retention", deleted)
+                self._metrics.jobs_now(await anyio.to_thread.run_sync(self._store.counts), STATES)
+            except StateUnavailable as exc:
+                log.warning("job housekeeping skipped: %s", exc)
+            await asyncio.sleep(_HOUSEKEEPING_SECONDS)
+
+    # --- one chunk -----------------------------------------------------------------------------
+
+    async def _run(self, claimed: Claimed) -> None:
+        job_id, index, model = claimed.job_id, claimed.index, claimed.version.name
+        ending: Ending | None
+        try:
+            served = await self._pinned(claimed.version)
+            if claimed.kind == INLINE:
+                rows, result = 1, await self._inline(served, claimed)
+            else:
+                spec = ChunkSpec.from_json(claimed.spec)
+                rows, result = await self._scorer.score(served, index, spec, FileJob.of(claimed.job_spec)), None
+            ending = await anyio.to_thread.run_sync(lambda: self._store.finish(job_id, index, rows=rows, result=result))
+            self._metrics.job_chunk_ended("done" if ending.counted else "lost", model=model, rows=rows)
+        except asyncio.CancelledError:
+            self._metrics.job_chunk_ended("lost", model=model)
+            raise
+        except (*_GONE, errors.VersionReplaced, OutputUnwritable) as exc:
+            reason = str(exc)
+            ending = await self._store_call(lambda: self._store.fail_job(job_id, reason))
+        except (*_NOT_NOW, StateUnavailable) as exc:
+            await self._give_back(claimed, str(exc))
+            return
+        except JobFileError as exc:
+            if exc.transient:
+                await self._give_back(claimed, exc.reason)
+                return
+            ending = await self._fail_chunk(claimed, exc.reason)
+        except errors.ChunkRejected as exc:
+            ending = await self._fail_chunk(claimed, exc.reason)
+        except _BAD_INPUT as exc:
+            ending = await self._fail_chunk(claimed, str(exc))
+        except Exception as exc:  # a chunk must never take the runner down
+            log.exception("job %s chunk %d failed unexpectedly", job_id, index)
+            ending = await self._fail_chunk(claimed, f"{type(exc).__name__}: {exc}")
+        if ending is not None and ending.ended is not None:
+            self.ended(job_id, ending.ended, model)
+
+    async def _pinned(self, pinned: VersionId) -> Resolved:
+        resolved = await self._catalog.resolve(pinned.name, parse_selector(str(pinned.version)), take_over=False)
+        if not resolved.id.same_version(pinned):
+            raise errors.VersionReplaced(pinned)
+        return resolved
+
+    async def _inline(self, served: Resolved, claimed: Claimed) -> bytes:
+        body = orjson.dumps(claimed.job_spec["request"])
+        prediction = await self._inference.predict(served, body, "application/json", background=True)
+        if len(prediction.body) > self._max_result:
+            raise errors.ChunkRejected(
+                f"the answer is {len(prediction.body)} bytes, over GATEWAY_JOBS_MAX_RESULT_BYTES ({self._max_result}); "
+                "send such inputs as a file job"
+            )
+        return prediction.body
+
+    async def _fail_chunk(self, claimed: Claimed, reason: str) -> Ending | None:
+        self._metrics.job_chunk_ended("failed", model=claimed.version.name)
+        stored = one_line(reason)  # a model's message can quote a whole input
+        return await self._store_call(lambda: self._store.fail_chunk(claimed.job_id, claimed.index, stored))
+
+    async def _give_back(self, claimed: Claimed, reason: str) -> None:
+        log.info("job %s chunk %d given back (%s)", claimed.job_id, claimed.index, reason)
+        self._metrics.job_chunk_ended("given_back", model=claimed.version.name)
+        await self._store_call(lambda: self._store.give_back(claimed.job_id, claimed.index))
+
+    async def _store_call(self, call: Callable[[], Ending | None]) -> Ending | None:
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except StateUnavailable as exc:  # the lease lapses, and another process redoes the chunk
+            log.warning("cannot record a job chunk's end: %s", exc)
+            return None
+
+    # --- ended jobs ------------------------------------------------------------------------------
+
+    def ended(self, job_id: str, state: str, model: str) -> None:
+        """The job ended here: counted, its chunks here stopped, its callback sent."""
+        if state in (FAILED, PARTIAL):
+            self._metrics.job_failures.labels(model).inc()
+        self.drop(job_id)
+        task = asyncio.create_task(self._notify(job_id), name=f"job {job_id} callback")
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self, job_id: str) -> None:
+        job = await anyio.to_thread.run_sync(self._store.job, job_id)
+        url = job.spec.get("callback") if job is not None else None
+        if job is None or not isinstance(url, str):
+            return
+        if await self.callbacks.send(url, job_document(job)):
+            await anyio.to_thread.run_sync(self._store.mark_notified, job_id)

@@ -1,0 +1,152 @@
+"""Score one chunk of a file job: read it, check its columns against the version's signature,
+predict a batch of rows at a time through the inference service, commit its output once.
+
+Each batch is one call on the version's queue (gateway.dataplane.batching), marked background:
+requests that arrive meanwhile are queued beside it, never behind a whole chunk, and a job's
+batches take at most half the queue. The predict runs where the version runs (this process, or
+its sandboxed worker for an isolated version), with the lease and timeout a request has.
+
+What fails and what the runner is told:
+- the chunk's input cannot be read, lacks a column the signature needs, or the model raises on
+  its rows: :class:`ChunkRejected`, with the chunk's range (and the batch's rows in it): that
+  chunk fails, the job goes on or fails as GATEWAY_JOBS_ON_BAD_CHUNK says;
+- the output refuses the write: retried with backoff (0.5 s, doubling) while the refusal may
+  pass, then :class:`~gateway.jobs.files.errors.OutputUnwritable` fails the whole job (its input
+  is never touched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from gateway.dataplane.loader import LoadedModel
+from gateway.dataplane.predictor import InferenceService
+from gateway.errors import ChunkRejected, InvalidInput, ModelRaised
+from gateway.jobs.files.chunks import ChunkSpec
+from gateway.jobs.files.errors import JobFileError, OutputUnwritable, one_line
+from gateway.jobs.files.readers import read_chunk
+from gateway.jobs.files.writers import OutputLocation
+from gateway.routing.catalog import Resolved
+from gateway.wire.mlflow_scoring import ScoringInput
+
+_FIRST_BACKOFF = 0.5  # seconds before the first retry of an output write
+
+
+@dataclass(frozen=True, slots=True)
+class FileJob:
+    """A file job's settings, as submitted."""
+
+    output: OutputLocation
+    id_column: str | None
+    params: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> FileJob:
+        return cls(
+            OutputLocation.parse(spec["output"], spec["output_format"]), spec.get("id_column"), spec.get("params")
+        )
+
+
+def signature_columns(model: LoadedModel) -> list[str] | None:
+    """The input columns the version's signature names, or None (no signature, or tensors)."""
+    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    if schema is None or not schema.has_input_names():
+        return None
+    return [str(name) for name in schema.input_names()]
+
+
+def predictions_table(raw: Any) -> pa.Table:
+    """A pyfunc's answer as columns: a DataFrame's own, else ``prediction`` (one column per
+    output for a 2-D array: ``prediction_0``...)."""
+    if isinstance(raw, pd.DataFrame):
+        return pa.Table.from_pandas(raw, preserve_index=False)
+    if isinstance(raw, pd.Series):
+        return pa.table({"prediction": pa.array(raw.to_numpy())})
+    array = np.asarray(raw)
+    if array.ndim == 2 and array.dtype != object:
+        return pa.table({f"prediction_{i}": array[:, i] for i in range(array.shape[1])})
+    if array.ndim == 1 and array.dtype != object:
+        return pa.table({"prediction": array})
+    return pa.table({"prediction": pa.array(list(raw))})
+
+
+class ChunkScorer:
+    """Scores file chunks through one inference service."""
+
+    def __init__(self, scorer: InferenceService, *, batch_rows: int, output_retries: int) -> None:
+        self._scorer = scorer
+        self._batch_rows = batch_rows
+        self._retries = output_retries
+
+    async def score(self, served: Resolved, index: int, chunk: ChunkSpec, job: FileJob) -> int:
+        """The chunk scored and its output committed as part ``index``: its rows."""
+        try:
+            table = await anyio.to_thread.run_sync(read_chunk, chunk)
+        except JobFileError as exc:
+            if exc.transient:
+                raise
+            raise ChunkRejected(one_line(exc.reason)) from exc
+        if job.id_column is not None and job.id_column not in table.column_names:
+            raise ChunkRejected(f"{chunk.file.uri} ({chunk.range}): no id column '{job.id_column}'")
+        parts = []
+        for offset in range(0, table.num_rows, self._batch_rows):
+            rows = table.slice(offset, self._batch_rows)
+            where = f"{chunk.file.uri} ({chunk.range}, rows {offset}-{offset + rows.num_rows - 1} of the chunk)"
+            parts.append(await self._predict(served, rows, job, where))
+        output = pa.concat_tables(parts) if parts else pa.table({"prediction": pa.array([], pa.null())})
+        if job.id_column is not None:
+            output = output.add_column(0, job.id_column, table.column(job.id_column))
+        await self._commit(job.output, index, output)
+        return int(table.num_rows)
+
+    async def _predict(self, served: Resolved, rows: pa.Table, job: FileJob, where: str) -> pa.Table:
+        found: list[pa.Table] = []
+
+        def work(model: LoadedModel) -> bytes:  # in the inference thread, with the version leased
+            needed = signature_columns(model)
+            frame = rows
+            if needed is not None:
+                missing = [name for name in needed if name not in rows.column_names]
+                if missing:
+                    raise ChunkRejected(f"{where}: columns missing for the version's signature: {', '.join(missing)}")
+                frame = rows.select(needed)
+            elif job.id_column is not None:
+                frame = rows.drop_columns([job.id_column])
+            raw = model.predict(ScoringInput(frame.to_pandas(), job.params))
+            try:
+                found.append(predictions_table(raw))
+            except (pa.ArrowException, ValueError, TypeError) as exc:
+                raise ChunkRejected(f"{where}: predictions not a table: {exc}") from exc
+            return b""
+
+        try:
+            await self._scorer.call(served, work, kind=None, body=b"", background=True)
+        except (InvalidInput, ModelRaised) as exc:
+            raise ChunkRejected(f"{where}: {exc}") from exc
+        if found[0].num_rows != rows.num_rows:
+            raise ChunkRejected(f"{where}: {found[0].num_rows} predictions for {rows.num_rows} rows")
+        return found[0]
+
+    async def _commit(self, output: OutputLocation, index: int, table: pa.Table) -> None:
+        delay = _FIRST_BACKOFF
+        for attempt in range(self._retries + 1):
+            try:
+                await anyio.to_thread.run_sync(_commit_part(output, index, table))
+                return
+            except OutputUnwritable as exc:
+                if not exc.transient or attempt == self._retries:
+                    raise
+            await asyncio.sleep(delay)
+            delay *= 2
+
+
+def _commit_part(output: OutputLocation, index: int, table: pa.Table) -> Callable[[], str]:
+    return lambda: output.commit(index, table)

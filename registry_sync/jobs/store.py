@@ -1,0 +1,432 @@
+"""The job queue on the state database: jobs, their chunks, and who holds which chunk.
+
+A job is submitted with its chunks in one transaction (:meth:`JobStore.submit`); from then on
+every serving process of the fleet may claim its chunks. Claiming is one conditional UPDATE of
+a chunk that is queued, or running under a lease that lapsed (its process died): on PostgreSQL
+the candidate is first read ``FOR UPDATE SKIP LOCKED``, so claimers never wait on each other's
+rows; on sqlite (one host, one writer at a time) the UPDATE's own ``WHERE`` decides, and a
+claimer that lost the race (rowcount 0) tries the next candidate. Leases are on the database's
+clock (:class:`registry_sync.lease.db_now`), renewed by the holder's heartbeat
+(:meth:`JobStore.renew`), which also tells the holder which chunks are no longer its own (the job
+was cancelled or failed, or its lease lapsed and another process took the chunk over).
+
+A chunk is counted once: finishing it is an UPDATE that holds only while the chunk is still
+running under this holder, in the transaction that adds its rows to the job. A chunk redone by
+another process after a lapse writes the same output part again (its commit is idempotent by
+index: gateway.jobs.files.writers) and counts its rows once, when it finishes. The ends of one
+job's chunks are serialised on the job's row (each transaction updates it first), so exactly one
+of them sees that no chunk is left and ends the job.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import SQLAlchemyError
+
+from registry_sync.identity import VersionId
+from registry_sync.jobs.records import (
+    CANCELLED,
+    CHUNK_CANCELLED,
+    CHUNK_DONE,
+    CHUNK_FAILED,
+    ENDED,
+    FAILED,
+    PARTIAL,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    ChunkFailure,
+    Claimed,
+    Ending,
+    Job,
+    NewJob,
+)
+from registry_sync.lease import db_now, new_holder_id
+from registry_sync.repository import StateUnavailable
+from registry_sync.state import JobChunkRow, JobRow
+
+_CLAIM_TRIES = 8  # candidates tried before a claim gives up for this round (sqlite: others won them)
+_LISTED = 100  # jobs one listing returns at most
+_DELETED = 500  # expired jobs deleted per statement
+_OPEN = (QUEUED, RUNNING)
+# A job's columns but its result (an inline answer, up to megabytes: read by result() alone)
+_JOB = [column for column in JobRow.__table__.c if column.name != "result"] + [
+    JobRow.result.is_not(None).label("has_result")
+]
+
+
+def new_job_id() -> str:
+    """Sortable by submission time (milliseconds, hex), then random: the queue's order."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class JobStore:
+    """Jobs and their chunks in the state database. Blocking: callers use threads."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease_seconds: float,
+        retention_seconds: float,
+        max_attempts: int = 5,
+        holder: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.holder = holder or new_holder_id()
+        self._lease = lease_seconds
+        self._retention = retention_seconds
+        self._max_attempts = max_attempts
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except SQLAlchemyError as exc:
+            raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    # --- submitting ----------------------------------------------------------------------
+
+    def open_jobs(self) -> int:
+        """Jobs queued or running, fleet-wide."""
+        with self._begin() as connection:
+            return int(connection.scalar(select(func.count()).where(JobRow.state.in_(_OPEN))) or 0)
+
+    def submit(self, job: NewJob) -> str:
+        job_id = new_job_id()
+        now = db_now()
+        version = job.id
+        with self._begin() as connection:
+            connection.execute(
+                insert(JobRow).values(
+                    id=job_id,
+                    kind=job.kind,
+                    model=version.name,
+                    version=version.version,
+                    source=version.source,
+                    created_ms=version.created_ms,
+                    alias=job.alias,
+                    owner=job.owner,
+                    state=QUEUED,
+                    spec=job.spec,
+                    fail_fast=job.fail_fast,
+                    rows_total=job.rows_total,
+                    rows_done=0,
+                    chunks_total=len(job.chunks),
+                    chunks_done=0,
+                    chunks_failed=0,
+                    submitted_at=now,
+                    notified=False,
+                )
+            )
+            if job.chunks:
+                connection.execute(
+                    insert(JobChunkRow),
+                    [
+                        {
+                            "job_id": job_id,
+                            "index": index,
+                            "model": version.name,
+                            "version": version.version,
+                            "spec": spec,
+                            "state": QUEUED,
+                            "attempts": 0,
+                        }
+                        for index, spec in enumerate(job.chunks)
+                    ],
+                )
+        return job_id
+
+    # --- claiming and holding ------------------------------------------------------------
+
+    def claim(self, *, held: Collection[tuple[str, int]] = ()) -> Claimed | None:
+        """The next chunk for this process, or None: the oldest job's first, those of the
+        versions in ``held`` (name, number) before any other."""
+        claimable = or_(
+            JobChunkRow.state == QUEUED, and_(JobChunkRow.state == RUNNING, JobChunkRow.lease_until < db_now())
+        )
+        mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
+        preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
+        skipped: list[tuple[str, int]] = []
+        for _ in range(_CLAIM_TRIES):
+            with self._begin() as connection:
+                query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts).where(claimable)
+                for job_id, index in skipped:
+                    query = query.where(or_(JobChunkRow.job_id != job_id, JobChunkRow.index != index))
+                candidate = connection.execute(
+                    query.order_by(preferred, JobChunkRow.job_id, JobChunkRow.index)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)  # PostgreSQL; sqlite renders no lock
+                ).first()
+                if candidate is None:
+                    return None
+                job_id, index, attempts = str(candidate[0]), int(candidate[1]), int(candidate[2])
+                if attempts >= self._max_attempts:  # its processes kept dying under it (or giving it back)
+                    reason = f"claimed {attempts} times without finishing"
+                    self._fail(connection, job_id, index, reason, owned=False)
+                    continue
+                now = db_now()
+                taken = cast(
+                    CursorResult[Any],
+                    connection.execute(
+                        update(JobChunkRow)
+                        .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, claimable)
+                        .values(
+                            state=RUNNING,
+                            holder=self.holder,
+                            lease_until=now + self._lease,
+                            attempts=JobChunkRow.attempts + 1,
+                            started_at=func.coalesce(JobChunkRow.started_at, now),
+                        )
+                    ),
+                )
+                if taken.rowcount != 1:
+                    skipped.append((job_id, index))  # another process won it between the read and the write
+                    continue
+                connection.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.state == QUEUED)
+                    .values(state=RUNNING, started_at=now)
+                )
+                row = connection.execute(select(*_JOB).where(JobRow.id == job_id)).first()
+                if row is None:
+                    continue
+                spec = connection.scalar(
+                    select(JobChunkRow.spec).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
+                )
+                return Claimed(
+                    job_id=job_id,
+                    index=index,
+                    kind=row.kind,
+                    version=VersionId(row.model, row.version, row.source, row.created_ms),
+                    job_spec=dict(row.spec),
+                    spec=dict(spec or {}),
+                    attempts=attempts + 1,
+                )
+        return None
+
+    def renew(self, chunks: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Extend the lease of ``chunks`` (held by this process); the ones still its own. A
+        chunk missing from the answer was cancelled, failed with its job, or taken over."""
+        if not chunks:
+            return set()
+        with self._begin() as connection:
+            connection.execute(
+                update(JobChunkRow)
+                .where(JobChunkRow.holder == self.holder, JobChunkRow.state == RUNNING)
+                .values(lease_until=db_now() + self._lease)
+            )
+            rows = connection.execute(
+                select(JobChunkRow.job_id, JobChunkRow.index).where(
+                    JobChunkRow.holder == self.holder, JobChunkRow.state == RUNNING
+                )
+            ).all()
+        return {(str(job_id), int(index)) for job_id, index in rows} & set(chunks)
+
+    def give_back(self, job_id: str, index: int) -> None:
+        """Return a held chunk to the queue untouched (its version could not be loaded now)."""
+        with self._begin() as connection:
+            connection.execute(
+                update(JobChunkRow)
+                .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, JobChunkRow.holder == self.holder)
+                .where(JobChunkRow.state == RUNNING)
+                .values(state=QUEUED, holder=None, lease_until=None)
+            )
+
+    # --- ending chunks and jobs ------------------------------------------------------------
+
+    def finish(self, job_id: str, index: int, *, rows: int, result: bytes | None = None) -> Ending:
+        """The chunk is done (its output committed): its rows count, once."""
+        with self._begin() as connection:
+            self._lock(connection, job_id)
+            if not self._end_chunk(connection, job_id, index, state=CHUNK_DONE, rows=rows, failure=None):
+                return Ending(False)
+            values: dict[str, Any] = {"rows_done": JobRow.rows_done + rows, "chunks_done": JobRow.chunks_done + 1}
+            if result is not None:
+                values["result"] = result
+            connection.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+            return Ending(True, self._end_if_last(connection, job_id))
+
+    def fail_chunk(self, job_id: str, index: int, reason: str) -> Ending:
+        """The chunk cannot be scored (bad input, a bad row): the job fails at once if it
+        fails fast, else it goes on and reports this chunk."""
+        with self._begin() as connection:
+            return self._fail(connection, job_id, index, reason)
+
+    def fail_job(self, job_id: str, reason: str) -> Ending:
+        """The whole job fails (its version was deleted or refused, its output cannot be written)."""
+        with self._begin() as connection:
+            self._lock(connection, job_id)
+            return Ending(True, FAILED if self._end_job(connection, job_id, FAILED, reason) else None)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job not ended yet; its running chunks hear it at their next heartbeat."""
+        with self._begin() as connection:
+            self._lock(connection, job_id)
+            return self._end_job(connection, job_id, CANCELLED, "cancelled")
+
+    def _fail(self, connection: Connection, job_id: str, index: int, reason: str, *, owned: bool = True) -> Ending:
+        self._lock(connection, job_id)
+        if not self._end_chunk(connection, job_id, index, state=CHUNK_FAILED, rows=None, failure=reason, owned=owned):
+            return Ending(False)
+        connection.execute(update(JobRow).where(JobRow.id == job_id).values(chunks_failed=JobRow.chunks_failed + 1))
+        if connection.scalar(select(JobRow.fail_fast).where(JobRow.id == job_id)):
+            self._end_job(connection, job_id, FAILED, f"chunk {index} failed: {reason}")
+            return Ending(True, FAILED)
+        return Ending(True, self._end_if_last(connection, job_id))
+
+    @staticmethod
+    def _lock(connection: Connection, job_id: str) -> None:
+        """Write the job's row first: on PostgreSQL its row lock, on sqlite the write lock, so
+        the ends of one job's chunks run one after the other and see each other's."""
+        connection.execute(update(JobRow).where(JobRow.id == job_id).values(id=JobRow.id))
+
+    def _end_chunk(
+        self,
+        connection: Connection,
+        job_id: str,
+        index: int,
+        *,
+        state: str,
+        rows: int | None,
+        failure: str | None,
+        owned: bool = True,
+    ) -> bool:
+        """End a chunk this process holds (``owned``), or, for one claimed too often, whoever held it."""
+        query = update(JobChunkRow).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
+        if owned:
+            query = query.where(JobChunkRow.state == RUNNING, JobChunkRow.holder == self.holder)
+        else:
+            query = query.where(JobChunkRow.state.in_(_OPEN))
+        ended = cast(
+            CursorResult[Any],
+            connection.execute(
+                query.values(state=state, rows=rows, failure=failure, lease_until=None, finished_at=db_now())
+            ),
+        )
+        return ended.rowcount == 1
+
+    def _end_if_last(self, connection: Connection, job_id: str) -> str | None:
+        left = connection.scalar(select(func.count()).where(JobChunkRow.job_id == job_id, JobChunkRow.state.in_(_OPEN)))
+        if left:
+            return None
+        failed = int(connection.scalar(select(JobRow.chunks_failed).where(JobRow.id == job_id)) or 0)
+        total = int(connection.scalar(select(JobRow.chunks_total).where(JobRow.id == job_id)) or 0)
+        if not failed:
+            state, reason = SUCCEEDED, None
+        elif failed == total:
+            state, reason = FAILED, "every chunk failed"
+        else:
+            state, reason = PARTIAL, f"{failed} of {total} chunks failed"
+        return state if self._end_job(connection, job_id, state, reason) else None
+
+    def _end_job(self, connection: Connection, job_id: str, state: str, reason: str | None) -> bool:
+        now = db_now()
+        ended = cast(
+            CursorResult[Any],
+            connection.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_OPEN))
+                .values(state=state, error=reason, finished_at=now, expires_at=now + self._retention)
+            ),
+        )
+        if ended.rowcount != 1:
+            return False
+        connection.execute(
+            update(JobChunkRow)
+            .where(JobChunkRow.job_id == job_id, JobChunkRow.state.in_(_OPEN))
+            .values(state=CHUNK_CANCELLED, lease_until=None)
+        )
+        return True
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job | None:
+        with self._begin() as connection:
+            row = connection.execute(select(*_JOB).where(JobRow.id == job_id)).first()
+            if row is None:
+                return None
+            failed = connection.execute(
+                select(JobChunkRow.index, JobChunkRow.failure, JobChunkRow.spec)
+                .where(JobChunkRow.job_id == job_id, JobChunkRow.state == CHUNK_FAILED)
+                .order_by(JobChunkRow.index)
+                .limit(_LISTED)
+            ).all()
+        return _job(row, [ChunkFailure(int(i), str(reason or ""), dict(spec or {})) for i, reason, spec in failed])
+
+    def result(self, job_id: str) -> bytes | None:
+        with self._begin() as connection:
+            value = connection.scalar(select(JobRow.result).where(JobRow.id == job_id))
+        return bytes(value) if value is not None else None
+
+    def jobs(self, *, model: str | None = None, state: str | None = None, owner: str | None = None) -> list[Job]:
+        """The latest jobs first, at most a hundred."""
+        query = select(*_JOB)
+        if model is not None:
+            query = query.where(JobRow.model == model)
+        if state is not None:
+            query = query.where(JobRow.state == state)
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
+        with self._begin() as connection:
+            rows = connection.execute(query.order_by(JobRow.id.desc()).limit(_LISTED)).all()
+        return [_job(row, []) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state, every state there is."""
+        with self._begin() as connection:
+            rows = connection.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+        return {str(state): int(count) for state, count in rows}
+
+    def mark_notified(self, job_id: str) -> None:
+        with self._begin() as connection:
+            connection.execute(update(JobRow).where(JobRow.id == job_id).values(notified=True))
+
+    def delete_expired(self) -> int:
+        """Delete jobs past their retention, with their chunks; how many."""
+        with self._begin() as connection:
+            ids = [
+                str(job_id)
+                for job_id in connection.scalars(
+                    select(JobRow.id).where(JobRow.expires_at < db_now()).limit(_DELETED)
+                ).all()
+            ]
+            if ids:
+                connection.execute(delete(JobChunkRow).where(JobChunkRow.job_id.in_(ids)))
+                connection.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+        return len(ids)
+
+
+def _job(row: Row[Any], failures: list[ChunkFailure]) -> Job:
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        version=VersionId(row.model, row.version, row.source, row.created_ms),
+        alias=row.alias,
+        owner=row.owner,
+        state=row.state,
+        spec=dict(row.spec),
+        rows_total=row.rows_total,
+        rows_done=row.rows_done,
+        chunks_total=row.chunks_total,
+        chunks_done=row.chunks_done,
+        chunks_failed=row.chunks_failed,
+        error=row.error,
+        submitted_at=row.submitted_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        expires_at=row.expires_at,
+        has_result=bool(row.has_result),
+        failures=failures,
+    )
+
+
+__all__ = ["ENDED", "JobStore", "new_job_id"]
