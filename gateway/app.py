@@ -27,6 +27,7 @@ from gateway.http.health_routes import router as health_router
 from gateway.http.model_routes import router as model_router
 from gateway.http.quality_routes import router as quality_router
 from gateway.http.status_page import router as status_router
+from gateway.http.usage_routes import router as usage_router
 from gateway.observability import context
 from gateway.process import Services
 from gateway.protocols import mlflow_predict as predict_endpoint
@@ -112,6 +113,7 @@ def create_app(
         app.include_router(quality_router)
         app.include_router(drift_router)
     app.include_router(control_router)
+    app.include_router(usage_router)
     app.include_router(fleet_router)
     app.include_router(status_router)
     app.serves_predictions = settings.serves_models
