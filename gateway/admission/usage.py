@@ -50,8 +50,8 @@ class UsageMeter:
         self._day = ""
         self._day_ends = 0.0  # epoch seconds: the day is worked out again only past this
         self._outage = Outage(log, "could not add this process's usage (kept for the next flush)", "adding usage again")
-        self._loop = Periodic("flushing usage", interval_seconds, self.flush, log=log)
-        self._started = False
+        # stopped: one more flush, so what the last interval counted is not lost to the fleet's sum
+        self._loop = Periodic("flushing usage", interval_seconds, self.flush, log=log, last_pass=True)
 
     def count(
         self, caller: str, model: str, version: int, *, error: bool, rows: int, seconds: float, tokens: int
@@ -81,14 +81,9 @@ class UsageMeter:
 
     def start(self) -> None:
         self._loop.start()
-        self._started = True
 
     async def stop(self) -> None:
-        if not self._started:
-            return
-        self._started = False
         await self._loop.stop()
-        await self.flush()  # what the last interval counted is not lost to the fleet's sum
 
     async def flush(self) -> bool:
         """Add what was counted since the last flush to the database (True when written); the

@@ -148,3 +148,17 @@ def test_days_are_read_as_utc_days_and_garbage_says_so() -> None:
     assert parse_day("2026-11-26T23:30:00-02:00") == "2026-11-27"
     with pytest.raises(ValueError, match="not a date"):
         parse_day("yesterday")
+
+
+async def test_a_meter_stopped_flushes_what_it_counted(engine: Engine) -> None:
+    clock = ManualClock()
+    clock.now = NOON
+    meter = UsageMeter(UsageStore(engine), GatewayMetrics(), interval_seconds=3600, clock=clock)
+    meter._metrics.track_usage(by_caller=True)
+    meter.start()
+    meter.count("alice", "iris", 1, error=False, rows=2, seconds=0.0, tokens=0)
+    await meter.stop()  # an hour before its first flush
+    (line,) = UsageStore(engine).lines()
+    assert (line.caller, line.requests, line.rows) == ("alice", 1, 2)
+    by_caller = {"model": "iris", "version": "1", "caller": "alice"}
+    assert meter._metrics.registry.get_sample_value("gateway_usage_rows_total", by_caller) == 2
