@@ -38,22 +38,24 @@ class UsageRoom:
 
     def finished(self, served: Resolved, status: int, request: RequestContext | None) -> None:
         """A predict answered with ``served`` (on the event loop): counted in memory."""
-        if self.meter is None:
+        meter = self.meter
+        if meter is None:
             return
         if request is None:
-            self.meter.count(ANONYMOUS, served.name, served.version, error=status >= 400, rows=0, seconds=0.0, tokens=0)
+            meter.count(ANONYMOUS, served.name, served.version, status >= 400, 0, 0.0, 0)
             return
-        self.meter.count(
+        meter.count(
             request.key_id or ANONYMOUS,
             served.name,
             served.version,
-            error=status >= 400,
-            rows=request.rows,
-            seconds=request.predict_seconds or 0.0,
-            tokens=request.tokens,
+            status >= 400,
+            request.rows,
+            request.predict_seconds or 0.0,
+            request.tokens,
+            request.time,
         )
-        if request.quotas and self.meter.quotas is not None:
-            self.meter.quotas.counted(request.quotas, rows=request.rows, tokens=request.tokens)
+        if request.quotas and meter.quotas is not None:
+            meter.quotas.counted(request.quotas, rows=request.rows, tokens=request.tokens)
 
     async def start(self) -> None:
         if self.meter is not None:
