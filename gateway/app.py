@@ -129,7 +129,7 @@ _INVALID_PARAMETERS = {
 }
 
 
-_KEYED = frozenset({Access.READ, Access.ADMIN, Access.PREDICT})
+_KEYED = frozenset({Access.READ, Access.ADMIN, Access.PREDICT, Access.CALLER})
 
 
 class GatewayApp(FastAPI):
