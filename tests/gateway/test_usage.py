@@ -11,10 +11,9 @@ import pytest
 
 from gateway.demo import IRIS
 from gateway.settings import GatewaySettings
-from registry_sync.database import make_engine
-from registry_sync.quotas import Quota, QuotaStore
+from registry_sync.quotas import Quota
 from tests.conftest import Gateway, Registry, iris_split
-from tests.support.keys import add_key, bearer, keyed_gateway
+from tests.support.keys import add_key, add_quota, bearer, keyed_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -25,14 +24,6 @@ THREE_ROWS = iris_split([[5.1, 3.5, 1.4, 0.2]] * 3)
 @pytest.fixture(scope="session")
 def registry(sqlite_registry: Registry) -> Registry:
     return sqlite_registry
-
-
-def put_quota(settings: GatewaySettings, quota: Quota) -> None:
-    engine = make_engine(settings.database_url)
-    try:
-        QuotaStore(engine).put(quota, actor="test")
-    finally:
-        engine.dispose()
 
 
 async def flush(gateway: Gateway) -> None:
@@ -48,7 +39,7 @@ async def test_usage_per_caller_and_a_quota_answered_429_until_its_period_ends(
     alice = add_key(settings, "alice", "predict:*")
     bob = add_key(settings, "bob", f"predict:{IRIS}")
     reader = add_key(settings, "reader", "read")
-    put_quota(settings, Quota("alice-iris", "alice", "iris*", "day", "requests", 3))
+    add_quota(settings, Quota("alice-iris", "alice", "iris*", "day", "requests", 3))
     async with keyed_gateway(settings, registry) as (gateway, _):
         client = gateway.client
         for _ in range(3):

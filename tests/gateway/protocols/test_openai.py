@@ -236,17 +236,15 @@ def test_tokens_are_counted_and_a_token_quota_is_the_clients_rate_limit_error(
     """Issue 53: the tokens a model reports (``usage.total_tokens``) are counted per caller; a
     quota in tokens, used up, is a 429 the official client raises as RateLimitError, with the
     quota's headers."""
-    from registry_sync.database import make_engine
-    from registry_sync.quotas import Quota, QuotaStore
+    from registry_sync.quotas import Quota
     from tests.support import agents
+    from tests.support.keys import add_quota
 
     agents_registry.log(agents.log_model_from_code, "counted", agents.COUNTED_CHAT)
     settings = settings_under(tmp_path, auth="keys", usage_flush_seconds=3600)
     secret = add_key(settings, "talker", "predict:counted")
     reader = add_key(settings, "reader", "read")
-    engine = make_engine(settings.database_url)
-    QuotaStore(engine).put(Quota("talk", "talker", "count*", "month", "tokens", 10), actor="test")
-    engine.dispose()
+    add_quota(settings, Quota("talk", "talker", "count*", "month", "tokens", 10))
     four = [{"role": "user", "content": "one two three four"}]  # 8 tokens an answer
     with served_app(settings, agents_registry) as (url, app):
         with openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0) as client:
