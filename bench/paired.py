@@ -19,6 +19,9 @@ commits are compared the same way. With ``--oidc`` (issue 53's comparison), A ha
 and its load sends a key, and B takes OIDC tokens (``GATEWAY_AUTH=oidc``) from an identity
 provider run in this process (tests/support/issuer.py: discovery and a JWKS on loopback, an
 RS256 token valid for the run) and its load sends a token: B/A is what a token costs over a key.
+With ``--usage`` (issue 53's other comparison), both have API keys on and their loads send one,
+A with usage counting off (``GATEWAY_USAGE_FLUSH_SECONDS=0``), B with it on (the default flush
+interval): B/A is what counting each request's usage costs.
 Prints each round and the summary; ``--json`` writes them
 to a file.
 """
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--otlp", action="store_true", help="B exports OTLP/HTTP to a receiver in this process.")
     parser.add_argument("--keys", action="store_true", help="B has API keys on; its load sends a key.")
     parser.add_argument("--oidc", action="store_true", help="A takes a key, B an OIDC token (issue 53).")
+    parser.add_argument("--usage", action="store_true", help="Both take keys; A counts no usage, B does (issue 53).")
     parser.add_argument(
         "--b-tree", type=Path, default=None, metavar="DIR", help="B imports the gateway from this checkout."
     )
@@ -116,7 +120,7 @@ def main() -> None:
 
             receiver = stack.enter_context(OtlpReceiver("http/protobuf"))
             extra = {**receiver.env(), **extra}
-        if args.keys:
+        if args.keys or args.usage:
             extra = {"GATEWAY_AUTH": "keys", **extra}
         token = None
         if args.oidc:
@@ -134,16 +138,18 @@ def main() -> None:
         quiet = harness.QUIET_POLL
         second = harness.gateway(tracking_uri, "paired-b", cpus="0", env={**quiet, **extra})
         headers: list[dict[str, str]] = [{}, {}]
-        if args.keys:  # made before B starts: a gateway reads its keys at start
+        if args.keys or args.usage:  # made before B starts: a gateway reads its keys at start
             import auth_cost
 
             headers[1] = auth_cost.bearer(harness.create_key(second, auth_cost.KEY))
         if token is not None:
             headers[1] = {"Authorization": f"Bearer {token}"}
+        keyed_a = {**quiet, "GATEWAY_AUTH": "keys"}
+        uncounted_a = {**keyed_a, "GATEWAY_USAGE_FLUSH_SECONDS": "0"}
         first = harness.gateway(
-            tracking_uri, "paired-a", cpus="0", env={**quiet, "GATEWAY_AUTH": "keys"} if args.oidc else quiet
+            tracking_uri, "paired-a", cpus="0", env=uncounted_a if args.usage else keyed_a if args.oidc else quiet
         )
-        if args.oidc:  # A: the same load with an API key, made before A starts
+        if args.oidc or args.usage:  # A: the same load with an API key, made before A starts
             import auth_cost
 
             headers[0] = auth_cost.bearer(harness.create_key(first, auth_cost.KEY))
@@ -199,6 +205,7 @@ def main() -> None:
             *(["(OTLP)"] if args.otlp else []),
             *(["(keys on)"] if args.keys else []),
             *(["(A: an API key, B: an OIDC token)"] if args.oidc else []),
+            *(["(both keys; A: no usage counted, B: usage counted)"] if args.usage else []),
             *([f"(the code of {args.b_tree})"] if args.b_tree else []),
         ]
     )

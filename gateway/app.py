@@ -28,6 +28,7 @@ from gateway.http.job_routes import router as job_router
 from gateway.http.model_routes import router as model_router
 from gateway.http.quality_routes import router as quality_router
 from gateway.http.status_page import router as status_router
+from gateway.http.usage_routes import router as usage_router
 from gateway.observability import context
 from gateway.process import Services
 from gateway.protocols import mlflow_predict as predict_endpoint
@@ -114,6 +115,7 @@ def create_app(
         app.include_router(drift_router)
         app.include_router(job_router)
     app.include_router(control_router)
+    app.include_router(usage_router)
     app.include_router(fleet_router)
     app.include_router(status_router)
     app.serves_predictions = settings.serves_models
@@ -129,7 +131,7 @@ _INVALID_PARAMETERS = {
 }
 
 
-_KEYED = frozenset({Access.READ, Access.ADMIN, Access.PREDICT})
+_KEYED = frozenset({Access.READ, Access.ADMIN, Access.PREDICT, Access.CALLER})
 
 
 class GatewayApp(FastAPI):

@@ -21,6 +21,8 @@ from gateway.observability.tracing import TracingError, exporter_protocol
 from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from registry_sync.keys import KeyStore
 
 log = logging.getLogger("gateway.cli")
@@ -301,11 +303,19 @@ def keys_revoke(name: str) -> None:
 
 @contextmanager
 def _key_store() -> Iterator[KeyStore]:
-    """The keys of GATEWAY_DATABASE_URL (sqlite is upgraded; another database must be at the
-    current schema); their errors become one line and a non-zero exit."""
+    """The keys of GATEWAY_DATABASE_URL (see :func:`_state_engine`)."""
+    from registry_sync.keys import KeyStore
+
+    with _state_engine() as engine:
+        yield KeyStore(engine)
+
+
+@contextmanager
+def _state_engine() -> Iterator[Engine]:
+    """The state database of GATEWAY_DATABASE_URL (sqlite is upgraded; another database must
+    be at the current schema); its errors become one line and a non-zero exit."""
     from registry_sync.database import check_schema, is_sqlite, make_engine
     from registry_sync.errors import RegistryError
-    from registry_sync.keys import KeyStore
 
     settings = _load_settings()
     _say_database(settings)
@@ -318,11 +328,126 @@ def _key_store() -> Iterator[KeyStore]:
         except Exception as exc:  # unreachable server, bad credentials
             raise click.ClickException(f"cannot open the state database: {exc}") from None
         try:
-            yield KeyStore(engine)
+            yield engine
         except RegistryError as exc:
             raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
+
+
+@main.command()
+@click.option("--caller", default=None, help="Only this caller (a key's name, oidc:<sub>).")
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--since", default=None, help="From this UTC day on (YYYY-MM-DD).")
+@click.option("--until", default=None, help="Up to this UTC day, included (YYYY-MM-DD).")
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the rows to this CSV file."
+)
+@click.option(
+    "--parquet",
+    "parquet_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the rows to this Parquet file.",
+)
+def usage(
+    caller: str | None,
+    model: str | None,
+    since: str | None,
+    until: str | None,
+    csv_path: str | None,
+    parquet_path: str | None,
+) -> None:
+    """Usage per caller, model, version and UTC day, summed over the fleet (what every serving
+    process added at its GATEWAY_USAGE_FLUSH_SECONDS), as a table or exported."""
+    from registry_sync.usage import UsageStore, parse_day
+
+    try:
+        first = parse_day(since) if since is not None else None
+        last = parse_day(until) if until is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since/--until") from None
+    with _state_engine() as engine:
+        lines = UsageStore(engine).lines(
+            callers=[caller] if caller is not None else None, model=model, since=first, until=last, limit=10**9
+        )
+    rows = [line.as_dict() for line in lines]
+    if csv_path is not None or parquet_path is not None:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=USAGE_COLUMNS)
+        if csv_path is not None:
+            frame.to_csv(csv_path, index=False)
+            click.echo(f"{len(frame)} rows written to {csv_path}")
+        if parquet_path is not None:
+            frame.to_parquet(parquet_path, index=False)
+            click.echo(f"{len(frame)} rows written to {parquet_path}")
+        return
+    if not rows:
+        click.echo("no usage counted (yet: each process adds its own at GATEWAY_USAGE_FLUSH_SECONDS)")
+        return
+    click.echo("\t".join(c.upper() for c in USAGE_COLUMNS))
+    for row in rows:
+        click.echo("\t".join(str(row[c]) for c in USAGE_COLUMNS))
+
+
+USAGE_COLUMNS = ["day", "caller", "model", "version", "requests", "rows", "errors", "predict_seconds", "tokens"]
+
+
+@main.group()
+def quotas() -> None:
+    """Quotas of callers per model, per UTC day or month, in the state database.
+
+    Gateways that are running read them within GATEWAY_USAGE_FLUSH_SECONDS."""
+
+
+@quotas.command("set")
+@click.argument("name")
+@click.option("--caller", required=True, help="A key's name, oidc:<sub> (a token's subject) or group:<name>.")
+@click.option("--models", default="*", show_default=True, help="A glob over model names (summed together).")
+@click.option("--per", "period", type=click.Choice(["day", "month"]), default="day", show_default=True)
+@click.option("--requests", "requests_", type=click.IntRange(min=1), default=None, help="At most this many requests.")
+@click.option("--rows", type=click.IntRange(min=1), default=None, help="At most this many input rows.")
+@click.option("--tokens", type=click.IntRange(min=1), default=None, help="At most this many tokens (OpenAI routes).")
+def quotas_set(
+    name: str, caller: str, models: str, period: str, requests_: int | None, rows: int | None, tokens: int | None
+) -> None:
+    """Create or replace a quota: one of --requests, --rows or --tokens."""
+    from registry_sync.quotas import Quota, QuotaStore
+
+    given = [(unit, amount) for unit, amount in (("requests", requests_), ("rows", rows), ("tokens", tokens)) if amount]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --requests, --rows or --tokens")
+    unit, amount = given[0]
+    with _state_engine() as engine:
+        quota = QuotaStore(engine).put(Quota(name, caller, models, period, unit, amount), actor=_actor())
+    click.echo(f"quota '{quota.name}' set: {quota.describe()}")
+
+
+@quotas.command("list")
+def quotas_list() -> None:
+    """Every quota."""
+    from registry_sync.quotas import QuotaStore
+
+    with _state_engine() as engine:
+        found = QuotaStore(engine).quotas()
+    if not found:
+        click.echo("no quotas; set one with 'registry-gateway quotas set NAME --caller ... --requests N'")
+        return
+    click.echo("NAME\tCALLER\tMODELS\tAMOUNT\tUNIT\tPER")
+    for q in found:
+        click.echo(f"{q.name}\t{q.caller}\t{q.models}\t{q.amount}\t{q.unit}\t{q.period}")
+
+
+@quotas.command("delete")
+@click.argument("name")
+def quotas_delete(name: str) -> None:
+    """Delete a quota: gateways stop checking it from their next usage flush."""
+    from registry_sync.quotas import QuotaStore
+
+    with _state_engine() as engine:
+        QuotaStore(engine).delete(name)
+    click.echo(f"quota '{name}' deleted")
 
 
 def _actor() -> str:

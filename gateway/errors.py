@@ -6,6 +6,9 @@ place: :mod:`gateway.http.errors`.
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
+
 
 class GatewayError(Exception):
     """Base of everything the gateway raises on purpose."""
@@ -179,6 +182,32 @@ class RateLimited(GatewayError):
         self.retry_after = retry_after
         self.fields = {"limit": limit}
         super().__init__(f"Too many requests: {detail} of {subject} is used up; retry in {retry_after} s")
+
+
+class QuotaExceeded(RateLimited):
+    """A caller's quota is used up until its period ends: 429 with ``Retry-After`` and the
+    ``X-RateLimit-*`` headers (``Reset``: seconds until the period ends)."""
+
+    def __init__(
+        self, quota: str, *, description: str, amount: int, used: int, resets_at: datetime, now: float
+    ) -> None:
+        self.limit = "quota"
+        self.subject = f"quota '{quota}'"
+        self.retry_after = max(1, math.ceil(resets_at.timestamp() - now))
+        self.quota = quota
+        self.resets_at = resets_at
+        resets = resets_at.isoformat().replace("+00:00", "Z")
+        self.fields = {"limit": "quota", "quota": quota, "resets_at": resets}
+        self.headers = {
+            "X-RateLimit-Limit": str(amount),
+            "X-RateLimit-Remaining": str(max(0, amount - used)),
+            "X-RateLimit-Reset": str(self.retry_after),
+        }
+        GatewayError.__init__(
+            self,
+            f"Too many requests: quota '{quota}' ({description}) is used up ({used:,} counted); "
+            f"it resets at {resets}, in {self.retry_after} s",
+        )
 
 
 class LoadsThrottled(GatewayError):

@@ -149,6 +149,8 @@ class GatewayMetrics:
         self._cache_miss = self.prediction_cache_lookups.labels("miss")
         self._cache_error = self.prediction_cache_lookups.labels("error")
         self.last_sync_success: float | None = None
+        self.usage: dict[str, Counter] = {}  # track_usage's, when the usage room counts
+        self.usage_by_caller = False
         self.sync_leader = Gauge(
             "gateway_sync_leader", "1 while this process holds the sync leader lease, else 0", registry=r
         )
@@ -594,6 +596,34 @@ class GatewayMetrics:
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
+
+    def track_usage(self, *, by_caller: bool) -> None:
+        """The usage counters (gateway.admission.usage), per model and version, and per caller
+        too when ``by_caller`` (GATEWAY_USAGE_METRICS_BY_CALLER: one series per caller, model
+        and version, so off by default). Added to at each usage flush, not per request."""
+        labels = ["model", "version", *(["caller"] if by_caller else [])]
+        self.usage_by_caller = by_caller
+        self.usage = {
+            figure: Counter(
+                f"gateway_usage_{figure}",
+                f"Usage counted per model and version: {text}",
+                labels,
+                registry=self.registry,
+            )
+            for figure, text in (
+                ("requests", "prediction requests of identified callers (or anyone, without keys)"),
+                ("rows", "input rows, where a request decoded to a frame or an array"),
+                ("errors", "requests answered 4xx or 5xx once a version was chosen"),
+                ("predict_seconds", "seconds of the model's own predict (a batch's, for each of its requests)"),
+                ("tokens", "tokens the OpenAI routes' answers reported (usage.total_tokens)"),
+            )
+        }
+
+    def usage_flushed(self, model: str, version: int, caller: str, figures: dict[str, float]) -> None:
+        labels = (model, str(version), caller) if self.usage_by_caller else (model, str(version))
+        for figure, value in figures.items():
+            if value:
+                self.usage[figure].labels(*labels).inc(value)
 
     def limited(self, limit: str) -> None:
         self.limited_requests.labels(limit).inc()

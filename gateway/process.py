@@ -2,7 +2,7 @@
 
 Each concern builds, starts and stops its own collaborators in a room (``gateway.rooms``):
 observability, state, runtimes, models, fleet, routing, sync, admission, traffic, records,
-quality, drift, write-back and jobs.
+quality, drift, write-back, jobs and usage.
 This module builds the rooms in the order their collaborators need each other, lays out the
 ``Services`` the protocol adapters and routes are handed, and keeps the order of the start
 (lease, first sync, warm-up, ready) and of the close. A new capability adds a room there, and
@@ -57,6 +57,7 @@ from gateway.rooms.runtimes import RuntimesRoom
 from gateway.rooms.state import StateRoom
 from gateway.rooms.sync import SyncRoom
 from gateway.rooms.traffic import TrafficRoom
+from gateway.rooms.usage import UsageRoom
 from gateway.rooms.writeback import WritebackRoom
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.routing.counts import TrafficCounts
@@ -75,6 +76,7 @@ from registry_sync.lease import Lease
 from registry_sync.poller import Poller
 from registry_sync.registry import RegistryReader
 from registry_sync.repository import StateStore
+from registry_sync.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ class Rooms:
     drift: DriftRoom
     writeback: WritebackRoom
     jobs: JobsRoom
+    usage: UsageRoom
 
     @classmethod
     def build(cls, settings: GatewaySettings, *, reader: RegistryReader | None) -> Rooms:
@@ -130,6 +133,7 @@ class Rooms:
             settings, state=state, models=models, reconciler=routing.reconciler, seen=seen, actor=actor
         )
         admission = AdmissionRoom.build(settings, state.engine, seen.metrics, known_model=state.catalog.knows)
+        usage = UsageRoom.build(settings, UsageStore(state.engine), seen.metrics, quotas=admission.gate.quotas)
         log.info(
             "following the MLflow registry %s; role %s; state %s; artifacts in %s; warm aliases %s",
             state.source.uri,
@@ -166,6 +170,7 @@ class Rooms:
             drift,
             writeback,
             jobs,
+            usage,
         )
 
 
@@ -280,6 +285,7 @@ class Services:
         if served is not None:
             self.guard.observe(served, failure=failure_of(status, error), seconds=seconds)
             request = current()
+            self.rooms.usage.finished(served, status, request)
             if request is not None:  # for the access log and the request's span
                 request.model, request.version, request.arm = served.name, served.version, served.route
             if self.records is not None and exchange is not None:
@@ -350,6 +356,7 @@ class Services:
             rooms.traffic.start()
             rooms.quality.start()
             rooms.writeback.start_publishing()
+            await rooms.usage.start()  # the quotas read, then this process's usage counted and flushed
             if (idle := self.settings.env_worker_idle_seconds) > 0:
                 self._reaping = asyncio.create_task(rooms.models.reap_idle_workers(idle), name="idle workers")
         if synced:
@@ -469,6 +476,7 @@ class Services:
         await rooms.quality.stop()  # the monitor, then the answers kept for labels still queued
         await rooms.traffic.stop()  # counts, shadows, the guard's last rollbacks
         await rooms.routing.close()  # the inference service's queues
+        await rooms.usage.stop()  # the last requests' usage flushed
         await rooms.models.stop()  # streams, then every loaded version
         await rooms.runtimes.stop()  # every worker process
         await rooms.admission.close()  # the limiter's Redis connection

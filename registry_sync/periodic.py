@@ -4,7 +4,8 @@ for feedback, the write-back to MLflow) each hand theirs to one :class:`Periodic
 
 A pass that raises is logged and the loop goes on: one bad pass never ends the loop. An
 interval of 0 is a loop that never starts (a setting's "off"); ``when`` skips the passes of a
-process that should not run them now (the sync leader's loops: ``when=leading``).
+process that should not run them now (the sync leader's loops: ``when=leading``); ``last_pass``
+makes one more when stopped (a publisher's last interval is not lost).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ class Periodic:
         *,
         log: logging.Logger,
         when: Callable[[], bool] | None = None,
+        last_pass: bool = False,
     ) -> None:
         self.name = name  # the task's name, and what a failed pass's log line says failed
         self._interval = interval_seconds
         self._step = step
         self._log = log
         self._when = when
+        self._last_pass = last_pass  # a loop that publishes: what its last interval gathered is not lost
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -36,21 +39,27 @@ class Periodic:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Cancel the loop and wait for it (a pass under way is cancelled with it)."""
+        """Cancel the loop and wait for it (a pass under way is cancelled with it); with
+        ``last_pass``, a loop that ran makes one more pass, whatever ``when`` says."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            if self._last_pass:
+                await self._pass()
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             if self._when is not None and not self._when():
                 continue
-            try:
-                await self._step()
-            except Exception:  # the loop must outlive any one bad pass
-                self._log.exception("%s: a pass failed", self.name)
+            await self._pass()
+
+    async def _pass(self) -> None:
+        try:
+            await self._step()
+        except Exception:  # the loop must outlive any one bad pass
+            self._log.exception("%s: a pass failed", self.name)
 
 
 class Outage:

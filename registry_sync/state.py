@@ -38,6 +38,11 @@
   (requests, 5xx errors, its latency histogram's bucket counts), as it last published it (every
   follow interval while it changed), stamped with the database's clock: summable over the fleet,
   for the sync leader's write-back of production figures to MLflow.
+- ``usage``: what each caller used of each version a UTC day (requests, rows, errors, predict
+  seconds, tokens), added to by every serving process at its flush interval (one upsert per
+  row that adds): the fleet's sum, for ``GET /usage`` and the quotas.
+- ``quotas``: the callers' quotas by name (``registry-gateway quotas``): who (a key's name, a
+  token's subject or a claim group), which models (a glob), per day or month, in what unit.
 - ``drift_references``: each version's drift reference (registry_sync/drift/references.py),
   one row per (name, number) holding the identity it was computed for: ready (with its profile
   as JSON), failed (with the reason) or none (no source: a baseline window fills it).
@@ -470,3 +475,41 @@ class JobChunkRow(Base):
     """Why it failed, with its input range."""
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UsageRow(Base):
+    __tablename__ = "usage"
+    __table_args__ = (Index("ix_usage_day", "day"),)
+
+    caller: Mapped[str] = mapped_column(String(320), primary_key=True)
+    """A key's name, or ``oidc:<sub>`` for a token (``-``: no keys, anyone)."""
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    """The UTC day, ``YYYY-MM-DD``: sorts and compares as text."""
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Input rows, where the request decoded to a frame or an array (0 where unknown)."""
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Requests answered 4xx or 5xx after a version was chosen."""
+    predict_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    """``usage.total_tokens`` of the OpenAI routes' answers, where the model reports them."""
+
+
+class QuotaRow(Base):
+    __tablename__ = "quotas"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    caller: Mapped[str] = mapped_column(String(320))
+    """A key's name, ``oidc:<sub>`` for a token's subject, or ``group:<name>`` for every token
+    whose groups claim names it (each such caller has the quota)."""
+    models: Mapped[str] = mapped_column(String(256))
+    """A shell glob over model names (``*``: every model, summed together)."""
+    period: Mapped[str] = mapped_column(String(8))
+    """``day`` or ``month`` (UTC)."""
+    unit: Mapped[str] = mapped_column(String(8))
+    """``requests``, ``rows`` or ``tokens``."""
+    amount: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")

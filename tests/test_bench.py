@@ -1422,3 +1422,34 @@ def test_the_job_figures_in_the_bench_readme_are_the_results_file_they_cite() ->
     if "gateway" in run["arms"]:
         ratio = run["arms"]["gateway"]["rows_per_s_median"] / floor
         assert f"The gateway's median is {ratio:.2f} of the floor's" in text
+
+
+def test_the_token_and_usage_figures_in_the_docs_are_the_paired_runs_they_cite() -> None:
+    """docs/performance.md's issue 53 table quotes bench/paired.py's stored runs (--oidc and
+    --usage), row by row: each row's rounds, B/A means, medians and standard errors are its
+    file's, as the summary wrote them."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "performance.md").read_text()
+    section = docs[docs.index("## Identity provider tokens and usage (issue 53)") :]
+    section = section[: section.index("\n## ")] if "\n## " in section else section
+    rows = [line for line in section.splitlines() if line.startswith("|") and "`bench/results/" in line]
+    assert len(rows) >= 3
+    for row in rows:
+        (cited,) = re.findall(r"`bench/results/([\w.-]+\.json)`", row)
+        data = json.loads((root / "bench" / "results" / cited).read_text())
+        summary = data["summary"]
+        assert len(data["rounds"]) == summary["rounds"]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[2:7] == [
+            str(summary["rounds"]),
+            f"{summary['req_s_mean']:.3f}",
+            f"{summary['req_s_median']:.3f}",
+            f"{summary['req_s_sem']:.3f}",
+            f"{summary['cpu_median']:.3f}",
+        ], cited
+        ratios = sorted(r["req_s"] for r in data["rounds"])
+        if "rounds" in cells[7]:  # the rounds' spread, where the row gives it
+            assert f"{ratios[0]:.3f}–{ratios[-1]:.3f}" in cells[7], cited

@@ -151,3 +151,50 @@ def test_status_reads_a_running_gateway_and_says_when_none_answers(tmp_path: Pat
     port = free_port()
     gone = run("status", "--url", f"http://127.0.0.1:{port}")
     assert gone.returncode != 0 and f"no gateway answered at http://127.0.0.1:{port}" in gone.stderr
+
+
+def test_quotas_are_set_listed_and_deleted_and_usage_is_a_table_or_an_export(tmp_path: Path) -> None:
+    """Issue 53's commands on the state database: quotas set, list and delete (bad input one line
+    and a non-zero exit), and usage as a table, CSV and Parquet."""
+    import pandas as pd
+
+    from registry_sync.database import make_engine, upgrade
+    from registry_sync.usage import Tally, UsageStore
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    env = {"GATEWAY_DATABASE_URL": url}
+    engine = make_engine(url)
+    upgrade(engine)
+    UsageStore(engine).add({("app", "iris", 1, "2026-11-26"): Tally(requests=3, rows=7, tokens=0)})
+    engine.dispose()
+    made = run("quotas", "set", "daily", "--caller", "app", "--models", "iris*", "--requests", "100", env=env)
+    assert made.returncode == 0 and "100 requests a day of iris* for app" in made.stdout, made.stderr
+    listed = run("quotas", "list", env=env).stdout.splitlines()
+    assert listed[0].split("\t") == ["NAME", "CALLER", "MODELS", "AMOUNT", "UNIT", "PER"]
+    assert listed[1].split("\t") == ["daily", "app", "iris*", "100", "requests", "day"]
+    for bad in (("--requests", "1", "--rows", "2"), ("--per", "week", "--requests", "1"), ("--requests", "0")):
+        refused = run("quotas", "set", "q", "--caller", "app", *bad, env=env)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert run("quotas", "delete", "daily", env=env).returncode == 0
+    gone = run("quotas", "delete", "daily", env=env)
+    assert gone.returncode == 1 and "No quota named 'daily'" in gone.stderr
+
+    table = run("usage", "--since", "2026-11-01", env=env).stdout.splitlines()
+    assert table[0].split("\t")[:5] == ["DAY", "CALLER", "MODEL", "VERSION", "REQUESTS"]
+    assert table[1].split("\t")[:6] == ["2026-11-26", "app", "iris", "1", "3", "7"]
+    assert run("usage", "--since", "2026-11-27", env=env).stdout.startswith("no usage")
+    assert run("usage", "--since", "someday", env=env).returncode == 2
+    csv, parquet = tmp_path / "usage.csv", tmp_path / "usage.parquet"
+    assert run("usage", "--csv", str(csv), "--parquet", str(parquet), env=env).returncode == 0
+    for frame in (pd.read_csv(csv), pd.read_parquet(parquet)):
+        assert frame.to_dict("records")[0] | {"predict_seconds": 0.0} == {
+            "day": "2026-11-26",
+            "caller": "app",
+            "model": "iris",
+            "version": 1,
+            "requests": 3,
+            "rows": 7,
+            "errors": 0,
+            "predict_seconds": 0.0,
+            "tokens": 0,
+        }

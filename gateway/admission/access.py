@@ -40,6 +40,9 @@ class Access(StrEnum):
     LIST = "list"
     """The ``read`` scope or any ``predict:<glob>``: a listing that shows a key only the models
     it may call (``GET /v1/models``, which OpenAI's clients call with a predict key)."""
+    CALLER = "caller"
+    """Any valid key or token: the answer is the caller's own (``GET /usage``: everyone's with
+    the ``read`` or ``admin`` scope, else the caller's)."""
     KEY = "key"
     """Any valid key: a path no route answers (a 404 for a caller with a key, 401 otherwise)."""
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from gateway.admission.access import Access, Requirement
 from gateway.admission.auth import KeyRing, bearer
 from gateway.admission.limits import NO_PERMIT, Limit, Limiter, Permit
+from gateway.admission.quotas import QuotaGuard
 from gateway.admission.tokens import TokenCaller, TokenVerifier
 from gateway.errors import Forbidden, InsufficientScope, InvalidToken, RateLimited, Unauthenticated
 from gateway.metrics import GatewayMetrics
@@ -41,9 +42,11 @@ class Gate:
         model_rate: float | None,
         model_concurrency: int | None,
         known_model: Callable[[str], bool],
+        quotas: QuotaGuard | None = None,
     ) -> None:
         self.keys = keys
         self.tokens = tokens
+        self.quotas = quotas  # checked only while one is defined (read at each usage flush)
         # keys+oidc: a bearer that is no key is tried as a token only when it looks like one
         # (a JWT has two dots; a key's secret none), so a wrong key still reads "not valid".
         self._keys_first = keys is not None and keys.follows and tokens is not None
@@ -79,6 +82,11 @@ class Gate:
             if (request := context.current()) is not None:
                 request.key_id = key.name
             self._authorize(key, access, model)
+            if self.quotas is not None and self.quotas.quotas and access is Access.PREDICT and model:
+                groups = key.groups if isinstance(key, TokenCaller) else ()
+                applied = await self.quotas.check(key.name, groups, model)
+                if applied and request is not None:
+                    request.quotas = applied  # counted once the predict is answered
         limits = self._limits(key, access, model)
         if not limits and key is not None:
             self._used(key, "allowed")
@@ -106,6 +114,12 @@ class Gate:
 
     async def _authenticate(self, headers: Iterable[tuple[bytes, bytes]]) -> Caller:
         sent = False
+        if self.tokens is not None:  # a token verified already: one lookup by the header's bytes
+            for name, value in headers:
+                if name == b"authorization":
+                    if (known := self.tokens.known(value)) is not None:
+                        return known
+                    break
         if self.keys is not None:
             key, sent = self.keys.identify(headers)
             if key is not None:
@@ -114,10 +128,15 @@ class Gate:
             token = bearer(headers)
             if token is not None and (not self._keys_first or token.count(".") == 2):
                 try:
-                    return await self.tokens.verify(token)
+                    caller = await self.tokens.verify(token)
                 except InvalidToken as exc:
                     self._metrics.auth_failed(f"token_{exc.reason}")
                     raise
+                for name, value in headers:
+                    if name == b"authorization":
+                        self.tokens.remember(value, caller)
+                        break
+                return caller
             sent = sent or token is not None
         self._metrics.auth_failed("unknown" if sent else "missing")
         raise Unauthenticated(sent=sent, tokens=self.tokens is not None, keys=self._keys_first or self.tokens is None)
@@ -150,7 +169,7 @@ class Gate:
             if scopes.read or scopes.predict:
                 return
             missing = "read or predict:<glob>"
-        else:  # KEY: a path no route answers; any key may hear that it is not there
+        else:  # CALLER: the route answers with the caller's own; KEY: a path no route answers
             return
         self._used(key, "forbidden")
         if isinstance(key, TokenCaller):
@@ -158,13 +177,12 @@ class Gate:
         raise Forbidden(key.name, missing)
 
     async def caller(self, headers: Iterable[tuple[bytes, bytes]]) -> Caller | None:
-        """Who sends a request admitted already (its key or token), or None without keys or tokens."""
+        """Who sends a request admitted already (its key or token: the lookups are the cached
+        ones), or None without keys or tokens. Raises Unauthenticated (401) rather than answer
+        None, which means "anyone", should a token lapse between the gate and the route."""
         if self.keys is None and self.tokens is None:
             return None
-        try:
-            return await self._authenticate(headers)
-        except Unauthenticated:
-            return None
+        return await self._authenticate(headers)
 
     async def listed(self, headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], bool]:
         """Which models a listing shows the caller (admitted already): every one without keys or

@@ -188,6 +188,24 @@ return {0, 0, 0}
 """
 
 
+# Quotas (gateway.admission.quotas). KEYS: a counter per quota. ARGV: per quota its amount,
+# what the check itself adds (1 for a quota in requests, else 0) and when the counter expires
+# (epoch ms: its period's end). Returns {0, 0}, or {index of the first used up (1-based), its count}.
+_QUOTA_SCRIPT = """
+for i = 1, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used >= tonumber(ARGV[3 * i - 2]) then return {i, used} end
+end
+for i = 1, #KEYS do
+  if tonumber(ARGV[3 * i - 1]) > 0 then
+    redis.call('INCRBY', KEYS[i], ARGV[3 * i - 1])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[3 * i])
+  end
+end
+return {0, 0}
+"""
+
+
 class _RedisPermit:
     __slots__ = ("_limits", "_keys", "_token")
 
@@ -213,6 +231,7 @@ class RedisLimits:
             retry_on_timeout=False,
         )
         self._script = self._client.register_script(_SCRIPT)
+        self._quota_script = self._client.register_script(_QUOTA_SCRIPT)
         # One hash tag for every key: a Redis Cluster keeps them in one slot, as a script needs.
         self._prefix = f"registry-gateway:{{{namespace}}}:limit:"
         self._lease_ms = int(lease_seconds * 1000)
@@ -236,6 +255,27 @@ class RedisLimits:
             raise limit.refusal("rate" if int(what) == 1 else "concurrency", int(wait_ms) / 1000)
         taken = [keys[2 * i + 1] for i, limit in enumerate(limits) if limit.concurrency is not None]
         return _RedisPermit(self, taken, token) if taken else NO_PERMIT
+
+    async def quota_check(
+        self, names: list[str], amounts: list[int], adds: list[int], expire_ms: list[int]
+    ) -> tuple[int, int]:
+        """Whether every quota counter is under its amount, each counting what its check adds
+        if so: (0, 0), or (index of the first used up, 1-based; its count)."""
+        args: list[int] = []
+        for amount, add, expires in zip(amounts, adds, expire_ms, strict=True):
+            args.extend((amount, add, expires))
+        index, used = await self._quota_script(keys=[self._prefix + name for name in names], args=args)
+        return int(index), int(used)
+
+    async def quota_add(self, name: str, amount: int, expire_ms: int) -> None:
+        """Count rows or tokens to a quota counter, after the predict (failures only logged)."""
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incrby(self._prefix + name, amount)
+                pipe.pexpireat(self._prefix + name, expire_ms)
+                await pipe.execute()
+        except Exception as exc:
+            self.on_release_error(exc)
 
     def _release(self, keys: list[str], token: str) -> None:
         task = asyncio.get_running_loop().create_task(self._remove(keys, token))

@@ -49,6 +49,7 @@ class TokenCaller:
     expires: float  # its ``exp`` (epoch seconds)
     rate: float | None = None
     concurrency: int | None = None
+    groups: tuple[str, ...] = ()  # what its groups claim names (quotas may be per group)
 
     @property
     def name(self) -> str:
@@ -125,7 +126,34 @@ class TokenVerifier:
         self._skew = skew_seconds
         self._clock = clock
         self.verified = VerifiedTokens()
-        keys.on_change = self.verified.clear  # a key dropped by the provider verifies nothing kept
+        # The same tokens again, by the Authorization header's bytes as sent: a dict lookup
+        # before any decode or hash (the gate's first look). Bounded as ``verified``, emptied
+        # when full (an entry is a verified token: only its holder can add one).
+        self._by_header: dict[bytes, tuple[TokenCaller, float]] = {}
+        keys.on_change = self.forget  # a key dropped by the provider verifies nothing kept
+
+    def forget(self) -> None:
+        self.verified.clear()
+        self._by_header.clear()
+
+    def known(self, authorization: bytes) -> TokenCaller | None:
+        """The caller of an ``Authorization`` header whose token was verified already and has
+        not expired, or None (then :meth:`verify` it)."""
+        entry = self._by_header.get(authorization)
+        if entry is None:
+            return None
+        if self._clock() >= entry[1]:
+            self._by_header.pop(authorization, None)
+            return None
+        return entry[0]
+
+    def remember(self, authorization: bytes, caller: TokenCaller) -> None:
+        """``authorization`` carried ``caller``'s verified token: :meth:`known` from now on."""
+        if len(authorization) > MAX_TOKEN_BYTES + 16:
+            return
+        if len(self._by_header) >= MAX_VERIFIED:
+            self._by_header.clear()
+        self._by_header[authorization] = (caller, caller.expires + self._skew)
 
     async def verify(self, token: str) -> TokenCaller:
         """The caller a token names, or :class:`InvalidToken` saying why (or
@@ -195,7 +223,8 @@ class TokenVerifier:
         expires = claims.get("exp")
         if not isinstance(expires, int | float) or isinstance(expires, bool):
             raise InvalidToken("claims", "its exp is not a number")
-        return TokenCaller(subject, digest, self.scopes_of(claims), float(expires))
+        groups = tuple(_names(claim(claims, self._groups_claim)))
+        return TokenCaller(subject, digest, self.scopes_of(claims), float(expires), groups=groups)
 
     def scopes_of(self, claims: Mapping[str, Any]) -> Scopes:
         """The gateway's scopes in the scopes claim (other values ignored), and those the scope

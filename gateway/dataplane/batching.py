@@ -81,6 +81,7 @@ class Stages:
     decode: float = 0.0
     compute: float = 0.0  # the model's own predict
     encode: float = 0.0
+    rows: dict[int, int] = field(default_factory=dict)  # a request's index in the batch -> its input rows, where known
 
 
 BatchRunner = Callable[[LoadedModel, list[Request], Stages], tuple[list[Outcome], int]]  # outcomes, fast count
@@ -299,9 +300,10 @@ class VersionQueue:
         model, version = self.model.name, self.model.version
         self.metrics.batch_finished(model, size=len(batch), fast=fast, on_loop=on_loop)
         waits = [(started - job.queued_ns) / 1e9 for job in batch]
-        for job, wait in zip(batch, waits, strict=True):
-            if job.context is not None:  # for its inference record
+        for index, (job, wait) in enumerate(zip(batch, waits, strict=True)):
+            if job.context is not None:  # for its inference record, and its usage
                 job.context.queue_seconds, job.context.predict_seconds = wait, stages.compute
+                job.context.rows = stages.rows.get(index, 0)
         self.metrics.batch_timed(
             model, version, waits=waits, compute=stages.compute, decode=stages.decode, encode=stages.encode
         )

@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 Encoder = Callable[[Any], bytes]  # a request's rows of the predictions -> its answer
 
 
-def score(model: LoadedModel, body: bytes, media_type: str, stages: Stages | None = None) -> bytes:
-    """One request through pyfunc: decode, predict, encode."""
+def score(model: LoadedModel, body: bytes, media_type: str, stages: Stages | None = None, index: int = 0) -> bytes:
+    """One request through pyfunc: decode, predict, encode (``index``: its place in a batch,
+    for its rows)."""
     stages = stages or Stages()
     began = time.perf_counter()
     request = decode(body, media_type, model.metadata, model.body_limits)
     stages.decode += time.perf_counter() - began
+    if isinstance(request.data, pd.DataFrame | np.ndarray):
+        stages.rows[index] = len(request.data)
     return _pyfunc_one(model, request, stages)
 
 
@@ -61,6 +64,7 @@ def score_batch(model: LoadedModel, requests: list[Request], stages: Stages) -> 
                 continue
             if array is not None:
                 fast.append((index, array, functools.partial(request.encode, model)))
+                stages.rows[index] = len(array)
             else:
                 whole -= time.perf_counter()
                 outcomes[index] = _attempt(request.alone, model)
@@ -74,6 +78,7 @@ def score_batch(model: LoadedModel, requests: list[Request], stages: Stages) -> 
         array = model.fast.decode(*request) if model.fast is not None else None
         if array is not None:
             fast.append((index, array, encode_predictions))
+            stages.rows[index] = len(array)
         else:
             slow.append(index)
     stages.decode += time.perf_counter() - began - whole
@@ -86,7 +91,7 @@ def score_batch(model: LoadedModel, requests: list[Request], stages: Stages) -> 
         for index in slow:
             request = requests[index]
             assert isinstance(request, tuple)
-            outcomes[index] = _attempt(score, model, *request, stages)
+            outcomes[index] = _attempt(score, model, *request, stages, index)
     missing = PredictFailed(model.name, model.version, "no answer was produced for this request")
     return [missing if outcome is None else outcome for outcome in outcomes], len(fast)
 
@@ -143,6 +148,8 @@ def _predict_frames(
         # A frame of no rows is refused by most models alone, and would be an empty slice
         # of a batch's answer: it never joins one.
         data = decoded.data
+        if isinstance(data, pd.DataFrame | np.ndarray):
+            stages.rows[index] = len(data)
         joins = isinstance(data, pd.DataFrame) and len(data) > 0 and not decoded.params and not decoded.unwrapped
         if joins and frames and list(data.columns) != list(frames[0][1].columns):
             joins = False

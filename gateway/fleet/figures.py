@@ -38,8 +38,8 @@ class FiguresPublisher:
             "could not publish this process's version figures (trying again)",
             "publishing this process's version figures again",
         )
-        self._loop = Periodic("publishing version figures", interval_seconds, self.publish, log=log)
-        self._started = False
+        # stopped: one more publication, so what the last interval answered is not lost to the fleet's sum
+        self._loop = Periodic("publishing version figures", interval_seconds, self.publish, log=log, last_pass=True)
 
     def figures(self) -> list[VersionFigures]:
         """This process's figures now, per version it answered with (on the event loop)."""
@@ -62,14 +62,9 @@ class FiguresPublisher:
 
     def start(self) -> None:
         self._loop.start()
-        self._started = True
 
     async def stop(self) -> None:
-        if not self._started:
-            return
-        self._started = False
         await self._loop.stop()
-        await self.publish()  # what the last interval answered is not lost to the fleet's sum
 
     async def publish(self) -> bool:
         """Write this process's figures if they changed since its last write; True when written."""

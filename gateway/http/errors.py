@@ -157,14 +157,16 @@ def speaks_oip(scope: Scope) -> bool:
 
 
 def _from(exc: BaseException, answer: HttpError, *, oip: bool = False) -> ErrorAnswer:
-    """An error the table classified; an error may carry its own ``retry_after`` and ``fields``."""
+    """An error the table classified; an error may carry its own ``retry_after``, ``fields``
+    and ``headers``."""
     retry_after = getattr(exc, "retry_after", None)
+    own = getattr(exc, "headers", None)  # a quota's X-RateLimit-*
     return error_answer(
         answer.status,
         answer.code,
         str(exc),
         retry_after=retry_after if isinstance(retry_after, int) else answer.retry_after,
-        headers=answer.headers,
+        headers=answer.headers + tuple(own.items()) if isinstance(own, dict) else answer.headers,
         fields=getattr(exc, "fields", None),
         oip=oip,
     )

@@ -40,6 +40,9 @@ class RequestContext:
     queue_seconds: float | None = None  # its wait in the queue
     predict_seconds: float | None = None  # the batch's own predict
     recorded: bool = False  # its inference record was sampled (its shadows are recorded too)
+    rows: int = 0  # its input rows, where it decoded to a frame or an array (usage)
+    tokens: int = 0  # the tokens its OpenAI answer reported (usage.total_tokens)
+    quotas: Any = None  # the quotas the gate checked it against (gateway.admission.quotas), counted once answered
 
     trace_id: str | None = None  # 32 hex digits, while a sampled span records the request
 

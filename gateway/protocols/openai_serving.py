@@ -151,6 +151,7 @@ class _Request:
         suffix = request.request_id if request is not None else str(time.time_ns())
         self.answer_id = ("resp_" if route == RESPONSES else "chatcmpl-") + suffix
         self.created = int(time.time())
+        self.tokens = 0  # usage.total_tokens of the answer, where the model reports it
 
     def answer(self, model: LoadedModel) -> bytes:
         """In the inference thread: predict, in the route's answer shape."""
@@ -160,6 +161,7 @@ class _Request:
             shaped = openai_shapes.response(events.plain(output), model=self.model, response_id=self.answer_id)
         else:
             shaped = openai_shapes.completion(events.plain(output), model=self.model, completion_id=self.answer_id)
+        self.tokens = openai_shapes.total_tokens(shaped)
         return encode_predictions(shaped, unwrapped=True)
 
     def start(self, model: LoadedModel) -> Iterator[Any]:
@@ -271,6 +273,8 @@ async def serve(services: Services, scope: Scope, receive: Receive, send: Send, 
     finally:
         permit.release()
     served = prediction.served
+    if request.tokens and (context := current()) is not None:
+        context.tokens = request.tokens
     services.predict_finished(
         served, status=200, started=started, exchange=Exchange("openai", JSON, body, prediction.body, route_key)
     )

@@ -3,7 +3,8 @@
 The API keys (GATEWAY_AUTH=keys: read from the state database when built, so that a process
 with none says so at start, then followed once started), the identity provider's keys for
 its tokens (GATEWAY_AUTH=oidc or keys+oidc: fetched from the start, off the request path)
-and the limits, in this process or in Redis (GATEWAY_RATE_LIMIT_REDIS). The keys stop being
+the limits, in this process or in Redis (GATEWAY_RATE_LIMIT_REDIS), and the callers' quotas
+(read at each usage flush: ``gateway.rooms.usage``; counted in Redis too where it is set). The keys stop being
 followed first when the process stops; the limiter's Redis connection is closed once the
 models are unloaded.
 """
@@ -20,10 +21,13 @@ from gateway.admission.auth import KeyRing, admin_token_key
 from gateway.admission.gate import Gate
 from gateway.admission.issuer import IssuerKeys
 from gateway.admission.limits import Limiter, RedisLimits
+from gateway.admission.quotas import QuotaGuard
 from gateway.admission.tokens import TokenVerifier
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from registry_sync.keys import KeyStore
+from registry_sync.quotas import QuotaStore
+from registry_sync.usage import UsageStore
 
 log = logging.getLogger("gateway.process")  # the process's start-up lines, under the name they always had
 
@@ -51,6 +55,8 @@ class AdmissionRoom:
             await self.gate.tokens.keys.stop()
 
     async def close(self) -> None:
+        if self.gate.quotas is not None:
+            await self.gate.quotas.close()  # the rows and tokens still being added in Redis
         await self.gate.limiter.close()
 
 
@@ -77,6 +83,9 @@ def _gate(
         # request only if its process died before giving it back.
         lease_seconds = 60 + settings.registry_timeout_seconds + settings.predict_timeout_seconds
         shared = RedisLimits(settings.rate_limit_redis, namespace=store.deployment_id(), lease_seconds=lease_seconds)
+    quotas = None
+    if settings.usage_flush_seconds > 0 and settings.auth != "off":  # a quota bounds a caller: none without keys
+        quotas = QuotaGuard(QuotaStore(engine), UsageStore(engine), metrics, shared=shared)
     return Gate(
         keys=keys,
         tokens=_tokens(settings) if "oidc" in settings.auth else None,
@@ -86,6 +95,7 @@ def _gate(
         model_rate=settings.model_rate,
         model_concurrency=settings.model_concurrency,
         known_model=known_model,
+        quotas=quotas,
     )
 
 

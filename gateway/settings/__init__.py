@@ -42,6 +42,7 @@ from gateway.settings.section import PREFIX, LogLevel, SettingsSection, default_
 from gateway.settings.serving import ServingSettings
 from gateway.settings.sync import SyncSettings
 from gateway.settings.traffic import TrafficSettings
+from gateway.settings.usage import UsageSettings
 from gateway.settings.writeback import WritebackSettings
 from gateway.wire.selectors import parse_selector
 
@@ -65,6 +66,7 @@ SECTIONS: tuple[type[SettingsSection], ...] = (
     SyncSettings,
     AccessSettings,
     OidcSettings,
+    UsageSettings,
     LoadingSettings,
     FleetSettings,
     PerformanceSettings,
@@ -101,6 +103,7 @@ class GatewaySettings(
     PerformanceSettings,
     FleetSettings,
     LoadingSettings,
+    UsageSettings,
     OidcSettings,
     AccessSettings,
     SyncSettings,

@@ -508,3 +508,33 @@ class DriftList(BaseModel):
     read_at: str | None
     interval_seconds: float
     rows: list[DriftRow]
+
+
+class UsageLineBody(BaseModel):
+    caller: str = Field(description="A key's name, oidc:<sub> for a token, '-' without keys")
+    model: str
+    version: int
+    day: str = Field(description="The UTC day, YYYY-MM-DD")
+    requests: int
+    rows: int = Field(description="Input rows, where the request decoded to a frame or an array")
+    errors: int = Field(description="Requests answered 4xx or 5xx once a version was chosen")
+    predict_seconds: float
+    tokens: int = Field(description="usage.total_tokens of the OpenAI routes' answers, where reported")
+
+
+class QuotaBody(BaseModel):
+    name: str
+    caller: str = Field(description="A key's name, oidc:<sub>, or group:<name> (each member its own)")
+    models: str = Field(description="A glob over model names, summed together")
+    period: str = Field(description="day or month, UTC")
+    unit: str = Field(description="requests, rows or tokens")
+    amount: int
+    used: int | None = Field(
+        default=None, description="This period's use, as the fleet's flushed usage has it (not for a group)"
+    )
+    resets_at: str = Field(description="When the period ends (ISO 8601, UTC)")
+
+
+class UsageReport(BaseModel):
+    usage: list[UsageLineBody]
+    quotas: list[QuotaBody]

@@ -133,6 +133,19 @@ def completion(output: Any, *, model: str, completion_id: str) -> dict[str, Any]
     return document
 
 
+def total_tokens(document: dict[str, Any]) -> int:
+    """The tokens an answer says it used (``usage.total_tokens``, else prompt plus completion
+    or input plus output tokens), 0 where it says nothing usable."""
+    usage = document.get("usage")
+    if not isinstance(usage, dict):
+        return 0
+    total = usage.get("total_tokens")
+    if not isinstance(total, int) or isinstance(total, bool):
+        parts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")]
+        total = sum(p for p in parts if isinstance(p, int) and not isinstance(p, bool))
+    return max(0, total)
+
+
 def completion_chunk(chunk: Any, *, model: str, completion_id: str, created: int) -> dict[str, Any]:
     """A chat chunk as Chat Completions' ``chat.completion.chunk``."""
     if isinstance(chunk, dict) and "choices" in chunk:

@@ -39,6 +39,8 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
 # --- every route declares its access ------------------------------------------------------
 
 EXPECTED = {
+    # usage per caller and model (issue 53): everyone's with read or admin, else one's own
+    ("GET", "/usage"): Access.CALLER,
     # ground truth and live quality (issue 50): labels have a scope of their own
     ("POST", "/feedback"): Access.FEEDBACK,
     ("GET", "/quality"): Access.READ,

@@ -537,3 +537,37 @@ async def test_the_api_description_shows_a_refused_token_as_it_is_answered(
         examples = schema["paths"]["/models"]["get"]["responses"]["401"]["content"]["application/json"]["examples"]
         expired = await gateway.client.get("/models", headers=bearer(issuer.token(exp=1)))
         assert expired.json() == examples["invalid_token"]["value"]
+
+
+async def test_a_verified_token_is_found_again_by_its_header_bytes_until_it_expires(issuer: TestIssuer) -> None:
+    """Issue 53's cost: a token seen before is one dict lookup by the Authorization header's
+    bytes, before any decode or hash; only until it expires (plus the skew)."""
+    clock = ManualClock()
+    clock.now = time.time()
+    keys = IssuerKeys(issuer.url, refresh_seconds=3600, refetch_seconds=60)
+    await keys.fetch()
+    verifier = TokenVerifier(
+        keys, audience=AUDIENCE, scopes_claim="scope", groups_claim="groups", scope_map={}, skew_seconds=30, clock=clock
+    )
+    token = issuer.token("k1", sub="app", exp=int(clock.now) + 60)
+    header = f"Bearer {token}".encode()
+    assert verifier.known(header) is None
+    caller = await verifier.verify(token)
+    verifier.remember(header, caller)
+    assert verifier.known(header) is caller
+    assert verifier.known(header + b" ") is None  # other bytes: verified again, never guessed
+    clock.now = caller.expires + 30
+    assert verifier.known(header) is None
+
+
+async def test_the_gate_remembers_a_verified_tokens_header(
+    make_settings: Callable[..., GatewaySettings], registry: Registry, issuer: TestIssuer
+) -> None:
+    async with token_gateway(oidc_settings(make_settings, issuer), registry) as gateway:
+        tokens = gateway.services.gate.tokens
+        assert tokens is not None
+        token = issuer.token("k1", sub="again", scope="read")
+        assert (await gateway.client.get("/models", headers=bearer(token))).status_code == 200
+        found = tokens.known(f"Bearer {token}".encode())
+        assert found is not None and found.name == "oidc:again"
+        assert (await gateway.client.get("/models", headers=bearer(token))).status_code == 200

@@ -62,3 +62,23 @@ async def test_a_loop_runs_its_passes_only_when_asked_and_never_at_interval_zero
     await loop.stop()
     await off.stop()
     assert passes and all(passes)
+
+
+@pytest.mark.anyio
+async def test_a_publishing_loop_makes_one_last_pass_when_stopped_and_one_never_started_none() -> None:
+    from registry_sync.periodic import Periodic
+
+    passes = 0
+
+    async def step() -> None:
+        nonlocal passes
+        passes += 1
+
+    log = logging.getLogger("tests.periodic")
+    never = Periodic("never started", 3600, step, log=log, last_pass=True)
+    await never.stop()
+    assert passes == 0
+    publishing = Periodic("publishing", 3600, step, log=log, last_pass=True)
+    publishing.start()
+    await publishing.stop()  # an hour before its first pass: the last one is its only one
+    assert passes == 1

@@ -1,5 +1,5 @@
-"""API keys for tests: made in the state database as ``registry-gateway keys create`` makes
-them, and a gateway whose reader counts its registry reads."""
+"""API keys (and quotas) for tests: made in the state database as ``registry-gateway keys
+create`` (``quotas set``) makes them, and a gateway whose reader counts its registry reads."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from registry_sync.database import make_engine, upgrade
 from registry_sync.keys import KeyStore, Scopes
+from registry_sync.quotas import Quota, QuotaStore
 from tests.conftest import Gateway, Registry
 from tests.gateway.test_roles import CountingReader
 
@@ -34,6 +35,15 @@ def revoke_key(settings: GatewaySettings, name: str) -> None:
     engine = make_engine(settings.database_url)
     try:
         KeyStore(engine).revoke(name, actor="test")
+    finally:
+        engine.dispose()
+
+
+def add_quota(settings: GatewaySettings, quota: Quota) -> None:
+    """A quota in the settings' state database, as ``registry-gateway quotas set`` makes it."""
+    engine = make_engine(settings.database_url)
+    try:
+        QuotaStore(engine).put(quota, actor="test")
     finally:
         engine.dispose()
 

@@ -228,3 +228,37 @@ def test_the_openai_client_calls_with_an_identity_providers_token(agents_registr
                     refused.chat.completions.create(model="chat", messages=MESSAGES)
     finally:
         issuer.stop()
+
+
+def test_tokens_are_counted_and_a_token_quota_is_the_clients_rate_limit_error(
+    agents_registry: Registry, tmp_path: Path
+) -> None:
+    """Issue 53: the tokens a model reports (``usage.total_tokens``) are counted per caller; a
+    quota in tokens, used up, is a 429 the official client raises as RateLimitError, with the
+    quota's headers."""
+    from registry_sync.quotas import Quota
+    from tests.support import agents
+    from tests.support.keys import add_quota
+
+    agents_registry.log(agents.log_model_from_code, "counted", agents.COUNTED_CHAT)
+    settings = settings_under(tmp_path, auth="keys", usage_flush_seconds=3600)
+    secret = add_key(settings, "talker", "predict:counted")
+    reader = add_key(settings, "reader", "read")
+    add_quota(settings, Quota("talk", "talker", "count*", "month", "tokens", 10))
+    four = [{"role": "user", "content": "one two three four"}]  # 8 tokens an answer
+    with served_app(settings, agents_registry) as (url, app):
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0) as client:
+            first = client.chat.completions.create(model="counted", messages=four)
+            assert first.usage is not None and first.usage.total_tokens == 8
+            client.chat.completions.create(model="counted", messages=four)  # 8 of 10 before: admitted
+            with pytest.raises(openai.RateLimitError, match="talk") as refused:
+                client.chat.completions.create(model="counted", messages=four)  # 16 of 10
+        assert refused.value.response.headers["X-RateLimit-Limit"] == "10"
+        assert refused.value.response.headers["X-RateLimit-Remaining"] == "0"
+        assert int(refused.value.response.headers["Retry-After"]) > 0
+        meter = app.state.services.rooms.usage.meter
+        (tally,) = meter.pending().values()  # flushed at the interval; read here before it
+        assert (tally.requests, tally.tokens) == (2, 16)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {reader}"}) as http:
+            (quota,) = http.get("/usage").json()["quotas"]
+        assert (quota["name"], quota["unit"], quota["amount"]) == ("talk", "tokens", 10)

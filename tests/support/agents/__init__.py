@@ -23,6 +23,7 @@ CHAT_MODEL = HERE / "chat_model.py"
 CHAT_AGENT = HERE / "chat_agent.py"
 STREAM_PYFUNC = HERE / "stream_pyfunc.py"
 PLAIN_PYFUNC = HERE / "plain_pyfunc.py"
+COUNTED_CHAT = HERE / "counted_chat.py"  # reports its tokens in usage (issue 53's token quotas)
 # The registry the streaming tests share: model name -> its code.
 MODELS = {
     "agent": RESPONSES_AGENT,
