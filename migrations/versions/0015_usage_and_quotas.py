@@ -1,7 +1,7 @@
 """usage per caller, model, version and UTC day, summed over the fleet; the callers' quotas
 
 Revision ID: 0015
-Revises: 0013 (renumber to 0014 on merge: the jobs migration takes 0014)
+Revises: 0014
 Create Date: 2026-11-26 04:00:00.000000
 """
 
