@@ -310,7 +310,7 @@ class GatewayMetrics:
         self.feedback_dropped = Counter(
             "gateway_feedback_dropped",
             "Predictions not kept for feedback, by reason: buffer_full (the state database is slower "
-            "than traffic, or down), write_error, not_one_row (an answer of several rows, or not JSON)",
+            "than traffic, or down), write_error, unreadable (not a scoring answer with rows, or not JSON)",
             ["reason"],
             registry=r,
         )

@@ -288,6 +288,9 @@ class FeedbackPredictionRow(Base):
     as JSON text: copied into its label's row as it is, never parsed and dumped again (a JSON
     column's round trip cost more than the rest of ``POST /feedback`` on PostgreSQL)."""
     probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rows: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """The answer's rows: past 1, ``prediction`` and ``probabilities`` are JSON arrays of one
+    element per row, and each row takes a label of its own."""
     answered_at: Mapped[float] = mapped_column(Float)
     """When the request arrived (the serving process's clock, seconds since the epoch)."""
     expires_at: Mapped[float] = mapped_column(Float)
@@ -302,6 +305,8 @@ class FeedbackLabelRow(Base):
     )
 
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")
+    """Which row of the answer the label is for (0 for a one-row answer)."""
     name: Mapped[str] = mapped_column(String(256))
     version: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(Text, default="")
@@ -309,6 +314,7 @@ class FeedbackLabelRow(Base):
     arm: Mapped[str] = mapped_column(String(16))
     task: Mapped[str] = mapped_column(String(16))
     prediction: Mapped[str] = mapped_column(Text)
+    """The labelled row's prediction (of an answer of several rows, its element), as JSON text."""
     probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
     label: Mapped[str] = mapped_column(Text)
     """The label as JSON text (prediction and probabilities likewise)."""

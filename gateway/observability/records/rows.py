@@ -79,6 +79,7 @@ LABEL_SCHEMA = pa.schema(
         pa.field("label", pa.string(), nullable=False),
         pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("replica", pa.string(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),  # last: files written before it read alike
     ]
 )
 
@@ -227,6 +228,7 @@ def label_row(label: LabelRecord, *, replica: str) -> dict[str, Any]:
         "label": _json(label.label),
         "received_at": int(label.received_at * 1_000_000),
         "replica": replica,
+        "row": label.row,
     }
 
 

@@ -31,12 +31,12 @@ from tests.conftest import IRIS_COLUMNS, Registry, empty_registry, iris_split, s
 from tests.support.keys import add_key, bearer, keyed_gateway
 from tests.support.s3 import REGION, S3
 from tests.support.servers import BIN, Process, free_port
+from tests.support.tables import docs_query
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 MODEL = "tables-iris"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "observability.md"
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +140,6 @@ def check_types(db: duckdb.DuckDBPyConnection, root: str) -> None:
     assert [(m, v) for m, v, _ in partitions] == [(MODEL, "1"), (MODEL, "2")]
 
 
-def docs_query() -> str:
-    """The DuckDB query docs/observability.md shows for predictions joined with their labels."""
-    text = DOCS.read_text()
-    found = re.search(r"<!-- tables-join-query -->\s*```sql\n(.*?)```", text, re.S)
-    assert found, "docs/observability.md has no tables-join-query"
-    return found.group(1)
-
-
 WRITTEN = {
     ("ok-1", "default"),
     ("ok-1", "shadow"),
@@ -193,7 +185,8 @@ async def test_a_folder_of_tables_read_back_by_duckdb_and_pandas(registry: Regis
 
     joined = db.execute(docs_query().replace("/var/lib/gateway/tables", str(root))).fetchall()
     outputs = json.dumps(answers["ok-1"]["predictions"], separators=(",", ":"))
-    assert joined == [("ok-1", MODEL, "1", "default", outputs, json.dumps(label.label))]
+    first = json.dumps(answers["ok-1"]["predictions"][0])  # the label's row (0) of the answer
+    assert joined == [("ok-1", 0, MODEL, "1", "default", outputs, first, json.dumps(label.label))]
 
 
 def test_a_reader_polling_never_sees_a_file_half_written(tmp_path: Path) -> None:
