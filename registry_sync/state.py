@@ -361,6 +361,27 @@ class VersionFiguresRow(Base):
     """The database's clock at the process's last publication, seconds since the epoch."""
 
 
+class WritebackMarkRow(Base):
+    """What the sync leader has written back to MLflow for one version: the processes' totals
+    its logged windows reach, and the window being written (``registry_sync/writeback_marks.py``).
+    In the database, not the leader's memory: a new leader goes on from here."""
+
+    __tablename__ = "writeback_marks"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The step of the last window begun (MLflow's metric step): the next one's is higher."""
+    logged: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Per serving process, its totals up to which MLflow has the windows."""
+    pending_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """A window begun and not known to be in MLflow: its step (null: none)."""
+    pending_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """... one of its metrics, looked up at that step to learn whether MLflow has it."""
+    pending_covers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """... and the totals it reaches, ``logged`` once it is known to be in MLflow."""
+
+
 class DriftReferenceRow(Base):
     __tablename__ = "drift_references"
 

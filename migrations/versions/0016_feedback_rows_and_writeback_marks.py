@@ -1,4 +1,5 @@
-"""feedback rows: an answer of several rows is kept whole, and each of its rows takes a label
+"""feedback rows: an answer of several rows is kept whole, and each of its rows takes a label;
+writeback marks: what the sync leader has written back to MLflow, for the next leader
 
 Revision ID: 0016
 Revises: 0013
@@ -42,9 +43,21 @@ def upgrade() -> None:
         if op.get_bind().dialect.name == "postgresql":
             batch.drop_constraint("feedback_labels_pkey", type_="primary")
         batch.create_primary_key("feedback_labels_pkey", ["request_id", "row"])
+    op.create_table(
+        "writeback_marks",
+        sa.Column("name", sa.String(length=256), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("step", sa.BigInteger(), nullable=False),
+        sa.Column("logged", sa.JSON(), nullable=False),
+        sa.Column("pending_step", sa.BigInteger(), nullable=True),
+        sa.Column("pending_key", sa.String(length=256), nullable=True),
+        sa.Column("pending_covers", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("name", "version"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("writeback_marks")
     op.execute('DELETE FROM feedback_labels WHERE "row" > 0')  # the old key holds one label a request
     with _rekeyed() as batch:
         if op.get_bind().dialect.name == "postgresql":
