@@ -255,7 +255,7 @@ class GatewayMetrics:
         )
         self.records_written = Counter(
             "gateway_records_written",
-            "Inference records a sink accepted, by sink kind (file, http, redis)",
+            "Inference records a sink accepted, by sink kind (file, http, redis, parquet, delta)",
             ["sink"],
             registry=r,
         )

@@ -338,7 +338,7 @@ async def test_tables_on_s3_then_s3_down_costs_records_never_requests(
     [
         ("parquet+s3:///prefix", "names no bucket"),
         ("parquet+file://elsewhere/dir", "parquet+file:///absolute/directory"),
-        ("parquet+ftp://host/dir", "parquet+file:///dir or parquet+s3://bucket/prefix"),
+        ("parquet+ftp://host/dir", "parquet+file:///dir, parquet+s3://bucket/prefix, delta+file:///dir or delta+s3"),
     ],
 )
 def test_a_table_sink_url_that_names_nothing_usable_says_why(url: str, reason: str, tmp_path: Path) -> None:
