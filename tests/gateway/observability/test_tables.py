@@ -344,3 +344,26 @@ async def test_tables_on_s3_then_s3_down_costs_records_never_requests(
 def test_a_table_sink_url_that_names_nothing_usable_says_why(url: str, reason: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidSinkUrl, match=re.escape(reason)):
         sink_for(url, settings_under(tmp_path))
+
+
+def test_a_typed_column_takes_missing_values_and_goes_null_for_a_value_of_another_type() -> None:
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from gateway.observability.records.rows import prediction_row, typed_columns
+
+    frame = pd.DataFrame([[5.1, 3, "a", True]], columns=["x", "n", "s", "b"])
+    columns = typed_columns(infer_signature(frame, np.array([0])))
+
+    def row(data: list[list[Any]]) -> dict[str, Any]:
+        body = json.dumps({"dataframe_split": {"columns": ["x", "n", "s", "b"], "data": data}}).encode()
+        record = InferenceRecord(
+            "m", 1, None, "default", "r", None, "mlflow", "application/json", body,
+            b'{"predictions": [0]}', 200, 0.001, time.time(),
+        )  # fmt: skip
+        return prediction_row(record, redact=frozenset(), columns=columns, replica="r")
+
+    missing = row([[5.1, 3, "a", True], [None, None, None, None]])
+    assert [missing[f"input_{c}"] for c in "xnsb"] == [[5.1, None], [3, None], ["a", None], [True, None]]
+    wrong = row([[5.1, "3", 7, 1], [6, 2**63, "b", False]])  # each column but x has a stranger
+    assert [wrong[f"input_{c}"] for c in "xnsb"] == [[5.1, 6], None, None, None]
