@@ -12,12 +12,16 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import numpy as np
 import pytest
@@ -31,9 +35,10 @@ from registry_sync.repository import StateStore, StateUnavailable
 from registry_sync.writeback import OperationalFigures, Writeback, logged_model_id
 from registry_sync.writeback_marks import Mark, Pending, WritebackMarks
 from tests.conftest import iris_split, running_gateway, settings_under
-from tests.support.servers import BIN, SERVED_SKLEARN_FORMAT, Process, mlflow_server
+from tests.support.postgres import postgres_database
+from tests.support.servers import BIN, SERVED_SKLEARN_FORMAT, Process, gateway_server, mlflow_server
 from tests.support.tables import Expected, iris_tables
-from tests.support.waiting import until
+from tests.support.waiting import until, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -318,3 +323,63 @@ def test_a_new_leader_logs_each_window_to_mlflow_once_whenever_the_old_one_died(
     stale = Mark(IRIS_2X, 1, step=points[0].step)
     assert not WritebackMarks(engine).begin(stale, step=points[-1].step + 1, key="production_requests", covers={})
     engine.dispose()
+
+
+def test_a_standby_that_takes_over_from_a_killed_leader_logs_no_request_twice(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    """Two processes on one PostgreSQL state database, each serving and syncing; the leader
+    SIGKILLed. The standby leads once the lease expires, and its writes go on from the dead
+    leader's last window: before, its first write counted every request again since each
+    process started (the dead one's published totals too)."""
+    _, uri, _ = server
+    experiment = "failover-processes"
+    client = MlflowClient(uri)
+
+    def logged() -> float:
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id], f"run_name = '{IRIS} v1'") if found is not None else []
+        return sum(m.value for run in runs for m in client.get_metric_history(run.info.run_id, "production_requests"))
+
+    def leads(base: str) -> bool:
+        try:
+            return httpx.get(f"{base}/health/ready", timeout=5).json().get("leader") is True
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def send(base: str, count: int) -> None:
+        for n in range(count):
+            answer = httpx.post(f"{base}/models/{IRIS}/versions/1/predict", json=iris_split([ROWS[n % 3]]), timeout=60)
+            assert answer.status_code == 200, answer.text
+
+    with postgres_database() as state_url, ExitStack() as stack:
+        engine = make_engine(state_url)
+        upgrade(engine)
+        engine.dispose()
+        env = {
+            "GATEWAY_DATABASE_URL": state_url,
+            "GATEWAY_MLFLOW_WRITEBACK_SECONDS": "0.2",
+            "GATEWAY_MLFLOW_WRITEBACK_EXPERIMENT": experiment,
+            "GATEWAY_FOLLOW_INTERVAL_SECONDS": "0.1",
+            "GATEWAY_LEASE_SECONDS": "2",
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
+        processes = [gateway_server(tracking_uri=uri, workdir=tmp_path / f"p{i}", env=env) for i in range(2)]
+        for process, _ in processes:
+            stack.callback(process.stop, signal.SIGKILL)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda started: started[0].start(), processes))
+        wait_until(lambda: sum(leads(base) for _, base in processes) == 1, timeout=30, what="one leader")
+        (leader, leader_base), (_, standby_base) = sorted(processes, key=lambda p: not leads(p[1]))
+        send(leader_base, 5)
+        send(standby_base, 4)
+        wait_until(lambda: logged() >= 9, timeout=60, what="the leader's write-back of 9 requests")
+        assert logged() == 9
+        leader.stop(signal.SIGKILL)
+        wait_until(lambda: leads(standby_base), timeout=30, what="the standby to lead")
+        send(standby_base, 3)
+        wait_until(lambda: logged() >= 12, timeout=60, what="the new leader's write-back")
+        assert logged() == 12  # not 21: the dead leader's 5 and the standby's 4 again
+        send(standby_base, 2)
+        wait_until(lambda: logged() >= 14, timeout=60, what="the next write-back")
+        assert logged() == 14
