@@ -257,7 +257,7 @@ class GatewayMetrics:
         )
         self.records_written = Counter(
             "gateway_records_written",
-            "Inference records a sink accepted, by sink kind (file, http, redis)",
+            "Inference records a sink accepted, by sink kind (file, http, redis, parquet, delta)",
             ["sink"],
             registry=r,
         )
@@ -312,7 +312,7 @@ class GatewayMetrics:
         self.feedback_dropped = Counter(
             "gateway_feedback_dropped",
             "Predictions not kept for feedback, by reason: buffer_full (the state database is slower "
-            "than traffic, or down), write_error, not_one_row (an answer of several rows, or not JSON)",
+            "than traffic, or down), write_error, unreadable (not a scoring answer with rows, or not JSON)",
             ["reason"],
             registry=r,
         )

@@ -2,10 +2,14 @@
 
 A serving process keeps what a label needs to be joined (request id to the version identity
 and arm that answered, its prediction and probabilities) for a sampled share of its answers,
-in batches (:meth:`FeedbackStore.keep`): a request id seen twice keeps its first answer. A
-label (:meth:`FeedbackStore.record_labels`) is looked up, checked against its prediction and
-inserted in one transaction, so that two replicas given the same label at once accept it once
-(the other answers ``duplicate``); it is in the database before ``POST /feedback`` answers.
+in batches (:meth:`FeedbackStore.keep`): a request id seen twice keeps its first answer. An
+answer of several rows is kept whole (``rows``; its prediction and probabilities are then
+lists, one element per row), and each row takes a label of its own, named by its index
+(``row``): a label is one output row, as SageMaker's ground truth is one per captured record.
+A label (:meth:`FeedbackStore.record_labels`) is looked up, checked against its row's
+prediction and inserted in one transaction, so that two replicas given the same label at once
+accept it once (the other answers ``duplicate``); it is in the database before
+``POST /feedback`` answers.
 Each label row carries a copy of what it was joined to: live quality reads one table, and a
 label outlives its prediction's row. On PostgreSQL every replica sees every other's rows.
 
@@ -57,16 +61,20 @@ class KeptPrediction:
     prediction: Any
     probabilities: Any
     answered_at: float
+    rows: int = 1
+    """The answer's rows: past 1, ``prediction`` and ``probabilities`` hold one element per row."""
 
 
 @dataclass(frozen=True, slots=True)
 class LabelItem:
-    """One label as a caller sent it; ``model`` and ``version``, if given, must be those that answered."""
+    """One label as a caller sent it; ``model`` and ``version``, if given, must be those that
+    answered; ``row``: which row of the answer it is for (None: the answer's only row)."""
 
     request_id: str
     label: Any
     model: str | None = None
     version: int | None = None
+    row: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,7 @@ class Outcome:
     name: str | None = None
     version: int | None = None
     arm: str | None = None
+    row: int | None = None
 
 
 def _json(value: Any) -> str:
@@ -108,6 +117,7 @@ _PREDICTION_COLUMNS = [
     FeedbackPredictionRow.task,
     FeedbackPredictionRow.prediction,
     FeedbackPredictionRow.probabilities,
+    FeedbackPredictionRow.rows,
     FeedbackPredictionRow.expires_at,
 ]
 
@@ -154,6 +164,7 @@ class FeedbackStore:
                 "task": p.task,
                 "prediction": _json(p.prediction),
                 "probabilities": None if p.probabilities is None else _json(p.probabilities),
+                "rows": p.rows,
                 "answered_at": p.answered_at,
                 "expires_at": p.answered_at + retention_seconds,
             }
@@ -170,19 +181,21 @@ class FeedbackStore:
             found = select(*_PREDICTION_COLUMNS).where(FeedbackPredictionRow.request_id.in_(ids))
             kept = {row.request_id: row for row in session.connection().execute(found)}
             outcomes: list[Outcome] = []
-            accepted: dict[str, dict[str, Any]] = {}
+            accepted: dict[tuple[str, int], dict[str, Any]] = {}
             for item in items:
                 outcomes.append(self._judge(item, kept.get(item.request_id), accepted, now))
             if accepted:
-                statement = _insert(session, FeedbackLabelRow).returning(FeedbackLabelRow.request_id)
-                inserted = set(session.connection().execute(statement, list(accepted.values())).scalars())
+                statement = _insert(session, FeedbackLabelRow).returning(
+                    FeedbackLabelRow.request_id, FeedbackLabelRow.row
+                )
+                inserted = {(rid, row) for rid, row in session.connection().execute(statement, list(accepted.values()))}
                 outcomes = [
-                    Outcome(o.request_id, DUPLICATE, "a label for this request was received before")
-                    if o.status == ACCEPTED and o.request_id not in inserted
+                    Outcome(o.request_id, DUPLICATE, "a label for this request and row was received before", row=o.row)
+                    if o.status == ACCEPTED and (o.request_id, o.row or 0) not in inserted
                     else o
                     for o in outcomes
                 ]
-                self._announce(session, [accepted[rid] for rid in inserted], now)
+                self._announce(session, [accepted[key] for key in inserted], now)
             return outcomes
 
     def _announce(self, session: Session, rows: Sequence[dict[str, Any]], now: float) -> None:
@@ -203,34 +216,52 @@ class FeedbackStore:
         self._announced.update(due)
 
     @staticmethod
-    def _judge(item: LabelItem, row: Any, accepted: dict[str, dict[str, Any]], now: float) -> Outcome:
-        rid = item.request_id
-        if row is None:
-            return Outcome(rid, UNKNOWN, "no answer with this request id was kept for feedback")
-        if row.expires_at < now:
-            return Outcome(rid, EXPIRED, "the answer waited for its label longer than GATEWAY_FEEDBACK_RETENTION_HOURS")
-        if item.model is not None and item.model != row.name:
-            return Outcome(rid, INVALID, f"the request was answered by model '{row.name}', not '{item.model}'")
-        if item.version is not None and item.version != row.version:
-            return Outcome(rid, INVALID, f"the request was answered by version {row.version}, not {item.version}")
-        if (problem := label_problem(orjson.loads(row.prediction), item.label)) is not None:
-            return Outcome(rid, INVALID, problem)
-        if rid in accepted:
-            return Outcome(rid, DUPLICATE, "this request id came twice in the batch; the first label counts")
-        accepted[rid] = {
+    def _judge(item: LabelItem, kept: Any, accepted: dict[tuple[str, int], dict[str, Any]], now: float) -> Outcome:
+        rid, index = item.request_id, item.row
+        if kept is None:
+            return Outcome(rid, UNKNOWN, "no answer with this request id was kept for feedback", row=index)
+        if kept.expires_at < now:
+            reason = "the answer waited for its label longer than GATEWAY_FEEDBACK_RETENTION_HOURS"
+            return Outcome(rid, EXPIRED, reason, row=index)
+        if item.model is not None and item.model != kept.name:
+            reason = f"the request was answered by model '{kept.name}', not '{item.model}'"
+            return Outcome(rid, INVALID, reason, row=index)
+        if item.version is not None and item.version != kept.version:
+            reason = f"the request was answered by version {kept.version}, not {item.version}"
+            return Outcome(rid, INVALID, reason, row=index)
+        rows = kept.rows or 1  # rows kept before the column existed were one-row answers
+        if index is None and rows > 1:
+            reason = f"the answer has {rows} rows: say which this label is for with row (0 to {rows - 1})"
+            return Outcome(rid, INVALID, reason)
+        position = index or 0
+        if position >= rows:
+            reason = f"row {position} is out of range: the answer has {rows} row{'s' if rows > 1 else ''}"
+            return Outcome(rid, INVALID, reason, row=index)
+        prediction, probabilities = kept.prediction, kept.probabilities
+        if rows > 1:  # the row's own prediction, as its label's row keeps it
+            prediction = _json(orjson.loads(prediction)[position])
+            if probabilities is not None:
+                probabilities = _json(orjson.loads(probabilities)[position])
+        if (problem := label_problem(orjson.loads(prediction), item.label)) is not None:
+            return Outcome(rid, INVALID, problem, row=index)
+        if (rid, position) in accepted:
+            reason = "this request id and row came twice in the batch; the first label counts"
+            return Outcome(rid, DUPLICATE, reason, row=index)
+        accepted[(rid, position)] = {
             "request_id": rid,
-            "name": row.name,
-            "version": row.version,
-            "source": row.source,
-            "created_ms": row.created_ms,
-            "arm": row.arm,
-            "task": row.task,
-            "prediction": row.prediction,
-            "probabilities": row.probabilities,
+            "row": position,
+            "name": kept.name,
+            "version": kept.version,
+            "source": kept.source,
+            "created_ms": kept.created_ms,
+            "arm": kept.arm,
+            "task": kept.task,
+            "prediction": prediction,
+            "probabilities": probabilities,
             "label": _json(item.label),
             "received_at": now,
         }
-        return Outcome(rid, ACCEPTED, None, row.name, row.version, row.arm)
+        return Outcome(rid, ACCEPTED, None, kept.name, kept.version, kept.arm, index)
 
     def delete_expired(self, *, now: float, retention_seconds: float, batch: int = 1000) -> int:
         """Delete up to ``batch`` predictions that expired a retention ago and as many labels

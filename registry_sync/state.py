@@ -298,6 +298,9 @@ class FeedbackPredictionRow(Base):
     as JSON text: copied into its label's row as it is, never parsed and dumped again (a JSON
     column's round trip cost more than the rest of ``POST /feedback`` on PostgreSQL)."""
     probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rows: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """The answer's rows: past 1, ``prediction`` and ``probabilities`` are JSON arrays of one
+    element per row, and each row takes a label of its own."""
     answered_at: Mapped[float] = mapped_column(Float)
     """When the request arrived (the serving process's clock, seconds since the epoch)."""
     expires_at: Mapped[float] = mapped_column(Float)
@@ -312,6 +315,8 @@ class FeedbackLabelRow(Base):
     )
 
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")
+    """Which row of the answer the label is for (0 for a one-row answer)."""
     name: Mapped[str] = mapped_column(String(256))
     version: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(Text, default="")
@@ -319,6 +324,7 @@ class FeedbackLabelRow(Base):
     arm: Mapped[str] = mapped_column(String(16))
     task: Mapped[str] = mapped_column(String(16))
     prediction: Mapped[str] = mapped_column(Text)
+    """The labelled row's prediction (of an answer of several rows, its element), as JSON text."""
     probabilities: Mapped[str | None] = mapped_column(Text, nullable=True)
     label: Mapped[str] = mapped_column(Text)
     """The label as JSON text (prediction and probabilities likewise)."""
@@ -363,6 +369,27 @@ class VersionFiguresRow(Base):
     """Seconds, over those requests."""
     seen_at: Mapped[float] = mapped_column(Float)
     """The database's clock at the process's last publication, seconds since the epoch."""
+
+
+class WritebackMarkRow(Base):
+    """What the sync leader has written back to MLflow for one version: the processes' totals
+    its logged windows reach, and the window being written (``registry_sync/writeback_marks.py``).
+    In the database, not the leader's memory: a new leader goes on from here."""
+
+    __tablename__ = "writeback_marks"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The step of the last window begun (MLflow's metric step): the next one's is higher."""
+    logged: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Per serving process, its totals up to which MLflow has the windows."""
+    pending_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """A window begun and not known to be in MLflow: its step (null: none)."""
+    pending_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """... one of its metrics, looked up at that step to learn whether MLflow has it."""
+    pending_covers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """... and the totals it reaches, ``logged`` once it is known to be in MLflow."""
 
 
 class DriftReferenceRow(Base):

@@ -18,11 +18,16 @@ MLflow in one batch per version:
   ``registry_sync/registry.py``).
 
 The window of a write is the time since the previous successful write of that version: each
-process's published counts are totals since it started, so the leader keeps what it last
-logged per process and logs the difference. A write that fails (MLflow down, refused) moves
-nothing: the next interval logs the same answers and those since. A new leader knows nothing
-logged: its first write covers what the processes it sees (those published within the last
-hour) answered since they started.
+process's published counts are totals since it started, so the leader logs the difference from
+the totals the last logged window reached, which the state database keeps
+(``registry_sync/writeback_marks.py``), not the leader's memory: a new leader goes on from
+there. Exactly once as MLflow shows it: a window is recorded as begun (its step: seconds since
+the epoch, above the last one's) before its batch goes to MLflow, and settled after. A leader
+that dies (or loses MLflow or the database) between the two leaves it pending, and the next
+pass, on whichever process leads, asks MLflow for that step of one of the window's metrics:
+there, it is settled and not logged again; absent, it is dropped and the next window logs its
+answers with those since. A write that fails moves nothing else: the next interval logs the
+same answers and those since.
 
 Failure: nothing here is on a request's path (its own task; MLflow's client in a thread). MLflow
 unreachable ends the pass at the first failing call, is counted (``failures``, and
@@ -50,6 +55,7 @@ from registry_sync.figures import FiguresStore, VersionFigures
 from registry_sync.periodic import Outage, Periodic
 from registry_sync.registry import PRODUCTION_TAG
 from registry_sync.repository import StateStore
+from registry_sync.writeback_marks import Mark, Pending, Totals, WritebackMarks
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,18 @@ class OperationalFigures:
         self._now = self._store.by_process()
         self._logged = {key: was for key, was in self._logged.items() if key in self._now}
         return sorted({(name, version) for _, name, version in self._now})
+
+    def totals(self, model: str, version: int) -> Totals:
+        """Each process's totals for the version, as last read."""
+        return {key[0]: now for key, now in self._now.items() if key[1:] == (model, version)}
+
+    def start_from(self, model: str, version: int, logged: Totals) -> None:
+        """The next window of the version starts from these totals (the state database's)."""
+        for key in [key for key in self._logged if key[1:] == (model, version)]:
+            del self._logged[key]
+        for replica, figures in logged.items():
+            if (replica, model, version) in self._now:
+                self._logged[replica, model, version] = figures
 
     def window(self, model: str, version: int) -> VersionFigures:
         """What the fleet answered with the version since its last logged write."""
@@ -130,6 +148,7 @@ class Writeback:
         state: StateStore,
         operational: OperationalFigures,
         *,
+        marks: WritebackMarks,
         providers: Sequence[Provider] = (),
         documents: Sequence[tuple[str, Document]] = (),
         experiment: str,
@@ -140,6 +159,7 @@ class Writeback:
         self._client = client
         self._state = state
         self._operational = operational
+        self._marks = marks
         self._providers = list(providers)
         self._documents = list(documents)  # (artifact path, provider)
         self._experiment = experiment
@@ -177,18 +197,35 @@ class Writeback:
         except RegistryError as exc:
             return self._failed(report, f"reading the fleet's figures: {exc}")
         for name, version in versions:
+            try:
+                mark = self._resume(name, version)
+            except Exception as exc:  # the state database (RegistryError) or MLflow's client
+                return self._failed(report, f"resuming {name} v{version}'s write-back: {type(exc).__name__}: {exc}")
+            self._operational.start_from(name, version, mark.logged)
             figures = self._figures(name, version)
             if not figures:
                 continue
             now = time.time()
+            window = Pending(
+                max(int(now), mark.step + 1), PREFIX + next(iter(figures)), self._operational.totals(name, version)
+            )
             try:
-                self._log_metrics(name, version, figures, now)
+                if not self._marks.begin(mark, step=window.step, key=window.key, covers=window.covers):
+                    continue  # another leader moved this version on since it was read
+            except RegistryError as exc:
+                return self._failed(report, f"beginning {name} v{version}'s window: {exc}")
+            try:
+                self._log_metrics(name, version, figures, now, window.step)
             except Exception as exc:  # MLflow's client raises MlflowException and requests' errors
                 return self._failed(report, f"writing {name} v{version} to MLflow: {type(exc).__name__}: {exc}")
             # Logged: from here on these counts are MLflow's, whatever happens to the tag (MLflow
             # going away between the two once made the next pass log them a second time).
             self._operational.logged(name, version)
             report.written.append(f"{name}/{version}")
+            try:
+                self._marks.settle(name, version, window)
+            except RegistryError as exc:  # left pending: the next pass finds it in MLflow
+                return self._failed(report, f"settling {name} v{version}'s window: {exc}")
             try:
                 self._log_documents(name, version)
             except Exception as exc:
@@ -221,14 +258,35 @@ class Writeback:
                     self._failing_providers.add(index)
         return figures
 
-    def _log_metrics(self, name: str, version: int, figures: Mapping[str, float], now: float) -> None:
+    def _resume(self, name: str, version: int) -> Mark:
+        """The version's mark, with a window a leader left pending settled (MLflow has a point
+        of its metric at its step) or dropped (it has none)."""
+        mark = self._marks.read(name, version)
+        pending = mark.pending
+        if pending is None:
+            return mark
+        run_id, _ = self._run_of(name, version)
+        if any(point.step == pending.step for point in self._client.get_metric_history(run_id, pending.key)):
+            self._marks.settle(name, version, pending)
+            log.info(
+                "%s v%d: the window at step %d was in MLflow already (not logged again)", name, version, pending.step
+            )
+        else:
+            self._marks.drop(name, version, pending)
+        return self._marks.read(name, version)
+
+    def _run_of(self, name: str, version: int) -> tuple[str, str | None]:
+        """The version's write-back run, and its LoggedModel (None: a version without one)."""
         state = self._state.version(name, version)
         model_id = logged_model_id(state.source) if state is not None else None
-        ms = int(now * 1000)
-        step = int(now)  # seconds: a step that only goes up, whichever process leads
-        metrics = [Metric(PREFIX + key, float(value), ms, step, model_id=model_id) for key, value in figures.items()]
         created = str(state.created_ms) if state is not None and state.created_ms is not None else ""
-        self._client.log_batch(self._run_id(name, version, created), metrics=metrics)
+        return self._run_id(name, version, created), model_id
+
+    def _log_metrics(self, name: str, version: int, figures: Mapping[str, float], now: float, step: int) -> None:
+        run_id, model_id = self._run_of(name, version)
+        ms = int(now * 1000)
+        metrics = [Metric(PREFIX + key, float(value), ms, step, model_id=model_id) for key, value in figures.items()]
+        self._client.log_batch(run_id, metrics=metrics)
 
     def _log_documents(self, name: str, version: int) -> None:
         documents = []
@@ -246,9 +304,7 @@ class Writeback:
                 documents.append((path, document))
         if not documents:
             return
-        state = self._state.version(name, version)
-        created = str(state.created_ms) if state is not None and state.created_ms is not None else ""
-        run_id = self._run_id(name, version, created)
+        run_id, _ = self._run_of(name, version)
         for path, document in documents:
             self._client.log_dict(run_id, dict(document), path)
 

@@ -41,12 +41,12 @@ from registry_sync.writeback import logged_model_id
 from tests.support.postgres import postgres_database
 from tests.support.s3 import S3, moto_s3
 from tests.support.servers import LOOPBACK, SERVED_SKLEARN_FORMAT, Process, gateway_server, mlflow_server
+from tests.support.tables import docs_query
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 FEATURES, TARGET = iris_frame()
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "observability.md"
 MIN_LABELS = 40  # the canary's gateway.guard.min_labels
 PER_ARM = 60  # answers of each arm to label
 FIRST_PASS = 20  # labels of the first pass: fewer than MIN_LABELS on either arm
@@ -272,12 +272,6 @@ def production_accuracy(client: MlflowClient, world: World, version: int) -> flo
     assert model_id is not None
     logged = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == "production_accuracy"]
     return max(logged, key=lambda m: (m.timestamp, m.step)).value if logged else None
-
-
-def docs_query() -> str:
-    found = re.search(r"<!-- tables-join-query -->\s*```sql\n(.*?)```", DOCS.read_text(), re.S)
-    assert found, "docs/observability.md has no tables-join-query"
-    return found.group(1)
 
 
 def download_tables(world: World, local: Path) -> set[str]:

@@ -12,12 +12,16 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import numpy as np
 import pytest
@@ -25,11 +29,16 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score, f1_score
 
 from gateway.demo import IRIS, iris_frame, log_iris_version, using_registry
-from registry_sync.writeback import logged_model_id
+from registry_sync.database import make_engine, upgrade
+from registry_sync.figures import FiguresStore, VersionFigures
+from registry_sync.repository import StateStore, StateUnavailable
+from registry_sync.writeback import OperationalFigures, Writeback, logged_model_id
+from registry_sync.writeback_marks import Mark, Pending, WritebackMarks
 from tests.conftest import iris_split, running_gateway, settings_under
-from tests.support.servers import BIN, SERVED_SKLEARN_FORMAT, Process, mlflow_server
+from tests.support.postgres import postgres_database
+from tests.support.servers import BIN, SERVED_SKLEARN_FORMAT, Process, gateway_server, mlflow_server
 from tests.support.tables import Expected, iris_tables
-from tests.support.waiting import until
+from tests.support.waiting import until, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -216,7 +225,7 @@ def test_the_user_guides_evaluate_recipe_logs_the_metrics_sklearn_gives_on_the_s
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout.strip().splitlines()[-1])
-    assert f"{len(truth)} labelled predictions" in done.stderr
+    assert f"{len(truth)} labelled rows" in done.stderr
     tolerance = 4 * np.finfo(np.float64).eps
     assert answer["metrics"]["accuracy_score"] == pytest.approx(accuracy_score(truth, predicted), abs=tolerance)
     assert answer["metrics"]["f1_score"] == pytest.approx(f1_score(truth, predicted, average="weighted"), abs=tolerance)
@@ -238,3 +247,139 @@ def test_evaluate_says_what_is_missing_rather_than_failing(tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["evaluate", IRIS, "1", "--tables", str(tmp_path)])
     assert result.exit_code == 1
     assert f"no predictions of {IRIS} version 1 under {tmp_path}" in result.output
+
+
+# --- a new leader after the old one died mid-write ---------------------------------------
+
+
+class _DiesBeforeSettling(WritebackMarks):
+    """The leader killed after MLflow took its window and before the state database heard:
+    the one instant a kill cannot be aimed at from outside, so it is made here."""
+
+    def settle(self, name: str, version: int, pending: Pending) -> bool:
+        raise StateUnavailable("the leader died here")
+
+
+class _MlflowDropsTheBatch(MlflowClient):
+    """The leader killed (or MLflow lost) while its batch was on the way: MLflow never got it."""
+
+    def log_batch(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("the leader died here")
+
+
+def test_a_new_leader_logs_each_window_to_mlflow_once_whenever_the_old_one_died(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    _, uri, _ = server
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine)
+    figures = FiguresStore(engine)
+
+    def leader(client: MlflowClient, marks: WritebackMarks) -> Writeback:
+        """A sync leader as a process that just took the lease builds it: nothing in memory."""
+        operational = OperationalFigures(figures)
+        return Writeback(
+            client, StateStore(engine), operational, marks=marks, experiment="failover", interval_seconds=60
+        )
+
+    def published(**requests: int) -> None:  # each serving process's totals since it started
+        for replica, count in requests.items():
+            figures.publish(replica, [VersionFigures(IRIS_2X, 1, count)], forget_after=3600)
+
+    def logged() -> list[Any]:
+        experiment = MlflowClient(uri).get_experiment_by_name("failover")
+        assert experiment is not None
+        [run] = MlflowClient(uri).search_runs([experiment.experiment_id], f"run_name = '{IRIS_2X} v1'")
+        return sorted(
+            MlflowClient(uri).get_metric_history(run.info.run_id, "production_requests"), key=lambda m: m.step
+        )
+
+    published(a=7)
+    first = leader(MlflowClient(uri), _DiesBeforeSettling(engine)).write_once()
+    assert first.written == [f"{IRIS_2X}/1"] and first.error is not None and "settling" in first.error
+    assert [m.value for m in logged()] == [7.0]  # MLflow has the window; the database does not know
+
+    published(a=10, b=4)
+    second = leader(MlflowClient(uri), WritebackMarks(engine)).write_once()
+    assert second.written == [f"{IRIS_2X}/1"]
+    # The first window is not logged again, and the next holds only what came since: 3 + 4.
+    assert [m.value for m in logged()] == [7.0, 7.0]
+
+    published(a=12, b=4)
+    third = leader(_MlflowDropsTheBatch(uri), WritebackMarks(engine)).write_once()
+    assert third.written == [] and third.error is not None  # begun, never in MLflow
+    assert WritebackMarks(engine).read(IRIS_2X, 1).pending is not None
+
+    published(a=12, b=5)
+    fourth = leader(MlflowClient(uri), WritebackMarks(engine)).write_once()
+    assert fourth.written == [f"{IRIS_2X}/1"]
+    points = logged()
+    assert [m.value for m in points] == [7.0, 7.0, 3.0]  # the dropped window's 2 and the 1 since
+    assert sum(m.value for m in points) == 12 + 5  # every request once, over three leaders
+    assert len({m.step for m in points}) == len(points)
+    assert WritebackMarks(engine).read(IRIS_2X, 1).pending is None
+
+    # A leader that lost its lease and writes late, from what it read before, changes nothing.
+    stale = Mark(IRIS_2X, 1, step=points[0].step)
+    assert not WritebackMarks(engine).begin(stale, step=points[-1].step + 1, key="production_requests", covers={})
+    engine.dispose()
+
+
+def test_a_standby_that_takes_over_from_a_killed_leader_logs_no_request_twice(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    """Two processes on one PostgreSQL state database, each serving and syncing; the leader
+    SIGKILLed. The standby leads once the lease expires, and its writes go on from the dead
+    leader's last window: before, its first write counted every request again since each
+    process started (the dead one's published totals too)."""
+    _, uri, _ = server
+    experiment = "failover-processes"
+    client = MlflowClient(uri)
+
+    def logged() -> float:
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id], f"run_name = '{IRIS} v1'") if found is not None else []
+        return sum(m.value for run in runs for m in client.get_metric_history(run.info.run_id, "production_requests"))
+
+    def leads(base: str) -> bool:
+        try:
+            return httpx.get(f"{base}/health/ready", timeout=5).json().get("leader") is True
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def send(base: str, count: int) -> None:
+        for n in range(count):
+            answer = httpx.post(f"{base}/models/{IRIS}/versions/1/predict", json=iris_split([ROWS[n % 3]]), timeout=60)
+            assert answer.status_code == 200, answer.text
+
+    with postgres_database() as state_url, ExitStack() as stack:
+        engine = make_engine(state_url)
+        upgrade(engine)
+        engine.dispose()
+        env = {
+            "GATEWAY_DATABASE_URL": state_url,
+            "GATEWAY_MLFLOW_WRITEBACK_SECONDS": "0.2",
+            "GATEWAY_MLFLOW_WRITEBACK_EXPERIMENT": experiment,
+            "GATEWAY_FOLLOW_INTERVAL_SECONDS": "0.1",
+            "GATEWAY_LEASE_SECONDS": "2",
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
+        processes = [gateway_server(tracking_uri=uri, workdir=tmp_path / f"p{i}", env=env) for i in range(2)]
+        for process, _ in processes:
+            stack.callback(process.stop, signal.SIGKILL)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda started: started[0].start(), processes))
+        wait_until(lambda: sum(leads(base) for _, base in processes) == 1, timeout=30, what="one leader")
+        (leader, leader_base), (_, standby_base) = sorted(processes, key=lambda p: not leads(p[1]))
+        send(leader_base, 5)
+        send(standby_base, 4)
+        wait_until(lambda: logged() >= 9, timeout=60, what="the leader's write-back of 9 requests")
+        assert logged() == 9
+        leader.stop(signal.SIGKILL)
+        wait_until(lambda: leads(standby_base), timeout=30, what="the standby to lead")
+        send(standby_base, 3)
+        wait_until(lambda: logged() >= 12, timeout=60, what="the new leader's write-back")
+        assert logged() == 12  # not 21: the dead leader's 5 and the standby's 4 again
+        send(standby_base, 2)
+        wait_until(lambda: logged() >= 14, timeout=60, what="the next write-back")
+        assert logged() == 14

@@ -6,8 +6,9 @@ and, for a kept answer, an append of its bytes under a lock held for no more tha
 queue is bounded in bytes (GATEWAY_FEEDBACK_BUFFER_MB, the bodies plus a constant, those being
 written included): past it an answer is dropped and counted (``gateway_feedback_dropped_total``
 ``{reason="buffer_full"}``), never waited for. A task on the event loop takes what waits every
-``FLUSH_SECONDS`` and, in a thread, parses each answer (MLflow's scoring answer of exactly one
-row; other answers are counted ``not_one_row``) and inserts the batch in one statement; a
+``FLUSH_SECONDS`` and, in a thread, parses each answer (MLflow's scoring answer, of one row or
+several: each row takes a label of its own; an answer it cannot read is counted
+``unreadable``) and inserts the batch in one statement; a
 failed write drops its batch and counts it (``write_error``): the requests were answered long
 ago, and a label for one of them is answered ``unknown``. The same task deletes expired rows,
 a batch at a time, every ``CLEAN_SECONDS``.
@@ -85,18 +86,22 @@ def task_of_signature(metadata: Model | None) -> Task | None:
     return None
 
 
-def one_row(response: bytes) -> tuple[Any, Any] | None:
-    """(prediction, probabilities) of MLflow's scoring answer of exactly one row, or None. A row
-    that is an object with ``probabilities`` gives its ``prediction`` (or ``label``) field and
-    those; any other row is the prediction itself."""
+def answer_rows(response: bytes) -> list[tuple[Any, Any]] | None:
+    """(prediction, probabilities) of each row of MLflow's scoring answer, or None where it is
+    not one (not JSON, no ``predictions`` list, no rows). A row that is an object with
+    ``probabilities`` gives its ``prediction`` (or ``label``) field and those; any other row is
+    the prediction itself."""
     try:
         body = orjson.loads(response)
     except orjson.JSONDecodeError:
         return None
     rows = body.get("predictions") if isinstance(body, dict) else None
-    if not isinstance(rows, list) or len(rows) != 1:
+    if not isinstance(rows, list) or not rows:
         return None
-    row = rows[0]
+    return [_split(row) for row in rows]
+
+
+def _split(row: Any) -> tuple[Any, Any]:
     if isinstance(row, dict) and "probabilities" in row:
         for field in ("prediction", "label"):
             if field in row:
@@ -185,12 +190,18 @@ class PredictionKeeper:
     def _write(self, batch: list[Answered]) -> int:
         rows = []
         for answered in batch:
-            parsed = one_row(answered.response)
-            task = self._task(answered.id, parsed[0] if parsed is not None else None)
+            parsed = answer_rows(answered.response)
+            task = self._task(answered.id, parsed[0][0] if parsed is not None else None)
             if parsed is None or task is None:
-                self._metrics.feedback_was_dropped("not_one_row")
+                self._metrics.feedback_was_dropped("unreadable")
                 continue
-            prediction, probabilities = parsed
+            if len(parsed) == 1:  # kept as the row itself, as a label's row keeps it
+                prediction, probabilities = parsed[0]
+            else:
+                prediction = [p for p, _ in parsed]
+                # probabilities kept where every row has them (log loss needs them all)
+                chances = [c for _, c in parsed]
+                probabilities = chances if all(c is not None for c in chances) else None
             rows.append(
                 KeptPrediction(
                     answered.request_id,
@@ -200,6 +211,7 @@ class PredictionKeeper:
                     prediction,
                     probabilities,
                     answered.answered_at,
+                    rows=len(parsed),
                 )
             )
         try:

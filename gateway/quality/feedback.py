@@ -56,7 +56,7 @@ class FeedbackService:
             # The one call site of the inference tables for labels.
             self.tables.offer_labels(
                 [
-                    LabelRecord(o.request_id, o.name or "", str(o.version or 0), item.label, now)
+                    LabelRecord(o.request_id, o.name or "", str(o.version or 0), item.label, now, o.row or 0)
                     for o, item in accepted
                     if isinstance(item, LabelItem)
                 ]
@@ -80,6 +80,8 @@ class FeedbackService:
 
 def _result(outcome: Outcome) -> dict[str, Any]:
     result: dict[str, Any] = {"request_id": outcome.request_id, "status": outcome.status}
+    if outcome.row is not None:
+        result["row"] = outcome.row
     if outcome.reason is not None:
         result["reason"] = outcome.reason
     if outcome.name is not None:

@@ -26,6 +26,7 @@ from gateway.settings import GatewaySettings
 from registry_sync.figures import FiguresStore
 from registry_sync.quality import live_quality
 from registry_sync.writeback import OperationalFigures, Writeback
+from registry_sync.writeback_marks import WritebackMarks
 
 DRIFT_ARTIFACT = "gateway/drift.json"  # the per-feature detail, on the version's write-back run
 
@@ -57,6 +58,7 @@ class WritebackRoom:
             MlflowClient(tracking_uri=state.reader.tracking_uri, registry_uri=state.reader.registry_uri),
             state.store,
             OperationalFigures(store),
+            marks=WritebackMarks(state.engine),
             providers=[quality, drift.metrics],
             documents=[(DRIFT_ARTIFACT, drift.document)],
             experiment=settings.mlflow_writeback_experiment,

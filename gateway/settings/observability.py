@@ -44,7 +44,9 @@ class ObservabilitySettings(SettingsSection):
     ``redis://host:port/db?stream=name`` (a Redis stream). As inference tables (Parquet,
     hive-partitioned by model, version and date; failed requests, shadows and labels too):
     ``parquet+file:///dir`` or ``parquet+s3://bucket/prefix`` (with the artifact store's
-    ``AWS_*`` and ``MLFLOW_S3_ENDPOINT_URL``). Unset (the default): none are made."""
+    ``AWS_*`` and ``MLFLOW_S3_ENDPOINT_URL``); the same as Delta Lake tables, a commit per
+    rolled file: ``delta+file:///dir`` or ``delta+s3://bucket/prefix`` (the ``tables-delta``
+    extra). Unset (the default): none are made."""
 
     records_sample: float = Field(default=1.0, ge=0, le=1)
     """The share of requests recorded when a sink is set; a version's MLflow tag
@@ -89,11 +91,12 @@ class ObservabilitySettings(SettingsSection):
         if value is None or not value.strip() or value.strip().lower() == "off":
             return None
         value = value.strip()
-        schemes = ("file://", "http://", "https://", "redis://", "rediss://", "parquet+file://", "parquet+s3://")
+        events = ("file://", "http://", "https://", "redis://", "rediss://")
+        schemes = (*events, "parquet+file://", "parquet+s3://", "delta+file://", "delta+s3://")
         if not value.lower().startswith(schemes):
             raise ValueError(
                 "must be file:///dir, an http(s):// URL, redis://host:port/db?stream=name, "
-                "parquet+file:///dir or parquet+s3://bucket/prefix"
+                "parquet+file:///dir, parquet+s3://bucket/prefix, delta+file:///dir or delta+s3://bucket/prefix"
             )
         return value
 

@@ -375,6 +375,7 @@ class FeedbackResult(BaseModel):
     """What became of one label."""
 
     request_id: str
+    row: int | None = Field(default=None, description="The answer's row the label is for, as the item named it")
     status: Literal["accepted", "unknown", "expired", "duplicate", "invalid"]
     reason: str | None = Field(default=None, description="Why it was not accepted (absent when accepted)")
     model: str | None = Field(default=None, description="The model that answered the request (accepted labels)")

@@ -1,6 +1,8 @@
 """The body of ``POST /feedback``, as data: one label or an array of them.
 
-Each item is ``{"request_id": "...", "label": <one output row>, "model"?: "...", "version"?: n}``.
+Each item is ``{"request_id": "...", "label": <one output row>, "row"?: i, "model"?: "...", "version"?: n}``:
+``row`` is the index of the answer's row the label is for (0 first; needed where the answer had
+several rows, and 0 when left out).
 What this reads it bounds: at most ``max_items`` items (more is :class:`TooManyLabels`, 413),
 request ids of at most 128 printable ASCII characters (the gateway's own request id bound).
 A body that is not JSON, or neither an object nor an array, is :class:`MalformedRequest`
@@ -19,7 +21,7 @@ from gateway.errors import MalformedRequest, TooManyLabels
 from registry_sync.feedback import LabelItem
 
 MAX_REQUEST_ID = 128
-_FIELDS = {"request_id", "label", "model", "version"}
+_FIELDS = {"request_id", "label", "row", "model", "version"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ def _item(index: int, raw: Any) -> LabelItem | BadItem:
     if "label" not in raw:
         return BadItem(index, rid, "the item has no label")
     if unknown := sorted(set(raw) - _FIELDS):
-        return BadItem(index, rid, f"unknown fields {unknown}: an item has request_id, label, model and version")
+        return BadItem(index, rid, f"unknown fields {unknown}: an item has request_id, label, row, model and version")
     model = raw.get("model")
     if model is not None and not isinstance(model, str):
         return BadItem(index, rid, "model must be a string")
@@ -67,4 +69,7 @@ def _item(index: int, raw: Any) -> LabelItem | BadItem:
             version = int(version)
         elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
             return BadItem(index, rid, "version must be a version number")
-    return LabelItem(rid, raw["label"], model, version)
+    row = raw.get("row")
+    if row is not None and (not isinstance(row, int) or isinstance(row, bool) or row < 0):
+        return BadItem(index, rid, "row must be the index of a row of the answer (0 for its first)")
+    return LabelItem(rid, raw["label"], model, version, row)

@@ -10,11 +10,13 @@ trained on shuffled labels (as fast, and wrong two times in three).
 from __future__ import annotations
 
 import itertools
+import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pytest
 from sklearn import metrics
@@ -32,6 +34,7 @@ from tests.conftest import Gateway, Registry, empty_registry, running_gateway
 from tests.support.keys import add_key, bearer
 from tests.support.numeric import gamma
 from tests.support.postgres import postgres_database
+from tests.support.tables import DOCS_ROOT, docs_query
 
 pytestmark = pytest.mark.anyio
 
@@ -338,3 +341,88 @@ async def test_the_user_guides_feedback_commands_work_as_written(
         assert answers[1] == {"counts": {"accepted": 1}, "results": [accepted | {"arm": "default"}]}
         assert answers[2]["model"] == "iris" and answers[2]["arms"][0]["labels"] == 1
         assert answers[2]["arms"][0]["metrics"]["accuracy"] == (1.0 if answers[0]["predictions"] == [0] else 0.0)
+
+
+async def test_each_row_of_an_answer_of_several_takes_a_label_counted_by_quality_and_the_tables(
+    registry: Registry, make_settings: Callable[..., GatewaySettings], tmp_path: Path
+) -> None:
+    name, (v1,) = iris_model(registry)
+    root = tmp_path / "tables"
+    settings = settings_for(make_settings, records_sink=f"parquet+file://{root}", records_sample=1.0)
+    rows = list(range(0, 150, 3))  # 50 rows of the three classes, in one request
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+        body = {"dataframe_records": FEATURES.iloc[rows].to_dict(orient="records")}
+        answer = await gateway.client.post(f"/models/{name}/predict", json=body)
+        assert answer.status_code == 200, answer.text
+        many = answer.headers["x-request-id"]
+        predicted = answer.json()["predictions"]
+        one, _, _ = await predict(gateway, name, 0)
+        assert gateway.services.keeper is not None
+        await gateway.services.keeper.flush()
+
+        truth = [int(TARGET.iloc[row]) for row in rows]
+        items = [{"request_id": many, "row": i, "label": label} for i, label in reversed(list(enumerate(truth)))]
+        given = await post_labels(gateway, items)
+        assert given["counts"] == {"accepted": len(rows)}
+        assert given["results"][0] == {
+            "request_id": many,
+            "row": len(rows) - 1,
+            "status": "accepted",
+            "model": name,
+            "version": v1,
+            "arm": "default",
+        }
+        garbage = await post_labels(
+            gateway,
+            [
+                {"request_id": many, "label": 0},  # which row?
+                {"request_id": many, "row": len(rows), "label": 0},
+                {"request_id": many, "row": -1, "label": 0},
+                {"request_id": many, "row": "3", "label": 0},
+                {"request_id": many, "row": True, "label": 0},
+                {"request_id": many, "row": 2.5, "label": 0},
+                {"request_id": many, "row": 3, "label": "setosa"},  # the answers are integer classes
+                {"request_id": many, "row": 3, "label": 0},  # labelled above
+                {"request_id": one, "row": 1, "label": 0},  # a one-row answer has row 0 only
+                {"request_id": one, "row": 0, "label": int(TARGET.iloc[0])},
+                {"request_id": one, "row": 0, "label": 1},  # twice in a batch
+                {"request_id": "never-answered", "row": 7, "label": 0},
+            ],
+        )
+        results = [(r["status"], r.get("row"), r.get("reason", "")) for r in garbage["results"]]
+        assert [status for status, _, _ in results] == ["invalid"] * 7 + ["duplicate", "invalid", "accepted"] + [
+            "duplicate",
+            "unknown",
+        ]
+        assert f"{len(rows)} rows" in results[0][2] and "row" in results[0][2]
+        assert f"row {len(rows)} is out of range" in results[1][2] and results[1][1] == len(rows)
+        assert all("index of a row" in reason for _, _, reason in results[2:6])
+        assert "string" in results[6][2] and "out of range" in results[8][2] and "1 row" in results[8][2]
+        assert results[11][1] == 7  # the row is echoed back where the item named one
+
+        quality = await gateway.client.get(f"/models/{name}/versions/{v1}/quality")
+        figures = quality.json()["arms"][0]
+        assert figures["labels"] == len(rows) + 1  # each labelled row, and the one-row answer
+        assert figures["metrics"]["accuracy"] == metrics.accuracy_score(
+            truth + [int(TARGET.iloc[0])], predicted + [registry.pyfunc(name, v1).predict(FEATURES.iloc[[0]])[0]]
+        )
+
+    # the tables: a label row per labelled row, and evaluate's join counts each one
+    import pandas as pd
+
+    from gateway.observability.records.evaluation import joined
+
+    labels = pd.read_parquet(root / "labels", partitioning=None)
+    assert sorted(zip(labels["request_id"], labels["row"], strict=True)) == sorted(
+        [(many, i) for i in range(len(rows))] + [(one, 0)]
+    )
+    found = joined(str(root), name, str(v1))
+    assert (len(found.frame), found.rows, found.unlabelled) == (len(rows) + 1, len(rows) + 1, 0)
+    mine = found.frame[found.frame["request_id"] == many].sort_values("row")
+    assert mine["prediction"].tolist() == predicted and mine["label"].tolist() == truth
+    # and the documented DuckDB join picks each labelled row's own prediction out of the answer
+    query = docs_query().replace(DOCS_ROOT, str(root))
+    picked = duckdb.sql(f'SELECT "row", prediction, label FROM ({query}) WHERE request_id = ?', params=[many])
+    assert sorted((r, json.loads(p), json.loads(lab)) for r, p, lab in picked.fetchall()) == [
+        (i, p, t) for i, (p, t) in enumerate(zip(predicted, truth, strict=True))
+    ]

@@ -1,10 +1,12 @@
 """Inference tables as issue 50's contract lays them out, written here with pyarrow (the table
 sink lands separately): predictions under ``predictions/model=<m>/version=<v>/date=<day>/``,
-labels under ``labels/date=<day>/``."""
+labels under ``labels/date=<day>/`` (a label's ``row`` where it has one: a file without the
+column, as written before labels had one, is written when no label has one)."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
+DOCS_ROOT = "/var/lib/gateway/tables"  # where the documented query reads the tables
+
+
+def docs_query() -> str:
+    """The DuckDB query docs/observability.md shows for predictions joined with their labels
+    (reading ``DOCS_ROOT``)."""
+    found = re.search(r"<!-- tables-join-query -->\s*```sql\n(.*?)```", DOCS.read_text(), re.S)
+    assert found, "docs/observability.md has no tables-join-query"
+    return found.group(1)
 
 
 def _utc(text: str) -> datetime:
@@ -42,46 +55,50 @@ def write_tables(
         pq.write_table(table, folder / "part-0.parquet")
     folder = root / "labels" / "date=2026-11-25"
     folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table(
-            {
-                "request_id": [lab["request_id"] for lab in labels],
-                "model": [lab.get("model") for lab in labels],
-                "version": [lab.get("version") for lab in labels],
-                "label": [json.dumps(lab["label"]) for lab in labels],
-                "received_at": pa.array([_utc(lab["received_at"]) for lab in labels], pa.timestamp("us", tz="UTC")),
-            }
-        ),
-        folder / "part-0.parquet",
-    )
+    for n, part in enumerate((labels[: len(labels) // 2], labels[len(labels) // 2 :])):
+        columns: dict[str, Any] = {
+            "request_id": [lab["request_id"] for lab in part],
+            "model": [lab.get("model") for lab in part],
+            "version": [lab.get("version") for lab in part],
+            "label": [json.dumps(lab["label"]) for lab in part],
+            "received_at": pa.array([_utc(lab["received_at"]) for lab in part], pa.timestamp("us", tz="UTC")),
+        }
+        if any("row" in lab for lab in part):
+            columns["row"] = pa.array([lab.get("row", 0) for lab in part], pa.int32())
+        pq.write_table(pa.table(columns), folder / f"part-{n}.parquet")
 
 
 @dataclass
 class Expected:
     """What a correct join of the tables gives from 25 November on: the rows to score, as
-    (request id, prediction, label), and how many requests were left out, by reason."""
+    (request id, row, prediction, label), and how many requests and rows were left out, by
+    reason."""
 
-    scored: list[tuple[str, int, int]] = field(default_factory=list)
+    scored: list[tuple[str, int, int, int]] = field(default_factory=list)
     requests: int = 0
     failed: int = 0
-    several_rows: int = 0
+    unreadable: int = 0
+    rows: int = 0
     unlabelled: int = 0
 
     @property
     def truth(self) -> list[int]:
-        return [label for _, _, label in self.scored]
+        return [label for _, _, _, label in self.scored]
 
     @property
     def predicted(self) -> list[int]:
-        return [prediction for _, prediction, _ in self.scored]
+        return [prediction for _, _, prediction, _ in self.scored]
 
 
 def iris_tables(root: Path, model: str, rows_in: list[list[float]]) -> Expected:
-    """``model`` version 1's traffic of a day and the day before: answered, failed, multi-row;
-    labels of most, one twice (the later wins), one for another version (not this one's)."""
+    """``model`` version 1's traffic of a day and the day before: answered, failed, unreadable,
+    multi-row; labels of most rows, one twice (the later wins), one for another version (not
+    this one's), a multi-row answer's rows each labelled on its own (one left without); the
+    labels of the first half in a file written before labels had a ``row``."""
     rng = np.random.default_rng(7)
     rows: list[dict[str, Any]] = []
     labels: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []  # the labels with a row, after the others
     expected = Expected()
     for n in range(60):
         day = "2026-11-24" if n < 10 else "2026-11-25"
@@ -92,10 +109,21 @@ def iris_tables(root: Path, model: str, rows_in: list[list[float]]) -> Expected:
         if n % 13 == 5:  # failed: no answer
             rows.append(request | {"status": 503, "error_code": "UNAVAILABLE"})
             expected.failed += counted
-        elif n % 17 == 3:  # several rows: no single prediction to score
-            rows.append(request | {"outputs": [predicted, true]})
-            expected.several_rows += counted
+        elif n % 19 == 4:  # an answer without rows: nothing to score
+            rows.append(request | {"outputs": []})
+            expected.unreadable += counted
+        elif n % 17 == 3:  # three rows, labelled in the second file, the middle one not at all
+            answer = [predicted, true, (predicted + 1) % 3]
+            rows.append(request | {"outputs": answer})
+            expected.rows += 3 * counted
+            for row in (2, 0):  # out of order: a label names its row
+                truth = int(rng.integers(0, 3))
+                pending.append({"request_id": f"r{n}", "row": row, "label": truth, "received_at": "2026-11-25T12:00"})
+                if counted:
+                    expected.scored.append((f"r{n}", row, answer[row], truth))
+            expected.unlabelled += counted
         else:
+            expected.rows += counted
             rows.append(request | {"outputs": [predicted]})
             if n % 7 == 6:
                 expected.unlabelled += counted  # no label yet
@@ -108,6 +136,6 @@ def iris_tables(root: Path, model: str, rows_in: list[list[float]]) -> Expected:
                 other = {"model": model, "version": "2", "label": (true + 2) % 3, "received_at": "2026-11-25T13:00"}
                 labels.append({"request_id": f"r{n}"} | other)
             if counted:
-                expected.scored.append((f"r{n}", predicted, true))
-    write_tables(root, model, 1, rows, labels)
+                expected.scored.append((f"r{n}", 0, predicted, true))
+    write_tables(root, model, 1, rows, labels + pending)
     return expected

@@ -6,14 +6,15 @@ The tables' layout (issue 50): one row per request under
 ``<root>/predictions/model=<name>/version=<v>/date=<YYYY-MM-DD>/*.parquet`` (``request_id``,
 ``time``, ``status``, ``error_code``, ``outputs``: the answer as JSON text, records orient: a
 list of rows), and the labels under ``<root>/labels/date=<YYYY-MM-DD>/*.parquet``
-(``request_id``, ``model``, ``version``, ``label``: one output row as JSON text,
+(``request_id``, ``row``, ``model``, ``version``, ``label``: one output row as JSON text,
 ``received_at``). ``root`` is a directory or any URI pyarrow's filesystems read (``s3://``...).
 
 What is scored, and what is left out (counted in :class:`Joined`):
-- requests answered 2xx whose answer holds exactly one row (a label is one output row: a
-  request of several rows has no single prediction to score);
-- that have a label for that model and version (a label without a model or version counts for
-  the request it names); the latest received wins when a request was labelled more than once;
+- each row of the answers of requests answered 2xx (an answer of 50 rows is 50 predictions),
+  by its index in the answer (``row``);
+- that has a label for that model and version and that row (a label without a model or version
+  counts for the request it names; a label file without ``row``, written before labels had
+  one, is for row 0); the latest received wins when a row was labelled more than once;
 - a row or label that is an object is read at ``column`` (``--column``), or at its only key.
 
 Nothing here runs a model: MLflow scores the predictions the gateway already made
@@ -34,7 +35,7 @@ from urllib.parse import quote, urlparse
 import pandas as pd
 
 ModelType = Literal["classifier", "regressor"]
-PREDICTION, LABEL = "prediction", "label"
+PREDICTION, LABEL, ROW = "prediction", "label", "row"
 
 
 class TablesUnavailable(Exception):
@@ -43,19 +44,20 @@ class TablesUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """The rows to score (``request_id``, ``time``, ``arm``, ``prediction``, ``label``) and what
-    was left out, by reason."""
+    """The rows to score (``request_id``, ``row``, ``time``, ``arm``, ``prediction``, ``label``)
+    and what was left out, by reason."""
 
     frame: pd.DataFrame
-    requests: int  # prediction rows read (within --since)
+    requests: int  # requests read (within --since)
     failed: int  # answered with an error: no prediction
-    several_rows: int  # answers of more than one row
-    unlabelled: int
+    unreadable: int  # answered, but not with a list of rows this reader understands
+    rows: int  # the answered rows, all requests together
+    unlabelled: int  # rows without a label
 
     def describe(self) -> str:
         return (
-            f"{len(self.frame)} labelled predictions of {self.requests} requests read "
-            f"({self.failed} failed, {self.several_rows} of several rows, {self.unlabelled} without a label)"
+            f"{len(self.frame)} labelled rows of {self.rows} answered in {self.requests} requests read "
+            f"({self.failed} failed, {self.unreadable} unreadable, {self.unlabelled} rows without a label)"
         )
 
 
@@ -78,12 +80,19 @@ def joined(root: str, model: str, version: str, *, since: datetime | None = None
     if "error_code" in predictions:
         ok &= predictions["error_code"].isna() | (predictions["error_code"].astype(str) == "")
     answered = predictions[ok].copy()
-    answered[PREDICTION] = [_one_row(text, column) for text in answered["outputs"]]
-    single = answered[[value is not _SEVERAL for value in answered[PREDICTION]]]
+    answered[PREDICTION] = [_answer_rows(text, column) for text in answered["outputs"]]
+    readable = answered[[value is not None for value in answered[PREDICTION]]]
+    keep = [c for c in ("request_id", "time", "arm", PREDICTION) if c in readable]
+    # one frame row per answered row, numbered within its answer as a label names it
+    # (by answer, not request id: an id sent twice is two answers, each labelled by its rows)
+    rows = readable[keep].explode(PREDICTION)
+    rows.insert(1, ROW, rows.groupby(level=0).cumcount())
+    rows = rows.reset_index(drop=True)
     labels = _read(filesystem, f"{base}/labels", since=None)
     if labels.empty:
         raise TablesUnavailable(f"no labels under {root}/labels")
-    mine = labels["request_id"].isin(set(single["request_id"]))
+    labels[ROW] = labels[ROW].fillna(0).astype(int) if ROW in labels else 0
+    mine = labels["request_id"].isin(set(readable["request_id"]))
     if "model" in labels:
         mine &= labels["model"].isna() | (labels["model"].astype(str) == model)
     if "version" in labels:
@@ -91,16 +100,16 @@ def joined(root: str, model: str, version: str, *, since: datetime | None = None
     labels = labels[mine]
     if "received_at" in labels:
         labels = labels.assign(received_at=_utc(labels["received_at"])).sort_values("received_at")
-    labels = labels.drop_duplicates("request_id", keep="last")
-    labels = labels.assign(**{LABEL: [_label(text, column) for text in labels["label"]]})[["request_id", LABEL]]
-    keep = [c for c in ("request_id", "time", "arm", PREDICTION) if c in single]
-    frame = single[keep].merge(labels, on="request_id", how="inner").reset_index(drop=True)
+    labels = labels.drop_duplicates(["request_id", ROW], keep="last")
+    labels = labels.assign(**{LABEL: [_label(text, column) for text in labels["label"]]})[["request_id", ROW, LABEL]]
+    frame = rows.merge(labels, on=["request_id", ROW], how="inner").reset_index(drop=True)
     return Joined(
         frame=frame,
         requests=requests,
         failed=requests - len(answered),
-        several_rows=len(answered) - len(single),
-        unlabelled=len(single) - len(frame),
+        unreadable=len(answered) - len(readable),
+        rows=len(rows),
+        unlabelled=len(rows) - len(frame),
     )
 
 
@@ -146,8 +155,6 @@ def evaluate(
 
 
 # --- reading ------------------------------------------------------------------------
-
-_SEVERAL = object()  # an answer of more than one row
 
 
 def _filesystem(root: str) -> tuple[Any, str]:
@@ -218,18 +225,17 @@ def _utc(column: pd.Series) -> pd.Series:
     return pd.to_datetime(column, utc=True)
 
 
-def _one_row(text: Any, column: str | None) -> Any:
+def _answer_rows(text: Any, column: str | None) -> list[Any] | None:
+    """Each row's prediction, in order; None for an answer this reader does not understand."""
     try:
         rows = json.loads(text) if isinstance(text, str) else text
     except json.JSONDecodeError:
-        return _SEVERAL  # not an answer this reader understands: left out with the multi-row ones
+        return None
     if isinstance(rows, dict) and "predictions" in rows:
         rows = rows["predictions"]
     if not isinstance(rows, list):
-        return _value(rows, column)
-    if len(rows) != 1:
-        return _SEVERAL
-    return _value(rows[0], column)
+        return [_value(rows, column)]
+    return [_value(row, column) for row in rows] or None
 
 
 def _label(text: Any, column: str | None) -> Any:

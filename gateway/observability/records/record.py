@@ -57,10 +57,12 @@ class Exchange:
 class LabelRecord:
     """A label for a request answered earlier (ground truth), for the inference tables'
     ``labels``: handed over by the feedback code through ``Recorder.offer_labels``. ``label``
-    is any JSON value (the shape of one output row); ``received_at`` is ``time.time()``."""
+    is any JSON value (the shape of one output row); ``row`` the index of the answer's row it is
+    for (0 for a one-row answer); ``received_at`` is ``time.time()``."""
 
     request_id: str
     model: str
     version: str
     label: Any
     received_at: float
+    row: int = 0

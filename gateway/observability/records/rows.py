@@ -79,6 +79,7 @@ LABEL_SCHEMA = pa.schema(
         pa.field("label", pa.string(), nullable=False),
         pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("replica", pa.string(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),  # last: files written before it read alike
     ]
 )
 
@@ -227,6 +228,7 @@ def label_row(label: LabelRecord, *, replica: str) -> dict[str, Any]:
         "label": _json(label.label),
         "received_at": int(label.received_at * 1_000_000),
         "replica": replica,
+        "row": label.row,
     }
 
 
@@ -311,12 +313,12 @@ def _typed(rows: Any, key: str | int, kind: pa.DataType) -> list[Any] | None:
         if key and not all(isinstance(row, list) for row in rows):
             return None
     else:
-        if not all(isinstance(row, dict) for row in rows):
+        if not all(map(_is_dict, rows)):  # map over a C check: no generator frame a row
             return None
         values = [row.get(key) for row in rows]
     check = _CHECKS.get(kind)
     if check is not None:  # plain Python: pa.array per value list cost more than the rest of a row
-        return values if all(value is None or check(value) for value in values) else None
+        return values if all(map(check, values)) else None
     try:
         pa.array(values, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
@@ -324,23 +326,26 @@ def _typed(rows: Any, key: str | int, kind: pa.DataType) -> list[Any] | None:
     return values
 
 
+# Whether a value fits a column of the type (None, a missing value, fits every one).
 def _number(value: Any) -> bool:
-    return (type(value) is float) or (type(value) is int and -(2**63) <= value < 2**63)
+    return (type(value) is float) or value is None or (type(value) is int and -(2**63) <= value < 2**63)
 
 
 def _int64(value: Any) -> bool:
-    return type(value) is int and -(2**63) <= value < 2**63
+    return value is None or (type(value) is int and -(2**63) <= value < 2**63)
 
 
 def _int32(value: Any) -> bool:
-    return type(value) is int and -(2**31) <= value < 2**31
+    return value is None or (type(value) is int and -(2**31) <= value < 2**31)
 
+
+_is_dict = dict.__instancecheck__
 
 _CHECKS: dict[pa.DataType, Any] = {
     pa.float64(): _number,
     pa.float32(): _number,
     pa.int64(): _int64,
     pa.int32(): _int32,
-    pa.bool_(): lambda value: type(value) is bool,
-    pa.string(): lambda value: type(value) is str,
+    pa.bool_(): lambda value: value is None or type(value) is bool,
+    pa.string(): lambda value: value is None or type(value) is str,
 }

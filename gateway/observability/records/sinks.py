@@ -50,7 +50,7 @@ class InvalidSinkUrl(ValueError):
 
 
 class Sink(Protocol):
-    kind: str  # "file", "http", "redis" or "parquet": the label of gateway_records_written_total
+    kind: str  # "file", "http", "redis", "parquet" or "delta": the label of gateway_records_written_total
     tables: bool  # takes failed requests, shadows and labels (the inference tables), not only answers
 
     def entry(self, item: InferenceRecord | LabelRecord, *, source: str, redact: frozenset[str]) -> Any:
@@ -81,13 +81,14 @@ class EventSink:
 
 def sink_for(url: str, settings: GatewaySettings) -> Sink:
     """The sink a URL names: ``file:///dir``, ``http(s)://...``, ``redis://host:port/db?stream=name``,
-    ``parquet+file:///dir`` or ``parquet+s3://bucket/prefix`` (the inference tables)."""
+    ``parquet+file:///dir``, ``parquet+s3://bucket/prefix``, ``delta+file:///dir`` or
+    ``delta+s3://bucket/prefix`` (the inference tables)."""
     scheme = urlsplit(url).scheme.lower()
-    if scheme.startswith("parquet+"):
+    if scheme.startswith(("parquet+", "delta+")):
         from gateway.observability.records.tables import TableSink, destination_for
 
         try:
-            destination = destination_for(url)
+            destination = destination_for(url, replica=settings.replica)
         except ValueError as exc:
             raise InvalidSinkUrl(url, str(exc)) from exc
         except OSError as exc:
@@ -119,7 +120,7 @@ def sink_for(url: str, settings: GatewaySettings) -> Sink:
     raise InvalidSinkUrl(
         url,
         "must be file:///dir, an http(s):// URL, redis://host:port/db?stream=name, "
-        "parquet+file:///dir or parquet+s3://bucket/prefix",
+        "parquet+file:///dir, parquet+s3://bucket/prefix, delta+file:///dir or delta+s3://bucket/prefix",
     )
 
 

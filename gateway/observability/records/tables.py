@@ -1,6 +1,7 @@
 """Inference tables: records as Parquet files on a folder or in S3, hive-partitioned, for
 DuckDB, pandas, Spark or any engine that reads Parquet (``GATEWAY_RECORDS_SINK=parquet+file:///dir``
-or ``parquet+s3://bucket/prefix``).
+or ``parquet+s3://bucket/prefix``), or the same files committed to Delta Lake tables
+(``delta+file:///dir``, ``delta+s3://bucket/prefix``: ``delta.py``).
 
 Layout under the root (a contract: the feedback and evaluation code, and the docs' queries,
 read it)::
@@ -40,6 +41,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,7 @@ class Destination(Protocol):
     the root, with ``/``) or raises; the local file is the destination's afterwards."""
 
     shown: str
+    kind: str  # the sink's label in gateway_records_written_total: parquet or delta
 
     def spool(self, partition: Partition) -> Path:
         """The folder where a file of ``partition`` is written before it is published."""
@@ -104,6 +107,7 @@ class FolderDestination:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.shown = str(root)
+        self.kind = "parquet"
 
     def spool(self, partition: Partition) -> Path:
         folder = self.root.joinpath(*partition.segments)
@@ -129,6 +133,7 @@ class S3Destination:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.shown = f"s3://{bucket}/{self.prefix}"
+        self.kind = "parquet"
         # One try each: the recorder's backoff is the retry, and a dead endpoint must fail fast.
         config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
         self._client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None, config=config)
@@ -147,19 +152,32 @@ class S3Destination:
         self._client.close()
 
 
-def destination_for(url: str) -> Destination:
-    """``parquet+file:///dir`` or ``parquet+s3://bucket/prefix``; raises ValueError saying why not."""
+TABLE_URLS = "parquet+file:///dir, parquet+s3://bucket/prefix, delta+file:///dir or delta+s3://bucket/prefix"
+
+
+def destination_for(url: str, *, replica: str = "") -> Destination:
+    """``parquet+`` or ``delta+`` and ``file:///dir`` or ``s3://bucket/prefix``; raises
+    ValueError saying why not."""
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "parquet+file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError("must be parquet+file:///absolute/directory")
+    form, _, where = parts.scheme.lower().partition("+")
+    if form not in ("parquet", "delta") or where not in ("file", "s3"):
+        raise ValueError(f"must be {TABLE_URLS}")
+    if where == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
+        raise ValueError(f"must be {form}+file:///absolute/directory")
+    if where == "s3" and not parts.netloc:
+        raise ValueError(f"names no bucket ({form}+s3://bucket/prefix)")
+    if form == "delta":
+        try:
+            from gateway.observability.records.delta import DeltaDestination
+        except ImportError as exc:  # deltalake is the tables-delta extra's
+            raise ValueError(
+                f"needs the deltalake package: pip install 'registry-gateway[tables-delta]' ({exc})"
+            ) from exc
+        root = f"file://{unquote(parts.path)}" if where == "file" else f"s3://{parts.netloc}{parts.path}"
+        return DeltaDestination(root, app_id=f"registry-gateway:{replica}:{uuid.uuid4().hex}")
+    if where == "file":
         return FolderDestination(Path(unquote(parts.path)))
-    if scheme == "parquet+s3":
-        if not parts.netloc:
-            raise ValueError("names no bucket (parquet+s3://bucket/prefix)")
-        return S3Destination(parts.netloc, unquote(parts.path))
-    raise ValueError("must be parquet+file:///dir or parquet+s3://bucket/prefix")
+    return S3Destination(parts.netloc, unquote(parts.path))
 
 
 @dataclass
@@ -202,7 +220,6 @@ class TableSink:
     """Rows into Parquet files, a file per partition at a time (see the module's doc). Called
     by the recorder's one writer thread only."""
 
-    kind = "parquet"
     tables = True
 
     def __init__(
@@ -216,6 +233,7 @@ class TableSink:
         keep_bytes: int,
     ) -> None:
         self.destination = destination
+        self.kind = destination.kind
         self.replica = replica
         self._tag = re.sub(r"[^A-Za-z0-9._]", "_", replica)
         self._redact = frozenset(redact)

@@ -1,5 +1,5 @@
-"""The rows ``registry-gateway evaluate`` scores: a version's answered one-row requests joined
-with their latest label, read alike from a directory and from S3 (a real endpoint: moto_server).
+"""The rows ``registry-gateway evaluate`` scores: each row of a version's answered requests
+joined with its latest label, read alike from a directory and from S3 (a real endpoint: moto_server).
 tests/test_writeback.py runs the command itself against a real `mlflow server`."""
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Expected]:
 
 
 def _check(found: Joined, expected: Expected) -> None:
-    scored = list(zip(found.frame["request_id"], found.frame["prediction"], found.frame["label"], strict=True))
+    frame = found.frame
+    scored = list(zip(frame["request_id"], frame["row"], frame["prediction"], frame["label"], strict=True))
     assert sorted(scored) == sorted(expected.scored)
-    assert (found.requests, found.failed, found.several_rows, found.unlabelled) == (
+    assert any(row > 0 for _, row, _, _ in scored)  # an answer of several rows, each row labelled
+    assert (found.requests, found.failed, found.unreadable, found.rows, found.unlabelled) == (
         expected.requests,
         expected.failed,
-        expected.several_rows,
+        expected.unreadable,
+        expected.rows,
         expected.unlabelled,
     )
     assert model_type_of(found.frame) == "classifier"

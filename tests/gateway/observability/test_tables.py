@@ -31,12 +31,12 @@ from tests.conftest import IRIS_COLUMNS, Registry, empty_registry, iris_split, s
 from tests.support.keys import add_key, bearer, keyed_gateway
 from tests.support.s3 import REGION, S3
 from tests.support.servers import BIN, Process, free_port
+from tests.support.tables import docs_query
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 MODEL = "tables-iris"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "observability.md"
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +140,6 @@ def check_types(db: duckdb.DuckDBPyConnection, root: str) -> None:
     assert [(m, v) for m, v, _ in partitions] == [(MODEL, "1"), (MODEL, "2")]
 
 
-def docs_query() -> str:
-    """The DuckDB query docs/observability.md shows for predictions joined with their labels."""
-    text = DOCS.read_text()
-    found = re.search(r"<!-- tables-join-query -->\s*```sql\n(.*?)```", text, re.S)
-    assert found, "docs/observability.md has no tables-join-query"
-    return found.group(1)
-
-
 WRITTEN = {
     ("ok-1", "default"),
     ("ok-1", "shadow"),
@@ -193,7 +185,8 @@ async def test_a_folder_of_tables_read_back_by_duckdb_and_pandas(registry: Regis
 
     joined = db.execute(docs_query().replace("/var/lib/gateway/tables", str(root))).fetchall()
     outputs = json.dumps(answers["ok-1"]["predictions"], separators=(",", ":"))
-    assert joined == [("ok-1", MODEL, "1", "default", outputs, json.dumps(label.label))]
+    first = json.dumps(answers["ok-1"]["predictions"][0])  # the label's row (0) of the answer
+    assert joined == [("ok-1", 0, MODEL, "1", "default", outputs, first, json.dumps(label.label))]
 
 
 def test_a_reader_polling_never_sees_a_file_half_written(tmp_path: Path) -> None:
@@ -345,9 +338,32 @@ async def test_tables_on_s3_then_s3_down_costs_records_never_requests(
     [
         ("parquet+s3:///prefix", "names no bucket"),
         ("parquet+file://elsewhere/dir", "parquet+file:///absolute/directory"),
-        ("parquet+ftp://host/dir", "parquet+file:///dir or parquet+s3://bucket/prefix"),
+        ("parquet+ftp://host/dir", "parquet+file:///dir, parquet+s3://bucket/prefix, delta+file:///dir or delta+s3"),
     ],
 )
 def test_a_table_sink_url_that_names_nothing_usable_says_why(url: str, reason: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidSinkUrl, match=re.escape(reason)):
         sink_for(url, settings_under(tmp_path))
+
+
+def test_a_typed_column_takes_missing_values_and_goes_null_for_a_value_of_another_type() -> None:
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from gateway.observability.records.rows import prediction_row, typed_columns
+
+    frame = pd.DataFrame([[5.1, 3, "a", True]], columns=["x", "n", "s", "b"])
+    columns = typed_columns(infer_signature(frame, np.array([0])))
+
+    def row(data: list[list[Any]]) -> dict[str, Any]:
+        body = json.dumps({"dataframe_split": {"columns": ["x", "n", "s", "b"], "data": data}}).encode()
+        record = InferenceRecord(
+            "m", 1, None, "default", "r", None, "mlflow", "application/json", body,
+            b'{"predictions": [0]}', 200, 0.001, time.time(),
+        )  # fmt: skip
+        return prediction_row(record, redact=frozenset(), columns=columns, replica="r")
+
+    missing = row([[5.1, 3, "a", True], [None, None, None, None]])
+    assert [missing[f"input_{c}"] for c in "xnsb"] == [[5.1, None], [3, None], ["a", None], [True, None]]
+    wrong = row([[5.1, "3", 7, 1], [6, 2**63, "b", False]])  # each column but x has a stranger
+    assert [wrong[f"input_{c}"] for c in "xnsb"] == [[5.1, 6], None, None, None]
