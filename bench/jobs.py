@@ -114,11 +114,12 @@ def mlflow_predict(csv: Path, out: Path, tracking_uri: str) -> int:
 class GatewayArm:
     """A gateway serving the run's registry, and file jobs submitted to it."""
 
-    def __init__(self, root: Path, tracking_uri: str) -> None:
+    def __init__(self, root: Path, tracking_uri: str, settings: dict[str, str]) -> None:
         from bench.servers import free_port, fresh_gateway_state, gateway_server
 
         env = fresh_gateway_state(root / "gateway", tracking_uri)
         env["PYTHONPATH"] = str(ROOT)  # this checkout's code, not the one the venv installed
+        env.update(settings)
         self.server = gateway_server(
             "gateway",
             ROOT / ".venv" / "bin",
@@ -189,6 +190,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models predict`")
     parser.add_argument("--no-gateway", action="store_true", help="skip the gateway's file job")
+    parser.add_argument(
+        "--gateway-env", action="append", default=[], metavar="NAME=VALUE", help="a setting of the gateway's"
+    )
     parser.add_argument("--out", type=Path, help="where the run's JSON goes")
     arguments = parser.parse_args()
 
@@ -213,7 +217,8 @@ def main() -> None:
         groups = pq.ParquetFile(parquet).num_row_groups
         seconds: dict[str, list[float]] = {"floor": [], "files": [], "gateway": [], "mlflow": []}
         routes = importlib.util.find_spec("gateway.http.job_routes") is not None
-        gateway = GatewayArm(root, tracking_uri) if routes and not arguments.no_gateway else None
+        settings = dict(item.split("=", 1) for item in arguments.gateway_env)
+        gateway = GatewayArm(root, tracking_uri, settings) if routes and not arguments.no_gateway else None
         with gateway or nullcontext():
             for round_ in range(arguments.repeat):
                 took, rows = timed(lambda: floor(model, parquet, root / "floor.parquet"))
@@ -251,6 +256,7 @@ def main() -> None:
             "model": "iris v1, sklearn LogisticRegression, mlflow.pyfunc.load_model",
             "model_load_s": round(load_s, 3),
             "repeat": arguments.repeat,
+            "gateway_env": settings,
             "arms": {name: summary(taken, arguments.rows) for name, taken in seconds.items() if taken},
         }
         if gateway is not None:
