@@ -18,6 +18,7 @@ What fails and what the runner is told:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import anyio.to_thread
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from mlflow.types.schema import ColSpec, DataType
 
 from gateway.dataplane.loader import LoadedModel
 from gateway.dataplane.predictor import InferenceService
@@ -63,6 +65,30 @@ def signature_columns(model: LoadedModel) -> list[str] | None:
     return [str(name) for name in schema.input_names()]
 
 
+# MLflow's column types as Arrow's, for reading text (CSV, JSON lines) as the signature says.
+_ARROW_TYPES = {
+    DataType.boolean: pa.bool_(),
+    DataType.integer: pa.int32(),
+    DataType.long: pa.int64(),
+    DataType.float: pa.float32(),
+    DataType.double: pa.float64(),
+    DataType.string: pa.string(),
+    DataType.binary: pa.binary(),
+}
+
+
+def signature_types(model: LoadedModel) -> dict[str, pa.DataType]:
+    """The Arrow type of each named input column of the version's signature that has one."""
+    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    if schema is None or not schema.has_input_names():
+        return {}
+    types = {}
+    for spec in schema.inputs:
+        if isinstance(spec, ColSpec) and spec.name and isinstance(spec.type, DataType) and spec.type in _ARROW_TYPES:
+            types[str(spec.name)] = _ARROW_TYPES[spec.type]
+    return types
+
+
 def predictions_table(raw: Any) -> pa.Table:
     """A pyfunc's answer as columns: a DataFrame's own, else ``prediction`` (one column per
     output for a 2-D array: ``prediction_0``...)."""
@@ -88,8 +114,11 @@ class ChunkScorer:
 
     async def score(self, served: Resolved, index: int, chunk: ChunkSpec, job: FileJob) -> int:
         """The chunk scored and its output committed as part ``index``: its rows."""
+        # Text is read as the signature types its columns (a CSV's "007" stays a string), the
+        # same in every chunk; a Parquet file's own types stand.
+        types = await self._input_types(served) if chunk.file.format != "parquet" else None
         try:
-            table = await anyio.to_thread.run_sync(read_chunk, chunk)
+            table = await anyio.to_thread.run_sync(functools.partial(read_chunk, chunk, types=types))
         except JobFileError as exc:
             if exc.transient:
                 raise
@@ -106,6 +135,13 @@ class ChunkScorer:
             output = output.add_column(0, job.id_column, table.column(job.id_column))
         await self._commit(job.output, index, output)
         return int(table.num_rows)
+
+    async def _input_types(self, served: Resolved) -> dict[str, pa.DataType]:
+        model = self._scorer.loaded(served.id)
+        if model is None:  # cold here: loaded (as the chunk's first batch would load it) for its signature
+            await self._scorer.call(served, lambda model: b"", kind=None, body=b"", background=True)
+            model = self._scorer.loaded(served.id)
+        return signature_types(model) if model is not None else {}
 
     async def _predict(self, served: Resolved, rows: pa.Table, job: FileJob, where: str) -> pa.Table:
         found: list[pa.Table] = []

@@ -26,6 +26,8 @@ LOADS: dict[str, int] = {}  # load_context calls per model class
 _lock = threading.Lock()
 
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("double", "x")]), outputs=Schema([ColSpec("double")]))
+# A string column: "007" is a code of three characters, never the number 7.
+CODES_SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "code")]), outputs=Schema([ColSpec("long")]))
 
 
 def _count(kind: str) -> None:
@@ -46,6 +48,13 @@ class Scaler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         return (model_input["x"] * self.factor).to_numpy()
+
+
+class CodeLength(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Each row's code's length (CODES_SIGNATURE): 3 for "007", where a number would not do."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        return model_input["code"].map(len).to_numpy()
 
 
 class NegativeFails(Doubler):
@@ -114,13 +123,13 @@ class FlakyLoad(Doubler):
             raise OSError("weights file is corrupt (injected by FAIL_LOADS)")
 
 
-def log_pyfunc(name: str, model: mlflow.pyfunc.PythonModel) -> int:
+def log_pyfunc(name: str, model: mlflow.pyfunc.PythonModel, *, signature: ModelSignature = SIGNATURE) -> int:
     with mlflow.start_run(run_name=name):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=model,
             registered_model_name=name,
-            signature=SIGNATURE,
+            signature=signature,
             pip_requirements=["mlflow"],
         )
     return int(info.registered_model_version)

@@ -233,3 +233,28 @@ async def test_a_version_deleted_while_its_job_runs_fails_the_job_with_that_reas
         done = await ended(gateway, submitted.json()["id"])
     assert done["state"] == "failed" and "has no version 1" in done["error"], done
     assert done["rows_done"] < 500  # the chunks after the deletion were not scored
+
+
+async def test_a_csv_is_read_as_the_signature_types_it_in_every_chunk(
+    tmp_path: Path, make_settings: Callable[..., GatewaySettings]
+) -> None:
+    """A column of digits that the signature names a string stays a string ("0050", not 50), in
+    the chunks where every value looks like a number too: pyarrow alone types it per chunk."""
+    registry = empty_registry(tmp_path / "registry")
+    registry.log(fault_models.log_pyfunc, "codes", fault_models.CodeLength(), signature=fault_models.CODES_SIGNATURE)
+    codes = [f"c{number}" if number < 50 else f"{number:04d}" for number in range(1000)]  # chunks of digits alone
+    given = pa.table({"row_id": pa.array(range(1000), pa.int64()), "code": pa.array(codes)})
+    source = tmp_path / "codes.csv"
+    pacsv.write_csv(given, source)
+    settings = make_settings(**{**JOB_SETTINGS, "jobs_chunk_bytes": 1024})
+    async with running_gateway(settings, registry.tracking_uri) as gateway:
+        submitted = await gateway.client.post(
+            "/models/codes/jobs", json={"input": str(source), "output": str(tmp_path / "out"), "id_column": "row_id"}
+        )
+        assert submitted.status_code == 202, submitted.text
+        done = await ended(gateway, submitted.json()["id"])
+    assert (done["state"], done["chunks_failed"], done["rows_done"]) == ("succeeded", 0, 1000), done
+    assert done["chunks_total"] > 2
+    scored = output_rows(tmp_path / "out", "parquet")
+    assert scored.column("row_id").to_pylist() == list(range(1000))
+    assert scored.column("prediction").to_pylist() == [len(code) for code in codes]
