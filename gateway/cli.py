@@ -192,12 +192,15 @@ def _prepare_database(url: str) -> None:
     """sqlite upgrades itself; any other database must already be at the current schema,
     and belong to the registry this gateway reads."""
     from registry_sync.database import SchemaOutdated, check_schema, is_sqlite, make_engine
-    from registry_sync.registry import RegistryReader
     from registry_sync.repository import StateStore, WrongRegistry
 
     engine = make_engine(url)
     try:
         check_schema(engine, auto_upgrade=is_sqlite(url))
+        # imported once the schema is known good: it imports MLflow (about 1.5 s of CPU), which a
+        # serve refused for its database's schema never needs
+        from registry_sync.registry import RegistryReader
+
         StateStore(engine).claim(RegistryReader().registry_uri)
     except (SchemaOutdated, WrongRegistry) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
 from registry_sync.lease import db_now
-from registry_sync.registry import ModelRecord, VersionRecord
 from registry_sync.state import (
     EventRow,
     ModelVersionRow,
@@ -42,6 +41,11 @@ from registry_sync.state import (
     utcnow,
 )
 from registry_sync.traffic import SHADOW_TAG, WEIGHT_TAG, Arm, InvalidSplit, ModelTraffic, describe, parse_split
+
+if TYPE_CHECKING:
+    # Annotations only: registry_sync.registry imports MLflow (and with it pandas and scipy, about
+    # 1 s of CPU), which the CLI's commands on the state database (keys, db) never use.
+    from registry_sync.registry import ModelRecord, VersionRecord
 
 log = logging.getLogger(__name__)
 

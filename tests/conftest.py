@@ -55,43 +55,60 @@ os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "cache")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
-# The files that take longest, run first (per-file times from a whole run's --junitxml, 25 Nov). The workers
-# take whole files (--dist loadfile) in collection order, so a long file collected last can
-# leave one core idle while the other finishes it; longest first, the short ones fill in at
-# the end. An order only: a file not named here runs as before, after these.
+# The files that take longest, run first: every file that took 20 s or more in the whole run of
+# 2026-11-26 (4 workers on 2 cores shared with other work, per-file times from --junitxml), longest
+# first. The workers take whole files (--dist loadfile) in this order, so a long file collected last
+# could leave one core idle while the other finishes it; longest first, the short ones fill in at the
+# end. An order only: a file not named here runs as before, after these.
 SLOW_FILES_FIRST = (
-    "tests/gateway/runtimes/test_isolated_serving.py",
-    "tests/test_topology.py",
-    "tests/test_fleet_behind_proxies.py",  # new (issue 49): ~100 s on a busy 2-core host
-    "tests/gateway/runtimes/test_sandbox_start.py",  # new (issue 48): builds an environment, ~60 s
-    "tests/gateway/runtimes/test_sandbox_wire.py",  # new (issue 48)
-    "tests/deploy/test_local_fleet.py",  # new (issue 49): a fleet of processes, ~40 s
-    "tests/test_quality_loop.py",  # new (issue 50's Done when): two worlds of real processes, ~110 s
-    "tests/test_drift_loop.py",  # new (issue 51's Done when): an mlflow server and one gateway, ~45 s
-    "tests/gateway/test_feedback.py",  # new (issue 50): five gateways over iris models, ~110 s on a busy 2-core host
-    "tests/gateway/fleet/test_sync_waits_for_the_fleet.py",  # new (issue 49)
-    "tests/flavors/test_matrix.py",
-    "tests/test_writeback.py",  # new (issue 50): an mlflow server stopped and started again, ~200 s on a busy host
-    "tests/test_e2e.py",
-    "tests/gateway/runtimes/test_isolated_conformance.py",
-    "tests/gateway/test_fuzz_openapi.py",
-    "tests/gateway/test_traffic.py",
-    "tests/gateway/observability/test_tables.py",  # new (issue 50): two gateways, moto_server, ~70 s
-    "tests/registry_sync/drift/test_builder.py",  # new (issue 51): 19 gateways, mlflow server, moto, a worker, ~95 s
-    "tests/gateway/runtimes/test_environments.py",
-    "tests/gateway/test_predict.py",
-    "tests/test_mlflow2.py",
-    "tests/registry_sync/test_state.py",
-    "tests/test_s3.py",
-    "tests/test_cli.py",
-    "tests/test_s3_faults.py",
-    "tests/gateway/runtimes/test_sandbox.py",
-    "tests/gateway/observability/test_records_in_app.py",
-    "tests/gateway/test_models_api.py",
-    "tests/test_demo.py",
-    "tests/gateway/test_cache.py",
-    "tests/gateway/protocols/test_mlflow_streaming.py",
-    "tests/gateway/protocols/test_transformers_streaming.py",
+    "tests/gateway/runtimes/test_isolated_serving.py",  # 377 s
+    "tests/test_cli.py",  # 295 s
+    "tests/gateway/runtimes/test_sandbox_wire.py",  # 289 s
+    "tests/registry_sync/test_state.py",  # 254 s
+    "tests/gateway/runtimes/test_isolated_conformance.py",  # 234 s
+    "tests/test_e2e.py",  # 232 s
+    "tests/test_topology.py",  # 211 s
+    "tests/registry_sync/drift/test_builder.py",  # 179 s
+    "tests/test_mlflow2.py",  # 178 s
+    "tests/flavors/test_matrix.py",  # 174 s
+    "tests/gateway/runtimes/test_sandbox_start.py",  # 173 s
+    "tests/test_fleet_behind_proxies.py",  # 171 s
+    "tests/gateway/test_predict.py",  # 151 s
+    "tests/gateway/runtimes/test_environments.py",  # 139 s
+    "tests/test_demo.py",  # 114 s
+    "tests/gateway/runtimes/test_sandbox.py",  # 106 s
+    "tests/test_s3_faults.py",  # 100 s
+    "tests/gateway/test_traffic.py",  # 92 s
+    "tests/test_s3.py",  # 84 s
+    "tests/test_writeback.py",  # 81 s
+    "tests/test_quality_loop.py",  # 79 s
+    "tests/gateway/test_models_api.py",  # 71 s
+    "tests/gateway/observability/test_records_in_app.py",  # 63 s
+    "tests/gateway/test_fuzz_openapi.py",  # 60 s
+    "tests/gateway/test_api_docs.py",  # 56 s
+    "tests/gateway/drift/test_drift_in_app.py",  # 54 s
+    "tests/conformance/test_mlflow_conformance.py",  # 52 s
+    "tests/gateway/test_swaps.py",  # 49 s
+    "tests/gateway/test_cache.py",  # 47 s
+    "tests/gateway/runtimes/test_devices.py",  # 47 s
+    "tests/gateway/protocols/test_oip_mlserver.py",  # 44 s
+    "tests/test_drift_loop.py",  # 42 s
+    "tests/deploy/test_local_fleet.py",  # 38 s
+    "tests/test_webhooks_e2e.py",  # 36 s
+    "tests/gateway/test_status_page.py",  # 36 s
+    "tests/gateway/test_control_api.py",  # 34 s
+    "tests/gateway/protocols/test_oip_grpc.py",  # 31 s
+    "tests/gateway/test_oidc.py",  # 28 s
+    "tests/gateway/test_feedback.py",  # 28 s
+    "tests/gateway/test_fuzz_scoring.py",  # 27 s
+    "tests/registry_sync/test_keys.py",  # 25 s
+    "tests/gateway/observability/test_logs.py",  # 25 s
+    "tests/gateway/test_roles.py",  # 24 s
+    "tests/gateway/protocols/test_openai.py",  # 24 s
+    "tests/gateway/test_priming.py",  # 21 s
+    "tests/gateway/observability/test_tables.py",  # 21 s
+    "tests/gateway/test_fastpath.py",  # 20 s
+    "tests/gateway/protocols/test_mlflow_streaming.py",  # 20 s
 )
 
 

@@ -274,7 +274,10 @@ def test_a_rolling_restart_under_load_fails_no_request(fleet: Fleet) -> None:
         front = fleet.fronts["haproxy" if index % 2 == 0 else "envoy"]
         path = f"/models/{model}/predict"
         sessions.append(http_session(front.http, path, ROW) if index < 4 else grpc_session(front.grpc_target, model))
-    with RequestLoop(sessions) as load:
+    # paced, 20 calls a second a client at most: back to back, the six clients kept both cores
+    # busy through the three restarts, which then took longer, and so made more calls (the file
+    # took 67 s of CPU alone on a quiet host, 132 s on a busy one; paced, 37 s and 53 s)
+    with RequestLoop(sessions, pace=0.05) as load:
         load.wait_for(60)
         for name, replica in fleet.replicas.items():  # one replica at a time, as a rolling update does
             served = [m for m in MODELS if replica.counter("gateway_requests_total", m) > 0]

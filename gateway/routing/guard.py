@@ -39,7 +39,6 @@ from typing import Literal
 
 import anyio.to_thread
 import numpy as np
-from scipy import stats
 
 from gateway.errors import ModelRaised
 from gateway.metrics import GatewayMetrics
@@ -279,6 +278,10 @@ def quality_breach(limits: QualityLimits, canary: Scored, default: Scored) -> st
     """Why the canary must lose its weight on its labels, or None: both windows hold
     ``min_labels`` labels of one task, the canary is worse by more than ``max_quality_drop``,
     and the difference is significant at ``confidence``."""
+    # imported here, not with the module: scipy.stats costs about 0.5 s of CPU, and every gateway
+    # and sync process imported it at start although only a canary's quality verdict uses it
+    from scipy import stats
+
     c, d = canary.figures, default.figures
     if c.labels < limits.min_labels or d.labels < limits.min_labels or c.task != d.task:
         return None

@@ -40,7 +40,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from registry_sync.drift.profile import CategoricalColumn, Column, NumericColumn
 
@@ -218,11 +217,17 @@ def compare(column: Column, counts: ColumnCounts) -> FeatureDrift:
 
 
 def _ks(expected: np.ndarray[Any, Any], live: np.ndarray[Any, Any], n: int) -> tuple[float, float]:
+    # imported where a test runs, not with the module: scipy.stats costs about 0.5 s of CPU, and
+    # every gateway and sync process imported it at start (through the drift window)
+    from scipy import stats
+
     gap = float(np.max(np.abs(np.cumsum(expected) - np.cumsum(live))[:-1], initial=0.0))
     return gap, float(stats.kstwo.sf(gap, n))
 
 
 def _chi_square(expected: np.ndarray[Any, Any], observed: np.ndarray[Any, Any]) -> tuple[float, float]:
+    from scipy import stats  # imported here, as in _ks
+
     used = (expected > 0) | (observed > 0)
     shares = np.maximum(expected[used], EPSILON)
     wanted = shares / shares.sum() * observed[used].sum()

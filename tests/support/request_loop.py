@@ -19,7 +19,12 @@ Session = Callable[[], AbstractContextManager[Callable[[], int]]]
 
 
 class RequestLoop:
-    def __init__(self, sessions: list[Session]) -> None:
+    """``pace``: the seconds each client waits after each call (0: back to back). Back to back,
+    a handful of clients keep 2 cores busy answering them, and the processes a test restarts
+    meanwhile start that much slower; paced, requests still arrive all through a restart."""
+
+    def __init__(self, sessions: list[Session], *, pace: float = 0.0) -> None:
+        self._pace = pace
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(s,)) for s in sessions]
         self.statuses: list[int] = []
@@ -39,6 +44,8 @@ class RequestLoop:
                     self.statuses.append(call())
                 except (httpx.TransportError, grpc.RpcError) as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
+                if self._pace:
+                    self._stop.wait(self._pace)
 
     def __enter__(self) -> RequestLoop:
         for thread in self._threads:

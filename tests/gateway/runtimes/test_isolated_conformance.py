@@ -61,6 +61,13 @@ def corpus_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict
     return uri, versions
 
 
+@pytest.fixture(scope="module")
+def env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One environment folder for the module's gateways: the corpus's versions all need the same
+    environment, built once (uv venv and install) where each test built its own copy of it."""
+    return tmp_path_factory.mktemp("corpus-envs")
+
+
 async def answers(
     uri: str, versions: dict[str, int], root: Path, **settings: object
 ) -> dict[tuple[str, str, str], list[harness.Answer]]:
@@ -102,10 +109,9 @@ def _same(answers: list[harness.Answer]) -> list[harness.Answer]:
 
 
 async def test_isolated_versions_answer_the_corpus_as_in_process_ones_do(
-    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, env_dir: Path
 ) -> None:
     uri, versions = corpus_registry
-    env_dir = tmp_path_factory.mktemp("corpus-envs")
     here = await answers(uri, versions, tmp_path / "in-process", env_dir=env_dir)
     isolated = await answers(uri, versions, tmp_path / "isolated", env_dir=env_dir, env_isolate="always")
     for kind in KINDS:
@@ -118,7 +124,7 @@ async def test_isolated_versions_answer_the_corpus_as_in_process_ones_do(
 
 
 async def test_an_isolated_fast_path_survives_its_worker_being_killed(
-    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, env_dir: Path
 ) -> None:
     import os
     import signal
@@ -128,7 +134,7 @@ async def test_an_isolated_fast_path_survives_its_worker_being_killed(
     uri, versions = corpus_registry
     url = f"/models/iris/versions/{versions['iris']}/predict"
     body = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": _ROWS}}
-    settings = settings_under(tmp_path, env_dir=tmp_path_factory.mktemp("kill-envs"), env_isolate="always")
+    settings = settings_under(tmp_path, env_dir=env_dir, env_isolate="always")
     async with running_gateway(settings, uri) as gw:
         first = await gw.client.post(url, json=body)
         assert first.status_code == 200, first.text
@@ -154,7 +160,7 @@ async def test_an_isolated_fast_path_survives_its_worker_being_killed(
 
 
 def test_grpc_answers_from_an_isolated_worker_are_those_of_in_process_serving(
-    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    corpus_registry: tuple[str, dict[str, int]], tmp_path: Path, env_dir: Path
 ) -> None:
     """The Open Inference Protocol over gRPC, with tritonclient as its users call it: the same
     tensors from a version in process and from the same version in a worker."""
@@ -168,7 +174,6 @@ def test_grpc_answers_from_an_isolated_worker_are_those_of_in_process_serving(
     uri, versions = corpus_registry
     registry = Registry("sqlite", uri, tmp_path, MlflowClient(tracking_uri=uri))
     rows = np.asarray(_ROWS)
-    env_dir = tmp_path_factory.mktemp("grpc-envs")
 
     runtimes = []
 
