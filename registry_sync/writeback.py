@@ -234,9 +234,10 @@ class Writeback:
                 self._tag(name, version, figures, now)
             except Exception as exc:
                 return self._failed(report, f"tagging {name} v{version} in MLflow: {type(exc).__name__}: {exc}")
-        self._outage.passed()
-        if report.written and self._on_pass is not None:
-            self._on_pass(True)
+        if report.written:  # a pass that wrote nothing said nothing of MLflow: an outage goes on
+            self._outage.passed()
+            if self._on_pass is not None:
+                self._on_pass(True)
         return report
 
     def _failed(self, report: WritebackReport, error: str) -> WritebackReport:
