@@ -114,12 +114,11 @@ class Gate:
 
     async def _authenticate(self, headers: Iterable[tuple[bytes, bytes]]) -> Caller:
         sent = False
-        if self.tokens is not None:  # a token verified already: one lookup by the header's bytes
-            for name, value in headers:
-                if name == b"authorization":
-                    if (known := self.tokens.known(value)) is not None:
-                        return known
-                    break
+        raw = None  # the Authorization header's bytes: a token verified already is found by them
+        if self.tokens is not None:
+            raw = next((value for name, value in headers if name == b"authorization"), None)
+            if raw is not None and (known := self.tokens.known(raw)) is not None:
+                return known
         if self.keys is not None:
             key, sent = self.keys.identify(headers)
             if key is not None:
@@ -132,10 +131,8 @@ class Gate:
                 except InvalidToken as exc:
                     self._metrics.auth_failed(f"token_{exc.reason}")
                     raise
-                for name, value in headers:
-                    if name == b"authorization":
-                        self.tokens.remember(value, caller)
-                        break
+                if raw is not None:
+                    self.tokens.remember(raw, caller)
                 return caller
             sent = sent or token is not None
         self._metrics.auth_failed("unknown" if sent else "missing")
