@@ -35,7 +35,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry_sync.identity import VersionId
-from registry_sync.quality import Labelled, Scored, Task, label_problem, score
+from registry_sync.quality import (
+    DEFAULT_WINDOW,
+    Labelled,
+    QualityFigures,
+    Scored,
+    Task,
+    label_problem,
+    score,
+    task_of_tag,
+)
 from registry_sync.repository import StateUnavailable, transaction
 from registry_sync.state import FeedbackArmRow, FeedbackLabelRow, FeedbackPredictionRow, ModelVersionRow
 
@@ -333,3 +342,21 @@ class FeedbackStore:
         """The window scored; ``task`` (a version's tag) overrides the one recorded."""
         rows, recorded = self.window(identity, arm=arm, window=window)
         return score(rows, task or recorded, window=window)
+
+
+def live_quality(
+    store_or_engine: Any, model: str, version: str, *, arm: str | None = None, window: int = DEFAULT_WINDOW
+) -> QualityFigures:
+    """The live quality of ``model``'s version ``version`` (its number, as text: the version now
+    under that number, by identity) over its latest ``window`` labels (GATEWAY_QUALITY_WINDOW,
+    to agree with the gateways' figures), of one arm (``default``, ``canary``, ``named``...) or
+    all. A version without labels has ``labels`` 0 and no metrics. Reads the state database (a
+    :class:`~registry_sync.repository.StateStore` or an engine);
+    :class:`~registry_sync.repository.StateUnavailable` when it cannot."""
+    engine: Engine = store_or_engine if isinstance(store_or_engine, Engine) else store_or_engine.engine
+    feedback = FeedbackStore(engine)
+    found = feedback.version_identity(model, int(version))
+    if found is None:
+        return QualityFigures(None, 0, {}, window)
+    identity, tags = found
+    return feedback.scored(identity, arm=arm, window=window, task=task_of_tag(tags)).figures

@@ -9,8 +9,9 @@ RMSE. The task is the version tag ``gateway.quality.task`` if set, else what was
 the predictions (the version's signature's output type, else the answer's JSON type: an
 integer, a string or a boolean is a class, a float a value).
 
-:func:`live_quality` is what the sync leader's MLflow write-back calls: figures straight from
-the state database, for one version and optionally one arm.
+Pure functions of the rows: reading them from the state database is
+:mod:`registry_sync.feedback`'s (its :func:`~registry_sync.feedback.live_quality` is what the sync
+leader's MLflow write-back calls).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine
 
 Task = Literal["classification", "regression"]
 CLASSIFICATION: Task = "classification"
@@ -203,23 +203,3 @@ def _log_loss(rows: Sequence[Labelled]) -> float | None:
         chosen.append(float(mine) / total)
     eps = np.finfo(np.float64).eps
     return float(-np.mean(np.log(np.clip(np.array(chosen), eps, 1 - eps))))
-
-
-def live_quality(
-    store_or_engine: Any, model: str, version: str, *, arm: str | None = None, window: int = DEFAULT_WINDOW
-) -> QualityFigures:
-    """The live quality of ``model``'s version ``version`` (its number, as text: the version now
-    under that number, by identity) over its latest ``window`` labels (GATEWAY_QUALITY_WINDOW,
-    to agree with the gateways' figures), of one arm (``default``, ``canary``, ``named``...) or
-    all. A version without labels has ``labels`` 0 and no metrics. Reads the state database (a
-    :class:`~registry_sync.repository.StateStore` or an engine);
-    :class:`~registry_sync.repository.StateUnavailable` when it cannot."""
-    from registry_sync.feedback import FeedbackStore  # the store's module imports this one
-
-    engine: Engine = store_or_engine if isinstance(store_or_engine, Engine) else store_or_engine.engine
-    feedback = FeedbackStore(engine)
-    found = feedback.version_identity(model, int(version))
-    if found is None:
-        return QualityFigures(None, 0, {}, window)
-    identity, tags = found
-    return feedback.scored(identity, arm=arm, window=window, task=task_of_tag(tags)).figures

@@ -20,7 +20,6 @@ from mlflow.models import Model
 
 from gateway.dataplane import fastpath
 from gateway.dataplane.fastpath import FastPath
-from gateway.dataplane.policy import LoadingPolicy, PolicyViolation
 from gateway.errors import (
     GatewayError,
     InvalidInput,
@@ -36,6 +35,7 @@ from gateway.errors import (
 from gateway.observability.repeats import Repeats
 from gateway.runtimes.base import Placement, flavor_of
 from gateway.runtimes.placement import EnvironmentPolicy, PlacementRefused, Placer
+from gateway.runtimes.policy import LoadingPolicy, PolicyViolation
 from gateway.sizes import readable
 from gateway.wire.mlflow_scoring import BodyLimits, ScoringInput
 from registry_sync.artifacts import ArtifactStore

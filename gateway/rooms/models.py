@@ -17,12 +17,12 @@ from gateway.admission.limits import LoadBudget
 from gateway.dataplane.cache import LoadFn, ModelCache, Reserve
 from gateway.dataplane.inference import check_fast_path
 from gateway.dataplane.loader import LoadedModel, ModelLoader
-from gateway.dataplane.policy import LoadingPolicy
 from gateway.dataplane.streaming import Streams
 from gateway.observability.tracing import Tracing
 from gateway.rooms.observability import ObservabilityRoom
 from gateway.rooms.runtimes import RuntimesRoom
 from gateway.rooms.state import StateRoom
+from gateway.runtimes.policy import LoadingPolicy
 from gateway.settings import GatewaySettings
 from gateway.wire.mlflow_scoring import BodyLimits
 from registry_sync.identity import VersionId

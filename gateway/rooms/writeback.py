@@ -23,8 +23,8 @@ from gateway.rooms.observability import ObservabilityRoom
 from gateway.rooms.state import StateRoom
 from gateway.rooms.sync import SyncRoom
 from gateway.settings import GatewaySettings
+from registry_sync.feedback import live_quality
 from registry_sync.figures import FiguresStore
-from registry_sync.quality import live_quality
 from registry_sync.writeback import OperationalFigures, Writeback
 from registry_sync.writeback_marks import WritebackMarks
 

@@ -41,12 +41,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from gateway.runtimes.confinement import contradictions, layers, observe
-
-if TYPE_CHECKING:
-    from gateway.runtimes.workers import WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +74,20 @@ _PASSED_PREFIXES = ("LC_",)
 # Names GATEWAY_ENV_PASS may not name: the gateway's own settings and credentials.
 REFUSED_PREFIXES = ("GATEWAY_", "MLFLOW_", "AWS_", "AZURE_", "GOOGLE_APPLICATION_CREDENTIALS", "PGPASSWORD")
 _DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", "/dev/dri")
+
+
+class Watched(Protocol):
+    """What the watchdog needs of a worker process (gateway.runtimes.workers.WorkerProcess):
+    its pid while it runs, a name for the log, and where to say why it was killed."""
+
+    label: str
+    over_limit: str | None
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def alive(self) -> bool: ...
 
 
 class SandboxUnavailable(Exception):
@@ -313,7 +324,7 @@ class WorkerSandbox:
             }
         )
 
-    def watching(self, process: WorkerProcess, header: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+    def watching(self, process: Watched, header: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
         """A call's CPU time (a predict, a stream's chunk, a load), held to
         GATEWAY_SANDBOX_CPU_SECONDS, a predict's wall time to GATEWAY_SANDBOX_CALL_SECONDS, a
         load's or an unload's to GATEWAY_SANDBOX_LOAD_SECONDS; from its end, the CPU its worker
@@ -498,7 +509,7 @@ class CpuWatchdog:
         self._interval = interval
         # pid -> its current span: (process, what it is doing, its CPU time when the watchdog
         # first saw the span (None until then), when the span began, which span)
-        self._spans: dict[int, tuple[WorkerProcess, str, float | None, float, int]] = {}
+        self._spans: dict[int, tuple[Watched, str, float | None, float, int]] = {}
         self._count = itertools.count()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -509,7 +520,7 @@ class CpuWatchdog:
         return self.seconds > 0 or self.call_seconds > 0 or self.load_seconds > 0
 
     @contextlib.contextmanager
-    def watching(self, process: WorkerProcess, doing: str | None) -> Iterator[None]:
+    def watching(self, process: Watched, doing: str | None) -> Iterator[None]:
         """A span of ``doing`` (``call``: CPU and wall time held; ``load``: CPU time; None: not
         watched, as a worker's hello), and from its end the time until the next one."""
         pid = process.pid
@@ -523,7 +534,7 @@ class CpuWatchdog:
         finally:
             self._begin(pid, process, "idle")
 
-    def _begin(self, pid: int, process: WorkerProcess, doing: str) -> None:
+    def _begin(self, pid: int, process: Watched, doing: str) -> None:
         with self._lock:
             self._spans[pid] = (process, doing, None, time.monotonic(), next(self._count))
             if self._thread is None:
@@ -569,7 +580,7 @@ class CpuWatchdog:
             return f"over its load time limit ({wall:.1f} s, GATEWAY_SANDBOX_LOAD_SECONDS={self.load_seconds:g})"
         return None
 
-    def _kill(self, pid: int, process: WorkerProcess, why: str) -> None:
+    def _kill(self, pid: int, process: Watched, why: str) -> None:
         log.error("worker %s (pid %s) killed: %s", process.label, pid, why)
         process.over_limit = why
         with contextlib.suppress(ProcessLookupError):

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from gateway.dataplane.policy import TESTED_FLAVORS
+from gateway.runtimes.policy import TESTED_FLAVORS
 from gateway.settings.section import SettingsSection, comma_list
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 from mlflow.models import Model
 
-from gateway.dataplane.policy import TESTED_FLAVORS, LoadingPolicy, PolicyViolation, loading_flavor
+from gateway.runtimes.policy import TESTED_FLAVORS, LoadingPolicy, PolicyViolation, loading_flavor
 from tests.conformance.corpus import Case
 from tests.conformance.harness import Answer, read_answer, reference_answers, same_document
 from tests.conftest import Registry, empty_registry, settings_under

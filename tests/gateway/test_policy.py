@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from mlflow.models import Model
 
-from gateway.dataplane.policy import CUSTOM_LOADER, TESTED_FLAVORS, LoadingPolicy, PolicyViolation, loading_flavor
 from gateway.demo import IRIS, TORCH, iris_frame, torch_available
+from gateway.runtimes.policy import CUSTOM_LOADER, TESTED_FLAVORS, LoadingPolicy, PolicyViolation, loading_flavor
 from gateway.settings import GatewaySettings
 from registry_sync.artifacts import uri_within
 from tests.conftest import Registry, empty_registry, iris_split, running_gateway

@@ -9,7 +9,7 @@ from sklearn import metrics
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from registry_sync.feedback import FeedbackStore, KeptPrediction, LabelItem
+from registry_sync.feedback import FeedbackStore, KeptPrediction, LabelItem, live_quality
 from registry_sync.identity import VersionId
 from registry_sync.quality import (
     CLASSIFICATION,
@@ -17,7 +17,6 @@ from registry_sync.quality import (
     Labelled,
     QualityFigures,
     label_problem,
-    live_quality,
     score,
 )
 from registry_sync.state import ModelVersionRow
