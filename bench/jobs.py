@@ -112,37 +112,62 @@ def mlflow_predict(csv: Path, out: Path, tracking_uri: str) -> int:
 
 
 class GatewayArm:
-    """A gateway serving the run's registry, and file jobs submitted to it."""
+    """A gateway serving the run's registry, and file jobs submitted to it.
 
-    def __init__(self, root: Path, tracking_uri: str, settings: dict[str, str]) -> None:
+    ``replicas`` serving processes on one state database (the first with ``--role all``, the
+    others ``--role gateway``), and with ``jobs_process`` one ``--role jobs`` process beside
+    them (which the serving ones then leave the chunks to, GATEWAY_JOBS_ON_SERVING=auto). Each
+    process loads the version by a request before any timing; jobs are submitted to the first.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        tracking_uri: str,
+        settings: dict[str, str] | None = None,
+        *,
+        replicas: int = 1,
+        jobs_process: bool = False,
+    ) -> None:
         from bench.servers import free_port, fresh_gateway_state, gateway_server
 
         env = fresh_gateway_state(root / "gateway", tracking_uri)
         env["PYTHONPATH"] = str(ROOT)  # this checkout's code, not the one the venv installed
-        env.update(settings)
-        self.server = gateway_server(
-            "gateway",
-            ROOT / ".venv" / "bin",
-            port=free_port(),
-            predict_path="/models/iris/predict",
-            log=root / "gateway.log",
-            env=env,
-        )
+        env.update(settings or {})
+        roles = ["all"] + ["gateway"] * (replicas - 1) + (["jobs"] if jobs_process else [])
+        self.servers = []
+        for number, role in enumerate(roles):
+            own = {**env, "GATEWAY_ARTIFACT_CACHE_DIR": str(root / "gateway" / f"artifacts-{number}")}
+            self.servers.append(
+                gateway_server(
+                    f"gateway-{role}-{number}",
+                    ROOT / ".venv" / "bin",
+                    port=free_port(),
+                    predict_path="/models/iris/predict",
+                    log=root / f"gateway-{number}.log",
+                    env=own,
+                    args=("--role", role),
+                )
+            )
+        self.server = self.servers[0]
         self.job_seconds: list[float] = []
 
     def __enter__(self) -> GatewayArm:
         import httpx
 
-        self.server.start()
-        self.http = httpx.Client(base_url=self.server.url, timeout=60)
+        for server in self.servers:
+            server.start()
         row = {"dataframe_split": {"columns": COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}}
-        answer = self.http.post("/models/iris/versions/1/predict", json=row)  # loads the version
-        answer.raise_for_status()
+        for server in self.servers:  # each loads the version
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                client.post("/models/iris/versions/1/predict", json=row).raise_for_status()
+        self.http = httpx.Client(base_url=self.server.url, timeout=60)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.http.close()
-        self.server.stop()
+        for server in reversed(self.servers):
+            server.stop()
 
     def score(self, source: Path, out: Path) -> int:
         body = {"input": str(source), "output": str(out), "output_format": "parquet"}
@@ -193,6 +218,8 @@ def main() -> None:
     parser.add_argument(
         "--gateway-env", action="append", default=[], metavar="NAME=VALUE", help="a setting of the gateway's"
     )
+    parser.add_argument("--replicas", type=int, default=1, help="serving processes on one state database")
+    parser.add_argument("--jobs-process", action="store_true", help="a `serve --role jobs` process runs the chunks")
     parser.add_argument("--out", type=Path, help="where the run's JSON goes")
     arguments = parser.parse_args()
 
@@ -218,7 +245,11 @@ def main() -> None:
         seconds: dict[str, list[float]] = {"floor": [], "files": [], "gateway": [], "mlflow": []}
         routes = importlib.util.find_spec("gateway.http.job_routes") is not None
         settings = dict(item.split("=", 1) for item in arguments.gateway_env)
-        gateway = GatewayArm(root, tracking_uri, settings) if routes and not arguments.no_gateway else None
+        gateway = None
+        if routes and not arguments.no_gateway:
+            gateway = GatewayArm(
+                root, tracking_uri, settings, replicas=arguments.replicas, jobs_process=arguments.jobs_process
+            )
         with gateway or nullcontext():
             for round_ in range(arguments.repeat):
                 took, rows = timed(lambda: floor(model, parquet, root / "floor.parquet"))
@@ -257,6 +288,8 @@ def main() -> None:
             "model_load_s": round(load_s, 3),
             "repeat": arguments.repeat,
             "gateway_env": settings,
+            "replicas": arguments.replicas,
+            "jobs_process": arguments.jobs_process,
             "arms": {name: summary(taken, arguments.rows) for name, taken in seconds.items() if taken},
         }
         if gateway is not None:
