@@ -22,6 +22,12 @@ shared host's drift lands on each alike:
   on a CSV of the same rows (it reads CSV or JSON, not Parquet), the whole command's wall time
   (the interpreter's start and the model's load included), once a round.
 
+Each round also keeps its CPU seconds (the floor's and the files': this process's; the
+gateway's: every gateway process's, from /proc): on a shared host the CPU a round took moves
+less than its clock. ``--replicas N`` runs N serving processes on one state database (jobs
+submitted to the first, every one claiming chunks), ``--jobs-process`` a ``serve --role jobs``
+process beside them.
+
 ``python bench/jobs.py`` prints a line an arm and writes the run to ``--out`` (JSON).
 """
 
@@ -151,6 +157,7 @@ class GatewayArm:
             )
         self.server = self.servers[0]
         self.job_seconds: list[float] = []
+        self.cpu_seconds: list[float] = []  # a job's CPU time, every process's together
 
     def __enter__(self) -> GatewayArm:
         import httpx
@@ -170,6 +177,13 @@ class GatewayArm:
             server.stop()
 
     def score(self, source: Path, out: Path) -> int:
+        cpu = sum(server.cpu_seconds() for server in self.servers)
+        try:
+            return self._score(source, out)
+        finally:
+            self.cpu_seconds.append(sum(server.cpu_seconds() for server in self.servers) - cpu)
+
+    def _score(self, source: Path, out: Path) -> int:
         body = {"input": str(source), "output": str(out), "output_format": "parquet"}
         answer = self.http.post("/models/iris/versions/1/jobs", json=body)
         assert answer.status_code == 202, answer.text
@@ -184,9 +198,12 @@ class GatewayArm:
         return int(job["rows_done"])
 
 
-def timed(run: Callable[[], int]) -> tuple[float, int]:
-    started = time.perf_counter()
+def timed(run: Callable[[], int], cpu: list[float] | None = None) -> tuple[float, int]:
+    """The wall time of ``run`` and its rows; its CPU time (this process's) to ``cpu``."""
+    started, used = time.perf_counter(), time.process_time()
     rows = run()
+    if cpu is not None:
+        cpu.append(time.process_time() - used)
     return time.perf_counter() - started, rows
 
 
@@ -243,6 +260,7 @@ def main() -> None:
         parquet, csv = write_inputs(root, arguments.rows, arguments.row_group)
         groups = pq.ParquetFile(parquet).num_row_groups
         seconds: dict[str, list[float]] = {"floor": [], "files": [], "gateway": [], "mlflow": []}
+        cpu: dict[str, list[float]] = {"floor": [], "files": []}
         routes = importlib.util.find_spec("gateway.http.job_routes") is not None
         settings = dict(item.split("=", 1) for item in arguments.gateway_env)
         gateway = None
@@ -252,11 +270,11 @@ def main() -> None:
             )
         with gateway or nullcontext():
             for round_ in range(arguments.repeat):
-                took, rows = timed(lambda: floor(model, parquet, root / "floor.parquet"))
+                took, rows = timed(lambda: floor(model, parquet, root / "floor.parquet"), cpu["floor"])
                 seconds["floor"].append(took)
                 assert rows == arguments.rows
                 out = root / f"files-{round_}"
-                took, rows = timed(lambda: files(model, parquet, out, arguments.row_group))  # noqa: B023
+                took, rows = timed(lambda: files(model, parquet, out, arguments.row_group), cpu["files"])  # noqa: B023
                 seconds["files"].append(took)
                 assert rows == arguments.rows
                 if gateway is not None:
@@ -292,13 +310,21 @@ def main() -> None:
             "jobs_process": arguments.jobs_process,
             "arms": {name: summary(taken, arguments.rows) for name, taken in seconds.items() if taken},
         }
+        for name, used in cpu.items():
+            result["arms"][name]["cpu_seconds"] = [round(c, 4) for c in used]
         if gateway is not None:
             result["arms"]["gateway"]["job_seconds"] = gateway.job_seconds  # started to finished, the job's own
+            result["arms"]["gateway"]["cpu_seconds"] = [round(c, 4) for c in gateway.cpu_seconds]
     arms = result["arms"]
     result["files_to_floor_median"] = round(arms["files"]["rows_per_s_median"] / arms["floor"]["rows_per_s_median"], 3)
     if "gateway" in arms:
         result["gateway_to_floor_median"] = round(
             arms["gateway"]["rows_per_s_median"] / arms["floor"]["rows_per_s_median"], 3
+        )
+    if "gateway" in arms:
+        # CPU seconds a round, every process's: less moved by other work on a shared host than the clock
+        result["gateway_to_floor_cpu_median"] = round(
+            statistics.median(arms["floor"]["cpu_seconds"]) / statistics.median(arms["gateway"]["cpu_seconds"]), 3
         )
     if "mlflow" in arms:
         result["mlflow_to_floor_median"] = round(
@@ -309,6 +335,8 @@ def main() -> None:
         print(f"{name:>7}: {median:>10,} rows/s median ({best:,} best) {arm['seconds']}")
     ratios = {k: v for k, v in result.items() if k.endswith("_to_floor_median")}
     print(", ".join(f"{k.removesuffix('_to_floor_median')}/floor {v}" for k, v in ratios.items()))
+    if "gateway_to_floor_cpu_median" in result:
+        print(f"gateway/floor by CPU seconds {result['gateway_to_floor_cpu_median']}")
     if arguments.out is not None:
         arguments.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {arguments.out}")
