@@ -1457,6 +1457,23 @@ def test_the_job_figures_in_the_performance_docs_are_the_runs_they_cite() -> Non
             f"{statistics.median(gateway['job_seconds']):.2f} s |"
         )
         assert row in section, row
+    # the prose quotes the same runs: the p99 verdicts, and three replicas against one
+    text = " ".join(section.split())
+    for name, where in (
+        ("jobs-p99-inprocess-20261126", "with one process"),
+        ("jobs-p99-jobs-process-20261126", "with a jobs process"),
+    ):
+        ratio = json.loads((root / "bench" / "results" / f"{name}.json").read_text())["ratio_median"]
+        assert f"{where} {ratio:.2f} times, **{'met' if ratio <= 2 else 'not met'}**" in text, (where, ratio)
+    one, three = (
+        json.loads((root / "bench" / "results" / f"{name}.json").read_text())
+        for name in ("jobs-iris-1m-whole-20261126", "jobs-iris-1m-replicas3-20261126")
+    )
+    quoted = (
+        f"scored {three['arms']['gateway']['rows_per_s_median']:,} rows a second against one replica's "
+        f"{one['arms']['gateway']['rows_per_s_median']:,}"
+    )
+    assert quoted in text, quoted
 
 
 @pytest.mark.parametrize(
