@@ -22,6 +22,12 @@ shared host's drift lands on each alike:
   on a CSV of the same rows (it reads CSV or JSON, not Parquet), the whole command's wall time
   (the interpreter's start and the model's load included), once a round.
 
+Each round also keeps its CPU seconds (the floor's and the files': this process's; the
+gateway's: every gateway process's, from /proc): on a shared host the CPU a round took moves
+less than its clock. ``--replicas N`` runs N serving processes on one state database (jobs
+submitted to the first, every one claiming chunks), ``--jobs-process`` a ``serve --role jobs``
+process beside them.
+
 ``python bench/jobs.py`` prints a line an arm and writes the run to ``--out`` (JSON).
 """
 
@@ -112,39 +118,73 @@ def mlflow_predict(csv: Path, out: Path, tracking_uri: str) -> int:
 
 
 class GatewayArm:
-    """A gateway serving the run's registry, and file jobs submitted to it."""
+    """A gateway serving the run's registry, and file jobs submitted to it.
 
-    def __init__(self, root: Path, tracking_uri: str, settings: dict[str, str]) -> None:
+    ``replicas`` serving processes on one state database (the first with ``--role all``, the
+    others ``--role gateway``), and with ``jobs_process`` one ``--role jobs`` process beside
+    them (which the serving ones then leave the chunks to, GATEWAY_JOBS_ON_SERVING=auto). Each
+    process loads the version by a request before any timing; jobs are submitted to the first.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        tracking_uri: str,
+        settings: dict[str, str] | None = None,
+        *,
+        replicas: int = 1,
+        jobs_process: bool = False,
+    ) -> None:
         from bench.servers import free_port, fresh_gateway_state, gateway_server
 
         env = fresh_gateway_state(root / "gateway", tracking_uri)
         env["PYTHONPATH"] = str(ROOT)  # this checkout's code, not the one the venv installed
-        env.update(settings)
-        self.server = gateway_server(
-            "gateway",
-            ROOT / ".venv" / "bin",
-            port=free_port(),
-            predict_path="/models/iris/predict",
-            log=root / "gateway.log",
-            env=env,
-        )
+        env.update(settings or {})
+        roles = ["all"] + ["gateway"] * (replicas - 1) + (["jobs"] if jobs_process else [])
+        self.servers = []
+        for number, role in enumerate(roles):
+            own = {**env, "GATEWAY_ARTIFACT_CACHE_DIR": str(root / "gateway" / f"artifacts-{number}")}
+            self.servers.append(
+                gateway_server(
+                    f"gateway-{role}-{number}",
+                    ROOT / ".venv" / "bin",
+                    port=free_port(),
+                    predict_path="/models/iris/predict",
+                    log=root / f"gateway-{number}.log",
+                    env=own,
+                    args=("--role", role),
+                )
+            )
+        self.server = self.servers[0]
         self.job_seconds: list[float] = []
+        self.cpu_seconds: list[float] = []  # a job's CPU time, every process's together
+        self.poll = 0.05  # seconds between two GET /jobs/<id>
 
     def __enter__(self) -> GatewayArm:
         import httpx
 
-        self.server.start()
-        self.http = httpx.Client(base_url=self.server.url, timeout=60)
+        for server in self.servers:
+            server.start()
         row = {"dataframe_split": {"columns": COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}}
-        answer = self.http.post("/models/iris/versions/1/predict", json=row)  # loads the version
-        answer.raise_for_status()
+        for server in self.servers:  # each loads the version
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                client.post("/models/iris/versions/1/predict", json=row).raise_for_status()
+        self.http = httpx.Client(base_url=self.server.url, timeout=60)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.http.close()
-        self.server.stop()
+        for server in reversed(self.servers):
+            server.stop()
 
     def score(self, source: Path, out: Path) -> int:
+        cpu = sum(server.cpu_seconds() for server in self.servers)
+        try:
+            return self._score(source, out)
+        finally:
+            self.cpu_seconds.append(sum(server.cpu_seconds() for server in self.servers) - cpu)
+
+    def _score(self, source: Path, out: Path) -> int:
         body = {"input": str(source), "output": str(out), "output_format": "parquet"}
         answer = self.http.post("/models/iris/versions/1/jobs", json=body)
         assert answer.status_code == 202, answer.text
@@ -153,15 +193,18 @@ class GatewayArm:
             job = self.http.get(f"/jobs/{job_id}").json()
             if job["state"] not in ("queued", "running"):
                 break
-            time.sleep(0.05)  # polling, as a client does: its period bounds the error (a bench, not a test)
+            time.sleep(self.poll)  # polling, as a client does: its period bounds the error (a bench, not a test)
         assert job["state"] == "succeeded", job
         self.job_seconds.append(float(job["seconds"]))
         return int(job["rows_done"])
 
 
-def timed(run: Callable[[], int]) -> tuple[float, int]:
-    started = time.perf_counter()
+def timed(run: Callable[[], int], cpu: list[float] | None = None) -> tuple[float, int]:
+    """The wall time of ``run`` and its rows; its CPU time (this process's) to ``cpu``."""
+    started, used = time.perf_counter(), time.process_time()
     rows = run()
+    if cpu is not None:
+        cpu.append(time.process_time() - used)
     return time.perf_counter() - started, rows
 
 
@@ -193,6 +236,8 @@ def main() -> None:
     parser.add_argument(
         "--gateway-env", action="append", default=[], metavar="NAME=VALUE", help="a setting of the gateway's"
     )
+    parser.add_argument("--replicas", type=int, default=1, help="serving processes on one state database")
+    parser.add_argument("--jobs-process", action="store_true", help="a `serve --role jobs` process runs the chunks")
     parser.add_argument("--out", type=Path, help="where the run's JSON goes")
     arguments = parser.parse_args()
 
@@ -216,16 +261,21 @@ def main() -> None:
         parquet, csv = write_inputs(root, arguments.rows, arguments.row_group)
         groups = pq.ParquetFile(parquet).num_row_groups
         seconds: dict[str, list[float]] = {"floor": [], "files": [], "gateway": [], "mlflow": []}
+        cpu: dict[str, list[float]] = {"floor": [], "files": []}
         routes = importlib.util.find_spec("gateway.http.job_routes") is not None
         settings = dict(item.split("=", 1) for item in arguments.gateway_env)
-        gateway = GatewayArm(root, tracking_uri, settings) if routes and not arguments.no_gateway else None
+        gateway = None
+        if routes and not arguments.no_gateway:
+            gateway = GatewayArm(
+                root, tracking_uri, settings, replicas=arguments.replicas, jobs_process=arguments.jobs_process
+            )
         with gateway or nullcontext():
             for round_ in range(arguments.repeat):
-                took, rows = timed(lambda: floor(model, parquet, root / "floor.parquet"))
+                took, rows = timed(lambda: floor(model, parquet, root / "floor.parquet"), cpu["floor"])
                 seconds["floor"].append(took)
                 assert rows == arguments.rows
                 out = root / f"files-{round_}"
-                took, rows = timed(lambda: files(model, parquet, out, arguments.row_group))  # noqa: B023
+                took, rows = timed(lambda: files(model, parquet, out, arguments.row_group), cpu["files"])  # noqa: B023
                 seconds["files"].append(took)
                 assert rows == arguments.rows
                 if gateway is not None:
@@ -257,15 +307,25 @@ def main() -> None:
             "model_load_s": round(load_s, 3),
             "repeat": arguments.repeat,
             "gateway_env": settings,
+            "replicas": arguments.replicas,
+            "jobs_process": arguments.jobs_process,
             "arms": {name: summary(taken, arguments.rows) for name, taken in seconds.items() if taken},
         }
+        for name, used in cpu.items():
+            result["arms"][name]["cpu_seconds"] = [round(c, 4) for c in used]
         if gateway is not None:
             result["arms"]["gateway"]["job_seconds"] = gateway.job_seconds  # started to finished, the job's own
+            result["arms"]["gateway"]["cpu_seconds"] = [round(c, 4) for c in gateway.cpu_seconds]
     arms = result["arms"]
     result["files_to_floor_median"] = round(arms["files"]["rows_per_s_median"] / arms["floor"]["rows_per_s_median"], 3)
     if "gateway" in arms:
         result["gateway_to_floor_median"] = round(
             arms["gateway"]["rows_per_s_median"] / arms["floor"]["rows_per_s_median"], 3
+        )
+    if "gateway" in arms:
+        # CPU seconds a round, every process's: less moved by other work on a shared host than the clock
+        result["gateway_to_floor_cpu_median"] = round(
+            statistics.median(arms["floor"]["cpu_seconds"]) / statistics.median(arms["gateway"]["cpu_seconds"]), 3
         )
     if "mlflow" in arms:
         result["mlflow_to_floor_median"] = round(
@@ -276,6 +336,8 @@ def main() -> None:
         print(f"{name:>7}: {median:>10,} rows/s median ({best:,} best) {arm['seconds']}")
     ratios = {k: v for k, v in result.items() if k.endswith("_to_floor_median")}
     print(", ".join(f"{k.removesuffix('_to_floor_median')}/floor {v}" for k, v in ratios.items()))
+    if "gateway_to_floor_cpu_median" in result:
+        print(f"gateway/floor by CPU seconds {result['gateway_to_floor_cpu_median']}")
     if arguments.out is not None:
         arguments.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {arguments.out}")

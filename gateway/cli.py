@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from gateway.jobs import cli as jobs_cli
+from gateway.jobs import role as job_role
 from gateway.observability.logs import logging_config
 from gateway.observability.tracing import TracingError, exporter_protocol
 from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
@@ -80,10 +81,11 @@ def main() -> None:
 )
 @click.option(
     "--role",
-    type=click.Choice(["all", "gateway", "sync"]),
+    type=click.Choice(["all", "gateway", "sync", "jobs"]),
     default=None,
     help="all: serve models and compete to lead the sync (the default, GATEWAY_ROLE); "
-    "gateway: serve models, never poll MLflow; sync: only the sync, under the leader lease.",
+    "gateway: serve models, never poll MLflow; sync: only the sync, under the leader lease; "
+    "jobs: run jobs' chunks at a lower OS priority (GATEWAY_JOBS_NICE), take no requests.",
 )
 @click.option(
     "--insecure",
@@ -112,6 +114,8 @@ def serve(
     # is kept under it); every worker shares it.
     os.environ.setdefault("GATEWAY_REPLICA_ID", f"{socket.gethostname()}:{port}")
     settings = _load_settings()  # fail fast, before any worker starts
+    if (refused := job_role.misuse(settings)) is not None:
+        raise click.ClickException(refused)
     if settings.role != "sync":
         from gateway.runtimes.worker import devices
 
@@ -139,6 +143,8 @@ def serve(
     logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if settings.role == job_role.JOBS:
+        log.info("running jobs' chunks only, at niceness %d", job_role.lower_priority(settings))
     uvicorn.run(
         "gateway.app:app_factory",
         factory=True,

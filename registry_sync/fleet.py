@@ -30,6 +30,7 @@ from registry_sync.state import FleetMemberRow, ReplicaHistoryRow
 
 STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
 SERVING_ROLES = ("all", "gateway")
+JOBS_ROLE = "jobs"  # loads models for jobs' chunks only: not a serving replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,20 @@ class FleetStore:
                 .distinct()
             ).all()
         return sorted(found)
+
+    def jobs_processes(self, *, within: float) -> int:
+        """``--role jobs`` processes heard from within ``within`` seconds and not stopped: do
+        serving processes leave the jobs' chunks to them (GATEWAY_JOBS_ON_SERVING=auto)?"""
+        with self._session() as session:
+            now = float(session.scalar(select(db_now())) or 0.0)
+            found = session.scalars(
+                select(FleetMemberRow.member).where(
+                    FleetMemberRow.role == JOBS_ROLE,
+                    FleetMemberRow.state != STOPPED,
+                    FleetMemberRow.seen_at >= now - within,
+                )
+            ).all()
+        return len(found)
 
 
 def _later(new: Any) -> dict[str, Any]:

@@ -198,3 +198,31 @@ def test_quotas_are_set_listed_and_deleted_and_usage_is_a_table_or_an_export(tmp
             "predict_seconds": 0.0,
             "tokens": 0,
         }
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        ((), {"GATEWAY_JOBS_ENABLED": "false"}, "GATEWAY_JOBS_ENABLED=false"),
+        ((), {"GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS": "0"}, "GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS=0"),
+        (("--grpc-port", "0"), {}, "takes no requests"),
+    ],
+)
+def test_the_jobs_role_refuses_settings_that_leave_it_nothing_to_do(
+    args: tuple[str, ...], env: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    result = run("serve", "--role", "jobs", *args, env={"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/s.db", **env})
+    assert result.returncode != 0 and said in result.stderr, result.stderr
+
+
+def test_a_jobs_process_lowers_its_priority_by_the_setting_and_others_keep_theirs() -> None:
+    code = (
+        "import os; from gateway.jobs.role import lower_priority; from gateway.settings import GatewaySettings; "
+        "before = os.nice(0); after = lower_priority(GatewaySettings(role=os.environ['ROLE'], jobs_nice=7)); "
+        "print(after - before)"
+    )
+    for role, lowered in (("jobs", "7"), ("all", "0"), ("gateway", "0")):
+        result = subprocess.run(
+            [str(BIN / "python"), "-c", code], capture_output=True, text=True, env={**os.environ, "ROLE": role}
+        )
+        assert result.returncode == 0 and result.stdout.strip() == lowered, (role, result.stdout, result.stderr)

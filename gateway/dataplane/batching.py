@@ -138,6 +138,9 @@ class VersionQueue:
     _misses: int = 0
     _arrival: asyncio.Future[bool] | None = None
     _company: list[float] = field(default_factory=lambda: [1.0] * _COMPANY_SIZES)
+    last_request_ns: int = 0
+    """When the last request a caller waits for (not ``background``) was queued
+    (time.perf_counter_ns): a job's chunk predicts in small batches while it is recent."""
     waits_in_vain: int = 0
     """Batches that waited for company and found none (a lone client's cost, for tests)."""
     waits_timed_out: int = 0
@@ -157,6 +160,8 @@ class VersionQueue:
         if loop is None:  # the loop this version serves on, looked up once: each look is a getpid()
             loop = self._loop = asyncio.get_running_loop()
         job = Job(request, loop.create_future(), time.perf_counter_ns(), held, context=current())
+        if not background:
+            self.last_request_ns = job.queued_ns
         if self.tracing.enabled and job.context is not None:
             job.trace = job.context.span  # set only while a sampled span records the request (RequestContext.traced)
         self._waiting.append(job)

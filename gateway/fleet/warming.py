@@ -49,8 +49,8 @@ class WarmRule:
         """The rule ``GATEWAY_WARM_START`` names, or ``auto``'s choice for this process."""
         if setting in ("aliases", "served"):
             return cls(setting, f"GATEWAY_WARM_START={setting}", recent_seconds)  # type: ignore[arg-type]
-        if role == "gateway":
-            return cls("served", "auto: a --role gateway replica", recent_seconds)
+        if role in ("gateway", "jobs"):
+            return cls("served", f"auto: a --role {role} replica", recent_seconds)
         replicas = sorted(others)
         if replicas:
             shown = ", ".join(replicas[:3]) + (f" and {len(replicas) - 3} more" if len(replicas) > 3 else "")

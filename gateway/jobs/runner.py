@@ -82,7 +82,12 @@ class JobRunner:
         *,
         held: Callable[[], Iterable[VersionId]],
         runs_chunks: bool,
+        whole_chunks: bool = False,
+        leave_to_jobs: Callable[[], bool] | None = None,
     ) -> None:
+        """``whole_chunks``: predict a chunk in one call (a ``--role jobs`` process: no requests
+        to give way to). ``leave_to_jobs``: asked in a thread before each round of claims,
+        whether ``--role jobs`` processes run the chunks now (GATEWAY_JOBS_ON_SERVING=auto)."""
         self._store = store
         self._inference = inference
         self._catalog = catalog
@@ -93,8 +98,13 @@ class JobRunner:
         self._poll = settings.jobs_poll_seconds
         self._max_result = settings.jobs_max_result_bytes
         self._scorer = ChunkScorer(
-            inference, batch_rows=settings.jobs_batch_rows, output_retries=settings.jobs_output_retries
+            inference,
+            batch_rows=settings.jobs_batch_rows,
+            output_retries=settings.jobs_output_retries,
+            whole=whole_chunks,
         )
+        self._leave_to_jobs = leave_to_jobs
+        self._leaving = False
         self.callbacks = Callbacks(settings.jobs_callback_secret)
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -137,7 +147,7 @@ class JobRunner:
     async def _claiming(self) -> None:
         while True:
             self._wake.clear()
-            while len(self._running) < self._max:
+            while len(self._running) < self._max and not await self._left_to_jobs():
                 held = {(version.name, version.version) for version in self._held()}
                 try:
                     claimed = await anyio.to_thread.run_sync(functools.partial(self._store.claim, held=held))
@@ -153,6 +163,20 @@ class JobRunner:
                 self._metrics.job_chunks_running.set(len(self._running))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def _left_to_jobs(self) -> bool:
+        """Whether ``--role jobs`` processes run the chunks now, so this one claims none."""
+        if self._leave_to_jobs is None:
+            return False
+        try:
+            leaving = await anyio.to_thread.run_sync(self._leave_to_jobs)
+        except RegistryError as exc:  # the fleet unread: claim as a lone process would
+            log.warning("cannot read the fleet for jobs processes: %s", exc)
+            leaving = False
+        if leaving != self._leaving:
+            self._leaving = leaving
+            log.info("jobs' chunks %s", "left to --role jobs processes" if leaving else "run here again")
+        return leaving
 
     def _ended(self, key: Key) -> None:
         self._running.pop(key, None)

@@ -75,7 +75,7 @@ class SyncRoom:
             on_synced=on_synced,
             lease=state.lease,
             store=state.store,
-            campaign=settings.role != "gateway",  # a gateway replica never polls MLflow
+            campaign=settings.role in ("all", "sync"),  # a gateway or jobs process never polls MLflow
             renew_seconds=state.renew_seconds,
             requests_interval_seconds=settings.follow_interval_seconds,
             actor=f"{settings.role}@{actor}",

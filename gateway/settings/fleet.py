@@ -13,10 +13,12 @@ from gateway.settings.section import SettingsSection
 class FleetSettings(SettingsSection):
     """Roles, the sync lease and a fleet of replicas: names, warm starts, heartbeats, drains."""
 
-    role: Literal["all", "gateway", "sync"] = "all"
+    role: Literal["all", "gateway", "sync", "jobs"] = "all"
     """What this process does (``serve --role`` sets it): ``all`` serves models and competes
     for the sync lease; ``gateway`` serves models and never polls MLflow; ``sync`` only runs
-    the sync under the lease (plus health, metrics, webhooks and ``/admin/sync``)."""
+    the sync under the lease (plus health, metrics, webhooks and ``/admin/sync``); ``jobs``
+    loads models to run jobs' chunks, at a lower OS priority (``GATEWAY_JOBS_NICE``), never
+    polls MLflow and is not sent requests (keep it out of the balancer)."""
 
     lease_seconds: float | None = Field(default=None, gt=0)
     """How long the sync leader's lease lasts unrenewed; the leader renews it every third of
@@ -76,5 +78,5 @@ class FleetSettings(SettingsSection):
 
     @property
     def serves_models(self) -> bool:
-        """Every role but ``sync`` serves predictions."""
+        """Every role but ``sync`` loads models and predicts (a ``jobs`` process for chunks only)."""
         return self.role != "sync"

@@ -23,7 +23,20 @@ class JobsSettings(SettingsSection):
     process runs none (it still accepts jobs; others run them)."""
 
     jobs_batch_rows: int = Field(default=10_000, ge=1)
-    """Rows per predict call of a chunk: between two such calls a chunk gives way to requests."""
+    """Rows per predict call of a chunk while its version has requests (one queued, or one
+    within the last second): between two such calls a chunk gives way to them. With none, and
+    always in a ``--role jobs`` process, a chunk is predicted in one call."""
+
+    jobs_on_serving: Literal["auto", "always", "never"] = "auto"
+    """Whether a serving process (``--role all`` or ``gateway``) runs chunks. ``auto``: only
+    while no ``--role jobs`` process reports to the same state database (then those run them,
+    at their lower priority, and requests keep the serving processes' cores). ``always``: also
+    beside jobs processes. ``never``: only jobs processes run chunks (none running: jobs wait)."""
+
+    jobs_nice: int = Field(default=10, ge=0, le=19)
+    """How much a ``--role jobs`` process lowers its OS priority (``nice``) when it starts, so
+    that on a host it shares with serving processes the kernel gives them the cores first. 0:
+    the same priority as theirs."""
 
     jobs_chunk_rows: int = Field(default=100_000, ge=1)
     """Rows a Parquet chunk aims at (whole row groups, from the footer)."""

@@ -213,7 +213,10 @@ async def test_a_version_deleted_while_its_job_runs_fails_the_job_with_that_reas
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
     registry = empty_registry(tmp_path / "registry")
-    registry.log(fault_models.log_pyfunc, "vanishing", fault_models.GatedPredict())
+    # two versions: with version 1 deleted the model stays, and the job's next step (another
+    # batch of the chunk, or the next chunk's look at its version) hears of version 1 alone
+    for _ in range(2):
+        registry.log(fault_models.log_pyfunc, "vanishing", fault_models.GatedPredict())
     pq.write_table(pa.table({"x": pa.array(np.arange(1.0, 501.0))}), tmp_path / "x.parquet", row_group_size=100)
     fault_models.PREDICT_GATE.clear()
     settings = make_settings(admin_token="t0ken", **JOB_SETTINGS)
