@@ -69,6 +69,7 @@ _NOT_NOW = (
 # The chunk's own input: that chunk fails.
 _BAD_INPUT = (errors.InvalidInput, errors.ModelRaised, errors.MalformedRequest, errors.PredictTimeout)
 _HOUSEKEEPING_SECONDS = 60.0
+_FINISH_FIRST_RETRY = 0.2
 
 
 class JobRunner:
@@ -140,7 +141,8 @@ class JobRunner:
             while len(self._running) < self._max:
                 held = {(version.name, version.version) for version in self._held()}
                 try:
-                    claimed = await anyio.to_thread.run_sync(functools.partial(self._store.claim, held=held))
+                    claim = functools.partial(self._store.claim, held=held, running=set(self._running))
+                    claimed = await anyio.to_thread.run_sync(claim)
                 except StateUnavailable as exc:
                     log.warning("cannot claim job chunks now: %s", exc)
                     break
@@ -164,13 +166,17 @@ class JobRunner:
             await asyncio.sleep(self._lease / 3)
             if not self._running:
                 continue
+            asked = set(self._running)
             try:
-                still = await anyio.to_thread.run_sync(self._store.renew, set(self._running))
+                still = await anyio.to_thread.run_sync(self._store.renew, asked)
             except StateUnavailable as exc:
                 log.warning("cannot renew job chunk leases: %s", exc)
                 continue
-            for key, task in list(self._running.items()):
-                if key not in still:
+            # Only the chunks asked about: one claimed while the renewal was on its way is not in
+            # its answer, and is this process's all the same.
+            for key in asked - still:
+                task = self._running.get(key)
+                if task is not None:
                     task.cancel()  # cancelled or failed with its job, or taken over
 
     async def _housekeeping(self) -> None:
@@ -196,7 +202,7 @@ class JobRunner:
             else:
                 spec = ChunkSpec.from_json(claimed.spec)
                 rows, result = await self._scorer.score(served, index, spec, FileJob.of(claimed.job_spec)), None
-            ending = await anyio.to_thread.run_sync(lambda: self._store.finish(job_id, index, rows=rows, result=result))
+            ending = await self._finish(claimed, rows, result)
             self._metrics.job_chunk_ended("done" if ending.counted else "lost", model=model, rows=rows)
         except asyncio.CancelledError:
             self._metrics.job_chunk_ended("lost", model=model)
@@ -221,6 +227,29 @@ class JobRunner:
             ending = await self._fail_chunk(claimed, f"{type(exc).__name__}: {exc}")
         if ending is not None and ending.ended is not None:
             self.ended(job_id, ending.ended, model)
+
+    async def _finish(self, claimed: Claimed, rows: int, result: bytes | None) -> Ending:
+        """Record a scored chunk's end. While the state database does not answer (a restart, a
+        failover), try again with backoff rather than give the chunk up: its output is
+        committed, and a redo would score it again. The end counts only if the chunk is still
+        this process's (store.finish); if another process took it over meanwhile, the heartbeat
+        cancels this task, and stopping the process does too."""
+        delay = _FINISH_FIRST_RETRY
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(
+                    lambda: self._store.finish(claimed.job_id, claimed.index, rows=rows, result=result)
+                )
+            except StateUnavailable as exc:
+                log.warning(
+                    "cannot record job %s chunk %d's end now, trying again in %.1f s: %s",
+                    claimed.job_id,
+                    claimed.index,
+                    delay,
+                    exc,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._lease / 3)
 
     async def _pinned(self, pinned: VersionId) -> Resolved:
         resolved = await self._catalog.resolve(pinned.name, parse_selector(str(pinned.version)), take_over=False)

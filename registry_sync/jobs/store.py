@@ -147,15 +147,19 @@ class JobStore:
 
     # --- claiming and holding ------------------------------------------------------------
 
-    def claim(self, *, held: Collection[tuple[str, int]] = ()) -> Claimed | None:
+    def claim(
+        self, *, held: Collection[tuple[str, int]] = (), running: Collection[tuple[str, int]] = ()
+    ) -> Claimed | None:
         """The next chunk for this process, or None: the oldest job's first, those of the
-        versions in ``held`` (name, number) before any other."""
+        versions in ``held`` (name, number) before any other. Never one of ``running`` (job id,
+        index): chunks this process is still working on, whose lease may have lapsed while the
+        database did not answer (they are renewed or finished once it does)."""
         claimable = or_(
             JobChunkRow.state == QUEUED, and_(JobChunkRow.state == RUNNING, JobChunkRow.lease_until < db_now())
         )
         mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
         preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
-        skipped: list[tuple[str, int]] = []
+        skipped: list[tuple[str, int]] = list(running)
         for _ in range(_CLAIM_TRIES):
             with self._begin() as connection:
                 query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts).where(claimable)

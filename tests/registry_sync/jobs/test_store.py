@@ -64,6 +64,22 @@ def test_a_lapsed_lease_is_claimed_again_and_counted_once(engine: Engine) -> Non
     assert alive.job(job_id).rows_done == 7  # type: ignore[union-attr]
 
 
+def test_a_process_never_claims_again_a_chunk_it_is_still_running(engine: Engine) -> None:
+    """Its lease lapsed while the database was down: the process that scores it renews or
+    finishes it once the database is back; claiming it too would score it twice."""
+    a = store(engine, "a")
+    job_id = a.submit(files_job(chunks=2))
+    first = a.claim()
+    assert first is not None and first.index == 0
+    lapse(engine)
+    second = a.claim(running={(job_id, 0)})
+    assert second is not None and (second.index, second.attempts) == (1, 1)
+    lapse(engine)
+    assert a.claim(running={(job_id, 0), (job_id, 1)}) is None
+    assert a.renew({(job_id, 0), (job_id, 1)}) == {(job_id, 0), (job_id, 1)}
+    assert a.finish(job_id, 0, rows=3).counted and a.finish(job_id, 1, rows=4).ended == SUCCEEDED
+
+
 def test_renew_keeps_the_lease_and_tells_which_chunks_are_no_longer_held(engine: Engine) -> None:
     a, b = store(engine, "a"), store(engine, "b")
     kept, cancelled = a.submit(files_job(chunks=1)), a.submit(files_job(chunks=1))
