@@ -33,11 +33,10 @@ import orjson
 
 from gateway import errors
 from gateway.dataplane.predictor import InferenceService
-from gateway.jobs.callback import Callbacks
+from gateway.jobs.callback import CallbackDeliveries, Callbacks
 from gateway.jobs.files.chunks import ChunkSpec
 from gateway.jobs.files.errors import JobFileError, OutputUnwritable, one_line
 from gateway.jobs.scoring import ChunkScorer, FileJob
-from gateway.jobs.views import job_document
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.settings import GatewaySettings
@@ -96,7 +95,12 @@ class JobRunner:
         self._scorer = ChunkScorer(
             inference, batch_rows=settings.jobs_batch_rows, output_retries=settings.jobs_output_retries
         )
-        self.callbacks = Callbacks(settings.jobs_callback_secret)
+        self.deliveries = CallbackDeliveries(
+            store,
+            Callbacks(settings.jobs_callback_secret),
+            attempts=settings.jobs_callback_attempts,
+            backoff=settings.jobs_callback_backoff_seconds,
+        )
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,6 +112,7 @@ class JobRunner:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="jobs housekeeping"))
+        self._tasks.append(asyncio.create_task(self.deliveries.run(), name="jobs callbacks"))
         if self._max > 0:
             self._tasks.append(asyncio.create_task(self._claiming(), name="jobs claiming"))
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="jobs heartbeat"))
@@ -296,9 +301,8 @@ class JobRunner:
         task.add_done_callback(self._notifying.discard)
 
     async def _notify(self, job_id: str) -> None:
-        job = await anyio.to_thread.run_sync(self._store.job, job_id)
-        url = job.spec.get("callback") if job is not None else None
-        if job is None or not isinstance(url, str):
-            return
-        if await self.callbacks.send(url, job_document(job)):
-            await anyio.to_thread.run_sync(self._store.mark_notified, job_id)
+        """Its callback's first delivery, now (a re-send, if it fails, is the sweep's)."""
+        try:
+            await self.deliveries.deliver(job_id)
+        except StateUnavailable as exc:  # the sweep sends it once the database answers
+            log.warning("job %s callback not sent now: %s", job_id, exc)
