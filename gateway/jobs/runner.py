@@ -8,16 +8,19 @@ Order of events for one chunk:
 3. score it (an inline job: its predict body, as a request would be, behind requests; a file
    chunk: gateway.jobs.scoring);
 4. finish it: its rows count once, and the last chunk's end ends the job (and sends its
-   callback, if it has one).
+   callback, if it has one: gateway.jobs.callback). A state database that does not answer
+   then is waited for (the chunk's output is committed: redoing it would score it again).
 
 Meanwhile a heartbeat renews the claims every third of GATEWAY_JOBS_LEASE_SECONDS and hears of
 chunks no longer this process's (their job cancelled or failed): their tasks are cancelled. A
 process that dies holds its chunks until their lease lapses; another process claims them then
 and does them again (the output part of a chunk is written whole, under its index: never twice).
 
-What cannot be done now (the version cannot be loaded at the moment, the input's store or the
-state database do not answer, this process is stopping) gives the chunk back to the queue: it is
-claimed again, up to GATEWAY_JOBS_MAX_ATTEMPTS times.
+What cannot be done now before the chunk is scored (the version cannot be loaded at the moment,
+the input's store or the state database do not answer, this process is stopping) gives the chunk
+back to the queue: it is claimed again, up to GATEWAY_JOBS_MAX_ATTEMPTS times. A chunk whose lease
+lapsed while the database did not answer is still this process's: it is never claimed again here
+(store.claim's ``running``), and the heartbeat renews it once the database answers.
 """
 
 from __future__ import annotations
