@@ -29,10 +29,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 import orjson
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gateway import errors
 from gateway.dataplane.predictor import InferenceService
@@ -72,6 +74,18 @@ _NOT_NOW = (
 _BAD_INPUT = (errors.InvalidInput, errors.ModelRaised, errors.MalformedRequest, errors.PredictTimeout)
 _HOUSEKEEPING_SECONDS = 60.0
 _FINISH_FIRST_RETRY = 0.2
+# How long a scored chunk waits for the state database to answer again before it is given back
+# (and redone by whoever claims it): a restart or a failover takes seconds to a minute or two.
+_FINISH_PATIENCE_SECONDS = 600.0
+
+
+def _unreachable(exc: StateUnavailable) -> bool:
+    """The database did not answer (down, restarting, its connection lost, sqlite locked), as
+    opposed to refusing the statement: only the first is worth waiting for."""
+    cause = exc.__cause__
+    return isinstance(cause, OperationalError | InterfaceError) or bool(
+        isinstance(cause, DBAPIError) and cause.connection_invalidated
+    )
 
 
 class JobRunner:
@@ -243,12 +257,15 @@ class JobRunner:
         this process's (store.finish); if another process took it over meanwhile, the heartbeat
         cancels this task, and stopping the process does too."""
         delay = _FINISH_FIRST_RETRY
+        deadline = time.monotonic() + _FINISH_PATIENCE_SECONDS
         while True:
             try:
                 return await anyio.to_thread.run_sync(
                     lambda: self._store.finish(claimed.job_id, claimed.index, rows=rows, result=result)
                 )
             except StateUnavailable as exc:
+                if not _unreachable(exc) or time.monotonic() > deadline:
+                    raise  # the chunk goes back to the queue, as before it was scored
                 log.warning(
                     "cannot record job %s chunk %d's end now, trying again in %.1f s: %s",
                     claimed.job_id,
