@@ -442,7 +442,11 @@ class DriftWindowRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_model_state", "model", "state"), Index("ix_jobs_expires_at", "expires_at"))
+    __table_args__ = (
+        Index("ix_jobs_model_state", "model", "state"),
+        Index("ix_jobs_expires_at", "expires_at"),
+        Index("ix_jobs_callback_after", "callback_after"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -477,7 +481,12 @@ class JobRow(Base):
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     """finished_at + GATEWAY_JOBS_RETENTION_HOURS: the row and its chunks are deleted after."""
     notified: Mapped[bool] = mapped_column(Boolean, default=False)
-    """Its callback was sent (or there is none)."""
+    """Its callback was taken by the receiver (a 2xx)."""
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Deliveries of its callback claimed so far (each: a POST and its quick retries)."""
+    callback_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When its callback's next delivery may be claimed, once the job ended; None: there is
+    nothing to send (no callback, delivered, or given up after GATEWAY_JOBS_CALLBACK_ATTEMPTS)."""
 
 
 class JobChunkRow(Base):

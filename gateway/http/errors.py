@@ -88,6 +88,7 @@ _TABLE: tuple[tuple[type[Exception], HttpError], ...] = (
     (errors.ChunkRejected, HttpError(400, "INVALID_PARAMETER_VALUE")),  # a chunk's failure: never an answer
     (errors.VersionReplaced, HttpError(409, "INVALID_STATE")),  # a job's failure: never an answer
     (job_files.InputUnavailable, _UNAVAILABLE),  # the input's store did not answer: not the caller's fault
+    (job_files.OutputUnavailable, _UNAVAILABLE),  # the output's store did not take the probe write now
     (job_files.OutputUnwritable, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (job_files.JobFileError, HttpError(400, "INVALID_PARAMETER_VALUE")),
     (ClientDisconnect, HttpError(400, "BAD_REQUEST")),

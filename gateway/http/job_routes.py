@@ -25,6 +25,11 @@ _SUBMITTED: dict[int | str, dict[str, Any]] = {
     202: {"description": "Queued: the job's id and state; its address in Location"},
     400: {"model": ErrorBody, "description": "Not a job (its body names the problem), or an input or output refused"},
     429: {"model": ErrorBody, "description": "GATEWAY_JOBS_MAX_OPEN jobs are open already"},
+    503: {
+        "model": ErrorBody,
+        "description": "The input's or output's store (S3) or the state database did not answer now: "
+        "nothing was queued; try again after Retry-After",
+    },
 }
 _FOLLOWED: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such job (or not one this caller may see)"}

@@ -8,16 +8,19 @@ Order of events for one chunk:
 3. score it (an inline job: its predict body, as a request would be, behind requests; a file
    chunk: gateway.jobs.scoring);
 4. finish it: its rows count once, and the last chunk's end ends the job (and sends its
-   callback, if it has one).
+   callback, if it has one: gateway.jobs.callback). A state database that does not answer
+   then is waited for (the chunk's output is committed: redoing it would score it again).
 
 Meanwhile a heartbeat renews the claims every third of GATEWAY_JOBS_LEASE_SECONDS and hears of
 chunks no longer this process's (their job cancelled or failed): their tasks are cancelled. A
 process that dies holds its chunks until their lease lapses; another process claims them then
 and does them again (the output part of a chunk is written whole, under its index: never twice).
 
-What cannot be done now (the version cannot be loaded at the moment, the input's store or the
-state database do not answer, this process is stopping) gives the chunk back to the queue: it is
-claimed again, up to GATEWAY_JOBS_MAX_ATTEMPTS times.
+What cannot be done now before the chunk is scored (the version cannot be loaded at the moment,
+the input's store or the state database do not answer, this process is stopping) gives the chunk
+back to the queue: it is claimed again, up to GATEWAY_JOBS_MAX_ATTEMPTS times. A chunk whose lease
+lapsed while the database did not answer is still this process's: it is never claimed again here
+(store.claim's ``running``), and the heartbeat renews it once the database answers.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 import orjson
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gateway import errors
 from gateway.dataplane.predictor import InferenceService
-from gateway.jobs.callback import Callbacks
+from gateway.jobs.callback import CallbackDeliveries, Callbacks
 from gateway.jobs.files.chunks import ChunkSpec
 from gateway.jobs.files.errors import JobFileError, OutputUnwritable, one_line
 from gateway.jobs.scoring import ChunkScorer, FileJob
-from gateway.jobs.views import job_document
 from gateway.metrics import GatewayMetrics
 from gateway.routing.catalog import Catalog, Resolved
 from gateway.settings import GatewaySettings
@@ -69,6 +73,19 @@ _NOT_NOW = (
 # The chunk's own input: that chunk fails.
 _BAD_INPUT = (errors.InvalidInput, errors.ModelRaised, errors.MalformedRequest, errors.PredictTimeout)
 _HOUSEKEEPING_SECONDS = 60.0
+_FINISH_FIRST_RETRY = 0.2
+# How long a scored chunk waits for the state database to answer again before it is given back
+# (and redone by whoever claims it): a restart or a failover takes seconds to a minute or two.
+_FINISH_PATIENCE_SECONDS = 600.0
+
+
+def _unreachable(exc: StateUnavailable) -> bool:
+    """The database did not answer (down, restarting, its connection lost, sqlite locked), as
+    opposed to refusing the statement: only the first is worth waiting for."""
+    cause = exc.__cause__
+    return isinstance(cause, OperationalError | InterfaceError) or bool(
+        isinstance(cause, DBAPIError) and cause.connection_invalidated
+    )
 
 
 class JobRunner:
@@ -105,7 +122,12 @@ class JobRunner:
         )
         self._leave_to_jobs = leave_to_jobs
         self._leaving = False
-        self.callbacks = Callbacks(settings.jobs_callback_secret)
+        self.deliveries = CallbackDeliveries(
+            store,
+            Callbacks(settings.jobs_callback_secret),
+            attempts=settings.jobs_callback_attempts,
+            backoff=settings.jobs_callback_backoff_seconds,
+        )
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -117,6 +139,7 @@ class JobRunner:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="jobs housekeeping"))
+        self._tasks.append(asyncio.create_task(self.deliveries.run(), name="jobs callbacks"))
         if self._max > 0:
             self._tasks.append(asyncio.create_task(self._claiming(), name="jobs claiming"))
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="jobs heartbeat"))
@@ -150,7 +173,8 @@ class JobRunner:
             while len(self._running) < self._max and not await self._left_to_jobs():
                 held = {(version.name, version.version) for version in self._held()}
                 try:
-                    claimed = await anyio.to_thread.run_sync(functools.partial(self._store.claim, held=held))
+                    claim = functools.partial(self._store.claim, held=held, running=set(self._running))
+                    claimed = await anyio.to_thread.run_sync(claim)
                 except StateUnavailable as exc:
                     log.warning("cannot claim job chunks now: %s", exc)
                     break
@@ -188,13 +212,17 @@ class JobRunner:
             await asyncio.sleep(self._lease / 3)
             if not self._running:
                 continue
+            asked = set(self._running)
             try:
-                still = await anyio.to_thread.run_sync(self._store.renew, set(self._running))
+                still = await anyio.to_thread.run_sync(self._store.renew, asked)
             except StateUnavailable as exc:
                 log.warning("cannot renew job chunk leases: %s", exc)
                 continue
-            for key, task in list(self._running.items()):
-                if key not in still:
+            # Only the chunks asked about: one claimed while the renewal was on its way is not in
+            # its answer, and is this process's all the same.
+            for key in asked - still:
+                task = self._running.get(key)
+                if task is not None:
                     task.cancel()  # cancelled or failed with its job, or taken over
 
     async def _housekeeping(self) -> None:
@@ -220,7 +248,7 @@ class JobRunner:
             else:
                 spec = ChunkSpec.from_json(claimed.spec)
                 rows, result = await self._scorer.score(served, index, spec, FileJob.of(claimed.job_spec)), None
-            ending = await anyio.to_thread.run_sync(lambda: self._store.finish(job_id, index, rows=rows, result=result))
+            ending = await self._finish(claimed, rows, result)
             self._metrics.job_chunk_ended("done" if ending.counted else "lost", model=model, rows=rows)
         except asyncio.CancelledError:
             self._metrics.job_chunk_ended("lost", model=model)
@@ -245,6 +273,32 @@ class JobRunner:
             ending = await self._fail_chunk(claimed, f"{type(exc).__name__}: {exc}")
         if ending is not None and ending.ended is not None:
             self.ended(job_id, ending.ended, model)
+
+    async def _finish(self, claimed: Claimed, rows: int, result: bytes | None) -> Ending:
+        """Record a scored chunk's end. While the state database does not answer (a restart, a
+        failover), try again with backoff rather than give the chunk up: its output is
+        committed, and a redo would score it again. The end counts only if the chunk is still
+        this process's (store.finish); if another process took it over meanwhile, the heartbeat
+        cancels this task, and stopping the process does too."""
+        delay = _FINISH_FIRST_RETRY
+        deadline = time.monotonic() + _FINISH_PATIENCE_SECONDS
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(
+                    lambda: self._store.finish(claimed.job_id, claimed.index, rows=rows, result=result)
+                )
+            except StateUnavailable as exc:
+                if not _unreachable(exc) or time.monotonic() > deadline:
+                    raise  # the chunk goes back to the queue, as before it was scored
+                log.warning(
+                    "cannot record job %s chunk %d's end now, trying again in %.1f s: %s",
+                    claimed.job_id,
+                    claimed.index,
+                    delay,
+                    exc,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._lease / 3)
 
     async def _pinned(self, pinned: VersionId) -> Resolved:
         resolved = await self._catalog.resolve(pinned.name, parse_selector(str(pinned.version)), take_over=False)
@@ -291,9 +345,8 @@ class JobRunner:
         task.add_done_callback(self._notifying.discard)
 
     async def _notify(self, job_id: str) -> None:
-        job = await anyio.to_thread.run_sync(self._store.job, job_id)
-        url = job.spec.get("callback") if job is not None else None
-        if job is None or not isinstance(url, str):
-            return
-        if await self.callbacks.send(url, job_document(job)):
-            await anyio.to_thread.run_sync(self._store.mark_notified, job_id)
+        """Its callback's first delivery, now (a re-send, if it fails, is the sweep's)."""
+        try:
+            await self.deliveries.deliver(job_id)
+        except StateUnavailable as exc:  # the sweep sends it once the database answers
+            log.warning("job %s callback not sent now: %s", job_id, exc)

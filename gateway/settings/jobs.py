@@ -93,3 +93,12 @@ class JobsSettings(SettingsSection):
     jobs_callback_secret: SecretStr | None = None
     """The HMAC secret that signs job callbacks (``X-Gateway-Signature``, as MLflow signs its
     webhooks); unset: callbacks are sent unsigned."""
+
+    jobs_callback_attempts: int = Field(default=10, ge=1)
+    """Deliveries of a job's callback (one POST each) before it is given up, while the
+    receiver is down or answers other than 2xx. Delivery is at least once: a receiver
+    de-duplicates on ``X-Gateway-Delivery-Id``, the same on every delivery of one job's end."""
+
+    jobs_callback_backoff_seconds: float = Field(default=30.0, gt=0)
+    """The wait before a callback's second delivery, doubled before each next one (at most an
+    hour): with the default 10 attempts, about three hours from the job's end to the last."""

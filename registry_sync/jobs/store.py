@@ -55,6 +55,7 @@ from registry_sync.state import JobChunkRow, JobRow
 _CLAIM_TRIES = 8  # candidates tried before a claim gives up for this round (sqlite: others won them)
 _LISTED = 100  # jobs one listing returns at most
 _DELETED = 500  # expired jobs deleted per statement
+_MAX_CALLBACK_DELAY = 3600.0  # the longest wait between two deliveries of a callback
 _OPEN = (QUEUED, RUNNING)
 # A job's columns but its result (an inline answer, up to megabytes: read by result() alone)
 _JOB = [column for column in JobRow.__table__.c if column.name != "result"] + [
@@ -125,6 +126,8 @@ class JobStore:
                     chunks_failed=0,
                     submitted_at=now,
                     notified=False,
+                    callback_attempts=0,
+                    callback_after=now if job.spec.get("callback") else None,  # due once the job ends
                 )
             )
             if job.chunks:
@@ -147,15 +150,19 @@ class JobStore:
 
     # --- claiming and holding ------------------------------------------------------------
 
-    def claim(self, *, held: Collection[tuple[str, int]] = ()) -> Claimed | None:
+    def claim(
+        self, *, held: Collection[tuple[str, int]] = (), running: Collection[tuple[str, int]] = ()
+    ) -> Claimed | None:
         """The next chunk for this process, or None: the oldest job's first, those of the
-        versions in ``held`` (name, number) before any other."""
+        versions in ``held`` (name, number) before any other. Never one of ``running`` (job id,
+        index): chunks this process is still working on, whose lease may have lapsed while the
+        database did not answer (they are renewed or finished once it does)."""
         claimable = or_(
             JobChunkRow.state == QUEUED, and_(JobChunkRow.state == RUNNING, JobChunkRow.lease_until < db_now())
         )
         mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
         preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
-        skipped: list[tuple[str, int]] = []
+        skipped: list[tuple[str, int]] = list(running)
         for _ in range(_CLAIM_TRIES):
             with self._begin() as connection:
                 query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts).where(claimable)
@@ -386,9 +393,70 @@ class JobStore:
             rows = connection.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
         return {str(state): int(count) for state, count in rows}
 
-    def mark_notified(self, job_id: str) -> None:
+    # --- callbacks -------------------------------------------------------------------------
+
+    def due_callbacks(self) -> list[str]:
+        """Ended jobs whose callback is due a delivery now (the first, or a re-send), the
+        longest waiting first, at most a hundred."""
         with self._begin() as connection:
-            connection.execute(update(JobRow).where(JobRow.id == job_id).values(notified=True))
+            ids = connection.scalars(
+                select(JobRow.id)
+                .where(JobRow.callback_after <= db_now(), JobRow.state.in_(ENDED), JobRow.notified.is_(False))
+                .order_by(JobRow.callback_after)
+                .limit(_LISTED)
+            ).all()
+        return [str(job_id) for job_id in ids]
+
+    def claim_callback(self, job_id: str, *, attempts: int, hold: float) -> int | None:
+        """Claim the next delivery of an ended job's callback for this process: its number
+        (1, 2, ...), or None when none is due (not ended, delivered, given up, not yet time,
+        ``attempts`` made already, or another process claimed it first: one conditional UPDATE
+        decides between processes). No other process claims the job's next one for ``hold``
+        seconds (the time this one may take), so that a sender that dies mid-way is replaced."""
+        with self._begin() as connection:
+            row = connection.execute(
+                select(JobRow.callback_attempts).where(
+                    JobRow.id == job_id,
+                    JobRow.callback_after <= db_now(),
+                    JobRow.state.in_(ENDED),
+                    JobRow.notified.is_(False),
+                )
+            ).first()
+            if row is None:
+                return None
+            done = int(row[0])
+            mine = and_(JobRow.id == job_id, JobRow.callback_attempts == done, JobRow.callback_after <= db_now())
+            if done >= attempts:  # its last sender died mid-way: given up
+                connection.execute(update(JobRow).where(mine).values(callback_after=None))
+                return None
+            claimed = cast(
+                CursorResult[Any],
+                connection.execute(
+                    update(JobRow)
+                    .where(mine, JobRow.notified.is_(False))
+                    .values(callback_attempts=done + 1, callback_after=db_now() + hold)
+                ),
+            )
+        return done + 1 if claimed.rowcount == 1 else None
+
+    def callback_failed(self, job_id: str, number: int, *, attempts: int, backoff: float) -> bool:
+        """Delivery ``number`` (this process's claim) was not taken: the next is due ``backoff``
+        seconds from now, doubled for each delivery before this one (at most an hour), or none
+        past ``attempts``. Whether another is to come."""
+        last = number >= attempts
+        delay = min(backoff * 2.0 ** (number - 1), _MAX_CALLBACK_DELAY)
+        with self._begin() as connection:
+            connection.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.callback_attempts == number, JobRow.notified.is_(False))
+                .values(callback_after=None if last else db_now() + delay)
+            )
+        return not last
+
+    def mark_notified(self, job_id: str) -> None:
+        """The receiver took the callback: nothing more to send."""
+        with self._begin() as connection:
+            connection.execute(update(JobRow).where(JobRow.id == job_id).values(notified=True, callback_after=None))
 
     def delete_expired(self) -> int:
         """Delete jobs past their retention, with their chunks; how many."""

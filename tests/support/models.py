@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -94,12 +95,18 @@ class GatedPredict(Doubler):
 
 class FileGated(Doubler):
     """Doubles once the file ``gate`` exists (20 s at most): a gate a test opens for gateways in
-    processes of their own. Rows of x = 0 (the warm-up's sample from the signature) pass at once."""
+    processes of their own. Rows of x = 0 (the warm-up's sample from the signature) pass at once.
+    With ``entered`` (a folder), each predict that waits leaves a file there first, so the test
+    sees how many predicts are held at the gate."""
 
-    def __init__(self, gate: str) -> None:
+    def __init__(self, gate: str, entered: str | None = None) -> None:
         self.gate = gate
+        self.entered = entered
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        entered = getattr(self, "entered", None)
+        if entered is not None and (model_input["x"] != 0).any():
+            Path(entered, f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}").touch()
         deadline = time.monotonic() + 20
         while (model_input["x"] != 0).any() and not os.path.exists(self.gate) and time.monotonic() < deadline:
             time.sleep(0.005)  # another process's event: a file is what both can see

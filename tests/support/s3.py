@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -19,6 +19,7 @@ REGION = "us-east-1"
 class S3:
     endpoint: str
     bucket: str
+    server: Process | None = field(default=None, compare=False, repr=False)
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -54,7 +55,7 @@ def moto_s3(root: Path, bucket: str = "models") -> Iterator[S3]:
     )
     server.start(timeout=60)
     try:
-        s3 = S3(f"http://127.0.0.1:{port}", bucket)
+        s3 = S3(f"http://127.0.0.1:{port}", bucket, server)  # server: a test stops and starts it (an outage)
         s3.client().create_bucket(Bucket=bucket)
         yield s3
     finally:

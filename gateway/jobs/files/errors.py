@@ -90,3 +90,12 @@ class OutputUnwritable(JobFileError):
         self.uri = uri
         self.transient = transient
         super().__init__(f"{uri}: cannot be written: {detail}")
+
+
+class OutputUnavailable(OutputUnwritable):
+    """The output's store did not take a write now (a connection refused, a throttle, a 5xx, a
+    full disk): ``transient``. At submission (the probe write) the caller hears 503 with
+    Retry-After, not a 400: the request was right, the store was not there."""
+
+    def __init__(self, uri: str, detail: str) -> None:
+        super().__init__(uri, detail, transient=True)

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from gateway.jobs.files.errors import InvalidLocation, JobFileError, OutputUnwritable
+from gateway.jobs.files.errors import InvalidLocation, JobFileError, OutputUnavailable, OutputUnwritable
 from gateway.jobs.files.locations import FORMATS, checked_format
 from gateway.jobs.files.storage import S3Object, locate, s3_client, s3_failure, uri_of, within
 
@@ -142,11 +142,14 @@ class OutputLocation:
     def _unwritable(self, exc: Exception) -> OutputUnwritable:
         if isinstance(exc, OSError):
             permanent = exc.errno in _PERMANENT or isinstance(exc, FileNotFoundError | PermissionError)
-            return OutputUnwritable(self.uri, f"{type(exc).__name__}: {exc.strerror or exc}", transient=not permanent)
+            return self._failure(f"{type(exc).__name__}: {exc.strerror or exc}", transient=not permanent)
         if isinstance(exc, pa.ArrowException):  # the rows cannot be this format: no retry helps
-            return OutputUnwritable(self.uri, f"the rows cannot be written as {self.format}: {exc}", transient=False)
+            return self._failure(f"the rows cannot be written as {self.format}: {exc}", transient=False)
         detail, transient = s3_failure(exc)
-        return OutputUnwritable(self.uri, detail, transient=bool(transient))
+        return self._failure(detail, transient=bool(transient))
+
+    def _failure(self, detail: str, *, transient: bool) -> OutputUnwritable:
+        return OutputUnavailable(self.uri, detail) if transient else OutputUnwritable(self.uri, detail, transient=False)
 
 
 def _replace_whole(path: Path, write: Callable[[IO[bytes]], None]) -> None:

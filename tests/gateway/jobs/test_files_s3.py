@@ -123,6 +123,22 @@ def test_an_endpoint_that_does_not_answer_is_transient(
     assert raised.value.transient is True
 
 
+@pytest.mark.parametrize("name", ["planned.parquet", "planned.csv"])
+def test_an_endpoint_gone_between_listing_and_planning_is_unavailable_not_unreadable(
+    s3: S3, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    """Planning reads a Parquet footer (through pyarrow) or a CSV header: the endpoint not
+    answering then is the store's fault (503 at submission), never the file's (400)."""
+    from gateway.jobs.files.errors import InputUnavailable
+    from tests.support.servers import free_port
+
+    _upload(s3, tmp_path, f"planned/{name}", rows(200), row_group_size=50)
+    found = find_inputs(f"{bucket}/planned/{name}", max_files=1)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(InputUnavailable, match="not reachable now"):
+        plan_chunks(found, target_rows=50, target_bytes=1024)
+
+
 @pytest.mark.parametrize("name", ["big.parquet", "big.csv", "big.jsonl"])
 def test_a_chunk_reads_its_own_bytes_of_the_object_only(
     s3: S3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str

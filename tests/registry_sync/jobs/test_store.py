@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from registry_sync.identity import VersionId
 from registry_sync.jobs.records import CANCELLED, FAILED, FILES, INLINE, PARTIAL, QUEUED, RUNNING, SUCCEEDED, NewJob
@@ -62,6 +62,22 @@ def test_a_lapsed_lease_is_claimed_again_and_counted_once(engine: Engine) -> Non
     assert not dead.finish(job_id, 0, rows=7).counted  # the dead one woke up: its end does not count
     assert alive.finish(job_id, 0, rows=7).ended == SUCCEEDED
     assert alive.job(job_id).rows_done == 7  # type: ignore[union-attr]
+
+
+def test_a_process_never_claims_again_a_chunk_it_is_still_running(engine: Engine) -> None:
+    """Its lease lapsed while the database was down: the process that scores it renews or
+    finishes it once the database is back; claiming it too would score it twice."""
+    a = store(engine, "a")
+    job_id = a.submit(files_job(chunks=2))
+    first = a.claim()
+    assert first is not None and first.index == 0
+    lapse(engine)
+    second = a.claim(running={(job_id, 0)})
+    assert second is not None and (second.index, second.attempts) == (1, 1)
+    lapse(engine)
+    assert a.claim(running={(job_id, 0), (job_id, 1)}) is None
+    assert a.renew({(job_id, 0), (job_id, 1)}) == {(job_id, 0), (job_id, 1)}
+    assert a.finish(job_id, 0, rows=3).counted and a.finish(job_id, 1, rows=4).ended == SUCCEEDED
 
 
 def test_renew_keeps_the_lease_and_tells_which_chunks_are_no_longer_held(engine: Engine) -> None:
@@ -159,3 +175,55 @@ def test_concurrent_claimers_never_share_a_chunk(engine: Engine) -> None:
     assert sorted(index for indices in got for index in indices) == list(range(40))
     job = first.job(job_id)
     assert job is not None and (job.state, job.rows_done) == (SUCCEEDED, 40)
+
+
+def due(engine: Engine) -> None:
+    """What time does to a callback's wait for its next delivery (without waiting)."""
+    with engine.begin() as connection:
+        connection.execute(update(JobRow).where(JobRow.callback_after.is_not(None)).values(callback_after=db_now() - 1))
+
+
+def test_a_callback_delivery_is_claimed_by_one_process_and_re_sent_with_backoff_until_given_up(
+    engine: Engine,
+) -> None:
+    a, b = store(engine, "a"), store(engine, "b")
+    silent = a.submit(NewJob(INLINE, IRIS, {"request": {}}, [{}]))
+    job_id = a.submit(NewJob(INLINE, IRIS, {"request": {}, "callback": "http://receiver/hook"}, [{}]))
+    assert a.due_callbacks() == [] and a.claim_callback(job_id, attempts=3, hold=15) is None  # not ended yet
+    for _ in range(2):
+        claimed = a.claim()
+        assert claimed is not None
+        a.finish(claimed.job_id, claimed.index, rows=1)
+    assert a.due_callbacks() == [job_id]  # ended, with a callback (the silent job has none)
+    assert a.claim_callback(job_id, attempts=3, hold=15) == 1
+    assert b.claim_callback(job_id, attempts=3, hold=15) is None  # a's to send, for the hold
+    assert b.due_callbacks() == []
+    assert a.callback_failed(job_id, 1, attempts=3, backoff=100.0)  # due again in 100 s, not now
+    with engine.connect() as connection:
+        wait = connection.scalar(select(JobRow.callback_after - db_now()).where(JobRow.id == job_id))
+    assert 99 < wait <= 100
+    assert b.claim_callback(job_id, attempts=3, hold=15) is None
+    due(engine)
+    assert b.claim_callback(job_id, attempts=3, hold=15) == 2 and a.claim_callback(job_id, attempts=3, hold=15) is None
+    assert b.callback_failed(job_id, 2, attempts=3, backoff=100.0)
+    with engine.connect() as connection:
+        wait = connection.scalar(select(JobRow.callback_after - db_now()).where(JobRow.id == job_id))
+    assert 199 < wait <= 200  # doubled
+    due(engine)
+    assert a.claim_callback(job_id, attempts=3, hold=15) == 3
+    assert not a.callback_failed(job_id, 3, attempts=3, backoff=100.0)  # the last: given up
+    due(engine)
+    assert a.due_callbacks() == [] and a.claim_callback(job_id, attempts=3, hold=15) is None
+    assert a.job(silent).state == a.job(job_id).state == SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_a_delivered_callback_is_never_due_again_and_a_dead_sender_is_replaced(engine: Engine) -> None:
+    a, b = store(engine, "a"), store(engine, "b")
+    job_id = a.submit(NewJob(INLINE, IRIS, {"request": {}, "callback": "http://receiver/hook"}, [{}]))
+    assert a.cancel(job_id)  # a cancel ends it too
+    assert a.claim_callback(job_id, attempts=5, hold=15) == 1  # ... and a dies mid-POST
+    due(engine)  # its hold lapses
+    assert b.due_callbacks() == [job_id] and b.claim_callback(job_id, attempts=5, hold=15) == 2
+    b.mark_notified(job_id)
+    due(engine)
+    assert b.due_callbacks() == [] and a.claim_callback(job_id, attempts=5, hold=15) is None
