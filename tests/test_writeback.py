@@ -249,6 +249,66 @@ def test_evaluate_says_what_is_missing_rather_than_failing(tmp_path: Path) -> No
     assert f"no predictions of {IRIS} version 1 under {tmp_path}" in result.output
 
 
+async def test_evaluate_scores_the_delta_tables_a_gateway_wrote_with_the_labels_posted_to_it(
+    server: tuple[Process, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+    from deltalake import DeltaTable
+
+    from gateway.cli import main
+
+    _, uri, _ = server
+    features, target = iris_frame()
+    root = tmp_path / "tables"
+    settings = settings_under(
+        tmp_path, records_sink=f"delta+file://{root}", records_table_roll_seconds=3600, feedback_sample=1.0
+    )
+    async with running_gateway(settings, uri) as gateway:
+        path = f"/models/{IRIS}/versions/1/predict"
+        for n in range(0, 150, 6):  # 25 answers of 3 rows each, across the three classes
+            rows = features.iloc[n : n + 3].values.tolist()
+            response = await gateway.client.post(path, json=iris_split(rows), headers={"X-Request-ID": f"e-{n}"})
+            assert response.status_code == 200, response.text
+        failed = await gateway.client.post(path, json={"dataframe_split": {"columns": ["a"], "data": [[1]]}})
+        assert failed.status_code == 400
+        assert gateway.services.keeper is not None
+        await gateway.services.keeper.flush()
+        # a class for every row but the last of each answer (those stay unlabelled): iris's own,
+        # but another one for a request in four, so that the accuracy is neither 0 nor 1
+        labels = [
+            {"request_id": f"e-{n}", "row": row, "label": (int(target.iloc[n + row]) + (n % 24 == 0)) % 3}
+            for n in range(0, 150, 6)
+            for row in (0, 1)
+        ]
+        given = await gateway.client.post("/feedback", json=labels)
+        assert given.json()["counts"] == {"accepted": len(labels)}
+    # The accuracy by hand, from the tables' rows with pandas: each answer's rows, their labels.
+    predictions = DeltaTable(f"file://{root}/predictions").to_pandas().query("status == 200")
+    answered = predictions.assign(prediction=predictions["outputs"].map(json.loads)).explode("prediction")
+    answered["row"] = answered.groupby("request_id").cumcount()
+    table_labels = DeltaTable(f"file://{root}/labels").to_pandas()
+    table_labels["label"] = table_labels["label"].map(json.loads)
+    scored = answered.merge(table_labels[["request_id", "row", "label"]], on=["request_id", "row"])
+    assert len(scored) == len(labels)
+    accuracy = float((scored["prediction"].astype(int) == scored["label"].astype(int)).mean())
+    assert 0 < accuracy < 1
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(
+        main, ["evaluate", IRIS, "1", "--tables", f"delta+file://{root}", "--experiment", "delta evaluations", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert f"{len(labels)} labelled rows of 75 answered in 26 requests read (1 failed" in result.output
+    tolerance = 4 * np.finfo(np.float64).eps
+    assert answer["metrics"]["accuracy_score"] == pytest.approx(accuracy, abs=tolerance)
+    client = MlflowClient(uri)
+    assert client.get_run(answer["run_id"]).data.metrics["accuracy_score"] == answer["metrics"]["accuracy_score"]
+    assert answer["model_id"] == logged_model_id(client.get_model_version(IRIS, "1").source)
+    on_model = {m.key: m.value for m in client.get_logged_model(answer["model_id"]).metrics or []}
+    assert on_model["accuracy_score"] == pytest.approx(accuracy, abs=tolerance)
+
+
 # --- a new leader after the old one died mid-write ---------------------------------------
 
 
