@@ -309,6 +309,62 @@ async def test_evaluate_scores_the_delta_tables_a_gateway_wrote_with_the_labels_
     assert on_model["accuracy_score"] == pytest.approx(accuracy, abs=tolerance)
 
 
+# --- GATEWAY_RECORDS_TRACES ----------------------------------------------------------------
+
+
+async def test_recorded_predictions_become_traces_on_the_versions_logged_model_and_labels_expectations(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    from gateway.observability.records.traces import trace_id_of
+
+    _, uri, _ = server
+    client = MlflowClient(uri)
+    model_id = logged_model_id(client.get_model_version(IRIS, "1").source)
+    settings = settings_under(
+        tmp_path, records_traces=True, records_traces_experiment="gateway traces", feedback_sample=1.0
+    )
+    async with running_gateway(settings, uri) as gateway:
+        path = f"/models/{IRIS}/versions/1/predict"
+        answers = {}
+        for n in range(3):
+            response = await gateway.client.post(
+                path, json=iris_split([ROWS[n], ROWS[(n + 1) % 3]]), headers={"X-Request-ID": f"t-{n}"}
+            )
+            assert response.status_code == 200, response.text
+            answers[f"t-{n}"] = response.json()["predictions"]
+        failed = await gateway.client.post(path, json={"dataframe_split": {"columns": ["a"], "data": [[1]]}})
+        assert failed.status_code == 400  # no trace: nothing was predicted
+        assert gateway.services.keeper is not None
+        await gateway.services.keeper.flush()
+        given = await gateway.client.post(
+            "/feedback", json=[{"request_id": "t-0", "row": 1, "label": 2}, {"request_id": "t-2", "row": 0, "label": 0}]
+        )
+        assert given.json()["counts"] == {"accepted": 2}
+        metrics = gateway.services.metrics.registry
+    # closed: what waited is written
+    experiment = client.get_experiment_by_name("gateway traces")
+    assert experiment is not None
+    traces = {t.info.tags["gateway.request_id"]: t for t in client.search_traces(locations=[experiment.experiment_id])}
+    assert sorted(traces) == ["t-0", "t-1", "t-2"]
+    for request_id, trace in traces.items():
+        assert trace.info.trace_id == trace_id_of(IRIS, 1, request_id)
+        assert trace.info.trace_metadata["mlflow.modelId"] == model_id  # the version's LoggedModel
+        assert trace.info.client_request_id == request_id
+        assert json.loads(trace.data.spans[0].to_dict()["attributes"]["mlflow.spanOutputs"]) == {
+            "predictions": answers[request_id]
+        }
+    # and the LoggedModel's traces are these (MLflow's own search by model id)
+    linked = client.search_traces(locations=[experiment.experiment_id], model_id=model_id)
+    assert len(linked) == 3
+    expectations = {
+        request_id: [(a.name, a.value, a.metadata["row"]) for a in trace.info.assessments]
+        for request_id, trace in traces.items()
+    }
+    assert expectations == {"t-0": [("label", 2, "1")], "t-1": [], "t-2": [("label", 0, "0")]}
+    assert metrics.get_sample_value("gateway_record_traces_total", {"outcome": "written"}) == 3
+    assert metrics.get_sample_value("gateway_record_traces_total", {"outcome": "expectation"}) == 2
+
+
 # --- a new leader after the old one died mid-write ---------------------------------------
 
 
