@@ -48,7 +48,7 @@ class QualityRoom:
         monitor = QualityMonitor.of(
             settings, store, state.catalog, routing.inference, routing.split, traffic.guard, metrics
         )
-        sinks = [sink for sink in (records.records, records.traces) if sink is not None]
+        sinks: list[LabelSink] = [sink for sink in (records.records, records.traces) if sink is not None]
         feedback = FeedbackService(store, metrics, max_items=settings.feedback_max_items, tables=_LabelSinks(sinks))
         return cls(feedback, monitor, keeper_for(settings, store, metrics, models.cache.peek))
 
