@@ -365,6 +365,33 @@ async def test_recorded_predictions_become_traces_on_the_versions_logged_model_a
     assert metrics.get_sample_value("gateway_record_traces_total", {"outcome": "expectation"}) == 2
 
 
+async def test_mlflow_down_fails_no_request_and_the_traces_it_misses_are_counted(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    process, uri, _ = server
+    settings = settings_under(tmp_path, records_traces=True, records_traces_experiment="gateway traces, outage")
+    async with running_gateway(settings, uri) as gateway:
+        metrics = gateway.services.metrics.registry
+
+        def count(outcome: str) -> float:
+            return metrics.get_sample_value("gateway_record_traces_total", {"outcome": outcome}) or 0.0
+
+        await _send(gateway, IRIS, 1)  # loaded, and traced, before MLflow goes away
+        await until(lambda: count("written") >= 1, "the first trace", timeout=60)
+        await asyncio.to_thread(process.stop)
+        try:
+            await _send(gateway, IRIS, 5)  # answered, MLflow down
+            await until(lambda: count("failed") >= 5, "five traces counted as not written", timeout=60)
+        finally:
+            await asyncio.to_thread(process.start)
+        await _send(gateway, IRIS, 2)
+        await until(lambda: count("written") >= 3, "the traces once MLflow is back", timeout=60)
+    assert (count("written"), count("failed"), count("queue_full")) == (3, 5, 0)
+    experiment = MlflowClient(uri).get_experiment_by_name("gateway traces, outage")
+    assert experiment is not None
+    assert len(MlflowClient(uri).search_traces(locations=[experiment.experiment_id])) == 3
+
+
 # --- a new leader after the old one died mid-write ---------------------------------------
 
 
