@@ -196,10 +196,16 @@ class _ParquetTables:
     base: str
 
     def predictions(self, model: str, version: str, since: datetime | None) -> pd.DataFrame:
-        return _read(self.filesystem, _version_dir(self.filesystem, self.base, model, version), since)
+        try:
+            return _read(self.filesystem, _version_dir(self.filesystem, self.base, model, version), since)
+        except OSError as exc:  # the store unreachable, or refusing: say so, not a traceback
+            raise TablesUnavailable(f"cannot read the tables at {self.base}: {exc}") from exc
 
     def labels(self) -> pd.DataFrame:
-        return _read(self.filesystem, f"{self.base}/labels", since=None)
+        try:
+            return _read(self.filesystem, f"{self.base}/labels", since=None)
+        except OSError as exc:
+            raise TablesUnavailable(f"cannot read the tables at {self.base}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,3 +142,28 @@ def test_a_delta_read_takes_the_committed_files_of_the_versions_partitions_from_
     assert joined(str(root), "iris", "2").requests == 20
     with pytest.raises(TablesUnavailable, match="cannot read the Delta table"):
         joined(str(root), "wine/red", "7")
+
+
+def test_delta_tables_on_s3_give_the_rows_the_parquet_tables_give(
+    both: tuple[Path, Path], s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.observability.records.tables import destination_for
+    from tests.gateway.observability.test_delta_tables import traffic, written
+
+    parquet, _ = both
+    for name, value in s3.client_env.items():  # the artifact store's variables, as a gateway has them
+        monkeypatch.setenv(name, value)
+    uri = f"s3://{s3.bucket}/delta"
+    written(destination_for(f"delta+{uri}", replica="r"), traffic("a", 60))
+    for root in (f"delta+{uri}", uri):  # named, and found by its log
+        _same(joined(root, "wine/red", "7", since=DAY_TWO), joined(str(parquet), "wine/red", "7", since=DAY_TWO))
+        _same(joined(root, "iris", "1"), joined(str(parquet), "iris", "1"))
+
+
+@pytest.mark.parametrize("root", ["delta+s3://tables/inference", "s3://tables/inference"], ids=["delta", "parquet"])
+def test_a_store_that_does_not_answer_is_said_so_not_raised(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(TablesUnavailable, match="cannot (open|read) the"):
+        joined(root, "iris", "1")
