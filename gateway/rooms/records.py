@@ -1,7 +1,8 @@
 """The records room: what this process writes about each request, off the request path.
 
-The access log (GATEWAY_ACCESS_LOG: a line per request) and the inference records
-(GATEWAY_RECORDS_*: a request and its answer, sampled), each written by a thread of its own
+The access log (GATEWAY_ACCESS_LOG: a line per request), the inference records
+(GATEWAY_RECORDS_*: a request and its answer, sampled) and their MLflow traces
+(GATEWAY_RECORDS_TRACES: the same sampled requests), each written by a thread of its own
 behind a bounded queue. ``record`` is what a finished predict hands over; the recorder keeps it
 or not by the version's own sample rate if it has one. Started before anything else, closed
 after the state database: the access log first, then the records still queued, within the
@@ -66,16 +67,16 @@ class RecordsRoom:
         the setting's). A failed one (``error``) is a row of the inference tables only: the
         other sinks' events are of answers."""
         records, traces = self.records, self.traces
-        if records is None and traces is None:
-            return
         if error is not None and (records is None or not records.tables):
             return
-        sampler = records if records is not None else traces
-        assert sampler is not None
-        if not sampler.sampled(loaded.records_sample if loaded is not None else None):
+        override = loaded.records_sample if loaded is not None else None
+        if records is not None:
+            if not records.sampled(override):
+                return
+        elif traces is None or not traces.sampled(override):  # traces without a sink: the same draw
             return
-        if request is not None:
-            request.recorded = True  # its shadows are recorded too
+        if request is not None and records is not None:
+            request.recorded = True  # its shadows are recorded too (to the sink: they make no trace)
         answer = exchange.response
         if exchange.answer_json is not None and error is None:
             answer = exchange.answer_json(answer)
