@@ -621,7 +621,12 @@ def records(where: str | None, model: str | None, limit: int, as_json: bool) -> 
 @main.command()
 @click.argument("model")
 @click.argument("version")
-@click.option("--tables", required=True, help="The inference tables' root: a directory or a URI (s3://bucket/prefix).")
+@click.option(
+    "--tables",
+    required=True,
+    help="The inference tables' root: a directory or a URI (s3://bucket/prefix); Delta tables as "
+    "GATEWAY_RECORDS_SINK names them (delta+file:///dir, delta+s3://bucket/prefix), or found by their log.",
+)
 @click.option(
     "--since",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]),

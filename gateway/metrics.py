@@ -268,6 +268,13 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.record_traces_total = Counter(
+            "gateway_record_traces",
+            "Recorded predictions as MLflow traces and labels as expectations (GATEWAY_RECORDS_TRACES), "
+            "by outcome: written, expectation, failed (MLflow down or refusing), queue_full, shutdown",
+            ["outcome"],
+            registry=r,
+        )
         self.records_queued_bytes = Gauge(
             "gateway_records_queued_bytes",
             "Bytes of inference records waiting for their sink (at most GATEWAY_RECORDS_QUEUE_MB)",
@@ -507,6 +514,9 @@ class GatewayMetrics:
 
     def records_were_dropped(self, reason: str, count: int = 1) -> None:
         self._child(self.records_dropped, reason).inc(count)
+
+    def record_traces(self, outcome: str, count: int = 1) -> None:
+        self._child(self.record_traces_total, outcome).inc(count)
 
     def follow_records_queue(self, queued_bytes: Callable[[], int]) -> None:
         """``gateway_records_queued_bytes`` reads ``queued_bytes`` at every scrape."""

@@ -144,7 +144,7 @@ class Rooms:
         )
         if (warning := state.source.default_warning()) is not None:
             log.warning("%s", warning)
-        records = RecordsRoom.build(settings, seen.metrics)
+        records = RecordsRoom.build(settings, seen.metrics, reader=state.reader)
         traffic = TrafficRoom.build(settings, state=state, routing=routing, seen=seen, records=records, actor=actor)
         quality = QualityRoom.build(
             settings, state=state, models=models, routing=routing, traffic=traffic, records=records, seen=seen
@@ -288,7 +288,7 @@ class Services:
             self.rooms.usage.finished(served, status, request)
             if request is not None:  # for the access log and the request's span
                 request.model, request.version, request.arm = served.name, served.version, served.route
-            if self.records is not None and exchange is not None:
+            if (self.records is not None or self.rooms.records.traces is not None) and exchange is not None:
                 self.rooms.records.record(
                     served,
                     exchange,

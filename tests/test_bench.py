@@ -1508,3 +1508,25 @@ def test_the_paired_figures_in_the_performance_docs_are_the_runs_they_cite(headi
         ratios = sorted(r["req_s"] for r in data["rounds"])
         if "rounds" in cells[7]:  # the rounds' spread, where the row gives it
             assert f"{ratios[0]:.3f}–{ratios[-1]:.3f}" in cells[7], cited
+
+
+def test_the_traces_cost_quoted_in_docs_is_the_stored_runs() -> None:
+    """docs/observability.md's figures for GATEWAY_RECORDS_TRACES are those of the run it cites
+    (bench/trace_cost.py: CPU time, not wall)."""
+    import json
+    import re
+
+    text = (BENCH.parent / "docs" / "observability.md").read_text()
+    section = text[text.index("## Predictions as MLflow traces") : text.index("## Production figures in MLflow")]
+    (name,) = re.findall(r"`bench/results/(trace-cost-\d{8}T\d{6}Z)\.json`", section)
+    run = json.loads((BENCH / "results" / f"{name}.json").read_text())
+    quoted = " ".join(section[section.index("<!-- trace-cost -->") : section.index("<!-- end -->")].split())
+    expected = (
+        f"<!-- trace-cost -->the append costs the request {run['offer_cpu_ns'] / 1000:.2f} µs of CPU; "
+        f"the writer thread spends {run['writer_cpu_us_per_trace'] / 1000:.1f} ms of CPU a trace and "
+        f"{run['writer_cpu_us_per_expectation'] / 1000:.1f} ms an expectation (MLflow's Python client: a core "
+        f"writes about {round(1e6 / run['writer_cpu_us_per_trace'], -1):.0f} traces a second), with "
+        f"{run['mlflow_calls_per_trace']:.2f} calls to MLflow a trace at batches of {run['batch']} and "
+        f"{run['mlflow_calls_per_expectation']:.0f} a label"
+    )
+    assert quoted == expected

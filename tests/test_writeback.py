@@ -249,6 +249,149 @@ def test_evaluate_says_what_is_missing_rather_than_failing(tmp_path: Path) -> No
     assert f"no predictions of {IRIS} version 1 under {tmp_path}" in result.output
 
 
+async def test_evaluate_scores_the_delta_tables_a_gateway_wrote_with_the_labels_posted_to_it(
+    server: tuple[Process, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+    from deltalake import DeltaTable
+
+    from gateway.cli import main
+
+    _, uri, _ = server
+    features, target = iris_frame()
+    root = tmp_path / "tables"
+    settings = settings_under(
+        tmp_path, records_sink=f"delta+file://{root}", records_table_roll_seconds=3600, feedback_sample=1.0
+    )
+    async with running_gateway(settings, uri) as gateway:
+        path = f"/models/{IRIS}/versions/1/predict"
+        for n in range(0, 150, 6):  # 25 answers of 3 rows each, across the three classes
+            rows = features.iloc[n : n + 3].values.tolist()
+            response = await gateway.client.post(path, json=iris_split(rows), headers={"X-Request-ID": f"e-{n}"})
+            assert response.status_code == 200, response.text
+        failed = await gateway.client.post(path, json={"dataframe_split": {"columns": ["a"], "data": [[1]]}})
+        assert failed.status_code == 400
+        assert gateway.services.keeper is not None
+        await gateway.services.keeper.flush()
+        # a class for every row but the last of each answer (those stay unlabelled): iris's own,
+        # but another one for a request in four, so that the accuracy is neither 0 nor 1
+        labels = [
+            {"request_id": f"e-{n}", "row": row, "label": (int(target.iloc[n + row]) + (n % 24 == 0)) % 3}
+            for n in range(0, 150, 6)
+            for row in (0, 1)
+        ]
+        given = await gateway.client.post("/feedback", json=labels)
+        assert given.json()["counts"] == {"accepted": len(labels)}
+    # The accuracy by hand, from the tables' rows with pandas: each answer's rows, their labels.
+    predictions = DeltaTable(f"file://{root}/predictions").to_pandas().query("status == 200")
+    answered = predictions.assign(prediction=predictions["outputs"].map(json.loads)).explode("prediction")
+    answered["row"] = answered.groupby("request_id").cumcount()
+    table_labels = DeltaTable(f"file://{root}/labels").to_pandas()
+    table_labels["label"] = table_labels["label"].map(json.loads)
+    scored = answered.merge(table_labels[["request_id", "row", "label"]], on=["request_id", "row"])
+    assert len(scored) == len(labels)
+    accuracy = float((scored["prediction"].astype(int) == scored["label"].astype(int)).mean())
+    assert 0 < accuracy < 1
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(
+        main, ["evaluate", IRIS, "1", "--tables", f"delta+file://{root}", "--experiment", "delta evaluations", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert f"{len(labels)} labelled rows of 75 answered in 26 requests read (1 failed" in result.output
+    tolerance = 4 * np.finfo(np.float64).eps
+    assert answer["metrics"]["accuracy_score"] == pytest.approx(accuracy, abs=tolerance)
+    client = MlflowClient(uri)
+    assert client.get_run(answer["run_id"]).data.metrics["accuracy_score"] == answer["metrics"]["accuracy_score"]
+    assert answer["model_id"] == logged_model_id(client.get_model_version(IRIS, "1").source)
+    on_model = {m.key: m.value for m in client.get_logged_model(answer["model_id"]).metrics or []}
+    assert on_model["accuracy_score"] == pytest.approx(accuracy, abs=tolerance)
+
+
+# --- GATEWAY_RECORDS_TRACES ----------------------------------------------------------------
+
+
+async def test_recorded_predictions_become_traces_on_the_versions_logged_model_and_labels_expectations(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    from gateway.observability.records.traces import trace_id_of
+
+    _, uri, _ = server
+    client = MlflowClient(uri)
+    model_id = logged_model_id(client.get_model_version(IRIS, "1").source)
+    settings = settings_under(
+        tmp_path, records_traces=True, records_traces_experiment="gateway traces", feedback_sample=1.0
+    )
+    async with running_gateway(settings, uri) as gateway:
+        path = f"/models/{IRIS}/versions/1/predict"
+        answers = {}
+        for n in range(3):
+            response = await gateway.client.post(
+                path, json=iris_split([ROWS[n], ROWS[(n + 1) % 3]]), headers={"X-Request-ID": f"t-{n}"}
+            )
+            assert response.status_code == 200, response.text
+            answers[f"t-{n}"] = response.json()["predictions"]
+        failed = await gateway.client.post(path, json={"dataframe_split": {"columns": ["a"], "data": [[1]]}})
+        assert failed.status_code == 400  # no trace: nothing was predicted
+        assert gateway.services.keeper is not None
+        await gateway.services.keeper.flush()
+        given = await gateway.client.post(
+            "/feedback", json=[{"request_id": "t-0", "row": 1, "label": 2}, {"request_id": "t-2", "row": 0, "label": 0}]
+        )
+        assert given.json()["counts"] == {"accepted": 2}
+        metrics = gateway.services.metrics.registry
+    # closed: what waited is written
+    experiment = client.get_experiment_by_name("gateway traces")
+    assert experiment is not None
+    traces = {t.info.tags["gateway.request_id"]: t for t in client.search_traces(locations=[experiment.experiment_id])}
+    assert sorted(traces) == ["t-0", "t-1", "t-2"]
+    for request_id, trace in traces.items():
+        assert trace.info.trace_id == trace_id_of(IRIS, 1, request_id)
+        assert trace.info.trace_metadata["mlflow.modelId"] == model_id  # the version's LoggedModel
+        assert trace.info.client_request_id == request_id
+        assert json.loads(trace.data.spans[0].to_dict()["attributes"]["mlflow.spanOutputs"]) == {
+            "predictions": answers[request_id]
+        }
+    # and the LoggedModel's traces are these (MLflow's own search by model id)
+    linked = client.search_traces(locations=[experiment.experiment_id], model_id=model_id)
+    assert len(linked) == 3
+    expectations = {
+        request_id: [(a.name, a.value, a.metadata["row"]) for a in trace.info.assessments]
+        for request_id, trace in traces.items()
+    }
+    assert expectations == {"t-0": [("label", 2, "1")], "t-1": [], "t-2": [("label", 0, "0")]}
+    assert metrics.get_sample_value("gateway_record_traces_total", {"outcome": "written"}) == 3
+    assert metrics.get_sample_value("gateway_record_traces_total", {"outcome": "expectation"}) == 2
+
+
+async def test_mlflow_down_fails_no_request_and_the_traces_it_misses_are_counted(
+    server: tuple[Process, str, Path], tmp_path: Path
+) -> None:
+    process, uri, _ = server
+    settings = settings_under(tmp_path, records_traces=True, records_traces_experiment="gateway traces, outage")
+    async with running_gateway(settings, uri) as gateway:
+        metrics = gateway.services.metrics.registry
+
+        def count(outcome: str) -> float:
+            return metrics.get_sample_value("gateway_record_traces_total", {"outcome": outcome}) or 0.0
+
+        await _send(gateway, IRIS, 1)  # loaded, and traced, before MLflow goes away
+        await until(lambda: count("written") >= 1, "the first trace", timeout=60)
+        await asyncio.to_thread(process.stop)
+        try:
+            await _send(gateway, IRIS, 5)  # answered, MLflow down
+            await until(lambda: count("failed") >= 5, "five traces counted as not written", timeout=60)
+        finally:
+            await asyncio.to_thread(process.start)
+        await _send(gateway, IRIS, 2)
+        await until(lambda: count("written") >= 3, "the traces once MLflow is back", timeout=60)
+    assert (count("written"), count("failed"), count("queue_full")) == (3, 5, 0)
+    experiment = MlflowClient(uri).get_experiment_by_name("gateway traces, outage")
+    assert experiment is not None
+    assert len(MlflowClient(uri).search_traces(locations=[experiment.experiment_id])) == 3
+
+
 # --- a new leader after the old one died mid-write ---------------------------------------
 
 

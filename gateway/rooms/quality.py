@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.observability.records.record import LabelRecord
 from gateway.quality.capture import Answered, PredictionKeeper, keeper_for
-from gateway.quality.feedback import FeedbackService
+from gateway.quality.feedback import FeedbackService, LabelSink
 from gateway.quality.monitor import QualityMonitor
 from gateway.rooms.models import ModelsRoom
 from gateway.rooms.observability import ObservabilityRoom
@@ -47,7 +48,8 @@ class QualityRoom:
         monitor = QualityMonitor.of(
             settings, store, state.catalog, routing.inference, routing.split, traffic.guard, metrics
         )
-        feedback = FeedbackService(store, metrics, max_items=settings.feedback_max_items, tables=records.records)
+        sinks: list[LabelSink] = [sink for sink in (records.records, records.traces) if sink is not None]
+        feedback = FeedbackService(store, metrics, max_items=settings.feedback_max_items, tables=_LabelSinks(sinks))
         return cls(feedback, monitor, keeper_for(settings, store, metrics, models.cache.peek))
 
     def keep(self, answered: Answered) -> None:
@@ -63,3 +65,13 @@ class QualityRoom:
         await self.monitor.stop()
         if self.keeper is not None:
             await self.keeper.stop()  # what waits is written before the engine goes
+
+
+@dataclass(frozen=True, slots=True)
+class _LabelSinks:
+    """Accepted labels to the inference tables and to the traces' expectations, each that is on."""
+
+    sinks: list[LabelSink]
+
+    def offer_labels(self, labels: list[LabelRecord]) -> int:
+        return max((sink.offer_labels(labels) for sink in self.sinks), default=0)

@@ -77,6 +77,18 @@ class ObservabilitySettings(SettingsSection):
     records_redis_maxlen: int = Field(default=100_000, ge=1)
     """A Redis stream sink's approximate length bound (``XADD ... MAXLEN ~``)."""
 
+    records_traces: bool = False
+    """Each recorded request (GATEWAY_RECORDS_SAMPLE's share) answered as an MLflow trace in the
+    experiment ``records_traces_experiment``, linked to its version's LoggedModel where it has
+    one, with the request id as the tag ``gateway.request_id``; a label posted later to
+    ``POST /feedback`` is logged as an expectation (``label``) on its trace. Written by a thread of
+    its own in batches, behind a queue bounded like the records' (GATEWAY_RECORDS_QUEUE_MB):
+    what does not fit or MLflow does not take is counted (``gateway_record_traces_total``),
+    never waited for. Off (the default): no traces."""
+
+    records_traces_experiment: str = "registry-gateway traces"
+    """The MLflow experiment the traces of ``records_traces`` go to (made if missing)."""
+
     records_table_roll_mb: float = Field(default=64, gt=0)
     """Size at which an inference table's file (one per partition being written) is closed and
     published, and the next begun."""

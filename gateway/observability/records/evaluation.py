@@ -8,6 +8,9 @@ The tables' layout (issue 50): one row per request under
 list of rows), and the labels under ``<root>/labels/date=<YYYY-MM-DD>/*.parquet``
 (``request_id``, ``row``, ``model``, ``version``, ``label``: one output row as JSON text,
 ``received_at``). ``root`` is a directory or any URI pyarrow's filesystems read (``s3://``...).
+The Delta sink's tables (``delta.py``: the same rows, ``date`` a column) are read through
+deltalake: ``delta+file:///dir``, ``delta+s3://bucket/prefix``, or a root whose ``predictions``
+has a ``_delta_log``.
 
 What is scored, and what is left out (counted in :class:`Joined`):
 - each row of the answers of requests answered 2xx (an answer of 50 rows is 50 predictions),
@@ -29,7 +32,7 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlparse
 
 import pandas as pd
@@ -62,13 +65,11 @@ class Joined:
 
 
 def joined(root: str, model: str, version: str, *, since: datetime | None = None, column: str | None = None) -> Joined:
-    """The version's predictions since ``since`` (UTC), joined with their labels."""
-    try:
-        filesystem, base = _filesystem(root)
-    except Exception as exc:  # pyarrow raises ArrowInvalid or OSError for a URI it cannot open
-        raise TablesUnavailable(f"cannot open the tables at {root}: {exc}") from exc
-    base = base.rstrip("/")
-    predictions = _read(filesystem, _version_dir(filesystem, base, model, version), since)
+    """The version's predictions since ``since`` (UTC), joined with their labels. ``root`` is
+    Parquet tables, or Delta tables (``delta+file:///dir``, ``delta+s3://bucket/prefix``, or a
+    root whose ``predictions`` has a ``_delta_log``)."""
+    tables = _tables(root)
+    predictions = tables.predictions(model, version, since)
     if predictions.empty:
         raise TablesUnavailable(f"no predictions of {model} version {version} under {root}" + _since(since))
     if "time" in predictions:
@@ -81,14 +82,17 @@ def joined(root: str, model: str, version: str, *, since: datetime | None = None
         ok &= predictions["error_code"].isna() | (predictions["error_code"].astype(str) == "")
     answered = predictions[ok].copy()
     answered[PREDICTION] = [_answer_rows(text, column) for text in answered["outputs"]]
-    readable = answered[[value is not None for value in answered[PREDICTION]]]
+    # a mask, not a list: an empty list would select no columns rather than no rows
+    readable = answered[
+        pd.Series([value is not None for value in answered[PREDICTION]], index=answered.index, dtype=bool)
+    ]
     keep = [c for c in ("request_id", "time", "arm", PREDICTION) if c in readable]
     # one frame row per answered row, numbered within its answer as a label names it
     # (by answer, not request id: an id sent twice is two answers, each labelled by its rows)
     rows = readable[keep].explode(PREDICTION)
     rows.insert(1, ROW, rows.groupby(level=0).cumcount())
     rows = rows.reset_index(drop=True)
-    labels = _read(filesystem, f"{base}/labels", since=None)
+    labels = tables.labels()
     if labels.empty:
         raise TablesUnavailable(f"no labels under {root}/labels")
     labels[ROW] = labels[ROW].fillna(0).astype(int) if ROW in labels else 0
@@ -155,6 +159,101 @@ def evaluate(
 
 
 # --- reading ------------------------------------------------------------------------
+
+DELTA = "delta+"
+# The columns read: a row's typed columns (``input_*``, ``output_*``) are not needed here.
+_PREDICTION_COLUMNS = ["request_id", "time", "arm", "status", "error_code", "outputs"]
+_LABEL_COLUMNS = ["request_id", "row", "model", "version", "label", "received_at"]
+
+
+class _Tables(Protocol):
+    def predictions(self, model: str, version: str, since: datetime | None) -> pd.DataFrame: ...
+
+    def labels(self) -> pd.DataFrame: ...
+
+
+def _tables(root: str) -> _Tables:
+    """The reader of the tables at ``root``: Delta when named so (``delta+``) or when the
+    ``predictions`` table has a Delta log (a Parquet reader would read every file in its folders,
+    the uncommitted and the removed too), Parquet otherwise."""
+    if root.startswith(DELTA):
+        return _DeltaTables(root.removeprefix(DELTA))
+    try:
+        filesystem, base = _filesystem(root)
+    except Exception as exc:  # pyarrow raises ArrowInvalid or OSError for a URI it cannot open
+        raise TablesUnavailable(f"cannot open the tables at {root}: {exc}") from exc
+    base = base.rstrip("/")
+    if _is_directory(filesystem, f"{base}/predictions/_delta_log"):
+        return _DeltaTables(root)
+    return _ParquetTables(filesystem, base)
+
+
+@dataclass(frozen=True, slots=True)
+class _ParquetTables:
+    """The Parquet sink's tables: every file under a version's (the labels') folders."""
+
+    filesystem: Any
+    base: str
+
+    def predictions(self, model: str, version: str, since: datetime | None) -> pd.DataFrame:
+        try:
+            return _read(self.filesystem, _version_dir(self.filesystem, self.base, model, version), since)
+        except OSError as exc:  # the store unreachable, or refusing: say so, not a traceback
+            raise TablesUnavailable(f"cannot read the tables at {self.base}: {exc}") from exc
+
+    def labels(self) -> pd.DataFrame:
+        try:
+            return _read(self.filesystem, f"{self.base}/labels", since=None)
+        except OSError as exc:
+            raise TablesUnavailable(f"cannot read the tables at {self.base}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _DeltaTables:
+    """The Delta sink's tables (``delta.py``), read through deltalake: the files of each table's
+    latest version only (a file whose commit failed, or one a compaction replaced, is not read),
+    and of ``predictions`` only those of the version's ``model``/``version`` partitions and of
+    ``date`` partitions from ``since``'s day on."""
+
+    root: str  # file:///dir, s3://bucket/prefix or a directory
+
+    def predictions(self, model: str, version: str, since: datetime | None) -> pd.DataFrame:
+        partitions: list[tuple[str, str, Any]] = [("model", "=", model), ("version", "=", str(version))]
+        if since is not None:
+            partitions.append(("date", ">=", since.astimezone(UTC).date()))
+        return self._read("predictions", _PREDICTION_COLUMNS, partitions)
+
+    def labels(self) -> pd.DataFrame:
+        return self._read("labels", _LABEL_COLUMNS, None)
+
+    def _read(self, name: str, columns: list[str], partitions: list[tuple[str, str, Any]] | None) -> pd.DataFrame:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        from gateway.observability.records.delta import storage_options
+
+        uri = f"{self.root.rstrip('/')}/{name}"
+        try:
+            table = DeltaTable(uri, storage_options=storage_options(self.root))
+        except TableNotFoundError:
+            return pd.DataFrame()
+        except Exception as exc:  # unreachable store, bad credentials: say where
+            raise TablesUnavailable(f"cannot open the Delta table {uri}: {exc}") from exc
+        present = set(table.schema().to_arrow().names)
+        try:
+            # filters on partition columns: only the matching partitions' files are opened
+            return table.to_pandas(filters=partitions, columns=[c for c in columns if c in present])
+        except Exception as exc:  # a data file gone or unreadable
+            raise TablesUnavailable(f"cannot read the Delta table {uri}: {exc}") from exc
+
+
+def _is_directory(filesystem: Any, path: str) -> bool:
+    from pyarrow import fs as pafs
+
+    try:
+        return bool(filesystem.get_file_info(path).type == pafs.FileType.Directory)
+    except OSError:
+        return False
 
 
 def _filesystem(root: str) -> tuple[Any, str]:
