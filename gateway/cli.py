@@ -228,7 +228,7 @@ def db_upgrade() -> None:
 
     settings = _load_settings()
     _say_database(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.database_sqlite_synchronous)
     try:
         before = current_revision(engine)
         upgrade(engine)
@@ -246,7 +246,7 @@ def db_current() -> None:
 
     settings = _load_settings()
     _say_database(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.database_sqlite_synchronous)
     try:
         click.echo(f"current: {current_revision(engine) or 'empty'}; needed: {head_revision()}")
     finally:
@@ -328,7 +328,7 @@ def _state_engine() -> Iterator[Engine]:
 
     settings = _load_settings()
     _say_database(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.database_sqlite_synchronous)
     try:
         try:
             check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))

@@ -42,7 +42,7 @@ class StateRoom:
         chosen = reader is not None
         reader = reader or RegistryReader()
         source = RegistrySource.of(reader, chosen=chosen)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, sqlite_synchronous=settings.database_sqlite_synchronous)
         check_schema(engine, auto_upgrade=is_sqlite(settings.database_url))
         store = StateStore(engine)
         store.claim(reader.registry_uri)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -30,6 +30,14 @@ class SyncSettings(SettingsSection):
     """The state database (versions seen, pinned digests, routes, events, API keys): a SQLAlchemy
     URL. sqlite (the default, ``gateway-state.db`` in the directory the command runs in, upgraded
     automatically) for one host; PostgreSQL for many replicas."""
+
+    database_sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """On sqlite, when a commit reaches the disk (``PRAGMA synchronous``; the database is in WAL
+    mode). ``normal``: at the log's checkpoints, not at every commit: a process killed or
+    restarted loses nothing it committed and the file is never corrupted; a power loss or a
+    kernel crash may take back the last commits. ``full``: every commit is synced (an fsync for
+    each job chunk claimed or finished, each label batch): durable across a power loss, at that
+    cost. PostgreSQL has its own (``synchronous_commit``)."""
 
     poll_interval_seconds: float = Field(default=30.0, gt=0)
     """How often the registry is polled for new versions, alias moves, tag changes and deletions."""
