@@ -60,8 +60,8 @@ from gateway.observability.records.rows import (
     TypedColumns,
     day_of,
     label_partition,
-    label_row,
-    prediction_row,
+    label_values,
+    prediction_values,
     typed_columns,
 )
 from gateway.observability.records.sinks import SinkFailed
@@ -190,7 +190,7 @@ class _OpenFile:
     name: str  # its path under the root once published
     opened: float  # time.monotonic()
     writer: pq.ParquetWriter | None = None
-    waiting: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[tuple[Any, ...]] = field(default_factory=list)  # rows, in the schema's order
     waiting_bytes: int = 0
     rows: int = 0  # rows in it, row groups and waiting
     size: int = 0  # bytes of its row groups so far
@@ -208,10 +208,10 @@ class _Kept:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A row and where it goes."""
+    """A row (its values in the schema's order) and where it goes."""
 
     partition: Partition
-    row: dict[str, Any]
+    row: tuple[Any, ...]
     size: int  # its bodies' bytes: what it weighs in a row group
     schema: pa.Schema
 
@@ -251,10 +251,11 @@ class TableSink:
     def entry(self, item: InferenceRecord | LabelRecord, *, source: str, redact: frozenset[str]) -> Entry:
         """The row of a record or a label (in the writer thread)."""
         if isinstance(item, LabelRecord):
-            row = label_row(item, replica=self.replica)
-            return Entry(label_partition(day_of(item.received_at)), row, len(row["label"]), LABEL_SCHEMA)
+            row = label_values(item, replica=self.replica)
+            return Entry(label_partition(day_of(item.received_at)), row, len(row[3]), LABEL_SCHEMA)
         schema, columns = self._schema(item.signature)
-        row = prediction_row(item, redact=self._redact | redact, columns=columns, replica=self.replica)
+        names = self._redact | redact if redact else self._redact
+        row = prediction_values(item, redact=names, columns=columns, replica=self.replica)
         partition = self._partitions.prediction(item.model, str(item.version), item.time)
         return Entry(partition, row, len(item.request) + len(item.response) + 256, schema)
 
@@ -278,7 +279,8 @@ class TableSink:
     def _write(self, entries: list[Entry]) -> None:
         for entry in entries:
             current = self._open.get(entry.partition)
-            if current is not None and current.schema != entry.schema:  # a re-created version, say
+            if current is not None and current.schema is not entry.schema and current.schema != entry.schema:
+                # a re-created version, say
                 self._roll(current)
                 current = None
             if current is None:
@@ -356,15 +358,7 @@ class TableSink:
     def _add_row_group(self, current: _OpenFile) -> None:
         if not current.waiting:
             return
-        try:
-            table = pa.Table.from_pylist(current.waiting, schema=current.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-            # A typed value that passed rows.py's plain checks and not Arrow's (a float past
-            # float32's range, say): the group's typed columns go null; the JSON text keeps them.
-            typed = current.schema.names[len(PREDICTION_FIELDS) :] if current.schema != LABEL_SCHEMA else []
-            for row in current.waiting:
-                row.update(dict.fromkeys(typed))
-            table = pa.Table.from_pylist(current.waiting, schema=current.schema)
+        table = _table(current.waiting, current.schema)
         try:
             if current.writer is None:
                 current.writer = pq.ParquetWriter(current.local, current.schema, compression=_COMPRESSION)
@@ -423,6 +417,24 @@ class TableSink:
             except Exception:
                 pass
         current.local.unlink(missing_ok=True)
+
+
+def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    """Rows as a table, made a column at a time (one ``pa.array`` of a column's values, not a
+    lookup by name per row and column). A typed column whose values pass rows.py's plain checks
+    and not Arrow's (a float past float32's range, say) goes null for the group; its JSON text
+    keeps the values."""
+    typed_from = len(PREDICTION_FIELDS) if schema is not LABEL_SCHEMA else len(schema)
+    arrays = []
+    for position, values in enumerate(zip(*rows, strict=True)):
+        kind = schema.field(position).type
+        try:
+            arrays.append(pa.array(values, type=kind))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            if position < typed_from:
+                raise
+            arrays.append(pa.nulls(len(values), kind))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _merged(first: TableSinkFailed | None, second: TableSinkFailed) -> TableSinkFailed:
