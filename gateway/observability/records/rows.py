@@ -243,15 +243,7 @@ def prediction_values(
     )
     if not columns.inputs and not columns.outputs:
         return row
-    typed = [
-        None if isinstance(key, str) and key in redact else _typed(input_rows, key, kind, check)
-        for _, key, kind, check in columns.inputs
-    ]
-    typed += [
-        None if isinstance(key, str) and key in redact else _typed(output_rows, key, kind, check)
-        for _, key, kind, check in columns.outputs
-    ]
-    return (*row, *typed)
+    return (*row, *_typed_all(input_rows, columns.inputs, redact), *_typed_all(output_rows, columns.outputs, redact))
 
 
 # A request's media type as received, by its base (``application/json; format=pandas-split``
@@ -349,30 +341,48 @@ def _reshaped(data: Any, shape: Any) -> Any:
     return nested
 
 
-def _typed(rows: Any, key: str | int, kind: pa.DataType, check: Any) -> list[Any] | None:
-    """One column's values, one per row, if they are all of its type; else None."""
+def _typed_all(rows: Any, specs: tuple[TypedSpec, ...], redact: frozenset[str]) -> list[list[Any] | None]:
+    """The typed columns' values from one side's rows, a list per column (None for one that is
+    redacted, or whose values are not all of its type). The rows' shape is looked at once for
+    all the columns, and a one-row request (most) makes no list to check its one value."""
     if not isinstance(rows, list):
-        return None
-    if isinstance(key, int):  # an unnamed column: rows are its values (or lists, by position)
-        values = [row[key] if isinstance(row, list) and len(row) > key else row for row in rows]
-        if key and not all(isinstance(row, list) for row in rows):
-            return None
-    elif len(rows) == 1:  # most requests: one row, no list made to check it
-        (row,) = rows
-        if not isinstance(row, dict):
-            return None
-        values = [row.get(key)]
-    else:
-        if not all(map(_is_dict, rows)):  # map over a C check: no generator frame a row
-            return None
-        values = [row.get(key) for row in rows]
-    if check is not None:  # plain Python: pa.array per value list cost more than the rest of a row
-        return values if all(map(check, values)) else None
+        return [None] * len(specs)
+    one = rows[0] if len(rows) == 1 else None
+    dicts: bool | None = None  # whether every row is an object: asked once, if a column is named
+    out: list[list[Any] | None] = []
+    for _, key, kind, check in specs:
+        if isinstance(key, str):
+            if key in redact:
+                out.append(None)
+                continue
+            if dicts is None:
+                dicts = all(map(_is_dict, rows))  # map over a C check: no generator frame a row
+            if not dicts:
+                out.append(None)
+                continue
+            if one is not None:
+                value = one.get(key)
+                out.append([value] if (check(value) if check is not None else _fits([value], kind)) else None)
+                continue
+            values = [row.get(key) for row in rows]
+        else:  # an unnamed column: rows are its values (or lists, by position)
+            values = [row[key] if isinstance(row, list) and len(row) > key else row for row in rows]
+            if key and not all(isinstance(row, list) for row in rows):
+                out.append(None)
+                continue
+        # plain Python: pa.array per value list cost more than the rest of a row
+        fits = all(map(check, values)) if check is not None else _fits(values, kind)
+        out.append(values if fits else None)
+    return out
+
+
+def _fits(values: list[Any], kind: pa.DataType) -> bool:
+    """Whether Arrow takes the values as the type (for the types with no plain check)."""
     try:
         pa.array(values, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-        return None
-    return values
+        return False
+    return True
 
 
 # Whether a value fits a column of the type (None, a missing value, fits every one).

@@ -367,3 +367,6 @@ def test_a_typed_column_takes_missing_values_and_goes_null_for_a_value_of_anothe
     assert [missing[f"input_{c}"] for c in "xnsb"] == [[5.1, None], [3, None], ["a", None], [True, None]]
     wrong = row([[5.1, "3", 7, 1], [6, 2**63, "b", False]])  # each column but x has a stranger
     assert [wrong[f"input_{c}"] for c in "xnsb"] == [[5.1, 6], None, None, None]
+    one = row([[5.1, "3", 7, 1]])  # one row (most requests) is checked alike
+    assert [one[f"input_{c}"] for c in "xnsb"] == [[5.1], None, None, None]
+    assert [row([[None, 3, "a", True]])[f"input_{c}"] for c in "xnsb"] == [[None], [3], ["a"], [True]]
