@@ -206,9 +206,10 @@ class _Kept:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """A row (its values in the schema's order) and where it goes."""
+    """A row (its values in the schema's order) and where it goes. One a record: not frozen,
+    whose ``__init__`` sets each field through ``object.__setattr__``."""
 
     partition: Partition
     row: tuple[Any, ...]
