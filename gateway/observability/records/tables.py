@@ -190,7 +190,13 @@ class _OpenFile:
     name: str  # its path under the root once published
     opened: float  # time.monotonic()
     writer: pq.ParquetWriter | None = None
-    waiting: list[tuple[Any, ...]] = field(default_factory=list)  # rows, in the schema's order
+    # Rows not yet in a row group: those of the write under way as tuples (in the schema's
+    # order), the earlier writes' already made into Arrow batches. Rows wait for a row group
+    # for seconds; as Python objects they were what every young collection of the cyclic GC
+    # had to walk (the writer's were most of what survived one), as Arrow buffers nothing.
+    waiting: list[tuple[Any, ...]] = field(default_factory=list)
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    waiting_rows: int = 0  # in batches and waiting
     waiting_bytes: int = 0
     rows: int = 0  # rows in it, row groups and waiting
     size: int = 0  # bytes of its row groups so far
@@ -287,10 +293,13 @@ class TableSink:
             if current is None:
                 current = self._open[entry.partition] = self._begin(entry.partition, entry.schema)
             current.waiting.append(entry.row)
+            current.waiting_rows += 1
             current.waiting_bytes += entry.size
             current.rows += 1
-            if len(current.waiting) >= ROW_GROUP_ROWS or current.waiting_bytes >= ROW_GROUP_BYTES:
+            if current.waiting_rows >= ROW_GROUP_ROWS or current.waiting_bytes >= ROW_GROUP_BYTES:
                 self._add_row_group(current)
+        for current in list(self._open.values()):
+            self._batched(current)
         self._tick()
 
     def _tick(self) -> None:
@@ -356,10 +365,26 @@ class TableSink:
         name = "/".join((*partition.segments, base))
         return _OpenFile(partition, schema, local, name, time.monotonic())
 
-    def _add_row_group(self, current: _OpenFile) -> None:
+    def _batched(self, current: _OpenFile) -> None:
+        """The rows of the write under way into an Arrow batch; rows Arrow refuses outright (not
+        a typed column: those go null) are given up, not kept to fail every later write."""
         if not current.waiting:
             return
-        table = _table(current.waiting, current.schema)
+        try:
+            current.batches.append(_batch(current.waiting, current.schema))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
+            lost = len(current.waiting)
+            current.rows -= lost
+            current.waiting_rows -= lost
+            raise TableSinkFailed(f"{lost} rows Arrow could not take ({exc})", lost=lost) from exc
+        finally:
+            current.waiting.clear()
+
+    def _add_row_group(self, current: _OpenFile) -> None:
+        self._batched(current)
+        if not current.batches:
+            return
+        table = pa.Table.from_batches(current.batches, schema=current.schema)
         try:
             if current.writer is None:
                 current.writer = pq.ParquetWriter(current.local, current.schema, compression=_COMPRESSION)
@@ -367,7 +392,8 @@ class TableSink:
         except OSError as exc:
             self._discard(current)
             raise TableSinkFailed(f"{self.destination.shown}: {exc}", lost=current.rows) from exc
-        current.waiting.clear()
+        current.batches.clear()
+        current.waiting_rows = 0
         current.waiting_bytes = 0
         current.size = current.local.stat().st_size
 
@@ -420,11 +446,11 @@ class TableSink:
         current.local.unlink(missing_ok=True)
 
 
-def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
-    """Rows as a table, made a column at a time (one ``pa.array`` of a column's values, not a
-    lookup by name per row and column). A typed column whose values pass rows.py's plain checks
-    and not Arrow's (a float past float32's range, say) goes null for the group; its JSON text
-    keeps the values."""
+def _batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows as an Arrow batch, made a column at a time (one ``pa.array`` of a column's values,
+    not a lookup by name per row and column). A typed column whose values pass rows.py's plain
+    checks and not Arrow's (an integer past float32's exact range, say) goes null for the
+    batch (the rows of one write); its JSON text keeps the values."""
     typed_from = len(PREDICTION_FIELDS) if schema is not LABEL_SCHEMA else len(schema)
     arrays = []
     for position, values in enumerate(zip(*rows, strict=True)):
@@ -435,7 +461,7 @@ def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
             if position < typed_from:
                 raise
             arrays.append(pa.nulls(len(values), kind))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _merged(first: TableSinkFailed | None, second: TableSinkFailed) -> TableSinkFailed:
