@@ -72,6 +72,11 @@ log = logging.getLogger("gateway.records")
 # larger row groups read faster, and what waits is bounded.
 ROW_GROUP_ROWS = 10_000
 ROW_GROUP_BYTES = 4 * 1024 * 1024
+# Rows waiting for a row group are made into an Arrow batch this many at a time: as Python
+# tuples they are objects the cyclic GC tracks (thousands of them alive made the young
+# collections run, each walking them), and a batch made of a few dozen rows paid the
+# ``pa.array`` calls' fixed cost, a column each, for every write.
+BATCH_ROWS = 1_000
 _COMPRESSION = "zstd"
 
 
@@ -190,10 +195,10 @@ class _OpenFile:
     name: str  # its path under the root once published
     opened: float  # time.monotonic()
     writer: pq.ParquetWriter | None = None
-    # Rows not yet in a row group: those of the write under way as tuples (in the schema's
-    # order), the earlier writes' already made into Arrow batches. Rows wait for a row group
-    # for seconds; as Python objects they were what every young collection of the cyclic GC
-    # had to walk (the writer's were most of what survived one), as Arrow buffers nothing.
+    # Rows not yet in a row group: the latest as tuples (in the schema's order), up to
+    # BATCH_ROWS, the others already made into Arrow batches. Rows wait for a row group for
+    # seconds; as Python objects they were what every young collection of the cyclic GC had to
+    # walk (the writer's were most of what survived one), as Arrow buffers nothing.
     waiting: list[tuple[Any, ...]] = field(default_factory=list)
     batches: list[pa.RecordBatch] = field(default_factory=list)
     waiting_rows: int = 0  # in batches and waiting
@@ -299,7 +304,8 @@ class TableSink:
             if current.waiting_rows >= ROW_GROUP_ROWS or current.waiting_bytes >= ROW_GROUP_BYTES:
                 self._add_row_group(current)
         for current in list(self._open.values()):
-            self._batched(current)
+            if len(current.waiting) >= BATCH_ROWS:
+                self._batched(current)
         self._tick()
 
     def _tick(self) -> None:
@@ -366,8 +372,8 @@ class TableSink:
         return _OpenFile(partition, schema, local, name, time.monotonic())
 
     def _batched(self, current: _OpenFile) -> None:
-        """The rows of the write under way into an Arrow batch; rows Arrow refuses outright (not
-        a typed column: those go null) are given up, not kept to fail every later write."""
+        """The rows waiting as tuples into an Arrow batch; rows Arrow refuses outright (not a
+        typed column: those go null) are given up, not kept to fail every later write."""
         if not current.waiting:
             return
         try:
@@ -450,7 +456,7 @@ def _batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBatch:
     """Rows as an Arrow batch, made a column at a time (one ``pa.array`` of a column's values,
     not a lookup by name per row and column). A typed column whose values pass rows.py's plain
     checks and not Arrow's (an integer past float32's exact range, say) goes null for the
-    batch (the rows of one write); its JSON text keeps the values."""
+    batch (up to BATCH_ROWS rows); its JSON text keeps the values."""
     typed_from = len(PREDICTION_FIELDS) if schema is not LABEL_SCHEMA else len(schema)
     arrays = []
     for position, values in enumerate(zip(*rows, strict=True)):
