@@ -372,9 +372,10 @@ def test_a_typed_column_takes_missing_values_and_goes_null_for_a_value_of_anothe
     assert [row([[None, 3, "a", True]])[f"input_{c}"] for c in "xnsb"] == [[None], [3], ["a"], [True]]
 
 
-def test_a_typed_column_arrow_refuses_goes_null_for_its_row_group_alone(tmp_path: Path) -> None:
+def test_a_typed_column_arrow_refuses_goes_null_for_its_batch_alone(tmp_path: Path) -> None:
     """An integer past float32's exact range passes the plain check of a ``float`` column and
-    not Arrow's: that column is null for the row group, the group's other columns are kept."""
+    not Arrow's: that column is null for its batch of rows (here the row group), the batch's other
+    columns are kept."""
     import numpy as np
     from mlflow.models import infer_signature
 
