@@ -35,10 +35,11 @@ class Unreadable(Exception):
     """A body whose columns cannot be told apart; the message says why, never with its content."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Section:
     """An event's ``inputs`` or ``outputs``: ``value`` (JSON-ready) or, when withheld, None and
-    ``omitted`` saying why."""
+    ``omitted`` saying why. Two a record, made in the writer thread: not frozen, whose
+    ``__init__`` sets each field through ``object.__setattr__``."""
 
     value: Any
     omitted: str | None = None

@@ -84,15 +84,29 @@ LABEL_SCHEMA = pa.schema(
 )
 
 
+PREDICTION_NAMES: tuple[str, ...] = tuple(field.name for field in PREDICTION_FIELDS)
+LABEL_NAMES: tuple[str, ...] = tuple(LABEL_SCHEMA.names)
+
+# A typed column: its name, its key in the rows (a column's name, or its position), its Arrow
+# type, and the plain-Python check that a value fits it (None: asked of pa.array). The check is
+# found once here: a DataType's hash is a str() of it, so looking one up per value cost more
+# than the rest of a row.
+TypedSpec = tuple[str, str | int, pa.DataType, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class TypedColumns:
-    """The typed columns of a version's signature: (column name, key in the rows, type)."""
+    """The typed columns of a version's signature, inputs then outputs (``TypedSpec`` each)."""
 
-    inputs: tuple[tuple[str, str | int, pa.DataType], ...]
-    outputs: tuple[tuple[str, str | int, pa.DataType], ...]
+    inputs: tuple[TypedSpec, ...]
+    outputs: tuple[TypedSpec, ...]
 
     def fields(self) -> list[pa.Field]:
-        return [pa.field(name, pa.list_(kind)) for name, _, kind in (*self.inputs, *self.outputs)]
+        return [pa.field(name, pa.list_(kind)) for name, _, kind, _ in (*self.inputs, *self.outputs)]
+
+    def names(self) -> tuple[str, ...]:
+        """A prediction's columns in order: the fixed ones, then these."""
+        return (*PREDICTION_NAMES, *(name for name, _, _, _ in (*self.inputs, *self.outputs)))
 
 
 NO_COLUMNS = TypedColumns((), ())
@@ -105,16 +119,16 @@ def typed_columns(signature: Any) -> TypedColumns:
     return TypedColumns(_specs(getattr(signature, "inputs", None), "input_"), _specs(signature.outputs, "output_"))
 
 
-def _specs(schema: Any, prefix: str) -> tuple[tuple[str, str | int, pa.DataType], ...]:
+def _specs(schema: Any, prefix: str) -> tuple[TypedSpec, ...]:
     if schema is None or schema.is_tensor_spec():
         return ()
-    found = []
+    found: list[TypedSpec] = []
     for position, spec in enumerate(schema.inputs):
         kind = _ARROW_TYPES.get(getattr(getattr(spec, "type", None), "name", ""))
         if kind is None:
             continue
         key: str | int = spec.name if spec.name is not None else position
-        found.append((f"{prefix}{key}", key, kind))
+        found.append((f"{prefix}{key}", key, kind, _CHECKS.get(kind)))
     return tuple(found)
 
 
@@ -179,7 +193,16 @@ def day_of(moment: float) -> str:
 def prediction_row(
     record: InferenceRecord, *, redact: frozenset[str], columns: TypedColumns, replica: str
 ) -> dict[str, Any]:
-    """One record as a row (typed columns included)."""
+    """One record as a row (typed columns included), by column name."""
+    values = prediction_values(record, redact=redact, columns=columns, replica=replica)
+    return dict(zip(columns.names(), values, strict=True))
+
+
+def prediction_values(
+    record: InferenceRecord, *, redact: frozenset[str], columns: TypedColumns, replica: str
+) -> tuple[Any, ...]:
+    """One record's row as a tuple, in the columns' order (``TypedColumns.names``): what the
+    table sink keeps until it makes a row group of many, a column at a time."""
     inputs = recorded_inputs(record.request, media_type=record.media_type, protocol=record.protocol, redact=redact)
     input_rows = _shaped(inputs.value, record.protocol, "inputs") if inputs.value is not None else None
     if record.response or record.error_code is None:
@@ -188,48 +211,62 @@ def prediction_row(
         outputs_omitted = outputs.omitted
     else:  # failed: no answer to keep (the error's code says why)
         output_rows, outputs_omitted = None, None
-    row: dict[str, Any] = {
-        "request_id": record.request_id,
-        "time": int(record.time * 1_000_000),
-        "model": record.model,
-        "version": str(record.version),
-        "alias": record.alias,
-        "arm": ARMS.get(record.arm or "", PINNED),
-        "protocol": record.protocol,
-        "route": record.route,
-        "media_type": base_media_type(record.media_type) or None,
-        "status": record.status,
-        "error_code": record.error_code,
-        "error": record.error,
-        "latency_ms": record.latency_seconds * 1000,
-        "queue_ms": _ms(record.queue_seconds),
-        "predict_ms": _ms(record.predict_seconds),
-        "key_id": record.key_id,
-        "route_key_hash": route_key_hash(record.route_key),
-        "trace_id": record.trace_id,
-        "replica": replica,
-        "inputs": _json(input_rows) if inputs.value is not None else None,
-        "inputs_omitted": inputs.omitted,
-        "outputs": _json(output_rows) if output_rows is not None else None,
-        "outputs_omitted": outputs_omitted,
-    }
-    for name, key, kind in columns.inputs:
-        row[name] = None if isinstance(key, str) and key in redact else _typed(input_rows, key, kind)
-    for name, key, kind in columns.outputs:
-        row[name] = None if isinstance(key, str) and key in redact else _typed(output_rows, key, kind)
-    return row
+    media_type = _MEDIA_TYPES.get(record.media_type)
+    if media_type is None:
+        if len(_MEDIA_TYPES) > 256:
+            _MEDIA_TYPES.clear()
+        media_type = _MEDIA_TYPES[record.media_type] = base_media_type(record.media_type)
+    row = (
+        record.request_id,
+        int(record.time * 1_000_000),
+        record.model,
+        str(record.version),
+        record.alias,
+        ARMS.get(record.arm or "", PINNED),
+        record.protocol,
+        record.route,
+        media_type or None,
+        record.status,
+        record.error_code,
+        record.error,
+        record.latency_seconds * 1000,
+        _ms(record.queue_seconds),
+        _ms(record.predict_seconds),
+        record.key_id,
+        route_key_hash(record.route_key),
+        record.trace_id,
+        replica,
+        _json(input_rows) if inputs.value is not None else None,
+        inputs.omitted,
+        _json(output_rows) if output_rows is not None else None,
+        outputs_omitted,
+    )
+    if not columns.inputs and not columns.outputs:
+        return row
+    return (*row, *_typed_all(input_rows, columns.inputs, redact), *_typed_all(output_rows, columns.outputs, redact))
+
+
+# A request's media type as received, by its base (``application/json; format=pandas-split``
+# -> ``application/json``): a handful of distinct values, looked up rather than parsed each time.
+_MEDIA_TYPES: dict[str, str] = {}
 
 
 def label_row(label: LabelRecord, *, replica: str) -> dict[str, Any]:
-    return {
-        "request_id": label.request_id,
-        "model": label.model,
-        "version": label.version,
-        "label": _json(label.label),
-        "received_at": int(label.received_at * 1_000_000),
-        "replica": replica,
-        "row": label.row,
-    }
+    """A label as a row, by column name."""
+    return dict(zip(LABEL_NAMES, label_values(label, replica=replica), strict=True))
+
+
+def label_values(label: LabelRecord, *, replica: str) -> tuple[Any, ...]:
+    """A label's row as a tuple, in ``LABEL_SCHEMA``'s order."""
+    return (
+        label.request_id,
+        label.model,
+        label.version,
+        _json(label.label),
+        int(label.received_at * 1_000_000),
+        replica,
+        label.row,
+    )
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -304,26 +341,48 @@ def _reshaped(data: Any, shape: Any) -> Any:
     return nested
 
 
-def _typed(rows: Any, key: str | int, kind: pa.DataType) -> list[Any] | None:
-    """One column's values, one per row, if they are all of its type; else None."""
+def _typed_all(rows: Any, specs: tuple[TypedSpec, ...], redact: frozenset[str]) -> list[list[Any] | None]:
+    """The typed columns' values from one side's rows, a list per column (None for one that is
+    redacted, or whose values are not all of its type). The rows' shape is looked at once for
+    all the columns, and a one-row request (most) makes no list to check its one value."""
     if not isinstance(rows, list):
-        return None
-    if isinstance(key, int):  # an unnamed column: rows are its values (or lists, by position)
-        values = [row[key] if isinstance(row, list) and len(row) > key else row for row in rows]
-        if key and not all(isinstance(row, list) for row in rows):
-            return None
-    else:
-        if not all(map(_is_dict, rows)):  # map over a C check: no generator frame a row
-            return None
-        values = [row.get(key) for row in rows]
-    check = _CHECKS.get(kind)
-    if check is not None:  # plain Python: pa.array per value list cost more than the rest of a row
-        return values if all(map(check, values)) else None
+        return [None] * len(specs)
+    one = rows[0] if len(rows) == 1 else None
+    dicts: bool | None = None  # whether every row is an object: asked once, if a column is named
+    out: list[list[Any] | None] = []
+    for _, key, kind, check in specs:
+        if isinstance(key, str):
+            if key in redact:
+                out.append(None)
+                continue
+            if dicts is None:
+                dicts = all(map(_is_dict, rows))  # map over a C check: no generator frame a row
+            if not dicts:
+                out.append(None)
+                continue
+            if one is not None:
+                value = one.get(key)
+                out.append([value] if (check(value) if check is not None else _fits([value], kind)) else None)
+                continue
+            values = [row.get(key) for row in rows]
+        else:  # an unnamed column: rows are its values (or lists, by position)
+            values = [row[key] if isinstance(row, list) and len(row) > key else row for row in rows]
+            if key and not all(isinstance(row, list) for row in rows):
+                out.append(None)
+                continue
+        # plain Python: pa.array per value list cost more than the rest of a row
+        fits = all(map(check, values)) if check is not None else _fits(values, kind)
+        out.append(values if fits else None)
+    return out
+
+
+def _fits(values: list[Any], kind: pa.DataType) -> bool:
+    """Whether Arrow takes the values as the type (for the types with no plain check)."""
     try:
         pa.array(values, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-        return None
-    return values
+        return False
+    return True
 
 
 # Whether a value fits a column of the type (None, a missing value, fits every one).

@@ -60,8 +60,8 @@ from gateway.observability.records.rows import (
     TypedColumns,
     day_of,
     label_partition,
-    label_row,
-    prediction_row,
+    label_values,
+    prediction_values,
     typed_columns,
 )
 from gateway.observability.records.sinks import SinkFailed
@@ -72,6 +72,11 @@ log = logging.getLogger("gateway.records")
 # larger row groups read faster, and what waits is bounded.
 ROW_GROUP_ROWS = 10_000
 ROW_GROUP_BYTES = 4 * 1024 * 1024
+# Rows waiting for a row group are made into an Arrow batch this many at a time: as Python
+# tuples they are objects the cyclic GC tracks (thousands of them alive made the young
+# collections run, each walking them), and a batch made of a few dozen rows paid the
+# ``pa.array`` calls' fixed cost, a column each, for every write.
+BATCH_ROWS = 1_000
 _COMPRESSION = "zstd"
 
 
@@ -190,7 +195,13 @@ class _OpenFile:
     name: str  # its path under the root once published
     opened: float  # time.monotonic()
     writer: pq.ParquetWriter | None = None
-    waiting: list[dict[str, Any]] = field(default_factory=list)
+    # Rows not yet in a row group: the latest as tuples (in the schema's order), up to
+    # BATCH_ROWS, the others already made into Arrow batches. Rows wait for a row group for
+    # seconds; as Python objects they were what every young collection of the cyclic GC had to
+    # walk (the writer's were most of what survived one), as Arrow buffers nothing.
+    waiting: list[tuple[Any, ...]] = field(default_factory=list)
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    waiting_rows: int = 0  # in batches and waiting
     waiting_bytes: int = 0
     rows: int = 0  # rows in it, row groups and waiting
     size: int = 0  # bytes of its row groups so far
@@ -206,12 +217,13 @@ class _Kept:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """A row and where it goes."""
+    """A row (its values in the schema's order) and where it goes. One a record: not frozen,
+    whose ``__init__`` sets each field through ``object.__setattr__``."""
 
     partition: Partition
-    row: dict[str, Any]
+    row: tuple[Any, ...]
     size: int  # its bodies' bytes: what it weighs in a row group
     schema: pa.Schema
 
@@ -251,10 +263,11 @@ class TableSink:
     def entry(self, item: InferenceRecord | LabelRecord, *, source: str, redact: frozenset[str]) -> Entry:
         """The row of a record or a label (in the writer thread)."""
         if isinstance(item, LabelRecord):
-            row = label_row(item, replica=self.replica)
-            return Entry(label_partition(day_of(item.received_at)), row, len(row["label"]), LABEL_SCHEMA)
+            row = label_values(item, replica=self.replica)
+            return Entry(label_partition(day_of(item.received_at)), row, len(row[3]), LABEL_SCHEMA)
         schema, columns = self._schema(item.signature)
-        row = prediction_row(item, redact=self._redact | redact, columns=columns, replica=self.replica)
+        names = self._redact | redact if redact else self._redact
+        row = prediction_values(item, redact=names, columns=columns, replica=self.replica)
         partition = self._partitions.prediction(item.model, str(item.version), item.time)
         return Entry(partition, row, len(item.request) + len(item.response) + 256, schema)
 
@@ -278,16 +291,21 @@ class TableSink:
     def _write(self, entries: list[Entry]) -> None:
         for entry in entries:
             current = self._open.get(entry.partition)
-            if current is not None and current.schema != entry.schema:  # a re-created version, say
+            if current is not None and current.schema is not entry.schema and current.schema != entry.schema:
+                # a re-created version, say
                 self._roll(current)
                 current = None
             if current is None:
                 current = self._open[entry.partition] = self._begin(entry.partition, entry.schema)
             current.waiting.append(entry.row)
+            current.waiting_rows += 1
             current.waiting_bytes += entry.size
             current.rows += 1
-            if len(current.waiting) >= ROW_GROUP_ROWS or current.waiting_bytes >= ROW_GROUP_BYTES:
+            if current.waiting_rows >= ROW_GROUP_ROWS or current.waiting_bytes >= ROW_GROUP_BYTES:
                 self._add_row_group(current)
+        for current in list(self._open.values()):
+            if len(current.waiting) >= BATCH_ROWS:
+                self._batched(current)
         self._tick()
 
     def _tick(self) -> None:
@@ -353,18 +371,26 @@ class TableSink:
         name = "/".join((*partition.segments, base))
         return _OpenFile(partition, schema, local, name, time.monotonic())
 
-    def _add_row_group(self, current: _OpenFile) -> None:
+    def _batched(self, current: _OpenFile) -> None:
+        """The rows waiting as tuples into an Arrow batch; rows Arrow refuses outright (not a
+        typed column: those go null) are given up, not kept to fail every later write."""
         if not current.waiting:
             return
         try:
-            table = pa.Table.from_pylist(current.waiting, schema=current.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-            # A typed value that passed rows.py's plain checks and not Arrow's (a float past
-            # float32's range, say): the group's typed columns go null; the JSON text keeps them.
-            typed = current.schema.names[len(PREDICTION_FIELDS) :] if current.schema != LABEL_SCHEMA else []
-            for row in current.waiting:
-                row.update(dict.fromkeys(typed))
-            table = pa.Table.from_pylist(current.waiting, schema=current.schema)
+            current.batches.append(_batch(current.waiting, current.schema))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
+            lost = len(current.waiting)
+            current.rows -= lost
+            current.waiting_rows -= lost
+            raise TableSinkFailed(f"{lost} rows Arrow could not take ({exc})", lost=lost) from exc
+        finally:
+            current.waiting.clear()
+
+    def _add_row_group(self, current: _OpenFile) -> None:
+        self._batched(current)
+        if not current.batches:
+            return
+        table = pa.Table.from_batches(current.batches, schema=current.schema)
         try:
             if current.writer is None:
                 current.writer = pq.ParquetWriter(current.local, current.schema, compression=_COMPRESSION)
@@ -372,7 +398,8 @@ class TableSink:
         except OSError as exc:
             self._discard(current)
             raise TableSinkFailed(f"{self.destination.shown}: {exc}", lost=current.rows) from exc
-        current.waiting.clear()
+        current.batches.clear()
+        current.waiting_rows = 0
         current.waiting_bytes = 0
         current.size = current.local.stat().st_size
 
@@ -423,6 +450,24 @@ class TableSink:
             except Exception:
                 pass
         current.local.unlink(missing_ok=True)
+
+
+def _batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows as an Arrow batch, made a column at a time (one ``pa.array`` of a column's values,
+    not a lookup by name per row and column). A typed column whose values pass rows.py's plain
+    checks and not Arrow's (an integer past float32's exact range, say) goes null for the
+    batch (up to BATCH_ROWS rows); its JSON text keeps the values."""
+    typed_from = len(PREDICTION_FIELDS) if schema is not LABEL_SCHEMA else len(schema)
+    arrays = []
+    for position, values in enumerate(zip(*rows, strict=True)):
+        kind = schema.field(position).type
+        try:
+            arrays.append(pa.array(values, type=kind))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            if position < typed_from:
+                raise
+            arrays.append(pa.nulls(len(values), kind))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _merged(first: TableSinkFailed | None, second: TableSinkFailed) -> TableSinkFailed:

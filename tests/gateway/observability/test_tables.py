@@ -367,3 +367,37 @@ def test_a_typed_column_takes_missing_values_and_goes_null_for_a_value_of_anothe
     assert [missing[f"input_{c}"] for c in "xnsb"] == [[5.1, None], [3, None], ["a", None], [True, None]]
     wrong = row([[5.1, "3", 7, 1], [6, 2**63, "b", False]])  # each column but x has a stranger
     assert [wrong[f"input_{c}"] for c in "xnsb"] == [[5.1, 6], None, None, None]
+    one = row([[5.1, "3", 7, 1]])  # one row (most requests) is checked alike
+    assert [one[f"input_{c}"] for c in "xnsb"] == [[5.1], None, None, None]
+    assert [row([[None, 3, "a", True]])[f"input_{c}"] for c in "xnsb"] == [[None], [3], ["a"], [True]]
+
+
+def test_a_typed_column_arrow_refuses_goes_null_for_its_batch_alone(tmp_path: Path) -> None:
+    """An integer past float32's exact range passes the plain check of a ``float`` column and
+    not Arrow's: that column is null for its batch of rows (here the row group), the batch's other
+    columns are kept."""
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    frame = pd.DataFrame({"f": np.array([0.5], dtype=np.float32), "d": [0.5]})
+    signature = infer_signature(frame, np.array([0]))
+    sink = TableSink(FolderDestination(tmp_path), replica="r", redact=(), roll_bytes=1, roll_seconds=1, keep_bytes=1)
+    entries = []
+    for n, data in enumerate([[[0.5, 0.25]], [[2**40, 1.0]]]):
+        body = json.dumps({"dataframe_split": {"columns": ["f", "d"], "data": data}}).encode()
+        record = InferenceRecord(
+            "m", 1, None, "default", f"r-{n}", None, "mlflow", "application/json", body,
+            b'{"predictions": [0]}', 200, 0.001, 1_764_000_000.0, signature=signature,
+        )  # fmt: skip
+        entries.append(sink.entry(record, source="", redact=frozenset()))
+    sink.write(entries)
+    sink.close()
+    (path,) = tmp_path.joinpath("predictions").rglob("*.parquet")
+    table = pq.read_table(path)
+    assert table.column("request_id").to_pylist() == ["r-0", "r-1"]
+    assert table.column("input_f").to_pylist() == [None, None]
+    assert table.column("input_d").to_pylist() == [[0.25], [1.0]]
+    assert [json.loads(text) for text in table.column("inputs").to_pylist()] == [
+        [{"f": 0.5, "d": 0.25}],
+        [{"f": 2**40, "d": 1.0}],
+    ]
