@@ -1,5 +1,6 @@
 """What the request path hands to the recorder: the request as received and the answer as sent,
-untouched (parsing, redaction and serialisation happen later, in the recorder's thread)."""
+untouched (parsing, redaction and serialisation happen later, in the recorder's thread); and
+what every sink raises when a write does not land (:class:`SinkFailed`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,13 @@ class LabelRecord:
     label: Any
     received_at: float
     row: int = 0
+
+
+class SinkFailed(Exception):
+    """A write that did not (entirely) land; ``written`` of its events did, in order. ``lost``:
+    records of earlier writes given up for good (a table sink's file that could not be uploaded)."""
+
+    def __init__(self, message: str, *, written: int = 0, lost: int = 0) -> None:
+        super().__init__(message)
+        self.written = written
+        self.lost = lost

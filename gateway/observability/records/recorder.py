@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from gateway.observability.records.record import InferenceRecord, LabelRecord
-from gateway.observability.records.sinks import Sink, SinkFailed, sink_for
+from gateway.observability.records.record import InferenceRecord, LabelRecord, SinkFailed
+from gateway.observability.records.sinks import Sink, sink_for
 
 if TYPE_CHECKING:
     from gateway.metrics import GatewayMetrics

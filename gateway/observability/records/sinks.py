@@ -18,7 +18,7 @@ from gateway.observability.records.events import (
     serialized,
     serialized_batch,
 )
-from gateway.observability.records.record import InferenceRecord, LabelRecord
+from gateway.observability.records.record import InferenceRecord, LabelRecord, SinkFailed
 
 if TYPE_CHECKING:
     from cloudevents.core.v1.event import CloudEvent
@@ -30,16 +30,6 @@ _LOCK_NAME = ".records.lock"
 DEFAULT_STREAM = "registry-gateway:records"
 HTTP_TIMEOUT_SECONDS = 5.0
 REDIS_TIMEOUT_SECONDS = 2.0
-
-
-class SinkFailed(Exception):
-    """A write that did not (entirely) land; ``written`` of its events did, in order. ``lost``:
-    records of earlier writes given up for good (a table sink's file that could not be uploaded)."""
-
-    def __init__(self, message: str, *, written: int = 0, lost: int = 0) -> None:
-        super().__init__(message)
-        self.written = written
-        self.lost = lost
 
 
 class InvalidSinkUrl(ValueError):

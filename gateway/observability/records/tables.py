@@ -51,7 +51,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gateway.observability.records.record import InferenceRecord, LabelRecord
+from gateway.observability.records.record import InferenceRecord, LabelRecord, SinkFailed
 from gateway.observability.records.rows import (
     LABEL_SCHEMA,
     PREDICTION_FIELDS,
@@ -64,7 +64,6 @@ from gateway.observability.records.rows import (
     prediction_values,
     typed_columns,
 )
-from gateway.observability.records.sinks import SinkFailed
 
 log = logging.getLogger("gateway.records")
 

@@ -10,7 +10,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from gateway.observability.records.events import event_for
-from gateway.observability.records.sinks import HttpSink, SinkFailed, sink_for
+from gateway.observability.records.record import SinkFailed
+from gateway.observability.records.sinks import HttpSink, sink_for
 from gateway.settings import GatewaySettings
 from tests.gateway.observability.records_support import a_record, closed_port, receiver
 

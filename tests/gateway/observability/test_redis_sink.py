@@ -10,7 +10,8 @@ import pytest
 from cloudevents.core.formats.json import JSONFormat
 
 from gateway.observability.records.events import event_for
-from gateway.observability.records.sinks import DEFAULT_STREAM, RedisSink, SinkFailed, sink_for
+from gateway.observability.records.record import SinkFailed
+from gateway.observability.records.sinks import DEFAULT_STREAM, RedisSink, sink_for
 from gateway.settings import GatewaySettings
 from tests.gateway.observability.records_support import a_record, closed_port
 from tests.support.redis import redis_client, redis_url
