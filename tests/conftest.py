@@ -214,6 +214,11 @@ def _copy_built_registry(kind: str, root: Path) -> dict[str, list[int]]:
 def _build_registry(kind: str, root: Path) -> None:
     if kind == "sqlite":
         registry = _populate(kind, new_mlflow_db(root / "mlflow.db"), root)
+    elif kind == "iris":
+        registry = empty_registry(root)
+        first = registry.log(log_iris_version, IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
+        registry.client.set_registered_model_alias(IRIS, "champion", str(first))
+        registry.versions[IRIS] = [first]
     else:
         server = mlflow_server(root)
         server.start()
@@ -239,11 +244,10 @@ def iris_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     `registry-gateway serve` processes and only ask for iris: each of those warms every
     champion it finds before it is ready, and the shared session registry holds torch and
     fault models, and more versions as its tests add them."""
-    registry = empty_registry(tmp_path_factory.mktemp("iris-registry"))
-    first = registry.log(log_iris_version, IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
-    registry.client.set_registered_model_alias(IRIS, "champion", str(first))
-    registry.versions[IRIS] = [first]
-    return registry
+    root = tmp_path_factory.mktemp("iris-registry")
+    versions = _copy_built_registry("iris", root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri), versions)
 
 
 @pytest.fixture(scope="session")
