@@ -13,8 +13,6 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
-import boto3
-
 from registry_sync.errors import ArtifactFetchFailed
 
 
@@ -30,6 +28,8 @@ class S3Lister:
     def _s3(self) -> Any:
         with self._lock:
             if self._client is None:  # like MLflow: its endpoint variable, else AWS's own
+                import boto3  # here: a gateway whose artifacts are not on S3 never loads it
+
                 self._client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
             return self._client
 

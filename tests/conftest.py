@@ -8,10 +8,12 @@ both. The models are trained here, in the session.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from gateway.settings import GatewaySettings
 from registry_sync.registry import RegistryReader
 from tests.support import models as fault_models
 from tests.support.mlflow_db import new_mlflow_db
+from tests.support.run_once import built_once, claim_run_dir, copy_built
 from tests.support.servers import SERVED_SKLEARN_FORMAT, mlflow_server
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -53,6 +56,9 @@ os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "cache")
 # proxying artifacts to moto has taken over 5 s for a single file (topology test, CI).
 # A dead server still fails at once (connection refused), whatever this says.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+# What the run builds once for all its processes (tests/support/run_once.py): named here, by
+# the first process, before pytest-xdist starts the workers that inherit it.
+claim_run_dir()
 
 
 # The files that take longest, run first: every file that took 20 s or more in the whole run of
@@ -183,10 +189,53 @@ def _populate(kind: str, tracking_uri: str, root: Path) -> Registry:
     return registry
 
 
+def _copy_built_registry(kind: str, root: Path) -> dict[str, list[int]]:
+    """The session registry of ``kind`` at ``root`` (its database and artifacts; its versions
+    returned): a copy of the one this run built once for all its processes
+    (tests/support/run_once.py; the same versions, numbers included), its absolute paths (the
+    sqlite registry's artifact locations, in the database and in each version's MLmodel) moved
+    to ``root``. A worker's tests change their copy as they like: add versions, break some on
+    purpose."""
+    built = built_once(f"{kind}-registry", functools.partial(_build_registry, kind))
+    copy_built(built, root)
+    for mlmodel in (root / "artifacts").rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(str(built), str(root)))
+    with closing(sqlite3.connect(root / "mlflow.db")) as db, db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in db.execute(f'SELECT name, type FROM pragma_table_info("{table}")').fetchall():
+                if column[1].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column[0]}" = replace("{column[0]}", ?, ?)', (str(built), str(root))
+                    )
+    return {name: list(numbers) for name, numbers in json.loads((root / "versions.json").read_text()).items()}
+
+
+def _build_registry(kind: str, root: Path) -> None:
+    if kind == "sqlite":
+        registry = _populate(kind, new_mlflow_db(root / "mlflow.db"), root)
+    elif kind == "iris":
+        registry = empty_registry(root)
+        first = registry.log(log_iris_version, IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
+        registry.client.set_registered_model_alias(IRIS, "champion", str(first))
+        registry.versions[IRIS] = [first]
+    else:
+        server = mlflow_server(root)
+        server.start()
+        try:
+            registry = _populate(kind, server.health_url.removesuffix("/health"), root)
+        finally:
+            server.stop()
+        (root / "server.log").unlink()
+    (root / "versions.json").write_text(json.dumps(registry.versions))
+
+
 @pytest.fixture(scope="session")
 def sqlite_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     root = tmp_path_factory.mktemp("sqlite-registry")
-    return _populate("sqlite", new_mlflow_db(root / "mlflow.db"), root)
+    versions = _copy_built_registry("sqlite", root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri), versions)
 
 
 @pytest.fixture(scope="session")
@@ -195,20 +244,21 @@ def iris_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     `registry-gateway serve` processes and only ask for iris: each of those warms every
     champion it finds before it is ready, and the shared session registry holds torch and
     fault models, and more versions as its tests add them."""
-    registry = empty_registry(tmp_path_factory.mktemp("iris-registry"))
-    first = registry.log(log_iris_version, IRIS, c=0.05, serialization_format=SERVED_SKLEARN_FORMAT)
-    registry.client.set_registered_model_alias(IRIS, "champion", str(first))
-    registry.versions[IRIS] = [first]
-    return registry
+    root = tmp_path_factory.mktemp("iris-registry")
+    versions = _copy_built_registry("iris", root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return Registry("sqlite", uri, root, MlflowClient(tracking_uri=uri), versions)
 
 
 @pytest.fixture(scope="session")
 def server_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("server-registry")
-    server = mlflow_server(root)
+    versions = _copy_built_registry("server", root)
+    server = mlflow_server(root)  # on the copied database and artifacts
     server.start()
     try:
-        yield _populate("server", server.health_url.removesuffix("/health"), root)
+        uri = server.health_url.removesuffix("/health")
+        yield Registry("server", uri, root, MlflowClient(tracking_uri=uri), versions)
     finally:
         server.stop()
 
