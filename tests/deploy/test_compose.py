@@ -109,6 +109,21 @@ def test_compose_roles(compose: dict[str, Any]) -> None:
     assert len(caches) == len(gateways) + 1, "each replica has its own artifact cache volume"
 
 
+def test_compose_runs_jobs_in_a_process_of_their_own_off_the_proxies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    (jobs,) = _services_with_role(compose, "jobs")
+    service = services[jobs]
+    assert "ports" not in service, "nothing calls it from outside"
+    (cache,) = [v.split(":")[0] for v in service["volumes"] if v.endswith(":/var/cache/registry-gateway")]
+    others = [v.split(":")[0] for name, svc in services.items() if name != jobs for v in svc.get("volumes", [])]
+    assert cache not in others, "the jobs process has an artifact cache of its own"
+    assert service["environment"]["GATEWAY_REPLICA_ID"] not in {
+        svc.get("environment", {}).get("GATEWAY_REPLICA_ID") for name, svc in services.items() if name != jobs
+    }
+    listed = (HAPROXY / "haproxy.cfg").read_text() + (NGINX / "upstream.conf").read_text()
+    assert f"{jobs}:" not in listed, "the balancers never send it requests"
+
+
 def test_compose_gateways_have_names_a_grpc_port_and_a_drain_that_fits(compose: dict[str, Any]) -> None:
     services = compose["services"]
     gateways = _services_with_role(compose, "gateway")

@@ -166,7 +166,7 @@ def test_each_gateway_pod_has_a_stable_name_and_a_dns_name(manifests: list[dict[
     assert {p["port"] for p in headless["spec"]["ports"]} == {8000, 8001}
 
 
-@pytest.mark.parametrize("component", ["gateway", "sync"])
+@pytest.mark.parametrize("component", ["gateway", "sync", "jobs"])
 def test_pods_run_as_non_root_on_a_read_only_filesystem(manifests: list[dict[str, Any]], component: str) -> None:
     workload = _workload(manifests, component)
     pod = workload["spec"]["template"]["spec"]
@@ -192,6 +192,20 @@ def test_sync_is_one_replica_and_migrations_run_db_upgrade(manifests: list[dict[
     job = _one(manifests, "Job", "migrations")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["db", "upgrade"]
+
+
+def test_jobs_run_in_pods_of_their_own_that_no_service_reaches(manifests: list[dict[str, Any]]) -> None:
+    jobs = _workload(manifests, "jobs")
+    container = _container(jobs)
+    assert role(container["args"]) == "jobs"
+    names = {e["name"]: e for e in container.get("env", [])}
+    assert names["GATEWAY_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    services = [m for m in manifests if m["kind"] == "Service"]
+    assert services and not any(_selects(s["spec"].get("selector", {}), jobs) for s in services)
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        for m in manifests:
+            if m["kind"] == kind and "selector" in m["spec"]:
+                assert not _selects(m["spec"]["selector"]["matchLabels"], jobs)
 
 
 def _selects(selector: dict[str, str], workload: dict[str, Any]) -> bool:
