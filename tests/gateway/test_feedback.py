@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,17 @@ async def test_labels_are_answered_per_item_scored_as_scikit_learn_scores_and_su
             "arm": "default",
         }
 
-        # An answer kept two retentions ago is expired; one never kept is unknown.
+        # An answer kept two retentions ago is expired; one never kept is unknown. Two hours ago,
+        # not in 1970: the keeper's sweep deletes an answer a retention (a week here,
+        # GATEWAY_FEEDBACK_RETENTION_HOURS) after it expired, and could run before the post.
         old = KeptPrediction(
-            "old-request", gateway.services.catalog.current_id(name, v1), "default", CLASSIFICATION, 1, None, 0.0
+            "old-request",
+            gateway.services.catalog.current_id(name, v1),
+            "default",
+            CLASSIFICATION,
+            1,
+            None,
+            time.time() - 2 * 3600,
         )
         FeedbackStore(gateway.services.store.engine).keep([old], retention_seconds=3600)
         rid = answered[2][0]
