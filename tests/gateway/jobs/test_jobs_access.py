@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from gateway.settings import GatewaySettings
 from registry_sync.webhooks import sign
 from tests.conftest import IRIS_COLUMNS, Registry, iris_split, running_gateway
 from tests.gateway.jobs.test_jobs import JOB_SETTINGS, assert_scored_as_pyfunc, ended, iris_rows
+from tests.support.callback_receiver import callback_receiver
 from tests.support.keys import add_key, bearer
 from tests.support.s3 import S3, moto_s3
 from tests.support.servers import free_port
@@ -99,35 +100,21 @@ async def test_a_job_reads_and_writes_s3(
     assert set(IRIS_COLUMNS).isdisjoint(scored.column_names)  # predictions and the id, not the inputs
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
-    arrived = threading.Event()
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(204)
-        self.end_headers()
-        type(self).arrived.set()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 async def test_the_callback_is_signed_as_mlflow_webhooks_are(
     sqlite_registry: Registry, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    server = HTTPServer(("127.0.0.1", free_port()), _Receiver)
+    receiver = callback_receiver()
+    server = HTTPServer(("127.0.0.1", free_port()), receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     settings = make_settings(jobs_callback_secret="s3cret", **JOB_SETTINGS)
     try:
         async with running_gateway(settings, sqlite_registry.tracking_uri) as gateway:
             url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
             submitted = await gateway.client.post(f"/models/{IRIS}/jobs", json={"request": BODY, "callback": url})
-            await until(_Receiver.arrived.is_set, "the job's callback", timeout=60)
+            await until(receiver.arrived.is_set, "the job's callback", timeout=60)
     finally:
         server.shutdown()
-    [(headers, body)] = _Receiver.received
+    [(headers, body)] = receiver.received
     expected = sign("s3cret", headers["x-gateway-delivery-id"], headers["x-gateway-timestamp"], body)
     assert headers["x-gateway-signature"] == expected
     document = orjson.loads(body)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from http.server import HTTPServer
 
 import orjson
 import pytest
@@ -19,30 +18,17 @@ from registry_sync.state import JobRow
 from registry_sync.webhooks import sign
 from tests.conftest import Registry, iris_split, running_gateway
 from tests.gateway.jobs.test_jobs import JOB_SETTINGS, ended
+from tests.support.callback_receiver import callback_receiver
 from tests.support.servers import free_port
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
-    arrived = threading.Event()
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(204)
-        self.end_headers()
-        type(self).arrived.set()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 async def test_a_callback_whose_receiver_was_down_is_re_sent_until_it_is_taken(
     sqlite_registry: Registry, make_settings: Callable[..., GatewaySettings]
 ) -> None:
+    receiver = callback_receiver()
     port = free_port()
     url = f"http://127.0.0.1:{port}/hooks"  # nothing listens there yet
     settings = make_settings(
@@ -63,9 +49,9 @@ async def test_a_callback_whose_receiver_was_down_is_re_sent_until_it_is_taken(
             job_id = submitted.json()["id"]
             assert (await ended(gateway, job_id))["state"] == "succeeded"
             await until(lambda: deliveries() >= 3, "the first delivery and two re-sends to fail", timeout=60)
-            server = HTTPServer(("127.0.0.1", port), _Receiver)
+            server = HTTPServer(("127.0.0.1", port), receiver)
             threading.Thread(target=server.serve_forever, daemon=True).start()
-            await until(_Receiver.arrived.is_set, "the callback, once the receiver is up", timeout=60)
+            await until(receiver.arrived.is_set, "the callback, once the receiver is up", timeout=60)
 
             def notified() -> bool:
                 with engine.connect() as connection:
@@ -75,7 +61,7 @@ async def test_a_callback_whose_receiver_was_down_is_re_sent_until_it_is_taken(
     finally:
         if server is not None:
             server.shutdown()
-    headers, sent = _Receiver.received[0]
+    headers, sent = receiver.received[0]
     assert headers["x-gateway-delivery-id"] == f"{job_id}-succeeded"  # what the receiver de-duplicates on
     assert int(headers["x-gateway-delivery-attempt"]) >= 3  # claims 1 and 2 failed, or 3 was never due
     assert headers["x-gateway-signature"] == sign("s3cret", f"{job_id}-succeeded", headers["x-gateway-timestamp"], sent)
