@@ -22,12 +22,19 @@ import os, sys, time
 from pathlib import Path
 from tests.support.run_once import built_once
 
+asking = Path(sys.argv[1] + ".asking")
+
 def build(folder: Path) -> None:
     with open(sys.argv[1], "a") as builders:
         builders.write(f"{os.getpid()}\\n")
-    time.sleep(1)  # the other process asks meanwhile
+    deadline = time.monotonic() + 60
+    while len(list(asking.iterdir())) < 2:  # the other process asks meanwhile, not after
+        assert time.monotonic() < deadline, "the other process never asked"
+        time.sleep(0.01)
     (folder / "made").write_text("once")
 
+asking.mkdir(exist_ok=True)
+(asking / str(os.getpid())).touch()
 print((built_once("thing", build) / "made").read_text())
 """
 
