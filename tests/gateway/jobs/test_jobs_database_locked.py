@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,9 +17,9 @@ from sqlalchemy import func, select
 
 from gateway.settings import GatewaySettings
 from registry_sync.state import JobChunkRow
-from tests.conftest import empty_registry, running_gateway
+from tests.conftest import running_gateway
+from tests.gateway.jobs.gated import gated_job
 from tests.gateway.jobs.test_jobs import ended
-from tests.support.models import FileGated, log_pyfunc
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -31,13 +30,7 @@ ROWS, CHUNK_ROWS, LEASE = 1000, 100, 1.5
 async def test_a_job_completes_once_across_a_locked_sqlite_state_database(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    registry = empty_registry(tmp_path / "registry")
-    gate, entered = tmp_path / "gate", tmp_path / "entered"
-    entered.mkdir()
-    registry.log(log_pyfunc, "gated", FileGated(str(gate), str(entered)))
-    ids = np.arange(ROWS)
-    rows = pa.table({"row_id": pa.array(ids, pa.int64()), "x": pa.array(ids + 1.0, pa.float64())})
-    pq.write_table(rows, tmp_path / "in.parquet", row_group_size=50)
+    registry, gate, entered = gated_job(tmp_path, ROWS)
     settings = make_settings(
         jobs_poll_seconds=0.05,
         jobs_lease_seconds=LEASE,
@@ -66,5 +59,5 @@ async def test_a_job_completes_once_across_a_locked_sqlite_state_database(
             attempts = connection.scalar(select(func.max(JobChunkRow.attempts)))
     assert (done["state"], done["rows_done"], done["chunks_failed"]) == ("succeeded", ROWS, 0), done
     scored = pa.concat_tables([pq.read_table(part) for part in sorted(out.glob("part-*.parquet"))])
-    assert scored.column("row_id").to_pylist() == ids.tolist()
+    assert scored.column("row_id").to_pylist() == list(range(ROWS))
     assert attempts == 1 and len(list(entered.iterdir())) == ROWS // CHUNK_ROWS

@@ -13,18 +13,15 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
 from gateway.settings import GatewaySettings
 from registry_sync.jobs.records import Claimed
 from registry_sync.state import JobChunkRow
-from tests.conftest import empty_registry, running_gateway
+from tests.conftest import running_gateway
+from tests.gateway.jobs.gated import gated_job
 from tests.gateway.jobs.test_jobs import ended
-from tests.support.models import FileGated, log_pyfunc
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -35,13 +32,7 @@ ROWS, CHUNK_ROWS = 600, 100
 async def test_a_chunk_claimed_during_a_renewal_is_not_cancelled_by_its_answer(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = empty_registry(tmp_path / "registry")
-    gate, entered = tmp_path / "gate", tmp_path / "entered"
-    entered.mkdir()
-    registry.log(log_pyfunc, "gated", FileGated(str(gate), str(entered)))
-    ids = np.arange(ROWS)
-    rows = pa.table({"row_id": pa.array(ids, pa.int64()), "x": pa.array(ids + 1.0, pa.float64())})
-    pq.write_table(rows, tmp_path / "in.parquet", row_group_size=50)
+    registry, gate, entered = gated_job(tmp_path, ROWS)
     settings = make_settings(
         jobs_poll_seconds=0.05, jobs_lease_seconds=1.5, jobs_chunk_rows=CHUNK_ROWS, jobs_max_chunks_per_process=2
     )
