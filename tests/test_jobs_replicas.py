@@ -37,7 +37,7 @@ def test_a_job_survives_a_replica_sigkilled_mid_run_with_no_row_lost_or_doubled(
     ids = np.arange(ROWS)
     rows = pa.table({"row_id": pa.array(ids, pa.int64()), "x": pa.array(ids + 1.0, pa.float64())})
     pq.write_table(rows, tmp_path / "in.parquet", row_group_size=ROW_GROUP)
-    with ExitStack() as stack, postgres_database() as url:
+    with postgres_database() as url, ExitStack() as stack:  # the replicas stop before the database is dropped
         engine = make_engine(url)
         stack.callback(engine.dispose)
         upgrade(engine)

@@ -72,7 +72,8 @@ def _drop(engine: Engine, name: str) -> None:
             ),
             {"name": name},
         )
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        # FORCE (PostgreSQL 13+) also ends a session that connected after the terminate above
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextmanager

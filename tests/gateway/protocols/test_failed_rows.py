@@ -25,10 +25,16 @@ MESSAGES = [{"role": "user", "content": "the quick brown fox"}]
 
 
 def rows(root: Path) -> dict[str, dict[str, object]]:
-    """The predictions table's rows by request id; empty while no file is published."""
+    """The predictions table's rows by request id; empty while no file is published.
+
+    The query is executed once (a connection's ``execute``): a lazy ``duckdb.sql`` relation binds
+    its columns when asked for them and globs the files again when fetched, so a file published
+    in between (another model's, with other columns) gave rows longer than their names."""
     files = f"'{root}/predictions/**/*.parquet'"
     try:
-        cursor = duckdb.sql(f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = true)")
+        cursor = duckdb.connect().execute(
+            f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = true)"
+        )
     except duckdb.IOException:
         return {}
     names = [column[0] for column in cursor.description]
