@@ -43,7 +43,7 @@ def test_a_job_completes_with_every_row_once_across_a_database_restart(tmp_path:
     rows = pa.table({"row_id": pa.array(ids, pa.int64()), "x": pa.array(ids + 1.0, pa.float64())})
     pq.write_table(rows, tmp_path / "in.parquet", row_group_size=ROW_GROUP)
     out = tmp_path / "out"
-    with ExitStack() as stack, private_postgres() as database:
+    with private_postgres() as database, ExitStack() as stack:  # the gateway stops before the cluster
         engine = make_engine(database.url)
         stack.callback(engine.dispose)
         upgrade(engine)

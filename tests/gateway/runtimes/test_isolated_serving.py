@@ -98,11 +98,20 @@ async def predict(client: httpx.AsyncClient, name: str, version: int, *packages:
     return response.json()["predictions"]  # type: ignore[no-any-return]
 
 
+def _children(task: Path) -> list[str]:
+    """The processes a thread of this one started; none for a thread that ended since it was
+    listed (its /proc entry is gone: the gateway's threads come and go while a test polls)."""
+    try:
+        return (task / "children").read_text().split()
+    except FileNotFoundError:
+        return []
+
+
 def in_scratch(root: Path, name: str) -> Path | None:
     """A file the reporter wrote in its worker's scratch folder (gateway/runtimes/sandbox.py), the one
     place a sandboxed worker may write, under the artifact cache of settings_under(root). The folder
     is a tmpfs in the worker's own mount namespace: seen through ``/proc/<worker>/root``."""
-    workers = [pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()]
+    workers = [pid for task in Path("/proc/self/task").iterdir() for pid in _children(task)]
     for scratch in (root / "artifact-cache" / "sandboxes").glob("*/scratch"):
         for pid in workers:
             found = Path(f"/proc/{pid}/root{scratch}") / name
