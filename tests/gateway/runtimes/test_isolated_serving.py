@@ -30,6 +30,7 @@ from gateway.status_report import render
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
 from tests.support import agents
 from tests.support.servers import gateway_server
+from tests.support.shared_envs import with_environment
 from tests.support.waiting import eventually, until, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -72,7 +73,12 @@ def env_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture(scope="module")
 def env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("envs")
+    """The module's environment folder, holding the pinned scikit-learn's environment (built
+    once a run with its bytecode compiled, shared with the sandbox tests' probers: their
+    requirements)."""
+    env_dir = tmp_path_factory.mktemp("envs")
+    with_environment(env_dir, [f"scikit-learn=={OTHER_SKLEARN}"])
+    return env_dir
 
 
 @pytest.fixture
@@ -128,6 +134,7 @@ async def runtime_of(client: httpx.AsyncClient, name: str, version: int) -> dict
     return runtime  # type: ignore[no-any-return]
 
 
+@pytest.mark.timeout(600)  # the module's first: its setup may build the run's shared environment and compile it
 async def test_a_version_pinning_another_scikit_learn_is_served_with_that_release(
     make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
 ) -> None:

@@ -28,6 +28,7 @@ from gateway.runtimes.sandbox import SandboxUnavailable
 from gateway.settings import SettingsError, load_settings
 from tests.conftest import Gateway, Registry, empty_registry, running_gateway, settings_under
 from tests.gateway.runtimes.test_isolated_serving import OTHER_SKLEARN
+from tests.support.shared_envs import with_environment
 
 pytestmark = pytest.mark.anyio
 
@@ -134,7 +135,11 @@ async def gateway_for(registry: Registry, root: Path, env_dir: Path, **overrides
 
 @pytest.fixture(scope="module")
 def env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("envs")
+    """The module's environment folder, holding the probers' environment (built once a run, its
+    bytecode compiled, and shared with test_sandbox_wire.py and test_isolated_serving.py)."""
+    env_dir = tmp_path_factory.mktemp("envs")
+    with_environment(env_dir, REQUIREMENTS)
+    return env_dir
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +211,7 @@ async def run_escapes(gw: Gateway, port: int, unix_path: str) -> dict[str, str]:
     return dict(zip(probes, await probe(gw, "prober", *probes.values()), strict=True))
 
 
+@pytest.mark.timeout(600)  # the module's first: its setup may build the run's shared environment and compile it
 async def test_a_sandboxed_worker_holds_no_secret_reads_no_state_and_reaches_nothing(
     sandboxed: Gateway, listener: int, unix_listener: str
 ) -> None:

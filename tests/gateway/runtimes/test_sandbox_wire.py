@@ -24,8 +24,9 @@ import pytest
 
 from gateway.runtimes import isolated
 from tests.conftest import Gateway, Registry, empty_registry
-from tests.gateway.runtimes.test_sandbox import gateway_for, log_prober
+from tests.gateway.runtimes.test_sandbox import REQUIREMENTS, gateway_for, log_prober
 from tests.support.peak_memory import peak_growth
+from tests.support.shared_envs import with_environment
 from tests.support.versions import entry
 from tests.support.waiting import eventually, until
 
@@ -59,7 +60,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture(scope="module")
 def env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("envs")
+    """The module's environment folder, holding the hostile models' environment: the probers'
+    requirements, built once a run with its bytecode compiled (tests/support/shared_envs.py)."""
+    env_dir = tmp_path_factory.mktemp("envs")
+    with_environment(env_dir, REQUIREMENTS)
+    return env_dir
 
 
 @pytest.fixture
@@ -102,7 +107,7 @@ def refused(answer: Any, why: str) -> None:
     assert "predictions" not in body
 
 
-@pytest.mark.timeout(600)  # the module's first: its request builds the environment and compiles it
+@pytest.mark.timeout(600)  # the module's first: its setup may build the environment and compile it
 async def test_a_frame_announcing_too_much_kills_the_worker_before_the_gateway_allocates(gw: Gateway) -> None:
     assert (await attack(gw, "hostile", "")).status_code == 200
     before = await worker_pid(gw, "hostile")
