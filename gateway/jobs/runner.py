@@ -119,6 +119,7 @@ class JobRunner:
             batch_rows=settings.jobs_batch_rows,
             output_retries=settings.jobs_output_retries,
             whole=whole_chunks,
+            predict_share=settings.jobs_predict_share,
         )
         self._leave_to_jobs = leave_to_jobs
         self._leaving = False

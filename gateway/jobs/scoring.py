@@ -5,7 +5,11 @@ Each batch is one call on the version's queue (gateway.dataplane.batching), mark
 requests that arrive meanwhile are queued beside it, never behind a whole chunk, and a job's
 batches take at most half the queue. A batch is GATEWAY_JOBS_BATCH_ROWS rows while the version
 has requests (one waiting, or one queued within ``QUIET_SECONDS``); with none, the rest of the
-chunk goes in one call, as it always does in a ``--role jobs`` process (``whole``): fewer calls,
+chunk goes in one call, as it always does in a ``--role jobs`` process (``whole``). Between two
+batches the chunk waits as long as the last one took, times (1 − share) / share
+(GATEWAY_JOBS_PREDICT_SHARE, while the version still has requests): requests then run alone,
+neither queued behind a batch nor sharing the GIL with it, and the chunk takes at most that share
+of the time. With no requests the chunk goes whole and never waits: fewer calls,
 each with MLflow's schema enforcement and a hop to the inference thread, is what brings a job's
 rows a second near one plain Python loop's. The predict runs where the version runs (this process, or
 its sandboxed worker for an isolated version), with the lease and timeout a request has.
@@ -114,11 +118,22 @@ def predictions_table(raw: Any) -> pa.Table:
 class ChunkScorer:
     """Scores file chunks through one inference service."""
 
-    def __init__(self, scorer: InferenceService, *, batch_rows: int, output_retries: int, whole: bool = False) -> None:
+    def __init__(
+        self,
+        scorer: InferenceService,
+        *,
+        batch_rows: int,
+        output_retries: int,
+        whole: bool = False,
+        predict_share: float = 1.0,
+    ) -> None:
         self._scorer = scorer
         self._batch_rows = batch_rows
         self._retries = output_retries
         self._whole = whole
+        self._share = predict_share
+        self.pauses = 0
+        """Pauses taken between two calls of a chunk to give way to requests (for tests)."""
 
     async def score(self, served: Resolved, index: int, chunk: ChunkSpec, job: FileJob) -> int:
         """The chunk scored and its output committed as part ``index``: its rows."""
@@ -136,11 +151,15 @@ class ChunkScorer:
         parts = []
         offset = 0
         while offset < table.num_rows:
-            size = table.num_rows - offset if self._whole or self.quiet(served) else self._batch_rows
+            gives_way = not (self._whole or self.quiet(served))
+            size = self._batch_rows if gives_way else table.num_rows - offset
             rows = table.slice(offset, size)
             where = f"{chunk.file.uri} ({chunk.range}, rows {offset}-{offset + rows.num_rows - 1} of the chunk)"
+            began = time.perf_counter()
             parts.append(await self._predict(served, rows, job, where))
             offset += rows.num_rows
+            if gives_way and offset < table.num_rows:
+                await self._give_way(served, time.perf_counter() - began)
         output = pa.concat_tables(parts) if parts else pa.table({"prediction": pa.array([], pa.null())})
         if job.id_column is not None:
             output = output.add_column(0, job.id_column, table.column(job.id_column))
@@ -155,6 +174,16 @@ class ChunkScorer:
         if queue is None:
             return True
         return queue.waiting == 0 and time.perf_counter_ns() - queue.last_request_ns > QUIET_SECONDS * 1e9
+
+    async def _give_way(self, served: Resolved, spent: float) -> None:
+        """After a call of ``spent`` seconds (the clock's, from its queueing to its answer), wait
+        ``spent * (1 - share) / share`` before the next while the version still has requests:
+        a chunk then predicts at most ``share`` of the time, and requests have the rest to
+        themselves (neither queued behind its batch nor sharing the GIL with it)."""
+        if self._share >= 1.0 or self.quiet(served):
+            return
+        self.pauses += 1
+        await asyncio.sleep(spent * (1.0 - self._share) / self._share)
 
     async def _input_types(self, served: Resolved) -> dict[str, pa.DataType]:
         model = self._scorer.loaded(served.id)

@@ -18,14 +18,22 @@ class JobsSettings(SettingsSection):
     A ``--role sync`` process never runs chunks, whatever this says."""
 
     jobs_max_chunks_per_process: int = Field(default=1, ge=0)
-    """The share of predict capacity jobs take: at most this many chunks run at once in one
-    serving process (each predicts one batch of rows at a time, queued behind requests). 0: this
-    process runs none (it still accepts jobs; others run them)."""
+    """At most this many chunks run at once in one process (in a serving process each predicts
+    one batch of rows at a time, queued behind requests, and GATEWAY_JOBS_PREDICT_SHARE of the
+    time). 0: this process runs none (it still accepts jobs; others run them)."""
 
     jobs_batch_rows: int = Field(default=10_000, ge=1)
     """Rows per predict call of a chunk while its version has requests (one queued, or one
     within the last second): between two such calls a chunk gives way to them. With none, and
     always in a ``--role jobs`` process, a chunk is predicted in one call."""
+
+    jobs_predict_share: float = Field(default=0.5, gt=0, le=1)
+    """The share of the time a chunk in a serving process spends in its predict calls while its
+    version has requests: after a call of t seconds it waits t × (1 − share) / share before the
+    next, so requests arriving then are neither queued behind its batch nor share the GIL with
+    it. Lower: a request's p99 during a job nearer its idle one, and the job's rows a second
+    lower while requests come (bounded by the share). 1: no wait. With no requests, and in a
+    ``--role jobs`` process, a chunk never waits."""
 
     jobs_on_serving: Literal["auto", "always", "never"] = "auto"
     """Whether a serving process (``--role all`` or ``gateway``) runs chunks. ``auto``: only

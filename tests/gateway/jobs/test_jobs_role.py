@@ -98,3 +98,27 @@ async def test_a_serving_process_predicts_a_chunk_whole_only_while_its_version_h
         done = await ended(serving, await submit(serving, source, tmp_path / "out"))
         assert (done["state"], done["rows_done"]) == ("succeeded", ROWS)
         assert await predict_calls(serving) - before == calls
+
+
+@pytest.mark.parametrize(
+    ("quiet_seconds", "share", "pauses"),
+    [(3600.0, 0.5, SMALL_CALLS - CHUNKS), (3600.0, 1.0, 0), (0.0, 0.5, 0)],
+)
+async def test_a_serving_process_pauses_between_a_chunks_calls_only_while_its_version_has_requests(
+    make_gateway: Callable[..., AbstractAsyncContextManager[Gateway]],
+    source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    quiet_seconds: float,
+    share: float,
+    pauses: int,
+) -> None:
+    """GATEWAY_JOBS_PREDICT_SHARE below 1 with a request within QUIET_SECONDS: a chunk waits
+    between two of its calls (once in each 100-row chunk of two calls, never after a chunk's
+    last); at 1, or with no request (a chunk in one call), it never waits."""
+    monkeypatch.setattr(scoring, "QUIET_SECONDS", quiet_seconds)
+    async with make_gateway(**JOB_SETTINGS, jobs_predict_share=share) as serving:
+        await loaded(serving)
+        done = await ended(serving, await submit(serving, source, tmp_path / "out"))
+        assert (done["state"], done["rows_done"]) == ("succeeded", ROWS)
+        assert serving.services.jobs._runner._scorer.pauses == pauses
