@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pty
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -20,6 +21,8 @@ from tests.conftest import IRIS_COLUMNS, Registry
 from tests.support.servers import BIN, gateway_server
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,5 +98,36 @@ def test_submit_and_wait_with_a_progress_bar_on_a_terminal_and_lines_otherwise(
             "--wait",
         )
         assert partial.returncode == 1 and "failed" in partial.stdout  # every chunk failed: the job failed
+    finally:
+        process.stop(signal.SIGTERM)
+
+
+def demo_jobs_commands() -> list[str]:
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    start = guide.index("<!-- demo jobs commands: run by tests/test_jobs_cli.py -->")
+    block = guide[start : guide.index("<!-- end of the demo jobs commands -->", start)]
+    return [line for line in block.splitlines() if line.startswith(".venv/bin/")]
+
+
+def test_the_user_guides_jobs_commands_for_the_demo_work_as_written(iris_registry: Registry, tmp_path: Path) -> None:
+    """docs/user-guide.md's file job against `make demo`, line by line in a shell from the
+    repository's root, with this test's folder for /tmp, its venv for .venv/bin and its
+    gateway's --url for the demo's."""
+    process, base = gateway_server(tracking_uri=iris_registry.tracking_uri, workdir=tmp_path / "gateway")
+    process.start()
+    try:
+        printed = []
+        for line in demo_jobs_commands():
+            command = line.replace("/tmp/", f"{tmp_path}/").replace(".venv/bin/", f"{BIN}/")
+            if "registry-gateway jobs" in command:
+                command += f" --url {shlex.quote(base)}"
+            done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (line, done.stdout, done.stderr)
+            printed = done.stdout.splitlines()
+        assert len(demo_jobs_commands()) == 2
+        job_id, *_, last = printed
+        assert last.split("\t") == [job_id, "succeeded", f"{IRIS} v1", "rows 150/150", "chunks 1/1"]
+        scored = pq.read_table(tmp_path / "iris-scored" / "part-000000.parquet")
+        assert scored.column_names == ["prediction"] and scored.num_rows == 150
     finally:
         process.stop(signal.SIGTERM)

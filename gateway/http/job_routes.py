@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.admission.access import Access, requires
-from gateway.http.api_examples import PREDICT_ERRORS, error_responses
+from gateway.http.api_examples import IRIS_COLUMNS, PREDICT_ERRORS, error_responses
 from gateway.http.model_routes import NameParam, VersionParam
 from gateway.http.request_body import read_body
 from gateway.jobs.views import job_document
@@ -40,7 +40,12 @@ _SUBMIT_BODY = {
         "content": {
             "application/json": {
                 "examples": {
-                    "inline": {"value": {"request": {"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}}},
+                    # beside name=iris, as the predict routes' bodies (they run as they are on the demo)
+                    "inline": {
+                        "value": {
+                            "request": {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [[5.1, 3.5, 1.4, 0.2]]}}
+                        }
+                    },
                     "files": {
                         "value": {
                             "input": "s3://bucket/scoring/*.parquet",

@@ -13,8 +13,10 @@ failed write drops its batch and counts it (``write_error``): the requests were 
 ago, and a label for one of them is answered ``unknown``. The same task deletes expired rows,
 a batch at a time, every ``CLEAN_SECONDS``.
 
-A label sent within ``FLUSH_SECONDS`` of its answer may find nothing yet (``unknown``): labels
-come minutes or days later.
+A label sent within ``FLUSH_SECONDS`` of its answer to another replica may find nothing yet
+(``unknown``): labels come minutes or days later. The replica that answered writes what it holds
+(:meth:`PredictionKeeper.flush`) before it answers a label ``unknown``
+(:class:`gateway.quality.feedback.FeedbackService`).
 """
 
 from __future__ import annotations

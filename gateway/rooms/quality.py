@@ -49,8 +49,15 @@ class QualityRoom:
             settings, store, state.catalog, routing.inference, routing.split, traffic.guard, metrics
         )
         sinks: list[LabelSink] = [sink for sink in (records.records, records.traces) if sink is not None]
-        feedback = FeedbackService(store, metrics, max_items=settings.feedback_max_items, tables=_LabelSinks(sinks))
-        return cls(feedback, monitor, keeper_for(settings, store, metrics, models.cache.peek))
+        keeper = keeper_for(settings, store, metrics, models.cache.peek)
+        feedback = FeedbackService(
+            store,
+            metrics,
+            max_items=settings.feedback_max_items,
+            tables=_LabelSinks(sinks),
+            written=keeper.flush if keeper is not None else None,
+        )
+        return cls(feedback, monitor, keeper)
 
     def keep(self, answered: Answered) -> None:
         if self.keeper is not None:

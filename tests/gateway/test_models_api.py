@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo import IRIS
 from tests.conftest import IRIS_COLUMNS, Gateway, Registry, iris_split
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -148,6 +149,23 @@ async def test_openapi_examples_run_as_they_are(gateway: Gateway) -> None:
         for parameter in spec["paths"][template]["get"]["parameters"]:
             path = path.replace("{" + parameter["name"] + "}", _example(parameter))
         assert (await gateway.client.get(path)).status_code == 200, path
+    for template in ("/models/{name}/jobs", "/models/{name}/versions/{version}/jobs"):
+        # The inline job's example is queued and succeeds (the files' one names S3 buckets).
+        operation = spec["paths"][template]["post"]
+        path = template
+        for parameter in operation["parameters"]:
+            path = path.replace("{" + parameter["name"] + "}", _example(parameter))
+        inline = operation["requestBody"]["content"]["application/json"]["examples"]["inline"]["value"]
+        submitted = await gateway.client.post(path, json=inline)
+        assert submitted.status_code == 202, (path, submitted.text)
+        job = submitted.headers["location"]
+
+        async def ended(job: str = job) -> dict[str, Any] | None:
+            document: dict[str, Any] = (await gateway.client.get(job)).json()
+            return document if document["state"] not in ("queued", "running") else None
+
+        assert (await eventually(ended, f"the job {path}'s example queued"))["state"] == "succeeded", path
+        assert (await gateway.client.get(f"{job}/result")).json() == {"predictions": [0]}
 
 
 # How to provoke the documented errors that a client can provoke; the rest (a refused version,
