@@ -15,7 +15,7 @@ shared host's drift lands on each alike:
   the chunk layer the runner is built on.
 - ``gateway``: a file job through a running ``registry-gateway serve`` (one process, a sqlite
   state database): ``POST /models/iris/versions/1/jobs`` with the Parquet file as input and a
-  folder as output, then ``GET /jobs/<id>`` every 50 ms until it ends; timed from the submission
+  folder as output, then ``GET /jobs/<id>`` every 50 ms (``--poll``) until it ends; timed from the submission
   to the answer that says it ended (the version loaded by a request beforehand, not timed). Run
   when the checkout has the jobs routes (gateway/http/job_routes.py). Beside that wall time, each
   round keeps the job's own (``own_seconds``: from ``submitted_at`` to ``finished_at`` in its
@@ -139,6 +139,7 @@ class GatewayArm:
         *,
         replicas: int = 1,
         jobs_process: bool = False,
+        poll: float = 0.05,
     ) -> None:
         from bench.servers import free_port, fresh_gateway_state, gateway_server
 
@@ -164,7 +165,7 @@ class GatewayArm:
         self.job_seconds: list[float] = []  # the job's started_at to finished_at
         self.own_seconds: list[float] = []  # the job's submitted_at to finished_at
         self.cpu_seconds: list[float] = []  # a job's CPU time, every process's together
-        self.poll = 0.05  # seconds between two GET /jobs/<id>
+        self.poll = poll  # seconds between two GET /jobs/<id>
 
     def __enter__(self) -> GatewayArm:
         import httpx
@@ -245,6 +246,9 @@ def main() -> None:
     )
     parser.add_argument("--replicas", type=int, default=1, help="serving processes on one state database")
     parser.add_argument("--jobs-process", action="store_true", help="a `serve --role jobs` process runs the chunks")
+    parser.add_argument(
+        "--poll", type=float, default=0.05, help="seconds between two GET /jobs/<id> (each a request to the gateway)"
+    )
     parser.add_argument("--out", type=Path, help="where the run's JSON goes")
     arguments = parser.parse_args()
 
@@ -274,7 +278,12 @@ def main() -> None:
         gateway = None
         if routes and not arguments.no_gateway:
             gateway = GatewayArm(
-                root, tracking_uri, settings, replicas=arguments.replicas, jobs_process=arguments.jobs_process
+                root,
+                tracking_uri,
+                settings,
+                replicas=arguments.replicas,
+                jobs_process=arguments.jobs_process,
+                poll=arguments.poll,
             )
         with gateway or nullcontext():
             for round_ in range(arguments.repeat):
@@ -316,6 +325,7 @@ def main() -> None:
             "gateway_env": settings,
             "replicas": arguments.replicas,
             "jobs_process": arguments.jobs_process,
+            "poll_s": arguments.poll,
             "arms": {name: summary(taken, arguments.rows) for name, taken in seconds.items() if taken},
         }
         for name, used in cpu.items():
