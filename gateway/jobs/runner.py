@@ -123,6 +123,9 @@ class JobRunner:
         )
         self._leave_to_jobs = leave_to_jobs
         self._leaving = False
+        self._leaving_asked = -float("inf")  # when leave_to_jobs last answered (time.monotonic)
+        self._stopping = False
+        self._unstarted: list[Key] = []  # chunks a finishing one claimed while this runner stopped
         self.deliveries = CallbackDeliveries(
             store,
             Callbacks(settings.jobs_callback_secret),
@@ -156,13 +159,14 @@ class JobRunner:
                 task.cancel()
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         held = list(self._running)
         for task in self._running.values():
             task.cancel()
         await asyncio.gather(*self._tasks, *self._running.values(), *self._notifying, return_exceptions=True)
-        for job_id, index in held:  # another process takes them at once, not a lease later
+        for job_id, index in [*held, *self._unstarted]:  # another process takes them at once, not a lease later
             with contextlib.suppress(StateUnavailable):
                 await anyio.to_thread.run_sync(self._store.give_back, job_id, index)
 
@@ -181,13 +185,30 @@ class JobRunner:
                     break
                 if claimed is None:
                     break
-                key = (claimed.job_id, claimed.index)
-                task = asyncio.create_task(self._run(claimed), name=f"job {claimed.job_id} chunk {claimed.index}")
-                self._running[key] = task
-                task.add_done_callback(lambda _, key=key: self._ended(key))  # type: ignore[misc]
-                self._metrics.job_chunks_running.set(len(self._running))
+                self._start(claimed)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    def _start(self, claimed: Claimed) -> None:
+        key = (claimed.job_id, claimed.index)
+        if self._stopping:  # claimed by a chunk's finish while stopping: given back by stop()
+            self._unstarted.append(key)
+            return
+        task = asyncio.create_task(self._run(claimed), name=f"job {claimed.job_id} chunk {claimed.index}")
+        self._running[key] = task
+        task.add_done_callback(lambda _, key=key: self._ended(key))  # type: ignore[misc]
+        self._metrics.job_chunks_running.set(len(self._running))
+
+    def _may_claim_next(self) -> bool:
+        """Whether a chunk's finish may claim its job's next chunk for this process, as the
+        claiming loop would: not while stopping, nor while chunks are left to ``--role jobs``
+        processes, nor when the last asking whether they are is older than a poll (the loop
+        asks again then)."""
+        if self._stopping:
+            return False
+        if self._leave_to_jobs is None:
+            return True
+        return not self._leaving and time.monotonic() - self._leaving_asked < self._poll
 
     async def _left_to_jobs(self) -> bool:
         """Whether ``--role jobs`` processes run the chunks now, so this one claims none."""
@@ -198,6 +219,8 @@ class JobRunner:
         except RegistryError as exc:  # the fleet unread: claim as a lone process would
             log.warning("cannot read the fleet for jobs processes: %s", exc)
             leaving = False
+        else:
+            self._leaving_asked = time.monotonic()
         if leaving != self._leaving:
             self._leaving = leaving
             log.info("jobs' chunks %s", "left to --role jobs processes" if leaving else "run here again")
@@ -250,6 +273,8 @@ class JobRunner:
                 spec = ChunkSpec.from_json(claimed.spec)
                 rows, result = await self._scorer.score(served, index, spec, FileJob.of(claimed.job_spec)), None
             ending = await self._finish(claimed, rows, result)
+            if ending.next is not None:  # at once: no await before it is this runner's (or stop's)
+                self._start(ending.next)
             self._metrics.job_chunk_ended("done" if ending.counted else "lost", model=model, rows=rows)
         except asyncio.CancelledError:
             self._metrics.job_chunk_ended("lost", model=model)
@@ -284,10 +309,29 @@ class JobRunner:
         delay = _FINISH_FIRST_RETRY
         deadline = time.monotonic() + _FINISH_PATIENCE_SECONDS
         while True:
+            # its job's next chunk claimed in the same transaction, this one's slot passed on to it
+            finish = functools.partial(
+                self._store.finish,
+                claimed.job_id,
+                claimed.index,
+                rows=rows,
+                result=result,
+                claim_next=self._may_claim_next(),
+                held={(version.name, version.version) for version in self._held()},
+                running=set(self._running),
+            )
+            call = asyncio.ensure_future(anyio.to_thread.run_sync(finish))
             try:
-                return await anyio.to_thread.run_sync(
-                    lambda: self._store.finish(claimed.job_id, claimed.index, rows=rows, result=result)
-                )
+                try:
+                    return await asyncio.shield(call)
+                except asyncio.CancelledError:
+                    # Stopping (or the chunk taken from it): the transaction goes on in its thread,
+                    # and a next chunk it claims is this runner's to start or give back (stop()).
+                    with contextlib.suppress(StateUnavailable):
+                        following = (await call).next
+                        if following is not None:
+                            self._start(following)
+                    raise
             except StateUnavailable as exc:
                 if not _unreachable(exc) or time.monotonic() > deadline:
                     raise  # the chunk goes back to the queue, as before it was scored

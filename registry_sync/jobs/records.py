@@ -94,3 +94,4 @@ class Ending:
 
     counted: bool
     ended: str | None = None
+    next: Claimed | None = None  # the job's next chunk, claimed in the same transaction (JobStore.finish)

@@ -63,6 +63,11 @@ _JOB = [column for column in JobRow.__table__.c if column.name != "result"] + [
 ]
 
 
+def _claimable() -> Any:
+    """A chunk any process may claim: queued, or running under a lease that lapsed (its process died)."""
+    return or_(JobChunkRow.state == QUEUED, and_(JobChunkRow.state == RUNNING, JobChunkRow.lease_until < db_now()))
+
+
 def new_job_id() -> str:
     """Sortable by submission time (milliseconds, hex), then random: the queue's order."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
@@ -157,68 +162,80 @@ class JobStore:
         versions in ``held`` (name, number) before any other. Never one of ``running`` (job id,
         index): chunks this process is still working on, whose lease may have lapsed while the
         database did not answer (they are renewed or finished once it does)."""
-        claimable = or_(
-            JobChunkRow.state == QUEUED, and_(JobChunkRow.state == RUNNING, JobChunkRow.lease_until < db_now())
-        )
-        mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
-        preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
         skipped: list[tuple[str, int]] = list(running)
         for _ in range(_CLAIM_TRIES):
             with self._begin() as connection:
-                query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts).where(claimable)
-                for job_id, index in skipped:
-                    query = query.where(or_(JobChunkRow.job_id != job_id, JobChunkRow.index != index))
-                candidate = connection.execute(
-                    query.order_by(preferred, JobChunkRow.job_id, JobChunkRow.index)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)  # PostgreSQL; sqlite renders no lock
-                ).first()
+                candidate = self._candidate(connection, held, skipped)
                 if candidate is None:
                     return None
-                job_id, index, attempts = str(candidate[0]), int(candidate[1]), int(candidate[2])
+                job_id, index, attempts = candidate
                 if attempts >= self._max_attempts:  # its processes kept dying under it (or giving it back)
                     reason = f"claimed {attempts} times without finishing"
                     self._fail(connection, job_id, index, reason, owned=False)
                     continue
-                now = db_now()
-                taken = cast(
-                    CursorResult[Any],
-                    connection.execute(
-                        update(JobChunkRow)
-                        .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, claimable)
-                        .values(
-                            state=RUNNING,
-                            holder=self.holder,
-                            lease_until=now + self._lease,
-                            attempts=JobChunkRow.attempts + 1,
-                            started_at=func.coalesce(JobChunkRow.started_at, now),
-                        )
-                    ),
-                )
-                if taken.rowcount != 1:
+                claimed = self._take(connection, job_id, index, attempts)
+                if claimed is None:
                     skipped.append((job_id, index))  # another process won it between the read and the write
                     continue
-                connection.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.state == QUEUED)
-                    .values(state=RUNNING, started_at=now)
-                )
-                row = connection.execute(select(*_JOB).where(JobRow.id == job_id)).first()
-                if row is None:
-                    continue
-                spec = connection.scalar(
-                    select(JobChunkRow.spec).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
-                )
-                return Claimed(
-                    job_id=job_id,
-                    index=index,
-                    kind=row.kind,
-                    version=VersionId(row.model, row.version, row.source, row.created_ms),
-                    job_spec=dict(row.spec),
-                    spec=dict(spec or {}),
-                    attempts=attempts + 1,
-                )
+                return claimed
         return None
+
+    @staticmethod
+    def _candidate(
+        connection: Connection, held: Collection[tuple[str, int]], skipped: Collection[tuple[str, int]]
+    ) -> tuple[str, int, int] | None:
+        """The chunk a claim would take next (job id, index, attempts so far), read ``FOR UPDATE
+        SKIP LOCKED`` on PostgreSQL: the oldest job's first, those of ``held`` versions before."""
+        mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
+        preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
+        query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts).where(_claimable())
+        for job_id, index in skipped:
+            query = query.where(or_(JobChunkRow.job_id != job_id, JobChunkRow.index != index))
+        candidate = connection.execute(
+            query.order_by(preferred, JobChunkRow.job_id, JobChunkRow.index)
+            .limit(1)
+            .with_for_update(skip_locked=True)  # PostgreSQL; sqlite renders no lock
+        ).first()
+        return None if candidate is None else (str(candidate[0]), int(candidate[1]), int(candidate[2]))
+
+    def _take(self, connection: Connection, job_id: str, index: int, attempts: int) -> Claimed | None:
+        """Hold the chunk under this process's lease, or None if it is claimable no more (another
+        process won it between the read and this write: sqlite, which locks no row on reading)."""
+        now = db_now()
+        taken = cast(
+            CursorResult[Any],
+            connection.execute(
+                update(JobChunkRow)
+                .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, _claimable())
+                .values(
+                    state=RUNNING,
+                    holder=self.holder,
+                    lease_until=now + self._lease,
+                    attempts=JobChunkRow.attempts + 1,
+                    started_at=func.coalesce(JobChunkRow.started_at, now),
+                )
+            ),
+        )
+        if taken.rowcount != 1:
+            return None
+        connection.execute(
+            update(JobRow).where(JobRow.id == job_id, JobRow.state == QUEUED).values(state=RUNNING, started_at=now)
+        )
+        row = connection.execute(select(*_JOB).where(JobRow.id == job_id)).first()
+        if row is None:
+            return None
+        spec = connection.scalar(
+            select(JobChunkRow.spec).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
+        )
+        return Claimed(
+            job_id=job_id,
+            index=index,
+            kind=row.kind,
+            version=VersionId(row.model, row.version, row.source, row.created_ms),
+            job_spec=dict(row.spec),
+            spec=dict(spec or {}),
+            attempts=attempts + 1,
+        )
 
     def renew(self, chunks: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
         """Extend the lease of ``chunks`` (held by this process); the ones still its own. A
@@ -250,8 +267,23 @@ class JobStore:
 
     # --- ending chunks and jobs ------------------------------------------------------------
 
-    def finish(self, job_id: str, index: int, *, rows: int, result: bytes | None = None) -> Ending:
-        """The chunk is done (its output committed): its rows count, once."""
+    def finish(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        rows: int,
+        result: bytes | None = None,
+        claim_next: bool = False,
+        held: Collection[tuple[str, int]] = (),
+        running: Collection[tuple[str, int]] = (),
+    ) -> Ending:
+        """The chunk is done (its output committed): its rows count, once. With ``claim_next``,
+        the same transaction also claims the chunk :meth:`claim` would hand this process next
+        (``held`` and ``running`` as there), if that is one of this job's (``Ending.next``): a
+        job's chunks follow one another with one transaction each, not two. A chunk of another
+        job is left to :meth:`claim` (taking it here would lock a second job's row while this
+        one's is held: two processes doing so the other way round would deadlock)."""
         with self._begin() as connection:
             self._lock(connection, job_id)
             if not self._end_chunk(connection, job_id, index, state=CHUNK_DONE, rows=rows, failure=None):
@@ -260,7 +292,13 @@ class JobStore:
             if result is not None:
                 values["result"] = result
             connection.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
-            return Ending(True, self._end_if_last(connection, job_id))
+            ended = self._end_if_last(connection, job_id)
+            following = None
+            if claim_next and ended is None:
+                candidate = self._candidate(connection, held, running)
+                if candidate is not None and candidate[0] == job_id and candidate[2] < self._max_attempts:
+                    following = self._take(connection, *candidate)
+            return Ending(True, ended, following)
 
     def fail_chunk(self, job_id: str, index: int, reason: str) -> Ending:
         """The chunk cannot be scored (bad input, a bad row): the job fails at once if it

@@ -104,6 +104,26 @@ async def test_a_parquet_job_over_several_files_scores_every_row_once_as_pyfunc_
     assert_scored_as_pyfunc(registry, done["version"], pa.concat_tables(tables), scored)
 
 
+async def test_a_chunk_its_predecessor_claimed_is_run_at_once_not_left_for_its_lease(
+    make_jobs_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], registry: Registry, tmp_path: Path
+) -> None:
+    """Each chunk's finish claims the job's next one (registry_sync/jobs/store.py: finish): the
+    runner starts it then. One left unstarted would wait out its lease (a minute here) before
+    being claimed again: the job would not end within the wait below."""
+    table = iris_rows(600)
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=100)
+    settings = {"jobs_lease_seconds": 60.0, "jobs_poll_seconds": 60.0, "jobs_on_serving": "always"}
+    async with make_jobs_gateway(**settings) as gateway:
+        submitted = await gateway.client.post(
+            f"/models/{IRIS}/versions/1/jobs",
+            json={"input": str(tmp_path / "in.parquet"), "output": str(tmp_path / "out"), "id_column": "row_id"},
+        )
+        assert submitted.status_code == 202, submitted.text
+        done = await ended(gateway, submitted.json()["id"], timeout=30.0)
+    assert (done["state"], done["rows_done"], done["chunks_done"]) == ("succeeded", 600, 6)
+    assert_scored_as_pyfunc(registry, 1, table, output_rows(tmp_path / "out", "parquet"))
+
+
 async def test_a_csv_job_scores_every_row_once_as_pyfunc_does(
     make_jobs_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], registry: Registry, tmp_path: Path
 ) -> None:

@@ -8,7 +8,18 @@ import threading
 from sqlalchemy import Engine, select, update
 
 from registry_sync.identity import VersionId
-from registry_sync.jobs.records import CANCELLED, FAILED, FILES, INLINE, PARTIAL, QUEUED, RUNNING, SUCCEEDED, NewJob
+from registry_sync.jobs.records import (
+    CANCELLED,
+    FAILED,
+    FILES,
+    INLINE,
+    PARTIAL,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Ending,
+    NewJob,
+)
 from registry_sync.jobs.store import JobStore
 from registry_sync.lease import db_now
 from registry_sync.state import JobChunkRow, JobRow
@@ -78,6 +89,61 @@ def test_a_process_never_claims_again_a_chunk_it_is_still_running(engine: Engine
     assert a.claim(running={(job_id, 0), (job_id, 1)}) is None
     assert a.renew({(job_id, 0), (job_id, 1)}) == {(job_id, 0), (job_id, 1)}
     assert a.finish(job_id, 0, rows=3).counted and a.finish(job_id, 1, rows=4).ended == SUCCEEDED
+
+
+def holders(engine: Engine, job_id: str) -> dict[int, tuple[str, str | None]]:
+    with engine.begin() as connection:
+        rows = connection.execute(
+            select(JobChunkRow.index, JobChunkRow.state, JobChunkRow.holder).where(JobChunkRow.job_id == job_id)
+        ).all()
+    return {int(index): (str(state), holder) for index, state, holder in rows}
+
+
+def test_a_finish_claims_its_jobs_next_chunk_and_every_row_counts_once(engine: Engine) -> None:
+    """The next chunk claimed in the finishing transaction is the finisher's, as a claim's
+    would be: never one another process holds, never the same one twice, each counted once."""
+    a, b = store(engine, "a"), store(engine, "b")
+    job_id = a.submit(files_job(chunks=4))
+    first, second = a.claim(), b.claim()
+    assert first is not None and second is not None and (first.index, second.index) == (0, 1)
+    ending = a.finish(job_id, 0, rows=10, claim_next=True, running={(job_id, 0)})
+    assert ending.counted and ending.ended is None and ending.next is not None
+    assert (ending.next.index, ending.next.attempts, ending.next.spec) == (2, 1, {"i": 2})
+    assert holders(engine, job_id) == {0: ("done", "a"), 1: ("running", "b"), 2: ("running", "a"), 3: ("queued", None)}
+    third = b.finish(job_id, 1, rows=20, claim_next=True)
+    assert third.next is not None and third.next.index == 3
+    assert a.finish(job_id, 2, rows=30, claim_next=True).next is None  # the last one is b's
+    last = b.finish(job_id, 3, rows=40, claim_next=True)
+    assert (last.counted, last.ended, last.next) == (True, SUCCEEDED, None)
+    job = a.job(job_id)
+    assert job is not None and (job.rows_done, job.chunks_done) == (100, 4)
+
+
+def test_a_finish_that_does_not_count_claims_nothing(engine: Engine) -> None:
+    """A chunk no longer this holder's (another took it over, or never had it) neither counts
+    nor hands its holder a next chunk: the queue stays as it was."""
+    a, b = store(engine, "a"), store(engine, "b")
+    job_id = a.submit(files_job(chunks=2))
+    assert a.claim() is not None
+    assert b.finish(job_id, 0, rows=10, claim_next=True) == Ending(False)
+    assert holders(engine, job_id) == {0: ("running", "a"), 1: ("queued", None)}
+    assert a.job(job_id).rows_done == 0  # type: ignore[union-attr]
+
+
+def test_a_finish_leaves_another_jobs_chunk_to_claim(engine: Engine) -> None:
+    """The chunk a claim would take next belongs to another job (a version held here comes
+    first): the finish takes none, and claim() takes that one."""
+    a = store(engine, "a")
+    iris = a.submit(files_job(IRIS, chunks=1))
+    wine = a.submit(files_job(OTHER, chunks=2))
+    claimed = a.claim(held={("wine", 2)})
+    assert claimed is not None and (claimed.job_id, claimed.index) == (wine, 0)
+    assert a.finish(wine, 0, rows=1, claim_next=True, held={("iris", 1)}).next is None
+    assert holders(engine, wine)[1] == ("queued", None) and holders(engine, iris)[0] == ("queued", None)
+    taken = a.claim(held={("iris", 1)})
+    assert taken is not None and (taken.job_id, taken.index) == (iris, 0)
+    ending = a.finish(iris, 0, rows=1, claim_next=True, held={("iris", 1)})
+    assert ending.ended == SUCCEEDED and ending.next is None  # its job ended: wine's chunk is claim()'s
 
 
 def test_renew_keeps_the_lease_and_tells_which_chunks_are_no_longer_held(engine: Engine) -> None:
