@@ -19,6 +19,7 @@ from gateway.jobs import cli as jobs_cli
 from gateway.jobs import role as job_role
 from gateway.observability.logs import logging_config
 from gateway.observability.tracing import TracingError, exporter_protocol
+from gateway.runtimes.blas import limit_blas_threads
 from gateway.settings import GatewaySettings, SettingsError, doubts, load_settings
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ def serve(
     logging.getLogger().setLevel(settings.log_level_number)
     for key, value in _MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    limit_blas_threads(settings.blas_threads)  # before uvicorn's workers start: they inherit it
     if settings.role == job_role.JOBS:
         log.info("running jobs' chunks only, at niceness %d", job_role.lower_priority(settings))
     uvicorn.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -226,3 +227,37 @@ def test_a_jobs_process_lowers_its_priority_by_the_setting_and_others_keep_their
             [str(BIN / "python"), "-c", code], capture_output=True, text=True, env={**os.environ, "ROLE": role}
         )
         assert result.returncode == 0 and result.stdout.strip() == lowered, (role, result.stdout, result.stderr)
+
+
+def test_blas_threads_are_limited_in_the_libraries_loaded_before_and_after_and_in_children() -> None:
+    """GATEWAY_BLAS_THREADS: numpy's BLAS, loaded before the limit, scipy's, loaded after it,
+    and a process started afterwards all run at the limit (1, where the libraries' own default
+    is a thread a core; OpenBLAS takes no more than the cores from its variable); 0 sets nothing."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the BLAS libraries' default is one thread already, the limit would not show")
+    code = (
+        "import json, os, subprocess, sys; import numpy; from gateway.runtimes.blas import limit_blas_threads; "
+        "limit_blas_threads(int(os.environ['THREADS'])); import scipy.linalg; "
+        "from threadpoolctl import threadpool_info; "
+        "child = 'from threadpoolctl import threadpool_info; import numpy, scipy.linalg, json; "
+        'print(json.dumps(sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})))\'; '
+        "print(json.dumps({'here': sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}), "
+        "'libraries': len([i for i in threadpool_info() if i['user_api'] == 'blas']), "
+        "'child': json.loads(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True).stdout), "
+        "'variable': os.environ.get('OPENBLAS_NUM_THREADS')}))"
+    )
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+    }
+    limited = subprocess.run(
+        [str(BIN / "python"), "-c", code], capture_output=True, text=True, env={**environment, "THREADS": "1"}
+    )
+    assert limited.returncode == 0, limited.stderr
+    seen = json.loads(limited.stdout)
+    assert seen["libraries"] >= 2  # numpy's and scipy's own OpenBLAS
+    assert (seen["here"], seen["child"], seen["variable"]) == ([1], [1], "1"), seen
+    left = subprocess.run(
+        [str(BIN / "python"), "-c", code], capture_output=True, text=True, env={**environment, "THREADS": "0"}
+    )
+    assert left.returncode == 0, left.stderr
+    assert json.loads(left.stdout)["variable"] is None and 1 not in json.loads(left.stdout)["here"]

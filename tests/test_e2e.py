@@ -151,6 +151,9 @@ def test_several_workers_serve(iris_registry: Registry, tmp_path: Path) -> None:
                 return len(served) == 2
 
             wait_until(both_answered, timeout=90, interval=0.2, what="both workers to answer a request")
+        # GATEWAY_BLAS_THREADS' default, set by serve before it started them (gateway/runtimes/blas.py)
+        limited = [env for env in process.environments() if env.get("OPENBLAS_NUM_THREADS") == "1"]
+        assert len(limited) >= 2, [env.get("OPENBLAS_NUM_THREADS") for env in process.environments()]
     finally:
         process.stop()
     # the access log is on by default: a line per request, whichever worker answered

@@ -29,6 +29,16 @@ class PerformanceSettings(SettingsSection):
     and the GIL's back and forth, about as much as a small model's predict. 0 runs every
     batch in the pool."""
 
+    blas_threads: int = Field(default=1, ge=0)
+    """Threads a BLAS call (OpenBLAS, MKL, BLIS: numpy's and scipy's linear algebra, so
+    scikit-learn's) may use in a ``serve`` process and the workers it starts. 1 (the default):
+    parallelism comes from concurrent requests, jobs' chunks and processes, and no pool of
+    threads spins beside the event loop after each call (gateway/runtimes/blas.py says what it
+    cost). More: a single large call (a big batch, a wide matrix) is faster on an otherwise idle
+    host. 0: leave the libraries and OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and BLIS_NUM_THREADS
+    as the environment sets them. PyTorch's intra-op threads are its own
+    (``torch.set_num_threads``), not limited here."""
+
     max_queue: int = Field(default=256, ge=1)
     """Requests one version may hold waiting for a predict; past it the answer is 503 with
     ``Retry-After``."""

@@ -157,6 +157,19 @@ class Process:
             mapped |= {parts[5] for parts in fields if len(parts) == 6}
         return mapped
 
+    def environments(self) -> list[dict[str, str]]:
+        """The environment each process of the group started with (/proc/<pid>/environ): what
+        the gateway set in its own before starting its workers shows in theirs."""
+        found = []
+        for entry in self._group():
+            try:
+                raw = (entry / "environ").read_bytes()
+            except OSError:  # gone meanwhile
+                continue
+            pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+            found.append({key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs})
+        return found
+
     def _group(self) -> list[Path]:
         """/proc's entries of the processes in this one's process group."""
         assert self._proc is not None
