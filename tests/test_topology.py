@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,9 @@ pytestmark = pytest.mark.e2e
 
 DEPLOY_NGINX = Path(__file__).parent.parent / "deploy" / "nginx"
 POLL_SECONDS = 2.0
-DRAIN_SECONDS = 2.0  # longer than the L4 balancer's health checks take to see a replica go
+# An upper bound: the rolling restart ends each drain (a second SIGTERM) once the L4 balancer has
+# seen the replica go, as a drain long enough for any balancer's checks would end
+DRAIN_SECONDS = 60.0
 ROW = iris_split([[6.7, 3.0, 5.2, 2.3]])
 CUT_SHORT = "RemoteProtocolError: peer closed connection without sending complete message body"
 
@@ -67,7 +70,7 @@ def l4_balancer_config(directory: Path, *, port: int, gateways: list[str]) -> Pa
     )
     conf = directory / "l4.cfg"
     conf.write_text(
-        "global\n    maxconn 2000\n"
+        f"global\n    maxconn 2000\n    stats socket {directory / 'l4.sock'}\n"
         "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n"
         "    retries 0\n"
         f"frontend l4\n    bind 127.0.0.1:{port}\n    default_backend gateways\n"
@@ -75,6 +78,24 @@ def l4_balancer_config(directory: Path, *, port: int, gateways: list[str]) -> Pa
         f"    http-check expect status 200\n{servers}\n"
     )
     return conf
+
+
+def l4_status(directory: Path, server: str) -> str:
+    """What the L4 balancer's health checks make of ``server`` now ("UP", "DOWN", "UP 1/2"...),
+    from its stats socket's ``show stat``."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(directory / "l4.sock"))
+        sock.sendall(b"show stat\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    lines = answer.decode().splitlines()
+    header = lines[0].removeprefix("# ").split(",")
+    for line in lines[1:]:
+        fields = dict(zip(header, line.split(","), strict=False))
+        if fields.get("pxname") == "gateways" and fields.get("svname") == server:
+            return fields["status"]
+    raise AssertionError(f"no server {server} in the L4 balancer's stats: {answer!r}")
 
 
 def nginx_config(directory: Path, *, port: int, gateways: list[str], syncs: list[str]) -> Path:
@@ -271,8 +292,15 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
         stack.callback(l4.stop)
         with RequestLoop([http_session(f"http://127.0.0.1:{l4_port}", f"/models/{IRIS}/predict", ROW)] * 4) as load:
             load.wait_for(40)
-            for proc, base in gateways:  # one replica at a time, as a rolling update does
-                proc.stop()  # SIGTERM: not ready at once, serves DRAIN_SECONDS more, then stops
+            for index, (proc, base) in enumerate(gateways):  # one replica at a time, as a rolling update does
+                proc.send(signal.SIGTERM)  # not ready at once; serves on while the balancer sees it go
+                wait_until(
+                    lambda i=index: l4_status(tmp_path, f"g{i}").startswith("DOWN"),
+                    timeout=DRAIN_SECONDS / 2,
+                    interval=0.05,
+                    what=f"the L4 balancer to see {proc.name} go",
+                )
+                proc.stop()  # a second SIGTERM ends the drain: in-flight requests finish, then it stops
                 load.wait_for(load.count + 20)  # two replicas carry the load meanwhile
                 proc.start()  # the same replica again (same port, same name): it warms what it served
                 assert (ready(base) or {}).get("status") == "ok"

@@ -182,6 +182,11 @@ class Process:
                 continue
         return found
 
+    def send(self, sig: int) -> None:
+        """Send ``sig`` to the process's group and return at once (``stop`` waits for the end)."""
+        assert self._proc is not None
+        os.killpg(self._proc.pid, sig)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self._proc is None:
             return
