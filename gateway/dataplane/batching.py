@@ -128,6 +128,8 @@ class VersionQueue:
     _cheap_up_to: int = 0  # the largest batch size seen costing less than inline_cpu
     _waiting: deque[Job] = field(default_factory=deque)
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
+    _aside: deque[Job] = field(default_factory=deque)  # jobs' batches (submit's ``aside``)
+    _aside_workers: set[asyncio.Task[None]] = field(default_factory=set)
     _together: bool = False  # the last batch found company: worth waiting for more
     # Requests that trickle in (TensorCall.trickles): the moving average of the gap between two
     # arrivals, the batches to let go before the next wait for company (and the streak of waits
@@ -146,13 +148,24 @@ class VersionQueue:
     waits_timed_out: int = 0
     """Waits for one more request that ran out after the batch had found company (for tests)."""
 
-    def submit(self, request: Request, held: Held | None = None, *, background: bool = False) -> Job:
+    def submit(
+        self, request: Request, held: Held | None = None, *, background: bool = False, aside: bool = False
+    ) -> Job:
         """Queue a request, with what it holds until its work is over (see :class:`Job`); past
         ``max_queue`` waiting, :class:`Overloaded` (and ``held`` stays the caller's). A
         ``background`` request (a shadow) may take only half the queue, and its refusal is not
-        counted as a rejected request: the rest is kept for the requests callers wait for."""
-        if background and len(self._waiting) >= max(1, self.max_queue // 2):
+        counted as a rejected request: the rest is kept for the requests callers wait for.
+
+        ``aside`` (a job's batch of rows, always background): it runs in a lane of its own, in
+        the pool, beside the requests' batches rather than as one of them, as many at once as
+        the requests' (``max_workers``: one for a batched version). A batched version's requests
+        are batched by one worker at a time, so a job's batch taken by that worker would hold
+        every request that arrives while it runs (milliseconds of rows); aside, a request goes
+        at once, sharing the cores with it instead."""
+        if (background or aside) and len(self._waiting) + len(self._aside) >= max(1, self.max_queue // 2):
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))
+        if aside:
+            return self._submit_aside(request, held)
         if len(self._waiting) >= self.max_queue:
             self.metrics.queue_full(self.model.name)
             raise Overloaded(self.model.name, self.model.version, len(self._waiting))
@@ -179,8 +192,40 @@ class VersionQueue:
             self._workers.add(task)
         return job
 
+    def _submit_aside(self, request: Request, held: Held | None) -> Job:
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop.create_future(), time.perf_counter_ns(), held, context=current())
+        self._aside.append(job)
+        if len(self._aside_workers) < self.max_workers:
+            task = loop.create_task(self._work_aside(), name=f"jobs' batches {self.model.name} v{self.model.version}")
+            self._aside_workers.add(task)
+        return job
+
+    async def _work_aside(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            while self._aside:
+                batch = self._take(1, self._aside)
+                if batch:  # never on the loop, nor measured for it: a request's batch is what on_loop sizes
+                    stages = Stages()
+                    started = time.perf_counter_ns()
+                    try:
+                        outcomes, fast = await loop.run_in_executor(
+                            self.executor, self.run, self.model, [batch[0].request], stages
+                        )
+                    except Exception as exc:
+                        outcomes, fast = [exc], 0
+                    except BaseException:
+                        self._release(batch)
+                        raise
+                    self._settle(batch, outcomes, stages, started, fast=fast, on_loop=False)
+        finally:  # in the same step as the last look at the lane (see _work)
+            if (me := asyncio.current_task()) is not None:
+                self._aside_workers.discard(me)
+
     @property
     def waiting(self) -> int:
+        """Requests waiting for the batch worker (jobs' batches aside are not counted)."""
         return len(self._waiting)
 
     async def _work(self) -> None:
@@ -218,25 +263,16 @@ class VersionQueue:
             stages = Stages()
             started = time.perf_counter_ns()
             try:
-                try:
-                    if on_loop:
-                        outcomes, fast = self._measured(requests, stages)
-                    else:
-                        outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, stages)
-                except Exception as exc:  # the runner answers per request; this is the pool itself failing
-                    outcomes, fast = [exc] * len(batch), 0
-                self._observe(batch, stages, started, fast=fast, on_loop=on_loop)
-                for job, outcome in zip(batch, outcomes, strict=True):
-                    if job.future.done():  # its caller stopped waiting while it ran
-                        continue
-                    if isinstance(outcome, Exception):
-                        job.future.set_exception(outcome)
-                    else:
-                        job.future.set_result(outcome)
-            finally:  # the batch's work is over (or the worker itself was cancelled)
-                for job in batch:
-                    if job.held is not None:
-                        job.held.release()
+                if on_loop:
+                    outcomes, fast = self._measured(requests, stages)
+                else:
+                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, stages)
+            except Exception as exc:  # the runner answers per request; this is the pool itself failing
+                outcomes, fast = [exc] * len(batch), 0
+            except BaseException:  # the worker cancelled (the loop closing) while the batch ran
+                self._release(batch)
+                raise
+            self._settle(batch, outcomes, stages, started, fast=fast, on_loop=on_loop)
             if on_loop and self._waiting:
                 await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
@@ -335,10 +371,34 @@ class VersionQueue:
             else:
                 self._cheap_up_to = min(self._cheap_up_to, size - 1)
 
-    def _take(self, limit: int) -> list[Job]:
+    def _settle(
+        self, batch: list[Job], outcomes: list[Outcome], stages: Stages, started: int, *, fast: int, on_loop: bool
+    ) -> None:
+        """A batch ran: its metrics, each caller's answer (or error), and what its jobs held returned."""
+        try:
+            self._observe(batch, stages, started, fast=fast, on_loop=on_loop)
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.future.done():  # its caller stopped waiting while it ran
+                    continue
+                if isinstance(outcome, Exception):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+        finally:
+            self._release(batch)
+
+    @staticmethod
+    def _release(batch: list[Job]) -> None:
+        """The batch's work is over (or its worker was cancelled): what its jobs held goes back."""
+        for job in batch:
+            if job.held is not None:
+                job.held.release()
+
+    def _take(self, limit: int, lane: deque[Job] | None = None) -> list[Job]:
+        waiting = self._waiting if lane is None else lane
         batch: list[Job] = []
-        while self._waiting and len(batch) < limit:
-            job = self._waiting.popleft()
+        while waiting and len(batch) < limit:
+            job = waiting.popleft()
             if not job.future.done():
                 batch.append(job)
             elif job.held is not None:  # its caller gave up before any work began

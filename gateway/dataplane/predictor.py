@@ -144,16 +144,31 @@ class InferenceService:
         return await self._run(served, (body, media_type), media_type, body, background=background)
 
     async def call(
-        self, served: Resolved, work: Call | TensorCall, *, kind: str | None, body: bytes, background: bool = False
+        self,
+        served: Resolved,
+        work: Call | TensorCall,
+        *,
+        kind: str | None,
+        body: bytes,
+        background: bool = False,
+        aside: bool = False,
     ) -> Prediction:
         """Another protocol's request: ``work`` decodes, predicts and encodes in the inference
         thread, with the same lease, queue, timeout and answer cache. ``kind`` and ``body``
         key the cache: together they must say everything ``work`` answers from (None: never
-        cached, a job's chunk). ``background`` as for predict."""
-        return await self._run(served, work, kind, body, background=background)
+        cached, a job's chunk). ``background`` as for predict; ``aside`` (a job's batch of
+        rows): beside the requests' batches, never one of them (VersionQueue.submit)."""
+        return await self._run(served, work, kind, body, background=background, aside=aside)
 
     async def _run(
-        self, served: Resolved, request: Request, kind: str | None, body: bytes, *, background: bool
+        self,
+        served: Resolved,
+        request: Request,
+        kind: str | None,
+        body: bytes,
+        *,
+        background: bool,
+        aside: bool = False,
     ) -> Prediction:
         if served.fallback is not None and not self._cache.holds(served.id):
             served = served.fallback  # a canary unloaded since it was chosen: never a cold load for a split
@@ -167,7 +182,9 @@ class InferenceService:
                 if cached is not None:
                     lease.release()
                     return Prediction(cached, served)
-            job = self._queue(model).submit(request, lease, background=background or served.route == SHADOW)
+            job = self._queue(model).submit(
+                request, lease, background=background or served.route == SHADOW, aside=aside
+            )
         except BaseException:
             lease.release()
             raise

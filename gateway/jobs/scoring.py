@@ -1,9 +1,13 @@
 """Score one chunk of a file job: read it, check its columns against the version's signature,
 predict a batch of rows at a time through the inference service, commit its output once.
 
-Each batch is one call on the version's queue (gateway.dataplane.batching), marked background:
-requests that arrive meanwhile are queued beside it, never behind a whole chunk, and a job's
-batches take at most half the queue. A batch is GATEWAY_JOBS_BATCH_ROWS rows while the version
+Each batch is one call in the version's lane for jobs' batches (gateway.dataplane.batching,
+``aside``): one job's batch at a time, beside the requests' batches, never one of them, so a
+request arriving meanwhile goes at once instead of waiting for the batch (the version's
+requests are batched by one worker at a time); jobs' batches take at most half the queue. A
+chunk is read and converted on its own thread alone (not pyarrow's pool of every core): the
+other cores are for requests and for the chunk in flight beside it, which reads or commits
+while this one predicts (GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS). A batch is GATEWAY_JOBS_BATCH_ROWS rows while the version
 has requests (one waiting, or one queued within ``QUIET_SECONDS``); with none, the rest of the
 chunk goes in one call, as it always does in a ``--role jobs`` process (``whole``). Between two
 batches the chunk waits as long as the last one took, times (1 − share) / share
@@ -141,7 +145,10 @@ class ChunkScorer:
         # same in every chunk; a Parquet file's own types stand.
         types = await self._input_types(served) if chunk.file.format != "parquet" else None
         try:
-            table = await anyio.to_thread.run_sync(functools.partial(read_chunk, chunk, types=types))
+            # decoded on this thread alone: the cores are for the chunk in flight beside it
+            # (GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS) and for requests, not pyarrow's pool
+            read = functools.partial(read_chunk, chunk, types=types, use_threads=False)
+            table = await anyio.to_thread.run_sync(read)
         except JobFileError as exc:
             if exc.transient:
                 raise
@@ -205,7 +212,7 @@ class ChunkScorer:
                 frame = rows.select(needed)
             elif job.id_column is not None:
                 frame = rows.drop_columns([job.id_column])
-            raw = model.predict(ScoringInput(frame.to_pandas(), job.params))
+            raw = model.predict(ScoringInput(frame.to_pandas(use_threads=False), job.params))
             try:
                 found.append(predictions_table(raw))
             except (pa.ArrowException, ValueError, TypeError) as exc:
@@ -213,7 +220,7 @@ class ChunkScorer:
             return b""
 
         try:
-            await self._scorer.call(served, work, kind=None, body=b"", background=True)
+            await self._scorer.call(served, work, kind=None, body=b"", background=True, aside=True)
         except (InvalidInput, ModelRaised) as exc:
             raise ChunkRejected(f"{where}: {exc}") from exc
         if found[0].num_rows != rows.num_rows:

@@ -17,10 +17,13 @@ class JobsSettings(SettingsSection):
     """Whether this process accepts jobs (``POST /models/<name>/jobs``) and runs their chunks.
     A ``--role sync`` process never runs chunks, whatever this says."""
 
-    jobs_max_chunks_per_process: int = Field(default=1, ge=0)
-    """At most this many chunks run at once in one process (in a serving process each predicts
-    one batch of rows at a time, queued behind requests, and GATEWAY_JOBS_PREDICT_SHARE of the
-    time). 0: this process runs none (it still accepts jobs; others run them)."""
+    jobs_max_chunks_per_process: int = Field(default=2, ge=0)
+    """At most this many chunks run at once in one process. Their predict calls take turns (one
+    job's batch of a version at a time, beside its requests' batches), so the second chunk reads
+    its input, or commits its output and records its end, while the first predicts: 2 (the
+    default) keeps the model busy; more adds little. In a serving process a chunk predicts
+    GATEWAY_JOBS_PREDICT_SHARE of the time while requests come. 0: this process runs none (it
+    still accepts jobs; others run them)."""
 
     jobs_batch_rows: int = Field(default=10_000, ge=1)
     """Rows per predict call of a chunk while its version has requests (one queued, or one

@@ -305,6 +305,55 @@ async def test_a_background_request_takes_at_most_half_the_queue_and_is_not_coun
             assert [await job.future for job in jobs] == [b"shadow"] * 2 + [b"caller"] * 2
 
 
+async def test_a_jobs_batch_runs_aside_and_a_request_arriving_meanwhile_is_answered_before_it_ends() -> None:
+    """A version's requests are batched by one worker at a time: a job's batch of rows taken
+    by that worker would hold every request arriving while it runs. Aside, it runs in a lane
+    of its own, the request goes at once (and is never batched with it), and the job's batch
+    still counts against the background half of the queue."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from gateway.dataplane.batching import Stages, VersionQueue
+    from gateway.dataplane.loader import LoadedModel
+    from gateway.errors import Overloaded
+    from gateway.metrics import GatewayMetrics
+    from tests.support.versions import vid
+
+    entered, gate = threading.Event(), threading.Event()
+    batches: list[list[bytes]] = []
+
+    def run(
+        model: LoadedModel, requests: list[tuple[bytes, str]], stages: Stages
+    ) -> tuple[list[bytes | Exception], int]:
+        batches.append([body for body, _ in requests])
+        if requests[0][0] == b"job":
+            entered.set()
+            assert gate.wait(10), "the test never let the job's batch go"
+        return [body for body, _ in requests], 0
+
+    model = LoadedModel(
+        id=vid("m", 1), pyfunc=None, metadata=None, path=Path("."), size_bytes=0, load_seconds=0.0, flavor="t"
+    )  # type: ignore[arg-type]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        queue = VersionQueue(model, run, pool, GatewayMetrics(), max_batch=8, max_wait=0.0, max_queue=4, max_workers=1)
+        job = queue.submit((b"job", "x"), aside=True)
+        queued = queue.submit((b"job", "x"), aside=True)  # waits for the first: one job's batch at a time (max_workers)
+        with pytest.raises(Overloaded):  # two aside take the background half of a queue of four
+            queue.submit((b"shadow", "x"), background=True)
+        try:
+            await until(entered.is_set, what="the job's batch to begin")
+            assert queue.waiting == 0  # a job's batch is not a request waiting
+            async with asyncio.timeout(5):
+                assert await queue.submit((b"caller", "x")).future == b"caller"
+            assert not job.future.done()
+        finally:
+            gate.set()
+        async with asyncio.timeout(5):
+            assert [await job.future, await queued.future] == [b"job", b"job"]
+    assert sorted(batches) == [[b"caller"], [b"job"], [b"job"]]
+
+
 # --- where a batch runs: the event loop or the inference pool --------------------------------
 
 

@@ -35,21 +35,26 @@ _ODD_QUOTES = re.compile(rb'^(?:[^"\n]*"[^"\n]*")*[^"\n]*"[^"\n]*$', re.MULTILIN
 
 
 def read_chunk(
-    spec: ChunkSpec, *, columns: list[str] | None = None, types: Mapping[str, pa.DataType] | None = None
+    spec: ChunkSpec,
+    *,
+    columns: list[str] | None = None,
+    types: Mapping[str, pa.DataType] | None = None,
+    use_threads: bool = True,
 ) -> pa.Table:
     """The chunk's rows, in file order, with ``columns`` only (every column if None), typed
-    by ``types`` where it names them (see the module's doc). Raises InputUnreadable (with the
-    chunk's range), InputNotFound, or InputUnavailable (transient)."""
+    by ``types`` where it names them (see the module's doc). ``use_threads``: decoded on
+    pyarrow's threads (every core), else on the calling thread alone. Raises InputUnreadable
+    (with the chunk's range), InputNotFound, or InputUnavailable (transient)."""
     types = dict(types or {})
     where = locate(spec.file.uri)
     client = s3_client() if spec.file.uri.startswith("s3://") else None
     try:
         if spec.file.format == "parquet":
-            table = _parquet(spec, where, columns, client)
+            table = _parquet(spec, where, columns, client, use_threads)
         elif spec.file.format == "csv":
-            table = _csv(spec, where, columns, types, client)
+            table = _csv(spec, where, columns, types, client, use_threads)
         else:
-            table = _jsonl(spec, where, columns, types, client)
+            table = _jsonl(spec, where, columns, types, client, use_threads)
         return _typed(spec, table, types)
     except JobFileError:
         raise
@@ -76,14 +81,14 @@ def _unreadable(spec: ChunkSpec, detail: str) -> InputUnreadable:
     return InputUnreadable(spec.file.uri, format=spec.file.format, range=spec.range, detail=detail)
 
 
-def _parquet(spec: ChunkSpec, where: Located, columns: list[str] | None, client: Any) -> pa.Table:
+def _parquet(spec: ChunkSpec, where: Located, columns: list[str] | None, client: Any, use_threads: bool) -> pa.Table:
     with open_seekable(where, size=spec.file.size, client=client) as handle:
         parquet = pq.ParquetFile(handle)
         if spec.stop > parquet.metadata.num_row_groups:
             groups = parquet.metadata.num_row_groups
             raise _unreadable(spec, f"the file has {groups} row groups (changed since planned?)")
         _check_columns(spec, parquet.schema_arrow.names, columns)
-        table = parquet.read_row_groups(range(spec.start, spec.stop), columns=columns)
+        table = parquet.read_row_groups(range(spec.start, spec.stop), columns=columns, use_threads=use_threads)
     if spec.rows is not None and table.num_rows != spec.rows:
         raise _unreadable(spec, f"{table.num_rows} rows where the plan had {spec.rows} (changed since planned?)")
     return table
@@ -96,7 +101,12 @@ def _check_columns(spec: ChunkSpec, names: list[str], columns: list[str] | None)
 
 
 def _csv(
-    spec: ChunkSpec, where: Located, columns: list[str] | None, types: dict[str, pa.DataType], client: Any
+    spec: ChunkSpec,
+    where: Located,
+    columns: list[str] | None,
+    types: dict[str, pa.DataType],
+    client: Any,
+    use_threads: bool,
 ) -> pa.Table:
     names, _ = csv_header(spec.file, where, client)
     _check_columns(spec, names, columns)
@@ -111,7 +121,9 @@ def _csv(
     return pacsv.read_csv(
         pa.BufferReader(data),
         # One block for the whole range: types are inferred from every row of the chunk.
-        read_options=pacsv.ReadOptions(column_names=names, block_size=max(len(data) + 1, _MIN_BLOCK)),
+        read_options=pacsv.ReadOptions(
+            column_names=names, block_size=max(len(data) + 1, _MIN_BLOCK), use_threads=use_threads
+        ),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
             include_columns=columns, column_types={name: kind for name, kind in types.items() if name in names}
@@ -120,7 +132,12 @@ def _csv(
 
 
 def _jsonl(
-    spec: ChunkSpec, where: Located, columns: list[str] | None, types: dict[str, pa.DataType], client: Any
+    spec: ChunkSpec,
+    where: Located,
+    columns: list[str] | None,
+    types: dict[str, pa.DataType],
+    client: Any,
+    use_threads: bool,
 ) -> pa.Table:
     data = read_range(where, spec.start, spec.stop, client)
     # The types given are parsed as such; fields they do not name are inferred.
@@ -128,7 +145,7 @@ def _jsonl(
     try:
         table = pajson.read_json(
             pa.BufferReader(data),
-            read_options=pajson.ReadOptions(block_size=max(len(data) + 1, _MIN_BLOCK)),
+            read_options=pajson.ReadOptions(block_size=max(len(data) + 1, _MIN_BLOCK), use_threads=use_threads),
             parse_options=parse,
         )
     except pa.ArrowInvalid as exc:
