@@ -11,6 +11,9 @@ Order of events for one chunk:
    callback, if it has one: gateway.jobs.callback). A state database that does not answer
    then is waited for (the chunk's output is committed: redoing it would score it again).
 
+A runner claims at its poll (GATEWAY_JOBS_POLL_SECONDS), when a job is submitted to this
+process, and on PostgreSQL whenever any process queued chunks (registry_sync/jobs/wakeups.py).
+
 Meanwhile a heartbeat renews the claims every third of GATEWAY_JOBS_LEASE_SECONDS and hears of
 chunks no longer this process's (their job cancelled or failed): their tasks are cancelled. A
 process that dies holds its chunks until their lease lapses; another process claims them then
@@ -50,6 +53,7 @@ from registry_sync.errors import RegistryError
 from registry_sync.identity import VersionId
 from registry_sync.jobs.records import FAILED, INLINE, PARTIAL, STATES, Claimed, Ending
 from registry_sync.jobs.store import JobStore
+from registry_sync.jobs.wakeups import Listener
 from registry_sync.repository import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,12 @@ _FINISH_FIRST_RETRY = 0.2
 # How long a scored chunk waits for the state database to answer again before it is given back
 # (and redone by whoever claims it): a restart or a failover takes seconds to a minute or two.
 _FINISH_PATIENCE_SECONDS = 600.0
+
+
+def _wake_from(loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+    """``wake`` on ``loop``, from another thread (the wake-ups' listener); nothing once the loop closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(wake)
 
 
 def _unreachable(exc: StateUnavailable) -> bool:
@@ -136,6 +146,8 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._notifying: set[asyncio.Task[None]] = set()
+        self.wakeups: Listener | None = None
+        """On PostgreSQL, what wakes this runner when chunks are queued by any process."""
 
     @property
     def running(self) -> int:
@@ -147,6 +159,11 @@ class JobRunner:
         if self._max > 0:
             self._tasks.append(asyncio.create_task(self._claiming(), name="jobs claiming"))
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="jobs heartbeat"))
+            self.wakeups = Listener.for_engine(
+                self._store.engine, functools.partial(_wake_from, asyncio.get_running_loop(), self.wake)
+            )
+            if self.wakeups is not None:
+                self.wakeups.start()
 
     def wake(self) -> None:
         """A job was submitted here: look for chunks now, not at the next poll."""
@@ -160,6 +177,8 @@ class JobRunner:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.wakeups is not None:
+            await anyio.to_thread.run_sync(self.wakeups.stop)
         for task in self._tasks:
             task.cancel()
         held = list(self._running)

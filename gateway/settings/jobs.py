@@ -60,7 +60,9 @@ class JobsSettings(SettingsSection):
     of it): past it, a chunk of a process that died is claimed again by another and redone."""
 
     jobs_poll_seconds: float = Field(default=1.0, gt=0)
-    """How often an idle process looks for chunks to claim (a job submitted to it wakes it)."""
+    """How often an idle process looks for chunks to claim. A job submitted to it wakes it at
+    once; on a PostgreSQL state database, so does one submitted to any other process (NOTIFY):
+    the poll is then only what finds a chunk whose wake-up was lost."""
 
     jobs_on_bad_chunk: Literal["fail", "finish"] = "finish"
     """``fail``: a job fails at its first bad chunk (the rest are cancelled). ``finish``: the job

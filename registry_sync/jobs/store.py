@@ -48,6 +48,7 @@ from registry_sync.jobs.records import (
     Job,
     NewJob,
 )
+from registry_sync.jobs.wakeups import notify
 from registry_sync.lease import db_now, new_holder_id
 from registry_sync.repository import StateUnavailable
 from registry_sync.state import JobChunkRow, JobRow
@@ -151,6 +152,7 @@ class JobStore:
                         for index, spec in enumerate(job.chunks)
                     ],
                 )
+            notify(connection)  # every process's runner claims at once, not at its next poll
         return job_id
 
     # --- claiming and holding ------------------------------------------------------------
@@ -264,6 +266,7 @@ class JobStore:
                 .where(JobChunkRow.state == RUNNING)
                 .values(state=QUEUED, holder=None, lease_until=None)
             )
+            notify(connection)
 
     # --- ending chunks and jobs ------------------------------------------------------------
 
