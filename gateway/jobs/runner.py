@@ -400,10 +400,14 @@ class JobRunner:
     # --- ended jobs ------------------------------------------------------------------------------
 
     def ended(self, job_id: str, state: str, model: str) -> None:
-        """The job ended here: counted, its chunks here stopped, its callback sent."""
+        """The job ended here: counted, its chunks here stopped if it failed, its callback sent.
+        A job that ended otherwise ended because every chunk had: a chunk of it still running
+        here has recorded its end and is about to count it (two chunks in flight), and
+        cancelling it would count it lost."""
         if state in (FAILED, PARTIAL):
             self._metrics.job_failures.labels(model).inc()
-        self.drop(job_id)
+        if state == FAILED:
+            self.drop(job_id)
         task = asyncio.create_task(self._notify(job_id), name=f"job {job_id} callback")
         self._notifying.add(task)
         task.add_done_callback(self._notifying.discard)
