@@ -13,6 +13,7 @@ a small one of a version whose predict is pure computation (see :meth:`VersionQu
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -203,22 +204,10 @@ class VersionQueue:
 
     async def _work_aside(self) -> None:
         try:
-            loop = asyncio.get_running_loop()
             while self._aside:
                 batch = self._take(1, self._aside)
                 if batch:  # never on the loop, nor measured for it: a request's batch is what on_loop sizes
-                    stages = Stages()
-                    started = time.perf_counter_ns()
-                    try:
-                        outcomes, fast = await loop.run_in_executor(
-                            self.executor, self.run, self.model, [batch[0].request], stages
-                        )
-                    except Exception as exc:
-                        outcomes, fast = [exc], 0
-                    except BaseException:
-                        self._release(batch)
-                        raise
-                    self._settle(batch, outcomes, stages, started, fast=fast, on_loop=False)
+                    await self._run_batch(batch, functools.partial(self.run, self.model), on_loop=False)
         finally:  # in the same step as the last look at the lane (see _work)
             if (me := asyncio.current_task()) is not None:
                 self._aside_workers.discard(me)
@@ -239,7 +228,6 @@ class VersionQueue:
                 self._workers.discard(me)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._waiting:
             batch = self._take(self.max_batch)
             try:
@@ -258,21 +246,8 @@ class VersionQueue:
             if not batch:
                 continue
             self._together = len(batch) > 1 or bool(self._waiting)
-            requests = [job.request for job in batch]
-            on_loop = self.on_loop(len(requests))
-            stages = Stages()
-            started = time.perf_counter_ns()
-            try:
-                if on_loop:
-                    outcomes, fast = self._measured(requests, stages)
-                else:
-                    outcomes, fast = await loop.run_in_executor(self.executor, self._measured, requests, stages)
-            except Exception as exc:  # the runner answers per request; this is the pool itself failing
-                outcomes, fast = [exc] * len(batch), 0
-            except BaseException:  # the worker cancelled (the loop closing) while the batch ran
-                self._release(batch)
-                raise
-            self._settle(batch, outcomes, stages, started, fast=fast, on_loop=on_loop)
+            on_loop = self.on_loop(len(batch))
+            await self._run_batch(batch, self._measured, on_loop=on_loop)
             if on_loop and self._waiting:
                 await asyncio.sleep(0)  # the loop's other work between two batches it ran itself
 
@@ -370,6 +345,29 @@ class VersionQueue:
                 self._cheap_up_to = max(self._cheap_up_to, size)
             else:
                 self._cheap_up_to = min(self._cheap_up_to, size - 1)
+
+    async def _run_batch(
+        self,
+        batch: list[Job],
+        run: Callable[[list[Request], Stages], tuple[list[Outcome], int]],
+        *,
+        on_loop: bool,
+    ) -> None:
+        """Run a batch here on the loop or in the pool, then settle it (:meth:`_settle`)."""
+        requests = [job.request for job in batch]
+        stages = Stages()
+        started = time.perf_counter_ns()
+        try:
+            if on_loop:
+                outcomes, fast = run(requests, stages)
+            else:
+                outcomes, fast = await asyncio.get_running_loop().run_in_executor(self.executor, run, requests, stages)
+        except Exception as exc:  # the runner answers per request; this is the pool itself failing
+            outcomes, fast = [exc] * len(batch), 0
+        except BaseException:  # the worker cancelled (the loop closing) while the batch ran
+            self._release(batch)
+            raise
+        self._settle(batch, outcomes, stages, started, fast=fast, on_loop=on_loop)
 
     def _settle(
         self, batch: list[Job], outcomes: list[Outcome], stages: Stages, started: int, *, fast: int, on_loop: bool
