@@ -95,6 +95,7 @@ class Lease:
         self.ttl = ttl_seconds
         self.token: int | None = None
         self._deadline = 0.0  # monotonic; past it this process no longer acts as holder
+        self._failing = False  # the last attempt met a database error
 
     @property
     def held(self) -> bool:
@@ -109,8 +110,14 @@ class Lease:
         except SQLAlchemyError as exc:
             if self.held:
                 log.warning("could not renew the '%s' lease, no longer leading: %s", self.name, exc)
+            elif not self._failing:  # a standby that cannot reach the database cannot take over: said once
+                log.warning("could not try for the '%s' lease (retrying quietly): %s", self.name, exc)
+            self._failing = True
             self._lose()
             return False
+        if self._failing:
+            log.warning("the '%s' lease's database answers again", self.name)
+            self._failing = False
         if token is None:
             if self.token is not None:
                 log.warning("lost the '%s' lease to another process", self.name)

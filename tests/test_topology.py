@@ -227,8 +227,6 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
             return [(ready(base) or {}).get("leader") is True for _, base in syncs]
 
         wait_until(lambda: sorted(leaders()) == [False, True], timeout=10, what="exactly one sync leader")
-        leading = leaders()
-        leader, standby = syncs if leading[0] else syncs[::-1]
         for _, base in gateways:
             health = ready(base)
             assert health is not None and (health["role"], health["leader"]) == ("gateway", False)
@@ -241,17 +239,32 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
             wait_until(lambda b=base: version_at(b) == str(second), timeout=60, what=f"{base} to serve {second}")
 
         # --- the leader dies: the standby takes over once its lease expired, never before ---
+        # The leader is whoever holds the lease now, not the one that led at the start: on a
+        # loaded machine a leader whose renewals came late has lost it to the other meanwhile,
+        # and killing the standby then leaves the lease with a live holder (the test waited
+        # 30 s for a takeover that could not come).
+        holding = lease_row(state_url)
+        leader, standby = syncs if held_by(syncs[0][0], holding) else syncs[::-1]
+        assert held_by(leader[0], holding), f"the lease is held by {holding.holder}, neither sync process"
         leader[0].stop(signal.SIGKILL)
         dead = lease_row(state_url)  # the dead leader's last renewal: nobody renews it any more
+        assert dead.holder == holding.holder, "the lease moved in the instant between reading it and the kill"
         # The first row the new holder wrote (read within a renewal period of its writing: its
         # renewed_at is then when it took the lease), on the database's clock.
         rows: list[LeaseRow] = []
-        wait_until(
-            lambda: rows.append(lease_row(state_url)) or rows[-1].holder != dead.holder,
-            timeout=30,
-            interval=0.02,
-            what="the standby to take the lease",
-        )
+        try:
+            wait_until(
+                lambda: rows.append(lease_row(state_url)) or rows[-1].holder != dead.holder,
+                timeout=30,
+                interval=0.02,
+                what="the standby to take the lease",
+            )
+        except TimeoutError:
+            raise AssertionError(
+                f"the lease stayed with the dead {dead.holder} (leader pid {leader[0].pid}); the standby "
+                f"(pid {standby[0].pid}) {'runs' if standby[0].running else 'is gone'}; its log:\n"
+                + standby[0].log.read_text()[-4000:]
+            ) from None
         taken = rows[-1]
         assert taken.token == dead.token + 1  # a new holder, fenced
         wait_until(lambda: (ready(standby[1]) or {}).get("leader") is True, timeout=30, what="the standby to lead")
@@ -332,6 +345,11 @@ def test_the_whole_topology_on_loopback(tmp_path: Path, record_property: Callabl
         # the requests answered after the kill were answered by the survivors (nginx retried there)
         assert sum(served_requests(base) for base in survivors) - served_before >= load.count - at_kill - 4
         subprocess.run([nginx, "-p", str(tmp_path), "-c", str(conf), "-s", "quit"], check=False, timeout=10)
+
+
+def held_by(proc: Process, row: LeaseRow) -> bool:
+    """Whether ``row``'s holder is ``proc`` (a holder's id is host:pid:random)."""
+    return row.holder is not None and row.holder.split(":")[1] == str(proc.pid)
 
 
 def lease_row(url: str) -> LeaseRow:

@@ -172,3 +172,28 @@ def test_lease_timing_fits_two_poll_intervals() -> None:
         if poll >= 1:
             assert ttl + renew <= 2 * poll  # a dead leader's successor has taken over by then
     assert lease_timing(poll_interval_seconds=30, lease_seconds=6) == (6, 2)
+
+
+def test_a_standby_that_cannot_reach_the_lease_says_so_once_and_again_when_it_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A standby's failed tries were silent: one that could never take over (its database
+    unreachable) looked like one waiting its turn."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine)
+    leader, standby = lease(engine, "a"), lease(engine, "b")
+    assert leader.acquire()
+    caplog.set_level("WARNING", logger="registry_sync.lease")
+    assert not standby.acquire()  # waiting its turn: nothing to say
+    assert caplog.records == []
+    with engine.begin() as connection:  # a real database error on every try
+        connection.exec_driver_sql("ALTER TABLE leases RENAME TO leases_away")
+    for _ in range(3):
+        assert not standby.acquire()
+    failures = [r.getMessage() for r in caplog.records]
+    assert len(failures) == 1 and "could not try for the 'sync' lease" in failures[0] and "leases" in failures[0]
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE leases_away RENAME TO leases")
+    assert not standby.acquire()  # the leader still holds it
+    assert [r.getMessage() for r in caplog.records][1:] == ["the 'sync' lease's database answers again"]
+    engine.dispose()
