@@ -4,17 +4,17 @@ shape the answer; nothing more."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from gateway.admission.access import Access, requires
 from gateway.http.api_examples import IRIS_COLUMNS, PREDICT_ERRORS, error_responses
 from gateway.http.model_routes import NameParam, VersionParam
 from gateway.http.request_body import read_body
-from gateway.jobs.views import job_document
+from gateway.jobs.views import MAX_WAIT_SECONDS, job_document
 from gateway.process import Services
 from gateway.wire.api_schemas import ErrorBody
 
@@ -116,17 +116,29 @@ async def list_jobs(request: Request, model: str | None = None, state: JobState 
     methods=["GET", "DELETE"],
     responses=_FOLLOWED,
     tags=["jobs"],
-    summary="GET: a job's state, progress and failures. DELETE: cancel it (the key that submitted it, or admin); "
-    "its chunks stop within a heartbeat",
+    summary="GET: a job's state, progress and failures (with wait: once it ended, or after that many seconds). "
+    "DELETE: cancel it (the key that submitted it, or admin); its chunks stop within a heartbeat",
 )
 @requires(Access.LIST)
-async def job(request: Request, job_id: str) -> Response:
+async def job(
+    request: Request,
+    job_id: str,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="GET: answer once the job has ended, or after this many seconds if it has not "
+            f"(at most {MAX_WAIT_SECONDS:g}): follow a job without polling. 0: at once.",
+        ),
+    ] = 0.0,
+) -> Response:
     # One route for both methods: a 405 names every method the path takes (Allow), as for any path.
     services: Services = request.app.state.services
     caller = await services.gate.caller(request.scope["headers"])
     if request.method == "DELETE":
         return _json(job_document(await services.jobs.cancel(job_id, caller)))
-    return _json(job_document(await services.jobs.read(job_id, caller)))
+    return _json(job_document(await services.jobs.read(job_id, caller, wait=wait)))
 
 
 @router.get(

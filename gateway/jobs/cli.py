@@ -9,14 +9,13 @@ cancelled), so scripts can chain on it.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
 import httpx
 import orjson
 
-from gateway.jobs.views import rows_text
+from gateway.jobs.views import MAX_WAIT_SECONDS, rows_text
 
 _ENDED = frozenset({"succeeded", "partial", "failed", "cancelled"})
 
@@ -147,7 +146,11 @@ def cancel(job_id: str, url: str, key: str | None) -> None:
 @_url
 @_key
 @click.option(
-    "--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.01), help="Seconds between reads."
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="The longest wait between two reads of the job; its end shows at once.",
 )
 def wait(job_id: str, url: str, key: str | None, interval: float) -> None:
     """Follow a job until it ends (a progress bar on a terminal); exit 0 if it succeeded."""
@@ -167,11 +170,17 @@ def _wait(client: JobsClient, job_id: str, *, interval: float) -> int:
                 shown = line
             if job["state"] in _ENDED:
                 break
-            time.sleep(interval)  # a human's pace: the API has no push (yet)
-            job = client.call("GET", f"/jobs/{job_id}")
+            job = _next_read(client, job_id, interval)
     for failed in job.get("failed_chunks", []):
         click.echo(f"  chunk {failed['index']}: {failed['reason']}")
     return 0 if job["state"] == "succeeded" else 1
+
+
+def _next_read(client: JobsClient, job_id: str, interval: float) -> dict[str, Any]:
+    """The job once it ended or ``interval`` seconds later: the gateway holds the answer
+    (``?wait=``), so its end shows at once, not up to an interval late."""
+    wait = min(interval, MAX_WAIT_SECONDS)
+    return client.call("GET", f"/jobs/{job_id}", params={"wait": f"{wait:g}"}, timeout=wait + 30.0)  # type: ignore[no-any-return]
 
 
 def _wait_with_bar(client: JobsClient, job: dict[str, Any], interval: float) -> dict[str, Any]:
@@ -204,7 +213,6 @@ def _wait_with_bar(client: JobsClient, job: dict[str, Any], interval: float) -> 
             progress.update(task, completed=job["rows_done"], description=f"{job['id']} {job['state']}")
             if job["state"] in _ENDED:
                 break
-            time.sleep(interval)
-            job = client.call("GET", f"/jobs/{job['id']}")
+            job = _next_read(client, job["id"], interval)
     click.echo(_line(job))
     return job

@@ -143,6 +143,7 @@ class JobRunner:
             backoff=settings.jobs_callback_backoff_seconds,
         )
         self._running: dict[Key, asyncio.Task[None]] = {}
+        self._ends: dict[str, tuple[asyncio.Event, int]] = {}  # job id: (set when it ends here, waiters)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._notifying: set[asyncio.Task[None]] = set()
@@ -168,6 +169,21 @@ class JobRunner:
     def wake(self) -> None:
         """A job was submitted here: look for chunks now, not at the next poll."""
         self._wake.set()
+
+    async def until_ended(self, job_id: str, timeout: float) -> None:
+        """Return when this process ends the job (its last chunk, a failure, a cancel here), or
+        after ``timeout`` seconds: a job ended by another process is seen by reading it again."""
+        event, waiters = self._ends.get(job_id, (asyncio.Event(), 0))
+        self._ends[job_id] = (event, waiters + 1)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            event, waiters = self._ends.get(job_id, (event, 1))
+            if waiters <= 1 or event.is_set():
+                self._ends.pop(job_id, None)
+            else:
+                self._ends[job_id] = (event, waiters - 1)
 
     def drop(self, job_id: str) -> None:
         """The job ended elsewhere (cancelled here): stop its chunks now."""
@@ -404,6 +420,8 @@ class JobRunner:
         A job that ended otherwise ended because every chunk had: a chunk of it still running
         here has recorded its end and is about to count it (two chunks in flight), and
         cancelling it would count it lost."""
+        if (waiting := self._ends.get(job_id)) is not None:
+            waiting[0].set()
         if state in (FAILED, PARTIAL):
             self._metrics.job_failures.labels(model).inc()
         if state == FAILED:

@@ -8,6 +8,8 @@ takes the submitter or ``admin``.
 
 from __future__ import annotations
 
+import time
+
 import anyio.to_thread
 
 from gateway.admission.gate import Caller
@@ -15,9 +17,14 @@ from gateway.dataplane.predictor import InferenceService
 from gateway.errors import Forbidden, JobNotFound, JobResultMissing, JobsFull
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.submission import document_of, file_job, inline_job
+from gateway.jobs.views import MAX_WAIT_SECONDS
 from gateway.settings import GatewaySettings
-from registry_sync.jobs.records import CANCELLED, Job
+from registry_sync.jobs.records import CANCELLED, ENDED, Job
 from registry_sync.jobs.store import JobStore
+
+# How often a waiting read looks at the job again: an end in this process wakes it at once, an
+# end in another process (the fleet's) is seen within this
+_WAIT_READ_SECONDS = 0.25
 
 
 def _sees_all(caller: Caller | None) -> bool:
@@ -54,7 +61,17 @@ class JobService:
         self._runner.wake()
         return await self.read(job_id, caller)
 
-    async def read(self, job_id: str, caller: Caller | None) -> Job:
+    async def read(self, job_id: str, caller: Caller | None, *, wait: float = 0.0) -> Job:
+        """The job now; with ``wait`` (seconds, at most MAX_WAIT_SECONDS), once it has ended or
+        when ``wait`` has passed, whichever comes first: a client follows a job without polling."""
+        job = await self._read(job_id, caller)
+        deadline = time.monotonic() + min(wait, MAX_WAIT_SECONDS)
+        while job.state not in ENDED and (left := deadline - time.monotonic()) > 0:
+            await self._runner.until_ended(job_id, min(left, _WAIT_READ_SECONDS))
+            job = await self._read(job_id, caller)
+        return job
+
+    async def _read(self, job_id: str, caller: Caller | None) -> Job:
         job = await anyio.to_thread.run_sync(self.store.job, job_id)
         if job is None or not (_sees_all(caller) or (caller is not None and job.owner == caller.name)):
             raise JobNotFound(job_id)

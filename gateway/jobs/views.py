@@ -6,6 +6,9 @@ from typing import Any
 
 from registry_sync.jobs.records import FILES, Job
 
+MAX_WAIT_SECONDS = 30.0
+"""``GET /jobs/<id>?wait=`` holds its answer at most this long: under proxies' read timeouts."""
+
 
 def _failed_chunk(index: int, reason: str, spec: dict[str, Any]) -> dict[str, Any]:
     shown: dict[str, Any] = {"index": index, "reason": reason}

@@ -4,6 +4,8 @@ pyfunc does on the same rows; a bad file reported with its range; cancel; bad su
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -199,6 +201,39 @@ async def test_cancel_stops_a_running_job(
         job = (await gateway.client.get(f"/jobs/{job_id}")).json()
     assert (job["state"], job["chunks_done"]) == ("cancelled", 0)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("part-*"))
+
+
+@pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
+async def test_a_read_with_wait_answers_when_the_job_ends_and_not_before(
+    make_jobs_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
+) -> None:
+    """``GET /jobs/<id>?wait=N`` holds its answer until the job ends (at once then, not at a
+    poll), or N seconds at most; a bad ``wait`` is refused naming it."""
+    pq.write_table(pa.table({"x": pa.array(np.arange(100, dtype=np.float64))}), tmp_path / "x.parquet")
+    fault_models.PREDICT_GATE.clear()
+    async with make_jobs_gateway() as gateway:
+        submitted = await gateway.client.post(
+            "/models/gated-predict/jobs", json={"input": str(tmp_path / "x.parquet"), "output": str(tmp_path / "out")}
+        )
+        job_id = submitted.json()["id"]
+        await until(fault_models.PREDICT_ENTERED.is_set, "the job's chunk to predict")
+        began = time.monotonic()
+        held = await gateway.client.get(f"/jobs/{job_id}", params={"wait": 0.5})
+        assert held.status_code == 200 and held.json()["state"] == "running"
+        assert time.monotonic() - began >= 0.5  # it waited: the job had not ended
+        for bad in ("-1", "31", "soon"):
+            refused = await gateway.client.get(f"/jobs/{job_id}", params={"wait": bad})
+            assert refused.status_code == 400, refused.text
+            assert "wait" in refused.json()["message"]
+        waiting = asyncio.create_task(gateway.client.get(f"/jobs/{job_id}", params={"wait": 30}))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        fault_models.PREDICT_GATE.set()
+        began = time.monotonic()
+        answer = await asyncio.wait_for(waiting, 60)
+        assert answer.status_code == 200 and answer.json()["state"] == "succeeded"
+        assert time.monotonic() - began < 25  # woken by the end, not by its 30 s passing
+        assert gateway.services.rooms.jobs.runner._ends == {}  # nothing kept for it
 
 
 @pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
