@@ -351,7 +351,7 @@ class JobRunner:
                 claimed.index,
                 rows=rows,
                 result=result,
-                claim_next=self._may_claim_next(),
+                claim_next=claimed if self._may_claim_next() else None,
                 held={(version.name, version.version) for version in self._held()},
                 running=set(self._running),
             )

@@ -4,10 +4,11 @@ predict a batch of rows at a time through the inference service, commit its outp
 Each batch is one call in the version's lane for jobs' batches (gateway.dataplane.batching,
 ``aside``): one job's batch at a time, beside the requests' batches, never one of them, so a
 request arriving meanwhile goes at once instead of waiting for the batch (the version's
-requests are batched by one worker at a time); jobs' batches take at most half the queue. A
-chunk is read and converted on its own thread alone (not pyarrow's pool of every core): the
-other cores are for requests and for the chunk in flight beside it, which reads or commits
-while this one predicts (GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS). A batch is GATEWAY_JOBS_BATCH_ROWS rows while the version
+requests are batched by one worker at a time); jobs' batches take at most half the queue. While
+the version has requests a chunk is read and converted on its own thread alone (not pyarrow's
+pool of every core): the other cores are for them; with none, on every core, as any batch
+scorer's reader does. The chunk in flight beside it reads or commits while this one predicts
+(GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS). A batch is GATEWAY_JOBS_BATCH_ROWS rows while the version
 has requests (one waiting, or one queued within ``QUIET_SECONDS``); with none, the rest of the
 chunk goes in one call, as it always does in a ``--role jobs`` process (``whole``). Between two
 batches the chunk waits as long as the last one took, times (1 − share) / share
@@ -144,10 +145,11 @@ class ChunkScorer:
         # Text is read as the signature types its columns (a CSV's "007" stays a string), the
         # same in every chunk; a Parquet file's own types stand.
         types = await self._input_types(served) if chunk.file.format != "parquet" else None
+        # While the version has requests, decoded on this thread alone: the other cores are for
+        # them, not pyarrow's pool; with none, on every core, as any batch scorer's reader does.
+        threads = self._whole or self.quiet(served)
         try:
-            # decoded on this thread alone: the cores are for the chunk in flight beside it
-            # (GATEWAY_JOBS_MAX_CHUNKS_PER_PROCESS) and for requests, not pyarrow's pool
-            read = functools.partial(read_chunk, chunk, types=types, use_threads=False)
+            read = functools.partial(read_chunk, chunk, types=types, use_threads=threads)
             table = await anyio.to_thread.run_sync(read)
         except JobFileError as exc:
             if exc.transient:
@@ -163,7 +165,7 @@ class ChunkScorer:
             rows = table.slice(offset, size)
             where = f"{chunk.file.uri} ({chunk.range}, rows {offset}-{offset + rows.num_rows - 1} of the chunk)"
             began = time.perf_counter()
-            parts.append(await self._predict(served, rows, job, where))
+            parts.append(await self._predict(served, rows, job, where, threads=threads and not gives_way))
             offset += rows.num_rows
             if gives_way and offset < table.num_rows:
                 await self._give_way(served, time.perf_counter() - began)
@@ -199,7 +201,7 @@ class ChunkScorer:
             model = self._scorer.loaded(served.id)
         return signature_types(model) if model is not None else {}
 
-    async def _predict(self, served: Resolved, rows: pa.Table, job: FileJob, where: str) -> pa.Table:
+    async def _predict(self, served: Resolved, rows: pa.Table, job: FileJob, where: str, *, threads: bool) -> pa.Table:
         found: list[pa.Table] = []
 
         def work(model: LoadedModel) -> bytes:  # in the inference thread, with the version leased
@@ -212,7 +214,7 @@ class ChunkScorer:
                 frame = rows.select(needed)
             elif job.id_column is not None:
                 frame = rows.drop_columns([job.id_column])
-            raw = model.predict(ScoringInput(frame.to_pandas(use_threads=False), job.params))
+            raw = model.predict(ScoringInput(frame.to_pandas(use_threads=threads), job.params))
             try:
                 found.append(predictions_table(raw))
             except (pa.ArrowException, ValueError, TypeError) as exc:

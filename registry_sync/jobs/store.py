@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, and_, case, delete, func, insert, literal, or_, select, update
@@ -62,6 +63,9 @@ _OPEN = (QUEUED, RUNNING)
 _JOB = [column for column in JobRow.__table__.c if column.name != "result"] + [
     JobRow.result.is_not(None).label("has_result")
 ]
+
+
+_Candidate = tuple[str, int, int, dict[str, Any]]  # a claimable chunk: job id, index, attempts so far, spec
 
 
 def _claimable() -> Any:
@@ -170,12 +174,12 @@ class JobStore:
                 candidate = self._candidate(connection, held, skipped)
                 if candidate is None:
                     return None
-                job_id, index, attempts = candidate
+                job_id, index, attempts, _ = candidate
                 if attempts >= self._max_attempts:  # its processes kept dying under it (or giving it back)
                     reason = f"claimed {attempts} times without finishing"
                     self._fail(connection, job_id, index, reason, owned=False)
                     continue
-                claimed = self._take(connection, job_id, index, attempts)
+                claimed = self._take(connection, candidate)
                 if claimed is None:
                     skipped.append((job_id, index))  # another process won it between the read and the write
                     continue
@@ -185,12 +189,15 @@ class JobStore:
     @staticmethod
     def _candidate(
         connection: Connection, held: Collection[tuple[str, int]], skipped: Collection[tuple[str, int]]
-    ) -> tuple[str, int, int] | None:
-        """The chunk a claim would take next (job id, index, attempts so far), read ``FOR UPDATE
-        SKIP LOCKED`` on PostgreSQL: the oldest job's first, those of ``held`` versions before."""
+    ) -> _Candidate | None:
+        """The chunk a claim would take next (job id, index, attempts so far, its spec), read
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: the oldest job's first, those of ``held``
+        versions before."""
         mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
         preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
-        query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts).where(_claimable())
+        query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts, JobChunkRow.spec).where(
+            _claimable()
+        )
         for job_id, index in skipped:
             query = query.where(or_(JobChunkRow.job_id != job_id, JobChunkRow.index != index))
         candidate = connection.execute(
@@ -198,11 +205,16 @@ class JobStore:
             .limit(1)
             .with_for_update(skip_locked=True)  # PostgreSQL; sqlite renders no lock
         ).first()
-        return None if candidate is None else (str(candidate[0]), int(candidate[1]), int(candidate[2]))
+        if candidate is None:
+            return None
+        return str(candidate[0]), int(candidate[1]), int(candidate[2]), dict(candidate[3] or {})
 
-    def _take(self, connection: Connection, job_id: str, index: int, attempts: int) -> Claimed | None:
+    def _take(self, connection: Connection, candidate: _Candidate, *, sibling: Claimed | None = None) -> Claimed | None:
         """Hold the chunk under this process's lease, or None if it is claimable no more (another
-        process won it between the read and this write: sqlite, which locks no row on reading)."""
+        process won it between the read and this write: sqlite, which locks no row on reading).
+        ``sibling``: a chunk of the same job this process held (its finish claims this one): the
+        job is running and its row is known, so neither is written or read again."""
+        job_id, index, attempts, spec = candidate
         now = db_now()
         taken = cast(
             CursorResult[Any],
@@ -220,22 +232,21 @@ class JobStore:
         )
         if taken.rowcount != 1:
             return None
+        if sibling is not None:
+            return replace(sibling, index=index, spec=spec, attempts=attempts + 1)
         connection.execute(
             update(JobRow).where(JobRow.id == job_id, JobRow.state == QUEUED).values(state=RUNNING, started_at=now)
         )
         row = connection.execute(select(*_JOB).where(JobRow.id == job_id)).first()
         if row is None:
             return None
-        spec = connection.scalar(
-            select(JobChunkRow.spec).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
-        )
         return Claimed(
             job_id=job_id,
             index=index,
             kind=row.kind,
             version=VersionId(row.model, row.version, row.source, row.created_ms),
             job_spec=dict(row.spec),
-            spec=dict(spec or {}),
+            spec=spec,
             attempts=attempts + 1,
         )
 
@@ -277,16 +288,16 @@ class JobStore:
         *,
         rows: int,
         result: bytes | None = None,
-        claim_next: bool = False,
+        claim_next: Claimed | None = None,
         held: Collection[tuple[str, int]] = (),
         running: Collection[tuple[str, int]] = (),
     ) -> Ending:
-        """The chunk is done (its output committed): its rows count, once. With ``claim_next``,
-        the same transaction also claims the chunk :meth:`claim` would hand this process next
-        (``held`` and ``running`` as there), if that is one of this job's (``Ending.next``): a
-        job's chunks follow one another with one transaction each, not two. A chunk of another
-        job is left to :meth:`claim` (taking it here would lock a second job's row while this
-        one's is held: two processes doing so the other way round would deadlock)."""
+        """The chunk is done (its output committed): its rows count, once. With ``claim_next``
+        (this chunk's claim), the same transaction also claims the chunk :meth:`claim` would hand
+        this process next (``held`` and ``running`` as there), if that is one of this job's
+        (``Ending.next``): a job's chunks follow one another with one transaction each, not two.
+        A chunk of another job is left to :meth:`claim` (taking it here would lock a second job's
+        row while this one's is held: two processes doing so the other way round would deadlock)."""
         with self._begin() as connection:
             self._lock(connection, job_id)
             if not self._end_chunk(connection, job_id, index, state=CHUNK_DONE, rows=rows, failure=None):
@@ -297,10 +308,10 @@ class JobStore:
             connection.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
             ended = self._end_if_last(connection, job_id)
             following = None
-            if claim_next and ended is None:
+            if claim_next is not None and ended is None:
                 candidate = self._candidate(connection, held, running)
                 if candidate is not None and candidate[0] == job_id and candidate[2] < self._max_attempts:
-                    following = self._take(connection, *candidate)
+                    following = self._take(connection, candidate, sibling=claim_next)
             return Ending(True, ended, following)
 
     def fail_chunk(self, job_id: str, index: int, reason: str) -> Ending:

@@ -106,14 +106,16 @@ def test_a_finish_claims_its_jobs_next_chunk_and_every_row_counts_once(engine: E
     job_id = a.submit(files_job(chunks=4))
     first, second = a.claim(), b.claim()
     assert first is not None and second is not None and (first.index, second.index) == (0, 1)
-    ending = a.finish(job_id, 0, rows=10, claim_next=True, running={(job_id, 0)})
+    ending = a.finish(job_id, 0, rows=10, claim_next=first, running={(job_id, 0)})
     assert ending.counted and ending.ended is None and ending.next is not None
     assert (ending.next.index, ending.next.attempts, ending.next.spec) == (2, 1, {"i": 2})
+    # the job's own fields as a claim() reads them (the finish takes them from its sibling)
+    assert (ending.next.kind, ending.next.version, ending.next.job_spec) == (first.kind, first.version, first.job_spec)
     assert holders(engine, job_id) == {0: ("done", "a"), 1: ("running", "b"), 2: ("running", "a"), 3: ("queued", None)}
-    third = b.finish(job_id, 1, rows=20, claim_next=True)
+    third = b.finish(job_id, 1, rows=20, claim_next=second)
     assert third.next is not None and third.next.index == 3
-    assert a.finish(job_id, 2, rows=30, claim_next=True).next is None  # the last one is b's
-    last = b.finish(job_id, 3, rows=40, claim_next=True)
+    assert a.finish(job_id, 2, rows=30, claim_next=ending.next).next is None  # the last one is b's
+    last = b.finish(job_id, 3, rows=40, claim_next=third.next)
     assert (last.counted, last.ended, last.next) == (True, SUCCEEDED, None)
     job = a.job(job_id)
     assert job is not None and (job.rows_done, job.chunks_done) == (100, 4)
@@ -124,8 +126,9 @@ def test_a_finish_that_does_not_count_claims_nothing(engine: Engine) -> None:
     nor hands its holder a next chunk: the queue stays as it was."""
     a, b = store(engine, "a"), store(engine, "b")
     job_id = a.submit(files_job(chunks=2))
-    assert a.claim() is not None
-    assert b.finish(job_id, 0, rows=10, claim_next=True) == Ending(False)
+    claimed = a.claim()
+    assert claimed is not None
+    assert b.finish(job_id, 0, rows=10, claim_next=claimed) == Ending(False)
     assert holders(engine, job_id) == {0: ("running", "a"), 1: ("queued", None)}
     assert a.job(job_id).rows_done == 0  # type: ignore[union-attr]
 
@@ -138,11 +141,11 @@ def test_a_finish_leaves_another_jobs_chunk_to_claim(engine: Engine) -> None:
     wine = a.submit(files_job(OTHER, chunks=2))
     claimed = a.claim(held={("wine", 2)})
     assert claimed is not None and (claimed.job_id, claimed.index) == (wine, 0)
-    assert a.finish(wine, 0, rows=1, claim_next=True, held={("iris", 1)}).next is None
+    assert a.finish(wine, 0, rows=1, claim_next=claimed, held={("iris", 1)}).next is None
     assert holders(engine, wine)[1] == ("queued", None) and holders(engine, iris)[0] == ("queued", None)
     taken = a.claim(held={("iris", 1)})
     assert taken is not None and (taken.job_id, taken.index) == (iris, 0)
-    ending = a.finish(iris, 0, rows=1, claim_next=True, held={("iris", 1)})
+    ending = a.finish(iris, 0, rows=1, claim_next=taken, held={("iris", 1)})
     assert ending.ended == SUCCEEDED and ending.next is None  # its job ended: wine's chunk is claim()'s
 
 
