@@ -27,7 +27,21 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -71,6 +85,64 @@ _Candidate = tuple[str, int, int, dict[str, Any]]  # a claimable chunk: job id, 
 def _claimable() -> Any:
     """A chunk any process may claim: queued, or running under a lease that lapsed (its process died)."""
     return or_(JobChunkRow.state == QUEUED, and_(JobChunkRow.state == RUNNING, JobChunkRow.lease_until < db_now()))
+
+
+# The statements every chunk runs (a claim, a finish), built once with their parameters bound
+# at each call: building one (SQLAlchemy's coercions and cache key) cost several times what
+# sqlite then spends running it, a millisecond or two a chunk under the GIL the predicts need.
+_chunks, _jobs = cast(Table, JobChunkRow.__table__), cast(Table, JobRow.__table__)
+_CANDIDATE = (
+    select(_chunks.c.job_id, _chunks.c.index, _chunks.c.attempts, _chunks.c.spec)
+    .where(_claimable(), tuple_(_chunks.c.job_id, _chunks.c.index).not_in(bindparam("skipped_", expanding=True)))
+    # the versions held here first (each a (name, number)), then the oldest job's first chunk
+    .order_by(
+        case((tuple_(_chunks.c.model, _chunks.c.version).in_(bindparam("held_", expanding=True)), 0), else_=1),
+        _chunks.c.job_id,
+        _chunks.c.index,
+    )
+    .limit(1)
+    .with_for_update(skip_locked=True)  # PostgreSQL; sqlite renders no lock
+)
+_TAKE = (
+    update(_chunks)
+    .where(_chunks.c.job_id == bindparam("job_id_"), _chunks.c.index == bindparam("index_"), _claimable())
+    .values(
+        state=RUNNING,
+        holder=bindparam("holder_"),
+        lease_until=db_now() + bindparam("lease_"),
+        attempts=_chunks.c.attempts + 1,
+        started_at=func.coalesce(_chunks.c.started_at, db_now()),
+    )
+)
+_START_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id_"), _jobs.c.state == QUEUED)
+    .values(state=RUNNING, started_at=db_now())
+)
+_READ_JOB = select(*_JOB).where(_jobs.c.id == bindparam("job_id_"))
+_LOCK_JOB = update(_jobs).where(_jobs.c.id == bindparam("job_id_")).values(id=_jobs.c.id)
+_END_OWN_CHUNK = (
+    update(_chunks)
+    .where(
+        _chunks.c.job_id == bindparam("job_id_"),
+        _chunks.c.index == bindparam("index_"),
+        _chunks.c.state == RUNNING,
+        _chunks.c.holder == bindparam("holder_"),
+    )
+    .values(
+        state=bindparam("state_"),
+        rows=bindparam("rows_"),
+        failure=bindparam("failure_"),
+        lease_until=None,
+        finished_at=db_now(),
+    )
+)
+_COUNT_ROWS = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id_"))
+    .values(rows_done=_jobs.c.rows_done + bindparam("rows_"), chunks_done=_jobs.c.chunks_done + 1)
+)
+_OPEN_CHUNKS = select(func.count()).where(_chunks.c.job_id == bindparam("job_id_"), _chunks.c.state.in_(_OPEN))
 
 
 def new_job_id() -> str:
@@ -193,18 +265,7 @@ class JobStore:
         """The chunk a claim would take next (job id, index, attempts so far, its spec), read
         ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: the oldest job's first, those of ``held``
         versions before."""
-        mine = [and_(JobChunkRow.model == name, JobChunkRow.version == number) for name, number in held]
-        preferred = case((or_(*mine), 0), else_=1) if mine else literal(1)
-        query = select(JobChunkRow.job_id, JobChunkRow.index, JobChunkRow.attempts, JobChunkRow.spec).where(
-            _claimable()
-        )
-        for job_id, index in skipped:
-            query = query.where(or_(JobChunkRow.job_id != job_id, JobChunkRow.index != index))
-        candidate = connection.execute(
-            query.order_by(preferred, JobChunkRow.job_id, JobChunkRow.index)
-            .limit(1)
-            .with_for_update(skip_locked=True)  # PostgreSQL; sqlite renders no lock
-        ).first()
+        candidate = connection.execute(_CANDIDATE, {"held_": list(held), "skipped_": list(skipped)}).first()
         if candidate is None:
             return None
         return str(candidate[0]), int(candidate[1]), int(candidate[2]), dict(candidate[3] or {})
@@ -215,29 +276,18 @@ class JobStore:
         ``sibling``: a chunk of the same job this process held (its finish claims this one): the
         job is running and its row is known, so neither is written or read again."""
         job_id, index, attempts, spec = candidate
-        now = db_now()
         taken = cast(
             CursorResult[Any],
             connection.execute(
-                update(JobChunkRow)
-                .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, _claimable())
-                .values(
-                    state=RUNNING,
-                    holder=self.holder,
-                    lease_until=now + self._lease,
-                    attempts=JobChunkRow.attempts + 1,
-                    started_at=func.coalesce(JobChunkRow.started_at, now),
-                )
+                _TAKE, {"job_id_": job_id, "index_": index, "holder_": self.holder, "lease_": self._lease}
             ),
         )
         if taken.rowcount != 1:
             return None
         if sibling is not None:
             return replace(sibling, index=index, spec=spec, attempts=attempts + 1)
-        connection.execute(
-            update(JobRow).where(JobRow.id == job_id, JobRow.state == QUEUED).values(state=RUNNING, started_at=now)
-        )
-        row = connection.execute(select(*_JOB).where(JobRow.id == job_id)).first()
+        connection.execute(_START_JOB, {"job_id_": job_id})
+        row = connection.execute(_READ_JOB, {"job_id_": job_id}).first()
         if row is None:
             return None
         return Claimed(
@@ -302,10 +352,9 @@ class JobStore:
             self._lock(connection, job_id)
             if not self._end_chunk(connection, job_id, index, state=CHUNK_DONE, rows=rows, failure=None):
                 return Ending(False)
-            values: dict[str, Any] = {"rows_done": JobRow.rows_done + rows, "chunks_done": JobRow.chunks_done + 1}
+            connection.execute(_COUNT_ROWS, {"job_id_": job_id, "rows_": rows})
             if result is not None:
-                values["result"] = result
-            connection.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+                connection.execute(update(JobRow).where(JobRow.id == job_id).values(result=result))
             ended = self._end_if_last(connection, job_id)
             following = None
             if claim_next is not None and ended is None:
@@ -346,7 +395,7 @@ class JobStore:
     def _lock(connection: Connection, job_id: str) -> None:
         """Write the job's row first: on PostgreSQL its row lock, on sqlite the write lock, so
         the ends of one job's chunks run one after the other and see each other's."""
-        connection.execute(update(JobRow).where(JobRow.id == job_id).values(id=JobRow.id))
+        connection.execute(_LOCK_JOB, {"job_id_": job_id})
 
     def _end_chunk(
         self,
@@ -360,21 +409,28 @@ class JobStore:
         owned: bool = True,
     ) -> bool:
         """End a chunk this process holds (``owned``), or, for one claimed too often, whoever held it."""
-        query = update(JobChunkRow).where(JobChunkRow.job_id == job_id, JobChunkRow.index == index)
         if owned:
-            query = query.where(JobChunkRow.state == RUNNING, JobChunkRow.holder == self.holder)
+            ended = connection.execute(
+                _END_OWN_CHUNK,
+                {
+                    "job_id_": job_id,
+                    "index_": index,
+                    "holder_": self.holder,
+                    "state_": state,
+                    "rows_": rows,
+                    "failure_": failure,
+                },
+            )
         else:
-            query = query.where(JobChunkRow.state.in_(_OPEN))
-        ended = cast(
-            CursorResult[Any],
-            connection.execute(
-                query.values(state=state, rows=rows, failure=failure, lease_until=None, finished_at=db_now())
-            ),
-        )
-        return ended.rowcount == 1
+            ended = connection.execute(
+                update(JobChunkRow)
+                .where(JobChunkRow.job_id == job_id, JobChunkRow.index == index, JobChunkRow.state.in_(_OPEN))
+                .values(state=state, rows=rows, failure=failure, lease_until=None, finished_at=db_now())
+            )
+        return cast(CursorResult[Any], ended).rowcount == 1
 
     def _end_if_last(self, connection: Connection, job_id: str) -> str | None:
-        left = connection.scalar(select(func.count()).where(JobChunkRow.job_id == job_id, JobChunkRow.state.in_(_OPEN)))
+        left = connection.scalar(_OPEN_CHUNKS, {"job_id_": job_id})
         if left:
             return None
         failed = int(connection.scalar(select(JobRow.chunks_failed).where(JobRow.id == job_id)) or 0)
