@@ -179,6 +179,11 @@ class GatewayArm:
         for server in self.servers:  # each loads the version
             with httpx.Client(base_url=server.url, timeout=60) as client:
                 client.post("/models/iris/versions/1/predict", json=row).raise_for_status()
+        # A job gives way (batches, pauses) while its version had a request within
+        # QUIET_SECONDS: the loading ones above are no traffic to measure a job beside.
+        from gateway.jobs.scoring import QUIET_SECONDS
+
+        time.sleep(QUIET_SECONDS + 0.5)
         self.http = httpx.Client(base_url=self.server.url, timeout=60)
         return self
 

@@ -1379,7 +1379,7 @@ def test_the_job_p99_figures_in_the_docs_are_the_results_files_they_cite() -> No
     section = readme[readme.index("## A request's p99 during a job") :]
     section = section[: section.index("\n## ")] if "\n## " in section else section
     cited = sorted(set(re.findall(r"`bench/results/(jobs-p99-[\w-]+)\.json`", section)))
-    assert len(cited) == 5
+    assert len(cited) == 6
     text = " ".join(section.split())
     for name in cited:
         run = json.loads((root / "bench" / "results" / f"{name}.json").read_text())
@@ -1391,7 +1391,7 @@ def test_the_job_p99_figures_in_the_docs_are_the_results_files_they_cite() -> No
             f"{min(run['jobs'])}-{max(run['jobs'])} | {rates[0]:,}-{rates[-1]:,} |"
         )
         assert row in section, row
-        assert run["repeat"] == len(run["idle_p99_ms"]) == 3 and run["rows"] == 1_000_000
+        assert run["repeat"] == len(run["idle_p99_ms"]) >= 3 and run["rows"] == 1_000_000
         assert min(run["job_requests"]) >= 2000
         where = "a jobs process" if run["jobs_process"] else "one process"
         verdict = "met" if run["ratio_median"] <= 2 else "not met"
@@ -1443,7 +1443,7 @@ def test_the_job_figures_in_the_performance_docs_are_the_runs_they_cite() -> Non
     section = docs[docs.index("## Jobs beside requests (issue 52)") :]
     section = section[: section.index("\n## ")] if "\n## " in section else section
     cited = re.findall(r"\| `bench/results/(jobs-iris-1m-[\w-]+)\.json` \|", section)
-    assert len(cited) == 7, cited
+    assert len(cited) == 10, cited
     for name in cited:
         run = json.loads((root / "bench" / "results" / f"{name}.json").read_text())
         floor, gateway = run["arms"]["floor"], run["arms"]["gateway"]

@@ -49,8 +49,11 @@ class JobsSettings(SettingsSection):
     that on a host it shares with serving processes the kernel gives them the cores first. 0:
     the same priority as theirs."""
 
-    jobs_chunk_rows: int = Field(default=100_000, ge=1)
-    """Rows a Parquet chunk aims at (whole row groups, from the footer)."""
+    jobs_chunk_rows: int = Field(default=200_000, ge=1)
+    """Rows a Parquet chunk aims at (whole row groups, from the footer; GATEWAY_JOBS_CHUNK_BYTES
+    bounds wide rows). What a chunk costs besides its rows (its claim and finish, its part's
+    file) is paid once a chunk: fewer, larger chunks pay it less often, at the cost of fewer to
+    share among replicas and more to redo when one dies. Lower it for a slow model."""
 
     jobs_chunk_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Bytes a CSV or JSON lines chunk aims at (cut at line starts)."""
