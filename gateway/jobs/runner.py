@@ -143,6 +143,7 @@ class JobRunner:
             backoff=settings.jobs_callback_backoff_seconds,
         )
         self._running: dict[Key, asyncio.Task[None]] = {}
+        self._finishing: set[Key] = set()  # chunks whose end is being recorded: that decides, not the heartbeat
         self._ends: dict[str, tuple[asyncio.Event, int]] = {}  # job id: (set when it ends here, waiters)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -278,8 +279,10 @@ class JobRunner:
                 log.warning("cannot renew job chunk leases: %s", exc)
                 continue
             # Only the chunks asked about: one claimed while the renewal was on its way is not in
-            # its answer, and is this process's all the same.
-            for key in asked - still:
+            # its answer, and is this process's all the same. Nor one whose end is being recorded:
+            # a finish committed just before the renewal read is not in its answer either, and
+            # cancelling it then would count a chunk done as lost; the finish says whether it counted.
+            for key in asked - still - self._finishing:
                 task = self._running.get(key)
                 if task is not None:
                     task.cancel()  # cancelled or failed with its job, or taken over
@@ -339,8 +342,17 @@ class JobRunner:
         """Record a scored chunk's end. While the state database does not answer (a restart, a
         failover), try again with backoff rather than give the chunk up: its output is
         committed, and a redo would score it again. The end counts only if the chunk is still
-        this process's (store.finish); if another process took it over meanwhile, the heartbeat
-        cancels this task, and stopping the process does too."""
+        this process's (store.finish): taken over by another process meanwhile, it does not
+        count. The heartbeat leaves a finishing chunk to this answer; stopping the process
+        cancels it."""
+        key = (claimed.job_id, claimed.index)
+        self._finishing.add(key)
+        try:
+            return await self._record_finish(claimed, rows, result)
+        finally:
+            self._finishing.discard(key)
+
+    async def _record_finish(self, claimed: Claimed, rows: int, result: bytes | None) -> Ending:
         delay = _FINISH_FIRST_RETRY
         deadline = time.monotonic() + _FINISH_PATIENCE_SECONDS
         while True:
