@@ -15,9 +15,9 @@ alternate:
 
 The p99 of each round (of at least ``--job-requests`` latencies during jobs, 3,000 idle), their
 medians over ``--repeat`` rounds, the ratio job/idle, the p99 of all rounds' latencies pooled,
-and the jobs' rows a second, to ``--out`` (JSON). Settings are the gateway's defaults (one chunk
+and the jobs' rows a second, to ``--out`` (JSON). Settings are the gateway's defaults (two chunks
 at a time per process, 10,000 rows a predict call while requests come, a pause between two
-calls as long as the last: GATEWAY_JOBS_PREDICT_SHARE=0.5), unless ``--env KEY=VALUE`` says
+calls three times as long as the last: GATEWAY_JOBS_PREDICT_SHARE=0.25), unless ``--env KEY=VALUE`` says
 otherwise (for both processes; ``--env GATEWAY_JOBS_PREDICT_SHARE=1``: no pause, as before it).
 """
 

@@ -1379,7 +1379,7 @@ def test_the_job_p99_figures_in_the_docs_are_the_results_files_they_cite() -> No
     section = readme[readme.index("## A request's p99 during a job") :]
     section = section[: section.index("\n## ")] if "\n## " in section else section
     cited = sorted(set(re.findall(r"`bench/results/(jobs-p99-[\w-]+)\.json`", section)))
-    assert len(cited) == 7
+    assert len(cited) == 9
     text = " ".join(section.split())
     for name in cited:
         run = json.loads((root / "bench" / "results" / f"{name}.json").read_text())

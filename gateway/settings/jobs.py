@@ -30,13 +30,13 @@ class JobsSettings(SettingsSection):
     within the last second): between two such calls a chunk gives way to them. With none, and
     always in a ``--role jobs`` process, a chunk is predicted in one call."""
 
-    jobs_predict_share: float = Field(default=0.5, gt=0, le=1)
+    jobs_predict_share: float = Field(default=0.25, gt=0, le=1)
     """The share of the time a chunk in a serving process spends in its predict calls while its
     version has requests: after a call of t seconds it waits t × (1 − share) / share before the
     next, so requests arriving then are neither queued behind its batch nor share the GIL with
     it. Lower: a request's p99 during a job nearer its idle one, and the job's rows a second
     lower while requests come (bounded by the share). 1: no wait. With no requests, and in a
-    ``--role jobs`` process, a chunk never waits."""
+    ``--role jobs`` process, a chunk never waits. 0.25 (0.5 before 26 Nov): requests come first."""
 
     jobs_on_serving: Literal["auto", "always", "never"] = "auto"
     """Whether a serving process (``--role all`` or ``gateway``) runs chunks. ``auto``: only
