@@ -144,7 +144,7 @@ class JobRunner:
         )
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._finishing: set[Key] = set()  # chunks whose end is being recorded: that decides, not the heartbeat
-        self._ends: dict[str, tuple[asyncio.Event, int]] = {}  # job id: (set when it ends here, waiters)
+        self._ends: dict[str, set[asyncio.Event]] = {}  # job id: its waiting reads', each set when it ends here
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._notifying: set[asyncio.Task[None]] = set()
@@ -174,17 +174,15 @@ class JobRunner:
     async def until_ended(self, job_id: str, timeout: float) -> None:
         """Return when this process ends the job (its last chunk, a failure, a cancel here), or
         after ``timeout`` seconds: a job ended by another process is seen by reading it again."""
-        event, waiters = self._ends.get(job_id, (asyncio.Event(), 0))
-        self._ends[job_id] = (event, waiters + 1)
+        waiting, event = self._ends.setdefault(job_id, set()), asyncio.Event()
+        waiting.add(event)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         finally:
-            event, waiters = self._ends.get(job_id, (event, 1))
-            if waiters <= 1 or event.is_set():
-                self._ends.pop(job_id, None)
-            else:
-                self._ends[job_id] = (event, waiters - 1)
+            waiting.discard(event)
+            if not waiting and self._ends.get(job_id) is waiting:
+                del self._ends[job_id]
 
     def drop(self, job_id: str) -> None:
         """The job ended elsewhere (cancelled here): stop its chunks now."""
@@ -432,8 +430,8 @@ class JobRunner:
         A job that ended otherwise ended because every chunk had: a chunk of it still running
         here has recorded its end and is about to count it (two chunks in flight), and
         cancelling it would count it lost."""
-        if (waiting := self._ends.get(job_id)) is not None:
-            waiting[0].set()
+        for event in self._ends.pop(job_id, ()):
+            event.set()
         if state in (FAILED, PARTIAL):
             self._metrics.job_failures.labels(model).inc()
         if state == FAILED:

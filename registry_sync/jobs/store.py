@@ -352,9 +352,8 @@ class JobStore:
             self._lock(connection, job_id)
             if not self._end_chunk(connection, job_id, index, state=CHUNK_DONE, rows=rows, failure=None):
                 return Ending(False)
-            connection.execute(_COUNT_ROWS, {"job_id_": job_id, "rows_": rows})
-            if result is not None:
-                connection.execute(update(JobRow).where(JobRow.id == job_id).values(result=result))
+            counted = _COUNT_ROWS if result is None else _COUNT_ROWS.values(result=result)  # an inline job's answer
+            connection.execute(counted, {"job_id_": job_id, "rows_": rows})
             ended = self._end_if_last(connection, job_id)
             following = None
             if claim_next is not None and ended is None:

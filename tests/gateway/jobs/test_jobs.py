@@ -180,19 +180,26 @@ async def test_fail_fast_ends_the_job_at_the_first_bad_chunk(
 
 
 @pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
+async def a_job_held_in_its_predict(gateway: Gateway, tmp_path: Path, *, rows: int) -> str:
+    """The id of a job of ``rows`` rows on ``gated-predict``, submitted and followed until its
+    first chunk predicts, held there until ``fault_models.PREDICT_GATE`` is set."""
+    pq.write_table(
+        pa.table({"x": pa.array(np.arange(rows, dtype=np.float64))}), tmp_path / "x.parquet", row_group_size=50
+    )
+    fault_models.PREDICT_GATE.clear()
+    submitted = await gateway.client.post(
+        "/models/gated-predict/jobs", json={"input": str(tmp_path / "x.parquet"), "output": str(tmp_path / "out")}
+    )
+    assert submitted.status_code == 202, submitted.text
+    await until(fault_models.PREDICT_ENTERED.is_set, "the job's first chunk to predict")
+    return str(submitted.json()["id"])
+
+
 async def test_cancel_stops_a_running_job(
     make_jobs_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
 ) -> None:
-    pq.write_table(
-        pa.table({"x": pa.array(np.arange(500, dtype=np.float64))}), tmp_path / "x.parquet", row_group_size=50
-    )
-    fault_models.PREDICT_GATE.clear()
     async with make_jobs_gateway() as gateway:
-        submitted = await gateway.client.post(
-            "/models/gated-predict/jobs", json={"input": str(tmp_path / "x.parquet"), "output": str(tmp_path / "out")}
-        )
-        job_id = submitted.json()["id"]
-        await until(fault_models.PREDICT_ENTERED.is_set, "the job's first chunk to predict")
+        job_id = await a_job_held_in_its_predict(gateway, tmp_path, rows=500)
         cancelled = await gateway.client.delete(f"/jobs/{job_id}")
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         runner = gateway.services.rooms.jobs.runner
@@ -209,14 +216,9 @@ async def test_a_read_with_wait_answers_when_the_job_ends_and_not_before(
 ) -> None:
     """``GET /jobs/<id>?wait=N`` holds its answer until the job ends (at once then, not at a
     poll), or N seconds at most; a bad ``wait`` is refused naming it."""
-    pq.write_table(pa.table({"x": pa.array(np.arange(100, dtype=np.float64))}), tmp_path / "x.parquet")
-    fault_models.PREDICT_GATE.clear()
     async with make_jobs_gateway() as gateway:
-        submitted = await gateway.client.post(
-            "/models/gated-predict/jobs", json={"input": str(tmp_path / "x.parquet"), "output": str(tmp_path / "out")}
-        )
-        job_id = submitted.json()["id"]
-        await until(fault_models.PREDICT_ENTERED.is_set, "the job's chunk to predict")
+        job_id = await a_job_held_in_its_predict(gateway, tmp_path, rows=100)
+        runner = gateway.services.rooms.jobs.runner
         began = time.monotonic()
         held = await gateway.client.get(f"/jobs/{job_id}", params={"wait": 0.5})
         assert held.status_code == 200 and held.json()["state"] == "running"
@@ -226,14 +228,14 @@ async def test_a_read_with_wait_answers_when_the_job_ends_and_not_before(
             assert refused.status_code == 400, refused.text
             assert "wait" in refused.json()["message"]
         waiting = asyncio.create_task(gateway.client.get(f"/jobs/{job_id}", params={"wait": 30}))
-        await asyncio.sleep(0.3)
+        await until(lambda: job_id in runner._ends, "the read to wait for the job's end")
         assert not waiting.done()
         fault_models.PREDICT_GATE.set()
         began = time.monotonic()
         answer = await asyncio.wait_for(waiting, 60)
         assert answer.status_code == 200 and answer.json()["state"] == "succeeded"
         assert time.monotonic() - began < 25  # woken by the end, not by its 30 s passing
-        assert gateway.services.rooms.jobs.runner._ends == {}  # nothing kept for it
+        assert runner._ends == {}  # nothing kept for it
 
 
 @pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
