@@ -179,7 +179,6 @@ async def test_fail_fast_ends_the_job_at_the_first_bad_chunk(
     assert done["state"] == "failed" and done["error"].startswith("chunk 0 failed")
 
 
-@pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
 async def a_job_held_in_its_predict(gateway: Gateway, tmp_path: Path, *, rows: int) -> str:
     """The id of a job of ``rows`` rows on ``gated-predict``, submitted and followed until its
     first chunk predicts, held there until ``fault_models.PREDICT_GATE`` is set."""
@@ -195,6 +194,7 @@ async def a_job_held_in_its_predict(gateway: Gateway, tmp_path: Path, *, rows: i
     return str(submitted.json()["id"])
 
 
+@pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
 async def test_cancel_stops_a_running_job(
     make_jobs_gateway: Callable[..., AbstractAsyncContextManager[Gateway]], tmp_path: Path
 ) -> None:
